@@ -1,0 +1,138 @@
+package embedded
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Account and user names of the layout.
+const (
+	ServicesAccount = "SERVICES"
+	ClientsAccount  = "CLIENTS"
+	SystemAccount   = "SYS"
+
+	// ServiceUser is the user the Roster services connect as.
+	ServiceUser = "roster-service"
+	// SystemUser is the system-account user.
+	SystemUser = "roster-system"
+	// AnonymousUser is the CLIENTS user a connection without credentials becomes in the
+	// development configuration.
+	AnonymousUser = "anonymous"
+)
+
+// ServiceExports lists the request subjects the SERVICES account exports to clients.
+var ServiceExports = []string{
+	"roster.v1.auth.>",
+	"roster.v1.session.>",
+	"roster.v1.lock.>",
+	"roster.v1.msg.>",
+}
+
+// DeliverSubjects is what the CLIENTS account exports to the services for deliveries.
+const DeliverSubjects = "roster.v1.deliver.>"
+
+// Config configures an embedded server.
+type Config struct {
+	// Name is the server name ($ServerName of sessions connected here).
+	Name string
+	// Listen is the client address, host:port; port -1 picks a free one.
+	Listen string
+	// WebSocket, when not empty, is the host:port of a plain (no TLS) WebSocket listener.
+	WebSocket string
+	// Monitor, when not empty, is the host:port of the NATS HTTP monitoring endpoint.
+	Monitor string
+	// DataDir holds JetStream's storage (under DataDir/jetstream).
+	DataDir string
+	// SyncInterval is how often JetStream fsyncs. Zero means on every write, the
+	// default: anything else can lose acknowledged writes when the machine crashes.
+	SyncInterval time.Duration
+	// ServicePassword and SystemPassword are the passwords of the service and system
+	// users. Start generates random ones when empty.
+	ServicePassword string
+	SystemPassword  string
+	// AllowAnonymous lets connections without credentials into CLIENTS.
+	AllowAnonymous bool
+}
+
+// ConfigText renders cfg as nats-server configuration.
+func ConfigText(cfg Config) (string, error) {
+	host, port, err := splitHostPort(cfg.Listen)
+	if err != nil {
+		return "", fmt.Errorf("listen address: %w", err)
+	}
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	if cfg.Name != "" {
+		w("server_name: %s", strconv.Quote(cfg.Name))
+	}
+	w("host: %s", strconv.Quote(host))
+	w("port: %d", port)
+	w("max_payload: 1MB")
+	if cfg.Monitor != "" {
+		w("http: %s", strconv.Quote(cfg.Monitor))
+	}
+	if cfg.WebSocket != "" {
+		w("websocket {\n  listen: %s\n  no_tls: true", strconv.Quote(cfg.WebSocket))
+		if cfg.AllowAnonymous {
+			w("  no_auth_user: %q", AnonymousUser)
+		}
+		w("}")
+	}
+	sync := "always"
+	if cfg.SyncInterval > 0 {
+		sync = strconv.Quote(cfg.SyncInterval.String())
+	}
+	w("jetstream {\n  store_dir: %s\n  sync_interval: %s\n}", strconv.Quote(cfg.DataDir+"/jetstream"), sync)
+	w("system_account: %s", SystemAccount)
+	w("accounts {")
+	w("  %s {\n    users: [ { user: %q, password: %q } ]\n  }", SystemAccount, SystemUser, cfg.SystemPassword)
+	w("  %s {", ServicesAccount)
+	w("    jetstream: enabled")
+	w("    users: [ { user: %q, password: %q } ]", ServiceUser, cfg.ServicePassword)
+	w("    exports: [")
+	for _, s := range ServiceExports {
+		w("      { service: %q }", s)
+	}
+	w("      { service: \"$SRV.>\", response_type: stream }")
+	w("    ]")
+	w("    imports: [ { service: { account: %s, subject: %q } } ]", ClientsAccount, DeliverSubjects)
+	w("  }")
+	w("  %s {", ClientsAccount)
+	if cfg.AllowAnonymous {
+		w("    users: [ { user: %q } ]", AnonymousUser)
+	}
+	w("    exports: [ { service: %q } ]", DeliverSubjects)
+	w("    imports: [")
+	for _, s := range ServiceExports {
+		w("      { service: { account: %s, subject: %q }, share: true }", ServicesAccount, s)
+	}
+	w("      { service: { account: %s, subject: \"$SRV.>\" } }", ServicesAccount)
+	w("    ]")
+	w("  }")
+	w("}")
+	if cfg.AllowAnonymous {
+		w("no_auth_user: %q", AnonymousUser)
+	}
+	return b.String(), nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	if addr == "" {
+		return "127.0.0.1", -1, nil
+	}
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < -1 || port > 65535 {
+		return "", 0, fmt.Errorf("invalid port %q", p)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}

@@ -1,0 +1,108 @@
+package embedded
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Server is a running embedded NATS server.
+type Server struct {
+	*server.Server
+	cfg Config
+}
+
+// Start starts an embedded server and waits until it accepts connections and
+// JetStream is ready. logger receives the server's log (notices at debug level).
+func Start(cfg Config, logger *slog.Logger) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("embedded: data dir is required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded: data dir: %w", err)
+	}
+	if cfg.ServicePassword == "" {
+		cfg.ServicePassword = randomSecret()
+	}
+	if cfg.SystemPassword == "" {
+		cfg.SystemPassword = randomSecret()
+	}
+	text, err := ConfigText(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		return nil, fmt.Errorf("embedded: configuration: %w", err)
+	}
+	opts.NoSigs = true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	if logger != nil {
+		ns.SetLoggerV2(&slogAdapter{l: logger.With("component", "nats")}, false, false, false)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("embedded: server not ready for connections after 30s")
+	}
+	return &Server{Server: ns, cfg: cfg}, nil
+}
+
+// Config returns the configuration the server runs with (including generated
+// passwords).
+func (s *Server) Config() Config { return s.cfg }
+
+// ServiceOptions returns the nats.Options that connect a Roster service to this server
+// in-process, as the service user.
+func (s *Server) ServiceOptions() []nats.Option {
+	return []nats.Option{
+		nats.InProcessServer(s.Server),
+		nats.UserInfo(ServiceUser, s.cfg.ServicePassword),
+	}
+}
+
+// ConnectService connects to the SERVICES account in-process.
+func (s *Server) ConnectService(opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect("", append(s.ServiceOptions(), opts...)...)
+}
+
+// ConnectSystem connects to the system account in-process.
+func (s *Server) ConnectSystem(opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{nats.InProcessServer(s.Server), nats.UserInfo(SystemUser, s.cfg.SystemPassword)}, opts...)
+	return nats.Connect("", all...)
+}
+
+// Stop shuts the server down and waits until it has.
+func (s *Server) Stop() {
+	s.Shutdown()
+	s.WaitForShutdown()
+}
+
+func randomSecret() string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic("embedded: crypto/rand: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
+
+// slogAdapter sends nats-server's log to slog. Notices are debug-level: Roster prints
+// its own summary of where it listens.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a *slogAdapter) Noticef(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }

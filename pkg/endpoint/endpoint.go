@@ -1,0 +1,365 @@
+// Package endpoint hosts Roster's micro services: it registers typed endpoints and
+// turns each request into a call of a plain Go method.
+//
+// For every request it extracts the caller's trace context and starts a server span,
+// decodes the JSON body strictly (unknown fields and trailing data are errors, bodies
+// are size-limited), validates it, calls the handler on a bounded pool of goroutines
+// (micro runs an endpoint's callback serially, so one slow request would otherwise
+// stall the endpoint), and maps the handler's error to the wire: a *wire.Error as it
+// is, anything else as internal, with the cause logged once and never sent.
+package endpoint
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// Config describes a service.
+type Config struct {
+	// Name is the micro service name (e.g. "roster-lock").
+	Name string
+	// Version is the SemVer version reported by $SRV.INFO.
+	Version string
+	// Description is shown by $SRV.INFO and nats micro info.
+	Description string
+	// Prefix is the subject prefix of the service's endpoints (e.g. roster.v1.lock).
+	Prefix string
+	// MaxConcurrent bounds the requests handled at once (default 256).
+	MaxConcurrent int
+	// MaxBody bounds a request body in bytes (default 64 KiB).
+	MaxBody int
+}
+
+// Service is a running micro service with its endpoints.
+type Service struct {
+	cfg    Config
+	micro  micro.Service
+	tracer trace.Tracer
+	log    *slog.Logger
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	checks  map[string]func(context.Context) error
+	stopped bool
+}
+
+// admit takes a slot for a request, waiting while MaxConcurrent are in flight (the
+// subscription's pending buffer then absorbs bursts). It fails once Stop has begun.
+func (s *Service) admit() bool {
+	select {
+	case s.sem <- struct{}{}:
+	case <-s.ctx.Done():
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		<-s.sem
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// New registers a service on nc. Call Add for each endpoint, then Stop to drain.
+func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (*Service, error) {
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = 256
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 64 << 10
+	}
+	ms, err := micro.AddService(nc, micro.Config{
+		Name:        cfg.Name,
+		Version:     cfg.Version,
+		Description: cfg.Description,
+		Metadata:    map[string]string{"prefix": cfg.Prefix},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("endpoint: add service %s: %w", cfg.Name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		cfg:    cfg,
+		micro:  ms,
+		tracer: tp.Tracer("github.com/seed-3c836eab/roster/" + cfg.Name),
+		log:    log.With("service", cfg.Name),
+		sem:    make(chan struct{}, cfg.MaxConcurrent),
+		ctx:    ctx,
+		cancel: cancel,
+		checks: map[string]func(context.Context) error{},
+	}
+	if err := Add(s, Endpoint{Name: "health", Response: "health.response"}, s.health); err != nil {
+		_ = ms.Stop()
+		cancel()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Endpoint names an endpoint and the schemas of its bodies.
+type Endpoint struct {
+	// Name is the operation; the subject is <prefix>.<name> unless Subject is set.
+	Name    string
+	Subject string
+	// Request and Response name the JSON Schemas (files in schemas/, without .json).
+	Request  string
+	Response string
+}
+
+// Call is what a handler knows about a request besides its body.
+type Call struct {
+	Subject string
+	Header  nats.Header
+	// Info is the server-written request info; nil when the request did not cross
+	// an account import (e.g. from another service).
+	Info *wire.RequestInfo
+	// SessionID and Token are the Roster-Session and Roster-Token headers.
+	SessionID string
+	Token     string
+}
+
+// Validator is implemented by request types that check their own fields.
+type Validator interface {
+	Validate() error
+}
+
+// Handler handles one decoded request.
+type Handler[Req, Resp any] func(ctx context.Context, c *Call, req *Req) (*Resp, error)
+
+// Add registers an endpoint whose request decodes into Req and whose reply is Resp.
+func Add[Req, Resp any](s *Service, ep Endpoint, h Handler[Req, Resp]) error {
+	subject := ep.Subject
+	if subject == "" {
+		subject = s.cfg.Prefix + "." + ep.Name
+	}
+	meta := map[string]string{}
+	if ep.Request != "" {
+		meta["request_schema"] = ep.Request
+	}
+	if ep.Response != "" {
+		meta["response_schema"] = ep.Response
+	}
+	handler := micro.HandlerFunc(func(r micro.Request) {
+		if !s.admit() {
+			respondError(r, &wire.Error{Code: wire.CodeUnavailable, Message: "service is stopping"})
+			return
+		}
+		go func() {
+			defer func() { <-s.sem; s.wg.Done() }()
+			serve(s, ep.Name, subject, r, h)
+		}()
+	})
+	if err := s.micro.AddEndpoint(ep.Name, handler, micro.WithEndpointSubject(subject), micro.WithEndpointMetadata(meta)); err != nil {
+		return fmt.Errorf("endpoint: add %s: %w", subject, err)
+	}
+	return nil
+}
+
+func serve[Req, Resp any](s *Service, name, subject string, r micro.Request, h Handler[Req, Resp]) {
+	hdr := nats.Header(r.Headers())
+	ctx := wire.Extract(s.ctx, hdr)
+	ctx, span := s.tracer.Start(ctx, subject, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", r.Subject()),
+			attribute.String("rpc.service", s.cfg.Name),
+			attribute.String("rpc.method", name),
+		))
+	defer span.End()
+
+	call := &Call{
+		Subject:   r.Subject(),
+		Header:    hdr,
+		Info:      wire.ParseRequestInfo(hdr.Get(wire.HeaderRequestInfo)),
+		SessionID: hdr.Get(wire.HeaderSession),
+		Token:     hdr.Get(wire.HeaderToken),
+	}
+	if call.SessionID != "" {
+		span.SetAttributes(attribute.String("roster.session_id", call.SessionID))
+	}
+	resp, err := decodeAndHandle(ctx, s, call, r.Data(), h)
+	if err != nil {
+		var we *wire.Error
+		if !errors.As(err, &we) || !we.Code.Known() || we.Code == wire.CodeInternal {
+			s.log.ErrorContext(ctx, "request failed", "subject", subject, "err", err)
+		}
+		status, _, _ := wire.EncodeError(err)
+		span.SetAttributes(attribute.String("roster.error.code", errorCode(err)))
+		if n, _ := strconv.Atoi(status); n >= 500 {
+			span.SetStatus(codes.Error, errorCode(err))
+		}
+		respondError(r, err)
+		return
+	}
+	if err := r.RespondJSON(resp); err != nil {
+		s.log.WarnContext(ctx, "reply failed", "subject", subject, "err", err)
+	}
+}
+
+func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, data []byte, h Handler[Req, Resp]) (*Resp, error) {
+	if len(data) > s.cfg.MaxBody {
+		return nil, wire.Errorf(wire.CodeTooLarge, "request body is %d bytes; the limit is %d", len(data), s.cfg.MaxBody)
+	}
+	req := new(Req)
+	if err := Decode(data, req); err != nil {
+		return nil, err
+	}
+	if v, ok := any(req).(Validator); ok {
+		if err := v.Validate(); err != nil {
+			var we *wire.Error
+			if errors.As(err, &we) {
+				return nil, err
+			}
+			return nil, &wire.Error{Code: wire.CodeBadRequest, Message: err.Error()}
+		}
+	}
+	return h(ctx, c, req)
+}
+
+// Decode decodes a JSON request body strictly into v: unknown fields, wrong types and
+// trailing data are bad_request errors naming the problem. An empty body decodes as {}.
+func Decode(data []byte, v any) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		data = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &wire.Error{Code: wire.CodeBadRequest, Message: "invalid JSON body: " + jsonMessage(err)}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return &wire.Error{Code: wire.CodeBadRequest, Message: "invalid JSON body: data after the JSON value"}
+	}
+	return nil
+}
+
+func jsonMessage(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type, te.Value)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s at byte %d", se.Error(), se.Offset)
+	}
+	return err.Error()
+}
+
+func errorCode(err error) string {
+	var we *wire.Error
+	if errors.As(err, &we) && we.Code.Known() {
+		return string(we.Code)
+	}
+	return string(wire.CodeInternal)
+}
+
+func respondError(r micro.Request, err error) {
+	status, msg, body := wire.EncodeError(err)
+	_ = r.Error(status, msg, body)
+}
+
+// AddCheck registers a readiness check reported by the health endpoint.
+func (s *Service) AddCheck(name string, check func(context.Context) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks[name] = check
+}
+
+// HealthRequest is the (empty) body of a health request.
+type HealthRequest struct{}
+
+// Health is the reply of a service's health endpoint.
+type Health struct {
+	Service string            `json:"service"`
+	Version string            `json:"version"`
+	Ready   bool              `json:"ready"`
+	Checks  map[string]string `json:"checks,omitempty"`
+}
+
+func (s *Service) health(ctx context.Context, _ *Call, _ *HealthRequest) (*Health, error) {
+	return s.Health(ctx), nil
+}
+
+// Health runs the readiness checks.
+func (s *Service) Health(ctx context.Context) *Health {
+	s.mu.Lock()
+	checks := make(map[string]func(context.Context) error, len(s.checks))
+	for k, v := range s.checks {
+		checks[k] = v
+	}
+	s.mu.Unlock()
+	h := &Health{Service: s.cfg.Name, Version: s.cfg.Version, Ready: true}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for name, check := range checks {
+		if h.Checks == nil {
+			h.Checks = map[string]string{}
+		}
+		if err := check(ctx); err != nil {
+			h.Ready = false
+			h.Checks[name] = err.Error()
+		} else {
+			h.Checks[name] = "ok"
+		}
+	}
+	return h
+}
+
+// Logger returns the service's logger.
+func (s *Service) Logger() *slog.Logger { return s.log }
+
+// Tracer returns the service's tracer.
+func (s *Service) Tracer() trace.Tracer { return s.tracer }
+
+// Context is cancelled when the service stops; work started for a request that must
+// outlive the handler (a lock wait) ends with it.
+func (s *Service) Context() context.Context { return s.ctx }
+
+// Stop stops taking requests (the endpoint subscriptions drain), waits for the
+// requests in flight to finish until ctx ends, then cancels the service context so
+// long waits end with an error reply.
+func (s *Service) Stop(ctx context.Context) error {
+	err := s.micro.Stop()
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+	case <-ctx.Done():
+		s.cancel()
+		<-done
+	}
+	return err
+}
+
+// Serve blocks until ctx ends, then stops the service, waiting up to drain for the
+// requests in flight.
+func (s *Service) Serve(ctx context.Context, drain time.Duration) error {
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	return s.Stop(stopCtx)
+}

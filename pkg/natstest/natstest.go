@@ -1,0 +1,118 @@
+// Package natstest starts the embedded NATS configuration that roster serve runs —
+// the same accounts, imports and JetStream settings — on a random port with storage in
+// t.TempDir(), for tests of every service and of the client SDK.
+package natstest
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/seed-3c836eab/roster/pkg/embedded"
+)
+
+// Server is an embedded server started for one test.
+type Server struct {
+	*embedded.Server
+}
+
+// Option adjusts the configuration before the server starts.
+type Option func(*embedded.Config)
+
+// WithDataDir stores JetStream under dir instead of a fresh t.TempDir().
+func WithDataDir(dir string) Option { return func(c *embedded.Config) { c.DataDir = dir } }
+
+// WithWebSocket enables a WebSocket listener on a free port.
+func WithWebSocket() Option { return func(c *embedded.Config) { c.WebSocket = "127.0.0.1:-1" } }
+
+// Start starts a server and stops it when the test ends. Anonymous clients are
+// admitted, as in roster serve's development configuration.
+func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	cfg := embedded.Config{
+		Name:           "roster-test",
+		Listen:         "127.0.0.1:-1",
+		DataDir:        t.TempDir(),
+		AllowAnonymous: true,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := embedded.Start(cfg, Logger(t))
+	if err != nil {
+		t.Fatalf("natstest: start: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return &Server{Server: s}
+}
+
+// ServiceConn connects to the SERVICES account; the connection closes when the test ends.
+func (s *Server) ServiceConn(t testing.TB, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := s.ConnectService(opts...)
+	if err != nil {
+		t.Fatalf("natstest: service connection: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// ClientConn connects over TCP as an anonymous client; it closes when the test ends.
+func (s *Server) ClientConn(t testing.TB, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL(), opts...)
+	if err != nil {
+		t.Fatalf("natstest: client connection: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// JetStream returns a JetStream context on a new service connection.
+func (s *Server) JetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(s.ServiceConn(t))
+	if err != nil {
+		t.Fatalf("natstest: jetstream: %v", err)
+	}
+	return js
+}
+
+// Logger returns a logger that writes through t.Log when ROSTER_TEST_LOG is set, and
+// discards otherwise.
+func Logger(t testing.TB) *slog.Logger {
+	if os.Getenv("ROSTER_TEST_LOG") == "" {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// CheckFor calls fn every step until it returns nil or total has passed, then fails
+// the test with fn's last error. Use it to wait for a condition instead of sleeping.
+func CheckFor(t testing.TB, total, step time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for {
+		if err = fn(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: condition not met after %v: %v", total, err)
+		}
+		time.Sleep(step)
+	}
+}

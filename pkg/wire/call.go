@@ -1,0 +1,97 @@
+package wire
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
+)
+
+// Propagator is the trace-context format Roster puts on the wire: W3C trace context
+// and baggage.
+var Propagator propagation.TextMapPropagator = propagation.NewCompositeTextMapPropagator(
+	propagation.TraceContext{}, propagation.Baggage{})
+
+// Inject writes the trace context of ctx into h.
+func Inject(ctx context.Context, h nats.Header) {
+	Propagator.Inject(ctx, HeaderCarrier(h))
+}
+
+// Extract returns ctx with the remote trace context found in h, if any.
+func Extract(ctx context.Context, h nats.Header) context.Context {
+	if h == nil {
+		return ctx
+	}
+	return Propagator.Extract(ctx, HeaderCarrier(h))
+}
+
+// Call sends req as JSON to subject and decodes the reply into resp (which may be
+// nil). hdr, if not nil, is sent as the request headers; the trace context of ctx is
+// added to it. An error reply is returned as *Error; a request nobody answers is
+// ErrUnavailable, and a context that ends first returns an error wrapping ctx.Err().
+func Call(ctx context.Context, nc *nats.Conn, subject string, hdr nats.Header, req, resp any) error {
+	var data []byte
+	if req != nil {
+		var err error
+		if data, err = json.Marshal(req); err != nil {
+			return fmt.Errorf("wire: encode %s request: %w", subject, err)
+		}
+	}
+	reply, err := CallRaw(ctx, nc, subject, hdr, data)
+	if err != nil {
+		return err
+	}
+	if resp == nil || len(reply.Data) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(reply.Data, resp); err != nil {
+		return fmt.Errorf("wire: decode %s reply: %w", subject, err)
+	}
+	return nil
+}
+
+// CallRaw is Call for callers that encode and decode bodies themselves.
+func CallRaw(ctx context.Context, nc *nats.Conn, subject string, hdr nats.Header, data []byte) (*nats.Msg, error) {
+	if hdr == nil {
+		hdr = nats.Header{}
+	}
+	Inject(ctx, hdr)
+	msg := &nats.Msg{Subject: subject, Header: hdr, Data: data}
+	reply, err := nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return nil, requestError(subject, err)
+	}
+	if err := ReplyError(reply); err != nil {
+		return nil, err
+	}
+	return reply, nil
+}
+
+// ReplyError returns the *Error carried by a micro error reply, or nil. nats.Conn's
+// Request returns a nil error for such replies: the headers must be checked.
+func ReplyError(reply *nats.Msg) error {
+	if reply == nil || reply.Header == nil {
+		return nil
+	}
+	status := reply.Header.Get(HeaderErrorCode)
+	if status == "" {
+		return nil
+	}
+	return DecodeError(status, reply.Header.Get(HeaderError), reply.Data)
+}
+
+func requestError(subject string, err error) error {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return &Error{Code: CodeUnavailable, Message: "no service answers on " + subject}
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining):
+		return fmt.Errorf("wire: %s: %w", subject, errors.Join(&Error{Code: CodeUnavailable, Message: "connection to NATS closed"}, err))
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return fmt.Errorf("wire: %s: %w", subject, errors.Join(&Error{Code: CodeTimeout, Message: "no reply before the deadline"}, err))
+	default:
+		return fmt.Errorf("wire: %s: %w", subject, err)
+	}
+}

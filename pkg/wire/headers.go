@@ -1,0 +1,39 @@
+package wire
+
+// Header names used on Roster messages. NATS headers are case-sensitive on the wire;
+// Roster writes these exact spellings and reads them with Header.Get, which
+// canonicalises, so other clients should use the same spelling.
+const (
+	// HeaderSession carries the id of the session a request acts for.
+	HeaderSession = "Roster-Session"
+	// HeaderToken carries the secret token of the session named by HeaderSession.
+	HeaderToken = "Roster-Token"
+	// HeaderSender carries the session id of a message's sender on deliveries.
+	HeaderSender = "Roster-Sender"
+	// HeaderContentType carries the media type of a delivery's payload.
+	HeaderContentType = "Content-Type"
+
+	// HeaderRequestInfo is written by the NATS server on requests that cross a
+	// service import with share: true. Clients cannot forge it on imported subjects.
+	HeaderRequestInfo = "Nats-Request-Info"
+
+	// HeaderErrorCode and HeaderError are the micro service error headers.
+	HeaderErrorCode = "Nats-Service-Error-Code"
+	HeaderError     = "Nats-Service-Error"
+)
+
+// Subject prefix and request subjects. Each service owns roster.v1.<service>.>.
+const (
+	SubjectPrefix = "roster.v1"
+
+	AuthPrefix      = SubjectPrefix + ".auth"
+	SessionPrefix   = SubjectPrefix + ".session"
+	LockPrefix      = SubjectPrefix + ".lock"
+	MessagingPrefix = SubjectPrefix + ".msg"
+
+	// DeliverPrefix is where the messaging service delivers to sessions. It lives in
+	// the clients account and is imported into the services account.
+	DeliverPrefix = SubjectPrefix + ".deliver"
+	// EventsPrefix is where session events are published (into a JetStream stream).
+	EventsPrefix = SubjectPrefix + ".events"
+)

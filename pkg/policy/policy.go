@@ -1,0 +1,199 @@
+// Package policy is Roster's permission policy: which roles may do what, globally or
+// on names matching path patterns (lock names, message paths, property keys).
+//
+// A Policy is plain data (JSON and YAML). Services check permissions locally against
+// the current policy — no network round trip per request — through a Holder, which the
+// auth service's policy watcher keeps up to date from JetStream.
+//
+// Name patterns are path-like, segments separated by "/": a literal segment matches
+// itself, "*" matches exactly one segment, and "**" as the last segment matches zero or
+// more remaining segments. "orders/*" matches "orders/42" but not "orders" or
+// "orders/42/lines"; "orders/**" matches all three; a grant without patterns holds for
+// every name.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+)
+
+// Permission names an operation that the policy grants to roles.
+type Permission string
+
+// The permissions Roster checks.
+const (
+	// ViewSession: get and list other sessions.
+	ViewSession Permission = "VIEW_SESSION"
+	// ModifySession: update properties of, or close, other sessions.
+	ModifySession Permission = "MODIFY_SESSION"
+	// ModifyOwnProperties: set or remove the session's own user properties; scoped to
+	// property keys.
+	ModifyOwnProperties Permission = "MODIFY_OWN_PROPERTIES"
+	// PermanentSession: open a session without an inactivity timeout.
+	PermanentSession Permission = "PERMANENT_SESSION"
+	// AcquireLock: acquire locks; scoped to lock names.
+	AcquireLock Permission = "ACQUIRE_LOCK"
+	// ViewLocks: list locks with their holders and waiters.
+	ViewLocks Permission = "VIEW_LOCKS"
+	// SendToSession: send or request to one session; scoped to message paths.
+	SendToSession Permission = "SEND_TO_SESSION"
+	// SendToFilter: send or request to the sessions matching a filter; scoped to
+	// message paths.
+	SendToFilter Permission = "SEND_TO_FILTER"
+	// ModifySecurity: change the policy.
+	ModifySecurity Permission = "MODIFY_SECURITY"
+)
+
+// Permissions lists every permission.
+func Permissions() []Permission {
+	return []Permission{ViewSession, ModifySession, ModifyOwnProperties, PermanentSession,
+		AcquireLock, ViewLocks, SendToSession, SendToFilter, ModifySecurity}
+}
+
+// Grant gives a permission, on every name or on names matching Names.
+type Grant struct {
+	Permission Permission `json:"permission" yaml:"permission"`
+	Names      []string   `json:"names,omitempty" yaml:"names,omitempty"`
+}
+
+// Policy maps roles to grants.
+type Policy struct {
+	// Roles maps a role to the grants its holders have.
+	Roles map[string][]Grant `json:"roles" yaml:"roles"`
+	// Anonymous says whether sessions without credentials are admitted, and with
+	// which roles.
+	Anonymous Anonymous `json:"anonymous" yaml:"anonymous"`
+}
+
+// Anonymous is the policy for sessions that present no credentials.
+type Anonymous struct {
+	Allowed bool     `json:"allowed" yaml:"allowed"`
+	Roles   []string `json:"roles,omitempty" yaml:"roles,omitempty"`
+}
+
+// Validate reports the first problem with p: an unknown permission or a malformed
+// pattern.
+func (p *Policy) Validate() error {
+	var errs []error
+	for role, grants := range p.Roles {
+		if role == "" {
+			errs = append(errs, errors.New("policy: empty role name"))
+		}
+		for _, g := range grants {
+			if !slices.Contains(Permissions(), g.Permission) {
+				errs = append(errs, fmt.Errorf("policy: role %q: unknown permission %q", role, g.Permission))
+			}
+			for _, pat := range g.Names {
+				if err := ValidatePattern(pat); err != nil {
+					errs = append(errs, fmt.Errorf("policy: role %q: %s: %w", role, g.Permission, err))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Allowed reports whether any of roles grants perm on name. For permissions that
+// are not scoped to names, pass an empty name: only grants without patterns match it.
+func (p *Policy) Allowed(roles []string, perm Permission, name string) bool {
+	if p == nil {
+		return false
+	}
+	for _, role := range roles {
+		for _, g := range p.Roles[role] {
+			if g.Permission != perm {
+				continue
+			}
+			if len(g.Names) == 0 {
+				return true
+			}
+			for _, pat := range g.Names {
+				if Match(pat, name) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// ValidatePattern checks a name pattern.
+func ValidatePattern(pattern string) error {
+	if pattern == "" {
+		return errors.New("empty name pattern")
+	}
+	segs := strings.Split(pattern, "/")
+	for i, s := range segs {
+		switch {
+		case s == "":
+			return fmt.Errorf("name pattern %q has an empty segment", pattern)
+		case s == "**" && i != len(segs)-1:
+			return fmt.Errorf("name pattern %q: ** may only be the last segment", pattern)
+		case s != "*" && s != "**" && strings.Contains(s, "*"):
+			return fmt.Errorf("name pattern %q: * must be a whole segment", pattern)
+		}
+	}
+	return nil
+}
+
+// Match reports whether name matches pattern (see the package doc).
+func Match(pattern, name string) bool {
+	for {
+		pseg, prest, pmore := strings.Cut(pattern, "/")
+		if pseg == "**" && !pmore {
+			return true
+		}
+		if name == "" {
+			return false
+		}
+		nseg, nrest, nmore := strings.Cut(name, "/")
+		if pseg != "*" && pseg != nseg {
+			return false
+		}
+		if !pmore || !nmore {
+			return !pmore && !nmore || (pmore && prest == "**")
+		}
+		pattern, name = prest, nrest
+	}
+}
+
+// Holder holds the current policy for concurrent readers; the auth service's watcher
+// replaces it as the stored policy changes.
+type Holder struct {
+	p atomic.Pointer[Policy]
+}
+
+// NewHolder returns a Holder with p as the current policy.
+func NewHolder(p *Policy) *Holder {
+	h := &Holder{}
+	h.Store(p)
+	return h
+}
+
+// Load returns the current policy.
+func (h *Holder) Load() *Policy { return h.p.Load() }
+
+// Store replaces the current policy.
+func (h *Holder) Store(p *Policy) { h.p.Store(p) }
+
+// Allowed checks against the current policy.
+func (h *Holder) Allowed(roles []string, perm Permission, name string) bool {
+	return h.p.Load().Allowed(roles, perm, name)
+}
+
+// Development is the policy roster serve runs with when none is configured: anonymous
+// sessions are admitted with the role "anonymous", which may do everything. It is for
+// trying Roster on one machine, never for production.
+func Development() *Policy {
+	var all []Grant
+	for _, perm := range Permissions() {
+		all = append(all, Grant{Permission: perm})
+	}
+	return &Policy{
+		Roles:     map[string][]Grant{"anonymous": all, "admin": all},
+		Anonymous: Anonymous{Allowed: true, Roles: []string{"anonymous"}},
+	}
+}

@@ -108,7 +108,7 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 		cancel: cancel,
 		checks: map[string]func(context.Context) error{},
 	}
-	if err := Add(s, Endpoint{Name: "health", Response: "health.response"}, s.health); err != nil {
+	if err := Add(s, Endpoint{Name: "health", Request: "health.request", Response: "health.response"}, s.health); err != nil {
 		_ = ms.Stop()
 		cancel()
 		return nil, err

@@ -1,0 +1,158 @@
+package filter
+
+import (
+	"container/list"
+	"strings"
+	"sync"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/types"
+)
+
+// Filter is a compiled session filter. It is immutable and safe for
+// concurrent use.
+type Filter struct {
+	text string      // the filter as written
+	root node        // the parsed filter; nil for CompileCEL filters
+	cel  string      // the CEL the filter compiled to
+	prg  cel.Program // the planned CEL program
+}
+
+// Compile parses a filter written in the session-filter language and
+// compiles it to a CEL program. Syntax errors are *SyntaxError. Compiled
+// filters are cached by their exact text, so compiling the same text again
+// is cheap and returns the same *Filter.
+func Compile(expr string) (*Filter, error) {
+	key := cacheKey{text: expr}
+	if f := filters.get(key); f != nil {
+		return f, nil
+	}
+	root, err := parse(expr)
+	if err != nil {
+		return nil, err
+	}
+	f, err := compileNode(expr, root)
+	if err != nil {
+		return nil, err
+	}
+	filters.put(key, f)
+	return f, nil
+}
+
+// compileNode compiles a parsed filter whose text is expr.
+func compileNode(expr string, root node) (*Filter, error) {
+	src := toCEL(root)
+	prg, err := planGenerated(src, countClauses(root))
+	if err != nil {
+		return nil, err
+	}
+	return &Filter{text: expr, root: root, cel: src, prg: prg}, nil
+}
+
+// CompileCEL compiles a raw CEL expression over the variables props, a
+// map(string, string) of the session's properties, and roles, a
+// list(string) of the roles in its $Roles property. The function
+// hasRole(props, role) is also available. The expression must have type
+// bool and an estimated cost within MaxCost; evaluation is stopped, and
+// Matches returns false, once its actual cost exceeds MaxCost. The plan of a
+// CEL filter is always Full. Compiled expressions are cached by text.
+func CompileCEL(expr string) (*Filter, error) {
+	key := cacheKey{text: expr, cel: true}
+	if f := filters.get(key); f != nil {
+		return f, nil
+	}
+	prg, err := compileProgram(expr)
+	if err != nil {
+		return nil, err
+	}
+	f := &Filter{text: expr, cel: expr, prg: prg}
+	filters.put(key, f)
+	return f, nil
+}
+
+// Matches reports whether a session with the given properties matches the
+// filter. It returns false if evaluation fails.
+func (f *Filter) Matches(props map[string]string) bool {
+	out, _, err := f.prg.Eval(activation(props))
+	return err == nil && out == types.True
+}
+
+// String returns the filter as written.
+func (f *Filter) String() string { return f.text }
+
+// CEL returns the CEL expression the filter compiled to.
+func (f *Filter) CEL() string { return f.cel }
+
+// Canonical returns the filter printed from its parsed form: keywords in
+// lower case, strings double-quoted, lists bracketed, and parentheses around
+// every nested "and" or "or". It compiles to a filter matching the same
+// sessions. For a CompileCEL filter it returns the CEL as written.
+func (f *Filter) Canonical() string {
+	if f.root == nil {
+		return f.text
+	}
+	var b strings.Builder
+	f.root.print(&b)
+	return b.String()
+}
+
+// cacheSize bounds the number of compiled filters kept.
+const cacheSize = 4096
+
+// filters caches compiled filters by text.
+var filters = newCache(cacheSize)
+
+// cacheKey identifies a compiled filter: its text and which compiler.
+type cacheKey struct {
+	text string
+	cel  bool
+}
+
+type cacheEntry struct {
+	key cacheKey
+	f   *Filter
+}
+
+// cache is a concurrency-safe, size-bounded LRU cache of compiled filters.
+type cache struct {
+	mu    sync.Mutex
+	max   int
+	order *list.List // of *cacheEntry, most recently used first
+	items map[cacheKey]*list.Element
+}
+
+func newCache(size int) *cache {
+	return &cache{max: size, order: list.New(), items: make(map[cacheKey]*list.Element)}
+}
+
+func (c *cache) get(k cacheKey) *Filter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.items[k]
+	if !ok {
+		return nil
+	}
+	c.order.MoveToFront(e)
+	return e.Value.(*cacheEntry).f
+}
+
+func (c *cache) put(k cacheKey, f *Filter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok {
+		c.order.MoveToFront(e)
+		return
+	}
+	c.items[k] = c.order.PushFront(&cacheEntry{key: k, f: f})
+	for c.order.Len() > c.max {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.items, last.Value.(*cacheEntry).key)
+	}
+}
+
+func (c *cache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.order.Len()
+}

@@ -1,0 +1,119 @@
+package filter
+
+import (
+	"errors"
+	"math/rand/v2"
+	"testing"
+)
+
+// fuzzSeeds are the seed examples and error cases.
+var fuzzSeeds = []string{
+	`Department is "Accounts"`, `hasRoles[ "operator" "trading desk" ]`,
+	`Department is "Payroll" and Status is "Closed"`,
+	`(Department is "Accounts" or Department is "Payroll") and Status is "Closed"`,
+	`not Department is "Payroll"`, `not (Department is "Payroll" or Department is "Accounts")`,
+	`$Principal is "Alice"`, `Department is "Accounts" and $Country ne "US"`,
+	`$Language EQ "en" and $Country NE "US"`,
+	`not (Department is "Accounts" or Department is "Payroll") and $Country is "FR"`,
+	`Text is "xyz\"\\"`, `hasRoles ["operator"]`,
+	`$Transport is "wss" and hasRoles ["accountancy" "administrator"]`,
+	`$Version in {"6","7","8"}`, `$Country in ['UK','DE','FR']`, `$Country in 'UK','DE','FR'`,
+	`hasRoles ["operator"] and not hasRoles ["administrator"]`, `has Department`, `all`,
+	`$Roles eq '"admin","client"'`, `$Country in 'UK' 'DE' and not has x or all`,
+	``, `   `, `Department = "Accounts"`, `Department == "Accounts"`, `Department contains "A"`,
+	`Department is Accounts`, `Department is "Accounts`, `(Department is "Accounts"`,
+	`Department is "Accounts")`, `hasRoles ["a"`, `hasRoles ["a"}`, `a is "x" and`, `a is "x" or`,
+	`not`, `a is "x" b is "y"`, `has and`, `is is "x"`, `Text is "a\nb"`, "k is \"\x00\u2028\"",
+}
+
+func FuzzCompile(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		flt, err := Compile(s)
+		if err != nil {
+			var se *SyntaxError
+			if !errors.As(err, &se) {
+				t.Fatalf("Compile(%q): got %T %v, want *SyntaxError", s, err, err)
+			}
+			if se.Pos < 0 || se.Pos > len(s) {
+				t.Fatalf("Compile(%q): position %d outside the input", s, se.Pos)
+			}
+			return
+		}
+		if _, err := compileProgram(flt.CEL()); err != nil {
+			t.Fatalf("Compile(%q): CEL %s does not compile: %v", s, flt.CEL(), err)
+		}
+		again, err := Compile(flt.String())
+		if err != nil {
+			t.Fatalf("Compile(String() = %q): got error %v, want nil", flt.String(), err)
+		}
+		canon := flt.Canonical()
+		fromCanon, err := Compile(canon)
+		if err != nil {
+			t.Fatalf("Compile(Canonical() = %q) of %q: got error %v, want nil", canon, s, err)
+		}
+		if got := fromCanon.Canonical(); got != canon {
+			t.Fatalf("Canonical of %q not stable: got %q, want %q", s, got, canon)
+		}
+		for _, props := range sessionsFor(flt.root, len(s)) {
+			want := flt.Matches(props)
+			if again.Matches(props) != want || fromCanon.Matches(props) != want {
+				t.Fatalf("filter %q, canonical %q on %v: results differ, want %v", s, canon, props, want)
+			}
+		}
+	})
+}
+
+// sessionsFor generates sessions that use the keys, values and roles
+// mentioned by the filter n, so that its clauses are exercised both ways.
+func sessionsFor(n node, seed int) []map[string]string {
+	var keys, values, roles []string
+	var walk func(node)
+	walk = func(n node) {
+		switch n := n.(type) {
+		case notNode:
+			walk(n.x)
+		case andNode:
+			for _, x := range n.xs {
+				walk(x)
+			}
+		case orNode:
+			for _, x := range n.xs {
+				walk(x)
+			}
+		case cmpNode:
+			keys, values = append(keys, n.key), append(values, n.value)
+		case inNode:
+			keys, values = append(keys, n.key), append(values, n.values...)
+		case hasNode:
+			keys = append(keys, n.key)
+		case rolesNode:
+			roles = append(roles, n.roles...)
+		}
+	}
+	walk(n)
+	values = append(values, "", "other")
+	r := rand.New(rand.NewPCG(uint64(seed), 7))
+	sessions := []map[string]string{{}}
+	for range 8 {
+		props := map[string]string{}
+		for _, k := range keys {
+			if r.IntN(4) > 0 {
+				props[k] = values[r.IntN(len(values))]
+			}
+		}
+		var rs []string
+		for _, role := range roles {
+			if r.IntN(3) > 0 {
+				rs = append(rs, role)
+			}
+		}
+		if _, set := props[RolesKey]; !set {
+			props[RolesKey] = RolesToString(rs)
+		}
+		sessions = append(sessions, props)
+	}
+	return sessions
+}

@@ -31,7 +31,9 @@ func newRootCmd() *cobra.Command {
 			return bindEnv(cmd)
 		},
 	}
-	root.AddCommand(newServeCmd())
+	root.PersistentFlags().StringP("output", "o", "text", "output format: text or json")
+	root.AddCommand(newServeCmd(), newFilterCmd(), newSessionCmd())
+	root.AddCommand(newUserCmd())
 	return root
 }
 
@@ -81,11 +83,15 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	}
 }
 
-// exitCode maps an error to the process exit status: 2 for usage errors, 1 otherwise.
+// exitCode maps an error to the process exit status: 2 for usage errors, the codes
+// in output.go for Roster errors, 1 otherwise.
 func exitCode(err error) int {
 	var ue usageError
 	if errors.As(err, &ue) {
 		return 2
+	}
+	if code, ok := wireExitCode(err); ok {
+		return code
 	}
 	return 1
 }

@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/telemetry"
-	"github.com/seed-3c836eab/roster/services/auth"
 	"github.com/seed-3c836eab/roster/services/lock"
 	"github.com/seed-3c836eab/roster/services/messaging"
 	"github.com/seed-3c836eab/roster/services/registry"
@@ -38,6 +40,7 @@ type serveOptions struct {
 	logFormat    string
 	logLevel     string
 	drainTimeout time.Duration
+	auth         authOptions
 }
 
 func newServeCmd() *cobra.Command {
@@ -75,6 +78,7 @@ services this process runs, so each can run as its own process in production.`,
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long to wait for requests in flight when stopping")
+	addAuthFlags(fs, &o.auth)
 	annotateEnv(fs)
 	return cmd
 }
@@ -90,26 +94,52 @@ type runner interface {
 	Run(ctx context.Context) error
 }
 
-func modules() []module {
+// runFunc is a runner that also stops what its module started beside the service.
+type runFunc func(ctx context.Context) error
+
+func (f runFunc) Run(ctx context.Context) error { return f(ctx) }
+
+func modules(o *serveOptions) []module {
 	return []module{
 		{"auth", func(nc *nats.Conn, tp trace.TracerProvider, log *slog.Logger, drain time.Duration) (runner, error) {
-			return auth.New(nc, auth.Config{DrainTimeout: drain}, tp, log)
+			return startAuth(&o.auth, nc, tp, log, drain)
 		}},
 		{"registry", func(nc *nats.Conn, tp trace.TracerProvider, log *slog.Logger, drain time.Duration) (runner, error) {
-			return registry.New(nc, registry.Config{DrainTimeout: drain}, tp, log)
+			// TODO(lead): pass the policy holder the auth service keeps up to date.
+			return registry.New(nc, registry.Config{DrainTimeout: drain}, policy.NewHolder(policy.Development()), tp, log)
 		}},
 		{"lock", func(nc *nats.Conn, tp trace.TracerProvider, log *slog.Logger, drain time.Duration) (runner, error) {
-			return lock.New(nc, lock.Config{DrainTimeout: drain}, tp, log)
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return nil, err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			view, err := sessions.Watch(ctx, js)
+			if err != nil {
+				return nil, err
+			}
+			// TODO(lead): pass the policy holder the auth service keeps up to date.
+			svc, err := lock.New(nc, lock.Config{DrainTimeout: drain}, view, policy.NewHolder(policy.Development()), tp, log)
+			if err != nil {
+				view.Close()
+				return nil, err
+			}
+			return runFunc(func(ctx context.Context) error {
+				defer view.Close()
+				return svc.Run(ctx)
+			}), nil
 		}},
 		{"messaging", func(nc *nats.Conn, tp trace.TracerProvider, log *slog.Logger, drain time.Duration) (runner, error) {
-			return messaging.New(nc, messaging.Config{DrainTimeout: drain}, tp, log)
+			// TODO(lead): pass the policy holder the auth service keeps up to date.
+			return messaging.New(nc, messaging.Config{DrainTimeout: drain}, policy.NewHolder(policy.Development()), tp, log)
 		}},
 	}
 }
 
 // selectModules returns the modules named in names, in dependency order.
-func selectModules(names []string) ([]module, error) {
-	all := modules()
+func selectModules(o *serveOptions, names []string) ([]module, error) {
+	all := modules(o)
 	known := make([]string, len(all))
 	for i, m := range all {
 		known[i] = m.name
@@ -153,7 +183,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if err != nil {
 		return usageError{err}
 	}
-	mods, err := selectModules(o.services)
+	mods, err := selectModules(o, o.services)
 	if err != nil {
 		return err
 	}
@@ -175,7 +205,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 		if err != nil {
 			return err
 		}
-		ns, err := embedded.Start(embedded.Config{
+		ecfg := embedded.Config{
 			Name:           o.serverName,
 			Listen:         o.listen,
 			WebSocket:      o.websocket,
@@ -183,7 +213,11 @@ func serve(ctx context.Context, o *serveOptions) error {
 			DataDir:        o.dataDir,
 			SyncInterval:   interval,
 			AllowAnonymous: true,
-		}, log)
+		}
+		if err := o.auth.configureEmbedded(&ecfg, mods, log); err != nil {
+			return err
+		}
+		ns, err := embedded.Start(ecfg, log)
 		if err != nil {
 			return err
 		}
@@ -197,6 +231,9 @@ func serve(ctx context.Context, o *serveOptions) error {
 		connOpts, err = externalOptions(o)
 		if err != nil {
 			return err
+		}
+		if err := o.auth.configureExternal(); err != nil {
+			return usageError{err}
 		}
 	}
 	return runModules(ctx, mods, o, connOpts, tp, log)

@@ -34,6 +34,11 @@ var ServiceExports = []string{
 // DeliverSubjects is what the CLIENTS account exports to the services for deliveries.
 const DeliverSubjects = "roster.v1.deliver.>"
 
+// DisconnectAdvisories is the server's advisory subject for closed client connections
+// of the CLIENTS account. SYS exports it and SERVICES imports it, so the registry can
+// move the sessions of a lost connection to RECOVERING without system credentials.
+const DisconnectAdvisories = "$SYS.ACCOUNT." + ClientsAccount + ".DISCONNECT"
+
 // Config configures an embedded server.
 type Config struct {
 	// Name is the server name ($ServerName of sessions connected here).
@@ -53,9 +58,28 @@ type Config struct {
 	// users. Start generates random ones when empty.
 	ServicePassword string
 	SystemPassword  string
-	// AllowAnonymous lets connections without credentials into CLIENTS.
+	// AllowAnonymous lets connections without credentials into CLIENTS. It is
+	// ignored when CalloutIssuer is set: the auth service then decides.
 	AllowAnonymous bool
+	// CalloutIssuer, when set, turns on NATS's auth callout: every connection except
+	// the service and system users (and ClientUsers) is authenticated by the auth
+	// service, which answers $SYS.REQ.USER.AUTH in the SERVICES account and signs its
+	// answers with the account key whose public key (A…) this is. A connection is
+	// refused while no auth service answers.
+	CalloutIssuer string
+	// ClientUsers are CLIENTS users that bypass the auth callout, with every
+	// permission in CLIENTS: for trusted bridges, and for tests that observe the
+	// clients account. Leave empty otherwise.
+	ClientUsers []UserPassword
 }
+
+// UserPassword is a configured user.
+type UserPassword struct {
+	User, Password string
+}
+
+// anonymous reports whether connections without credentials become AnonymousUser.
+func (cfg Config) anonymous() bool { return cfg.AllowAnonymous && cfg.CalloutIssuer == "" }
 
 // ConfigText renders cfg as nats-server configuration.
 func ConfigText(cfg Config) (string, error) {
@@ -76,7 +100,7 @@ func ConfigText(cfg Config) (string, error) {
 	}
 	if cfg.WebSocket != "" {
 		w("websocket {\n  listen: %s\n  no_tls: true", strconv.Quote(cfg.WebSocket))
-		if cfg.AllowAnonymous {
+		if cfg.anonymous() {
 			w("  no_auth_user: %q", AnonymousUser)
 		}
 		w("}")
@@ -88,7 +112,8 @@ func ConfigText(cfg Config) (string, error) {
 	w("jetstream {\n  store_dir: %s\n  sync_interval: %s\n}", strconv.Quote(cfg.DataDir+"/jetstream"), sync)
 	w("system_account: %s", SystemAccount)
 	w("accounts {")
-	w("  %s {\n    users: [ { user: %q, password: %q } ]\n  }", SystemAccount, SystemUser, cfg.SystemPassword)
+	w("  %s {\n    users: [ { user: %q, password: %q } ]", SystemAccount, SystemUser, cfg.SystemPassword)
+	w("    exports: [ { stream: %q } ]\n  }", DisconnectAdvisories)
 	w("  %s {", ServicesAccount)
 	w("    jetstream: enabled")
 	w("    users: [ { user: %q, password: %q } ]", ServiceUser, cfg.ServicePassword)
@@ -98,11 +123,21 @@ func ConfigText(cfg Config) (string, error) {
 	}
 	w("      { service: \"$SRV.>\", response_type: stream }")
 	w("    ]")
-	w("    imports: [ { service: { account: %s, subject: %q } } ]", ClientsAccount, DeliverSubjects)
+	w("    imports: [")
+	w("      { service: { account: %s, subject: %q } }", ClientsAccount, DeliverSubjects)
+	w("      { stream: { account: %s, subject: %q } }", SystemAccount, DisconnectAdvisories)
+	w("    ]")
 	w("  }")
 	w("  %s {", ClientsAccount)
-	if cfg.AllowAnonymous {
-		w("    users: [ { user: %q } ]", AnonymousUser)
+	var clientUsers []string
+	if cfg.anonymous() {
+		clientUsers = append(clientUsers, fmt.Sprintf("{ user: %q }", AnonymousUser))
+	}
+	for _, u := range cfg.ClientUsers {
+		clientUsers = append(clientUsers, fmt.Sprintf("{ user: %q, password: %q }", u.User, u.Password))
+	}
+	if len(clientUsers) > 0 {
+		w("    users: [ %s ]", strings.Join(clientUsers, ", "))
 	}
 	w("    exports: [ { service: %q } ]", DeliverSubjects)
 	w("    imports: [")
@@ -113,8 +148,21 @@ func ConfigText(cfg Config) (string, error) {
 	w("    ]")
 	w("  }")
 	w("}")
-	if cfg.AllowAnonymous {
+	if cfg.anonymous() {
 		w("no_auth_user: %q", AnonymousUser)
+	}
+	if cfg.CalloutIssuer != "" {
+		bypass := []string{strconv.Quote(ServiceUser), strconv.Quote(SystemUser)}
+		for _, u := range cfg.ClientUsers {
+			bypass = append(bypass, strconv.Quote(u.User))
+		}
+		w("authorization {")
+		w("  auth_callout {")
+		w("    issuer: %q", cfg.CalloutIssuer)
+		w("    account: %s", ServicesAccount)
+		w("    auth_users: [ %s ]", strings.Join(bypass, ", "))
+		w("  }")
+		w("}")
 	}
 	return b.String(), nil
 }

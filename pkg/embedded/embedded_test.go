@@ -20,14 +20,17 @@ func TestLayout(t *testing.T) {
 	svc := s.ServiceConn(t)
 	client := s.ClientConn(t)
 
-	var gotInfo string
+	gotInfo := make(chan string, 1)
 	ms, err := micro.AddService(svc, micro.Config{Name: "probe", Version: "1.0.0"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ms.Stop()
 	err = ms.AddEndpoint("echo", micro.HandlerFunc(func(r micro.Request) {
-		gotInfo = r.Headers().Get(wire.HeaderRequestInfo)
+		select {
+		case gotInfo <- r.Headers().Get(wire.HeaderRequestInfo):
+		default:
+		}
 		_ = r.Respond(r.Data())
 	}), micro.WithEndpointSubject("roster.v1.session.echo"))
 	if err != nil {
@@ -45,9 +48,10 @@ func TestLayout(t *testing.T) {
 		if string(msg.Data) != "hi" {
 			t.Fatalf("got %q, want %q", msg.Data, "hi")
 		}
-		ri := wire.ParseRequestInfo(gotInfo)
+		info := <-gotInfo
+		ri := wire.ParseRequestInfo(info)
 		if ri == nil {
-			t.Fatalf("no Nats-Request-Info on the imported request (header %q)", gotInfo)
+			t.Fatalf("no Nats-Request-Info on the imported request (header %q)", info)
 		}
 		if ri.Account != "CLIENTS" || ri.ClientIP() != "127.0.0.1" || ri.ID == 0 || ri.Transport() != "TCP" {
 			t.Fatalf("got request info %+v, want CLIENTS account, 127.0.0.1, a connection id, TCP", ri)

@@ -43,6 +43,11 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("embedded: configuration: %w", err)
 	}
 	opts.NoSigs = true
+	if cfg.CalloutIssuer != "" {
+		// A nonce lets a client prove its per-connection key (a user nkey) to the
+		// auth callout; without nkey users configured the server sends none.
+		opts.AlwaysEnableNonce = true
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)

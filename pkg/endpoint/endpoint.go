@@ -48,6 +48,7 @@ type Config struct {
 
 // Service is a running micro service with its endpoints.
 type Service struct {
+	nc     *nats.Conn
 	cfg    Config
 	micro  micro.Service
 	tracer trace.Tracer
@@ -99,6 +100,7 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
+		nc:     nc,
 		cfg:    cfg,
 		micro:  ms,
 		tracer: tp.Tracer("github.com/seed-3c836eab/roster/" + cfg.Name),
@@ -136,6 +138,43 @@ type Call struct {
 	// SessionID and Token are the Roster-Session and Roster-Token headers.
 	SessionID string
 	Token     string
+	// Reply is the request's reply subject. A handler that returns ErrReplyLater
+	// answers on it later with Reply or ReplyError.
+	Reply string
+}
+
+// ErrReplyLater, returned by a handler, sends no reply: the handler has kept
+// Call.Reply and answers later with Reply or ReplyError, from any connection of the
+// same account (the lock service answers a waiting acquire when the lock is
+// granted, possibly from another instance). The handler's slot in the bounded pool
+// is freed at once, so long waits do not pin it. A request crossing an account
+// import must be answered within the import's response threshold (2 minutes by
+// default), or the reply is dropped.
+var ErrReplyLater = errors.New("endpoint: reply later")
+
+// Reply answers a request held with ErrReplyLater with v as JSON.
+func Reply(nc *nats.Conn, subject string, v any) error {
+	if subject == "" {
+		return nil
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("endpoint: encode reply: %w", err)
+	}
+	return nc.Publish(subject, data)
+}
+
+// ReplyError answers a request held with ErrReplyLater with an error reply, encoded
+// as the endpoint encodes a handler's error.
+func ReplyError(nc *nats.Conn, subject string, err error) error {
+	if subject == "" {
+		return nil
+	}
+	status, msg, body := wire.EncodeError(err)
+	m := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: body}
+	m.Header.Set(micro.ErrorCodeHeader, status)
+	m.Header.Set(micro.ErrorHeader, msg)
+	return nc.PublishMsg(m)
 }
 
 // Validator is implemented by request types that check their own fields.
@@ -193,11 +232,16 @@ func serve[Req, Resp any](s *Service, name, subject string, r micro.Request, h H
 		Info:      wire.ParseRequestInfo(hdr.Get(wire.HeaderRequestInfo)),
 		SessionID: hdr.Get(wire.HeaderSession),
 		Token:     hdr.Get(wire.HeaderToken),
+		Reply:     r.Reply(),
 	}
 	if call.SessionID != "" {
 		span.SetAttributes(attribute.String("roster.session_id", call.SessionID))
 	}
 	resp, err := decodeAndHandle(ctx, s, call, r.Data(), h)
+	if errors.Is(err, ErrReplyLater) {
+		span.SetAttributes(attribute.Bool("roster.reply_later", true))
+		return
+	}
 	if err != nil {
 		var we *wire.Error
 		if !errors.As(err, &we) || !we.Code.Known() || we.Code == wire.CodeInternal {
@@ -208,10 +252,15 @@ func serve[Req, Resp any](s *Service, name, subject string, r micro.Request, h H
 		if n, _ := strconv.Atoi(status); n >= 500 {
 			span.SetStatus(codes.Error, errorCode(err))
 		}
-		respondError(r, err)
+		// Reply on the connection, not through micro.Request: micro reads the
+		// request's error state when the callback returns, which races with a
+		// reply sent from this goroutine.
+		if err := ReplyError(s.nc, r.Reply(), err); err != nil {
+			s.log.WarnContext(ctx, "reply failed", "subject", subject, "err", err)
+		}
 		return
 	}
-	if err := r.RespondJSON(resp); err != nil {
+	if err := Reply(s.nc, r.Reply(), resp); err != nil {
 		s.log.WarnContext(ctx, "reply failed", "subject", subject, "err", err)
 	}
 }

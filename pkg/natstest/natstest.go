@@ -30,6 +30,16 @@ func WithDataDir(dir string) Option { return func(c *embedded.Config) { c.DataDi
 // WithWebSocket enables a WebSocket listener on a free port.
 func WithWebSocket() Option { return func(c *embedded.Config) { c.WebSocket = "127.0.0.1:-1" } }
 
+// WithAuthCallout turns on the auth callout with issuer as the callout's account key
+// (see embedded.Config.CalloutIssuer): client connections are refused until an auth
+// service answers. users are CLIENTS users that bypass the callout (observers).
+func WithAuthCallout(issuer string, users ...embedded.UserPassword) Option {
+	return func(c *embedded.Config) {
+		c.CalloutIssuer = issuer
+		c.ClientUsers = users
+	}
+}
+
 // Start starts a server and stops it when the test ends. Anonymous clients are
 // admitted, as in roster serve's development configuration.
 func Start(t testing.TB, opts ...Option) *Server {

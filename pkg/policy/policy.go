@@ -66,6 +66,24 @@ type Policy struct {
 	// Anonymous says whether sessions without credentials are admitted, and with
 	// which roles.
 	Anonymous Anonymous `json:"anonymous" yaml:"anonymous"`
+	// Properties says which user properties a client may propose when it opens a
+	// session, and how they are rewritten.
+	Properties Properties `json:"properties,omitzero" yaml:"properties,omitempty"`
+	// Connections relaxes the NATS permissions the auth callout grants connections.
+	// Leave it empty in production.
+	Connections Connections `json:"connections,omitzero" yaml:"connections,omitempty"`
+}
+
+// Connections relaxes what the auth callout lets a NATS connection do beyond the
+// strict set (publish Roster requests, subscribe to its own inbox and deliveries).
+// Both switches are for development: they let tools such as the nats CLI work
+// without a per-connection key, at the price of isolation between connections.
+type Connections struct {
+	// SharedInbox lets every connection subscribe to _INBOX.>, so any connection can
+	// read the replies sent to any other.
+	SharedInbox bool `json:"shared_inbox,omitempty" yaml:"shared_inbox,omitempty"`
+	// ServiceDiscovery lets every connection publish to $SRV.> (nats micro ls).
+	ServiceDiscovery bool `json:"service_discovery,omitempty" yaml:"service_discovery,omitempty"`
 }
 
 // Anonymous is the policy for sessions that present no credentials.
@@ -92,6 +110,14 @@ func (p *Policy) Validate() error {
 				}
 			}
 		}
+	}
+	for _, r := range p.Anonymous.Roles {
+		if r == "" {
+			errs = append(errs, errors.New("policy: anonymous: empty role name"))
+		}
+	}
+	if err := p.Properties.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -185,15 +211,19 @@ func (h *Holder) Allowed(roles []string, perm Permission, name string) bool {
 }
 
 // Development is the policy roster serve runs with when none is configured: anonymous
-// sessions are admitted with the role "anonymous", which may do everything. It is for
-// trying Roster on one machine, never for production.
+// sessions are admitted with the role "anonymous", which may do everything; every
+// proposed property is accepted; and connections may use the shared _INBOX.> and
+// $SRV.> so that the nats CLI works. It is for trying Roster on one machine, never for
+// production.
 func Development() *Policy {
 	var all []Grant
 	for _, perm := range Permissions() {
 		all = append(all, Grant{Permission: perm})
 	}
 	return &Policy{
-		Roles:     map[string][]Grant{"anonymous": all, "admin": all},
-		Anonymous: Anonymous{Allowed: true, Roles: []string{"anonymous"}},
+		Roles:       map[string][]Grant{"anonymous": all, "admin": all},
+		Anonymous:   Anonymous{Allowed: true, Roles: []string{"anonymous"}},
+		Properties:  Properties{Default: Accept},
+		Connections: Connections{SharedInbox: true, ServiceDiscovery: true},
 	}
 }

@@ -45,3 +45,26 @@ type AuthenticateResponse struct {
 	// Authenticator names the authenticator that allowed the session.
 	Authenticator string `json:"authenticator"`
 }
+
+// Per-connection subjects granted by the auth callout. A client proves a connection
+// key by connecting with a NATS user nkey (it signs the server's nonce); the key is
+// the nkey's public key (56 characters starting with U). The callout then lets the
+// connection subscribe only to its own reply inbox and its own deliveries, and names
+// the connection's user after the key, so the server writes the key as "user" in the
+// Nats-Request-Info of every request the connection makes. A connection without a
+// key gets no inbox and no deliveries, and its user is NoConnectionKey.
+const (
+	// ConnectionInboxPrefix is the first token of per-connection inboxes: a client
+	// sets its inbox prefix to ConnectionInbox(key) (nats.CustomInboxPrefix).
+	ConnectionInboxPrefix = "_R"
+	// NoConnectionKey is the user name of connections that presented no key.
+	NoConnectionKey = "-"
+)
+
+// ConnectionInbox returns the inbox prefix of the connection with key.
+func ConnectionInbox(key string) string { return ConnectionInboxPrefix + "." + key }
+
+// ConnectionDeliverPrefix returns the subject prefix under which the services deliver
+// to the sessions of the connection with key: deliveries go to
+// <ConnectionDeliverPrefix(key)>.<session id>.<path tokens …>.
+func ConnectionDeliverPrefix(key string) string { return DeliverPrefix + "." + key }

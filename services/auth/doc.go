@@ -1,7 +1,42 @@
 // Package auth is Roster's auth service: it turns credentials into a principal and
-// roles, vets the properties a session proposes, holds the permission policy, and can
-// serve NATS's auth callout so that NATS itself enforces who may publish or subscribe
-// where.
+// roles, vets the properties a session proposes, holds the permission policy, and
+// serves NATS's auth callout so that NATS itself enforces who may publish or
+// subscribe where.
 //
-// Subjects: roster.v1.auth.> (roster.v1.auth.health). Error codes: see schemas/errors.json.
+// Authentication runs a chain of Authenticators in a configured order; each allows
+// (with principal, roles and extra properties), denies or abstains, and the first
+// that does not abstain decides (all abstaining is a denial). Built in: UsersFile
+// (bcrypt hashes, written by roster user add), JWT (HS256, EdDSA and RS256 bearer
+// tokens; principal from sub, roles from a configured claim, exp required) and
+// Anonymous (admitted or not, with roles, by the policy; principal empty). Proposed
+// user properties are then accepted, vetoed or rewritten by the policy. Failures are
+// counted per principal and per client address; past the limit attempts are
+// throttled (429) without being checked. A password failure never says whether the
+// user exists.
+//
+// Subjects (services account):
+//
+//	roster.v1.auth.health                 health (every service has one)
+//	roster.v1.auth.policy.get             read the policy       (MODIFY_SECURITY)
+//	roster.v1.auth.policy.set             replace the policy    (MODIFY_SECURITY)
+//	roster.internal.v1.auth.authenticate  the registry asks who a session is
+//	$SYS.REQ.USER.AUTH                    NATS auth callout (when configured)
+//
+// A client calling the policy endpoints names a session with the Roster-Session
+// and Roster-Token headers; a request from inside the services account (no
+// Nats-Request-Info) is trusted.
+//
+// Storage: the KV bucket roster_policy (key current) holds the policy as JSON;
+// every service follows it with policy.Store.Watch. The service reads the sessions
+// bucket (pkg/sessions) to find a caller's roles.
+//
+// Error codes: bad_request, unauthenticated, throttled, limit_exceeded, forbidden,
+// invalid_token, session_closed, session_not_found, not_found, conflict, internal
+// (see schemas/errors.json).
+//
+// The callout admits a connection into the clients account with only: publish to
+// the request subjects (roster.v1.{auth,session,lock,msg}.>), subscribe to its own
+// inbox _R.<key>.> and its own deliveries roster.v1.deliver.<key>.>, and answer
+// requests delivered to it. <key> is the public user nkey the client proved by
+// signing the server's nonce; see docs/architecture.md, "Auth and NATS security".
 package auth

@@ -3,13 +3,18 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
 )
 
 // Name and Version identify the service in $SRV.INFO.
@@ -26,18 +31,76 @@ type Config struct {
 	MaxConcurrent int
 	// DrainTimeout bounds how long Run waits for requests in flight when it stops.
 	DrainTimeout time.Duration
+
+	// Authenticators judge credentials, in order. Empty means Anonymous() only.
+	Authenticators []Authenticator
+	// Throttle limits repeated failures.
+	Throttle ThrottleConfig
+
+	// InitialPolicy, if set, replaces the stored policy at start (roster serve
+	// --policy). DefaultPolicy, if set, is stored at start when no policy is stored
+	// yet. With neither and nothing stored, the policy is empty: nothing is allowed.
+	InitialPolicy *policy.Policy
+	DefaultPolicy *policy.Policy
+
+	// Sessions finds the roles of the session a policy request acts for. When nil,
+	// the service follows the sessions bucket itself (pkg/sessions' live view).
+	Sessions SessionRoles
+
+	// Callout, if set, makes the service answer NATS's auth callout.
+	Callout *CalloutConfig
+
+	// Now returns the current time (default time.Now); tests set it.
+	Now func() time.Time
+}
+
+// SessionRoles finds the roles of a session from its id and token (pkg/sessions'
+// live view provides this). It returns a *wire.Error (invalid_token, session_closed,
+// session_not_found) when the session cannot act.
+type SessionRoles interface {
+	SessionRoles(ctx context.Context, id, token string) ([]string, error)
 }
 
 // Service is one instance of the auth service. Any number of instances may run
 // against the same NATS; requests are spread over them by a queue group.
 type Service struct {
-	cfg Config
-	svc *endpoint.Service
-	log *slog.Logger
+	cfg      Config
+	nc       *nats.Conn
+	svc      *endpoint.Service
+	log      *slog.Logger
+	chain    chain
+	throttle *throttle
+	policy   *policy.Holder
+	store    *policy.Store
+
+	// bg runs the policy watcher and callout work; Run cancels it and waits.
+	bg       context.Context
+	stopBg   context.CancelFunc
+	wg       sync.WaitGroup
+	callout  *nats.Subscription
+	calloutQ chan struct{}
+	view     *sessions.View // nil when Config.Sessions was given
+
+	mu       sync.Mutex
+	stopping bool
 }
 
-// New registers the service's endpoints on nc. The service answers requests as soon
-// as New returns; Run waits for the end and drains.
+// track counts a goroutine that stopBackground must wait for; it returns false once
+// stopping has begun.
+func (s *Service) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// New opens the policy bucket, stores the initial policy, starts following the
+// stored policy and registers the service's endpoints (and the auth callout, if
+// configured) on nc. The service answers requests as soon as New returns; Run waits
+// for the end and drains.
 func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (*Service, error) {
 	if nc == nil || tp == nil || log == nil {
 		return nil, errors.New("auth: connection, tracer provider and logger are required")
@@ -45,6 +108,32 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if len(cfg.Authenticators) == 0 {
+		cfg.Authenticators = []Authenticator{Anonymous()}
+	}
+	if cfg.Callout != nil {
+		if err := cfg.Callout.check(); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("auth: jetstream: %w", err)
+	}
+	store, err := policy.OpenStore(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	current, err := initPolicy(ctx, store, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+
 	svc, err := endpoint.New(nc, endpoint.Config{
 		Name:          Name,
 		Version:       Version,
@@ -55,20 +144,130 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, svc: svc, log: svc.Logger()}
-	if err := s.register(); err != nil {
+	bg, stopBg := context.WithCancel(context.Background())
+	var view *sessions.View
+	if cfg.Sessions == nil {
+		view, err = sessions.Watch(bg, js)
+		if err != nil {
+			stopBg()
+			_ = svc.Stop(context.Background())
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		cfg.Sessions = viewRoles{view}
+	}
+	s := &Service{
+		view:     view,
+		cfg:      cfg,
+		nc:       nc,
+		svc:      svc,
+		log:      svc.Logger(),
+		chain:    chain(cfg.Authenticators),
+		throttle: newThrottle(cfg.Throttle, cfg.Now),
+		policy:   policy.NewHolder(current),
+		store:    store,
+		bg:       bg,
+		stopBg:   stopBg,
+		calloutQ: make(chan struct{}, 64),
+	}
+	fail := func(err error) (*Service, error) {
+		s.stopBackground()
 		_ = svc.Stop(context.Background())
 		return nil, err
 	}
+	ready := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := store.Watch(bg, s.policy, s.log, ready); err != nil {
+			s.log.Error("policy watch stopped", "err", err)
+		}
+	}()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return fail(errors.New("auth: policy watch did not start"))
+	}
+	svc.AddCheck("policy", func(ctx context.Context) error {
+		_, _, err := store.Get(ctx)
+		return err
+	})
+	if err := s.register(); err != nil {
+		return fail(err)
+	}
+	if cfg.Callout != nil {
+		if err := s.serveCallout(); err != nil {
+			return fail(err)
+		}
+	}
 	if err := nc.Flush(); err != nil {
-		_ = svc.Stop(context.Background())
-		return nil, err
+		return fail(err)
 	}
 	return s, nil
 }
 
+func initPolicy(ctx context.Context, store *policy.Store, cfg Config, log *slog.Logger) (*policy.Policy, error) {
+	if cfg.InitialPolicy != nil {
+		rev, err := store.Put(ctx, cfg.InitialPolicy, 0)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("policy stored from configuration", "revision", rev)
+		return cfg.InitialPolicy, nil
+	}
+	p, _, err := store.Get(ctx)
+	if err == nil {
+		return p, nil
+	}
+	if !errors.Is(err, policy.ErrNoPolicy) {
+		return nil, err
+	}
+	if cfg.DefaultPolicy == nil {
+		log.Warn("no policy stored: every session and connection is refused until one is set")
+		return &policy.Policy{}, nil
+	}
+	if _, err := store.Create(ctx, cfg.DefaultPolicy); err != nil && !errors.Is(err, policy.ErrConflict) {
+		return nil, err
+	}
+	p, _, err = store.Get(ctx)
+	return p, err
+}
+
+// Policy returns the holder of the current policy, which follows the stored one.
+func (s *Service) Policy() *policy.Holder { return s.policy }
+
 // Run blocks until ctx ends, then stops taking requests and waits up to
-// Config.DrainTimeout for those in flight.
+// Config.DrainTimeout for those in flight. Every goroutine the service started has
+// ended when Run returns.
 func (s *Service) Run(ctx context.Context) error {
-	return s.svc.Serve(ctx, s.cfg.DrainTimeout)
+	err := s.svc.Serve(ctx, s.cfg.DrainTimeout)
+	s.stopBackground()
+	return err
+}
+
+// stopBackground stops answering the callout, ends the policy watch and waits for
+// every goroutine the service started.
+func (s *Service) stopBackground() {
+	if s.callout != nil {
+		_ = s.callout.Unsubscribe()
+	}
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
+	s.stopBg()
+	s.wg.Wait()
+	if s.view != nil {
+		s.view.Close()
+	}
+}
+
+// viewRoles finds session roles in the live view of the sessions bucket: no round
+// trip per request.
+type viewRoles struct{ v *sessions.View }
+
+func (r viewRoles) SessionRoles(_ context.Context, id, token string) ([]string, error) {
+	rec, err := r.v.Authenticate(id, token)
+	if err != nil {
+		return nil, err
+	}
+	return rec.Roles, nil
 }

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// clientFlags are the connection and identity flags of every client command.
+type clientFlags struct {
+	server    string
+	user      string
+	password  string
+	jwt       string
+	sessionID string
+	token     string
+	timeout   time.Duration
+	props     []string
+}
+
+func (f *clientFlags) register(fs *pflag.FlagSet) {
+	fs.StringVarP(&f.server, "server", "s", "nats://127.0.0.1:4222", "NATS URL of Roster")
+	fs.StringVar(&f.user, "user", "", "open the session as this user (password credentials)")
+	fs.StringVar(&f.password, "password", "", "password for --user")
+	fs.StringVar(&f.jwt, "jwt", "", "open the session with this JWT bearer token")
+	fs.StringVar(&f.sessionID, "session-id", "", "act as this existing session instead of opening one (with --session-token)")
+	fs.StringVar(&f.token, "session-token", "", "token of --session-id")
+	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for each request")
+}
+
+func (f *clientFlags) credentials() *wire.Credentials {
+	switch {
+	case f.jwt != "":
+		return client.JWT(f.jwt)
+	case f.user != "":
+		return client.Password(f.user, f.password)
+	default:
+		return nil
+	}
+}
+
+// parseProps parses k=v pairs.
+func parseProps(pairs []string) (map[string]string, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, usageError{fmt.Errorf("property %q: want key=value", p)}
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// session runs fn with a session: the one named by --session-id, or one opened for
+// this command and closed after it.
+func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(ctx context.Context, s *client.Session) error) error {
+	ctx := cmd.Context()
+	c, err := client.Connect(f.server, client.WithNATSOptions())
+	if err != nil {
+		return fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "cannot reach " + f.server}, err)
+	}
+	defer c.Conn().Close()
+	octx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	if f.sessionID != "" {
+		if f.token == "" {
+			return usageError{errors.New("--session-id needs --session-token")}
+		}
+		s, err := c.Attach(octx, f.sessionID, f.token, client.Options{})
+		if err != nil {
+			return err
+		}
+		return fn(ctx, s)
+	}
+	if opts.Credentials == nil {
+		opts.Credentials = f.credentials()
+	}
+	s, err := c.Open(octx, opts)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.timeout)
+		defer cancel()
+		_ = s.Close(cctx)
+	}()
+	return fn(ctx, s)
+}
+
+// requestContext bounds one request by --timeout.
+func (f *clientFlags) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, f.timeout)
+}

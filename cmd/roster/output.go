@@ -1,0 +1,73 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// Exit codes of the client commands, beside 0 (success), 1 (any other error) and 2
+// (usage).
+const (
+	exitNotFound      = 3 // session_not_found, not_found
+	exitDenied        = 4 // unauthenticated, invalid_token, forbidden
+	exitSessionClosed = 5 // session_closed
+	exitTimeout       = 6 // timeout
+	exitUnavailable   = 7 // unavailable: no service answers or no connection
+	exitConflict      = 8 // conflict, lock_not_held, limit_exceeded, throttled
+)
+
+// wireExitCode maps a Roster error to an exit code.
+func wireExitCode(err error) (int, bool) {
+	var we *wire.Error
+	if !errors.As(err, &we) {
+		return 0, false
+	}
+	switch we.Code {
+	case wire.CodeSessionNotFound, wire.CodeNotFound:
+		return exitNotFound, true
+	case wire.CodeUnauthenticated, wire.CodeInvalidToken, wire.CodeForbidden:
+		return exitDenied, true
+	case wire.CodeSessionClosed:
+		return exitSessionClosed, true
+	case wire.CodeTimeout:
+		return exitTimeout, true
+	case wire.CodeUnavailable:
+		return exitUnavailable, true
+	case wire.CodeConflict, wire.CodeLockNotHeld, wire.CodeLimitExceeded, wire.CodeThrottled:
+		return exitConflict, true
+	case wire.CodeBadRequest, wire.CodeInvalidFilter, wire.CodeInvalidName, wire.CodeTooLarge:
+		return 2, true
+	}
+	return 1, true
+}
+
+// output writes command results as text or JSON (-o json).
+type output struct {
+	w      io.Writer
+	format string
+}
+
+func outputFor(cmd *cobra.Command) (*output, error) {
+	format, _ := cmd.Flags().GetString("output")
+	if format != "text" && format != "json" {
+		return nil, usageError{fmt.Errorf("--output %q: want text or json", format)}
+	}
+	return &output{w: cmd.OutOrStdout(), format: format}, nil
+}
+
+// emit writes v as JSON in JSON mode, or calls text otherwise.
+func (o *output) emit(v any, text func(w io.Writer)) error {
+	if o.format == "json" {
+		enc := json.NewEncoder(o.w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	text(o.w)
+	return nil
+}

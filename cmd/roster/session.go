@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+func newSessionCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "session",
+		Short: "Open, inspect, update and close sessions",
+	}
+	cmd.AddCommand(newSessionOpenCmd(), newSessionGetCmd(), newSessionListCmd(), newSessionSetCmd(), newSessionCloseCmd())
+	return cmd
+}
+
+func newSessionOpenCmd() *cobra.Command {
+	var f clientFlags
+	var props []string
+	var timeout time.Duration
+	var permanent bool
+	cmd := &cobra.Command{
+		Use:   "open",
+		Short: "Open a session and keep it open until interrupted",
+		Long: `Open a session, print it, and keep it open — sending keepalives and resuming it
+after a reconnect — until interrupted (Ctrl-C), then close it. State changes are printed
+as they happen. Other commands can act as this session with --session-id and
+--session-token (or ROSTER_SESSION_ID and ROSTER_SESSION_TOKEN), printed at start.`,
+		Example: `  roster session open --property Department=Accounts --property Desk=FX
+  roster session open --user alice --password secret --timeout 30s -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out, err := outputFor(cmd)
+			if err != nil {
+				return err
+			}
+			p, err := parseProps(props)
+			if err != nil {
+				return err
+			}
+			if f.sessionID != "" {
+				return usageError{errors.New("session open opens a new session; --session-id does not apply")}
+			}
+			c, err := client.Connect(f.server)
+			if err != nil {
+				return fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "cannot reach " + f.server}, err)
+			}
+			defer c.Conn().Close()
+			octx, cancel := f.requestContext(cmd.Context())
+			defer cancel()
+			s, err := c.Open(octx, client.Options{Credentials: f.credentials(), Properties: p, Timeout: timeout, Permanent: permanent})
+			if err != nil {
+				return err
+			}
+			changes := make(chan client.StateChange, 16)
+			s.OnStateChange(func(ch client.StateChange) {
+				select {
+				case changes <- ch:
+				default:
+				}
+			})
+			info := s.Info()
+			if err := out.emit(map[string]any{"session": info, "token": s.Token()}, func(w io.Writer) {
+				printSession(w, &info)
+				fmt.Fprintf(w, "\nexport ROSTER_SESSION_ID=%s ROSTER_SESSION_TOKEN=%s\n\nOpen until interrupted (Ctrl-C).\n", info.ID, s.Token())
+			}); err != nil {
+				return err
+			}
+			for {
+				select {
+				case <-cmd.Context().Done():
+					cctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+					defer cancel()
+					return s.Close(cctx)
+				case ch := <-changes:
+					_ = out.emit(ch, func(w io.Writer) {
+						fmt.Fprintf(w, "state %s -> %s %s\n", ch.Old, ch.New, ch.Reason)
+					})
+					if ch.New == client.StateClosed {
+						return &wire.Error{Code: wire.CodeSessionClosed, Message: fmt.Sprintf("session closed (%s)", ch.Reason)}
+					}
+				}
+			}
+		},
+	}
+	f.register(cmd.Flags())
+	cmd.Flags().StringArrayVarP(&props, "property", "p", nil, "proposed user property key=value (repeatable)")
+	cmd.Flags().DurationVar(&timeout, "session-timeout", 0, "inactivity timeout of the session (0: the server's default)")
+	cmd.Flags().BoolVar(&permanent, "permanent", false, "open a session without inactivity timeout (needs PERMANENT_SESSION)")
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+func newSessionGetCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "get [ID]",
+		Short: "Show a session: the own one, or another by id (VIEW_SESSION)",
+		Example: `  roster session get 5QmZc1h8RqP0aLxV2yWfKd
+  roster session get --session-id $ROSTER_SESSION_ID --session-token $ROSTER_SESSION_TOKEN`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, err := outputFor(cmd)
+			if err != nil {
+				return err
+			}
+			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
+				rctx, cancel := f.requestContext(ctx)
+				defer cancel()
+				var got wire.Session
+				if len(args) == 0 {
+					got, err = s.Refresh(rctx)
+				} else {
+					got, err = s.GetSession(rctx, args[0])
+				}
+				if err != nil {
+					return err
+				}
+				return out.emit(got, func(w io.Writer) { printSession(w, &got) })
+			})
+		},
+	}
+	f.register(cmd.Flags())
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+func newSessionListCmd() *cobra.Command {
+	var f clientFlags
+	var filterText string
+	var limit int
+	var closed bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the sessions matching a filter (VIEW_SESSION)",
+		Example: `  roster session list
+  roster session list --filter 'Department is "Accounts"' -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out, err := outputFor(cmd)
+			if err != nil {
+				return err
+			}
+			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
+				var all []*wire.Session
+				total, after := 0, ""
+				for {
+					rctx, cancel := f.requestContext(ctx)
+					page, err := s.ListSessions(rctx, wire.SessionListRequest{Filter: filterText, After: after, Limit: limit, IncludeClosed: closed})
+					cancel()
+					if err != nil {
+						return err
+					}
+					all, total = append(all, page.Sessions...), page.Total
+					if page.Next == "" {
+						break
+					}
+					after = page.Next
+				}
+				return out.emit(map[string]any{"sessions": all, "total": total}, func(w io.Writer) {
+					fmt.Fprintf(w, "%-24s %-8s %-12s %-16s %s\n", "ID", "STATE", "PRINCIPAL", "ROLES", "PROPERTIES")
+					for _, x := range all {
+						fmt.Fprintf(w, "%-24s %-8s %-12s %-16s %s\n", x.ID, x.State, orDash(x.Principal), orDash(strings.Join(x.Roles, ",")), formatProps(x.Properties))
+					}
+					fmt.Fprintf(w, "%d sessions\n", total)
+				})
+			})
+		},
+	}
+	f.register(cmd.Flags())
+	cmd.Flags().StringVarP(&filterText, "filter", "f", "", "session filter (all sessions when empty)")
+	cmd.Flags().IntVar(&limit, "page-size", 0, "sessions per request (0: the server's default)")
+	cmd.Flags().BoolVar(&closed, "include-closed", false, "also list closed sessions still remembered")
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+func newSessionSetCmd() *cobra.Command {
+	var f clientFlags
+	var target, filterText string
+	var remove []string
+	cmd := &cobra.Command{
+		Use:   "set [KEY=VALUE ...]",
+		Short: "Set and remove user properties: of the own session, or others by id or filter (MODIFY_SESSION)",
+		Example: `  roster session set Status=Closed --id 5QmZc1h8RqP0aLxV2yWfKd
+  roster session set --filter 'Department is "Payroll"' Status=Closed --remove Desk`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, err := outputFor(cmd)
+			if err != nil {
+				return err
+			}
+			set, err := parseProps(args)
+			if err != nil {
+				return err
+			}
+			if len(set) == 0 && len(remove) == 0 {
+				return usageError{errors.New("nothing to set or remove")}
+			}
+			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
+				rctx, cancel := f.requestContext(ctx)
+				defer cancel()
+				n, err := s.UpdateSessions(rctx, wire.SessionUpdateRequest{ID: target, Filter: filterText, Set: set, Remove: remove})
+				if err != nil {
+					return err
+				}
+				return out.emit(map[string]int{"updated": n}, func(w io.Writer) { fmt.Fprintf(w, "%d sessions updated\n", n) })
+			})
+		},
+	}
+	f.register(cmd.Flags())
+	cmd.Flags().StringVar(&target, "id", "", "update this session instead of the own one")
+	cmd.Flags().StringVarP(&filterText, "filter", "f", "", "update every session matching this filter")
+	cmd.Flags().StringArrayVar(&remove, "remove", nil, "property key to remove (repeatable)")
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+func newSessionCloseCmd() *cobra.Command {
+	var f clientFlags
+	var filterText string
+	cmd := &cobra.Command{
+		Use:   "close [ID]",
+		Short: "Close a session by id, the own one (--session-id), or every session matching a filter",
+		Example: `  roster session close 5QmZc1h8RqP0aLxV2yWfKd
+  roster session close --filter 'Department is "Payroll"'
+  roster session close --session-id $ROSTER_SESSION_ID --session-token $ROSTER_SESSION_TOKEN`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, err := outputFor(cmd)
+			if err != nil {
+				return err
+			}
+			if len(args) == 0 && filterText == "" && f.sessionID == "" {
+				return usageError{errors.New("name a session id, --filter, or --session-id")}
+			}
+			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
+				rctx, cancel := f.requestContext(ctx)
+				defer cancel()
+				var n int
+				switch {
+				case len(args) == 1 || filterText != "":
+					var id string
+					if len(args) == 1 {
+						id = args[0]
+					}
+					n, err = s.CloseSessions(rctx, wire.SessionCloseRequest{ID: id, Filter: filterText})
+				default:
+					n, err = 1, s.Close(rctx)
+				}
+				if err != nil {
+					return err
+				}
+				return out.emit(map[string]int{"closed": n}, func(w io.Writer) { fmt.Fprintf(w, "%d sessions closed\n", n) })
+			})
+		},
+	}
+	f.register(cmd.Flags())
+	cmd.Flags().StringVarP(&filterText, "filter", "f", "", "close every session matching this filter")
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+func printSession(w io.Writer, s *wire.Session) {
+	fmt.Fprintf(w, "id:         %s\n", s.ID)
+	fmt.Fprintf(w, "state:      %s", s.State)
+	if s.CloseReason != "" {
+		fmt.Fprintf(w, " (%s)", s.CloseReason)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "principal:  %s\n", orDash(s.Principal))
+	fmt.Fprintf(w, "roles:      %s\n", orDash(strings.Join(s.Roles, ", ")))
+	if s.Permanent {
+		fmt.Fprintln(w, "timeout:    none (permanent)")
+	} else {
+		fmt.Fprintf(w, "timeout:    %s\n", time.Duration(s.TimeoutMS)*time.Millisecond)
+	}
+	fmt.Fprintf(w, "properties: %s\n", formatProps(s.Properties))
+	fmt.Fprintf(w, "fixed:      %s\n", formatProps(s.Fixed))
+}
+
+func formatProps(p map[string]string) string {
+	if len(p) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(p)) {
+		parts = append(parts, fmt.Sprintf("%s=%q", k, p[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

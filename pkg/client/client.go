@@ -1,0 +1,199 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// Client is a connection to Roster over NATS. It can open any number of sessions
+// (a gateway opens one per user of its own). A Client is safe for concurrent use.
+type Client struct {
+	nc     *nats.Conn
+	log    *slog.Logger
+	tracer trace.Tracer
+
+	mu       sync.Mutex
+	sessions map[*Session]struct{}
+	// epoch ends when the connection is lost: calls in flight fail at once with
+	// ErrUnavailable instead of waiting for replies that will not come.
+	epoch       context.Context
+	epochCancel context.CancelCauseFunc
+	closed      bool
+}
+
+// ConnectOption configures Connect.
+type ConnectOption func(*connectOptions)
+
+type connectOptions struct {
+	nats   []nats.Option
+	tp     trace.TracerProvider
+	logger *slog.Logger
+}
+
+// WithNATSOptions adds options to the NATS connection (credentials, TLS, names …).
+// The SDK sets the reconnect, disconnect and closed handlers itself.
+func WithNATSOptions(opts ...nats.Option) ConnectOption {
+	return func(o *connectOptions) { o.nats = append(o.nats, opts...) }
+}
+
+// WithTracerProvider sets the tracer provider for client spans (default: the global
+// one).
+func WithTracerProvider(tp trace.TracerProvider) ConnectOption {
+	return func(o *connectOptions) { o.tp = tp }
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) ConnectOption {
+	return func(o *connectOptions) { o.logger = l }
+}
+
+var errConnectionLost = errors.New("connection to NATS lost")
+
+// Connect dials NATS at url. It reconnects by itself; sessions opened on it resume
+// after a reconnect.
+func Connect(url string, opts ...ConnectOption) (*Client, error) {
+	o := connectOptions{tp: otel.GetTracerProvider(), logger: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	c := &Client{
+		log:      o.logger,
+		tracer:   o.tp.Tracer("github.com/seed-3c836eab/roster/pkg/client"),
+		sessions: map[*Session]struct{}{},
+	}
+	c.epoch, c.epochCancel = context.WithCancelCause(context.Background())
+	natsOpts := append([]nats.Option{
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+	}, o.nats...)
+	natsOpts = append(natsOpts,
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { c.disconnected(err) }),
+		nats.ReconnectHandler(func(*nats.Conn) { go c.reconnected() }),
+		nats.ClosedHandler(func(*nats.Conn) { c.connectionClosed() }),
+	)
+	nc, err := nats.Connect(url, natsOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("client: connect %s: %w", url, err)
+	}
+	c.nc = nc
+	return c, nil
+}
+
+// Conn returns the underlying NATS connection.
+func (c *Client) Conn() *nats.Conn { return c.nc }
+
+// Close closes every session opened on c, then the connection.
+func (c *Client) Close(ctx context.Context) error {
+	c.mu.Lock()
+	var open []*Session
+	for s := range c.sessions {
+		open = append(open, s)
+	}
+	c.mu.Unlock()
+	var errs []error
+	for _, s := range open {
+		if err := s.Close(ctx); err != nil && !errors.Is(err, ErrSessionClosed) {
+			errs = append(errs, err)
+		}
+	}
+	c.nc.Close()
+	return errors.Join(errs...)
+}
+
+func (c *Client) disconnected(err error) {
+	c.mu.Lock()
+	c.epochCancel(errConnectionLost)
+	sessions := c.sessionList()
+	c.mu.Unlock()
+	c.log.Warn("roster: connection lost", "err", err)
+	for _, s := range sessions {
+		s.connectionLost()
+	}
+}
+
+func (c *Client) reconnected() {
+	c.mu.Lock()
+	c.epoch, c.epochCancel = context.WithCancelCause(context.Background())
+	sessions := c.sessionList()
+	c.mu.Unlock()
+	for _, s := range sessions {
+		s.resume()
+	}
+}
+
+func (c *Client) connectionClosed() {
+	c.mu.Lock()
+	c.closed = true
+	c.epochCancel(errConnectionLost)
+	sessions := c.sessionList()
+	c.mu.Unlock()
+	for _, s := range sessions {
+		s.setClosed(wire.ClosedFailed, &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS closed"})
+	}
+}
+
+func (c *Client) sessionList() []*Session {
+	out := make([]*Session, 0, len(c.sessions))
+	for s := range c.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (c *Client) add(s *Session) {
+	c.mu.Lock()
+	c.sessions[s] = struct{}{}
+	c.mu.Unlock()
+}
+
+func (c *Client) remove(s *Session) {
+	c.mu.Lock()
+	delete(c.sessions, s)
+	c.mu.Unlock()
+}
+
+// call sends one request in a client span. hdr carries the session headers for
+// session-scoped requests. A call in flight when the connection is lost fails at
+// once with ErrUnavailable.
+func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req, resp any) error {
+	ctx, span := c.tracer.Start(ctx, subject, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", subject)))
+	defer span.End()
+
+	c.mu.Lock()
+	epoch, closed := c.epoch, c.closed
+	c.mu.Unlock()
+	if closed {
+		return &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS closed"}
+	}
+	if epoch.Err() != nil {
+		return &wire.Error{Code: wire.CodeUnavailable, Message: "not connected to NATS (reconnecting)"}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(epoch, func() { cancel(errConnectionLost) })
+	defer stop()
+
+	err := wire.Call(ctx, c.nc, subject, hdr, req, resp)
+	if err != nil && errors.Is(context.Cause(ctx), errConnectionLost) {
+		err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}, err)
+	}
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
+}

@@ -1,0 +1,31 @@
+package client
+
+import "github.com/seed-3c836eab/roster/pkg/wire"
+
+// Errors returned by the SDK. Every error a Roster service sends matches one of these
+// with errors.Is, whatever its message:
+//
+//	if errors.Is(err, client.ErrSessionClosed) { … }
+//
+// errors.As with *wire.Error gives the code and the server's message.
+var (
+	ErrBadRequest      = wire.ErrBadRequest
+	ErrInvalidFilter   = wire.ErrInvalidFilter
+	ErrInvalidName     = wire.ErrInvalidName
+	ErrTooLarge        = wire.ErrTooLarge
+	ErrUnauthenticated = wire.ErrUnauthenticated
+	ErrInvalidToken    = wire.ErrInvalidToken
+	ErrForbidden       = wire.ErrForbidden
+	ErrNotFound        = wire.ErrNotFound
+	ErrSessionNotFound = wire.ErrSessionNotFound
+	ErrTimeout         = wire.ErrTimeout
+	ErrConflict        = wire.ErrConflict
+	ErrLockNotHeld     = wire.ErrLockNotHeld
+	ErrSessionClosed   = wire.ErrSessionClosed
+	ErrLimitExceeded   = wire.ErrLimitExceeded
+	ErrThrottled       = wire.ErrThrottled
+	ErrInternal        = wire.ErrInternal
+	// ErrUnavailable is returned when no Roster service answers, and for calls in
+	// flight when the connection to NATS is lost or closed.
+	ErrUnavailable = wire.ErrUnavailable
+)

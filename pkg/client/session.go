@@ -1,0 +1,419 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// State is the state of a session as this client sees it.
+type State = wire.SessionState
+
+// Session states (Diffusion's names).
+const (
+	StateConnecting = wire.StateConnecting
+	StateActive     = wire.StateActive
+	StateRecovering = wire.StateRecovering
+	StateClosed     = wire.StateClosed
+)
+
+// StateChange is passed to state listeners.
+type StateChange struct {
+	Old, New State
+	// Reason is set when New is CLOSED.
+	Reason wire.CloseReason
+	// Err is the error that caused the change, if any.
+	Err error
+}
+
+// Options for opening a session.
+type Options struct {
+	// Credentials to authenticate the session; nil opens an anonymous session.
+	Credentials *wire.Credentials
+	// Properties are proposed user properties; the server may veto or rewrite them.
+	Properties map[string]string
+	// Timeout is the inactivity timeout (0: the server's default).
+	Timeout time.Duration
+	// Permanent asks for a session without inactivity timeout (PERMANENT_SESSION).
+	Permanent bool
+	// GatewayType and GatewayID mark sessions a gateway opens for its own users.
+	GatewayType, GatewayID string
+	// HeartbeatInterval is how often the SDK sends keepalives (default: a third of
+	// the timeout, at most 5 s and at least 100 ms).
+	HeartbeatInterval time.Duration
+}
+
+// Anonymous, Password and JWT build credentials.
+func Anonymous() *wire.Credentials { return &wire.Credentials{Type: wire.CredentialsAnonymous} }
+
+// Password returns user/password credentials.
+func Password(user, password string) *wire.Credentials {
+	return &wire.Credentials{Type: wire.CredentialsPassword, Username: user, Password: password}
+}
+
+// JWT returns JWT bearer credentials.
+func JWT(token string) *wire.Credentials {
+	return &wire.Credentials{Type: wire.CredentialsJWT, Token: token}
+}
+
+// Session is an open Roster session. Any number of goroutines may use it at once.
+// After it is closed — by Close, by the server, or by expiry — every call returns an
+// error matching ErrSessionClosed.
+type Session struct {
+	c         *Client
+	ownClient bool
+	heartbeat time.Duration
+
+	mu        sync.Mutex
+	info      *wire.Session
+	token     string
+	state     State
+	reason    wire.CloseReason
+	listeners []func(StateChange)
+	stopHB    chan struct{}
+	hbDone    chan struct{}
+	closeOnce sync.Once
+}
+
+// Open connects to NATS at url and opens a session on that connection. Closing
+// the session closes the connection.
+func Open(ctx context.Context, url string, opts Options, connectOpts ...ConnectOption) (*Session, error) {
+	c, err := Connect(url, connectOpts...)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.Open(ctx, opts)
+	if err != nil {
+		c.nc.Close()
+		return nil, err
+	}
+	s.ownClient = true
+	return s, nil
+}
+
+// Open opens a session on c's connection.
+func (c *Client) Open(ctx context.Context, opts Options) (*Session, error) {
+	req := &wire.SessionOpenRequest{
+		Credentials: opts.Credentials,
+		Properties:  opts.Properties,
+		TimeoutMS:   opts.Timeout.Milliseconds(),
+		Permanent:   opts.Permanent,
+		GatewayType: opts.GatewayType,
+		GatewayID:   opts.GatewayID,
+	}
+	var resp wire.SessionOpenResponse
+	if err := c.call(ctx, wire.SubjectSessionOpen, nil, req, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Session == nil || resp.Token == "" {
+		return nil, &wire.Error{Code: wire.CodeInternal, Message: "open reply without session or token"}
+	}
+	s := &Session{c: c, info: resp.Session, token: resp.Token, state: StateActive,
+		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
+	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, time.Duration(resp.Session.TimeoutMS)*time.Millisecond)
+	c.add(s)
+	go s.heartbeats()
+	return s, nil
+}
+
+func heartbeatInterval(asked, timeout time.Duration) time.Duration {
+	if asked > 0 {
+		return asked
+	}
+	d := 5 * time.Second
+	if timeout > 0 && timeout/3 < d {
+		d = timeout / 3
+	}
+	return max(d, 100*time.Millisecond)
+}
+
+// ID returns the session id.
+func (s *Session) ID() string { return s.info.ID }
+
+// Principal returns the session's principal ("" for anonymous sessions).
+func (s *Session) Principal() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.info.Principal
+}
+
+// Roles returns the session's roles.
+func (s *Session) Roles() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.info.Roles)
+}
+
+// Properties returns the fixed and user properties as last seen by this client
+// (Refresh fetches them anew).
+func (s *Session) Properties() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := maps.Clone(s.info.Fixed)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, s.info.Properties)
+	return out
+}
+
+// Info returns a copy of the session as last seen by this client.
+func (s *Session) Info() wire.Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return *s.info
+}
+
+// State returns the session's state.
+func (s *Session) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+// OnStateChange registers fn to be called on every change of state. fn runs on the
+// goroutine that observed the change and must not block.
+func (s *Session) OnStateChange(fn func(StateChange)) {
+	s.mu.Lock()
+	s.listeners = append(s.listeners, fn)
+	s.mu.Unlock()
+}
+
+// Client returns the client the session was opened on.
+func (s *Session) Client() *Client { return s.c }
+
+// headers returns the session headers, or ErrSessionClosed.
+func (s *Session) headers() (nats.Header, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == StateClosed {
+		return nil, s.closedErr()
+	}
+	return nats.Header{wire.HeaderSession: {s.info.ID}, wire.HeaderToken: {s.token}}, nil
+}
+
+func (s *Session) closedErr() error {
+	msg := "session " + s.info.ID + " is closed"
+	if s.reason != "" {
+		msg += " (" + string(s.reason) + ")"
+	}
+	return &wire.Error{Code: wire.CodeSessionClosed, Message: msg}
+}
+
+// do sends a session-scoped request. A session_closed reply closes the session.
+func (s *Session) do(ctx context.Context, subject string, req, resp any) error {
+	hdr, err := s.headers()
+	if err != nil {
+		return err
+	}
+	err = s.c.call(ctx, subject, hdr, req, resp)
+	if errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {
+		s.setClosed(reasonFrom(err), err)
+	}
+	return err
+}
+
+func reasonFrom(err error) wire.CloseReason {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		for _, r := range []wire.CloseReason{wire.ClosedByClient, wire.ClosedByServer, wire.ClosedExpired, wire.ClosedFailed} {
+			if strings.Contains(we.Message, "("+string(r)+")") {
+				return r
+			}
+		}
+	}
+	return ""
+}
+
+// Refresh fetches the session's state and properties from the registry.
+func (s *Session) Refresh(ctx context.Context) (wire.Session, error) {
+	var resp wire.SessionGetResponse
+	if err := s.do(ctx, wire.SubjectSessionGet, &wire.SessionGetRequest{}, &resp); err != nil {
+		return wire.Session{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.info = resp.Session
+	return *resp.Session, nil
+}
+
+// SetProperties sets and removes user properties of the session.
+func (s *Session) SetProperties(ctx context.Context, set map[string]string, remove ...string) error {
+	var resp wire.SessionUpdateResponse
+	if err := s.do(ctx, wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: set, Remove: remove}, &resp); err != nil {
+		return err
+	}
+	if resp.Session != nil {
+		s.mu.Lock()
+		s.info = resp.Session
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// Keepalive tells the registry the session is active. The SDK sends keepalives by
+// itself; call this only to report activity sooner.
+func (s *Session) Keepalive(ctx context.Context) error {
+	return s.do(ctx, wire.SubjectSessionKeepalive, &wire.SessionKeepaliveRequest{}, &wire.SessionKeepaliveResponse{})
+}
+
+// ChangePrincipal re-authenticates the session with new credentials. The session
+// keeps its id; its principal, roles and token change.
+func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) error {
+	var resp wire.SessionChangePrincipalResponse
+	if err := s.do(ctx, wire.SubjectSessionChangePrincipal, &wire.SessionChangePrincipalRequest{Credentials: creds}, &resp); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.info, s.token = resp.Session, resp.Token
+	s.mu.Unlock()
+	return nil
+}
+
+// Close closes the session. It is idempotent: closing a closed session returns nil.
+func (s *Session) Close(ctx context.Context) error {
+	hdr, err := s.headers()
+	if err != nil {
+		s.finish()
+		return nil
+	}
+	err = s.c.call(ctx, wire.SubjectSessionClose, hdr, &wire.SessionCloseRequest{}, &wire.SessionCloseResponse{})
+	if err != nil && !errors.Is(err, ErrSessionClosed) && !errors.Is(err, ErrSessionNotFound) {
+		return err
+	}
+	s.setClosed(wire.ClosedByClient, nil)
+	return nil
+}
+
+// setClosed moves the session to CLOSED once and stops its background work.
+func (s *Session) setClosed(reason wire.CloseReason, cause error) {
+	s.mu.Lock()
+	if s.state == StateClosed {
+		s.mu.Unlock()
+		return
+	}
+	old := s.state
+	s.state, s.reason = StateClosed, reason
+	listeners := slices.Clone(s.listeners)
+	s.mu.Unlock()
+	for _, fn := range listeners {
+		fn(StateChange{Old: old, New: StateClosed, Reason: reason, Err: cause})
+	}
+	s.finish()
+}
+
+// finish stops the heartbeat and releases the client.
+func (s *Session) finish() {
+	s.closeOnce.Do(func() {
+		close(s.stopHB)
+		s.c.remove(s)
+		if s.ownClient {
+			go s.c.nc.Close()
+		}
+	})
+}
+
+func (s *Session) transition(to State, cause error) {
+	s.mu.Lock()
+	if s.state == StateClosed || s.state == to {
+		s.mu.Unlock()
+		return
+	}
+	old := s.state
+	s.state = to
+	listeners := slices.Clone(s.listeners)
+	s.mu.Unlock()
+	for _, fn := range listeners {
+		fn(StateChange{Old: old, New: to, Err: cause})
+	}
+}
+
+func (s *Session) connectionLost() {
+	s.transition(StateRecovering, errConnectionLost)
+}
+
+// resume binds the session to the new connection after a reconnect.
+func (s *Session) resume() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var resp wire.SessionResumeResponse
+	err := s.do(ctx, wire.SubjectSessionResume, &wire.SessionResumeRequest{}, &resp)
+	switch {
+	case err == nil:
+		s.mu.Lock()
+		s.info = resp.Session
+		s.mu.Unlock()
+		s.transition(StateActive, nil)
+	case errors.Is(err, ErrSessionClosed), errors.Is(err, ErrSessionNotFound), errors.Is(err, ErrInvalidToken):
+		s.setClosed(reasonOr(reasonFrom(err), wire.ClosedFailed), err)
+	default:
+		// The service may be unreachable for a moment: the heartbeat retries.
+		s.c.log.Warn("roster: resume failed; will retry", "session", s.info.ID, "err", err)
+	}
+}
+
+func reasonOr(r, def wire.CloseReason) wire.CloseReason {
+	if r == "" {
+		return def
+	}
+	return r
+}
+
+// heartbeats sends keepalives until the session closes, and retries a resume while
+// the session is RECOVERING.
+func (s *Session) heartbeats() {
+	defer close(s.hbDone)
+	t := time.NewTicker(s.heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopHB:
+			return
+		case <-t.C:
+		}
+		if s.State() == StateRecovering {
+			if s.c.nc.IsConnected() {
+				s.resume()
+			}
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.heartbeat)
+		err := s.Keepalive(ctx)
+		cancel()
+		if err != nil && !errors.Is(err, ErrSessionClosed) {
+			s.c.log.Debug("roster: keepalive failed", "session", s.info.ID, "err", err)
+		}
+	}
+}
+
+// Attach returns a Session for a session opened elsewhere (another process, a CLI
+// run), given its id and token. It checks them with the registry. Closing c's
+// connection leaves such a session open; Close closes it.
+func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*Session, error) {
+	s := &Session{c: c, info: &wire.Session{ID: id}, token: token, state: StateActive,
+		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
+	c.add(s)
+	if _, err := s.Refresh(ctx); err != nil {
+		s.finish()
+		return nil, err
+	}
+	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, time.Duration(s.info.TimeoutMS)*time.Millisecond)
+	go s.heartbeats()
+	return s, nil
+}
+
+// Token returns the session's secret token, for handing the session to another
+// process (see Attach). Treat it like a password.
+func (s *Session) Token() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.token
+}

@@ -1,0 +1,121 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+)
+
+// Actions for proposed properties no rule names.
+const (
+	// Veto drops the property (the default).
+	Veto = "veto"
+	// Accept keeps it as proposed.
+	Accept = "accept"
+)
+
+// Properties decides what happens to the user properties a client proposes when it
+// opens a session: each proposed key is checked against Rules in order and the first
+// rule whose Key matches decides; keys no rule matches get Default. Fixed properties
+// (keys starting with "$") are never accepted from a client.
+type Properties struct {
+	Rules []PropertyRule `json:"rules,omitempty" yaml:"rules,omitempty"`
+	// Default is "veto" (or empty) or "accept".
+	Default string `json:"default,omitempty" yaml:"default,omitempty"`
+	// MaxValueLength vetoes longer values (0: 1024).
+	MaxValueLength int `json:"max_value_length,omitempty" yaml:"max_value_length,omitempty"`
+}
+
+// PropertyRule is one decision about proposed properties.
+type PropertyRule struct {
+	// Key is a key or a glob over keys (path.Match syntax: * ? [..]).
+	Key string `json:"key" yaml:"key"`
+	// Veto drops the property.
+	Veto bool `json:"veto,omitempty" yaml:"veto,omitempty"`
+	// Values, if not empty, are the values accepted; any other value is vetoed.
+	Values []string `json:"values,omitempty" yaml:"values,omitempty"`
+	// Set, if not nil, rewrites the proposed value to this one.
+	Set *string `json:"set,omitempty" yaml:"set,omitempty"`
+}
+
+const defaultMaxValueLength = 1024
+
+func (p *Properties) validate() error {
+	var errs []error
+	switch p.Default {
+	case "", Veto, Accept:
+	default:
+		errs = append(errs, fmt.Errorf("policy: properties: default %q: want veto or accept", p.Default))
+	}
+	if p.MaxValueLength < 0 {
+		errs = append(errs, errors.New("policy: properties: max_value_length is negative"))
+	}
+	for i, r := range p.Rules {
+		if r.Key == "" {
+			errs = append(errs, fmt.Errorf("policy: properties: rule %d has no key", i))
+			continue
+		}
+		if _, err := path.Match(r.Key, ""); err != nil {
+			errs = append(errs, fmt.Errorf("policy: properties: rule %d: key %q: %w", i, r.Key, err))
+		}
+		if r.Veto && (r.Set != nil || len(r.Values) > 0) {
+			errs = append(errs, fmt.Errorf("policy: properties: rule %d: veto with values or set", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ValidPropertyKey reports whether key may name a user property: not empty, and none
+// of space, tab, CR, LF, quotes or parentheses.
+func ValidPropertyKey(key string) bool {
+	return key != "" && !strings.ContainsAny(key, " \t\r\n\"'()")
+}
+
+// VetProperties applies the policy to the properties a client proposed. It returns
+// the properties the session gets (accepted or rewritten) and the sorted keys that
+// were vetoed.
+func (p *Policy) VetProperties(proposed map[string]string) (map[string]string, []string) {
+	out := make(map[string]string, len(proposed))
+	var vetoed []string
+	for k, v := range proposed {
+		nv, ok := p.vetProperty(k, v)
+		if !ok {
+			vetoed = append(vetoed, k)
+			continue
+		}
+		out[k] = nv
+	}
+	slices.Sort(vetoed)
+	return out, vetoed
+}
+
+func (p *Policy) vetProperty(key, value string) (string, bool) {
+	if p == nil || strings.HasPrefix(key, "$") || !ValidPropertyKey(key) {
+		return "", false
+	}
+	limit := p.Properties.MaxValueLength
+	if limit == 0 {
+		limit = defaultMaxValueLength
+	}
+	if len(value) > limit {
+		return "", false
+	}
+	for _, r := range p.Properties.Rules {
+		if ok, _ := path.Match(r.Key, key); !ok {
+			continue
+		}
+		switch {
+		case r.Veto:
+			return "", false
+		case len(r.Values) > 0 && !slices.Contains(r.Values, value):
+			return "", false
+		case r.Set != nil:
+			return *r.Set, true
+		default:
+			return value, true
+		}
+	}
+	return value, p.Properties.Default == Accept
+}

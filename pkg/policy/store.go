@@ -1,0 +1,160 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket is the JetStream KV bucket holding the policy, and Key its one key. The
+// value is the policy as JSON.
+const (
+	Bucket = "roster_policy"
+	Key    = "current"
+)
+
+// Store errors.
+var (
+	// ErrNoPolicy: the bucket holds no policy yet.
+	ErrNoPolicy = errors.New("policy: no policy stored")
+	// ErrConflict: the stored policy changed since the revision the caller read.
+	ErrConflict = errors.New("policy: stored policy changed concurrently")
+)
+
+// Store reads and writes the policy in JetStream KV.
+type Store struct {
+	kv jetstream.KeyValue
+}
+
+// OpenStore opens the policy bucket, creating it if needed (the auth service does
+// this; other services may call it too, it is idempotent).
+func OpenStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "Roster permission policy",
+		History:     16,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("policy: open bucket %s: %w", Bucket, err)
+	}
+	return &Store{kv: kv}, nil
+}
+
+// Get returns the stored policy and its revision, or ErrNoPolicy.
+func (s *Store) Get(ctx context.Context) (*Policy, uint64, error) {
+	e, err := s.kv.Get(ctx, Key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, ErrNoPolicy
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("policy: get: %w", err)
+	}
+	p, err := decode(e.Value())
+	if err != nil {
+		return nil, 0, err
+	}
+	return p, e.Revision(), nil
+}
+
+// Put stores p after validating it. With revision 0 it stores unconditionally;
+// otherwise only if the stored revision is still revision (else ErrConflict). It
+// returns the new revision.
+func (s *Store) Put(ctx context.Context, p *Policy, revision uint64) (uint64, error) {
+	if err := p.Validate(); err != nil {
+		return 0, err
+	}
+	data, err := json.Marshal(p)
+	if err != nil {
+		return 0, fmt.Errorf("policy: encode: %w", err)
+	}
+	var rev uint64
+	if revision == 0 {
+		rev, err = s.kv.Put(ctx, Key, data)
+	} else {
+		rev, err = s.kv.Update(ctx, Key, data, revision)
+	}
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, ErrConflict
+	}
+	if err != nil {
+		return 0, fmt.Errorf("policy: put: %w", err)
+	}
+	return rev, nil
+}
+
+// Create stores p only if no policy is stored yet; it returns ErrConflict otherwise.
+func (s *Store) Create(ctx context.Context, p *Policy) (uint64, error) {
+	if err := p.Validate(); err != nil {
+		return 0, err
+	}
+	data, err := json.Marshal(p)
+	if err != nil {
+		return 0, fmt.Errorf("policy: encode: %w", err)
+	}
+	rev, err := s.kv.Create(ctx, Key, data)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, ErrConflict
+	}
+	if err != nil {
+		return 0, fmt.Errorf("policy: create: %w", err)
+	}
+	return rev, nil
+}
+
+// Watch keeps h equal to the stored policy until ctx ends: it applies the current
+// value, then every change as JetStream pushes it (well within a second). A stored
+// value that does not decode or validate is logged and skipped: h keeps the last
+// good policy. A deleted policy leaves h unchanged too — services keep working with
+// what they had rather than falling open or closed on an operator's mistake. ready,
+// if not nil, is closed once the current value has been applied.
+func (s *Store) Watch(ctx context.Context, h *Holder, log *slog.Logger, ready chan<- struct{}) error {
+	w, err := s.kv.Watch(ctx, Key)
+	if err != nil {
+		return fmt.Errorf("policy: watch: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil { // the initial values have all been delivered
+				if ready != nil {
+					close(ready)
+					ready = nil
+				}
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				log.Warn("stored policy deleted; keeping the last one", "revision", e.Revision())
+				continue
+			}
+			p, err := decode(e.Value())
+			if err != nil {
+				log.Error("stored policy is invalid; keeping the last one", "revision", e.Revision(), "err", err)
+				continue
+			}
+			h.Store(p)
+			log.Debug("policy updated", "revision", e.Revision())
+		}
+	}
+}
+
+func decode(data []byte) (*Policy, error) {
+	var p Policy
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("policy: decode stored policy: %w", err)
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}

@@ -1,0 +1,202 @@
+package policy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/policy"
+)
+
+const sample = `
+roles:
+  trader:
+    - permission: ACQUIRE_LOCK
+      names: ["orders/*"]
+    - permission: SEND_TO_FILTER
+      names: ["prices/**"]
+  admin:
+    - permission: MODIFY_SECURITY
+anonymous:
+  allowed: true
+  roles: [guest]
+properties:
+  default: veto
+  max_value_length: 8
+  rules:
+    - key: Department
+      values: [sales, ops]
+    - key: Tier
+      set: basic
+    - key: "Internal*"
+      veto: true
+    - key: "Client*"
+`
+
+func TestParse(t *testing.T) {
+	p, err := policy.Parse([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Allowed([]string{"trader"}, policy.AcquireLock, "orders/1") || p.Allowed([]string{"trader"}, policy.AcquireLock, "orders/1/x") {
+		t.Fatal("scoped grant not applied as written")
+	}
+	if !p.Allowed([]string{"trader"}, policy.SendToFilter, "prices/eu/x") || !p.Anonymous.Allowed || !slices.Equal(p.Anonymous.Roles, []string{"guest"}) {
+		t.Fatalf("got %+v", p)
+	}
+	for name, bad := range map[string]string{
+		"unknown field":      "roles: {}\nanonymous: {allowed: false}\nextra: 1\n",
+		"unknown permission": "roles: {x: [{permission: FLY}]}\n",
+		"bad pattern":        "roles: {x: [{permission: ACQUIRE_LOCK, names: ['a/**/b']}]}\n",
+		"bad default":        "properties: {default: maybe}\n",
+		"bad glob":           "properties: {rules: [{key: '['}]}\n",
+		"veto and set":       "properties: {rules: [{key: a, veto: true, set: b}]}\n",
+		"empty":              "",
+		"two documents":      "roles: {}\n---\nroles: {}\n",
+		"not yaml":           "roles: [",
+		"too large":          strings.Repeat("#", policy.MaxSize+1),
+	} {
+		if _, err := policy.Parse([]byte(bad)); err == nil {
+			t.Errorf("%s: got nil, want an error", name)
+		}
+	}
+}
+
+func TestVetProperties(t *testing.T) {
+	p, err := policy.Parse([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, vetoed := p.VetProperties(map[string]string{
+		"Department": "sales", "Tier": "gold", "ClientApp": "web", "InternalX": "1", "Other": "x",
+		"$Roles": "admin", "ClientLong": "123456789", "Client Bad": "x", "Department2": "x",
+	})
+	want := map[string]string{"Department": "sales", "Tier": "basic", "ClientApp": "web"}
+	if !maps.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	wantVetoed := []string{"$Roles", "Client Bad", "ClientLong", "Department2", "InternalX", "Other"}
+	if !slices.Equal(vetoed, wantVetoed) {
+		t.Fatalf("vetoed %v, want %v", vetoed, wantVetoed)
+	}
+	if got, _ := p.VetProperties(map[string]string{"Department": "hr"}); len(got) != 0 {
+		t.Fatalf("got %v, want the value vetoed", got)
+	}
+	dev := policy.Development()
+	if got, _ := dev.VetProperties(map[string]string{"Any": "x", "$Principal": "root"}); !maps.Equal(got, map[string]string{"Any": "x"}) {
+		t.Fatalf("development policy: got %v", got)
+	}
+	var nilPolicy *policy.Policy
+	if got, _ := nilPolicy.VetProperties(map[string]string{"a": "b"}); len(got) != 0 {
+		t.Fatal("a nil policy accepted a property")
+	}
+}
+
+func TestStoreAndWatch(t *testing.T) {
+	srv := natstest.Start(t)
+	js := srv.JetStream(t)
+	ctx := context.Background()
+	store, err := policy.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Get(ctx); !errors.Is(err, policy.ErrNoPolicy) {
+		t.Fatalf("got %v, want ErrNoPolicy", err)
+	}
+	h := policy.NewHolder(&policy.Policy{})
+	wctx, cancel := context.WithCancel(ctx)
+	ready := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := store.Watch(wctx, h, natstest.Logger(t), ready); err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	}()
+	defer func() { cancel(); wg.Wait() }()
+	<-ready
+
+	rev, err := store.Create(ctx, policy.Development())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Create(ctx, policy.Development()); !errors.Is(err, policy.ErrConflict) {
+		t.Fatalf("second Create: got %v, want ErrConflict", err)
+	}
+	natstest.CheckFor(t, time.Second, 5*time.Millisecond, func() error {
+		if !h.Allowed([]string{"anonymous"}, policy.ModifySecurity, "") {
+			return errors.New("the holder has not seen the created policy")
+		}
+		return nil
+	})
+	p, err := policy.Parse([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev2, err := store.Put(ctx, p, rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Put(ctx, p, rev); !errors.Is(err, policy.ErrConflict) {
+		t.Fatalf("stale Put: got %v, want ErrConflict", err)
+	}
+	if _, err := store.Put(ctx, &policy.Policy{Roles: map[string][]policy.Grant{"x": {{Permission: "FLY"}}}}, 0); err == nil {
+		t.Fatal("Put stored an invalid policy")
+	}
+	natstest.CheckFor(t, time.Second, 5*time.Millisecond, func() error {
+		if h.Allowed([]string{"anonymous"}, policy.ModifySecurity, "") || !h.Allowed([]string{"admin"}, policy.ModifySecurity, "") {
+			return errors.New("the holder has not seen the change")
+		}
+		return nil
+	})
+	got, gotRev, err := store.Get(ctx)
+	if err != nil || gotRev != rev2 || !got.Anonymous.Allowed {
+		t.Fatalf("Get: got %+v at %d (%v), want the sample at %d", got, gotRev, err, rev2)
+	}
+	// A value written behind the store's back that does not validate is skipped, and
+	// the watch goes on to apply the next good one.
+	kv, err := js.KeyValue(ctx, policy.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, policy.Key, []byte(`{"roles":{"x":[{"permission":"FLY"}]},"anonymous":{"allowed":true}}`)); err != nil {
+		t.Fatal(err)
+	}
+	p.Anonymous.Allowed = false
+	if _, err := store.Put(ctx, p, 0); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, time.Second, 5*time.Millisecond, func() error {
+		if cur := h.Load(); cur.Anonymous.Allowed || cur.Roles["x"] != nil {
+			return errors.New("the holder has not moved past the invalid value to the next good one")
+		}
+		return nil
+	})
+}
+
+func ExamplePolicy_Allowed() {
+	p, err := policy.Parse([]byte(`
+roles:
+  trader:
+    - permission: ACQUIRE_LOCK
+      names: ["orders/*"]
+anonymous:
+  allowed: false
+`))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(p.Allowed([]string{"trader"}, policy.AcquireLock, "orders/42"))
+	fmt.Println(p.Allowed([]string{"trader"}, policy.AcquireLock, "invoices/7"))
+	// Output:
+	// true
+	// false
+}

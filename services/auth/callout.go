@@ -1,0 +1,224 @@
+package auth
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// CalloutSubject is where the NATS server asks, in the callout account, whether a
+// connection may connect.
+const CalloutSubject = "$SYS.REQ.USER.AUTH"
+
+// calloutQueue is the queue group auth instances answer the callout in.
+const calloutQueue = "roster-auth"
+
+// CalloutConfig configures the NATS auth callout.
+type CalloutConfig struct {
+	// Issuer is the account key pair whose public key the server configuration names
+	// as auth_callout.issuer. It signs the responses and the user JWTs.
+	Issuer nkeys.KeyPair
+	// Account is the account admitted connections are placed in (CLIENTS).
+	Account string
+}
+
+func (c *CalloutConfig) check() error {
+	if c.Issuer == nil || c.Account == "" {
+		return errors.New("auth: callout: issuer key and account are required")
+	}
+	pub, err := c.Issuer.PublicKey()
+	if err != nil || !nkeys.IsValidPublicAccountKey(pub) {
+		return errors.New("auth: callout: issuer must be an account key")
+	}
+	return nil
+}
+
+// RequestSubjects are the subjects every admitted connection may publish to: the
+// request subjects the clients account imports from the services.
+var RequestSubjects = []string{
+	wire.AuthPrefix + ".>",
+	wire.SessionPrefix + ".>",
+	wire.LockPrefix + ".>",
+	wire.MessagingPrefix + ".>",
+}
+
+// forbidden are denied to every connection, whatever else is allowed: JetStream,
+// KV, object store and system subjects.
+var forbidden = []string{"$JS.>", "$KV.>", "$O.>", "$SYS.>"}
+
+// Permissions returns the NATS permissions of a connection with key (empty: none)
+// under the given connection policy.
+func Permissions(key string, c policy.Connections) jwt.Permissions {
+	var p jwt.Permissions
+	p.Pub.Allow.Add(RequestSubjects...)
+	p.Pub.Deny.Add(forbidden...)
+	p.Sub.Deny.Add(forbidden...)
+	if key != "" {
+		p.Sub.Allow.Add(wire.ConnectionInbox(key)+".>", wire.ConnectionDeliverPrefix(key)+".>")
+	}
+	if c.SharedInbox {
+		p.Sub.Allow.Add("_INBOX.>")
+	} else {
+		p.Sub.Deny.Add("_INBOX.>")
+	}
+	if c.ServiceDiscovery {
+		p.Pub.Allow.Add("$SRV.>")
+	}
+	if len(p.Sub.Allow) == 0 {
+		// An empty allow list would allow everything not denied.
+		p.Sub.Deny.Add(">")
+	}
+	// Deliveries may be requests: let the connection answer them, once, soon.
+	p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
+	return p
+}
+
+// serveCallout subscribes to the callout subject. Each request is answered on its
+// own goroutine (bcrypt is slow on purpose), at most cap(calloutQ) at once.
+func (s *Service) serveCallout() error {
+	sub, err := s.nc.QueueSubscribe(CalloutSubject, calloutQueue, func(m *nats.Msg) {
+		select {
+		case s.calloutQ <- struct{}{}:
+		case <-s.bg.Done():
+			return
+		}
+		if !s.track() {
+			<-s.calloutQ
+			return
+		}
+		go func() {
+			defer func() { <-s.calloutQ; s.wg.Done() }()
+			resp, err := s.answerCallout(s.bg, m.Data)
+			if err != nil {
+				// Unanswerable (not a valid request): the server times out and refuses.
+				s.log.Warn("auth callout request rejected", "err", err)
+				return
+			}
+			if err := m.Respond([]byte(resp)); err != nil {
+				s.log.Warn("auth callout reply failed", "err", err)
+			}
+		}()
+	})
+	if err != nil {
+		return fmt.Errorf("auth: callout subscribe: %w", err)
+	}
+	s.callout = sub
+	return nil
+}
+
+// answerCallout decides a callout request and returns the signed response. An error
+// means the request itself was unusable.
+func (s *Service) answerCallout(ctx context.Context, data []byte) (string, error) {
+	if len(data) > 64<<10 {
+		return "", errors.New("request too large")
+	}
+	req, err := jwt.DecodeAuthorizationRequestClaims(string(data))
+	if err != nil {
+		return "", fmt.Errorf("decode request: %w", err)
+	}
+	if !nkeys.IsValidPublicUserKey(req.UserNkey) || req.Server.ID == "" {
+		return "", errors.New("request names no user or server")
+	}
+	userJWT, expires, err := s.admitConnection(ctx, req)
+	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
+	resp.Audience = req.Server.ID
+	resp.Expires = s.cfg.Now().Add(time.Minute).Unix()
+	if err != nil {
+		resp.Error = calloutError(err)
+	} else {
+		resp.Jwt = userJWT
+	}
+	out, encErr := resp.Encode(s.cfg.Callout.Issuer)
+	if encErr != nil {
+		return "", fmt.Errorf("encode response: %w", encErr)
+	}
+	if err == nil {
+		s.log.DebugContext(ctx, "connection admitted", "client_ip", req.ClientInformation.Host,
+			"server", req.Server.Name, "expires", expires)
+	}
+	return out, nil
+}
+
+func calloutError(err error) string {
+	var we *wire.Error
+	if errors.As(err, &we) && we.Code.Known() && we.Code != wire.CodeInternal {
+		return we.Error()
+	}
+	return "internal error"
+}
+
+// admitConnection authenticates the connection's credentials and issues its user
+// JWT: placed in the clients account, with the per-connection permissions, expiring
+// with the credentials.
+func (s *Service) admitConnection(ctx context.Context, req *jwt.AuthorizationRequestClaims) (string, time.Time, error) {
+	o := req.ConnectOptions
+	if o.JWT != "" {
+		return "", time.Time{}, wire.Errorf(wire.CodeUnauthenticated, "NATS user JWTs are not accepted; send a bearer token as the token")
+	}
+	key, err := connectionKey(req)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	creds := &wire.Credentials{Username: o.Username, Password: o.Password, Token: o.Token}
+	a, err := s.authenticate(ctx, creds, nil, hostIP(req.ClientInformation.Host))
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	uc := jwt.NewUserClaims(req.UserNkey)
+	uc.Audience = s.cfg.Callout.Account
+	uc.Name = key
+	if key == "" {
+		uc.Name = wire.NoConnectionKey
+	}
+	uc.Permissions = Permissions(key, s.policy.Load().Connections)
+	if !a.Expires.IsZero() {
+		uc.Expires = a.Expires.Unix()
+	}
+	token, err := uc.Encode(s.cfg.Callout.Issuer)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("auth: encode user JWT: %w", err)
+	}
+	return token, a.Expires, nil
+}
+
+// connectionKey returns the user nkey the client connected with, after checking
+// that the client signed the server's nonce with it; empty if it sent none.
+func connectionKey(req *jwt.AuthorizationRequestClaims) (string, error) {
+	o := req.ConnectOptions
+	if o.Nkey == "" {
+		return "", nil
+	}
+	bad := wire.Errorf(wire.CodeUnauthenticated, "connection key not proven")
+	if !nkeys.IsValidPublicUserKey(o.Nkey) || o.SignedNonce == "" || req.ClientInformation.Nonce == "" {
+		return "", bad
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(o.SignedNonce)
+	if err != nil {
+		if sig, err = base64.StdEncoding.DecodeString(o.SignedNonce); err != nil {
+			return "", bad
+		}
+	}
+	kp, err := nkeys.FromPublicKey(o.Nkey)
+	if err != nil {
+		return "", bad
+	}
+	if kp.Verify([]byte(req.ClientInformation.Nonce), sig) != nil {
+		return "", bad
+	}
+	return o.Nkey, nil
+}
+
+// hostIP strips a port if the server reported one.
+func hostIP(h string) string {
+	ri := &wire.RequestInfo{Host: h}
+	return ri.ClientIP()
+}

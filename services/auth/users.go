@@ -1,0 +1,267 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"gopkg.in/yaml.v3"
+
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// UserCost is the bcrypt cost roster user add hashes passwords with.
+const UserCost = 12
+
+// User is an entry of a users file.
+type User struct {
+	// Hash is the bcrypt hash of the password.
+	Hash       string            `yaml:"hash"`
+	Roles      []string          `yaml:"roles,omitempty"`
+	Properties map[string]string `yaml:"properties,omitempty"`
+}
+
+// usersDoc is the users file:
+//
+//	users:
+//	  alice:
+//	    hash: $2a$12$...
+//	    roles: [user, trader]
+//	    properties: {Department: sales}
+type usersDoc struct {
+	Users map[string]User `yaml:"users"`
+}
+
+// ErrUserExists is returned by AddUser when the user is present and replace is false.
+var ErrUserExists = errors.New("auth: user already exists")
+
+// ReadUsers parses a users file. A missing file is an empty one.
+func ReadUsers(name string) (map[string]User, error) {
+	data, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]User{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("auth: users file: %w", err)
+	}
+	return parseUsers(data)
+}
+
+func parseUsers(data []byte) (map[string]User, error) {
+	var doc usersDoc
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil && len(bytes.TrimSpace(data)) > 0 {
+		return nil, fmt.Errorf("auth: users file: %w", err)
+	}
+	if doc.Users == nil {
+		doc.Users = map[string]User{}
+	}
+	for name, u := range doc.Users {
+		if name == "" || len(name) > MaxUsernameLength {
+			return nil, fmt.Errorf("auth: users file: invalid user name %q", name)
+		}
+		if _, err := bcrypt.Cost([]byte(u.Hash)); err != nil {
+			return nil, fmt.Errorf("auth: users file: user %q: hash is not bcrypt: %w", name, err)
+		}
+		for k := range u.Properties {
+			if !policy.ValidPropertyKey(k) || k[0] == '$' {
+				return nil, fmt.Errorf("auth: users file: user %q: invalid property key %q", name, k)
+			}
+		}
+	}
+	return doc.Users, nil
+}
+
+// AddUser adds (or, with replace, replaces) a user in the users file, hashing the
+// password with bcrypt at cost. The file is rewritten atomically with mode 0600.
+func AddUser(name, user, password string, roles []string, props map[string]string, cost int, replace bool) error {
+	if user == "" || len(user) > MaxUsernameLength {
+		return fmt.Errorf("auth: user name must be 1 to %d bytes", MaxUsernameLength)
+	}
+	if password == "" || len(password) > 72 {
+		// bcrypt ignores bytes after the 72nd; refuse rather than silently truncate.
+		return errors.New("auth: password must be 1 to 72 bytes")
+	}
+	for k := range props {
+		if !policy.ValidPropertyKey(k) || k[0] == '$' {
+			return fmt.Errorf("auth: invalid property key %q", k)
+		}
+	}
+	users, err := ReadUsers(name)
+	if err != nil {
+		return err
+	}
+	if _, ok := users[user]; ok && !replace {
+		return fmt.Errorf("%w: %s", ErrUserExists, user)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), cost)
+	if err != nil {
+		return fmt.Errorf("auth: hash password: %w", err)
+	}
+	users[user] = User{Hash: string(hash), Roles: roles, Properties: props}
+	data, err := yaml.Marshal(usersDoc{Users: users})
+	if err != nil {
+		return fmt.Errorf("auth: users file: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(name), ".users-*")
+	if err != nil {
+		return fmt.Errorf("auth: users file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("auth: users file: %w", err)
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("auth: users file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("auth: users file: %w", err)
+	}
+	return os.Rename(tmp.Name(), name)
+}
+
+// UsersFile authenticates password credentials against a users file. It rereads the
+// file when it changes (checked at most once a second), so roster user add takes
+// effect without a restart. Unknown users get the same bcrypt work and the same
+// denial as a wrong password, so neither timing nor message tells whether a user
+// exists.
+type UsersFile struct {
+	path string
+
+	mu      sync.Mutex
+	checked time.Time
+	mod     time.Time
+	size    int64
+	users   map[string]User
+	dummy   []byte
+}
+
+// NewUsersFile loads a users file.
+func NewUsersFile(path string) (*UsersFile, error) {
+	f := &UsersFile{path: path}
+	if err := f.reload(time.Now(), true); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// Name implements Authenticator.
+func (f *UsersFile) Name() string { return "users" }
+
+// Authenticate implements Authenticator: it abstains for other credential types and
+// for users not in the file (another authenticator may know them), allows a correct
+// password and denies a wrong one.
+func (f *UsersFile) Authenticate(_ context.Context, a *Attempt) (Decision, error) {
+	if a.Credentials.Type != wire.CredentialsPassword {
+		return Decision{Verdict: Abstain}, nil
+	}
+	users, dummy, err := f.current()
+	if err != nil {
+		return Decision{}, err
+	}
+	u, ok := users[a.Credentials.Username]
+	hash := []byte(u.Hash)
+	if !ok {
+		hash = dummy
+	}
+	// bcrypt compares in constant time.
+	match := bcrypt.CompareHashAndPassword(hash, []byte(a.Credentials.Password)) == nil
+	if !ok {
+		// The comparison above only spent the time a real user costs.
+		return Decision{Verdict: Abstain}, nil
+	}
+	if !match {
+		return Decision{Verdict: Deny, Reason: "wrong password"}, nil
+	}
+	props := make(map[string]string, len(u.Properties))
+	for k, v := range u.Properties {
+		props[k] = v
+	}
+	return Decision{Verdict: Allow, Principal: a.Credentials.Username, Roles: append([]string(nil), u.Roles...), Properties: props}, nil
+}
+
+// Usernames returns the users in the file, sorted.
+func (f *UsersFile) Usernames() ([]string, error) {
+	users, _, err := f.current()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(users))
+	for n := range users {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (f *UsersFile) current() (map[string]User, []byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	if now.Sub(f.checked) >= time.Second {
+		if err := f.reloadLocked(now, false); err != nil {
+			return nil, nil, err
+		}
+	}
+	return f.users, f.dummy, nil
+}
+
+func (f *UsersFile) reload(now time.Time, force bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reloadLocked(now, force)
+}
+
+func (f *UsersFile) reloadLocked(now time.Time, force bool) error {
+	f.checked = now
+	st, err := os.Stat(f.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		st = nil
+	case err != nil:
+		return fmt.Errorf("auth: users file: %w", err)
+	}
+	var mod time.Time
+	var size int64
+	if st != nil {
+		mod, size = st.ModTime(), st.Size()
+	}
+	if !force && mod.Equal(f.mod) && size == f.size {
+		return nil
+	}
+	users, err := ReadUsers(f.path)
+	if err != nil {
+		return err
+	}
+	cost := bcrypt.DefaultCost
+	for _, u := range users {
+		if c, err := bcrypt.Cost([]byte(u.Hash)); err == nil {
+			cost = c
+		}
+		break
+	}
+	if f.dummy == nil || dummyCost(f.dummy) != cost {
+		f.dummy, err = bcrypt.GenerateFromPassword([]byte("roster-no-such-user"), cost)
+		if err != nil {
+			return fmt.Errorf("auth: users file: %w", err)
+		}
+	}
+	f.users, f.mod, f.size = users, mod, size
+	return nil
+}
+
+func dummyCost(h []byte) int {
+	c, _ := bcrypt.Cost(h)
+	return c
+}

@@ -1,5 +1,35 @@
 // Package messaging is Roster's messaging service: it delivers messages to one session
-// or fans them out to every session matching a filter, and collects replies.
+// or fans them out to every session matching a filter, and gathers the replies of
+// requests.
 //
-// Subjects: roster.v1.msg.> (roster.v1.msg.health). Error codes: see schemas/errors.json.
+// Subjects (all session-scoped: the sender is the session named by the Roster-Session
+// and Roster-Token headers):
+//
+//	roster.v1.msg.send     send a message; replies {"delivered": n}
+//	roster.v1.msg.request  send a request; replies {"expected": n, "results": [...]},
+//	                       or, with stream_id, {"expected": n} and streams the results
+//	roster.v1.msg.health   liveness and readiness
+//
+// Deliveries go to roster.v1.deliver.<connection key>.<session id>.<path tokens>
+// (wire.DeliverSubject), which only the session's connection may subscribe to, with
+// the headers Roster-Sender (the sender's session id), Content-Type, any headers the
+// sender added, and the W3C trace context of the send. A delivery that is a request
+// has a reply subject; the receiver answers once, with a payload, or with an error in
+// the micro error form (Nats-Service-Error-Code and a wire error body).
+//
+// Streamed request results go to the requesting session on
+// roster.v1.deliver.<key>.<session id>._results.<stream id> (wire.ResultSubject): one
+// "start" message with the expected count, one "result" per receiving session (ok,
+// error, timeout, gone or limit_exceeded), and one "end" with counts by status.
+//
+// Permissions: SEND_TO_SESSION for a session id and SEND_TO_FILTER for a filter, both
+// scoped to the message path. Error codes: bad_request, invalid_filter (with the
+// position), invalid_name (path), too_large (payload over the NATS maximum),
+// unauthenticated, invalid_token, forbidden, session_not_found, session_closed, internal
+// and unavailable; see schemas/errors.json. A receiver that already has
+// Config.MaxInFlight requests in flight is not an error of the request but a
+// limit_exceeded result for that session.
+//
+// The service keeps every live session in memory from the sessions bucket (a
+// sessions.View) with an inverted index over their properties; it owns no bucket.
 package messaging

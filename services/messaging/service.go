@@ -3,13 +3,19 @@ package messaging
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
 )
 
 // Name and Version identify the service in $SRV.INFO.
@@ -20,30 +26,96 @@ const (
 	Prefix = "roster.v1.msg"
 )
 
+// DefaultMaxInFlight is how many requests may be in flight to one receiving session
+// (seed 003: 255 message slots per session).
+const DefaultMaxInFlight = 255
+
 // Config configures the service.
 type Config struct {
 	// MaxConcurrent bounds the requests handled at once (0: the endpoint default).
 	MaxConcurrent int
 	// DrainTimeout bounds how long Run waits for requests in flight when it stops.
 	DrainTimeout time.Duration
+	// MaxInFlight bounds the requests in flight from this instance to one receiving
+	// session (DefaultMaxInFlight). Beyond it the sender gets limit_exceeded for that
+	// session.
+	MaxInFlight int
+	// MaxPayload bounds a delivery, payload and headers, in bytes (0: the NATS
+	// server's max_payload).
+	MaxPayload int
 }
+
+// Authorizer answers permission questions from the current policy (policy.Holder).
+type Authorizer interface {
+	Allowed(roles []string, perm policy.Permission, name string) bool
+}
+
+var _ Authorizer = (*policy.Holder)(nil)
+
+// sessionView is what the service needs of the live sessions (sessions.View).
+type sessionView interface {
+	Authenticate(id, token string) (*sessions.Record, error)
+	Get(id string) (*sessions.Record, bool)
+	Subscribe(fn func(sessions.Change)) (cancel func())
+	Touch(id string)
+	Close()
+}
+
+var _ sessionView = (*sessions.View)(nil)
 
 // Service is one instance of the messaging service. Any number of instances may run
-// against the same NATS; requests are spread over them by a queue group.
+// against the same NATS; requests are spread over them by a queue group. Each keeps
+// every live session in memory.
 type Service struct {
-	cfg Config
-	svc *endpoint.Service
-	log *slog.Logger
+	cfg  Config
+	nc   *nats.Conn
+	svc  *endpoint.Service
+	log  *slog.Logger
+	pol  Authorizer
+	view sessionView
+	ix   *index
+	fan  *fanout
+
+	unsubscribe func()
+	wg          sync.WaitGroup // streamed requests outliving their handler
+	runOnce     sync.Once
 }
 
-// New registers the service's endpoints on nc. The service answers requests as soon
-// as New returns; Run waits for the end and drains.
-func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (*Service, error) {
-	if nc == nil || tp == nil || log == nil {
-		return nil, errors.New("messaging: connection, tracer provider and logger are required")
+// New loads every session from the sessions bucket, follows it, and registers the
+// service's endpoints on nc. The service answers requests as soon as New returns;
+// Run waits for the end and drains.
+func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log *slog.Logger) (*Service, error) {
+	if nc == nil || pol == nil || tp == nil || log == nil {
+		return nil, errors.New("messaging: connection, authorizer, tracer provider and logger are required")
 	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("messaging: jetstream: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The view must outlive this call: it follows the bucket until Run closes it.
+	view, err := sessions.Watch(context.WithoutCancel(ctx), js)
+	if err != nil {
+		return nil, fmt.Errorf("messaging: %w", err)
+	}
+	s, err := newService(nc, cfg, pol, view, tp, log)
+	if err != nil {
+		view.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, tp trace.TracerProvider, log *slog.Logger) (*Service, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if limit := int(nc.MaxPayload()); cfg.MaxPayload <= 0 || cfg.MaxPayload > limit {
+		cfg.MaxPayload = limit
 	}
 	svc, err := endpoint.New(nc, endpoint.Config{
 		Name:          Name,
@@ -51,24 +123,77 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 		Description:   "Delivers messages to one session or to every session matching a filter",
 		Prefix:        Prefix,
 		MaxConcurrent: cfg.MaxConcurrent,
+		// A request carries a payload of up to the NATS maximum (base64 in JSON), so
+		// the body may be as large as a message can be.
+		MaxBody: int(nc.MaxPayload()),
 	}, tp, log)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, svc: svc, log: svc.Logger()}
-	if err := s.register(); err != nil {
+	s := &Service{cfg: cfg, nc: nc, svc: svc, log: svc.Logger(), pol: pol, view: view, ix: newIndex()}
+	fail := func(err error) (*Service, error) {
+		s.stopFollowing()
 		_ = svc.Stop(context.Background())
 		return nil, err
 	}
+	s.fan, err = newFanout(nc, cfg.MaxInFlight, svc.Tracer())
+	if err != nil {
+		return fail(err)
+	}
+	// Subscribe replays every session the view holds, then each change in order,
+	// under the view's lock: a change is in the index before the view shows it.
+	s.unsubscribe = view.Subscribe(s.apply)
+	svc.AddCheck("sessions", func(context.Context) error { return nil })
+	if err := s.register(); err != nil {
+		return fail(err)
+	}
 	if err := nc.Flush(); err != nil {
-		_ = svc.Stop(context.Background())
-		return nil, err
+		return fail(err)
 	}
 	return s, nil
 }
 
-// Run blocks until ctx ends, then stops taking requests and waits up to
-// Config.DrainTimeout for those in flight.
+// apply keeps the index equal to the live sessions of the view: a closed or removed
+// session leaves the index before the view (and so any request) sees it closed.
+func (s *Service) apply(c sessions.Change) {
+	if c.Record == nil || c.Record.Closed() {
+		s.ix.remove(c.ID)
+		return
+	}
+	s.ix.upsert(c.ID, deliveryKey(c.Record), c.Record.Properties())
+}
+
+// deliveryKey returns the connection key of the subjects a session receives on: the
+// user nkey of the connection the session is bound to (see "Auth and NATS security"
+// in docs/architecture.md), or "" — delivering under wire.NoConnectionKey, which only
+// development configurations let anyone subscribe to — when the record's connection is
+// not such a key. This is the one place that reads it from the record.
+func deliveryKey(r *sessions.Record) string {
+	if nkeys.IsValidPublicUserKey(r.Connection) {
+		return r.Connection
+	}
+	return ""
+}
+
+// Run blocks until ctx ends, then stops taking requests, waits up to
+// Config.DrainTimeout for those in flight, and stops following the sessions. Every
+// goroutine the service started has ended when Run returns.
 func (s *Service) Run(ctx context.Context) error {
-	return s.svc.Serve(ctx, s.cfg.DrainTimeout)
+	err := errors.New("messaging: Run called twice")
+	s.runOnce.Do(func() {
+		err = s.svc.Serve(ctx, s.cfg.DrainTimeout)
+		s.wg.Wait() // streamed requests end with the service context
+		s.stopFollowing()
+	})
+	return err
+}
+
+func (s *Service) stopFollowing() {
+	if s.unsubscribe != nil {
+		s.unsubscribe()
+	}
+	if s.fan != nil {
+		s.fan.close()
+	}
+	s.view.Close()
 }

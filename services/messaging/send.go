@@ -1,0 +1,210 @@
+package messaging
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/filter"
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// sender is the session a message comes from.
+type sender struct {
+	id          string
+	deliveryKey string
+	roles       []string
+}
+
+// caller authenticates the session named by the request's headers, and counts the
+// request as its activity.
+func (s *Service) caller(c *endpoint.Call) (*sender, error) {
+	if c.SessionID == "" {
+		return nil, wire.Errorf(wire.CodeUnauthenticated, "the %s and %s headers must name the sending session", wire.HeaderSession, wire.HeaderToken)
+	}
+	rec, err := s.view.Authenticate(c.SessionID, c.Token)
+	if err != nil {
+		return nil, err
+	}
+	s.view.Touch(rec.ID)
+	return senderOf(rec), nil
+}
+
+func senderOf(rec *sessions.Record) *sender {
+	return &sender{id: rec.ID, deliveryKey: deliveryKey(rec), roles: rec.Roles}
+}
+
+// fanOut is one send or request being delivered: its targets, delivery and span.
+type fanOut struct {
+	targets []target
+	d       *delivery
+	header  nats.Header
+	span    trace.Span
+}
+
+// prepare checks the permission, selects the targets and builds the delivery, inside
+// a span that the caller ends. The span's context travels in the delivery headers.
+func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.Message) (context.Context, *fanOut, error) {
+	ctx, span := s.svc.Tracer().Start(ctx, "msg."+op+" fan-out", trace.WithAttributes(
+		attribute.String("roster.path", m.Path),
+		attribute.String("roster.sender", from.id),
+	))
+	fail := func(err error) (context.Context, *fanOut, error) {
+		span.SetAttributes(attribute.String("roster.error.code", codeOf(err)))
+		span.End()
+		return ctx, nil, err
+	}
+	perm := policy.SendToSession
+	if m.Filter != "" {
+		perm = policy.SendToFilter
+	}
+	if !s.pol.Allowed(from.roles, perm, m.Path) {
+		return fail(wire.Errorf(wire.CodeForbidden, "%s on path %q is not granted to the sending session", perm, m.Path))
+	}
+	d := &delivery{
+		path:        m.Path,
+		pathTokens:  wire.PathTokens(m.Path),
+		contentType: m.ContentType,
+		sender:      from.id,
+		payload:     m.Payload,
+		headers:     m.Headers,
+	}
+	h := d.header(ctx)
+	if err := checkSize(h, m.Payload, s.cfg.MaxPayload-s.fan.requestOverhead()); err != nil {
+		return fail(err)
+	}
+	var targets []target
+	if m.SessionID != "" {
+		span.SetAttributes(attribute.String("roster.target_session", m.SessionID))
+		t, err := s.target(m.SessionID)
+		if err != nil {
+			return fail(err)
+		}
+		targets = []target{t}
+	} else {
+		f, err := filter.Compile(m.Filter)
+		if err != nil {
+			return fail(filterError(err))
+		}
+		var candidates int
+		var indexUsed bool
+		targets, candidates, indexUsed = s.ix.selectFilter(f)
+		span.SetAttributes(
+			attribute.String("roster.filter", m.Filter),
+			attribute.Int("roster.candidates", candidates),
+			attribute.Bool("roster.index_used", indexUsed),
+		)
+	}
+	span.SetAttributes(attribute.Int("roster.matched", len(targets)))
+	return ctx, &fanOut{targets: targets, d: d, header: h, span: span}, nil
+}
+
+// target resolves one session id to its delivery target.
+func (s *Service) target(id string) (target, error) {
+	rec, ok := s.view.Get(id)
+	switch {
+	case !ok:
+		return target{}, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
+	case rec.Closed():
+		return target{}, rec.ClosedError()
+	}
+	t, ok := s.ix.get(id)
+	if !ok { // closed between the two looks
+		return target{}, wire.Errorf(wire.CodeSessionClosed, "session %s is closed", id)
+	}
+	return t, nil
+}
+
+func filterError(err error) error {
+	var se *filter.SyntaxError
+	if errors.As(err, &se) {
+		return wire.Errorf(wire.CodeInvalidFilter, "at offset %d: expected %s, found %s", se.Pos, se.Expected, se.Found)
+	}
+	return wire.Errorf(wire.CodeInvalidFilter, "%v", err)
+}
+
+func codeOf(err error) string {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		return string(we.Code)
+	}
+	return string(wire.CodeInternal)
+}
+
+// send delivers m to its target session or to every live session its filter matches.
+func (s *Service) send(ctx context.Context, from *sender, m *wire.Message) (*wire.MsgSendResponse, error) {
+	ctx, fo, err := s.prepare(ctx, "send", from, m)
+	if err != nil {
+		return nil, err
+	}
+	defer fo.span.End()
+	n, err := s.fan.publish(ctx, fo.d, fo.header, fo.targets)
+	fo.span.SetAttributes(attribute.Int("roster.delivered", n))
+	if err != nil {
+		fo.span.SetStatus(codes.Error, codeOf(err))
+		return nil, err
+	}
+	return &wire.MsgSendResponse{Delivered: n}, nil
+}
+
+// request sends req to its targets and gathers one result per target. With a stream
+// id the results stream to the sender and request returns at once with the expected
+// count; otherwise it waits for every result and returns them all.
+func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgRequestRequest) (*wire.MsgRequestResponse, error) {
+	ctx, fo, err := s.prepare(ctx, "request", from, &req.Message)
+	if err != nil {
+		return nil, err
+	}
+	timeout := time.Duration(req.TimeoutMS) * time.Millisecond
+	if timeout == 0 {
+		timeout = wire.DefaultRequestTimeoutMS * time.Millisecond
+	}
+	expected := len(fo.targets)
+	if req.StreamID == "" {
+		defer fo.span.End()
+		results := s.fan.request(ctx, fo.d, fo.header, fo.targets, timeout, nil)
+		if size := resultsSize(results); size > s.cfg.MaxPayload {
+			return nil, wire.Errorf(wire.CodeTooLarge, "the %d results are about %d bytes, more than one reply may carry (%d); ask with stream_id to stream them", len(results), size, s.cfg.MaxPayload)
+		}
+		return &wire.MsgRequestResponse{Expected: expected, Results: results}, nil
+	}
+	st := &streamer{nc: s.nc, subject: wire.ResultSubject(from.deliveryKey, from.id, req.StreamID), counts: map[wire.MsgStatus]int{}}
+	st.start(expected)
+	// The results outlive this handler; they end with the service at the latest.
+	bg := trace.ContextWithSpan(s.svc.Context(), fo.span)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer fo.span.End()
+		s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, st.result)
+		st.end(expected)
+	}()
+	return &wire.MsgRequestResponse{Expected: expected}, nil
+}
+
+// requestOverhead is the room a request delivery needs beyond a send's: its reply
+// subject and request id header.
+func (f *fanout) requestOverhead() int {
+	return len(f.inbox) + 2*24 + len(wire.HeaderRequestID) + 4 + len(strconv.Itoa(0))
+}
+
+// resultsSize estimates the JSON size of results (base64 payloads, fixed overhead).
+func resultsSize(results []wire.MsgResult) int {
+	n := 64
+	for _, r := range results {
+		n += 96 + len(r.SessionID) + len(r.ContentType) + (len(r.Payload)+2)/3*4
+		if r.Error != nil {
+			n += 48 + len(r.Error.Message)
+		}
+	}
+	return n
+}

@@ -1,7 +1,67 @@
 package registry
 
+import (
+	"context"
+
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
 // register adds the service's endpoints. Each handler is a thin adapter: the endpoint
-// package decodes and validates the request, and the handler calls a domain method.
+// package decodes the request strictly and maps errors to the wire, and the handler
+// calls a domain method.
 func (s *Service) register() error {
+	for _, add := range []func() error{
+		func() error { return endpoint.Add(s.svc, ep("open"), s.handleOpen) },
+		func() error { return endpoint.Add(s.svc, ep("get"), s.handleGet) },
+		func() error { return endpoint.Add(s.svc, ep("list"), s.handleList) },
+		func() error { return endpoint.Add(s.svc, ep("update"), s.handleUpdate) },
+		func() error { return endpoint.Add(s.svc, ep("keepalive"), s.handleKeepalive) },
+		func() error { return endpoint.Add(s.svc, ep("resume"), s.handleResume) },
+		func() error { return endpoint.Add(s.svc, ep("change_principal"), s.handleChangePrincipal) },
+		func() error { return endpoint.Add(s.svc, ep("close"), s.handleClose) },
+	} {
+		if err := add(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// ep describes the endpoint of an operation, with its schemas
+// (schemas/session.<op>.request.json and .response.json).
+func ep(op string) endpoint.Endpoint {
+	return endpoint.Endpoint{Name: op, Request: "session." + op + ".request", Response: "session." + op + ".response"}
+}
+
+func (s *Service) handleOpen(ctx context.Context, c *endpoint.Call, req *wire.SessionOpenRequest) (*wire.SessionOpenResponse, error) {
+	return s.open(ctx, c, req)
+}
+
+func (s *Service) handleGet(ctx context.Context, c *endpoint.Call, req *wire.SessionGetRequest) (*wire.SessionGetResponse, error) {
+	return s.get(ctx, c, req)
+}
+
+func (s *Service) handleList(ctx context.Context, c *endpoint.Call, req *wire.SessionListRequest) (*wire.SessionListResponse, error) {
+	return s.list(ctx, c, req)
+}
+
+func (s *Service) handleUpdate(ctx context.Context, c *endpoint.Call, req *wire.SessionUpdateRequest) (*wire.SessionUpdateResponse, error) {
+	return s.update(ctx, c, req)
+}
+
+func (s *Service) handleKeepalive(ctx context.Context, c *endpoint.Call, req *wire.SessionKeepaliveRequest) (*wire.SessionKeepaliveResponse, error) {
+	return s.keepalive(ctx, c, req)
+}
+
+func (s *Service) handleResume(ctx context.Context, c *endpoint.Call, req *wire.SessionResumeRequest) (*wire.SessionResumeResponse, error) {
+	return s.resume(ctx, c, req)
+}
+
+func (s *Service) handleChangePrincipal(ctx context.Context, c *endpoint.Call, req *wire.SessionChangePrincipalRequest) (*wire.SessionChangePrincipalResponse, error) {
+	return s.changePrincipal(ctx, c, req)
+}
+
+func (s *Service) handleClose(ctx context.Context, c *endpoint.Call, req *wire.SessionCloseRequest) (*wire.SessionCloseResponse, error) {
+	return s.close(ctx, c, req)
 }

@@ -3,13 +3,17 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/policy"
 )
 
 // Name and Version identify the service in $SRV.INFO.
@@ -20,30 +24,136 @@ const (
 	Prefix = "roster.v1.session"
 )
 
-// Config configures the service.
+// Authorizer answers permission questions from the current policy (policy.Holder).
+type Authorizer interface {
+	Allowed(roles []string, perm policy.Permission, name string) bool
+}
+
+// Limits bound what one principal or session may hold. A request over a limit is
+// refused with limit_exceeded, naming the limit.
+type Limits struct {
+	// SessionsPerPrincipal bounds the open sessions of one principal (default 1000).
+	// It is counted from the registry's in-memory view: exact within an instance,
+	// approximate across instances opening for one principal at the same moment.
+	SessionsPerPrincipal int
+	// Properties bounds the user properties of a session (default 100).
+	Properties int
+	// KeyLength and ValueLength bound a property key and value in bytes (256, 4 KiB).
+	KeyLength   int
+	ValueLength int
+	// RecordSize bounds a stored session record in bytes (64 KiB).
+	RecordSize int
+}
+
+// Config configures the service. Zero fields take the defaults named.
 type Config struct {
 	// MaxConcurrent bounds the requests handled at once (0: the endpoint default).
 	MaxConcurrent int
 	// DrainTimeout bounds how long Run waits for requests in flight when it stops.
 	DrainTimeout time.Duration
+
+	// DefaultTimeout is the inactivity timeout of a session that asks for none
+	// (60 s); MinTimeout and MaxTimeout bound a requested one (1 s, 24 h).
+	DefaultTimeout time.Duration
+	MinTimeout     time.Duration
+	MaxTimeout     time.Duration
+	// ReconnectWindow is how long a RECOVERING session may be resumed before it is
+	// closed as failed (30 s).
+	ReconnectWindow time.Duration
+	// TombstoneRetention is how long a CLOSED record is kept, so that requests
+	// naming it get session_closed (24 h); after it they get session_not_found.
+	TombstoneRetention time.Duration
+	// ExpiryGrace is added to a session's timeout before it is closed, to cover
+	// activity batches still in flight between instances (250 ms).
+	ExpiryGrace time.Duration
+	// ActivityInterval is how often an instance publishes the activity it saw
+	// (100 ms).
+	ActivityInterval time.Duration
+	// PersistInterval bounds how stale the last activity stored in a record may be
+	// (5 min). It sets the KV writes idle sessions cost: sessions/PersistInterval
+	// per second at most. The activity stream keeps twice this long.
+	PersistInterval time.Duration
+	// TTLSlack is added to timeout+PersistInterval for the KV TTL of a live record,
+	// the backstop that removes records when no registry runs at all (1 h).
+	TTLSlack time.Duration
+	// EventsMaxAge is how long the session events stream keeps events (7 days).
+	EventsMaxAge time.Duration
+	// Limits bound principals and sessions.
+	Limits Limits
+	// ListLimit is the default page size of list (100); MaxListLimit its maximum (1000).
+	ListLimit    int
+	MaxListLimit int
+	// Now returns the time; nil means time.Now. Tests may replace it.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	def(&c.DrainTimeout, 10*time.Second)
+	def(&c.DefaultTimeout, time.Minute)
+	def(&c.MinTimeout, time.Second)
+	def(&c.MaxTimeout, 24*time.Hour)
+	def(&c.ReconnectWindow, 30*time.Second)
+	def(&c.TombstoneRetention, 24*time.Hour)
+	def(&c.ExpiryGrace, 250*time.Millisecond)
+	def(&c.ActivityInterval, 100*time.Millisecond)
+	def(&c.PersistInterval, 5*time.Minute)
+	def(&c.TTLSlack, time.Hour)
+	def(&c.EventsMaxAge, 7*24*time.Hour)
+	defInt(&c.Limits.SessionsPerPrincipal, 1000)
+	defInt(&c.Limits.Properties, 100)
+	defInt(&c.Limits.KeyLength, 256)
+	defInt(&c.Limits.ValueLength, 4096)
+	defInt(&c.Limits.RecordSize, 64<<10)
+	defInt(&c.ListLimit, 100)
+	defInt(&c.MaxListLimit, 1000)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 }
 
 // Service is one instance of the registry service. Any number of instances may run
-// against the same NATS; requests are spread over them by a queue group.
+// against the same NATS; requests are spread over them by a queue group, and every
+// instance tracks every session's activity and expiry.
 type Service struct {
-	cfg Config
-	svc *endpoint.Service
-	log *slog.Logger
+	cfg   Config
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	st    *store
+	pol   Authorizer
+	svc   *endpoint.Service
+	log   *slog.Logger
+	track *tracker
+
+	runOnce sync.Once
 }
 
-// New registers the service's endpoints on nc. The service answers requests as soon
-// as New returns; Run waits for the end and drains.
-func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (*Service, error) {
-	if nc == nil || tp == nil || log == nil {
-		return nil, errors.New("registry: connection, tracer provider and logger are required")
+// New prepares storage (the sessions bucket, the events and activity streams) and
+// registers the service's endpoints on nc, answering requests as soon as it returns.
+// Run starts expiry and activity tracking and blocks until the end.
+func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log *slog.Logger) (*Service, error) {
+	if nc == nil || pol == nil || tp == nil || log == nil {
+		return nil, errors.New("registry: connection, authorizer, tracer provider and logger are required")
 	}
-	if cfg.DrainTimeout <= 0 {
-		cfg.DrainTimeout = 10 * time.Second
+	cfg.setDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("registry: jetstream: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := openStore(ctx, js, cfg)
+	if err != nil {
+		return nil, err
 	}
 	svc, err := endpoint.New(nc, endpoint.Config{
 		Name:          Name,
@@ -55,7 +165,9 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, svc: svc, log: svc.Logger()}
+	s := &Service{cfg: cfg, nc: nc, js: js, st: st, pol: pol, svc: svc, log: svc.Logger()}
+	s.track = newTracker(s)
+	svc.AddCheck("tracker", s.track.ready)
 	if err := s.register(); err != nil {
 		_ = svc.Stop(context.Background())
 		return nil, err
@@ -67,8 +179,36 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 	return s, nil
 }
 
-// Run blocks until ctx ends, then stops taking requests and waits up to
-// Config.DrainTimeout for those in flight.
+// Run tracks activity and expires sessions until ctx ends, then stops taking
+// requests, waits up to Config.DrainTimeout for those in flight and stops every
+// goroutine it started. Run may be called once.
 func (s *Service) Run(ctx context.Context) error {
-	return s.svc.Serve(ctx, s.cfg.DrainTimeout)
+	err := errors.New("registry: Run called twice")
+	s.runOnce.Do(func() { err = s.run(ctx) })
+	return err
 }
+
+func (s *Service) run(ctx context.Context) error {
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	trackErr := make(chan error, 1)
+	go func() { trackErr <- s.track.run(tctx) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-trackErr:
+		trackErr = nil
+	}
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	stopErr := s.svc.Stop(stopCtx)
+	stopCancel()
+	cancel()
+	if trackErr != nil {
+		if terr := <-trackErr; terr != nil && !errors.Is(terr, context.Canceled) {
+			err = terr
+		}
+	}
+	return errors.Join(err, stopErr)
+}
+
+var _ Authorizer = (*policy.Holder)(nil)

@@ -1,0 +1,54 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket is the KV bucket holding session records.
+const Bucket = "ROSTER_SESSIONS"
+
+// markerTTL is how long the bucket keeps the marker left by a key whose TTL expired,
+// so that a registry starting after the expiry still sees it.
+const markerTTL = 24 * time.Hour
+
+// BucketConfig is the configuration of the sessions bucket. Per-key TTLs are enabled
+// (LimitMarkerTTL): the registry gives every record a TTL as a backstop for when no
+// registry runs, and tombstones a TTL of their retention.
+func BucketConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:         Bucket,
+		Description:    "Roster session records, key = session id; written only by the registry",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		LimitMarkerTTL: markerTTL,
+	}
+}
+
+// EnsureBucket returns the sessions bucket, creating it with BucketConfig when it does
+// not exist yet, so that every service may call it at start in any order. It does not
+// change an existing bucket: the registry applies configuration changes
+// (UpdateBucket).
+func EnsureBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return UpdateBucket(ctx, js)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sessions: bucket %s: %w", Bucket, err)
+	}
+	return kv, nil
+}
+
+// UpdateBucket creates the sessions bucket or updates it to BucketConfig.
+func UpdateBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, BucketConfig())
+	if err != nil {
+		return nil, fmt.Errorf("sessions: bucket %s: %w", Bucket, err)
+	}
+	return kv, nil
+}

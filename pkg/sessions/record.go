@@ -1,0 +1,191 @@
+package sessions
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// Fixed property keys, set only by the server (or an authenticator).
+const (
+	PropSessionID   = "$SessionId"
+	PropPrincipal   = "$Principal"
+	PropRoles       = "$Roles"
+	PropClientIP    = "$ClientIP"
+	PropClientType  = "$ClientType"
+	PropTransport   = "$Transport"
+	PropStartTime   = "$StartTime"
+	PropServerName  = "$ServerName"
+	PropConnector   = "$Connector"
+	PropCountry     = "$Country"
+	PropLanguage    = "$Language"
+	PropLatitude    = "$Latitude"
+	PropLongitude   = "$Longitude"
+	PropGatewayType = "$GatewayType"
+	PropGatewayID   = "$GatewayId"
+)
+
+// Record is a session as stored in the bucket (JSON). A *Record obtained from a View
+// or Decode is shared and must not be modified; Clone it first.
+type Record struct {
+	ID        string   `json:"id"`
+	Principal string   `json:"principal"`
+	Roles     []string `json:"roles"`
+	// Fixed holds the $ properties; User the user properties.
+	Fixed       map[string]string `json:"fixed"`
+	User        map[string]string `json:"user"`
+	State       wire.SessionState `json:"state"`
+	CloseReason wire.CloseReason  `json:"close_reason,omitempty"`
+	// TokenHash is the hex SHA-256 of the session token.
+	TokenHash string `json:"token_hash"`
+	// Connection is the key (wire.RequestInfo.ConnectionKey) of the connection the
+	// session is bound to; empty when the request carried no request info.
+	Connection string `json:"connection"`
+	// TimeoutMS is the inactivity timeout; 0 when Permanent.
+	TimeoutMS int64     `json:"timeout_ms"`
+	Permanent bool      `json:"permanent"`
+	StartTime time.Time `json:"start_time"`
+	// LastActivity is the last activity the registry persisted. Activity is
+	// persisted lazily, so the registry's in-memory view may be more recent.
+	LastActivity time.Time `json:"last_activity"`
+	UpdatedAt    time.Time `json:"updated_at"`
+	// RecoveringSince is set while State is RECOVERING.
+	RecoveringSince *time.Time `json:"recovering_since,omitempty"`
+	ClosedAt        *time.Time `json:"closed_at,omitempty"`
+
+	// Revision is the KV revision the record was read at (not stored).
+	Revision uint64 `json:"-"`
+
+	props map[string]string
+}
+
+// Timeout returns the inactivity timeout (0 for a permanent session).
+func (r *Record) Timeout() time.Duration { return time.Duration(r.TimeoutMS) * time.Millisecond }
+
+// Closed reports whether the session is closed.
+func (r *Record) Closed() bool { return r.State == wire.StateClosed }
+
+// Properties returns the fixed and user properties in one map, as session filters see
+// them. The map is shared: do not modify it.
+func (r *Record) Properties() map[string]string {
+	if r.props == nil {
+		r.props = r.mergedProperties()
+	}
+	return r.props
+}
+
+func (r *Record) mergedProperties() map[string]string {
+	m := make(map[string]string, len(r.Fixed)+len(r.User))
+	maps.Copy(m, r.User)
+	maps.Copy(m, r.Fixed)
+	return m
+}
+
+// CheckToken compares token with the stored hash in constant time. It returns
+// wire.ErrInvalidToken-matching errors when they differ.
+func (r *Record) CheckToken(token string) error {
+	h := HashToken(token)
+	if token == "" || subtle.ConstantTimeCompare([]byte(h), []byte(r.TokenHash)) != 1 {
+		return wire.Errorf(wire.CodeInvalidToken, "the token does not match session %s", r.ID)
+	}
+	return nil
+}
+
+// Clone returns a deep copy that may be modified.
+func (r *Record) Clone() *Record {
+	c := *r
+	c.Roles = append([]string(nil), r.Roles...)
+	c.Fixed = maps.Clone(r.Fixed)
+	c.User = maps.Clone(r.User)
+	if c.Fixed == nil {
+		c.Fixed = map[string]string{}
+	}
+	if c.User == nil {
+		c.User = map[string]string{}
+	}
+	if r.RecoveringSince != nil {
+		t := *r.RecoveringSince
+		c.RecoveringSince = &t
+	}
+	if r.ClosedAt != nil {
+		t := *r.ClosedAt
+		c.ClosedAt = &t
+	}
+	c.props = nil
+	return &c
+}
+
+// Public returns the wire view of the record (no token hash).
+func (r *Record) Public() *wire.Session {
+	s := &wire.Session{
+		ID:          r.ID,
+		Principal:   r.Principal,
+		Roles:       append([]string{}, r.Roles...),
+		State:       r.State,
+		CloseReason: r.CloseReason,
+		Fixed:       maps.Clone(r.Fixed),
+		Properties:  maps.Clone(r.User),
+		TimeoutMS:   r.TimeoutMS,
+		Permanent:   r.Permanent,
+		StartTime:   r.StartTime,
+		ClosedAt:    r.ClosedAt,
+		Revision:    r.Revision,
+	}
+	if s.Fixed == nil {
+		s.Fixed = map[string]string{}
+	}
+	if s.Properties == nil {
+		s.Properties = map[string]string{}
+	}
+	return s
+}
+
+// ClosedError returns the session_closed error for a closed record.
+func (r *Record) ClosedError() error {
+	return wire.Errorf(wire.CodeSessionClosed, "session %s is closed (%s)", r.ID, r.CloseReason)
+}
+
+// Encode renders r as stored.
+func Encode(r *Record) ([]byte, error) {
+	return json.Marshal(r)
+}
+
+// Decode parses a stored record read at revision rev.
+func Decode(data []byte, rev uint64) (*Record, error) {
+	var r Record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("sessions: decode record at revision %d: %w", rev, err)
+	}
+	r.Revision = rev
+	r.props = r.mergedProperties()
+	return &r, nil
+}
+
+// HashToken returns the hex SHA-256 of a token, as stored in Record.TokenHash.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// ValidateKey checks a user property key (seed 002): not empty, none of space, tab,
+// CR, LF, '"', '\”, '(' or ')', and not starting with '$', which marks the fixed
+// properties only the server sets. Errors match wire.ErrInvalidName.
+func ValidateKey(key string) error {
+	if key == "" {
+		return wire.Errorf(wire.CodeInvalidName, "a property key must not be empty")
+	}
+	if key[0] == '$' {
+		return wire.Errorf(wire.CodeInvalidName, "property key %q: keys starting with $ are fixed properties that only the server sets", key)
+	}
+	if i := strings.IndexAny(key, " \t\r\n\"'()"); i >= 0 {
+		return wire.Errorf(wire.CodeInvalidName, "property key %q: character %q is not allowed", key, key[i])
+	}
+	return nil
+}

@@ -1,0 +1,283 @@
+package sessions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// DefaultTouchInterval is how often a View publishes the activity batched by Touch.
+const DefaultTouchInterval = 100 * time.Millisecond
+
+// maxBatch bounds the ids in one activity message (about 25 bytes each), well under
+// the server's max payload.
+const maxBatch = 20000
+
+// Change describes one change of the bucket, as a View applies it.
+type Change struct {
+	ID string
+	// Record is the new record; nil when the key was removed (deleted, or its TTL
+	// expired).
+	Record *Record
+	// Prev is the record the view held before; nil when the id was new to it.
+	Prev *Record
+}
+
+// Option configures a View.
+type Option func(*View)
+
+// WithTouchInterval sets how often Touch batches are published (default 100 ms).
+func WithTouchInterval(d time.Duration) Option {
+	return func(v *View) {
+		if d > 0 {
+			v.touchEvery = d
+		}
+	}
+}
+
+// View is a live, in-memory copy of every session in the bucket, kept up to date by a
+// KV watch. It is safe for concurrent use.
+type View struct {
+	nc         *nats.Conn
+	touchEvery time.Duration
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+
+	mu      sync.RWMutex
+	records map[string]*Record
+	subs    map[int]func(Change)
+	nextSub int
+
+	touchMu sync.Mutex
+	touched map[string]struct{}
+}
+
+// Watch starts a View of the sessions bucket (creating the bucket if needed) and
+// returns once the view holds every record stored at the time of the call. The view
+// follows the bucket until ctx ends or Close is called.
+func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, error) {
+	kv, err := EnsureBucket(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	v := &View{
+		nc:         js.Conn(),
+		touchEvery: DefaultTouchInterval,
+		records:    map[string]*Record{},
+		subs:       map[int]func(Change){},
+		touched:    map[string]struct{}{},
+	}
+	for _, o := range opts {
+		o(v)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	v.cancel = cancel
+	w, err := kv.WatchAll(wctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("sessions: watch %s: %w", Bucket, err)
+	}
+	// Initial values end with a nil entry.
+	for loaded := false; !loaded; {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				cancel()
+				return nil, errors.New("sessions: watch ended before the initial values")
+			}
+			if e == nil {
+				loaded = true
+				continue
+			}
+			v.apply(e)
+		case <-ctx.Done():
+			cancel()
+			_ = w.Stop()
+			return nil, ctx.Err()
+		}
+	}
+	v.wg.Add(2)
+	go func() {
+		defer v.wg.Done()
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					v.apply(e)
+				}
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
+	go func() {
+		defer v.wg.Done()
+		t := time.NewTicker(v.touchEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				v.flushTouches()
+			case <-wctx.Done():
+				v.flushTouches()
+				return
+			}
+		}
+	}()
+	return v, nil
+}
+
+// Close stops following the bucket and waits for the view's goroutines; pending
+// touches are published first.
+func (v *View) Close() {
+	v.cancel()
+	v.wg.Wait()
+}
+
+func (v *View) apply(e jetstream.KeyValueEntry) {
+	id := e.Key()
+	var rec *Record
+	if e.Operation() == jetstream.KeyValuePut {
+		r, err := Decode(e.Value(), e.Revision())
+		if err != nil {
+			return // not a record written by the registry: ignore it
+		}
+		rec = r
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	prev := v.records[id]
+	if rec == nil {
+		if prev == nil {
+			return
+		}
+		delete(v.records, id)
+	} else {
+		if prev != nil && prev.Revision >= rec.Revision {
+			return
+		}
+		v.records[id] = rec
+	}
+	ch := Change{ID: id, Record: rec, Prev: prev}
+	for _, fn := range v.subs {
+		fn(ch)
+	}
+}
+
+// Get returns the current record of a session.
+func (v *View) Get(id string) (*Record, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	r, ok := v.records[id]
+	return r, ok
+}
+
+// Authenticate returns the record of session id if token is its token and it is not
+// closed. Errors match wire.ErrSessionNotFound, wire.ErrSessionClosed or
+// wire.ErrInvalidToken. A closed session is session_closed whatever the token, so
+// that every request naming it gets that answer; the token is compared in constant
+// time.
+func (v *View) Authenticate(id, token string) (*Record, error) {
+	r, ok := v.Get(id)
+	if !ok {
+		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
+	}
+	if r.Closed() {
+		return nil, r.ClosedError()
+	}
+	if err := r.CheckToken(token); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Range calls fn for each record until fn returns false. fn must not call the view's
+// Subscribe.
+func (v *View) Range(fn func(*Record) bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, r := range v.records {
+		if !fn(r) {
+			return
+		}
+	}
+}
+
+// Len returns the number of records, tombstones included.
+func (v *View) Len() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.records)
+}
+
+// Subscribe calls fn for every record the view holds now (Prev nil), then for every
+// later change, in revision order per key, until the returned cancel is called. fn
+// runs on the view's watch goroutine while the view is locked: it must be quick and
+// must not call the view.
+func (v *View) Subscribe(fn func(Change)) (cancel func()) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for id, r := range v.records {
+		fn(Change{ID: id, Record: r})
+	}
+	n := v.nextSub
+	v.nextSub++
+	v.subs[n] = fn
+	return func() {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		delete(v.subs, n)
+	}
+}
+
+// Touch records activity of session id. Touches are coalesced and published as one
+// batch per interval on wire.SubjectSessionActivity, where the registry resets the
+// sessions' inactivity timers.
+func (v *View) Touch(id string) {
+	v.touchMu.Lock()
+	v.touched[id] = struct{}{}
+	v.touchMu.Unlock()
+}
+
+func (v *View) flushTouches() {
+	v.touchMu.Lock()
+	if len(v.touched) == 0 {
+		v.touchMu.Unlock()
+		return
+	}
+	ids := make([]string, 0, len(v.touched))
+	for id := range v.touched {
+		ids = append(ids, id)
+	}
+	clear(v.touched)
+	v.touchMu.Unlock()
+	_ = PublishActivity(v.nc, ids)
+}
+
+// PublishActivity publishes ids as activity batches on wire.SubjectSessionActivity.
+func PublishActivity(nc *nats.Conn, ids []string) error {
+	for len(ids) > 0 {
+		n := min(len(ids), maxBatch)
+		data, err := json.Marshal(wire.SessionActivity{Sessions: ids[:n]})
+		if err != nil {
+			return err
+		}
+		if err := nc.Publish(wire.SubjectSessionActivity, data); err != nil {
+			return fmt.Errorf("sessions: publish activity: %w", err)
+		}
+		ids = ids[n:]
+	}
+	return nil
+}

@@ -1,0 +1,114 @@
+package sessions_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func put(t *testing.T, srv *natstest.Server, r *sessions.Record) {
+	t.Helper()
+	kv, err := sessions.EnsureBucket(context.Background(), srv.JetStream(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := sessions.Encode(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), r.ID, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestView(t *testing.T) {
+	srv := natstest.Start(t)
+	live := &sessions.Record{ID: "live", Principal: "p", State: wire.StateActive, TokenHash: sessions.HashToken("t1"),
+		Fixed: map[string]string{"$Principal": "p"}, User: map[string]string{"team": "red"}}
+	put(t, srv, live)
+
+	view, err := sessions.Watch(context.Background(), srv.JetStream(t), sessions.WithTouchInterval(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+
+	changes := make(chan sessions.Change, 10)
+	cancel := view.Subscribe(func(c sessions.Change) { changes <- c })
+	defer cancel()
+	if c := <-changes; c.ID != "live" || c.Prev != nil || c.Record.Properties()["team"] != "red" || c.Record.Properties()["$Principal"] != "p" {
+		t.Fatalf("got initial change %+v", c)
+	}
+
+	for _, tc := range []struct {
+		name, id, token string
+		want            error
+	}{
+		{"ok", "live", "t1", nil},
+		{"wrong token", "live", "t2", wire.ErrInvalidToken},
+		{"empty token", "live", "", wire.ErrInvalidToken},
+		{"unknown", "ghost", "t1", wire.ErrSessionNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := view.Authenticate(tc.id, tc.token)
+			if !errors.Is(err, tc.want) && !(err == nil && tc.want == nil) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+
+	closed := *live
+	closed.State, closed.CloseReason = wire.StateClosed, wire.ClosedExpired
+	put(t, srv, &closed)
+	if c := <-changes; c.Record.State != wire.StateClosed || c.Prev == nil || c.Prev.State != wire.StateActive {
+		t.Fatalf("got change %+v, want ACTIVE to CLOSED", c)
+	}
+	if _, err := view.Authenticate("live", "t1"); !errors.Is(err, wire.ErrSessionClosed) {
+		t.Fatalf("got %v, want session_closed", err)
+	}
+
+	// Touch batches ids on the activity subject.
+	sub, err := srv.ServiceConn(t).SubscribeSync(wire.SubjectSessionActivity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	view.Touch("a")
+	view.Touch("a")
+	view.Touch("b")
+	msg, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch wire.SessionActivity
+	if err := json.Unmarshal(msg.Data, &batch); err != nil || len(batch.Sessions) != 2 {
+		t.Fatalf("got batch %s (%v), want the two ids once each", msg.Data, err)
+	}
+}
+
+func Example() {
+	// The registry stores only the token's hash; any service checks a token
+	// against a record in constant time.
+	rec := &sessions.Record{ID: "s1", State: wire.StateActive, TokenHash: sessions.HashToken("secret")}
+	fmt.Println(rec.CheckToken("secret") == nil)
+	fmt.Println(errors.Is(rec.CheckToken("guess"), wire.ErrInvalidToken))
+	fmt.Println(sessions.ValidateKey("Department"))
+	fmt.Println(sessions.ValidateKey("$Principal"))
+	// Output:
+	// true
+	// true
+	// <nil>
+	// invalid_name: property key "$Principal": keys starting with $ are fixed properties that only the server sets
+}

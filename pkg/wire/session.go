@@ -1,0 +1,237 @@
+package wire
+
+import "time"
+
+// Session request subjects, served by the registry. Requests marked "session-scoped"
+// carry the caller's session in the Roster-Session and Roster-Token headers.
+const (
+	// SubjectSessionOpen opens a session (not session-scoped).
+	SubjectSessionOpen = SessionPrefix + ".open"
+	// SubjectSessionGet returns one session: the caller's own, or another by id.
+	SubjectSessionGet = SessionPrefix + ".get"
+	// SubjectSessionList lists the sessions matching a filter, a page at a time.
+	SubjectSessionList = SessionPrefix + ".list"
+	// SubjectSessionUpdate sets and removes user properties.
+	SubjectSessionUpdate = SessionPrefix + ".update"
+	// SubjectSessionKeepalive records activity of the caller's session.
+	SubjectSessionKeepalive = SessionPrefix + ".keepalive"
+	// SubjectSessionResume binds a session to the connection the request came from.
+	SubjectSessionResume = SessionPrefix + ".resume"
+	// SubjectSessionChangePrincipal re-authenticates the caller's session.
+	SubjectSessionChangePrincipal = SessionPrefix + ".change_principal"
+	// SubjectSessionClose closes the caller's session, or others by id or filter.
+	SubjectSessionClose = SessionPrefix + ".close"
+
+	// SubjectSessionActivity is the internal subject on which services publish
+	// batches of the session ids that were active (SessionActivity). Every registry
+	// instance subscribes to it, and a stream keeps it for a while so that a
+	// starting registry knows recent activity.
+	SubjectSessionActivity = InternalPrefix + ".session.activity"
+
+	// SessionEventsPrefix is the prefix of session events:
+	// roster.v1.events.session.<id>.<kind>.
+	SessionEventsPrefix = EventsPrefix + ".session"
+)
+
+// SessionEventSubject returns the subject of a session event.
+func SessionEventSubject(id string, kind SessionEventKind) string {
+	return SessionEventsPrefix + "." + id + "." + string(kind)
+}
+
+// SessionState is the state of a session.
+type SessionState string
+
+// Session states. CONNECTING is the state while an open is in progress; it is never
+// stored, since a record is written only once the session is ACTIVE.
+const (
+	StateConnecting SessionState = "CONNECTING"
+	StateActive     SessionState = "ACTIVE"
+	StateRecovering SessionState = "RECOVERING"
+	StateClosed     SessionState = "CLOSED"
+)
+
+// CloseReason says why a session closed.
+type CloseReason string
+
+// Close reasons.
+const (
+	// ClosedByClient: the session closed itself.
+	ClosedByClient CloseReason = "by_client"
+	// ClosedByServer: another session with MODIFY_SESSION closed it.
+	ClosedByServer CloseReason = "by_server"
+	// ClosedExpired: it was inactive for longer than its timeout.
+	ClosedExpired CloseReason = "expired"
+	// ClosedFailed: its connection was lost and it did not resume in time.
+	ClosedFailed CloseReason = "failed"
+)
+
+// Session is the public view of a session: everything but its token.
+type Session struct {
+	ID        string       `json:"id"`
+	Principal string       `json:"principal"`
+	Roles     []string     `json:"roles"`
+	State     SessionState `json:"state"`
+	// CloseReason is set once State is CLOSED.
+	CloseReason CloseReason `json:"close_reason,omitempty"`
+	// Fixed holds the $ properties, set by the server.
+	Fixed map[string]string `json:"fixed_properties"`
+	// Properties holds the user properties.
+	Properties map[string]string `json:"properties"`
+	// TimeoutMS is the inactivity timeout in milliseconds; 0 when Permanent.
+	TimeoutMS int64     `json:"timeout_ms"`
+	Permanent bool      `json:"permanent"`
+	StartTime time.Time `json:"start_time"`
+	// ClosedAt is set once State is CLOSED.
+	ClosedAt *time.Time `json:"closed_at,omitempty"`
+	// Revision is the KV revision of the record this view was made from.
+	Revision uint64 `json:"revision"`
+}
+
+// SessionOpenRequest opens a session for the connection the request comes from.
+type SessionOpenRequest struct {
+	// Credentials are checked by the auth service; nil means anonymous.
+	Credentials *Credentials `json:"credentials,omitempty"`
+	// Properties are the proposed user properties; the auth service may veto,
+	// rewrite or add to them.
+	Properties map[string]string `json:"properties,omitempty"`
+	// TimeoutMS is the requested inactivity timeout (0: the registry default).
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+	// Permanent asks for no inactivity timeout; it needs PERMANENT_SESSION.
+	Permanent bool `json:"permanent,omitempty"`
+	// GatewayType and GatewayID are set by a gateway opening sessions for its own
+	// users; they become $GatewayType and $GatewayId.
+	GatewayType string `json:"gateway_type,omitempty"`
+	GatewayID   string `json:"gateway_id,omitempty"`
+}
+
+// SessionOpenResponse is the opened session and its secret token. The token is
+// returned only here and on a change of principal.
+type SessionOpenResponse struct {
+	Session *Session `json:"session"`
+	Token   string   `json:"token"`
+}
+
+// SessionGetRequest names the session to return; an empty ID means the caller's own.
+// Another session needs VIEW_SESSION.
+type SessionGetRequest struct {
+	ID string `json:"id,omitempty"`
+}
+
+// SessionGetResponse carries one session.
+type SessionGetResponse struct {
+	Session *Session `json:"session"`
+}
+
+// SessionListRequest lists sessions matching a filter (all when empty), ordered by
+// id, at most Limit of them after the id After. It needs VIEW_SESSION.
+type SessionListRequest struct {
+	Filter string `json:"filter,omitempty"`
+	After  string `json:"after,omitempty"`
+	Limit  int    `json:"limit,omitempty"`
+	// IncludeClosed also lists CLOSED tombstones.
+	IncludeClosed bool `json:"include_closed,omitempty"`
+}
+
+// SessionListResponse is one page of a list.
+type SessionListResponse struct {
+	Sessions []*Session `json:"sessions"`
+	// Total is the number of sessions matching the filter, over all pages.
+	Total int `json:"total"`
+	// Next, when not empty, is the After of the next page.
+	Next string `json:"next,omitempty"`
+}
+
+// SessionUpdateRequest sets and removes user properties of the caller's session, or
+// of another session by ID or of every session matching Filter (MODIFY_SESSION).
+type SessionUpdateRequest struct {
+	ID     string            `json:"id,omitempty"`
+	Filter string            `json:"filter,omitempty"`
+	Set    map[string]string `json:"set,omitempty"`
+	Remove []string          `json:"remove,omitempty"`
+}
+
+// SessionUpdateResponse reports an update. Session is the updated session when one
+// session was named (own or by id).
+type SessionUpdateResponse struct {
+	Updated int      `json:"updated"`
+	Session *Session `json:"session,omitempty"`
+}
+
+// SessionKeepaliveRequest is the (empty) body of a keepalive.
+type SessionKeepaliveRequest struct{}
+
+// SessionKeepaliveResponse acknowledges a keepalive.
+type SessionKeepaliveResponse struct {
+	State     SessionState `json:"state"`
+	TimeoutMS int64        `json:"timeout_ms"`
+}
+
+// SessionResumeRequest is the (empty) body of a resume: the session is named by the
+// headers and bound to the connection the request comes from.
+type SessionResumeRequest struct{}
+
+// SessionResumeResponse carries the resumed session.
+type SessionResumeResponse struct {
+	Session *Session `json:"session"`
+}
+
+// SessionChangePrincipalRequest re-authenticates the caller's session.
+type SessionChangePrincipalRequest struct {
+	Credentials *Credentials `json:"credentials,omitempty"`
+}
+
+// SessionChangePrincipalResponse carries the session and its new token; the old
+// token no longer works.
+type SessionChangePrincipalResponse struct {
+	Session *Session `json:"session"`
+	Token   string   `json:"token"`
+}
+
+// SessionCloseRequest closes the caller's session, or another by ID or every session
+// matching Filter (MODIFY_SESSION).
+type SessionCloseRequest struct {
+	ID     string `json:"id,omitempty"`
+	Filter string `json:"filter,omitempty"`
+}
+
+// SessionCloseResponse reports how many sessions this request closed.
+type SessionCloseResponse struct {
+	Closed int `json:"closed"`
+}
+
+// SessionEventKind names a session event.
+type SessionEventKind string
+
+// Session event kinds.
+const (
+	EventOpened           SessionEventKind = "opened"
+	EventUpdated          SessionEventKind = "updated"
+	EventDisconnected     SessionEventKind = "disconnected"
+	EventReconnected      SessionEventKind = "reconnected"
+	EventPrincipalChanged SessionEventKind = "principal_changed"
+	EventClosed           SessionEventKind = "closed"
+)
+
+// SessionEvent is published to the session events stream on
+// roster.v1.events.session.<id>.<kind>.
+type SessionEvent struct {
+	Kind      SessionEventKind `json:"kind"`
+	SessionID string           `json:"session_id"`
+	Time      time.Time        `json:"time"`
+	Principal string           `json:"principal"`
+	State     SessionState     `json:"state"`
+	// Reason is set on closed events.
+	Reason CloseReason `json:"reason,omitempty"`
+	// Keys lists the properties an updated event changed.
+	Keys []string `json:"keys,omitempty"`
+	// Connection is the connection key the session is bound to.
+	Connection string `json:"connection,omitempty"`
+	// Revision is the KV revision of the record the event describes.
+	Revision uint64 `json:"revision"`
+}
+
+// SessionActivity is the body published on SubjectSessionActivity: ids of sessions
+// that were active since the previous batch from the same publisher.
+type SessionActivity struct {
+	Sessions []string `json:"sessions"`
+}

@@ -1,0 +1,268 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// Benchmarks run against the embedded server as roster serve runs it: JetStream
+// fsyncs on every write. Each operation is measured with 1 client (p50/p99 latency)
+// and with 8 and 64 concurrent clients (throughput); the BenchmarkFloor* functions
+// measure raw KV Create (with a TTL), Update and Get on the same server over TCP, the
+// floor each registry operation is compared with:
+//
+//	open ~ Create, get ~ Get, keepalive ~ Get, update ~ Update, close ~ Update.
+//
+// Run with: go test -run '^$' -bench . -benchtime 2000x ./services/registry/
+
+var concurrencies = []int{1, 8, 64}
+
+type benchEnv struct {
+	srv *natstest.Server
+	nc  *nats.Conn // a client connection over TCP
+}
+
+func newBenchEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	srv := natstest.Start(b)
+	startAuth(b, srv)
+	startRegistry(b, srv, Config{Limits: Limits{SessionsPerPrincipal: 1 << 30}, MaxConcurrent: 512})
+	return &benchEnv{srv: srv, nc: srv.ClientConn(b)}
+}
+
+// measure runs op b.N times spread over conc goroutines, and reports the latency
+// percentiles and the throughput.
+func measure(b *testing.B, conc int, op func(worker, i int) error) {
+	b.Helper()
+	lat := make([][]time.Duration, conc)
+	var next atomic.Int64
+	var failed atomic.Value
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= b.N {
+					return
+				}
+				t0 := time.Now()
+				if err := op(w, i); err != nil {
+					failed.Store(err)
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	if len(all) == 0 {
+		return
+	}
+	pct := func(p float64) float64 { return float64(all[int(float64(len(all)-1)*p)].Microseconds()) }
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
+	b.ReportMetric(0, "ns/op") // latency percentiles say more than the mean
+}
+
+func forEachConcurrency(b *testing.B, fn func(b *testing.B, conc int)) {
+	for _, c := range concurrencies {
+		b.Run(fmt.Sprintf("clients=%d", c), func(b *testing.B) { fn(b, c) })
+	}
+}
+
+func (e *benchEnv) openN(b *testing.B, n int) []*client {
+	b.Helper()
+	out := make([]*client, n)
+	for i := range out {
+		out[i], _ = open(b, e.nc, &wire.SessionOpenRequest{TimeoutMS: 600000})
+	}
+	return out
+}
+
+func BenchmarkOpen(b *testing.B) {
+	e := newBenchEnv(b)
+	forEachConcurrency(b, func(b *testing.B, conc int) {
+		req := &wire.SessionOpenRequest{TimeoutMS: 600000}
+		measure(b, conc, func(_, _ int) error {
+			return wire.Call(context.Background(), e.nc, wire.SubjectSessionOpen, nil, req, nil)
+		})
+	})
+}
+
+func BenchmarkGet(b *testing.B) {
+	e := newBenchEnv(b)
+	cs := e.openN(b, 64)
+	forEachConcurrency(b, func(b *testing.B, conc int) {
+		measure(b, conc, func(w, _ int) error { return cs[w].call(wire.SubjectSessionGet, nil, nil) })
+	})
+}
+
+func BenchmarkKeepalive(b *testing.B) {
+	e := newBenchEnv(b)
+	cs := e.openN(b, 64)
+	forEachConcurrency(b, func(b *testing.B, conc int) {
+		measure(b, conc, func(w, _ int) error { return cs[w].call(wire.SubjectSessionKeepalive, nil, nil) })
+	})
+}
+
+func BenchmarkUpdate(b *testing.B) {
+	e := newBenchEnv(b)
+	cs := e.openN(b, 64)
+	forEachConcurrency(b, func(b *testing.B, conc int) {
+		measure(b, conc, func(w, i int) error {
+			return cs[w].call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"k": fmt.Sprint(i)}}, nil)
+		})
+	})
+}
+
+func BenchmarkClose(b *testing.B) {
+	e := newBenchEnv(b)
+	forEachConcurrency(b, func(b *testing.B, conc int) {
+		b.StopTimer()
+		cs := e.openN(b, b.N)
+		b.StartTimer()
+		measure(b, conc, func(_, i int) error { return cs[i].call(wire.SubjectSessionClose, nil, nil) })
+	})
+}
+
+// floorKV opens the sessions bucket's twin over TCP as the service user.
+func floorKV(b *testing.B) jetstream.KeyValue {
+	b.Helper()
+	srv := natstest.Start(b)
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(embedded.ServiceUser, srv.Config().ServicePassword))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := jetstream.KeyValueConfig{Bucket: "FLOOR", History: 1, Storage: jetstream.FileStorage, LimitMarkerTTL: time.Hour}
+	kv, err := js.CreateOrUpdateKeyValue(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return kv
+}
+
+var floorValue = make([]byte, 700) // about the size of a session record
+
+func BenchmarkFloorKVCreate(b *testing.B) {
+	kv := floorKV(b)
+	var n atomic.Int64
+	forEachConcurrency(b, func(b *testing.B, conc int) {
+		measure(b, conc, func(_, _ int) error {
+			_, err := kv.Create(context.Background(), fmt.Sprintf("k%d", n.Add(1)), floorValue, jetstream.KeyTTL(time.Hour))
+			return err
+		})
+	})
+}
+
+func BenchmarkFloorKVUpdate(b *testing.B) {
+	kv := floorKV(b)
+	forEachConcurrency(b, func(b *testing.B, conc int) {
+		revs := make([]uint64, conc)
+		for w := range revs {
+			rev, err := kv.Put(context.Background(), fmt.Sprintf("w%d", w), floorValue)
+			if err != nil {
+				b.Fatal(err)
+			}
+			revs[w] = rev
+		}
+		measure(b, conc, func(w, _ int) error {
+			rev, err := kv.Update(context.Background(), fmt.Sprintf("w%d", w), floorValue, revs[w])
+			revs[w] = rev
+			return err
+		})
+	})
+}
+
+func BenchmarkFloorKVGet(b *testing.B) {
+	kv := floorKV(b)
+	if _, err := kv.Put(context.Background(), "g", floorValue); err != nil {
+		b.Fatal(err)
+	}
+	forEachConcurrency(b, func(b *testing.B, conc int) {
+		measure(b, conc, func(_, _ int) error {
+			_, err := kv.Get(context.Background(), "g")
+			return err
+		})
+	})
+}
+
+// BenchmarkIdleSessions counts what idle sessions cost in writes: n sessions each
+// sending a keepalive every second for a few seconds. It reports the KV writes per
+// second (the bucket's sequence) and the activity stream's writes per second.
+func BenchmarkIdleSessions(b *testing.B) {
+	const n = 1000
+	const rounds = 3
+	e := newBenchEnv(b)
+	cs := e.openN(b, n)
+	js := e.srv.JetStream(b)
+	kvSeq := func() uint64 {
+		s, err := js.Stream(context.Background(), "KV_ROSTER_SESSIONS")
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s.CachedInfo().State.LastSeq
+	}
+	actSeq := func() uint64 {
+		s, err := js.Stream(context.Background(), ActivityStream)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s.CachedInfo().State.LastSeq
+	}
+	for range b.N {
+		kv0, act0 := kvSeq(), actSeq()
+		start := time.Now()
+		tick := time.NewTicker(time.Second)
+		for range rounds {
+			var wg sync.WaitGroup
+			for w := range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := w; i < n; i += 16 {
+						if err := cs[i].call(wire.SubjectSessionKeepalive, nil, nil); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			<-tick.C
+		}
+		tick.Stop()
+		secs := time.Since(start).Seconds()
+		b.ReportMetric(float64(kvSeq()-kv0)/secs, "kv-writes/s")
+		b.ReportMetric(float64(actSeq()-act0)/secs, "activity-writes/s")
+		b.ReportMetric(float64(n), "sessions")
+	}
+}

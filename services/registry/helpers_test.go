@@ -1,0 +1,299 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// testPolicy grants admins everything, users their own properties under profile/ and one-segment keys, and
+// admits anonymous sessions as users.
+func testPolicy() *policy.Holder {
+	var all []policy.Grant
+	for _, p := range policy.Permissions() {
+		all = append(all, policy.Grant{Permission: p})
+	}
+	return policy.NewHolder(&policy.Policy{
+		Roles: map[string][]policy.Grant{
+			"admin":  all,
+			"user":   {{Permission: policy.ModifyOwnProperties, Names: []string{"profile/**", "*"}}},
+			"viewer": {{Permission: policy.ViewSession}},
+		},
+		Anonymous: policy.Anonymous{Allowed: true, Roles: []string{"user"}},
+	})
+}
+
+// startAuth answers wire.SubjectAuthenticate for the registry under test: anonymous
+// credentials become principal "anonymous" with role user, a password "pw" makes the
+// username the principal, with the username as its role, and anything else is
+// unauthenticated. It stands in for the auth service until that one is wired in:
+// replacing this function with starting services/auth is the only change needed.
+func startAuth(t testing.TB, srv *natstest.Server) {
+	t.Helper()
+	nc := srv.ServiceConn(t)
+	_, err := nc.QueueSubscribe(wire.SubjectAuthenticate, "auth", func(m *nats.Msg) {
+		var req wire.AuthenticateRequest
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			respondErr(m, wire.Errorf(wire.CodeBadRequest, "bad request"))
+			return
+		}
+		c := req.Credentials
+		var resp wire.AuthenticateResponse
+		switch {
+		case c == nil || c.Type == "" || c.Type == wire.CredentialsAnonymous:
+			resp = wire.AuthenticateResponse{Principal: "anonymous", Roles: []string{"user"}}
+		case c.Type == wire.CredentialsPassword && c.Password == "pw" && c.Username != "":
+			resp = wire.AuthenticateResponse{Principal: c.Username, Roles: []string{c.Username}}
+		case c.Type == wire.CredentialsPassword && c.Password == "slow":
+			respondErr(m, wire.Errorf(wire.CodeThrottled, "too many failed attempts"))
+			return
+		default:
+			respondErr(m, wire.Errorf(wire.CodeUnauthenticated, "credentials not accepted"))
+			return
+		}
+		resp.Properties = req.Properties
+		resp.Authenticator = "test"
+		data, _ := json.Marshal(resp)
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func respondErr(m *nats.Msg, err error) {
+	status, msg, body := wire.EncodeError(err)
+	reply := nats.NewMsg(m.Reply)
+	reply.Header.Set(wire.HeaderErrorCode, status)
+	reply.Header.Set(wire.HeaderError, msg)
+	reply.Data = body
+	_ = m.RespondMsg(reply)
+}
+
+// syncBuffer is a log destination tests can read.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// instance is a running registry.
+type instance struct {
+	*Service
+	logs *syncBuffer
+	stop func()
+}
+
+// startRegistry runs a registry instance on its own connection until the test ends
+// or stop is called, and waits until it has loaded the sessions.
+func startRegistry(t testing.TB, srv *natstest.Server, cfg Config) *instance {
+	t.Helper()
+	nc := srv.ServiceConn(t)
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 5 * time.Second
+	}
+	s, err := New(nc, cfg, testPolicy(), noop.NewTracerProvider(), log)
+	if err != nil {
+		t.Fatalf("registry: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("registry run: %v", err)
+			}
+			nc.Close()
+		})
+	}
+	t.Cleanup(stop)
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return s.track.ready(ctx) })
+	return &instance{Service: s, logs: logs, stop: stop}
+}
+
+// env is a server with the auth double and one registry.
+type env struct {
+	srv *natstest.Server
+	reg *instance
+	js  jetstream.JetStream
+	kv  jetstream.KeyValue
+}
+
+// startServer starts the embedded server for a test. Tests check behaviour, not
+// durability, so JetStream fsyncs periodically instead of on every write: on a slow
+// disk shared with other test processes an fsync can take longer than the timing
+// bounds under test. Benchmarks keep the default (fsync always).
+func startServer(t testing.TB, opts ...natstest.Option) *natstest.Server {
+	t.Helper()
+	return natstest.Start(t, append([]natstest.Option{func(c *embedded.Config) { c.SyncInterval = time.Minute }}, opts...)...)
+}
+
+func newEnv(t testing.TB, cfg Config, opts ...natstest.Option) *env {
+	t.Helper()
+	srv := startServer(t, opts...)
+	startAuth(t, srv)
+	reg := startRegistry(t, srv, cfg)
+	js := srv.JetStream(t)
+	kv, err := js.KeyValue(context.Background(), sessions.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{srv: srv, reg: reg, js: js, kv: kv}
+}
+
+// client is a session held by a client connection.
+type client struct {
+	nc    *nats.Conn
+	id    string
+	token string
+}
+
+func (c *client) header() nats.Header {
+	h := nats.Header{}
+	h.Set(wire.HeaderSession, c.id)
+	h.Set(wire.HeaderToken, c.token)
+	return h
+}
+
+// call sends a request for the client's session.
+func (c *client) call(subject string, req, resp any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return wire.Call(ctx, c.nc, subject, c.header(), req, resp)
+}
+
+// open opens a session on nc.
+func open(t testing.TB, nc *nats.Conn, req *wire.SessionOpenRequest) (*client, *wire.SessionOpenResponse) {
+	t.Helper()
+	var resp wire.SessionOpenResponse
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := wire.Call(ctx, nc, wire.SubjectSessionOpen, nil, req, &resp); err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return &client{nc: nc, id: resp.Session.ID, token: resp.Token}, &resp
+}
+
+// admin opens a session as the admin principal.
+func admin(t testing.TB, nc *nats.Conn) *client {
+	c, _ := open(t, nc, &wire.SessionOpenRequest{Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: "admin", Password: "pw"}})
+	return c
+}
+
+// wantCode fails unless err is a wire error with the code.
+func wantCode(t testing.TB, err error, code wire.Code) {
+	t.Helper()
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code != code {
+		t.Fatalf("got error %v, want %s", err, code)
+	}
+}
+
+// record reads a session's record straight from the bucket.
+func (e *env) record(t testing.TB, id string) *sessions.Record {
+	t.Helper()
+	entry, err := e.kv.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("kv get %s: %v", id, err)
+	}
+	r, err := sessions.Decode(entry.Value(), entry.Revision())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// lastSeq is the last sequence of the sessions bucket's stream: it moves on every
+// write.
+func (e *env) lastSeq(t testing.TB) uint64 {
+	t.Helper()
+	st, err := e.kv.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq
+}
+
+// events returns the session events stored for one session and kind.
+func (e *env) events(t testing.TB, id string, kind wire.SessionEventKind) []*wire.SessionEvent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := e.js.OrderedConsumer(ctx, EventsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{wire.SessionEventSubject(id, kind)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*wire.SessionEvent
+	for {
+		batch, err := cons.FetchNoWait(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var ev wire.SessionEvent
+			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, &ev)
+		}
+		if n == 0 {
+			return out
+		}
+	}
+}
+
+// eventCount counts stored events of one kind for a session without consuming them.
+func (e *env) eventCount(t testing.TB, id string, kind wire.SessionEventKind) uint64 {
+	t.Helper()
+	stream, err := e.js.Stream(context.Background(), EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := wire.SessionEventSubject(id, kind)
+	info, err := stream.Info(context.Background(), jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[subj]
+}
+
+func contains(s, sub string) bool { return sub != "" && strings.Contains(s, sub) }

@@ -1,0 +1,205 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+func TestBadInputChangesNothing(t *testing.T) {
+	e := newEnv(t, Config{Limits: Limits{Properties: 3}})
+	nc := e.srv.ClientConn(t)
+	c, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"a": "1"}})
+	other, _ := open(t, nc, nil)
+	long := strings.Repeat("x", 300)
+	cases := []struct {
+		name    string
+		subject string
+		body    string
+		token   string
+		want    wire.Code
+	}{
+		{"malformed JSON", wire.SubjectSessionUpdate, `{"set":`, "", wire.CodeBadRequest},
+		{"unknown field", wire.SubjectSessionUpdate, `{"set":{"a":"b"},"sett":{}}`, "", wire.CodeBadRequest},
+		{"wrong type", wire.SubjectSessionUpdate, `{"set":{"a":1}}`, "", wire.CodeBadRequest},
+		{"trailing data", wire.SubjectSessionUpdate, `{"set":{"a":"b"}} {}`, "", wire.CodeBadRequest},
+		{"oversized body", wire.SubjectSessionUpdate, `{"set":{"a":"` + strings.Repeat("x", 70<<10) + `"}}`, "", wire.CodeTooLarge},
+		{"empty key", wire.SubjectSessionUpdate, `{"set":{"":"b"}}`, "", wire.CodeInvalidName},
+		{"key with space", wire.SubjectSessionUpdate, `{"set":{"a b":"c"}}`, "", wire.CodeInvalidName},
+		{"key with quote", wire.SubjectSessionUpdate, `{"remove":["a'b"]}`, "", wire.CodeInvalidName},
+		{"key with parenthesis", wire.SubjectSessionUpdate, `{"set":{"f(x)":"c"}}`, "", wire.CodeInvalidName},
+		{"fixed key", wire.SubjectSessionUpdate, `{"set":{"$Principal":"root"}}`, "", wire.CodeInvalidName},
+		{"key too long", wire.SubjectSessionUpdate, `{"set":{"` + long + `":"c"}}`, "", wire.CodeLimitExceeded},
+		{"too many properties", wire.SubjectSessionUpdate, `{"set":{"b":"1","c":"1","d":"1"}}`, "", wire.CodeLimitExceeded},
+		{"value too long", wire.SubjectSessionUpdate, `{"set":{"a":"` + strings.Repeat("v", 5000) + `"}}`, "", wire.CodeLimitExceeded},
+		{"nothing to do", wire.SubjectSessionUpdate, `{}`, "", wire.CodeBadRequest},
+		{"set and remove", wire.SubjectSessionUpdate, `{"set":{"a":"1"},"remove":["a"]}`, "", wire.CodeBadRequest},
+		{"wrong token", wire.SubjectSessionUpdate, `{"set":{"a":"2"}}`, other.token, wire.CodeInvalidToken},
+		{"no token", wire.SubjectSessionUpdate, `{"set":{"a":"2"}}`, "-", wire.CodeInvalidToken},
+		{"bad filter", wire.SubjectSessionList, `{"filter":"a is"}`, "", wire.CodeForbidden},
+		{"open with fixed key", wire.SubjectSessionOpen, `{"properties":{"$Country":"NZ"}}`, "", wire.CodeInvalidName},
+		{"open timeout too short", wire.SubjectSessionOpen, `{"timeout_ms":10}`, "", wire.CodeBadRequest},
+		{"open permanent without permission", wire.SubjectSessionOpen, `{"permanent":true}`, "", wire.CodeForbidden},
+		{"open negative timeout", wire.SubjectSessionOpen, `{"timeout_ms":-1}`, "", wire.CodeBadRequest},
+		{"keepalive with body", wire.SubjectSessionKeepalive, `{"x":1}`, "", wire.CodeBadRequest},
+		{"get unknown id", wire.SubjectSessionGet, `{"id":"nope"}`, "", wire.CodeForbidden},
+	}
+	before := e.lastSeq(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := c.header()
+			switch tc.token {
+			case "":
+			case "-":
+				hdr.Del(wire.HeaderToken)
+			default:
+				hdr.Set(wire.HeaderToken, tc.token)
+			}
+			_, err := wire.CallRaw(context.Background(), nc, tc.subject, hdr, []byte(tc.body))
+			wantCode(t, err, tc.want)
+		})
+	}
+	if after := e.lastSeq(t); after != before {
+		t.Fatalf("bad requests changed the bucket: sequence %d, then %d", before, after)
+	}
+	if got := e.record(t, c.id).User; len(got) != 1 || got["a"] != "1" {
+		t.Fatalf("got properties %v, want a=1 only", got)
+	}
+	// Without headers at all: unauthenticated; an unknown session: not found.
+	_, err := wire.CallRaw(context.Background(), nc, wire.SubjectSessionGet, nil, nil)
+	wantCode(t, err, wire.CodeUnauthenticated)
+	ghost := &client{nc: nc, id: newID(), token: c.token}
+	wantCode(t, ghost.call(wire.SubjectSessionGet, nil, nil), wire.CodeSessionNotFound)
+}
+
+func TestPermissions(t *testing.T) {
+	e := newEnv(t, Config{})
+	nc := e.srv.ClientConn(t)
+	user, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"team": "red"}})
+	user2, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"team": "blue"}})
+	viewer, _ := open(t, nc, &wire.SessionOpenRequest{Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: "viewer", Password: "pw"}})
+	adm := admin(t, nc)
+
+	// Own properties: the policy grants one-segment keys and profile/**, not a/b.
+	wantCode(t, user.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"a/b": "x"}}, nil), wire.CodeForbidden)
+	if err := user.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"profile/x/y": "x"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Others: VIEW_SESSION to read, MODIFY_SESSION to change or close.
+	wantCode(t, user.call(wire.SubjectSessionGet, &wire.SessionGetRequest{ID: user2.id}, nil), wire.CodeForbidden)
+	wantCode(t, user.call(wire.SubjectSessionList, &wire.SessionListRequest{}, nil), wire.CodeForbidden)
+	wantCode(t, user.call(wire.SubjectSessionClose, &wire.SessionCloseRequest{ID: user2.id}, nil), wire.CodeForbidden)
+	wantCode(t, viewer.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{ID: user2.id, Set: map[string]string{"k": "v"}}, nil), wire.CodeForbidden)
+	wantCode(t, viewer.call(wire.SubjectSessionClose, &wire.SessionCloseRequest{Filter: `team is "red"`}, nil), wire.CodeForbidden)
+	var got wire.SessionGetResponse
+	if err := viewer.call(wire.SubjectSessionGet, &wire.SessionGetRequest{ID: user2.id}, &got); err != nil || got.Session.Properties["team"] != "blue" {
+		t.Fatalf("viewer get: %v %+v", err, got.Session)
+	}
+	// Admin updates by id and by filter, lists, closes by filter.
+	if err := adm.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{ID: user2.id, Set: map[string]string{"flag": "1"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var upd wire.SessionUpdateResponse
+	if err := adm.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Filter: `has team`, Set: map[string]string{"seen": "yes"}}, &upd); err != nil || upd.Updated != 2 {
+		t.Fatalf("update by filter: %v, updated %d, want 2", err, upd.Updated)
+	}
+	if e.record(t, user.id).User["seen"] != "yes" || e.record(t, user2.id).User["flag"] != "1" {
+		t.Fatal("admin updates missing")
+	}
+	var cl wire.SessionCloseResponse
+	if err := adm.call(wire.SubjectSessionClose, &wire.SessionCloseRequest{Filter: `team is "red"`}, &cl); err != nil || cl.Closed != 1 {
+		t.Fatalf("close by filter: %v, closed %d, want 1", err, cl.Closed)
+	}
+	if r := e.record(t, user.id); r.CloseReason != wire.ClosedByServer {
+		t.Fatalf("got reason %q, want by_server", r.CloseReason)
+	}
+	// Permanent sessions need PERMANENT_SESSION, which admin has.
+	_, resp := open(t, nc, &wire.SessionOpenRequest{Permanent: true, Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: "admin", Password: "pw"}})
+	if !resp.Session.Permanent || resp.Session.TimeoutMS != 0 {
+		t.Fatalf("got %+v, want a permanent session", resp.Session)
+	}
+}
+
+func TestListPaginates(t *testing.T) {
+	e := newEnv(t, Config{})
+	nc := e.srv.ClientConn(t)
+	adm := admin(t, nc)
+	for i := range 7 {
+		open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"n": fmt.Sprint(i), "kind": "listed"}})
+	}
+	var ids []string
+	after := ""
+	for {
+		var page wire.SessionListResponse
+		if err := adm.call(wire.SubjectSessionList, &wire.SessionListRequest{Filter: `kind is "listed"`, Limit: 3, After: after}, &page); err != nil {
+			t.Fatal(err)
+		}
+		if page.Total != 7 {
+			t.Fatalf("got total %d, want 7", page.Total)
+		}
+		for _, s := range page.Sessions {
+			ids = append(ids, s.ID)
+		}
+		if page.Next == "" {
+			break
+		}
+		after = page.Next
+	}
+	if len(ids) != 7 {
+		t.Fatalf("got %d sessions over the pages, want 7", len(ids))
+	}
+	for i := 1; i < len(ids); i++ {
+		if ids[i-1] >= ids[i] {
+			t.Fatalf("pages not ordered by id: %v", ids)
+		}
+	}
+	wantCode(t, adm.call(wire.SubjectSessionList, &wire.SessionListRequest{Filter: `kind is`}, nil), wire.CodeInvalidFilter)
+}
+
+func TestChangePrincipalRotatesToken(t *testing.T) {
+	e := newEnv(t, Config{})
+	nc := e.srv.ClientConn(t)
+	c, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"keep": "me"}})
+	var resp wire.SessionChangePrincipalResponse
+	err := c.call(wire.SubjectSessionChangePrincipal, &wire.SessionChangePrincipalRequest{Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: "alice", Password: "pw"}}, &resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Session.Principal != "alice" || resp.Session.Fixed["$Principal"] != "alice" || resp.Session.Fixed["$Roles"] != `"alice"` || resp.Token == c.token {
+		t.Fatalf("got %+v, want principal alice and a new token", resp.Session)
+	}
+	wantCode(t, c.call(wire.SubjectSessionKeepalive, nil, nil), wire.CodeInvalidToken)
+	c.token = resp.Token
+	if err := c.call(wire.SubjectSessionKeepalive, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(e.events(t, c.id, wire.EventPrincipalChanged)); got != 1 {
+		t.Fatalf("got %d principal_changed events, want 1", got)
+	}
+	// A refused re-authentication changes nothing.
+	before := e.lastSeq(t)
+	err = c.call(wire.SubjectSessionChangePrincipal, &wire.SessionChangePrincipalRequest{Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: "bob", Password: "no"}}, nil)
+	wantCode(t, err, wire.CodeUnauthenticated)
+	if e.lastSeq(t) != before {
+		t.Fatal("a refused change of principal wrote the bucket")
+	}
+}
+
+func TestSessionsPerPrincipalLimit(t *testing.T) {
+	e := newEnv(t, Config{Limits: Limits{SessionsPerPrincipal: 2}})
+	nc := e.srv.ClientConn(t)
+	a, _ := open(t, nc, nil)
+	open(t, nc, nil)
+	err := wire.Call(context.Background(), nc, wire.SubjectSessionOpen, nil, &wire.SessionOpenRequest{}, nil)
+	wantCode(t, err, wire.CodeLimitExceeded)
+	if !strings.Contains(err.Error(), "sessions per principal") {
+		t.Fatalf("got %v, want the message to name the limit", err)
+	}
+	if err := a.call(wire.SubjectSessionClose, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	open(t, nc, nil) // a closed session frees its place
+}

@@ -1,0 +1,601 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/filter"
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// caller authenticates the session a request names in its headers: it must exist, be
+// open, and the token must match. It counts as activity of that session.
+func (s *Service) caller(ctx context.Context, c *endpoint.Call) (*sessions.Record, error) {
+	if c.SessionID == "" {
+		return nil, wire.Errorf(wire.CodeUnauthenticated, "the %s header is required", wire.HeaderSession)
+	}
+	rec, err := s.st.get(ctx, c.SessionID)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Closed() {
+		return nil, rec.ClosedError()
+	}
+	if err := rec.CheckToken(c.Token); err != nil {
+		return nil, err
+	}
+	s.track.activity(rec.ID)
+	return rec, nil
+}
+
+// authenticate asks the auth service who the credentials belong to. Its errors
+// (unauthenticated, throttled, forbidden, unavailable …) reach the client unchanged.
+func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, props map[string]string, info *wire.RequestInfo) (*wire.AuthenticateResponse, map[string]string, map[string]string, error) {
+	var resp wire.AuthenticateResponse
+	err := wire.Call(ctx, s.nc, wire.SubjectAuthenticate, nil,
+		&wire.AuthenticateRequest{Credentials: creds, Properties: props, Client: info}, &resp)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if resp.Principal == "" {
+		return nil, nil, nil, errors.New("auth service admitted a session without a principal")
+	}
+	user, fixed, err := splitAuthProperties(resp.Properties)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := s.checkUserProperties(user); err != nil {
+		return nil, nil, nil, err
+	}
+	return &resp, user, fixed, nil
+}
+
+// open authenticates a new session and stores it.
+func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionOpenRequest) (*wire.SessionOpenResponse, error) {
+	if err := s.checkUserProperties(req.Properties); err != nil {
+		return nil, err
+	}
+	timeout := time.Duration(req.TimeoutMS) * time.Millisecond
+	switch {
+	case req.Permanent && req.TimeoutMS != 0:
+		return nil, wire.Errorf(wire.CodeBadRequest, "timeout_ms and permanent exclude each other")
+	case req.Permanent:
+		timeout = 0
+	case req.TimeoutMS < 0:
+		return nil, wire.Errorf(wire.CodeBadRequest, "timeout_ms must not be negative")
+	case timeout == 0:
+		timeout = s.cfg.DefaultTimeout
+	case timeout < s.cfg.MinTimeout || timeout > s.cfg.MaxTimeout:
+		return nil, wire.Errorf(wire.CodeBadRequest, "timeout_ms %d is outside [%d, %d]", req.TimeoutMS, s.cfg.MinTimeout.Milliseconds(), s.cfg.MaxTimeout.Milliseconds())
+	}
+	if (req.GatewayType == "") != (req.GatewayID == "") {
+		return nil, wire.Errorf(wire.CodeBadRequest, "gateway_type and gateway_id go together")
+	}
+	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, req.Properties, c.Info)
+	if err != nil {
+		return nil, err
+	}
+	if req.Permanent && !s.pol.Allowed(auth.Roles, policy.PermanentSession, "") {
+		return nil, wire.Errorf(wire.CodeForbidden, "a permanent session needs %s", policy.PermanentSession)
+	}
+
+	now := s.cfg.Now()
+	token := newToken()
+	rec := &sessions.Record{
+		Principal:    auth.Principal,
+		Roles:        append([]string{}, auth.Roles...),
+		User:         user,
+		State:        wire.StateActive,
+		TokenHash:    sessions.HashToken(token),
+		Connection:   c.Info.ConnectionKey(),
+		TimeoutMS:    timeout.Milliseconds(),
+		Permanent:    req.Permanent,
+		StartTime:    now,
+		LastActivity: now,
+		UpdatedAt:    now,
+	}
+	release, err := s.track.reserve(auth.Principal, s.cfg.Limits.SessionsPerPrincipal)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	for {
+		rec.ID = newID()
+		rec.Fixed = fixedProperties(rec.ID, rec.Principal, rec.Roles, c.Info, now, req)
+		maps.Copy(rec.Fixed, authFixed)
+		if err := s.checkRecordSize(rec); err != nil {
+			return nil, err
+		}
+		rev, err := s.st.create(ctx, rec, ttlFor(&s.cfg, rec))
+		if errors.Is(err, errConflict) {
+			continue // an id collision: practically impossible, but never reuse an id
+		}
+		if err != nil {
+			return nil, err
+		}
+		rec.Revision = rev
+		break
+	}
+	s.track.opened(rec)
+	if err := s.event(ctx, rec, wire.EventOpened, nil, rec.ID+"-opened"); err != nil {
+		return nil, err
+	}
+	return &wire.SessionOpenResponse{Session: rec.Public(), Token: token}, nil
+}
+
+func (s *Service) checkRecordSize(rec *sessions.Record) error {
+	data, err := sessions.Encode(rec)
+	if err != nil {
+		return err
+	}
+	if len(data) > s.cfg.Limits.RecordSize {
+		return wire.Errorf(wire.CodeLimitExceeded, "the session record would be %d bytes; the record size limit is %d", len(data), s.cfg.Limits.RecordSize)
+	}
+	return nil
+}
+
+// event publishes a session event describing rec.
+func (s *Service) event(ctx context.Context, rec *sessions.Record, kind wire.SessionEventKind, keys []string, msgID string) error {
+	return s.st.publishEvent(ctx, &wire.SessionEvent{
+		Kind:       kind,
+		SessionID:  rec.ID,
+		Time:       rec.UpdatedAt,
+		Principal:  rec.Principal,
+		State:      rec.State,
+		Reason:     rec.CloseReason,
+		Keys:       keys,
+		Connection: rec.Connection,
+		Revision:   rec.Revision,
+	}, msgID)
+}
+
+// target returns the record a request names by id: the caller's own when id is empty
+// or its own id, otherwise another session, which needs perm.
+func (s *Service) target(ctx context.Context, me *sessions.Record, id string, perm policy.Permission) (*sessions.Record, bool, error) {
+	if id == "" || id == me.ID {
+		return me, true, nil
+	}
+	if !s.pol.Allowed(me.Roles, perm, "") {
+		return nil, false, wire.Errorf(wire.CodeForbidden, "acting on another session needs %s", perm)
+	}
+	rec, err := s.st.get(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	if rec.Closed() {
+		return nil, false, rec.ClosedError()
+	}
+	return rec, false, nil
+}
+
+// get returns the caller's session or, with VIEW_SESSION, another.
+func (s *Service) get(ctx context.Context, c *endpoint.Call, req *wire.SessionGetRequest) (*wire.SessionGetResponse, error) {
+	me, err := s.caller(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	rec, _, err := s.target(ctx, me, req.ID, policy.ViewSession)
+	if err != nil {
+		return nil, err
+	}
+	return &wire.SessionGetResponse{Session: rec.Public()}, nil
+}
+
+// compile compiles a session filter.
+func compile(expr string) (*filter.Filter, error) {
+	f, err := filter.Compile(expr)
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeInvalidFilter, "%v", err)
+	}
+	return f, nil
+}
+
+// matching returns the records of the in-memory view matching expr, ordered by id.
+func (s *Service) matching(expr string, includeClosed bool) ([]*sessions.Record, error) {
+	var f *filter.Filter
+	if expr != "" {
+		var err error
+		if f, err = compile(expr); err != nil {
+			return nil, err
+		}
+	}
+	var out []*sessions.Record
+	s.track.rangeRecords(func(r *sessions.Record) {
+		if (includeClosed || !r.Closed()) && (f == nil || f.Matches(r.Properties())) {
+			out = append(out, r)
+		}
+	})
+	slices.SortFunc(out, func(a, b *sessions.Record) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// list returns a page of the sessions matching a filter (VIEW_SESSION). It reads the
+// instance's in-memory view, which follows the bucket within milliseconds.
+func (s *Service) list(ctx context.Context, c *endpoint.Call, req *wire.SessionListRequest) (*wire.SessionListResponse, error) {
+	me, err := s.caller(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if !s.pol.Allowed(me.Roles, policy.ViewSession, "") {
+		return nil, wire.Errorf(wire.CodeForbidden, "listing sessions needs %s", policy.ViewSession)
+	}
+	limit := req.Limit
+	switch {
+	case limit < 0 || limit > s.cfg.MaxListLimit:
+		return nil, wire.Errorf(wire.CodeBadRequest, "limit must be between 1 and %d", s.cfg.MaxListLimit)
+	case limit == 0:
+		limit = s.cfg.ListLimit
+	}
+	all, err := s.matching(req.Filter, req.IncludeClosed)
+	if err != nil {
+		return nil, err
+	}
+	start, _ := slices.BinarySearchFunc(all, req.After, func(r *sessions.Record, after string) int {
+		switch {
+		case r.ID <= after:
+			return -1
+		}
+		return 1
+	})
+	if req.After == "" {
+		start = 0
+	}
+	page := all[start:min(len(all), start+limit)]
+	resp := &wire.SessionListResponse{Sessions: make([]*wire.Session, 0, len(page)), Total: len(all)}
+	for _, r := range page {
+		resp.Sessions = append(resp.Sessions, r.Public())
+	}
+	if start+limit < len(all) && len(page) > 0 {
+		resp.Next = page[len(page)-1].ID
+	}
+	return resp, nil
+}
+
+// modify applies fn to the session's record with a compare-and-set, retrying with a
+// fresh read when another write won. first, if not nil, is a record just read. fn
+// returns whether it changed anything; nothing is written otherwise.
+func (s *Service) modify(ctx context.Context, id string, first *sessions.Record, fn func(*sessions.Record) (bool, error)) (*sessions.Record, bool, error) {
+	cur := first
+	for {
+		if cur == nil {
+			var err error
+			if cur, err = s.st.get(ctx, id); err != nil {
+				return nil, false, err
+			}
+		}
+		if cur.Closed() {
+			return cur, false, cur.ClosedError()
+		}
+		next := cur.Clone()
+		changed, err := fn(next)
+		if err != nil {
+			return cur, false, err
+		}
+		if !changed {
+			return cur, false, nil
+		}
+		next.UpdatedAt = s.cfg.Now()
+		if l := s.track.lastActivity(id); l.After(next.LastActivity) {
+			next.LastActivity = l
+		}
+		if err := s.checkRecordSize(next); err != nil {
+			return cur, false, err
+		}
+		rev, err := s.st.write(ctx, next, ttlFor(&s.cfg, next))
+		if errors.Is(err, errConflict) {
+			cur = nil
+			continue
+		}
+		if err != nil {
+			return cur, false, err
+		}
+		next.Revision = rev
+		s.track.written(next)
+		return next, true, nil
+	}
+}
+
+// update sets and removes user properties: of the caller's session where the policy
+// grants MODIFY_OWN_PROPERTIES on each key, or of others with MODIFY_SESSION.
+func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.SessionUpdateRequest) (*wire.SessionUpdateResponse, error) {
+	if len(req.Set) == 0 && len(req.Remove) == 0 {
+		return nil, wire.Errorf(wire.CodeBadRequest, "set or remove at least one property")
+	}
+	if req.ID != "" && req.Filter != "" {
+		return nil, wire.Errorf(wire.CodeBadRequest, "name the session by id or by filter, not both")
+	}
+	for k, v := range req.Set {
+		if err := s.checkProperty(k, v); err != nil {
+			return nil, err
+		}
+	}
+	for _, k := range req.Remove {
+		if err := s.checkProperty(k, ""); err != nil {
+			return nil, err
+		}
+		if _, ok := req.Set[k]; ok {
+			return nil, wire.Errorf(wire.CodeBadRequest, "property %q is both set and removed", k)
+		}
+	}
+	me, err := s.caller(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	change := func(rec *sessions.Record) (bool, error) {
+		keys := applyChanges(rec, req.Set, req.Remove)
+		if len(rec.User) > s.cfg.Limits.Properties {
+			return false, wire.Errorf(wire.CodeLimitExceeded, "%d user properties; the limit of properties per session is %d", len(rec.User), s.cfg.Limits.Properties)
+		}
+		return len(keys) > 0, nil
+	}
+	if req.Filter != "" {
+		if !s.pol.Allowed(me.Roles, policy.ModifySession, "") {
+			return nil, wire.Errorf(wire.CodeForbidden, "updating other sessions needs %s", policy.ModifySession)
+		}
+		recs, err := s.matching(req.Filter, false)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for _, r := range recs {
+			_, changed, err := s.updateOne(ctx, r.ID, nil, change)
+			if err != nil && !errors.Is(err, wire.ErrSessionClosed) && !errors.Is(err, wire.ErrSessionNotFound) {
+				return nil, err
+			}
+			if changed {
+				n++
+			}
+		}
+		return &wire.SessionUpdateResponse{Updated: n}, nil
+	}
+	target, own, err := s.target(ctx, me, req.ID, policy.ModifySession)
+	if err != nil {
+		return nil, err
+	}
+	if own {
+		for _, k := range slices.Concat(slices.Collect(maps.Keys(req.Set)), req.Remove) {
+			if !s.pol.Allowed(me.Roles, policy.ModifyOwnProperties, k) {
+				return nil, wire.Errorf(wire.CodeForbidden, "changing property %q of the own session needs %s on it", k, policy.ModifyOwnProperties)
+			}
+		}
+	}
+	rec, changed, err := s.updateOne(ctx, target.ID, target, change)
+	if err != nil {
+		return nil, err
+	}
+	resp := &wire.SessionUpdateResponse{Session: rec.Public()}
+	if changed {
+		resp.Updated = 1
+	}
+	return resp, nil
+}
+
+func (s *Service) updateOne(ctx context.Context, id string, first *sessions.Record, change func(*sessions.Record) (bool, error)) (*sessions.Record, bool, error) {
+	var keys []string
+	rec, changed, err := s.modify(ctx, id, first, func(r *sessions.Record) (bool, error) {
+		before := maps.Clone(r.User)
+		ok, err := change(r)
+		keys = changedKeys(before, r.User)
+		return ok, err
+	})
+	if err != nil || !changed {
+		return rec, false, err
+	}
+	return rec, true, s.event(ctx, rec, wire.EventUpdated, keys, "")
+}
+
+func changedKeys(before, after map[string]string) []string {
+	var keys []string
+	for k, v := range after {
+		if old, ok := before[k]; !ok || old != v {
+			keys = append(keys, k)
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// keepalive records activity of the caller's session. It writes nothing: activity is
+// tracked in memory by every registry instance and persisted lazily.
+func (s *Service) keepalive(ctx context.Context, c *endpoint.Call, _ *wire.SessionKeepaliveRequest) (*wire.SessionKeepaliveResponse, error) {
+	me, err := s.caller(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return &wire.SessionKeepaliveResponse{State: me.State, TimeoutMS: me.TimeoutMS}, nil
+}
+
+// resume binds the caller's session to the connection the request came from and
+// makes it ACTIVE again.
+func (s *Service) resume(ctx context.Context, c *endpoint.Call, _ *wire.SessionResumeRequest) (*wire.SessionResumeResponse, error) {
+	me, err := s.caller(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	conn := c.Info.ConnectionKey()
+	rec, changed, err := s.modify(ctx, me.ID, me, func(r *sessions.Record) (bool, error) {
+		if r.State == wire.StateActive && r.Connection == conn {
+			return false, nil
+		}
+		r.State = wire.StateActive
+		r.Connection = conn
+		r.RecoveringSince = nil
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if changed {
+		if err := s.event(ctx, rec, wire.EventReconnected, nil, ""); err != nil {
+			return nil, err
+		}
+	}
+	return &wire.SessionResumeResponse{Session: rec.Public()}, nil
+}
+
+// changePrincipal re-authenticates the caller's session: new principal, roles and
+// user properties as the auth service decides, and a new token.
+func (s *Service) changePrincipal(ctx context.Context, c *endpoint.Call, req *wire.SessionChangePrincipalRequest) (*wire.SessionChangePrincipalResponse, error) {
+	me, err := s.caller(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, me.User, c.Info)
+	if err != nil {
+		return nil, err
+	}
+	if me.Permanent && !s.pol.Allowed(auth.Roles, policy.PermanentSession, "") {
+		return nil, wire.Errorf(wire.CodeForbidden, "the new principal may not hold a permanent session (%s)", policy.PermanentSession)
+	}
+	if auth.Principal != me.Principal {
+		release, err := s.track.reserve(auth.Principal, s.cfg.Limits.SessionsPerPrincipal)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
+	token := newToken()
+	rec, _, err := s.modify(ctx, me.ID, me, func(r *sessions.Record) (bool, error) {
+		r.Principal = auth.Principal
+		r.Roles = append([]string{}, auth.Roles...)
+		r.User = user
+		r.Fixed[sessions.PropPrincipal] = auth.Principal
+		r.Fixed[sessions.PropRoles] = filter.RolesToString(auth.Roles)
+		maps.Copy(r.Fixed, authFixed)
+		r.TokenHash = sessions.HashToken(token)
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.event(ctx, rec, wire.EventPrincipalChanged, nil, ""); err != nil {
+		return nil, err
+	}
+	return &wire.SessionChangePrincipalResponse{Session: rec.Public(), Token: token}, nil
+}
+
+// close closes the caller's session (by_client) or, with MODIFY_SESSION, another by
+// id or every session matching a filter (by_server).
+func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.SessionCloseRequest) (*wire.SessionCloseResponse, error) {
+	if req.ID != "" && req.Filter != "" {
+		return nil, wire.Errorf(wire.CodeBadRequest, "name the session by id or by filter, not both")
+	}
+	me, err := s.caller(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if req.Filter != "" {
+		if !s.pol.Allowed(me.Roles, policy.ModifySession, "") {
+			return nil, wire.Errorf(wire.CodeForbidden, "closing other sessions needs %s", policy.ModifySession)
+		}
+		recs, err := s.matching(req.Filter, false)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for _, r := range recs {
+			reason := wire.ClosedByServer
+			if r.ID == me.ID {
+				reason = wire.ClosedByClient
+			}
+			err := s.closeSession(ctx, r.ID, nil, reason)
+			switch {
+			case err == nil:
+				n++
+			case errors.Is(err, wire.ErrSessionClosed), errors.Is(err, wire.ErrSessionNotFound):
+			default:
+				return nil, err
+			}
+		}
+		return &wire.SessionCloseResponse{Closed: n}, nil
+	}
+	target, own, err := s.target(ctx, me, req.ID, policy.ModifySession)
+	if err != nil {
+		return nil, err
+	}
+	reason := wire.ClosedByServer
+	if own {
+		reason = wire.ClosedByClient
+	}
+	if err := s.closeSession(ctx, target.ID, target, reason); err != nil {
+		return nil, err
+	}
+	return &wire.SessionCloseResponse{Closed: 1}, nil
+}
+
+// closeSession moves a session to CLOSED with a compare-and-set and, only when this
+// call made the transition, publishes the one CLOSED event (message id <id>-closed,
+// so that a retried publish is not duplicated). A session already closed is
+// session_closed.
+func (s *Service) closeSession(ctx context.Context, id string, first *sessions.Record, reason wire.CloseReason) error {
+	return s.closeIf(ctx, id, first, func(*sessions.Record) (wire.CloseReason, bool) { return reason, true })
+}
+
+// closeIf is closeSession with the decision taken again on the current record before
+// each attempt: decide returns the reason, or false to write nothing (the expiry uses
+// it to honour activity that arrived meanwhile).
+func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record, decide func(*sessions.Record) (wire.CloseReason, bool)) error {
+	rec, changed, err := s.modify(ctx, id, first, func(r *sessions.Record) (bool, error) {
+		reason, ok := decide(r)
+		if !ok {
+			return false, nil
+		}
+		now := s.cfg.Now()
+		r.State = wire.StateClosed
+		r.CloseReason = reason
+		r.ClosedAt = &now
+		r.RecoveringSince = nil
+		return true, nil
+	})
+	if err != nil || !changed {
+		return err
+	}
+	return s.event(ctx, rec, wire.EventClosed, nil, closedMsgID(rec.ID))
+}
+
+func closedMsgID(id string) string { return id + "-closed" }
+
+// tombstoneExpired writes the CLOSED tombstone of a session whose record the KV TTL
+// removed (no registry closed it in time), from the last record seen, and publishes
+// its CLOSED event. Several instances may race; Create lets one win.
+func (s *Service) tombstoneExpired(ctx context.Context, last *sessions.Record) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rec := last.Clone()
+	now := s.cfg.Now()
+	rec.State = wire.StateClosed
+	rec.CloseReason = wire.ClosedExpired
+	rec.ClosedAt = &now
+	rec.UpdatedAt = now
+	rec.RecoveringSince = nil
+	rev, err := s.st.create(ctx, rec, ttlFor(&s.cfg, rec))
+	if err != nil {
+		if !errors.Is(err, errConflict) {
+			s.log.Warn("writing the tombstone of an expired session", "session_id", rec.ID, "err", err)
+		}
+		return
+	}
+	rec.Revision = rev
+	if err := s.event(ctx, rec, wire.EventClosed, nil, closedMsgID(rec.ID)); err != nil {
+		s.log.Warn("publishing a closed event", "session_id", rec.ID, "err", err)
+	}
+}

@@ -1,0 +1,172 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// Streams the registry owns besides the sessions bucket.
+const (
+	// EventsStream keeps session events on roster.v1.events.session.<id>.<kind>.
+	EventsStream = "ROSTER_SESSION_EVENTS"
+	// ActivityStream keeps the activity batches published on
+	// roster.internal.v1.session.activity, so that a starting registry knows the
+	// activity not yet persisted in the records.
+	ActivityStream = "ROSTER_SESSION_ACTIVITY"
+	// eventsDedup is the events stream's duplicate window: a CLOSED event is
+	// published with the message id <id>-closed, so retries and the republish of a
+	// starting instance do not duplicate it.
+	eventsDedup = 2 * time.Minute
+)
+
+// errConflict is a lost compare-and-set: the record changed since it was read.
+var errConflict = errors.New("registry: record changed concurrently")
+
+// store is the registry's access to JetStream: the sessions bucket and the streams.
+type store struct {
+	js jetstream.JetStream
+	kv jetstream.KeyValue
+}
+
+func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store, error) {
+	kv, err := sessions.UpdateBucket(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        EventsStream,
+		Description: "Roster session events: opened, updated, disconnected, reconnected, principal_changed, closed",
+		Subjects:    []string{wire.SessionEventsPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		MaxAge:      cfg.EventsMaxAge,
+		Duplicates:  eventsDedup,
+	}); err != nil {
+		return nil, fmt.Errorf("registry: stream %s: %w", EventsStream, err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        ActivityStream,
+		Description: "Batches of active session ids, replayed by a starting registry",
+		Subjects:    []string{wire.SubjectSessionActivity},
+		Storage:     jetstream.FileStorage,
+		MaxAge:      2 * cfg.PersistInterval,
+		Duplicates:  time.Second,
+	}); err != nil {
+		return nil, fmt.Errorf("registry: stream %s: %w", ActivityStream, err)
+	}
+	return &store{js: js, kv: kv}, nil
+}
+
+// get reads the current record of a session.
+func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
+	if !validID(id) {
+		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
+	}
+	e, err := st.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
+	}
+	if err != nil {
+		return nil, unavailable("read session", err)
+	}
+	return sessions.Decode(e.Value(), e.Revision())
+}
+
+// create stores a new record; ttl 0 means none.
+func (st *store) create(ctx context.Context, rec *sessions.Record, ttl time.Duration) (uint64, error) {
+	data, err := sessions.Encode(rec)
+	if err != nil {
+		return 0, err
+	}
+	var opts []jetstream.KVCreateOpt
+	if ttl > 0 {
+		opts = append(opts, jetstream.KeyTTL(ttl))
+	}
+	rev, err := st.kv.Create(ctx, rec.ID, data, opts...)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, errConflict
+	}
+	if err != nil {
+		return 0, unavailable("create session", err)
+	}
+	return rev, nil
+}
+
+// write stores rec if the key is still at rec.Revision, with a per-key TTL (0: none).
+// kv.Update would drop the TTL, so this publishes to the bucket's subject with the
+// expected last sequence and the TTL header.
+func (st *store) write(ctx context.Context, rec *sessions.Record, ttl time.Duration) (uint64, error) {
+	data, err := sessions.Encode(rec)
+	if err != nil {
+		return 0, err
+	}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(rec.Revision)}
+	if ttl > 0 {
+		opts = append(opts, jetstream.WithMsgTTL(ttl))
+	}
+	ack, err := st.js.Publish(ctx, "$KV."+sessions.Bucket+"."+rec.ID, data, opts...)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return 0, errConflict
+		}
+		return 0, unavailable("write session", err)
+	}
+	return ack.Sequence, nil
+}
+
+// publishEvent appends a session event to the events stream. msgID, when not empty,
+// deduplicates retries within the stream's duplicate window.
+func (st *store) publishEvent(ctx context.Context, ev *wire.SessionEvent, msgID string) error {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	msg := &nats.Msg{Subject: wire.SessionEventSubject(ev.SessionID, ev.Kind), Data: data, Header: nats.Header{}}
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	if _, err := st.js.PublishMsg(ctx, msg, opts...); err != nil {
+		return unavailable("publish session event", err)
+	}
+	return nil
+}
+
+// unavailable wraps a storage failure: the client sees unavailable, the cause is
+// logged by the endpoint.
+func unavailable(what string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", what, errors.Join(wire.Errorf(wire.CodeTimeout, "storage did not answer in time"), err))
+	}
+	return fmt.Errorf("%s: %w", what, errors.Join(wire.Errorf(wire.CodeUnavailable, "session storage is not available"), err))
+}
+
+// ttlFor returns the per-key TTL a record is written with: the tombstone retention
+// for a CLOSED record, none for a permanent one, and otherwise the timeout plus the
+// persist interval plus slack, so that it never fires while a registry runs.
+// TTLs are whole seconds.
+func ttlFor(cfg *Config, rec *sessions.Record) time.Duration {
+	var d time.Duration
+	switch {
+	case rec.Closed():
+		d = cfg.TombstoneRetention
+	case rec.Permanent:
+		if rec.State != wire.StateRecovering {
+			return 0
+		}
+		d = cfg.ReconnectWindow + cfg.PersistInterval + cfg.TTLSlack
+	default:
+		d = rec.Timeout() + cfg.PersistInterval + cfg.TTLSlack
+	}
+	return d.Truncate(time.Second) + time.Second
+}

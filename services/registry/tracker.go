@@ -1,0 +1,629 @@
+package registry
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// SubjectDisconnect is where the server announces closed client connections of the
+// CLIENTS account. The services account sees it through a stream import from the
+// system account (see pkg/embedded); without the import sessions still close by
+// their timeout, they just never become RECOVERING.
+const SubjectDisconnect = "$SYS.ACCOUNT.CLIENTS.DISCONNECT" // = embedded.DisconnectAdvisories
+
+// expiryWorkers bounds the expiries written at once.
+const expiryWorkers = 16
+
+// entry is what the tracker knows of one session.
+type entry struct {
+	rec *sessions.Record
+	// due is the deadline the scheduler heap holds for it (zero: none).
+	due time.Time
+}
+
+// tracker follows every session in memory: the latest record (from the KV watch and
+// this instance's own writes), the latest activity seen by any instance, and the
+// deadline at which it expires or its reconnect window ends.
+type tracker struct {
+	s *Service
+
+	mu          sync.Mutex
+	sessions    map[string]*entry
+	last        map[string]time.Time // latest activity per session id
+	byConn      map[string]map[string]struct{}
+	byPrincipal map[string]int // open sessions per principal
+	reserved    map[string]int // opens in progress per principal
+	heap        deadlines
+	broadcast   map[string]struct{} // own activity not yet published
+	loaded      bool
+	republish   []*sessions.Record // CLOSED tombstones found at start, recently closed
+
+	wake    chan struct{}
+	expired chan *sessions.Record // live records the KV TTL removed
+}
+
+func newTracker(s *Service) *tracker {
+	return &tracker{
+		s:           s,
+		sessions:    map[string]*entry{},
+		last:        map[string]time.Time{},
+		byConn:      map[string]map[string]struct{}{},
+		byPrincipal: map[string]int{},
+		reserved:    map[string]int{},
+		broadcast:   map[string]struct{}{},
+		wake:        make(chan struct{}, 1),
+		expired:     make(chan *sessions.Record, 4096),
+	}
+}
+
+func (t *tracker) ready(context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.loaded {
+		return errors.New("loading sessions")
+	}
+	return nil
+}
+
+// activity records activity of a session seen by this instance; it is broadcast to
+// the other instances with the next batch.
+func (t *tracker) activity(id string) {
+	now := t.s.cfg.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if now.After(t.last[id]) {
+		t.last[id] = now
+	}
+	t.broadcast[id] = struct{}{}
+}
+
+// lastActivity returns the latest activity known for a session.
+func (t *tracker) lastActivity(id string) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.last[id]
+	if e := t.sessions[id]; e != nil && e.rec.LastActivity.After(l) {
+		l = e.rec.LastActivity
+	}
+	return l
+}
+
+// reserve counts an open in progress against the principal's limit until release.
+func (t *tracker) reserve(principal string, limit int) (release func(), err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := t.byPrincipal[principal] + t.reserved[principal]; n >= limit {
+		return nil, wire.Errorf(wire.CodeLimitExceeded, "principal has %d open sessions; the limit of sessions per principal is %d", n, limit)
+	}
+	t.reserved[principal]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			if t.reserved[principal]--; t.reserved[principal] <= 0 {
+				delete(t.reserved, principal)
+			}
+		})
+	}, nil
+}
+
+// opened and written take this instance's own writes into account at once, before
+// the watch delivers them.
+func (t *tracker) opened(rec *sessions.Record) {
+	t.activity(rec.ID)
+	t.written(rec)
+}
+
+func (t *tracker) written(rec *sessions.Record) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.upsertLocked(rec)
+}
+
+// onChange applies a change seen by the KV watch. It runs on the view's goroutine.
+func (t *tracker) onChange(ch sessions.Change) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ch.Record != nil {
+		if !t.loaded && ch.Record.Closed() && ch.Record.ClosedAt != nil &&
+			time.Since(*ch.Record.ClosedAt) < eventsDedup-30*time.Second {
+			t.republish = append(t.republish, ch.Record)
+		}
+		t.upsertLocked(ch.Record)
+		return
+	}
+	e := t.sessions[ch.ID]
+	if e == nil {
+		return
+	}
+	t.unindexLocked(e.rec)
+	delete(t.sessions, ch.ID)
+	delete(t.last, ch.ID)
+	if !e.rec.Closed() {
+		// The KV TTL removed a live record: no registry closed it in time. Write
+		// the tombstone from the last record seen.
+		select {
+		case t.expired <- e.rec:
+		default:
+			t.s.log.Warn("too many expired records to tombstone; dropping one", "session_id", e.rec.ID)
+		}
+	}
+}
+
+func (t *tracker) upsertLocked(rec *sessions.Record) {
+	e := t.sessions[rec.ID]
+	if e != nil && e.rec.Revision >= rec.Revision {
+		return
+	}
+	if e == nil {
+		e = &entry{}
+		t.sessions[rec.ID] = e
+	} else {
+		t.unindexLocked(e.rec)
+	}
+	e.rec = rec
+	if rec.Closed() {
+		delete(t.last, rec.ID)
+		return
+	}
+	if rec.LastActivity.After(t.last[rec.ID]) {
+		t.last[rec.ID] = rec.LastActivity
+	}
+	t.byPrincipal[rec.Principal]++
+	if rec.Connection != "" {
+		ids := t.byConn[rec.Connection]
+		if ids == nil {
+			ids = map[string]struct{}{}
+			t.byConn[rec.Connection] = ids
+		}
+		ids[rec.ID] = struct{}{}
+	}
+	t.scheduleLocked(rec.ID, e)
+}
+
+func (t *tracker) unindexLocked(rec *sessions.Record) {
+	if rec.Closed() {
+		return
+	}
+	if t.byPrincipal[rec.Principal]--; t.byPrincipal[rec.Principal] <= 0 {
+		delete(t.byPrincipal, rec.Principal)
+	}
+	if ids := t.byConn[rec.Connection]; ids != nil {
+		delete(ids, rec.ID)
+		if len(ids) == 0 {
+			delete(t.byConn, rec.Connection)
+		}
+	}
+}
+
+// deadlineLocked returns when a session ends and why: its inactivity timeout (plus
+// the grace that covers activity batches in flight) or, while RECOVERING, the end of
+// its reconnect window. Zero means never (a permanent ACTIVE session).
+func (t *tracker) deadlineLocked(rec *sessions.Record) (time.Time, wire.CloseReason) {
+	var at time.Time
+	reason := wire.ClosedExpired
+	if !rec.Permanent {
+		last := t.last[rec.ID]
+		if rec.LastActivity.After(last) {
+			last = rec.LastActivity
+		}
+		at = last.Add(rec.Timeout() + t.s.cfg.ExpiryGrace)
+	}
+	if rec.State == wire.StateRecovering && rec.RecoveringSince != nil {
+		w := rec.RecoveringSince.Add(t.s.cfg.ReconnectWindow)
+		if at.IsZero() || w.Before(at) {
+			at, reason = w, wire.ClosedFailed
+		}
+	}
+	return at, reason
+}
+
+// scheduleLocked makes sure the heap holds the session's deadline. Activity only
+// moves deadlines later, so the heap may hold an earlier one: when it comes due the
+// scheduler computes the real deadline and reschedules.
+func (t *tracker) scheduleLocked(id string, e *entry) {
+	at, _ := t.deadlineLocked(e.rec)
+	if at.IsZero() {
+		return
+	}
+	if e.due.IsZero() || at.Before(e.due) {
+		e.due = at
+		heap.Push(&t.heap, deadline{at: at, id: id})
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// retryLocked schedules another look at a session after a failed expiry.
+func (t *tracker) retryLocked(id string, at time.Time) {
+	if e := t.sessions[id]; e != nil && !e.rec.Closed() {
+		e.due = at
+		heap.Push(&t.heap, deadline{at: at, id: id})
+	}
+}
+
+// run loads the state and follows it until ctx ends.
+func (t *tracker) run(ctx context.Context) error {
+	s := t.s
+	activity := make(chan *nats.Msg, 8192)
+	asub, err := s.nc.ChanSubscribe(wire.SubjectSessionActivity, activity)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = asub.Unsubscribe() }()
+	disconnects := make(chan *nats.Msg, 1024)
+	dsub, err := s.nc.ChanSubscribe(SubjectDisconnect, disconnects)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = dsub.Unsubscribe() }()
+	if err := s.nc.Flush(); err != nil {
+		return err
+	}
+	if err := t.replay(ctx); err != nil {
+		return err
+	}
+	view, err := sessions.Watch(ctx, s.js)
+	if err != nil {
+		return err
+	}
+	defer view.Close()
+	cancelSub := view.Subscribe(t.onChange)
+	defer cancelSub()
+	t.mu.Lock()
+	t.loaded = true
+	republish := t.republish
+	t.republish = nil
+	t.mu.Unlock()
+	for _, rec := range republish {
+		// The instance that closed it may have stopped between the write and the
+		// event; the message id makes this a no-op when the event exists.
+		if err := s.event(ctx, rec, wire.EventClosed, nil, closedMsgID(rec.ID)); err != nil {
+			s.log.Warn("republishing a closed event", "session_id", rec.ID, "err", err)
+		}
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	work := func(fn func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); fn() }()
+	}
+	work(func() { t.consumeActivity(ctx, activity) })
+	work(func() { t.consumeDisconnects(ctx, disconnects) })
+	work(func() { t.flushLoop(ctx) })
+	work(func() { t.persistLoop(ctx) })
+	work(func() { t.expiryLoop(ctx) })
+	work(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case rec := <-t.expired:
+				s.tombstoneExpired(ctx, rec)
+			}
+		}
+	})
+	<-ctx.Done()
+	return nil
+}
+
+// replay reads the activity stream, so that activity not yet persisted in the
+// records counts for the deadlines. Each batch counts at the time the stream stored
+// it, which is after the activity it reports.
+func (t *tracker) replay(ctx context.Context) error {
+	cons, err := t.s.js.OrderedConsumer(ctx, ActivityStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return err
+	}
+	for {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(300*time.Millisecond))
+		if err != nil {
+			return err
+		}
+		n := 0
+		done := false
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			t.noteActivity(msg.Data(), md.Timestamp)
+			done = md.NumPending == 0
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return err
+		}
+		if n == 0 || done {
+			return nil
+		}
+	}
+}
+
+func (t *tracker) noteActivity(data []byte, at time.Time) {
+	var a wire.SessionActivity
+	if json.Unmarshal(data, &a) != nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, id := range a.Sessions {
+		if at.After(t.last[id]) {
+			t.last[id] = at
+		}
+	}
+}
+
+func (t *tracker) consumeActivity(ctx context.Context, ch <-chan *nats.Msg) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg := <-ch:
+			t.noteActivity(msg.Data, t.s.cfg.Now())
+		}
+	}
+}
+
+// flushLoop publishes this instance's activity once per interval.
+func (t *tracker) flushLoop(ctx context.Context) {
+	tick := time.NewTicker(t.s.cfg.ActivityInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			t.flush()
+			return
+		case <-tick.C:
+			t.flush()
+		}
+	}
+}
+
+func (t *tracker) flush() {
+	t.mu.Lock()
+	if len(t.broadcast) == 0 {
+		t.mu.Unlock()
+		return
+	}
+	ids := make([]string, 0, len(t.broadcast))
+	for id := range t.broadcast {
+		ids = append(ids, id)
+	}
+	clear(t.broadcast)
+	t.mu.Unlock()
+	if err := sessions.PublishActivity(t.s.nc, ids); err != nil {
+		t.s.log.Warn("publishing activity", "err", err)
+	}
+}
+
+// persistLoop writes the last activity into records whose stored one is older than
+// the persist interval, so that it survives the activity stream's retention, and
+// refreshes their KV TTL.
+func (t *tracker) persistLoop(ctx context.Context) {
+	every := max(t.s.cfg.PersistInterval/10, 100*time.Millisecond)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var stale []*sessions.Record
+		t.mu.Lock()
+		for id, e := range t.sessions {
+			if !e.rec.Closed() && t.last[id].Sub(e.rec.LastActivity) >= t.s.cfg.PersistInterval {
+				stale = append(stale, e.rec)
+			}
+		}
+		t.mu.Unlock()
+		for _, rec := range stale {
+			if ctx.Err() != nil {
+				return
+			}
+			_, _, err := t.s.modify(ctx, rec.ID, rec, func(r *sessions.Record) (bool, error) {
+				return t.lastActivity(r.ID).Sub(r.LastActivity) >= t.s.cfg.PersistInterval, nil
+			})
+			if err != nil && !errors.Is(err, wire.ErrSessionClosed) && !errors.Is(err, wire.ErrSessionNotFound) {
+				t.s.log.Warn("persisting activity", "session_id", rec.ID, "err", err)
+			}
+		}
+	}
+}
+
+// expiryLoop closes sessions when their deadline passes.
+func (t *tracker) expiryLoop(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	sem := make(chan struct{}, expiryWorkers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		t.mu.Lock()
+		wait := time.Hour
+		if len(t.heap) > 0 {
+			wait = time.Until(t.heap[0].at)
+		}
+		t.mu.Unlock()
+		timer.Reset(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.wake:
+			if !timer.Stop() {
+				<-timer.C
+			}
+			continue
+		case <-timer.C:
+		}
+		now := t.s.cfg.Now()
+		var due []string
+		t.mu.Lock()
+		for len(t.heap) > 0 && !t.heap[0].at.After(now) {
+			d := heap.Pop(&t.heap).(deadline)
+			e := t.sessions[d.id]
+			if e == nil || e.rec.Closed() || !e.due.Equal(d.at) {
+				continue // stale: closed, or a later push superseded it
+			}
+			e.due = time.Time{}
+			at, _ := t.deadlineLocked(e.rec)
+			if at.IsZero() {
+				continue
+			}
+			if at.After(now) {
+				e.due = at
+				heap.Push(&t.heap, deadline{at: at, id: d.id})
+				continue
+			}
+			due = append(due, d.id)
+		}
+		t.mu.Unlock()
+		for _, id := range due {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				t.expire(ctx, id)
+			}()
+		}
+	}
+}
+
+// expire closes a session whose deadline passed, unless activity arrived meanwhile.
+// Every instance may try at once: the compare-and-set lets one win, and only the
+// winner publishes the CLOSED event.
+func (t *tracker) expire(ctx context.Context, id string) {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := t.s.closeIf(sctx, id, nil, func(r *sessions.Record) (wire.CloseReason, bool) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		at, reason := t.deadlineLocked(r)
+		if at.IsZero() || at.After(t.s.cfg.Now()) {
+			if e := t.sessions[id]; e != nil {
+				t.scheduleLocked(id, e)
+			}
+			return "", false
+		}
+		return reason, true
+	})
+	if err == nil || errors.Is(err, wire.ErrSessionClosed) || errors.Is(err, wire.ErrSessionNotFound) || ctx.Err() != nil {
+		return
+	}
+	t.s.log.Warn("expiring session", "session_id", id, "err", err)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.retryLocked(id, t.s.cfg.Now().Add(time.Second))
+}
+
+// disconnectAdvisory is the part of the server's client disconnect advisory the
+// registry reads.
+type disconnectAdvisory struct {
+	Server struct {
+		Name string `json:"name"`
+	} `json:"server"`
+	Client wire.RequestInfo `json:"client"`
+}
+
+func (t *tracker) consumeDisconnects(ctx context.Context, ch <-chan *nats.Msg) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg := <-ch:
+			var adv disconnectAdvisory
+			if json.Unmarshal(msg.Data, &adv) != nil {
+				continue
+			}
+			adv.Client.Server = adv.Server.Name
+			t.disconnected(ctx, adv.Client.ConnectionKey())
+		}
+	}
+}
+
+// disconnected moves the ACTIVE sessions bound to a closed connection to RECOVERING
+// and publishes their DISCONNECTED events.
+func (t *tracker) disconnected(ctx context.Context, conn string) {
+	if conn == "" {
+		return
+	}
+	t.mu.Lock()
+	var ids []string
+	for id := range t.byConn[conn] {
+		ids = append(ids, id)
+	}
+	t.mu.Unlock()
+	for _, id := range ids {
+		rec, changed, err := t.s.modify(ctx, id, nil, func(r *sessions.Record) (bool, error) {
+			if r.State != wire.StateActive || r.Connection != conn {
+				return false, nil
+			}
+			now := t.s.cfg.Now()
+			r.State = wire.StateRecovering
+			r.RecoveringSince = &now
+			return true, nil
+		})
+		if err != nil {
+			if !errors.Is(err, wire.ErrSessionClosed) && !errors.Is(err, wire.ErrSessionNotFound) {
+				t.s.log.Warn("marking a session recovering", "session_id", id, "err", err)
+			}
+			continue
+		}
+		if changed {
+			if err := t.s.event(ctx, rec, wire.EventDisconnected, nil, ""); err != nil {
+				t.s.log.Warn("publishing a disconnected event", "session_id", id, "err", err)
+			}
+		}
+	}
+}
+
+// rangeRecords calls fn with every record the tracker holds, tombstones included.
+func (t *tracker) rangeRecords(fn func(*sessions.Record)) {
+	t.mu.Lock()
+	recs := make([]*sessions.Record, 0, len(t.sessions))
+	for _, e := range t.sessions {
+		recs = append(recs, e.rec)
+	}
+	t.mu.Unlock()
+	for _, r := range recs {
+		fn(r)
+	}
+}
+
+// deadline is a heap entry.
+type deadline struct {
+	at time.Time
+	id string
+}
+
+type deadlines []deadline
+
+func (h deadlines) Len() int           { return len(h) }
+func (h deadlines) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h deadlines) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *deadlines) Push(x any)        { *h = append(*h, x.(deadline)) }
+func (h *deadlines) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}

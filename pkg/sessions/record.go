@@ -48,6 +48,11 @@ type Record struct {
 	// Connection is the key (wire.RequestInfo.ConnectionKey) of the connection the
 	// session is bound to; empty when the request carried no request info.
 	Connection string `json:"connection"`
+	// DeliverKey is the connection key the auth callout verified for that connection
+	// (its user nkey, wire.RequestInfo.User): deliveries to the session go under
+	// wire.ConnectionDeliverPrefix(DeliverKey), which only that connection may read.
+	// Empty when the connection presented no key.
+	DeliverKey string `json:"deliver_key,omitempty"`
 	// TimeoutMS is the inactivity timeout; 0 when Permanent.
 	TimeoutMS int64     `json:"timeout_ms"`
 	Permanent bool      `json:"permanent"`

@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
@@ -169,10 +168,7 @@ func (s *Service) apply(c sessions.Change) {
 // development configurations let anyone subscribe to — when the record's connection is
 // not such a key. This is the one place that reads it from the record.
 func deliveryKey(r *sessions.Record) string {
-	if nkeys.IsValidPublicUserKey(r.Connection) {
-		return r.Connection
-	}
-	return ""
+	return r.DeliverKey
 }
 
 // Run blocks until ctx ends, then stops taking requests, waits up to

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nkeys"
+
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/filter"
 	"github.com/seed-3c836eab/roster/pkg/policy"
@@ -94,6 +96,7 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 		State:        wire.StateActive,
 		TokenHash:    sessions.HashToken(token),
 		Connection:   c.Info.ConnectionKey(),
+		DeliverKey:   deliverKey(c.Info),
 		TimeoutMS:    timeout.Milliseconds(),
 		Permanent:    req.Permanent,
 		StartTime:    now,
@@ -431,13 +434,13 @@ func (s *Service) resume(ctx context.Context, c *endpoint.Call, _ *wire.SessionR
 	if err != nil {
 		return nil, err
 	}
-	conn := c.Info.ConnectionKey()
+	conn, key := c.Info.ConnectionKey(), deliverKey(c.Info)
 	rec, changed, err := s.modify(ctx, me.ID, me, func(r *sessions.Record) (bool, error) {
-		if r.State == wire.StateActive && r.Connection == conn {
+		if r.State == wire.StateActive && r.Connection == conn && r.DeliverKey == key {
 			return false, nil
 		}
 		r.State = wire.StateActive
-		r.Connection = conn
+		r.Connection, r.DeliverKey = conn, key
 		r.RecoveringSince = nil
 		return true, nil
 	})
@@ -598,4 +601,13 @@ func (s *Service) tombstoneExpired(ctx context.Context, last *sessions.Record) {
 	if err := s.event(ctx, rec, wire.EventClosed, nil, closedMsgID(rec.ID)); err != nil {
 		s.log.Warn("publishing a closed event", "session_id", rec.ID, "err", err)
 	}
+}
+
+// deliverKey returns the connection key the auth callout verified for the requesting
+// connection (the user nkey it named the connection after), or "" when it has none.
+func deliverKey(ri *wire.RequestInfo) string {
+	if ri == nil || !nkeys.IsValidPublicUserKey(ri.User) {
+		return ""
+	}
+	return ri.User
 }

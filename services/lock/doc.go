@@ -2,5 +2,55 @@
 // exclusive or shared, with fair waiting, session or connection scope, and fencing
 // tokens.
 //
-// Subjects: roster.v1.lock.> (roster.v1.lock.health). Error codes: see schemas/errors.json.
+// # Subjects
+//
+// Every request is session-scoped (Roster-Session and Roster-Token headers):
+//
+//   - roster.v1.lock.acquire: take a lock (ACQUIRE_LOCK on the name). Try once
+//     (wait_ms 0), wait up to wait_ms, or until cancelled (-1). A waiting request
+//     is held by the service — no handler slot, no goroutine — and answered when
+//     it is granted, its wait ends (timeout), it is cancelled, or its session
+//     closes (session_closed) or, for connection scope, loses its connection. One
+//     request is held at most Config.MaxWait (below the import's 2-minute response
+//     threshold); a longer wait is answered timeout there and keeps its place for
+//     Config.Reattach, for the client to re-issue it with the same request_id.
+//     Acquiring a lock the session holds returns the equal lock (same token), with
+//     the weaker of the two scopes.
+//   - roster.v1.lock.release: give a lock back; lock_not_held when the session does
+//     not hold it, or a non-zero token is not the held one.
+//   - roster.v1.lock.cancel: withdraw a waiting acquire by its request_id
+//     (not_found when none of the session's requests has it).
+//   - roster.v1.lock.list: locks with holders and waiters (VIEW_LOCKS).
+//   - roster.v1.lock.health.
+//
+// # State
+//
+// KV bucket roster_locks (services account), key = base64url(name), value = JSON
+// record {name, holders[], waiters[]}; a lock with neither is deleted. Every change
+// is a compare-and-set on the key's revision, so any instance can serve any request
+// and an instance can die at any moment without breaking safety. The fencing token
+// of a grant is the revision of the write that granted it: stream sequences only
+// grow, so tokens strictly increase per name across restarts and failovers.
+//
+// Waiters are served first come, first served: a request is granted only if it is
+// compatible with the holders and nobody waits before it, so a waiting exclusive
+// request holds back the shared ones behind it; consecutive shared waiters at the
+// head are granted by one write. The write that frees a lock grants the next
+// waiters in the same compare-and-set, and whichever instance made it answers
+// their held requests on the reply subjects stored with them.
+//
+// Locks of a session that closes or expires are released, and connection-scoped
+// ones also when it loses its connection (RECOVERING, or resumed elsewhere): every
+// instance follows the sessions bucket (pkg/sessions) and releases with a
+// compare-and-set, which makes the release happen once however many instances see
+// the change.
+//
+// # Error codes
+//
+// invalid_name (bad lock name), bad_request (mode, scope, wait, request id,
+// malformed body), unauthenticated / invalid_token / session_not_found /
+// session_closed (the session headers), forbidden (ACQUIRE_LOCK, VIEW_LOCKS),
+// timeout (not granted: try-once, wait over, cancelled), lock_not_held (release),
+// not_found (cancel), conflict (a shared holder asking for exclusive),
+// limit_exceeded (too many waiters on one lock), unavailable (storage).
 package lock

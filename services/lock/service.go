@@ -1,15 +1,24 @@
 package lock
 
 import (
+	"container/heap"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
 // Name and Version identify the service in $SRV.INFO.
@@ -17,34 +26,173 @@ const (
 	Name    = "roster-lock"
 	Version = "0.1.0"
 	// Prefix is the subject prefix of the service's endpoints.
-	Prefix = "roster.v1.lock"
+	Prefix = wire.LockPrefix
 )
 
-// Config configures the service.
+// Authorizer answers permission questions from the current policy (policy.Holder).
+type Authorizer interface {
+	Allowed(roles []string, perm policy.Permission, name string) bool
+}
+
+// Sessions is what the lock service needs of the session registry: a live view of
+// the sessions bucket (*sessions.View).
+type Sessions interface {
+	// Authenticate returns the caller's session record, or session_not_found,
+	// session_closed or invalid_token.
+	Authenticate(id, token string) (*sessions.Record, error)
+	// Get returns a session's current record.
+	Get(id string) (*sessions.Record, bool)
+	// Subscribe calls fn for every record and every later change, quickly, until
+	// cancel is called.
+	Subscribe(fn func(sessions.Change)) (cancel func())
+	// Touch records activity of a session.
+	Touch(id string)
+}
+
+// Config configures the service. Zero fields take the defaults named.
 type Config struct {
 	// MaxConcurrent bounds the requests handled at once (0: the endpoint default).
+	// A waiting acquire does not count: its request is held without a slot.
 	MaxConcurrent int
 	// DrainTimeout bounds how long Run waits for requests in flight when it stops.
 	DrainTimeout time.Duration
+	// MaxWait bounds how long one acquire request is held (60 s); an acquire that
+	// wants longer is answered timeout at MaxWait, keeps its place for Reattach,
+	// and is re-issued by the client with the same request id. It must stay below
+	// the response threshold of the CLIENTS→SERVICES import (2 minutes), after
+	// which NATS drops the reply.
+	MaxWait time.Duration
+	// ExpiryGrace is how long after a waiter's deadline another instance removes it
+	// when the instance that took the request has not (2 s).
+	ExpiryGrace time.Duration
+	// Reattach is how long a waiter whose request was answered at MaxWait keeps its
+	// place in the queue for the client to re-issue the request (10 s).
+	Reattach time.Duration
+	// MaxWaiters bounds the waiting requests of one lock (2000), which bounds the
+	// size of its record (about 250 bytes a waiter) below NATS's max payload.
+	MaxWaiters int
+	// StoreTimeout bounds one storage operation (5 s).
+	StoreTimeout time.Duration
+	// ListLimit is the default page size of list (100); MaxListLimit its maximum
+	// (1000).
+	ListLimit    int
+	MaxListLimit int
+	// Instance names this instance in the waiters it owns (default: a random id).
+	Instance string
+	// Now returns the time; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	def(&c.DrainTimeout, 10*time.Second)
+	def(&c.MaxWait, time.Minute)
+	def(&c.ExpiryGrace, 2*time.Second)
+	def(&c.Reattach, 10*time.Second)
+	def(&c.StoreTimeout, 5*time.Second)
+	defInt(&c.MaxWaiters, 2000)
+	defInt(&c.ListLimit, 100)
+	defInt(&c.MaxListLimit, 1000)
+	if c.Instance == "" {
+		c.Instance = nuid.Next()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 }
 
 // Service is one instance of the lock service. Any number of instances may run
-// against the same NATS; requests are spread over them by a queue group.
+// against the same NATS; requests are spread over them by a queue group, and any
+// instance can serve any request: the state is in KV.
 type Service struct {
-	cfg Config
-	svc *endpoint.Service
-	log *slog.Logger
+	cfg  Config
+	nc   *nats.Conn
+	st   *store
+	sess Sessions
+	// sessKV is read when the view does not know a session yet.
+	sessKV jetstream.KeyValue
+	pol    Authorizer
+	svc    *endpoint.Service
+	log    *slog.Logger
+
+	// ctx ends when Run stops the service; wg tracks every goroutine it started.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	qmu    sync.Mutex
+	queues map[string][]*task // pending operations per lock name
+
+	tmu       sync.Mutex
+	timers    deadlineHeap
+	scheduled map[string]int64 // earliest deadline in timers per lock name
+	wake      chan struct{}
+
+	smu     sync.Mutex
+	suspect map[string]sessionState // sessions whose locks need checking
+	swake   chan struct{}
+
+	grants    atomic.Uint64
+	conflicts atomic.Uint64
+	runOnce   sync.Once
 }
 
-// New registers the service's endpoints on nc. The service answers requests as soon
-// as New returns; Run waits for the end and drains.
-func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (*Service, error) {
-	if nc == nil || tp == nil || log == nil {
-		return nil, errors.New("lock: connection, tracer provider and logger are required")
+// New opens the locks bucket, loads it, and registers the service's endpoints on
+// nc; the service answers requests as soon as New returns. Run blocks until the end.
+func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.TracerProvider, log *slog.Logger) (*Service, error) {
+	if nc == nil || sess == nil || pol == nil || tp == nil || log == nil {
+		return nil, errors.New("lock: connection, sessions, authorizer, tracer provider and logger are required")
 	}
-	if cfg.DrainTimeout <= 0 {
-		cfg.DrainTimeout = 10 * time.Second
+	cfg.setDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("lock: jetstream: %w", err)
 	}
+	octx, ocancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer ocancel()
+	st, err := openStore(octx, js)
+	if err != nil {
+		return nil, err
+	}
+	sessKV, err := sessions.EnsureBucket(octx, js)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		cfg: cfg, nc: nc, st: st, sess: sess, sessKV: sessKV, pol: pol,
+		log: log.With("service", Name),
+		ctx: ctx, cancel: cancel,
+		queues:    map[string][]*task{},
+		scheduled: map[string]int64{},
+		wake:      make(chan struct{}, 1),
+		suspect:   map[string]sessionState{},
+		swake:     make(chan struct{}, 1),
+	}
+	fail := func(err error) (*Service, error) {
+		cancel()
+		s.wg.Wait()
+		return nil, err
+	}
+	st.changed = s.lockChanged
+	if err := st.watch(ctx, &s.wg); err != nil {
+		return fail(err)
+	}
+	s.wg.Add(2)
+	go s.expireLoop()
+	go s.sessionLoop()
+	unsubscribe := sess.Subscribe(s.sessionChanged)
+	context.AfterFunc(ctx, unsubscribe)
+
 	svc, err := endpoint.New(nc, endpoint.Config{
 		Name:          Name,
 		Version:       Version,
@@ -53,22 +201,240 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 		MaxConcurrent: cfg.MaxConcurrent,
 	}, tp, log)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
-	s := &Service{cfg: cfg, svc: svc, log: svc.Logger()}
+	s.svc = svc
 	if err := s.register(); err != nil {
 		_ = svc.Stop(context.Background())
-		return nil, err
+		return fail(err)
 	}
 	if err := nc.Flush(); err != nil {
 		_ = svc.Stop(context.Background())
-		return nil, err
+		return fail(err)
 	}
 	return s, nil
 }
 
-// Run blocks until ctx ends, then stops taking requests and waits up to
-// Config.DrainTimeout for those in flight.
+// Run blocks until ctx ends, then stops taking requests, waits up to
+// Config.DrainTimeout for those in flight, and stops every goroutine the service
+// started. Waiting requests stay in KV: another instance grants or expires them.
+// Run may be called once.
 func (s *Service) Run(ctx context.Context) error {
-	return s.svc.Serve(ctx, s.cfg.DrainTimeout)
+	err := errors.New("lock: Run called twice")
+	s.runOnce.Do(func() {
+		<-ctx.Done()
+		stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+		err = s.svc.Stop(stopCtx)
+		cancel()
+		s.cancel()
+		s.wg.Wait()
+	})
+	return err
+}
+
+func (s *Service) nowMS() int64 { return s.cfg.Now().UnixMilli() }
+
+func (s *Service) expiry() expiry {
+	return expiry{instance: s.cfg.Instance, grace: s.cfg.ExpiryGrace.Milliseconds(), reattach: s.cfg.Reattach.Milliseconds()}
+}
+
+// Stats are counters of one instance, for benchmarks and tests.
+type Stats struct {
+	// Grants counts waiters this instance granted and answered.
+	Grants uint64
+	// Conflicts counts compare-and-set writes that lost to a concurrent one.
+	Conflicts uint64
+}
+
+// Stats returns the instance's counters.
+func (s *Service) Stats() Stats {
+	return Stats{Grants: s.grants.Load(), Conflicts: s.conflicts.Load()}
+}
+
+// lockChanged runs for every revision of a lock new to the cache (from the watch,
+// a read or a write): it schedules the lock's next waiter deadline and checks that
+// its holders' and waiters' sessions may still hold and wait.
+func (s *Service) lockChanged(_ string, e entry) {
+	if e.rec == nil {
+		return
+	}
+	s.scheduleLock(e.rec)
+	for _, id := range e.rec.sessions() {
+		if st, known := s.sessionState(id); known && !st.fine() {
+			s.markSuspect(id, st)
+		}
+	}
+}
+
+// --- waiter deadlines -------------------------------------------------------
+
+type deadline struct {
+	at   int64 // Unix milliseconds
+	name string
+}
+
+type deadlineHeap []deadline
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h deadlineHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *deadlineHeap) Push(x any)        { *h = append(*h, x.(deadline)) }
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	d := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return d
+}
+
+// scheduleLock arranges for the expiry of rec's next waiter deadline, unless an
+// earlier one is already due for the lock.
+func (s *Service) scheduleLock(rec *record) {
+	at := rec.nextDeadline(s.expiry())
+	if at == 0 {
+		return
+	}
+	s.tmu.Lock()
+	if cur, ok := s.scheduled[rec.Name]; ok && cur <= at {
+		s.tmu.Unlock()
+		return
+	}
+	s.scheduled[rec.Name] = at
+	first := s.timers.Len() == 0 || at < s.timers[0].at
+	heap.Push(&s.timers, deadline{at: at, name: rec.Name})
+	s.tmu.Unlock()
+	if first {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// expireLoop removes waiters whose deadline passed and answers them timeout.
+func (s *Service) expireLoop() {
+	defer s.wg.Done()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		now := s.nowMS()
+		var due []string
+		wait := time.Hour
+		s.tmu.Lock()
+		for s.timers.Len() > 0 && s.timers[0].at <= now {
+			d := heap.Pop(&s.timers).(deadline)
+			if s.scheduled[d.name] == d.at {
+				delete(s.scheduled, d.name)
+				due = append(due, d.name)
+			}
+		}
+		if s.timers.Len() > 0 {
+			wait = time.Duration(s.timers[0].at-now) * time.Millisecond
+		}
+		s.tmu.Unlock()
+		for _, name := range due {
+			e, _ := s.st.cached(KeyFor(name))
+			if e.rec == nil {
+				continue
+			}
+			if next := e.rec.nextDeadline(s.expiry()); next > now {
+				s.scheduleLock(e.rec) // the waiter due went away or moved its deadline
+				continue
+			}
+			s.submit(name, newTask(false, func(r *record, now int64, o *outcome) {
+				r.expire(s.expiry(), now, o)
+			}))
+		}
+		t.Reset(wait)
+		select {
+		case <-t.C:
+		case <-s.wake:
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// --- session loss -----------------------------------------------------------
+
+// fine reports whether a session in state st keeps everything it holds.
+func (st sessionState) fine() bool { return !st.closed && st.connected }
+
+func stateOf(r *sessions.Record) sessionState {
+	if r == nil || r.Closed() {
+		return sessionState{closed: true}
+	}
+	return sessionState{connected: r.State == wire.StateActive, conn: r.Connection}
+}
+
+// sessionState returns what the view knows of a session; known is false when the
+// view does not have it (yet).
+func (s *Service) sessionState(id string) (st sessionState, known bool) {
+	r, ok := s.sess.Get(id)
+	if !ok {
+		return sessionState{}, false
+	}
+	return stateOf(r), true
+}
+
+// sessionChanged runs on the view's goroutine: it must be quick.
+func (s *Service) sessionChanged(ch sessions.Change) {
+	st := stateOf(ch.Record)
+	if ch.Record != nil && st.fine() && (ch.Prev == nil || ch.Prev.Connection == ch.Record.Connection) {
+		return
+	}
+	s.markSuspect(ch.ID, st)
+}
+
+func (s *Service) markSuspect(id string, st sessionState) {
+	s.smu.Lock()
+	s.suspect[id] = st
+	s.smu.Unlock()
+	select {
+	case s.swake <- struct{}{}:
+	default:
+	}
+}
+
+// sessionLoop releases the locks and waiting requests of sessions that closed or
+// lost their connection. Every instance does it; compare-and-set makes it happen
+// once, and a session seen twice finds nothing left to release.
+func (s *Service) sessionLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.swake:
+		case <-s.ctx.Done():
+			return
+		}
+		s.smu.Lock()
+		suspect := s.suspect
+		s.suspect = map[string]sessionState{}
+		s.smu.Unlock()
+		for _, e := range s.st.snapshot() {
+			for _, id := range e.rec.sessions() {
+				if st, ok := suspect[id]; ok {
+					s.dropSession(e.rec, id, st)
+				}
+			}
+		}
+	}
+}
+
+// dropSession submits the release of what session id may no longer hold on the
+// lock rec, unless nothing would change. The state is looked up again when the
+// change is applied; st is used when the view no longer has the session.
+func (s *Service) dropSession(rec *record, id string, st sessionState) {
+	probe := rec.clone()
+	o := &outcome{}
+	probe.dropSession(id, st, s.nowMS(), o)
+	if !o.changed {
+		return
+	}
+	s.submit(rec.Name, newTask(false, func(r *record, now int64, o *outcome) {
+		cur := st
+		if known, ok := s.sessionState(id); ok {
+			cur = known
+		}
+		r.dropSession(id, cur, now, o)
+	}))
 }

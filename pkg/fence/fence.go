@@ -1,0 +1,74 @@
+// Package fence keeps a resource safe from lock holders that lost their lock
+// without knowing it.
+//
+// A lock holder can be paused (a GC pause, a slow network, a laptop lid) for longer
+// than its session or connection lasts; the lock service then gives the lock to the
+// next waiter, and the first holder, when it wakes, still believes it holds the lock
+// and writes. Nothing the holder does can prevent this. The resource can: every
+// grant of a Roster lock carries a fencing token that strictly increases per lock
+// name (the KV revision of the write that granted it), the holder sends the token
+// with every write, and the resource refuses a write whose token is lower than the
+// highest it has already seen for that lock. The late writer's token is older than
+// the new holder's, so its writes are refused once the new holder has written.
+//
+// A Guard is the resource-side check for one process. A resource that is itself
+// distributed must keep the highest token where it keeps the data, and compare and
+// store it in the same atomic step as the write (a conditional update, a
+// transaction, a compare-and-set).
+package fence
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// ErrStale is returned for a write whose token is lower than the highest seen.
+var ErrStale = errors.New("fence: stale fencing token")
+
+// Guard remembers the highest fencing token seen per lock name. The zero value is
+// ready to use; a Guard is safe for concurrent use.
+type Guard struct {
+	mu      sync.Mutex
+	highest map[string]uint64
+}
+
+// Check admits a write under lock name with token: it succeeds when token is at
+// least the highest token seen for name (a holder writes many times with its one
+// token), and records token as the highest. Otherwise it returns an error matching
+// ErrStale and records nothing.
+func (g *Guard) Check(name string, token uint64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.check(name, token)
+}
+
+func (g *Guard) check(name string, token uint64) error {
+	if h := g.highest[name]; token < h {
+		return fmt.Errorf("%w: lock %q token %d is below %d", ErrStale, name, token, h)
+	}
+	if g.highest == nil {
+		g.highest = map[string]uint64{}
+	}
+	g.highest[name] = token
+	return nil
+}
+
+// Do runs write if token is admitted for name, holding the guard for the duration
+// so that no write with a lower token can interleave. A failed write still records
+// the token: a newer holder has shown up, and older ones must stay out.
+func (g *Guard) Do(name string, token uint64, write func() error) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.check(name, token); err != nil {
+		return err
+	}
+	return write()
+}
+
+// Highest returns the highest token seen for name (0 if none).
+func (g *Guard) Highest(name string) uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.highest[name]
+}

@@ -1,0 +1,220 @@
+package lock
+
+import (
+	"context"
+	"errors"
+
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// Changes to a lock are applied by one committer per lock name and instance:
+// operations that arrive while a write is in flight are applied together in the
+// next write (group commit), so a burst of requests on one lock costs a few
+// compare-and-set writes instead of a storm of conflicting ones. A committer is a
+// goroutine that exists only while its lock has pending operations.
+
+// maxBatch bounds the operations applied in one write.
+const maxBatch = 256
+
+// maxAttempts bounds the compare-and-set attempts of one batch.
+const maxAttempts = 64
+
+// task is one operation on a lock record.
+type task struct {
+	// apply changes r (a private copy) and records its result in variables of the
+	// closure; it may run more than once (after a conflict), the last run counts.
+	apply func(r *record, now int64, o *outcome)
+	// fresh: the result is reported to a caller, so an answer that changes nothing
+	// must come from a record just read rather than from the cache, which may lag.
+	fresh bool
+	done  chan commit
+}
+
+// commit is the record a task's batch committed (or found unchanged), with its
+// revision; rec is nil when the lock no longer exists.
+type commit struct {
+	rec *record
+	rev uint64
+	err error
+}
+
+func newTask(fresh bool, apply func(r *record, now int64, o *outcome)) *task {
+	return &task{apply: apply, fresh: fresh, done: make(chan commit, 1)}
+}
+
+// do applies apply to the lock name and waits for the result.
+func (s *Service) do(ctx context.Context, name string, apply func(r *record, now int64, o *outcome)) (commit, error) {
+	t := newTask(true, apply)
+	if !s.submit(name, t) {
+		return commit{}, wire.Errorf(wire.CodeUnavailable, "the lock service is stopping")
+	}
+	select {
+	case c := <-t.done:
+		return c, c.err
+	case <-ctx.Done():
+		return commit{}, ctx.Err()
+	}
+}
+
+// submit queues t on name's committer, starting it if needed. It returns false
+// once the service is stopping.
+func (s *Service) submit(name string, t *task) bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.ctx.Err() != nil {
+		return false
+	}
+	q, running := s.queues[name]
+	s.queues[name] = append(q, t)
+	if !running {
+		s.wg.Add(1)
+		go s.commitLoop(name)
+	}
+	return true
+}
+
+func (s *Service) commitLoop(name string) {
+	defer s.wg.Done()
+	for {
+		s.qmu.Lock()
+		batch := s.queues[name]
+		if len(batch) == 0 {
+			delete(s.queues, name)
+			s.qmu.Unlock()
+			return
+		}
+		if len(batch) > maxBatch {
+			s.queues[name] = batch[maxBatch:]
+			batch = batch[:maxBatch]
+		} else {
+			s.queues[name] = batch[:0:0]
+		}
+		s.qmu.Unlock()
+		s.commitBatch(name, batch)
+	}
+}
+
+func (s *Service) commitBatch(name string, batch []*task) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	key := KeyFor(name)
+	fresh := false
+	cur, ok := s.st.cached(key)
+	needFresh := false
+	for _, t := range batch {
+		needFresh = needFresh || t.fresh
+	}
+	for attempt := 0; ; attempt++ {
+		if attempt == maxAttempts {
+			s.fail(batch, wire.Errorf(wire.CodeUnavailable, "lock %q is too contended; retry", name))
+			return
+		}
+		if !ok {
+			// Not in the cache: assume absent; a conflict reads it.
+			cur, ok = entry{}, true
+		}
+		r := &record{Name: name}
+		if cur.rec != nil {
+			r = cur.rec.clone()
+		}
+		now := s.nowMS()
+		o := &outcome{}
+		for _, t := range batch {
+			t.apply(r, now, o)
+		}
+		if !o.changed {
+			if needFresh && !fresh {
+				e, err := s.st.read(ctx, key)
+				if err != nil {
+					s.fail(batch, err)
+					return
+				}
+				fresh = true
+				if e.rev != cur.rev {
+					cur = e
+					continue
+				}
+			}
+			s.finish(batch, commit{rec: cur.rec, rev: cur.rev}, o)
+			return
+		}
+		rev, err := s.st.write(ctx, key, r, cur.rev)
+		if errors.Is(err, errConflict) {
+			s.conflicts.Add(1)
+			if cur, err = s.st.read(ctx, key); err != nil {
+				s.fail(batch, err)
+				return
+			}
+			fresh = true
+			continue
+		}
+		if err != nil {
+			s.fail(batch, err)
+			return
+		}
+		r.materialize(rev)
+		e := entry{rec: r, rev: rev}
+		if r.empty() {
+			e.rec = nil
+		}
+		s.st.remember(key, e)
+		s.finish(batch, commit{rec: e.rec, rev: rev}, o)
+		return
+	}
+}
+
+// fail answers a batch that could not be committed. A storage error is logged
+// here, once, and reaches callers as unavailable: the write may or may not have
+// happened, and a retried acquire or release finds out which.
+func (s *Service) fail(batch []*task, err error) {
+	var we *wire.Error
+	if !errors.As(err, &we) {
+		if s.ctx.Err() == nil {
+			s.log.Error("lock storage failed", "err", err)
+		}
+		err = wire.Errorf(wire.CodeUnavailable, "lock storage is not available; retry")
+	}
+	for _, t := range batch {
+		t.done <- commit{err: err}
+	}
+}
+
+// finish hands the committed record to the batch's tasks and answers the waiters
+// the write granted or removed: their requests were held (endpoint.ErrReplyLater)
+// and any instance may answer them.
+func (s *Service) finish(batch []*task, c commit, o *outcome) {
+	for _, t := range batch {
+		t.done <- c
+	}
+	for _, w := range o.granted {
+		l, ok := lockOf(c.rec, w.Session)
+		if !ok || w.Reply == "" {
+			continue // released in the same write, or detached: its re-issue gets the lock
+		}
+		s.grants.Add(1)
+		if err := endpoint.Reply(s.nc, w.Reply, &wire.LockAcquireResponse{Lock: l}); err != nil {
+			s.log.Warn("answering a granted waiter failed", "lock", c.rec.Name, "request_id", w.ID, "err", err)
+		}
+	}
+	for _, rm := range o.removed {
+		if rm.w.Reply == "" {
+			continue
+		}
+		if err := endpoint.ReplyError(s.nc, rm.w.Reply, rm.err); err != nil {
+			s.log.Warn("answering a removed waiter failed", "request_id", rm.w.ID, "err", err)
+		}
+	}
+}
+
+// lockOf returns session's lock in rec.
+func lockOf(rec *record, session string) (*wire.Lock, bool) {
+	if rec == nil {
+		return nil, false
+	}
+	i, ok := rec.holder(session)
+	if !ok {
+		return nil, false
+	}
+	return rec.Holders[i].lock(rec.Name), true
+}

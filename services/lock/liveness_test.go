@@ -1,0 +1,122 @@
+package lock
+
+import (
+	"testing"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// TestSessionCloseReleases: a closed session's locks go to the next waiter at once,
+// and its own waiting requests are answered session_closed.
+func TestSessionCloseReleases(t *testing.T) {
+	e := newEnv(t)
+	e.startLock(t, Config{})
+	a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
+	la := a.mustAcquire(t, &wire.LockAcquireRequest{Name: "c"})
+	b.mustAcquire(t, &wire.LockAcquireRequest{Name: "d"})
+	pb := b.acquireAsync(&wire.LockAcquireRequest{Name: "c", WaitMS: 20000})
+	pa := a.acquireAsync(&wire.LockAcquireRequest{Name: "d", WaitMS: 20000})
+	e.waitQueued(t, "c", 1)
+	e.waitQueued(t, "d", 1)
+
+	closed := time.Now()
+	if err := a.call(ctx10(t), wire.SubjectSessionClose, &wire.SessionCloseRequest{}, nil); err != nil {
+		t.Fatalf("close session: %v", err)
+	}
+	lb, err := pb.wait(t, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lb.Token <= la.Token {
+		t.Fatalf("got token %d, want above %d", lb.Token, la.Token)
+	}
+	t.Logf("next waiter granted %v after the close", time.Since(closed))
+	_, err = pa.wait(t, 5*time.Second)
+	wantCode(t, err, wire.CodeSessionClosed)
+	_, err = a.acquire(ctx10(t), &wire.LockAcquireRequest{Name: "c"})
+	wantCode(t, err, wire.CodeSessionClosed)
+}
+
+// TestSessionExpiryReleases: a holder that vanishes (no more requests) loses its
+// session-scoped lock within its session timeout + 1 s.
+func TestSessionExpiryReleases(t *testing.T) {
+	e := newEnv(t)
+	e.startLock(t, Config{})
+	const timeout = time.Second
+	a, b := e.open(t, "admin", timeout.Milliseconds()), e.open(t, "admin", 0)
+	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "x"})
+	lastActivity := time.Now()
+	pb := b.acquireAsync(&wire.LockAcquireRequest{Name: "x", WaitMS: 20000})
+	lb, err := pb.wait(t, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(lastActivity)
+	t.Logf("session timeout %v: next waiter granted %v after the holder's last request", timeout, took)
+	if took > timeout+time.Second {
+		t.Errorf("granted after %v, want within session timeout + 1 s", took)
+	}
+	if lb.Session != b.id {
+		t.Fatalf("got holder %s, want %s", lb.Session, b.id)
+	}
+}
+
+// TestConnectionLossReleasesConnectionScope: when the holder's connection drops,
+// its connection-scoped lock goes to the next waiter within a second, while its
+// session-scoped lock stays held for the session to resume.
+func TestConnectionLossReleasesConnectionScope(t *testing.T) {
+	e := newEnv(t)
+	e.startLock(t, Config{})
+	a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
+	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "conn", Scope: wire.ScopeConnection})
+	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "sess"})
+	pc := b.acquireAsync(&wire.LockAcquireRequest{Name: "conn", WaitMS: 20000})
+	e.waitQueued(t, "conn", 1)
+
+	lost := time.Now()
+	a.nc.Close()
+	l, err := pc.wait(t, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(lost)
+	t.Logf("connection-scoped lock granted to the next waiter %v after the holder's connection closed", took)
+	if took > time.Second {
+		t.Errorf("granted after %v, want within connection-loss detection + 1 s", took)
+	}
+	if l.Session != b.id {
+		t.Fatalf("got holder %s, want %s", l.Session, b.id)
+	}
+	_, err = b.acquire(ctx10(t), &wire.LockAcquireRequest{Name: "sess"})
+	wantCode(t, err, wire.CodeTimeout)
+}
+
+// TestWaiterOutlivesItsInstance: the instance that took a waiting request dies;
+// another instance grants it on release, or expires it after its deadline + grace,
+// and the held request is answered either way.
+func TestWaiterOutlivesItsInstance(t *testing.T) {
+	e := newEnv(t)
+	first := e.startLock(t, Config{ExpiryGrace: 200 * time.Millisecond})
+	a, b, c := e.open(t, "admin", 0), e.open(t, "admin", 0), e.open(t, "admin", 0)
+	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "o"})
+	pb := b.acquireAsync(&wire.LockAcquireRequest{Name: "o", WaitMS: 20000})
+	pc := c.acquireAsync(&wire.LockAcquireRequest{Name: "o", WaitMS: 300})
+	e.waitQueued(t, "o", 2)
+	first.kill()
+	e.startLock(t, Config{ExpiryGrace: 200 * time.Millisecond})
+
+	_, err := pc.wait(t, 10*time.Second)
+	wantCode(t, err, wire.CodeTimeout)
+	if pb.completed() {
+		t.Fatal("b answered before the lock was released")
+	}
+	a.mustRelease(t, "o")
+	l, err := pb.wait(t, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Session != b.id {
+		t.Fatalf("got holder %s, want %s", l.Session, b.id)
+	}
+}

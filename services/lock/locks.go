@@ -1,0 +1,201 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// caller is the session a request acts for.
+type caller struct {
+	id    string
+	roles []string
+	conn  string
+}
+
+// authenticate checks the request's session headers against the session view and
+// counts the request as the session's activity.
+func (s *Service) authenticate(c *endpoint.Call) (*caller, error) {
+	if c.SessionID == "" {
+		return nil, wire.Errorf(wire.CodeUnauthenticated, "lock requests need the %s and %s headers", wire.HeaderSession, wire.HeaderToken)
+	}
+	r, err := s.sess.Authenticate(c.SessionID, c.Token)
+	if errors.Is(err, wire.ErrSessionNotFound) {
+		// The view may not have caught up with a session opened a moment ago.
+		r, err = s.readSession(c.SessionID, c.Token)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.sess.Touch(r.ID)
+	return &caller{id: r.ID, roles: r.Roles, conn: r.Connection}, nil
+}
+
+// acquire grants the lock or, when the request may wait and the lock is not
+// available, queues it and returns endpoint.ErrReplyLater: the request is answered
+// on reply when it is granted, times out, is cancelled, or its session goes.
+func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wire.LockAcquireRequest) (*wire.Lock, error) {
+	if !s.pol.Allowed(c.roles, policy.AcquireLock, req.Name) {
+		return nil, wire.Errorf(wire.CodeForbidden, "%s on lock %q is not granted to the session's roles", policy.AcquireLock, req.Name)
+	}
+	wait := req.WaitMS != 0
+	if wait && reply == "" {
+		return nil, wire.Errorf(wire.CodeBadRequest, "an acquire that waits must be a request (it has no reply subject)")
+	}
+	now := s.nowMS()
+	w := waiter{
+		ID: req.RequestID, Session: c.id, Mode: req.Mode, Scope: req.Scope, Conn: c.conn,
+		Reply: reply, Owner: s.cfg.Instance, EnqueuedAt: now, Deadline: now + s.cfg.MaxWait.Milliseconds(),
+	}
+	if req.WaitMS > 0 {
+		w.Until = now + req.WaitMS
+		w.Deadline = min(w.Deadline, w.Until)
+	}
+	if w.ID == "" {
+		w.ID = nuid.Next()
+	}
+	var granted bool
+	var aerr error
+	cm, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
+		granted, aerr = r.acquire(w, wait, s.cfg.MaxWaiters, now, o)
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case errors.Is(aerr, ErrWouldBlock):
+		return nil, wire.Errorf(wire.CodeTimeout, "lock %q is not available (try once)", req.Name)
+	case errors.Is(aerr, ErrUpgrade):
+		return nil, wire.Errorf(wire.CodeConflict, "the session holds lock %q shared; release it before acquiring it exclusively", req.Name)
+	case errors.Is(aerr, ErrTooManyWaiters):
+		return nil, wire.Errorf(wire.CodeLimitExceeded, "lock %q already has %d waiting requests", req.Name, s.cfg.MaxWaiters)
+	case aerr != nil:
+		return nil, aerr
+	}
+	if !granted {
+		return nil, endpoint.ErrReplyLater
+	}
+	l, ok := lockOf(cm.rec, c.id)
+	if !ok {
+		return nil, wire.Errorf(wire.CodeConflict, "lock %q was released concurrently", req.Name)
+	}
+	return l, nil
+}
+
+// release releases the caller's hold on a lock and grants it to the next waiters.
+func (s *Service) release(ctx context.Context, c *caller, req *wire.LockReleaseRequest) (*wire.Lock, error) {
+	var released holder
+	var rerr error
+	if _, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
+		released, rerr = r.release(c.id, req.Token, now, o)
+	}); err != nil {
+		return nil, err
+	}
+	if errors.Is(rerr, ErrNotHeld) {
+		if req.Token != 0 {
+			return nil, wire.Errorf(wire.CodeLockNotHeld, "the session does not hold lock %q with token %d", req.Name, req.Token)
+		}
+		return nil, wire.Errorf(wire.CodeLockNotHeld, "the session does not hold lock %q", req.Name)
+	}
+	if rerr != nil {
+		return nil, rerr
+	}
+	return released.lock(req.Name), nil
+}
+
+// cancelWait withdraws the caller's waiting request; the held request is answered
+// with a timeout error saying it was cancelled.
+func (s *Service) cancelWait(ctx context.Context, c *caller, req *wire.LockCancelRequest) error {
+	var cerr error
+	if _, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
+		cerr = r.cancel(req.RequestID, c.id, now, o)
+	}); err != nil {
+		return err
+	}
+	if errors.Is(cerr, ErrNoWaiter) {
+		return wire.Errorf(wire.CodeNotFound, "no request %q of the session is waiting for lock %q", req.RequestID, req.Name)
+	}
+	return cerr
+}
+
+// list returns locks from this instance's view of the bucket, which follows the
+// writes within milliseconds.
+func (s *Service) list(c *caller, req *wire.LockListRequest) (*wire.LockListResponse, error) {
+	if !s.pol.Allowed(c.roles, policy.ViewLocks, "") {
+		return nil, wire.Errorf(wire.CodeForbidden, "%s is not granted to the session's roles", policy.ViewLocks)
+	}
+	limit := req.Limit
+	if limit == 0 {
+		limit = s.cfg.ListLimit
+	}
+	limit = min(limit, s.cfg.MaxListLimit)
+	var all []entry
+	for _, e := range s.st.snapshot() {
+		if strings.HasPrefix(e.rec.Name, req.Prefix) && e.rec.Name > req.After {
+			all = append(all, e)
+		}
+	}
+	slices.SortFunc(all, func(a, b entry) int { return strings.Compare(a.rec.Name, b.rec.Name) })
+	out := &wire.LockListResponse{Locks: []wire.LockInfo{}}
+	for i, e := range all {
+		if i == limit {
+			out.Next = all[i-1].rec.Name
+			break
+		}
+		out.Locks = append(out.Locks, info(e))
+	}
+	return out, nil
+}
+
+func info(e entry) wire.LockInfo {
+	li := wire.LockInfo{Name: e.rec.Name, Revision: e.rev, Holders: []wire.LockHolder{}, Waiters: []wire.LockWaiter{}}
+	for _, h := range e.rec.Holders {
+		li.Holders = append(li.Holders, wire.LockHolder{Session: h.Session, Mode: h.Mode, Scope: h.Scope, Token: h.Token,
+			GrantedAt: time.UnixMilli(h.GrantedAt).UTC()})
+	}
+	for _, w := range e.rec.Waiters {
+		lw := wire.LockWaiter{RequestID: w.ID, Session: w.Session, Mode: w.Mode, Scope: w.Scope,
+			EnqueuedAt: time.UnixMilli(w.EnqueuedAt).UTC(), Detached: w.Reply == ""}
+		if w.Until != 0 {
+			t := time.UnixMilli(w.Until).UTC()
+			lw.Until = &t
+		}
+		li.Waiters = append(li.Waiters, lw)
+	}
+	return li
+}
+
+// readSession authenticates against the session's record read from the bucket,
+// for sessions the view does not hold yet.
+func (s *Service) readSession(id, token string) (*sessions.Record, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	e, err := s.sessKV.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
+		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r, err := sessions.Decode(e.Value(), e.Revision())
+	if err != nil {
+		return nil, err
+	}
+	if r.Closed() {
+		return nil, r.ClosedError()
+	}
+	if err := r.CheckToken(token); err != nil {
+		return nil, err
+	}
+	return r, nil
+}

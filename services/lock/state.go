@@ -1,0 +1,351 @@
+package lock
+
+import (
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// The lock state machine: pure functions over one lock's record. The store applies
+// them to the record it read and writes the result with a compare-and-set; nothing
+// here does I/O or reads the clock.
+
+// Domain errors of the state machine; handlers map them to wire codes.
+var (
+	// ErrNotHeld: the session does not hold the lock (or not with that token).
+	ErrNotHeld = errors.New("lock: not held")
+	// ErrWouldBlock: a try-once acquire found the lock taken or others waiting.
+	ErrWouldBlock = errors.New("lock: would block")
+	// ErrUpgrade: a session holding a shared lock asked for it exclusively.
+	ErrUpgrade = errors.New("lock: held shared; release before acquiring exclusive")
+	// ErrNoWaiter: no waiting request has that id for that session.
+	ErrNoWaiter = errors.New("lock: no such waiting request")
+	// ErrTooManyWaiters: the lock's queue is full.
+	ErrTooManyWaiters = errors.New("lock: too many waiters")
+)
+
+// holder is one holder as stored.
+type holder struct {
+	Session string         `json:"session"`
+	Mode    wire.LockMode  `json:"mode"`
+	Scope   wire.LockScope `json:"scope"`
+	// Conn is the connection the session was bound to when the lock was granted;
+	// a connection-scoped lock is released when the session leaves it.
+	Conn string `json:"conn,omitempty"`
+	// Token is the fencing token. Zero means "granted by the write that stored this
+	// version": its revision is the token, filled in when the record is read.
+	Token     uint64 `json:"token,omitempty"`
+	GrantedAt int64  `json:"granted_at"` // Unix milliseconds
+}
+
+// waiter is one waiting acquire as stored, in FIFO order.
+type waiter struct {
+	ID      string         `json:"id"`
+	Session string         `json:"session"`
+	Mode    wire.LockMode  `json:"mode"`
+	Scope   wire.LockScope `json:"scope"`
+	Conn    string         `json:"conn,omitempty"`
+	// Reply is the subject the held request is answered on. Any instance may
+	// answer it, so a waiter outlives the instance that took the request. It is
+	// empty while the waiter is detached: its request was answered at the server's
+	// bound on one request and the client has yet to re-issue it.
+	Reply string `json:"reply,omitempty"`
+	// Owner is the instance that took the request; it expires the waiter at its
+	// deadline, and other instances do so a grace period later.
+	Owner      string `json:"owner"`
+	EnqueuedAt int64  `json:"enqueued_at"` // Unix milliseconds
+	// Deadline is when the held request is answered (the caller's wait or the
+	// server's bound on one request, whichever is first) or, for a detached
+	// waiter, when it is dropped unless re-issued.
+	Deadline int64 `json:"deadline"`
+	// Until is the end of the caller's wait; 0 waits until cancelled.
+	Until int64 `json:"until,omitempty"`
+}
+
+// record is one lock as stored under its key: holders, then waiters in FIFO order.
+// A lock with neither is deleted.
+type record struct {
+	Name    string   `json:"name"`
+	Holders []holder `json:"holders,omitempty"`
+	Waiters []waiter `json:"waiters,omitempty"`
+}
+
+func (r *record) clone() *record {
+	return &record{Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters)}
+}
+
+func (r *record) empty() bool { return len(r.Holders) == 0 && len(r.Waiters) == 0 }
+
+// materialize fills the tokens of the holders granted by the write at rev.
+func (r *record) materialize(rev uint64) {
+	for i := range r.Holders {
+		if r.Holders[i].Token == 0 {
+			r.Holders[i].Token = rev
+		}
+	}
+}
+
+func (r *record) holder(session string) (int, bool) {
+	for i := range r.Holders {
+		if r.Holders[i].Session == session {
+			return i, true
+		}
+	}
+	return -1, false
+}
+
+func (r *record) waiterIndex(id, session string) int {
+	for i := range r.Waiters {
+		if r.Waiters[i].ID == id && r.Waiters[i].Session == session {
+			return i
+		}
+	}
+	return -1
+}
+
+// compatible reports whether a request in mode m can be granted beside the holders.
+func (r *record) compatible(m wire.LockMode) bool {
+	if len(r.Holders) == 0 {
+		return true
+	}
+	return m == wire.LockShared && r.Holders[0].Mode == wire.LockShared
+}
+
+// outcome is what applying operations to a record did: which waiters left the
+// queue and how they must be answered once the write has succeeded.
+type outcome struct {
+	changed bool
+	// granted are waiters that now hold the lock (or found their session already
+	// holding it); their replies carry the lock.
+	granted []waiter
+	// removed are waiters that left the queue without the lock, with the error
+	// their replies carry.
+	removed []removal
+}
+
+type removal struct {
+	w   waiter
+	err error
+}
+
+// Errors carried by removed waiters' replies.
+var (
+	errWaitTimeout   = wire.Errorf(wire.CodeTimeout, "the lock was not granted within the wait")
+	errWaitBound     = wire.Errorf(wire.CodeTimeout, "still queued at the server's bound on one request; re-issue it with the same request_id to keep its place")
+	errWaitCancelled = wire.Errorf(wire.CodeTimeout, "the waiting request was cancelled")
+	errWaitSession   = wire.Errorf(wire.CodeSessionClosed, "the session closed while waiting")
+	errWaitConn      = wire.Errorf(wire.CodeUnavailable, "the session lost its connection while waiting")
+)
+
+// grant makes w a holder, or, when its session already holds the lock, weakens
+// the held scope to the weaker of both (seed 002). A session holding the lock
+// shared that asks for it exclusively gets ErrUpgrade: two such upgraders would
+// wait for each other forever.
+func (r *record) grant(w waiter, now int64, o *outcome) error {
+	if i, ok := r.holder(w.Session); ok {
+		h := &r.Holders[i]
+		if w.Mode == wire.LockExclusive && h.Mode == wire.LockShared {
+			return ErrUpgrade
+		}
+		if s := h.Scope.Weaker(w.Scope); s != h.Scope || (s == wire.ScopeConnection && h.Conn != w.Conn) {
+			h.Scope, h.Conn = s, w.Conn
+			o.changed = true
+		}
+		return nil
+	}
+	r.Holders = append(r.Holders, holder{Session: w.Session, Mode: w.Mode, Scope: w.Scope, Conn: w.Conn, GrantedAt: now})
+	o.changed = true
+	return nil
+}
+
+// promote grants waiters from the head of the queue while they are compatible with
+// the holders: FIFO, so a waiting exclusive request holds back the shared ones
+// behind it, and consecutive shared waiters at the head are granted together.
+func (r *record) promote(now int64, o *outcome) {
+	for len(r.Waiters) > 0 {
+		w := r.Waiters[0]
+		_, holds := r.holder(w.Session)
+		if !holds && !r.compatible(w.Mode) {
+			return
+		}
+		r.Waiters = r.Waiters[1:]
+		o.changed = true
+		if err := r.grant(w, now, o); err != nil {
+			o.removed = append(o.removed, removal{w, wire.Errorf(wire.CodeConflict, "%v", err)})
+			continue
+		}
+		o.granted = append(o.granted, w)
+	}
+}
+
+// acquire applies an acquire. It returns granted=true when w's session holds the
+// lock afterwards; otherwise w waits (wait) or the acquire fails (ErrWouldBlock).
+// A request whose id is already waiting takes over that waiter (its reply subject,
+// owner and deadline) and keeps its place.
+func (r *record) acquire(w waiter, wait bool, maxWaiters int, now int64, o *outcome) (granted bool, err error) {
+	if _, holds := r.holder(w.Session); holds || (len(r.Waiters) == 0 && r.compatible(w.Mode)) {
+		if err := r.grant(w, now, o); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
+	if !wait {
+		return false, ErrWouldBlock
+	}
+	if i := r.waiterIndex(w.ID, w.Session); i >= 0 {
+		w.EnqueuedAt = r.Waiters[i].EnqueuedAt
+		r.Waiters[i] = w
+		o.changed = true
+		return false, nil
+	}
+	if len(r.Waiters) >= maxWaiters {
+		return false, ErrTooManyWaiters
+	}
+	r.Waiters = append(r.Waiters, w)
+	o.changed = true
+	return false, nil
+}
+
+// release removes session's hold. A non-zero token must match the held token.
+func (r *record) release(session string, token uint64, now int64, o *outcome) (holder, error) {
+	i, ok := r.holder(session)
+	if !ok || (token != 0 && r.Holders[i].Token != token) {
+		return holder{}, ErrNotHeld
+	}
+	h := r.Holders[i]
+	r.Holders = slices.Delete(r.Holders, i, i+1)
+	o.changed = true
+	r.promote(now, o)
+	return h, nil
+}
+
+// cancel removes session's waiting request id.
+func (r *record) cancel(id, session string, now int64, o *outcome) error {
+	i := r.waiterIndex(id, session)
+	if i < 0 {
+		return ErrNoWaiter
+	}
+	o.removed = append(o.removed, removal{r.Waiters[i], errWaitCancelled})
+	r.Waiters = slices.Delete(r.Waiters, i, i+1)
+	o.changed = true
+	// Removing the head may let the waiters behind it through.
+	r.promote(now, o)
+	return nil
+}
+
+// expiry says who expires waiters, and how.
+type expiry struct {
+	instance string
+	// grace delays the expiry of waiters owned by other instances.
+	grace int64
+	// reattach is how long a detached waiter keeps its place.
+	reattach int64
+}
+
+// expire answers the waiters whose deadline has passed: those owned by
+// e.instance at their deadline, others e.grace milliseconds later (their owner may
+// be gone). A waiter whose caller wants to wait longer is detached rather than
+// removed: its request is answered (errWaitBound) and it keeps its place for
+// e.reattach, for the client to re-issue it.
+func (r *record) expire(e expiry, now int64, o *outcome) {
+	r.Waiters = slices.DeleteFunc(r.Waiters, func(w waiter) bool {
+		if w.Deadline+expiryDelay(w, e.instance, e.grace) > now {
+			return false
+		}
+		o.changed = true
+		if w.Reply != "" && (w.Until == 0 || w.Until > now) {
+			o.removed = append(o.removed, removal{w, errWaitBound})
+			return false
+		}
+		o.removed = append(o.removed, removal{w, errWaitTimeout})
+		return true
+	})
+	for i := range r.Waiters {
+		if w := &r.Waiters[i]; w.Reply != "" && w.Deadline+expiryDelay(*w, e.instance, e.grace) <= now {
+			w.Reply, w.Owner, w.Deadline = "", e.instance, now+e.reattach
+			if w.Until != 0 {
+				w.Deadline = min(w.Deadline, w.Until)
+			}
+		}
+	}
+	r.promote(now, o)
+}
+
+func expiryDelay(w waiter, instance string, grace int64) int64 {
+	if w.Owner == instance {
+		return 0
+	}
+	return grace
+}
+
+// nextDeadline is when e.instance should next call expire, or 0 with no waiters.
+func (r *record) nextDeadline(e expiry) int64 {
+	var next int64
+	for _, w := range r.Waiters {
+		if d := w.Deadline + expiryDelay(w, e.instance, e.grace); next == 0 || d < next {
+			next = d
+		}
+	}
+	return next
+}
+
+// sessionState is what the lock service knows of a session's liveness.
+type sessionState struct {
+	// closed: the session is closed, expired or unknown: drop everything.
+	closed bool
+	// connected is false while the session has lost its connection; conn is the
+	// connection it is bound to.
+	connected bool
+	conn      string
+}
+
+// dropSession releases what a session may no longer hold: everything when it is
+// closed; its connection-scoped locks and waiting requests when it is not on the
+// connection they were taken on.
+func (r *record) dropSession(session string, st sessionState, now int64, o *outcome) {
+	lost := func(scope wire.LockScope, conn string) bool {
+		return st.closed || (scope == wire.ScopeConnection && (!st.connected || conn != st.conn))
+	}
+	before := len(r.Holders)
+	r.Holders = slices.DeleteFunc(r.Holders, func(h holder) bool {
+		return h.Session == session && lost(h.Scope, h.Conn)
+	})
+	if len(r.Holders) != before {
+		o.changed = true
+	}
+	r.Waiters = slices.DeleteFunc(r.Waiters, func(w waiter) bool {
+		if w.Session != session || !lost(w.Scope, w.Conn) {
+			return false
+		}
+		err := errWaitSession
+		if !st.closed {
+			err = errWaitConn
+		}
+		o.removed = append(o.removed, removal{w, err})
+		o.changed = true
+		return true
+	})
+	r.promote(now, o)
+}
+
+// sessions returns the sessions named by holders and waiters.
+func (r *record) sessions() []string {
+	var out []string
+	for _, h := range r.Holders {
+		out = append(out, h.Session)
+	}
+	for _, w := range r.Waiters {
+		if !slices.Contains(out, w.Session) {
+			out = append(out, w.Session)
+		}
+	}
+	return out
+}
+
+// lock returns the wire form of h.
+func (h holder) lock(name string) *wire.Lock {
+	return &wire.Lock{Name: name, Mode: h.Mode, Scope: h.Scope, Session: h.Session, Token: h.Token,
+		GrantedAt: time.UnixMilli(h.GrantedAt).UTC()}
+}

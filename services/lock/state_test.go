@@ -1,0 +1,333 @@
+package lock
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+func req(id, session string, mode wire.LockMode) waiter {
+	return waiter{ID: id, Session: session, Mode: mode, Scope: wire.ScopeSession, Reply: "r." + id, Owner: "i1", Deadline: 1000}
+}
+
+func holders(r *record) []string {
+	var out []string
+	for _, h := range r.Holders {
+		out = append(out, h.Session)
+	}
+	return out
+}
+
+func waiters(r *record) []string {
+	var out []string
+	for _, w := range r.Waiters {
+		out = append(out, w.ID)
+	}
+	return out
+}
+
+func grantedIDs(o *outcome) []string {
+	var out []string
+	for _, w := range o.granted {
+		out = append(out, w.ID)
+	}
+	return out
+}
+
+func TestAcquireModes(t *testing.T) {
+	x, sh := wire.LockExclusive, wire.LockShared
+	tests := []struct {
+		name        string
+		held        []wire.LockMode // one holder per mode, sessions h0, h1, ...
+		queued      int             // exclusive waiters already queued
+		mode        wire.LockMode
+		wait        bool
+		wantGranted bool
+		wantErr     error
+		wantWaiters int
+	}{
+		{"free exclusive", nil, 0, x, false, true, nil, 0},
+		{"free shared", nil, 0, sh, false, true, nil, 0},
+		{"shared beside shared", []wire.LockMode{sh, sh}, 0, sh, false, true, nil, 0},
+		{"exclusive beside shared try", []wire.LockMode{sh}, 0, x, false, false, ErrWouldBlock, 0},
+		{"shared beside exclusive try", []wire.LockMode{x}, 0, sh, false, false, ErrWouldBlock, 0},
+		{"exclusive beside exclusive waits", []wire.LockMode{x}, 0, x, true, false, nil, 1},
+		{"shared behind a waiting exclusive waits", []wire.LockMode{sh}, 1, sh, true, false, nil, 2},
+		{"shared behind a waiting exclusive try", []wire.LockMode{sh}, 1, sh, false, false, ErrWouldBlock, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &record{Name: "a"}
+			for i, m := range tt.held {
+				r.Holders = append(r.Holders, holder{Session: "h" + string(rune('0'+i)), Mode: m, Scope: wire.ScopeSession, Token: 5})
+			}
+			for i := 0; i < tt.queued; i++ {
+				r.Waiters = append(r.Waiters, req("q"+string(rune('0'+i)), "q"+string(rune('0'+i)), x))
+			}
+			o := &outcome{}
+			granted, err := r.acquire(req("new", "s", tt.mode), tt.wait, 100, 10, o)
+			if granted != tt.wantGranted || !errors.Is(err, tt.wantErr) {
+				t.Fatalf("got granted=%v err=%v, want %v %v", granted, err, tt.wantGranted, tt.wantErr)
+			}
+			if len(r.Waiters) != tt.wantWaiters {
+				t.Errorf("got %d waiters, want %d", len(r.Waiters), tt.wantWaiters)
+			}
+			if err != nil && o.changed {
+				t.Error("a refused acquire changed the record")
+			}
+		})
+	}
+}
+
+func TestRepeatedAcquireIsEqualAndTakesWeakestScope(t *testing.T) {
+	r := &record{Name: "a"}
+	o := &outcome{}
+	if ok, err := r.acquire(req("1", "s", wire.LockExclusive), false, 10, 1, o); !ok || err != nil {
+		t.Fatalf("first acquire: %v %v", ok, err)
+	}
+	r.materialize(7)
+	o = &outcome{}
+	if ok, err := r.acquire(req("2", "s", wire.LockExclusive), false, 10, 2, o); !ok || err != nil {
+		t.Fatalf("second acquire: %v %v", ok, err)
+	}
+	if o.changed || r.Holders[0].Token != 7 || len(r.Holders) != 1 {
+		t.Fatalf("repeated acquire changed the lock: %+v", r.Holders)
+	}
+	conn := req("3", "s", wire.LockShared)
+	conn.Scope, conn.Conn = wire.ScopeConnection, "srv/9"
+	o = &outcome{}
+	if ok, err := r.acquire(conn, false, 10, 3, o); !ok || err != nil {
+		t.Fatalf("acquire with connection scope: %v %v", ok, err)
+	}
+	if h := r.Holders[0]; h.Scope != wire.ScopeConnection || h.Conn != "srv/9" || h.Token != 7 || h.Mode != wire.LockExclusive {
+		t.Fatalf("got holder %+v, want exclusive, connection scope on srv/9, token 7", h)
+	}
+	// Shared to exclusive is refused.
+	r2 := &record{Name: "b", Holders: []holder{{Session: "s", Mode: wire.LockShared, Token: 3}}}
+	if _, err := r2.acquire(req("4", "s", wire.LockExclusive), true, 10, 4, &outcome{}); !errors.Is(err, ErrUpgrade) {
+		t.Fatalf("got %v, want ErrUpgrade", err)
+	}
+}
+
+func TestFIFOAndSharedBatching(t *testing.T) {
+	r := &record{Name: "a"}
+	o := &outcome{}
+	mustAcquire := func(w waiter) bool {
+		t.Helper()
+		ok, err := r.acquire(w, true, 100, 1, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !mustAcquire(req("x1", "A", wire.LockExclusive)) {
+		t.Fatal("free lock not granted")
+	}
+	r.materialize(10)
+	for _, w := range []waiter{
+		req("s1", "B", wire.LockShared), req("s2", "C", wire.LockShared),
+		req("x2", "D", wire.LockExclusive), req("s3", "E", wire.LockShared),
+	} {
+		if mustAcquire(w) {
+			t.Fatalf("%s granted while the lock is held exclusively", w.ID)
+		}
+	}
+	// A stream of shared requests does not pass the waiting exclusive.
+	o = &outcome{}
+	if _, err := r.release("A", 10, 2, o); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := grantedIDs(o), []string{"s1", "s2"}; !slices.Equal(got, want) {
+		t.Fatalf("after release got granted %v, want %v", got, want)
+	}
+	r.materialize(11)
+	if ok, _ := r.acquire(req("s4", "F", wire.LockShared), true, 100, 3, &outcome{}); ok {
+		t.Fatal("a new shared request overtook the waiting exclusive")
+	}
+	o = &outcome{}
+	_, _ = r.release("B", 0, 4, o)
+	if len(o.granted) != 0 {
+		t.Fatalf("granted %v while C still holds shared", grantedIDs(o))
+	}
+	o = &outcome{}
+	_, _ = r.release("C", 0, 5, o)
+	if got, want := grantedIDs(o), []string{"x2"}; !slices.Equal(got, want) {
+		t.Fatalf("got granted %v, want %v", got, want)
+	}
+	r.materialize(12)
+	o = &outcome{}
+	_, _ = r.release("D", 0, 6, o)
+	if got, want := grantedIDs(o), []string{"s3", "s4"}; !slices.Equal(got, want) {
+		t.Fatalf("got granted %v, want %v", got, want)
+	}
+	r.materialize(13)
+	for _, h := range r.Holders {
+		if h.Token != 13 {
+			t.Errorf("shared holder %s has token %d, want 13 (granted together)", h.Session, h.Token)
+		}
+	}
+}
+
+func TestReleaseNotHeldAndTokenMismatch(t *testing.T) {
+	r := &record{Name: "a", Holders: []holder{{Session: "A", Mode: wire.LockExclusive, Token: 4}}}
+	for _, tc := range []struct {
+		session string
+		token   uint64
+	}{{"B", 0}, {"A", 3}, {"B", 4}} {
+		o := &outcome{}
+		if _, err := r.release(tc.session, tc.token, 1, o); !errors.Is(err, ErrNotHeld) || o.changed {
+			t.Errorf("release(%s, %d): got %v changed=%v, want ErrNotHeld unchanged", tc.session, tc.token, err, o.changed)
+		}
+	}
+	if _, err := r.release("A", 4, 1, &outcome{}); err != nil || !r.empty() {
+		t.Fatalf("release by holder: %v, record %+v", err, r)
+	}
+}
+
+func TestCancelLetsSharedThrough(t *testing.T) {
+	r := &record{Name: "a", Holders: []holder{{Session: "A", Mode: wire.LockShared, Token: 4}},
+		Waiters: []waiter{req("x", "B", wire.LockExclusive), req("s", "C", wire.LockShared)}}
+	if err := r.cancel("x", "C", 1, &outcome{}); !errors.Is(err, ErrNoWaiter) {
+		t.Fatalf("cancel by another session: got %v, want ErrNoWaiter", err)
+	}
+	o := &outcome{}
+	if err := r.cancel("x", "B", 1, o); err != nil {
+		t.Fatal(err)
+	}
+	if got := grantedIDs(o); !slices.Equal(got, []string{"s"}) || len(o.removed) != 1 {
+		t.Fatalf("got granted %v removed %d, want [s] and 1", got, len(o.removed))
+	}
+}
+
+func TestExpireOwnedAndOrphaned(t *testing.T) {
+	mine, theirs := req("m", "A", wire.LockExclusive), req("t", "B", wire.LockExclusive)
+	mine.Deadline, theirs.Deadline, theirs.Owner = 100, 100, "gone"
+	mine.Until, theirs.Until = 100, 100
+	r := &record{Name: "a", Holders: []holder{{Session: "H", Mode: wire.LockExclusive, Token: 1}}, Waiters: []waiter{mine, theirs}}
+	e := expiry{instance: "i1", grace: 50, reattach: 1000}
+	if got := r.nextDeadline(e); got != 100 {
+		t.Fatalf("next deadline %d, want 100", got)
+	}
+	o := &outcome{}
+	r.expire(e, 120, o)
+	if got := waiters(r); !slices.Equal(got, []string{"t"}) {
+		t.Fatalf("after own deadline got waiters %v, want [t]", got)
+	}
+	o = &outcome{}
+	r.expire(e, 150, o)
+	if len(r.Waiters) != 0 || len(o.removed) != 1 || !errors.Is(o.removed[0].err, wire.ErrTimeout) {
+		t.Fatalf("orphan not expired after the grace: %+v", r.Waiters)
+	}
+}
+
+// TestExpireAtBoundDetaches: a waiter that wants to wait longer than one request
+// is held keeps its place, detached, for a re-issue with its id.
+func TestExpireAtBoundDetaches(t *testing.T) {
+	long, next := req("l", "A", wire.LockExclusive), req("n", "B", wire.LockExclusive)
+	long.Deadline, long.Until = 100, 0 // until cancelled, bound at 100
+	next.Deadline, next.Until = 5000, 5000
+	r := &record{Name: "a", Holders: []holder{{Session: "H", Mode: wire.LockExclusive, Token: 1}}, Waiters: []waiter{long, next}}
+	e := expiry{instance: "i1", grace: 50, reattach: 1000}
+	o := &outcome{}
+	r.expire(e, 100, o)
+	if got := waiters(r); !slices.Equal(got, []string{"l", "n"}) || r.Waiters[0].Reply != "" || r.Waiters[0].Deadline != 1100 {
+		t.Fatalf("got waiters %v %+v, want l detached until 1100, then n", got, r.Waiters[0])
+	}
+	if len(o.removed) != 1 || o.removed[0].w.Reply != "r.l" || !errors.Is(o.removed[0].err, wire.ErrTimeout) {
+		t.Fatalf("the held request was not answered: %+v", o.removed)
+	}
+	// The re-issue takes its place back.
+	again := req("l", "A", wire.LockExclusive)
+	again.Reply, again.Deadline = "r.l2", 1200
+	if _, err := r.acquire(again, true, 10, 150, &outcome{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := waiters(r); !slices.Equal(got, []string{"l", "n"}) || r.Waiters[0].Reply != "r.l2" {
+		t.Fatalf("got %v %+v, want l first with the new reply", got, r.Waiters[0])
+	}
+	// Not re-issued in time: dropped without an answer.
+	r.Waiters[0].Reply, r.Waiters[0].Deadline = "", 1100
+	o = &outcome{}
+	r.expire(e, 1100, o)
+	if got := waiters(r); !slices.Equal(got, []string{"n"}) {
+		t.Fatalf("got waiters %v, want [n]", got)
+	}
+	// A detached waiter granted meanwhile is answered by its re-issue.
+	r = &record{Name: "a", Holders: []holder{{Session: "H", Mode: wire.LockExclusive, Token: 1}},
+		Waiters: []waiter{{ID: "d", Session: "D", Mode: wire.LockExclusive, Deadline: 900}}}
+	o = &outcome{}
+	if _, err := r.release("H", 0, 200, o); err != nil || !slices.Equal(holders(r), []string{"D"}) {
+		t.Fatalf("release: %v, holders %v", err, holders(r))
+	}
+	ok, err := r.acquire(req("d", "D", wire.LockExclusive), true, 10, 300, &outcome{})
+	if !ok || err != nil {
+		t.Fatalf("re-issue after the grant: %v %v, want the lock", ok, err)
+	}
+}
+
+func TestDropSession(t *testing.T) {
+	base := func() *record {
+		c := req("c", "C", wire.LockShared)
+		c.Scope, c.Conn = wire.ScopeConnection, "c1"
+		return &record{Name: "a",
+			Holders: []holder{{Session: "A", Mode: wire.LockShared, Scope: wire.ScopeConnection, Conn: "c1", Token: 1},
+				{Session: "B", Mode: wire.LockShared, Scope: wire.ScopeSession, Token: 1}},
+			Waiters: []waiter{req("x", "X", wire.LockExclusive), c, req("d", "D", wire.LockShared)},
+		}
+	}
+	tests := []struct {
+		name        string
+		session     string
+		st          sessionState
+		wantHolders []string
+		wantWaiters []string
+	}{
+		{"fine", "A", sessionState{connected: true, conn: "c1"}, []string{"A", "B"}, []string{"x", "c", "d"}},
+		{"connection lost", "A", sessionState{connected: false, conn: "c1"}, []string{"B"}, []string{"x", "c", "d"}},
+		{"moved to another connection", "A", sessionState{connected: true, conn: "c2"}, []string{"B"}, []string{"x", "c", "d"}},
+		{"session scope survives connection loss", "B", sessionState{connected: false}, []string{"A", "B"}, []string{"x", "c", "d"}},
+		{"closed holder", "B", sessionState{closed: true}, []string{"A"}, []string{"x", "c", "d"}},
+		{"connection-scoped waiter loses its connection", "C", sessionState{connected: false}, []string{"A", "B"}, []string{"x", "d"}},
+		{"session-scoped waiter survives connection loss", "D", sessionState{connected: false}, []string{"A", "B"}, []string{"x", "c", "d"}},
+		{"closed waiter", "D", sessionState{closed: true}, []string{"A", "B"}, []string{"x", "c"}},
+		{"closed head lets shared through", "X", sessionState{closed: true}, []string{"A", "B", "C", "D"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := base()
+			r.dropSession(tt.session, tt.st, 1, &outcome{})
+			if got := holders(r); !slices.Equal(got, tt.wantHolders) {
+				t.Errorf("got holders %v, want %v", got, tt.wantHolders)
+			}
+			if got := waiters(r); !slices.Equal(got, tt.wantWaiters) {
+				t.Errorf("got waiters %v, want %v", got, tt.wantWaiters)
+			}
+		})
+	}
+	// A closed exclusive holder's lock goes to the next waiter.
+	r := &record{Name: "a", Holders: []holder{{Session: "A", Mode: wire.LockExclusive, Token: 1}},
+		Waiters: []waiter{req("cx", "C", wire.LockExclusive)}}
+	o := &outcome{}
+	r.dropSession("A", sessionState{closed: true}, 1, o)
+	if got := grantedIDs(o); !slices.Equal(got, []string{"cx"}) {
+		t.Fatalf("got granted %v, want [cx]", got)
+	}
+}
+
+func TestRequeueKeepsPlace(t *testing.T) {
+	r := &record{Name: "a", Holders: []holder{{Session: "H", Mode: wire.LockExclusive, Token: 1}},
+		Waiters: []waiter{req("1", "A", wire.LockExclusive), req("2", "B", wire.LockExclusive)}}
+	again := req("1", "A", wire.LockExclusive)
+	again.Reply, again.Deadline = "r.new", 5000
+	if _, err := r.acquire(again, true, 10, 1, &outcome{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := waiters(r); !slices.Equal(got, []string{"1", "2"}) || r.Waiters[0].Reply != "r.new" {
+		t.Fatalf("got waiters %v (reply %s), want [1 2] with the new reply", got, r.Waiters[0].Reply)
+	}
+	if _, err := r.acquire(req("3", "C", wire.LockExclusive), true, 2, 1, &outcome{}); !errors.Is(err, ErrTooManyWaiters) {
+		t.Fatalf("got %v, want ErrTooManyWaiters", err)
+	}
+}

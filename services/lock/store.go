@@ -1,0 +1,233 @@
+package lock
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket is the KV bucket holding lock records, key = KeyFor(name).
+const Bucket = "roster_locks"
+
+// errConflict: the record changed since the revision the write expected.
+var errConflict = errors.New("lock: record changed concurrently")
+
+// KeyFor returns the KV key of a lock name: its unpadded base64url encoding, which
+// is always a valid key ("." in a name would otherwise split subject tokens) and
+// cannot collide.
+func KeyFor(name string) string { return base64.RawURLEncoding.EncodeToString([]byte(name)) }
+
+// entry is one lock record at a revision; rec is nil when the key is absent
+// (never written, or deleted at rev).
+type entry struct {
+	rec *record
+	rev uint64
+}
+
+// store reads and writes lock records. Every write is a compare-and-set on the
+// key's last revision (the stream's Nats-Expected-Last-Subject-Sequence), as
+// kv.Update does; a lock left without holders and waiters is deleted by a KV delete
+// marker written the same way, so that the bucket holds only live locks. Writes go
+// through the stream API rather than kv.Update/kv.Delete because a conditional
+// delete there does not return the marker's revision, which the next
+// compare-and-set needs.
+//
+// A cache, kept by one watch of the whole bucket, supplies the revision to expect,
+// so that an uncontended change costs one round trip; a conflict re-reads the key.
+type store struct {
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	stream jetstream.Stream
+	prefix string // subject prefix of the bucket's keys
+
+	// changed is called for every entry new to the cache, whether from the watch, a
+	// read or a write.
+	changed func(key string, e entry)
+
+	mu    sync.RWMutex
+	cache map[string]entry
+}
+
+// BucketConfig is the configuration of the locks bucket: one revision per key
+// (the record holds the whole state), file storage.
+func BucketConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "Roster locks: key = base64url(lock name), value = holders and FIFO waiters; compare-and-set only",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	}
+}
+
+func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, BucketConfig())
+	if err != nil {
+		return nil, fmt.Errorf("lock: bucket %s: %w", Bucket, err)
+	}
+	stream, err := js.Stream(ctx, "KV_"+Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("lock: bucket %s stream: %w", Bucket, err)
+	}
+	return &store{js: js, kv: kv, stream: stream, prefix: "$KV." + Bucket + ".", cache: map[string]entry{}}, nil
+}
+
+func decodeRecord(data []byte, rev uint64) (*record, error) {
+	var r record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("lock: decode record at revision %d: %w", rev, err)
+	}
+	r.materialize(rev)
+	return &r, nil
+}
+
+func isDeleteMarker(h nats.Header) bool {
+	return h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != ""
+}
+
+// read returns the key's latest record from the stream.
+func (s *store) read(ctx context.Context, key string) (entry, error) {
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+key)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return entry{}, nil
+	}
+	if err != nil {
+		return entry{}, fmt.Errorf("lock: read %s: %w", key, err)
+	}
+	e := entry{rev: m.Sequence}
+	if !isDeleteMarker(m.Header) {
+		if e.rec, err = decodeRecord(m.Data, m.Sequence); err != nil {
+			return entry{}, err
+		}
+	}
+	s.remember(key, e)
+	return e, nil
+}
+
+// write stores rec (or deletes the key when rec is empty) if the key's revision is
+// still prev, and returns the new revision. errConflict when it is not.
+func (s *store) write(ctx context.Context, key string, rec *record, prev uint64) (uint64, error) {
+	m := &nats.Msg{Subject: s.prefix + key, Header: nats.Header{}}
+	if rec.empty() {
+		m.Header.Set("KV-Operation", "DEL")
+	} else {
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return 0, fmt.Errorf("lock: encode record: %w", err)
+		}
+		m.Data = data
+	}
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(prev, 10))
+	ack, err := s.js.PublishMsg(ctx, m)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return 0, errConflict
+		}
+		return 0, fmt.Errorf("lock: write %s: %w", key, err)
+	}
+	return ack.Sequence, nil
+}
+
+// cached returns the cache's entry for key.
+func (s *store) cached(key string) (entry, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.cache[key]
+	return e, ok
+}
+
+// remember records e unless the cache already holds a later revision, and then
+// calls changed.
+func (s *store) remember(key string, e entry) {
+	s.mu.Lock()
+	if old, ok := s.cache[key]; ok && old.rev >= e.rev {
+		s.mu.Unlock()
+		return
+	}
+	// A deleted key keeps the marker's revision for the next compare-and-set.
+	s.cache[key] = e
+	s.mu.Unlock()
+	if s.changed != nil {
+		s.changed(key, e)
+	}
+}
+
+// snapshot returns the live records in the cache.
+func (s *store) snapshot() map[string]entry {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string]entry, len(s.cache))
+	for k, e := range s.cache {
+		if e.rec != nil {
+			out[k] = e
+		}
+	}
+	return out
+}
+
+// watch keeps the cache up to date from a watch of the bucket. It returns once the
+// initial values are loaded; the watch then runs until ctx ends, on a goroutine
+// that done tracks.
+func (s *store) watch(ctx context.Context, done *sync.WaitGroup) error {
+	w, err := s.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("lock: watch %s: %w", Bucket, err)
+	}
+	apply := func(kve jetstream.KeyValueEntry) {
+		if old, ok := s.cached(kve.Key()); ok && old.rev >= kve.Revision() {
+			return // this instance's own write, already cached: skip decoding it
+		}
+		e := entry{rev: kve.Revision()}
+		if kve.Operation() == jetstream.KeyValuePut {
+			rec, err := decodeRecord(kve.Value(), kve.Revision())
+			if err != nil {
+				return // not written by this service: ignore it
+			}
+			e.rec = rec
+		}
+		s.remember(kve.Key(), e)
+	}
+	for loaded := false; !loaded; {
+		select {
+		case kve, ok := <-w.Updates():
+			if !ok {
+				return errors.New("lock: watch ended before the initial values")
+			}
+			if kve == nil {
+				loaded = true
+				continue
+			}
+			apply(kve)
+		case <-ctx.Done():
+			_ = w.Stop()
+			return ctx.Err()
+		}
+	}
+	done.Add(1)
+	go func() {
+		defer done.Done()
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case kve, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if kve != nil {
+					apply(kve)
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return nil
+}

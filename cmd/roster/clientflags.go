@@ -67,7 +67,7 @@ func parseProps(pairs []string) (map[string]string, error) {
 // this command and closed after it.
 func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(ctx context.Context, s *client.Session) error) error {
 	ctx := cmd.Context()
-	c, err := client.Connect(f.server, client.WithNATSOptions())
+	c, err := client.Connect(f.server, client.WithCredentials(f.credentials()))
 	if err != nil {
 		return fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "cannot reach " + f.server}, err)
 	}

@@ -52,7 +52,7 @@ as they happen. Other commands can act as this session with --session-id and
 			if f.sessionID != "" {
 				return usageError{errors.New("session open opens a new session; --session-id does not apply")}
 			}
-			c, err := client.Connect(f.server)
+			c, err := client.Connect(f.server, client.WithCredentials(f.credentials()))
 			if err != nil {
 				return fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "cannot reach " + f.server}, err)
 			}

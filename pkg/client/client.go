@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -21,6 +22,7 @@ import (
 // (a gateway opens one per user of its own). A Client is safe for concurrent use.
 type Client struct {
 	nc     *nats.Conn
+	key    string
 	log    *slog.Logger
 	tracer trace.Tracer
 
@@ -37,6 +39,7 @@ type Client struct {
 type ConnectOption func(*connectOptions)
 
 type connectOptions struct {
+	creds  *wire.Credentials
 	nats   []nats.Option
 	tp     trace.TracerProvider
 	logger *slog.Logger
@@ -46,6 +49,13 @@ type connectOptions struct {
 // The SDK sets the reconnect, disconnect and closed handlers itself.
 func WithNATSOptions(opts ...nats.Option) ConnectOption {
 	return func(o *connectOptions) { o.nats = append(o.nats, opts...) }
+}
+
+// WithCredentials authenticates the NATS connection itself (the auth callout
+// checks them): a user and password, or a JWT bearer token. Without them the
+// connection is anonymous, which the policy may refuse.
+func WithCredentials(creds *wire.Credentials) ConnectOption {
+	return func(o *connectOptions) { o.creds = creds }
 }
 
 // WithTracerProvider sets the tracer provider for client spans (default: the global
@@ -63,6 +73,10 @@ var errConnectionLost = errors.New("connection to NATS lost")
 
 // Connect dials NATS at url. It reconnects by itself; sessions opened on it resume
 // after a reconnect.
+//
+// The connection proves a fresh user nkey, its connection key: Roster's auth callout
+// lets it subscribe only to its own inbox (_R.<key>.>) and to deliveries for its own
+// sessions (roster.v1.deliver.<key>.>).
 func Connect(url string, opts ...ConnectOption) (*Client, error) {
 	o := connectOptions{tp: otel.GetTracerProvider(), logger: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
@@ -74,11 +88,19 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 		sessions: map[*Session]struct{}{},
 	}
 	c.epoch, c.epochCancel = context.WithCancelCause(context.Background())
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, fmt.Errorf("client: connection key: %w", err)
+	}
+	c.key, _ = kp.PublicKey()
 	natsOpts := append([]nats.Option{
+		nats.Nkey(c.key, kp.Sign),
+		nats.CustomInboxPrefix(wire.ConnectionInbox(c.key)),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-	}, o.nats...)
+	}, credentialOptions(o.creds)...)
+	natsOpts = append(natsOpts, o.nats...)
 	natsOpts = append(natsOpts,
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { c.disconnected(err) }),
 		nats.ReconnectHandler(func(*nats.Conn) { go c.reconnected() }),
@@ -91,6 +113,22 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 	c.nc = nc
 	return c, nil
 }
+
+func credentialOptions(creds *wire.Credentials) []nats.Option {
+	if creds == nil {
+		return nil
+	}
+	switch creds.Type {
+	case wire.CredentialsPassword:
+		return []nats.Option{nats.UserInfo(creds.Username, creds.Password)}
+	case wire.CredentialsJWT:
+		return []nats.Option{nats.Token(creds.Token)}
+	}
+	return nil
+}
+
+// Key returns the connection key: the public user nkey this connection proved.
+func (c *Client) Key() string { return c.key }
 
 // Conn returns the underlying NATS connection.
 func (c *Client) Conn() *nats.Conn { return c.nc }

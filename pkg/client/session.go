@@ -78,6 +78,7 @@ type Session struct {
 	state     State
 	reason    wire.CloseReason
 	listeners []func(StateChange)
+	locks     map[*Lock]struct{}
 	stopHB    chan struct{}
 	hbDone    chan struct{}
 	closeOnce sync.Once
@@ -86,7 +87,7 @@ type Session struct {
 // Open connects to NATS at url and opens a session on that connection. Closing
 // the session closes the connection.
 func Open(ctx context.Context, url string, opts Options, connectOpts ...ConnectOption) (*Session, error) {
-	c, err := Connect(url, connectOpts...)
+	c, err := Connect(url, append([]ConnectOption{WithCredentials(opts.Credentials)}, connectOpts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +304,9 @@ func (s *Session) setClosed(reason wire.CloseReason, cause error) {
 	old := s.state
 	s.state, s.reason = StateClosed, reason
 	listeners := slices.Clone(s.listeners)
+	closedErr := s.closedErr()
 	s.mu.Unlock()
+	s.loseLocks(false, closedErr)
 	for _, fn := range listeners {
 		fn(StateChange{Old: old, New: StateClosed, Reason: reason, Err: cause})
 	}
@@ -337,6 +340,7 @@ func (s *Session) transition(to State, cause error) {
 }
 
 func (s *Session) connectionLost() {
+	s.loseLocks(true, errConnectionLost)
 	s.transition(StateRecovering, errConnectionLost)
 }
 

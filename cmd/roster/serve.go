@@ -6,22 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
-	"go.opentelemetry.io/otel/trace"
+	"github.com/spf13/pflag"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
-	"github.com/seed-3c836eab/roster/pkg/policy"
-	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/roster"
 	"github.com/seed-3c836eab/roster/pkg/telemetry"
-	"github.com/seed-3c836eab/roster/services/lock"
-	"github.com/seed-3c836eab/roster/services/messaging"
-	"github.com/seed-3c836eab/roster/services/registry"
 )
 
 type serveOptions struct {
@@ -40,7 +34,8 @@ type serveOptions struct {
 	logFormat    string
 	logLevel     string
 	drainTimeout time.Duration
-	auth         authOptions
+	auth         roster.AuthConfig
+	callout      bool
 }
 
 func newServeCmd() *cobra.Command {
@@ -56,6 +51,7 @@ embeds nothing and joins an existing NATS cluster instead; --services chooses wh
 services this process runs, so each can run as its own process in production.`,
 		Example: `  roster serve
   roster serve --listen 0.0.0.0:4222 --websocket 127.0.0.1:8080
+  roster serve --policy policy.yaml --users-file users.yaml
   roster serve --services lock --nats-url nats://nats-0:4222 --nats-creds /etc/roster/service.creds`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -69,7 +65,7 @@ services this process runs, so each can run as its own process in production.`,
 	fs.StringVar(&o.monitor, "monitor", "", "host:port for the NATS HTTP monitoring endpoint (off when empty)")
 	fs.StringVar(&o.serverName, "server-name", "roster", "name of the embedded server ($ServerName)")
 	fs.StringVar(&o.syncInterval, "sync-interval", "always", `JetStream fsync: "always" (every write) or an interval such as 2m, which can lose acknowledged writes on a crash`)
-	fs.StringSliceVar(&o.services, "services", []string{"auth", "registry", "lock", "messaging"}, "services to run")
+	fs.StringSliceVar(&o.services, "services", roster.ServiceNames, "services to run")
 	fs.StringVar(&o.natsURL, "nats-url", "", "join this NATS instead of embedding one")
 	fs.StringVar(&o.natsUser, "nats-user", "", "user for --nats-url")
 	fs.StringVar(&o.natsPassword, "nats-password", "", "password for --nats-url")
@@ -78,93 +74,24 @@ services this process runs, so each can run as its own process in production.`,
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long to wait for requests in flight when stopping")
-	addAuthFlags(fs, &o.auth)
+	addAuthFlags(fs, o)
 	annotateEnv(fs)
 	return cmd
 }
 
-// module is a service that serve can run. Modules start in the order of modules()
-// (the order of their dependencies) and stop in reverse.
-type module struct {
-	name  string
-	start func(nc *nats.Conn, tp trace.TracerProvider, log *slog.Logger, drain time.Duration) (runner, error)
-}
-
-type runner interface {
-	Run(ctx context.Context) error
-}
-
-// runFunc is a runner that also stops what its module started beside the service.
-type runFunc func(ctx context.Context) error
-
-func (f runFunc) Run(ctx context.Context) error { return f(ctx) }
-
-func modules(o *serveOptions) []module {
-	return []module{
-		{"auth", func(nc *nats.Conn, tp trace.TracerProvider, log *slog.Logger, drain time.Duration) (runner, error) {
-			return startAuth(&o.auth, nc, tp, log, drain)
-		}},
-		{"registry", func(nc *nats.Conn, tp trace.TracerProvider, log *slog.Logger, drain time.Duration) (runner, error) {
-			// TODO(lead): pass the policy holder the auth service keeps up to date.
-			return registry.New(nc, registry.Config{DrainTimeout: drain}, policy.NewHolder(policy.Development()), tp, log)
-		}},
-		{"lock", func(nc *nats.Conn, tp trace.TracerProvider, log *slog.Logger, drain time.Duration) (runner, error) {
-			js, err := jetstream.New(nc)
-			if err != nil {
-				return nil, err
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			view, err := sessions.Watch(ctx, js)
-			if err != nil {
-				return nil, err
-			}
-			// TODO(lead): pass the policy holder the auth service keeps up to date.
-			svc, err := lock.New(nc, lock.Config{DrainTimeout: drain}, view, policy.NewHolder(policy.Development()), tp, log)
-			if err != nil {
-				view.Close()
-				return nil, err
-			}
-			return runFunc(func(ctx context.Context) error {
-				defer view.Close()
-				return svc.Run(ctx)
-			}), nil
-		}},
-		{"messaging", func(nc *nats.Conn, tp trace.TracerProvider, log *slog.Logger, drain time.Duration) (runner, error) {
-			// TODO(lead): pass the policy holder the auth service keeps up to date.
-			return messaging.New(nc, messaging.Config{DrainTimeout: drain}, policy.NewHolder(policy.Development()), tp, log)
-		}},
-	}
-}
-
-// selectModules returns the modules named in names, in dependency order.
-func selectModules(o *serveOptions, names []string) ([]module, error) {
-	all := modules(o)
-	known := make([]string, len(all))
-	for i, m := range all {
-		known[i] = m.name
-	}
-	want := map[string]bool{}
-	for _, n := range names {
-		n = strings.TrimSpace(strings.ToLower(n))
-		if n == "" {
-			continue
-		}
-		if !slices.Contains(known, n) {
-			return nil, usageError{fmt.Errorf("unknown service %q: choose from %s", n, strings.Join(known, ", "))}
-		}
-		want[n] = true
-	}
-	if len(want) == 0 {
-		return nil, usageError{errors.New("--services names no service")}
-	}
-	var out []module
-	for _, m := range all {
-		if want[m.name] {
-			out = append(out, m)
-		}
-	}
-	return out, nil
+func addAuthFlags(fs *pflag.FlagSet, o *serveOptions) {
+	a := &o.auth
+	fs.StringVar(&a.PolicyFile, "policy", "", "YAML policy file stored at start, replacing the stored policy (default: keep the stored one; on the embedded server, the development policy if none is stored)")
+	fs.StringVar(&a.UsersFile, "users-file", "", "users file (bcrypt hashes, written by roster user add) for password credentials")
+	fs.StringVar(&a.Authenticators, "authenticators", "", "authenticator chain, in order, from users, jwt, anonymous (default: those configured, in that order)")
+	fs.StringVar(&a.JWTSecretFile, "jwt-hmac-secret-file", "", "file holding the HS256 secret (at least 32 bytes) for JWT bearer tokens")
+	fs.StringVar(&a.JWTPublicKeys, "jwt-public-keys", "", "PEM file of Ed25519 and RSA public keys verifying EdDSA and RS256 bearer tokens")
+	fs.StringVar(&a.JWTIssuer, "jwt-issuer", "", "required iss of bearer tokens (unchecked when empty)")
+	fs.StringVar(&a.JWTAudience, "jwt-audience", "", "required aud of bearer tokens (unchecked when empty)")
+	fs.StringVar(&a.JWTRolesClaim, "jwt-roles-claim", "roles", "claim holding a bearer token's roles")
+	fs.BoolVar(&o.callout, "auth-callout", true, "embedded server: authenticate every client connection with the auth service (NATS auth callout)")
+	fs.StringVar(&a.CalloutSeedFile, "auth-callout-seed-file", "", "with --nats-url: account seed (SA…) whose public key is the server's auth_callout issuer; the auth service then answers the callout")
+	fs.StringVar(&a.CalloutAccount, "auth-callout-account", embedded.ClientsAccount, "with --nats-url: account admitted connections are placed in")
 }
 
 func syncInterval(s string) (time.Duration, error) {
@@ -178,12 +105,43 @@ func syncInterval(s string) (time.Duration, error) {
 	return d, nil
 }
 
+func (o *serveOptions) config() (roster.Config, error) {
+	interval, err := syncInterval(o.syncInterval)
+	if err != nil {
+		return roster.Config{}, err
+	}
+	cfg := roster.Config{
+		Services: o.services,
+		NATSURL:  o.natsURL,
+		Embedded: embedded.Config{
+			Name:         o.serverName,
+			Listen:       o.listen,
+			WebSocket:    o.websocket,
+			Monitor:      o.monitor,
+			DataDir:      o.dataDir,
+			SyncInterval: interval,
+		},
+		Auth:         o.auth,
+		DrainTimeout: o.drainTimeout,
+	}
+	cfg.Auth.DisableCallout = !o.callout
+	switch {
+	case o.natsCreds != "":
+		cfg.NATSOptions = append(cfg.NATSOptions, nats.UserCredentials(o.natsCreds))
+	case o.natsUser != "":
+		cfg.NATSOptions = append(cfg.NATSOptions, nats.UserInfo(o.natsUser, o.natsPassword))
+	case o.natsToken != "":
+		cfg.NATSOptions = append(cfg.NATSOptions, nats.Token(o.natsToken))
+	}
+	return cfg, nil
+}
+
 func serve(ctx context.Context, o *serveOptions) error {
 	log, err := newLogger(os.Stderr, o.logFormat, o.logLevel)
 	if err != nil {
 		return usageError{err}
 	}
-	mods, err := selectModules(o, o.services)
+	cfg, err := o.config()
 	if err != nil {
 		return err
 	}
@@ -198,58 +156,19 @@ func serve(ctx context.Context, o *serveOptions) error {
 			log.Warn("flushing traces", "err", err)
 		}
 	}()
-
-	var connOpts []nats.Option
-	if o.natsURL == "" {
-		interval, err := syncInterval(o.syncInterval)
-		if err != nil {
-			return err
-		}
-		ecfg := embedded.Config{
-			Name:           o.serverName,
-			Listen:         o.listen,
-			WebSocket:      o.websocket,
-			Monitor:        o.monitor,
-			DataDir:        o.dataDir,
-			SyncInterval:   interval,
-			AllowAnonymous: true,
-		}
-		if err := o.auth.configureEmbedded(&ecfg, mods, log); err != nil {
-			return err
-		}
-		ns, err := embedded.Start(ecfg, log)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			ns.Stop()
-			log.Info("embedded NATS server stopped")
-		}()
-		connOpts = ns.ServiceOptions()
-		announce(log, ns, o, interval)
-	} else {
-		connOpts, err = externalOptions(o)
-		if err != nil {
-			return err
-		}
-		if err := o.auth.configureExternal(); err != nil {
-			return usageError{err}
-		}
+	cfg.TracerProvider = tp
+	p, err := roster.Start(ctx, cfg, log)
+	var ce *roster.ConfigError
+	if errors.As(err, &ce) {
+		return usageError{err}
 	}
-	return runModules(ctx, mods, o, connOpts, tp, log)
-}
-
-func externalOptions(o *serveOptions) ([]nats.Option, error) {
-	var opts []nats.Option
-	switch {
-	case o.natsCreds != "":
-		opts = append(opts, nats.UserCredentials(o.natsCreds))
-	case o.natsUser != "":
-		opts = append(opts, nats.UserInfo(o.natsUser, o.natsPassword))
-	case o.natsToken != "":
-		opts = append(opts, nats.Token(o.natsToken))
+	if err != nil {
+		return err
 	}
-	return opts, nil
+	if s := p.Server(); s != nil {
+		announce(log, s, o, cfg.Embedded.SyncInterval)
+	}
+	return p.Wait(ctx)
 }
 
 func announce(log *slog.Logger, ns *embedded.Server, o *serveOptions, interval time.Duration) {
@@ -262,69 +181,5 @@ func announce(log *slog.Logger, ns *embedded.Server, o *serveOptions, interval t
 		attrs = append(attrs, "websocket", ws)
 	}
 	log.Info("roster listening", attrs...)
-	log.Warn("development configuration: anonymous clients are admitted to the CLIENTS account")
 	log.Info("connect with: nats --server " + ns.ClientURL() + " micro ls")
-}
-
-// runModules starts each module in order on its own connection, runs them until ctx
-// ends or one fails, then stops them in reverse order.
-func runModules(ctx context.Context, mods []module, o *serveOptions, connOpts []nats.Option, tp trace.TracerProvider, log *slog.Logger) error {
-	type running struct {
-		name   string
-		nc     *nats.Conn
-		cancel context.CancelFunc
-		done   chan error
-	}
-	var started []*running
-	failed := make(chan error, len(mods))
-	stopAll := func() error {
-		var errs []error
-		for i := len(started) - 1; i >= 0; i-- {
-			r := started[i]
-			r.cancel()
-			if err := <-r.done; err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
-			}
-			if err := r.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-				errs = append(errs, fmt.Errorf("%s: drain connection: %w", r.name, err))
-			}
-			log.Info("service stopped", "service", r.name)
-		}
-		return errors.Join(errs...)
-	}
-	for _, m := range mods {
-		opts := append([]nats.Option{
-			nats.Name("roster-" + m.name),
-			nats.MaxReconnects(-1),
-			nats.ReconnectWait(250 * time.Millisecond),
-		}, connOpts...)
-		nc, err := nats.Connect(o.natsURL, opts...)
-		if err != nil {
-			return errors.Join(fmt.Errorf("%s: connect: %w", m.name, err), stopAll())
-		}
-		svc, err := m.start(nc, tp, log, o.drainTimeout)
-		if err != nil {
-			nc.Close()
-			return errors.Join(fmt.Errorf("%s: %w", m.name, err), stopAll())
-		}
-		mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		r := &running{name: m.name, nc: nc, cancel: cancel, done: make(chan error, 1)}
-		started = append(started, r)
-		go func() {
-			err := svc.Run(mctx)
-			r.done <- err
-			if err != nil {
-				failed <- fmt.Errorf("%s: %w", m.name, err)
-			}
-		}()
-		log.Info("service started", "service", m.name)
-	}
-	select {
-	case <-ctx.Done():
-		log.Info("stopping")
-		return stopAll()
-	case err := <-failed:
-		log.Error("service failed; stopping", "err", err)
-		return errors.Join(err, stopAll())
-	}
 }

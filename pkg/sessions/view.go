@@ -47,6 +47,7 @@ func WithTouchInterval(d time.Duration) Option {
 // KV watch. It is safe for concurrent use.
 type View struct {
 	nc         *nats.Conn
+	kv         jetstream.KeyValue
 	touchEvery time.Duration
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -70,6 +71,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 	}
 	v := &View{
 		nc:         js.Conn(),
+		kv:         kv,
 		touchEvery: DefaultTouchInterval,
 		records:    map[string]*Record{},
 		subs:       map[int]func(Change){},
@@ -176,6 +178,21 @@ func (v *View) apply(e jetstream.KeyValueEntry) {
 	}
 }
 
+// fetch reads one record from the bucket and applies it to the view.
+func (v *View) fetch(id string) (*Record, bool) {
+	if !ValidID(id) {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	e, err := v.kv.Get(ctx, id)
+	if err != nil {
+		return nil, false
+	}
+	v.apply(e)
+	return v.Get(id)
+}
+
 // Get returns the current record of a session.
 func (v *View) Get(id string) (*Record, bool) {
 	v.mu.RLock()
@@ -189,10 +206,16 @@ func (v *View) Get(id string) (*Record, bool) {
 // wire.ErrInvalidToken. A closed session is session_closed whatever the token, so
 // that every request naming it gets that answer; the token is compared in constant
 // time.
+//
+// A session the view has not seen yet — opened a moment ago, its record still on the
+// way through the watch — is read from the bucket once before it is declared unknown,
+// so a client may use a session as soon as open returns.
 func (v *View) Authenticate(id, token string) (*Record, error) {
 	r, ok := v.Get(id)
 	if !ok {
-		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
+		if r, ok = v.fetch(id); !ok {
+			return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
+		}
 	}
 	if r.Closed() {
 		return nil, r.ClosedError()

@@ -67,7 +67,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store,
 
 // get reads the current record of a session.
 func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
-	if !validID(id) {
+	if !sessions.ValidID(id) {
 		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
 	}
 	e, err := st.kv.Get(ctx, id)

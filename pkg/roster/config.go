@@ -1,0 +1,207 @@
+package roster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/services/auth"
+)
+
+// ServiceNames lists the services in dependency order.
+var ServiceNames = []string{"auth", "registry", "lock", "messaging"}
+
+// Config configures a Roster process.
+type Config struct {
+	// Services names the services to run (default: all).
+	Services []string
+	// NATSURL, when set, joins that NATS instead of embedding a server; NATSOptions
+	// carry its credentials.
+	NATSURL     string
+	NATSOptions []nats.Option
+	// Embedded configures the embedded server when NATSURL is empty.
+	Embedded embedded.Config
+	// Auth configures the auth service and the auth callout.
+	Auth AuthConfig
+	// DrainTimeout bounds how long stopping waits for requests in flight.
+	DrainTimeout time.Duration
+	// TracerProvider receives the services' spans (default: no export).
+	TracerProvider trace.TracerProvider
+}
+
+// AuthConfig configures authentication and the policy.
+type AuthConfig struct {
+	// PolicyFile, when set, is stored at start, replacing the stored policy.
+	// Without it the stored policy is kept; on the embedded server, the development
+	// policy is stored when there is none.
+	PolicyFile string
+	// UsersFile holds password credentials (roster user add writes it).
+	UsersFile string
+	// Authenticators is the chain, in order, from users, jwt, anonymous (default:
+	// those configured, in that order).
+	Authenticators string
+	// JWT bearer tokens: an HS256 secret file, a PEM file of Ed25519/RSA public keys,
+	// the required issuer and audience, and the claim holding roles.
+	JWTSecretFile, JWTPublicKeys, JWTIssuer, JWTAudience, JWTRolesClaim string
+	// DisableCallout turns the NATS auth callout off on the embedded server: client
+	// connections are then not authenticated by Roster.
+	DisableCallout bool
+	// CalloutSeedFile, with NATSURL, is the account seed whose public key the
+	// cluster's auth_callout names as issuer; the auth service then answers the
+	// callout, placing clients in CalloutAccount (default CLIENTS).
+	CalloutSeedFile string
+	CalloutAccount  string
+}
+
+// ConfigError reports a configuration mistake (a usage error on the command line).
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func configErr(format string, args ...any) error {
+	return &ConfigError{Err: fmt.Errorf(format, args...)}
+}
+
+// selected returns the services to run, in dependency order.
+func (c *Config) selected() ([]string, error) {
+	if len(c.Services) == 0 {
+		return ServiceNames, nil
+	}
+	want := map[string]bool{}
+	for _, n := range c.Services {
+		n = strings.TrimSpace(strings.ToLower(n))
+		if n == "" {
+			continue
+		}
+		if !slices.Contains(ServiceNames, n) {
+			return nil, configErr("unknown service %q: choose from %s", n, strings.Join(ServiceNames, ", "))
+		}
+		want[n] = true
+	}
+	if len(want) == 0 {
+		return nil, configErr("no service named")
+	}
+	var out []string
+	for _, n := range ServiceNames {
+		if want[n] {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// calloutIssuer returns the callout issuer key: a fresh one for the embedded server,
+// or the configured seed for a cluster. nil means no callout.
+func (c *Config) calloutIssuer(embeddedServer, runsAuth bool) (nkeys.KeyPair, error) {
+	if embeddedServer {
+		if c.Auth.DisableCallout || !runsAuth {
+			return nil, nil
+		}
+		kp, err := nkeys.CreateAccount()
+		if err != nil {
+			return nil, fmt.Errorf("auth callout key: %w", err)
+		}
+		return kp, nil
+	}
+	if c.Auth.CalloutSeedFile == "" || !runsAuth {
+		return nil, nil
+	}
+	seed, err := os.ReadFile(c.Auth.CalloutSeedFile)
+	if err != nil {
+		return nil, configErr("auth callout seed file: %w", err)
+	}
+	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
+	if err != nil {
+		return nil, configErr("auth callout seed file: not an nkey seed")
+	}
+	return kp, nil
+}
+
+// authConfig builds the auth service's configuration.
+func (c *Config) authConfig(issuer nkeys.KeyPair, embeddedServer bool) (auth.Config, error) {
+	cfg := auth.Config{DrainTimeout: c.DrainTimeout}
+	if issuer != nil {
+		account := c.Auth.CalloutAccount
+		if account == "" {
+			account = embedded.ClientsAccount
+		}
+		cfg.Callout = &auth.CalloutConfig{Issuer: issuer, Account: account}
+	}
+	if c.Auth.PolicyFile != "" {
+		p, err := policy.LoadFile(c.Auth.PolicyFile)
+		if err != nil {
+			return cfg, &ConfigError{Err: err}
+		}
+		cfg.InitialPolicy = p
+	} else if embeddedServer {
+		cfg.DefaultPolicy = policy.Development()
+	}
+	chain, err := c.chain()
+	if err != nil {
+		return cfg, &ConfigError{Err: err}
+	}
+	cfg.Authenticators = chain
+	return cfg, nil
+}
+
+// chain builds the authenticator chain: the one Authenticators names, or every
+// configured authenticator in the order users, jwt, anonymous.
+func (c *Config) chain() ([]auth.Authenticator, error) {
+	a := c.Auth
+	available := map[string]auth.Authenticator{"anonymous": auth.Anonymous()}
+	order := []string{}
+	if a.UsersFile != "" {
+		u, err := auth.NewUsersFile(a.UsersFile)
+		if err != nil {
+			return nil, err
+		}
+		available["users"] = u
+		order = append(order, "users")
+	}
+	if a.JWTSecretFile != "" || a.JWTPublicKeys != "" {
+		cfg := auth.JWTConfig{Issuer: a.JWTIssuer, Audience: a.JWTAudience, RolesClaim: a.JWTRolesClaim}
+		if a.JWTSecretFile != "" {
+			secret, err := os.ReadFile(a.JWTSecretFile)
+			if err != nil {
+				return nil, fmt.Errorf("jwt hmac secret file: %w", err)
+			}
+			cfg.HMACSecret = []byte(strings.TrimSpace(string(secret)))
+		}
+		if a.JWTPublicKeys != "" {
+			data, err := os.ReadFile(a.JWTPublicKeys)
+			if err != nil {
+				return nil, fmt.Errorf("jwt public keys: %w", err)
+			}
+			var err2 error
+			if cfg.PublicKeys, err2 = auth.ParsePublicKeys(data); err2 != nil {
+				return nil, err2
+			}
+		}
+		j, err := auth.NewJWT(cfg)
+		if err != nil {
+			return nil, err
+		}
+		available["jwt"] = j
+		order = append(order, "jwt")
+	}
+	order = append(order, "anonymous")
+	list := a.Authenticators
+	if list == "" {
+		list = strings.Join(order, ",")
+	}
+	chain, err := auth.ParseChain(list, available)
+	if err != nil {
+		return nil, errors.New("authenticators: " + strings.TrimPrefix(err.Error(), "auth: "))
+	}
+	return chain, nil
+}

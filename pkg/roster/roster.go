@@ -1,0 +1,258 @@
+package roster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/services/auth"
+	"github.com/seed-3c836eab/roster/services/lock"
+	"github.com/seed-3c836eab/roster/services/messaging"
+	"github.com/seed-3c836eab/roster/services/registry"
+)
+
+// Process is a running Roster process.
+type Process struct {
+	cfg     Config
+	log     *slog.Logger
+	server  *embedded.Server // nil when joining a cluster
+	issuer  nkeys.KeyPair    // the auth callout's issuer; nil without a callout
+	running []*running
+	policy  *policyFollower
+	failed  chan error
+	done    chan struct{}
+	stopErr error
+}
+
+type running struct {
+	name   string
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type runner interface {
+	Run(ctx context.Context) error
+}
+
+// runFunc is a runner that also stops what its module started beside the service.
+type runFunc func(ctx context.Context) error
+
+func (f runFunc) Run(ctx context.Context) error { return f(ctx) }
+
+// Start starts the embedded server (unless cfg.NATSURL is set) and the selected
+// services, in dependency order. Each service answers requests when Start returns.
+// A failure stops everything started so far.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) {
+	names, err := cfg.selected()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	p := &Process{cfg: cfg, log: log, failed: make(chan error, len(names)), done: make(chan struct{})}
+	runsAuth := slices.Contains(names, "auth")
+
+	connect := func(name string) (*nats.Conn, error) {
+		opts := append([]nats.Option{
+			nats.Name("roster-" + name),
+			nats.MaxReconnects(-1),
+			nats.ReconnectWait(250 * time.Millisecond),
+		}, cfg.NATSOptions...)
+		if p.server != nil {
+			opts = append(opts, p.server.ServiceOptions()...)
+		}
+		return nats.Connect(cfg.NATSURL, opts...)
+	}
+
+	issuer, err := cfg.calloutIssuer(cfg.NATSURL == "", runsAuth)
+	if err != nil {
+		return nil, err
+	}
+	p.issuer = issuer
+	if cfg.NATSURL == "" {
+		ecfg := cfg.Embedded
+		ecfg.AllowAnonymous = issuer == nil
+		if issuer != nil {
+			if ecfg.CalloutIssuer, err = issuer.PublicKey(); err != nil {
+				return nil, err
+			}
+		} else {
+			log.Warn("auth callout off: client connections are not authenticated by Roster; anonymous clients are admitted")
+		}
+		if p.server, err = embedded.Start(ecfg, log); err != nil {
+			return nil, err
+		}
+	}
+
+	for _, name := range names {
+		if err := p.startService(ctx, name, connect); err != nil {
+			return nil, errors.Join(fmt.Errorf("%s: %w", name, err), p.stop())
+		}
+		log.Info("service started", "service", name)
+	}
+	return p, nil
+}
+
+// policyHolder returns the process's policy holder, following the stored policy;
+// it starts following on first use.
+func (p *Process) policyHolder(ctx context.Context, connect func(string) (*nats.Conn, error)) (*policy.Holder, error) {
+	if p.policy != nil {
+		return p.policy.holder, nil
+	}
+	nc, err := connect("policy")
+	if err != nil {
+		return nil, err
+	}
+	f, err := followPolicy(ctx, nc, p.log)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	p.policy = f
+	return f.holder, nil
+}
+
+func (p *Process) startService(ctx context.Context, name string, connect func(string) (*nats.Conn, error)) error {
+	nc, err := connect(name)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	svc, err := p.newService(ctx, name, nc, connect)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	mctx, cancel := context.WithCancel(context.Background())
+	r := &running{name: name, nc: nc, cancel: cancel, done: make(chan error, 1)}
+	p.running = append(p.running, r)
+	go func() {
+		err := svc.Run(mctx)
+		r.done <- err
+		if err != nil {
+			p.failed <- fmt.Errorf("%s: %w", name, err)
+		}
+	}()
+	return nil
+}
+
+func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, connect func(string) (*nats.Conn, error)) (runner, error) {
+	cfg, tp, log := p.cfg, p.cfg.TracerProvider, p.log
+	if name == "auth" {
+		acfg, err := cfg.authConfig(p.issuer, p.server != nil)
+		if err != nil {
+			return nil, err
+		}
+		svc, err := auth.New(nc, acfg, tp, log)
+		if err != nil {
+			return nil, err
+		}
+		if pol := svc.Policy().Load(); pol != nil && pol.Anonymous.Allowed && (pol.Connections.SharedInbox || pol.Connections.ServiceDiscovery) {
+			log.Warn("DEVELOPMENT POLICY IN EFFECT: anonymous clients are admitted and connections share _INBOX.>; " +
+				"never use this in production — give --policy (see docs/architecture.md, Auth and NATS security)")
+		}
+		return svc, nil
+	}
+	holder, err := p.policyHolder(ctx, connect)
+	if err != nil {
+		return nil, err
+	}
+	switch name {
+	case "registry":
+		return registry.New(nc, registry.Config{DrainTimeout: cfg.DrainTimeout}, holder, tp, log)
+	case "lock":
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return nil, err
+		}
+		view, err := sessions.Watch(context.Background(), js)
+		if err != nil {
+			return nil, err
+		}
+		svc, err := lock.New(nc, lock.Config{DrainTimeout: cfg.DrainTimeout}, view, holder, tp, log)
+		if err != nil {
+			view.Close()
+			return nil, err
+		}
+		return runFunc(func(ctx context.Context) error {
+			defer view.Close()
+			return svc.Run(ctx)
+		}), nil
+	case "messaging":
+		return messaging.New(nc, messaging.Config{DrainTimeout: cfg.DrainTimeout}, holder, tp, log)
+	}
+	return nil, fmt.Errorf("unknown service %q", name)
+}
+
+// Server returns the embedded server, or nil when the process joined a cluster.
+func (p *Process) Server() *embedded.Server { return p.server }
+
+// ClientURL returns the URL clients connect to: the embedded server's, or NATSURL.
+func (p *Process) ClientURL() string {
+	if p.server != nil {
+		return p.server.ClientURL()
+	}
+	return p.cfg.NATSURL
+}
+
+// Wait blocks until ctx ends or a service fails, then stops the process (services in
+// reverse order, then the embedded server) and returns the failure and any error
+// stopping.
+func (p *Process) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		p.log.Info("stopping")
+		return p.stop()
+	case err := <-p.failed:
+		p.log.Error("service failed; stopping", "err", err)
+		return errors.Join(err, p.stop())
+	}
+}
+
+// Stop stops the process. It is safe to call more than once.
+func (p *Process) Stop() error { return p.stop() }
+
+func (p *Process) stop() error {
+	select {
+	case <-p.done:
+		return p.stopErr
+	default:
+	}
+	var errs []error
+	for i := len(p.running) - 1; i >= 0; i-- {
+		r := p.running[i]
+		r.cancel()
+		if err := <-r.done; err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
+		}
+		if err := r.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			errs = append(errs, fmt.Errorf("%s: drain connection: %w", r.name, err))
+		}
+		p.log.Info("service stopped", "service", r.name)
+	}
+	if p.policy != nil {
+		p.policy.stop()
+	}
+	if p.server != nil {
+		p.server.Stop()
+		p.log.Info("embedded NATS server stopped")
+	}
+	p.stopErr = errors.Join(errs...)
+	close(p.done)
+	return p.stopErr
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -36,6 +38,11 @@ type serveOptions struct {
 	drainTimeout time.Duration
 	auth         roster.AuthConfig
 	callout      bool
+	cluster      embedded.Cluster
+	servicePass  string
+	systemPass   string
+	healthListen string
+	replicas     int
 }
 
 func newServeCmd() *cobra.Command {
@@ -65,7 +72,7 @@ services this process runs, so each can run as its own process in production.`,
 	fs.StringVar(&o.monitor, "monitor", "", "host:port for the NATS HTTP monitoring endpoint (off when empty)")
 	fs.StringVar(&o.serverName, "server-name", "roster", "name of the embedded server ($ServerName)")
 	fs.StringVar(&o.syncInterval, "sync-interval", "always", `JetStream fsync: "always" (every write) or an interval such as 2m, which can lose acknowledged writes on a crash`)
-	fs.StringSliceVar(&o.services, "services", roster.ServiceNames, "services to run")
+	fs.StringSliceVar(&o.services, "services", roster.ServiceNames, `services to run ("none": only the embedded NATS server, e.g. a cluster node)`)
 	fs.StringVar(&o.natsURL, "nats-url", "", "join this NATS instead of embedding one")
 	fs.StringVar(&o.natsUser, "nats-user", "", "user for --nats-url")
 	fs.StringVar(&o.natsPassword, "nats-password", "", "password for --nats-url")
@@ -74,6 +81,13 @@ services this process runs, so each can run as its own process in production.`,
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long to wait for requests in flight when stopping")
+	fs.StringVar(&o.cluster.Name, "cluster-name", "roster", "name of the NATS cluster the embedded server joins (with --cluster-listen)")
+	fs.StringVar(&o.cluster.Listen, "cluster-listen", "", "host:port for cluster routes: makes the embedded server a node of a NATS cluster with clustered JetStream")
+	fs.StringSliceVar(&o.cluster.Routes, "routes", nil, "route URLs of the other cluster nodes (nats://host:port, comma-separated)")
+	fs.StringVar(&o.servicePass, "service-password", "", "password of the services' user (random per start when empty; every node of a cluster needs the same)")
+	fs.StringVar(&o.systemPass, "system-password", "", "password of the system user (random per start when empty; every node of a cluster needs the same)")
+	fs.IntVar(&o.replicas, "replicas", 1, "copies of every bucket and stream the services create (3 on a production cluster; the same in every process)")
+	fs.StringVar(&o.healthListen, "health-listen", "", "host:port for HTTP probes: GET /livez and /readyz (off when empty)")
 	addAuthFlags(fs, o)
 	annotateEnv(fs)
 	return cmd
@@ -114,14 +128,18 @@ func (o *serveOptions) config() (roster.Config, error) {
 		Services: o.services,
 		NATSURL:  o.natsURL,
 		Embedded: embedded.Config{
-			Name:         o.serverName,
-			Listen:       o.listen,
-			WebSocket:    o.websocket,
-			Monitor:      o.monitor,
-			DataDir:      o.dataDir,
-			SyncInterval: interval,
+			Name:            o.serverName,
+			Listen:          o.listen,
+			WebSocket:       o.websocket,
+			Monitor:         o.monitor,
+			DataDir:         o.dataDir,
+			SyncInterval:    interval,
+			Cluster:         o.cluster,
+			ServicePassword: o.servicePass,
+			SystemPassword:  o.systemPass,
 		},
 		Auth:         o.auth,
+		Replicas:     o.replicas,
 		DrainTimeout: o.drainTimeout,
 	}
 	cfg.Auth.DisableCallout = !o.callout
@@ -168,7 +186,30 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if s := p.Server(); s != nil {
 		announce(log, s, o, cfg.Embedded.SyncInterval)
 	}
+	if o.healthListen != "" {
+		stop, err := serveHealth(o.healthListen, p, log)
+		if err != nil {
+			return errors.Join(err, p.Stop())
+		}
+		defer stop()
+	}
 	return p.Wait(ctx)
+}
+
+// serveHealth serves the HTTP probes until stop is called.
+func serveHealth(addr string, p *roster.Process, log *slog.Logger) (stop func(), err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--health-listen: %w", err)
+	}
+	srv := &http.Server{Handler: p.HealthHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	log.Info("health probes listening", "addr", l.Addr().String(), "paths", "/livez /readyz")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
 }
 
 func announce(log *slog.Logger, ns *embedded.Server, o *serveOptions, interval time.Duration) {

@@ -67,10 +67,24 @@ type Config struct {
 	// answers with the account key whose public key (A…) this is. A connection is
 	// refused while no auth service answers.
 	CalloutIssuer string
+	// Cluster, when its Listen is set, makes the server a node of a NATS cluster with
+	// clustered JetStream. Every node needs a unique Name, the same account layout and
+	// the same service and system passwords.
+	Cluster Cluster
 	// ClientUsers are CLIENTS users that bypass the auth callout, with every
 	// permission in CLIENTS: for trusted bridges, and for tests that observe the
 	// clients account. Leave empty otherwise.
 	ClientUsers []UserPassword
+}
+
+// Cluster configures clustering.
+type Cluster struct {
+	// Name is the cluster's name (default "roster").
+	Name string
+	// Listen is the host:port of the route listener.
+	Listen string
+	// Routes are the route URLs of the other nodes (nats://host:port).
+	Routes []string
 }
 
 // UserPassword is a configured user.
@@ -110,6 +124,17 @@ func ConfigText(cfg Config) (string, error) {
 		sync = strconv.Quote(cfg.SyncInterval.String())
 	}
 	w("jetstream {\n  store_dir: %s\n  sync_interval: %s\n}", strconv.Quote(cfg.DataDir+"/jetstream"), sync)
+	if cfg.Cluster.Listen != "" {
+		name := cfg.Cluster.Name
+		if name == "" {
+			name = "roster"
+		}
+		routes := make([]string, len(cfg.Cluster.Routes))
+		for i, r := range cfg.Cluster.Routes {
+			routes[i] = strconv.Quote(r)
+		}
+		w("cluster {\n  name: %s\n  listen: %s\n  routes: [ %s ]\n}", strconv.Quote(name), strconv.Quote(cfg.Cluster.Listen), strings.Join(routes, ", "))
+	}
 	w("system_account: %s", SystemAccount)
 	w("accounts {")
 	w("  %s {\n    users: [ { user: %q, password: %q } ]", SystemAccount, SystemUser, cfg.SystemPassword)

@@ -30,15 +30,32 @@ type Store struct {
 	kv jetstream.KeyValue
 }
 
+// StoreOption configures OpenStore.
+type StoreOption func(*jetstream.KeyValueConfig)
+
+// WithReplicas sets the replicas of the policy bucket (3 on a production cluster).
+func WithReplicas(n int) StoreOption {
+	return func(c *jetstream.KeyValueConfig) {
+		if n > 0 {
+			c.Replicas = n
+		}
+	}
+}
+
 // OpenStore opens the policy bucket, creating it if needed (the auth service does
 // this; other services may call it too, it is idempotent).
-func OpenStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+func OpenStore(ctx context.Context, js jetstream.JetStream, opts ...StoreOption) (*Store, error) {
+	cfg := jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Roster permission policy",
 		History:     16,
 		Storage:     jetstream.FileStorage,
-	})
+		Replicas:    1,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("policy: open bucket %s: %w", Bucket, err)
 	}

@@ -22,7 +22,8 @@ var ServiceNames = []string{"auth", "registry", "lock", "messaging"}
 
 // Config configures a Roster process.
 type Config struct {
-	// Services names the services to run (default: all).
+	// Services names the services to run (default: all; "none" runs only the
+	// embedded NATS server, e.g. as one node of a cluster).
 	Services []string
 	// NATSURL, when set, joins that NATS instead of embedding a server; NATSOptions
 	// carry its credentials.
@@ -32,6 +33,10 @@ type Config struct {
 	Embedded embedded.Config
 	// Auth configures the auth service and the auth callout.
 	Auth AuthConfig
+	// Replicas is the number of copies of every bucket and stream the services
+	// create: 1 on one server, 3 on a production cluster. Every process of a
+	// deployment must use the same value: a service applies it to what it creates.
+	Replicas int
 	// DrainTimeout bounds how long stopping waits for requests in flight.
 	DrainTimeout time.Duration
 	// TracerProvider receives the services' spans (default: no export).
@@ -55,9 +60,12 @@ type AuthConfig struct {
 	// DisableCallout turns the NATS auth callout off on the embedded server: client
 	// connections are then not authenticated by Roster.
 	DisableCallout bool
-	// CalloutSeedFile, with NATSURL, is the account seed whose public key the
-	// cluster's auth_callout names as issuer; the auth service then answers the
-	// callout, placing clients in CalloutAccount (default CLIENTS).
+	// CalloutSeedFile is the account seed (SA…) whose public key is the auth
+	// callout's issuer. Every node of a cluster and every auth instance must share
+	// it: an embedded node configures its callout with the public key, an auth
+	// service answers the callout with it, placing clients in CalloutAccount
+	// (default CLIENTS). Without it, an embedded server running the auth service
+	// generates a key per start.
 	CalloutSeedFile string
 	CalloutAccount  string
 }
@@ -76,6 +84,9 @@ func configErr(format string, args ...any) error {
 func (c *Config) selected() ([]string, error) {
 	if len(c.Services) == 0 {
 		return ServiceNames, nil
+	}
+	if len(c.Services) == 1 && strings.EqualFold(strings.TrimSpace(c.Services[0]), "none") {
+		return nil, nil
 	}
 	want := map[string]bool{}
 	for _, n := range c.Services {
@@ -100,36 +111,37 @@ func (c *Config) selected() ([]string, error) {
 	return out, nil
 }
 
-// calloutIssuer returns the callout issuer key: a fresh one for the embedded server,
-// or the configured seed for a cluster. nil means no callout.
+// calloutIssuer returns the auth callout's issuer key: the configured seed (a cluster
+// shares one, so every node and every auth instance agree), else a fresh key when
+// this process embeds the server and runs the auth service. nil means no callout.
 func (c *Config) calloutIssuer(embeddedServer, runsAuth bool) (nkeys.KeyPair, error) {
-	if embeddedServer {
-		if c.Auth.DisableCallout || !runsAuth {
-			return nil, nil
-		}
-		kp, err := nkeys.CreateAccount()
+	if c.Auth.DisableCallout {
+		return nil, nil
+	}
+	if c.Auth.CalloutSeedFile != "" {
+		seed, err := os.ReadFile(c.Auth.CalloutSeedFile)
 		if err != nil {
-			return nil, fmt.Errorf("auth callout key: %w", err)
+			return nil, configErr("auth callout seed file: %w", err)
+		}
+		kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
+		if err != nil {
+			return nil, configErr("auth callout seed file: not an nkey seed")
 		}
 		return kp, nil
 	}
-	if c.Auth.CalloutSeedFile == "" || !runsAuth {
+	if !embeddedServer || !runsAuth {
 		return nil, nil
 	}
-	seed, err := os.ReadFile(c.Auth.CalloutSeedFile)
+	kp, err := nkeys.CreateAccount()
 	if err != nil {
-		return nil, configErr("auth callout seed file: %w", err)
-	}
-	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
-	if err != nil {
-		return nil, configErr("auth callout seed file: not an nkey seed")
+		return nil, fmt.Errorf("auth callout key: %w", err)
 	}
 	return kp, nil
 }
 
 // authConfig builds the auth service's configuration.
 func (c *Config) authConfig(issuer nkeys.KeyPair, embeddedServer bool) (auth.Config, error) {
-	cfg := auth.Config{DrainTimeout: c.DrainTimeout}
+	cfg := auth.Config{DrainTimeout: c.DrainTimeout, Replicas: c.Replicas}
 	if issuer != nil {
 		account := c.Auth.CalloutAccount
 		if account == "" {

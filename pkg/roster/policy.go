@@ -23,14 +23,14 @@ type policyFollower struct {
 	wg     sync.WaitGroup
 }
 
-func followPolicy(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*policyFollower, error) {
+func followPolicy(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Logger) (*policyFollower, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	store, err := policy.OpenStore(octx, js)
+	store, err := policy.OpenStore(octx, js, policy.WithReplicas(replicas))
 	if err != nil {
 		return nil, err
 	}

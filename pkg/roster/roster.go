@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/services/auth"
@@ -38,6 +39,7 @@ type Process struct {
 type running struct {
 	name   string
 	nc     *nats.Conn
+	health func(context.Context) *endpoint.Health
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -46,10 +48,22 @@ type runner interface {
 	Run(ctx context.Context) error
 }
 
-// runFunc is a runner that also stops what its module started beside the service.
-type runFunc func(ctx context.Context) error
+// service is what a module starts: something to run and its health.
+type service interface {
+	Run(ctx context.Context) error
+	Health(ctx context.Context) *endpoint.Health
+}
 
-func (f runFunc) Run(ctx context.Context) error { return f(ctx) }
+// withCleanup is a service that also stops what its module started beside it.
+type withCleanup struct {
+	service
+	cleanup func()
+}
+
+func (w withCleanup) Run(ctx context.Context) error {
+	defer w.cleanup()
+	return w.service.Run(ctx)
+}
 
 // Start starts the embedded server (unless cfg.NATSURL is set) and the selected
 // services, in dependency order. Each service answers requests when Start returns.
@@ -58,6 +72,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 	names, err := cfg.selected()
 	if err != nil {
 		return nil, err
+	}
+	if len(names) == 0 && cfg.NATSURL != "" {
+		return nil, configErr("no service to run: --services none only makes sense with the embedded server")
 	}
 	if cfg.TracerProvider == nil {
 		cfg.TracerProvider = noop.NewTracerProvider()
@@ -119,7 +136,7 @@ func (p *Process) policyHolder(ctx context.Context, connect func(string) (*nats.
 	if err != nil {
 		return nil, err
 	}
-	f, err := followPolicy(ctx, nc, p.log)
+	f, err := followPolicy(ctx, nc, p.cfg.Replicas, p.log)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -139,7 +156,7 @@ func (p *Process) startService(ctx context.Context, name string, connect func(st
 		return err
 	}
 	mctx, cancel := context.WithCancel(context.Background())
-	r := &running{name: name, nc: nc, cancel: cancel, done: make(chan error, 1)}
+	r := &running{name: name, nc: nc, health: svc.Health, cancel: cancel, done: make(chan error, 1)}
 	p.running = append(p.running, r)
 	go func() {
 		err := svc.Run(mctx)
@@ -151,7 +168,7 @@ func (p *Process) startService(ctx context.Context, name string, connect func(st
 	return nil
 }
 
-func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, connect func(string) (*nats.Conn, error)) (runner, error) {
+func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, connect func(string) (*nats.Conn, error)) (service, error) {
 	cfg, tp, log := p.cfg, p.cfg.TracerProvider, p.log
 	if name == "auth" {
 		acfg, err := cfg.authConfig(p.issuer, p.server != nil)
@@ -184,15 +201,12 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 		if err != nil {
 			return nil, err
 		}
-		svc, err := lock.New(nc, lock.Config{DrainTimeout: cfg.DrainTimeout}, view, holder, tp, log)
+		svc, err := lock.New(nc, lock.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas}, view, holder, tp, log)
 		if err != nil {
 			view.Close()
 			return nil, err
 		}
-		return runFunc(func(ctx context.Context) error {
-			defer view.Close()
-			return svc.Run(ctx)
-		}), nil
+		return withCleanup{service: svc, cleanup: view.Close}, nil
 	case "messaging":
 		return messaging.New(nc, messaging.Config{DrainTimeout: cfg.DrainTimeout}, holder, tp, log)
 	}

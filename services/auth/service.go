@@ -52,6 +52,9 @@ type Config struct {
 
 	// Now returns the current time (default time.Now); tests set it.
 	Now func() time.Time
+	// Replicas is the number of copies of the policy bucket (1; 3 on a production
+	// cluster).
+	Replicas int
 }
 
 // SessionRoles finds the roles of a session from its id and token (pkg/sessions'
@@ -125,7 +128,7 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("auth: jetstream: %w", err)
 	}
-	store, err := policy.OpenStore(ctx, js)
+	store, err := policy.OpenStore(ctx, js, policy.WithReplicas(cfg.Replicas))
 	if err != nil {
 		return nil, err
 	}

@@ -81,6 +81,9 @@ type Config struct {
 	Instance string
 	// Now returns the time; nil means time.Now.
 	Now func() time.Time
+	// Replicas is the number of copies of the locks bucket (1; 3 on a production
+	// cluster).
+	Replicas int
 }
 
 func (c *Config) setDefaults() {
@@ -159,7 +162,7 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 	}
 	octx, ocancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer ocancel()
-	st, err := openStore(octx, js)
+	st, err := openStore(octx, js, cfg.Replicas)
 	if err != nil {
 		return nil, err
 	}

@@ -56,18 +56,19 @@ type store struct {
 }
 
 // BucketConfig is the configuration of the locks bucket: one revision per key
-// (the record holds the whole state), file storage.
-func BucketConfig() jetstream.KeyValueConfig {
+// (the record holds the whole state), file storage, replicas copies (at least 1).
+func BucketConfig(replicas int) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Roster locks: key = base64url(lock name), value = holders and FIFO waiters; compare-and-set only",
 		History:     1,
 		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
 	}
 }
 
-func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, BucketConfig())
+func openStore(ctx context.Context, js jetstream.JetStream, replicas int) (*store, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, BucketConfig(replicas))
 	if err != nil {
 		return nil, fmt.Errorf("lock: bucket %s: %w", Bucket, err)
 	}

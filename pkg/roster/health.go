@@ -1,0 +1,68 @@
+package roster
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
+)
+
+// Health is the health of a process: each of its services and its NATS connections.
+type Health struct {
+	Live     bool                        `json:"live"`
+	Ready    bool                        `json:"ready"`
+	Services map[string]*endpoint.Health `json:"services"`
+	// Disconnected lists the services whose NATS connection is down.
+	Disconnected []string `json:"disconnected,omitempty"`
+}
+
+// Health checks every service of the process. The process is live while it runs
+// (a service that failed stops it), and ready when every service is ready and
+// connected to NATS.
+func (p *Process) Health(ctx context.Context) *Health {
+	h := &Health{Live: true, Ready: true, Services: map[string]*endpoint.Health{}}
+	select {
+	case <-p.done:
+		return &Health{Services: h.Services}
+	default:
+	}
+	for _, r := range p.running {
+		sh := r.health(ctx)
+		h.Services[r.name] = sh
+		if !sh.Ready {
+			h.Ready = false
+		}
+		if !r.nc.IsConnected() {
+			h.Ready = false
+			h.Disconnected = append(h.Disconnected, r.name)
+		}
+	}
+	return h
+}
+
+// HealthHandler serves Kubernetes-style probes: GET /livez and /readyz answer 200
+// or 503 with the Health as JSON.
+func (p *Process) HealthHandler() http.Handler {
+	mux := http.NewServeMux()
+	probe := func(ready bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+			defer cancel()
+			h := p.Health(ctx)
+			ok := h.Live
+			if ready {
+				ok = h.Ready
+			}
+			w.Header().Set("Content-Type", "application/json")
+			if !ok {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+			_ = json.NewEncoder(w).Encode(h)
+		}
+	}
+	mux.HandleFunc("GET /livez", probe(false))
+	mux.HandleFunc("GET /readyz", probe(true))
+	return mux
+}

@@ -3,10 +3,8 @@ package lock
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,163 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
+	"github.com/seed-3c836eab/roster/pkg/lockcheck"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
-
-// The model: per lock name, the holders (session, mode, token) and the highest
-// token granted so far. Operations are acquire (granted with a token, or not) and
-// release. It accepts a history only if no exclusive holder ever overlaps another
-// holder, and every grant's token is higher than every earlier one (or, for shared
-// holders granted by one write, equal to the current shared holders' token).
-
-type lockInput struct {
-	name    string
-	session string
-	op      string // "acquire" or "release"
-	mode    wire.LockMode
-}
-
-type lockOutput struct {
-	ok    bool // granted / released
-	token uint64
-}
-
-type hold struct {
-	session string
-	mode    wire.LockMode
-	token   uint64
-}
-
-type lockState struct {
-	holders []hold // sorted by session
-	max     uint64
-}
-
-func (s lockState) find(session string) (hold, bool) {
-	for _, h := range s.holders {
-		if h.session == session {
-			return h, true
-		}
-	}
-	return hold{}, false
-}
-
-func lockModel() porcupine.Model {
-	return porcupine.Model{
-		Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-			byName := map[string][]porcupine.Operation{}
-			var names []string
-			for _, op := range history {
-				n := op.Input.(lockInput).name
-				if _, ok := byName[n]; !ok {
-					names = append(names, n)
-				}
-				byName[n] = append(byName[n], op)
-			}
-			var out [][]porcupine.Operation
-			for _, n := range names {
-				out = append(out, byName[n])
-			}
-			return out
-		},
-		Init: func() any { return lockState{} },
-		Step: func(state, input, output any) (bool, any) {
-			st, in, out := state.(lockState), input.(lockInput), output.(lockOutput)
-			h, holds := st.find(in.session)
-			switch in.op {
-			case "release":
-				if !out.ok || !holds {
-					return !out.ok && !holds, st
-				}
-				next := lockState{max: st.max}
-				for _, x := range st.holders {
-					if x.session != in.session {
-						next.holders = append(next.holders, x)
-					}
-				}
-				return true, next
-			default: // acquire
-				if holds {
-					// A repeated acquire returns the equal lock.
-					return out.ok && out.token == h.token, st
-				}
-				if !out.ok {
-					// Refused (try once, or its wait ended) only while someone holds it.
-					return len(st.holders) > 0, st
-				}
-				compatible := len(st.holders) == 0 || (in.mode == wire.LockShared && st.holders[0].mode == wire.LockShared)
-				if !compatible {
-					return false, st
-				}
-				if out.token <= st.max {
-					joins := in.mode == wire.LockShared && out.token == st.max && len(st.holders) > 0 &&
-						slices.ContainsFunc(st.holders, func(x hold) bool { return x.token == st.max })
-					if !joins {
-						return false, st
-					}
-				}
-				next := lockState{max: max(st.max, out.token), holders: slices.Clone(st.holders)}
-				next.holders = append(next.holders, hold{in.session, in.mode, out.token})
-				slices.SortFunc(next.holders, func(a, b hold) int { return strings.Compare(a.session, b.session) })
-				return true, next
-			}
-		},
-		Equal: func(a, b any) bool {
-			x, y := a.(lockState), b.(lockState)
-			return x.max == y.max && slices.Equal(x.holders, y.holders)
-		},
-		DescribeOperation: func(input, output any) string {
-			in, out := input.(lockInput), output.(lockOutput)
-			if in.op == "release" {
-				return fmt.Sprintf("%s release(%s) -> %v", in.session[len(in.session)-4:], in.name, out.ok)
-			}
-			return fmt.Sprintf("%s acquire(%s, %s) -> %v token %d", in.session[len(in.session)-4:], in.name, in.mode, out.ok, out.token)
-		},
-	}
-}
-
-func TestModelRejectsOverlap(t *testing.T) {
-	m := lockModel()
-	op := func(c int, call, ret int64, in lockInput, out lockOutput) porcupine.Operation {
-		return porcupine.Operation{ClientId: c, Input: in, Call: call, Output: out, Return: ret}
-	}
-	a := lockInput{name: "l", session: "sessA", op: "acquire", mode: wire.LockExclusive}
-	b := lockInput{name: "l", session: "sessB", op: "acquire", mode: wire.LockExclusive}
-	good := []porcupine.Operation{
-		op(0, 0, 1, a, lockOutput{true, 5}),
-		op(0, 2, 3, lockInput{name: "l", session: "sessA", op: "release"}, lockOutput{ok: true}),
-		op(1, 1, 4, b, lockOutput{true, 7}),
-	}
-	if !porcupine.CheckOperations(m, good) {
-		t.Fatal("a valid history was rejected")
-	}
-	for name, bad := range map[string][]porcupine.Operation{
-		"two exclusive holders": {op(0, 0, 1, a, lockOutput{true, 5}), op(1, 2, 3, b, lockOutput{true, 7})},
-		"token goes back": {op(0, 0, 1, a, lockOutput{true, 5}), op(0, 2, 3, lockInput{name: "l", session: "sessA", op: "release"}, lockOutput{ok: true}),
-			op(1, 4, 5, b, lockOutput{true, 5})},
-		"refused while free": {op(1, 0, 1, b, lockOutput{})},
-	} {
-		if porcupine.CheckOperations(m, bad) {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-}
-
-// recorder collects the history with timestamps from one monotonic clock.
-type recorder struct {
-	start time.Time
-	mu    sync.Mutex
-	ops   []porcupine.Operation
-}
-
-func (r *recorder) now() int64 { return int64(time.Since(r.start)) }
-
-func (r *recorder) add(client int, in lockInput, call int64, out lockOutput) {
-	ret := r.now()
-	r.mu.Lock()
-	r.ops = append(r.ops, porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret})
-	r.mu.Unlock()
-}
 
 // unknown reports whether err leaves the outcome of a request unknown: no reply
 // (the instance died with it), no instance answering, or storage unavailable.
@@ -201,7 +45,7 @@ func TestLinearizableUnderInstanceKills(t *testing.T) {
 	const clients = 6
 	names := []string{"p/0", "p/1"}
 	run := 3 * time.Second
-	rec := &recorder{start: time.Now()}
+	rec := lockcheck.NewRecorder()
 	ctx, cancel := context.WithTimeout(context.Background(), run)
 	defer cancel()
 
@@ -255,7 +99,7 @@ func TestLinearizableUnderInstanceKills(t *testing.T) {
 					cmu.Lock()
 					retries++
 					cmu.Unlock()
-					if time.Since(rec.start) > run+20*time.Second {
+					if time.Duration(rec.Now()) > run+20*time.Second {
 						return err
 					}
 				}
@@ -267,48 +111,44 @@ func TestLinearizableUnderInstanceKills(t *testing.T) {
 					mode = wire.LockShared
 				}
 				wait := []int64{0, 50, 300}[rnd.IntN(3)]
-				in := lockInput{name: name, session: c.id, op: "acquire", mode: mode}
-				call := rec.now()
+				in := lockcheck.Input{Name: name, Session: c.id, Op: "acquire", Mode: mode}
+				call := rec.Now()
 				var resp wire.LockAcquireResponse
 				err := retry(wire.SubjectLockAcquire, &wire.LockAcquireRequest{Name: name, Mode: mode, WaitMS: wait, RequestID: nuid.Next()}, &resp)
 				switch {
 				case err == nil:
-					rec.add(i, in, call, lockOutput{ok: true, token: resp.Lock.Token})
+					rec.Add(i, in, call, lockcheck.Output{OK: true, Token: resp.Lock.Token})
 				case errors.Is(err, wire.ErrTimeout):
-					rec.add(i, in, call, lockOutput{})
+					rec.Add(i, in, call, lockcheck.Output{})
 					continue
 				default:
 					t.Errorf("acquire: %v", err)
 					return
 				}
-				call = rec.now()
+				call = rec.Now()
 				err = retry(wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: name}, nil)
 				if err != nil && !errors.Is(err, wire.ErrLockNotHeld) {
 					t.Errorf("release: %v", err)
 					return
 				}
 				// lock_not_held after an unknown attempt means that attempt released it.
-				rec.add(i, lockInput{name: name, session: c.id, op: "release"}, call, lockOutput{ok: true})
+				rec.Add(i, lockcheck.Input{Name: name, Session: c.id, Op: "release"}, call, lockcheck.Output{OK: true})
 			}
 		}()
 	}
 	wg.Wait()
 
-	granted := 0
-	for _, op := range rec.ops {
-		if op.Input.(lockInput).op == "acquire" && op.Output.(lockOutput).ok {
-			granted++
-		}
-	}
-	t.Logf("%d operations (%d grants), %d instance kills, %d retried requests", len(rec.ops), granted, kills, retries)
+	ops := rec.Operations()
+	granted := lockcheck.Grants(ops)
+	t.Logf("%d operations (%d grants), %d instance kills, %d retried requests", len(ops), granted, kills, retries)
 	if kills == 0 || granted < 20 {
 		t.Fatalf("the run did too little: %d kills, %d grants", kills, granted)
 	}
-	res, info := porcupine.CheckOperationsVerbose(lockModel(), rec.ops, time.Minute)
+	res, info := porcupine.CheckOperationsVerbose(lockcheck.Model(), ops, time.Minute)
 	if res != porcupine.Ok {
 		if res == porcupine.Illegal {
 			path := t.TempDir() + "/history.html"
-			if err := porcupine.VisualizePath(lockModel(), info, path); err == nil {
+			if err := porcupine.VisualizePath(lockcheck.Model(), info, path); err == nil {
 				t.Logf("visualization: %s", path)
 			}
 		}

@@ -82,6 +82,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = time.Minute
+	}
 	p := &Process{cfg: cfg, log: log, failed: make(chan error, len(names)), done: make(chan struct{})}
 	runsAuth := slices.Contains(names, "auth")
 
@@ -151,6 +154,18 @@ func (p *Process) startService(ctx context.Context, name string, connect func(st
 		return fmt.Errorf("connect: %w", err)
 	}
 	svc, err := p.newService(ctx, name, nc, connect)
+	// JetStream may not answer yet while a cluster elects its leaders: retry
+	// transient failures for a while instead of failing the process.
+	for deadline := time.Now().Add(p.cfg.StartTimeout); err != nil && transient(err) && time.Now().Before(deadline); {
+		p.log.Warn("service not started yet; retrying", "service", name, "err", err)
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		svc, err = p.newService(ctx, name, nc, connect)
+	}
 	if err != nil {
 		nc.Close()
 		return err
@@ -269,4 +284,12 @@ func (p *Process) stop() error {
 	p.stopErr = errors.Join(errs...)
 	close(p.done)
 	return p.stopErr
+}
+
+// transient reports whether a start failure may pass by itself: JetStream or a
+// peer service not answering yet.
+func transient(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }

@@ -1,0 +1,105 @@
+package integration
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+)
+
+// open opens an anonymous session on a client connected to url.
+func open(t *testing.T, url string, props map[string]string) *client.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := client.Open(ctx, url, client.Options{Properties: props, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatalf("open on %s: %v", url, err)
+	}
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Close(cctx)
+	})
+	return s
+}
+
+// TestClusterServesSessionsLocksAndMessages runs Roster as it runs in production: a
+// 3-node NATS cluster with R3 storage and two instances of each service as separate
+// processes; sessions on different nodes lock and message each other.
+func TestClusterServesSessionsLocksAndMessages(t *testing.T) {
+	c := startCluster(t, 3)
+	c.startServices(2)
+
+	for _, bucket := range []string{"KV_ROSTER_SESSIONS", "KV_roster_locks", "KV_roster_policy"} {
+		nc, err := c.serviceConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, _ := jetstream.New(nc)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err := js.Stream(ctx, bucket)
+		if err != nil {
+			cancel()
+			nc.Close()
+			t.Fatalf("%s: %v", bucket, err)
+		}
+		info, err := s.Info(ctx)
+		cancel()
+		nc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Config.Replicas != 3 {
+			t.Errorf("%s: got %d replicas, want 3", bucket, info.Config.Replicas)
+		}
+	}
+
+	a := open(t, c.nodes[0].url(), map[string]string{"Desk": "FX"})
+	b := open(t, c.nodes[2].url(), map[string]string{"Desk": "Rates"})
+
+	got := make(chan string, 1)
+	unhandle, err := b.Handle("chat/room1", func(_ context.Context, m *client.Message) ([]byte, error) {
+		got <- string(m.Payload) + " from " + m.Sender
+		return []byte("ack"), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unhandle()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := a.Send(ctx, client.ToFilter(`Desk is "Rates"`), "chat/room1", []byte("hello"))
+	if err != nil || n != 1 {
+		t.Fatalf("send by filter: got %d, %v; want 1 delivery", n, err)
+	}
+	select {
+	case msg := <-got:
+		if want := "hello from " + a.ID(); msg != want {
+			t.Fatalf("got %q, want %q", msg, want)
+		}
+	case <-ctx.Done():
+		t.Fatal("the message sent by filter did not arrive across nodes")
+	}
+
+	la, err := a.Lock(ctx, "orders/42", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.TryLock(ctx, "orders/42", client.LockOptions{}); err == nil {
+		t.Fatal("two sessions on different nodes hold one exclusive lock")
+	}
+	if err := la.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.Lock(ctx, "orders/42", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lb.Token() <= la.Token() {
+		t.Fatalf("fencing token went from %d to %d, want it to increase", la.Token(), lb.Token())
+	}
+}

@@ -1,0 +1,399 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+)
+
+// rosterBin is the roster binary the tests run as separate processes, built once by
+// TestMain.
+var rosterBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "roster-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	rosterBin = filepath.Join(dir, "roster")
+	build := exec.Command("go", "build", "-o", rosterBin, "github.com/seed-3c836eab/roster/cmd/roster")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building roster:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// testPolicy admits anonymous sessions with every permission, and lets test
+// connections use shared inboxes; the tests are about failures, not permissions.
+const testPolicy = `roles:
+  anonymous:
+    - permission: VIEW_SESSION
+    - permission: MODIFY_SESSION
+    - permission: MODIFY_OWN_PROPERTIES
+    - permission: PERMANENT_SESSION
+    - permission: ACQUIRE_LOCK
+    - permission: VIEW_LOCKS
+    - permission: SEND_TO_SESSION
+    - permission: SEND_TO_FILTER
+anonymous:
+  allowed: true
+  roles: [anonymous]
+properties:
+  default: accept
+`
+
+// proc is a child process: a NATS node or a Roster service instance.
+type proc struct {
+	name string
+	args []string
+	log  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (p *proc) start(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(rosterBin, p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", p.name, err)
+	}
+	p.done = make(chan struct{})
+	go func() {
+		_ = p.cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+}
+
+func (p *proc) running() bool {
+	if p.cmd == nil || p.done == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	if p.running() {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+// kill sends SIGKILL and waits for the process to end.
+func (p *proc) kill() {
+	p.signal(syscall.SIGKILL)
+	if p.done != nil {
+		<-p.done
+	}
+}
+
+// stop sends SIGTERM and waits up to 30 s before killing.
+func (p *proc) stop() {
+	p.signal(syscall.SIGTERM)
+	if p.done == nil {
+		return
+	}
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.kill()
+	}
+}
+
+// tail returns the last lines of the process's log, for failure messages.
+func (p *proc) tail() string {
+	f, err := os.Open(p.log)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > 20 {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// node is one NATS server of the cluster, run as roster serve --services none.
+type node struct {
+	proc
+	port int
+}
+
+func (n *node) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
+
+// service is one Roster service instance, run as roster serve --services <name>.
+type service struct {
+	proc
+	service string
+	health  string
+}
+
+// cluster is a 3-node NATS cluster with clustered JetStream (R3, fsync on every
+// write) and Roster's account layout, and Roster services as separate processes.
+type cluster struct {
+	t           *testing.T
+	dir         string
+	seedFile    string
+	policyFile  string
+	servicePass string
+	nodes       []*node
+	mu          sync.Mutex
+	services    []*service
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startCluster starts n NATS nodes and waits until JetStream has a leader.
+func startCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	c := &cluster{t: t, dir: t.TempDir(), servicePass: "integration-service-password"}
+	kp, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	c.seedFile = filepath.Join(c.dir, "callout.seed")
+	c.policyFile = filepath.Join(c.dir, "policy.yaml")
+	if err := os.WriteFile(c.seedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.policyFile, []byte(testPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clusterPorts := make([]int, n)
+	for i := range n {
+		clusterPorts[i] = freePort(t)
+		c.nodes = append(c.nodes, &node{port: freePort(t)})
+	}
+	for i, nd := range c.nodes {
+		var routes []string
+		for j, p := range clusterPorts {
+			if j != i {
+				routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(p))
+			}
+		}
+		name := fmt.Sprintf("n%d", i+1)
+		nd.name = name
+		nd.log = filepath.Join(c.dir, name+".log")
+		nd.args = []string{"serve", "--services", "none",
+			"--server-name", name,
+			"--listen", "127.0.0.1:" + strconv.Itoa(nd.port),
+			"--cluster-listen", "127.0.0.1:" + strconv.Itoa(clusterPorts[i]),
+			"--routes", strings.Join(routes, ","),
+			"--data-dir", filepath.Join(c.dir, name),
+			"--service-password", c.servicePass,
+			"--system-password", "integration-system-password",
+			"--auth-callout-seed-file", c.seedFile,
+			"--log-level", "warn",
+		}
+		nd.start(t)
+	}
+	t.Cleanup(c.shutdown)
+	natstest.CheckFor(t, 60*time.Second, 250*time.Millisecond, func() error {
+		nc, err := c.serviceConn()
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err = js.AccountInfo(ctx)
+		return err
+	})
+	return c
+}
+
+// urls lists the client URLs of every node.
+func (c *cluster) urls() string {
+	var out []string
+	for _, n := range c.nodes {
+		out = append(out, n.url())
+	}
+	return strings.Join(out, ",")
+}
+
+// serviceConn connects to the SERVICES account (for checks on the stored state).
+func (c *cluster) serviceConn(opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect(c.urls(), append([]nats.Option{nats.UserInfo(embedded.ServiceUser, c.servicePass)}, opts...)...)
+}
+
+// startService starts one instance of a Roster service and waits until it is ready.
+func (c *cluster) startService(name string) *service {
+	c.t.Helper()
+	c.mu.Lock()
+	i := len(c.services)
+	c.mu.Unlock()
+	hp := freePort(c.t)
+	s := &service{service: name, health: "http://127.0.0.1:" + strconv.Itoa(hp)}
+	s.name = fmt.Sprintf("%s-%d", name, i)
+	s.log = filepath.Join(c.dir, s.name+".log")
+	s.args = []string{"serve", "--services", name,
+		"--nats-url", c.urls(),
+		"--nats-user", embedded.ServiceUser, "--nats-password", c.servicePass,
+		"--auth-callout-seed-file", c.seedFile,
+		"--replicas", "3",
+		"--health-listen", "127.0.0.1:" + strconv.Itoa(hp),
+		"--log-level", "warn",
+	}
+	if name == "auth" {
+		s.args = append(s.args, "--policy", c.policyFile)
+	}
+	s.start(c.t)
+	c.mu.Lock()
+	c.services = append(c.services, s)
+	c.mu.Unlock()
+	c.waitReady(s, 60*time.Second)
+	return s
+}
+
+// waitReady polls the instance's /readyz until it answers 200.
+func (c *cluster) waitReady(s *service, total time.Duration) {
+	c.t.Helper()
+	natstest.CheckFor(c.t, total, 100*time.Millisecond, func() error {
+		if !s.running() {
+			c.t.Fatalf("%s exited:\n%s", s.name, s.tail())
+		}
+		resp, err := http.Get(s.health + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return errors.New(resp.Status)
+		}
+		return nil
+	})
+}
+
+// startServices starts `instances` instances of every service, in dependency order.
+func (c *cluster) startServices(instances int) {
+	c.t.Helper()
+	for _, name := range []string{"auth", "registry", "lock", "messaging"} {
+		for range instances {
+			c.startService(name)
+		}
+	}
+}
+
+// instances returns the running instances of a service.
+func (c *cluster) instances(name string) []*service {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*service
+	for _, s := range c.services {
+		if s.service == name && s.running() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// restartNode starts a stopped or killed node again on its data directory.
+func (c *cluster) restartNode(i int) {
+	c.t.Helper()
+	c.nodes[i].start(c.t)
+	natstest.CheckFor(c.t, 60*time.Second, 100*time.Millisecond, func() error {
+		nc, err := nats.Connect(c.nodes[i].url(), nats.UserInfo(embedded.ServiceUser, c.servicePass))
+		if err != nil {
+			return err
+		}
+		nc.Close()
+		return nil
+	})
+}
+
+// streamLeader returns the index of the node leading a stream's RAFT group.
+func (c *cluster) streamLeader(stream string) (int, error) {
+	nc, err := c.serviceConn()
+	if err != nil {
+		return -1, err
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return -1, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return -1, err
+	}
+	if info.Cluster == nil {
+		return -1, errors.New("stream has no cluster info")
+	}
+	for i, n := range c.nodes {
+		if n.name == info.Cluster.Leader {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("leader %q is not a node of the cluster", info.Cluster.Leader)
+}
+
+func (c *cluster) shutdown() {
+	c.mu.Lock()
+	services := append([]*service(nil), c.services...)
+	c.mu.Unlock()
+	for _, s := range services {
+		s.stop()
+	}
+	for _, n := range c.nodes {
+		n.stop()
+	}
+	if c.t.Failed() {
+		for _, s := range services {
+			c.t.Logf("--- %s log:\n%s", s.name, s.tail())
+		}
+		for _, n := range c.nodes {
+			c.t.Logf("--- %s log:\n%s", n.name, n.tail())
+		}
+	}
+}

@@ -99,7 +99,12 @@ func (t *tracker) lastActivity(id string) time.Time {
 }
 
 // reserve counts an open in progress against the principal's limit until release.
+// Anonymous sessions have no principal (seed 002): they share no limit, since the
+// empty principal names nobody.
 func (t *tracker) reserve(principal string, limit int) (release func(), err error) {
+	if principal == "" {
+		return func() {}, nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if n := t.byPrincipal[principal] + t.reserved[principal]; n >= limit {

@@ -1,0 +1,557 @@
+package deploy_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/roster"
+)
+
+// The paths `roster serve --health-listen` serves (pkg/roster, HealthHandler; the
+// cluster test requests both).
+const (
+	livez  = "/livez"
+	readyz = "/readyz"
+)
+
+// serveFlags returns the flags of `roster serve`, read from cmd/roster/serve.go: the
+// name argument of every fs.XxxVar(…) and fs.Xxx(…) call on a flag set.
+func serveFlags(t *testing.T) map[string]bool {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "../cmd/roster/serve.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := map[string]bool{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok {
+			return true
+		}
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if !ok {
+			return true
+		}
+		if recv, ok := sel.X.(*ast.Ident); !ok || recv.Name != "fs" {
+			return true
+		}
+		arg := 0
+		if strings.HasSuffix(sel.Sel.Name, "Var") || strings.HasSuffix(sel.Sel.Name, "VarP") {
+			arg = 1
+		}
+		if len(call.Args) > arg {
+			if lit, ok := call.Args[arg].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+				name, _ := strconv.Unquote(lit.Value)
+				flags[name] = true
+			}
+		}
+		return true
+	})
+	// Sanity: the parse found the flags this deployment relies on.
+	for _, f := range []string{"services", "nats-url", "replicas", "health-listen", "auth-callout-seed-file", "policy"} {
+		if !flags[f] {
+			t.Fatalf("serve.go parse found no --%s (found %v): update serveFlags", f, flags)
+		}
+	}
+	return flags
+}
+
+// envFlag maps ROSTER_FOO_BAR to foo-bar, as cmd/roster's bindEnv reads it.
+func envFlag(env string) (string, bool) {
+	rest, ok := strings.CutPrefix(env, "ROSTER_")
+	return strings.ToLower(strings.ReplaceAll(rest, "_", "-")), ok
+}
+
+// checkEnv fails for a ROSTER_ variable that names no serve flag.
+func checkEnv(t *testing.T, where string, flags map[string]bool, env map[string]string) {
+	t.Helper()
+	for k := range env {
+		if flag, ok := envFlag(k); ok && !flags[flag] {
+			t.Errorf("%s: %s sets --%s, which roster serve does not have", where, k, flag)
+		}
+	}
+}
+
+func readYAML(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var docs []map[string]any
+	for {
+		var doc map[string]any
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return docs
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if doc != nil {
+			docs = append(docs, doc)
+		}
+	}
+}
+
+// get walks a decoded YAML tree: string keys index maps, ints index lists.
+func get(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = m[k]
+		case int:
+			l, ok := v.([]any)
+			if !ok || k >= len(l) {
+				return nil
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+func str(v any) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprint(v)
+}
+
+// natsVersion is the nats-server version in go.mod: the NATS image must be the same
+// server the embedded one and these tests run.
+func natsVersion(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`github\.com/nats-io/nats-server/v2 v(\S+)`).FindSubmatch(data)
+	if m == nil {
+		t.Fatal("go.mod: no nats-server")
+	}
+	return string(m[1])
+}
+
+// healthPort is the port of a --health-listen value such as ":8080".
+func healthPort(t *testing.T, listen string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil || port == "" {
+		t.Fatalf("ROSTER_HEALTH_LISTEN %q: %v", listen, err)
+	}
+	return port
+}
+
+// routeHosts returns the host:port of each URL of a NATS_ROUTES list.
+func routeHosts(list string) []string {
+	var out []string
+	for _, u := range strings.Split(strings.Trim(list, "[] "), ",") {
+		out = append(out, strings.TrimPrefix(strings.TrimSpace(u), "nats://"))
+	}
+	return out
+}
+
+func urlHosts(list string) []string {
+	var out []string
+	for _, u := range strings.Split(list, ",") {
+		out = append(out, strings.TrimPrefix(strings.TrimSpace(u), "nats://"))
+	}
+	return out
+}
+
+func TestCompose(t *testing.T) {
+	flags := serveFlags(t)
+	docs := readYAML(t, "docker-compose.yml")
+	if len(docs) != 1 {
+		t.Fatalf("%d documents", len(docs))
+	}
+	services, _ := docs[0]["services"].(map[string]any)
+	volumes, _ := docs[0]["volumes"].(map[string]any)
+
+	// Three NATS nodes from nats.conf, each with its own volume and name, routing to
+	// all three.
+	var routes, clientURLs []string
+	for i := range 3 {
+		routes = append(routes, fmt.Sprintf("nats-%d:6222", i))
+	}
+	for i := range 3 {
+		name := fmt.Sprintf("nats-%d", i)
+		svc := services[name]
+		if svc == nil {
+			t.Fatalf("no service %s", name)
+		}
+		clientURLs = append(clientURLs, name+":4222")
+		if img := str(get(svc, "image")); img != "nats:"+natsVersion(t)+"-alpine" {
+			t.Errorf("%s: image %s, want the nats-server of go.mod", name, img)
+		}
+		env, _ := get(svc, "environment").(map[string]any)
+		if str(env["NATS_SERVER_NAME"]) != name {
+			t.Errorf("%s: NATS_SERVER_NAME %v", name, env["NATS_SERVER_NAME"])
+		}
+		if got := routeHosts(str(env["NATS_ROUTES"])); !slices.Equal(got, routes) {
+			t.Errorf("%s: routes %v", name, got)
+		}
+		mounts := fmt.Sprint(get(svc, "volumes"))
+		for _, want := range []string{"./nats/nats.conf:/etc/nats/nats.conf:ro", "./secrets/secrets.conf:/etc/nats/secrets.conf:ro", name + "-data:/data"} {
+			if !strings.Contains(mounts, want) {
+				t.Errorf("%s: no volume %s in %s", name, want, mounts)
+			}
+		}
+		if _, ok := volumes[name+"-data"]; !ok {
+			t.Errorf("volume %s-data is not declared", name)
+		}
+		if hc := fmt.Sprint(get(svc, "healthcheck", "test")); !strings.Contains(hc, ":8222/healthz") {
+			t.Errorf("%s: health check %s", name, hc)
+		}
+	}
+
+	// Each Roster service twice, alone in its process, joining all three nodes with
+	// R3, with a health check on the port it serves probes on.
+	for _, name := range roster.ServiceNames {
+		svc := services[name]
+		if svc == nil {
+			t.Errorf("no service %s", name)
+			continue
+		}
+		if r := get(svc, "deploy", "replicas"); r != 2 {
+			t.Errorf("%s: replicas %v, want 2", name, r)
+		}
+		if cmd := fmt.Sprint(get(svc, "command")); cmd != "[serve]" {
+			t.Errorf("%s: command %s", name, cmd)
+		}
+		env := map[string]string{}
+		if m, ok := get(svc, "environment").(map[string]any); ok {
+			for k, v := range m {
+				env[k] = str(v)
+			}
+		}
+		checkEnv(t, "compose "+name, flags, env)
+		if env["ROSTER_SERVICES"] != name || env["ROSTER_REPLICAS"] != "3" || env["ROSTER_NATS_USER"] != "roster-service" {
+			t.Errorf("%s: environment %v", name, env)
+		}
+		if got := urlHosts(env["ROSTER_NATS_URL"]); !slices.Equal(got, clientURLs) {
+			t.Errorf("%s: ROSTER_NATS_URL %v, want %v", name, got, clientURLs)
+		}
+		port := healthPort(t, env["ROSTER_HEALTH_LISTEN"])
+		if hc := fmt.Sprint(get(svc, "healthcheck", "test")); !strings.Contains(hc, ":"+port+readyz) {
+			t.Errorf("%s: health check %s, want %s on port %s", name, hc, readyz, port)
+		}
+		if envFiles := fmt.Sprint(get(svc, "env_file")); !strings.Contains(envFiles, "secrets/roster.env") {
+			t.Errorf("%s: env_file %s: want the generated ROSTER_NATS_PASSWORD", name, envFiles)
+		}
+	}
+	auth := get(services["auth"], "environment").(map[string]any)
+	for _, k := range []string{"ROSTER_AUTH_CALLOUT_SEED_FILE", "ROSTER_POLICY", "ROSTER_USERS_FILE"} {
+		if auth[k] == nil {
+			t.Errorf("auth: no %s", k)
+		}
+	}
+}
+
+// k8sObjects decodes every manifest of deploy/k8s by kind/name.
+func k8sObjects(t *testing.T) map[string]map[string]any {
+	t.Helper()
+	objs := map[string]map[string]any{}
+	for _, f := range []string{"k8s/namespace.yaml", "k8s/nats.yaml", "k8s/roster.yaml"} {
+		for _, doc := range readYAML(t, f) {
+			key := str(doc["kind"]) + "/" + str(get(doc, "metadata", "name"))
+			if _, dup := objs[key]; dup {
+				t.Errorf("%s: %s twice", f, key)
+			}
+			objs[key] = doc
+		}
+	}
+	return objs
+}
+
+// containerEnv returns a container's literal env values ("<secret:name/key>" for
+// references to secrets).
+func containerEnv(c any) map[string]string {
+	env := map[string]string{}
+	list, _ := get(c, "env").([]any)
+	for _, e := range list {
+		name := str(get(e, "name"))
+		switch {
+		case get(e, "value") != nil:
+			env[name] = str(get(e, "value"))
+		case get(e, "valueFrom", "secretKeyRef") != nil:
+			env[name] = "<secret:" + str(get(e, "valueFrom", "secretKeyRef", "name")) + "/" + str(get(e, "valueFrom", "secretKeyRef", "key")) + ">"
+		default:
+			env[name] = "<ref>"
+		}
+	}
+	return env
+}
+
+// namedPort resolves a probe's port (a name or a number) against the container.
+func namedPort(c any, port any) string {
+	if name, ok := port.(string); ok {
+		ports, _ := get(c, "ports").([]any)
+		for _, p := range ports {
+			if str(get(p, "name")) == name {
+				return str(get(p, "containerPort"))
+			}
+		}
+		return ""
+	}
+	return str(port)
+}
+
+// kustomization is what deploy/k8s/kustomization.yaml generates.
+type kustomization struct {
+	configMaps, secrets map[string]bool
+	secretKeys          map[string][]string
+}
+
+func readKustomization(t *testing.T) kustomization {
+	t.Helper()
+	k := kustomization{configMaps: map[string]bool{}, secrets: map[string]bool{}, secretKeys: map[string][]string{}}
+	top := readYAML(t, "k8s/kustomization.yaml")[0]
+	resources, _ := top["resources"].([]any)
+	for _, r := range resources {
+		path := filepath.Join("k8s", str(r))
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Errorf("resource %s: %v", r, err)
+			continue
+		}
+		if !st.IsDir() {
+			continue
+		}
+		// A base directory: its generated ConfigMaps, from files that must exist.
+		base := readYAML(t, filepath.Join(path, "kustomization.yaml"))[0]
+		gens, _ := base["configMapGenerator"].([]any)
+		for _, g := range gens {
+			k.configMaps[str(get(g, "name"))] = true
+			files, _ := get(g, "files").([]any)
+			for _, f := range files {
+				if _, err := os.Stat(filepath.Join(path, str(f))); err != nil {
+					t.Errorf("%s: %v", path, err)
+				}
+			}
+		}
+	}
+	gens, _ := top["secretGenerator"].([]any)
+	for _, g := range gens {
+		name := str(get(g, "name"))
+		k.secrets[name] = true
+		files, _ := get(g, "files").([]any)
+		for _, f := range files {
+			key, _, _ := strings.Cut(str(f), "=")
+			k.secretKeys[name] = append(k.secretKeys[name], key)
+		}
+		if envs, _ := get(g, "envs").([]any); len(envs) > 0 {
+			// gensecrets writes roster.env with this one key.
+			k.secretKeys[name] = append(k.secretKeys[name], "ROSTER_NATS_PASSWORD")
+		}
+	}
+	return k
+}
+
+func TestKubernetes(t *testing.T) {
+	flags := serveFlags(t)
+	objs := k8sObjects(t)
+	kust := readKustomization(t)
+
+	// NATS: a StatefulSet of 3 with a headless service for the routes, a volume claim
+	// per pod, the configuration from nats.conf, and probes on the monitoring port.
+	sts := objs["StatefulSet/nats"]
+	if sts == nil {
+		t.Fatal("no StatefulSet nats")
+	}
+	if r := get(sts, "spec", "replicas"); r != 3 {
+		t.Errorf("nats replicas %v", r)
+	}
+	svcName := str(get(sts, "spec", "serviceName"))
+	headless := objs["Service/"+svcName]
+	if headless == nil || str(get(headless, "spec", "clusterIP")) != "None" {
+		t.Errorf("serviceName %q is not a headless service", svcName)
+	}
+	if get(sts, "spec", "volumeClaimTemplates", 0, "metadata", "name") != "data" {
+		t.Error("no volume claim template data")
+	}
+	nats := get(sts, "spec", "template", "spec", "containers", 0)
+	if img := str(get(nats, "image")); img != "nats:"+natsVersion(t)+"-alpine" {
+		t.Errorf("nats image %s, want the nats-server of go.mod", img)
+	}
+	env := containerEnv(nats)
+	var wantRoutes, wantURLs []string
+	for i := range 3 {
+		wantRoutes = append(wantRoutes, fmt.Sprintf("nats-%d.%s:6222", i, svcName))
+		wantURLs = append(wantURLs, fmt.Sprintf("nats-%d.%s:4222", i, svcName))
+	}
+	if got := routeHosts(env["NATS_ROUTES"]); !slices.Equal(got, wantRoutes) {
+		t.Errorf("NATS_ROUTES %v, want %v", got, wantRoutes)
+	}
+	if str(get(nats, "env", 0, "valueFrom", "fieldRef", "fieldPath")) != "metadata.name" {
+		t.Error("NATS_SERVER_NAME is not the pod name")
+	}
+	for _, probe := range []string{"startupProbe", "livenessProbe", "readinessProbe"} {
+		path := str(get(nats, probe, "httpGet", "path"))
+		if !strings.HasPrefix(path, "/healthz") || namedPort(nats, get(nats, probe, "httpGet", "port")) != "8222" {
+			t.Errorf("nats %s: %s on %v", probe, path, get(nats, probe, "httpGet", "port"))
+		}
+	}
+	vols := fmt.Sprint(get(sts, "spec", "template", "spec", "volumes"))
+	for _, want := range []string{"name:nats-config", "secretName:nats-secrets"} {
+		if !strings.Contains(vols, want) {
+			t.Errorf("nats volumes lack %s: %s", want, vols)
+		}
+	}
+	if !kust.configMaps["nats-config"] || !kust.secrets["nats-secrets"] {
+		t.Error("kustomization does not generate nats-config and nats-secrets")
+	}
+	if !strings.Contains(fmt.Sprint(get(nats, "lifecycle", "preStop")), "ldm") {
+		t.Error("nats has no lame duck preStop hook")
+	}
+	if objs["PodDisruptionBudget/nats"] == nil {
+		t.Error("no PodDisruptionBudget for nats")
+	}
+
+	// The services: a Deployment of 2 each, probes where --health-listen serves
+	// them, resources, a PodDisruptionBudget, and only secrets and config maps the
+	// kustomization generates.
+	for _, name := range roster.ServiceNames {
+		d := objs["Deployment/roster-"+name]
+		if d == nil {
+			t.Errorf("no Deployment roster-%s", name)
+			continue
+		}
+		if r := get(d, "spec", "replicas"); r != 2 {
+			t.Errorf("%s: replicas %v, want 2", name, r)
+		}
+		c := get(d, "spec", "template", "spec", "containers", 0)
+		env := containerEnv(c)
+		checkEnv(t, "k8s roster-"+name, flags, env)
+		if env["ROSTER_SERVICES"] != name || env["ROSTER_REPLICAS"] != "3" || env["ROSTER_NATS_USER"] != "roster-service" {
+			t.Errorf("%s: environment %v", name, env)
+		}
+		if got := urlHosts(env["ROSTER_NATS_URL"]); !slices.Equal(got, wantURLs) {
+			t.Errorf("%s: ROSTER_NATS_URL %v, want %v", name, got, wantURLs)
+		}
+		port := healthPort(t, env["ROSTER_HEALTH_LISTEN"])
+		for probe, path := range map[string]string{"readinessProbe": readyz, "livenessProbe": livez, "startupProbe": livez} {
+			if got := str(get(c, probe, "httpGet", "path")); got != path {
+				t.Errorf("%s %s: path %s, want %s", name, probe, got, path)
+			}
+			if got := namedPort(c, get(c, probe, "httpGet", "port")); got != port {
+				t.Errorf("%s %s: port %s, want %s (ROSTER_HEALTH_LISTEN)", name, probe, got, port)
+			}
+		}
+		for _, kind := range []string{"requests", "limits"} {
+			for _, res := range []string{"cpu", "memory"} {
+				if get(c, "resources", kind, res) == nil {
+					t.Errorf("%s: no %s %s", name, res, kind)
+				}
+			}
+		}
+		for k, v := range env {
+			if ref, ok := strings.CutPrefix(v, "<secret:"); ok {
+				secret, key, _ := strings.Cut(strings.TrimSuffix(ref, ">"), "/")
+				if !slices.Contains(kust.secretKeys[secret], key) {
+					t.Errorf("%s: %s from secret %s key %s, which the kustomization does not generate", name, k, secret, key)
+				}
+			}
+		}
+		volumes, _ := get(d, "spec", "template", "spec", "volumes").([]any)
+		for _, v := range volumes {
+			if s := str(get(v, "secret", "secretName")); s != "" && !kust.secrets[s] {
+				t.Errorf("%s: volume of secret %s, which the kustomization does not generate", name, s)
+			}
+			if cm := str(get(v, "configMap", "name")); cm != "" && !kust.configMaps[cm] {
+				t.Errorf("%s: volume of config map %s, which the kustomization does not generate", name, cm)
+			}
+		}
+		pdb := objs["PodDisruptionBudget/roster-"+name]
+		if pdb == nil || fmt.Sprint(get(pdb, "spec", "selector")) != fmt.Sprint(get(d, "spec", "selector")) {
+			t.Errorf("%s: no PodDisruptionBudget selecting its pods", name)
+		}
+	}
+	auth := containerEnv(get(objs["Deployment/roster-auth"], "spec", "template", "spec", "containers", 0))
+	for k, file := range map[string]string{"ROSTER_AUTH_CALLOUT_SEED_FILE": "callout.nk", "ROSTER_USERS_FILE": "users.yaml", "ROSTER_POLICY": "policy.yaml"} {
+		if filepath.Base(auth[k]) != file {
+			t.Errorf("auth: %s = %q", k, auth[k])
+		}
+	}
+}
+
+// TestDeployedPolicy checks the policy the deployments store: valid, and none of the
+// development relaxations.
+func TestDeployedPolicy(t *testing.T) {
+	p, err := policy.LoadFile("roster/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Anonymous.Allowed || p.Connections.SharedInbox || p.Connections.ServiceDiscovery {
+		t.Errorf("policy relaxes security: anonymous %+v, connections %+v", p.Anonymous, p.Connections)
+	}
+	if len(p.Roles["admin"]) == 0 {
+		t.Error("no admin role (gensecrets' user has it)")
+	}
+}
+
+// TestREADMEFlags checks that every flag the deploy README passes to roster serve
+// exists.
+func TestREADMEFlags(t *testing.T) {
+	flags := serveFlags(t)
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagRE := regexp.MustCompile(`(?:^|\s)--([a-z][a-z0-9-]*)`)
+	envRE := regexp.MustCompile(`\bROSTER_[A-Z_]+[A-Z]\b`)
+	seen := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, "roster serve") || strings.HasPrefix(strings.TrimSpace(line), "--") {
+			for _, m := range flagRE.FindAllStringSubmatch(line, -1) {
+				seen++
+				if !flags[m[1]] {
+					t.Errorf("README: roster serve --%s does not exist: %s", m[1], strings.TrimSpace(line))
+				}
+			}
+		}
+		for _, env := range envRE.FindAllString(line, -1) {
+			if flag, _ := envFlag(env); !flags[flag] {
+				t.Errorf("README: %s names no roster serve flag", env)
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("README shows no roster serve flags")
+	}
+}
+
+// TestK8sUsesTheOneNATSConfig: the ConfigMap is generated from deploy/nats/nats.conf,
+// the file the other tests start servers from.
+func TestK8sUsesTheOneNATSConfig(t *testing.T) {
+	base := readYAML(t, "nats/kustomization.yaml")[0]
+	if got := fmt.Sprint(get(base, "configMapGenerator", 0, "files")); got != "[nats.conf]" {
+		t.Errorf("nats-config is generated from %s", got)
+	}
+	top := readYAML(t, "k8s/kustomization.yaml")[0]
+	if !slices.Contains(top["resources"].([]any), any("../nats")) {
+		t.Error("deploy/k8s does not include ../nats")
+	}
+}

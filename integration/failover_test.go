@@ -1,0 +1,519 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/lockcheck"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// scale picks the CI size of a test or, with -tags integration (make integration),
+// the full one.
+func scale(ci, full int) int {
+	if fullRun {
+		return full
+	}
+	return ci
+}
+
+// connect returns an SDK client connected to the cluster (any node).
+func connect(t *testing.T, urls string) *client.Client {
+	t.Helper()
+	cl, err := client.Connect(urls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Conn().Close() })
+	return cl
+}
+
+// sessionHeaders returns the headers of a session-scoped request.
+func sessionHeaders(id, token string) nats.Header {
+	return nats.Header{wire.HeaderSession: {id}, wire.HeaderToken: {token}}
+}
+
+// TestKillJetStreamLeaderWhileOpeningSessions opens sessions from many connections
+// while the leader of the sessions bucket is killed with SIGKILL, and checks that
+// every session whose open was acknowledged is stored, and that SDK sessions
+// connected to the killed node reconnect to another node and keep their ids.
+func TestKillJetStreamLeaderWhileOpeningSessions(t *testing.T) {
+	total := scale(10000, 10000)
+	c := startCluster(t, 3)
+	c.startServices(2)
+
+	leader, err := c.streamLeader("KV_" + sessions.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// SDK sessions on the node that will die.
+	var sdk []*client.Session
+	for range 5 {
+		sdk = append(sdk, open(t, c.nodes[leader].url(), nil))
+	}
+	reconnected := make(chan string, len(sdk))
+	for _, s := range sdk {
+		s.OnStateChange(func(ch client.StateChange) {
+			if ch.Old == client.StateRecovering && ch.New == client.StateActive {
+				reconnected <- s.ID()
+			}
+		})
+	}
+
+	const workers = 32
+	conns := make([]*client.Client, 8)
+	for i := range conns {
+		conns[i] = connect(t, c.urls())
+	}
+	var (
+		mu       sync.Mutex
+		acked    []string
+		failures atomic.Int64
+		next     atomic.Int64
+		killed   atomic.Bool
+		killAt   time.Time
+	)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nc := conns[w%len(conns)].Conn()
+			for next.Add(1) <= int64(total) {
+				for {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					var resp wire.SessionOpenResponse
+					err := wire.Call(ctx, nc, wire.SubjectSessionOpen, nil, &wire.SessionOpenRequest{TimeoutMS: 600000}, &resp)
+					cancel()
+					if err == nil {
+						mu.Lock()
+						acked = append(acked, resp.Session.ID)
+						n := len(acked)
+						mu.Unlock()
+						if n == total/4 && killed.CompareAndSwap(false, true) {
+							killAt = time.Now()
+							c.nodes[leader].kill()
+						}
+						break
+					}
+					failures.Add(1)
+					if !unknownOutcome(err) || time.Since(start) > 3*time.Minute {
+						t.Errorf("open failed: %v", err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if !killed.Load() {
+		t.Fatal("the leader was never killed")
+	}
+
+	// Every acknowledged session is stored, in any node's view.
+	nc, err := c.serviceConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(context.Background(), sessions.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := 0
+	for _, id := range acked {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		e, err := kv.Get(ctx, id)
+		cancel()
+		if err != nil {
+			lost++
+			if lost <= 5 {
+				t.Errorf("acknowledged session %s: %v", id, err)
+			}
+			continue
+		}
+		if r, err := sessions.Decode(e.Value(), e.Revision()); err != nil || r.State != wire.StateActive {
+			t.Errorf("session %s: got %+v (%v), want ACTIVE", id, r, err)
+		}
+	}
+
+	// The SDK sessions on the killed node come back with the same ids.
+	deadline := time.After(30 * time.Second)
+	back := map[string]bool{}
+	for len(back) < len(sdk) {
+		select {
+		case id := <-reconnected:
+			back[id] = true
+		case <-deadline:
+			t.Fatalf("%d of %d SDK sessions resumed on another node within 30s", len(back), len(sdk))
+		}
+	}
+	for _, s := range sdk {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		info, err := s.Refresh(ctx)
+		cancel()
+		if err != nil || info.ID != s.ID() || info.State != wire.StateActive {
+			t.Errorf("SDK session %s after failover: %+v, %v", s.ID(), info, err)
+		}
+	}
+	t.Logf("figure: %d sessions acknowledged in %v (%d failed attempts retried around the kill of node %s at %v); %d acknowledged sessions lost; %d SDK sessions resumed on another node",
+		len(acked), elapsed.Round(time.Millisecond), failures.Load(), c.nodes[leader].name, killAt.Sub(start).Round(time.Millisecond), lost, len(back))
+	if lost > 0 {
+		t.Fatalf("%d acknowledged sessions lost", lost)
+	}
+	c.restartNode(leader)
+}
+
+// unknownOutcome reports whether err leaves the outcome of a request unknown.
+func unknownOutcome(err error) bool {
+	var we *wire.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || !errors.As(err, &we) {
+		return true
+	}
+	return we.Code == wire.CodeUnavailable || we.Code == wire.CodeInternal || we.Code == wire.CodeTimeout && we.Message == "no reply before the deadline"
+}
+
+// TestLockSafetyThroughFailures runs sessions contending for a few locks while
+// nodes are killed and restarted, paused (SIGSTOP) and resumed, and lock-service
+// instances are killed and replaced; the history is checked with porcupine.
+func TestLockSafetyThroughFailures(t *testing.T) {
+	run := time.Duration(scale(20, 120)) * time.Second
+	c := startCluster(t, 3)
+	c.startServices(2)
+
+	const clients = 6
+	names := []string{"safety/0", "safety/1"}
+	rec := lockcheck.NewRecorder()
+	ctx, cancel := context.WithTimeout(context.Background(), run)
+	defer cancel()
+
+	var faults []string
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // chaos: one fault at a time, each healed before the next
+		defer wg.Done()
+		rnd := rand.New(rand.NewPCG(3, 4))
+		for ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Duration(1500+rnd.IntN(1000)) * time.Millisecond):
+			}
+			switch rnd.IntN(3) {
+			case 0:
+				i := rnd.IntN(len(c.nodes))
+				c.nodes[i].kill()
+				faults = append(faults, "kill "+c.nodes[i].name)
+				time.Sleep(time.Second) // the node stays down for a while: that is the fault
+				c.restartNode(i)
+			case 1:
+				i := rnd.IntN(len(c.nodes))
+				c.nodes[i].signal(syscall.SIGSTOP)
+				faults = append(faults, "pause "+c.nodes[i].name)
+				time.Sleep(1500 * time.Millisecond) // paused for longer than the route ping
+				c.nodes[i].signal(syscall.SIGCONT)
+			case 2:
+				locks := c.instances("lock")
+				victim := locks[rnd.IntN(len(locks))]
+				victim.kill()
+				faults = append(faults, "kill "+victim.name)
+				c.startService("lock")
+			}
+		}
+	}()
+
+	var ops atomic.Int64
+	for i := range clients {
+		s := open(t, c.urls(), nil)
+		nc := s.Client().Conn()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rnd := rand.New(rand.NewPCG(uint64(i), 9))
+			retry := func(subject string, req, resp any) error {
+				for {
+					rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+					err := wire.Call(rctx, nc, subject, sessionHeaders(s.ID(), s.Token()), req, resp)
+					rcancel()
+					if err == nil || !unknownOutcome(err) {
+						return err
+					}
+					if time.Duration(rec.Now()) > run+time.Minute {
+						return err
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+			for ctx.Err() == nil {
+				name := names[rnd.IntN(len(names))]
+				mode := wire.LockExclusive
+				if rnd.IntN(3) == 0 {
+					mode = wire.LockShared
+				}
+				in := lockcheck.Input{Name: name, Session: s.ID(), Op: "acquire", Mode: mode}
+				call := rec.Now()
+				var resp wire.LockAcquireResponse
+				err := retry(wire.SubjectLockAcquire, &wire.LockAcquireRequest{Name: name, Mode: mode, WaitMS: []int64{0, 100, 500}[rnd.IntN(3)], RequestID: nuid.Next()}, &resp)
+				switch {
+				case err == nil:
+					rec.Add(i, in, call, lockcheck.Output{OK: true, Token: resp.Lock.Token})
+				case errors.Is(err, wire.ErrTimeout):
+					rec.Add(i, in, call, lockcheck.Output{})
+					continue
+				default:
+					t.Errorf("acquire: %v", err)
+					return
+				}
+				ops.Add(1)
+				call = rec.Now()
+				err = retry(wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: name}, nil)
+				if err != nil && !errors.Is(err, wire.ErrLockNotHeld) {
+					t.Errorf("release: %v", err)
+					return
+				}
+				rec.Add(i, lockcheck.Input{Name: name, Session: s.ID(), Op: "release"}, call, lockcheck.Output{OK: true})
+			}
+		}()
+	}
+	wg.Wait()
+	history := rec.Operations()
+	grants := lockcheck.Grants(history)
+	res := porcupine.CheckOperations(lockcheck.Model(), history)
+	t.Logf("figure: %d operations, %d grants over %v through %d faults %v; porcupine: %v", len(history), grants, run, len(faults), faults, res)
+	if len(faults) == 0 || grants < 20 {
+		t.Fatalf("the run did too little: %d faults, %d grants", len(faults), grants)
+	}
+	if !res {
+		t.Fatal("the lock history is not linearizable")
+	}
+}
+
+// TestExpiryAcrossLeaderChange keeps half of a set of sessions alive and lets the
+// other half go silent while the sessions bucket's leader is killed: no live session
+// may close, and every silent one must close within its timeout + 1 s.
+func TestExpiryAcrossLeaderChange(t *testing.T) {
+	const timeout = 3 * time.Second
+	n := scale(20, 200)
+	c := startCluster(t, 3)
+	c.startServices(2)
+	cl := connect(t, c.urls())
+	nc := cl.Conn()
+
+	type sess struct {
+		id, token string
+		alive     bool
+		last      atomic.Int64 // unix nanos of the last acknowledged activity
+	}
+	var all []*sess
+	for i := range n {
+		var resp wire.SessionOpenResponse
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := wire.Call(ctx, nc, wire.SubjectSessionOpen, nil, &wire.SessionOpenRequest{TimeoutMS: timeout.Milliseconds()}, &resp)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &sess{id: resp.Session.ID, token: resp.Token, alive: i%2 == 0}
+		s.last.Store(time.Now().UnixNano())
+		all = append(all, s)
+	}
+
+	// Watch the bucket for closes.
+	snc, err := c.serviceConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snc.Close()
+	js, _ := jetstream.New(snc)
+	kv, err := js.KeyValue(context.Background(), sessions.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmu sync.Mutex
+	closedAt := map[string]time.Time{}
+	w, err := kv.WatchAll(context.Background(), jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	go func() {
+		for e := range w.Updates() {
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			if r, err := sessions.Decode(e.Value(), e.Revision()); err == nil && r.State == wire.StateClosed {
+				cmu.Lock()
+				if _, seen := closedAt[r.ID]; !seen {
+					closedAt[r.ID] = time.Now()
+				}
+				cmu.Unlock()
+			}
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range all {
+		if !s.alive {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				rctx, rcancel := context.WithTimeout(ctx, time.Second)
+				err := wire.Call(rctx, nc, wire.SubjectSessionKeepalive, sessionHeaders(s.id, s.token), &wire.SessionKeepaliveRequest{}, nil)
+				rcancel()
+				if err == nil {
+					s.last.Store(time.Now().UnixNano())
+				} else if errors.Is(err, wire.ErrSessionClosed) {
+					t.Errorf("live session %s was closed", s.id)
+					return
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	leader, err := c.streamLeader("KV_" + sessions.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(timeout / 2) // the silent sessions are half way to their expiry
+	c.nodes[leader].kill()
+	wg.Wait()
+
+	var late []time.Duration
+	natstest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		cmu.Lock()
+		defer cmu.Unlock()
+		for _, s := range all {
+			if !s.alive {
+				if _, ok := closedAt[s.id]; !ok {
+					return fmt.Errorf("silent session %s not closed", s.id)
+				}
+			}
+		}
+		return nil
+	})
+	cmu.Lock()
+	for _, s := range all {
+		at, closed := closedAt[s.id]
+		if s.alive {
+			if closed && at.Before(time.Unix(0, s.last.Load()).Add(timeout)) {
+				t.Errorf("live session %s closed early", s.id)
+			}
+			continue
+		}
+		idle := at.Sub(time.Unix(0, s.last.Load()))
+		if idle < timeout {
+			t.Errorf("session %s closed after %v of silence, before its %v timeout", s.id, idle, timeout)
+		}
+		late = append(late, idle-timeout)
+	}
+	cmu.Unlock()
+	sort.Slice(late, func(i, j int) bool { return late[i] < late[j] })
+	worst := late[len(late)-1]
+	t.Logf("figure: %d silent sessions closed %v to %v after their %v timeout across the kill of leader %s; %d live sessions kept",
+		len(late), late[0].Round(time.Millisecond), worst.Round(time.Millisecond), timeout, c.nodes[leader].name, n-len(late))
+	if worst > time.Second {
+		t.Errorf("a silent session closed %v after its timeout, want within 1s", worst)
+	}
+	c.restartNode(leader)
+}
+
+// TestInstanceKillUnderLoad keeps requests flowing to every service while one
+// instance of each is killed with SIGKILL: the other instances keep serving.
+func TestInstanceKillUnderLoad(t *testing.T) {
+	c := startCluster(t, 3)
+	c.startServices(2)
+	s := open(t, c.urls(), map[string]string{"Role": "target"})
+	unhandle, err := s.Handle("load/ping", func(context.Context, *client.Message) ([]byte, error) { return []byte("pong"), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unhandle()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var ok, failed atomic.Int64
+	var lastOK atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+				var err error
+				switch (w + i) % 4 {
+				case 0:
+					_, err = s.Refresh(rctx)
+				case 1:
+					var l *client.Lock
+					if l, err = s.TryLock(rctx, fmt.Sprintf("load/%d", w), client.LockOptions{}); err == nil {
+						err = l.Unlock(rctx)
+					}
+				case 2:
+					_, err = s.Send(rctx, client.ToFilter(`Role is "target"`), "load/ping", []byte("x"))
+				case 3:
+					var x *client.Session
+					if x, err = s.Client().Open(rctx, client.Options{}); err == nil {
+						err = x.Close(rctx)
+					}
+				}
+				rcancel()
+				if err != nil {
+					if ctx.Err() == nil {
+						failed.Add(1)
+					}
+					continue
+				}
+				ok.Add(1)
+				lastOK.Store(time.Now().UnixNano())
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	before := ok.Load()
+	killedAt := time.Now()
+	for _, name := range []string{"auth", "registry", "lock", "messaging"} {
+		c.instances(name)[0].kill()
+	}
+	// Requests keep succeeding after the kills.
+	natstest.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		if time.Unix(0, lastOK.Load()).Before(killedAt.Add(2 * time.Second)) {
+			return errors.New("no request has succeeded since the kills")
+		}
+		return nil
+	})
+	time.Sleep(time.Second)
+	cancel()
+	wg.Wait()
+	after := ok.Load() - before
+	t.Logf("figure: %d requests served before the kills, %d after (over the remaining instances), %d failed (in flight at a kill)", before, after, failed.Load())
+	if after == 0 {
+		t.Fatal("no request served after one instance of each service was killed")
+	}
+}

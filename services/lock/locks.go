@@ -61,13 +61,14 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 		w.Until = now + req.WaitMS
 		w.Deadline = min(w.Deadline, w.Until)
 	}
-	if w.ID == "" {
+	clientID := w.ID != ""
+	if !clientID {
 		w.ID = nuid.Next()
 	}
 	var granted bool
 	var aerr error
 	cm, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
-		granted, aerr = r.acquire(w, wait, s.cfg.MaxWaiters, now, o)
+		granted, aerr = r.acquire(w, wait, clientID, s.cfg.MaxWaiters, now, o)
 	})
 	if err != nil {
 		return nil, err
@@ -77,6 +78,8 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 		return nil, wire.Errorf(wire.CodeTimeout, "lock %q is not available (try once)", req.Name)
 	case errors.Is(aerr, ErrUpgrade):
 		return nil, wire.Errorf(wire.CodeConflict, "the session holds lock %q shared; release it before acquiring it exclusively", req.Name)
+	case errors.Is(aerr, ErrCompleted):
+		return nil, wire.Errorf(wire.CodeConflict, "request %q on lock %q was already answered; this copy arrived late and changes nothing", w.ID, req.Name)
 	case errors.Is(aerr, ErrTooManyWaiters):
 		return nil, wire.Errorf(wire.CodeLimitExceeded, "lock %q already has %d waiting requests", req.Name, s.cfg.MaxWaiters)
 	case aerr != nil:
@@ -141,7 +144,7 @@ func (s *Service) list(c *caller, req *wire.LockListRequest) (*wire.LockListResp
 	limit = min(limit, s.cfg.MaxListLimit)
 	var all []entry
 	for _, e := range s.st.snapshot() {
-		if strings.HasPrefix(e.rec.Name, req.Prefix) && e.rec.Name > req.After {
+		if !e.rec.free() && strings.HasPrefix(e.rec.Name, req.Prefix) && e.rec.Name > req.After {
 			all = append(all, e)
 		}
 	}

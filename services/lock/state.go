@@ -24,7 +24,28 @@ var (
 	ErrNoWaiter = errors.New("lock: no such waiting request")
 	// ErrTooManyWaiters: the lock's queue is full.
 	ErrTooManyWaiters = errors.New("lock: too many waiters")
+	// ErrCompleted: the request id was answered for good before (granted and
+	// released, or refused): this is a late duplicate and changes nothing.
+	ErrCompleted = errors.New("lock: request already completed")
 )
+
+// Late duplicates. A client that does not learn the outcome of an acquire (its
+// instance died, a node was paused) re-issues it with the same request id; the
+// first copy may still be on its way and arrive after the client has moved on —
+// after the lock was granted and released, say. Applied then, it would grant the
+// session a lock it does not know it holds. So a record remembers, for
+// doneRetention, the request ids it has answered for good, and refuses late copies.
+const (
+	doneRetention = 2 * 60 * 1000 // milliseconds: longer than any client's retries
+	maxDone       = 128
+)
+
+// done is a request answered for good.
+type done struct {
+	ID      string `json:"id"`
+	Session string `json:"session"`
+	At      int64  `json:"at"` // Unix milliseconds
+}
 
 // holder is one holder as stored.
 type holder struct {
@@ -38,6 +59,8 @@ type holder struct {
 	// version": its revision is the token, filled in when the record is read.
 	Token     uint64 `json:"token,omitempty"`
 	GrantedAt int64  `json:"granted_at"` // Unix milliseconds
+	// Request is the id of the acquire that granted the hold.
+	Request string `json:"request,omitempty"`
 }
 
 // waiter is one waiting acquire as stored, in FIFO order.
@@ -70,13 +93,51 @@ type record struct {
 	Name    string   `json:"name"`
 	Holders []holder `json:"holders,omitempty"`
 	Waiters []waiter `json:"waiters,omitempty"`
+	// Done are the request ids answered for good in the last doneRetention.
+	Done []done `json:"done,omitempty"`
 }
 
 func (r *record) clone() *record {
-	return &record{Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters)}
+	return &record{Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters), Done: slices.Clone(r.Done)}
 }
 
-func (r *record) empty() bool { return len(r.Holders) == 0 && len(r.Waiters) == 0 }
+// empty reports whether the record can be deleted: nobody holds or waits, and no
+// answered request id is still remembered.
+func (r *record) empty() bool { return len(r.Holders) == 0 && len(r.Waiters) == 0 && len(r.Done) == 0 }
+
+// free reports whether nobody holds or waits for the lock.
+func (r *record) free() bool { return len(r.Holders) == 0 && len(r.Waiters) == 0 }
+
+// remember records that request id of session was answered for good, and forgets
+// the ids older than doneRetention.
+func (r *record) remember(id, session string, now int64, o *outcome) {
+	r.forget(now, o)
+	if id == "" {
+		return
+	}
+	r.Done = append(r.Done, done{ID: id, Session: session, At: now})
+	if len(r.Done) > maxDone {
+		r.Done = slices.Delete(r.Done, 0, len(r.Done)-maxDone)
+	}
+	o.changed = true
+}
+
+// forget drops the remembered ids older than doneRetention.
+func (r *record) forget(now int64, o *outcome) {
+	n := len(r.Done)
+	r.Done = slices.DeleteFunc(r.Done, func(d done) bool { return now-d.At > doneRetention })
+	if len(r.Done) != n {
+		o.changed = true
+	}
+	if len(r.Done) == 0 {
+		r.Done = nil
+	}
+}
+
+// completed reports whether request id of session was answered for good.
+func (r *record) completed(id, session string) bool {
+	return slices.ContainsFunc(r.Done, func(d done) bool { return d.ID == id && d.Session == session })
+}
 
 // materialize fills the tokens of the holders granted by the write at rev.
 func (r *record) materialize(rev uint64) {
@@ -155,7 +216,7 @@ func (r *record) grant(w waiter, now int64, o *outcome) error {
 		}
 		return nil
 	}
-	r.Holders = append(r.Holders, holder{Session: w.Session, Mode: w.Mode, Scope: w.Scope, Conn: w.Conn, GrantedAt: now})
+	r.Holders = append(r.Holders, holder{Session: w.Session, Mode: w.Mode, Scope: w.Scope, Conn: w.Conn, GrantedAt: now, Request: w.ID})
 	o.changed = true
 	return nil
 }
@@ -174,6 +235,7 @@ func (r *record) promote(now int64, o *outcome) {
 		o.changed = true
 		if err := r.grant(w, now, o); err != nil {
 			o.removed = append(o.removed, removal{w, wire.Errorf(wire.CodeConflict, "%v", err)})
+			r.remember(w.ID, w.Session, now, o)
 			continue
 		}
 		o.granted = append(o.granted, w)
@@ -183,8 +245,14 @@ func (r *record) promote(now int64, o *outcome) {
 // acquire applies an acquire. It returns granted=true when w's session holds the
 // lock afterwards; otherwise w waits (wait) or the acquire fails (ErrWouldBlock).
 // A request whose id is already waiting takes over that waiter (its reply subject,
-// owner and deadline) and keeps its place.
-func (r *record) acquire(w waiter, wait bool, maxWaiters int, now int64, o *outcome) (granted bool, err error) {
+// owner and deadline) and keeps its place; one whose id was answered for good is a
+// late duplicate (ErrCompleted). remember says the id is the client's own, so a
+// try-once refusal is remembered too.
+func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int64, o *outcome) (granted bool, err error) {
+	r.forget(now, o)
+	if r.completed(w.ID, w.Session) {
+		return false, ErrCompleted
+	}
 	if _, holds := r.holder(w.Session); holds || (len(r.Waiters) == 0 && r.compatible(w.Mode)) {
 		if err := r.grant(w, now, o); err != nil {
 			return false, err
@@ -192,6 +260,9 @@ func (r *record) acquire(w waiter, wait bool, maxWaiters int, now int64, o *outc
 		return true, nil
 	}
 	if !wait {
+		if remember {
+			r.remember(w.ID, w.Session, now, o)
+		}
 		return false, ErrWouldBlock
 	}
 	if i := r.waiterIndex(w.ID, w.Session); i >= 0 {
@@ -217,6 +288,7 @@ func (r *record) release(session string, token uint64, now int64, o *outcome) (h
 	h := r.Holders[i]
 	r.Holders = slices.Delete(r.Holders, i, i+1)
 	o.changed = true
+	r.remember(h.Request, session, now, o)
 	r.promote(now, o)
 	return h, nil
 }
@@ -230,6 +302,7 @@ func (r *record) cancel(id, session string, now int64, o *outcome) error {
 	o.removed = append(o.removed, removal{r.Waiters[i], errWaitCancelled})
 	r.Waiters = slices.Delete(r.Waiters, i, i+1)
 	o.changed = true
+	r.remember(id, session, now, o)
 	// Removing the head may let the waiters behind it through.
 	r.promote(now, o)
 	return nil
@@ -250,6 +323,7 @@ type expiry struct {
 // removed: its request is answered (errWaitBound) and it keeps its place for
 // e.reattach, for the client to re-issue it.
 func (r *record) expire(e expiry, now int64, o *outcome) {
+	var expired []waiter
 	r.Waiters = slices.DeleteFunc(r.Waiters, func(w waiter) bool {
 		if w.Deadline+expiryDelay(w, e.instance, e.grace) > now {
 			return false
@@ -260,8 +334,12 @@ func (r *record) expire(e expiry, now int64, o *outcome) {
 			return false
 		}
 		o.removed = append(o.removed, removal{w, errWaitTimeout})
+		expired = append(expired, w)
 		return true
 	})
+	for _, w := range expired {
+		r.remember(w.ID, w.Session, now, o)
+	}
 	for i := range r.Waiters {
 		if w := &r.Waiters[i]; w.Reply != "" && w.Deadline+expiryDelay(*w, e.instance, e.grace) <= now {
 			w.Reply, w.Owner, w.Deadline = "", e.instance, now+e.reattach
@@ -308,9 +386,16 @@ func (r *record) dropSession(session string, st sessionState, now int64, o *outc
 	lost := func(scope wire.LockScope, conn string) bool {
 		return st.closed || (scope == wire.ScopeConnection && (!st.connected || conn != st.conn))
 	}
+	var dropped []waiter
 	before := len(r.Holders)
 	r.Holders = slices.DeleteFunc(r.Holders, func(h holder) bool {
-		return h.Session == session && lost(h.Scope, h.Conn)
+		if h.Session != session || !lost(h.Scope, h.Conn) {
+			return false
+		}
+		if !st.closed {
+			dropped = append(dropped, waiter{ID: h.Request, Session: h.Session})
+		}
+		return true
 	})
 	if len(r.Holders) != before {
 		o.changed = true
@@ -322,11 +407,15 @@ func (r *record) dropSession(session string, st sessionState, now int64, o *outc
 		err := errWaitSession
 		if !st.closed {
 			err = errWaitConn
+			dropped = append(dropped, w)
 		}
 		o.removed = append(o.removed, removal{w, err})
 		o.changed = true
 		return true
 	})
+	for _, w := range dropped {
+		r.remember(w.ID, w.Session, now, o)
+	}
 	r.promote(now, o)
 }
 

@@ -67,7 +67,7 @@ func TestAcquireModes(t *testing.T) {
 				r.Waiters = append(r.Waiters, req("q"+string(rune('0'+i)), "q"+string(rune('0'+i)), x))
 			}
 			o := &outcome{}
-			granted, err := r.acquire(req("new", "s", tt.mode), tt.wait, 100, 10, o)
+			granted, err := r.acquire(req("new", "s", tt.mode), tt.wait, false, 100, 10, o)
 			if granted != tt.wantGranted || !errors.Is(err, tt.wantErr) {
 				t.Fatalf("got granted=%v err=%v, want %v %v", granted, err, tt.wantGranted, tt.wantErr)
 			}
@@ -84,12 +84,12 @@ func TestAcquireModes(t *testing.T) {
 func TestRepeatedAcquireIsEqualAndTakesWeakestScope(t *testing.T) {
 	r := &record{Name: "a"}
 	o := &outcome{}
-	if ok, err := r.acquire(req("1", "s", wire.LockExclusive), false, 10, 1, o); !ok || err != nil {
+	if ok, err := r.acquire(req("1", "s", wire.LockExclusive), false, false, 10, 1, o); !ok || err != nil {
 		t.Fatalf("first acquire: %v %v", ok, err)
 	}
 	r.materialize(7)
 	o = &outcome{}
-	if ok, err := r.acquire(req("2", "s", wire.LockExclusive), false, 10, 2, o); !ok || err != nil {
+	if ok, err := r.acquire(req("2", "s", wire.LockExclusive), false, false, 10, 2, o); !ok || err != nil {
 		t.Fatalf("second acquire: %v %v", ok, err)
 	}
 	if o.changed || r.Holders[0].Token != 7 || len(r.Holders) != 1 {
@@ -98,7 +98,7 @@ func TestRepeatedAcquireIsEqualAndTakesWeakestScope(t *testing.T) {
 	conn := req("3", "s", wire.LockShared)
 	conn.Scope, conn.Conn = wire.ScopeConnection, "srv/9"
 	o = &outcome{}
-	if ok, err := r.acquire(conn, false, 10, 3, o); !ok || err != nil {
+	if ok, err := r.acquire(conn, false, false, 10, 3, o); !ok || err != nil {
 		t.Fatalf("acquire with connection scope: %v %v", ok, err)
 	}
 	if h := r.Holders[0]; h.Scope != wire.ScopeConnection || h.Conn != "srv/9" || h.Token != 7 || h.Mode != wire.LockExclusive {
@@ -106,7 +106,7 @@ func TestRepeatedAcquireIsEqualAndTakesWeakestScope(t *testing.T) {
 	}
 	// Shared to exclusive is refused.
 	r2 := &record{Name: "b", Holders: []holder{{Session: "s", Mode: wire.LockShared, Token: 3}}}
-	if _, err := r2.acquire(req("4", "s", wire.LockExclusive), true, 10, 4, &outcome{}); !errors.Is(err, ErrUpgrade) {
+	if _, err := r2.acquire(req("4", "s", wire.LockExclusive), true, false, 10, 4, &outcome{}); !errors.Is(err, ErrUpgrade) {
 		t.Fatalf("got %v, want ErrUpgrade", err)
 	}
 }
@@ -116,7 +116,7 @@ func TestFIFOAndSharedBatching(t *testing.T) {
 	o := &outcome{}
 	mustAcquire := func(w waiter) bool {
 		t.Helper()
-		ok, err := r.acquire(w, true, 100, 1, o)
+		ok, err := r.acquire(w, true, false, 100, 1, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,7 +143,7 @@ func TestFIFOAndSharedBatching(t *testing.T) {
 		t.Fatalf("after release got granted %v, want %v", got, want)
 	}
 	r.materialize(11)
-	if ok, _ := r.acquire(req("s4", "F", wire.LockShared), true, 100, 3, &outcome{}); ok {
+	if ok, _ := r.acquire(req("s4", "F", wire.LockShared), true, false, 100, 3, &outcome{}); ok {
 		t.Fatal("a new shared request overtook the waiting exclusive")
 	}
 	o = &outcome{}
@@ -241,7 +241,7 @@ func TestExpireAtBoundDetaches(t *testing.T) {
 	// The re-issue takes its place back.
 	again := req("l", "A", wire.LockExclusive)
 	again.Reply, again.Deadline = "r.l2", 1200
-	if _, err := r.acquire(again, true, 10, 150, &outcome{}); err != nil {
+	if _, err := r.acquire(again, true, false, 10, 150, &outcome{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := waiters(r); !slices.Equal(got, []string{"l", "n"}) || r.Waiters[0].Reply != "r.l2" {
@@ -261,7 +261,7 @@ func TestExpireAtBoundDetaches(t *testing.T) {
 	if _, err := r.release("H", 0, 200, o); err != nil || !slices.Equal(holders(r), []string{"D"}) {
 		t.Fatalf("release: %v, holders %v", err, holders(r))
 	}
-	ok, err := r.acquire(req("d", "D", wire.LockExclusive), true, 10, 300, &outcome{})
+	ok, err := r.acquire(req("d", "D", wire.LockExclusive), true, false, 10, 300, &outcome{})
 	if !ok || err != nil {
 		t.Fatalf("re-issue after the grant: %v %v, want the lock", ok, err)
 	}
@@ -321,13 +321,61 @@ func TestRequeueKeepsPlace(t *testing.T) {
 		Waiters: []waiter{req("1", "A", wire.LockExclusive), req("2", "B", wire.LockExclusive)}}
 	again := req("1", "A", wire.LockExclusive)
 	again.Reply, again.Deadline = "r.new", 5000
-	if _, err := r.acquire(again, true, 10, 1, &outcome{}); err != nil {
+	if _, err := r.acquire(again, true, false, 10, 1, &outcome{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := waiters(r); !slices.Equal(got, []string{"1", "2"}) || r.Waiters[0].Reply != "r.new" {
 		t.Fatalf("got waiters %v (reply %s), want [1 2] with the new reply", got, r.Waiters[0].Reply)
 	}
-	if _, err := r.acquire(req("3", "C", wire.LockExclusive), true, 2, 1, &outcome{}); !errors.Is(err, ErrTooManyWaiters) {
+	if _, err := r.acquire(req("3", "C", wire.LockExclusive), true, false, 2, 1, &outcome{}); !errors.Is(err, ErrTooManyWaiters) {
 		t.Fatalf("got %v, want ErrTooManyWaiters", err)
 	}
+}
+
+// TestLateDuplicatesChangeNothing: a copy of an acquire that arrives after its
+// request was answered for good — granted and released, cancelled, timed out, or
+// refused — must not grant the lock again.
+func TestLateDuplicatesChangeNothing(t *testing.T) {
+	t.Run("granted then released", func(t *testing.T) {
+		r := &record{Name: "l"}
+		if ok, err := r.acquire(req("a1", "A", wire.LockExclusive), true, true, 10, 1, &outcome{}); !ok || err != nil {
+			t.Fatalf("got %v, %v; want granted", ok, err)
+		}
+		r.materialize(5)
+		if _, err := r.release("A", 5, 2, &outcome{}); err != nil {
+			t.Fatal(err)
+		}
+		if r.empty() {
+			t.Fatal("the record forgot the answered request at once")
+		}
+		if ok, err := r.acquire(req("a1", "A", wire.LockExclusive), true, true, 10, 3, &outcome{}); ok || !errors.Is(err, ErrCompleted) {
+			t.Fatalf("late duplicate: got %v, %v; want ErrCompleted", ok, err)
+		}
+		if ok, err := r.acquire(req("a2", "A", wire.LockExclusive), true, true, 10, 4, &outcome{}); !ok || err != nil {
+			t.Fatalf("a new request: got %v, %v; want granted", ok, err)
+		}
+	})
+	t.Run("refused try-once with the client's id", func(t *testing.T) {
+		r := &record{Name: "l"}
+		r.acquire(req("b1", "B", wire.LockExclusive), false, true, 10, 1, &outcome{})
+		if _, err := r.acquire(req("c1", "C", wire.LockExclusive), false, true, 10, 2, &outcome{}); !errors.Is(err, ErrWouldBlock) {
+			t.Fatalf("got %v, want ErrWouldBlock", err)
+		}
+		r.materialize(7)
+		r.release("B", 7, 3, &outcome{})
+		if ok, err := r.acquire(req("c1", "C", wire.LockExclusive), false, true, 10, 4, &outcome{}); ok || !errors.Is(err, ErrCompleted) {
+			t.Fatalf("late duplicate of a refused try: got %v, %v; want ErrCompleted", ok, err)
+		}
+	})
+	t.Run("forgotten after the retention", func(t *testing.T) {
+		r := &record{Name: "l"}
+		r.acquire(req("d1", "D", wire.LockExclusive), true, true, 10, 1, &outcome{})
+		r.materialize(3)
+		r.release("D", 3, 2, &outcome{})
+		o := &outcome{}
+		r.forget(2+doneRetention+1, o)
+		if !r.empty() || !o.changed {
+			t.Fatalf("got %+v, want an empty record to delete", r)
+		}
+	})
 }

@@ -44,7 +44,6 @@ type entry struct {
 type store struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
-	stream jetstream.Stream
 	prefix string // subject prefix of the bucket's keys
 
 	// changed is called for every entry new to the cache, whether from the watch, a
@@ -72,11 +71,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int) (*stor
 	if err != nil {
 		return nil, fmt.Errorf("lock: bucket %s: %w", Bucket, err)
 	}
-	stream, err := js.Stream(ctx, "KV_"+Bucket)
-	if err != nil {
-		return nil, fmt.Errorf("lock: bucket %s stream: %w", Bucket, err)
-	}
-	return &store{js: js, kv: kv, stream: stream, prefix: "$KV." + Bucket + ".", cache: map[string]entry{}}, nil
+	return &store{js: js, kv: kv, prefix: "$KV." + Bucket + ".", cache: map[string]entry{}}, nil
 }
 
 func decodeRecord(data []byte, rev uint64) (*record, error) {
@@ -92,18 +87,51 @@ func isDeleteMarker(h nats.Header) bool {
 	return h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != ""
 }
 
-// read returns the key's latest record from the stream.
+// read returns the key's latest record from the stream's leader.
+//
+// Not through the KV API or Stream.GetLastMsgForSubject: buckets allow direct
+// gets, which any replica answers, and a replica may lag the leader — in a cluster
+// a "no change" answer built on such a read (a repeated acquire, a release of a
+// lock not held) could describe a state that has already been replaced. The
+// stream's MSG.GET request is answered by the leader alone.
 func (s *store) read(ctx context.Context, key string) (entry, error) {
-	m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+key)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return entry{}, nil
-	}
+	req, _ := json.Marshal(map[string]string{"last_by_subj": s.prefix + key})
+	reply, err := s.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+Bucket, req)
 	if err != nil {
 		return entry{}, fmt.Errorf("lock: read %s: %w", key, err)
 	}
-	e := entry{rev: m.Sequence}
-	if !isDeleteMarker(m.Header) {
-		if e.rec, err = decodeRecord(m.Data, m.Sequence); err != nil {
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     uint16 `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Sequence uint64 `json:"seq"`
+			Header   []byte `json:"hdrs"`
+			Data     []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return entry{}, fmt.Errorf("lock: read %s: %w", key, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == uint16(jetstream.JSErrCodeMessageNotFound):
+		return entry{}, nil
+	case resp.Error != nil:
+		return entry{}, fmt.Errorf("lock: read %s: %s (%d)", key, resp.Error.Description, resp.Error.ErrCode)
+	case resp.Message == nil:
+		return entry{}, fmt.Errorf("lock: read %s: empty reply", key)
+	}
+	var hdr nats.Header
+	if len(resp.Message.Header) > 0 {
+		if hdr, err = nats.DecodeHeadersMsg(resp.Message.Header); err != nil {
+			return entry{}, fmt.Errorf("lock: read %s: %w", key, err)
+		}
+	}
+	e := entry{rev: resp.Message.Sequence}
+	if !isDeleteMarker(hdr) {
+		if e.rec, err = decodeRecord(resp.Message.Data, resp.Message.Sequence); err != nil {
 			return entry{}, err
 		}
 	}

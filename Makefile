@@ -40,9 +40,11 @@ integration: ## Long-running multi-process and cluster tests (integration/)
 	$(GO) test -race -tags integration -timeout 30m -v ./integration/...
 
 .PHONY: bench
-bench: ## Run the benchmarks (each operation beside its floor, measured in the same run) into bench/results.txt
+bench: ## Benchmarks: every operation beside its floor measured in the same run, embedded and on a 3-node cluster, into bench/report.md
 	@mkdir -p bench
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS) | tee bench/results.txt
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./pkg/... ./services/... | tee bench/results.txt
+	$(GO) test -tags benchreport -count=1 -run TestBenchReport -timeout 30m ./integration/ -args -report $(CURDIR)/bench/report.md
+	@echo "report: bench/report.md"
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each

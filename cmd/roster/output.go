@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -22,8 +23,13 @@ const (
 	exitConflict      = 8 // conflict, lock_not_held, limit_exceeded, throttled
 )
 
-// wireExitCode maps a Roster error to an exit code.
+// wireExitCode maps a Roster error to an exit code. A command run by lock acquire
+// passes its own exit status through.
 func wireExitCode(err error) (int, bool) {
+	var ce *commandExitError
+	if errors.As(err, &ce) {
+		return ce.code, true
+	}
 	var we *wire.Error
 	if !errors.As(err, &we) {
 		return 0, false
@@ -51,6 +57,7 @@ func wireExitCode(err error) (int, bool) {
 type output struct {
 	w      io.Writer
 	format string
+	mu     sync.Mutex // serialises emitLine
 }
 
 func outputFor(cmd *cobra.Command) (*output, error) {
@@ -67,6 +74,19 @@ func (o *output) emit(v any, text func(w io.Writer)) error {
 		enc := json.NewEncoder(o.w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
+	}
+	text(o.w)
+	return nil
+}
+
+// emitLine writes v as one line of JSON in JSON mode (for output that streams,
+// one object per line), or calls text otherwise. Lines are written whole, so that
+// concurrent callers holding no lock of their own do not interleave.
+func (o *output) emitLine(v any, text func(w io.Writer)) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.format == "json" {
+		return json.NewEncoder(o.w).Encode(v)
 	}
 	text(o.w)
 	return nil

@@ -32,7 +32,7 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringP("output", "o", "text", "output format: text or json")
-	root.AddCommand(newServeCmd(), newFilterCmd(), newSessionCmd())
+	root.AddCommand(newServeCmd(), newFilterCmd(), newSessionCmd(), newLockCmd(), newSendCmd(), newRequestCmd(), newListenCmd())
 	root.AddCommand(newUserCmd())
 	return root
 }

@@ -108,10 +108,21 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 	)
 	nc, err := nats.Connect(url, natsOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("client: connect %s: %w", url, err)
+		return nil, connectError(url, err)
 	}
 	c.nc = nc
 	return c, nil
+}
+
+// connectError maps a failed dial to the SDK's errors: a refused authorization
+// (the auth callout denied the credentials) matches ErrUnauthenticated, anything
+// else ErrUnavailable.
+func connectError(url string, err error) error {
+	code, msg := wire.CodeUnavailable, "cannot connect to "+url
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+		code, msg = wire.CodeUnauthenticated, "the server refused the connection's credentials"
+	}
+	return fmt.Errorf("client: %w: %w", &wire.Error{Code: code, Message: msg}, err)
 }
 
 func credentialOptions(creds *wire.Credentials) []nats.Option {

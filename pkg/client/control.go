@@ -12,7 +12,7 @@ import (
 // GetSession returns another session by id (VIEW_SESSION).
 func (s *Session) GetSession(ctx context.Context, id string) (wire.Session, error) {
 	var resp wire.SessionGetResponse
-	if err := s.do(ctx, wire.SubjectSessionGet, &wire.SessionGetRequest{ID: id}, &resp); err != nil {
+	if err := s.doOther(ctx, wire.SubjectSessionGet, &wire.SessionGetRequest{ID: id}, &resp); err != nil {
 		return wire.Session{}, err
 	}
 	return *resp.Session, nil
@@ -22,7 +22,7 @@ func (s *Session) GetSession(ctx context.Context, id string) (wire.Session, erro
 // Pass the returned Next as req.After for the next page.
 func (s *Session) ListSessions(ctx context.Context, req wire.SessionListRequest) (*wire.SessionListResponse, error) {
 	var resp wire.SessionListResponse
-	if err := s.do(ctx, wire.SubjectSessionList, &req, &resp); err != nil {
+	if err := s.doOther(ctx, wire.SubjectSessionList, &req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
@@ -32,7 +32,7 @@ func (s *Session) ListSessions(ctx context.Context, req wire.SessionListRequest)
 // every session matching req.Filter (MODIFY_SESSION), and returns how many changed.
 func (s *Session) UpdateSessions(ctx context.Context, req wire.SessionUpdateRequest) (int, error) {
 	var resp wire.SessionUpdateResponse
-	if err := s.do(ctx, wire.SubjectSessionUpdate, &req, &resp); err != nil {
+	if err := s.doOther(ctx, wire.SubjectSessionUpdate, &req, &resp); err != nil {
 		return 0, err
 	}
 	return resp.Updated, nil
@@ -42,7 +42,7 @@ func (s *Session) UpdateSessions(ctx context.Context, req wire.SessionUpdateRequ
 // req.Filter (MODIFY_SESSION), and returns how many it closed.
 func (s *Session) CloseSessions(ctx context.Context, req wire.SessionCloseRequest) (int, error) {
 	var resp wire.SessionCloseResponse
-	if err := s.do(ctx, wire.SubjectSessionClose, &req, &resp); err != nil {
+	if err := s.doOther(ctx, wire.SubjectSessionClose, &req, &resp); err != nil {
 		return 0, err
 	}
 	return resp.Closed, nil

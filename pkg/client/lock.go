@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -35,32 +36,59 @@ type Lock struct {
 // connection.
 var ErrLockLost = errors.New("client: lock lost")
 
-// Lock acquires the named lock, waiting until it is granted or ctx ends (the waiting
-// request is then withdrawn). A session that already holds the lock gets an equal
-// Lock with the same fencing token. TryLock does not wait.
+// Lock acquires the named lock, waiting until it is granted or ctx ends: give ctx a
+// deadline to bound the wait, or cancel it to give up (the waiting request is then
+// withdrawn, and a grant that raced the withdrawal is released). A session that
+// already holds the lock gets an equal Lock with the same fencing token. TryLock
+// does not wait.
+//
+// The server holds one waiting request at most a minute; the SDK re-issues it with
+// the same request id, which keeps its place in the queue, for as long as ctx allows.
 func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Lock, error) {
 	reqID := nuid.Next()
 	for {
 		wait := int64(wire.WaitForever)
+		var waitEnd time.Time
 		if dl, ok := ctx.Deadline(); ok {
-			wait = max(time.Until(dl).Milliseconds(), 1)
+			// Ask the server to give up a little before ctx does, so that its
+			// answer (and the end of the wait) arrives before our own deadline.
+			remaining := time.Until(dl)
+			wait = max(remaining-replyMargin(remaining), 0).Milliseconds()
+			waitEnd = time.Now().Add(time.Duration(wait) * time.Millisecond)
 		}
 		l, err := s.acquire(ctx, name, opts, wait, reqID)
 		switch {
 		case err == nil:
 			return l, nil
 		case ctx.Err() != nil:
-			s.cancelWait(name, reqID)
-			return nil, err
-		case errors.Is(err, ErrTimeout):
-			if _, bounded := ctx.Deadline(); !bounded {
-				continue // the server's wait bound passed: wait again, keeping our place
+			s.abandon(name, reqID, opts)
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrTimeout) {
+				err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTimeout, Message: "lock " + name + " not granted before the deadline"}, err)
 			}
 			return nil, err
+		case errors.Is(err, ErrUnavailable):
+			// The request may still wait on the server (and be granted): withdraw
+			// it once the session is back.
+			s.abandonLater(name, reqID, opts)
+			return nil, err
+		case errors.Is(err, ErrTimeout) && (wait == wire.WaitForever || time.Until(waitEnd) > reissueSlack):
+			// The server's bound on one request (a minute) passed well before our
+			// wait did: the request keeps its place for a while; re-issue it.
+			continue
 		default:
 			return nil, err
 		}
 	}
+}
+
+// reissueSlack tells a timeout at the server's bound on one request from the end
+// of the wait the client asked for, which the server may answer a moment early.
+const reissueSlack = 100 * time.Millisecond
+
+// replyMargin is how much earlier than the caller's deadline the server is asked
+// to give up waiting: time for its answer to travel back.
+func replyMargin(remaining time.Duration) time.Duration {
+	return min(max(remaining/10, 10*time.Millisecond), time.Second)
 }
 
 // TryLock acquires the named lock if it is free now, and fails with ErrTimeout
@@ -78,19 +106,91 @@ func (s *Session) acquire(ctx context.Context, name string, opts LockOptions, wa
 	if resp.Lock == nil {
 		return nil, &wire.Error{Code: wire.CodeInternal, Message: "acquire reply without a lock"}
 	}
-	l := &Lock{s: s, info: *resp.Lock, lost: make(chan struct{})}
-	s.trackLock(l)
-	return l, nil
+	return s.trackLock(*resp.Lock), nil
 }
 
-// cancelWait withdraws a waiting acquire after the caller gave up on it.
-func (s *Session) cancelWait(name, reqID string) {
+// abandon withdraws a waiting acquire after the caller gave up on it. When the
+// request is no longer waiting, a grant may have raced the cancel: the lock is then
+// released, unless the session held it before (another Lock of this session).
+func (s *Session) abandon(name, reqID string, opts LockOptions) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = s.do(ctx, wire.SubjectLockCancel, &wire.LockCancelRequest{Name: name, RequestID: reqID}, &wire.LockCancelResponse{})
-	// A grant may have raced the cancel: release what we may hold. A session that
-	// held the lock before this call keeps it only if the caller did not ask again.
+	var resp wire.LockCancelResponse
+	err := s.do(ctx, wire.SubjectLockCancel, &wire.LockCancelRequest{Name: name, RequestID: reqID}, &resp)
+	if errors.Is(err, ErrUnavailable) {
+		s.abandonLater(name, reqID, opts)
+		return
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		s.c.log.Debug("roster: cancelling a lock wait failed", "lock", name, "err", err)
+		return
+	}
+	if resp.Cancelled || s.holds(name) {
+		return
+	}
+	// Re-issuing the request id answers with the lock if the cancelled wait was
+	// granted (try once: it never queues anew), and the release gives it back.
+	l, err := s.acquire(ctx, name, opts, 0, reqID)
+	if err != nil {
+		return
+	}
+	_ = l.Unlock(ctx)
 }
+
+// abandoned is a lock request given up while the server could not be told.
+type abandoned struct {
+	name, reqID string
+	opts        LockOptions
+}
+
+// abandonLater withdraws the request when the session has resumed.
+func (s *Session) abandonLater(name, reqID string, opts LockOptions) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.abandoned = append(s.abandoned, abandoned{name, reqID, opts})
+}
+
+// abandonPending withdraws the requests given up while the connection was away.
+func (s *Session) abandonPending() {
+	s.mu.Lock()
+	pending := s.abandoned
+	s.abandoned = nil
+	s.mu.Unlock()
+	for _, a := range pending {
+		s.abandon(a.name, a.reqID, a.opts)
+	}
+}
+
+// ListLocks returns one page of the locks whose names start with req.Prefix, with
+// their holders and waiters (VIEW_LOCKS). Pass the returned Next as req.After for
+// the next page.
+func (s *Session) ListLocks(ctx context.Context, req wire.LockListRequest) (*wire.LockListResponse, error) {
+	var resp wire.LockListResponse
+	if err := s.do(ctx, wire.SubjectLockList, &req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Release releases the named lock held by the session, whichever process took it
+// (a session handed over with Attach, say). A non-zero token must be the held
+// lock's fencing token. It returns the released lock.
+func (s *Session) Release(ctx context.Context, name string, token uint64) (wire.Lock, error) {
+	var resp wire.LockReleaseResponse
+	if err := s.do(ctx, wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: name, Token: token}, &resp); err != nil {
+		return wire.Lock{}, err
+	}
+	s.mu.Lock()
+	delete(s.locks, name)
+	s.mu.Unlock()
+	if resp.Lock == nil {
+		return wire.Lock{Name: name, Token: token}, nil
+	}
+	return *resp.Lock, nil
+}
+
+// Info returns the grant: name, mode, scope, session, token and when it was granted.
+func (l *Lock) Info() wire.Lock { return l.info }
 
 // Name returns the lock's name.
 func (l *Lock) Name() string { return l.info.Name }
@@ -135,20 +235,36 @@ func (l *Lock) markLost(cause error) {
 	close(l.lost)
 }
 
-// trackLock remembers a held lock so that it can be reported lost.
-func (s *Session) trackLock(l *Lock) {
+// trackLock returns the Lock for a grant. Two grants of one lock to the session
+// are equal and share one Lock value, so that its loss is reported to every holder.
+func (s *Session) trackLock(info wire.Lock) *Lock {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.locks == nil {
-		s.locks = map[*Lock]struct{}{}
+		s.locks = map[string]*Lock{}
 	}
-	s.locks[l] = struct{}{}
+	if l, ok := s.locks[info.Name]; ok && l.info.Token == info.Token {
+		return l
+	}
+	l := &Lock{s: s, info: info, lost: make(chan struct{})}
+	s.locks[info.Name] = l
+	return l
 }
 
 func (s *Session) untrackLock(l *Lock) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.locks, l)
+	if s.locks[l.info.Name] == l {
+		delete(s.locks, l.info.Name)
+	}
+}
+
+// holds reports whether the session holds the named lock as far as it knows.
+func (s *Session) holds(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.locks[name]
+	return ok
 }
 
 // loseLocks reports held locks lost: every lock when the session closed, the
@@ -156,10 +272,10 @@ func (s *Session) untrackLock(l *Lock) {
 func (s *Session) loseLocks(onlyConnectionScoped bool, cause error) {
 	s.mu.Lock()
 	var lost []*Lock
-	for l := range s.locks {
+	for name, l := range s.locks {
 		if !onlyConnectionScoped || l.info.Scope == wire.ScopeConnection {
 			lost = append(lost, l)
-			delete(s.locks, l)
+			delete(s.locks, name)
 		}
 	}
 	s.mu.Unlock()

@@ -59,7 +59,7 @@ func message(to Target, path string, payload []byte, opts []MessageOption) wire.
 // path counts as delivered.
 func (s *Session) Send(ctx context.Context, to Target, path string, payload []byte, opts ...MessageOption) (int, error) {
 	var resp wire.MsgSendResponse
-	if err := s.do(ctx, wire.SubjectMsgSend, &wire.MsgSendRequest{Message: message(to, path, payload, opts)}, &resp); err != nil {
+	if err := s.doOther(ctx, wire.SubjectMsgSend, &wire.MsgSendRequest{Message: message(to, path, payload, opts)}, &resp); err != nil {
 		return 0, err
 	}
 	return resp.Delivered, nil
@@ -81,7 +81,7 @@ func (s *Session) Request(ctx context.Context, to Target, path string, payload [
 	var resp wire.MsgRequestResponse
 	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
 	defer cancel()
-	if err := s.do(ctx, wire.SubjectMsgRequest, req, &resp); err != nil {
+	if err := s.doOther(ctx, wire.SubjectMsgRequest, req, &resp); err != nil {
 		return nil, err
 	}
 	return &Results{Expected: resp.Expected, Results: resp.Results}, nil
@@ -100,7 +100,7 @@ func (s *Session) RequestStream(ctx context.Context, to Target, path string, pay
 	defer sub.Unsubscribe()
 	req := &wire.MsgRequestRequest{Message: message(to, path, payload, opts), TimeoutMS: timeout.Milliseconds(), StreamID: streamID}
 	var resp wire.MsgRequestResponse
-	if err := s.do(ctx, wire.SubjectMsgRequest, req, &resp); err != nil {
+	if err := s.doOther(ctx, wire.SubjectMsgRequest, req, &resp); err != nil {
 		return 0, err
 	}
 	seen := 0
@@ -153,8 +153,9 @@ const maxHandlers = 255
 
 // Handle registers h for deliveries on path ("chat/room1"), or on every path when
 // path is "*". Handlers run concurrently, at most 255 at a time per registration.
-// The trace context of the sender's fan-out continues in ctx. The returned function
-// removes the registration.
+// The trace context of the sender's fan-out continues in ctx, which ends when the
+// registration is removed or the session closes. The returned function removes the
+// registration and waits for the handlers still running.
 func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	if _, err := s.headers(); err != nil {
 		return nil, err
@@ -170,6 +171,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	}
 	sem := make(chan struct{}, maxHandlers)
 	var wg sync.WaitGroup
+	hctx, cancel := context.WithCancel(context.Background())
 	sub, err := s.c.nc.Subscribe(subject, func(m *nats.Msg) {
 		_, _, p, err := wire.ParseDeliverSubject(m.Subject)
 		if err != nil {
@@ -179,25 +181,55 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			s.deliver(p, m, h)
+			s.deliver(hctx, p, m, h)
 		}()
 	})
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("client: subscribe %s: %w", subject, err)
 	}
-	if err := s.c.nc.Flush(); err != nil {
-		_ = sub.Unsubscribe()
-		return nil, err
+	// Flushed, the subscription is in place when Handle returns; while the
+	// connection is away it is sent when the connection comes back.
+	if s.c.nc.IsConnected() {
+		if err := s.c.nc.Flush(); err != nil && s.c.nc.IsConnected() {
+			cancel()
+			_ = sub.Unsubscribe()
+			return nil, fmt.Errorf("client: subscribe %s: %w", subject, err)
+		}
 	}
+	s.mu.Lock()
+	if s.state == StateClosed {
+		s.mu.Unlock()
+		cancel()
+		_ = sub.Unsubscribe()
+		return nil, s.closedErr()
+	}
+	if s.handlers == nil {
+		s.handlers = map[*nats.Subscription]context.CancelFunc{}
+	}
+	s.handlers[sub] = cancel
+	s.mu.Unlock()
 	return func() error {
-		err := sub.Drain()
+		s.mu.Lock()
+		delete(s.handlers, sub)
+		s.mu.Unlock()
+		err := sub.Unsubscribe()
+		if err == nil && s.c.nc.IsConnected() {
+			// Once this returns the server no longer routes the path here, so
+			// that requests find no responder rather than a silent client.
+			err = s.c.nc.Flush()
+		}
+		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) || errors.Is(err, nats.ErrConnectionReconnecting) {
+			err = nil // the server forgets the subscription with the connection
+		}
+		cancel()
 		wg.Wait()
 		return err
 	}, nil
 }
 
-func (s *Session) deliver(path string, m *nats.Msg, h Handler) {
-	ctx := wire.Extract(context.Background(), m.Header)
+func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handler) {
+	ctx = wire.Extract(ctx, m.Header)
 	ctx, span := s.c.tracer.Start(ctx, "receive "+path, trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("roster.path", path), attribute.String("roster.session_id", s.ID())))
 	defer span.End()

@@ -69,6 +69,7 @@ func JWT(token string) *wire.Credentials {
 // error matching ErrSessionClosed.
 type Session struct {
 	c         *Client
+	id        string
 	ownClient bool
 	heartbeat time.Duration
 
@@ -78,7 +79,9 @@ type Session struct {
 	state     State
 	reason    wire.CloseReason
 	listeners []func(StateChange)
-	locks     map[*Lock]struct{}
+	locks     map[string]*Lock // by name
+	abandoned []abandoned      // lock requests to withdraw once resumed
+	handlers  map[*nats.Subscription]context.CancelFunc
 	stopHB    chan struct{}
 	hbDone    chan struct{}
 	closeOnce sync.Once
@@ -91,17 +94,20 @@ func Open(ctx context.Context, url string, opts Options, connectOpts ...ConnectO
 	if err != nil {
 		return nil, err
 	}
-	s, err := c.Open(ctx, opts)
+	s, err := c.open(ctx, opts, true)
 	if err != nil {
 		c.nc.Close()
 		return nil, err
 	}
-	s.ownClient = true
 	return s, nil
 }
 
 // Open opens a session on c's connection.
 func (c *Client) Open(ctx context.Context, opts Options) (*Session, error) {
+	return c.open(ctx, opts, false)
+}
+
+func (c *Client) open(ctx context.Context, opts Options, ownClient bool) (*Session, error) {
 	req := &wire.SessionOpenRequest{
 		Credentials: opts.Credentials,
 		Properties:  opts.Properties,
@@ -117,7 +123,7 @@ func (c *Client) Open(ctx context.Context, opts Options) (*Session, error) {
 	if resp.Session == nil || resp.Token == "" {
 		return nil, &wire.Error{Code: wire.CodeInternal, Message: "open reply without session or token"}
 	}
-	s := &Session{c: c, info: resp.Session, token: resp.Token, state: StateActive,
+	s := &Session{c: c, id: resp.Session.ID, ownClient: ownClient, info: resp.Session, token: resp.Token, state: StateActive,
 		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
 	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, time.Duration(resp.Session.TimeoutMS)*time.Millisecond)
 	c.add(s)
@@ -137,7 +143,7 @@ func heartbeatInterval(asked, timeout time.Duration) time.Duration {
 }
 
 // ID returns the session id.
-func (s *Session) ID() string { return s.info.ID }
+func (s *Session) ID() string { return s.id }
 
 // Principal returns the session's principal ("" for anonymous sessions).
 func (s *Session) Principal() string {
@@ -198,11 +204,11 @@ func (s *Session) headers() (nats.Header, error) {
 	if s.state == StateClosed {
 		return nil, s.closedErr()
 	}
-	return nats.Header{wire.HeaderSession: {s.info.ID}, wire.HeaderToken: {s.token}}, nil
+	return nats.Header{wire.HeaderSession: {s.id}, wire.HeaderToken: {s.token}}, nil
 }
 
 func (s *Session) closedErr() error {
-	msg := "session " + s.info.ID + " is closed"
+	msg := "session " + s.id + " is closed"
 	if s.reason != "" {
 		msg += " (" + string(s.reason) + ")"
 	}
@@ -217,7 +223,27 @@ func (s *Session) do(ctx context.Context, subject string, req, resp any) error {
 	}
 	err = s.c.call(ctx, subject, hdr, req, resp)
 	if errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {
-		s.setClosed(reasonFrom(err), err)
+		// The server names the reason in a session_closed message; a session it
+		// no longer knows at all failed.
+		s.setClosed(reasonOr(reasonFrom(err), wire.ClosedFailed), err)
+	}
+	return err
+}
+
+// doOther sends a session-scoped request that names other sessions (by id or
+// filter). A session_closed or session_not_found reply may then be about the
+// other session rather than the caller's own: a keepalive tells which, and closes
+// this session only if it is the one that is gone.
+func (s *Session) doOther(ctx context.Context, subject string, req, resp any) error {
+	hdr, err := s.headers()
+	if err != nil {
+		return err
+	}
+	err = s.c.call(ctx, subject, hdr, req, resp)
+	if errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {
+		if kerr := s.Keepalive(ctx); errors.Is(kerr, ErrSessionClosed) || errors.Is(kerr, ErrSessionNotFound) {
+			return kerr
+		}
 	}
 	return err
 }
@@ -280,6 +306,10 @@ func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) 
 }
 
 // Close closes the session. It is idempotent: closing a closed session returns nil.
+// The session is closed on this side whatever the server answers: heartbeats and
+// handlers stop, and a connection Open made is closed. When the close request
+// fails (the server is unreachable, say), Close returns that error and the server
+// ends the session by its inactivity timeout.
 func (s *Session) Close(ctx context.Context) error {
 	hdr, err := s.headers()
 	if err != nil {
@@ -287,11 +317,11 @@ func (s *Session) Close(ctx context.Context) error {
 		return nil
 	}
 	err = s.c.call(ctx, wire.SubjectSessionClose, hdr, &wire.SessionCloseRequest{}, &wire.SessionCloseResponse{})
-	if err != nil && !errors.Is(err, ErrSessionClosed) && !errors.Is(err, ErrSessionNotFound) {
-		return err
+	if errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {
+		err = nil
 	}
-	s.setClosed(wire.ClosedByClient, nil)
-	return nil
+	s.setClosed(wire.ClosedByClient, err)
+	return err
 }
 
 // setClosed moves the session to CLOSED once and stops its background work.
@@ -303,6 +333,9 @@ func (s *Session) setClosed(reason wire.CloseReason, cause error) {
 	}
 	old := s.state
 	s.state, s.reason = StateClosed, reason
+	info := *s.info
+	info.State, info.CloseReason = StateClosed, reason
+	s.info = &info
 	listeners := slices.Clone(s.listeners)
 	closedErr := s.closedErr()
 	s.mu.Unlock()
@@ -318,6 +351,14 @@ func (s *Session) finish() {
 	s.closeOnce.Do(func() {
 		close(s.stopHB)
 		s.c.remove(s)
+		s.mu.Lock()
+		subs := s.handlers
+		s.handlers = nil
+		s.mu.Unlock()
+		for sub, cancel := range subs {
+			_ = sub.Unsubscribe()
+			cancel()
+		}
 		if s.ownClient {
 			go s.c.nc.Close()
 		}
@@ -356,11 +397,12 @@ func (s *Session) resume() {
 		s.info = resp.Session
 		s.mu.Unlock()
 		s.transition(StateActive, nil)
+		s.abandonPending()
 	case errors.Is(err, ErrSessionClosed), errors.Is(err, ErrSessionNotFound), errors.Is(err, ErrInvalidToken):
 		s.setClosed(reasonOr(reasonFrom(err), wire.ClosedFailed), err)
 	default:
 		// The service may be unreachable for a moment: the heartbeat retries.
-		s.c.log.Warn("roster: resume failed; will retry", "session", s.info.ID, "err", err)
+		s.c.log.Warn("roster: resume failed; will retry", "session", s.id, "err", err)
 	}
 }
 
@@ -393,7 +435,7 @@ func (s *Session) heartbeats() {
 		err := s.Keepalive(ctx)
 		cancel()
 		if err != nil && !errors.Is(err, ErrSessionClosed) {
-			s.c.log.Debug("roster: keepalive failed", "session", s.info.ID, "err", err)
+			s.c.log.Debug("roster: keepalive failed", "session", s.id, "err", err)
 		}
 	}
 }
@@ -402,7 +444,7 @@ func (s *Session) heartbeats() {
 // run), given its id and token. It checks them with the registry. Closing c's
 // connection leaves such a session open; Close closes it.
 func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*Session, error) {
-	s := &Session{c: c, info: &wire.Session{ID: id}, token: token, state: StateActive,
+	s := &Session{c: c, id: id, info: &wire.Session{ID: id}, token: token, state: StateActive,
 		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
 	c.add(s)
 	if _, err := s.Refresh(ctx); err != nil {

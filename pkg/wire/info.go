@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // RequestInfo is the part of the server-written Nats-Request-Info header that Roster
@@ -22,6 +23,8 @@ type RequestInfo struct {
 	Cluster    string `json:"cluster,omitempty"`
 	Kind       string `json:"kind,omitempty"`
 	ClientType string `json:"client_type,omitempty"`
+	// Start is when the connection was accepted.
+	Start *time.Time `json:"start,omitempty"`
 }
 
 // ParseRequestInfo decodes a Nats-Request-Info header value. It returns nil when the
@@ -38,12 +41,19 @@ func ParseRequestInfo(v string) *RequestInfo {
 }
 
 // ConnectionKey names the client connection that made a request, unique across a
-// cluster: connection ids are unique only per server.
+// cluster and across restarts: connection ids are unique only per server process —
+// a restarted server counts from 1 again under the same name, so a client that
+// reconnects can get the id its lost connection had — hence the connection's start
+// time as well (server/id/start, the start in nanoseconds, base 36).
 func (ri *RequestInfo) ConnectionKey() string {
 	if ri == nil || ri.ID == 0 {
 		return ""
 	}
-	return ri.Server + "/" + strconv.FormatUint(ri.ID, 10)
+	key := ri.Server + "/" + strconv.FormatUint(ri.ID, 10)
+	if ri.Start != nil {
+		key += "/" + strconv.FormatInt(ri.Start.UnixNano(), 36)
+	}
+	return key
 }
 
 // Transport maps the NATS client type to Roster's $Transport values.

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// syncBuffer is a bytes.Buffer safe to read while a command writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// cli runs one roster command in-process against server.
+type cli struct {
+	t      *testing.T
+	server string
+}
+
+type result struct {
+	stdout, stderr string
+	err            error
+}
+
+// exit returns the exit status the command would have ended with.
+func (r result) exit() int {
+	if r.err == nil {
+		return 0
+	}
+	return exitCode(r.err)
+}
+
+func (c cli) run(ctx context.Context, stdin string, args ...string) result {
+	c.t.Helper()
+	var out, errb syncBuffer
+	r := c.start(ctx, stdin, &out, &errb, args...)
+	err := <-r
+	return result{stdout: out.String(), stderr: errb.String(), err: err}
+}
+
+func (c cli) start(ctx context.Context, stdin string, out, errb *syncBuffer, args ...string) <-chan error {
+	root := newRootCmd()
+	// --server goes before a "--" that starts a command's own arguments.
+	dash := len(args)
+	for i, a := range args {
+		if a == "--" {
+			dash = i
+			break
+		}
+	}
+	root.SetArgs(append(append(append([]string{}, args[:dash]...), "--server", c.server), args[dash:]...))
+	root.SetOut(out)
+	root.SetErr(errb)
+	root.SetIn(strings.NewReader(stdin))
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	return done
+}
+
+func newCLI(t *testing.T) cli {
+	p := rostertest.Start(t)
+	return cli{t: t, server: p.ClientURL()}
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// listen starts roster listen and waits until it handles its paths.
+func (c cli) listen(ctx context.Context, args ...string) (out *syncBuffer, sessionID string, stop func() error) {
+	c.t.Helper()
+	lctx, cancel := context.WithCancel(ctx)
+	out, errb := &syncBuffer{}, &syncBuffer{}
+	done := c.start(lctx, "", out, errb, append([]string{"listen"}, args...)...)
+	natstest.CheckFor(c.t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(errb.String(), "listening as session") {
+			return errors.New("listen has not started: " + errb.String())
+		}
+		return nil
+	})
+	sessionID = strings.Fields(strings.TrimPrefix(errb.String(), "listening as session "))[0]
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	c.t.Cleanup(func() { _ = stop() })
+	return out, sessionID, stop
+}
+
+func TestSendRequestListen(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	out, id, stop := c.listen(ctx, "--property", "Department=Accounts", "--path", "chat/room1", "--path", "quote", "--reply", "1.08")
+
+	r := c.run(ctx, "", "send", "--filter", `Department is "Accounts"`, "--path", "chat/room1", "--content-type", "text/plain", "hello")
+	if r.err != nil || r.stdout != "delivered to 1 session\n" {
+		t.Fatalf("send: got %q, %v; want delivered to 1 session", r.stdout, r.err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(out.String(), "message on chat/room1 from ") || !strings.Contains(out.String(), "(text/plain): hello\n") {
+			return errors.New("listen printed " + strconv.Quote(out.String()))
+		}
+		return nil
+	})
+
+	r = c.run(ctx, "payload from stdin", "send", "--session", id, "--path", "other", "-", "-o", "json")
+	if r.err != nil || !strings.Contains(r.stdout, `"delivered": 1`) {
+		t.Errorf("send to a session from stdin: got %q, %v", r.stdout, r.err)
+	}
+
+	r = c.run(ctx, "", "request", "--session", id, "--path", "quote", "EURUSD", "-o", "json")
+	if r.err != nil {
+		t.Fatalf("request: %v", r.err)
+	}
+	var res map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res["status"] != "ok" || res["payload"] != "1.08" || res["session_id"] != id {
+		t.Errorf("request result: got %q (%v), want ok 1.08 from %s", r.stdout, err, id)
+	}
+	// Nobody handles "other": the result is gone and the exit status says so.
+	r = c.run(ctx, "", "request", "--session", id, "--path", "other", "x")
+	if !errors.Is(r.err, wire.ErrUnavailable) || r.exit() != exitUnavailable || !strings.Contains(r.stdout, id+" gone") {
+		t.Errorf("request to an unhandled path: got %q, %v (exit %d); want gone, exit %d", r.stdout, r.err, r.exit(), exitUnavailable)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("listen: %v", err)
+	}
+	if strings.Contains(out.String(), "on other") {
+		t.Errorf("listen printed a delivery on a path it does not handle: %q", out.String())
+	}
+}
+
+func TestLockCommands(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+
+	r := c.run(ctx, "", "lock", "acquire", "orders/42", "--", "sh", "-c", `echo "token=$ROSTER_LOCK_TOKEN name=$ROSTER_LOCK_NAME"; exit 3`)
+	if r.exit() != 3 {
+		t.Errorf("the command's exit status: got %d (%v), want 3", r.exit(), r.err)
+	}
+	var token string
+	if _, err := fmt.Sscanf(r.stdout, "acquired orders/42 (exclusive, session scope) token %s\n", &token); err != nil || !strings.Contains(r.stdout, "token="+token+" name=orders/42\n") {
+		t.Errorf("acquire output: got %q, want the token printed and passed to the command", r.stdout)
+	}
+
+	// Take it for a session opened elsewhere: it stays held after acquire exits.
+	owner := openSession(t, c.server)
+	as := []string{"--session-id", owner.ID(), "--session-token", owner.Token()}
+	if r := c.run(ctx, "", append([]string{"lock", "acquire", "orders/7", "-o", "json"}, as...)...); r.err != nil || !strings.Contains(r.stdout, `"name": "orders/7"`) {
+		t.Fatalf("acquire as a session: got %q, %v", r.stdout, r.err)
+	}
+	r = c.run(ctx, "", "lock", "list", "--prefix", "orders/")
+	if r.err != nil || !strings.Contains(r.stdout, "orders/7") || !strings.Contains(r.stdout, owner.ID()) || !strings.HasSuffix(r.stdout, "1 locks\n") {
+		t.Errorf("lock list: got %q, %v; want orders/7 held by %s", r.stdout, r.err, owner.ID())
+	}
+	r = c.run(ctx, "", "lock", "acquire", "orders/7", "--wait", "0")
+	if !errors.Is(r.err, wire.ErrTimeout) || r.exit() != exitTimeout {
+		t.Errorf("try a held lock: got %v (exit %d), want timeout (exit %d)", r.err, r.exit(), exitTimeout)
+	}
+	r = c.run(ctx, "", "lock", "acquire", "orders/7", "--wait", "200ms")
+	if r.exit() != exitTimeout {
+		t.Errorf("wait 200ms for a held lock: got %v (exit %d), want exit %d", r.err, r.exit(), exitTimeout)
+	}
+	if r := c.run(ctx, "", append([]string{"lock", "release", "orders/7"}, as...)...); r.err != nil || !strings.HasPrefix(r.stdout, "released orders/7 token ") {
+		t.Errorf("release: got %q, %v", r.stdout, r.err)
+	}
+	if r := c.run(ctx, "", append([]string{"lock", "release", "orders/7"}, as...)...); r.exit() != exitConflict {
+		t.Errorf("second release: got %v (exit %d), want lock_not_held (exit %d)", r.err, r.exit(), exitConflict)
+	}
+	if r := c.run(ctx, "", "lock", "release", "orders/7"); r.exit() != 2 {
+		t.Errorf("release without a session: got %v (exit %d), want a usage error (2)", r.err, r.exit())
+	}
+}
+
+func TestUsageErrorsAndCompletion(t *testing.T) {
+	c := cli{t: t, server: "nats://127.0.0.1:1"}
+	ctx := testCtx(t)
+	for _, args := range [][]string{
+		{"send", "--path", "a", "x"},
+		{"send", "--filter", "all", "x"},
+		{"send", "--filter", "all", "--session", "s", "--path", "a"},
+		{"request", "--path", "a"},
+		{"lock", "acquire", "x", "--scope", "forever"},
+		{"lock", "acquire", "x", "echo"},
+		{"send", "--filter", "all", "--path", "a", "--header", "novalue"},
+	} {
+		if r := c.run(ctx, "", args...); r.exit() != 2 {
+			t.Errorf("%q: got %v (exit %d), want a usage error (2)", args, r.err, r.exit())
+		}
+	}
+	if r := c.run(ctx, "", "send", "--filter", "all", "--path", "a", "x", "--timeout", "1s"); r.exit() != exitUnavailable {
+		t.Errorf("no server: got %v (exit %d), want exit %d", r.err, r.exit(), exitUnavailable)
+	}
+	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {
+		root := newRootCmd()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetArgs([]string{"completion", shell})
+		if err := root.Execute(); err != nil || !strings.Contains(out.String(), "roster") {
+			t.Errorf("completion %s: %v, %d bytes", shell, err, out.Len())
+		}
+	}
+	// Cobra's hidden completion entry point completes subcommands.
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs([]string{"__complete", "lock", ""})
+	if err := root.Execute(); err != nil || !strings.Contains(out.String(), "acquire") || !strings.Contains(out.String(), "release") {
+		t.Errorf("completing lock: got %q, %v", out.String(), err)
+	}
+}
+
+func TestHelpHasExamples(t *testing.T) {
+	root := newRootCmd()
+	var missing []string
+	var walk func(cmdPath string, cmds []*cobra.Command)
+	walk = func(cmdPath string, cmds []*cobra.Command) {
+		for _, c := range cmds {
+			if c.Hidden || c.Name() == "help" || c.Name() == "completion" {
+				continue
+			}
+			if c.Runnable() && c.Example == "" {
+				missing = append(missing, cmdPath+" "+c.Name())
+			}
+			walk(cmdPath+" "+c.Name(), c.Commands())
+		}
+	}
+	walk("roster", root.Commands())
+	if len(missing) > 0 {
+		t.Errorf("commands without examples in --help: %v", missing)
+	}
+}
+
+// openSession opens a session with the SDK, as another program would.
+func openSession(t *testing.T, server string) *client.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := client.Open(ctx, server, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	return s
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+func newLockCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lock",
+		Short: "Acquire, release and list named locks",
+	}
+	cmd.AddCommand(newLockAcquireCmd(), newLockReleaseCmd(), newLockListCmd())
+	return cmd
+}
+
+// commandExitError carries the exit status of the command lock acquire ran.
+type commandExitError struct {
+	name string
+	code int
+}
+
+func (e *commandExitError) Error() string {
+	return fmt.Sprintf("%s exited with status %d", e.name, e.code)
+}
+
+func newLockAcquireCmd() *cobra.Command {
+	var f clientFlags
+	var shared bool
+	var scope string
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "acquire NAME [-- COMMAND [ARG...]]",
+		Short: "Acquire a lock, and hold it while a command runs or until interrupted",
+		Long: `Acquire the named lock and print its fencing token.
+
+With a command after --, run it while holding the lock, with ROSTER_LOCK_NAME and
+ROSTER_LOCK_TOKEN in its environment, then release the lock and exit with the
+command's status. If the lock is lost meanwhile (its session ended, or a
+connection-scoped lock's connection dropped), the command is sent SIGTERM and
+acquire fails.
+
+Without a command, hold the lock until interrupted (Ctrl-C), then release it. As an
+existing session (--session-id, --session-token), the lock is taken for that
+session and kept when acquire exits: release it with roster lock release.
+
+--wait bounds the wait for a lock held by someone else: 0 tries once, a negative
+value waits until interrupted. Not getting the lock in time exits with status 6.`,
+		Example: `  roster lock acquire orders/42 -- ./process-order 42
+  roster lock acquire reports --shared --wait 1m -- make report
+  roster lock acquire orders/42            # hold until Ctrl-C
+  roster lock acquire orders/42 --session-id $ROSTER_SESSION_ID --session-token $ROSTER_SESSION_TOKEN`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, err := outputFor(cmd)
+			if err != nil {
+				return err
+			}
+			name, command := args[0], args[1:]
+			if dash := cmd.ArgsLenAtDash(); dash > 1 || (dash < 0 && len(args) > 1) {
+				return usageError{errors.New("put the command after --: roster lock acquire NAME -- COMMAND")}
+			}
+			opts := client.LockOptions{Mode: wire.LockExclusive, Scope: wire.LockScope(scope)}
+			if shared {
+				opts.Mode = wire.LockShared
+			}
+			if !opts.Scope.Valid() {
+				return usageError{fmt.Errorf("--scope %q: want session or connection", scope)}
+			}
+			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
+				l, err := acquire(ctx, s, name, opts, wait)
+				if err != nil {
+					return err
+				}
+				if err := out.emit(l.Info(), func(w io.Writer) {
+					fmt.Fprintf(w, "acquired %s (%s, %s scope) token %d\n", l.Name(), l.Mode(), l.Scope(), l.Token())
+				}); err != nil {
+					return err
+				}
+				if f.sessionID != "" && len(command) == 0 {
+					return nil // the attached session keeps the lock
+				}
+				var runErr error
+				if len(command) > 0 {
+					runErr = runHolding(ctx, cmd, l, command)
+				} else {
+					select {
+					case <-ctx.Done():
+					case <-l.Lost():
+						runErr = fmt.Errorf("lock %s lost: %w", name, l.Err())
+					}
+				}
+				if l.Err() != nil {
+					return errors.Join(runErr, fmt.Errorf("lock %s lost: %w", name, l.Err()))
+				}
+				rctx, cancel := f.requestContext(context.WithoutCancel(ctx))
+				defer cancel()
+				if err := l.Unlock(rctx); err != nil {
+					return errors.Join(runErr, fmt.Errorf("release %s: %w", name, err))
+				}
+				return runErr
+			})
+		},
+	}
+	f.register(cmd.Flags())
+	cmd.Flags().BoolVar(&shared, "shared", false, "acquire in shared mode (with other shared holders) instead of exclusive")
+	cmd.Flags().StringVar(&scope, "scope", string(wire.ScopeSession), "session (held until released or the session ends) or connection (also released when the connection drops)")
+	cmd.Flags().DurationVar(&wait, "wait", 10*time.Second, "how long to wait for the lock: 0 tries once, negative waits until interrupted")
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+// acquire takes the lock, trying once, waiting up to wait, or until ctx ends.
+func acquire(ctx context.Context, s *client.Session, name string, opts client.LockOptions, wait time.Duration) (*client.Lock, error) {
+	switch {
+	case wait == 0:
+		return s.TryLock(ctx, name, opts)
+	case wait > 0:
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		return s.Lock(wctx, name, opts)
+	default:
+		return s.Lock(ctx, name, opts)
+	}
+}
+
+// runHolding runs command while l is held; it stops the command when the lock is
+// lost or ctx ends.
+func runHolding(ctx context.Context, cmd *cobra.Command, l *client.Lock, command []string) error {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c := exec.CommandContext(cctx, command[0], command[1:]...)
+	c.Cancel = func() error { return c.Process.Signal(syscall.SIGTERM) }
+	c.WaitDelay = 10 * time.Second
+	c.Stdin, c.Stdout, c.Stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+	c.Env = append(os.Environ(), "ROSTER_LOCK_NAME="+l.Name(), "ROSTER_LOCK_TOKEN="+strconv.FormatUint(l.Token(), 10))
+	if err := c.Start(); err != nil {
+		return usageError{fmt.Errorf("run %s: %w", command[0], err)}
+	}
+	go func() {
+		select {
+		case <-l.Lost():
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	err := c.Wait()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ee) && ee.ExitCode() > 0:
+		return &commandExitError{name: command[0], code: ee.ExitCode()}
+	default:
+		return fmt.Errorf("%s: %w", strings.Join(command, " "), err)
+	}
+}
+
+func newLockReleaseCmd() *cobra.Command {
+	var f clientFlags
+	var token uint64
+	cmd := &cobra.Command{
+		Use:   "release NAME",
+		Short: "Release a lock held by an existing session (--session-id, --session-token)",
+		Long: `Release a lock that an existing session holds — one taken with roster lock acquire
+--session-id, or by a program that handed over its session id and token. A lock the
+session does not hold exits with status 8 (lock_not_held).`,
+		Example: `  roster lock release orders/42 --session-id $ROSTER_SESSION_ID --session-token $ROSTER_SESSION_TOKEN
+  ROSTER_SESSION_ID=… ROSTER_SESSION_TOKEN=… roster lock release orders/42 --token 17 -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, err := outputFor(cmd)
+			if err != nil {
+				return err
+			}
+			if f.sessionID == "" {
+				return usageError{errors.New("lock release acts as the session holding the lock: give --session-id and --session-token")}
+			}
+			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
+				rctx, cancel := f.requestContext(ctx)
+				defer cancel()
+				released, err := s.Release(rctx, args[0], token)
+				if err != nil {
+					return err
+				}
+				return out.emit(released, func(w io.Writer) {
+					fmt.Fprintf(w, "released %s token %d\n", released.Name, released.Token)
+				})
+			})
+		},
+	}
+	f.register(cmd.Flags())
+	cmd.Flags().Uint64Var(&token, "token", 0, "release only if this is the held lock's fencing token")
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+func newLockListCmd() *cobra.Command {
+	var f clientFlags
+	var prefix string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List locks with their holders and waiters (VIEW_LOCKS)",
+		Example: `  roster lock list
+  roster lock list --prefix orders/ -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out, err := outputFor(cmd)
+			if err != nil {
+				return err
+			}
+			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
+				all := []wire.LockInfo{}
+				after := ""
+				for {
+					rctx, cancel := f.requestContext(ctx)
+					page, err := s.ListLocks(rctx, wire.LockListRequest{Prefix: prefix, After: after})
+					cancel()
+					if err != nil {
+						return err
+					}
+					all = append(all, page.Locks...)
+					if page.Next == "" {
+						break
+					}
+					after = page.Next
+				}
+				return out.emit(map[string]any{"locks": all}, func(w io.Writer) {
+					fmt.Fprintf(w, "%-24s %-10s %-24s %-8s %s\n", "NAME", "MODE", "HOLDER", "TOKEN", "WAITERS")
+					for _, l := range all {
+						waiting := len(l.Waiters)
+						if len(l.Holders) == 0 {
+							fmt.Fprintf(w, "%-24s %-10s %-24s %-8s %d\n", l.Name, "-", "-", "-", waiting)
+						}
+						for _, h := range l.Holders {
+							fmt.Fprintf(w, "%-24s %-10s %-24s %-8d %d\n", l.Name, h.Mode, h.Session, h.Token, waiting)
+						}
+					}
+					fmt.Fprintf(w, "%d locks\n", len(all))
+				})
+			})
+		},
+	}
+	f.register(cmd.Flags())
+	cmd.Flags().StringVar(&prefix, "prefix", "", "only locks whose names start with this")
+	annotateEnv(cmd.Flags())
+	return cmd
+}

@@ -1,0 +1,77 @@
+package client_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+func TestClientControl(t *testing.T) {
+	p := startSecured(t)
+	ctx := ctxT(t)
+	admin := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	guest := open(t, p.ClientURL(), client.Options{})
+	payroll1 := open(t, p.ClientURL(), client.Options{Properties: map[string]string{"Department": "Payroll"}})
+	payroll2 := open(t, p.ClientURL(), client.Options{Properties: map[string]string{"Department": "Payroll"}})
+
+	got, err := admin.GetSession(ctx, payroll1.ID())
+	if err != nil || got.ID != payroll1.ID() || got.Properties["Department"] != "Payroll" {
+		t.Fatalf("get: got %+v, %v", got, err)
+	}
+	page, err := admin.ListSessions(ctx, wire.SessionListRequest{Filter: `Department is "Payroll"`})
+	if err != nil || page.Total != 2 || len(page.Sessions) != 2 {
+		t.Fatalf("list: got %+v, %v; want the two Payroll sessions", page, err)
+	}
+	n, err := admin.UpdateSessions(ctx, wire.SessionUpdateRequest{Filter: `Department is "Payroll"`, Set: map[string]string{"Status": "Closing"}})
+	if err != nil || n != 2 {
+		t.Fatalf("update by filter: got %d, %v; want 2", n, err)
+	}
+	if info, err := payroll2.Refresh(ctx); err != nil || info.Properties["Status"] != "Closing" {
+		t.Errorf("payroll2 after the update: got %v, %v", info.Properties, err)
+	}
+	if n, err := admin.UpdateSessions(ctx, wire.SessionUpdateRequest{ID: payroll1.ID(), Remove: []string{"Status"}}); err != nil || n != 1 {
+		t.Errorf("update by id: got %d, %v; want 1", n, err)
+	}
+	if n, err := admin.CloseSessions(ctx, wire.SessionCloseRequest{Filter: `Department is "Payroll"`}); err != nil || n != 2 {
+		t.Fatalf("close by filter: got %d, %v; want 2", n, err)
+	}
+	if err := payroll1.Keepalive(ctx); !errors.Is(err, client.ErrSessionClosed) {
+		t.Errorf("closed session: got %v, want ErrSessionClosed", err)
+	}
+	if payroll1.State() != client.StateClosed || payroll1.Info().State != client.StateClosed {
+		t.Errorf("closed session state: got %s", payroll1.State())
+	}
+
+	// An error about another session leaves the caller's own session alone.
+	if _, err := admin.GetSession(ctx, payroll1.ID()); !errors.Is(err, client.ErrSessionClosed) {
+		t.Errorf("get a closed session: got %v, want ErrSessionClosed", err)
+	}
+	if _, err := admin.Send(ctx, client.ToSession(payroll2.ID()), "news", nil); !errors.Is(err, client.ErrSessionClosed) {
+		t.Errorf("send to a closed session: got %v, want ErrSessionClosed", err)
+	}
+	if _, err := admin.GetSession(ctx, "0000000000000000000000"); !errors.Is(err, client.ErrSessionNotFound) {
+		t.Errorf("get an unknown session: got %v, want ErrSessionNotFound", err)
+	}
+	if got := admin.State(); got != client.StateActive {
+		t.Errorf("the caller after errors about others: got %s, want ACTIVE", got)
+	}
+	if err := admin.Keepalive(ctx); err != nil {
+		t.Errorf("the caller after errors about others: %v", err)
+	}
+
+	// The guest role has none of these permissions.
+	if _, err := guest.GetSession(ctx, admin.ID()); !errors.Is(err, client.ErrForbidden) {
+		t.Errorf("guest get: got %v, want ErrForbidden", err)
+	}
+	if _, err := guest.ListSessions(ctx, wire.SessionListRequest{}); !errors.Is(err, client.ErrForbidden) {
+		t.Errorf("guest list: got %v, want ErrForbidden", err)
+	}
+	if _, err := guest.CloseSessions(ctx, wire.SessionCloseRequest{ID: admin.ID()}); !errors.Is(err, client.ErrForbidden) {
+		t.Errorf("guest close: got %v, want ErrForbidden", err)
+	}
+	if _, err := guest.ListLocks(ctx, wire.LockListRequest{}); !errors.Is(err, client.ErrForbidden) {
+		t.Errorf("guest list locks: got %v, want ErrForbidden", err)
+	}
+}

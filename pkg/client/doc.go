@@ -1,0 +1,31 @@
+// Package client is the Go SDK of Roster: sessions, locks and filtered fan-out over
+// NATS.
+//
+// Open connects and opens a session in one step; Connect and (*Client).Open open
+// any number of sessions on one connection (a gateway opening one per user). A
+// *Session is safe for use by any number of goroutines at once:
+//
+//	s, err := client.Open(ctx, "nats://127.0.0.1:4222", client.Options{
+//		Credentials: client.Password("alice", "secret"),
+//		Properties:  map[string]string{"Department": "Accounts"},
+//	})
+//	defer s.Close(ctx)
+//
+//	l, err := s.Lock(ctx, "orders/42", client.LockOptions{}) // waits while ctx allows
+//	defer l.Unlock(ctx)
+//	useResource(l.Token()) // the fencing token
+//
+//	s.Handle("chat/room1", func(ctx context.Context, m *client.Message) ([]byte, error) { … })
+//	n, err := s.Send(ctx, client.ToFilter(`Department is "Accounts"`), "chat/room1", []byte("hello"))
+//
+// The SDK sends keepalives by itself. When the connection to NATS drops, the session
+// becomes RECOVERING, connection-scoped locks are reported lost ((*Lock).Lost) and
+// calls in flight fail at once with an error matching ErrUnavailable; when NATS is
+// back the SDK resumes the same session (ACTIVE again) or, if the server no longer
+// has it, the session becomes CLOSED with the reason (OnStateChange reports each
+// change). After a session is closed every call returns an error matching
+// ErrSessionClosed.
+//
+// Every error a Roster service answers with matches one of the Err… values with
+// errors.Is; errors.As with *wire.Error gives its code and message.
+package client

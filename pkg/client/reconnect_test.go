@@ -1,0 +1,309 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/roster"
+	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// onFixedAddress keeps the server's port and storage across a restart.
+func onFixedAddress(t *testing.T) rostertest.Option {
+	listen, dir := hostPort(freePort(t)), t.TempDir()
+	return rostertest.WithConfig(func(c *roster.Config) {
+		c.Embedded.Listen = listen
+		c.Embedded.DataDir = dir
+	})
+}
+
+// TestReconnectResumesSession restarts the NATS server (and the services) under an
+// open session: the SDK reconnects and resumes the same session; the
+// connection-scoped lock is gone (and reported lost), the session-scoped one held.
+func TestReconnectResumesSession(t *testing.T) {
+	fixed := onFixedAddress(t)
+	p := rostertest.Start(t, fixed)
+	s := open(t, p.ClientURL(), client.Options{HeartbeatInterval: 100 * time.Millisecond})
+	states := make(chan client.StateChange, 16)
+	s.OnStateChange(func(ch client.StateChange) { states <- ch })
+	ctx := ctxT(t)
+	connLock, err := s.Lock(ctx, "reconnect/connection", client.LockOptions{Scope: wire.ScopeConnection})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessLock, err := s.Lock(ctx, "reconnect/session", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.ID()
+	// A wait in flight when the server stops fails with ErrUnavailable; the SDK
+	// withdraws it once the session is back, so it is never granted unseen.
+	holder := open(t, p.ClientURL(), client.Options{})
+	if _, err := holder.Lock(ctx, "reconnect/wanted", client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := s.Lock(wctx, "reconnect/wanted", client.LockOptions{})
+		waitErr <- err
+	}()
+	waitFor(t, func() error { return waiters(ctx, holder, "reconnect/wanted", 1) })
+
+	if err := p.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if err := within(t, "lock wait", waitErr); !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("lock wait in flight: got %v, want ErrUnavailable", err)
+	}
+	if ch := nextState(t, states); ch.New != client.StateRecovering {
+		t.Fatalf("after the server stopped: got %+v, want RECOVERING", ch)
+	}
+	select {
+	case <-connLock.Lost():
+	case <-ctx.Done():
+		t.Fatal("the connection-scoped lock was not reported lost")
+	}
+	if !errors.Is(connLock.Err(), client.ErrLockLost) {
+		t.Errorf("connection-scoped lock: Err got %v, want ErrLockLost", connLock.Err())
+	}
+
+	p = rostertest.Start(t, fixed)
+	if ch := nextState(t, states); ch.Old != client.StateRecovering || ch.New != client.StateActive {
+		t.Fatalf("after the restart: got %+v, want RECOVERING -> ACTIVE", ch)
+	}
+	info, err := s.Refresh(ctx)
+	if err != nil || info.ID != id || info.State != client.StateActive {
+		t.Fatalf("the resumed session: got %s %s, %v; want %s ACTIVE", info.ID, info.State, err, id)
+	}
+	select {
+	case <-sessLock.Lost():
+		t.Fatalf("the session-scoped lock was reported lost: %v", sessLock.Err())
+	default:
+	}
+
+	waitFor(t, func() error { return waiters(ctx, holder, "reconnect/wanted", 0) })
+
+	other := open(t, p.ClientURL(), client.Options{})
+	// The server released the connection-scoped lock when the session came back on
+	// another connection.
+	waitFor(t, func() error {
+		l, err := other.TryLock(ctx, "reconnect/connection", client.LockOptions{})
+		if err != nil {
+			return err
+		}
+		return l.Unlock(ctx)
+	})
+	if _, err := other.TryLock(ctx, "reconnect/session", client.LockOptions{}); !errors.Is(err, client.ErrTimeout) {
+		t.Errorf("the session-scoped lock is free after the restart: got %v, want ErrTimeout", err)
+	}
+	again, err := s.TryLock(ctx, "reconnect/session", client.LockOptions{})
+	if err != nil || again.Token() != sessLock.Token() {
+		t.Errorf("the session-scoped lock after the restart: got token %v, %v; want %d", again, err, sessLock.Token())
+	}
+	if err := sessLock.Unlock(ctx); err != nil {
+		t.Errorf("unlock after the restart: %v", err)
+	}
+}
+
+func nextState(t *testing.T, ch <-chan client.StateChange) client.StateChange {
+	t.Helper()
+	select {
+	case c := <-ch:
+		return c
+	case <-time.After(20 * time.Second):
+		t.Fatal("no state change within 20s")
+		return client.StateChange{}
+	}
+}
+
+// TestServerGoneFailsCallsInFlight stops the server while a request to a handler
+// that never answers and a lock wait are in flight: both return promptly with an
+// error (seed 003: server exit completes outstanding requests with an error),
+// long before their own timeouts of 30 s and a minute.
+func TestServerGoneFailsCallsInFlight(t *testing.T) {
+	t.Run("connection to the server lost", func(t *testing.T) {
+		_, s, silent := inFlight(t, true)
+		reqErr, lockErr := s.request(silent), s.lock()
+		waitFor(t, func() error { return waiters(ctxT(t), s.holder, "gone", 1) })
+		s.proxy.cut()
+		for name, ch := range map[string]<-chan error{"request": reqErr, "lock": lockErr} {
+			if err := within(t, name, ch); !errors.Is(err, client.ErrUnavailable) {
+				t.Errorf("%s: got %v, want ErrUnavailable", name, err)
+			}
+		}
+		// Calls made while the server is away fail at once too.
+		if err := s.Keepalive(context.Background()); !errors.Is(err, client.ErrUnavailable) {
+			t.Errorf("keepalive with no server: got %v, want ErrUnavailable", err)
+		}
+	})
+	t.Run("Roster stops", func(t *testing.T) {
+		// The services drain first: the messaging service answers the request
+		// with an unavailable result for the silent session, the lock service the
+		// wait with unavailable; then the server goes.
+		p, s, silent := inFlight(t, false)
+		results, lockErr := make(chan *client.Results, 1), s.lock()
+		reqErr := make(chan error, 1)
+		go func() {
+			res, err := s.Request(context.Background(), client.ToSession(silent.ID()), "never", nil, 30*time.Second)
+			results <- res
+			reqErr <- err
+		}()
+		waitFor(t, func() error { return waiters(ctxT(t), s.holder, "gone", 1) })
+		if err := p.Stop(); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		if err := within(t, "lock", lockErr); !errors.Is(err, client.ErrUnavailable) {
+			t.Errorf("lock: got %v, want ErrUnavailable", err)
+		}
+		err := within(t, "request", reqErr)
+		res := <-results
+		switch {
+		case errors.Is(err, client.ErrUnavailable):
+		case err != nil:
+			t.Errorf("request: got %v, want ErrUnavailable or an unavailable result", err)
+		case len(res.Results) != 1 || !errors.Is(res.Results[0].Error, client.ErrUnavailable):
+			t.Errorf("request: got results %+v, want one unavailable result", res.Results)
+		}
+	})
+}
+
+type inFlightSession struct {
+	*client.Session
+	holder  *client.Session
+	blocked chan struct{}
+	proxy   *proxy // the session's way to the server, when asked for
+}
+
+// inFlight starts Roster with a session whose handler on "never" never answers
+// while the server lives, a session holding the lock "gone", and a third session
+// to make calls from, connected through a proxy when viaProxy is set.
+func inFlight(t *testing.T, viaProxy bool) (p *roster.Process, s *inFlightSession, silent *client.Session) {
+	p = rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.DrainTimeout = 500 * time.Millisecond }))
+	ctx := ctxT(t)
+	silent = open(t, p.ClientURL(), client.Options{})
+	blocked := make(chan struct{}, 1)
+	stop, err := silent.Handle("never", func(ctx context.Context, _ *client.Message) ([]byte, error) {
+		blocked <- struct{}{}
+		<-ctx.Done() // ends when the session closes
+		return nil, ctx.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stop() })
+	holder := open(t, p.ClientURL(), client.Options{})
+	if _, err := holder.Lock(ctx, "gone", client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s = &inFlightSession{holder: holder, blocked: blocked}
+	url := p.ClientURL()
+	if viaProxy {
+		s.proxy = startProxy(t, url)
+		url = s.proxy.URL()
+	}
+	s.Session = open(t, url, client.Options{})
+	return p, s, silent
+}
+
+// request sends a request to silent's handler and returns once it is being handled.
+func (s *inFlightSession) request(silent *client.Session) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Request(context.Background(), client.ToSession(silent.ID()), "never", nil, 30*time.Second)
+		errc <- err
+	}()
+	<-s.blocked
+	return errc
+}
+
+// lock waits for the lock "gone" for up to a minute; it returns once the wait is
+// queued.
+func (s *inFlightSession) lock() <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := s.Lock(ctx, "gone", client.LockOptions{})
+		errc <- err
+	}()
+	return errc
+}
+
+func within(t *testing.T, name string, ch <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s still in flight 15s after the server stopped", name)
+		return nil
+	}
+}
+
+// TestReconnectToForgottenSessionCloses restarts the server on empty storage: the
+// session cannot be resumed, so it becomes CLOSED with the reason.
+func TestReconnectToForgottenSessionCloses(t *testing.T) {
+	listen := hostPort(freePort(t))
+	onPort := rostertest.WithConfig(func(c *roster.Config) { c.Embedded.Listen = listen })
+	p := rostertest.Start(t, onPort)
+	s := open(t, p.ClientURL(), client.Options{HeartbeatInterval: 100 * time.Millisecond})
+	states := make(chan client.StateChange, 16)
+	s.OnStateChange(func(ch client.StateChange) { states <- ch })
+	l, err := s.Lock(ctxT(t), "forgotten", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if ch := nextState(t, states); ch.New != client.StateRecovering {
+		t.Fatalf("after the server stopped: got %+v, want RECOVERING", ch)
+	}
+	rostertest.Start(t, onPort) // a new data directory: the session is unknown
+	ch := nextState(t, states)
+	if ch.New != client.StateClosed || ch.Reason != wire.ClosedFailed || !errors.Is(ch.Err, client.ErrSessionNotFound) {
+		t.Fatalf("after the restart: got %+v, want CLOSED (failed) with ErrSessionNotFound", ch)
+	}
+	if !errors.Is(l.Err(), client.ErrLockLost) {
+		t.Errorf("the session's lock: Err got %v, want ErrLockLost", l.Err())
+	}
+	if _, err := s.Refresh(ctxT(t)); !errors.Is(err, client.ErrSessionClosed) {
+		t.Errorf("refresh: got %v, want ErrSessionClosed", err)
+	}
+}
+
+// TestHeartbeatsKeepSessionAlive leaves two sessions with a 1 s inactivity timeout
+// idle: the one whose heartbeats run every hour expires, the one with the SDK's
+// default heartbeats stays open.
+func TestHeartbeatsKeepSessionAlive(t *testing.T) {
+	p := rostertest.Start(t)
+	s := open(t, p.ClientURL(), client.Options{Timeout: time.Second})
+	other := open(t, p.ClientURL(), client.Options{})
+	ctx := ctxT(t)
+	// A session without heartbeats expires: what the heartbeats prevent.
+	raw := connect(t, p.ClientURL())
+	stopped, err := raw.Open(ctx, client.Options{Timeout: time.Second, HeartbeatInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() error {
+		info, err := other.GetSession(ctx, stopped.ID())
+		if errors.Is(err, client.ErrSessionClosed) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return errors.New("the session without heartbeats is still " + string(info.State))
+	})
+	info, err := other.GetSession(ctx, s.ID())
+	if err != nil || info.State != client.StateActive {
+		t.Fatalf("the heartbeating session after its timeout passed: got %s, %v; want ACTIVE", info.State, err)
+	}
+}

@@ -52,6 +52,13 @@ func TestEndpointsAreDocumented(t *testing.T) {
 		return err
 	})
 	defer nc.Close()
+	want := []string{"roster-auth", "roster-lock", "roster-messaging", "roster-registry"}
+	natstest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if got := pingAll(t, nc); !equal(got, want) {
+			return errorf("got services %v, want %v", got, want)
+		}
+		return nil
+	})
 	addresses := asyncAPIAddresses(t)
 
 	for _, name := range []string{"roster-auth", "roster-registry", "roster-lock", "roster-messaging"} {

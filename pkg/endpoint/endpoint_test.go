@@ -57,12 +57,17 @@ func setup(t *testing.T, cfg endpoint.Config, h endpoint.Handler[echoRequest, ec
 	if cfg.Name == "" {
 		cfg = endpoint.Config{Name: "roster-test", Version: "1.0.0", Prefix: "roster.v1.session", MaxConcurrent: cfg.MaxConcurrent, MaxBody: cfg.MaxBody}
 	}
-	svc, err := endpoint.New(s.ServiceConn(t), cfg, tp, natstest.Logger(t))
+	svcConn := s.ServiceConn(t)
+	svc, err := endpoint.New(svcConn, cfg, tp, natstest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Stop(context.Background()) })
 	if err := endpoint.Add(svc, endpoint.Endpoint{Name: "echo"}, h); err != nil {
+		t.Fatal(err)
+	}
+	// The server must have the subscription before a client asks.
+	if err := svcConn.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	return &fixture{server: s, client: s.ClientConn(t), recorder: rec, tp: tp, svc: svc}

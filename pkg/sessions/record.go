@@ -64,11 +64,29 @@ type Record struct {
 	// RecoveringSince is set while State is RECOVERING.
 	RecoveringSince *time.Time `json:"recovering_since,omitempty"`
 	ClosedAt        *time.Time `json:"closed_at,omitempty"`
+	// EventSeq numbers the session's events: the last one staged. Message ids of
+	// events other than closed are <id>-<seq>.
+	EventSeq uint64 `json:"event_seq,omitempty"`
+	// Outbox holds the events written by the same compare-and-set as the change they
+	// describe, until the registry knows they are stored in the events stream (see
+	// docs/architecture.md, "Registry", Events). Any registry instance republishes the
+	// ones it has not seen stored, with their message ids, so that an instance dying
+	// between its write and the event's acknowledgement loses nothing.
+	Outbox []PendingEvent `json:"outbox,omitempty"`
 
 	// Revision is the KV revision the record was read at (not stored).
 	Revision uint64 `json:"-"`
 
 	props map[string]string
+}
+
+// PendingEvent is an event in a record's outbox. Event.Revision is 0 for the event
+// staged by the write that stored the record: it is that record's revision, known only
+// once the write is acknowledged, and is filled in when a later write carries it
+// over.
+type PendingEvent struct {
+	MsgID string            `json:"msg_id"`
+	Event wire.SessionEvent `json:"event"`
 }
 
 // Timeout returns the inactivity timeout (0 for a permanent session).
@@ -123,6 +141,7 @@ func (r *Record) Clone() *Record {
 		t := *r.ClosedAt
 		c.ClosedAt = &t
 	}
+	c.Outbox = append([]PendingEvent(nil), r.Outbox...)
 	c.props = nil
 	return &c
 }

@@ -209,7 +209,11 @@ func (v *View) Get(id string) (*Record, bool) {
 //
 // A session the view has not seen yet — opened a moment ago, its record still on the
 // way through the watch — is read from the bucket once before it is declared unknown,
-// so a client may use a session as soon as open returns.
+// so a client may use a session as soon as open returns. Likewise a token that does
+// not match is checked once more against the stored record: the token may have been
+// rotated (change of principal) by a write the watch has not delivered yet, and the
+// client holding the new token must not be refused. Either way a request costs at
+// most one read, and only when it would otherwise be refused.
 func (v *View) Authenticate(id, token string) (*Record, error) {
 	r, ok := v.Get(id)
 	if !ok {
@@ -220,10 +224,19 @@ func (v *View) Authenticate(id, token string) (*Record, error) {
 	if r.Closed() {
 		return nil, r.ClosedError()
 	}
-	if err := r.CheckToken(token); err != nil {
-		return nil, err
+	err := r.CheckToken(token)
+	if err == nil {
+		return r, nil
 	}
-	return r, nil
+	if f, ok := v.fetch(id); ok && f.Revision > r.Revision {
+		if f.Closed() {
+			return nil, f.ClosedError()
+		}
+		if f.CheckToken(token) == nil {
+			return f, nil
+		}
+	}
+	return nil, err
 }
 
 // Range calls fn for each record until fn returns false. fn must not call the view's

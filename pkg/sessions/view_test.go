@@ -98,6 +98,42 @@ func TestView(t *testing.T) {
 	}
 }
 
+// TestViewAcceptsARotatedToken checks that a token rotated by a write the view has
+// not seen yet is accepted at once (the view reads the record again before refusing
+// it), and that the old token is refused.
+func TestViewAcceptsARotatedToken(t *testing.T) {
+	srv := natstest.Start(t)
+	id := "0123456789abcdefABCDEF"
+	rec := &sessions.Record{ID: id, Principal: "alice", State: wire.StateActive, TokenHash: sessions.HashToken("old")}
+	put(t, srv, rec)
+	view, err := sessions.Watch(context.Background(), srv.JetStream(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := view.Authenticate(id, "old"); err != nil {
+		t.Fatalf("old token before the rotation: got %v, want nil", err)
+	}
+	// Stop the watch, so that the view cannot learn the rotation from it.
+	view.Close()
+	rotated := *rec
+	rotated.Principal, rotated.TokenHash = "bob", sessions.HashToken("new")
+	put(t, srv, &rotated)
+	got, err := view.Authenticate(id, "new")
+	if err != nil || got.Principal != "bob" {
+		t.Fatalf("new token: got %v, %v; want the rotated record", got, err)
+	}
+	if _, err := view.Authenticate(id, "old"); !errors.Is(err, wire.ErrInvalidToken) {
+		t.Fatalf("old token after the rotation: got %v, want invalid_token", err)
+	}
+	// A close the watch has not delivered is seen by a wrong token too.
+	closed := rotated
+	closed.State, closed.CloseReason = wire.StateClosed, wire.ClosedByClient
+	put(t, srv, &closed)
+	if _, err := view.Authenticate(id, "old"); !errors.Is(err, wire.ErrSessionClosed) {
+		t.Fatalf("old token after the close: got %v, want session_closed", err)
+	}
+}
+
 func Example() {
 	// The registry stores only the token's hash; any service checks a token
 	// against a record in constant time.

@@ -25,7 +25,11 @@ import (
 //
 //	open ~ Create, get ~ Get, keepalive ~ Get, update ~ Update, close ~ Update.
 //
-// Run with: go test -run '^$' -bench . -benchtime 2000x ./services/registry/
+// BenchmarkFloorRoundTrip measures the request path alone (client → import →
+// service → reply, no storage), the second floor.
+//
+// Run with: go test -run '^$' -bench 'Open|Get|Keepalive|Update|Close|Floor' -benchtime 1000x ./services/registry/
+// (BenchmarkIdleSessions takes 3 s per iteration: run it with -benchtime 1x.)
 
 var concurrencies = []int{1, 8, 64}
 
@@ -146,6 +150,18 @@ func BenchmarkClose(b *testing.B) {
 		cs := e.openN(b, b.N)
 		b.StartTimer()
 		measure(b, conc, func(_, i int) error { return cs[i].call(wire.SubjectSessionClose, nil, nil) })
+	})
+}
+
+// BenchmarkFloorRoundTrip is the second floor of every operation: a request that
+// does nothing (the service's health endpoint) from the client connection through
+// the import to a registry instance and back, without storage.
+func BenchmarkFloorRoundTrip(b *testing.B) {
+	e := newBenchEnv(b)
+	forEachConcurrency(b, func(b *testing.B, conc int) {
+		measure(b, conc, func(_, _ int) error {
+			return wire.Call(context.Background(), e.nc, Prefix+".health", nil, nil, nil)
+		})
 	})
 }
 

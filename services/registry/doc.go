@@ -23,7 +23,7 @@
 // (events, published).
 //
 // Storage (services account): KV bucket ROSTER_SESSIONS (pkg/sessions; per-key TTLs),
-// stream ROSTER_SESSION_EVENTS (events, 2 min duplicate window, MaxAge
+// stream ROSTER_SESSION_EVENTS (events, 5 min duplicate window, MaxAge
 // Config.EventsMaxAge), stream ROSTER_SESSION_ACTIVITY (activity batches, MaxAge twice
 // Config.PersistInterval).
 //

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -294,6 +295,18 @@ func (e *env) eventCount(t testing.TB, id string, kind wire.SessionEventKind) ui
 		t.Fatal(err)
 	}
 	return info.State.Subjects[subj]
+}
+
+// waitEventCount waits until the stored events of one kind for a session number
+// want. Events are published after the reply, so they may take a moment.
+func (e *env) waitEventCount(t testing.TB, id string, kind wire.SessionEventKind, want uint64) {
+	t.Helper()
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if got := e.eventCount(t, id, kind); got != want {
+			return fmt.Errorf("session %s: got %d %s events, want %d", id, got, kind, want)
+		}
+		return nil
+	})
 }
 
 func contains(s, sub string) bool { return sub != "" && strings.Contains(s, sub) }

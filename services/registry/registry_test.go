@@ -105,12 +105,16 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("got record %+v, want CLOSED by_client", rec)
 	}
 
-	// Events: opened, updated (with the changed keys), closed; each valid.
+	// Events: opened, updated (with the changed keys), closed; each valid. They are
+	// published after the reply, so they may take a moment.
 	for _, k := range []wire.SessionEventKind{wire.EventOpened, wire.EventUpdated, wire.EventClosed} {
-		evs := e.events(t, s.ID, k)
-		if len(evs) != 1 {
-			t.Fatalf("got %d %s events, want 1", len(evs), k)
-		}
+		var evs []*wire.SessionEvent
+		natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			if evs = e.events(t, s.ID, k); len(evs) != 1 {
+				return fmt.Errorf("got %d %s events, want 1", len(evs), k)
+			}
+			return nil
+		})
 		schematest.Validate(t, "session.event", mustJSON(t, evs[0]))
 		if k == wire.EventUpdated && fmt.Sprint(evs[0].Keys) != "[k1 profile/city]" {
 			t.Errorf("updated event keys: got %v, want [k1 profile/city]", evs[0].Keys)
@@ -185,9 +189,12 @@ func TestConcurrentUpdatesLoseNothing(t *testing.T) {
 			t.Errorf("property %s: got %q, want %q (a lost update)", key, rec.User[key], key)
 		}
 	}
-	if got := len(e.events(t, c.id, wire.EventUpdated)); got != n {
-		t.Errorf("got %d updated events, want %d", got, n)
-	}
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if got := len(e.events(t, c.id, wire.EventUpdated)); got != n {
+			return fmt.Errorf("got %d updated events, want %d", got, n)
+		}
+		return nil
+	})
 }
 
 func TestAfterCloseEverythingIsSessionClosed(t *testing.T) {

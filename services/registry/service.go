@@ -128,6 +128,7 @@ type Service struct {
 	cfg   Config
 	nc    *nats.Conn
 	js    jetstream.JetStream
+	ejs   jetstream.JetStream // publishes events asynchronously
 	st    *store
 	pol   Authorizer
 	svc   *endpoint.Service
@@ -167,6 +168,11 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 	}
 	s := &Service{cfg: cfg, nc: nc, js: js, st: st, pol: pol, svc: svc, log: svc.Logger()}
 	s.track = newTracker(s)
+	st.known = s.track.recordAt
+	if s.ejs, err = s.newEventsJetStream(); err != nil {
+		_ = svc.Stop(context.Background())
+		return nil, fmt.Errorf("registry: jetstream: %w", err)
+	}
 	svc.AddCheck("tracker", s.track.ready)
 	if err := s.register(); err != nil {
 		_ = svc.Stop(context.Background())
@@ -201,6 +207,9 @@ func (s *Service) run(ctx context.Context) error {
 	}
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	stopErr := s.svc.Stop(stopCtx)
+	// Events of the last requests are in the records' outboxes whatever happens;
+	// waiting for their acknowledgements saves another instance publishing them.
+	s.waitEvents(stopCtx)
 	stopCancel()
 	cancel()
 	if trackErr != nil {

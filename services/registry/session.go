@@ -45,7 +45,9 @@ func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, pro
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if resp.Principal == "" {
+	// Anonymous sessions have the principal "" (docs/architecture.md,
+	// Authenticators); any other authenticator must name one.
+	if resp.Principal == "" && resp.Authenticator != "anonymous" {
 		return nil, nil, nil, errors.New("auth service admitted a session without a principal")
 	}
 	user, fixed, err := splitAuthProperties(resp.Properties)
@@ -112,10 +114,13 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 		rec.ID = newID()
 		rec.Fixed = fixedProperties(rec.ID, rec.Principal, rec.Roles, c.Info, now, req)
 		maps.Copy(rec.Fixed, authFixed)
-		if err := s.checkRecordSize(rec); err != nil {
+		rec.EventSeq, rec.Outbox = 0, nil
+		stage(rec, wire.EventOpened, nil)
+		data, err := s.encode(rec)
+		if err != nil {
 			return nil, err
 		}
-		rev, err := s.st.create(ctx, rec, ttlFor(&s.cfg, rec))
+		rev, err := s.st.create(ctx, rec.ID, data, ttlFor(&s.cfg, rec))
 		if errors.Is(err, errConflict) {
 			continue // an id collision: practically impossible, but never reuse an id
 		}
@@ -126,36 +131,20 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 		break
 	}
 	s.track.opened(rec)
-	if err := s.event(ctx, rec, wire.EventOpened, nil, rec.ID+"-opened"); err != nil {
-		return nil, err
-	}
+	s.publishStaged(rec)
 	return &wire.SessionOpenResponse{Session: rec.Public(), Token: token}, nil
 }
 
-func (s *Service) checkRecordSize(rec *sessions.Record) error {
+// encode renders a record for storage, refusing one over the record size limit.
+func (s *Service) encode(rec *sessions.Record) ([]byte, error) {
 	data, err := sessions.Encode(rec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(data) > s.cfg.Limits.RecordSize {
-		return wire.Errorf(wire.CodeLimitExceeded, "the session record would be %d bytes; the record size limit is %d", len(data), s.cfg.Limits.RecordSize)
+		return nil, wire.Errorf(wire.CodeLimitExceeded, "the session record would be %d bytes; the record size limit is %d", len(data), s.cfg.Limits.RecordSize)
 	}
-	return nil
-}
-
-// event publishes a session event describing rec.
-func (s *Service) event(ctx context.Context, rec *sessions.Record, kind wire.SessionEventKind, keys []string, msgID string) error {
-	return s.st.publishEvent(ctx, &wire.SessionEvent{
-		Kind:       kind,
-		SessionID:  rec.ID,
-		Time:       rec.UpdatedAt,
-		Principal:  rec.Principal,
-		State:      rec.State,
-		Reason:     rec.CloseReason,
-		Keys:       keys,
-		Connection: rec.Connection,
-		Revision:   rec.Revision,
-	}, msgID)
+	return data, nil
 }
 
 // target returns the record a request names by id: the caller's own when id is empty
@@ -270,8 +259,10 @@ func (s *Service) list(ctx context.Context, c *endpoint.Call, req *wire.SessionL
 
 // modify applies fn to the session's record with a compare-and-set, retrying with a
 // fresh read when another write won. first, if not nil, is a record just read. fn
-// returns whether it changed anything; nothing is written otherwise.
-func (s *Service) modify(ctx context.Context, id string, first *sessions.Record, fn func(*sessions.Record) (bool, error)) (*sessions.Record, bool, error) {
+// returns whether it changed anything; nothing is written otherwise. A change writes
+// the event of the kind given (none when empty) into the record's outbox in the same
+// compare-and-set, and publishes it without waiting for the acknowledgement.
+func (s *Service) modify(ctx context.Context, id string, first *sessions.Record, kind wire.SessionEventKind, fn func(*sessions.Record) (bool, error)) (*sessions.Record, bool, error) {
 	cur := first
 	for {
 		if cur == nil {
@@ -295,10 +286,21 @@ func (s *Service) modify(ctx context.Context, id string, first *sessions.Record,
 		if l := s.track.lastActivity(id); l.After(next.LastActivity) {
 			next.LastActivity = l
 		}
-		if err := s.checkRecordSize(next); err != nil {
+		if err := s.carryOutbox(ctx, cur, next); err != nil {
 			return cur, false, err
 		}
-		rev, err := s.st.write(ctx, next, ttlFor(&s.cfg, next))
+		if kind != "" {
+			var keys []string
+			if kind == wire.EventUpdated {
+				keys = changedKeys(cur.User, next.User)
+			}
+			stage(next, kind, keys)
+		}
+		data, err := s.encode(next)
+		if err != nil {
+			return cur, false, err
+		}
+		rev, err := s.st.write(ctx, next.ID, next.Revision, data, ttlFor(&s.cfg, next))
 		if errors.Is(err, errConflict) {
 			cur = nil
 			continue
@@ -308,6 +310,9 @@ func (s *Service) modify(ctx context.Context, id string, first *sessions.Record,
 		}
 		next.Revision = rev
 		s.track.written(next)
+		if kind != "" {
+			s.publishStaged(next)
+		}
 		return next, true, nil
 	}
 }
@@ -388,17 +393,7 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 }
 
 func (s *Service) updateOne(ctx context.Context, id string, first *sessions.Record, change func(*sessions.Record) (bool, error)) (*sessions.Record, bool, error) {
-	var keys []string
-	rec, changed, err := s.modify(ctx, id, first, func(r *sessions.Record) (bool, error) {
-		before := maps.Clone(r.User)
-		ok, err := change(r)
-		keys = changedKeys(before, r.User)
-		return ok, err
-	})
-	if err != nil || !changed {
-		return rec, false, err
-	}
-	return rec, true, s.event(ctx, rec, wire.EventUpdated, keys, "")
+	return s.modify(ctx, id, first, wire.EventUpdated, change)
 }
 
 func changedKeys(before, after map[string]string) []string {
@@ -435,7 +430,7 @@ func (s *Service) resume(ctx context.Context, c *endpoint.Call, _ *wire.SessionR
 		return nil, err
 	}
 	conn, key := c.Info.ConnectionKey(), deliverKey(c.Info)
-	rec, changed, err := s.modify(ctx, me.ID, me, func(r *sessions.Record) (bool, error) {
+	rec, _, err := s.modify(ctx, me.ID, me, wire.EventReconnected, func(r *sessions.Record) (bool, error) {
 		if r.State == wire.StateActive && r.Connection == conn && r.DeliverKey == key {
 			return false, nil
 		}
@@ -446,11 +441,6 @@ func (s *Service) resume(ctx context.Context, c *endpoint.Call, _ *wire.SessionR
 	})
 	if err != nil {
 		return nil, err
-	}
-	if changed {
-		if err := s.event(ctx, rec, wire.EventReconnected, nil, ""); err != nil {
-			return nil, err
-		}
 	}
 	return &wire.SessionResumeResponse{Session: rec.Public()}, nil
 }
@@ -477,7 +467,7 @@ func (s *Service) changePrincipal(ctx context.Context, c *endpoint.Call, req *wi
 		defer release()
 	}
 	token := newToken()
-	rec, _, err := s.modify(ctx, me.ID, me, func(r *sessions.Record) (bool, error) {
+	rec, _, err := s.modify(ctx, me.ID, me, wire.EventPrincipalChanged, func(r *sessions.Record) (bool, error) {
 		r.Principal = auth.Principal
 		r.Roles = append([]string{}, auth.Roles...)
 		r.User = user
@@ -488,9 +478,6 @@ func (s *Service) changePrincipal(ctx context.Context, c *endpoint.Call, req *wi
 		return true, nil
 	})
 	if err != nil {
-		return nil, err
-	}
-	if err := s.event(ctx, rec, wire.EventPrincipalChanged, nil, ""); err != nil {
 		return nil, err
 	}
 	return &wire.SessionChangePrincipalResponse{Session: rec.Public(), Token: token}, nil
@@ -545,9 +532,10 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 	return &wire.SessionCloseResponse{Closed: 1}, nil
 }
 
-// closeSession moves a session to CLOSED with a compare-and-set and, only when this
-// call made the transition, publishes the one CLOSED event (message id <id>-closed,
-// so that a retried publish is not duplicated). A session already closed is
+// closeSession moves a session to CLOSED with a compare-and-set that also writes the
+// one CLOSED event (message id <id>-closed) into the record's outbox, and publishes
+// it. Only the write that made the transition stages it, and every publish of it
+// carries the same message id, so it is stored once. A session already closed is
 // session_closed.
 func (s *Service) closeSession(ctx context.Context, id string, first *sessions.Record, reason wire.CloseReason) error {
 	return s.closeIf(ctx, id, first, func(*sessions.Record) (wire.CloseReason, bool) { return reason, true })
@@ -557,7 +545,7 @@ func (s *Service) closeSession(ctx context.Context, id string, first *sessions.R
 // each attempt: decide returns the reason, or false to write nothing (the expiry uses
 // it to honour activity that arrived meanwhile).
 func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record, decide func(*sessions.Record) (wire.CloseReason, bool)) error {
-	rec, changed, err := s.modify(ctx, id, first, func(r *sessions.Record) (bool, error) {
+	_, _, err := s.modify(ctx, id, first, wire.EventClosed, func(r *sessions.Record) (bool, error) {
 		reason, ok := decide(r)
 		if !ok {
 			return false, nil
@@ -569,13 +557,8 @@ func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record
 		r.RecoveringSince = nil
 		return true, nil
 	})
-	if err != nil || !changed {
-		return err
-	}
-	return s.event(ctx, rec, wire.EventClosed, nil, closedMsgID(rec.ID))
+	return err
 }
-
-func closedMsgID(id string) string { return id + "-closed" }
 
 // tombstoneExpired writes the CLOSED tombstone of a session whose record the KV TTL
 // removed (no registry closed it in time), from the last record seen, and publishes
@@ -590,7 +573,17 @@ func (s *Service) tombstoneExpired(ctx context.Context, last *sessions.Record) {
 	rec.ClosedAt = &now
 	rec.UpdatedAt = now
 	rec.RecoveringSince = nil
-	rev, err := s.st.create(ctx, rec, ttlFor(&s.cfg, rec))
+	if err := s.carryOutbox(ctx, last, rec); err != nil {
+		s.log.Warn("writing the tombstone of an expired session", "session_id", rec.ID, "err", err)
+		return
+	}
+	stage(rec, wire.EventClosed, nil)
+	data, err := sessions.Encode(rec)
+	if err != nil {
+		s.log.Warn("writing the tombstone of an expired session", "session_id", rec.ID, "err", err)
+		return
+	}
+	rev, err := s.st.create(ctx, rec.ID, data, ttlFor(&s.cfg, rec))
 	if err != nil {
 		if !errors.Is(err, errConflict) {
 			s.log.Warn("writing the tombstone of an expired session", "session_id", rec.ID, "err", err)
@@ -598,9 +591,8 @@ func (s *Service) tombstoneExpired(ctx context.Context, last *sessions.Record) {
 		return
 	}
 	rec.Revision = rev
-	if err := s.event(ctx, rec, wire.EventClosed, nil, closedMsgID(rec.ID)); err != nil {
-		s.log.Warn("publishing a closed event", "session_id", rec.ID, "err", err)
-	}
+	s.track.written(rec)
+	s.publishStaged(rec)
 }
 
 // deliverKey returns the connection key the auth callout verified for the requesting

@@ -22,10 +22,6 @@ const (
 	// roster.internal.v1.session.activity, so that a starting registry knows the
 	// activity not yet persisted in the records.
 	ActivityStream = "ROSTER_SESSION_ACTIVITY"
-	// eventsDedup is the events stream's duplicate window: a CLOSED event is
-	// published with the message id <id>-closed, so retries and the republish of a
-	// starting instance do not duplicate it.
-	eventsDedup = 2 * time.Minute
 )
 
 // errConflict is a lost compare-and-set: the record changed since it was read.
@@ -35,6 +31,9 @@ var errConflict = errors.New("registry: record changed concurrently")
 type store struct {
 	js jetstream.JetStream
 	kv jetstream.KeyValue
+	// known returns the decoded record of a session at a revision when the instance
+	// holds it, or nil: decoding a record costs more than the read.
+	known func(id string, rev uint64) *sessions.Record
 }
 
 func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store, error) {
@@ -62,10 +61,12 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store,
 	}); err != nil {
 		return nil, fmt.Errorf("registry: stream %s: %w", ActivityStream, err)
 	}
-	return &store{js: js, kv: kv}, nil
+	return &store{js: js, kv: kv, known: func(string, uint64) *sessions.Record { return nil }}, nil
 }
 
-// get reads the current record of a session.
+// get reads the current record of a session. It is always read from the bucket, so
+// that every instance reads its own and every other instance's writes; the record
+// returned is shared and must not be modified.
 func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 	if !sessions.ValidID(id) {
 		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
@@ -77,20 +78,19 @@ func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 	if err != nil {
 		return nil, unavailable("read session", err)
 	}
+	if rec := st.known(id, e.Revision()); rec != nil {
+		return rec, nil
+	}
 	return sessions.Decode(e.Value(), e.Revision())
 }
 
-// create stores a new record; ttl 0 means none.
-func (st *store) create(ctx context.Context, rec *sessions.Record, ttl time.Duration) (uint64, error) {
-	data, err := sessions.Encode(rec)
-	if err != nil {
-		return 0, err
-	}
+// create stores a new record (data, encoded); ttl 0 means none.
+func (st *store) create(ctx context.Context, id string, data []byte, ttl time.Duration) (uint64, error) {
 	var opts []jetstream.KVCreateOpt
 	if ttl > 0 {
 		opts = append(opts, jetstream.KeyTTL(ttl))
 	}
-	rev, err := st.kv.Create(ctx, rec.ID, data, opts...)
+	rev, err := st.kv.Create(ctx, id, data, opts...)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, errConflict
 	}
@@ -100,19 +100,15 @@ func (st *store) create(ctx context.Context, rec *sessions.Record, ttl time.Dura
 	return rev, nil
 }
 
-// write stores rec if the key is still at rec.Revision, with a per-key TTL (0: none).
-// kv.Update would drop the TTL, so this publishes to the bucket's subject with the
-// expected last sequence and the TTL header.
-func (st *store) write(ctx context.Context, rec *sessions.Record, ttl time.Duration) (uint64, error) {
-	data, err := sessions.Encode(rec)
-	if err != nil {
-		return 0, err
-	}
-	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(rec.Revision)}
+// write stores a record (data, encoded) if the key is still at revision rev, with a
+// per-key TTL (0: none). kv.Update would drop the TTL, so this publishes to the
+// bucket's subject with the expected last sequence and the TTL header.
+func (st *store) write(ctx context.Context, id string, rev uint64, data []byte, ttl time.Duration) (uint64, error) {
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(rev)}
 	if ttl > 0 {
 		opts = append(opts, jetstream.WithMsgTTL(ttl))
 	}
-	ack, err := st.js.Publish(ctx, "$KV."+sessions.Bucket+"."+rec.ID, data, opts...)
+	ack, err := st.js.Publish(ctx, "$KV."+sessions.Bucket+"."+id, data, opts...)
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,6 +30,18 @@ type entry struct {
 	rec *sessions.Record
 	// due is the deadline the scheduler heap holds for it (zero: none).
 	due time.Time
+	// stored lists the message ids of rec's outbox events this instance knows are
+	// in the events stream.
+	stored []string
+}
+
+func (e *entry) isStored(msgID string) bool {
+	for _, id := range e.stored {
+		if id == msgID {
+			return true
+		}
+	}
+	return false
 }
 
 // tracker follows every session in memory: the latest record (from the KV watch and
@@ -46,7 +59,9 @@ type tracker struct {
 	heap        deadlines
 	broadcast   map[string]struct{} // own activity not yet published
 	loaded      bool
-	republish   []*sessions.Record // CLOSED tombstones found at start, recently closed
+	// unpublished holds the sessions whose outbox has events this instance has not
+	// seen stored.
+	unpublished map[string]struct{}
 
 	wake    chan struct{}
 	expired chan *sessions.Record // live records the KV TTL removed
@@ -61,6 +76,7 @@ func newTracker(s *Service) *tracker {
 		byPrincipal: map[string]int{},
 		reserved:    map[string]int{},
 		broadcast:   map[string]struct{}{},
+		unpublished: map[string]struct{}{},
 		wake:        make(chan struct{}, 1),
 		expired:     make(chan *sessions.Record, 4096),
 	}
@@ -131,6 +147,7 @@ func (t *tracker) opened(rec *sessions.Record) {
 }
 
 func (t *tracker) written(rec *sessions.Record) {
+	rec.Properties() // computed before the record is shared
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.upsertLocked(rec)
@@ -141,10 +158,6 @@ func (t *tracker) onChange(ch sessions.Change) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if ch.Record != nil {
-		if !t.loaded && ch.Record.Closed() && ch.Record.ClosedAt != nil &&
-			time.Since(*ch.Record.ClosedAt) < eventsDedup-30*time.Second {
-			t.republish = append(t.republish, ch.Record)
-		}
 		t.upsertLocked(ch.Record)
 		return
 	}
@@ -155,6 +168,7 @@ func (t *tracker) onChange(ch sessions.Change) {
 	t.unindexLocked(e.rec)
 	delete(t.sessions, ch.ID)
 	delete(t.last, ch.ID)
+	delete(t.unpublished, ch.ID)
 	if !e.rec.Closed() {
 		// The KV TTL removed a live record: no registry closed it in time. Write
 		// the tombstone from the last record seen.
@@ -178,6 +192,7 @@ func (t *tracker) upsertLocked(rec *sessions.Record) {
 		t.unindexLocked(e.rec)
 	}
 	e.rec = rec
+	t.outboxLocked(e)
 	if rec.Closed() {
 		delete(t.last, rec.ID)
 		return
@@ -195,6 +210,57 @@ func (t *tracker) upsertLocked(rec *sessions.Record) {
 		ids[rec.ID] = struct{}{}
 	}
 	t.scheduleLocked(rec.ID, e)
+}
+
+// outboxLocked forgets what it knew of events no longer in the record's outbox and
+// notes whether the outbox holds events not known stored.
+func (t *tracker) outboxLocked(e *entry) {
+	kept := e.stored[:0]
+	for _, id := range e.stored {
+		if slices.ContainsFunc(e.rec.Outbox, func(p sessions.PendingEvent) bool { return p.MsgID == id }) {
+			kept = append(kept, id)
+		}
+	}
+	e.stored = kept
+	if len(e.rec.Outbox) > len(e.stored) {
+		t.unpublished[e.rec.ID] = struct{}{}
+	} else {
+		delete(t.unpublished, e.rec.ID)
+	}
+}
+
+// stored notes that the event with message id msgID is in the events stream.
+func (t *tracker) stored(msgID string) {
+	if len(msgID) <= sessions.IDLength {
+		return
+	}
+	id := msgID[:sessions.IDLength]
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.sessions[id]
+	if e == nil || e.isStored(msgID) {
+		return
+	}
+	e.stored = append(e.stored, msgID)
+	t.outboxLocked(e)
+}
+
+// recordAt returns the record of a session if the tracker holds it at revision rev.
+func (t *tracker) recordAt(id string, rev uint64) *sessions.Record {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.sessions[id]; e != nil && e.rec.Revision == rev {
+		return e.rec
+	}
+	return nil
+}
+
+// eventStored reports whether this instance knows that an event is stored.
+func (t *tracker) eventStored(id, msgID string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.sessions[id]
+	return e != nil && e.isStored(msgID)
 }
 
 func (t *tracker) unindexLocked(rec *sessions.Record) {
@@ -290,16 +356,7 @@ func (t *tracker) run(ctx context.Context) error {
 	defer cancelSub()
 	t.mu.Lock()
 	t.loaded = true
-	republish := t.republish
-	t.republish = nil
 	t.mu.Unlock()
-	for _, rec := range republish {
-		// The instance that closed it may have stopped between the write and the
-		// event; the message id makes this a no-op when the event exists.
-		if err := s.event(ctx, rec, wire.EventClosed, nil, closedMsgID(rec.ID)); err != nil {
-			s.log.Warn("republishing a closed event", "session_id", rec.ID, "err", err)
-		}
-	}
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -312,6 +369,7 @@ func (t *tracker) run(ctx context.Context) error {
 	work(func() { t.flushLoop(ctx) })
 	work(func() { t.persistLoop(ctx) })
 	work(func() { t.expiryLoop(ctx) })
+	work(func() { t.sweepLoop(ctx) })
 	work(func() {
 		for {
 			select {
@@ -441,7 +499,7 @@ func (t *tracker) persistLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			_, _, err := t.s.modify(ctx, rec.ID, rec, func(r *sessions.Record) (bool, error) {
+			_, _, err := t.s.modify(ctx, rec.ID, rec, "", func(r *sessions.Record) (bool, error) {
 				return t.lastActivity(r.ID).Sub(r.LastActivity) >= t.s.cfg.PersistInterval, nil
 			})
 			if err != nil && !errors.Is(err, wire.ErrSessionClosed) && !errors.Is(err, wire.ErrSessionNotFound) {
@@ -578,7 +636,7 @@ func (t *tracker) disconnected(ctx context.Context, conn string) {
 	}
 	t.mu.Unlock()
 	for _, id := range ids {
-		rec, changed, err := t.s.modify(ctx, id, nil, func(r *sessions.Record) (bool, error) {
+		_, _, err := t.s.modify(ctx, id, nil, wire.EventDisconnected, func(r *sessions.Record) (bool, error) {
 			if r.State != wire.StateActive || r.Connection != conn {
 				return false, nil
 			}
@@ -590,12 +648,6 @@ func (t *tracker) disconnected(ctx context.Context, conn string) {
 		if err != nil {
 			if !errors.Is(err, wire.ErrSessionClosed) && !errors.Is(err, wire.ErrSessionNotFound) {
 				t.s.log.Warn("marking a session recovering", "session_id", id, "err", err)
-			}
-			continue
-		}
-		if changed {
-			if err := t.s.event(ctx, rec, wire.EventDisconnected, nil, ""); err != nil {
-				t.s.log.Warn("publishing a disconnected event", "session_id", id, "err", err)
 			}
 		}
 	}

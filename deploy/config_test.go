@@ -398,19 +398,13 @@ func TestClusterFromConfig(t *testing.T) {
 			t.Errorf("bucket %s has %d replicas, want 3", bucket, r)
 		}
 	}
-	// Every stream and bucket is R3, except where a service does not apply --replicas
-	// yet (the registry's, at the time of writing: logged, not failed).
-	notYet := map[string]bool{"KV_ROSTER_SESSIONS": true, "ROSTER_SESSION_ACTIVITY": true, "ROSTER_SESSION_EVENTS": true}
+	// Every stream and bucket is R3.
 	for name := range js.StreamNames(ctx).Name() {
 		info, err := js.Stream(ctx, name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		switch r := info.CachedInfo().Config.Replicas; {
-		case r == 3:
-		case notYet[name]:
-			t.Logf("stream %s: %d replica(s): its service does not apply --replicas yet", name, r)
-		default:
+		if r := info.CachedInfo().Config.Replicas; r != 3 {
 			t.Errorf("stream %s: %d replicas, want 3", name, r)
 		}
 	}

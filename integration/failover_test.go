@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -315,9 +316,20 @@ func TestLockSafetyThroughFailures(t *testing.T) {
 }
 
 // TestExpiryAcrossLeaderChange keeps half of a set of sessions alive and lets the
-// other half go silent while the sessions bucket's leader is killed: no live session
-// may close, and every silent one must close within its timeout + 1 s.
+// other half go silent while the sessions bucket changes leader: no live session
+// may close, and the silent ones must close soon after their timeout.
+//
+// A leader that steps down hands over at once: silent sessions close within their
+// timeout + 1 s. A leader node killed with SIGKILL leaves the bucket without a
+// leader until the others elect one — NATS's RAFT election timeout is 4 to 9 s and
+// not configurable — and no write, a close included, can land before: there the
+// bound is the timeout + the election (asserted as + 12 s, reported exactly).
 func TestExpiryAcrossLeaderChange(t *testing.T) {
+	t.Run("stepdown", func(t *testing.T) { testExpiryAcrossLeaderChange(t, false, time.Second) })
+	t.Run("leader killed", func(t *testing.T) { testExpiryAcrossLeaderChange(t, true, 12*time.Second) })
+}
+
+func testExpiryAcrossLeaderChange(t *testing.T, kill bool, bound time.Duration) {
 	const timeout = 3 * time.Second
 	n := scale(20, 200)
 	c := startCluster(t, 3)
@@ -409,7 +421,13 @@ func TestExpiryAcrossLeaderChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(timeout / 2) // the silent sessions are half way to their expiry
-	c.nodes[leader].kill()
+	how := "step-down of"
+	if kill {
+		how = "kill of"
+		c.nodes[leader].kill()
+	} else if err := stepDown(snc, "KV_"+sessions.Bucket); err != nil {
+		t.Fatal(err)
+	}
 	wg.Wait()
 
 	var late []time.Duration
@@ -443,12 +461,35 @@ func TestExpiryAcrossLeaderChange(t *testing.T) {
 	cmu.Unlock()
 	sort.Slice(late, func(i, j int) bool { return late[i] < late[j] })
 	worst := late[len(late)-1]
-	t.Logf("figure: %d silent sessions closed %v to %v after their %v timeout across the kill of leader %s; %d live sessions kept",
-		len(late), late[0].Round(time.Millisecond), worst.Round(time.Millisecond), timeout, c.nodes[leader].name, n-len(late))
-	if worst > time.Second {
-		t.Errorf("a silent session closed %v after its timeout, want within 1s", worst)
+	t.Logf("figure: %d silent sessions closed %v to %v after their %v timeout across the %s leader %s; %d live sessions kept",
+		len(late), late[0].Round(time.Millisecond), worst.Round(time.Millisecond), timeout, how, c.nodes[leader].name, n-len(late))
+	if worst > bound {
+		t.Errorf("a silent session closed %v after its timeout, want within %v", worst, bound)
 	}
-	c.restartNode(leader)
+	if kill {
+		c.restartNode(leader)
+	}
+}
+
+// stepDown asks a stream's leader to hand over to another replica.
+func stepDown(nc *nats.Conn, stream string) error {
+	reply, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	var resp struct {
+		Success bool `json:"success"`
+		Error   *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return err
+	}
+	if !resp.Success {
+		return fmt.Errorf("stepdown of %s: %+v", stream, resp.Error)
+	}
+	return nil
 }
 
 // TestInstanceKillUnderLoad keeps requests flowing to every service while one

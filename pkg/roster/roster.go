@@ -206,7 +206,7 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 	}
 	switch name {
 	case "registry":
-		return registry.New(nc, registry.Config{DrainTimeout: cfg.DrainTimeout}, holder, tp, log)
+		return registry.New(nc, registry.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas}, holder, tp, log)
 	case "lock":
 		js, err := jetstream.New(nc)
 		if err != nil {

@@ -16,11 +16,13 @@ const Bucket = "ROSTER_SESSIONS"
 // so that a registry starting after the expiry still sees it.
 const markerTTL = 24 * time.Hour
 
-// BucketConfig is the configuration of the sessions bucket. Per-key TTLs are enabled
-// (LimitMarkerTTL): the registry gives every record a TTL as a backstop for when no
-// registry runs, and tombstones a TTL of their retention.
-func BucketConfig() jetstream.KeyValueConfig {
+// BucketConfig is the configuration of the sessions bucket with replicas copies
+// (at least 1). Per-key TTLs are enabled (LimitMarkerTTL): the registry gives every
+// record a TTL as a backstop for when no registry runs, and tombstones a TTL of
+// their retention.
+func BucketConfig(replicas int) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
+		Replicas:       max(replicas, 1),
 		Bucket:         Bucket,
 		Description:    "Roster session records, key = session id; written only by the registry",
 		History:        1,
@@ -29,14 +31,14 @@ func BucketConfig() jetstream.KeyValueConfig {
 	}
 }
 
-// EnsureBucket returns the sessions bucket, creating it with BucketConfig when it does
-// not exist yet, so that every service may call it at start in any order. It does not
-// change an existing bucket: the registry applies configuration changes
-// (UpdateBucket).
+// EnsureBucket returns the sessions bucket, creating it with BucketConfig(1) when it
+// does not exist yet, so that every service may call it at start in any order. It
+// does not change an existing bucket: the registry applies the configuration,
+// replicas included (UpdateBucket).
 func EnsureBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return UpdateBucket(ctx, js)
+		return UpdateBucket(ctx, js, 1)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sessions: bucket %s: %w", Bucket, err)
@@ -44,9 +46,9 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyVal
 	return kv, nil
 }
 
-// UpdateBucket creates the sessions bucket or updates it to BucketConfig.
-func UpdateBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, BucketConfig())
+// UpdateBucket creates the sessions bucket or updates it to BucketConfig(replicas).
+func UpdateBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, BucketConfig(replicas))
 	if err != nil {
 		return nil, fmt.Errorf("sessions: bucket %s: %w", Bucket, err)
 	}

@@ -85,6 +85,9 @@ type Config struct {
 	MaxListLimit int
 	// Now returns the time; nil means time.Now. Tests may replace it.
 	Now func() time.Time
+	// Replicas is the number of copies of the sessions bucket and the registry's
+	// streams (1; 3 on a production cluster).
+	Replicas int
 }
 
 func (c *Config) setDefaults() {

@@ -37,7 +37,7 @@ type store struct {
 }
 
 func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store, error) {
-	kv, err := sessions.UpdateBucket(ctx, js)
+	kv, err := sessions.UpdateBucket(ctx, js, cfg.Replicas)
 	if err != nil {
 		return nil, err
 	}
@@ -48,6 +48,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      cfg.EventsMaxAge,
 		Duplicates:  eventsDedup,
+		Replicas:    max(cfg.Replicas, 1),
 	}); err != nil {
 		return nil, fmt.Errorf("registry: stream %s: %w", EventsStream, err)
 	}
@@ -58,6 +59,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      2 * cfg.PersistInterval,
 		Duplicates:  time.Second,
+		Replicas:    max(cfg.Replicas, 1),
 	}); err != nil {
 		return nil, fmt.Errorf("registry: stream %s: %w", ActivityStream, err)
 	}

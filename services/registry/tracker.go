@@ -575,7 +575,10 @@ func (t *tracker) expiryLoop(ctx context.Context) {
 // Every instance may try at once: the compare-and-set lets one win, and only the
 // winner publishes the CLOSED event.
 func (t *tracker) expire(ctx context.Context, id string) {
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// Short attempts, retried soon: while the bucket has no leader (an election
+	// after a node died) a write cannot succeed, and the close must land as soon as
+	// a new leader is there rather than after a long request timeout.
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	err := t.s.closeIf(sctx, id, nil, func(r *sessions.Record) (wire.CloseReason, bool) {
 		t.mu.Lock()
@@ -595,7 +598,7 @@ func (t *tracker) expire(ctx context.Context, id string) {
 	t.s.log.Warn("expiring session", "session_id", id, "err", err)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.retryLocked(id, t.s.cfg.Now().Add(time.Second))
+	t.retryLocked(id, t.s.cfg.Now().Add(250*time.Millisecond))
 }
 
 // disconnectAdvisory is the part of the server's client disconnect advisory the

@@ -279,9 +279,9 @@ func TestLockSafetyThroughFailures(t *testing.T) {
 				switch {
 				case err == nil:
 					rec.Add(i, in, call, lockcheck.Output{OK: true, Token: resp.Lock.Token})
-				case errors.Is(err, wire.ErrTimeout), errors.Is(err, wire.ErrConflict):
-					// Not granted: the lock was taken (timeout), or this was an
-					// earlier attempt's late answer (conflict: already answered).
+				case errors.Is(err, wire.ErrTimeout), errors.Is(err, wire.ErrStaleRequest):
+					// Not granted: the lock was taken, or an earlier copy of this
+					// request was already answered without a grant.
 					rec.Add(i, in, call, lockcheck.Output{})
 					continue
 				default:

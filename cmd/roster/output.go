@@ -45,7 +45,7 @@ func wireExitCode(err error) (int, bool) {
 		return exitTimeout, true
 	case wire.CodeUnavailable:
 		return exitUnavailable, true
-	case wire.CodeConflict, wire.CodeLockNotHeld, wire.CodeLimitExceeded, wire.CodeThrottled:
+	case wire.CodeConflict, wire.CodeLockNotHeld, wire.CodeStaleRequest, wire.CodeLimitExceeded, wire.CodeThrottled:
 		return exitConflict, true
 	case wire.CodeBadRequest, wire.CodeInvalidFilter, wire.CodeInvalidName, wire.CodeTooLarge:
 		return 2, true

@@ -21,6 +21,7 @@ var (
 	ErrTimeout         = wire.ErrTimeout
 	ErrConflict        = wire.ErrConflict
 	ErrLockNotHeld     = wire.ErrLockNotHeld
+	ErrStaleRequest    = wire.ErrStaleRequest
 	ErrSessionClosed   = wire.ErrSessionClosed
 	ErrLimitExceeded   = wire.ErrLimitExceeded
 	ErrThrottled       = wire.ErrThrottled

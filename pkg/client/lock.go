@@ -71,6 +71,11 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 			// it once the session is back.
 			s.abandonLater(name, reqID, opts)
 			return nil, err
+		case errors.Is(err, ErrStaleRequest):
+			// The request's place was lost (its waiter expired while we could not
+			// re-issue it): wait again, at the back of the queue.
+			reqID = nuid.Next()
+			continue
 		case errors.Is(err, ErrTimeout) && (wait == wire.WaitForever || time.Until(waitEnd) > reissueSlack):
 			// The server's bound on one request (a minute) passed well before our
 			// wait did: the request keeps its place for a while; re-issue it.

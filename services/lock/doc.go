@@ -51,6 +51,7 @@
 // malformed body), unauthenticated / invalid_token / session_not_found /
 // session_closed (the session headers), forbidden (ACQUIRE_LOCK, VIEW_LOCKS),
 // timeout (not granted: try-once, wait over, cancelled), lock_not_held (release),
-// not_found (cancel), conflict (a shared holder asking for exclusive),
+// not_found (cancel), conflict (a shared holder asking for exclusive), stale_request
+// (a late copy of an acquire already answered: not granted),
 // limit_exceeded (too many waiters on one lock), unavailable (storage).
 package lock

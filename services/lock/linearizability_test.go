@@ -118,7 +118,7 @@ func TestLinearizableUnderInstanceKills(t *testing.T) {
 				switch {
 				case err == nil:
 					rec.Add(i, in, call, lockcheck.Output{OK: true, Token: resp.Lock.Token})
-				case errors.Is(err, wire.ErrTimeout):
+				case errors.Is(err, wire.ErrTimeout), errors.Is(err, wire.ErrStaleRequest):
 					rec.Add(i, in, call, lockcheck.Output{})
 					continue
 				default:

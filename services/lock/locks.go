@@ -79,7 +79,9 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 	case errors.Is(aerr, ErrUpgrade):
 		return nil, wire.Errorf(wire.CodeConflict, "the session holds lock %q shared; release it before acquiring it exclusively", req.Name)
 	case errors.Is(aerr, ErrCompleted):
-		return nil, wire.Errorf(wire.CodeConflict, "request %q on lock %q was already answered; this copy arrived late and changes nothing", w.ID, req.Name)
+		// The request was answered for good without leaving the session holding the
+		// lock (refused, timed out, cancelled, or granted and since released).
+		return nil, wire.Errorf(wire.CodeStaleRequest, "request %q on lock %q was already answered and is not granted; this copy arrived late and changes nothing", w.ID, req.Name)
 	case errors.Is(aerr, ErrTooManyWaiters):
 		return nil, wire.Errorf(wire.CodeLimitExceeded, "lock %q already has %d waiting requests", req.Name, s.cfg.MaxWaiters)
 	case aerr != nil:

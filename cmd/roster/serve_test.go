@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/seed-3c836eab/roster/pkg/client"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 )
 
@@ -131,4 +132,29 @@ func equal(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestServeWebSocket opens a session over the optional WebSocket listener: the
+// registry sees the transport from the server-written request info.
+func TestServeWebSocket(t *testing.T) {
+	ws := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	url, _ := startServe(t, "--websocket", ws)
+	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		nc, err := nats.Connect(url)
+		if err == nil {
+			nc.Close()
+		}
+		return err
+	})
+	var s *client.Session
+	natstest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() (err error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s, err = client.Open(ctx, "ws://"+ws, client.Options{})
+		return err
+	})
+	defer s.Close(context.Background())
+	if got := s.Properties()["$Transport"]; got != "WEBSOCKET" {
+		t.Fatalf("got $Transport %q over WebSocket, want WEBSOCKET", got)
+	}
 }

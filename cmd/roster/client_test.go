@@ -20,24 +20,6 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
-// syncBuffer is a bytes.Buffer safe to read while a command writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // cli runs one roster command in-process against server.
 type cli struct {
 	t      *testing.T
@@ -59,13 +41,13 @@ func (r result) exit() int {
 
 func (c cli) run(ctx context.Context, stdin string, args ...string) result {
 	c.t.Helper()
-	var out, errb syncBuffer
+	var out, errb natstest.Buffer
 	r := c.start(ctx, stdin, &out, &errb, args...)
 	err := <-r
 	return result{stdout: out.String(), stderr: errb.String(), err: err}
 }
 
-func (c cli) start(ctx context.Context, stdin string, out, errb *syncBuffer, args ...string) <-chan error {
+func (c cli) start(ctx context.Context, stdin string, out, errb *natstest.Buffer, args ...string) <-chan error {
 	root := newRootCmd()
 	// --server goes before a "--" that starts a command's own arguments.
 	dash := len(args)
@@ -96,10 +78,10 @@ func testCtx(t *testing.T) context.Context {
 }
 
 // listen starts roster listen and waits until it handles its paths.
-func (c cli) listen(ctx context.Context, args ...string) (out *syncBuffer, sessionID string, stop func() error) {
+func (c cli) listen(ctx context.Context, args ...string) (out *natstest.Buffer, sessionID string, stop func() error) {
 	c.t.Helper()
 	lctx, cancel := context.WithCancel(ctx)
-	out, errb := &syncBuffer{}, &syncBuffer{}
+	out, errb := &natstest.Buffer{}, &natstest.Buffer{}
 	done := c.start(lctx, "", out, errb, append([]string{"listen"}, args...)...)
 	natstest.CheckFor(c.t, 10*time.Second, 10*time.Millisecond, func() error {
 		if !strings.Contains(errb.String(), "listening as session") {

@@ -109,7 +109,7 @@ func TestQuickStart(t *testing.T) {
 	)
 
 	// Terminal 1.
-	var serveLog syncBuffer
+	var serveLog natstest.Buffer
 	serve := shell("roster serve", env)
 	serve.Stdout, serve.Stderr = &serveLog, &serveLog
 	serveDone := start(t, serve)
@@ -126,7 +126,7 @@ func TestQuickStart(t *testing.T) {
 	}()
 
 	// Terminal 2.
-	var listenOut, listenErr syncBuffer
+	var listenOut, listenErr natstest.Buffer
 	listen := shell(terms[2][0], env)
 	listen.Stdout, listen.Stderr = &listenOut, &listenErr
 	listenDone := start(t, listen)
@@ -141,7 +141,7 @@ func TestQuickStart(t *testing.T) {
 	var out3 strings.Builder
 	for _, line := range terms[3] {
 		c := shell(line, env)
-		var out syncBuffer
+		var out natstest.Buffer
 		c.Stdout, c.Stderr = &out, &out
 		select {
 		case err := <-start(t, c):

@@ -175,6 +175,12 @@ func (c *Client) disconnected(err error) {
 
 func (c *Client) reconnected() {
 	c.mu.Lock()
+	if !c.nc.IsConnected() {
+		// Disconnected again before this ran: keep the ended epoch, so calls fail
+		// fast; the next reconnect resumes.
+		c.mu.Unlock()
+		return
+	}
 	c.epoch, c.epochCancel = context.WithCancelCause(context.Background())
 	sessions := c.sessionList()
 	c.mu.Unlock()

@@ -210,16 +210,22 @@ func (h *Holder) Allowed(roles []string, perm Permission, name string) bool {
 	return h.p.Load().Allowed(roles, perm, name)
 }
 
+// AllGrants grants every permission on every name.
+func AllGrants() []Grant {
+	var all []Grant
+	for _, perm := range Permissions() {
+		all = append(all, Grant{Permission: perm})
+	}
+	return all
+}
+
 // Development is the policy roster serve runs with when none is configured: anonymous
 // sessions are admitted with the role "anonymous", which may do everything; every
 // proposed property is accepted; and connections may use the shared _INBOX.> and
 // $SRV.> so that the nats CLI works. It is for trying Roster on one machine, never for
 // production.
 func Development() *Policy {
-	var all []Grant
-	for _, perm := range Permissions() {
-		all = append(all, Grant{Permission: perm})
-	}
+	all := AllGrants()
 	return &Policy{
 		Roles:       map[string][]Grant{"anonymous": all, "admin": all},
 		Anonymous:   Anonymous{Allowed: true, Roles: []string{"anonymous"}},

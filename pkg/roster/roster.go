@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,6 +34,7 @@ type Process struct {
 	policy  *policyFollower
 	failed  chan error
 	done    chan struct{}
+	stopped sync.Once
 	stopErr error
 }
 
@@ -257,11 +259,11 @@ func (p *Process) Wait(ctx context.Context) error {
 func (p *Process) Stop() error { return p.stop() }
 
 func (p *Process) stop() error {
-	select {
-	case <-p.done:
-		return p.stopErr
-	default:
-	}
+	p.stopped.Do(p.stopAll)
+	return p.stopErr
+}
+
+func (p *Process) stopAll() {
 	var errs []error
 	for i := len(p.running) - 1; i >= 0; i-- {
 		r := p.running[i]
@@ -283,7 +285,6 @@ func (p *Process) stop() error {
 	}
 	p.stopErr = errors.Join(errs...)
 	close(p.done)
-	return p.stopErr
 }
 
 // transient reports whether a start failure may pass by itself: JetStream or a

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -300,27 +299,9 @@ func TestTokenStoredOnlyHashed(t *testing.T) {
 	}
 }
 
-// syncBuffer collects log output written from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestSecretsNeverLogged(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{}
+	logs := &natstest.Buffer{}
 	cfg := roster.Config{Embedded: embedded.Config{
 		Name: "roster-test", Listen: "127.0.0.1:-1", DataDir: t.TempDir(), SyncInterval: time.Minute,
 	}}

@@ -1,14 +1,12 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
-	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -22,29 +20,6 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 )
-
-// logBuffer captures everything the service logs, at debug level, so tests can
-// check that no secret is ever written.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
 
 // keys are the signing keys of the tests' JWT issuers.
 type keys struct {
@@ -144,7 +119,7 @@ func testPolicy() *policy.Policy {
 type harness struct {
 	srv  *natstest.Server
 	svc  *Service
-	log  *logBuffer
+	log  *natstest.Buffer
 	stop func()
 }
 
@@ -155,9 +130,9 @@ func start(t *testing.T, srv *natstest.Server, cfg Config) *harness {
 	if srv == nil {
 		srv = natstest.Start(t)
 	}
-	lb := &logBuffer{}
+	lb := &natstest.Buffer{}
 	nc := srv.ServiceConn(t, nats.Name("roster-auth-test"))
-	s, err := New(nc, cfg, noop.NewTracerProvider(), lb.logger())
+	s, err := New(nc, cfg, noop.NewTracerProvider(), lb.Logger())
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

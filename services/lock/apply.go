@@ -53,7 +53,9 @@ func (s *Service) do(ctx context.Context, name string, apply func(r *record, now
 	case c := <-t.done:
 		return c, c.err
 	case <-ctx.Done():
-		return commit{}, ctx.Err()
+		// The task stays queued and may still be applied: the outcome is unknown,
+		// which a retry with the same request id settles.
+		return commit{}, wire.Errorf(wire.CodeUnavailable, "the lock service did not finish in time; the outcome is unknown: retry with the same request_id")
 	}
 }
 

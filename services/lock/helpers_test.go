@@ -25,10 +25,7 @@ import (
 // testPolicy: admin may do everything; trader may acquire update-topic/a only;
 // viewer may list locks and acquire nothing.
 func testPolicy() *policy.Holder {
-	var all []policy.Grant
-	for _, p := range policy.Permissions() {
-		all = append(all, policy.Grant{Permission: p})
-	}
+	all := policy.AllGrants()
 	return policy.NewHolder(&policy.Policy{
 		Roles: map[string][]policy.Grant{
 			"admin":  all,

@@ -7,12 +7,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/policy"
-	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -29,11 +27,9 @@ func (s *Service) authenticate(c *endpoint.Call) (*caller, error) {
 	if c.SessionID == "" {
 		return nil, wire.Errorf(wire.CodeUnauthenticated, "lock requests need the %s and %s headers", wire.HeaderSession, wire.HeaderToken)
 	}
+	// The view reads a session it has not seen yet (opened a moment ago) from the
+	// bucket before declaring it unknown.
 	r, err := s.sess.Authenticate(c.SessionID, c.Token)
-	if errors.Is(err, wire.ErrSessionNotFound) {
-		// The view may not have caught up with a session opened a moment ago.
-		r, err = s.readSession(c.SessionID, c.Token)
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -178,29 +174,4 @@ func info(e entry) wire.LockInfo {
 		li.Waiters = append(li.Waiters, lw)
 	}
 	return li
-}
-
-// readSession authenticates against the session's record read from the bucket,
-// for sessions the view does not hold yet.
-func (s *Service) readSession(id, token string) (*sessions.Record, error) {
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
-	defer cancel()
-	e, err := s.sessKV.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
-		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
-	}
-	if err != nil {
-		return nil, err
-	}
-	r, err := sessions.Decode(e.Value(), e.Revision())
-	if err != nil {
-		return nil, err
-	}
-	if r.Closed() {
-		return nil, r.ClosedError()
-	}
-	if err := r.CheckToken(token); err != nil {
-		return nil, err
-	}
-	return r, nil
 }

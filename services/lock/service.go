@@ -121,11 +121,9 @@ type Service struct {
 	nc   *nats.Conn
 	st   *store
 	sess Sessions
-	// sessKV is read when the view does not know a session yet.
-	sessKV jetstream.KeyValue
-	pol    Authorizer
-	svc    *endpoint.Service
-	log    *slog.Logger
+	pol  Authorizer
+	svc  *endpoint.Service
+	log  *slog.Logger
 
 	// ctx ends when Run stops the service; wg tracks every goroutine it started.
 	ctx    context.Context
@@ -166,13 +164,9 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 	if err != nil {
 		return nil, err
 	}
-	sessKV, err := sessions.EnsureBucket(octx, js)
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
-		cfg: cfg, nc: nc, st: st, sess: sess, sessKV: sessKV, pol: pol,
+		cfg: cfg, nc: nc, st: st, sess: sess, pol: pol,
 		log: log.With("service", Name),
 		ctx: ctx, cancel: cancel,
 		queues:    map[string][]*task{},

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/seed-3c836eab/roster/pkg/kvstore"
 )
 
 // Bucket is the KV bucket holding lock records, key = KeyFor(name).
@@ -87,51 +89,21 @@ func isDeleteMarker(h nats.Header) bool {
 	return h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != ""
 }
 
-// read returns the key's latest record from the stream's leader.
-//
-// Not through the KV API or Stream.GetLastMsgForSubject: buckets allow direct
-// gets, which any replica answers, and a replica may lag the leader — in a cluster
-// a "no change" answer built on such a read (a repeated acquire, a release of a
-// lock not held) could describe a state that has already been replaced. The
-// stream's MSG.GET request is answered by the leader alone.
+// read returns the key's latest record from the stream's leader (see pkg/kvstore:
+// a replica answering a direct get may lag, and an answer that changes nothing —
+// a repeated acquire, a release of a lock not held — must not rest on a stale
+// record; the first cluster run of the safety test failed on exactly that).
 func (s *store) read(ctx context.Context, key string) (entry, error) {
-	req, _ := json.Marshal(map[string]string{"last_by_subj": s.prefix + key})
-	reply, err := s.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+Bucket, req)
-	if err != nil {
-		return entry{}, fmt.Errorf("lock: read %s: %w", key, err)
-	}
-	var resp struct {
-		Error *struct {
-			Code        int    `json:"code"`
-			ErrCode     uint16 `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
-		Message *struct {
-			Sequence uint64 `json:"seq"`
-			Header   []byte `json:"hdrs"`
-			Data     []byte `json:"data"`
-		} `json:"message"`
-	}
-	if err := json.Unmarshal(reply.Data, &resp); err != nil {
-		return entry{}, fmt.Errorf("lock: read %s: %w", key, err)
-	}
-	switch {
-	case resp.Error != nil && resp.Error.ErrCode == uint16(jetstream.JSErrCodeMessageNotFound):
+	m, err := kvstore.ReadLast(ctx, s.js.Conn(), Bucket, key)
+	if errors.Is(err, kvstore.ErrNotFound) {
 		return entry{}, nil
-	case resp.Error != nil:
-		return entry{}, fmt.Errorf("lock: read %s: %s (%d)", key, resp.Error.Description, resp.Error.ErrCode)
-	case resp.Message == nil:
-		return entry{}, fmt.Errorf("lock: read %s: empty reply", key)
 	}
-	var hdr nats.Header
-	if len(resp.Message.Header) > 0 {
-		if hdr, err = nats.DecodeHeadersMsg(resp.Message.Header); err != nil {
-			return entry{}, fmt.Errorf("lock: read %s: %w", key, err)
-		}
+	if err != nil {
+		return entry{}, fmt.Errorf("lock: %w", err)
 	}
-	e := entry{rev: resp.Message.Sequence}
-	if !isDeleteMarker(hdr) {
-		if e.rec, err = decodeRecord(resp.Message.Data, resp.Message.Sequence); err != nil {
+	e := entry{rev: m.Revision}
+	if !m.Deleted {
+		if e.rec, err = decodeRecord(m.Value, m.Revision); err != nil {
 			return entry{}, err
 		}
 	}

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,10 +25,7 @@ import (
 // testPolicy grants admins everything, users their own properties under profile/ and one-segment keys, and
 // admits anonymous sessions as users.
 func testPolicy() *policy.Holder {
-	var all []policy.Grant
-	for _, p := range policy.Permissions() {
-		all = append(all, policy.Grant{Permission: p})
-	}
+	all := policy.AllGrants()
 	return policy.NewHolder(&policy.Policy{
 		Roles: map[string][]policy.Grant{
 			"admin":  all,
@@ -90,28 +86,10 @@ func respondErr(m *nats.Msg, err error) {
 	_ = m.RespondMsg(reply)
 }
 
-// syncBuffer is a log destination tests can read.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // instance is a running registry.
 type instance struct {
 	*Service
-	logs *syncBuffer
+	logs *natstest.Buffer
 	stop func()
 }
 
@@ -120,7 +98,7 @@ type instance struct {
 func startRegistry(t testing.TB, srv *natstest.Server, cfg Config) *instance {
 	t.Helper()
 	nc := srv.ServiceConn(t)
-	logs := &syncBuffer{}
+	logs := &natstest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 5 * time.Second

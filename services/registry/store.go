@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/seed-3c836eab/roster/pkg/kvstore"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -67,23 +68,24 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store,
 }
 
 // get reads the current record of a session. It is always read from the bucket, so
-// that every instance reads its own and every other instance's writes; the record
-// returned is shared and must not be modified.
+// that every instance reads its own and every other instance's writes — from the
+// bucket's leader, not a replica that may lag (pkg/kvstore); the record returned is
+// shared and must not be modified.
 func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 	if !sessions.ValidID(id) {
 		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
 	}
-	e, err := st.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+	e, err := kvstore.ReadLast(ctx, st.js.Conn(), sessions.Bucket, id)
+	if errors.Is(err, kvstore.ErrNotFound) || err == nil && e.Deleted {
 		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
 	}
 	if err != nil {
 		return nil, unavailable("read session", err)
 	}
-	if rec := st.known(id, e.Revision()); rec != nil {
+	if rec := st.known(id, e.Revision); rec != nil {
 		return rec, nil
 	}
-	return sessions.Decode(e.Value(), e.Revision())
+	return sessions.Decode(e.Value, e.Revision)
 }
 
 // create stores a new record (data, encoded); ttl 0 means none.

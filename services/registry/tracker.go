@@ -425,7 +425,7 @@ func (t *tracker) noteActivity(data []byte, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, id := range a.Sessions {
-		if at.After(t.last[id]) {
+		if sessions.ValidID(id) && at.After(t.last[id]) {
 			t.last[id] = at
 		}
 	}
@@ -492,6 +492,13 @@ func (t *tracker) persistLoop(ctx context.Context) {
 		for id, e := range t.sessions {
 			if !e.rec.Closed() && t.last[id].Sub(e.rec.LastActivity) >= t.s.cfg.PersistInterval {
 				stale = append(stale, e.rec)
+			}
+		}
+		// Activity can name a session before the watch delivers it (a request right
+		// after open); activity for ids that never turn up is forgotten.
+		for id, at := range t.last {
+			if _, held := t.sessions[id]; !held && t.s.cfg.Now().Sub(at) > t.s.cfg.PersistInterval {
+				delete(t.last, id)
 			}
 		}
 		t.mu.Unlock()

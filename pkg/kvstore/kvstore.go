@@ -1,0 +1,76 @@
+// Package kvstore reads JetStream KV records linearizably.
+//
+// A KV bucket allows direct gets, which any replica of its stream answers — and a
+// replica may lag the leader. In a cluster, kv.Get can therefore return a record
+// from before a write that has already been acknowledged: a session already closed,
+// a token already rotated, a lock already released. Compare-and-set writes are safe
+// regardless (the leader checks the expected revision), but an answer built on a
+// read alone is not. ReadLast asks the stream's MSG.GET API, which the leader alone
+// answers.
+package kvstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrNotFound reports that the key has no message.
+var ErrNotFound = errors.New("kvstore: not found")
+
+// Entry is the latest message of a key.
+type Entry struct {
+	// Revision is the message's stream sequence: the key's revision.
+	Revision uint64
+	Header   nats.Header
+	Value    []byte
+	// Deleted is true for a delete or purge marker (or a TTL expiry marker).
+	Deleted bool
+}
+
+// ReadLast returns the latest message of key in bucket, from the stream's leader.
+func ReadLast(ctx context.Context, nc *nats.Conn, bucket, key string) (*Entry, error) {
+	req, err := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
+	if err != nil {
+		return nil, err
+	}
+	reply, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
+	if err != nil {
+		return nil, fmt.Errorf("kvstore: read %s/%s: %w", bucket, key, err)
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     uint16 `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Sequence uint64 `json:"seq"`
+			Header   []byte `json:"hdrs"`
+			Data     []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return nil, fmt.Errorf("kvstore: read %s/%s: %w", bucket, key, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == uint16(jetstream.JSErrCodeMessageNotFound):
+		return nil, ErrNotFound
+	case resp.Error != nil:
+		return nil, fmt.Errorf("kvstore: read %s/%s: %s (%d)", bucket, key, resp.Error.Description, resp.Error.ErrCode)
+	case resp.Message == nil:
+		return nil, fmt.Errorf("kvstore: read %s/%s: empty reply", bucket, key)
+	}
+	e := &Entry{Revision: resp.Message.Sequence, Value: resp.Message.Data}
+	if len(resp.Message.Header) > 0 {
+		if e.Header, err = nats.DecodeHeadersMsg(resp.Message.Header); err != nil {
+			return nil, fmt.Errorf("kvstore: read %s/%s: %w", bucket, key, err)
+		}
+	}
+	e.Deleted = e.Header.Get("KV-Operation") != "" || e.Header.Get(jetstream.MarkerReasonHeader) != ""
+	return e, nil
+}

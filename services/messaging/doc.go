@@ -30,6 +30,7 @@
 // Config.MaxInFlight requests in flight is not an error of the request but a
 // limit_exceeded result for that session.
 //
-// The service keeps every live session in memory from the sessions bucket (a
-// sessions.View) with an inverted index over their properties; it owns no bucket.
+// The service keeps every live session in memory from the sessions bucket (a slim
+// sessions.View, for authentication) with an inverted index over their properties
+// (fed with the full records through sessions.OnChange); it owns no bucket.
 package messaging

@@ -15,9 +15,10 @@ import (
 // Storage is compact because an instance holds every session: strings are interned
 // (a key, value or delivery key shared by many sessions is stored once, refcounted),
 // each session lives in a small integer slot, its properties are (key, value) pairs
-// of string ids, and posting lists are sorted slices of slots. A session costs about
-// its id, 8 bytes per property in its entry and 8 per property in posting lists
-// (the value list and the "has" list), plus its unique strings.
+// of string ids, and posting lists are sorted slices of slots (a list of one slot, for
+// a value only one session has, is a map entry without a slice). A session costs
+// about its id, 8 bytes per property in its entry and 8 per property in posting
+// lists (the value list and the "has" list), plus its unique strings.
 //
 // index is safe for concurrent use: selections share a read lock, changes take the
 // write lock, so a session removed by remove is never selected afterwards.
@@ -28,8 +29,10 @@ type index struct {
 	entries []entry           // by slot; id == "" marks a free slot
 	free    []uint32
 	// postings maps (key, value) to the sorted slots of sessions having that
-	// property value; (key, 0) to those having the key at all.
+	// property value; (key, 0) to those having the key at all. A list of one slot is
+	// in single instead (addPosting).
 	postings map[uint64][]uint32
+	single   map[uint64]uint32
 	// roles maps a role's string id to the sorted slots of sessions having it.
 	roles    map[uint32][]uint32
 	rolesKey uint32 // string id of "$Roles", held for the index's lifetime
@@ -46,6 +49,7 @@ func newIndex() *index {
 	ix := &index{
 		slots:    map[string]uint32{},
 		postings: map[uint64][]uint32{},
+		single:   map[uint64]uint32{},
 		roles:    map[uint32][]uint32{},
 	}
 	ix.rolesKey = ix.strs.intern(filter.RolesKey)
@@ -140,8 +144,8 @@ func (ix *index) remove(id string) bool {
 }
 
 func (ix *index) addPair(slot, k, v uint32) {
-	ix.postings[postingKey(k, v)] = insertSorted(ix.postings[postingKey(k, v)], slot)
-	ix.postings[postingKey(k, 0)] = insertSorted(ix.postings[postingKey(k, 0)], slot)
+	ix.addPosting(postingKey(k, v), slot)
+	ix.addPosting(postingKey(k, 0), slot)
 	if k == ix.rolesKey {
 		ix.forRoles(v, func(role string) {
 			r := ix.strs.intern(roleString(role)) // one reference per posting
@@ -176,15 +180,54 @@ func (ix *index) changeValue(slot, k, from, to uint32) {
 		return
 	}
 	ix.dropPosting(postingKey(k, from), slot)
-	ix.postings[postingKey(k, to)] = insertSorted(ix.postings[postingKey(k, to)], slot)
+	ix.addPosting(postingKey(k, to), slot)
+}
+
+// addPosting adds slot to the posting list of key. A list of one slot — that of a
+// value only one session has, such as its id or start time — is kept in ix.single,
+// which costs no slice.
+func (ix *index) addPosting(key uint64, slot uint32) {
+	if l, ok := ix.postings[key]; ok {
+		ix.postings[key] = insertSorted(l, slot)
+		return
+	}
+	s, ok := ix.single[key]
+	switch {
+	case !ok:
+		ix.single[key] = slot
+	case s != slot:
+		delete(ix.single, key)
+		ix.postings[key] = []uint32{min(s, slot), max(s, slot)}
+	}
 }
 
 func (ix *index) dropPosting(key uint64, slot uint32) {
-	if l := removeSorted(ix.postings[key], slot); len(l) == 0 {
+	if s, ok := ix.single[key]; ok {
+		if s == slot {
+			delete(ix.single, key)
+		}
+		return
+	}
+	switch l := removeSorted(ix.postings[key], slot); len(l) {
+	case 0:
 		delete(ix.postings, key)
-	} else {
+	case 1:
+		delete(ix.postings, key)
+		ix.single[key] = l[0]
+	default:
 		ix.postings[key] = l
 	}
+}
+
+// posting returns the posting list of key: callers must not modify it.
+func (ix *index) posting(key uint64) []uint32 {
+	if l, ok := ix.postings[key]; ok {
+		return l
+	}
+	if s, ok := ix.single[key]; ok {
+		return []uint32{s}
+	}
+	return nil
 }
 
 // forRoles calls fn with each distinct role in the canonical roles string with id
@@ -267,7 +310,7 @@ func (ix *index) lookup(a filter.Atom) []uint32 {
 		return nil
 	}
 	if a.Values == nil {
-		return ix.postings[postingKey(k, 0)]
+		return ix.posting(postingKey(k, 0))
 	}
 	var out []uint32
 	for i, v := range a.Values {
@@ -275,7 +318,7 @@ func (ix *index) lookup(a filter.Atom) []uint32 {
 		if !ok {
 			continue
 		}
-		l := ix.postings[postingKey(k, vid)]
+		l := ix.posting(postingKey(k, vid))
 		if i == 0 || out == nil {
 			out = l
 		} else {

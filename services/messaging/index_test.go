@@ -218,9 +218,9 @@ func TestIndexReleasesEverything(t *testing.T) {
 	for i := range 500 {
 		ix.remove(fmt.Sprintf("s%d", i))
 	}
-	if len(ix.postings) != 0 || len(ix.roles) != 0 || len(ix.slots) != 0 {
-		t.Fatalf("after removing all: %d postings, %d role postings, %d sessions; want none",
-			len(ix.postings), len(ix.roles), len(ix.slots))
+	if len(ix.postings) != 0 || len(ix.single) != 0 || len(ix.roles) != 0 || len(ix.slots) != 0 {
+		t.Fatalf("after removing all: %d postings, %d single postings, %d role postings, %d sessions; want none",
+			len(ix.postings), len(ix.single), len(ix.roles), len(ix.slots))
 	}
 	if got := len(ix.strs.ids); got != 1 { // "$Roles", held for good
 		t.Fatalf("after removing all: %d interned strings, want 1", got)

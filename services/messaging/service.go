@@ -51,11 +51,11 @@ type Authorizer interface {
 
 var _ Authorizer = (*policy.Holder)(nil)
 
-// sessionView is what the service needs of the live sessions (sessions.View).
+// sessionView is what the service needs of the live sessions (a Slim sessions.View,
+// whose changes feed the index through sessions.OnChange).
 type sessionView interface {
 	Authenticate(id, token string) (*sessions.Record, error)
 	Get(id string) (*sessions.Record, bool)
-	Subscribe(fn func(sessions.Change)) (cancel func())
 	Touch(id string)
 	Close()
 }
@@ -75,9 +75,8 @@ type Service struct {
 	ix   *index
 	fan  *fanout
 
-	unsubscribe func()
-	wg          sync.WaitGroup // streamed requests outliving their handler
-	runOnce     sync.Once
+	wg      sync.WaitGroup // streamed requests outliving their handler
+	runOnce sync.Once
 }
 
 // New loads every session from the sessions bucket, follows it, and registers the
@@ -94,11 +93,15 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// The view must outlive this call: it follows the bucket until Run closes it.
-	view, err := sessions.Watch(context.WithoutCancel(ctx), js)
+	// The index takes the properties from each change, in full, as the view loads and
+	// then follows the bucket (under the view's lock: a change is in the index before
+	// the view shows it); the view itself keeps only what Authenticate and Get need.
+	ix := newIndex()
+	view, err := sessions.Watch(context.WithoutCancel(ctx), js, sessions.Slim(), sessions.OnChange(ix.apply))
 	if err != nil {
 		return nil, fmt.Errorf("messaging: %w", err)
 	}
-	s, err := newService(nc, cfg, pol, view, tp, log)
+	s, err := newService(nc, cfg, pol, view, ix, tp, log)
 	if err != nil {
 		view.Close()
 		return nil, err
@@ -106,7 +109,7 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 	return s, nil
 }
 
-func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, tp trace.TracerProvider, log *slog.Logger) (*Service, error) {
+func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix *index, tp trace.TracerProvider, log *slog.Logger) (*Service, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
@@ -129,7 +132,7 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, tp 
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, nc: nc, svc: svc, log: svc.Logger(), pol: pol, view: view, ix: newIndex()}
+	s := &Service{cfg: cfg, nc: nc, svc: svc, log: svc.Logger(), pol: pol, view: view, ix: ix}
 	fail := func(err error) (*Service, error) {
 		s.stopFollowing()
 		_ = svc.Stop(context.Background())
@@ -139,9 +142,6 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, tp 
 	if err != nil {
 		return fail(err)
 	}
-	// Subscribe replays every session the view holds, then each change in order,
-	// under the view's lock: a change is in the index before the view shows it.
-	s.unsubscribe = view.Subscribe(s.apply)
 	svc.AddCheck("sessions", func(context.Context) error { return nil })
 	if err := s.register(); err != nil {
 		return fail(err)
@@ -154,12 +154,12 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, tp 
 
 // apply keeps the index equal to the live sessions of the view: a closed or removed
 // session leaves the index before the view (and so any request) sees it closed.
-func (s *Service) apply(c sessions.Change) {
+func (ix *index) apply(c sessions.Change) {
 	if c.Record == nil || c.Record.Closed() {
-		s.ix.remove(c.ID)
+		ix.remove(c.ID)
 		return
 	}
-	s.ix.upsert(c.ID, deliveryKey(c.Record), c.Record.Properties())
+	ix.upsert(c.ID, deliveryKey(c.Record), c.Record.Properties())
 }
 
 // deliveryKey returns the connection key of the subjects a session receives on: the
@@ -185,9 +185,6 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) stopFollowing() {
-	if s.unsubscribe != nil {
-		s.unsubscribe()
-	}
 	if s.fan != nil {
 		s.fan.close()
 	}

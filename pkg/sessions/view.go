@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/seed-3c836eab/roster/pkg/kvstore"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -77,7 +78,6 @@ func OnChange(fn func(Change)) Option {
 // KV watch. It is safe for concurrent use.
 type View struct {
 	nc         *nats.Conn
-	kv         jetstream.KeyValue
 	touchEvery time.Duration
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -103,7 +103,6 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 	}
 	v := &View{
 		nc:         js.Conn(),
-		kv:         kv,
 		touchEvery: DefaultTouchInterval,
 		subs:       map[int]func(Change){},
 		touched:    map[string]struct{}{},
@@ -185,7 +184,6 @@ func (v *View) Close() {
 }
 
 func (v *View) apply(e jetstream.KeyValueEntry) {
-	id := e.Key()
 	var rec *Record
 	if e.Operation() == jetstream.KeyValuePut {
 		r, err := Decode(e.Value(), e.Revision())
@@ -194,6 +192,11 @@ func (v *View) apply(e jetstream.KeyValueEntry) {
 		}
 		rec = r
 	}
+	v.applyRecord(e.Key(), rec)
+}
+
+// applyRecord applies the record of id (nil: the key was removed).
+func (v *View) applyRecord(id string, rec *Record) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.slim {
@@ -260,11 +263,16 @@ func (v *View) fetch(id string) (*Record, bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	e, err := v.kv.Get(ctx, id)
+	// From the bucket's leader: a replica may not have the write yet (pkg/kvstore).
+	e, err := kvstore.ReadLast(ctx, v.nc, Bucket, id)
+	if err != nil || e.Deleted {
+		return nil, false
+	}
+	rec, err := Decode(e.Value, e.Revision)
 	if err != nil {
 		return nil, false
 	}
-	v.apply(e)
+	v.applyRecord(id, rec)
 	return v.Get(id)
 }
 

@@ -453,3 +453,28 @@ func TestPathRoundTrip(t *testing.T) {
 		t.Error("an empty connection key must deliver under NoConnectionKey")
 	}
 }
+
+// TestStreamedRequestsAreBounded: streamed requests outlive their handler, so the
+// instance bounds how many it gathers at once.
+func TestStreamedRequestsAreBounded(t *testing.T) {
+	e := newEnv(t, Config{MaxStreams: 1})
+	from := e.open(t, "sender", nil)
+	to := e.open(t, "busy", nil)
+	held := make(chan *nats.Msg, 2)
+	e.receive(t, to, func(m *nats.Msg) { held <- m })
+	req := wire.MsgRequestRequest{Message: wire.Message{SessionID: to.id, Path: "chat/x"}, TimeoutMS: 30000, StreamID: "first"}
+	if _, err := e.call(from, wire.SubjectMsgRequest, req); err != nil {
+		t.Fatal(err)
+	}
+	req.StreamID = "second"
+	_, err := e.call(from, wire.SubjectMsgRequest, req)
+	if !errors.Is(err, wire.ErrLimitExceeded) {
+		t.Fatalf("second streamed request: got %v, want limit_exceeded", err)
+	}
+	(<-held).Respond([]byte("done"))
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		_, err := e.call(from, wire.SubjectMsgRequest, req)
+		return err
+	})
+	(<-held).Respond([]byte("done"))
+}

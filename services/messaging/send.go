@@ -177,12 +177,19 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		}
 		return &wire.MsgRequestResponse{Expected: expected, Results: results}, nil
 	}
+	select {
+	case s.streams <- struct{}{}:
+	default:
+		fo.span.End()
+		return nil, wire.Errorf(wire.CodeLimitExceeded, "%d streamed requests are in progress on this instance, the limit; retry, or ask without stream_id", s.cfg.MaxStreams)
+	}
 	st := &streamer{nc: s.nc, subject: wire.ResultSubject(from.deliveryKey, from.id, req.StreamID), counts: map[wire.MsgStatus]int{}}
 	st.start(expected)
 	// The results outlive this handler; they end with the service at the latest.
 	bg := trace.ContextWithSpan(s.svc.Context(), fo.span)
 	s.wg.Add(1)
 	go func() {
+		defer func() { <-s.streams }()
 		defer s.wg.Done()
 		defer fo.span.End()
 		s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, st.result)

@@ -42,7 +42,14 @@ type Config struct {
 	// MaxPayload bounds a delivery, payload and headers, in bytes (0: the NATS
 	// server's max_payload).
 	MaxPayload int
+	// MaxStreams bounds the streamed requests (stream_id) an instance gathers at
+	// once (DefaultMaxStreams): they outlive their handler, so the endpoint's bound
+	// does not cover them. Beyond it a streamed request gets limit_exceeded.
+	MaxStreams int
 }
+
+// DefaultMaxStreams is the default of Config.MaxStreams.
+const DefaultMaxStreams = 256
 
 // Authorizer answers permission questions from the current policy (policy.Holder).
 type Authorizer interface {
@@ -76,6 +83,7 @@ type Service struct {
 	fan  *fanout
 
 	wg      sync.WaitGroup // streamed requests outliving their handler
+	streams chan struct{}  // a slot per streamed request in progress
 	runOnce sync.Once
 }
 
@@ -116,6 +124,9 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
 	if limit := int(nc.MaxPayload()); cfg.MaxPayload <= 0 || cfg.MaxPayload > limit {
 		cfg.MaxPayload = limit
 	}
@@ -132,7 +143,7 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, nc: nc, svc: svc, log: svc.Logger(), pol: pol, view: view, ix: ix}
+	s := &Service{cfg: cfg, nc: nc, svc: svc, log: svc.Logger(), pol: pol, view: view, ix: ix, streams: make(chan struct{}, cfg.MaxStreams)}
 	fail := func(err error) (*Service, error) {
 		s.stopFollowing()
 		_ = svc.Stop(context.Background())
@@ -142,7 +153,6 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 	if err != nil {
 		return fail(err)
 	}
-	svc.AddCheck("sessions", func(context.Context) error { return nil })
 	if err := s.register(); err != nil {
 		return fail(err)
 	}

@@ -1,4 +1,5 @@
-// Package kvstore reads JetStream KV records linearizably.
+// Package kvstore reads and writes JetStream KV records linearizably: reads from the
+// stream's leader, and compare-and-set writes that keep a per-key TTL.
 //
 // A KV bucket allows direct gets, which any replica of its stream answers — and a
 // replica may lag the leader. In a cluster, kv.Get can therefore return a record
@@ -14,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -73,4 +75,52 @@ func ReadLast(ctx context.Context, nc *nats.Conn, bucket, key string) (*Entry, e
 	}
 	e.Deleted = e.Header.Get("KV-Operation") != "" || e.Header.Get(jetstream.MarkerReasonHeader) != ""
 	return e, nil
+}
+
+// ErrConflict reports that a compare-and-set found the key at another revision.
+var ErrConflict = errors.New("kvstore: the key changed concurrently")
+
+// WriteOption adjusts a compare-and-set write.
+type WriteOption func(*writeOptions)
+
+type writeOptions struct {
+	ttl    time.Duration
+	delete bool
+}
+
+// WithTTL gives the written value a per-key TTL (the bucket needs LimitMarkerTTL).
+// kv.Update would drop a key's TTL: a TTL kept across updates needs this write.
+func WithTTL(ttl time.Duration) WriteOption { return func(o *writeOptions) { o.ttl = ttl } }
+
+// AsDelete writes a delete marker instead of a value.
+func AsDelete() WriteOption { return func(o *writeOptions) { o.delete = true } }
+
+// CompareAndSet writes value to key in bucket if the key is still at revision rev (0:
+// the key has no value), and returns the new revision; ErrConflict when another write
+// came first. The stream's leader checks the revision, so the write is safe whatever
+// the reads it was built on.
+func CompareAndSet(ctx context.Context, js jetstream.JetStream, bucket, key string, rev uint64, value []byte, opts ...WriteOption) (uint64, error) {
+	var o writeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	m := &nats.Msg{Subject: "$KV." + bucket + "." + key, Header: nats.Header{}, Data: value}
+	if o.delete {
+		m.Header.Set("KV-Operation", "DEL")
+		m.Data = nil
+	}
+	popts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(rev)}
+	if o.ttl > 0 {
+		popts = append(popts, jetstream.WithMsgTTL(o.ttl))
+	}
+	ack, err := js.PublishMsg(ctx, m, popts...)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return 0, ErrConflict
+		}
+		return 0, fmt.Errorf("kvstore: write %s/%s: %w", bucket, key, err)
+	}
+	return ack.Sequence, nil
 }

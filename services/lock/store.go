@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -114,27 +113,24 @@ func (s *store) read(ctx context.Context, key string) (entry, error) {
 // write stores rec (or deletes the key when rec is empty) if the key's revision is
 // still prev, and returns the new revision. errConflict when it is not.
 func (s *store) write(ctx context.Context, key string, rec *record, prev uint64) (uint64, error) {
-	m := &nats.Msg{Subject: s.prefix + key, Header: nats.Header{}}
+	var data []byte
+	var opts []kvstore.WriteOption
 	if rec.empty() {
-		m.Header.Set("KV-Operation", "DEL")
+		opts = append(opts, kvstore.AsDelete())
 	} else {
-		data, err := json.Marshal(rec)
-		if err != nil {
+		var err error
+		if data, err = json.Marshal(rec); err != nil {
 			return 0, fmt.Errorf("lock: encode record: %w", err)
 		}
-		m.Data = data
 	}
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(prev, 10))
-	ack, err := s.js.PublishMsg(ctx, m)
+	rev, err := kvstore.CompareAndSet(ctx, s.js, Bucket, key, prev, data, opts...)
+	if errors.Is(err, kvstore.ErrConflict) {
+		return 0, errConflict
+	}
 	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			return 0, errConflict
-		}
-		return 0, fmt.Errorf("lock: write %s: %w", key, err)
+		return 0, fmt.Errorf("lock: %w", err)
 	}
-	return ack.Sequence, nil
+	return rev, nil
 }
 
 // cached returns the cache's entry for key.

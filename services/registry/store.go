@@ -108,20 +108,18 @@ func (st *store) create(ctx context.Context, id string, data []byte, ttl time.Du
 // per-key TTL (0: none). kv.Update would drop the TTL, so this publishes to the
 // bucket's subject with the expected last sequence and the TTL header.
 func (st *store) write(ctx context.Context, id string, rev uint64, data []byte, ttl time.Duration) (uint64, error) {
-	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(rev)}
+	var opts []kvstore.WriteOption
 	if ttl > 0 {
-		opts = append(opts, jetstream.WithMsgTTL(ttl))
+		opts = append(opts, kvstore.WithTTL(ttl))
 	}
-	ack, err := st.js.Publish(ctx, "$KV."+sessions.Bucket+"."+id, data, opts...)
+	next, err := kvstore.CompareAndSet(ctx, st.js, sessions.Bucket, id, rev, data, opts...)
+	if errors.Is(err, kvstore.ErrConflict) {
+		return 0, errConflict
+	}
 	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			return 0, errConflict
-		}
 		return 0, unavailable("write session", err)
 	}
-	return ack.Sequence, nil
+	return next, nil
 }
 
 // publishEvent appends a session event to the events stream. msgID, when not empty,

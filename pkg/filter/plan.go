@@ -15,6 +15,10 @@ type Atom struct {
 type Plan struct {
 	Full  bool
 	Terms [][]Atom
+	// Exact means the candidates are exactly the matching sessions, so a caller
+	// may skip confirming each with Matches: the filter is "all", or one
+	// equality, "in" or "has" clause (or a double negation of one).
+	Exact bool
 }
 
 // MaxPlanTerms caps the number of terms a Plan distributes "and" over "or"
@@ -41,7 +45,25 @@ func (f *Filter) Plan() Plan {
 	if f.root == nil {
 		return full
 	}
-	return plan(f.root, false)
+	p := plan(f.root, false)
+	p.Exact = exact(f.root, false)
+	return p
+}
+
+// exact reports whether n (or "not n" when negated) selects exactly the sessions
+// its plan's atoms select.
+func exact(n node, negated bool) bool {
+	switch n := n.(type) {
+	case allNode:
+		return !negated
+	case notNode:
+		return exact(n.x, !negated)
+	case cmpNode:
+		return negated == n.ne
+	case inNode, hasNode:
+		return !negated
+	}
+	return false
 }
 
 // plan returns the plan for n, or for "not n" when negated.

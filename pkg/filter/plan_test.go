@@ -50,7 +50,9 @@ func TestPlan(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Compile(%q): got error %v, want nil", tt.expr, err)
 			}
-			if got := f.Plan(); !reflect.DeepEqual(got, tt.want) {
+			got := f.Plan()
+			got.Exact = false // TestPlanExact checks it
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Plan(): got %+v, want %+v", got, tt.want)
 			}
 		})
@@ -284,4 +286,33 @@ func TestPlanProperty(t *testing.T) {
 		t.Errorf("narrowed %d and matched %d of %d filters, want at least %d of each", narrowed, matched, filters, filters/4)
 	}
 	t.Logf("plans narrowed %d of %d filters; %d filters matched something", narrowed, filters, matched)
+}
+
+func TestPlanExact(t *testing.T) {
+	cases := map[string]bool{
+		`all`:                        true,
+		`ALL`:                        true,
+		`Department is "Sales"`:      true,
+		`Department EQ 'it\'s'`:      true,
+		`has Department`:             true,
+		`Department in ["a", "b"]`:   true,
+		`not (Department ne "a")`:    true,
+		`(Department is "a")`:        true,
+		`$Roles eq '"admin"'`:        true,
+		`Department is "a" and all`:  false,
+		`hasRoles ["admin"]`:         false,
+		`Department ne "a"`:          false,
+		`not has Department`:         false,
+		`Department is "a" or has b`: false,
+		`not all`:                    false,
+	}
+	for text, want := range cases {
+		f, err := Compile(text)
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		if got := f.Plan().Exact; got != want {
+			t.Errorf("Plan(%s).Exact: got %v, want %v", text, got, want)
+		}
+	}
 }

@@ -351,7 +351,7 @@ func (ix *index) selectFilter(f *filter.Filter) (targets []target, candidates in
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	sel := ix.selectPlan(plan)
-	confirm := !exact(f, plan)
+	confirm := !plan.Exact
 	m := make(map[string]string, 16)
 	targets = make([]target, 0, len(sel.slots))
 	for _, slot := range sel.slots {
@@ -365,43 +365,6 @@ func (ix *index) selectFilter(f *filter.Filter) (targets []target, candidates in
 		targets = append(targets, target{id: e.id, deliveryKey: ix.strs.str(e.deliveryKey)})
 	}
 	return targets, len(sel.slots), sel.indexUsed
-}
-
-// exact reports whether the plan's candidates are exactly the sessions f matches,
-// so that CEL need not confirm them: f is "all", or a single equality or "has"
-// clause, whose posting list is its definition. It compares f's canonical form with
-// the canonical form of that one clause, so any other filter is confirmed.
-func exact(f *filter.Filter, p filter.Plan) bool {
-	c := f.Canonical()
-	if p.Full {
-		return c == "all"
-	}
-	if len(p.Terms) != 1 || len(p.Terms[0]) != 1 {
-		return false
-	}
-	switch a := p.Terms[0][0]; {
-	case a.Role:
-		return false
-	case a.Values == nil:
-		return c == "has "+a.Key
-	case len(a.Values) == 1:
-		return c == a.Key+" is "+canonicalString(a.Values[0])
-	}
-	return false
-}
-
-// canonicalString quotes s as filter.Filter.Canonical prints strings.
-func canonicalString(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == '"' || c == '\\' {
-			b.WriteByte('\\')
-		}
-		b.WriteByte(s[i])
-	}
-	b.WriteByte('"')
-	return b.String()
 }
 
 // get returns the delivery target of session id.

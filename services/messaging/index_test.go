@@ -244,30 +244,3 @@ func TestIndexGetAndDeliveryKey(t *testing.T) {
 		t.Fatal("get(a) after remove: found")
 	}
 }
-
-func TestExactPlans(t *testing.T) {
-	cases := map[string]bool{
-		`all`:                        true,
-		`ALL`:                        true,
-		`Department is "Sales"`:      true,
-		`Department EQ 'it\'s'`:      true,
-		`has Department`:             true,
-		`Department is "a" and all`:  false,
-		`Department in ["a", "b"]`:   false,
-		`hasRoles ["admin"]`:         false,
-		`Department ne "a"`:          false,
-		`not (Department ne "a")`:    false,
-		`Department is "a" or has b`: false,
-		`(Department is "a")`:        true,
-		`$Roles eq '"admin"'`:        true,
-	}
-	for text, want := range cases {
-		f, err := filter.Compile(text)
-		if err != nil {
-			t.Fatalf("%s: %v", text, err)
-		}
-		if got := exact(f, f.Plan()); got != want {
-			t.Errorf("exact(%s) = %v, want %v (canonical %s)", text, got, want, f.Canonical())
-		}
-	}
-}

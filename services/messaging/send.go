@@ -40,7 +40,7 @@ func (s *Service) caller(c *endpoint.Call) (*sender, error) {
 }
 
 func senderOf(rec *sessions.Record) *sender {
-	return &sender{id: rec.ID, deliveryKey: deliveryKey(rec), roles: rec.Roles}
+	return &sender{id: rec.ID, deliveryKey: rec.DeliverKey, roles: rec.Roles}
 }
 
 // fanOut is one send or request being delivered: its targets, delivery and span.

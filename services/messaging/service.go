@@ -169,16 +169,7 @@ func (ix *index) apply(c sessions.Change) {
 		ix.remove(c.ID)
 		return
 	}
-	ix.upsert(c.ID, deliveryKey(c.Record), c.Record.Properties())
-}
-
-// deliveryKey returns the connection key of the subjects a session receives on: the
-// user nkey of the connection the session is bound to (see "Auth and NATS security"
-// in docs/architecture.md), or "" — delivering under wire.NoConnectionKey, which only
-// development configurations let anyone subscribe to — when the record's connection is
-// not such a key. This is the one place that reads it from the record.
-func deliveryKey(r *sessions.Record) string {
-	return r.DeliverKey
+	ix.upsert(c.ID, c.Record.DeliverKey, c.Record.Properties())
 }
 
 // Run blocks until ctx ends, then stops taking requests, waits up to

@@ -334,7 +334,13 @@ func testExpiryAcrossLeaderChange(t *testing.T, kill bool, bound time.Duration) 
 	n := scale(20, 200)
 	c := startCluster(t, 3)
 	c.startServices(2)
-	cl := connect(t, c.urls())
+	leader, err := c.streamLeader("KV_" + sessions.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test's client stays on a node that lives: its keepalives must not pause
+	// for a reconnect, or a live session would rightly expire.
+	cl := connect(t, c.nodes[(leader+1)%len(c.nodes)].url())
 	nc := cl.Conn()
 
 	type sess struct {
@@ -415,10 +421,6 @@ func testExpiryAcrossLeaderChange(t *testing.T, kill bool, bound time.Duration) 
 				}
 			}
 		}()
-	}
-	leader, err := c.streamLeader("KV_" + sessions.Bucket)
-	if err != nil {
-		t.Fatal(err)
 	}
 	time.Sleep(timeout / 2) // the silent sessions are half way to their expiry
 	how := "step-down of"

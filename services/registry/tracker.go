@@ -59,6 +59,12 @@ type tracker struct {
 	heap        deadlines
 	broadcast   map[string]struct{} // own activity not yet published
 	loaded      bool
+	// While this instance is cut off from NATS it misses the activity other
+	// instances broadcast, so it must not expire anything on what it knows:
+	// blind is set at a disconnect, and at the reconnect every session counts as
+	// active at resumedAt.
+	blind     bool
+	resumedAt time.Time
 	// unpublished holds the sessions whose outbox has events this instance has not
 	// seen stored.
 	unpublished map[string]struct{}
@@ -289,6 +295,9 @@ func (t *tracker) deadlineLocked(rec *sessions.Record) (time.Time, wire.CloseRea
 		if rec.LastActivity.After(last) {
 			last = rec.LastActivity
 		}
+		if t.resumedAt.After(last) {
+			last = t.resumedAt
+		}
 		at = last.Add(rec.Timeout() + t.s.cfg.ExpiryGrace)
 	}
 	if rec.State == wire.StateRecovering && rec.RecoveringSince != nil {
@@ -335,6 +344,8 @@ func (t *tracker) run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = asub.Unsubscribe() }()
+	s.nc.SetDisconnectErrHandler(func(*nats.Conn, error) { t.cutOff() })
+	s.nc.SetReconnectHandler(func(*nats.Conn) { t.reconnected() })
 	disconnects := make(chan *nats.Msg, 1024)
 	dsub, err := s.nc.ChanSubscribe(SubjectDisconnect, disconnects)
 	if err != nil {
@@ -581,7 +592,29 @@ func (t *tracker) expiryLoop(ctx context.Context) {
 // expire closes a session whose deadline passed, unless activity arrived meanwhile.
 // Every instance may try at once: the compare-and-set lets one win, and only the
 // winner publishes the CLOSED event.
+// cutOff and reconnected follow this instance's own connection (see blind).
+func (t *tracker) cutOff() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.blind = true
+}
+
+func (t *tracker) reconnected() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.blind, t.resumedAt = false, t.s.cfg.Now()
+}
+
 func (t *tracker) expire(ctx context.Context, id string) {
+	t.mu.Lock()
+	blind := t.blind
+	t.mu.Unlock()
+	if blind {
+		t.mu.Lock()
+		t.retryLocked(id, t.s.cfg.Now().Add(250*time.Millisecond))
+		t.mu.Unlock()
+		return
+	}
 	// Short attempts, retried soon: while the bucket has no leader (an election
 	// after a node died) a write cannot succeed, and the close must land as soon as
 	// a new leader is there rather than after a long request timeout.

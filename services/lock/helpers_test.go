@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/schematest"
@@ -47,12 +48,7 @@ func serveAuth(t testing.TB, srv *natstest.Server) {
 		_ = json.Unmarshal(m.Data, &req)
 		c := req.Credentials
 		if c == nil || c.Type != wire.CredentialsPassword || c.Password != "pw" || c.Username == "" {
-			status, msg, body := wire.EncodeError(wire.Errorf(wire.CodeUnauthenticated, "credentials not accepted"))
-			r := nats.NewMsg(m.Reply)
-			r.Header.Set(wire.HeaderErrorCode, status)
-			r.Header.Set(wire.HeaderError, msg)
-			r.Data = body
-			_ = m.RespondMsg(r)
+			_ = endpoint.ReplyError(nc, m.Reply, wire.Errorf(wire.CodeUnauthenticated, "credentials not accepted"))
 			return
 		}
 		role, _, _ := strings.Cut(c.Username, "-") // "admin-7" is a principal with role admin

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
@@ -47,7 +48,7 @@ func startAuth(t testing.TB, srv *natstest.Server) {
 	_, err := nc.QueueSubscribe(wire.SubjectAuthenticate, "auth", func(m *nats.Msg) {
 		var req wire.AuthenticateRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil {
-			respondErr(m, wire.Errorf(wire.CodeBadRequest, "bad request"))
+			_ = endpoint.ReplyError(nc, m.Reply, wire.Errorf(wire.CodeBadRequest, "bad request"))
 			return
 		}
 		c := req.Credentials
@@ -58,10 +59,10 @@ func startAuth(t testing.TB, srv *natstest.Server) {
 		case c.Type == wire.CredentialsPassword && c.Password == "pw" && c.Username != "":
 			resp = wire.AuthenticateResponse{Principal: c.Username, Roles: []string{c.Username}}
 		case c.Type == wire.CredentialsPassword && c.Password == "slow":
-			respondErr(m, wire.Errorf(wire.CodeThrottled, "too many failed attempts"))
+			_ = endpoint.ReplyError(nc, m.Reply, wire.Errorf(wire.CodeThrottled, "too many failed attempts"))
 			return
 		default:
-			respondErr(m, wire.Errorf(wire.CodeUnauthenticated, "credentials not accepted"))
+			_ = endpoint.ReplyError(nc, m.Reply, wire.Errorf(wire.CodeUnauthenticated, "credentials not accepted"))
 			return
 		}
 		resp.Properties = req.Properties
@@ -75,15 +76,6 @@ func startAuth(t testing.TB, srv *natstest.Server) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func respondErr(m *nats.Msg, err error) {
-	status, msg, body := wire.EncodeError(err)
-	reply := nats.NewMsg(m.Reply)
-	reply.Header.Set(wire.HeaderErrorCode, status)
-	reply.Header.Set(wire.HeaderError, msg)
-	reply.Data = body
-	_ = m.RespondMsg(reply)
 }
 
 // instance is a running registry.

@@ -2,7 +2,7 @@ package roster
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -28,7 +28,7 @@ func followPolicy(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	store, err := policy.OpenStore(octx, js, policy.WithReplicas(replicas))
 	if err != nil {
@@ -48,7 +48,8 @@ func followPolicy(ctx context.Context, nc *nats.Conn, replicas int, log *slog.Lo
 	case <-ready:
 	case <-octx.Done():
 		f.stop()
-		return nil, errors.New("policy: the stored policy could not be read within 30s")
+		// Transient: a cluster may still be electing the bucket's leader (Start retries).
+		return nil, fmt.Errorf("policy: the stored policy could not be read within 10s: %w", context.DeadlineExceeded)
 	}
 	if f.holder.Load() == nil {
 		log.Warn("no policy is stored yet: every permission check fails until one is (roster serve --policy, or the auth service's policy.set)")

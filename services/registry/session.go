@@ -414,7 +414,17 @@ func changedKeys(before, after map[string]string) []string {
 
 // keepalive records activity of the caller's session. It writes nothing: activity is
 // tracked in memory by every registry instance and persisted lazily.
+//
+// A keepalive authenticates against the record this instance holds (the watch's),
+// not a fresh read: it only records activity, which a record a few milliseconds old
+// cannot misuse, and it must keep working while the bucket elects a leader — a
+// keepalive refused then would let a live session expire. Sessions the instance does
+// not hold yet, and tokens that do not match (rotated a moment ago), are read fresh.
 func (s *Service) keepalive(ctx context.Context, c *endpoint.Call, _ *wire.SessionKeepaliveRequest) (*wire.SessionKeepaliveResponse, error) {
+	if rec := s.track.record(c.SessionID); rec != nil && !rec.Closed() && c.SessionID != "" && rec.CheckToken(c.Token) == nil {
+		s.track.activity(rec.ID)
+		return &wire.SessionKeepaliveResponse{State: rec.State, TimeoutMS: rec.TimeoutMS}, nil
+	}
 	me, err := s.caller(ctx, c)
 	if err != nil {
 		return nil, err

@@ -75,9 +75,17 @@ func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 	if !sessions.ValidID(id) {
 		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
 	}
-	e, err := kvstore.ReadLast(ctx, st.js.Conn(), sessions.Bucket, id)
+	rctx, cancel := context.WithTimeout(ctx, leaderReadTimeout)
+	e, err := kvstore.ReadLast(rctx, st.js.Conn(), sessions.Bucket, id)
+	cancel()
 	if errors.Is(err, kvstore.ErrNotFound) || err == nil && e.Deleted {
 		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
+	}
+	if err != nil && ctx.Err() == nil {
+		// No leader answers (an election after a node died): a replica's copy,
+		// possibly a moment old, rather than no answer; a write built on it is still
+		// checked by its compare-and-set.
+		return st.getReplica(ctx, id)
 	}
 	if err != nil {
 		return nil, unavailable("read session", err)
@@ -86,6 +94,25 @@ func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 		return rec, nil
 	}
 	return sessions.Decode(e.Value, e.Revision)
+}
+
+// leaderReadTimeout bounds a read from the bucket's leader before get falls back
+// to a replica.
+const leaderReadTimeout = 500 * time.Millisecond
+
+// getReplica reads a record through a direct get, which any replica answers.
+func (st *store) getReplica(ctx context.Context, id string) (*sessions.Record, error) {
+	e, err := st.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
+	}
+	if err != nil {
+		return nil, unavailable("read session", err)
+	}
+	if rec := st.known(id, e.Revision()); rec != nil {
+		return rec, nil
+	}
+	return sessions.Decode(e.Value(), e.Revision())
 }
 
 // create stores a new record (data, encoded); ttl 0 means none.

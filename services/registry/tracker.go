@@ -252,6 +252,16 @@ func (t *tracker) stored(msgID string) {
 }
 
 // recordAt returns the record of a session if the tracker holds it at revision rev.
+// record returns the latest record the instance holds for id, or nil.
+func (t *tracker) record(id string) *sessions.Record {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.sessions[id]; e != nil {
+		return e.rec
+	}
+	return nil
+}
+
 func (t *tracker) recordAt(id string, rev uint64) *sessions.Record {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -37,7 +37,10 @@ var (
 // doneRetention, the request ids it has answered for good, and refuses late copies.
 const (
 	doneRetention = 2 * 60 * 1000 // milliseconds: longer than any client's retries
-	maxDone       = 128
+	// A late copy comes from a session that has moved on by a few requests at
+	// most: each session's last doneApiece ids are kept, and maxDone in all.
+	doneApiece = 4
+	maxDone    = 256
 )
 
 // done is a request answered for good.
@@ -114,6 +117,16 @@ func (r *record) remember(id, session string, now int64, o *outcome) {
 	r.forget(now, o)
 	if id == "" {
 		return
+	}
+	mine := 0
+	for _, d := range r.Done {
+		if d.Session == session {
+			mine++
+		}
+	}
+	if mine >= doneApiece {
+		i := slices.IndexFunc(r.Done, func(d done) bool { return d.Session == session })
+		r.Done = slices.Delete(r.Done, i, i+1)
 	}
 	r.Done = append(r.Done, done{ID: id, Session: session, At: now})
 	if len(r.Done) > maxDone {

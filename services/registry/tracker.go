@@ -365,12 +365,26 @@ func (t *tracker) run(ctx context.Context) error {
 	if err := s.nc.Flush(); err != nil {
 		return err
 	}
-	if err := t.replay(ctx); err != nil {
-		return err
-	}
-	view, err := sessions.Watch(ctx, s.js)
-	if err != nil {
-		return err
+	// JetStream may not answer yet (a cluster electing its leaders): retry the
+	// start-up reads until it does or the service stops, rather than failing.
+	var view *sessions.View
+	for {
+		err := t.replay(ctx)
+		if err == nil {
+			view, err = sessions.Watch(ctx, s.js)
+		}
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.log.Warn("registry tracker not started yet; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	defer view.Close()
 	cancelSub := view.Subscribe(t.onChange)

@@ -6,11 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"gopkg.in/yaml.v3"
 
-	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/schematest"
 	"github.com/seed-3c836eab/roster/schemas"
 )
@@ -46,19 +44,7 @@ func asyncAPIAddresses(t *testing.T) map[string]bool {
 // exists and compiles; then it validates every health reply against its schema.
 func TestEndpointsAreDocumented(t *testing.T) {
 	url, _ := startServe(t)
-	var nc *nats.Conn
-	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() (err error) {
-		nc, err = nats.Connect(url)
-		return err
-	})
-	defer nc.Close()
-	want := []string{"roster-auth", "roster-lock", "roster-messaging", "roster-registry"}
-	natstest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		if got := pingAll(t, nc); !equal(got, want) {
-			return errorf("got services %v, want %v", got, want)
-		}
-		return nil
-	})
+	nc := connectAll(t, url)
 	addresses := asyncAPIAddresses(t)
 
 	for _, name := range []string{"roster-auth", "roster-registry", "roster-lock", "roster-messaging"} {

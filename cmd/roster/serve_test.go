@@ -81,15 +81,16 @@ func pingAll(t *testing.T, nc *nats.Conn) []string {
 	return names
 }
 
-func TestServeAnswersPingForAllServices(t *testing.T) {
-	url, stop := startServe(t)
+// connectAll connects anonymously to url and waits until all four services answer
+// $SRV.PING; the connection closes when the test ends.
+func connectAll(t *testing.T, url string) *nats.Conn {
+	t.Helper()
 	var nc *nats.Conn
 	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() (err error) {
 		nc, err = nats.Connect(url)
 		return err
 	})
-	defer nc.Close()
-
+	t.Cleanup(nc.Close)
 	want := []string{"roster-auth", "roster-lock", "roster-messaging", "roster-registry"}
 	natstest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
 		if got := pingAll(t, nc); !equal(got, want) {
@@ -97,6 +98,12 @@ func TestServeAnswersPingForAllServices(t *testing.T) {
 		}
 		return nil
 	})
+	return nc
+}
+
+func TestServeAnswersPingForAllServices(t *testing.T) {
+	url, stop := startServe(t)
+	connectAll(t, url)
 	if err := stop(); err != nil {
 		t.Fatalf("serve stopped with %v, want a clean stop", err)
 	}

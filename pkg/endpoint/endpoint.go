@@ -54,6 +54,7 @@ type Service struct {
 	tracer trace.Tracer
 	log    *slog.Logger
 	sem    chan struct{}
+	work   chan func() // handed to an idle worker (run)
 	wg     sync.WaitGroup
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -81,6 +82,40 @@ func (s *Service) admit() bool {
 	return true
 }
 
+// workerIdle is how long a worker goroutine waits for the next request before it
+// exits.
+const workerIdle = 10 * time.Second
+
+// run runs job on an idle worker goroutine, or on a new one when none is idle.
+// Workers outlive their request: a goroutine per request would grow a fresh stack
+// for every request (JSON decoding, tracing and the NATS client need more than a
+// new goroutine's stack), which costs several percent of the CPU a request takes.
+// The semaphore (admit) bounds the workers busy at once, so at most MaxConcurrent
+// exist.
+func (s *Service) run(job func()) {
+	select {
+	case s.work <- job:
+	default:
+		go s.worker(job)
+	}
+}
+
+func (s *Service) worker(job func()) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		job()
+		idle.Reset(workerIdle)
+		select {
+		case job = <-s.work:
+		case <-idle.C:
+			return
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
 // New registers a service on nc. Call Add for each endpoint, then Stop to drain.
 func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (*Service, error) {
 	if cfg.MaxConcurrent <= 0 {
@@ -106,6 +141,7 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 		tracer: tp.Tracer("github.com/seed-3c836eab/roster/" + cfg.Name),
 		log:    log.With("service", cfg.Name),
 		sem:    make(chan struct{}, cfg.MaxConcurrent),
+		work:   make(chan func()),
 		ctx:    ctx,
 		cancel: cancel,
 		checks: map[string]func(context.Context) error{},
@@ -132,15 +168,25 @@ type Endpoint struct {
 type Call struct {
 	Subject string
 	Header  nats.Header
-	// Info is the server-written request info; nil when the request did not cross
-	// an account import (e.g. from another service).
-	Info *wire.RequestInfo
 	// SessionID and Token are the Roster-Session and Roster-Token headers.
 	SessionID string
 	Token     string
 	// Reply is the request's reply subject. A handler that returns ErrReplyLater
 	// answers on it later with Reply or ReplyError.
 	Reply string
+
+	info       *wire.RequestInfo
+	infoParsed bool
+}
+
+// Info returns the server-written request info; nil when the request did not cross
+// an account import (e.g. from another service). It is parsed on first use: most
+// requests never need it.
+func (c *Call) Info() *wire.RequestInfo {
+	if !c.infoParsed {
+		c.info, c.infoParsed = wire.ParseRequestInfo(c.Header.Get(wire.HeaderRequestInfo)), true
+	}
+	return c.info
 }
 
 // ErrReplyLater, returned by a handler, sends no reply: the handler has kept
@@ -203,10 +249,10 @@ func Add[Req, Resp any](s *Service, ep Endpoint, h Handler[Req, Resp]) error {
 			respondError(r, &wire.Error{Code: wire.CodeUnavailable, Message: "service is stopping"})
 			return
 		}
-		go func() {
+		s.run(func() {
 			defer func() { <-s.sem; s.wg.Done() }()
 			serve(s, ep.Name, subject, r, h)
-		}()
+		})
 	})
 	if err := s.micro.AddEndpoint(ep.Name, handler, micro.WithEndpointSubject(subject), micro.WithEndpointMetadata(meta)); err != nil {
 		return fmt.Errorf("endpoint: add %s: %w", subject, err)
@@ -229,7 +275,6 @@ func serve[Req, Resp any](s *Service, name, subject string, r micro.Request, h H
 	call := &Call{
 		Subject:   r.Subject(),
 		Header:    hdr,
-		Info:      wire.ParseRequestInfo(hdr.Get(wire.HeaderRequestInfo)),
 		SessionID: hdr.Get(wire.HeaderSession),
 		Token:     hdr.Get(wire.HeaderToken),
 		Reply:     r.Reply(),

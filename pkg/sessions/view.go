@@ -45,6 +45,14 @@ func WithTouchInterval(d time.Duration) Option {
 	}
 }
 
+// WithKnown gives the view a source of records it need not decode: known returns
+// the record of a session at a revision when its caller already holds it (the
+// registry holds the records it wrote), or nil. The record returned is shared and
+// must not be modified.
+func WithKnown(known func(id string, rev uint64) *Record) Option {
+	return func(v *View) { v.known = known }
+}
+
 // Slim makes the view keep, per session, only what authenticating a session and
 // delivering to it need: its id, token hash, state, close reason, roles, connection,
 // deliver key and revision. The records Get, Authenticate, Range and Subscribe's
@@ -78,6 +86,8 @@ func OnChange(fn func(Change)) Option {
 // KV watch. It is safe for concurrent use.
 type View struct {
 	nc         *nats.Conn
+	rd         *kvstore.Reader
+	known      func(id string, rev uint64) *Record
 	touchEvery time.Duration
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -101,8 +111,13 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 	if err != nil {
 		return nil, err
 	}
+	rd, err := kvstore.NewReader(ctx, js, Bucket)
+	if err != nil {
+		return nil, err
+	}
 	v := &View{
 		nc:         js.Conn(),
+		rd:         rd,
 		touchEvery: DefaultTouchInterval,
 		subs:       map[int]func(Change){},
 		touched:    map[string]struct{}{},
@@ -185,7 +200,10 @@ func (v *View) Close() {
 
 func (v *View) apply(e jetstream.KeyValueEntry) {
 	var rec *Record
-	if e.Operation() == jetstream.KeyValuePut {
+	if e.Operation() == jetstream.KeyValuePut && v.known != nil {
+		rec = v.known(e.Key(), e.Revision())
+	}
+	if e.Operation() == jetstream.KeyValuePut && rec == nil {
 		r, err := Decode(e.Value(), e.Revision())
 		if err != nil {
 			return // not a record written by the registry: ignore it
@@ -263,8 +281,8 @@ func (v *View) fetch(id string) (*Record, bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	// From the bucket's leader: a replica may not have the write yet (pkg/kvstore).
-	e, err := kvstore.ReadLast(ctx, v.nc, Bucket, id)
+	// Linearizably: a replica may not have the write yet (pkg/kvstore).
+	e, err := v.rd.Read(ctx, id)
 	if err != nil || e.Deleted {
 		return nil, false
 	}

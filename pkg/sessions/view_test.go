@@ -148,3 +148,34 @@ func Example() {
 	// <nil>
 	// invalid_name: property key "$Principal": keys starting with $ are fixed properties that only the server sets
 }
+
+// TestViewUsesKnownRecords: a record the caller already holds at the revision the
+// watch delivers is used as is, not decoded again.
+func TestViewUsesKnownRecords(t *testing.T) {
+	srv := natstest.Start(t)
+	held := &sessions.Record{ID: "a", Principal: "held", State: wire.StateActive}
+	view, err := sessions.Watch(context.Background(), srv.JetStream(t), sessions.WithKnown(func(id string, rev uint64) *sessions.Record {
+		if id == "a" && rev > 0 {
+			return held
+		}
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	put(t, srv, &sessions.Record{ID: "a", Principal: "stored", State: wire.StateActive})
+	put(t, srv, &sessions.Record{ID: "b", Principal: "stored", State: wire.StateActive})
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if _, ok := view.Get("b"); !ok {
+			return errors.New("b not seen yet")
+		}
+		return nil
+	})
+	if r, _ := view.Get("a"); r != held {
+		t.Fatalf("got %+v for a, want the known record", r)
+	}
+	if r, _ := view.Get("b"); r.Principal != "stored" {
+		t.Fatalf("got %+v for b, want the decoded record", r)
+	}
+}

@@ -42,7 +42,7 @@ func (s *Service) setPolicy(ctx context.Context, p *policy.Policy, revision uint
 // allowed. A client must name a session (Roster-Session, Roster-Token) whose roles
 // grant perm.
 func (s *Service) authorize(ctx context.Context, c *endpoint.Call, perm policy.Permission) error {
-	if c.Info == nil {
+	if c.Info() == nil {
 		return nil
 	}
 	if c.SessionID == "" || c.Token == "" {

@@ -46,8 +46,12 @@ func newTask(fresh bool, apply func(r *record, now int64, o *outcome)) *task {
 // do applies apply to the lock name and waits for the result.
 func (s *Service) do(ctx context.Context, name string, apply func(r *record, now int64, o *outcome)) (commit, error) {
 	t := newTask(true, apply)
-	if !s.submit(name, t) {
+	lead, ok := s.submit(name, t, true)
+	if !ok {
 		return commit{}, wire.Errorf(wire.CodeUnavailable, "the lock service is stopping")
+	}
+	if lead {
+		s.commitLead(name)
 	}
 	select {
 	case c := <-t.done:
@@ -59,42 +63,71 @@ func (s *Service) do(ctx context.Context, name string, apply func(r *record, now
 	}
 }
 
-// submit queues t on name's committer, starting it if needed. It returns false
-// once the service is stopping.
-func (s *Service) submit(name string, t *task) bool {
+// submit queues t on name's committer. When none runs, it starts one on a new
+// goroutine or, if inline, returns lead: the caller then commits the first batch
+// itself (commitLead). ok is false once the service is stopping.
+func (s *Service) submit(name string, t *task, inline bool) (lead, ok bool) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	if s.ctx.Err() != nil {
-		return false
+		return false, false
 	}
 	q, running := s.queues[name]
 	s.queues[name] = append(q, t)
-	if !running {
-		s.wg.Add(1)
-		go s.commitLoop(name)
+	if running {
+		return false, true
 	}
-	return true
+	s.wg.Add(1)
+	if inline {
+		return true, true
+	}
+	go s.commitLoop(name)
+	return false, true
 }
 
+// commitLead commits, on the calling goroutine, the batch a task that found no
+// committer heads — on the uncontended path that saves starting a goroutine and two
+// hand-offs per operation — and leaves what was queued meanwhile to a committer
+// goroutine, so that the caller's answer does not wait for other tasks.
+func (s *Service) commitLead(name string) {
+	s.commitNext(name)
+	s.qmu.Lock()
+	if len(s.queues[name]) == 0 {
+		delete(s.queues, name)
+		s.qmu.Unlock()
+		s.wg.Done()
+		return
+	}
+	s.qmu.Unlock()
+	go s.commitLoop(name)
+}
+
+// commitLoop commits name's batches until its queue is empty.
 func (s *Service) commitLoop(name string) {
 	defer s.wg.Done()
-	for {
-		s.qmu.Lock()
-		batch := s.queues[name]
-		if len(batch) == 0 {
-			delete(s.queues, name)
-			s.qmu.Unlock()
-			return
-		}
-		if len(batch) > maxBatch {
-			s.queues[name] = batch[maxBatch:]
-			batch = batch[:maxBatch]
-		} else {
-			s.queues[name] = batch[:0:0]
-		}
-		s.qmu.Unlock()
-		s.commitBatch(name, batch)
+	for s.commitNext(name) {
 	}
+}
+
+// commitNext commits the next batch of name's queue. It returns false, and drops the
+// queue, when the queue is empty.
+func (s *Service) commitNext(name string) bool {
+	s.qmu.Lock()
+	batch := s.queues[name]
+	if len(batch) == 0 {
+		delete(s.queues, name)
+		s.qmu.Unlock()
+		return false
+	}
+	if len(batch) > maxBatch {
+		s.queues[name] = batch[maxBatch:]
+		batch = batch[:maxBatch]
+	} else {
+		s.queues[name] = batch[:0:0]
+	}
+	s.qmu.Unlock()
+	s.commitBatch(name, batch)
+	return true
 }
 
 func (s *Service) commitBatch(name string, batch []*task) {

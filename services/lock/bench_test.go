@@ -62,7 +62,10 @@ func BenchmarkFloorKVCreateDelete(b *testing.B) {
 }
 
 // BenchmarkAcquireRelease: one session acquires and releases one lock, through
-// the service import as a client does.
+// the service import as a client does, beside the floor (a raw KV Create + Delete
+// of a fresh key) and two bare service hops. The three are interleaved in blocks of
+// 50, so that all see the same disk and CPU: fsync times on a shared disk drift by
+// tens of percent within a run.
 func BenchmarkAcquireRelease(b *testing.B) {
 	e := newEnv(b)
 	e.startLock(b, Config{})
@@ -76,30 +79,52 @@ func BenchmarkAcquireRelease(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	floor := floorCreateDelete(b, e.js, max(200, min(b.N, 2000)))
-	// The service hop: a request through the import to the lock service and back,
-	// doing nothing (health), twice — acquire and release are one hop each.
-	var hops []time.Duration
-	for range max(200, min(b.N, 2000)) {
-		start := time.Now()
-		for range 2 {
-			if _, err := c.rawCall(ctx, wire.LockPrefix+".health", nil); err != nil {
-				b.Fatal(err)
-			}
-		}
-		hops = append(hops, time.Since(start))
+	kv, err := e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "bench_floor", History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		b.Fatal(err)
 	}
-	samples := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for range b.N {
+	var floor, hops, samples []time.Duration
+	timed := func(into *[]time.Duration, fn func() error) {
 		start := time.Now()
-		if _, err := c.acquire(ctx, &wire.LockAcquireRequest{Name: "bench"}); err != nil {
+		if err := fn(); err != nil {
 			b.Fatal(err)
 		}
-		if err := c.release(ctx, "bench", 0); err != nil {
-			b.Fatal(err)
+		*into = append(*into, time.Since(start))
+	}
+	const block = 50
+	b.ResetTimer()
+	for done := 0; done < b.N; done += block {
+		m := min(block, b.N-done)
+		b.StopTimer()
+		for i := range m {
+			// A fresh key: Create on a deleted one costs two more round trips.
+			key := fmt.Sprintf("k%d", done+i)
+			timed(&floor, func() error {
+				if _, err := kv.Create(ctx, key, []byte(`{"holders":[{"session":"s"}]}`)); err != nil {
+					return err
+				}
+				return kv.Delete(ctx, key)
+			})
+			// The service hop: a request through the import to the lock service and
+			// back, doing nothing (health), twice — acquire and release are one each.
+			timed(&hops, func() error {
+				for range 2 {
+					if _, err := c.rawCall(ctx, wire.LockPrefix+".health", nil); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 		}
-		samples = append(samples, time.Since(start))
+		b.StartTimer()
+		for range m {
+			timed(&samples, func() error {
+				if _, err := c.acquire(ctx, &wire.LockAcquireRequest{Name: "bench"}); err != nil {
+					return err
+				}
+				return c.release(ctx, "bench", 0)
+			})
+		}
 	}
 	b.StopTimer()
 	p50, p99 := percentile(samples, 0.5), percentile(samples, 0.99)

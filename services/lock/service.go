@@ -339,7 +339,7 @@ func (s *Service) expireLoop() {
 			}
 			s.submit(name, newTask(false, func(r *record, now int64, o *outcome) {
 				r.expire(s.expiry(), now, o)
-			}))
+			}), false)
 		}
 		t.Reset(wait)
 		select {
@@ -433,5 +433,5 @@ func (s *Service) dropSession(rec *record, id string, st sessionState) {
 			cur = known
 		}
 		r.dropSession(id, cur, now, o)
-	}))
+	}), false)
 }

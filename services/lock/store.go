@@ -45,6 +45,7 @@ type entry struct {
 type store struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
+	rd     *kvstore.Reader
 	prefix string // subject prefix of the bucket's keys
 
 	// changed is called for every entry new to the cache, whether from the watch, a
@@ -72,7 +73,11 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int) (*stor
 	if err != nil {
 		return nil, fmt.Errorf("lock: bucket %s: %w", Bucket, err)
 	}
-	return &store{js: js, kv: kv, prefix: "$KV." + Bucket + ".", cache: map[string]entry{}}, nil
+	rd, err := kvstore.NewReader(ctx, js, Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	return &store{js: js, kv: kv, rd: rd, prefix: "$KV." + Bucket + ".", cache: map[string]entry{}}, nil
 }
 
 func decodeRecord(data []byte, rev uint64) (*record, error) {
@@ -88,12 +93,12 @@ func isDeleteMarker(h nats.Header) bool {
 	return h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != ""
 }
 
-// read returns the key's latest record from the stream's leader (see pkg/kvstore:
-// a replica answering a direct get may lag, and an answer that changes nothing —
+// read returns the key's latest record, linearizably (see pkg/kvstore: a replica
+// answering a direct get may lag, and an answer that changes nothing —
 // a repeated acquire, a release of a lock not held — must not rest on a stale
 // record; the first cluster run of the safety test failed on exactly that).
 func (s *store) read(ctx context.Context, key string) (entry, error) {
-	m, err := kvstore.ReadLast(ctx, s.js.Conn(), Bucket, key)
+	m, err := s.rd.Read(ctx, key)
 	if errors.Is(err, kvstore.ErrNotFound) {
 		return entry{}, nil
 	}

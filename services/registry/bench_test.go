@@ -165,10 +165,16 @@ func BenchmarkFloorRoundTrip(b *testing.B) {
 	})
 }
 
-// floorKV opens the sessions bucket's twin over TCP as the service user.
+// floorKV opens the sessions bucket's twin over TCP as the service user, on a
+// server of its own.
 func floorKV(b *testing.B) jetstream.KeyValue {
 	b.Helper()
-	srv := natstest.Start(b)
+	return floorKVOn(b, natstest.Start(b))
+}
+
+// floorKVOn opens the sessions bucket's twin on srv.
+func floorKVOn(b *testing.B, srv *natstest.Server) jetstream.KeyValue {
+	b.Helper()
 	nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(embedded.ServiceUser, srv.Config().ServicePassword))
 	if err != nil {
 		b.Fatal(err)
@@ -229,6 +235,125 @@ func BenchmarkFloorKVGet(b *testing.B) {
 			return err
 		})
 	})
+}
+
+// BenchmarkLatency measures each operation with one client beside its floor on the
+// same server, interleaved in blocks of 50 calls so that both see the same disk and
+// CPU (fsync times on a shared disk drift by tens of percent between runs). It
+// reports both p50s and their ratio, the figure the registry's speed goal is about.
+//
+//	go test -run '^$' -bench Latency -benchtime 2000x ./services/registry/
+func BenchmarkLatency(b *testing.B) {
+	e := newBenchEnv(b)
+	kv := floorKVOn(b, e.srv)
+	ctx := context.Background()
+	var n atomic.Int64
+	key := func() string { return fmt.Sprintf("k%d", n.Add(1)) }
+	if _, err := kv.Put(ctx, "g", floorValue); err != nil {
+		b.Fatal(err)
+	}
+	cs := e.openN(b, 1)
+	rev, err := kv.Put(ctx, "u", floorValue)
+	if err != nil {
+		b.Fatal(err)
+	}
+	type pair struct {
+		name      string
+		op, floor func() error
+		prepare   func(n int) // before a block of n calls
+	}
+	var closing []*client
+	pairs := []pair{
+		{name: "open/kv-create", op: func() error {
+			return wire.Call(ctx, e.nc, wire.SubjectSessionOpen, nil, &wire.SessionOpenRequest{TimeoutMS: 600000}, nil)
+		}, floor: func() error {
+			_, err := kv.Create(ctx, key(), floorValue, jetstream.KeyTTL(time.Hour))
+			return err
+		}},
+		{name: "get/kv-get", op: func() error { return cs[0].call(wire.SubjectSessionGet, nil, nil) },
+			floor: func() error { _, err := kv.Get(ctx, "g"); return err }},
+		{name: "keepalive/round-trip", op: func() error { return cs[0].call(wire.SubjectSessionKeepalive, nil, nil) },
+			floor: func() error { return wire.Call(ctx, e.nc, Prefix+".health", nil, nil, nil) }},
+		{name: "update/kv-update", op: func() error {
+			return cs[0].call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"k": key()}}, nil)
+		}, floor: func() error {
+			var err error
+			rev, err = kv.Update(ctx, "u", floorValue, rev)
+			return err
+		}},
+		{name: "close/kv-update", prepare: func(n int) { closing = e.openN(b, n) }, op: func() error {
+			c := closing[0]
+			closing = closing[1:]
+			return c.call(wire.SubjectSessionClose, nil, nil)
+		}, floor: func() error {
+			var err error
+			rev, err = kv.Update(ctx, "u", floorValue, rev)
+			return err
+		}},
+	}
+	// The least a service that writes the bucket can do: a plain responder on the
+	// services account that does one KV Update per request.
+	svc := e.srv.ServiceConn(b)
+	srev, err := kv.Put(ctx, "s", floorValue)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := svc.Subscribe(Prefix+".bench-floor", func(m *nats.Msg) {
+		var err error
+		if srev, err = kv.Update(ctx, "s", floorValue, srev); err != nil {
+			b.Error(err)
+		}
+		_ = m.Respond(nil)
+	}); err != nil {
+		b.Fatal(err)
+	}
+	if err := svc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	pairs = append(pairs, pair{name: "update/responder-kv-update", op: pairs[3].op, floor: func() error {
+		_, err := e.nc.Request(Prefix+".bench-floor", nil, 5*time.Second)
+		return err
+	}})
+	const block = 50
+	for _, p := range pairs {
+		b.Run(p.name, func(b *testing.B) {
+			var ops, floors []time.Duration
+			timed := func(fn func() error, into *[]time.Duration) {
+				t0 := time.Now()
+				if err := fn(); err != nil {
+					b.Fatal(err)
+				}
+				*into = append(*into, time.Since(t0))
+			}
+			for done := 0; done < b.N; done += block {
+				m := min(block, b.N-done)
+				if p.prepare != nil {
+					b.StopTimer()
+					p.prepare(m)
+					b.StartTimer()
+				}
+				for range m {
+					timed(p.floor, &floors)
+				}
+				for range m {
+					timed(p.op, &ops)
+				}
+			}
+			o, f := p50(ops), p50(floors)
+			b.ReportMetric(float64(o.Microseconds()), "p50-µs")
+			b.ReportMetric(float64(f.Microseconds()), "floor-p50-µs")
+			b.ReportMetric(float64(o)/float64(f), "x-floor")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+func p50(d []time.Duration) time.Duration {
+	slices.Sort(d)
+	if len(d) == 0 {
+		return 0
+	}
+	return d[len(d)/2]
 }
 
 // BenchmarkIdleSessions counts what idle sessions cost in writes: n sessions each

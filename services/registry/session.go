@@ -36,6 +36,28 @@ func (s *Service) caller(ctx context.Context, c *endpoint.Call) (*sessions.Recor
 	return rec, nil
 }
 
+// writer authenticates the caller of a request that changes its own session. When
+// the record this instance holds accepts the headers, it answers from that record
+// without a read: the change is a compare-and-set on the record's revision, which
+// succeeds only while the record is still current — a close, a rotated token or any
+// other change since has moved the revision, the write fails, and modify reads the
+// record again and repeats the check (ownedBy) on it. Otherwise it reads the record,
+// as caller does.
+func (s *Service) writer(ctx context.Context, c *endpoint.Call) (*sessions.Record, error) {
+	if rec := s.track.record(c.SessionID); rec != nil && c.SessionID != "" && !rec.Closed() && rec.CheckToken(c.Token) == nil {
+		s.track.activity(rec.ID)
+		return rec, nil
+	}
+	return s.caller(ctx, c)
+}
+
+// ownedBy returns the check a change of the caller's own session repeats on every
+// record modify reads: the token must still be the session's (it may have been
+// rotated since the first read).
+func ownedBy(c *endpoint.Call) func(*sessions.Record) error {
+	return func(r *sessions.Record) error { return r.CheckToken(c.Token) }
+}
+
 // authenticate asks the auth service who the credentials belong to. Its errors
 // (unauthenticated, throttled, forbidden, unavailable …) reach the client unchanged.
 func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, props map[string]string, info *wire.RequestInfo) (*wire.AuthenticateResponse, map[string]string, map[string]string, error) {
@@ -81,7 +103,7 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 	if (req.GatewayType == "") != (req.GatewayID == "") {
 		return nil, wire.Errorf(wire.CodeBadRequest, "gateway_type and gateway_id go together")
 	}
-	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, req.Properties, c.Info)
+	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, req.Properties, c.Info())
 	if err != nil {
 		return nil, err
 	}
@@ -97,8 +119,8 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 		User:         user,
 		State:        wire.StateActive,
 		TokenHash:    sessions.HashToken(token),
-		Connection:   c.Info.ConnectionKey(),
-		DeliverKey:   deliverKey(c.Info),
+		Connection:   c.Info().ConnectionKey(),
+		DeliverKey:   deliverKey(c.Info()),
 		TimeoutMS:    timeout.Milliseconds(),
 		Permanent:    req.Permanent,
 		StartTime:    now,
@@ -112,7 +134,7 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 	defer release()
 	for {
 		rec.ID = newID()
-		rec.Fixed = fixedProperties(rec.ID, rec.Principal, rec.Roles, c.Info, now, req)
+		rec.Fixed = fixedProperties(rec.ID, rec.Principal, rec.Roles, c.Info(), now, req)
 		maps.Copy(rec.Fixed, authFixed)
 		rec.EventSeq, rec.Outbox = 0, nil
 		stage(rec, wire.EventOpened, nil)
@@ -258,11 +280,13 @@ func (s *Service) list(ctx context.Context, c *endpoint.Call, req *wire.SessionL
 }
 
 // modify applies fn to the session's record with a compare-and-set, retrying with a
-// fresh read when another write won. first, if not nil, is a record just read. fn
-// returns whether it changed anything; nothing is written otherwise. A change writes
-// the event of the kind given (none when empty) into the record's outbox in the same
-// compare-and-set, and publishes it without waiting for the acknowledgement.
-func (s *Service) modify(ctx context.Context, id string, first *sessions.Record, kind wire.SessionEventKind, fn func(*sessions.Record) (bool, error)) (*sessions.Record, bool, error) {
+// fresh read when another write won. first, if not nil, is a record just read (or
+// the instance's copy: the compare-and-set proves it current). check, if not nil,
+// runs on every record before fn. fn returns whether it changed anything; nothing is
+// written otherwise. A change writes the event of the kind given (none when empty)
+// into the record's outbox in the same compare-and-set, and publishes it without
+// waiting for the acknowledgement.
+func (s *Service) modify(ctx context.Context, id string, first *sessions.Record, check func(*sessions.Record) error, kind wire.SessionEventKind, fn func(*sessions.Record) (bool, error)) (*sessions.Record, bool, error) {
 	cur := first
 	for {
 		if cur == nil {
@@ -273,6 +297,11 @@ func (s *Service) modify(ctx context.Context, id string, first *sessions.Record,
 		}
 		if cur.Closed() {
 			return cur, false, cur.ClosedError()
+		}
+		if check != nil {
+			if err := check(cur); err != nil {
+				return cur, false, err
+			}
 		}
 		next := cur.Clone()
 		changed, err := fn(next)
@@ -339,7 +368,16 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 			return nil, wire.Errorf(wire.CodeBadRequest, "property %q is both set and removed", k)
 		}
 	}
-	me, err := s.caller(ctx, c)
+	// The caller's own session is changed from the instance's copy (writer); acting
+	// on others needs the caller's current roles, read fresh.
+	own := req.Filter == "" && (req.ID == "" || req.ID == c.SessionID)
+	var me *sessions.Record
+	var err error
+	if own {
+		me, err = s.writer(ctx, c)
+	} else {
+		me, err = s.caller(ctx, c)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -360,7 +398,7 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		}
 		n := 0
 		for _, r := range recs {
-			_, changed, err := s.updateOne(ctx, r.ID, nil, change)
+			_, changed, err := s.updateOne(ctx, r.ID, nil, nil, change)
 			if err != nil && !errors.Is(err, wire.ErrSessionClosed) && !errors.Is(err, wire.ErrSessionNotFound) {
 				return nil, err
 			}
@@ -370,18 +408,20 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		}
 		return &wire.SessionUpdateResponse{Updated: n}, nil
 	}
-	target, own, err := s.target(ctx, me, req.ID, policy.ModifySession)
+	target, _, err := s.target(ctx, me, req.ID, policy.ModifySession)
 	if err != nil {
 		return nil, err
 	}
+	var check func(*sessions.Record) error
 	if own {
+		check = ownedBy(c)
 		for _, k := range slices.Concat(slices.Collect(maps.Keys(req.Set)), req.Remove) {
 			if !s.pol.Allowed(me.Roles, policy.ModifyOwnProperties, k) {
 				return nil, wire.Errorf(wire.CodeForbidden, "changing property %q of the own session needs %s on it", k, policy.ModifyOwnProperties)
 			}
 		}
 	}
-	rec, changed, err := s.updateOne(ctx, target.ID, target, change)
+	rec, changed, err := s.updateOne(ctx, target.ID, target, check, change)
 	if err != nil {
 		return nil, err
 	}
@@ -392,8 +432,8 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 	return resp, nil
 }
 
-func (s *Service) updateOne(ctx context.Context, id string, first *sessions.Record, change func(*sessions.Record) (bool, error)) (*sessions.Record, bool, error) {
-	return s.modify(ctx, id, first, wire.EventUpdated, change)
+func (s *Service) updateOne(ctx context.Context, id string, first *sessions.Record, check func(*sessions.Record) error, change func(*sessions.Record) (bool, error)) (*sessions.Record, bool, error) {
+	return s.modify(ctx, id, first, check, wire.EventUpdated, change)
 }
 
 func changedKeys(before, after map[string]string) []string {
@@ -439,8 +479,8 @@ func (s *Service) resume(ctx context.Context, c *endpoint.Call, _ *wire.SessionR
 	if err != nil {
 		return nil, err
 	}
-	conn, key := c.Info.ConnectionKey(), deliverKey(c.Info)
-	rec, _, err := s.modify(ctx, me.ID, me, wire.EventReconnected, func(r *sessions.Record) (bool, error) {
+	conn, key := c.Info().ConnectionKey(), deliverKey(c.Info())
+	rec, _, err := s.modify(ctx, me.ID, me, ownedBy(c), wire.EventReconnected, func(r *sessions.Record) (bool, error) {
 		if r.State == wire.StateActive && r.Connection == conn && r.DeliverKey == key {
 			return false, nil
 		}
@@ -462,7 +502,7 @@ func (s *Service) changePrincipal(ctx context.Context, c *endpoint.Call, req *wi
 	if err != nil {
 		return nil, err
 	}
-	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, me.User, c.Info)
+	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, me.User, c.Info())
 	if err != nil {
 		return nil, err
 	}
@@ -477,7 +517,7 @@ func (s *Service) changePrincipal(ctx context.Context, c *endpoint.Call, req *wi
 		defer release()
 	}
 	token := newToken()
-	rec, _, err := s.modify(ctx, me.ID, me, wire.EventPrincipalChanged, func(r *sessions.Record) (bool, error) {
+	rec, _, err := s.modify(ctx, me.ID, me, ownedBy(c), wire.EventPrincipalChanged, func(r *sessions.Record) (bool, error) {
 		r.Principal = auth.Principal
 		r.Roles = append([]string{}, auth.Roles...)
 		r.User = user
@@ -499,6 +539,16 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 	if req.ID != "" && req.Filter != "" {
 		return nil, wire.Errorf(wire.CodeBadRequest, "name the session by id or by filter, not both")
 	}
+	if req.Filter == "" && (req.ID == "" || req.ID == c.SessionID) {
+		me, err := s.writer(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.closeSession(ctx, me.ID, me, ownedBy(c), wire.ClosedByClient); err != nil {
+			return nil, err
+		}
+		return &wire.SessionCloseResponse{Closed: 1}, nil
+	}
 	me, err := s.caller(ctx, c)
 	if err != nil {
 		return nil, err
@@ -517,7 +567,7 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 			if r.ID == me.ID {
 				reason = wire.ClosedByClient
 			}
-			err := s.closeSession(ctx, r.ID, nil, reason)
+			err := s.closeSession(ctx, r.ID, nil, nil, reason)
 			switch {
 			case err == nil:
 				n++
@@ -528,15 +578,11 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 		}
 		return &wire.SessionCloseResponse{Closed: n}, nil
 	}
-	target, own, err := s.target(ctx, me, req.ID, policy.ModifySession)
+	target, _, err := s.target(ctx, me, req.ID, policy.ModifySession)
 	if err != nil {
 		return nil, err
 	}
-	reason := wire.ClosedByServer
-	if own {
-		reason = wire.ClosedByClient
-	}
-	if err := s.closeSession(ctx, target.ID, target, reason); err != nil {
+	if err := s.closeSession(ctx, target.ID, target, nil, wire.ClosedByServer); err != nil {
 		return nil, err
 	}
 	return &wire.SessionCloseResponse{Closed: 1}, nil
@@ -547,15 +593,15 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 // it. Only the write that made the transition stages it, and every publish of it
 // carries the same message id, so it is stored once. A session already closed is
 // session_closed.
-func (s *Service) closeSession(ctx context.Context, id string, first *sessions.Record, reason wire.CloseReason) error {
-	return s.closeIf(ctx, id, first, func(*sessions.Record) (wire.CloseReason, bool) { return reason, true })
+func (s *Service) closeSession(ctx context.Context, id string, first *sessions.Record, check func(*sessions.Record) error, reason wire.CloseReason) error {
+	return s.closeIf(ctx, id, first, check, func(*sessions.Record) (wire.CloseReason, bool) { return reason, true })
 }
 
 // closeIf is closeSession with the decision taken again on the current record before
 // each attempt: decide returns the reason, or false to write nothing (the expiry uses
 // it to honour activity that arrived meanwhile).
-func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record, decide func(*sessions.Record) (wire.CloseReason, bool)) error {
-	_, _, err := s.modify(ctx, id, first, wire.EventClosed, func(r *sessions.Record) (bool, error) {
+func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record, check func(*sessions.Record) error, decide func(*sessions.Record) (wire.CloseReason, bool)) error {
+	_, _, err := s.modify(ctx, id, first, check, wire.EventClosed, func(r *sessions.Record) (bool, error) {
 		reason, ok := decide(r)
 		if !ok {
 			return false, nil

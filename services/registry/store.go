@@ -32,6 +32,7 @@ var errConflict = errors.New("registry: record changed concurrently")
 type store struct {
 	js jetstream.JetStream
 	kv jetstream.KeyValue
+	rd *kvstore.Reader
 	// known returns the decoded record of a session at a revision when the instance
 	// holds it, or nil: decoding a record costs more than the read.
 	known func(id string, rev uint64) *sessions.Record
@@ -64,19 +65,23 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store,
 	}); err != nil {
 		return nil, fmt.Errorf("registry: stream %s: %w", ActivityStream, err)
 	}
-	return &store{js: js, kv: kv, known: func(string, uint64) *sessions.Record { return nil }}, nil
+	rd, err := kvstore.NewReader(ctx, js, sessions.Bucket)
+	if err != nil {
+		return nil, err
+	}
+	return &store{js: js, kv: kv, rd: rd, known: func(string, uint64) *sessions.Record { return nil }}, nil
 }
 
 // get reads the current record of a session. It is always read from the bucket, so
-// that every instance reads its own and every other instance's writes — from the
-// bucket's leader, not a replica that may lag (pkg/kvstore); the record returned is
-// shared and must not be modified.
+// that every instance reads its own and every other instance's writes — linearizably,
+// never from a replica that may lag (pkg/kvstore); the record returned is shared and
+// must not be modified.
 func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 	if !sessions.ValidID(id) {
 		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
 	}
 	rctx, cancel := context.WithTimeout(ctx, leaderReadTimeout)
-	e, err := kvstore.ReadLast(rctx, st.js.Conn(), sessions.Bucket, id)
+	e, err := st.rd.Read(rctx, id)
 	cancel()
 	if errors.Is(err, kvstore.ErrNotFound) || err == nil && e.Deleted {
 		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)

@@ -371,7 +371,7 @@ func (t *tracker) run(ctx context.Context) error {
 	for {
 		err := t.replay(ctx)
 		if err == nil {
-			view, err = sessions.Watch(ctx, s.js)
+			view, err = sessions.Watch(ctx, s.js, sessions.WithKnown(t.recordAt))
 		}
 		if err == nil {
 			break
@@ -541,7 +541,7 @@ func (t *tracker) persistLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			_, _, err := t.s.modify(ctx, rec.ID, rec, "", func(r *sessions.Record) (bool, error) {
+			_, _, err := t.s.modify(ctx, rec.ID, rec, nil, "", func(r *sessions.Record) (bool, error) {
 				return t.lastActivity(r.ID).Sub(r.LastActivity) >= t.s.cfg.PersistInterval, nil
 			})
 			if err != nil && !errors.Is(err, wire.ErrSessionClosed) && !errors.Is(err, wire.ErrSessionNotFound) {
@@ -644,7 +644,7 @@ func (t *tracker) expire(ctx context.Context, id string) {
 	// a new leader is there rather than after a long request timeout.
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	err := t.s.closeIf(sctx, id, nil, func(r *sessions.Record) (wire.CloseReason, bool) {
+	err := t.s.closeIf(sctx, id, nil, nil, func(r *sessions.Record) (wire.CloseReason, bool) {
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		at, reason := t.deadlineLocked(r)
@@ -703,7 +703,7 @@ func (t *tracker) disconnected(ctx context.Context, conn string) {
 	}
 	t.mu.Unlock()
 	for _, id := range ids {
-		_, _, err := t.s.modify(ctx, id, nil, wire.EventDisconnected, func(r *sessions.Record) (bool, error) {
+		_, _, err := t.s.modify(ctx, id, nil, nil, wire.EventDisconnected, func(r *sessions.Record) (bool, error) {
 			if r.State != wire.StateActive || r.Connection != conn {
 				return false, nil
 			}

@@ -76,6 +76,36 @@ func latencies(t *testing.T, n int, fn func(i int) error) (p50, p99 time.Duratio
 	return d[len(d)/2], d[len(d)*99/100]
 }
 
+// timing is one function's latency percentiles.
+type timing struct{ p50, p99 time.Duration }
+
+// interleaved runs each of fns n times from one goroutine, in turns of 50 calls
+// each, and returns their percentiles in order. An operation and its floors measured
+// this way see the same disk and CPU: fsync times on a shared disk drift by tens of
+// percent within a run, which measuring one after the other would put in the ratio.
+func interleaved(t *testing.T, n int, fns ...func(i int) error) []timing {
+	t.Helper()
+	const turn = 50
+	d := make([][]time.Duration, len(fns))
+	for done := 0; done < n; done += turn {
+		for k, fn := range fns {
+			for i := done; i < min(done+turn, n); i++ {
+				start := time.Now()
+				if err := fn(i); err != nil {
+					t.Fatalf("call %d of function %d: %v", i, k, err)
+				}
+				d[k] = append(d[k], time.Since(start))
+			}
+		}
+	}
+	out := make([]timing, len(fns))
+	for k, ds := range d {
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		out[k] = timing{ds[len(ds)/2], ds[len(ds)*99/100]}
+	}
+	return out
+}
+
 // throughput runs fn from workers goroutines for total calls and returns calls/s.
 func throughput(t *testing.T, workers, total int, fn func(w, i int) error) float64 {
 	t.Helper()
@@ -121,45 +151,63 @@ func measure(t *testing.T, d deployment, n int) []sample {
 	must(t, err)
 	defer js.DeleteKeyValue(ctx, "bench_floor")
 
-	// Floors.
-	var out []sample
-	fCreate50, _ := latencies(t, n, func(i int) error {
-		_, err := kv.Create(ctx, "c"+strconv.Itoa(i), []byte(`{"state":"ACTIVE"}`), jetstream.KeyTTL(time.Minute))
-		return err
-	})
-	fUpdate50, _ := latencies(t, n, func(i int) error {
-		_, err := kv.Put(ctx, "c"+strconv.Itoa(i), []byte(`{"state":"ACTIVE","x":1}`))
-		return err
-	})
-	fGet50, _ := latencies(t, n, func(i int) error {
-		_, err := kv.Get(ctx, "c"+strconv.Itoa(i))
-		return err
-	})
-	fCD50, _ := latencies(t, n, func(i int) error {
-		rev, err := kv.Create(ctx, "l"+strconv.Itoa(i), []byte(`{}`))
-		if err != nil {
-			return err
-		}
-		return kv.Delete(ctx, "l"+strconv.Itoa(i), jetstream.LastRevision(rev))
-	})
-	// A request through the CLIENTS→SERVICES import to a responder that does nothing.
+	// A request through the CLIENTS→SERVICES import to a responder that does nothing,
+	// and one that does a KV write per request: the least a service can cost.
 	sub, err := svc.Subscribe("roster.v1.msg.bench-floor", func(m *nats.Msg) { _ = m.Respond(m.Data) })
 	must(t, err)
 	defer sub.Unsubscribe()
+	wsub, err := svc.Subscribe("roster.v1.msg.bench-floor-write", func(m *nats.Msg) {
+		if _, err := kv.Put(ctx, "w", []byte(`{"state":"ACTIVE","x":1}`)); err != nil {
+			t.Error(err)
+		}
+		_ = m.Respond(nil)
+	})
+	must(t, err)
+	defer wsub.Unsubscribe()
 	must(t, svc.Flush())
 
 	cl, err := client.Connect(d.urls)
 	must(t, err)
 	defer cl.Conn().Close()
 	nc := cl.Conn()
-	fReq50, _ := latencies(t, n, func(int) error {
+	request := func(int) error {
 		_, err := nc.Request("roster.v1.msg.bench-floor", []byte(`{}`), 5*time.Second)
 		return err
-	})
+	}
+	requestWrite := func(int) error {
+		_, err := nc.Request("roster.v1.msg.bench-floor-write", nil, 5*time.Second)
+		return err
+	}
+	kvCreate := func(i int) error {
+		_, err := kv.Create(ctx, "c"+strconv.Itoa(i), []byte(`{"state":"ACTIVE"}`), jetstream.KeyTTL(time.Minute))
+		return err
+	}
+	kvUpdate := func(i int) error {
+		_, err := kv.Put(ctx, "c"+strconv.Itoa(i), []byte(`{"state":"ACTIVE","x":1}`))
+		return err
+	}
+	kvGet := func(i int) error {
+		_, err := kv.Get(ctx, "c"+strconv.Itoa(i))
+		return err
+	}
+	kvCreateDelete := func(i int) error {
+		rev, err := kv.Create(ctx, "l"+strconv.Itoa(i), []byte(`{}`))
+		if err != nil {
+			return err
+		}
+		return kv.Delete(ctx, "l"+strconv.Itoa(i), jetstream.LastRevision(rev))
+	}
+	serviceNote := func(op, floor timing) string {
+		return fmt.Sprintf("a responder doing one KV write through the import: %v (%.1f×)", floor.p50.Round(time.Microsecond), float64(op.p50)/float64(floor.p50))
+	}
+	var out []sample
+	add := func(op, floor string, r []timing, note string) {
+		out = append(out, sample{op: op, floor: floor, n: n, p50: r[len(r)-1].p50, p99: r[len(r)-1].p99, floorP50: r[0].p50, note: note})
+	}
 
 	// Sessions.
 	var ids, tokens []string
-	p50, p99 := latencies(t, n, func(int) error {
+	r := interleaved(t, n, kvCreate, requestWrite, func(int) error {
 		var resp wire.SessionOpenResponse
 		err := wire.Call(ctx, nc, wire.SubjectSessionOpen, nil, &wire.SessionOpenRequest{TimeoutMS: 600000, Properties: map[string]string{"Desk": "FX"}}, &resp)
 		if err == nil {
@@ -167,23 +215,24 @@ func measure(t *testing.T, d deployment, n int) []sample {
 		}
 		return err
 	})
-	out = append(out, sample{op: "session open", floor: "KV Create with TTL", n: n, p50: p50, p99: p99, floorP50: fCreate50})
+	add("session open", "KV Create with TTL", r, serviceNote(r[2], r[1]))
 	hdr := func(i int) nats.Header { return sessionHeaders(ids[i], tokens[i]) }
-	p50, p99 = latencies(t, n, func(i int) error {
+	r = interleaved(t, n, kvGet, request, func(i int) error {
 		return wire.Call(ctx, nc, wire.SubjectSessionGet, hdr(i), &wire.SessionGetRequest{}, nil)
 	})
-	out = append(out, sample{op: "session get", floor: "KV Get", n: n, p50: p50, p99: p99, floorP50: fGet50, note: fmt.Sprintf("request through the import alone: %v", fReq50.Round(time.Microsecond))})
-	p50, p99 = latencies(t, n, func(i int) error {
+	add("session get", "KV Get", r, fmt.Sprintf("request through the import alone: %v", r[1].p50.Round(time.Microsecond)))
+	r = interleaved(t, n, request, func(i int) error {
 		return wire.Call(ctx, nc, wire.SubjectSessionKeepalive, hdr(i), &wire.SessionKeepaliveRequest{}, nil)
 	})
-	out = append(out, sample{op: "session keepalive", floor: "request through the import", n: n, p50: p50, p99: p99, floorP50: fReq50})
-	p50, p99 = latencies(t, n, func(i int) error {
+	fReq50 := r[0].p50
+	add("session keepalive", "request through the import", r, "")
+	r = interleaved(t, n, kvUpdate, requestWrite, func(i int) error {
 		return wire.Call(ctx, nc, wire.SubjectSessionUpdate, hdr(i), &wire.SessionUpdateRequest{Set: map[string]string{"Status": strconv.Itoa(i)}}, nil)
 	})
-	out = append(out, sample{op: "session update", floor: "KV Update", n: n, p50: p50, p99: p99, floorP50: fUpdate50})
+	add("session update", "KV Update", r, serviceNote(r[2], r[1]))
 
 	// Locks.
-	p50, p99 = latencies(t, n, func(i int) error {
+	r = interleaved(t, n, kvCreateDelete, func(i int) error {
 		var resp wire.LockAcquireResponse
 		name := "bench/" + strconv.Itoa(i%16)
 		if err := wire.Call(ctx, nc, wire.SubjectLockAcquire, hdr(i), &wire.LockAcquireRequest{Name: name}, &resp); err != nil {
@@ -191,7 +240,8 @@ func measure(t *testing.T, d deployment, n int) []sample {
 		}
 		return wire.Call(ctx, nc, wire.SubjectLockRelease, hdr(i), &wire.LockReleaseRequest{Name: name, Token: resp.Lock.Token}, nil)
 	})
-	out = append(out, sample{op: "lock acquire + release (uncontended)", floor: "KV Create + Delete", n: n, p50: p50, p99: p99, floorP50: fCD50})
+	fCD50 := r[0].p50
+	add("lock acquire + release (uncontended)", "KV Create + Delete", r, "")
 	grants := throughput(t, 8, 8*max(n/8, 50), func(w, i int) error {
 		var resp wire.LockAcquireResponse
 		if err := wire.Call(ctx, nc, wire.SubjectLockAcquire, hdr(w), &wire.LockAcquireRequest{Name: "bench/contended", WaitMS: 10000, RequestID: nuid.Next()}, &resp); err != nil {
@@ -232,12 +282,12 @@ func measure(t *testing.T, d deployment, n int) []sample {
 	}
 	recvd.Wait()
 	fPub := float64(rounds*receivers) / time.Since(start).Seconds()
-	p50, p99 = latencies(t, n, func(i int) error {
+	r = interleaved(t, n, request, func(i int) error {
 		recvd.Add(1)
 		err := wire.Call(ctx, nc, wire.SubjectMsgSend, hdr(0), &wire.MsgSendRequest{Message: wire.Message{SessionID: rs[i%receivers].ID(), Path: "bench/ping", Payload: []byte("x")}}, nil)
 		return err
 	})
-	out = append(out, sample{op: "send to one session", floor: "request through the import", n: n, p50: p50, p99: p99, floorP50: fReq50})
+	add("send to one session", "request through the import", r, "")
 	start = time.Now()
 	for range rounds {
 		recvd.Add(receivers)
@@ -247,7 +297,7 @@ func measure(t *testing.T, d deployment, n int) []sample {
 	rate := float64(rounds*receivers) / time.Since(start).Seconds()
 	out = append(out, sample{op: fmt.Sprintf("send to a filter matching %d sessions", receivers), floor: "the same deliveries published directly", throughputBased: true,
 		perSec: rate, floorPerSec: fPub, note: "deliveries per second, received"})
-	p50, p99 = latencies(t, max(n/10, 20), func(int) error {
+	p50, p99 := latencies(t, max(n/10, 20), func(int) error {
 		var resp wire.MsgRequestResponse
 		if err := wire.Call(ctx, nc, wire.SubjectMsgRequest, hdr(0), &wire.MsgRequestRequest{Message: wire.Message{Filter: `Group is "bench"`, Path: "bench/ping", Payload: []byte("x")}, TimeoutMS: 5000}, &resp); err != nil {
 			return err
@@ -259,10 +309,10 @@ func measure(t *testing.T, d deployment, n int) []sample {
 	})
 	out = append(out, sample{op: fmt.Sprintf("request to a filter matching %d sessions (all answer)", receivers), floor: "request through the import", n: max(n/10, 20), p50: p50, p99: p99, floorP50: fReq50})
 
-	p50, p99 = latencies(t, n, func(i int) error {
+	r = interleaved(t, n, kvUpdate, requestWrite, func(i int) error {
 		return wire.Call(ctx, nc, wire.SubjectSessionClose, hdr(i), &wire.SessionCloseRequest{}, nil)
 	})
-	out = append(out, sample{op: "session close", floor: "KV Update", n: n, p50: p50, p99: p99, floorP50: fUpdate50})
+	add("session close", "KV Update", r, serviceNote(r[2], r[1]))
 	return out
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/kvstore"
 )
 
 // open opens an anonymous session on a client connected to url.
@@ -57,6 +58,29 @@ func TestClusterServesSessionsLocksAndMessages(t *testing.T) {
 			t.Errorf("%s: got %d replicas, want 3", bucket, info.Config.Replicas)
 		}
 	}
+	// In a cluster, reads go to the stream's leader, even for a bucket with one
+	// replica: a replica added later answers direct gets before it has caught up.
+	func() {
+		nc, err := c.serviceConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "r1_probe"}); err != nil {
+			t.Fatal(err)
+		}
+		defer js.DeleteKeyValue(ctx, "r1_probe")
+		r, err := kvstore.NewReader(ctx, js, "r1_probe")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Direct() {
+			t.Error("a Reader in a cluster uses direct gets")
+		}
+	}()
 
 	a := open(t, c.nodes[0].url(), map[string]string{"Desk": "FX"})
 	b := open(t, c.nodes[2].url(), map[string]string{"Desk": "Rates"})

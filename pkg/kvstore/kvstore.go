@@ -7,10 +7,13 @@
 // a token already rotated, a lock already released. Compare-and-set writes are safe
 // regardless (the leader checks the expected revision), but an answer built on a
 // read alone is not. ReadLast asks the stream's MSG.GET API, which the leader alone
-// answers. A bucket with one replica has no replica to lag: its one server stores a
-// write before acknowledging it and answers direct gets inline, several times
-// cheaper than the MSG.GET API, which goes through the server's JetStream API
-// queue. A Reader picks the direct get for such a bucket (ReadDirect).
+// answers. On a standalone server (no cluster) a bucket has one replica and can be
+// given no other: that server stores a write before acknowledging it and answers
+// direct gets inline, several times cheaper than the MSG.GET API, which goes through
+// the server's JetStream API queue. A Reader picks the direct get there (ReadDirect).
+// In a cluster it never does, even for a one-replica bucket: replicas can be added
+// to a stream at any time, and a new replica starts answering direct gets before it
+// has caught up.
 package kvstore
 
 import (
@@ -83,7 +86,8 @@ func ReadLast(ctx context.Context, nc *nats.Conn, bucket, key string) (*Entry, e
 
 // ReadDirect returns the latest message of key in bucket through the direct get
 // API. It sees every acknowledged write only when the bucket's stream has one
-// replica and no mirror answers direct gets for it (see Reader).
+// replica, on a standalone server, and no mirror answers direct gets for it (see
+// Reader).
 func ReadDirect(ctx context.Context, nc *nats.Conn, bucket, key string) (*Entry, error) {
 	reply, err := nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_"+bucket+".$KV."+bucket+"."+key, nil)
 	if err != nil {
@@ -105,10 +109,10 @@ func ReadDirect(ctx context.Context, nc *nats.Conn, bucket, key string) (*Entry,
 	return e, nil
 }
 
-// Reader reads the keys of one bucket linearizably by the cheapest path the bucket
-// allows: direct gets when its stream has one replica, the leader's MSG.GET API
-// otherwise. The choice is made once, from the stream's configuration when the
-// Reader is made; a bucket whose replicas change later needs a new Reader.
+// Reader reads the keys of one bucket linearizably by the cheapest path the
+// deployment allows: direct gets when the connection's server is standalone (not
+// part of a cluster) and the stream has one replica, the leader's MSG.GET API
+// otherwise. The choice is made when the Reader is made.
 type Reader struct {
 	nc     *nats.Conn
 	bucket string
@@ -122,7 +126,8 @@ func NewReader(ctx context.Context, js jetstream.JetStream, bucket string) (*Rea
 		return nil, fmt.Errorf("kvstore: bucket %s: %w", bucket, err)
 	}
 	cfg := st.CachedInfo().Config
-	return &Reader{nc: js.Conn(), bucket: bucket, direct: cfg.Replicas <= 1 && cfg.AllowDirect}, nil
+	standalone := js.Conn().ConnectedClusterName() == ""
+	return &Reader{nc: js.Conn(), bucket: bucket, direct: standalone && cfg.Replicas <= 1 && cfg.AllowDirect && cfg.Mirror == nil}, nil
 }
 
 // Direct reports whether the Reader uses direct gets.

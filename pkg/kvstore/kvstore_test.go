@@ -61,8 +61,9 @@ func TestReads(t *testing.T) {
 	}
 }
 
-// TestReaderPicksThePath: direct gets for a one-replica bucket. (The cluster tests
-// of the services run three-replica buckets through the MSG.GET path.)
+// TestReaderPicksThePath: direct gets for a one-replica bucket on a standalone
+// server. (integration.TestClusterServesSessionsLocksAndMessages checks that a
+// Reader in a cluster uses the leader's MSG.GET, even for a one-replica bucket.)
 func TestReaderPicksThePath(t *testing.T) {
 	s := natstest.Start(t)
 	js := s.JetStream(t)
@@ -76,7 +77,7 @@ func TestReaderPicksThePath(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !r.Direct() {
-		t.Fatal("a one-replica bucket should be read with direct gets")
+		t.Fatal("a one-replica bucket on a standalone server should be read with direct gets")
 	}
 	rev, err := kv.Put(ctx, "k", []byte("v"))
 	if err != nil {

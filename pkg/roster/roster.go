@@ -32,6 +32,7 @@ type Process struct {
 	issuer  nkeys.KeyPair    // the auth callout's issuer; nil without a callout
 	running []*running
 	policy  *policyFollower
+	view    *sharedView
 	failed  chan error
 	done    chan struct{}
 	stopped sync.Once
@@ -54,17 +55,6 @@ type runner interface {
 type service interface {
 	Run(ctx context.Context) error
 	Health(ctx context.Context) *endpoint.Health
-}
-
-// withCleanup is a service that also stops what its module started beside it.
-type withCleanup struct {
-	service
-	cleanup func()
-}
-
-func (w withCleanup) Run(ctx context.Context) error {
-	defer w.cleanup()
-	return w.service.Run(ctx)
 }
 
 // Start starts the embedded server (unless cfg.NATSURL is set) and the selected
@@ -131,6 +121,51 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 	return p, nil
 }
 
+// sharedView is the process's one view of the sessions bucket, on a connection of
+// its own, so that it outlives every service using it.
+type sharedView struct {
+	view *sessions.View
+	nc   *nats.Conn
+}
+
+// sessionsView returns the view of the sessions bucket that the services of the
+// process which only authenticate sessions against it (auth, lock) share; it starts
+// on first use. Each view follows every write of the bucket and decodes it: one per
+// process rather than one per service saves that work on every session change.
+// (The registry and messaging keep their own: they index what they watch.)
+func (p *Process) sessionsView(ctx context.Context, connect func(string) (*nats.Conn, error)) (*sessions.View, error) {
+	if p.view != nil {
+		return p.view.view, nil
+	}
+	nc, err := connect("sessions-view")
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	view, err := sessions.Watch(context.WithoutCancel(ctx), js)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	p.view = &sharedView{view: view, nc: nc}
+	return view, nil
+}
+
+// viewRoles finds session roles in the shared view for the auth service.
+type viewRoles struct{ v *sessions.View }
+
+func (r viewRoles) SessionRoles(_ context.Context, id, token string) ([]string, error) {
+	rec, err := r.v.Authenticate(id, token)
+	if err != nil {
+		return nil, err
+	}
+	return rec.Roles, nil
+}
+
 // policyHolder returns the process's policy holder, following the stored policy;
 // it starts following on first use.
 func (p *Process) policyHolder(ctx context.Context, connect func(string) (*nats.Conn, error)) (*policy.Holder, error) {
@@ -192,6 +227,11 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 		if err != nil {
 			return nil, err
 		}
+		view, err := p.sessionsView(ctx, connect)
+		if err != nil {
+			return nil, err
+		}
+		acfg.Sessions = viewRoles{view}
 		svc, err := auth.New(nc, acfg, tp, log)
 		if err != nil {
 			return nil, err
@@ -210,20 +250,11 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 	case "registry":
 		return registry.New(nc, registry.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas}, holder, tp, log)
 	case "lock":
-		js, err := jetstream.New(nc)
+		view, err := p.sessionsView(ctx, connect)
 		if err != nil {
 			return nil, err
 		}
-		view, err := sessions.Watch(context.Background(), js)
-		if err != nil {
-			return nil, err
-		}
-		svc, err := lock.New(nc, lock.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas}, view, holder, tp, log)
-		if err != nil {
-			view.Close()
-			return nil, err
-		}
-		return withCleanup{service: svc, cleanup: view.Close}, nil
+		return lock.New(nc, lock.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas}, view, holder, tp, log)
 	case "messaging":
 		return messaging.New(nc, messaging.Config{DrainTimeout: cfg.DrainTimeout}, holder, tp, log)
 	}
@@ -278,6 +309,10 @@ func (p *Process) stopAll() {
 	}
 	if p.policy != nil {
 		p.policy.stop()
+	}
+	if p.view != nil {
+		p.view.view.Close()
+		p.view.nc.Close()
 	}
 	if p.server != nil {
 		p.server.Stop()

@@ -3,6 +3,8 @@ package lock
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
+	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -17,8 +19,17 @@ import (
 // maxBatch bounds the operations applied in one write.
 const maxBatch = 256
 
-// maxAttempts bounds the compare-and-set attempts of one batch.
-const maxAttempts = 64
+// Compare-and-set attempts of one batch go on until the batch's StoreTimeout. The
+// instance whose last write won writes next from its cache in one round trip, while
+// the one that lost needs a read and a write: under sustained contention from
+// several instances the loser can lose many times in a row. After conflictsBeforeBackoff
+// conflicts a batch waits a random moment, up to conflictBackoff per conflict so
+// far, before reading again, which breaks such runs.
+const (
+	conflictsBeforeBackoff = 4
+	conflictBackoff        = 200 * time.Microsecond
+	maxBackoff             = 5 * time.Millisecond
+)
 
 // task is one operation on a lock record.
 type task struct {
@@ -141,8 +152,8 @@ func (s *Service) commitBatch(name string, batch []*task) {
 		needFresh = needFresh || t.fresh
 	}
 	for attempt := 0; ; attempt++ {
-		if attempt == maxAttempts {
-			s.fail(batch, wire.Errorf(wire.CodeUnavailable, "lock %q is too contended; retry", name))
+		if ctx.Err() != nil {
+			s.fail(batch, wire.Errorf(wire.CodeUnavailable, "lock %q is too contended: no write succeeded within %v; retry", name, s.cfg.StoreTimeout))
 			return
 		}
 		if !ok {
@@ -177,6 +188,9 @@ func (s *Service) commitBatch(name string, batch []*task) {
 		rev, err := s.st.write(ctx, key, r, cur.rev)
 		if errors.Is(err, errConflict) {
 			s.conflicts.Add(1)
+			if attempt >= conflictsBeforeBackoff {
+				backoff(ctx, min(time.Duration(attempt)*conflictBackoff, maxBackoff))
+			}
 			if cur, err = s.st.read(ctx, key); err != nil {
 				s.fail(batch, err)
 				return
@@ -196,6 +210,16 @@ func (s *Service) commitBatch(name string, batch []*task) {
 		s.st.remember(key, e)
 		s.finish(batch, commit{rec: e.rec, rev: rev}, o)
 		return
+	}
+}
+
+// backoff waits a random time up to limit, or until ctx ends.
+func backoff(ctx context.Context, limit time.Duration) {
+	t := time.NewTimer(rand.N(limit) + 1)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 

@@ -63,7 +63,8 @@ func BenchmarkFloorKVCreateDelete(b *testing.B) {
 
 // BenchmarkAcquireRelease: one session acquires and releases one lock, through
 // the service import as a client does, beside the floor (a raw KV Create + Delete
-// of a fresh key) and two bare service hops. The three are interleaved in blocks of
+// of a fresh key), two bare service hops, and two hops to a responder doing the
+// same two writes. All are interleaved in blocks of
 // 50, so that all see the same disk and CPU: fsync times on a shared disk drift by
 // tens of percent within a run.
 func BenchmarkAcquireRelease(b *testing.B) {
@@ -83,7 +84,32 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var floor, hops, samples []time.Duration
+	// The least a service can do for the pair: two requests through the import to a
+	// plain responder on the services account, one doing a KV Create, the other the
+	// Delete.
+	svc := e.srv.ServiceConn(b)
+	var rkey string
+	var rn int
+	if _, err := svc.Subscribe(wire.LockPrefix+".bench-floor", func(m *nats.Msg) {
+		var err error
+		if string(m.Data) == "create" {
+			rn++
+			rkey = fmt.Sprintf("r%d", rn)
+			_, err = kv.Create(ctx, rkey, []byte(`{"holders":[{"session":"s"}]}`))
+		} else {
+			err = kv.Delete(ctx, rkey)
+		}
+		if err != nil {
+			b.Error(err)
+		}
+		_ = m.Respond(nil)
+	}); err != nil {
+		b.Fatal(err)
+	}
+	if err := svc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	var floor, hops, responder, samples []time.Duration
 	timed := func(into *[]time.Duration, fn func() error) {
 		start := time.Now()
 		if err := fn(); err != nil {
@@ -115,6 +141,14 @@ func BenchmarkAcquireRelease(b *testing.B) {
 				}
 				return nil
 			})
+			timed(&responder, func() error {
+				for _, op := range []string{"create", "delete"} {
+					if _, err := c.rawCall(ctx, wire.LockPrefix+".bench-floor", []byte(op)); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 		}
 		b.StartTimer()
 		for range m {
@@ -135,6 +169,9 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	b.ReportMetric(us(f99), "floor-p99-µs")
 	b.ReportMetric(float64(p50)/float64(f50), "x-floor-p50")
 	b.ReportMetric(us(percentile(hops, 0.5)), "2hops-p50-µs")
+	r50 := percentile(responder, 0.5)
+	b.ReportMetric(us(r50), "responder-p50-µs")
+	b.ReportMetric(float64(p50)/float64(r50), "x-responder-p50")
 }
 
 // BenchmarkContention8: 8 sessions loop acquire (waiting) + release on one lock;
@@ -205,7 +242,7 @@ func Benchmark1000Waiters(b *testing.B) {
 		waiters[i] = e.openOn(b, conns[i%len(conns)], fmt.Sprintf("admin-%d", i), 0)
 	}
 	b.ResetTimer()
-	for range b.N {
+	for iter := range b.N {
 		b.StopTimer()
 		holder.mustAcquire(b, &wire.LockAcquireRequest{Name: "line"})
 		type grant struct {
@@ -220,7 +257,7 @@ func Benchmark1000Waiters(b *testing.B) {
 				defer wg.Done()
 				ctx, cancel := context.WithTimeout(context.Background(), 55*time.Second)
 				defer cancel()
-				l, err := c.acquire(ctx, &wire.LockAcquireRequest{Name: "line", WaitMS: 50000, RequestID: fmt.Sprintf("w%d", i)})
+				l, err := c.acquire(ctx, &wire.LockAcquireRequest{Name: "line", WaitMS: 50000, RequestID: fmt.Sprintf("w%d-%d", iter, i)})
 				if err != nil {
 					b.Error(err)
 					return
@@ -247,7 +284,7 @@ func Benchmark1000Waiters(b *testing.B) {
 		slices.SortFunc(got, func(x, y grant) int { return int(x.token) - int(y.token) })
 		byID := map[string]string{}
 		for i, c := range waiters {
-			byID[fmt.Sprintf("w%d", i)] = c.id
+			byID[fmt.Sprintf("w%d-%d", iter, i)] = c.id
 		}
 		for i, g := range got {
 			if want := byID[queue[i]]; g.session != want {

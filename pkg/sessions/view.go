@@ -98,10 +98,22 @@ type View struct {
 	held    map[string]*held   // slim view
 	subs    map[int]func(Change)
 	nextSub int
+	// removed remembers, for removedFor, the revision at which each removed key was
+	// removed, so that a record read before the removal (fetch) and applied after it
+	// does not bring the session back.
+	removed map[string]removal
 
 	touchMu sync.Mutex
 	touched map[string]struct{}
 }
+
+type removal struct {
+	rev uint64
+	at  time.Time
+}
+
+// removedFor is how long a removal is remembered: longer than a fetch may take.
+const removedFor = time.Minute
 
 // Watch starts a View of the sessions bucket (creating the bucket if needed) and
 // returns once the view holds every record stored at the time of the call. The view
@@ -121,6 +133,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 		touchEvery: DefaultTouchInterval,
 		subs:       map[int]func(Change){},
 		touched:    map[string]struct{}{},
+		removed:    map[string]removal{},
 	}
 	for _, o := range opts {
 		o(v)
@@ -180,8 +193,9 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 		defer t.Stop()
 		for {
 			select {
-			case <-t.C:
+			case now := <-t.C:
 				v.flushTouches()
+				v.forgetRemovals(now)
 			case <-wctx.Done():
 				v.flushTouches()
 				return
@@ -210,13 +224,33 @@ func (v *View) apply(e jetstream.KeyValueEntry) {
 		}
 		rec = r
 	}
-	v.applyRecord(e.Key(), rec)
+	v.applyRecord(e.Key(), rec, e.Revision())
 }
 
-// applyRecord applies the record of id (nil: the key was removed).
-func (v *View) applyRecord(id string, rec *Record) {
+// forgetRemovals drops the removals older than removedFor.
+func (v *View) forgetRemovals(now time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	for id, r := range v.removed {
+		if now.Sub(r.at) > removedFor {
+			delete(v.removed, id)
+		}
+	}
+}
+
+// applyRecord applies the record of id at revision rev (rec nil: the key was
+// removed).
+func (v *View) applyRecord(id string, rec *Record, rev uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if rec == nil {
+		v.removed[strings.Clone(id)] = removal{rev: rev, at: time.Now()}
+	} else if r, ok := v.removed[id]; ok {
+		if rec.Revision <= r.rev {
+			return // read before the key was removed
+		}
+		delete(v.removed, id)
+	}
 	if v.slim {
 		v.applySlim(id, rec)
 		return
@@ -290,7 +324,7 @@ func (v *View) fetch(id string) (*Record, bool) {
 	if err != nil {
 		return nil, false
 	}
-	v.applyRecord(id, rec)
+	v.applyRecord(id, rec, rec.Revision)
 	return v.Get(id)
 }
 

@@ -356,7 +356,9 @@ func (t *tracker) run(ctx context.Context) error {
 	defer func() { _ = asub.Unsubscribe() }()
 	s.nc.SetDisconnectErrHandler(func(*nats.Conn, error) { t.cutOff() })
 	s.nc.SetReconnectHandler(func(*nats.Conn) { t.reconnected() })
-	disconnects := make(chan *nats.Msg, 1024)
+	// A NATS server restart drops every connection at once: the buffer holds the
+	// advisories of that many (a full channel would drop them as a slow consumer).
+	disconnects := make(chan *nats.Msg, 65536)
 	dsub, err := s.nc.ChanSubscribe(SubjectDisconnect, disconnects)
 	if err != nil {
 		return err
@@ -675,6 +677,9 @@ type disconnectAdvisory struct {
 }
 
 func (t *tracker) consumeDisconnects(ctx context.Context, ch <-chan *nats.Msg) {
+	sem := make(chan struct{}, disconnectWorkers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
@@ -685,10 +690,25 @@ func (t *tracker) consumeDisconnects(ctx context.Context, ch <-chan *nats.Msg) {
 				continue
 			}
 			adv.Client.Server = adv.Server.Name
-			t.disconnected(ctx, adv.Client.ConnectionKey())
+			conn := adv.Client.ConnectionKey()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				t.disconnected(ctx, conn)
+			}()
 		}
 	}
 }
+
+// disconnectWorkers bounds the connections whose sessions are moved to RECOVERING at
+// once: one at a time, the last of a few thousand connections dropped together (a
+// server restart) would wait seconds for the writes of all the others.
+const disconnectWorkers = 32
 
 // disconnected moves the ACTIVE sessions bound to a closed connection to RECOVERING
 // and publishes their DISCONNECTED events.

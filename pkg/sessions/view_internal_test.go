@@ -15,7 +15,7 @@ func TestRemovalIsNotUndoneByAnOlderRead(t *testing.T) {
 		v := &View{slim: slim, records: map[string]*Record{}, held: map[string]*held{}, subs: map[int]func(Change){}, removed: map[string]removal{}}
 		live := &Record{ID: "s1", State: wire.StateActive, Revision: 5}
 		v.applyRecord("s1", live, 5)
-		v.applyRecord("s1", nil, 7) // the TTL removed the key
+		v.applyRecord("s1", nil, 7)  // the TTL removed the key
 		v.applyRecord("s1", live, 5) // a fetch that read revision 5 before the removal
 		if _, ok := v.Get("s1"); ok {
 			t.Fatalf("slim=%v: the removed session is back", slim)

@@ -129,10 +129,11 @@ type sharedView struct {
 }
 
 // sessionsView returns the view of the sessions bucket that the services of the
-// process which only authenticate sessions against it (auth, lock) share; it starts
-// on first use. Each view follows every write of the bucket and decodes it: one per
-// process rather than one per service saves that work on every session change.
-// (The registry and messaging keep their own: they index what they watch.)
+// process which only authenticate sessions against it (auth, lock) share, and which
+// messaging indexes when it runs beside them; it starts on first use. Each view
+// follows every write of the bucket and decodes it: one per process rather than one
+// per service saves that work on every session change. (The registry keeps its own:
+// it tracks expiry from it.)
 func (p *Process) sessionsView(ctx context.Context, connect func(string) (*nats.Conn, error)) (*sessions.View, error) {
 	if p.view != nil {
 		return p.view.view, nil
@@ -256,7 +257,14 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 		}
 		return lock.New(nc, lock.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas}, view, holder, tp, log)
 	case "messaging":
-		return messaging.New(nc, messaging.Config{DrainTimeout: cfg.DrainTimeout}, holder, tp, log)
+		mcfg := messaging.Config{DrainTimeout: cfg.DrainTimeout}
+		if p.view != nil {
+			// auth or lock runs here too: share their view rather than watch the
+			// bucket once more. (Alone, messaging keeps its own slim view, which
+			// costs far less memory than a full one.)
+			mcfg.Sessions = p.view.view
+		}
+		return messaging.New(nc, mcfg, holder, tp, log)
 	}
 	return nil, fmt.Errorf("unknown service %q", name)
 }

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 	"github.com/seed-3c836eab/roster/services/registry"
@@ -50,6 +51,20 @@ type env struct {
 
 func newEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
+	return newEnvWith(t, cfg, false)
+}
+
+// forEachView runs test with a messaging instance that watches the bucket itself and
+// with one that shares a full view (Config.Sessions), as in an all-in-one process.
+func forEachView(t *testing.T, test func(t *testing.T, newEnv func(*testing.T, Config) *env)) {
+	t.Run("own view", func(t *testing.T) { test(t, newEnv) })
+	t.Run("shared view", func(t *testing.T) {
+		test(t, func(t *testing.T, cfg Config) *env { return newEnvWith(t, cfg, true) })
+	})
+}
+
+func newEnvWith(t *testing.T, cfg Config, shared bool) *env {
+	t.Helper()
 	srv := natstest.Start(t)
 	startAuth(t, srv)
 	pol := testPolicy()
@@ -67,6 +82,14 @@ func newEnv(t *testing.T, cfg Config) *env {
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 5 * time.Second
+	}
+	if shared {
+		view, err := sessions.Watch(context.Background(), srv.JetStream(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(view.Close)
+		cfg.Sessions = view
 	}
 	s, err := New(srv.ServiceConn(t), cfg, pol, tp, log)
 	if err != nil {

@@ -18,7 +18,9 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
-func TestSendToSessionAndFilter(t *testing.T) {
+func TestSendToSessionAndFilter(t *testing.T) { forEachView(t, testSendToSessionAndFilter) }
+
+func testSendToSessionAndFilter(t *testing.T, newEnv func(*testing.T, Config) *env) {
 	e := newEnv(t, Config{})
 	from := e.open(t, "sender", nil)
 	a := e.open(t, "a", map[string]string{"Department": "Sales"})
@@ -381,7 +383,9 @@ func TestTraceContinuity(t *testing.T) {
 // TestClosedSessionNotSentTo closes a session through the registry: once the
 // messaging instance has applied the close, the session is in no selection and a
 // send naming it gets session_closed.
-func TestClosedSessionNotSentTo(t *testing.T) {
+func TestClosedSessionNotSentTo(t *testing.T) { forEachView(t, testClosedSessionNotSentTo) }
+
+func testClosedSessionNotSentTo(t *testing.T, newEnv func(*testing.T, Config) *env) {
 	e := newEnv(t, Config{})
 	from := e.open(t, "sender", nil)
 	live := e.open(t, "a", map[string]string{"Group": "g"})

@@ -46,6 +46,11 @@ type Config struct {
 	// once (DefaultMaxStreams): they outlive their handler, so the endpoint's bound
 	// does not cover them. Beyond it a streamed request gets limit_exceeded.
 	MaxStreams int
+	// Sessions, when set, is a view of the sessions bucket the process already runs
+	// (a full view, not Slim) for the service to share: its index subscribes to it
+	// instead of the service watching the bucket itself, which saves decoding every
+	// session write once more. Run leaves it open.
+	Sessions *sessions.View
 }
 
 // DefaultMaxStreams is the default of Config.MaxStreams.
@@ -68,6 +73,15 @@ type sessionView interface {
 }
 
 var _ sessionView = (*sessions.View)(nil)
+
+// sharedView is a view the service does not own: closing it ends the service's
+// subscription, not the view.
+type sharedView struct {
+	*sessions.View
+	cancel func()
+}
+
+func (v sharedView) Close() { v.cancel() }
 
 // Service is one instance of the messaging service. Any number of instances may run
 // against the same NATS; requests are spread over them by a queue group. Each keeps
@@ -97,6 +111,18 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("messaging: jetstream: %w", err)
+	}
+	if cfg.Sessions != nil {
+		ix := newIndex()
+		// The replay and every later change reach the index under the view's lock,
+		// as with OnChange below.
+		view := sharedView{View: cfg.Sessions, cancel: cfg.Sessions.Subscribe(ix.apply)}
+		s, err := newService(nc, cfg, pol, view, ix, tp, log)
+		if err != nil {
+			view.Close()
+			return nil, err
+		}
+		return s, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

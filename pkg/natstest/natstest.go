@@ -126,3 +126,21 @@ func CheckFor(t testing.TB, total, step time.Duration, fn func() error) {
 		time.Sleep(step)
 	}
 }
+
+// Responder subscribes a plain responder on subject that runs fn for each request
+// and answers it with an empty body — a benchmark's floor for a service that does
+// fn's work. A failing fn fails the test.
+func Responder(t testing.TB, nc *nats.Conn, subject string, fn func(*nats.Msg) error) {
+	t.Helper()
+	if _, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		if err := fn(m); err != nil {
+			t.Error(err)
+		}
+		_ = m.Respond(nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -156,17 +156,6 @@ func (p *Process) sessionsView(ctx context.Context, connect func(string) (*nats.
 	return view, nil
 }
 
-// viewRoles finds session roles in the shared view for the auth service.
-type viewRoles struct{ v *sessions.View }
-
-func (r viewRoles) SessionRoles(_ context.Context, id, token string) ([]string, error) {
-	rec, err := r.v.Authenticate(id, token)
-	if err != nil {
-		return nil, err
-	}
-	return rec.Roles, nil
-}
-
 // policyHolder returns the process's policy holder, following the stored policy;
 // it starts following on first use.
 func (p *Process) policyHolder(ctx context.Context, connect func(string) (*nats.Conn, error)) (*policy.Holder, error) {
@@ -232,7 +221,7 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 		if err != nil {
 			return nil, err
 		}
-		acfg.Sessions = viewRoles{view}
+		acfg.Sessions = auth.ViewRoles{View: view}
 		svc, err := auth.New(nc, acfg, tp, log)
 		if err != nil {
 			return nil, err

@@ -156,7 +156,7 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 			_ = svc.Stop(context.Background())
 			return nil, fmt.Errorf("auth: %w", err)
 		}
-		cfg.Sessions = viewRoles{view}
+		cfg.Sessions = ViewRoles{View: view}
 	}
 	s := &Service{
 		view:     view,
@@ -263,12 +263,13 @@ func (s *Service) stopBackground() {
 	}
 }
 
-// viewRoles finds session roles in the live view of the sessions bucket: no round
-// trip per request.
-type viewRoles struct{ v *sessions.View }
+// ViewRoles finds session roles in a live view of the sessions bucket: no round trip
+// per request. A process that already runs a view gives it as Config.Sessions.
+type ViewRoles struct{ View *sessions.View }
 
-func (r viewRoles) SessionRoles(_ context.Context, id, token string) ([]string, error) {
-	rec, err := r.v.Authenticate(id, token)
+// SessionRoles returns the roles of session id if token is its token.
+func (r ViewRoles) SessionRoles(_ context.Context, id, token string) ([]string, error) {
+	rec, err := r.View.Authenticate(id, token)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -90,25 +91,15 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	svc := e.srv.ServiceConn(b)
 	var rkey string
 	var rn int
-	if _, err := svc.Subscribe(wire.LockPrefix+".bench-floor", func(m *nats.Msg) {
-		var err error
+	natstest.Responder(b, svc, wire.LockPrefix+".bench-floor", func(m *nats.Msg) error {
 		if string(m.Data) == "create" {
 			rn++
 			rkey = fmt.Sprintf("r%d", rn)
-			_, err = kv.Create(ctx, rkey, []byte(`{"holders":[{"session":"s"}]}`))
-		} else {
-			err = kv.Delete(ctx, rkey)
+			_, err := kv.Create(ctx, rkey, []byte(`{"holders":[{"session":"s"}]}`))
+			return err
 		}
-		if err != nil {
-			b.Error(err)
-		}
-		_ = m.Respond(nil)
-	}); err != nil {
-		b.Fatal(err)
-	}
-	if err := svc.Flush(); err != nil {
-		b.Fatal(err)
-	}
+		return kv.Delete(ctx, rkey)
+	})
 	var floor, hops, responder, samples []time.Duration
 	timed := func(into *[]time.Duration, fn func() error) {
 		start := time.Now()

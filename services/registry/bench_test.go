@@ -298,18 +298,11 @@ func BenchmarkLatency(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := svc.Subscribe(Prefix+".bench-floor", func(m *nats.Msg) {
+	natstest.Responder(b, svc, Prefix+".bench-floor", func(*nats.Msg) error {
 		var err error
-		if srev, err = kv.Update(ctx, "s", floorValue, srev); err != nil {
-			b.Error(err)
-		}
-		_ = m.Respond(nil)
-	}); err != nil {
-		b.Fatal(err)
-	}
-	if err := svc.Flush(); err != nil {
-		b.Fatal(err)
-	}
+		srev, err = kv.Update(ctx, "s", floorValue, srev)
+		return err
+	})
 	pairs = append(pairs, pair{name: "update/responder-kv-update", op: pairs[3].op, floor: func() error {
 		_, err := e.nc.Request(Prefix+".bench-floor", nil, 5*time.Second)
 		return err

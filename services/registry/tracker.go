@@ -557,9 +557,8 @@ func (t *tracker) persistLoop(ctx context.Context) {
 func (t *tracker) expiryLoop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	sem := make(chan struct{}, expiryWorkers)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	workers := newBounded(expiryWorkers)
+	defer workers.wait()
 	for {
 		t.mu.Lock()
 		wait := time.Hour
@@ -601,16 +600,9 @@ func (t *tracker) expiryLoop(ctx context.Context) {
 		}
 		t.mu.Unlock()
 		for _, id := range due {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
+			if !workers.run(ctx, func() { t.expire(ctx, id) }) {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				t.expire(ctx, id)
-			}()
 		}
 	}
 }
@@ -677,9 +669,8 @@ type disconnectAdvisory struct {
 }
 
 func (t *tracker) consumeDisconnects(ctx context.Context, ch <-chan *nats.Msg) {
-	sem := make(chan struct{}, disconnectWorkers)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	workers := newBounded(disconnectWorkers)
+	defer workers.wait()
 	for {
 		select {
 		case <-ctx.Done():
@@ -691,16 +682,9 @@ func (t *tracker) consumeDisconnects(ctx context.Context, ch <-chan *nats.Msg) {
 			}
 			adv.Client.Server = adv.Server.Name
 			conn := adv.Client.ConnectionKey()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
+			if !workers.run(ctx, func() { t.disconnected(ctx, conn) }) {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				t.disconnected(ctx, conn)
-			}()
 		}
 	}
 }
@@ -771,3 +755,30 @@ func (h *deadlines) Pop() any {
 	*h = old[:len(old)-1]
 	return x
 }
+
+// bounded runs functions on goroutines, at most n at once.
+type bounded struct {
+	sem chan struct{}
+	wg  sync.WaitGroup
+}
+
+func newBounded(n int) *bounded { return &bounded{sem: make(chan struct{}, n)} }
+
+// run waits for a free slot and runs fn on a goroutine of its own; it returns false,
+// running nothing, when ctx ends first.
+func (b *bounded) run(ctx context.Context, fn func()) bool {
+	select {
+	case b.sem <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	b.wg.Add(1)
+	go func() {
+		defer func() { <-b.sem; b.wg.Done() }()
+		fn()
+	}()
+	return true
+}
+
+// wait waits for every function run to return.
+func (b *bounded) wait() { b.wg.Wait() }

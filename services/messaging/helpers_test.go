@@ -14,8 +14,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
-	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 	"github.com/seed-3c836eab/roster/services/registry"
 )

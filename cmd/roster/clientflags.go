@@ -23,7 +23,6 @@ type clientFlags struct {
 	sessionID string
 	token     string
 	timeout   time.Duration
-	props     []string
 }
 
 func (f *clientFlags) register(fs *pflag.FlagSet) {

@@ -47,10 +47,6 @@ type running struct {
 	done   chan error
 }
 
-type runner interface {
-	Run(ctx context.Context) error
-}
-
 // service is what a module starts: something to run and its health.
 type service interface {
 	Run(ctx context.Context) error

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/seed-3c836eab/roster/pkg/kvstore"
@@ -87,10 +86,6 @@ func decodeRecord(data []byte, rev uint64) (*record, error) {
 	}
 	r.materialize(rev)
 	return &r, nil
-}
-
-func isDeleteMarker(h nats.Header) bool {
-	return h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != ""
 }
 
 // read returns the key's latest record, linearizably (see pkg/kvstore: a replica

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -278,5 +277,3 @@ func (e *env) waitEventCount(t testing.TB, id string, kind wire.SessionEventKind
 		return nil
 	})
 }
-
-func contains(s, sub string) bool { return sub != "" && strings.Contains(s, sub) }

@@ -513,7 +513,9 @@ func (t *tracker) flush() {
 
 // persistLoop writes the last activity into records whose stored one is older than
 // the persist interval, so that it survives the activity stream's retention, and
-// refreshes their KV TTL.
+// refreshes their KV TTL. Writes are spread (persistBatch): sessions opened together
+// — all of a server's clients reconnecting, say — would otherwise all come due
+// together, every interval.
 func (t *tracker) persistLoop(ctx context.Context) {
 	every := max(t.s.cfg.PersistInterval/10, 100*time.Millisecond)
 	tick := time.NewTicker(every)
@@ -525,9 +527,14 @@ func (t *tracker) persistLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		var stale []*sessions.Record
+		live := 0
 		t.mu.Lock()
 		for id, e := range t.sessions {
-			if !e.rec.Closed() && t.last[id].Sub(e.rec.LastActivity) >= t.s.cfg.PersistInterval {
+			if e.rec.Closed() {
+				continue
+			}
+			live++
+			if t.last[id].Sub(e.rec.LastActivity) >= t.s.cfg.PersistInterval {
 				stale = append(stale, e.rec)
 			}
 		}
@@ -539,7 +546,7 @@ func (t *tracker) persistLoop(ctx context.Context) {
 			}
 		}
 		t.mu.Unlock()
-		for _, rec := range stale {
+		for _, rec := range persistBatch(stale, live, every, t.s.cfg.PersistInterval) {
 			if ctx.Err() != nil {
 				return
 			}
@@ -551,6 +558,24 @@ func (t *tracker) persistLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// persistBatch returns the records of stale to write in one round of the persist
+// loop, which runs every every: the longest unwritten first, and no more than spread
+// evenly over half the persist interval would take for all live sessions. Idle
+// sessions then cost live/interval writes per second on average and never more than
+// twice that in any round; a record's stored activity is at most 1.5 intervals old
+// (plus a round), well within the activity stream's two intervals, which a starting
+// registry replays.
+func persistBatch(stale []*sessions.Record, live int, every, interval time.Duration) []*sessions.Record {
+	half := max(interval/2, every)
+	budget := int((int64(live)*int64(every) + int64(half) - 1) / int64(half))
+	budget = max(budget, 1)
+	if len(stale) <= budget {
+		return stale
+	}
+	slices.SortFunc(stale, func(a, b *sessions.Record) int { return a.LastActivity.Compare(b.LastActivity) })
+	return stale[:budget]
 }
 
 // expiryLoop closes sessions when their deadline passes.

@@ -110,9 +110,12 @@ func ReadDirect(ctx context.Context, nc *nats.Conn, bucket, key string) (*Entry,
 }
 
 // Reader reads the keys of one bucket linearizably by the cheapest path the
-// deployment allows: direct gets when the connection's server is standalone (not
-// part of a cluster) and the stream has one replica, the leader's MSG.GET API
-// otherwise. The choice is made when the Reader is made.
+// deployment allows: direct gets when the stream has one replica on a standalone
+// server — neither the server the connection is on nor the one holding the stream
+// is part of a cluster (a leaf node, say, without a cluster of its own, reaching a
+// clustered hub's JetStream, does not qualify) — the leader's MSG.GET API otherwise.
+// The choice is made when the Reader is made, and a connection that later finds
+// itself on a clustered server (a migration) falls back to MSG.GET.
 type Reader struct {
 	nc     *nats.Conn
 	bucket string
@@ -125,17 +128,19 @@ func NewReader(ctx context.Context, js jetstream.JetStream, bucket string) (*Rea
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: bucket %s: %w", bucket, err)
 	}
-	cfg := st.CachedInfo().Config
-	standalone := js.Conn().ConnectedClusterName() == ""
+	info := st.CachedInfo()
+	cfg := info.Config
+	standalone := js.Conn().ConnectedClusterName() == "" && (info.Cluster == nil || info.Cluster.Name == "")
 	return &Reader{nc: js.Conn(), bucket: bucket, direct: standalone && cfg.Replicas <= 1 && cfg.AllowDirect && cfg.Mirror == nil}, nil
 }
 
-// Direct reports whether the Reader uses direct gets.
+// Direct reports whether the Reader uses direct gets (while its connection stays on
+// a server without a cluster).
 func (r *Reader) Direct() bool { return r.direct }
 
 // Read returns the latest message of key; ErrNotFound when it has none.
 func (r *Reader) Read(ctx context.Context, key string) (*Entry, error) {
-	if r.direct {
+	if r.direct && r.nc.ConnectedClusterName() == "" {
 		return ReadDirect(ctx, r.nc, r.bucket, key)
 	}
 	return ReadLast(ctx, r.nc, r.bucket, key)

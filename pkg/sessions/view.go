@@ -100,8 +100,10 @@ type View struct {
 	nextSub int
 	// removed remembers, for removedFor, the revision at which each removed key was
 	// removed, so that a record read before the removal (fetch) and applied after it
-	// does not bring the session back.
-	removed map[string]removal
+	// does not bring the session back; removedQ lists them in removal order, so that
+	// forgetting them costs only the ones forgotten.
+	removed  map[string]removal
+	removedQ []removedID
 
 	touchMu sync.Mutex
 	touched map[string]struct{}
@@ -112,8 +114,13 @@ type removal struct {
 	at  time.Time
 }
 
-// removedFor is how long a removal is remembered: longer than a fetch may take.
-const removedFor = time.Minute
+type removedID struct {
+	id string
+	at time.Time
+}
+
+// removedFor is how long a removal is remembered: longer than a fetch may take (2 s).
+const removedFor = 10 * time.Second
 
 // Watch starts a View of the sessions bucket (creating the bucket if needed) and
 // returns once the view holds every record stored at the time of the call. The view
@@ -231,10 +238,12 @@ func (v *View) apply(e jetstream.KeyValueEntry) {
 func (v *View) forgetRemovals(now time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	for id, r := range v.removed {
-		if now.Sub(r.at) > removedFor {
-			delete(v.removed, id)
+	for len(v.removedQ) > 0 && now.Sub(v.removedQ[0].at) > removedFor {
+		q := v.removedQ[0]
+		if r, ok := v.removed[q.id]; ok && r.at.Equal(q.at) {
+			delete(v.removed, q.id)
 		}
+		v.removedQ = v.removedQ[1:]
 	}
 }
 
@@ -244,7 +253,9 @@ func (v *View) applyRecord(id string, rec *Record, rev uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if rec == nil {
-		v.removed[strings.Clone(id)] = removal{rev: rev, at: time.Now()}
+		id, now := strings.Clone(id), time.Now()
+		v.removed[id] = removal{rev: rev, at: now}
+		v.removedQ = append(v.removedQ, removedID{id: id, at: now})
 	} else if r, ok := v.removed[id]; ok {
 		if rec.Revision <= r.rev {
 			return // read before the key was removed

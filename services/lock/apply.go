@@ -153,6 +153,10 @@ func (s *Service) commitBatch(name string, batch []*task) {
 	}
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
+			if s.ctx.Err() != nil {
+				s.fail(batch, wire.Errorf(wire.CodeUnavailable, "the lock service is stopping"))
+				return
+			}
 			s.fail(batch, wire.Errorf(wire.CodeUnavailable, "lock %q is too contended: no write succeeded within %v; retry", name, s.cfg.StoreTimeout))
 			return
 		}
@@ -190,6 +194,9 @@ func (s *Service) commitBatch(name string, batch []*task) {
 			s.conflicts.Add(1)
 			if attempt >= conflictsBeforeBackoff {
 				backoff(ctx, min(time.Duration(attempt)*conflictBackoff, maxBackoff))
+				if ctx.Err() != nil {
+					continue // out of time: answered as too contended above
+				}
 			}
 			if cur, err = s.st.read(ctx, key); err != nil {
 				s.fail(batch, err)

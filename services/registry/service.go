@@ -74,7 +74,9 @@ type Config struct {
 	// per second at most. The activity stream keeps twice this long.
 	PersistInterval time.Duration
 	// TTLSlack is added to timeout+PersistInterval for the KV TTL of a live record,
-	// the backstop that removes records when no registry runs at all (1 h).
+	// the backstop that removes records when no registry runs at all (1 h). It is at
+	// least PersistInterval: persist writes are spread over half an interval, so a
+	// live record may go 1.5 intervals (and a round) between writes.
 	TTLSlack time.Duration
 	// EventsMaxAge is how long the session events stream keeps events (7 days).
 	EventsMaxAge time.Duration
@@ -111,6 +113,7 @@ func (c *Config) setDefaults() {
 	def(&c.ActivityInterval, 100*time.Millisecond)
 	def(&c.PersistInterval, 5*time.Minute)
 	def(&c.TTLSlack, time.Hour)
+	c.TTLSlack = max(c.TTLSlack, c.PersistInterval)
 	def(&c.EventsMaxAge, 7*24*time.Hour)
 	defInt(&c.Limits.SessionsPerPrincipal, 1000)
 	defInt(&c.Limits.Properties, 100)

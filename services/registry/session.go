@@ -41,8 +41,9 @@ func (s *Service) caller(ctx context.Context, c *endpoint.Call) (*sessions.Recor
 // without a read: the change is a compare-and-set on the record's revision, which
 // succeeds only while the record is still current — a close, a rotated token or any
 // other change since has moved the revision, the write fails, and modify reads the
-// record again and repeats the check (ownedBy) on it. Otherwise it reads the record,
-// as caller does.
+// record again and repeats the check (ownedBy) on it. An answer that writes nothing
+// (no change, or an error) proves nothing about the copy, so modify takes it again
+// from a fresh read. Otherwise writer reads the record, as caller does.
 func (s *Service) writer(ctx context.Context, c *endpoint.Call) (*sessions.Record, error) {
 	if rec := s.track.record(c.SessionID); rec != nil && c.SessionID != "" && !rec.Closed() && rec.CheckToken(c.Token) == nil {
 		s.track.activity(rec.ID)
@@ -280,31 +281,43 @@ func (s *Service) list(ctx context.Context, c *endpoint.Call, req *wire.SessionL
 }
 
 // modify applies fn to the session's record with a compare-and-set, retrying with a
-// fresh read when another write won. first, if not nil, is a record just read (or
-// the instance's copy: the compare-and-set proves it current). check, if not nil,
-// runs on every record before fn. fn returns whether it changed anything; nothing is
-// written otherwise. A change writes the event of the kind given (none when empty)
-// into the record's outbox in the same compare-and-set, and publishes it without
-// waiting for the acknowledgement.
+// fresh read when another write won. first, if not nil, is a record just read or,
+// for a change of the caller's own session, the instance's copy (writer). check, if
+// not nil, marks such a change: it runs on every record before fn, and an answer
+// that writes nothing — check's or fn's error, or no change — is taken from a fresh
+// read, since only a compare-and-set proves the copy current. fn returns whether it
+// changed anything; nothing is written otherwise. A change writes the event of the
+// kind given (none when empty) into the record's outbox in the same compare-and-set,
+// and publishes it without waiting for the acknowledgement.
 func (s *Service) modify(ctx context.Context, id string, first *sessions.Record, check func(*sessions.Record) error, kind wire.SessionEventKind, fn func(*sessions.Record) (bool, error)) (*sessions.Record, bool, error) {
-	cur := first
+	cur, fresh := first, false
 	for {
 		if cur == nil {
 			var err error
 			if cur, err = s.st.get(ctx, id); err != nil {
 				return nil, false, err
 			}
+			fresh = true
 		}
 		if cur.Closed() {
-			return cur, false, cur.ClosedError()
+			return cur, false, cur.ClosedError() // closed for good, whatever the source
 		}
+		unproven := check != nil && !fresh
 		if check != nil {
 			if err := check(cur); err != nil {
+				if unproven {
+					cur = nil
+					continue
+				}
 				return cur, false, err
 			}
 		}
 		next := cur.Clone()
 		changed, err := fn(next)
+		if (err != nil || !changed) && unproven {
+			cur = nil
+			continue
+		}
 		if err != nil {
 			return cur, false, err
 		}
@@ -382,6 +395,14 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		return nil, err
 	}
 	change := func(rec *sessions.Record) (bool, error) {
+		if own {
+			// On the record being changed: modify repeats it on every read.
+			for _, k := range slices.Concat(slices.Collect(maps.Keys(req.Set)), req.Remove) {
+				if !s.pol.Allowed(rec.Roles, policy.ModifyOwnProperties, k) {
+					return false, wire.Errorf(wire.CodeForbidden, "changing property %q of the own session needs %s on it", k, policy.ModifyOwnProperties)
+				}
+			}
+		}
 		keys := applyChanges(rec, req.Set, req.Remove)
 		if len(rec.User) > s.cfg.Limits.Properties {
 			return false, wire.Errorf(wire.CodeLimitExceeded, "%d user properties; the limit of properties per session is %d", len(rec.User), s.cfg.Limits.Properties)
@@ -415,11 +436,6 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 	var check func(*sessions.Record) error
 	if own {
 		check = ownedBy(c)
-		for _, k := range slices.Concat(slices.Collect(maps.Keys(req.Set)), req.Remove) {
-			if !s.pol.Allowed(me.Roles, policy.ModifyOwnProperties, k) {
-				return nil, wire.Errorf(wire.CodeForbidden, "changing property %q of the own session needs %s on it", k, policy.ModifyOwnProperties)
-			}
-		}
 	}
 	rec, changed, err := s.updateOne(ctx, target.ID, target, check, change)
 	if err != nil {

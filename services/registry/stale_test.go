@@ -53,7 +53,7 @@ func TestOwnWritesFromAStaleCopy(t *testing.T) {
 	nc := e.srv.ClientConn(t)
 
 	t.Run("rotated token", func(t *testing.T) {
-		c, _ := open(t, nc, &wire.SessionOpenRequest{})
+		c, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"same": "x"}})
 		old := *c
 		e.setStale(t, c.id, func() {
 			var resp wire.SessionChangePrincipalResponse
@@ -64,6 +64,9 @@ func TestOwnWritesFromAStaleCopy(t *testing.T) {
 		})
 		before := e.record(t, c.id)
 		wantCode(t, old.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"k": "v"}}, nil), wire.CodeInvalidToken)
+		// An update that changes nothing writes nothing, so no compare-and-set
+		// vouches for the copy: it is answered from a fresh read.
+		wantCode(t, old.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"same": "x"}}, nil), wire.CodeInvalidToken)
 		wantCode(t, old.call(wire.SubjectSessionClose, &wire.SessionCloseRequest{}, nil), wire.CodeInvalidToken)
 		if after := e.record(t, c.id); after.Revision != before.Revision {
 			t.Fatalf("the old token changed the record: revision %d, then %d", before.Revision, after.Revision)
@@ -80,7 +83,7 @@ func TestOwnWritesFromAStaleCopy(t *testing.T) {
 	})
 
 	t.Run("closed meanwhile", func(t *testing.T) {
-		c, _ := open(t, nc, &wire.SessionOpenRequest{})
+		c, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"same": "x"}})
 		a := admin(t, nc)
 		e.setStale(t, c.id, func() {
 			if err := a.call(wire.SubjectSessionClose, &wire.SessionCloseRequest{ID: c.id}, nil); err != nil {
@@ -88,6 +91,8 @@ func TestOwnWritesFromAStaleCopy(t *testing.T) {
 			}
 		})
 		wantCode(t, c.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"k": "v"}}, nil), wire.CodeSessionClosed)
+		wantCode(t, c.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"same": "x"}}, nil), wire.CodeSessionClosed)
+		wantCode(t, c.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"bad key": "x"}}, nil), wire.CodeInvalidName)
 		wantCode(t, c.call(wire.SubjectSessionClose, &wire.SessionCloseRequest{}, nil), wire.CodeSessionClosed)
 		rec := e.record(t, c.id)
 		if rec.CloseReason != wire.ClosedByServer || rec.User["k"] != "" {

@@ -546,8 +546,12 @@ func (t *tracker) persistLoop(ctx context.Context) {
 			}
 		}
 		t.mu.Unlock()
-		for _, rec := range persistBatch(stale, live, every, t.s.cfg.PersistInterval) {
-			if ctx.Err() != nil {
+		batch := persistBatch(stale, live, every, t.s.cfg.PersistInterval)
+		start := time.Now()
+		for i, rec := range batch {
+			// Paced over the round, so that no second sees more than the round's
+			// share of it: a round's writes at disk speed would be a burst of their own.
+			if !sleepCtx(ctx, time.Until(start.Add(time.Duration(i)*every/time.Duration(len(batch))))) {
 				return
 			}
 			_, _, err := t.s.modify(ctx, rec.ID, rec, nil, "", func(r *sessions.Record) (bool, error) {
@@ -562,11 +566,11 @@ func (t *tracker) persistLoop(ctx context.Context) {
 
 // persistBatch returns the records of stale to write in one round of the persist
 // loop, which runs every every: the longest unwritten first, and no more than spread
-// evenly over half the persist interval would take for all live sessions. Idle
-// sessions then cost live/interval writes per second on average and never more than
-// twice that in any round; a record's stored activity is at most 1.5 intervals old
-// (plus a round), well within the activity stream's two intervals, which a starting
-// registry replays.
+// evenly over half the persist interval would take for all live sessions. The loop
+// paces a round's writes over the round. Idle sessions then cost live/interval
+// writes per second on average and never much more than twice that in any second;
+// a record's stored activity is at most 1.5 intervals old (plus a round), well
+// within the activity stream's two intervals, which a starting registry replays.
 func persistBatch(stale []*sessions.Record, live int, every, interval time.Duration) []*sessions.Record {
 	half := max(interval/2, every)
 	budget := int((int64(live)*int64(every) + int64(half) - 1) / int64(half))
@@ -807,3 +811,18 @@ func (b *bounded) run(ctx context.Context, fn func()) bool {
 
 // wait waits for every function run to return.
 func (b *bounded) wait() { b.wg.Wait() }
+
+// sleepCtx sleeps for d (nothing when d is not positive); false when ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -124,12 +124,12 @@ type sharedView struct {
 	nc   *nats.Conn
 }
 
-// sessionsView returns the view of the sessions bucket that the services of the
-// process which only authenticate sessions against it (auth, lock) share, and which
-// messaging indexes when it runs beside them; it starts on first use. Each view
+// sessionsView returns the one view of the sessions bucket that the services of the
+// process share: auth and lock authenticate sessions against it, messaging indexes
+// it and the registry tracks expiry from it; it starts on first use. Each view
 // follows every write of the bucket and decodes it: one per process rather than one
-// per service saves that work on every session change. (The registry keeps its own:
-// it tracks expiry from it.)
+// per service saves that work on every session change. (A registry alone in its
+// process keeps its own, which skips decoding the instance's own writes.)
 func (p *Process) sessionsView(ctx context.Context, connect func(string) (*nats.Conn, error)) (*sessions.View, error) {
 	if p.view != nil {
 		return p.view.view, nil
@@ -234,7 +234,16 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 	}
 	switch name {
 	case "registry":
-		return registry.New(nc, registry.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas}, holder, tp, log)
+		rcfg := registry.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas}
+		if names, _ := cfg.selected(); slices.ContainsFunc(names, func(n string) bool { return n != "registry" }) {
+			// Other services here watch the bucket too: one view for all of them.
+			view, err := p.sessionsView(ctx, connect)
+			if err != nil {
+				return nil, err
+			}
+			rcfg.Sessions = view
+		}
+		return registry.New(nc, rcfg, holder, tp, log)
 	case "lock":
 		view, err := p.sessionsView(ctx, connect)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -75,7 +76,28 @@ func laterOf(a, b time.Time) time.Time {
 
 func TestExpiryBounds(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, Config{})
+	testExpiryBounds(t, newEnv(t, Config{}))
+}
+
+// TestExpiryBoundsSharedView runs the same with the registry following a view the
+// process shares (Config.Sessions) instead of its own watch.
+func TestExpiryBoundsSharedView(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	startAuth(t, srv)
+	view, err := sessions.Watch(t.Context(), srv.JetStream(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(view.Close)
+	e := &env{srv: srv, reg: startRegistry(t, srv, Config{Sessions: view}), js: srv.JetStream(t)}
+	if e.kv, err = e.js.KeyValue(t.Context(), sessions.Bucket); err != nil {
+		t.Fatal(err)
+	}
+	testExpiryBounds(t, e)
+}
+
+func testExpiryBounds(t *testing.T, e *env) {
 	nc := e.srv.ClientConn(t)
 	const n = 20
 	clients := make([]*client, n)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
 )
 
 // Name and Version identify the service in $SRV.INFO.
@@ -90,6 +91,11 @@ type Config struct {
 	// Replicas is the number of copies of the sessions bucket and the registry's
 	// streams (1; 3 on a production cluster).
 	Replicas int
+	// Sessions, when set, is a view of the sessions bucket the process already runs
+	// (a full view, not Slim) for the instance to follow instead of watching the
+	// bucket itself, which saves delivering and decoding every session write once
+	// more. Run leaves it open.
+	Sessions *sessions.View
 }
 
 func (c *Config) setDefaults() {

@@ -369,11 +369,14 @@ func (t *tracker) run(ctx context.Context) error {
 	}
 	// JetStream may not answer yet (a cluster electing its leaders): retry the
 	// start-up reads until it does or the service stops, rather than failing.
-	var view *sessions.View
+	view := s.cfg.Sessions
 	for {
 		err := t.replay(ctx)
-		if err == nil {
+		if err == nil && s.cfg.Sessions == nil {
 			view, err = sessions.Watch(ctx, s.js, sessions.WithKnown(t.recordAt))
+			if err == nil {
+				defer view.Close()
+			}
 		}
 		if err == nil {
 			break
@@ -388,7 +391,6 @@ func (t *tracker) run(ctx context.Context) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	defer view.Close()
 	cancelSub := view.Subscribe(t.onChange)
 	defer cancelSub()
 	t.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,7 +51,18 @@ func WithTouchInterval(d time.Duration) Option {
 // registry holds the records it wrote), or nil. The record returned is shared and
 // must not be modified.
 func WithKnown(known func(id string, rev uint64) *Record) Option {
-	return func(v *View) { v.known = known }
+	return func(v *View) { v.SetKnown(known) }
+}
+
+// SetKnown sets the view's source of records it need not decode (WithKnown) on a
+// view already running — the registry sets it on a view its process shares — or
+// clears it with nil.
+func (v *View) SetKnown(known func(id string, rev uint64) *Record) {
+	if known == nil {
+		v.known.Store(nil)
+		return
+	}
+	v.known.Store(&known)
 }
 
 // Slim makes the view keep, per session, only what authenticating a session and
@@ -87,7 +99,7 @@ func OnChange(fn func(Change)) Option {
 type View struct {
 	nc         *nats.Conn
 	rd         *kvstore.Reader
-	known      func(id string, rev uint64) *Record
+	known      atomic.Pointer[func(id string, rev uint64) *Record]
 	touchEvery time.Duration
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -221,8 +233,8 @@ func (v *View) Close() {
 
 func (v *View) apply(e jetstream.KeyValueEntry) {
 	var rec *Record
-	if e.Operation() == jetstream.KeyValuePut && v.known != nil {
-		rec = v.known(e.Key(), e.Revision())
+	if known := v.known.Load(); known != nil && e.Operation() == jetstream.KeyValuePut {
+		rec = (*known)(e.Key(), e.Revision())
 	}
 	if e.Operation() == jetstream.KeyValuePut && rec == nil {
 		r, err := Decode(e.Value(), e.Revision())

@@ -391,6 +391,11 @@ func (t *tracker) run(ctx context.Context) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+	if s.cfg.Sessions != nil {
+		// The shared view need not decode this instance's own writes either.
+		view.SetKnown(t.recordAt)
+		defer view.SetKnown(nil)
+	}
 	cancelSub := view.Subscribe(t.onChange)
 	defer cancelSub()
 	t.mu.Lock()

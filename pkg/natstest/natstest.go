@@ -4,9 +4,11 @@
 package natstest
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,4 +145,29 @@ func Responder(t testing.TB, nc *nats.Conn, subject string, fn func(*nats.Msg) e
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Run runs a service's Run on a goroutine until stop is called or the test ends.
+// stop cancels Run's context, waits for it to return, fails the test if it returned
+// an error, then runs after (closing the service's connection, say). It may be called
+// more than once.
+func Run(t testing.TB, run func(context.Context) error, after ...func()) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+			for _, fn := range after {
+				fn()
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }

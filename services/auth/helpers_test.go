@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"context"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -136,20 +135,7 @@ func start(t *testing.T, srv *natstest.Server, cfg Config) *harness {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return &harness{srv: srv, svc: s, log: lb, stop: stop}
+	return &harness{srv: srv, svc: s, log: lb, stop: natstest.Run(t, s.Run)}
 }
 
 func mustJSON(t testing.TB, v any) []byte {

@@ -89,21 +89,7 @@ func (e *env) startRegistry(t testing.TB) (stop func()) {
 	if err != nil {
 		t.Fatalf("registry: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- reg.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("registry run: %v", err)
-			}
-			nc.Close()
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return natstest.Run(t, reg.Run, nc.Close)
 }
 
 // instance is a running lock service instance.

@@ -75,7 +75,7 @@ func newEnvWith(t *testing.T, cfg Config, shared bool) *env {
 	if err != nil {
 		t.Fatalf("registry: %v", err)
 	}
-	runUntilCleanup(t, reg.Run)
+	natstest.Run(t, reg.Run)
 
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
@@ -95,22 +95,8 @@ func newEnvWith(t *testing.T, cfg Config, shared bool) *env {
 	if err != nil {
 		t.Fatalf("messaging: %v", err)
 	}
-	runUntilCleanup(t, s.Run)
+	natstest.Run(t, s.Run)
 	return &env{srv: srv, msg: s, spans: spans, tp: tp, cc: srv.ClientConn(t)}
-}
-
-// runUntilCleanup runs a service until the test ends.
-func runUntilCleanup(t *testing.T, run func(context.Context) error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
 }
 
 // startAuth answers wire.SubjectAuthenticate as the auth service would: a password

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -98,21 +97,8 @@ func startRegistry(t testing.TB, srv *natstest.Server, cfg Config) *instance {
 	if err != nil {
 		t.Fatalf("registry: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("registry run: %v", err)
-			}
-			nc.Close()
-		})
-	}
-	t.Cleanup(stop)
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return s.track.ready(ctx) })
+	stop := natstest.Run(t, s.Run, nc.Close)
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return s.track.ready(t.Context()) })
 	return &instance{Service: s, logs: logs, stop: stop}
 }
 

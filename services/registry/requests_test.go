@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -130,30 +131,42 @@ func TestListPaginates(t *testing.T) {
 	for i := range 7 {
 		open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"n": fmt.Sprint(i), "kind": "listed"}})
 	}
-	var ids []string
-	after := ""
-	for {
-		var page wire.SessionListResponse
-		if err := adm.call(wire.SubjectSessionList, &wire.SessionListRequest{Filter: `kind is "listed"`, Limit: 3, After: after}, &page); err != nil {
-			t.Fatal(err)
+	var first []string // the ids, as paged with limit 1
+	for limit := 1; limit <= 8; limit++ {
+		var ids []string
+		after, pages := "", 0
+		for {
+			var page wire.SessionListResponse
+			if err := adm.call(wire.SubjectSessionList, &wire.SessionListRequest{Filter: `kind is "listed"`, Limit: limit, After: after}, &page); err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			if page.Total != 7 {
+				t.Fatalf("limit %d: got total %d, want 7", limit, page.Total)
+			}
+			if len(page.Sessions) > limit {
+				t.Fatalf("limit %d: got a page of %d", limit, len(page.Sessions))
+			}
+			for _, s := range page.Sessions {
+				ids = append(ids, s.ID)
+			}
+			if page.Next == "" {
+				break
+			}
+			after = page.Next
 		}
-		if page.Total != 7 {
-			t.Fatalf("got total %d, want 7", page.Total)
+		if len(ids) != 7 || pages != (7+limit-1)/limit {
+			t.Fatalf("limit %d: got %d sessions over %d pages, want 7 over %d", limit, len(ids), pages, (7+limit-1)/limit)
 		}
-		for _, s := range page.Sessions {
-			ids = append(ids, s.ID)
+		for i := 1; i < len(ids); i++ {
+			if ids[i-1] >= ids[i] {
+				t.Fatalf("limit %d: pages not ordered by id: %v", limit, ids)
+			}
 		}
-		if page.Next == "" {
-			break
-		}
-		after = page.Next
-	}
-	if len(ids) != 7 {
-		t.Fatalf("got %d sessions over the pages, want 7", len(ids))
-	}
-	for i := 1; i < len(ids); i++ {
-		if ids[i-1] >= ids[i] {
-			t.Fatalf("pages not ordered by id: %v", ids)
+		if first == nil {
+			first = ids
+		} else if !slices.Equal(ids, first) {
+			t.Fatalf("limit %d pages %v, limit 1 paged %v", limit, ids, first)
 		}
 	}
 	wantCode(t, adm.call(wire.SubjectSessionList, &wire.SessionListRequest{Filter: `kind is`}, nil), wire.CodeInvalidFilter)

@@ -1,10 +1,12 @@
 package registry
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nkeys"
@@ -255,29 +257,56 @@ func (s *Service) list(ctx context.Context, c *endpoint.Call, req *wire.SessionL
 	case limit == 0:
 		limit = s.cfg.ListLimit
 	}
-	all, err := s.matching(req.Filter, req.IncludeClosed)
-	if err != nil {
-		return nil, err
-	}
-	start, _ := slices.BinarySearchFunc(all, req.After, func(r *sessions.Record, after string) int {
-		switch {
-		case r.ID <= after:
-			return -1
+	var f *filter.Filter
+	if req.Filter != "" {
+		if f, err = compile(req.Filter); err != nil {
+			return nil, err
 		}
-		return 1
-	})
-	if req.After == "" {
-		start = 0
 	}
-	page := all[start:min(len(all), start+limit)]
-	resp := &wire.SessionListResponse{Sessions: make([]*wire.Session, 0, len(page)), Total: len(all)}
+	// One pass over the instance's records: count the matches, and keep the limit+1
+	// with the lowest ids after the cursor in a max-heap — a page costs
+	// O(n log limit), not a sort of every match.
+	total := 0
+	h := make(byIDDesc, 0, limit+1)
+	s.track.rangeRecords(func(r *sessions.Record) {
+		if (!req.IncludeClosed && r.Closed()) || (f != nil && !f.Matches(r.Properties())) {
+			return
+		}
+		total++
+		switch {
+		case r.ID <= req.After:
+		case len(h) <= limit:
+			heap.Push(&h, r)
+		case r.ID < h[0].ID:
+			h[0] = r
+			heap.Fix(&h, 0)
+		}
+	})
+	page := []*sessions.Record(h)
+	slices.SortFunc(page, func(a, b *sessions.Record) int { return strings.Compare(a.ID, b.ID) })
+	resp := &wire.SessionListResponse{Sessions: make([]*wire.Session, 0, min(len(page), limit)), Total: total}
+	if len(page) > limit {
+		page = page[:limit]
+		resp.Next = page[limit-1].ID
+	}
 	for _, r := range page {
 		resp.Sessions = append(resp.Sessions, r.Public())
 	}
-	if start+limit < len(all) && len(page) > 0 {
-		resp.Next = page[len(page)-1].ID
-	}
 	return resp, nil
+}
+
+// byIDDesc is a max-heap of records by id.
+type byIDDesc []*sessions.Record
+
+func (h byIDDesc) Len() int           { return len(h) }
+func (h byIDDesc) Less(i, j int) bool { return h[i].ID > h[j].ID }
+func (h byIDDesc) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *byIDDesc) Push(x any)        { *h = append(*h, x.(*sessions.Record)) }
+func (h *byIDDesc) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return r
 }
 
 // modify applies fn to the session's record with a compare-and-set, retrying with a

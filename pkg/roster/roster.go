@@ -253,9 +253,9 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 	case "messaging":
 		mcfg := messaging.Config{DrainTimeout: cfg.DrainTimeout}
 		if p.view != nil {
-			// auth or lock runs here too: share their view rather than watch the
-			// bucket once more. (Alone, messaging keeps its own slim view, which
-			// costs far less memory than a full one.)
+			// Another service here already runs the process's view: share it rather
+			// than watch the bucket once more. (Alone, messaging keeps its own slim
+			// view, which costs far less memory than a full one.)
 			mcfg.Sessions = p.view.view
 		}
 		return messaging.New(nc, mcfg, holder, tp, log)

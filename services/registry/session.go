@@ -358,6 +358,10 @@ func (s *Service) modify(ctx context.Context, id string, first *sessions.Record,
 			next.LastActivity = l
 		}
 		if err := s.carryOutbox(ctx, cur, next); err != nil {
+			if unproven {
+				cur = nil
+				continue
+			}
 			return cur, false, err
 		}
 		if kind != "" {
@@ -369,6 +373,10 @@ func (s *Service) modify(ctx context.Context, id string, first *sessions.Record,
 		}
 		data, err := s.encode(next)
 		if err != nil {
+			if unproven {
+				cur = nil
+				continue
+			}
 			return cur, false, err
 		}
 		rev, err := s.st.write(ctx, next.ID, next.Revision, data, ttlFor(&s.cfg, next))

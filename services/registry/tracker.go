@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -555,19 +556,33 @@ func (t *tracker) persistLoop(ctx context.Context) {
 		t.mu.Unlock()
 		batch := persistBatch(stale, live, every, t.s.cfg.PersistInterval)
 		start := time.Now()
+		writers := newBounded(persistWriters)
 		for i, rec := range batch {
 			// Paced over the round, so that no second sees more than the round's
 			// share of it: a round's writes at disk speed would be a burst of their own.
-			if !sleepCtx(ctx, time.Until(start.Add(time.Duration(i)*every/time.Duration(len(batch))))) {
-				return
-			}
-			_, _, err := t.s.modify(ctx, rec.ID, rec, nil, "", func(r *sessions.Record) (bool, error) {
-				return t.lastActivity(r.ID).Sub(r.LastActivity) >= t.s.cfg.PersistInterval, nil
-			})
-			if err != nil && !errors.Is(err, wire.ErrSessionClosed) && !errors.Is(err, wire.ErrSessionNotFound) {
-				t.s.log.Warn("persisting activity", "session_id", rec.ID, "err", err)
+			// A few at once, so that slow (replicated) writes still keep up.
+			if !sleepCtx(ctx, time.Until(start.Add(time.Duration(i)*every/time.Duration(len(batch))))) ||
+				!writers.run(ctx, func() { t.persist(ctx, rec) }) {
+				break
 			}
 		}
+		writers.wait()
+	}
+}
+
+// persistWriters bounds the persist writes in flight at once: one at a time, a
+// write that takes 3 ms (a replicated bucket) would cap an instance at ~330 a second,
+// the steady state of 100,000 idle sessions, with no room to catch up.
+const persistWriters = 8
+
+// persist writes the activity of rec's session if it is still a persist interval
+// newer than the stored one.
+func (t *tracker) persist(ctx context.Context, rec *sessions.Record) {
+	_, _, err := t.s.modify(ctx, rec.ID, rec, nil, "", func(r *sessions.Record) (bool, error) {
+		return t.lastActivity(r.ID).Sub(r.LastActivity) >= t.s.cfg.PersistInterval, nil
+	})
+	if err != nil && ctx.Err() == nil && !errors.Is(err, wire.ErrSessionClosed) && !errors.Is(err, wire.ErrSessionNotFound) {
+		t.s.log.Warn("persisting activity", "session_id", rec.ID, "err", err)
 	}
 }
 
@@ -580,8 +595,7 @@ func (t *tracker) persistLoop(ctx context.Context) {
 // within the activity stream's two intervals, which a starting registry replays.
 func persistBatch(stale []*sessions.Record, live int, every, interval time.Duration) []*sessions.Record {
 	half := max(interval/2, every)
-	budget := int((int64(live)*int64(every) + int64(half) - 1) / int64(half))
-	budget = max(budget, 1)
+	budget := max(int(math.Ceil(float64(live)*float64(every)/float64(half))), 1)
 	if len(stale) <= budget {
 		return stale
 	}

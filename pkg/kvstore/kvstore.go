@@ -80,8 +80,14 @@ func ReadLast(ctx context.Context, nc *nats.Conn, bucket, key string) (*Entry, e
 			return nil, fmt.Errorf("kvstore: read %s/%s: %w", bucket, key, err)
 		}
 	}
-	e.Deleted = e.Header.Get("KV-Operation") != "" || e.Header.Get(jetstream.MarkerReasonHeader) != ""
+	e.Deleted = isMarker(e.Header)
 	return e, nil
+}
+
+// isMarker reports whether a message's headers make it a delete, purge or TTL
+// marker rather than a value.
+func isMarker(h nats.Header) bool {
+	return h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != ""
 }
 
 // ReadDirect returns the latest message of key in bucket through the direct get
@@ -105,7 +111,7 @@ func ReadDirect(ctx context.Context, nc *nats.Conn, bucket, key string) (*Entry,
 		return nil, fmt.Errorf("kvstore: read %s/%s: reply without a sequence: %w", bucket, key, err)
 	}
 	e := &Entry{Revision: seq, Header: reply.Header, Value: reply.Data}
-	e.Deleted = e.Header.Get("KV-Operation") != "" || e.Header.Get(jetstream.MarkerReasonHeader) != ""
+	e.Deleted = isMarker(e.Header)
 	return e, nil
 }
 

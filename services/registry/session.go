@@ -38,16 +38,18 @@ func (s *Service) caller(ctx context.Context, c *endpoint.Call) (*sessions.Recor
 	return rec, nil
 }
 
-// writer authenticates the caller of a request that changes its own session. When
-// the record this instance holds accepts the headers, it answers from that record
-// without a read: the change is a compare-and-set on the record's revision, which
+// heldCaller authenticates the caller against the record this instance holds, without
+// a read, when that record accepts the headers; otherwise it reads the record, as
+// caller does. Keepalive uses it (it only records activity, which a copy milliseconds
+// old cannot misuse). So do changes of the own session: the change is a
+// compare-and-set on the record's revision, which
 // succeeds only while the record is still current — a close, a rotated token or any
 // other change since has moved the revision, the write fails, and modify reads the
 // record again and repeats the check (ownedBy) on it. An answer that writes nothing
 // (no change, or an error) proves nothing about the copy, so modify takes it again
-// from a fresh read. Otherwise writer reads the record, as caller does.
-func (s *Service) writer(ctx context.Context, c *endpoint.Call) (*sessions.Record, error) {
-	if rec := s.track.record(c.SessionID); rec != nil && c.SessionID != "" && !rec.Closed() && rec.CheckToken(c.Token) == nil {
+// from a fresh read.
+func (s *Service) heldCaller(ctx context.Context, c *endpoint.Call) (*sessions.Record, error) {
+	if rec := s.track.record(c.SessionID); c.SessionID != "" && rec != nil && !rec.Closed() && rec.CheckToken(c.Token) == nil {
 		s.track.activity(rec.ID)
 		return rec, nil
 	}
@@ -213,8 +215,9 @@ func compile(expr string) (*filter.Filter, error) {
 	return f, nil
 }
 
-// matching returns the records of the in-memory view matching expr, ordered by id.
-func (s *Service) matching(expr string, includeClosed bool) ([]*sessions.Record, error) {
+// selector returns whether a record matches expr (every record when empty), closed
+// ones only with includeClosed.
+func selector(expr string, includeClosed bool) (func(*sessions.Record) bool, error) {
 	var f *filter.Filter
 	if expr != "" {
 		var err error
@@ -222,20 +225,22 @@ func (s *Service) matching(expr string, includeClosed bool) ([]*sessions.Record,
 			return nil, err
 		}
 	}
+	return func(r *sessions.Record) bool {
+		return (includeClosed || !r.Closed()) && (f == nil || f.Matches(r.Properties()))
+	}, nil
+}
+
+// matching returns the open records of the in-memory view matching expr.
+func (s *Service) matching(expr string) ([]*sessions.Record, error) {
+	match, err := selector(expr, false)
+	if err != nil {
+		return nil, err
+	}
 	var out []*sessions.Record
 	s.track.rangeRecords(func(r *sessions.Record) {
-		if (includeClosed || !r.Closed()) && (f == nil || f.Matches(r.Properties())) {
+		if match(r) {
 			out = append(out, r)
 		}
-	})
-	slices.SortFunc(out, func(a, b *sessions.Record) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
 	})
 	return out, nil
 }
@@ -257,11 +262,9 @@ func (s *Service) list(ctx context.Context, c *endpoint.Call, req *wire.SessionL
 	case limit == 0:
 		limit = s.cfg.ListLimit
 	}
-	var f *filter.Filter
-	if req.Filter != "" {
-		if f, err = compile(req.Filter); err != nil {
-			return nil, err
-		}
+	match, err := selector(req.Filter, req.IncludeClosed)
+	if err != nil {
+		return nil, err
 	}
 	// One pass over the instance's records: count the matches, and keep the limit+1
 	// with the lowest ids after the cursor in a max-heap — a page costs
@@ -269,7 +272,7 @@ func (s *Service) list(ctx context.Context, c *endpoint.Call, req *wire.SessionL
 	total := 0
 	h := make(byIDDesc, 0, limit+1)
 	s.track.rangeRecords(func(r *sessions.Record) {
-		if (!req.IncludeClosed && r.Closed()) || (f != nil && !f.Matches(r.Properties())) {
+		if !match(r) {
 			return
 		}
 		total++
@@ -311,7 +314,7 @@ func (h *byIDDesc) Pop() any {
 
 // modify applies fn to the session's record with a compare-and-set, retrying with a
 // fresh read when another write won. first, if not nil, is a record just read or,
-// for a change of the caller's own session, the instance's copy (writer). check, if
+// for a change of the caller's own session, the instance's copy (heldCaller). check, if
 // not nil, marks such a change: it runs on every record before fn, and an answer
 // that writes nothing — check's or fn's error, or no change — is taken from a fresh
 // read, since only a compare-and-set proves the copy current. fn returns whether it
@@ -418,13 +421,13 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 			return nil, wire.Errorf(wire.CodeBadRequest, "property %q is both set and removed", k)
 		}
 	}
-	// The caller's own session is changed from the instance's copy (writer); acting
+	// The caller's own session is changed from the instance's copy (heldCaller); acting
 	// on others needs the caller's current roles, read fresh.
 	own := req.Filter == "" && (req.ID == "" || req.ID == c.SessionID)
 	var me *sessions.Record
 	var err error
 	if own {
-		me, err = s.writer(ctx, c)
+		me, err = s.heldCaller(ctx, c)
 	} else {
 		me, err = s.caller(ctx, c)
 	}
@@ -450,7 +453,7 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		if !s.pol.Allowed(me.Roles, policy.ModifySession, "") {
 			return nil, wire.Errorf(wire.CodeForbidden, "updating other sessions needs %s", policy.ModifySession)
 		}
-		recs, err := s.matching(req.Filter, false)
+		recs, err := s.matching(req.Filter)
 		if err != nil {
 			return nil, err
 		}
@@ -514,11 +517,7 @@ func changedKeys(before, after map[string]string) []string {
 // keepalive refused then would let a live session expire. Sessions the instance does
 // not hold yet, and tokens that do not match (rotated a moment ago), are read fresh.
 func (s *Service) keepalive(ctx context.Context, c *endpoint.Call, _ *wire.SessionKeepaliveRequest) (*wire.SessionKeepaliveResponse, error) {
-	if rec := s.track.record(c.SessionID); rec != nil && !rec.Closed() && c.SessionID != "" && rec.CheckToken(c.Token) == nil {
-		s.track.activity(rec.ID)
-		return &wire.SessionKeepaliveResponse{State: rec.State, TimeoutMS: rec.TimeoutMS}, nil
-	}
-	me, err := s.caller(ctx, c)
+	me, err := s.heldCaller(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -593,7 +592,7 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 		return nil, wire.Errorf(wire.CodeBadRequest, "name the session by id or by filter, not both")
 	}
 	if req.Filter == "" && (req.ID == "" || req.ID == c.SessionID) {
-		me, err := s.writer(ctx, c)
+		me, err := s.heldCaller(ctx, c)
 		if err != nil {
 			return nil, err
 		}
@@ -610,7 +609,7 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 		if !s.pol.Allowed(me.Roles, policy.ModifySession, "") {
 			return nil, wire.Errorf(wire.CodeForbidden, "closing other sessions needs %s", policy.ModifySession)
 		}
-		recs, err := s.matching(req.Filter, false)
+		recs, err := s.matching(req.Filter)
 		if err != nil {
 			return nil, err
 		}

@@ -45,7 +45,7 @@ func (e *env) setStale(t *testing.T, id string, write func()) {
 }
 
 // Changes of the own session authenticate against the instance's copy of the
-// record (writer). When that copy is stale, the compare-and-set fails and the
+// record (heldCaller). When that copy is stale, the compare-and-set fails and the
 // change is checked again on the current record: a token rotated meanwhile stops
 // working and a session closed meanwhile stays closed, exactly as with a fresh read.
 func TestOwnWritesFromAStaleCopy(t *testing.T) {
@@ -72,7 +72,7 @@ func TestOwnWritesFromAStaleCopy(t *testing.T) {
 			t.Fatalf("the old token changed the record: revision %d, then %d", before.Revision, after.Revision)
 		}
 		// The new token works, from the same stale copy (its hash does not match the
-		// copy, so writer reads the record).
+		// copy, so heldCaller reads the record).
 		e.setStale(t, c.id, func() {})
 		if err := c.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"k": "v"}}, nil); err != nil {
 			t.Fatal(err)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -9,6 +10,8 @@ import (
 
 	"github.com/seed-3c836eab/roster/pkg/client"
 	"github.com/seed-3c836eab/roster/pkg/kvstore"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
 // open opens an anonymous session on a client connected to url.
@@ -125,5 +128,32 @@ func TestClusterServesSessionsLocksAndMessages(t *testing.T) {
 	}
 	if lb.Token() <= la.Token() {
 		t.Fatalf("fencing token went from %d to %d, want it to increase", la.Token(), lb.Token())
+	}
+
+	// Session events from the replicated stream: b follows a's updates with a read
+	// that waits (a follower consumer on the R3 stream wakes it), from a's opened event.
+	var opened *wire.SessionEventsResponse
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		var err error
+		opened, err = b.Events(ctx, wire.SessionEventsRequest{SessionID: a.ID()})
+		if err == nil && len(opened.Events) != 1 {
+			err = fmt.Errorf("got %d events of a, want its opened event", len(opened.Events))
+		}
+		return err
+	})
+	held := make(chan *wire.SessionEventsResponse, 1)
+	go func() {
+		resp, err := b.Events(ctx, wire.SessionEventsRequest{SessionID: a.ID(), StartSeq: opened.NextSeq, WaitMS: 15000})
+		if err != nil {
+			t.Error(err)
+		}
+		held <- resp
+	}()
+	time.Sleep(200 * time.Millisecond) // let the read be held first; either order must work
+	if err := a.SetProperties(ctx, map[string]string{"Desk": "Credit"}); err != nil {
+		t.Fatal(err)
+	}
+	if resp := <-held; resp == nil || len(resp.Events) != 1 || resp.Events[0].Event.Kind != wire.EventUpdated {
+		t.Fatalf("the waiting read got %+v, want a's updated event", resp)
 	}
 }

@@ -259,3 +259,58 @@ func openSession(t *testing.T, server string) *client.Session {
 	})
 	return s
 }
+
+func TestSessionEventsCommand(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	s := openSession(t, c.server)
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		r = c.run(ctx, "", "session", "events", "--id", s.ID(), "--since", "1h")
+		if r.err != nil {
+			return r.err
+		}
+		if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); len(lines) != 2 ||
+			!strings.Contains(lines[0], " "+s.ID()+" opened ") || !strings.Contains(lines[1], " "+s.ID()+" closed ") || !strings.HasSuffix(lines[1], "reason=by_client") {
+			return fmt.Errorf("got %q, want the session's opened and closed events", r.stdout)
+		}
+		return nil
+	})
+
+	// Follow the closed events from the next sequence on: a session that closes
+	// now is printed as it happens (beside the sessions the commands themselves
+	// opened and closed).
+	seq, err := strconv.ParseUint(strings.Fields(strings.Split(r.stdout, "\n")[1])[0], 10, 64)
+	if err != nil {
+		t.Fatalf("the sequence of %q: %v", r.stdout, err)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	out, errb := &natstest.Buffer{}, &natstest.Buffer{}
+	done := c.start(fctx, "", out, errb, "session", "events", "--follow", "--kind", "closed", "--from-seq", strconv.FormatUint(seq+1, 10), "-o", "json")
+	s2 := openSession(t, c.server)
+	if err := s2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for line := range strings.Lines(out.String()) {
+			var ev wire.StoredSessionEvent
+			if err := json.Unmarshal([]byte(line), &ev); err != nil {
+				return fmt.Errorf("follow printed %q: %v", line, err)
+			}
+			if ev.Event.Kind != wire.EventClosed || ev.Seq <= seq {
+				t.Fatalf("followed %+v, want closed events after sequence %d", ev, seq)
+			}
+			if ev.Event.SessionID == s2.ID() {
+				return nil
+			}
+		}
+		return fmt.Errorf("follow printed %q, without %s's closed event", out.String(), s2.ID())
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("follow after an interrupt: %v (%s)", err, errb.String())
+	}
+}

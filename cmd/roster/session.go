@@ -21,7 +21,7 @@ func newSessionCmd() *cobra.Command {
 		Use:   "session",
 		Short: "Open, inspect, update and close sessions",
 	}
-	cmd.AddCommand(newSessionOpenCmd(), newSessionGetCmd(), newSessionListCmd(), newSessionSetCmd(), newSessionCloseCmd())
+	cmd.AddCommand(newSessionOpenCmd(), newSessionGetCmd(), newSessionListCmd(), newSessionSetCmd(), newSessionCloseCmd(), newSessionEventsCmd())
 	return cmd
 }
 

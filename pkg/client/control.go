@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -46,4 +48,57 @@ func (s *Session) CloseSessions(ctx context.Context, req wire.SessionCloseReques
 		return 0, err
 	}
 	return resp.Closed, nil
+}
+
+// Events returns one page of stored session events: the session's own (req.SessionID
+// set to its id), another session's or every session's (VIEW_SESSION). Pass the
+// returned NextSeq as req.StartSeq for the next page. With req.WaitMS, a read that
+// finds nothing waits up to that long for the first matching event; the request
+// itself then waits WaitMS longer than ctx would otherwise allow.
+func (s *Session) Events(ctx context.Context, req wire.SessionEventsRequest) (*wire.SessionEventsResponse, error) {
+	var resp wire.SessionEventsResponse
+	if err := s.doOther(ctx, wire.SubjectSessionEvents, &req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// FollowEvents calls fn for every session event req selects, in stream order, from
+// req's start on, and then for every new one as it is stored, until ctx ends or fn
+// returns an error (which FollowEvents returns). A reader that keeps the Seq of the
+// last event it handled and starts again from Seq+1 misses nothing, across its own
+// restarts and the registry's, for as long as the events stream keeps events.
+// Errors that a retry may cure (unavailable, a timeout) are retried; others end it.
+func (s *Session) FollowEvents(ctx context.Context, req wire.SessionEventsRequest, fn func(wire.StoredSessionEvent) error) error {
+	const wait = 30 * time.Second
+	req.WaitMS = wait.Milliseconds()
+	for backoff := 50 * time.Millisecond; ; {
+		rctx, cancel := context.WithTimeout(ctx, wait+10*time.Second)
+		resp, err := s.Events(rctx, req)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		for _, ev := range resp.Events {
+			if err := fn(ev); err != nil {
+				return err
+			}
+		}
+		if resp.NextSeq != 0 {
+			req.StartSeq, req.StartTime = resp.NextSeq, nil
+		}
+	}
 }

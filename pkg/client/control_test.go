@@ -1,8 +1,10 @@
 package client_test
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -73,5 +75,55 @@ func TestClientControl(t *testing.T) {
 	}
 	if _, err := guest.ListLocks(ctx, wire.LockListRequest{}); !errors.Is(err, client.ErrForbidden) {
 		t.Errorf("guest list locks: got %v, want ErrForbidden", err)
+	}
+}
+
+func TestFollowEvents(t *testing.T) {
+	p := startSecured(t)
+	ctx := ctxT(t)
+	admin := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	guest := open(t, p.ClientURL(), client.Options{})
+
+	// A guest reads its own events; every session's needs VIEW_SESSION.
+	if _, err := guest.Events(ctx, wire.SessionEventsRequest{}); !errors.Is(err, client.ErrForbidden) {
+		t.Fatalf("guest reading every event: got %v, want ErrForbidden", err)
+	}
+	if _, err := guest.Events(ctx, wire.SessionEventsRequest{SessionID: guest.ID()}); err != nil {
+		t.Fatalf("guest reading its own events: %v", err)
+	}
+
+	// The admin follows the closed events from now on; sessions open and close.
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	now := time.Now()
+	got := make(chan wire.StoredSessionEvent, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- admin.FollowEvents(fctx, wire.SessionEventsRequest{StartTime: &now, Kinds: []wire.SessionEventKind{wire.EventClosed}},
+			func(ev wire.StoredSessionEvent) error { got <- ev; return nil })
+	}()
+	var want []string
+	for range 3 {
+		s := open(t, p.ClientURL(), client.Options{})
+		want = append(want, s.ID())
+		if err := s.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, id := range want {
+		select {
+		case ev := <-got:
+			if ev.Event.SessionID != id || ev.Event.Kind != wire.EventClosed || ev.Event.Reason != wire.ClosedByClient {
+				t.Fatalf("event %d: got %+v, want %s closed by_client", i, ev.Event, id)
+			}
+		case err := <-done:
+			t.Fatalf("FollowEvents ended: %v", err)
+		case <-ctx.Done():
+			t.Fatalf("event %d of %d not followed", i, len(want))
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("FollowEvents after cancel: got %v, want context.Canceled", err)
 	}
 }

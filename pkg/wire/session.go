@@ -1,6 +1,40 @@
 package wire
 
-import "time"
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Properties are proposed property values. Decoding refuses a null value, which
+// encoding/json would otherwise turn into an empty string without a word.
+type Properties map[string]string
+
+// UnmarshalJSON decodes an object of strings, refusing null values.
+func (p *Properties) UnmarshalJSON(data []byte) error {
+	var m map[string]*string
+	if err := json.Unmarshal(data, &m); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return fmt.Errorf("property values must be strings, not %s", te.Value)
+		}
+		return err
+	}
+	if m == nil {
+		*p = nil
+		return nil
+	}
+	out := make(Properties, len(m))
+	for k, v := range m {
+		if v == nil {
+			return fmt.Errorf("property %q is null: a property value is a string (remove a property with remove)", k)
+		}
+		out[k] = *v
+	}
+	*p = out
+	return nil
+}
 
 // Session request subjects, served by the registry. Requests marked "session-scoped"
 // carry the caller's session in the Roster-Session and Roster-Token headers.
@@ -21,6 +55,8 @@ const (
 	SubjectSessionChangePrincipal = SessionPrefix + ".change_principal"
 	// SubjectSessionClose closes the caller's session, or others by id or filter.
 	SubjectSessionClose = SessionPrefix + ".close"
+	// SubjectSessionEvents reads stored session events from a point, a page at a time.
+	SubjectSessionEvents = SessionPrefix + ".events"
 
 	// SubjectSessionActivity is the internal subject on which services publish
 	// batches of the session ids that were active (SessionActivity). Every registry
@@ -93,7 +129,7 @@ type SessionOpenRequest struct {
 	Credentials *Credentials `json:"credentials,omitempty"`
 	// Properties are the proposed user properties; the auth service may veto,
 	// rewrite or add to them.
-	Properties map[string]string `json:"properties,omitempty"`
+	Properties Properties `json:"properties,omitempty"`
 	// TimeoutMS is the requested inactivity timeout (0: the registry default).
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 	// Permanent asks for no inactivity timeout; it needs PERMANENT_SESSION.
@@ -144,10 +180,10 @@ type SessionListResponse struct {
 // SessionUpdateRequest sets and removes user properties of the caller's session, or
 // of another session by ID or of every session matching Filter (MODIFY_SESSION).
 type SessionUpdateRequest struct {
-	ID     string            `json:"id,omitempty"`
-	Filter string            `json:"filter,omitempty"`
-	Set    map[string]string `json:"set,omitempty"`
-	Remove []string          `json:"remove,omitempty"`
+	ID     string     `json:"id,omitempty"`
+	Filter string     `json:"filter,omitempty"`
+	Set    Properties `json:"set,omitempty"`
+	Remove []string   `json:"remove,omitempty"`
 }
 
 // SessionUpdateResponse reports an update. Session is the updated session when one
@@ -228,6 +264,34 @@ type SessionEvent struct {
 	Connection string `json:"connection,omitempty"`
 	// Revision is the KV revision of the record the event describes.
 	Revision uint64 `json:"revision"`
+}
+
+// SessionEventsRequest asks for the stored events of one session (the caller's own,
+// or another with VIEW_SESSION) or of every session (VIEW_SESSION), from StartSeq or
+// StartTime (neither: from the oldest stored). With WaitMS, a request that finds no
+// event waits up to that long for the first one.
+type SessionEventsRequest struct {
+	SessionID string             `json:"session_id,omitempty"`
+	Kinds     []SessionEventKind `json:"kinds,omitempty"`
+	StartSeq  uint64             `json:"start_seq,omitempty"`
+	StartTime *time.Time         `json:"start_time,omitempty"`
+	Limit     int                `json:"limit,omitempty"`
+	WaitMS    int64              `json:"wait_ms,omitempty"`
+}
+
+// SessionEventsResponse is one page of events, in stream order.
+type SessionEventsResponse struct {
+	Events []StoredSessionEvent `json:"events"`
+	// NextSeq is the StartSeq of the next page: one past the last event read. It is
+	// 0 only when a request by StartTime found no event: ask again by time.
+	NextSeq uint64 `json:"next_seq"`
+}
+
+// StoredSessionEvent is an event with its place in the events stream.
+type StoredSessionEvent struct {
+	Seq    uint64        `json:"seq"`
+	Stored time.Time     `json:"stored"`
+	Event  *SessionEvent `json:"event"`
 }
 
 // SessionActivity is the body published on SubjectSessionActivity: ids of sessions

@@ -14,6 +14,9 @@
 //	roster.v1.session.resume            rebind to the caller's connection, back to ACTIVE
 //	roster.v1.session.change_principal  re-authenticate; the token is rotated
 //	roster.v1.session.close             own (by_client); others by id or filter (by_server)
+//	roster.v1.session.events            stored events from a sequence or time, a page at a
+//	                                    time, optionally waiting for the next (own session's;
+//	                                    others' and all need VIEW_SESSION)
 //	roster.v1.session.health            readiness
 //
 // Subjects used: roster.internal.v1.auth.authenticate (the auth service),

@@ -20,6 +20,7 @@ func (s *Service) register() error {
 		func() error { return endpoint.Add(s.svc, ep("resume"), s.handleResume) },
 		func() error { return endpoint.Add(s.svc, ep("change_principal"), s.handleChangePrincipal) },
 		func() error { return endpoint.Add(s.svc, ep("close"), s.handleClose) },
+		func() error { return endpoint.Add(s.svc, ep("events"), s.handleEvents) },
 	} {
 		if err := add(); err != nil {
 			return err
@@ -64,4 +65,8 @@ func (s *Service) handleChangePrincipal(ctx context.Context, c *endpoint.Call, r
 
 func (s *Service) handleClose(ctx context.Context, c *endpoint.Call, req *wire.SessionCloseRequest) (*wire.SessionCloseResponse, error) {
 	return s.close(ctx, c, req)
+}
+
+func (s *Service) handleEvents(ctx context.Context, c *endpoint.Call, req *wire.SessionEventsRequest) (*wire.SessionEventsResponse, error) {
+	return s.events(ctx, c, req)
 }

@@ -26,6 +26,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"malformed JSON", wire.SubjectSessionUpdate, `{"set":`, "", wire.CodeBadRequest},
 		{"unknown field", wire.SubjectSessionUpdate, `{"set":{"a":"b"},"sett":{}}`, "", wire.CodeBadRequest},
 		{"wrong type", wire.SubjectSessionUpdate, `{"set":{"a":1}}`, "", wire.CodeBadRequest},
+		{"null value", wire.SubjectSessionUpdate, `{"set":{"a":null}}`, "", wire.CodeBadRequest},
+		{"null value at open", wire.SubjectSessionOpen, `{"properties":{"a":null}}`, "", wire.CodeBadRequest},
 		{"trailing data", wire.SubjectSessionUpdate, `{"set":{"a":"b"}} {}`, "", wire.CodeBadRequest},
 		{"oversized body", wire.SubjectSessionUpdate, `{"set":{"a":"` + strings.Repeat("x", 70<<10) + `"}}`, "", wire.CodeTooLarge},
 		{"empty key", wire.SubjectSessionUpdate, `{"set":{"":"b"}}`, "", wire.CodeInvalidName},

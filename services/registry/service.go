@@ -146,6 +146,8 @@ type Service struct {
 	svc   *endpoint.Service
 	log   *slog.Logger
 	track *tracker
+	// waiters holds event reads waiting for an event (eventsread.go).
+	waiters *eventWaiters
 
 	runOnce sync.Once
 }
@@ -178,7 +180,7 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, nc: nc, js: js, st: st, pol: pol, svc: svc, log: svc.Logger()}
+	s := &Service{cfg: cfg, nc: nc, js: js, st: st, pol: pol, svc: svc, log: svc.Logger(), waiters: newEventWaiters()}
 	s.track = newTracker(s)
 	st.known = s.track.recordAt
 	if s.ejs, err = s.newEventsJetStream(); err != nil {
@@ -211,6 +213,11 @@ func (s *Service) run(ctx context.Context) error {
 	defer cancel()
 	trackErr := make(chan error, 1)
 	go func() { trackErr <- s.track.run(tctx) }()
+	eventsDone := make(chan struct{})
+	go func() {
+		defer close(eventsDone)
+		s.eventsLoop(tctx)
+	}()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -224,6 +231,7 @@ func (s *Service) run(ctx context.Context) error {
 	s.waitEvents(stopCtx)
 	stopCancel()
 	cancel()
+	<-eventsDone
 	if trackErr != nil {
 		if terr := <-trackErr; terr != nil && !errors.Is(terr, context.Canceled) {
 			err = terr

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,9 @@ func (s *Service) caller(ctx context.Context, c *endpoint.Call) (*sessions.Recor
 	if c.SessionID == "" {
 		return nil, wire.Errorf(wire.CodeUnauthenticated, "the %s header is required", wire.HeaderSession)
 	}
+	if err := s.track.waitLoaded(ctx); err != nil {
+		return nil, err
+	}
 	rec, err := s.st.get(ctx, c.SessionID)
 	if err != nil {
 		return nil, err
@@ -34,8 +38,22 @@ func (s *Service) caller(ctx context.Context, c *endpoint.Call) (*sessions.Recor
 	if err := rec.CheckToken(c.Token); err != nil {
 		return nil, err
 	}
+	return rec, s.active(ctx, rec)
+}
+
+// active counts a request as activity of an authenticated session — unless the
+// session's time is already up (its timeout or reconnect window passed while no
+// instance closed it yet, say while none ran): then the session is closed now and
+// the request gets session_closed, instead of the request reviving it.
+func (s *Service) active(ctx context.Context, rec *sessions.Record) error {
+	if s.track.overdue(rec) {
+		s.track.expire(ctx, rec.ID)
+		if r, err := s.st.get(ctx, rec.ID); err == nil && r.Closed() {
+			return r.ClosedError()
+		}
+	}
 	s.track.activity(rec.ID)
-	return rec, nil
+	return nil
 }
 
 // heldCaller authenticates the caller against the record this instance holds, without
@@ -50,8 +68,7 @@ func (s *Service) caller(ctx context.Context, c *endpoint.Call) (*sessions.Recor
 // from a fresh read.
 func (s *Service) heldCaller(ctx context.Context, c *endpoint.Call) (*sessions.Record, error) {
 	if rec := s.track.record(c.SessionID); c.SessionID != "" && rec != nil && !rec.Closed() && rec.CheckToken(c.Token) == nil {
-		s.track.activity(rec.ID)
-		return rec, nil
+		return rec, s.active(ctx, rec)
 	}
 	return s.caller(ctx, c)
 }
@@ -107,6 +124,10 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 	}
 	if (req.GatewayType == "") != (req.GatewayID == "") {
 		return nil, wire.Errorf(wire.CodeBadRequest, "gateway_type and gateway_id go together")
+	}
+	// The limit of sessions per principal is counted from the loaded sessions.
+	if err := s.track.waitLoaded(ctx); err != nil {
+		return nil, err
 	}
 	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, req.Properties, c.Info())
 	if err != nil {
@@ -164,11 +185,19 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 
 // encode renders a record for storage, refusing one over the record size limit.
 func (s *Service) encode(rec *sessions.Record) ([]byte, error) {
+	return s.encodeLimited(rec, true)
+}
+
+// encodeLimited is encode, with the size limit applied only when limited: the limit
+// bounds what clients put in a record (open, property updates, a change of principal),
+// never the server's own transitions — a record a client filled to the limit must
+// still close, expire, disconnect, resume and persist its activity.
+func (s *Service) encodeLimited(rec *sessions.Record, limited bool) ([]byte, error) {
 	data, err := sessions.Encode(rec)
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > s.cfg.Limits.RecordSize {
+	if limited && len(data) > s.cfg.Limits.RecordSize {
 		return nil, wire.Errorf(wire.CodeLimitExceeded, "the session record would be %d bytes; the record size limit is %d", len(data), s.cfg.Limits.RecordSize)
 	}
 	return data, nil
@@ -374,7 +403,7 @@ func (s *Service) modify(ctx context.Context, id string, first *sessions.Record,
 			}
 			stage(next, kind, keys)
 		}
-		data, err := s.encode(next)
+		data, err := s.encodeLimited(next, kind == wire.EventUpdated || kind == wire.EventPrincipalChanged)
 		if err != nil {
 			if unproven {
 				cur = nil
@@ -457,11 +486,27 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		if err != nil {
 			return nil, err
 		}
+		// All or none as far as the limits go: a session the change would take over a
+		// limit refuses the request before anything is written. A session that a
+		// concurrent change takes over a limit meanwhile is left out of the count.
+		for _, r := range recs {
+			next := r.Clone()
+			_, err := change(next)
+			if err == nil {
+				_, err = s.encode(next)
+			}
+			if err != nil {
+				return nil, prefixError(err, "session "+r.ID+": ", "; no session was changed")
+			}
+		}
 		n := 0
 		for _, r := range recs {
 			_, changed, err := s.updateOne(ctx, r.ID, nil, nil, change)
+			if errors.Is(err, wire.ErrLimitExceeded) {
+				continue
+			}
 			if err != nil && !errors.Is(err, wire.ErrSessionClosed) && !errors.Is(err, wire.ErrSessionNotFound) {
-				return nil, err
+				return nil, prefixError(err, "after updating "+strconv.Itoa(n)+" of "+strconv.Itoa(len(recs))+" sessions: ", "")
 			}
 			if changed {
 				n++
@@ -486,6 +531,15 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		resp.Updated = 1
 	}
 	return resp, nil
+}
+
+// prefixError returns err with its message between prefix and suffix, keeping its code.
+func prefixError(err error, prefix, suffix string) error {
+	var we *wire.Error
+	if !errors.As(err, &we) {
+		return err
+	}
+	return &wire.Error{Code: we.Code, Message: prefix + we.Message + suffix}
 }
 
 func (s *Service) updateOne(ctx context.Context, id string, first *sessions.Record, check func(*sessions.Record) error, change func(*sessions.Record) (bool, error)) (*sessions.Record, bool, error) {
@@ -547,14 +601,38 @@ func (s *Service) resume(ctx context.Context, c *endpoint.Call, _ *wire.SessionR
 	return &wire.SessionResumeResponse{Session: rec.Public()}, nil
 }
 
+// errUserChanged ends a change of principal's write when the session's user
+// properties changed since the auth service vetted them.
+var errUserChanged = errors.New("registry: user properties changed during the change of principal")
+
+// changePrincipalAttempts bounds how often a change of principal authenticates again
+// because the session's properties changed meanwhile.
+const changePrincipalAttempts = 5
+
 // changePrincipal re-authenticates the caller's session: new principal, roles and
-// user properties as the auth service decides, and a new token.
+// user properties as the auth service decides, and a new token. The auth service
+// vets the session's current properties; if they change before the write (an update
+// acknowledged meanwhile), it vets them again rather than write back the old ones.
 func (s *Service) changePrincipal(ctx context.Context, c *endpoint.Call, req *wire.SessionChangePrincipalRequest) (*wire.SessionChangePrincipalResponse, error) {
 	me, err := s.caller(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, me.User, c.Info())
+	for range changePrincipalAttempts {
+		resp, err := s.changePrincipalOnce(ctx, c, req, me)
+		if !errors.Is(err, errUserChanged) {
+			return resp, err
+		}
+		if me, err = s.caller(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	return nil, wire.Errorf(wire.CodeConflict, "the session's properties kept changing during the change of principal; retry")
+}
+
+func (s *Service) changePrincipalOnce(ctx context.Context, c *endpoint.Call, req *wire.SessionChangePrincipalRequest, me *sessions.Record) (*wire.SessionChangePrincipalResponse, error) {
+	proposed := me.User
+	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, proposed, c.Info())
 	if err != nil {
 		return nil, err
 	}
@@ -570,6 +648,9 @@ func (s *Service) changePrincipal(ctx context.Context, c *endpoint.Call, req *wi
 	}
 	token := newToken()
 	rec, _, err := s.modify(ctx, me.ID, me, ownedBy(c), wire.EventPrincipalChanged, func(r *sessions.Record) (bool, error) {
+		if !maps.Equal(r.User, proposed) {
+			return false, errUserChanged
+		}
 		r.Principal = auth.Principal
 		r.Roles = append([]string{}, auth.Roles...)
 		r.User = user

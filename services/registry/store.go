@@ -51,6 +51,8 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store,
 		MaxAge:      cfg.EventsMaxAge,
 		Duplicates:  eventsDedup,
 		Replicas:    max(cfg.Replicas, 1),
+		// Event reads (roster.v1.session.events) are batched direct gets.
+		AllowDirect: true,
 	}); err != nil {
 		return nil, fmt.Errorf("registry: stream %s: %w", EventsStream, err)
 	}

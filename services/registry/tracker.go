@@ -60,12 +60,17 @@ type tracker struct {
 	heap        deadlines
 	broadcast   map[string]struct{} // own activity not yet published
 	loaded      bool
+	loadedCh    chan struct{} // closed once loaded
 	// While this instance is cut off from NATS it misses the activity other
-	// instances broadcast, so it must not expire anything on what it knows:
-	// blind is set at a disconnect, and at the reconnect every session counts as
-	// active at resumedAt.
+	// instances broadcast, so it must not expire anything on what it knows: blind
+	// is set at a disconnect and cleared once, after the reconnect, the instance has
+	// read what it missed from the activity stream (or, failing that, counts every
+	// session as active at resumedAt).
 	blind     bool
 	resumedAt time.Time
+	cutAt     time.Time // when blind was set
+	cuts      int       // disconnects so far
+	runCtx    context.Context
 	// unpublished holds the sessions whose outbox has events this instance has not
 	// seen stored.
 	unpublished map[string]struct{}
@@ -73,6 +78,11 @@ type tracker struct {
 	wake    chan struct{}
 	expired chan *sessions.Record // live records the KV TTL removed
 }
+
+// catchUpMargin is how far before a disconnect a reconnected instance starts reading
+// the activity it missed: batches published just before the cut may not have reached
+// it.
+const catchUpMargin = time.Second
 
 func newTracker(s *Service) *tracker {
 	return &tracker{
@@ -86,7 +96,34 @@ func newTracker(s *Service) *tracker {
 		unpublished: map[string]struct{}{},
 		wake:        make(chan struct{}, 1),
 		expired:     make(chan *sessions.Record, 4096),
+		loadedCh:    make(chan struct{}),
 	}
+}
+
+// waitLoaded waits until the tracker has loaded the sessions and their recent
+// activity. Until then an instance can tell neither whether a session's time is up
+// (a request would revive a session that expired while no registry ran) nor how many
+// sessions a principal holds, so session requests and opens wait for it.
+func (t *tracker) waitLoaded(ctx context.Context) error {
+	select {
+	case <-t.loadedCh:
+		return nil
+	case <-ctx.Done():
+		return wire.Errorf(wire.CodeUnavailable, "the registry instance is still loading the sessions; retry")
+	}
+}
+
+// overdue reports whether rec's time is up as far as this instance knows: its
+// inactivity timeout or its reconnect window has passed. It never says so while the
+// instance is cut off from the other instances' activity.
+func (t *tracker) overdue(rec *sessions.Record) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.blind {
+		return false
+	}
+	at, _ := t.deadlineLocked(rec)
+	return !at.IsZero() && !at.After(t.s.cfg.Now())
 }
 
 func (t *tracker) ready(context.Context) error {
@@ -355,6 +392,9 @@ func (t *tracker) run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = asub.Unsubscribe() }()
+	t.mu.Lock()
+	t.runCtx = ctx
+	t.mu.Unlock()
 	s.nc.SetDisconnectErrHandler(func(*nats.Conn, error) { t.cutOff() })
 	s.nc.SetReconnectHandler(func(*nats.Conn) { t.reconnected() })
 	// A NATS server restart drops every connection at once: the buffer holds the
@@ -372,7 +412,7 @@ func (t *tracker) run(ctx context.Context) error {
 	// start-up reads until it does or the service stops, rather than failing.
 	view := s.cfg.Sessions
 	for {
-		err := t.replay(ctx)
+		err := t.replay(ctx, time.Time{})
 		if err == nil && s.cfg.Sessions == nil {
 			view, err = sessions.Watch(ctx, s.js, sessions.WithKnown(t.recordAt))
 			if err == nil {
@@ -402,6 +442,7 @@ func (t *tracker) run(ctx context.Context) error {
 	t.mu.Lock()
 	t.loaded = true
 	t.mu.Unlock()
+	close(t.loadedCh)
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -432,8 +473,12 @@ func (t *tracker) run(ctx context.Context) error {
 // replay reads the activity stream, so that activity not yet persisted in the
 // records counts for the deadlines. Each batch counts at the time the stream stored
 // it, which is after the activity it reports.
-func (t *tracker) replay(ctx context.Context) error {
-	cons, err := t.s.js.OrderedConsumer(ctx, ActivityStream, jetstream.OrderedConsumerConfig{})
+func (t *tracker) replay(ctx context.Context, from time.Time) error {
+	cfg := jetstream.OrderedConsumerConfig{}
+	if !from.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
+	}
+	cons, err := t.s.js.OrderedConsumer(ctx, ActivityStream, cfg)
 	if err != nil {
 		return err
 	}
@@ -664,13 +709,39 @@ func (t *tracker) expiryLoop(ctx context.Context) {
 func (t *tracker) cutOff() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.blind = true
+	if !t.blind {
+		t.blind, t.cutAt = true, t.s.cfg.Now()
+	}
+	t.cuts++
 }
 
+// reconnected catches up on the activity the other instances broadcast while this
+// one was cut off — the activity stream keeps it — and only then expires again. If
+// the stream cannot be read, every session counts as active at the reconnect: later
+// expiry rather than a wrong one.
 func (t *tracker) reconnected() {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.blind, t.resumedAt = false, t.s.cfg.Now()
+	cuts, from := t.cuts, t.cutAt.Add(-catchUpMargin)
+	ctx := t.runCtx
+	t.mu.Unlock()
+	if ctx == nil {
+		return
+	}
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := t.replay(rctx, from)
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.cuts != cuts {
+			return // cut off again meanwhile: the next reconnect catches up
+		}
+		if err != nil {
+			t.s.log.Warn("catching up on activity after a reconnect; counting every session as active now", "err", err)
+			t.resumedAt = t.s.cfg.Now()
+		}
+		t.blind = false
+	}()
 }
 
 func (t *tracker) expire(ctx context.Context, id string) {

@@ -1,0 +1,49 @@
+package registry
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// fillToRecordLimit grows c's record with one property until an update of 16 more
+// bytes would pass the record size limit, and returns the size of the value set.
+func fillToRecordLimit(t *testing.T, c *client, limit int) int {
+	t.Helper()
+	for n := limit; n > 0; n -= 16 {
+		err := c.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"v": strings.Repeat("x", n)}}, nil)
+		if err == nil {
+			return n
+		}
+		var we *wire.Error
+		if !errors.As(err, &we) || we.Code != wire.CodeLimitExceeded {
+			t.Fatalf("update: %v", err)
+		}
+	}
+	t.Fatal("no update fit")
+	return 0
+}
+
+// A session whose record is near the record size limit can be neither closed by its
+// client nor expired: the CLOSED transition is refused with limit_exceeded.
+func TestSessionAtTheSizeLimitStillClosesAndExpires(t *testing.T) {
+	const limit = 4096
+	e := newEnv(t, Config{Limits: Limits{RecordSize: limit, ValueLength: 8192}})
+	nc := e.srv.ClientConn(t)
+
+	c, _ := open(t, nc, &wire.SessionOpenRequest{TimeoutMS: 60000})
+	fillToRecordLimit(t, c, limit)
+	if err := c.call(wire.SubjectSessionClose, nil, nil); err != nil {
+		t.Errorf("close of the own session: %v, want success", err)
+	}
+
+	silent, _ := open(t, nc, &wire.SessionOpenRequest{TimeoutMS: 1000})
+	fillToRecordLimit(t, silent, limit)
+	time.Sleep(3 * time.Second) // timeout 1 s: must be closed within 2 s
+	if r := e.record(t, silent.id); !r.Closed() {
+		t.Errorf("session silent for 3 s with a 1 s timeout is %s, want CLOSED (expired)", r.State)
+	}
+}

@@ -43,9 +43,12 @@ var ErrLockLost = errors.New("client: lock lost")
 // does not wait.
 //
 // The server holds one waiting request at most a minute; the SDK re-issues it with
-// the same request id, which keeps its place in the queue, for as long as ctx allows.
+// the same request id, which keeps its place in the queue, for as long as ctx allows
+// — also when no answer comes at all (the instance that took the request died), and
+// when the lock service answers that the outcome is unknown.
 func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Lock, error) {
 	reqID := nuid.Next()
+	unknown := 0 // outcomes in a row the service could not tell
 	for {
 		wait := int64(wire.WaitForever)
 		var waitEnd time.Time
@@ -56,7 +59,11 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 			wait = max(remaining-replyMargin(remaining), 0).Milliseconds()
 			waitEnd = time.Now().Add(time.Duration(wait) * time.Millisecond)
 		}
-		l, err := s.acquire(ctx, name, opts, wait, reqID)
+		// Bound each request a little past the server's bound on one held request,
+		// so that a request nobody will answer is re-issued.
+		rctx, cancel := context.WithTimeout(ctx, maxHeldRequest)
+		l, err := s.acquire(rctx, name, opts, wait, reqID)
+		cancel()
 		switch {
 		case err == nil:
 			return l, nil
@@ -66,10 +73,18 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 				err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTimeout, Message: "lock " + name + " not granted before the deadline"}, err)
 			}
 			return nil, err
+		case rctx.Err() != nil && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrTimeout):
+			continue // no answer within the bound: ask again, same request id
 		case errors.Is(err, ErrUnavailable):
-			// The request may still wait on the server (and be granted): withdraw
-			// it once the session is back.
-			s.abandonLater(name, reqID, opts)
+			// The request may have been stored, and may wait or be granted. While
+			// connected, ask again with the same request id, which settles it;
+			// failing that, withdraw it — now, or once the session is back.
+			if unknown++; unknown <= unknownRetries && s.c.nc.IsConnected() {
+				if sleepCtx(ctx, time.Duration(unknown)*50*time.Millisecond) {
+					continue
+				}
+			}
+			s.abandon(name, reqID, opts)
 			return nil, err
 		case errors.Is(err, ErrStaleRequest):
 			// The request's place was lost (its waiter expired while we could not
@@ -83,6 +98,27 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 		default:
 			return nil, err
 		}
+	}
+}
+
+// maxHeldRequest bounds one acquire request: the server answers a held request
+// within a minute (its bound on one request); past that, the request or its answer
+// was lost and the SDK asks again.
+var maxHeldRequest = 65 * time.Second
+
+// unknownRetries is how often Lock asks again, with the same request id, after the
+// lock service answered that the outcome was unknown.
+const unknownRetries = 3
+
+// sleepCtx waits d, or until ctx ends; it reports whether ctx is still alive.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -114,32 +150,20 @@ func (s *Session) acquire(ctx context.Context, name string, opts LockOptions, wa
 	return s.trackLock(*resp.Lock), nil
 }
 
-// abandon withdraws a waiting acquire after the caller gave up on it. When the
-// request is no longer waiting, a grant may have raced the cancel: the lock is then
-// released, unless the session held it before (another Lock of this session).
+// abandon withdraws an acquire the caller gave up on, whatever became of it: the
+// server's cancel takes it out of the queue, releases the hold it was granted unless
+// another request of the session was answered with that hold too (another Lock of
+// this session keeps its lock), and refuses it should it arrive later.
 func (s *Session) abandon(name, reqID string, opts LockOptions) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var resp wire.LockCancelResponse
-	err := s.do(ctx, wire.SubjectLockCancel, &wire.LockCancelRequest{Name: name, RequestID: reqID}, &resp)
-	if errors.Is(err, ErrUnavailable) {
+	err := s.do(ctx, wire.SubjectLockCancel, &wire.LockCancelRequest{Name: name, RequestID: reqID}, &wire.LockCancelResponse{})
+	switch {
+	case errors.Is(err, ErrUnavailable):
 		s.abandonLater(name, reqID, opts)
-		return
+	case err != nil && !errors.Is(err, ErrNotFound):
+		s.c.log.Debug("roster: withdrawing a lock request failed", "lock", name, "err", err)
 	}
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		s.c.log.Debug("roster: cancelling a lock wait failed", "lock", name, "err", err)
-		return
-	}
-	if resp.Cancelled || s.holds(name) {
-		return
-	}
-	// Re-issuing the request id answers with the lock if the cancelled wait was
-	// granted (try once: it never queues anew), and the release gives it back.
-	l, err := s.acquire(ctx, name, opts, 0, reqID)
-	if err != nil {
-		return
-	}
-	_ = l.Unlock(ctx)
 }
 
 // abandoned is a lock request given up while the server could not be told.
@@ -148,19 +172,23 @@ type abandoned struct {
 	opts        LockOptions
 }
 
-// abandonLater withdraws the request when the session has resumed.
+// abandonLater withdraws the request when the session is reachable again: after a
+// resume, or at the next heartbeat.
 func (s *Session) abandonLater(name, reqID string, opts LockOptions) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.abandoned = append(s.abandoned, abandoned{name, reqID, opts})
 }
 
-// abandonPending withdraws the requests given up while the connection was away.
+// abandonPending withdraws the requests given up while the server could not be told.
 func (s *Session) abandonPending() {
 	s.mu.Lock()
 	pending := s.abandoned
 	s.abandoned = nil
 	s.mu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
 	for _, a := range pending {
 		s.abandon(a.name, a.reqID, a.opts)
 	}
@@ -195,16 +223,21 @@ func (s *Session) Release(ctx context.Context, name string, token uint64) (wire.
 }
 
 // Info returns the grant: name, mode, scope, session, token and when it was granted.
-func (l *Lock) Info() wire.Lock { return l.info }
+func (l *Lock) Info() wire.Lock {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.info
+}
 
 // Name returns the lock's name.
 func (l *Lock) Name() string { return l.info.Name }
 
 // Mode returns the mode the lock is held in.
-func (l *Lock) Mode() wire.LockMode { return l.info.Mode }
+func (l *Lock) Mode() wire.LockMode { return l.Info().Mode }
 
-// Scope returns the lock's scope.
-func (l *Lock) Scope() wire.LockScope { return l.info.Scope }
+// Scope returns the lock's scope: a later acquire of the session may have weakened
+// it to connection (seed 002: a lock is held with the weaker of the scopes asked).
+func (l *Lock) Scope() wire.LockScope { return l.Info().Scope }
 
 // Token returns the fencing token of the grant: it strictly increases for every
 // grant of this lock name. Pass it to the resource the lock protects (see pkg/fence).
@@ -249,6 +282,12 @@ func (s *Session) trackLock(info wire.Lock) *Lock {
 		s.locks = map[string]*Lock{}
 	}
 	if l, ok := s.locks[info.Name]; ok && l.info.Token == info.Token {
+		// The same hold: keep the one Lock value, with the scope the server holds
+		// it in now (a connection scope asked for weakens a session-scoped hold).
+		// Only the scope changes; it is read under l.mu.
+		l.mu.Lock()
+		l.info.Scope = info.Scope
+		l.mu.Unlock()
 		return l
 	}
 	l := &Lock{s: s, info: info, lost: make(chan struct{})}
@@ -278,7 +317,7 @@ func (s *Session) loseLocks(onlyConnectionScoped bool, cause error) {
 	s.mu.Lock()
 	var lost []*Lock
 	for name, l := range s.locks {
-		if !onlyConnectionScoped || l.info.Scope == wire.ScopeConnection {
+		if !onlyConnectionScoped || l.Scope() == wire.ScopeConnection {
 			lost = append(lost, l)
 			delete(s.locks, name)
 		}

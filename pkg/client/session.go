@@ -434,6 +434,9 @@ func (s *Session) heartbeats() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.heartbeat)
 		err := s.Keepalive(ctx)
 		cancel()
+		if err == nil {
+			s.abandonPending() // lock requests given up while the lock service was away
+		}
 		if err != nil && !errors.Is(err, ErrSessionClosed) {
 			s.c.log.Debug("roster: keepalive failed", "session", s.id, "err", err)
 		}

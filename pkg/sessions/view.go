@@ -331,6 +331,14 @@ func (v *View) notify(ch Change) {
 	}
 }
 
+// Apply puts a record the process has just written (rec.Revision is the revision of
+// the write) into the view, so that the process's other users of the view see it
+// before the watch delivers it; the watch then finds it known. An older revision
+// than the view holds changes nothing.
+func (v *View) Apply(rec *Record) {
+	v.applyRecord(rec.ID, rec, rec.Revision)
+}
+
 // fetch reads one record from the bucket and applies it to the view.
 func (v *View) fetch(id string) (*Record, bool) {
 	if !ValidID(id) {

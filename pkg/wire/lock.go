@@ -206,7 +206,11 @@ func (r *LockCancelRequest) Validate() error {
 
 // LockCancelResponse acknowledges a cancel.
 type LockCancelResponse struct {
+	// Cancelled: the request was waiting and no longer is.
 	Cancelled bool `json:"cancelled"`
+	// Released: the request had been granted, and the hold it was answered with
+	// is released (no other request of the session was answered with it).
+	Released bool `json:"released,omitempty"`
 }
 
 // LockListRequest lists the locks whose name starts with Prefix (all when empty),

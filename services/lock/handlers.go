@@ -59,10 +59,7 @@ func (s *Service) handleCancel(ctx context.Context, c *endpoint.Call, req *wire.
 	if err != nil {
 		return nil, err
 	}
-	if err := s.cancelWait(ctx, caller, req); err != nil {
-		return nil, err
-	}
-	return &wire.LockCancelResponse{Cancelled: true}, nil
+	return s.cancelWait(ctx, caller, req)
 }
 
 func (s *Service) handleList(_ context.Context, c *endpoint.Call, req *wire.LockListRequest) (*wire.LockListResponse, error) {

@@ -18,7 +18,11 @@ import (
 type caller struct {
 	id    string
 	roles []string
-	conn  string
+	// conn is the connection the session is bound to, bound whether the session is
+	// ACTIVE on it, and reqConn the connection the request came from.
+	conn    string
+	bound   bool
+	reqConn string
 }
 
 // authenticate checks the request's session headers against the session view and
@@ -34,7 +38,7 @@ func (s *Service) authenticate(c *endpoint.Call) (*caller, error) {
 		return nil, err
 	}
 	s.sess.Touch(r.ID)
-	return &caller{id: r.ID, roles: r.Roles, conn: r.Connection}, nil
+	return &caller{id: r.ID, roles: r.Roles, conn: r.Connection, bound: r.State == wire.StateActive, reqConn: c.Info().ConnectionKey()}, nil
 }
 
 // acquire grants the lock or, when the request may wait and the lock is not
@@ -43,6 +47,13 @@ func (s *Service) authenticate(c *endpoint.Call) (*caller, error) {
 func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wire.LockAcquireRequest) (*wire.Lock, error) {
 	if !s.pol.Allowed(c.roles, policy.AcquireLock, req.Name) {
 		return nil, wire.Errorf(wire.CodeForbidden, "%s on lock %q is not granted to the session's roles", policy.AcquireLock, req.Name)
+	}
+	// A connection-scoped lock lives as long as the session stays on the connection
+	// it was taken on: that must be the connection the request came from, with the
+	// session ACTIVE on it — not a connection the session has left (RECOVERING, or
+	// resumed elsewhere), whose loss was already seen and would never release it.
+	if req.Scope == wire.ScopeConnection && (!c.bound || c.conn != c.reqConn) {
+		return nil, wire.Errorf(wire.CodeUnavailable, "a connection-scoped lock needs the session ACTIVE on the connection the request comes from; resume the session on it first")
 	}
 	wait := req.WaitMS != 0
 	if wait && reply == "" {
@@ -114,19 +125,24 @@ func (s *Service) release(ctx context.Context, c *caller, req *wire.LockReleaseR
 	return released.lock(req.Name), nil
 }
 
-// cancelWait withdraws the caller's waiting request; the held request is answered
-// with a timeout error saying it was cancelled.
-func (s *Service) cancelWait(ctx context.Context, c *caller, req *wire.LockCancelRequest) error {
+// cancelWait withdraws the caller's request (record.cancel): a waiting one is
+// answered with a timeout error saying it was cancelled; the hold a granted one was
+// answered with is released if no other request of the session was answered with it.
+func (s *Service) cancelWait(ctx context.Context, c *caller, req *wire.LockCancelRequest) (*wire.LockCancelResponse, error) {
 	var cerr error
+	var resp wire.LockCancelResponse
 	if _, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
-		cerr = r.cancel(req.RequestID, c.id, now, o)
+		resp.Cancelled, resp.Released, cerr = r.cancel(req.RequestID, c.id, now, o)
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	if errors.Is(cerr, ErrNoWaiter) {
-		return wire.Errorf(wire.CodeNotFound, "no request %q of the session is waiting for lock %q", req.RequestID, req.Name)
+		return nil, wire.Errorf(wire.CodeNotFound, "no request %q of the session is waiting for or holds lock %q; should it arrive later, it is refused", req.RequestID, req.Name)
 	}
-	return cerr
+	if cerr != nil {
+		return nil, cerr
+	}
+	return &resp, nil
 }
 
 // list returns locks from this instance's view of the bucket, which follows the

@@ -257,7 +257,7 @@ func (s *Service) lockChanged(_ string, e entry) {
 	}
 	s.scheduleLock(e.rec)
 	for _, id := range e.rec.sessions() {
-		if st, known := s.sessionState(id); known && !st.fine() {
+		if st, known := s.sessionState(id); known && e.rec.loses(id, st) {
 			s.markSuspect(id, st)
 		}
 	}

@@ -62,8 +62,33 @@ type holder struct {
 	// version": its revision is the token, filled in when the record is read.
 	Token     uint64 `json:"token,omitempty"`
 	GrantedAt int64  `json:"granted_at"` // Unix milliseconds
-	// Request is the id of the acquire that granted the hold.
-	Request string `json:"request,omitempty"`
+	// Request is the id of the acquire that granted the hold, and Also those of
+	// the session's later acquires answered with it (an equal lock): cancelling one
+	// of these ids withdraws that answer, and the last one withdrawn releases the
+	// hold — a caller that gave up never takes the hold from another that did not.
+	Request string   `json:"request,omitempty"`
+	Also    []string `json:"also,omitempty"`
+}
+
+// maxAlso bounds the ids a hold remembers besides the one that granted it.
+const maxAlso = 8
+
+// answers reports whether request id was answered with this hold.
+func (h *holder) answers(id string) bool {
+	return id != "" && (h.Request == id || slices.Contains(h.Also, id))
+}
+
+// withdraw forgets that request id was answered with this hold, and reports whether
+// no request is left that was.
+func (h *holder) withdraw(id string) (none bool) {
+	if h.Request == id {
+		h.Request = ""
+	}
+	h.Also = slices.DeleteFunc(h.Also, func(a string) bool { return a == id })
+	if len(h.Also) == 0 {
+		h.Also = nil
+	}
+	return h.Request == "" && len(h.Also) == 0
 }
 
 // waiter is one waiting acquire as stored, in FIFO order.
@@ -227,6 +252,13 @@ func (r *record) grant(w waiter, now int64, o *outcome) error {
 			h.Scope, h.Conn = s, w.Conn
 			o.changed = true
 		}
+		if w.ID != "" && !h.answers(w.ID) {
+			h.Also = append(h.Also, w.ID)
+			if len(h.Also) > maxAlso {
+				h.Also = slices.Delete(h.Also, 0, len(h.Also)-maxAlso)
+			}
+			o.changed = true
+		}
 		return nil
 	}
 	r.Holders = append(r.Holders, holder{Session: w.Session, Mode: w.Mode, Scope: w.Scope, Conn: w.Conn, GrantedAt: now, Request: w.ID})
@@ -273,6 +305,16 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 		return true, nil
 	}
 	if !wait {
+		// A try-once copy of a request that is waiting ends the wait: the caller
+		// asks once and takes no for an answer, and a waiter left behind would be
+		// granted to a caller that has moved on.
+		if i := r.waiterIndex(w.ID, w.Session); i >= 0 {
+			o.removed = append(o.removed, removal{r.Waiters[i], errWaitCancelled})
+			r.Waiters = slices.Delete(r.Waiters, i, i+1)
+			o.changed = true
+			r.promote(now, o)
+			remember = true
+		}
 		if remember {
 			r.remember(w.ID, w.Session, now, o)
 		}
@@ -306,19 +348,35 @@ func (r *record) release(session string, token uint64, now int64, o *outcome) (h
 	return h, nil
 }
 
-// cancel removes session's waiting request id.
-func (r *record) cancel(id, session string, now int64, o *outcome) error {
-	i := r.waiterIndex(id, session)
-	if i < 0 {
-		return ErrNoWaiter
+// cancel withdraws session's request id, whatever became of it: a waiting request
+// leaves the queue (waiting); one answered with the session's hold no longer counts for it,
+// and the hold is released (released) when no request answered with it remains; an
+// id the record does not know is remembered, so that the request, should it arrive
+// after the cancel, is refused as stale (ErrNoWaiter is returned then).
+func (r *record) cancel(id, session string, now int64, o *outcome) (waiting, released bool, err error) {
+	if i := r.waiterIndex(id, session); i >= 0 {
+		o.removed = append(o.removed, removal{r.Waiters[i], errWaitCancelled})
+		r.Waiters = slices.Delete(r.Waiters, i, i+1)
+		o.changed = true
+		r.remember(id, session, now, o)
+		// Removing the head may let the waiters behind it through.
+		r.promote(now, o)
+		return true, false, nil
 	}
-	o.removed = append(o.removed, removal{r.Waiters[i], errWaitCancelled})
-	r.Waiters = slices.Delete(r.Waiters, i, i+1)
-	o.changed = true
-	r.remember(id, session, now, o)
-	// Removing the head may let the waiters behind it through.
-	r.promote(now, o)
-	return nil
+	if i, ok := r.holder(session); ok && r.Holders[i].answers(id) {
+		o.changed = true
+		r.remember(id, session, now, o)
+		if !r.Holders[i].withdraw(id) {
+			return false, false, nil
+		}
+		r.Holders = slices.Delete(r.Holders, i, i+1)
+		r.promote(now, o)
+		return false, true, nil
+	}
+	if !r.completed(id, session) {
+		r.remember(id, session, now, o)
+	}
+	return false, false, ErrNoWaiter
 }
 
 // expiry says who expires waiters, and how.
@@ -392,13 +450,36 @@ type sessionState struct {
 	conn      string
 }
 
+// lostIn reports whether a hold or wait with scope and conn is lost for a session
+// in state st: everything when it is closed; a connection-scoped one when the session
+// is not ACTIVE on the connection it was taken on.
+func lostIn(st sessionState, scope wire.LockScope, conn string) bool {
+	return st.closed || (scope == wire.ScopeConnection && (!st.connected || conn != st.conn))
+}
+
+// loses reports whether session, in state st, holds or waits for the lock in a way
+// dropSession would end — whatever the order in which its changes were seen (a lock
+// instance that starts after a connection-scoped holder moved to another connection
+// finds it here).
+func (r *record) loses(session string, st sessionState) bool {
+	for _, h := range r.Holders {
+		if h.Session == session && lostIn(st, h.Scope, h.Conn) {
+			return true
+		}
+	}
+	for _, w := range r.Waiters {
+		if w.Session == session && lostIn(st, w.Scope, w.Conn) {
+			return true
+		}
+	}
+	return false
+}
+
 // dropSession releases what a session may no longer hold: everything when it is
 // closed; its connection-scoped locks and waiting requests when it is not on the
 // connection they were taken on.
 func (r *record) dropSession(session string, st sessionState, now int64, o *outcome) {
-	lost := func(scope wire.LockScope, conn string) bool {
-		return st.closed || (scope == wire.ScopeConnection && (!st.connected || conn != st.conn))
-	}
+	lost := func(scope wire.LockScope, conn string) bool { return lostIn(st, scope, conn) }
 	var dropped []waiter
 	before := len(r.Holders)
 	r.Holders = slices.DeleteFunc(r.Holders, func(h holder) bool {

@@ -92,8 +92,10 @@ func TestRepeatedAcquireIsEqualAndTakesWeakestScope(t *testing.T) {
 	if ok, err := r.acquire(req("2", "s", wire.LockExclusive), false, false, 10, 2, o); !ok || err != nil {
 		t.Fatalf("second acquire: %v %v", ok, err)
 	}
-	if o.changed || r.Holders[0].Token != 7 || len(r.Holders) != 1 {
-		t.Fatalf("repeated acquire changed the lock: %+v", r.Holders)
+	// The same hold and token; the hold remembers that request 2 was answered
+	// with it too (a cancel of request 1 then leaves it in place).
+	if r.Holders[0].Token != 7 || len(r.Holders) != 1 || !slices.Equal(r.Holders[0].Also, []string{"2"}) {
+		t.Fatalf("repeated acquire: got holders %+v, want one, token 7, also answering 2", r.Holders)
 	}
 	conn := req("3", "s", wire.LockShared)
 	conn.Scope, conn.Conn = wire.ScopeConnection, "srv/9"
@@ -189,12 +191,12 @@ func TestReleaseNotHeldAndTokenMismatch(t *testing.T) {
 func TestCancelLetsSharedThrough(t *testing.T) {
 	r := &record{Name: "a", Holders: []holder{{Session: "A", Mode: wire.LockShared, Token: 4}},
 		Waiters: []waiter{req("x", "B", wire.LockExclusive), req("s", "C", wire.LockShared)}}
-	if err := r.cancel("x", "C", 1, &outcome{}); !errors.Is(err, ErrNoWaiter) {
+	if _, _, err := r.cancel("x", "C", 1, &outcome{}); !errors.Is(err, ErrNoWaiter) {
 		t.Fatalf("cancel by another session: got %v, want ErrNoWaiter", err)
 	}
 	o := &outcome{}
-	if err := r.cancel("x", "B", 1, o); err != nil {
-		t.Fatal(err)
+	if waiting, _, err := r.cancel("x", "B", 1, o); err != nil || !waiting {
+		t.Fatalf("cancel a waiter: got waiting=%v, %v", waiting, err)
 	}
 	if got := grantedIDs(o); !slices.Equal(got, []string{"s"}) || len(o.removed) != 1 {
 		t.Fatalf("got granted %v removed %d, want [s] and 1", got, len(o.removed))
@@ -378,4 +380,64 @@ func TestLateDuplicatesChangeNothing(t *testing.T) {
 			t.Fatalf("got %+v, want an empty record to delete", r)
 		}
 	})
+}
+
+// TestCancelWhateverBecameOfTheRequest: a cancel withdraws a request whether it
+// waits, was granted, or has not arrived yet — and never takes a hold away from
+// another request of the session that was answered with it.
+func TestCancelWhateverBecameOfTheRequest(t *testing.T) {
+	acquire := func(r *record, id, session string, wait bool) (bool, error) {
+		return r.acquire(req(id, session, wire.LockExclusive), wait, true, 10, 1, &outcome{})
+	}
+	// Granted: the cancel releases the hold and the next waiter gets it.
+	r := &record{Name: "a"}
+	if ok, err := acquire(r, "x", "A", true); !ok || err != nil {
+		t.Fatalf("acquire: %v %v", ok, err)
+	}
+	if ok, err := acquire(r, "w", "B", true); ok || err != nil {
+		t.Fatalf("B waits: %v %v", ok, err)
+	}
+	o := &outcome{}
+	if waiting, released, err := r.cancel("x", "A", 2, o); err != nil || waiting || !released {
+		t.Fatalf("cancel a granted request: got waiting=%v released=%v %v, want released", waiting, released, err)
+	}
+	if got := grantedIDs(o); !slices.Equal(got, []string{"w"}) {
+		t.Fatalf("after the cancel granted %v, want [w]", got)
+	}
+
+	// Answered twice (an equal lock): the first cancel keeps the hold for the other.
+	r = &record{Name: "a"}
+	for _, id := range []string{"x", "y"} {
+		if ok, err := acquire(r, id, "A", true); !ok || err != nil {
+			t.Fatalf("acquire %s: %v %v", id, ok, err)
+		}
+	}
+	if _, released, err := r.cancel("x", "A", 2, &outcome{}); err != nil || released || len(r.Holders) != 1 {
+		t.Fatalf("cancel one of two answers: released=%v %v holders %+v; want the hold kept", released, err, r.Holders)
+	}
+	if _, released, err := r.cancel("y", "A", 2, &outcome{}); err != nil || !released || len(r.Holders) != 0 {
+		t.Fatalf("cancel the last answer: released=%v %v holders %+v; want it released", released, err, r.Holders)
+	}
+
+	// Not arrived yet: the cancel is remembered and the late request refused.
+	r = &record{Name: "a"}
+	if _, _, err := r.cancel("z", "A", 1, &outcome{}); !errors.Is(err, ErrNoWaiter) {
+		t.Fatalf("cancel an unknown request: got %v, want ErrNoWaiter", err)
+	}
+	if _, err := acquire(r, "z", "A", true); !errors.Is(err, ErrCompleted) {
+		t.Fatalf("the request arriving after its cancel: got %v, want ErrCompleted", err)
+	}
+
+	// A try-once copy of a waiting request ends the wait.
+	r = &record{Name: "a", Holders: []holder{{Session: "H", Mode: wire.LockExclusive, Token: 1}}}
+	if ok, err := acquire(r, "q", "A", true); ok || err != nil {
+		t.Fatalf("A waits: %v %v", ok, err)
+	}
+	o = &outcome{}
+	if _, err := r.acquire(req("q", "A", wire.LockExclusive), false, true, 10, 1, o); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("try-once copy: got %v, want ErrWouldBlock", err)
+	}
+	if len(r.Waiters) != 0 || len(o.removed) != 1 || o.removed[0].w.ID != "q" {
+		t.Fatalf("after the try-once copy: waiters %+v removed %+v; want q gone and answered", r.Waiters, o.removed)
+	}
 }

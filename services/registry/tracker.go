@@ -193,8 +193,13 @@ func (t *tracker) opened(rec *sessions.Record) {
 func (t *tracker) written(rec *sessions.Record) {
 	rec.Properties() // computed before the record is shared
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.upsertLocked(rec)
+	t.mu.Unlock()
+	// The process's other services follow the shared view: they see the write as
+	// soon as the reply goes, not when the watch brings it back.
+	if v := t.s.cfg.Sessions; v != nil {
+		v.Apply(rec)
+	}
 }
 
 // onChange applies a change seen by the KV watch. It runs on the view's goroutine.

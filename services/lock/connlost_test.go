@@ -1,0 +1,55 @@
+package lock
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// TestConnectionScopedLockLostWhileNoInstanceRan: the holder of a
+// connection-scoped lock loses its connection and resumes on a new one while no
+// lock instance runs (a restart). An instance that comes back sees the session
+// ACTIVE on another connection and the lock bound to the lost one: it releases the
+// lock (the holder's SDK reported it lost at the disconnect).
+func TestConnectionScopedLockLostWhileNoInstanceRan(t *testing.T) {
+	e := newEnv(t)
+	first := e.startLock(t, Config{})
+	a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
+	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "cs", Scope: wire.ScopeConnection})
+
+	view, err := sessions.Watch(context.Background(), e.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+
+	first.stop() // the lock service restarts...
+	a.nc.Close() // ...while a's connection drops
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if r, ok := view.Get(a.id); !ok || r.State != wire.StateRecovering {
+			return fmt.Errorf("session not recovering yet")
+		}
+		return nil
+	})
+	// a reconnects and resumes on a new connection.
+	a2 := &client{nc: e.srv.ClientConn(t), id: a.id, token: a.token}
+	if err := a2.call(ctx10(t), wire.SubjectSessionResume, &wire.SessionResumeRequest{}, nil); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	e.startLock(t, Config{})
+
+	// The connection the lock was taken on is gone: b must get it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = b.acquire(ctx, &wire.LockAcquireRequest{Name: "cs", WaitMS: 5000})
+	if err != nil {
+		var list wire.LockListResponse
+		_ = b.call(ctx10(t), wire.SubjectLockList, &wire.LockListRequest{}, &list)
+		t.Fatalf("connection-scoped lock taken on a connection that closed is still held 5 s after the service came back: %v; locks: %s", err, jsonString(list.Locks))
+	}
+}

@@ -80,8 +80,10 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 			// connected, ask again with the same request id, which settles it;
 			// failing that, withdraw it — now, or once the session is back.
 			if unknown++; unknown <= unknownRetries && s.c.nc.IsConnected() {
-				if sleepCtx(ctx, time.Duration(unknown)*50*time.Millisecond) {
+				select {
+				case <-time.After(time.Duration(unknown) * 50 * time.Millisecond):
 					continue
+				case <-ctx.Done():
 				}
 			}
 			s.abandon(name, reqID, opts)
@@ -109,18 +111,6 @@ var maxHeldRequest = 65 * time.Second
 // unknownRetries is how often Lock asks again, with the same request id, after the
 // lock service answered that the outcome was unknown.
 const unknownRetries = 3
-
-// sleepCtx waits d, or until ctx ends; it reports whether ctx is still alive.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
 
 // reissueSlack tells a timeout at the server's bound on one request from the end
 // of the wait the client asked for, which the server may answer a moment early.

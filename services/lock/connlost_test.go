@@ -2,12 +2,9 @@ package lock
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
-	"github.com/seed-3c836eab/roster/pkg/natstest"
-	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -22,20 +19,9 @@ func TestConnectionScopedLockLostWhileNoInstanceRan(t *testing.T) {
 	a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
 	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "cs", Scope: wire.ScopeConnection})
 
-	view, err := sessions.Watch(context.Background(), e.js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer view.Close()
-
 	first.stop() // the lock service restarts...
 	a.nc.Close() // ...while a's connection drops
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if r, ok := view.Get(a.id); !ok || r.State != wire.StateRecovering {
-			return fmt.Errorf("session not recovering yet")
-		}
-		return nil
-	})
+	e.waitSessionState(t, a.id, wire.StateRecovering)
 	// a reconnects and resumes on a new connection.
 	a2 := &client{nc: e.srv.ClientConn(t), id: a.id, token: a.token}
 	if err := a2.call(ctx10(t), wire.SubjectSessionResume, &wire.SessionResumeRequest{}, nil); err != nil {
@@ -46,7 +32,7 @@ func TestConnectionScopedLockLostWhileNoInstanceRan(t *testing.T) {
 	// The connection the lock was taken on is gone: b must get it.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = b.acquire(ctx, &wire.LockAcquireRequest{Name: "cs", WaitMS: 5000})
+	_, err := b.acquire(ctx, &wire.LockAcquireRequest{Name: "cs", WaitMS: 5000})
 	if err != nil {
 		var list wire.LockListResponse
 		_ = b.call(ctx10(t), wire.SubjectLockList, &wire.LockListRequest{}, &list)

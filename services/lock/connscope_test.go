@@ -1,13 +1,10 @@
 package lock
 
 import (
-	"context"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
-	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -22,24 +19,13 @@ func TestConnectionScopedAcquireNeedsTheSessionOnThatConnection(t *testing.T) {
 	e.startLock(t, Config{})
 	a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
 
-	view, err := sessions.Watch(context.Background(), e.js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer view.Close()
-
 	a.nc.Close() // a's connection drops: the registry marks the session RECOVERING
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if r, ok := view.Get(a.id); !ok || r.State != wire.StateRecovering {
-			return fmt.Errorf("session not recovering yet")
-		}
-		return nil
-	})
+	e.waitSessionState(t, a.id, wire.StateRecovering)
 
 	// a reconnects (new connection) and acquires before resuming.
 	a2 := &client{nc: e.srv.ClientConn(t), id: a.id, token: a.token}
 	// RECOVERING: refused; a session-scoped acquire is granted.
-	_, err = a2.acquire(ctx10(t), &wire.LockAcquireRequest{Name: "cs", Scope: wire.ScopeConnection})
+	_, err := a2.acquire(ctx10(t), &wire.LockAcquireRequest{Name: "cs", Scope: wire.ScopeConnection})
 	wantCode(t, err, wire.CodeUnavailable)
 	if _, err := a2.acquire(ctx10(t), &wire.LockAcquireRequest{Name: "ss"}); err != nil {
 		t.Fatalf("session-scoped acquire while RECOVERING: %v", err)

@@ -301,6 +301,29 @@ func (e *env) waiting(t testing.TB, name string) []string {
 }
 
 // waitQueued waits until n requests wait on name.
+// waitSessionState waits until the session's record is in state want.
+func (e *env) waitSessionState(t testing.TB, id string, want wire.SessionState) {
+	t.Helper()
+	kv, err := e.js.KeyValue(context.Background(), sessions.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		entry, err := kv.Get(context.Background(), id)
+		if err != nil {
+			return err
+		}
+		r, err := sessions.Decode(entry.Value(), entry.Revision())
+		if err != nil {
+			return err
+		}
+		if r.State != want {
+			return fmt.Errorf("session %s is %s, want %s", id, r.State, want)
+		}
+		return nil
+	})
+}
+
 func (e *env) waitQueued(t testing.TB, name string, n int) {
 	t.Helper()
 	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {

@@ -37,8 +37,8 @@ func testPolicy() *policy.Holder {
 
 // startAuth answers wire.SubjectAuthenticate for the registry under test: anonymous
 // credentials become principal "anonymous" with role user, a password "pw" makes the
-// username the principal, with the username as its role, and anything else is
-// unauthenticated. It stands in for the auth service until that one is wired in:
+// username the principal, with the username as its role, a password "slowpw" does
+// the same after 500 ms with role user, and anything else is unauthenticated. It stands in for the auth service until that one is wired in:
 // replacing this function with starting services/auth is the only change needed.
 func startAuth(t testing.TB, srv *natstest.Server) {
 	t.Helper()
@@ -56,6 +56,10 @@ func startAuth(t testing.TB, srv *natstest.Server) {
 			resp = wire.AuthenticateResponse{Principal: "anonymous", Roles: []string{"user"}}
 		case c.Type == wire.CredentialsPassword && c.Password == "pw" && c.Username != "":
 			resp = wire.AuthenticateResponse{Principal: c.Username, Roles: []string{c.Username}}
+		case c.Type == wire.CredentialsPassword && c.Password == "slowpw" && c.Username != "":
+			// An auth service under load, or a bcrypt check: accepted after a while.
+			time.Sleep(500 * time.Millisecond)
+			resp = wire.AuthenticateResponse{Principal: c.Username, Roles: []string{"user"}}
 		case c.Type == wire.CredentialsPassword && c.Password == "slow":
 			_ = endpoint.ReplyError(nc, m.Reply, wire.Errorf(wire.CodeThrottled, "too many failed attempts"))
 			return
@@ -100,6 +104,19 @@ func startRegistry(t testing.TB, srv *natstest.Server, cfg Config) *instance {
 	stop := natstest.Run(t, s.Run, nc.Close)
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return s.track.ready(t.Context()) })
 	return &instance{Service: s, logs: logs, stop: stop}
+}
+
+// startUnready starts an instance as roster serve does — New, then Run at once —
+// without waiting for its tracker to load, on its own connection.
+func startUnready(t testing.TB, srv *natstest.Server, cfg Config) *Service {
+	t.Helper()
+	nc := srv.ServiceConn(t)
+	s, err := New(nc, cfg, testPolicy(), noop.NewTracerProvider(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Run(t, s.Run, nc.Close)
+	return s
 }
 
 // env is a server with the auth double and one registry.

@@ -2,21 +2,18 @@ package registry
 
 import (
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
-
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
-// A registry instance answers requests as soon as New returns; Run's tracker then
+// A registry instance answers requests as soon as New returns, while its tracker
 // needs >= 300 ms (activity replay, FetchMaxWait) plus the watch's load before it
-// knows any session. A resume in that gap brings back a session whose reconnect
-// window ended while no registry ran; a keepalive revives a session silent for
-// longer than its timeout.
+// knows any session. Neither a resume after the reconnect window, which ended while
+// no registry ran, nor a keepalive of a session silent for longer than its timeout
+// may bring the session back: both get session_closed.
 func TestStartingInstanceNeitherResumesNorRevivesOverdueSessions(t *testing.T) {
 	srv := startServer(t)
 	startAuth(t, srv)
@@ -39,14 +36,8 @@ func TestStartingInstanceNeitherResumesNorRevivesOverdueSessions(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond) // past the 1 s window and the 1 s timeout
 
 	// A new instance, started as roster serve does: New, then Run at once.
-	nc := srv.ServiceConn(t)
-	b, err := New(nc, cfg, testPolicy(), noop.NewTracerProvider(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	second := srv.ClientConn(t)
-	lost.nc = second
-	natstest.Run(t, b.Run, nc.Close)
+	startUnready(t, srv, cfg)
+	lost.nc = srv.ClientConn(t)
 	resumeErr := lost.call(wire.SubjectSessionResume, nil, nil)
 	keepaliveErr := silent.call(wire.SubjectSessionKeepalive, nil, nil)
 
@@ -61,4 +52,26 @@ func TestStartingInstanceNeitherResumesNorRevivesOverdueSessions(t *testing.T) {
 	} else {
 		wantCode(t, keepaliveErr, wire.CodeSessionClosed)
 	}
+}
+
+// The sessions-per-principal limit is counted from the tracker: a starting instance
+// enforces it from its first answer.
+func TestSessionsPerPrincipalLimitWhileStarting(t *testing.T) {
+	srv := startServer(t)
+	startAuth(t, srv)
+	cfg := Config{Limits: Limits{SessionsPerPrincipal: 1}}
+	a := startRegistry(t, srv, cfg)
+	cn := srv.ClientConn(t)
+	open(t, cn, nil)
+	err := wire.Call(t.Context(), cn, wire.SubjectSessionOpen, nil, &wire.SessionOpenRequest{}, nil)
+	wantCode(t, err, wire.CodeLimitExceeded) // while the instance runs: enforced
+	a.stop()
+
+	startUnready(t, srv, cfg)
+	var resp wire.SessionOpenResponse
+	err = wire.Call(t.Context(), cn, wire.SubjectSessionOpen, nil, &wire.SessionOpenRequest{}, &resp)
+	if err == nil {
+		t.Fatalf("a second session of principal %q opened with a limit of 1 per principal (%s)", resp.Session.Principal, resp.Session.ID)
+	}
+	wantCode(t, err, wire.CodeLimitExceeded)
 }

@@ -256,10 +256,16 @@ func (s *Service) lockChanged(_ string, e entry) {
 		return
 	}
 	s.scheduleLock(e.rec)
-	for _, id := range e.rec.sessions() {
-		if st, known := s.sessionState(id); known && e.rec.loses(id, st) {
+	check := func(id string, scope wire.LockScope, conn string) {
+		if st, known := s.sessionState(id); known && lostIn(st, scope, conn) {
 			s.markSuspect(id, st)
 		}
+	}
+	for _, h := range e.rec.Holders {
+		check(h.Session, h.Scope, h.Conn)
+	}
+	for _, w := range e.rec.Waiters {
+		check(w.Session, w.Scope, w.Conn)
 	}
 }
 

@@ -457,24 +457,6 @@ func lostIn(st sessionState, scope wire.LockScope, conn string) bool {
 	return st.closed || (scope == wire.ScopeConnection && (!st.connected || conn != st.conn))
 }
 
-// loses reports whether session, in state st, holds or waits for the lock in a way
-// dropSession would end — whatever the order in which its changes were seen (a lock
-// instance that starts after a connection-scoped holder moved to another connection
-// finds it here).
-func (r *record) loses(session string, st sessionState) bool {
-	for _, h := range r.Holders {
-		if h.Session == session && lostIn(st, h.Scope, h.Conn) {
-			return true
-		}
-	}
-	for _, w := range r.Waiters {
-		if w.Session == session && lostIn(st, w.Scope, w.Conn) {
-			return true
-		}
-	}
-	return false
-}
-
 // dropSession releases what a session may no longer hold: everything when it is
 // closed; its connection-scoped locks and waiting requests when it is not on the
 // connection they were taken on.

@@ -293,14 +293,6 @@ func (s *Session) untrackLock(l *Lock) {
 	}
 }
 
-// holds reports whether the session holds the named lock as far as it knows.
-func (s *Session) holds(name string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.locks[name]
-	return ok
-}
-
 // loseLocks reports held locks lost: every lock when the session closed, the
 // connection-scoped ones when the connection was lost.
 func (s *Session) loseLocks(onlyConnectionScoped bool, cause error) {

@@ -63,6 +63,7 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 		// so that a request nobody will answer is re-issued.
 		rctx, cancel := context.WithTimeout(ctx, maxHeldRequest)
 		l, err := s.acquire(rctx, name, opts, wait, reqID)
+		unanswered := rctx.Err() != nil // read before cancel, which sets it
 		cancel()
 		switch {
 		case err == nil:
@@ -73,8 +74,8 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 				err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTimeout, Message: "lock " + name + " not granted before the deadline"}, err)
 			}
 			return nil, err
-		case rctx.Err() != nil && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrTimeout):
-			continue // no answer within the bound: ask again, same request id
+		case unanswered:
+			continue // no answer within the bound (ctx lives on): ask again, same request id
 		case errors.Is(err, ErrUnavailable):
 			// The request may have been stored, and may wait or be granted. While
 			// connected, ask again with the same request id, which settles it;

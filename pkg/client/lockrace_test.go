@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"sync"
 	"testing"
@@ -283,5 +284,25 @@ func TestLockAsksAgainWhenNoAnswerComes(t *testing.T) {
 		cancel()
 		<-done
 		t.Fatalf("Lock (no deadline) still unanswered 20 s after the lock became free, with a bound of 1 s on one request")
+	}
+}
+
+// TestLockRefusalEndsLock: a refusal that no retry can change (no permission for the
+// name) ends Lock at once with that error, rather than asking again.
+func TestLockRefusalEndsLock(t *testing.T) {
+	p := startSecured(t)
+	guest := open(t, p.ClientURL(), client.Options{}) // guests may not take locks
+	done := make(chan error, 1)
+	go func() {
+		_, err := guest.Lock(context.Background(), "orders/1", client.LockOptions{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, client.ErrForbidden) {
+			t.Fatalf("got %v, want ErrForbidden", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lock without ACQUIRE_LOCK still running after 10 s: it keeps asking again")
 	}
 }

@@ -18,11 +18,18 @@ import (
 type caller struct {
 	id    string
 	roles []string
-	// conn is the connection the session is bound to, bound whether the session is
-	// ACTIVE on it, and reqConn the connection the request came from.
-	conn    string
-	bound   bool
-	reqConn string
+	// conn is the connection the session is bound to, and bound whether the
+	// session is ACTIVE on it.
+	conn  string
+	bound bool
+	call  *endpoint.Call
+}
+
+// onBoundConnection reports whether the request came from the connection the
+// session is ACTIVE on. It reads the request info, which only connection-scoped
+// acquires need.
+func (c *caller) onBoundConnection() bool {
+	return c.bound && c.conn == c.call.Info().ConnectionKey()
 }
 
 // authenticate checks the request's session headers against the session view and
@@ -38,7 +45,7 @@ func (s *Service) authenticate(c *endpoint.Call) (*caller, error) {
 		return nil, err
 	}
 	s.sess.Touch(r.ID)
-	return &caller{id: r.ID, roles: r.Roles, conn: r.Connection, bound: r.State == wire.StateActive, reqConn: c.Info().ConnectionKey()}, nil
+	return &caller{id: r.ID, roles: r.Roles, conn: r.Connection, bound: r.State == wire.StateActive, call: c}, nil
 }
 
 // acquire grants the lock or, when the request may wait and the lock is not
@@ -52,7 +59,7 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 	// it was taken on: that must be the connection the request came from, with the
 	// session ACTIVE on it — not a connection the session has left (RECOVERING, or
 	// resumed elsewhere), whose loss was already seen and would never release it.
-	if req.Scope == wire.ScopeConnection && (!c.bound || c.conn != c.reqConn) {
+	if req.Scope == wire.ScopeConnection && !c.onBoundConnection() {
 		return nil, wire.Errorf(wire.CodeUnavailable, "a connection-scoped lock needs the session ACTIVE on the connection the request comes from; resume the session on it first")
 	}
 	wait := req.WaitMS != 0

@@ -27,11 +27,14 @@ import (
 // stream keeps events (EventsMaxAge).
 //
 // A read that finds nothing may wait (wait_ms): its request is held, and answered
-// when the events stream stores an event it matches. Every instance follows the
-// stream's new events with an ordered consumer that delivers headers only, and reads
-// again for the held requests an event matches. A held request is also read again
-// every eventsRequery, in case the follower missed an event while it was being
-// recreated, and answered with an empty page at its deadline.
+// when the events stream stores an event it matches. While an instance holds reads
+// it follows the stream's new events with an ordered consumer that delivers headers
+// only, and reads again for the held requests an event matches; it stops following
+// eventsIdle after the last held read is answered, so that an instance nobody reads
+// from costs no delivery per event. When the follower starts, every held read is read
+// again (events stored before it began are not delivered). A held request is also
+// read again every eventsRequery, in case the follower missed an event while it was
+// being recreated, and answered with an empty page at its deadline.
 const (
 	eventsPageDefault = 100
 	eventsPageMax     = 1000
@@ -49,6 +52,9 @@ const (
 	eventsRequery = 2 * time.Second
 	// maxEventWaiters bounds the held event requests of one instance.
 	maxEventWaiters = 4096
+	// eventsIdle is how long an instance keeps following the stream with no read
+	// held (a follower reading in a loop holds one most of the time).
+	eventsIdle = 30 * time.Second
 )
 
 // eventQuery is a validated events request.
@@ -314,11 +320,27 @@ func (w *eventWaiters) hold(ew *eventWaiter, seen uint64) error {
 		return wire.Errorf(wire.CodeLimitExceeded, "this registry instance already holds %d waiting event reads; retry without wait_ms or later", maxEventWaiters)
 	}
 	w.held[ew] = struct{}{}
-	if w.lastSeq > seen {
-		ew.due = true
-		w.signal()
-	}
+	ew.due = w.lastSeq > seen
+	w.signal() // the loop starts the follower if it is not running
 	return nil
+}
+
+// following marks every held read to be read again: the follower has just started,
+// and the events stored before it did were not delivered to it.
+func (w *eventWaiters) following() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for ew := range w.held {
+		ew.due = true
+	}
+	w.signal()
+}
+
+// idle reports whether no read is held.
+func (w *eventWaiters) idle() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.held) == 0
 }
 
 func (w *eventWaiters) signal() {
@@ -344,12 +366,23 @@ func (w *eventWaiters) stored(r storedRef) {
 // another instance).
 func (s *Service) eventsLoop(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.followEvents(ctx)
-	}()
 	defer wg.Wait()
+	follow := func() context.CancelFunc {
+		fctx, cancel := context.WithCancel(ctx)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.followEvents(fctx)
+		}()
+		return cancel
+	}
+	var stopFollowing context.CancelFunc // nil: not following
+	var idleSince time.Time
+	defer func() {
+		if stopFollowing != nil {
+			stopFollowing()
+		}
+	}()
 	tick := time.NewTicker(eventsTick)
 	defer tick.Stop()
 	for {
@@ -361,11 +394,23 @@ func (s *Service) eventsLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 		s.answerWaiters(false)
+		switch idle := s.waiters.idle(); {
+		case !idle && stopFollowing == nil:
+			stopFollowing = follow()
+			idleSince = time.Time{}
+		case !idle:
+			idleSince = time.Time{}
+		case stopFollowing != nil && idleSince.IsZero():
+			idleSince = time.Now()
+		case stopFollowing != nil && time.Since(idleSince) >= eventsIdle:
+			stopFollowing()
+			stopFollowing = nil
+		}
 	}
 }
 
-// followEvents runs the ordered consumer that tells eventsLoop about new events,
-// recreating it if it fails to start.
+// followEvents runs the ordered consumer that tells eventsLoop about new events
+// until ctx ends, recreating it if it fails to start.
 func (s *Service) followEvents(ctx context.Context) {
 	for wait := 100 * time.Millisecond; ctx.Err() == nil; wait = min(2*wait, 5*time.Second) {
 		cons, err := s.js.OrderedConsumer(ctx, EventsStream, jetstream.OrderedConsumerConfig{
@@ -385,6 +430,7 @@ func (s *Service) followEvents(ctx context.Context) {
 			})
 		}
 		if err == nil {
+			s.waiters.following()
 			<-ctx.Done()
 			cc.Stop()
 			return

@@ -46,13 +46,14 @@ func (s *Service) caller(ctx context.Context, c *endpoint.Call) (*sessions.Recor
 // instance closed it yet, say while none ran): then the session is closed now and
 // the request gets session_closed, instead of the request reviving it.
 func (s *Service) active(ctx context.Context, rec *sessions.Record) error {
-	if s.track.overdue(rec) {
-		s.track.expire(ctx, rec.ID)
-		if r, err := s.st.get(ctx, rec.ID); err == nil && r.Closed() {
-			return r.ClosedError()
-		}
+	if !s.track.touch(rec) {
+		return nil
 	}
-	s.track.activity(rec.ID)
+	s.track.expire(ctx, rec.ID)
+	if r, err := s.st.get(ctx, rec.ID); err == nil && r.Closed() {
+		return r.ClosedError()
+	}
+	s.track.activity(rec.ID) // activity arrived meanwhile: the session lives on
 	return nil
 }
 
@@ -363,52 +364,12 @@ func (s *Service) modify(ctx context.Context, id string, first *sessions.Record,
 		if cur.Closed() {
 			return cur, false, cur.ClosedError() // closed for good, whatever the source
 		}
-		unproven := check != nil && !fresh
-		if check != nil {
-			if err := check(cur); err != nil {
-				if unproven {
-					cur = nil
-					continue
-				}
-				return cur, false, err
-			}
-		}
-		next := cur.Clone()
-		changed, err := fn(next)
-		if (err != nil || !changed) && unproven {
-			cur = nil
+		next, data, err := s.prepare(ctx, cur, check, kind, fn)
+		if (err != nil || next == nil) && check != nil && !fresh {
+			cur = nil // an answer that writes nothing, from an unproven copy
 			continue
 		}
-		if err != nil {
-			return cur, false, err
-		}
-		if !changed {
-			return cur, false, nil
-		}
-		next.UpdatedAt = s.cfg.Now()
-		if l := s.track.lastActivity(id); l.After(next.LastActivity) {
-			next.LastActivity = l
-		}
-		if err := s.carryOutbox(ctx, cur, next); err != nil {
-			if unproven {
-				cur = nil
-				continue
-			}
-			return cur, false, err
-		}
-		if kind != "" {
-			var keys []string
-			if kind == wire.EventUpdated {
-				keys = changedKeys(cur.User, next.User)
-			}
-			stage(next, kind, keys)
-		}
-		data, err := s.encodeLimited(next, kind == wire.EventUpdated || kind == wire.EventPrincipalChanged)
-		if err != nil {
-			if unproven {
-				cur = nil
-				continue
-			}
+		if err != nil || next == nil {
 			return cur, false, err
 		}
 		rev, err := s.st.write(ctx, next.ID, next.Revision, data, ttlFor(&s.cfg, next))
@@ -426,6 +387,40 @@ func (s *Service) modify(ctx context.Context, id string, first *sessions.Record,
 		}
 		return next, true, nil
 	}
+}
+
+// prepare applies check and fn to a copy of cur and renders the record to write, with
+// its event staged in the outbox; next is nil when fn changed nothing.
+func (s *Service) prepare(ctx context.Context, cur *sessions.Record, check func(*sessions.Record) error, kind wire.SessionEventKind, fn func(*sessions.Record) (bool, error)) (next *sessions.Record, data []byte, err error) {
+	if check != nil {
+		if err := check(cur); err != nil {
+			return nil, nil, err
+		}
+	}
+	next = cur.Clone()
+	if changed, err := fn(next); err != nil || !changed {
+		return nil, nil, err
+	}
+	next.UpdatedAt = s.cfg.Now()
+	if l := s.track.lastActivity(cur.ID); l.After(next.LastActivity) {
+		next.LastActivity = l
+	}
+	if err := s.carryOutbox(ctx, cur, next); err != nil {
+		return nil, nil, err
+	}
+	if kind != "" {
+		var keys []string
+		if kind == wire.EventUpdated {
+			keys = changedKeys(cur.User, next.User)
+		}
+		stage(next, kind, keys)
+	}
+	// The size limit bounds what clients put in a record, not the server's own
+	// transitions (encodeLimited).
+	if data, err = s.encodeLimited(next, kind == wire.EventUpdated || kind == wire.EventPrincipalChanged); err != nil {
+		return nil, nil, err
+	}
+	return next, data, nil
 }
 
 // update sets and removes user properties: of the caller's session where the policy
@@ -490,12 +485,7 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		// limit refuses the request before anything is written. A session that a
 		// concurrent change takes over a limit meanwhile is left out of the count.
 		for _, r := range recs {
-			next := r.Clone()
-			_, err := change(next)
-			if err == nil {
-				_, err = s.encode(next)
-			}
-			if err != nil {
+			if _, _, err := s.prepare(ctx, r, nil, wire.EventUpdated, change); err != nil {
 				return nil, prefixError(err, "session "+r.ID+": ", "; no session was changed")
 			}
 		}

@@ -113,17 +113,21 @@ func (t *tracker) waitLoaded(ctx context.Context) error {
 	}
 }
 
-// overdue reports whether rec's time is up as far as this instance knows: its
-// inactivity timeout or its reconnect window has passed. It never says so while the
-// instance is cut off from the other instances' activity.
-func (t *tracker) overdue(rec *sessions.Record) bool {
+// touch counts a request as activity of rec's session, unless the session's time is
+// already up as far as this instance knows (its inactivity timeout or reconnect window
+// has passed): then it reports overdue and records nothing. It never reports overdue
+// while the instance is cut off from the other instances' activity.
+func (t *tracker) touch(rec *sessions.Record) (overdue bool) {
+	now := t.s.cfg.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.blind {
-		return false
+	if !t.blind {
+		if at, _ := t.deadlineLocked(rec); !at.IsZero() && !at.After(now) {
+			return true
+		}
 	}
-	at, _ := t.deadlineLocked(rec)
-	return !at.IsZero() && !at.After(t.s.cfg.Now())
+	t.activityLocked(rec.ID, now)
+	return false
 }
 
 func (t *tracker) ready(context.Context) error {
@@ -141,6 +145,10 @@ func (t *tracker) activity(id string) {
 	now := t.s.cfg.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.activityLocked(id, now)
+}
+
+func (t *tracker) activityLocked(id string, now time.Time) {
 	if now.After(t.last[id]) {
 		t.last[id] = now
 	}

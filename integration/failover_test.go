@@ -582,3 +582,65 @@ func dumpHistory(t *testing.T, path string, ops []porcupine.Operation) {
 		t.Log(err)
 	}
 }
+
+// TestSessionsOfAKilledNode kills NATS nodes that hold session connections. A killed
+// node publishes no DISCONNECT advisory, so only the registry's connection checks
+// find these connections gone: a node restarted at once comes back under a new
+// identity without them, and a node that stays down stops answering. Either way the
+// sessions become RECOVERING and their connection-scoped locks are released; before
+// the checks they stayed ACTIVE, holding the locks, until their inactivity timeout.
+func TestSessionsOfAKilledNode(t *testing.T) {
+	c := startCluster(t, 3)
+	c.startServices(1)
+	watcher := open(t, c.nodes[0].url(), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	// A session on a connection to node i that will not reconnect, holding a
+	// connection-scoped lock.
+	onNode := func(i int, lock string) *client.Session {
+		cl, err := client.Connect(c.nodes[i].url(), client.WithNATSOptions(nats.NoReconnect()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Conn().Close() })
+		s, err := cl.Open(ctx, client.Options{Timeout: 10 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Lock(ctx, lock, client.LockOptions{Scope: wire.ScopeConnection}); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	waitLost := func(s *client.Session, lock string) {
+		t.Helper()
+		natstest.CheckFor(t, 90*time.Second, 250*time.Millisecond, func() error {
+			info, err := watcher.GetSession(ctx, s.ID())
+			if err != nil {
+				return err
+			}
+			if info.State != client.StateRecovering {
+				return fmt.Errorf("session on the killed node is %s", info.State)
+			}
+			l, err := watcher.TryLock(ctx, lock, client.LockOptions{})
+			if err != nil {
+				return fmt.Errorf("its connection-scoped lock: %w", err)
+			}
+			return l.Unlock(ctx)
+		})
+	}
+
+	restarted := onNode(2, "killed/restarted")
+	c.nodes[2].kill()
+	killedAt := time.Now()
+	c.restartNode(2)
+	waitLost(restarted, "killed/restarted")
+	t.Logf("figure: session on a node killed and restarted at once: RECOVERING %v after the kill", time.Since(killedAt).Round(100*time.Millisecond))
+
+	gone := onNode(1, "killed/gone")
+	c.nodes[1].kill()
+	killedAt = time.Now()
+	waitLost(gone, "killed/gone")
+	t.Logf("figure: session on a node killed for good: RECOVERING %v after the kill (ServerGoneAfter 30 s, checks every 10 s)", time.Since(killedAt).Round(100*time.Millisecond))
+}

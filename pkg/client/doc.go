@@ -23,7 +23,9 @@
 // calls in flight fail at once with an error matching ErrUnavailable; when NATS is
 // back the SDK resumes the same session (ACTIVE again) or, if the server no longer
 // has it, the session becomes CLOSED with the reason (OnStateChange reports each
-// change). After a session is closed every call returns an error matching
+// change). A keepalive answered RECOVERING while the connection works (the server
+// counted a connection lost that this client did not see drop) is handled the same
+// way: locks reported lost, then resumed. After a session is closed every call returns an error matching
 // ErrSessionClosed.
 //
 // Every error a Roster service answers with matches one of the Err… values with

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/seed-3c836eab/roster/pkg/client"
 	"github.com/seed-3c836eab/roster/pkg/roster"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
@@ -305,5 +307,43 @@ func TestHeartbeatsKeepSessionAlive(t *testing.T) {
 	info, err := other.GetSession(ctx, s.ID())
 	if err != nil || info.State != client.StateActive {
 		t.Fatalf("the heartbeating session after its timeout passed: got %s, %v; want ACTIVE", info.State, err)
+	}
+}
+
+// TestHeartbeatResumesASessionTheRegistryCountsAsLost attaches to a session opened on
+// another connection, then closes that connection: the registry moves the session to
+// RECOVERING although this client's connection works and never dropped. The
+// heartbeat learns it from the keepalive's answer and resumes the session on this
+// connection; before, the session went unresumed and closed when its reconnect
+// window ended.
+func TestHeartbeatResumesASessionTheRegistryCountsAsLost(t *testing.T) {
+	p := rostertest.Start(t)
+	ctx := ctxT(t)
+	raw, err := nats.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opened wire.SessionOpenResponse
+	if err := wire.Call(ctx, raw, wire.SubjectSessionOpen, nil, &wire.SessionOpenRequest{TimeoutMS: 600000}, &opened); err != nil {
+		t.Fatal(err)
+	}
+	c := connect(t, p.ClientURL())
+	s, err := c.Attach(ctx, opened.Session.ID, opened.Token, client.Options{HeartbeatInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := make(chan client.StateChange, 16)
+	s.OnStateChange(func(ch client.StateChange) { states <- ch })
+	raw.Close()
+	if ch := nextState(t, states); ch.New != client.StateRecovering {
+		t.Fatalf("after the opener's connection closed: got %+v, want RECOVERING", ch)
+	}
+	if ch := nextState(t, states); ch.New != client.StateActive {
+		t.Fatalf("next: got %+v, want ACTIVE", ch)
+	}
+	other := open(t, p.ClientURL(), client.Options{})
+	info, err := other.GetSession(ctx, s.ID())
+	if err != nil || info.State != client.StateActive {
+		t.Fatalf("the session on the server: %v, %v; want ACTIVE", info, err)
 	}
 }

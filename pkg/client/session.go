@@ -289,7 +289,14 @@ func (s *Session) SetProperties(ctx context.Context, set map[string]string, remo
 // Keepalive tells the registry the session is active. The SDK sends keepalives by
 // itself; call this only to report activity sooner.
 func (s *Session) Keepalive(ctx context.Context) error {
-	return s.do(ctx, wire.SubjectSessionKeepalive, &wire.SessionKeepaliveRequest{}, &wire.SessionKeepaliveResponse{})
+	_, err := s.keepalive(ctx)
+	return err
+}
+
+func (s *Session) keepalive(ctx context.Context) (wire.SessionState, error) {
+	var resp wire.SessionKeepaliveResponse
+	err := s.do(ctx, wire.SubjectSessionKeepalive, &wire.SessionKeepaliveRequest{}, &resp)
+	return resp.State, err
 }
 
 // ChangePrincipal re-authenticates the session with new credentials. The session
@@ -432,8 +439,16 @@ func (s *Session) heartbeats() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.heartbeat)
-		err := s.Keepalive(ctx)
+		state, err := s.keepalive(ctx)
 		cancel()
+		if err == nil && state == StateRecovering && s.c.nc.IsConnected() {
+			// The registry counts the session's connection as lost while this one
+			// works — it learned of a loss this client did not see, or the session
+			// is bound to another process's connection (Attach): take it over.
+			s.connectionLost()
+			s.resume()
+			continue
+		}
 		if err == nil {
 			s.abandonPending() // lock requests given up while the lock service was away
 		}

@@ -39,6 +39,12 @@ const DeliverSubjects = "roster.v1.deliver.>"
 // move the sessions of a lost connection to RECOVERING without system credentials.
 const DisconnectAdvisories = "$SYS.ACCOUNT." + ClientsAccount + ".DISCONNECT"
 
+// ClientConnections is the server's request subject listing the open connections of
+// the CLIENTS account. SYS exports it to SERVICES alone, so the registry can tell
+// which bound connections are gone when it missed their advisories (it was not
+// running, or the server that held them stopped).
+const ClientConnections = "$SYS.REQ.ACCOUNT." + ClientsAccount + ".CONNZ"
+
 // Config configures an embedded server.
 type Config struct {
 	// Name is the server name ($ServerName of sessions connected here).
@@ -138,7 +144,10 @@ func ConfigText(cfg Config) (string, error) {
 	w("system_account: %s", SystemAccount)
 	w("accounts {")
 	w("  %s {\n    users: [ { user: %q, password: %q } ]", SystemAccount, SystemUser, cfg.SystemPassword)
-	w("    exports: [ { stream: %q } ]\n  }", DisconnectAdvisories)
+	w("    exports: [")
+	w("      { stream: %q }", DisconnectAdvisories)
+	w("      { service: %q, response_type: stream, accounts: [ %s ] }", ClientConnections, ServicesAccount)
+	w("    ]\n  }")
 	w("  %s {", ServicesAccount)
 	w("    jetstream: enabled")
 	w("    users: [ { user: %q, password: %q } ]", ServiceUser, cfg.ServicePassword)
@@ -151,6 +160,7 @@ func ConfigText(cfg Config) (string, error) {
 	w("    imports: [")
 	w("      { service: { account: %s, subject: %q } }", ClientsAccount, DeliverSubjects)
 	w("      { stream: { account: %s, subject: %q } }", SystemAccount, DisconnectAdvisories)
+	w("      { service: { account: %s, subject: %q } }", SystemAccount, ClientConnections)
 	w("    ]")
 	w("  }")
 	w("  %s {", ClientsAccount)

@@ -48,6 +48,9 @@ type Record struct {
 	// Connection is the key (wire.RequestInfo.ConnectionKey) of the connection the
 	// session is bound to; empty when the request carried no request info.
 	Connection string `json:"connection"`
+	// Account is the NATS account of that connection (wire.RequestInfo.Account): the
+	// registry asks the servers about the connection in that account's listing.
+	Account string `json:"account,omitempty"`
 	// DeliverKey is the connection key the auth callout verified for that connection
 	// (its user nkey, wire.RequestInfo.User): deliveries to the session go under
 	// wire.ConnectionDeliverPrefix(DeliverKey), which only that connection may read.

@@ -22,7 +22,9 @@
 // Subjects used: roster.internal.v1.auth.authenticate (the auth service),
 // roster.internal.v1.session.activity (activity batches; every instance subscribes and
 // publishes), $SYS.ACCOUNT.CLIENTS.DISCONNECT (imported from the system account:
-// lost connections move their sessions to RECOVERING), roster.v1.events.session.<id>.<kind>
+// lost connections move their sessions to RECOVERING), $SYS.REQ.ACCOUNT.CLIENTS.CONNZ
+// (imported from the system account: the connection listing that finds the lost
+// connections nobody reported, connections.go), roster.v1.events.session.<id>.<kind>
 // (events, published).
 //
 // Storage (services account): KV bucket ROSTER_SESSIONS (pkg/sessions; per-key TTLs),

@@ -79,6 +79,16 @@ type Config struct {
 	// least PersistInterval: persist writes are spread over half an interval, so a
 	// live record may go 1.5 intervals (and a round) between writes.
 	TTLSlack time.Duration
+	// ConnCheckInterval is how often an instance asks the NATS servers whether the
+	// servers holding the connections of ACTIVE sessions still run (10 s);
+	// ServerGoneAfter is how long such a server may leave that unanswered before the
+	// sessions bound to its connections count as disconnected (30 s). See
+	// docs/architecture.md, "Lost connections nobody reported".
+	ConnCheckInterval time.Duration
+	ServerGoneAfter   time.Duration
+	// connzPage is the page size of a server's connection listing (connzPage; tests
+	// shrink it).
+	connzPage int
 	// EventsMaxAge is how long the session events stream keeps events (7 days).
 	EventsMaxAge time.Duration
 	// Limits bound principals and sessions.
@@ -121,6 +131,9 @@ func (c *Config) setDefaults() {
 	def(&c.TTLSlack, time.Hour)
 	c.TTLSlack = max(c.TTLSlack, c.PersistInterval)
 	def(&c.EventsMaxAge, 7*24*time.Hour)
+	def(&c.ConnCheckInterval, 10*time.Second)
+	def(&c.ServerGoneAfter, 30*time.Second)
+	defInt(&c.connzPage, connzPage)
 	defInt(&c.Limits.SessionsPerPrincipal, 1000)
 	defInt(&c.Limits.Properties, 100)
 	defInt(&c.Limits.KeyLength, 256)

@@ -147,6 +147,7 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 		State:        wire.StateActive,
 		TokenHash:    sessions.HashToken(token),
 		Connection:   c.Info().ConnectionKey(),
+		Account:      connAccount(c.Info()),
 		DeliverKey:   deliverKey(c.Info()),
 		TimeoutMS:    timeout.Milliseconds(),
 		Permanent:    req.Permanent,
@@ -575,13 +576,13 @@ func (s *Service) resume(ctx context.Context, c *endpoint.Call, _ *wire.SessionR
 	if err != nil {
 		return nil, err
 	}
-	conn, key := c.Info().ConnectionKey(), deliverKey(c.Info())
+	conn, key, acc := c.Info().ConnectionKey(), deliverKey(c.Info()), connAccount(c.Info())
 	rec, _, err := s.modify(ctx, me.ID, me, ownedBy(c), wire.EventReconnected, func(r *sessions.Record) (bool, error) {
 		if r.State == wire.StateActive && r.Connection == conn && r.DeliverKey == key {
 			return false, nil
 		}
 		r.State = wire.StateActive
-		r.Connection, r.DeliverKey = conn, key
+		r.Connection, r.DeliverKey, r.Account = conn, key, acc
 		r.RecoveringSince = nil
 		return true, nil
 	})
@@ -781,4 +782,13 @@ func deliverKey(ri *wire.RequestInfo) string {
 		return ""
 	}
 	return ri.User
+}
+
+// connAccount returns the NATS account of the requesting connection, or "" when the
+// request carried no request info.
+func connAccount(ri *wire.RequestInfo) string {
+	if ri == nil || ri.ConnectionKey() == "" {
+		return ""
+	}
+	return ri.Account
 }

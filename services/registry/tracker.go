@@ -77,6 +77,7 @@ type tracker struct {
 
 	wake    chan struct{}
 	expired chan *sessions.Record // live records the KV TTL removed
+	conns   *connChecker
 }
 
 // catchUpMargin is how far before a disconnect a reconnected instance starts reading
@@ -85,7 +86,7 @@ type tracker struct {
 const catchUpMargin = time.Second
 
 func newTracker(s *Service) *tracker {
-	return &tracker{
+	t := &tracker{
 		s:           s,
 		sessions:    map[string]*entry{},
 		last:        map[string]time.Time{},
@@ -98,6 +99,8 @@ func newTracker(s *Service) *tracker {
 		expired:     make(chan *sessions.Record, 4096),
 		loadedCh:    make(chan struct{}),
 	}
+	t.conns = newConnChecker(t)
+	return t
 }
 
 // waitLoaded waits until the tracker has loaded the sessions and their recent
@@ -469,6 +472,7 @@ func (t *tracker) run(ctx context.Context) error {
 	work(func() { t.persistLoop(ctx) })
 	work(func() { t.expiryLoop(ctx) })
 	work(func() { t.sweepLoop(ctx) })
+	work(func() { t.conns.run(ctx) })
 	work(func() {
 		for {
 			select {
@@ -754,6 +758,8 @@ func (t *tracker) reconnected() {
 			t.resumedAt = t.s.cfg.Now()
 		}
 		t.blind = false
+		// Advisories published while it was cut off never reached it.
+		t.conns.relist()
 	}()
 }
 

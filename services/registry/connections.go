@@ -1,0 +1,377 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// Lost connections nobody reported. The DISCONNECT advisory moves the sessions of a
+// closed connection to RECOVERING, but an advisory is a plain message: nobody
+// receives the ones published while no registry instance runs or while an instance is
+// cut off from NATS, and a server that stops or dies publishes none for the
+// connections it held. So each instance also asks the servers, through the account
+// connection listing ($SYS.REQ.ACCOUNT.<account>.CONNZ, which the system account
+// exports to SERVICES), about the connections ACTIVE sessions are bound to:
+//
+//   - every ConnCheckInterval it asks every server for its identity (a listing of a
+//     connection id no server reaches, so the answer is a few hundred bytes);
+//   - when a server answers for the first time, or with a new identity (it
+//     restarted), and after the instance's own connection came back, it lists that
+//     server's connections and treats each bound connection absent from the listing as
+//     a candidate; a listing is paged, and a connection closing meanwhile shifts the
+//     pages, so each candidate is confirmed by asking for it alone, and only a
+//     confirmed absence counts;
+//   - a server that leaves the question unanswered for ServerGoneAfter while other
+//     servers answer is taken for gone, and with it its connections.
+//
+// A lost connection goes through the same path as an advisory (tracker.disconnected):
+// its ACTIVE sessions become RECOVERING, with a DISCONNECTED event, and close unless
+// resumed within the reconnect window.
+
+// connzSubject is the request subject of an account's connection listing.
+func connzSubject(account string) string { return "$SYS.REQ.ACCOUNT." + account + ".CONNZ" }
+
+const (
+	// connzPage is the page size of a server's listing: a connection's entry is a few
+	// hundred bytes, and a page must stay under the server's max_payload.
+	connzPage = 256
+	// connzNoSuchID is a connection id no server reaches: asking for it costs a server
+	// the least and still returns its identity.
+	connzNoSuchID = uint64(math.MaxUint64)
+	// connzWait bounds the wait for the servers' answers to one question.
+	connzWait = 2 * time.Second
+)
+
+// connzRequest is the part of the server's CONNZ request options the registry uses.
+type connzRequest struct {
+	ServerName string `json:"server_name,omitempty"`
+	CID        uint64 `json:"cid,omitempty"`
+	Offset     int    `json:"offset,omitempty"`
+	Limit      int    `json:"limit,omitempty"`
+}
+
+// connzResponse is the part of the server's answer the registry reads.
+type connzResponse struct {
+	Server struct {
+		Name string `json:"name"`
+		ID   string `json:"id"`
+	} `json:"server"`
+	Data *struct {
+		Total int `json:"total"`
+		Conns []struct {
+			CID   uint64    `json:"cid"`
+			Start time.Time `json:"start"`
+		} `json:"connections"`
+	} `json:"data"`
+	Error *struct {
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// boundConn is a connection ACTIVE sessions are bound to, from its key
+// (wire.RequestInfo.ConnectionKey: server/cid/start).
+type boundConn struct {
+	key    string
+	server string
+	cid    uint64
+	start  int64 // unix nanoseconds; 0 when the key has none
+}
+
+// parseConnKey splits a connection key; a server name may itself contain "/".
+func parseConnKey(key string) (boundConn, bool) {
+	c := boundConn{key: key}
+	rest, last, ok := cutLast(key)
+	if !ok {
+		return c, false
+	}
+	// server/cid/start, or server/cid from a server that sent no start time.
+	if server, cid, ok := cutLast(rest); ok {
+		if id, err := strconv.ParseUint(cid, 10, 64); err == nil {
+			if start, err := strconv.ParseInt(last, 36, 64); err == nil {
+				c.server, c.cid, c.start = server, id, start
+				return c, server != "" && id > 0
+			}
+		}
+	}
+	id, err := strconv.ParseUint(last, 10, 64)
+	c.server, c.cid = rest, id
+	return c, err == nil && rest != "" && id > 0
+}
+
+func cutLast(s string) (before, after string, ok bool) {
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+1:], true
+}
+
+// serverSeen is what an instance knows of a server holding bound connections.
+type serverSeen struct {
+	id       string    // its identity at its last answer ("" before the first)
+	lastSeen time.Time // its last answer, or when the instance first needed one
+}
+
+// connChecker runs the checks of one instance (one goroutine: no locking).
+type connChecker struct {
+	t       *tracker
+	servers map[string]*serverSeen
+	// unlisted holds the accounts whose listing nobody answers (the export is not
+	// configured), warned about once.
+	unlisted map[string]bool
+	recheck  chan struct{} // the instance's connection came back: list every server again
+}
+
+func newConnChecker(t *tracker) *connChecker {
+	return &connChecker{t: t, servers: map[string]*serverSeen{}, unlisted: map[string]bool{}, recheck: make(chan struct{}, 1)}
+}
+
+// relist asks for every server to be listed again at the next round.
+func (c *connChecker) relist() {
+	select {
+	case c.recheck <- struct{}{}:
+	default:
+	}
+}
+
+func (c *connChecker) run(ctx context.Context) {
+	tick := time.NewTicker(c.t.s.cfg.ConnCheckInterval)
+	defer tick.Stop()
+	all := false
+	for {
+		if c.t.isBlind() {
+			all = true // it may have missed advisories: list every server once back
+		} else {
+			c.round(ctx, all)
+			all = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-c.recheck:
+			all = true
+		}
+	}
+}
+
+// round checks the connections ACTIVE sessions are bound to; all lists every server
+// that answers, not only the new and the restarted ones.
+func (c *connChecker) round(ctx context.Context, all bool) {
+	bound := c.t.boundConnections()
+	referenced := map[string]bool{}
+	for account, conns := range bound {
+		byServer := map[string][]boundConn{}
+		for _, bc := range conns {
+			byServer[bc.server] = append(byServer[bc.server], bc)
+			referenced[bc.server] = true
+		}
+		answered, err := c.identities(ctx, account, byServer)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.t.s.log.Debug("asking the servers for their identities", "account", account, "err", err)
+			}
+			continue
+		}
+		if len(answered) == 0 {
+			continue // no server answered at all: nothing can be told apart
+		}
+		now := c.t.s.cfg.Now()
+		for server, conns := range byServer {
+			seen := c.servers[server]
+			if seen == nil {
+				seen = &serverSeen{lastSeen: now}
+				c.servers[server] = seen
+			}
+			id, ok := answered[server]
+			switch {
+			case ok:
+				relist := all || seen.id != id
+				seen.id, seen.lastSeen = id, now
+				if relist {
+					c.checkServer(ctx, account, server, conns)
+				}
+			case now.Sub(seen.lastSeen) >= c.t.s.cfg.ServerGoneAfter:
+				c.t.s.log.Warn("a NATS server holding session connections has not answered; its connections count as lost",
+					"server", server, "since", seen.lastSeen, "connections", len(conns))
+				c.lost(ctx, conns)
+			}
+		}
+	}
+	for server := range c.servers {
+		if !referenced[server] {
+			delete(c.servers, server)
+		}
+	}
+}
+
+// identities asks every server for its identity in account's listing and returns the
+// names and identities of those that answered. It stops waiting once every server in
+// want has answered.
+func (c *connChecker) identities(ctx context.Context, account string, want map[string][]boundConn) (map[string]string, error) {
+	nc := c.t.s.nc
+	inbox := nc.NewRespInbox()
+	msgs := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe(inbox, msgs)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	body, _ := json.Marshal(connzRequest{CID: connzNoSuchID})
+	if err := nc.PublishRequest(connzSubject(account), inbox, body); err != nil {
+		return nil, err
+	}
+	timer := time.NewTimer(connzWait)
+	defer timer.Stop()
+	answered := map[string]string{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+			return answered, nil
+		case m := <-msgs:
+			if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+				if !c.unlisted[account] {
+					c.unlisted[account] = true
+					c.t.s.log.Warn("nobody answers the account's connection listing: sessions whose connection closed unreported stay ACTIVE until their timeout (configure the export, docs/architecture.md)",
+						"subject", connzSubject(account))
+				}
+				return nil, nats.ErrNoResponders
+			}
+			var r connzResponse
+			if json.Unmarshal(m.Data, &r) != nil || r.Error != nil || r.Server.Name == "" {
+				continue
+			}
+			delete(c.unlisted, account)
+			answered[r.Server.Name] = r.Server.ID
+			if len(answered) >= len(want) && allAnswered(want, answered) {
+				return answered, nil
+			}
+		}
+	}
+}
+
+func allAnswered(want map[string][]boundConn, answered map[string]string) bool {
+	for server := range want {
+		if _, ok := answered[server]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// checkServer lists server's connections in account and moves the sessions of each
+// bound connection it confirms gone to RECOVERING. Any failure to ask ends the check
+// without a conclusion.
+func (c *connChecker) checkServer(ctx context.Context, account, server string, conns []boundConn) {
+	open := map[uint64]int64{}
+	for offset := 0; ; {
+		r, err := c.ask(ctx, account, connzRequest{ServerName: server, Offset: offset, Limit: c.t.s.cfg.connzPage})
+		if err != nil {
+			c.t.s.log.Debug("listing a server's connections", "server", server, "err", err)
+			return
+		}
+		for _, ci := range r.Data.Conns {
+			open[ci.CID] = ci.Start.UnixNano()
+		}
+		offset += len(r.Data.Conns)
+		if len(r.Data.Conns) == 0 || offset >= r.Data.Total {
+			break
+		}
+	}
+	var lost []boundConn
+	defer func() { c.lost(ctx, lost) }()
+	for _, bc := range conns {
+		if start, ok := open[bc.cid]; ok && sameStart(bc, start) {
+			continue
+		}
+		// Absent from the listing, or another connection under that id: confirm,
+		// since a connection closing during the listing shifts its pages.
+		r, err := c.ask(ctx, account, connzRequest{ServerName: server, CID: bc.cid})
+		if err != nil {
+			c.t.s.log.Debug("asking a server about a connection", "server", server, "cid", bc.cid, "err", err)
+			return
+		}
+		alive := false
+		for _, ci := range r.Data.Conns {
+			alive = alive || (ci.CID == bc.cid && sameStart(bc, ci.Start.UnixNano()))
+		}
+		if !alive {
+			lost = append(lost, bc)
+		}
+	}
+}
+
+// lost moves the ACTIVE sessions bound to conns to RECOVERING, as the connections'
+// advisories would have, as many connections at once as for advisories.
+func (c *connChecker) lost(ctx context.Context, conns []boundConn) {
+	workers := newBounded(disconnectWorkers)
+	defer workers.wait()
+	for _, bc := range conns {
+		if !workers.run(ctx, func() { c.t.disconnected(ctx, bc.key) }) {
+			return
+		}
+	}
+}
+
+func sameStart(bc boundConn, start int64) bool { return bc.start == 0 || bc.start == start }
+
+// ask sends one listing request to the one server it names and returns the answer.
+func (c *connChecker) ask(ctx context.Context, account string, req connzRequest) (*connzResponse, error) {
+	body, _ := json.Marshal(req)
+	rctx, cancel := context.WithTimeout(ctx, connzWait)
+	defer cancel()
+	m, err := c.t.s.nc.RequestWithContext(rctx, connzSubject(account), body)
+	if err != nil {
+		return nil, err
+	}
+	var r connzResponse
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return nil, err
+	}
+	switch {
+	case r.Error != nil:
+		return nil, errors.New(r.Error.Description)
+	case r.Data == nil || r.Server.Name != req.ServerName:
+		return nil, errors.New("unexpected connection listing answer")
+	}
+	return &r, nil
+}
+
+// boundConnections returns the connections ACTIVE sessions are bound to, by account,
+// leaving out sessions whose record names no account (written before records did).
+func (t *tracker) boundConnections() map[string][]boundConn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[string][]boundConn{}
+	for key, ids := range t.byConn {
+		for id := range ids {
+			e := t.sessions[id]
+			if e == nil || e.rec.State != wire.StateActive || e.rec.Account == "" {
+				continue
+			}
+			if bc, ok := parseConnKey(key); ok {
+				out[e.rec.Account] = append(out[e.rec.Account], bc)
+			}
+			break
+		}
+	}
+	return out
+}
+
+// isBlind reports whether the instance is cut off from NATS or still catching up.
+func (t *tracker) isBlind() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.blind
+}

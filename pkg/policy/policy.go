@@ -104,6 +104,11 @@ func (p *Policy) Validate() error {
 			if !slices.Contains(Permissions(), g.Permission) {
 				errs = append(errs, fmt.Errorf("policy: role %q: unknown permission %q", role, g.Permission))
 			}
+			if g.Names != nil && len(g.Names) == 0 {
+				// Stored as JSON with omitempty, an empty list becomes an absent one:
+				// a grant on every name. Refuse it rather than fail open.
+				errs = append(errs, fmt.Errorf("policy: role %q: %s: names is empty; omit it to grant on every name", role, g.Permission))
+			}
 			for _, pat := range g.Names {
 				if err := ValidatePattern(pat); err != nil {
 					errs = append(errs, fmt.Errorf("policy: role %q: %s: %w", role, g.Permission, err))

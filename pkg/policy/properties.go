@@ -57,6 +57,12 @@ func (p *Properties) validate() error {
 			errs = append(errs, fmt.Errorf("policy: properties: rule %d has no key", i))
 			continue
 		}
+		if r.Values != nil && len(r.Values) == 0 {
+			errs = append(errs, fmt.Errorf("policy: properties: rule %d: values is empty; use veto, or omit values to accept any", i))
+		}
+		if strings.ContainsAny(r.Key, " \t\r\n\"'()") {
+			errs = append(errs, fmt.Errorf("policy: properties: rule %d: key %q can match no property key", i, r.Key))
+		}
 		if _, err := path.Match(r.Key, ""); err != nil {
 			errs = append(errs, fmt.Errorf("policy: properties: rule %d: key %q: %w", i, r.Key, err))
 		}
@@ -103,7 +109,7 @@ func (p *Policy) vetProperty(key, value string) (string, bool) {
 		return "", false
 	}
 	for _, r := range p.Properties.Rules {
-		if ok, _ := path.Match(r.Key, key); !ok {
+		if !keyMatch(r.Key, key) {
 			continue
 		}
 		switch {
@@ -118,4 +124,12 @@ func (p *Policy) vetProperty(key, value string) (string, bool) {
 		}
 	}
 	return value, p.Properties.Default == Accept
+}
+
+// keyMatch is path.Match over property keys, which are not paths: '/' is an
+// ordinary character that * and ? match too. Space never occurs in a key (nor, after
+// validation, in a rule's key), so it stands in for '/'.
+func keyMatch(pattern, key string) bool {
+	ok, _ := path.Match(strings.ReplaceAll(pattern, "/", " "), strings.ReplaceAll(key, "/", " "))
+	return ok
 }

@@ -30,21 +30,27 @@ func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, pro
 		principal = c.Username
 	}
 	pkey, akey := principalKey(principal), addressKey(clientIP)
-	if s.throttle.blocked(pkey, akey) {
+	admitted, err := s.throttle.begin(ctx, pkey, akey)
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeTimeout, "gave up waiting for this client's other attempts to be checked")
+	}
+	if !admitted {
 		s.log.InfoContext(ctx, "authentication throttled", "type", c.Type, "principal", principal, "client_ip", clientIP)
 		return nil, wire.Errorf(wire.CodeThrottled, "too many failed attempts; retry later")
 	}
 	pol := s.policy.Load()
 	d, by, err := s.chain.decide(ctx, &Attempt{Credentials: c, ClientIP: clientIP, Policy: pol})
 	if err != nil {
+		s.throttle.end(false, pkey, akey)
 		return nil, err
 	}
 	if d.Verdict != Allow {
-		s.throttle.fail(pkey, akey)
+		s.throttle.end(true, pkey, akey)
 		s.log.InfoContext(ctx, "authentication denied", "type", c.Type, "principal", principal,
 			"client_ip", clientIP, "authenticator", by, "reason", d.Reason)
 		return nil, denial(c.Type, d.Reason)
 	}
+	s.throttle.end(false, pkey, akey)
 	s.throttle.succeed(principalKey(d.Principal))
 	props, vetoed := pol.VetProperties(proposed)
 	for k, v := range d.Properties {

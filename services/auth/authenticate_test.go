@@ -180,20 +180,81 @@ func TestThrottle(t *testing.T) {
 func TestThrottleWindow(t *testing.T) {
 	now := time.Unix(1000, 0)
 	th := newThrottle(ThrottleConfig{MaxFailures: 2, Window: time.Minute, MaxKeys: 4}, func() time.Time { return now })
-	th.fail("a", "b")
-	th.fail("a")
-	if !th.blocked("a") || th.blocked("b") || th.blocked("") {
+	admitted := func(keys ...string) bool {
+		ok, err := th.begin(t.Context(), keys...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	fail := func(keys ...string) {
+		if !admitted(keys...) {
+			t.Fatalf("attempt for %v refused", keys)
+		}
+		th.end(true, keys...)
+	}
+	blocked := func(keys ...string) bool {
+		if !admitted(keys...) {
+			return true
+		}
+		th.end(false, keys...)
+		return false
+	}
+	fail("a", "b")
+	fail("a")
+	if !blocked("a") || blocked("b") || blocked("") {
 		t.Fatal("got wrong blocking after failures")
 	}
 	now = now.Add(time.Minute)
-	if th.blocked("a") {
+	if blocked("a") {
 		t.Fatal("still blocked after the window")
 	}
 	for i := range 10 {
-		th.fail(fmt.Sprint(i))
+		fail(fmt.Sprint(i))
 	}
 	if len(th.keys) > 4 {
 		t.Fatalf("got %d keys, want at most 4", len(th.keys))
+	}
+}
+
+// TestThrottleAttemptsInFlight: a key admits no more attempts at once than it has
+// failures left; the others wait, and go on when one in flight succeeds, or are
+// refused once the ones in flight have used up the key.
+func TestThrottleAttemptsInFlight(t *testing.T) {
+	th := newThrottle(ThrottleConfig{MaxFailures: 2, Window: time.Hour}, nil)
+	ctx := t.Context()
+	for range 2 {
+		if ok, err := th.begin(ctx, "a"); !ok || err != nil {
+			t.Fatalf("got %v, %v; want admitted", ok, err)
+		}
+	}
+	result := make(chan bool, 1)
+	go func() {
+		ok, _ := th.begin(ctx, "a")
+		result <- ok
+	}()
+	select {
+	case ok := <-result:
+		t.Fatalf("a third attempt was decided (%v) while two that may fail were in flight", ok)
+	case <-time.After(50 * time.Millisecond):
+	}
+	th.end(false, "a") // one succeeds: room for the waiting one
+	if ok := <-result; !ok {
+		t.Fatal("the waiting attempt was refused after one in flight succeeded")
+	}
+	go func() {
+		ok, _ := th.begin(ctx, "a")
+		result <- ok
+	}()
+	th.end(true, "a")
+	th.end(true, "a") // two failures: the key is used up
+	if ok := <-result; ok {
+		t.Fatal("an attempt was admitted after the key used up its failures")
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if ok, err := th.begin(wctx, "b"); !ok || err != nil {
+		t.Fatalf("a fresh key: got %v, %v; want admitted at once", ok, err)
 	}
 }
 

@@ -11,8 +11,9 @@
 // Anonymous (admitted or not, with roles, by the policy; principal empty). Proposed
 // user properties are then accepted, vetoed or rewritten by the policy. Failures are
 // counted per principal and per client address; past the limit attempts are
-// throttled (429) without being checked. A password failure never says whether the
-// user exists.
+// throttled (429) without being checked; attempts for one principal or address are
+// checked no more at once than it has failures left (the others wait). A password
+// failure never says whether the user exists.
 //
 // Subjects (services account):
 //
@@ -31,8 +32,9 @@
 // bucket (pkg/sessions) to find a caller's roles.
 //
 // Error codes: bad_request, unauthenticated, throttled, limit_exceeded, forbidden,
-// invalid_token, session_closed, session_not_found, not_found, conflict, internal
-// (see schemas/errors.json).
+// invalid_token, session_closed, session_not_found, not_found, conflict, timeout
+// (gave up waiting for the same client's other attempts), internal (see
+// schemas/errors.json).
 //
 // The callout admits a connection into the clients account with only: publish to
 // the request subjects (roster.v1.{auth,session,lock,msg}.>), subscribe to its own

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -19,8 +20,9 @@ type ThrottleConfig struct {
 }
 
 type failures struct {
-	count int
-	first time.Time
+	count    int
+	first    time.Time
+	inflight int // attempts being checked now
 }
 
 type throttle struct {
@@ -29,6 +31,9 @@ type throttle struct {
 
 	mu   sync.Mutex
 	keys map[string]*failures
+	// settled is closed, and replaced, whenever an attempt ends: attempts waiting
+	// for a key's attempts in flight look again.
+	settled chan struct{}
 }
 
 func newThrottle(cfg ThrottleConfig, now func() time.Time) *throttle {
@@ -44,33 +49,60 @@ func newThrottle(cfg ThrottleConfig, now func() time.Time) *throttle {
 	if now == nil {
 		now = time.Now
 	}
-	return &throttle{cfg: cfg, now: now, keys: map[string]*failures{}}
+	return &throttle{cfg: cfg, now: now, keys: map[string]*failures{}, settled: make(chan struct{})}
 }
 
-// blocked reports whether any of keys has used up its failures.
-func (t *throttle) blocked(keys ...string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.now()
-	for _, k := range keys {
-		if k == "" {
-			continue
-		}
-		if f, ok := t.keys[k]; ok {
-			if now.Sub(f.first) >= t.cfg.Window {
-				delete(t.keys, k)
+// begin admits an attempt for keys, or refuses it (false) when any key has used up
+// its failures. An attempt in flight may still fail, so a key admits no more
+// attempts at once than it has failures left: those beyond wait for one in flight to
+// end — a success makes room, a failure may use up the key — instead of all passing
+// the check before any failure is counted (a burst of concurrent guesses would
+// otherwise all be checked). Legitimate concurrent attempts from one address are
+// delayed, never refused. Every admitted attempt ends with end. err is the context's
+// when it ends first.
+func (t *throttle) begin(ctx context.Context, keys ...string) (bool, error) {
+	for {
+		t.mu.Lock()
+		now := t.now()
+		full := false
+		for _, k := range keys {
+			if k == "" {
 				continue
 			}
-			if f.count >= t.cfg.MaxFailures {
-				return true
+			f, ok := t.keys[k]
+			if !ok {
+				continue
 			}
+			if f.count > 0 && now.Sub(f.first) >= t.cfg.Window {
+				f.count = 0
+			}
+			if f.count >= t.cfg.MaxFailures {
+				t.mu.Unlock()
+				return false, nil
+			}
+			full = full || f.count+f.inflight >= t.cfg.MaxFailures
+		}
+		if !full {
+			for _, k := range keys {
+				if k != "" {
+					t.entryLocked(k, now).inflight++
+				}
+			}
+			t.mu.Unlock()
+			return true, nil
+		}
+		settled := t.settled
+		t.mu.Unlock()
+		select {
+		case <-settled:
+		case <-ctx.Done():
+			return false, ctx.Err()
 		}
 	}
-	return false
 }
 
-// fail counts a failure against each key.
-func (t *throttle) fail(keys ...string) {
+// end ends an attempt begin admitted: failed counts a failure against each key.
+func (t *throttle) end(failed bool, keys ...string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
@@ -78,30 +110,52 @@ func (t *throttle) fail(keys ...string) {
 		if k == "" {
 			continue
 		}
-		f, ok := t.keys[k]
-		if !ok || now.Sub(f.first) >= t.cfg.Window {
-			if len(t.keys) >= t.cfg.MaxKeys {
-				t.pruneLocked(now)
+		f := t.entryLocked(k, now) // the entry may have been pruned meanwhile
+		f.inflight = max(f.inflight-1, 0)
+		if failed {
+			if f.count == 0 || now.Sub(f.first) >= t.cfg.Window {
+				f.count, f.first = 0, now
 			}
-			f = &failures{first: now}
-			t.keys[k] = f
+			f.count++
 		}
-		f.count++
+		if f.count == 0 && f.inflight == 0 {
+			delete(t.keys, k)
+		}
 	}
+	close(t.settled)
+	t.settled = make(chan struct{})
+}
+
+// entryLocked returns k's entry, adding an empty one.
+func (t *throttle) entryLocked(k string, now time.Time) *failures {
+	f, ok := t.keys[k]
+	if !ok {
+		if len(t.keys) >= t.cfg.MaxKeys {
+			t.pruneLocked(now)
+		}
+		f = &failures{first: now}
+		t.keys[k] = f
+	}
+	return f
 }
 
 // succeed forgets the failures of a key (a principal that proved itself).
 func (t *throttle) succeed(key string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.keys, key)
+	if f, ok := t.keys[key]; ok {
+		f.count = 0
+		if f.inflight == 0 {
+			delete(t.keys, key)
+		}
+	}
 }
 
 // pruneLocked drops expired entries; if the map is still full it drops everything,
 // which errs on the side of letting attempts through over exhausting memory.
 func (t *throttle) pruneLocked(now time.Time) {
 	for k, f := range t.keys {
-		if now.Sub(f.first) >= t.cfg.Window {
+		if now.Sub(f.first) >= t.cfg.Window && f.inflight == 0 {
 			delete(t.keys, k)
 		}
 	}

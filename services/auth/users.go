@@ -3,6 +3,7 @@ package auth
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -141,8 +142,7 @@ type UsersFile struct {
 
 	mu      sync.Mutex
 	checked time.Time
-	mod     time.Time
-	size    int64
+	sum     [sha256.Size]byte
 	users   map[string]User
 	dummy   []byte
 }
@@ -225,31 +225,36 @@ func (f *UsersFile) reload(now time.Time, force bool) error {
 
 func (f *UsersFile) reloadLocked(now time.Time, force bool) error {
 	f.checked = now
-	st, err := os.Stat(f.path)
+	// Compare contents, not mtime and size: a replaced password keeps the size, and
+	// a write in the same timestamp tick (or cp -p, rsync -t) keeps the mtime.
+	data, err := os.ReadFile(f.path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		st = nil
+		data = nil
 	case err != nil:
 		return fmt.Errorf("auth: users file: %w", err)
 	}
-	var mod time.Time
-	var size int64
-	if st != nil {
-		mod, size = st.ModTime(), st.Size()
-	}
-	if !force && mod.Equal(f.mod) && size == f.size {
+	sum := sha256.Sum256(data)
+	if !force && sum == f.sum {
 		return nil
 	}
-	users, err := ReadUsers(f.path)
+	users, err := parseUsers(data)
 	if err != nil {
 		return err
 	}
-	cost := bcrypt.DefaultCost
-	for _, u := range users {
-		if c, err := bcrypt.Cost([]byte(u.Hash)); err == nil {
-			cost = c
+	// Unknown users are compared against a dummy hash of the users' cost; with
+	// several costs no dummy costs what every user does, and timing would tell
+	// which users exist, so such a file is refused.
+	cost, first := bcrypt.DefaultCost, true
+	for name, u := range users {
+		c, err := bcrypt.Cost([]byte(u.Hash))
+		if err != nil {
+			continue
 		}
-		break
+		if !first && c != cost {
+			return fmt.Errorf("auth: users file: user %q has bcrypt cost %d, others %d: re-add users so all have one cost", name, c, cost)
+		}
+		cost, first = c, false
 	}
 	if f.dummy == nil || dummyCost(f.dummy) != cost {
 		f.dummy, err = bcrypt.GenerateFromPassword([]byte("roster-no-such-user"), cost)
@@ -257,7 +262,7 @@ func (f *UsersFile) reloadLocked(now time.Time, force bool) error {
 			return fmt.Errorf("auth: users file: %w", err)
 		}
 	}
-	f.users, f.mod, f.size = users, mod, size
+	f.users, f.sum = users, sum
 	return nil
 }
 

@@ -77,7 +77,7 @@ type Results struct {
 // error it answered with, timeout, gone (no handler or no connection), or
 // limit_exceeded (too many requests in flight to it).
 func (s *Session) Request(ctx context.Context, to Target, path string, payload []byte, timeout time.Duration, opts ...MessageOption) (*Results, error) {
-	req := &wire.MsgRequestRequest{Message: message(to, path, payload, opts), TimeoutMS: timeout.Milliseconds()}
+	req := &wire.MsgRequestRequest{Message: message(to, path, payload, opts), TimeoutMS: timeoutMS(timeout)}
 	var resp wire.MsgRequestResponse
 	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
 	defer cancel()
@@ -85,6 +85,15 @@ func (s *Session) Request(ctx context.Context, to Target, path string, payload [
 		return nil, err
 	}
 	return &Results{Expected: resp.Expected, Results: resp.Results}, nil
+}
+
+// timeoutMS rounds a positive timeout up to whole milliseconds: 0 would ask the
+// service for its default (5 s).
+func timeoutMS(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
 // RequestStream is Request with results delivered to fn as they arrive, on the
@@ -98,7 +107,7 @@ func (s *Session) RequestStream(ctx context.Context, to Target, path string, pay
 		return 0, fmt.Errorf("client: subscribe to results: %w", err)
 	}
 	defer sub.Unsubscribe()
-	req := &wire.MsgRequestRequest{Message: message(to, path, payload, opts), TimeoutMS: timeout.Milliseconds(), StreamID: streamID}
+	req := &wire.MsgRequestRequest{Message: message(to, path, payload, opts), TimeoutMS: timeoutMS(timeout), StreamID: streamID}
 	var resp wire.MsgRequestResponse
 	if err := s.doOther(ctx, wire.SubjectMsgRequest, req, &resp); err != nil {
 		return 0, err

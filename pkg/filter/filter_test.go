@@ -2,6 +2,8 @@ package filter
 
 import (
 	"errors"
+	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -301,7 +303,7 @@ func TestCompileCached(t *testing.T) {
 }
 
 func TestCacheBounded(t *testing.T) {
-	c := newCache(3)
+	c := newCache(3, cacheBudget)
 	fs := make([]*Filter, 5)
 	for i := range fs {
 		fs[i] = &Filter{text: string(rune('a' + i))}
@@ -317,6 +319,37 @@ func TestCacheBounded(t *testing.T) {
 		if got := c.get(cacheKey{text: key}); got != want {
 			t.Errorf("get(%q): got %v, want %v", key, got, want)
 		}
+	}
+}
+
+// TestCacheBoundedInMemory: long filters weigh more; the cache keeps as many as its
+// memory budget allows, the most recently used, whatever the count allows.
+func TestCacheBoundedInMemory(t *testing.T) {
+	text := func(i int) string { return fmt.Sprint(i, strings.Repeat("x", 1000)) }
+	budget := 3 * filterWeight(text(0))
+	c := newCache(100, budget)
+	for i := range 5 {
+		c.put(cacheKey{text: text(i)}, &Filter{text: text(i)})
+	}
+	if got := c.len(); got != 3 {
+		t.Errorf("len: got %d long filters, want the 3 the budget holds", got)
+	}
+	if c.used > budget {
+		t.Errorf("used %d of a budget of %d", c.used, budget)
+	}
+	for i, want := range []bool{false, false, true, true, true} {
+		if got := c.get(cacheKey{text: text(i)}) != nil; got != want {
+			t.Errorf("filter %d cached: got %v, want %v", i, got, want)
+		}
+	}
+	// The default budget holds the full count of ordinary filters.
+	c = newCache(cacheSize, cacheBudget)
+	for i := range cacheSize {
+		k := fmt.Sprintf(`Department is "Accounts %d" and $Country ne "US"`, i)
+		c.put(cacheKey{text: k}, &Filter{})
+	}
+	if got := c.len(); got != cacheSize {
+		t.Errorf("len: got %d, want %d ordinary filters", got, cacheSize)
 	}
 }
 
@@ -379,5 +412,37 @@ func TestLargeFilters(t *testing.T) {
 				t.Errorf("matches %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCacheMemoryBounded compiles 100 distinct filters of MaxLength (a sender
+// chooses the text of every filter it sends): the cache keeps about its budget of
+// them, not 100 × 1.1 MB — 4,096 of them, the count the cache allowed before, kept
+// over 4 GB.
+func TestCacheMemoryBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles 100 long filters")
+	}
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	for i := range 100 {
+		var b strings.Builder
+		fmt.Fprintf(&b, `k is "%d"`, i)
+		for b.Len() < MaxLength-40 {
+			b.WriteString(` or a in ['x','y','z','w','v']`)
+		}
+		if _, err := Compile(b.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	held := int64(ms.HeapAlloc) - int64(before)
+	t.Logf("100 filters of %d bytes compiled: %d MB held", MaxLength, held>>20)
+	// Twice the budget (32 MB): an estimate, and what the compiler keeps around.
+	if held > 64<<20 {
+		t.Fatalf("the cache holds %d MB; its budget is 32 MB", held>>20)
 	}
 }

@@ -191,6 +191,10 @@ func (m *Message) Validate() error {
 		return Errorf(CodeBadRequest, "name the receiver: session_id or filter")
 	case m.SessionID != "" && m.Filter != "":
 		return Errorf(CodeBadRequest, "session_id and filter are exclusive")
+	case m.SessionID != "" && !validSessionID(m.SessionID):
+		// Checked here, not at the lookup: an error echoing a huge id would not fit
+		// in a reply.
+		return Errorf(CodeBadRequest, "session_id must be 1 to 128 letters, digits, '-' or '_'")
 	}
 	if err := ValidatePath(m.Path); err != nil {
 		return err
@@ -209,9 +213,32 @@ func (m *Message) Validate() error {
 	return nil
 }
 
+// validSessionID reports whether s has the form of schemas' sessionId.
+func validSessionID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// headerNameSpecials are the printable characters NATS refuses in a header name.
+const headerNameSpecials = "\"(),/:;<=>?@[\\]{}"
+
 func checkUserHeader(k, v string) error {
-	if k == "" || len(k) > 128 || strings.ContainsAny(k, " \t\r\n:") {
+	if k == "" || len(k) > 128 {
 		return Errorf(CodeBadRequest, "header name %q is not allowed", k)
+	}
+	// What NATS accepts as a header name: printable ASCII but the specials. A name
+	// it refuses would fail every delivery, after validation.
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c <= ' ' || c > '~' || strings.IndexByte(headerNameSpecials, c) >= 0 {
+			return Errorf(CodeBadRequest, "header name %q is not allowed: printable ASCII without spaces or any of %s", k, headerNameSpecials)
+		}
 	}
 	lk := strings.ToLower(k)
 	if strings.HasPrefix(lk, "roster-") || strings.HasPrefix(lk, "nats-") ||

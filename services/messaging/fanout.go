@@ -161,6 +161,13 @@ type gather struct {
 	remaining int
 	done      chan struct{}
 	release   func(id string)
+	// size is the JSON size of the results so far (resultsSize). Without emit they
+	// are the reply: past limit it cannot carry them, and the payloads are dropped
+	// as they come rather than held until the last result (the request then
+	// answers too_large). With emit a result is held without its payload, which is
+	// already on its way.
+	size  int
+	limit int
 }
 
 // settle records the result for target i unless it already has one.
@@ -171,13 +178,24 @@ func (g *gather) settle(i int, r wire.MsgResult) {
 		return
 	}
 	r.SessionID = g.targets[i].id
-	g.results[i] = r
 	if r.Status != wire.StatusLimitExceeded {
 		g.release(r.SessionID)
 	}
 	if g.emit != nil {
 		g.emit(r)
+		r.Payload = nil
+	} else {
+		before := g.size
+		if g.size += resultSize(&r); g.size > g.limit {
+			r.Payload = nil
+			if before <= g.limit { // just went over: drop what is held
+				for j := range g.results {
+					g.results[j].Payload = nil
+				}
+			}
+		}
 	}
+	g.results[i] = r
 	g.remaining--
 	if g.remaining == 0 {
 		close(g.done)
@@ -196,8 +214,9 @@ func (g *gather) settleRest(r wire.MsgResult) {
 // when the target already has the maximum in flight, or timeout. emit, if not nil,
 // receives each result as it is decided. request returns when every target has a
 // result, at most timeout after it started, or when ctx ends (the rest then are
-// errors: unavailable).
-func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, targets []target, timeout time.Duration, emit func(wire.MsgResult)) []wire.MsgResult {
+// errors: unavailable). Without emit it also returns the JSON size of the results;
+// past limit their payloads are dropped (the caller answers too_large).
+func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, targets []target, timeout time.Duration, emit func(wire.MsgResult), limit int) ([]wire.MsgResult, int) {
 	g := &gather{
 		id:        strconv.FormatUint(f.nextID.Add(1), 36),
 		targets:   targets,
@@ -206,9 +225,11 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 		remaining: len(targets),
 		done:      make(chan struct{}),
 		release:   f.inflight.release,
+		size:      resultsOverhead,
+		limit:     limit,
 	}
 	if len(targets) == 0 {
-		return g.results
+		return g.results, g.size
 	}
 	f.mu.Lock()
 	f.gathers[g.id] = g
@@ -249,7 +270,7 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.results
+	return g.results, g.size
 }
 
 // onReply routes a receiver's reply to its gather.
@@ -299,6 +320,7 @@ func resultOf(m *nats.Msg) wire.MsgResult {
 // one result per target, end.
 type streamer struct {
 	nc      *nats.Conn
+	max     int // the largest message it may publish
 	subject string
 	counts  map[wire.MsgStatus]int
 }
@@ -318,8 +340,16 @@ func (s *streamer) start(expected int) {
 // result is the gather's emit: it runs under the gather's lock, so results are
 // published one at a time and counted without another lock.
 func (s *streamer) result(r wire.MsgResult) {
+	data, err := json.Marshal(wire.MsgStreamItem{Kind: wire.StreamResult, Result: &r})
+	if err != nil || len(data) > s.max {
+		// An answer that fits a reply to the service may not fit a stream message
+		// once base64-encoded: report it rather than lose it.
+		r = wire.MsgResult{SessionID: r.SessionID, Status: wire.StatusError, Error: wire.Errorf(wire.CodeTooLarge,
+			"the answer (%d bytes) is too large to stream: at most %d bytes per message, encoded", len(r.Payload), s.max)}
+		data, _ = json.Marshal(wire.MsgStreamItem{Kind: wire.StreamResult, Result: &r})
+	}
 	s.counts[r.Status]++
-	s.send(wire.MsgStreamItem{Kind: wire.StreamResult, Result: &r})
+	_ = s.nc.Publish(s.subject, data)
 }
 
 func (s *streamer) end(expected int) {

@@ -3,6 +3,8 @@ package messaging
 import (
 	"context"
 
+	"github.com/nats-io/nkeys"
+
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -29,6 +31,13 @@ func (s *Service) handleRequest(ctx context.Context, c *endpoint.Call, req *wire
 	from, err := s.caller(c)
 	if err != nil {
 		return nil, err
+	}
+	// Streamed results go to the connection that asks, which need not be the one the
+	// session is bound to (a session attached from another process): the prefix of
+	// the asking connection's verified key is one only it can read.
+	from.deliveryKey = ""
+	if ri := c.Info(); ri != nil && nkeys.IsValidPublicUserKey(ri.User) {
+		from.deliveryKey = ri.User
 	}
 	return s.request(ctx, from, req)
 }

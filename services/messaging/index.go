@@ -345,27 +345,66 @@ type target struct {
 }
 
 // selectFilter returns the sessions matching f, the number of candidates the plan
-// produced, and whether the index narrowed them. CEL confirms each candidate.
+// produced, and whether the index narrowed them. CEL confirms each candidate —
+// outside the lock: a filter may cost milliseconds a session, and the view applies
+// every session change under its own lock while waiting for this one's, so holding
+// it across the evaluation would stall every other request of the process. The
+// candidates' properties are copied under the lock a chunk at a time; a candidate
+// removed (or its slot reused) since the plan is left out.
 func (ix *index) selectFilter(f *filter.Filter) (targets []target, candidates int, indexUsed bool) {
 	plan := f.Plan()
 	ix.mu.RLock()
-	defer ix.mu.RUnlock()
 	sel := ix.selectPlan(plan)
-	confirm := !plan.Exact
-	m := make(map[string]string, 16)
-	targets = make([]target, 0, len(sel.slots))
-	for _, slot := range sel.slots {
-		if confirm {
-			ix.props(slot, m)
-			if !f.Matches(m) {
-				continue
+	candidates, indexUsed = len(sel.slots), sel.indexUsed
+	if plan.Exact {
+		targets = make([]target, 0, len(sel.slots))
+		for _, slot := range sel.slots {
+			e := &ix.entries[slot]
+			targets = append(targets, target{id: e.id, deliveryKey: ix.strs.str(e.deliveryKey)})
+		}
+		ix.mu.RUnlock()
+		return targets, candidates, indexUsed
+	}
+	// The plan's slots may be a posting list the index changes once unlocked.
+	slots := slices.Clone(sel.slots)
+	ids := make([]string, len(slots))
+	for i, slot := range slots {
+		ids[i] = ix.entries[slot].id
+	}
+	ix.mu.RUnlock()
+
+	var chunk [confirmChunk]struct {
+		t     target
+		props map[string]string
+	}
+	for i := range chunk {
+		chunk[i].props = make(map[string]string, 16)
+	}
+	for start := 0; start < len(slots); start += confirmChunk {
+		n := min(confirmChunk, len(slots)-start)
+		ix.mu.RLock()
+		for j := range n {
+			slot, id := slots[start+j], ids[start+j]
+			c := &chunk[j]
+			if e := &ix.entries[slot]; e.id != id {
+				c.t.id = "" // gone since the plan
+			} else {
+				c.t = target{id: id, deliveryKey: ix.strs.str(e.deliveryKey)}
+				ix.props(slot, c.props)
 			}
 		}
-		e := &ix.entries[slot]
-		targets = append(targets, target{id: e.id, deliveryKey: ix.strs.str(e.deliveryKey)})
+		ix.mu.RUnlock()
+		for j := range n {
+			if c := &chunk[j]; c.t.id != "" && f.Matches(c.props) {
+				targets = append(targets, c.t)
+			}
+		}
 	}
-	return targets, len(sel.slots), sel.indexUsed
+	return targets, candidates, indexUsed
 }
+
+// confirmChunk is how many candidates selectFilter copies per hold of the lock.
+const confirmChunk = 64
 
 // get returns the delivery target of session id.
 func (ix *index) get(id string) (target, bool) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
@@ -171,8 +172,8 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 	expected := len(fo.targets)
 	if req.StreamID == "" {
 		defer fo.span.End()
-		results := s.fan.request(ctx, fo.d, fo.header, fo.targets, timeout, nil)
-		if size := resultsSize(results); size > s.cfg.MaxPayload {
+		results, size := s.fan.request(ctx, fo.d, fo.header, fo.targets, timeout, nil, s.cfg.MaxPayload)
+		if size > s.cfg.MaxPayload {
 			return nil, wire.Errorf(wire.CodeTooLarge, "the %d results are about %d bytes, more than one reply may carry (%d); ask with stream_id to stream them", len(results), size, s.cfg.MaxPayload)
 		}
 		return &wire.MsgRequestResponse{Expected: expected, Results: results}, nil
@@ -183,7 +184,7 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		fo.span.End()
 		return nil, wire.Errorf(wire.CodeLimitExceeded, "%d streamed requests are in progress on this instance, the limit; retry, or ask without stream_id", s.cfg.MaxStreams)
 	}
-	st := &streamer{nc: s.nc, subject: wire.ResultSubject(from.deliveryKey, from.id, req.StreamID), counts: map[wire.MsgStatus]int{}}
+	st := &streamer{nc: s.nc, max: s.cfg.MaxPayload, subject: wire.ResultSubject(from.deliveryKey, from.id, req.StreamID), counts: map[wire.MsgStatus]int{}}
 	st.start(expected)
 	// The results outlive this handler; they end with the service at the latest.
 	bg := trace.ContextWithSpan(s.svc.Context(), fo.span)
@@ -192,7 +193,7 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		defer func() { <-s.streams }()
 		defer s.wg.Done()
 		defer fo.span.End()
-		s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, st.result)
+		s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, st.result, 0)
 		st.end(expected)
 	}()
 	return &wire.MsgRequestResponse{Expected: expected}, nil
@@ -204,14 +205,48 @@ func (f *fanout) requestOverhead() int {
 	return len(f.inbox) + 2*24 + len(wire.HeaderRequestID) + 4 + len(strconv.Itoa(0))
 }
 
-// resultsSize estimates the JSON size of results (base64 payloads, fixed overhead).
-func resultsSize(results []wire.MsgResult) int {
-	n := 64
-	for _, r := range results {
-		n += 96 + len(r.SessionID) + len(r.ContentType) + (len(r.Payload)+2)/3*4
-		if r.Error != nil {
-			n += 48 + len(r.Error.Message)
+// resultsOverhead is what the reply adds to its results (braces, expected, field
+// names), generously.
+const resultsOverhead = 64
+
+// resultSize is the JSON size of one result in a reply, generously for its fixed
+// part and exactly for what varies: the base64 payload and the strings a receiver
+// chose, escaped as encoding/json escapes them ("<" takes 6 bytes).
+func resultSize(r *wire.MsgResult) int {
+	n := 96 + len(r.SessionID) + jsonStringLen(r.ContentType) + (len(r.Payload)+2)/3*4
+	if r.Error != nil {
+		n += 48 + jsonStringLen(r.Error.Message)
+	}
+	return n
+}
+
+// jsonStringLen is the length of s inside a JSON string as encoding/json writes it.
+func jsonStringLen(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+				n += 2
+			case c < 0x20 || c == '<' || c == '>' || c == '&':
+				n += 6
+			default:
+				n++
+			}
+			i++
+			continue
 		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			n += 6 // \ufffd
+		case r == '\u2028' || r == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
 	}
 	return n
 }

@@ -1,0 +1,247 @@
+package messaging
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/seed-3c836eab/roster/pkg/filter"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// TestHugeSessionIDGetsAnErrorReply: a session_id far outside the schema
+// (maxLength 128, ^[0-9A-Za-z_-]+$) must get an error reply (bad_request), not
+// silence: the service echoes the id twice (header and body) in session_not_found,
+// the reply exceeds max_payload, and the caller only times out.
+func TestHugeSessionIDGetsAnErrorReply(t *testing.T) {
+	e := newEnv(t, Config{})
+	from := e.open(t, "sender", nil)
+	id := strings.Repeat("A", 600_000)
+	start := time.Now()
+	_, err := e.call(from, wire.SubjectMsgSend, wire.MsgSendRequest{Message: wire.Message{SessionID: id, Path: "chat/x"}})
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code == wire.CodeTimeout {
+		t.Fatalf("after %v: got %v, want an error reply (bad_request)", time.Since(start).Round(time.Millisecond), err)
+	}
+	if we.Code != wire.CodeBadRequest {
+		t.Fatalf("got %s, want bad_request (session_id violates the schema)", we.Code)
+	}
+}
+
+// TestMalformedSessionIDIsBadRequest: "a.b" violates the schema's session id
+// pattern; the service answers session_not_found instead of bad_request.
+func TestMalformedSessionIDIsBadRequest(t *testing.T) {
+	e := newEnv(t, Config{})
+	from := e.open(t, "sender", nil)
+	_, err := e.call(from, wire.SubjectMsgSend, wire.MsgSendRequest{Message: wire.Message{SessionID: "a.b>*", Path: "chat/x"}})
+	if !errors.Is(err, wire.ErrBadRequest) {
+		t.Fatalf("got %v, want bad_request", err)
+	}
+}
+
+// TestStreamedLargeResultIsDelivered: a receiver answers with 800 KB (which
+// NATS carries); streamed, the result item is base64 in JSON (> 1 MB) and its
+// publish fails silently: the stream has start and end but no result, while end
+// counts it as ok.
+func TestStreamedLargeResultIsDelivered(t *testing.T) {
+	e := newEnv(t, Config{})
+	from := e.open(t, "sender", nil)
+	to := e.open(t, "big", nil)
+	e.receive(t, to, func(m *nats.Msg) { _ = m.Respond(make([]byte, 800_000)) })
+	items := make(chan *nats.Msg, 16)
+	sub, err := e.cc.ChanSubscribe(wire.ResultSubject("", from.id, "big"), items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := e.cc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	req := wire.MsgRequestRequest{Message: wire.Message{SessionID: to.id, Path: "chat/x"}, TimeoutMS: 2000, StreamID: "big"}
+	if _, err := e.call(from, wire.SubjectMsgRequest, req); err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	var results int
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-items:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("stream stopped after %d results", results)
+		}
+		var it wire.MsgStreamItem
+		if err := json.Unmarshal(m.Data, &it); err != nil {
+			t.Fatal(err)
+		}
+		switch it.Kind {
+		case wire.StreamResult:
+			results++
+		case wire.StreamEnd:
+			if results != it.Expected {
+				t.Fatalf("end: expected %d with counts %v, but %d result messages arrived", it.Expected, it.Counts, results)
+			}
+			return
+		}
+	}
+}
+
+// TestResultsTooLargeIsReported: two receivers answer ok with a Content-Type of
+// 200,000 '<'. resultsSize counts 1 byte per character, but encoding/json writes
+// '<' as \u003c (6 bytes): the reply (≈ 2.4 MB) passes the too_large check, fails to
+// publish, and the caller gets no reply at all instead of too_large.
+func TestResultsTooLargeIsReported(t *testing.T) {
+	e := newEnv(t, Config{})
+	from := e.open(t, "sender", nil)
+	ct := strings.Repeat("<", 200_000)
+	for _, name := range []string{"a", "b"} {
+		s := e.open(t, name, map[string]string{"Group": "big"})
+		e.receive(t, s, func(m *nats.Msg) {
+			r := nats.NewMsg(m.Reply)
+			r.Header.Set(wire.HeaderContentType, ct)
+			r.Data = []byte("x")
+			_ = m.RespondMsg(r)
+		})
+	}
+	start := time.Now()
+	_, err := e.call(from, wire.SubjectMsgRequest, wire.MsgRequestRequest{Message: wire.Message{Filter: `Group is "big"`, Path: "chat/x"}, TimeoutMS: 2000})
+	if !errors.Is(err, wire.ErrTooLarge) {
+		t.Fatalf("after %v: got %v, want too_large", time.Since(start).Round(time.Millisecond), err)
+	}
+}
+
+// TestHeaderNameNATSRejectsIsBadRequest: Message.Validate only refuses header
+// names with space, tab, CR, LF or ':', but nats.go refuses to publish any name
+// outside printable ASCII or with one of "()/,;<=>?@[\]{}. Such a header passes
+// validation, then every publish fails: a send answers internal (500), a request
+// answers 200 with an unavailable error per receiver.
+func TestHeaderNameNATSRejectsIsBadRequest(t *testing.T) {
+	e := newEnv(t, Config{})
+	from := e.open(t, "sender", nil)
+	to := e.open(t, "a", nil)
+	e.receive(t, to, func(m *nats.Msg) { _ = m.Respond([]byte("ok")) })
+	msg := wire.Message{SessionID: to.id, Path: "chat/x", Headers: map[string]string{"X-Id(1)": "v"}}
+	_, err := e.call(from, wire.SubjectMsgSend, wire.MsgSendRequest{Message: msg})
+	if !errors.Is(err, wire.ErrBadRequest) {
+		t.Errorf("send: got %v, want bad_request", err)
+	}
+	reply, err := e.call(from, wire.SubjectMsgRequest, wire.MsgRequestRequest{Message: msg, TimeoutMS: 1000})
+	if !errors.Is(err, wire.ErrBadRequest) {
+		var resp wire.MsgRequestResponse
+		if reply != nil {
+			_ = json.Unmarshal(reply.Data, &resp)
+		}
+		t.Errorf("request: got %v with results %+v, want bad_request", err, resp.Results)
+	}
+}
+
+// TestExpensiveFilterDoesNotHoldTheIndex: selecting with an expensive filter (16 KiB
+// of "ne" clauses over 4,000 sessions: seconds) must not hold the index while CEL
+// runs. A session change waits for the index's write lock while holding the view's
+// lock, which every request authenticates through: with the evaluation under the
+// read lock, one sender's filter stalled every request of the process for seconds
+// (found by review). Here the change must be applied while the selection still runs.
+func TestExpensiveFilterDoesNotHoldTheIndex(t *testing.T) {
+	ix := newIndex()
+	for i := range 4000 {
+		ix.upsert(fmt.Sprintf("s%d", i), "-", map[string]string{"Desk": fmt.Sprint(i % 50)})
+	}
+	var b strings.Builder
+	b.WriteString(`Desk ne "x0"`)
+	for i := 1; b.Len() < filter.MaxLength-30; i++ {
+		fmt.Fprintf(&b, ` and Desk ne "x%d"`, i)
+	}
+	f, err := filter.Compile(b.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var selecting atomic.Bool
+	selecting.Store(true)
+	selected := make(chan int, 1)
+	go func() {
+		targets, _, _ := ix.selectFilter(f)
+		selecting.Store(false)
+		selected <- len(targets)
+	}()
+	time.Sleep(200 * time.Millisecond) // well into the selection
+	ix.upsert("late", "-", map[string]string{"Desk": "1"})
+	if !selecting.Load() {
+		t.Fatal("a session change waited for the whole selection")
+	}
+	if n := <-selected; n < 4000 {
+		t.Fatalf("selected %d of the 4,000 sessions", n)
+	}
+}
+
+// TestRequestResultsMemoryIsBounded: a non-streamed request keeps every
+// receiver's answer until the last one is in, although a reply can carry at most
+// MaxPayload (1 MB here) and is refused with too_large beyond it. 16 receivers
+// answering 900 KB while one more is slow make one request hold ~14 MB; with a
+// filter matching thousands of sessions and 256 concurrent requests, gigabytes.
+func TestRequestResultsMemoryIsBounded(t *testing.T) {
+	e := newEnv(t, Config{})
+	from := e.open(t, "sender", nil)
+	answered := make(chan struct{}, 32)
+	for i := range 16 {
+		s := e.open(t, fmt.Sprintf("big%d", i), map[string]string{"Group": "g"})
+		e.receive(t, s, func(m *nats.Msg) {
+			_ = m.Respond(make([]byte, 900_000))
+			answered <- struct{}{}
+		})
+	}
+	slow := e.open(t, "slow", map[string]string{"Group": "g"})
+	e.receive(t, slow, nil) // never answers: the request waits for its timeout
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC() // and what sync.Pools kept through the first
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.call(from, wire.SubjectMsgRequest, wire.MsgRequestRequest{Message: wire.Message{Filter: `Group is "g"`, Path: "chat/x"}, TimeoutMS: 4000})
+		done <- err
+	}()
+	for range 16 {
+		<-answered
+	}
+	time.Sleep(500 * time.Millisecond) // the answers reach the gather
+	runtime.GC()
+	runtime.GC() // and what sync.Pools kept through the first
+	runtime.ReadMemStats(&ms)
+	held := int64(ms.HeapAlloc) - int64(before)
+	err := <-done
+	if !errors.Is(err, wire.ErrTooLarge) {
+		t.Fatalf("got %v, want too_large", err)
+	}
+	runtime.GC()
+	runtime.GC() // and what sync.Pools kept through the first
+	runtime.ReadMemStats(&ms)
+	after := int64(ms.HeapAlloc) - int64(before)
+	// What the request itself held is what its end released; the rest is the
+	// connections' buffers, grown for the large messages.
+	t.Logf("held during the wait: %d MB; after the request ended: %d MB", held>>20, after>>20)
+	if limit := int64(e.msg.cfg.MaxPayload) * 2; held-after > limit {
+		t.Fatalf("while waiting for the slow receiver the request held %d MB (a reply carries at most %d MB)",
+			(held-after)>>20, e.msg.cfg.MaxPayload>>20)
+	}
+}
+
+// TestJSONStringLen checks the size estimate of strings against encoding/json.
+func TestJSONStringLen(t *testing.T) {
+	for _, s := range []string{"", "plain", `"quoted" \ back`, "<a&b>", "\x00\x01\n\r\t\x1f", "héllo wörld ✓",
+		"\u2028\u2029", "bad \xff\xfe utf-8", strings.Repeat("<", 1000)} {
+		data, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := jsonStringLen(s), len(data)-2; got != want {
+			t.Errorf("jsonStringLen(%q) = %d, encoding/json writes %d", s, got, want)
+		}
+	}
+}

@@ -101,6 +101,14 @@ func timeoutMS(d time.Duration) int64 {
 // has arrived (or ctx ends: the results not yet seen are then missing, and the error
 // says so).
 func (s *Session) RequestStream(ctx context.Context, to Target, path string, payload []byte, timeout time.Duration, fn func(wire.MsgResult), opts ...MessageOption) (int, error) {
+	// The service ends the stream within the timeout (its default when 0); bound
+	// the wait for the case it cannot (the instance died mid-stream).
+	wait := timeout
+	if wait <= 0 {
+		wait = wire.DefaultRequestTimeoutMS * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait+10*time.Second)
+	defer cancel()
 	streamID := nuid.Next()
 	sub, err := s.c.nc.SubscribeSync(wire.ResultSubject(s.c.key, s.ID(), streamID))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Code is a stable, machine-readable error code. Codes never change meaning once
@@ -166,7 +167,23 @@ func EncodeError(err error) (status string, message string, body []byte) {
 	if msg == "" {
 		msg = string(we.Code)
 	}
-	return strconv.Itoa(we.Status()), msg, body
+	return strconv.Itoa(we.Status()), headerMessage(msg), body
+}
+
+// maxHeaderMessage bounds the message an error reply repeats in its header; the body
+// carries it whole. A message echoing a large input would otherwise be sent twice,
+// and could make the reply too large to send at all.
+const maxHeaderMessage = 1024
+
+func headerMessage(msg string) string {
+	if len(msg) <= maxHeaderMessage {
+		return msg
+	}
+	cut := maxHeaderMessage
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + "…"
 }
 
 // DecodeError turns an error reply (status header, message header and body) into an

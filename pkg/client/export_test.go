@@ -9,3 +9,6 @@ func SetMaxHeldRequest(d time.Duration) (restore func()) {
 	maxHeldRequest = d
 	return func() { maxHeldRequest = old }
 }
+
+// MaxHandlers is the number of handlers one Handle runs at once.
+const MaxHandlers = maxHandlers

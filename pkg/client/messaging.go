@@ -172,7 +172,8 @@ const maxHandlers = 255
 // path is "*". Handlers run concurrently, at most 255 at a time per registration.
 // The trace context of the sender's fan-out continues in ctx, which ends when the
 // registration is removed or the session closes. The returned function removes the
-// registration and waits for the handlers still running.
+// registration and waits for the handlers still running; deliveries still waiting for
+// one of the 255 slots are dropped, and no handler starts once it has returned.
 func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	if _, err := s.headers(); err != nil {
 		return nil, err
@@ -187,15 +188,35 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		subject = wire.DeliverSubject(s.c.key, s.ID(), path)
 	}
 	sem := make(chan struct{}, maxHandlers)
-	var wg sync.WaitGroup
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		removed bool // set before the removal waits: no handler starts after
+	)
 	hctx, cancel := context.WithCancel(context.Background())
 	sub, err := s.c.nc.Subscribe(subject, func(m *nats.Msg) {
 		_, _, p, err := wire.ParseDeliverSubject(m.Subject)
 		if err != nil {
 			return // results of a streamed request, or not a delivery
 		}
-		sem <- struct{}{}
+		mu.Lock()
+		if removed {
+			mu.Unlock()
+			return
+		}
 		wg.Add(1)
+		mu.Unlock()
+		select {
+		case sem <- struct{}{}:
+		case <-hctx.Done():
+			wg.Done()
+			return
+		}
+		if hctx.Err() != nil { // removed while this waited for a free handler
+			<-sem
+			wg.Done()
+			return
+		}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			s.deliver(hctx, p, m, h)
@@ -239,6 +260,9 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) || errors.Is(err, nats.ErrConnectionReconnecting) {
 			err = nil // the server forgets the subscription with the connection
 		}
+		mu.Lock()
+		removed = true
+		mu.Unlock()
 		cancel()
 		wg.Wait()
 		return err

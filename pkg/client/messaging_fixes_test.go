@@ -2,7 +2,9 @@ package client_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,5 +62,49 @@ func TestRequestShortTimeout(t *testing.T) {
 	}
 	if r := res.Results[0]; r.Status != wire.StatusTimeout || r.Error == nil || !strings.HasSuffix(r.Error.Message, "within 1ms") {
 		t.Fatalf("got %+v, want a timeout after 1ms", r)
+	}
+}
+
+// TestNoHandlerStartsAfterRemoval fills every handler slot of a Handle, with one
+// more message waiting for a slot, and removes the handler: the waiting message is
+// dropped, not handled once a slot frees. It used to be handled, with a cancelled
+// context, and the removal's wait could even miss it (WaitGroup Add racing Wait).
+func TestNoHandlerStartsAfterRemoval(t *testing.T) {
+	p := rostertest.Start(t)
+	ctx := ctxT(t)
+	receiver := open(t, p.ClientURL(), client.Options{})
+	var started atomic.Int64
+	release := make(chan struct{})
+	remove, err := receiver.Handle("busy", func(context.Context, *client.Message) ([]byte, error) {
+		started.Add(1)
+		<-release
+		return nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender := open(t, p.ClientURL(), client.Options{})
+	for range client.MaxHandlers + 1 {
+		if _, err := sender.Send(ctx, client.ToSession(receiver.ID()), "busy", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() error {
+		if n := started.Load(); n != client.MaxHandlers {
+			return fmt.Errorf("%d handlers running", n)
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond) // the last message reaches its subscription
+	removed := make(chan error, 1)
+	go func() { removed <- remove() }()
+	time.Sleep(100 * time.Millisecond) // the removal is under way
+	close(release)
+	if err := <-removed; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := started.Load(); n != client.MaxHandlers {
+		t.Fatalf("%d handlers ran; the message waiting for a slot at the removal was handled", n)
 	}
 }

@@ -74,7 +74,10 @@ func (t *throttle) begin(ctx context.Context, keys ...string) (bool, error) {
 				continue
 			}
 			if f.count > 0 && now.Sub(f.first) >= t.cfg.Window {
-				f.count = 0
+				if f.count = 0; f.inflight == 0 {
+					delete(t.keys, k)
+					continue
+				}
 			}
 			if f.count >= t.cfg.MaxFailures {
 				t.mu.Unlock()

@@ -26,10 +26,10 @@ import (
 //     connection id no server reaches, so the answer is a few hundred bytes);
 //   - when a server answers for the first time, or with a new identity (it
 //     restarted), and after the instance's own connection came back, it lists that
-//     server's connections and treats each bound connection absent from the listing as
-//     a candidate; a listing is paged, and a connection closing meanwhile shifts the
-//     pages, so each candidate is confirmed by asking for it alone, and only a
-//     confirmed absence counts;
+//     server's connections (sorted by id, paged): a bound connection absent from the
+//     page whose id range holds it was closed; a connection closing meanwhile shifts
+//     the later pages, so one whose id falls between two pages (or past the last) is
+//     asked about alone, and only that answer counts;
 //   - a server that leaves the question unanswered for ServerGoneAfter while other
 //     servers answer is taken for gone, and with it its connections.
 //
@@ -55,6 +55,7 @@ const (
 type connzRequest struct {
 	ServerName string `json:"server_name,omitempty"`
 	CID        uint64 `json:"cid,omitempty"`
+	Sort       string `json:"sort,omitempty"`
 	Offset     int    `json:"offset,omitempty"`
 	Limit      int    `json:"limit,omitempty"`
 }
@@ -254,7 +255,7 @@ func (c *connChecker) identities(ctx context.Context, account string, want map[s
 			}
 			delete(c.unlisted, account)
 			answered[r.Server.Name] = r.Server.ID
-			if len(answered) >= len(want) && allAnswered(want, answered) {
+			if allAnswered(want, answered) {
 				return answered, nil
 			}
 		}
@@ -275,28 +276,53 @@ func allAnswered(want map[string][]boundConn, answered map[string]string) bool {
 // without a conclusion.
 func (c *connChecker) checkServer(ctx context.Context, account, server string, conns []boundConn) {
 	open := map[uint64]int64{}
+	// Pages come sorted by id, each a snapshot of its range: a bound connection
+	// whose id falls inside a page's range and is absent from it was closed. A
+	// connection closing between two requests shifts the later pages, so an id
+	// between one page's last and the next page's first (or past the last page) may
+	// have been skipped: only those are asked about alone.
+	var pages [][2]uint64
 	for offset := 0; ; {
-		r, err := c.ask(ctx, account, connzRequest{ServerName: server, Offset: offset, Limit: c.t.s.cfg.connzPage})
+		r, err := c.ask(ctx, account, connzRequest{ServerName: server, Sort: "cid", Offset: offset, Limit: c.t.s.cfg.connzPage})
 		if err != nil {
 			c.t.s.log.Debug("listing a server's connections", "server", server, "err", err)
 			return
 		}
-		for _, ci := range r.Data.Conns {
+		page := r.Data.Conns
+		for _, ci := range page {
 			open[ci.CID] = ci.Start.UnixNano()
 		}
-		offset += len(r.Data.Conns)
-		if len(r.Data.Conns) == 0 || offset >= r.Data.Total {
+		if len(page) > 0 {
+			first := page[0].CID
+			if offset == 0 {
+				first = 0 // the first page starts at the lowest id there is
+			}
+			pages = append(pages, [2]uint64{first, page[len(page)-1].CID})
+		}
+		offset += len(page)
+		if len(page) == 0 || offset >= r.Data.Total {
 			break
 		}
+	}
+	covered := func(cid uint64) bool {
+		for _, p := range pages {
+			if p[0] <= cid && cid <= p[1] {
+				return true
+			}
+		}
+		return false
 	}
 	var lost []boundConn
 	defer func() { c.lost(ctx, lost) }()
 	for _, bc := range conns {
-		if start, ok := open[bc.cid]; ok && sameStart(bc, start) {
+		start, listed := open[bc.cid]
+		switch {
+		case listed && sameStart(bc, start):
+			continue // open
+		case listed, covered(bc.cid):
+			lost = append(lost, bc) // another connection under its id (a restart), or closed
 			continue
 		}
-		// Absent from the listing, or another connection under that id: confirm,
-		// since a connection closing during the listing shifts its pages.
 		r, err := c.ask(ctx, account, connzRequest{ServerName: server, CID: bc.cid})
 		if err != nil {
 			c.t.s.log.Debug("asking a server about a connection", "server", server, "cid", bc.cid, "err", err)

@@ -787,7 +787,7 @@ func deliverKey(ri *wire.RequestInfo) string {
 // connAccount returns the NATS account of the requesting connection, or "" when the
 // request carried no request info.
 func connAccount(ri *wire.RequestInfo) string {
-	if ri == nil || ri.ConnectionKey() == "" {
+	if ri == nil || ri.ID == 0 { // no connection key either (ConnectionKey)
 		return ""
 	}
 	return ri.Account

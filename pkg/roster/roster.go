@@ -143,7 +143,11 @@ func (p *Process) sessionsView(ctx context.Context, connect func(string) (*nats.
 		nc.Close()
 		return nil, err
 	}
-	view, err := sessions.Watch(context.WithoutCancel(ctx), js)
+	var opts []sessions.Option
+	if names, _ := p.cfg.selected(); slices.Contains(names, "registry") {
+		opts = append(opts, sessions.KeepGone()) // for the registry's check of removed keys
+	}
+	view, err := sessions.Watch(context.WithoutCancel(ctx), js, opts...)
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -65,6 +65,12 @@ func (v *View) SetKnown(known func(id string, rev uint64) *Record) {
 	v.known.Store(&known)
 }
 
+// KeepGone makes the view keep the keys whose last entry is a removal marker when it
+// loads, for TakeGoneAtLoad (the registry's view).
+func KeepGone() Option {
+	return func(v *View) { v.keepGone = true }
+}
+
 // Slim makes the view keep, per session, only what authenticating a session and
 // delivering to it need: its id, token hash, state, close reason, roles, connection,
 // deliver key and revision. The records Get, Authenticate, Range and Subscribe's
@@ -116,6 +122,10 @@ type View struct {
 	// forgetting them costs only the ones forgotten.
 	removed  map[string]removal
 	removedQ []removedID
+	// gone lists the keys whose last entry was a removal marker when the view
+	// loaded (with KeepGone), until TakeGoneAtLoad takes them.
+	keepGone bool
+	gone     []Gone
 
 	touchMu sync.Mutex
 	touched map[string]struct{}
@@ -124,6 +134,15 @@ type View struct {
 type removal struct {
 	rev uint64
 	at  time.Time
+}
+
+// Gone is a key of the bucket whose last entry is a removal marker: the record was
+// deleted or purged, or its KV TTL removed it. Revision is the marker's revision,
+// At when the marker was stored.
+type Gone struct {
+	ID       string
+	Revision uint64
+	At       time.Time
 }
 
 type removedID struct {
@@ -181,6 +200,9 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 				loaded = true
 				continue
 			}
+			if v.keepGone && e.Operation() != jetstream.KeyValuePut && ValidID(e.Key()) {
+				v.gone = append(v.gone, Gone{ID: strings.Clone(e.Key()), Revision: e.Revision(), At: e.Created()})
+			}
 			v.apply(e)
 		case <-ctx.Done():
 			cancel()
@@ -222,6 +244,18 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 		}
 	}()
 	return v, nil
+}
+
+// TakeGoneAtLoad returns, once, the keys whose last entry was a removal marker when
+// the view loaded: sessions removed by a delete, a purge or their KV TTL, which no
+// watching registry may have seen (docs/architecture.md, "Removed while no registry
+// ran"). Only a view started with KeepGone keeps them.
+func (v *View) TakeGoneAtLoad() []Gone {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	g := v.gone
+	v.gone = nil
+	return g
 }
 
 // Close stops following the bucket and waits for the view's goroutines; pending

@@ -102,9 +102,10 @@ type Config struct {
 	// streams (1; 3 on a production cluster).
 	Replicas int
 	// Sessions, when set, is a view of the sessions bucket the process already runs
-	// (a full view, not Slim) for the instance to follow instead of watching the
-	// bucket itself, which saves delivering and decoding every session write once
-	// more. Run leaves it open.
+	// (a full view, not Slim, started with KeepGone so that the instance learns the
+	// records removed while no registry ran) for the instance to follow instead of
+	// watching the bucket itself, which saves delivering and decoding every session
+	// write once more. Run leaves it open.
 	Sessions *sessions.View
 }
 

@@ -61,6 +61,7 @@ type tracker struct {
 	broadcast   map[string]struct{} // own activity not yet published
 	loaded      bool
 	loadedCh    chan struct{} // closed once loaded
+	goneChecked chan struct{} // closed once the keys removed at load are checked
 	// While this instance is cut off from NATS it misses the activity other
 	// instances broadcast, so it must not expire anything on what it knows: blind
 	// is set at a disconnect and cleared once, after the reconnect, the instance has
@@ -98,6 +99,7 @@ func newTracker(s *Service) *tracker {
 		wake:        make(chan struct{}, 1),
 		expired:     make(chan *sessions.Record, 4096),
 		loadedCh:    make(chan struct{}),
+		goneChecked: make(chan struct{}),
 	}
 	t.conns = newConnChecker(t)
 	return t
@@ -430,7 +432,7 @@ func (t *tracker) run(ctx context.Context) error {
 	for {
 		err := t.replay(ctx, time.Time{})
 		if err == nil && s.cfg.Sessions == nil {
-			view, err = sessions.Watch(ctx, s.js, sessions.WithKnown(t.recordAt))
+			view, err = sessions.Watch(ctx, s.js, sessions.WithKnown(t.recordAt), sessions.KeepGone())
 			if err == nil {
 				defer view.Close()
 			}
@@ -473,6 +475,10 @@ func (t *tracker) run(ctx context.Context) error {
 	work(func() { t.expiryLoop(ctx) })
 	work(func() { t.sweepLoop(ctx) })
 	work(func() { t.conns.run(ctx) })
+	work(func() {
+		defer close(t.goneChecked)
+		s.closeGone(ctx, view.TakeGoneAtLoad())
+	})
 	work(func() {
 		for {
 			select {

@@ -1,0 +1,150 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// removedByTTL returns nil if the last entry of a session's key is the marker the
+// KV TTL leaves when it removes the record.
+func (e *env) removedByTTL(id string) error {
+	stream, err := e.js.Stream(context.Background(), "KV_"+sessions.Bucket)
+	if err != nil {
+		return err
+	}
+	m, err := stream.GetLastMsgForSubject(context.Background(), "$KV."+sessions.Bucket+"."+id)
+	if err != nil {
+		return fmt.Errorf("session %s: %w", id, err)
+	}
+	if reason := m.Header.Get(jetstream.MarkerReasonHeader); reason != "MaxAge" {
+		return fmt.Errorf("session %s: last entry is no TTL marker (reason %q)", id, reason)
+	}
+	return nil
+}
+
+// waitRemoved waits until the KV TTL has replaced a session's record with a
+// removal marker.
+func (e *env) waitRemoved(t *testing.T, id string, within time.Duration) {
+	t.Helper()
+	natstest.CheckFor(t, within, 50*time.Millisecond, func() error { return e.removedByTTL(id) })
+}
+
+// A live record whose KV TTL fires while no registry runs is closed by the next
+// instance to start, with one closed event, even when two start at once; a
+// tombstone removed at the end of its retention is left removed, its session not
+// closed a second time.
+func TestSessionRemovedWhileNoRegistryRan(t *testing.T) {
+	t.Parallel()
+	// A live record's TTL: timeout 5 s + persist 1 s + slack 1 s (+1 s rounding); a
+	// tombstone's: 1 s (+1 s).
+	cfg := Config{PersistInterval: time.Second, TTLSlack: time.Second, TombstoneRetention: time.Second}
+	srv := startServer(t)
+	startAuth(t, srv)
+	a := startRegistry(t, srv, cfg)
+	e := &env{srv: srv, reg: a, js: srv.JetStream(t)}
+	e.kv, _ = e.js.KeyValue(t.Context(), sessions.Bucket)
+	nc := srv.ClientConn(t)
+	live, _ := open(t, nc, &wire.SessionOpenRequest{TimeoutMS: 5000, Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: "carol", Password: "pw"}})
+	done, _ := open(t, nc, &wire.SessionOpenRequest{TimeoutMS: 5000})
+	if err := done.call(wire.SubjectSessionClose, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEventCount(t, done.id, wire.EventClosed, 1)
+	e.waitEventCount(t, live.id, wire.EventOpened, 1)
+	a.stop()
+	if r := e.record(t, live.id); r.Closed() {
+		t.Fatalf("session %s closed (%s) before the instance stopped; the test needs it open", live.id, r.CloseReason)
+	}
+
+	e.waitRemoved(t, done.id, 10*time.Second)
+	e.waitRemoved(t, live.id, 15*time.Second)
+	if n := e.eventCount(t, live.id, wire.EventClosed); n != 0 {
+		t.Fatalf("got %d closed events while no registry ran", n)
+	}
+
+	b1, b2 := startUnready(t, srv, cfg), startUnready(t, srv, cfg)
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		entry, err := e.kv.Get(context.Background(), live.id)
+		if err != nil {
+			return err
+		}
+		r, err := sessions.Decode(entry.Value(), entry.Revision())
+		if err != nil {
+			return err
+		}
+		if !r.Closed() || r.CloseReason != wire.ClosedExpired || r.Principal != "carol" {
+			return fmt.Errorf("session %s: %s (%s) of %q, want closed (expired) of carol", live.id, r.State, r.CloseReason, r.Principal)
+		}
+		return nil
+	})
+	e.waitEventCount(t, live.id, wire.EventClosed, 1)
+	// Once both instances have checked the keys removed at their load, the one that
+	// lost the write must not have closed the session again, and neither may have
+	// revived the tombstone that ended.
+	for _, s := range []*Service{b1, b2} {
+		select {
+		case <-s.track.goneChecked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("an instance did not finish checking the removed keys")
+		}
+	}
+	if n := e.eventCount(t, live.id, wire.EventClosed); n != 1 {
+		t.Errorf("session %s: got %d closed events, want 1", live.id, n)
+	}
+	if n := e.eventCount(t, done.id, wire.EventClosed); n != 1 {
+		t.Errorf("session %s: got %d closed events, want 1", done.id, n)
+	}
+	if err := e.removedByTTL(done.id); err != nil {
+		t.Errorf("closed before its tombstone ended: %v; want it left removed", err)
+	}
+	// Every request naming the expired session is refused as closed.
+	err := live.call(wire.SubjectSessionGet, nil, nil)
+	wantCode(t, err, wire.CodeSessionClosed)
+}
+
+// A live record the KV TTL removes while a registry watches is closed from the last
+// record the instance saw: the tombstone keeps its principal, and one closed event
+// is stored whichever of two instances writes it.
+func TestLiveRecordRemovedByTTLWhileWatched(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	startRegistry(t, e.srv, Config{})
+	now := time.Now()
+	rec := &sessions.Record{
+		ID: newID(), Principal: "dave", Roles: []string{"user"}, State: wire.StateActive,
+		TimeoutMS: (10 * time.Minute).Milliseconds(), StartTime: now, LastActivity: now, UpdatedAt: now,
+	}
+	rec.Fixed = map[string]string{sessions.PropSessionID: rec.ID, sessions.PropPrincipal: rec.Principal}
+	data, err := sessions.Encode(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A record whose TTL is far shorter than its timeout stands for one whose
+	// TTL fires before any instance closed it.
+	if _, err := e.kv.Create(t.Context(), rec.ID, data, jetstream.KeyTTL(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		entry, err := e.kv.Get(context.Background(), rec.ID)
+		if err != nil {
+			return err
+		}
+		r, err := sessions.Decode(entry.Value(), entry.Revision())
+		if err != nil {
+			return err
+		}
+		if !r.Closed() || r.CloseReason != wire.ClosedExpired || r.Principal != "dave" {
+			return fmt.Errorf("session %s: %s (%s) of %q, want closed (expired) of dave", rec.ID, r.State, r.CloseReason, r.Principal)
+		}
+		return nil
+	})
+	e.waitEventCount(t, rec.ID, wire.EventClosed, 1)
+}

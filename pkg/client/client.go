@@ -228,21 +228,13 @@ func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req,
 		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", subject)))
 	defer span.End()
 
-	c.mu.Lock()
-	epoch, closed := c.epoch, c.closed
-	c.mu.Unlock()
-	if closed {
-		return &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS closed"}
+	ctx, done, err := c.untilLost(ctx)
+	if err != nil {
+		return err
 	}
-	if epoch.Err() != nil {
-		return &wire.Error{Code: wire.CodeUnavailable, Message: "not connected to NATS (reconnecting)"}
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stop := context.AfterFunc(epoch, func() { cancel(errConnectionLost) })
-	defer stop()
+	defer done()
 
-	err := wire.Call(ctx, c.nc, subject, hdr, req, resp)
+	err = wire.Call(ctx, c.nc, subject, hdr, req, resp)
 	if err != nil && errors.Is(context.Cause(ctx), errConnectionLost) {
 		err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}, err)
 	}
@@ -251,4 +243,22 @@ func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req,
 		span.SetStatus(codes.Error, err.Error())
 	}
 	return err
+}
+
+// untilLost returns a context that also ends, with cause errConnectionLost, when the
+// connection is lost, and the function that releases it. It fails at once while the
+// connection is closed or away.
+func (c *Client) untilLost(ctx context.Context) (context.Context, func(), error) {
+	c.mu.Lock()
+	epoch, closed := c.epoch, c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS closed"}
+	}
+	if epoch.Err() != nil {
+		return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Message: "not connected to NATS (reconnecting)"}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(epoch, func() { cancel(errConnectionLost) })
+	return ctx, func() { stop(); cancel(nil) }, nil
 }

@@ -99,7 +99,8 @@ func timeoutMS(d time.Duration) int64 {
 // RequestStream is Request with results delivered to fn as they arrive, on the
 // caller's goroutine. It returns the number of sessions expected once every result
 // has arrived (or ctx ends: the results not yet seen are then missing, and the error
-// says so).
+// says so; it matches ErrTimeout at ctx's deadline, and ErrUnavailable when the
+// connection is lost meanwhile).
 func (s *Session) RequestStream(ctx context.Context, to Target, path string, payload []byte, timeout time.Duration, fn func(wire.MsgResult), opts ...MessageOption) (int, error) {
 	// The service ends the stream within the timeout (its default when 0); bound
 	// the wait for the case it cannot (the instance died mid-stream).
@@ -109,6 +110,13 @@ func (s *Session) RequestStream(ctx context.Context, to Target, path string, pay
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait+10*time.Second)
 	defer cancel()
+	// Results stop coming when the connection is lost: fail then, as every call in
+	// flight does, rather than wait out the bound.
+	ctx, done, err := s.c.untilLost(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
 	streamID := nuid.Next()
 	sub, err := s.c.nc.SubscribeSync(wire.ResultSubject(s.c.key, s.ID(), streamID))
 	if err != nil {
@@ -124,6 +132,12 @@ func (s *Session) RequestStream(ctx context.Context, to Target, path string, pay
 	for seen < resp.Expected {
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
+			switch {
+			case errors.Is(context.Cause(ctx), errConnectionLost):
+				err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}, err)
+			case errors.Is(err, context.DeadlineExceeded):
+				err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTimeout, Message: "results missing at the deadline"}, err)
+			}
 			return resp.Expected, fmt.Errorf("client: %d of %d results received: %w", seen, resp.Expected, err)
 		}
 		var item wire.MsgStreamItem

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -106,5 +107,26 @@ func TestNoHandlerStartsAfterRemoval(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if n := started.Load(); n != client.MaxHandlers {
 		t.Fatalf("%d handlers ran; the message waiting for a slot at the removal was handled", n)
+	}
+}
+
+// TestRequestStreamDeadlineIsATimeout: a streamed request whose results are still
+// missing at the caller's deadline fails with ErrTimeout, as Request does. It used
+// to fail with a bare context error, which matched no SDK error (and made roster
+// request exit 1 instead of 6).
+func TestRequestStreamDeadlineIsATimeout(t *testing.T) {
+	p := rostertest.Start(t)
+	silent := open(t, p.ClientURL(), client.Options{})
+	block := make(chan struct{})
+	defer close(block)
+	if _, err := silent.Handle("ping", func(context.Context, *client.Message) ([]byte, error) { <-block; return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	requester := open(t, p.ClientURL(), client.Options{})
+	ctx, cancel := context.WithTimeout(ctxT(t), 300*time.Millisecond)
+	defer cancel()
+	_, err := requester.RequestStream(ctx, client.ToSession(silent.ID()), "ping", nil, 30*time.Second, func(wire.MsgResult) {})
+	if !errors.Is(err, client.ErrTimeout) {
+		t.Fatalf("got %v, want ErrTimeout", err)
 	}
 }

@@ -175,6 +175,25 @@ func TestServerGoneFailsCallsInFlight(t *testing.T) {
 	})
 }
 
+// TestRequestStreamFailsWhenTheConnectionIsLost: a streamed request waiting for
+// its results when the connection drops fails at once with ErrUnavailable, like
+// every other call in flight. It used to wait out its own bound (the request's
+// timeout + 10 s) for results that could no longer come, then fail with a bare
+// context error.
+func TestRequestStreamFailsWhenTheConnectionIsLost(t *testing.T) {
+	_, s, silent := inFlight(t, true)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.RequestStream(context.Background(), client.ToSession(silent.ID()), "never", nil, 30*time.Second, func(wire.MsgResult) {})
+		errc <- err
+	}()
+	<-s.blocked
+	s.proxy.cut()
+	if err := within(t, "streamed request", errc); !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("streamed request: got %v, want ErrUnavailable", err)
+	}
+}
+
 type inFlightSession struct {
 	*client.Session
 	holder  *client.Session

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,11 +14,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/roster"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
+	"github.com/seed-3c836eab/roster/services/auth"
 )
 
 // cli runs one roster command in-process against server.
@@ -312,5 +316,28 @@ func TestSessionEventsCommand(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("follow after an interrupt: %v (%s)", err, errb.String())
+	}
+}
+
+// TestConnectionErrors: credentials the auth callout refuses exit 4, as documented
+// (they used to be reported as unavailable, exit 7), and a server URL's password
+// never reaches the output.
+func TestConnectionErrors(t *testing.T) {
+	usersFile := filepath.Join(t.TempDir(), "users.yaml")
+	if err := auth.AddUser(usersFile, "alice", "alice-pw", []string{"user"}, nil, bcrypt.MinCost, false); err != nil {
+		t.Fatal(err)
+	}
+	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Auth.UsersFile = usersFile }))
+	c := cli{t: t, server: p.ClientURL()}
+	ctx := testCtx(t)
+	if r := c.run(ctx, "", "session", "get", "--user", "alice", "--password", "alice-pw"); r.err != nil {
+		t.Fatalf("alice: %v", r.err)
+	}
+	if r := c.run(ctx, "", "session", "get", "--user", "alice", "--password", "wrong"); !errors.Is(r.err, wire.ErrUnauthenticated) || r.exit() != exitDenied {
+		t.Errorf("wrong password: got %v (exit %d), want unauthenticated (exit %d)", r.err, r.exit(), exitDenied)
+	}
+	c.server = "nats://alice:s3cret@127.0.0.1:1"
+	if r := c.run(ctx, "", "session", "get"); r.exit() != exitUnavailable || strings.Contains(r.err.Error(), "s3cret") {
+		t.Errorf("no server: got %v (exit %d), want exit %d without the URL's password", r.err, r.exit(), exitUnavailable)
 	}
 }

@@ -68,7 +68,7 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 	ctx := cmd.Context()
 	c, err := client.Connect(f.server, client.WithCredentials(f.credentials()))
 	if err != nil {
-		return fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "cannot reach " + f.server}, err)
+		return err // unavailable, or unauthenticated when the credentials are refused
 	}
 	defer c.Conn().Close()
 	octx, cancel := context.WithTimeout(ctx, f.timeout)

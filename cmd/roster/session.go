@@ -54,7 +54,7 @@ as they happen. Other commands can act as this session with --session-id and
 			}
 			c, err := client.Connect(f.server, client.WithCredentials(f.credentials()))
 			if err != nil {
-				return fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "cannot reach " + f.server}, err)
+				return err // unavailable, or unauthenticated when the credentials are refused
 			}
 			defer c.Conn().Close()
 			octx, cancel := f.requestContext(cmd.Context())

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -118,11 +120,29 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 // (the auth callout denied the credentials) matches ErrUnauthenticated, anything
 // else ErrUnavailable.
 func connectError(url string, err error) error {
-	code, msg := wire.CodeUnavailable, "cannot connect to "+url
+	code, msg := wire.CodeUnavailable, "cannot connect to "+redactURLs(url)
 	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
 		code, msg = wire.CodeUnauthenticated, "the server refused the connection's credentials"
 	}
 	return fmt.Errorf("client: %w: %w", &wire.Error{Code: code, Message: msg}, err)
+}
+
+// redactURLs hides the credentials of NATS URLs (a comma-separated list) that
+// messages repeat: a password, or a user name without one, which NATS reads as a
+// token.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, ok := u.User.Password(); !ok {
+			u.User = url.User("xxxxx")
+		}
+		parts[i] = u.Redacted()
+	}
+	return strings.Join(parts, ",")
 }
 
 func credentialOptions(creds *wire.Credentials) []nats.Option {

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
@@ -186,5 +189,21 @@ func TestChangePrincipal(t *testing.T) {
 	}
 	if err := s.Keepalive(ctx); err != nil {
 		t.Errorf("keepalive with the new token: %v", err)
+	}
+}
+
+// TestConnectErrorHidesCredentials: a URL may carry a password or a token; the error
+// of a failed dial names the URL without them (roster printed them on stderr).
+func TestConnectErrorHidesCredentials(t *testing.T) {
+	addr := hostPort(freePort(t))
+	for _, url := range []string{
+		"nats://alice:s3cret@" + addr,
+		"nats://s3cret@" + addr,
+		"nats://" + addr + ",nats://bob:s3cret@" + addr,
+	} {
+		_, err := client.Connect(url, client.WithNATSOptions(nats.MaxReconnects(0)))
+		if !errors.Is(err, client.ErrUnavailable) || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), addr) {
+			t.Errorf("connect to %s: got %v, want ErrUnavailable naming %s without the secret", url, err, addr)
+		}
 	}
 }

@@ -199,10 +199,19 @@ func TestUsageErrorsAndCompletion(t *testing.T) {
 		{"lock", "acquire", "x", "--scope", "forever"},
 		{"lock", "acquire", "x", "echo"},
 		{"send", "--filter", "all", "--path", "a", "--header", "novalue"},
+		// Bad flags and arguments that cobra itself refuses.
+		{"send", "--no-such-flag"},
+		{"lock", "acquire", "x", "--wait", "soon"},
+		{"lock", "acquire"},
+		{"session", "get", "a", "b"},
 	} {
 		if r := c.run(ctx, "", args...); r.exit() != 2 {
 			t.Errorf("%q: got %v (exit %d), want a usage error (2)", args, r.err, r.exit())
 		}
+	}
+	t.Setenv("ROSTER_TIMEOUT", "soon")
+	if r := c.run(ctx, "", "session", "get"); r.exit() != 2 {
+		t.Errorf("ROSTER_TIMEOUT=soon: got %v (exit %d), want a usage error (2)", r.err, r.exit())
 	}
 	if r := c.run(ctx, "", "send", "--filter", "all", "--path", "a", "x", "--timeout", "1s"); r.exit() != exitUnavailable {
 		t.Errorf("no server: got %v (exit %d), want exit %d", r.err, r.exit(), exitUnavailable)

@@ -34,7 +34,26 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringP("output", "o", "text", "output format: text or json")
 	root.AddCommand(newServeCmd(), newFilterCmd(), newSessionCmd(), newLockCmd(), newSendCmd(), newRequestCmd(), newListenCmd())
 	root.AddCommand(newUserCmd())
+	// Flags and arguments cobra refuses are usage errors (exit 2), like ours.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	usageArgs(root)
 	return root
+}
+
+// usageArgs makes the argument checks of cmd and its subcommands fail with usage
+// errors.
+func usageArgs(cmd *cobra.Command) {
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		usageArgs(sub)
+	}
 }
 
 // envName is the environment variable a flag reads.
@@ -56,7 +75,10 @@ func bindEnv(cmd *cobra.Command) error {
 			}
 		}
 	})
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return usageError{errors.Join(errs...)}
+	}
+	return nil
 }
 
 // annotateEnv adds the environment variable to each flag's usage text.

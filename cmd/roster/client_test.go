@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/bcrypt"
 
@@ -204,6 +205,7 @@ func TestUsageErrorsAndCompletion(t *testing.T) {
 		{"lock", "acquire", "x", "--wait", "soon"},
 		{"lock", "acquire"},
 		{"session", "get", "a", "b"},
+		{"session", "get", "--session-id", "x"}, // without --session-token
 	} {
 		if r := c.run(ctx, "", args...); r.exit() != 2 {
 			t.Errorf("%q: got %v (exit %d), want a usage error (2)", args, r.err, r.exit())
@@ -348,5 +350,29 @@ func TestConnectionErrors(t *testing.T) {
 	c.server = "nats://alice:s3cret@127.0.0.1:1"
 	if r := c.run(ctx, "", "session", "get"); r.exit() != exitUnavailable || strings.Contains(r.err.Error(), "s3cret") {
 		t.Errorf("no server: got %v (exit %d), want exit %d without the URL's password", r.err, r.exit(), exitUnavailable)
+	}
+}
+
+// TestTryLockIsBoundedByTimeout: lock acquire --wait 0 tries once, and that request
+// is bounded by --timeout like every other; it used to wait for ever for a lock
+// instance that took the request and died.
+func TestTryLockIsBoundedByTimeout(t *testing.T) {
+	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Services = []string{"auth", "registry"} }))
+	dead, err := p.Server().ConnectService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	if _, err := dead.QueueSubscribe(wire.SubjectLockAcquire, "q", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dead.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := cli{t: t, server: p.ClientURL()}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if r := c.run(ctx, "", "lock", "acquire", "x", "--wait", "0", "--timeout", "500ms"); r.exit() != exitTimeout || ctx.Err() != nil {
+		t.Errorf("try a lock nobody answers for: got %v (exit %d), want a timeout (exit %d) after --timeout", r.err, r.exit(), exitTimeout)
 	}
 }

@@ -66,6 +66,9 @@ func parseProps(pairs []string) (map[string]string, error) {
 // this command and closed after it.
 func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(ctx context.Context, s *client.Session) error) error {
 	ctx := cmd.Context()
+	if f.sessionID != "" && f.token == "" {
+		return usageError{errors.New("--session-id needs --session-token")}
+	}
 	c, err := client.Connect(f.server, client.WithCredentials(f.credentials()))
 	if err != nil {
 		return err // unavailable, or unauthenticated when the credentials are refused
@@ -74,9 +77,6 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 	octx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if f.sessionID != "" {
-		if f.token == "" {
-			return usageError{errors.New("--session-id needs --session-token")}
-		}
 		s, err := c.Attach(octx, f.sessionID, f.token, client.Options{})
 		if err != nil {
 			return err

@@ -81,7 +81,7 @@ value waits until interrupted. Not getting the lock in time exits with status 6.
 				return usageError{fmt.Errorf("--scope %q: want session or connection", scope)}
 			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
-				l, err := acquire(ctx, s, name, opts, wait)
+				l, err := acquire(ctx, s, name, opts, wait, f.timeout)
 				if err != nil {
 					return err
 				}
@@ -123,11 +123,14 @@ value waits until interrupted. Not getting the lock in time exits with status 6.
 	return cmd
 }
 
-// acquire takes the lock, trying once, waiting up to wait, or until ctx ends.
-func acquire(ctx context.Context, s *client.Session, name string, opts client.LockOptions, wait time.Duration) (*client.Lock, error) {
+// acquire takes the lock, trying once (a request bounded by timeout), waiting up to
+// wait, or until ctx ends.
+func acquire(ctx context.Context, s *client.Session, name string, opts client.LockOptions, wait, timeout time.Duration) (*client.Lock, error) {
 	switch {
 	case wait == 0:
-		return s.TryLock(ctx, name, opts)
+		tctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return s.TryLock(tctx, name, opts)
 	case wait > 0:
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()

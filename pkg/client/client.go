@@ -201,7 +201,11 @@ func (c *Client) reconnected() {
 		c.mu.Unlock()
 		return
 	}
-	c.epoch, c.epochCancel = context.WithCancelCause(context.Background())
+	if c.epoch.Err() != nil {
+		// Not when another reconnect's handler started the epoch already: calls
+		// made since wait on that one, and the next loss must end them.
+		c.epoch, c.epochCancel = context.WithCancelCause(context.Background())
+	}
 	sessions := c.sessionList()
 	c.mu.Unlock()
 	for _, s := range sessions {

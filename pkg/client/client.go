@@ -164,7 +164,9 @@ func (c *Client) Key() string { return c.key }
 // Conn returns the underlying NATS connection.
 func (c *Client) Conn() *nats.Conn { return c.nc }
 
-// Close closes every session opened on c, then the connection.
+// Close closes every session opened on c, then the connection, and returns once
+// the sessions' background work has stopped. Sessions taken with Attach were opened
+// elsewhere: they are left open on the server, and only stop being served here.
 func (c *Client) Close(ctx context.Context) error {
 	c.mu.Lock()
 	var open []*Session
@@ -174,11 +176,19 @@ func (c *Client) Close(ctx context.Context) error {
 	c.mu.Unlock()
 	var errs []error
 	for _, s := range open {
+		if s.attached {
+			s.finish()
+			continue
+		}
 		if err := s.Close(ctx); err != nil && !errors.Is(err, ErrSessionClosed) {
 			errs = append(errs, err)
 		}
 	}
 	c.nc.Close()
+	// A heartbeat in flight fails at once on the closed connection.
+	for _, s := range open {
+		<-s.hbDone
+	}
 	return errors.Join(errs...)
 }
 

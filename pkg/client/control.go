@@ -17,6 +17,9 @@ func (s *Session) GetSession(ctx context.Context, id string) (wire.Session, erro
 	if err := s.doOther(ctx, wire.SubjectSessionGet, &wire.SessionGetRequest{ID: id}, &resp); err != nil {
 		return wire.Session{}, err
 	}
+	if resp.Session == nil {
+		return wire.Session{}, errNoSession
+	}
 	return *resp.Session, nil
 }
 

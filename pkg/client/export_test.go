@@ -12,3 +12,11 @@ func SetMaxHeldRequest(d time.Duration) (restore func()) {
 
 // MaxHandlers is the number of handlers one Handle runs at once.
 const MaxHandlers = maxHandlers
+
+// SetAbandonTimeout sets the bound on withdrawing a lock request for a test, and
+// returns a function that restores it.
+func SetAbandonTimeout(d time.Duration) (restore func()) {
+	old := abandonTimeout
+	abandonTimeout = d
+	return func() { abandonTimeout = old }
+}

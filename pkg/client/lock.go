@@ -69,7 +69,7 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 		case err == nil:
 			return l, nil
 		case ctx.Err() != nil:
-			s.abandon(name, reqID, opts)
+			s.withdraw(name, reqID, opts)
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrTimeout) {
 				err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTimeout, Message: "lock " + name + " not granted before the deadline"}, err)
 			}
@@ -87,7 +87,7 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 				case <-ctx.Done():
 				}
 			}
-			s.abandon(name, reqID, opts)
+			s.withdraw(name, reqID, opts)
 			return nil, err
 		case errors.Is(err, ErrStaleRequest):
 			// The request's place was lost (its waiter expired while we could not
@@ -141,12 +141,36 @@ func (s *Session) acquire(ctx context.Context, name string, opts LockOptions, wa
 	return s.trackLock(*resp.Lock), nil
 }
 
+// withdraw abandons an acquire the caller gave up on, waiting for the lock service's
+// answer no longer than withdrawWait: the caller's deadline has passed already, and
+// a service slow to answer must not hold it seconds more. The withdrawal goes on in
+// the background.
+func (s *Session) withdraw(name, reqID string, opts LockOptions) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.abandon(name, reqID, opts)
+	}()
+	t := time.NewTimer(withdrawWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// withdrawWait is how long Lock waits for a withdrawal's answer before it returns;
+// abandonTimeout bounds the withdrawal itself.
+const withdrawWait = 200 * time.Millisecond
+
+var abandonTimeout = 5 * time.Second
+
 // abandon withdraws an acquire the caller gave up on, whatever became of it: the
 // server's cancel takes it out of the queue, releases the hold it was granted unless
 // another request of the session was answered with that hold too (another Lock of
 // this session keeps its lock), and refuses it should it arrive later.
 func (s *Session) abandon(name, reqID string, opts LockOptions) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), abandonTimeout)
 	defer cancel()
 	err := s.do(ctx, wire.SubjectLockCancel, &wire.LockCancelRequest{Name: name, RequestID: reqID}, &wire.LockCancelResponse{})
 	switch {
@@ -247,10 +271,14 @@ func (l *Lock) Err() error {
 }
 
 // Unlock releases the lock. Releasing a lock that is no longer held returns an error
-// matching ErrLockNotHeld.
+// matching ErrLockNotHeld. When the release fails otherwise (ErrUnavailable,
+// ErrTimeout: it may not have happened), the lock stays tracked — Lost still reports
+// its loss — and Unlock may be called again.
 func (l *Lock) Unlock(ctx context.Context) error {
 	err := l.s.do(ctx, wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: l.info.Name, Token: l.info.Token}, &wire.LockReleaseResponse{})
-	l.s.untrackLock(l)
+	if err == nil || errors.Is(err, ErrLockNotHeld) || errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {
+		l.s.untrackLock(l)
+	}
 	return err
 }
 

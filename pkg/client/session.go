@@ -71,6 +71,7 @@ type Session struct {
 	c         *Client
 	id        string
 	ownClient bool
+	attached  bool // taken with Attach: opened elsewhere
 	heartbeat time.Duration
 
 	mu        sync.Mutex
@@ -86,6 +87,9 @@ type Session struct {
 	hbDone    chan struct{}
 	closeOnce sync.Once
 }
+
+// errNoSession answers a reply that should carry a session and does not.
+var errNoSession = &wire.Error{Code: wire.CodeInternal, Message: "reply without a session"}
 
 // Open connects to NATS at url and opens a session on that connection. Closing
 // the session closes the connection.
@@ -266,6 +270,9 @@ func (s *Session) Refresh(ctx context.Context) (wire.Session, error) {
 	if err := s.do(ctx, wire.SubjectSessionGet, &wire.SessionGetRequest{}, &resp); err != nil {
 		return wire.Session{}, err
 	}
+	if resp.Session == nil {
+		return wire.Session{}, errNoSession
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.info = resp.Session
@@ -305,6 +312,9 @@ func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) 
 	var resp wire.SessionChangePrincipalResponse
 	if err := s.do(ctx, wire.SubjectSessionChangePrincipal, &wire.SessionChangePrincipalRequest{Credentials: creds}, &resp); err != nil {
 		return err
+	}
+	if resp.Session == nil || resp.Token == "" {
+		return &wire.Error{Code: wire.CodeInternal, Message: "change_principal reply without session or token"}
 	}
 	s.mu.Lock()
 	s.info, s.token = resp.Session, resp.Token
@@ -400,9 +410,11 @@ func (s *Session) resume() {
 	err := s.do(ctx, wire.SubjectSessionResume, &wire.SessionResumeRequest{}, &resp)
 	switch {
 	case err == nil:
-		s.mu.Lock()
-		s.info = resp.Session
-		s.mu.Unlock()
+		if resp.Session != nil {
+			s.mu.Lock()
+			s.info = resp.Session
+			s.mu.Unlock()
+		}
 		s.transition(StateActive, nil)
 		s.abandonPending()
 	case errors.Is(err, ErrSessionClosed), errors.Is(err, ErrSessionNotFound), errors.Is(err, ErrInvalidToken):
@@ -459,13 +471,15 @@ func (s *Session) heartbeats() {
 }
 
 // Attach returns a Session for a session opened elsewhere (another process, a CLI
-// run), given its id and token. It checks them with the registry. Closing c's
-// connection leaves such a session open; Close closes it.
+// run), given its id and token. It checks them with the registry. Closing c
+// (Client.Close) or its connection leaves such a session open; the Session's Close
+// closes it.
 func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*Session, error) {
-	s := &Session{c: c, id: id, info: &wire.Session{ID: id}, token: token, state: StateActive,
+	s := &Session{c: c, id: id, attached: true, info: &wire.Session{ID: id}, token: token, state: StateActive,
 		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
 	c.add(s)
 	if _, err := s.Refresh(ctx); err != nil {
+		close(s.hbDone) // no heartbeats started
 		s.finish()
 		return nil, err
 	}

@@ -1,0 +1,87 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/roster"
+	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// Client.Close closes the sessions opened on the client and leaves the ones taken
+// with Attach open: they were opened elsewhere, and their opener goes on using
+// them. It used to close them on the server too.
+func TestClientCloseLeavesAttachedSessionsOpen(t *testing.T) {
+	p := rostertest.Start(t)
+	opener := open(t, p.ClientURL(), client.Options{})
+	c, err := client.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Attach(ctxT(t), opener.ID(), opener.Token(), client.Options{}); err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	own, err := c.Open(ctxT(t), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(ctxT(t)); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if _, err := opener.Refresh(ctxT(t)); err != nil {
+		t.Errorf("the attached session after Client.Close: %v; want it open", err)
+	}
+	if got := own.State(); got != client.StateClosed {
+		t.Errorf("the session opened on the client: %s, want CLOSED", got)
+	}
+}
+
+// An Unlock whose release fails without an answer (the lock service is away) keeps
+// the lock tracked: it may still be held, so its loss is still reported, and Unlock
+// may be called again. It used to forget the lock.
+func TestUnlockThatFailsKeepsTheLockTracked(t *testing.T) {
+	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Services = []string{"auth", "registry"} }))
+	// A lock service that grants and then stops answering.
+	svc, err := p.Server().ConnectService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	if _, err := svc.QueueSubscribe(wire.SubjectLockAcquire, "q", func(m *nats.Msg) {
+		data, _ := json.Marshal(wire.LockAcquireResponse{Lock: &wire.Lock{Name: "jobs/1", Mode: wire.LockExclusive, Scope: wire.ScopeSession, Token: 1}})
+		_ = m.Respond(data)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.QueueSubscribe(wire.SubjectLockRelease, "q", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, p.ClientURL(), client.Options{})
+	l, err := s.TryLock(ctxT(t), "jobs/1", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := l.Unlock(ctx); !errors.Is(err, client.ErrTimeout) {
+		t.Fatalf("unlock nobody answers: got %v, want ErrTimeout", err)
+	}
+	if err := s.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.Lost():
+	default:
+		t.Error("the lock whose release failed was not reported lost when its session closed")
+	}
+}

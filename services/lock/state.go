@@ -126,7 +126,12 @@ type record struct {
 }
 
 func (r *record) clone() *record {
-	return &record{Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters), Done: slices.Clone(r.Done)}
+	c := &record{Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters), Done: slices.Clone(r.Done)}
+	// A hold's Also is changed in place (withdraw, grant): the clone needs its own.
+	for i := range c.Holders {
+		c.Holders[i].Also = slices.Clone(c.Holders[i].Also)
+	}
+	return c
 }
 
 // empty reports whether the record can be deleted: nobody holds or waits, and no
@@ -169,6 +174,15 @@ func (r *record) forget(now int64, o *outcome) {
 	}
 	if len(r.Done) == 0 {
 		r.Done = nil
+	}
+}
+
+// rememberHold records that every request answered with h was answered for good:
+// the one that granted it and those answered with it as an equal lock.
+func (r *record) rememberHold(h holder, now int64, o *outcome) {
+	r.remember(h.Request, h.Session, now, o)
+	for _, id := range h.Also {
+		r.remember(id, h.Session, now, o)
 	}
 }
 
@@ -302,6 +316,14 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 		if err := r.grant(w, now, o); err != nil {
 			return false, err
 		}
+		// A copy of this request still waiting (re-issued while the session came
+		// to hold the lock through another) is answered now: left in the queue, it
+		// would be granted again, silently, after the session has released the lock.
+		if i := r.waiterIndex(w.ID, w.Session); i >= 0 {
+			r.Waiters = slices.Delete(r.Waiters, i, i+1)
+			o.changed = true
+			r.promote(now, o)
+		}
 		return true, nil
 	}
 	if !wait {
@@ -343,7 +365,7 @@ func (r *record) release(session string, token uint64, now int64, o *outcome) (h
 	h := r.Holders[i]
 	r.Holders = slices.Delete(r.Holders, i, i+1)
 	o.changed = true
-	r.remember(h.Request, session, now, o)
+	r.rememberHold(h, now, o)
 	r.promote(now, o)
 	return h, nil
 }
@@ -469,7 +491,9 @@ func (r *record) dropSession(session string, st sessionState, now int64, o *outc
 			return false
 		}
 		if !st.closed {
-			dropped = append(dropped, waiter{ID: h.Request, Session: h.Session})
+			for _, id := range append([]string{h.Request}, h.Also...) {
+				dropped = append(dropped, waiter{ID: id, Session: h.Session})
+			}
 		}
 		return true
 	})

@@ -441,3 +441,91 @@ func TestCancelWhateverBecameOfTheRequest(t *testing.T) {
 		t.Fatalf("after the try-once copy: waiters %+v removed %+v; want q gone and answered", r.Waiters, o.removed)
 	}
 }
+
+// TestEqualLockEndsTheWaitOfItsID: a request re-issued while the session holds
+// the lock through another request is answered with the equal lock; the copy of
+// it still waiting must leave the queue, or it is granted again, silently, after
+// the session has released the lock — a hold nobody knows about.
+func TestEqualLockEndsTheWaitOfItsID(t *testing.T) {
+	// S's requests a and x wait, with C's between them; a is granted, x waits on.
+	r := &record{Name: "a", Holders: []holder{{Session: "H", Mode: wire.LockExclusive, Token: 1}}}
+	for _, w := range []waiter{req("a", "S", wire.LockExclusive), req("c", "C", wire.LockExclusive), req("x", "S", wire.LockExclusive)} {
+		if ok, err := r.acquire(w, true, true, 10, 1, &outcome{}); ok || err != nil {
+			t.Fatalf("%s waits: %v %v", w.ID, ok, err)
+		}
+	}
+	if _, err := r.release("H", 0, 1, &outcome{}); err != nil || !slices.Equal(holders(r), []string{"S"}) || !slices.Equal(waiters(r), []string{"c", "x"}) {
+		t.Fatalf("release by H: %v, holders %v waiters %v; want S holding, [c x] waiting", err, holders(r), waiters(r))
+	}
+	r.materialize(3)
+	// x's held request is answered at the server's bound (detached) and re-issued.
+	r.Waiters[1].Reply = ""
+	if ok, err := r.acquire(req("x", "S", wire.LockExclusive), true, true, 10, 2, &outcome{}); !ok || err != nil {
+		t.Fatalf("re-issue while the session holds the lock: got %v %v, want the equal lock", ok, err)
+	}
+	if got := waiters(r); !slices.Equal(got, []string{"c"}) {
+		t.Fatalf("after the equal lock answered x, waiters %v; want [c]", got)
+	}
+	r.materialize(4)
+	o := &outcome{}
+	if _, err := r.release("S", 0, 3, o); err != nil || !slices.Equal(grantedIDs(o), []string{"c"}) {
+		t.Fatalf("release by S: %v, granted %v; want [c]", err, grantedIDs(o))
+	}
+	r.materialize(5)
+	o = &outcome{}
+	if _, err := r.release("C", 0, 4, o); err != nil || len(o.granted) != 0 || len(r.Holders) != 0 {
+		t.Fatalf("release by C: %v, granted %v, holders %v; want the lock free", err, grantedIDs(o), holders(r))
+	}
+}
+
+// TestReleaseRemembersEveryAnswer: every request answered with a hold is answered
+// for good once the hold is released (or lost); a late copy of any of them is
+// refused, not granted again.
+func TestReleaseRemembersEveryAnswer(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		lose func(r *record) error
+	}{
+		{"released", func(r *record) error { _, err := r.release("A", 0, 3, &outcome{}); return err }},
+		{"connection lost", func(r *record) error {
+			r.dropSession("A", sessionState{connected: false}, 3, &outcome{})
+			return nil
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &record{Name: "a"}
+			for _, id := range []string{"x", "y"} {
+				w := req(id, "A", wire.LockExclusive)
+				w.Scope, w.Conn = wire.ScopeConnection, "c1"
+				if ok, err := r.acquire(w, true, true, 10, 1, &outcome{}); !ok || err != nil {
+					t.Fatalf("acquire %s: %v %v", id, ok, err)
+				}
+			}
+			r.materialize(2)
+			if err := tt.lose(r); err != nil || len(r.Holders) != 0 {
+				t.Fatalf("losing the hold: %v, holders %v", err, holders(r))
+			}
+			for _, id := range []string{"x", "y"} {
+				if ok, err := r.acquire(req(id, "A", wire.LockExclusive), true, true, 10, 4, &outcome{}); ok || !errors.Is(err, ErrCompleted) {
+					t.Errorf("late copy of %s: got %v, %v; want ErrCompleted", id, ok, err)
+				}
+			}
+		})
+	}
+}
+
+// TestCloneIsIndependent: the committer applies operations to a clone of the
+// cached record; nothing it does may show through in the cache (which other
+// goroutines read, and the next batch starts from when a write fails).
+func TestCloneIsIndependent(t *testing.T) {
+	also := make([]string, 2, 9)
+	copy(also, []string{"y", "z"})
+	r := &record{Name: "a", Holders: []holder{{Session: "A", Mode: wire.LockExclusive, Token: 3, Request: "x", Also: also}}}
+	c := r.clone()
+	if _, _, err := c.cancel("y", "A", 1, &outcome{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Holders[0].Also; !slices.Equal(got, []string{"y", "z"}) {
+		t.Fatalf("a cancel on the clone changed the original: also %q, want [y z]", got)
+	}
+}

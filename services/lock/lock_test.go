@@ -3,12 +3,15 @@ package lock
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/schematest"
@@ -429,4 +432,38 @@ func TestFencingTokensIncreaseAcrossServerRestart(t *testing.T) {
 	if l.Token <= last {
 		t.Fatalf("after the server restart got token %d, want above %d", l.Token, last)
 	}
+}
+
+// TestFreeLockRecordDeletedWhenItsIDsExpire: a lock released by a request with the
+// client's id keeps its record (to refuse late copies) for the retention of answered
+// ids; then the record is deleted, whether or not the lock is used again, so that the
+// bucket holds only live locks and does not grow with every name ever locked.
+func TestFreeLockRecordDeletedWhenItsIDsExpire(t *testing.T) {
+	e := newEnv(t)
+	var offset atomic.Int64
+	in := e.startLock(t, Config{Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }})
+	a := e.open(t, "admin", 0)
+	if _, err := a.acquire(ctx10(t), &wire.LockAcquireRequest{Name: "once", RequestID: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	a.mustRelease(t, "once")
+	kv, err := e.js.KeyValue(ctx10(t), Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Get(ctx10(t), KeyFor("once")); err != nil {
+		t.Fatalf("right after the release: %v, want the record kept for the answered id", err)
+	}
+	offset.Store(int64(doneRetention*time.Millisecond + time.Second))
+	// The instance's timer would fire in two minutes of real time; wake it now.
+	select {
+	case in.wake <- struct{}{}:
+	default:
+	}
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if _, err := kv.Get(ctx10(t), KeyFor("once")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("after the retention got %v, want the record deleted", err)
+		}
+		return nil
+	})
 }

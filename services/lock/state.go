@@ -414,8 +414,10 @@ type expiry struct {
 // e.instance at their deadline, others e.grace milliseconds later (their owner may
 // be gone). A waiter whose caller wants to wait longer is detached rather than
 // removed: its request is answered (errWaitBound) and it keeps its place for
-// e.reattach, for the client to re-issue it.
+// e.reattach, for the client to re-issue it. Answered ids past their retention are
+// forgotten too (a free lock remembering none is then deleted).
 func (r *record) expire(e expiry, now int64, o *outcome) {
+	r.forget(now, o)
 	var expired []waiter
 	r.Waiters = slices.DeleteFunc(r.Waiters, func(w waiter) bool {
 		if w.Deadline+expiryDelay(w, e.instance, e.grace) > now {
@@ -451,12 +453,21 @@ func expiryDelay(w waiter, instance string, grace int64) int64 {
 	return grace
 }
 
-// nextDeadline is when e.instance should next call expire, or 0 with no waiters.
+// nextDeadline is when e.instance should next call expire, or 0 with nothing to
+// expire. A free lock is due when its oldest remembered id expires: no operation
+// may come to forget it, and the record is deleted then.
 func (r *record) nextDeadline(e expiry) int64 {
 	var next int64
 	for _, w := range r.Waiters {
 		if d := w.Deadline + expiryDelay(w, e.instance, e.grace); next == 0 || d < next {
 			next = d
+		}
+	}
+	if r.free() {
+		for _, d := range r.Done {
+			if at := d.At + doneRetention + 1; next == 0 || at < next {
+				next = at
+			}
 		}
 	}
 	return next

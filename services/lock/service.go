@@ -398,14 +398,29 @@ func (s *Service) markSuspect(id string, st sessionState) {
 	}
 }
 
+// recheckEvery is how often an instance goes over every lock it knows again, as if
+// each had just changed (lockChanged). The release of a lost session's locks and the
+// expiry of a waiter are written once, when the event is seen; when that write fails
+// (storage unavailable: a stream leader election, say) on every instance, nothing
+// else would bring the lock up again, and it would stay held, or its waiter queued,
+// until some other change of the record.
+const recheckEvery = 5 * time.Second
+
 // sessionLoop releases the locks and waiting requests of sessions that closed or
 // lost their connection. Every instance does it; compare-and-set makes it happen
 // once, and a session seen twice finds nothing left to release.
 func (s *Service) sessionLoop() {
 	defer s.wg.Done()
+	recheck := time.NewTicker(recheckEvery)
+	defer recheck.Stop()
 	for {
 		select {
 		case <-s.swake:
+		case <-recheck.C:
+			for key, e := range s.st.snapshot() {
+				s.lockChanged(key, e) // marks suspects: handled on the next turn
+			}
+			continue
 		case <-s.ctx.Done():
 			return
 		}

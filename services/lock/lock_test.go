@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -466,4 +467,19 @@ func TestFreeLockRecordDeletedWhenItsIDsExpire(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestHugeWaitWaits: a wait_ms so large that the end of the wait does not fit in
+// the clock's range waits like one until cancelled, instead of ending at once.
+func TestHugeWaitWaits(t *testing.T) {
+	e := newEnv(t)
+	e.startLock(t, Config{})
+	a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
+	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "w"})
+	pb := b.acquireAsync(&wire.LockAcquireRequest{Name: "w", WaitMS: math.MaxInt64})
+	e.waitQueued(t, "w", 1)
+	a.mustRelease(t, "w")
+	if _, err := pb.wait(t, 5*time.Second); err != nil {
+		t.Fatalf("got %v, want the lock once a released it", err)
+	}
 }

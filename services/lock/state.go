@@ -317,9 +317,13 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 			return false, err
 		}
 		// A copy of this request still waiting (re-issued while the session came
-		// to hold the lock through another) is answered now: left in the queue, it
-		// would be granted again, silently, after the session has released the lock.
+		// to hold the lock through another) is answered now, with the same lock:
+		// left in the queue, it would be granted again, silently, after the session
+		// has released the lock.
 		if i := r.waiterIndex(w.ID, w.Session); i >= 0 {
+			if old := r.Waiters[i]; old.Reply != "" && old.Reply != w.Reply {
+				o.granted = append(o.granted, old)
+			}
 			r.Waiters = slices.Delete(r.Waiters, i, i+1)
 			o.changed = true
 			r.promote(now, o)

@@ -466,6 +466,16 @@ func TestEqualLockEndsTheWaitOfItsID(t *testing.T) {
 	if got := waiters(r); !slices.Equal(got, []string{"c"}) {
 		t.Fatalf("after the equal lock answered x, waiters %v; want [c]", got)
 	}
+	// Still attached, the waiting copy is answered with the lock too.
+	r2 := r.clone()
+	r2.Holders[0].Also = nil
+	r2.Waiters = append(r2.Waiters, req("y", "S", wire.LockExclusive))
+	again := req("y", "S", wire.LockExclusive)
+	again.Reply = "r.y2"
+	o2 := &outcome{}
+	if ok, err := r2.acquire(again, true, true, 10, 2, o2); !ok || err != nil || len(o2.granted) != 1 || o2.granted[0].Reply != "r.y" {
+		t.Fatalf("re-issue of an attached waiter: got %v %v, granted %+v; want its held request answered", ok, err, o2.granted)
+	}
 	r.materialize(4)
 	o := &outcome{}
 	if _, err := r.release("S", 0, 3, o); err != nil || !slices.Equal(grantedIDs(o), []string{"c"}) {

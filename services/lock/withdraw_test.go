@@ -1,8 +1,11 @@
 package lock
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -53,4 +56,52 @@ func TestWithdrawnRequestsLeaveNothingBehind(t *testing.T) {
 	if pc.err != nil || pc.lock == nil {
 		t.Fatalf("the next waiter after the cancel: %v", pc.err)
 	}
+}
+
+// TestReissueAnsweredWithEqualLockLeavesNoWaiter: a session's second request waits
+// behind another session's; its held request is answered at the server's bound and
+// re-issued while the session holds the lock through its first request, so the
+// re-issue gets the equal lock. Once the session has released the lock and the other
+// session had its turn, the lock must be free — not granted to the session again by
+// the re-issued request's copy left waiting.
+func TestReissueAnsweredWithEqualLockLeavesNoWaiter(t *testing.T) {
+	e := newEnv(t)
+	e.startLock(t, Config{MaxWait: 300 * time.Millisecond, Reattach: 10 * time.Second})
+	h, s, c := e.open(t, "admin", 0), e.open(t, "admin", 0), e.open(t, "admin", 0)
+	h.mustAcquire(t, &wire.LockAcquireRequest{Name: "eq"})
+	first := s.acquireAsync(&wire.LockAcquireRequest{Name: "eq", WaitMS: wire.WaitForever, RequestID: "s-first"})
+	e.waitQueued(t, "eq", 1)
+	reqC := &wire.LockAcquireRequest{Name: "eq", WaitMS: 20000, RequestID: "c-1"}
+	pc := c.acquireAsync(reqC)
+	e.waitQueued(t, "eq", 2)
+	second := &wire.LockAcquireRequest{Name: "eq", WaitMS: wire.WaitForever, RequestID: "s-second"}
+	ps := s.acquireAsync(second)
+	e.waitQueued(t, "eq", 3)
+	h.mustRelease(t, "eq")
+	if _, err := first.wait(t, 5*time.Second); err != nil {
+		t.Fatalf("s's first request: %v", err)
+	}
+	// Both waiting requests are answered at the bound and keep their places.
+	for _, p := range []*pending{ps, pc} {
+		_, err := p.wait(t, 5*time.Second)
+		wantCode(t, err, wire.CodeTimeout)
+	}
+	if _, err := s.acquire(ctx10(t), second); err != nil {
+		t.Fatalf("re-issue while s holds the lock: got %v, want the equal lock", err)
+	}
+	s.mustRelease(t, "eq")
+	if _, err := c.acquire(ctx10(t), reqC); err != nil {
+		t.Fatalf("c's re-issue after s released: %v", err)
+	}
+	c.mustRelease(t, "eq")
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		var list wire.LockListResponse
+		if err := c.call(ctx10(t), wire.SubjectLockList, &wire.LockListRequest{Prefix: "eq"}, &list); err != nil {
+			return err
+		}
+		if len(list.Locks) != 0 {
+			return fmt.Errorf("after every caller released, the lock is %s; want free", jsonString(list.Locks))
+		}
+		return nil
+	})
 }

@@ -393,6 +393,24 @@ func (v *View) fetch(id string) (*Record, bool) {
 	return v.Get(id)
 }
 
+// Absent reports whether the bucket holds no record of session id: its tombstone's
+// retention ended, its KV TTL removed it, or it never existed. The bucket is read
+// linearizably (pkg/kvstore), so a record written a moment ago that the view has
+// not seen yet is never reported gone.
+func (v *View) Absent(ctx context.Context, id string) (bool, error) {
+	if !ValidID(id) {
+		return true, nil
+	}
+	e, err := v.rd.Read(ctx, id)
+	if errors.Is(err, kvstore.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return e.Deleted, nil
+}
+
 // Get returns the current record of a session.
 func (v *View) Get(id string) (*Record, bool) {
 	v.mu.RLock()

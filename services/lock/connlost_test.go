@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -37,5 +38,34 @@ func TestConnectionScopedLockLostWhileNoInstanceRan(t *testing.T) {
 		var list wire.LockListResponse
 		_ = b.call(ctx10(t), wire.SubjectLockList, &wire.LockListRequest{}, &list)
 		t.Fatalf("connection-scoped lock taken on a connection that closed is still held 5 s after the service came back: %v; locks: %s", err, jsonString(list.Locks))
+	}
+}
+
+// TestLockOfASessionGoneFromTheBucket: a lock instance that starts after the record
+// of a holder's session left the sessions bucket — its tombstone's retention ended,
+// or its KV TTL fired, while no lock instance ran — releases the lock. Its view
+// does not know the session, and nothing else would ever release it.
+func TestLockOfASessionGoneFromTheBucket(t *testing.T) {
+	e := newEnv(t)
+	first := e.startLock(t, Config{})
+	a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
+	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "g"})
+	first.stop()
+	// No registry either: one would write a tombstone for a live record it saw go.
+	e.stopRegistry()
+	kv, err := e.js.KeyValue(ctx10(t), sessions.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Purge(ctx10(t), a.id); err != nil {
+		t.Fatal(err)
+	}
+	e.startLock(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := b.acquire(ctx, &wire.LockAcquireRequest{Name: "g", WaitMS: 5000}); err != nil {
+		var list wire.LockListResponse
+		_ = b.call(ctx10(t), wire.SubjectLockList, &wire.LockListRequest{}, &list)
+		t.Fatalf("the lock of a session gone from the bucket is still held: %v; locks: %s", err, jsonString(list.Locks))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,9 @@ type Sessions interface {
 	Authenticate(id, token string) (*sessions.Record, error)
 	// Get returns a session's current record.
 	Get(id string) (*sessions.Record, bool)
+	// Absent reports whether the sessions bucket holds no record of the session (read
+	// from the bucket, not the view).
+	Absent(ctx context.Context, id string) (bool, error)
 	// Subscribe calls fn for every record and every later change, quickly, until
 	// cancel is called.
 	Subscribe(fn func(sessions.Change)) (cancel func())
@@ -140,6 +144,7 @@ type Service struct {
 
 	smu     sync.Mutex
 	suspect map[string]sessionState // sessions whose locks need checking
+	unknown map[string]struct{}     // sessions with locks the view does not know
 	swake   chan struct{}
 
 	grants    atomic.Uint64
@@ -173,6 +178,7 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 		scheduled: map[string]int64{},
 		wake:      make(chan struct{}, 1),
 		suspect:   map[string]sessionState{},
+		unknown:   map[string]struct{}{},
 		swake:     make(chan struct{}, 1),
 	}
 	fail := func(err error) (*Service, error) {
@@ -257,7 +263,11 @@ func (s *Service) lockChanged(_ string, e entry) {
 	}
 	s.scheduleLock(e.rec)
 	check := func(id string, scope wire.LockScope, conn string) {
-		if st, known := s.sessionState(id); known && lostIn(st, scope, conn) {
+		st, known := s.sessionState(id)
+		switch {
+		case !known:
+			s.markUnknown(id)
+		case lostIn(st, scope, conn):
 			s.markSuspect(id, st)
 		}
 	}
@@ -388,6 +398,41 @@ func (s *Service) sessionChanged(ch sessions.Change) {
 	s.markSuspect(ch.ID, st)
 }
 
+// markUnknown notes a session that holds or waits for a lock and that the view does
+// not know: opened a moment ago, or gone from the bucket — its tombstone's retention
+// ended, or its record's KV TTL fired, while no lock instance ran — in which case
+// nothing else would ever release what it holds. sessionLoop reads the bucket.
+func (s *Service) markUnknown(id string) {
+	s.smu.Lock()
+	s.unknown[id] = struct{}{}
+	s.smu.Unlock()
+	select {
+	case s.swake <- struct{}{}:
+	default:
+	}
+}
+
+// goneSessions returns, as closed, the sessions of unknown the view still does not
+// know and whose record the bucket no longer holds.
+func (s *Service) goneSessions(unknown map[string]struct{}) map[string]sessionState {
+	gone := map[string]sessionState{}
+	for id := range unknown {
+		if _, known := s.sessionState(id); known {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
+		g, err := s.sess.Absent(ctx, id)
+		cancel()
+		switch {
+		case err != nil && s.ctx.Err() == nil:
+			s.log.Debug("lock: reading an unknown session", "session_id", id, "err", err) // the recheck tries again
+		case g:
+			gone[id] = sessionState{closed: true}
+		}
+	}
+	return gone
+}
+
 func (s *Service) markSuspect(id string, st sessionState) {
 	s.smu.Lock()
 	s.suspect[id] = st
@@ -425,9 +470,10 @@ func (s *Service) sessionLoop() {
 			return
 		}
 		s.smu.Lock()
-		suspect := s.suspect
-		s.suspect = map[string]sessionState{}
+		suspect, unknown := s.suspect, s.unknown
+		s.suspect, s.unknown = map[string]sessionState{}, map[string]struct{}{}
 		s.smu.Unlock()
+		maps.Copy(suspect, s.goneSessions(unknown))
 		for _, e := range s.st.snapshot() {
 			for _, id := range e.rec.sessions() {
 				if st, ok := suspect[id]; ok {

@@ -616,6 +616,10 @@ func TestSessionsOfAKilledNode(t *testing.T) {
 	waitLost := func(s *client.Session, lock string) {
 		t.Helper()
 		natstest.CheckFor(t, 90*time.Second, 250*time.Millisecond, func() error {
+			// Each round bounded: a request lost while the cluster heals must not
+			// take the rest of the test's time.
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
 			info, err := watcher.GetSession(ctx, s.ID())
 			if err != nil {
 				return err

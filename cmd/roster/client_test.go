@@ -198,6 +198,7 @@ func TestUsageErrorsAndCompletion(t *testing.T) {
 		{"send", "--filter", "all", "--session", "s", "--path", "a"},
 		{"request", "--path", "a"},
 		{"lock", "acquire", "x", "--scope", "forever"},
+		{"lock", "acquire", "x", "--scope", "connection", "--session-id", "x", "--session-token", "y"},
 		{"lock", "acquire", "x", "echo"},
 		{"send", "--filter", "all", "--path", "a", "--header", "novalue"},
 		// Bad flags and arguments that cobra itself refuses.

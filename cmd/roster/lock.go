@@ -80,6 +80,11 @@ value waits until interrupted. Not getting the lock in time exits with status 6.
 			if !opts.Scope.Valid() {
 				return usageError{fmt.Errorf("--scope %q: want session or connection", scope)}
 			}
+			if opts.Scope == wire.ScopeConnection && f.sessionID != "" {
+				// The lock service grants a connection-scoped lock only on the
+				// connection the session is ACTIVE on, which is not this command's.
+				return usageError{errors.New("--scope connection needs the session's own connection: it cannot be used with --session-id")}
+			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				l, err := acquire(ctx, s, name, opts, wait, f.timeout)
 				if err != nil {

@@ -77,35 +77,55 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store,
 // get reads the current record of a session. It is always read from the bucket, so
 // that every instance reads its own and every other instance's writes — linearizably,
 // never from a replica that may lag (pkg/kvstore); the record returned is shared and
-// must not be modified.
+// must not be modified. While the bucket's leader does not answer (an election
+// after a node died) a replica's copy answers instead. Each read is bounded, and a
+// round that got no answer at all is repeated until ctx ends: a request JetStream
+// drops (a stream without a leader, a replica still catching up) would otherwise
+// hold the caller for its whole deadline after storage came back.
 func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 	if !sessions.ValidID(id) {
 		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
 	}
-	rctx, cancel := context.WithTimeout(ctx, leaderReadTimeout)
-	e, err := st.rd.Read(rctx, id)
-	cancel()
-	if errors.Is(err, kvstore.ErrNotFound) || err == nil && e.Deleted {
-		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, leaderReadTimeout)
+		e, err := st.rd.Read(rctx, id)
+		cancel()
+		if errors.Is(err, kvstore.ErrNotFound) || err == nil && e.Deleted {
+			return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
+		}
+		if err == nil {
+			if rec := st.known(id, e.Revision); rec != nil {
+				return rec, nil
+			}
+			return sessions.Decode(e.Value, e.Revision)
+		}
+		if ctx.Err() != nil {
+			return nil, unavailable("read session", err)
+		}
+		// No leader answers: a replica's copy, possibly a moment old, rather than no
+		// answer; a write built on it is still checked by its compare-and-set.
+		rctx, cancel = context.WithTimeout(ctx, replicaReadTimeout)
+		rec, err := st.getReplica(rctx, id)
+		cancel()
+		if err == nil || ctx.Err() != nil || errors.Is(err, wire.ErrSessionNotFound) {
+			return rec, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(readRetryPause):
+		}
 	}
-	if err != nil && ctx.Err() == nil {
-		// No leader answers (an election after a node died): a replica's copy,
-		// possibly a moment old, rather than no answer; a write built on it is still
-		// checked by its compare-and-set.
-		return st.getReplica(ctx, id)
-	}
-	if err != nil {
-		return nil, unavailable("read session", err)
-	}
-	if rec := st.known(id, e.Revision); rec != nil {
-		return rec, nil
-	}
-	return sessions.Decode(e.Value, e.Revision)
 }
 
 // leaderReadTimeout bounds a read from the bucket's leader before get falls back
-// to a replica.
-const leaderReadTimeout = 500 * time.Millisecond
+// to a replica; replicaReadTimeout bounds that read; readRetryPause separates the
+// rounds of a get neither answered.
+const (
+	leaderReadTimeout  = 500 * time.Millisecond
+	replicaReadTimeout = time.Second
+	readRetryPause     = 100 * time.Millisecond
+)
 
 // getReplica reads a record through a direct get, which any replica answers.
 func (st *store) getReplica(ctx context.Context, id string) (*sessions.Record, error) {

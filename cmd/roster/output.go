@@ -20,7 +20,7 @@ const (
 	exitSessionClosed = 5 // session_closed
 	exitTimeout       = 6 // timeout
 	exitUnavailable   = 7 // unavailable: no service answers or no connection
-	exitConflict      = 8 // conflict, lock_not_held, limit_exceeded, throttled
+	exitConflict      = 8 // conflict, lock_not_held, stale_request, limit_exceeded, throttled
 )
 
 // wireExitCode maps a Roster error to an exit code. A command run by lock acquire

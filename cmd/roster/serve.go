@@ -104,7 +104,7 @@ func addAuthFlags(fs *pflag.FlagSet, o *serveOptions) {
 	fs.StringVar(&a.JWTAudience, "jwt-audience", "", "required aud of bearer tokens (unchecked when empty)")
 	fs.StringVar(&a.JWTRolesClaim, "jwt-roles-claim", "roles", "claim holding a bearer token's roles")
 	fs.BoolVar(&o.callout, "auth-callout", true, "embedded server: authenticate every client connection with the auth service (NATS auth callout)")
-	fs.StringVar(&a.CalloutSeedFile, "auth-callout-seed-file", "", "with --nats-url: account seed (SA…) whose public key is the server's auth_callout issuer; the auth service then answers the callout")
+	fs.StringVar(&a.CalloutSeedFile, "auth-callout-seed-file", "", "account seed (SA…) of the auth callout issuer, the same on every node and auth instance of a cluster: the embedded server's callout trusts its public key, the auth service answers the callout with it (default: a key per start)")
 	fs.StringVar(&a.CalloutAccount, "auth-callout-account", embedded.ClientsAccount, "with --nats-url: account admitted connections are placed in")
 }
 

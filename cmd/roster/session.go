@@ -38,7 +38,7 @@ after a reconnect — until interrupted (Ctrl-C), then close it. State changes a
 as they happen. Other commands can act as this session with --session-id and
 --session-token (or ROSTER_SESSION_ID and ROSTER_SESSION_TOKEN), printed at start.`,
 		Example: `  roster session open --property Department=Accounts --property Desk=FX
-  roster session open --user alice --password secret --timeout 30s -o json`,
+  roster session open --user alice --password secret --session-timeout 30s -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out, err := outputFor(cmd)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
 	"github.com/seed-3c836eab/roster/services/auth"
 )
 
@@ -39,6 +41,19 @@ func TestServeAuthenticatesConnections(t *testing.T) {
 	}
 	if _, err := nats.Connect(url, nats.UserInfo("alice", "wrong"), nats.MaxReconnects(0)); err == nil {
 		t.Fatal("wrong password admitted")
+	}
+	// The client commands exit with the README's status for refused credentials
+	// (unauthenticated: 4), not the one for an unreachable Roster (7).
+	c := cli{t: t, server: url}
+	for _, args := range [][]string{
+		{"session", "list"},
+		{"session", "list", "--user", "alice", "--password", "wrong"},
+		{"session", "open", "--user", "alice", "--password", "wrong"},
+	} {
+		r := c.run(testCtx(t), "", args...)
+		if !errors.Is(r.err, wire.ErrUnauthenticated) || r.exit() != exitDenied {
+			t.Errorf("%q: got %v (exit %d), want unauthenticated (exit %d)", args, r.err, r.exit(), exitDenied)
+		}
 	}
 }
 

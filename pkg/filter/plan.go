@@ -4,21 +4,21 @@ import "slices"
 
 // Atom is one index lookup.
 type Atom struct {
-	Key    string   // property key; for a role atom, "$Roles"
-	Values []string // equality: sessions whose Key equals any of Values; nil: sessions that have Key (has)
-	Role   bool     // Role atom: sessions having the role Values[0]
+	Key    string   `json:"key"`              // property key; for a role atom, "$Roles"
+	Values []string `json:"values,omitempty"` // equality: sessions whose Key equals any of Values; nil: sessions that have Key (has)
+	Role   bool     `json:"role,omitempty"`   // Role atom: sessions having the role Values[0]
 }
 
 // Plan selects candidates: the union over Terms of the intersection of each
 // term's atoms. Full means the index cannot narrow the set: every session is
 // a candidate. A Plan that is not Full and has no Terms selects no session.
 type Plan struct {
-	Full  bool
-	Terms [][]Atom
+	Full  bool     `json:"full"`
+	Terms [][]Atom `json:"terms"`
 	// Exact means the candidates are exactly the matching sessions, so a caller
 	// may skip confirming each with Matches: the filter is "all", or one
 	// equality, "in" or "has" clause (or a double negation of one).
-	Exact bool
+	Exact bool `json:"exact"`
 }
 
 // MaxPlanTerms caps the number of terms a Plan distributes "and" over "or"

@@ -198,8 +198,8 @@ func (c *connChecker) round(ctx context.Context, all bool) {
 			case ok:
 				relist := all || seen.id != id
 				seen.id, seen.lastSeen = id, now
-				if relist {
-					c.checkServer(ctx, account, server, conns)
+				if relist && !c.checkServer(ctx, account, server, conns) {
+					seen.id = "" // not listed: list it at the next round
 				}
 			case now.Sub(seen.lastSeen) >= c.t.s.cfg.ServerGoneAfter:
 				c.t.s.log.Warn("a NATS server holding session connections has not answered; its connections count as lost",
@@ -273,8 +273,8 @@ func allAnswered(want map[string][]boundConn, answered map[string]string) bool {
 
 // checkServer lists server's connections in account and moves the sessions of each
 // bound connection it confirms gone to RECOVERING. Any failure to ask ends the check
-// without a conclusion.
-func (c *connChecker) checkServer(ctx context.Context, account, server string, conns []boundConn) {
+// without a conclusion about the connections not yet settled, and it reports false.
+func (c *connChecker) checkServer(ctx context.Context, account, server string, conns []boundConn) bool {
 	open := map[uint64]int64{}
 	// Pages come sorted by id, each a snapshot of its range: a bound connection
 	// whose id falls inside a page's range and is absent from it was closed. A
@@ -286,7 +286,7 @@ func (c *connChecker) checkServer(ctx context.Context, account, server string, c
 		r, err := c.ask(ctx, account, connzRequest{ServerName: server, Sort: "cid", Offset: offset, Limit: c.t.s.cfg.connzPage})
 		if err != nil {
 			c.t.s.log.Debug("listing a server's connections", "server", server, "err", err)
-			return
+			return false
 		}
 		page := r.Data.Conns
 		for _, ci := range page {
@@ -326,7 +326,7 @@ func (c *connChecker) checkServer(ctx context.Context, account, server string, c
 		r, err := c.ask(ctx, account, connzRequest{ServerName: server, CID: bc.cid})
 		if err != nil {
 			c.t.s.log.Debug("asking a server about a connection", "server", server, "cid", bc.cid, "err", err)
-			return
+			return false
 		}
 		alive := false
 		for _, ci := range r.Data.Conns {
@@ -336,6 +336,7 @@ func (c *connChecker) checkServer(ctx context.Context, account, server string, c
 			lost = append(lost, bc)
 		}
 	}
+	return true
 }
 
 // lost moves the ACTIVE sessions bound to conns to RECOVERING, as the connections'

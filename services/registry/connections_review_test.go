@@ -1,0 +1,74 @@
+package registry
+
+import (
+	"encoding/json"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// fakeServer answers the connection listing as a NATS server named name with
+// identity id and no connection at all, from the services account (where the
+// registry's requests also reach it). While fail is set, it answers listings with an
+// error, as a server too busy to answer does.
+func fakeServer(t *testing.T, e *env, name, id string, fail *atomic.Bool) {
+	t.Helper()
+	nc := e.srv.ServiceConn(t)
+	_, err := nc.Subscribe(embedded.ClientConnections, func(m *nats.Msg) {
+		var req connzRequest
+		_ = json.Unmarshal(m.Data, &req)
+		if req.ServerName != "" && req.ServerName != name {
+			return
+		}
+		var resp connzResponse
+		resp.Server.Name, resp.Server.ID = name, id
+		if req.ServerName != "" && fail.Load() {
+			resp.Error = &struct {
+				Description string `json:"description"`
+			}{"busy"}
+		} else {
+			resp.Data = &struct {
+				Total int `json:"total"`
+				Conns []struct {
+					CID   uint64    `json:"cid"`
+					Start time.Time `json:"start"`
+				} `json:"connections"`
+			}{}
+		}
+		data, _ := json.Marshal(resp)
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A server seen for the first time (or restarted) is listed once. If that listing
+// fails — a server just restarted is busy with its reconnecting clients — it must be
+// listed again at the next round: the connections it lost are found by no other
+// means. The listing used to be skipped for good once the server's identity was
+// noted, and the session stayed ACTIVE.
+func TestFailedListingIsRetried(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{ConnCheckInterval: 50 * time.Millisecond})
+	var fail atomic.Bool
+	fail.Store(true)
+	fakeServer(t, e, "fake", "FAKE1", &fail)
+	c, _ := open(t, e.srv.ClientConn(t), &wire.SessionOpenRequest{TimeoutMS: 3600000})
+	rebind(t, e.reg, c.id, "fake/7/"+"1a2b", embedded.ClientsAccount)
+	// Let a few rounds fail to list it.
+	time.Sleep(500 * time.Millisecond)
+	if r := e.record(t, c.id); r.State != wire.StateActive {
+		t.Fatalf("session is %s while its server's listing fails, want ACTIVE", r.State)
+	}
+	fail.Store(false)
+	waitState(t, e, c.id, wire.StateRecovering)
+}

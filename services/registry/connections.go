@@ -119,7 +119,7 @@ func cutLast(s string) (before, after string, ok bool) {
 // serverSeen is what an instance knows of a server holding bound connections.
 type serverSeen struct {
 	id       string    // its identity at its last answer ("" before the first)
-	lastSeen time.Time // its last answer, or when the instance first needed one
+	lastSeen time.Time // its last answer, or when the instance first needed one or could ask again after a cut
 }
 
 // connChecker runs the checks of one instance (one goroutine: no locking).
@@ -130,6 +130,9 @@ type connChecker struct {
 	// configured), warned about once.
 	unlisted map[string]bool
 	recheck  chan struct{} // the instance's connection came back: list every server again
+	// paused is set while the instance is cut off from NATS: it asks no server
+	// anything then, so that time does not count as any server's silence.
+	paused bool
 }
 
 func newConnChecker(t *tracker) *connChecker {
@@ -151,6 +154,7 @@ func (c *connChecker) run(ctx context.Context) {
 	for {
 		if c.t.isBlind() {
 			all = true // it may have missed advisories: list every server once back
+			c.paused = true
 		} else {
 			c.round(ctx, all)
 			all = false
@@ -168,6 +172,14 @@ func (c *connChecker) run(ctx context.Context) {
 // round checks the connections ACTIVE sessions are bound to; all lists every server
 // that answers, not only the new and the restarted ones.
 func (c *connChecker) round(ctx context.Context, all bool) {
+	if c.paused {
+		// Unasked while cut off: each server's silence counts from now.
+		now := c.t.s.cfg.Now()
+		for _, seen := range c.servers {
+			seen.lastSeen = now
+		}
+		c.paused = false
+	}
 	bound := c.t.boundConnections()
 	referenced := map[string]bool{}
 	for account, conns := range bound {

@@ -72,3 +72,29 @@ func TestFailedListingIsRetried(t *testing.T) {
 	fail.Store(false)
 	waitState(t, e, c.id, wire.StateRecovering)
 }
+
+// While the instance is cut off from NATS it asks no server anything, so that time
+// must not count as a server's silence: once back, a server that does not answer
+// the first question at once is not taken for gone before ServerGoneAfter. It used
+// to be, when the instance had been cut off for longer than ServerGoneAfter: every
+// session on a server slow to answer after the reconnect became RECOVERING.
+func TestServerSilenceNotCountedWhileCutOff(t *testing.T) {
+	t.Parallel()
+	const goneAfter = 4 * time.Second
+	e := newEnv(t, Config{ConnCheckInterval: 50 * time.Millisecond, ServerGoneAfter: goneAfter})
+	c, _ := open(t, e.srv.ClientConn(t), &wire.SessionOpenRequest{TimeoutMS: 3600000})
+	rebind(t, e.reg, c.id, "ghost/7/1a2b", embedded.ClientsAccount)
+	// A round waits connzWait for the ghost's answer: let one note it.
+	time.Sleep(connzWait + 500*time.Millisecond)
+	e.reg.track.cutOff()
+	time.Sleep(goneAfter + time.Second)
+	e.reg.track.reconnected()
+	back := time.Now()
+	for time.Since(back) < goneAfter-500*time.Millisecond {
+		if r := e.record(t, c.id); r.State != wire.StateActive {
+			t.Fatalf("session is %s %v after the reconnect, before ServerGoneAfter (%v)", r.State, time.Since(back), goneAfter)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitState(t, e, c.id, wire.StateRecovering)
+}

@@ -155,13 +155,13 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 		LastActivity: now,
 		UpdatedAt:    now,
 	}
-	release, err := s.track.reserve(auth.Principal, s.cfg.Limits.SessionsPerPrincipal)
+	rec.ID = newID()
+	release, err := s.track.reserve(auth.Principal, rec.ID, s.cfg.Limits.SessionsPerPrincipal)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
 	for {
-		rec.ID = newID()
 		rec.Fixed = fixedProperties(rec.ID, rec.Principal, rec.Roles, c.Info(), now, req)
 		maps.Copy(rec.Fixed, authFixed)
 		rec.EventSeq, rec.Outbox = 0, nil
@@ -172,7 +172,10 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 		}
 		rev, err := s.st.create(ctx, rec.ID, data, ttlFor(&s.cfg, rec))
 		if errors.Is(err, errConflict) {
-			continue // an id collision: practically impossible, but never reuse an id
+			// An id collision: practically impossible, but never reuse an id. The
+			// reservation holds until release.
+			rec.ID = newID()
+			continue
 		}
 		if err != nil {
 			return nil, err
@@ -631,7 +634,7 @@ func (s *Service) changePrincipalOnce(ctx context.Context, c *endpoint.Call, req
 		return nil, wire.Errorf(wire.CodeForbidden, "the new principal may not hold a permanent session (%s)", policy.PermanentSession)
 	}
 	if auth.Principal != me.Principal {
-		release, err := s.track.reserve(auth.Principal, s.cfg.Limits.SessionsPerPrincipal)
+		release, err := s.track.reserve(auth.Principal, me.ID, s.cfg.Limits.SessionsPerPrincipal)
 		if err != nil {
 			return nil, err
 		}

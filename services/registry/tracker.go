@@ -57,6 +57,10 @@ type tracker struct {
 	byConn      map[string]map[string]struct{}
 	byPrincipal map[string]int // open sessions per principal
 	reserved    map[string]int // opens in progress per principal
+	// opening holds, by session id, the reservations whose session is not counted in
+	// byPrincipal yet: the first record of it with the reserved principal ends the
+	// reservation, so that the session is never counted twice.
+	opening     map[string]*reservation
 	heap        deadlines
 	broadcast   map[string]struct{} // own activity not yet published
 	loaded      bool
@@ -94,6 +98,7 @@ func newTracker(s *Service) *tracker {
 		byConn:      map[string]map[string]struct{}{},
 		byPrincipal: map[string]int{},
 		reserved:    map[string]int{},
+		opening:     map[string]*reservation{},
 		broadcast:   map[string]struct{}{},
 		unpublished: map[string]struct{}{},
 		wake:        make(chan struct{}, 1),
@@ -171,10 +176,20 @@ func (t *tracker) lastActivity(id string) time.Time {
 	return l
 }
 
-// reserve counts an open in progress against the principal's limit until release.
+// reservation is a session counted against a principal's limit before its record
+// is.
+type reservation struct {
+	principal string
+	ended     bool
+}
+
+// reserve counts session id, about to be written with principal (an open, or a
+// change of principal), against the principal's limit until the tracker counts the
+// session itself — its record with that principal reaches the tracker, by the
+// instance's own write or the watch — or release, whichever comes first.
 // Anonymous sessions have no principal (seed 002): they share no limit, since the
 // empty principal names nobody.
-func (t *tracker) reserve(principal string, limit int) (release func(), err error) {
+func (t *tracker) reserve(principal, id string, limit int) (release func(), err error) {
 	if principal == "" {
 		return func() {}, nil
 	}
@@ -184,16 +199,28 @@ func (t *tracker) reserve(principal string, limit int) (release func(), err erro
 		return nil, wire.Errorf(wire.CodeLimitExceeded, "principal has %d open sessions; the limit of sessions per principal is %d", n, limit)
 	}
 	t.reserved[principal]++
-	var once sync.Once
+	r := &reservation{principal: principal}
+	if t.opening[id] == nil {
+		t.opening[id] = r
+	}
 	return func() {
-		once.Do(func() {
-			t.mu.Lock()
-			defer t.mu.Unlock()
-			if t.reserved[principal]--; t.reserved[principal] <= 0 {
-				delete(t.reserved, principal)
-			}
-		})
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		t.endReservationLocked(id, r)
 	}, nil
+}
+
+func (t *tracker) endReservationLocked(id string, r *reservation) {
+	if r.ended {
+		return
+	}
+	r.ended = true
+	if t.reserved[r.principal]--; t.reserved[r.principal] <= 0 {
+		delete(t.reserved, r.principal)
+	}
+	if t.opening[id] == r {
+		delete(t.opening, id)
+	}
 }
 
 // opened and written take this instance's own writes into account at once, before
@@ -263,6 +290,9 @@ func (t *tracker) upsertLocked(rec *sessions.Record) {
 		t.last[rec.ID] = rec.LastActivity
 	}
 	t.byPrincipal[rec.Principal]++
+	if r := t.opening[rec.ID]; r != nil && r.principal == rec.Principal {
+		t.endReservationLocked(rec.ID, r) // counted now: no longer in flight
+	}
 	if rec.Connection != "" {
 		ids := t.byConn[rec.Connection]
 		if ids == nil {

@@ -185,6 +185,7 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 	}
 	s.track.opened(rec)
 	s.publishStaged(rec)
+	s.track.bound(ctx, rec.Connection)
 	return &wire.SessionOpenResponse{Session: rec.Public(), Token: token}, nil
 }
 
@@ -592,6 +593,7 @@ func (s *Service) resume(ctx context.Context, c *endpoint.Call, _ *wire.SessionR
 	if err != nil {
 		return nil, err
 	}
+	s.track.bound(ctx, conn)
 	return &wire.SessionResumeResponse{Session: rec.Public()}, nil
 }
 

@@ -60,7 +60,12 @@ type tracker struct {
 	// opening holds, by session id, the reservations whose session is not counted in
 	// byPrincipal yet: the first record of it with the reserved principal ends the
 	// reservation, so that the session is never counted twice.
-	opening     map[string]*reservation
+	opening map[string]*reservation
+	// closedConns remembers for closedConnMemory the connections this instance
+	// learned closed (advisory or connection check): a session bound to one of them
+	// afterwards — an open or resume whose connection closed while it was in
+	// progress — missed its advisory.
+	closedConns map[string]time.Time
 	heap        deadlines
 	broadcast   map[string]struct{} // own activity not yet published
 	loaded      bool
@@ -85,6 +90,10 @@ type tracker struct {
 	conns   *connChecker
 }
 
+// closedConnMemory is how long an instance remembers a closed connection, longer
+// than an open or resume takes.
+const closedConnMemory = time.Minute
+
 // catchUpMargin is how far before a disconnect a reconnected instance starts reading
 // the activity it missed: batches published just before the cut may not have reached
 // it.
@@ -99,6 +108,7 @@ func newTracker(s *Service) *tracker {
 		byPrincipal: map[string]int{},
 		reserved:    map[string]int{},
 		opening:     map[string]*reservation{},
+		closedConns: map[string]time.Time{},
 		broadcast:   map[string]struct{}{},
 		unpublished: map[string]struct{}{},
 		wake:        make(chan struct{}, 1),
@@ -651,6 +661,11 @@ func (t *tracker) persistLoop(ctx context.Context) {
 				delete(t.last, id)
 			}
 		}
+		for conn, at := range t.closedConns {
+			if time.Since(at) > closedConnMemory {
+				delete(t.closedConns, conn)
+			}
+		}
 		t.mu.Unlock()
 		batch := persistBatch(stale, live, every, t.s.cfg.PersistInterval)
 		start := time.Now()
@@ -877,6 +892,9 @@ func (t *tracker) disconnected(ctx context.Context, conn string) {
 		return
 	}
 	t.mu.Lock()
+	// Noted in the same step as the sessions bound to it are taken: a session bound
+	// later is found by bound.
+	t.closedConns[conn] = time.Now()
 	var ids []string
 	for id := range t.byConn[conn] {
 		ids = append(ids, id)
@@ -897,6 +915,18 @@ func (t *tracker) disconnected(ctx context.Context, conn string) {
 				t.s.log.Warn("marking a session recovering", "session_id", id, "err", err)
 			}
 		}
+	}
+}
+
+// bound is called after this instance wrote a session bound to conn (open, resume)
+// and took the write into account: if it learned that conn closed before that, the
+// session missed its advisory, and goes the way of one now.
+func (t *tracker) bound(ctx context.Context, conn string) {
+	t.mu.Lock()
+	_, closed := t.closedConns[conn]
+	t.mu.Unlock()
+	if closed {
+		t.disconnected(ctx, conn)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,4 +58,42 @@ func TestOpenFromAConnectionClosedMeanwhile(t *testing.T) {
 	}
 	waitState(t, e, id, wire.StateRecovering)
 	e.waitEventCount(t, id, wire.EventDisconnected, 1)
+}
+
+// setMaxMsgSize changes the sessions bucket's largest message: a small one makes
+// every record write fail, as writes do while the bucket has no leader.
+func setMaxMsgSize(t *testing.T, e *env, size int32) {
+	t.Helper()
+	st, err := e.js.Stream(context.Background(), "KV_"+sessions.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgSize = size
+	if _, err := e.js.UpdateStream(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A DISCONNECT advisory whose write fails (the bucket has no leader for a few
+// seconds after a node died, say) is retried: the session still becomes RECOVERING
+// once writes succeed again. It stayed ACTIVE, bound to a closed connection, until
+// its timeout (for good, had it been permanent).
+func TestDisconnectWhoseWriteFailedIsRetried(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{ConnCheckInterval: 50 * time.Millisecond})
+	nc := e.srv.ClientConn(t)
+	c, _ := open(t, nc, &wire.SessionOpenRequest{TimeoutMS: 3600000})
+	time.Sleep(300 * time.Millisecond) // the connection checks have listed the server
+	setMaxMsgSize(t, e, 16)
+	waitConnGone(t, e.srv, nc)
+	natstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if !strings.Contains(e.reg.logs.String(), "marking a session recovering") {
+			return errors.New("the write of the advisory has not failed yet")
+		}
+		return nil
+	})
+	setMaxMsgSize(t, e, -1)
+	waitState(t, e, c.id, wire.StateRecovering)
+	e.waitEventCount(t, c.id, wire.EventDisconnected, 1)
 }

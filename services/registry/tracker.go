@@ -61,10 +61,11 @@ type tracker struct {
 	// byPrincipal yet: the first record of it with the reserved principal ends the
 	// reservation, so that the session is never counted twice.
 	opening map[string]*reservation
-	// closedConns remembers for closedConnMemory the connections this instance
-	// learned closed (advisory or connection check): a session bound to one of them
-	// afterwards — an open or resume whose connection closed while it was in
-	// progress — missed its advisory.
+	// closedConns remembers the connections this instance learned closed (advisory
+	// or connection check), for closedConnMemory after the last attempt to move their
+	// sessions to RECOVERING: a session bound to one of them afterwards — an open or
+	// resume whose connection closed while it was in progress — missed its advisory,
+	// and a session still ACTIVE on one is retried (unsettled).
 	closedConns map[string]time.Time
 	heap        deadlines
 	broadcast   map[string]struct{} // own activity not yet published
@@ -862,10 +863,18 @@ type disconnectAdvisory struct {
 func (t *tracker) consumeDisconnects(ctx context.Context, ch <-chan *nats.Msg) {
 	workers := newBounded(disconnectWorkers)
 	defer workers.wait()
+	retry := time.NewTicker(disconnectRetryEvery)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-retry.C:
+			for _, conn := range t.unsettled() {
+				if !workers.run(ctx, func() { t.disconnected(ctx, conn) }) {
+					return
+				}
+			}
 		case msg := <-ch:
 			var adv disconnectAdvisory
 			if json.Unmarshal(msg.Data, &adv) != nil {
@@ -878,6 +887,32 @@ func (t *tracker) consumeDisconnects(ctx context.Context, ch <-chan *nats.Msg) {
 			}
 		}
 	}
+}
+
+// disconnectRetryEvery is how often an instance goes over the connections it learned
+// closed that ACTIVE sessions are still bound to.
+const disconnectRetryEvery = 2 * time.Second
+
+// unsettled returns the connections learned closed at least disconnectRetryEvery ago
+// that ACTIVE sessions are still bound to: their move to RECOVERING failed (a write
+// while the bucket had no leader, say), or the instance that bound them died first.
+func (t *tracker) unsettled() []string {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for conn, at := range t.closedConns {
+		if now.Sub(at) < disconnectRetryEvery {
+			continue
+		}
+		for id := range t.byConn[conn] {
+			if e := t.sessions[id]; e != nil && e.rec.State == wire.StateActive {
+				out = append(out, conn)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // disconnectWorkers bounds the connections whose sessions are moved to RECOVERING at
@@ -893,8 +928,11 @@ func (t *tracker) disconnected(ctx context.Context, conn string) {
 	}
 	t.mu.Lock()
 	// Noted in the same step as the sessions bound to it are taken: a session bound
-	// later is found by bound.
-	t.closedConns[conn] = time.Now()
+	// later is found by bound, one whose write fails by unsettled. Only keys with the
+	// connection's start time: a restarted server gives the same ids again.
+	if bc, ok := parseConnKey(conn); ok && bc.start != 0 {
+		t.closedConns[conn] = time.Now()
+	}
 	var ids []string
 	for id := range t.byConn[conn] {
 		ids = append(ids, id)

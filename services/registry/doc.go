@@ -35,7 +35,8 @@
 // Error codes: bad_request, too_large, invalid_name (property keys), invalid_filter,
 // unauthenticated (no session header, or from auth), invalid_token, forbidden,
 // session_not_found, session_closed (410: every request naming a closed session),
-// limit_exceeded (the message names the limit), throttled (from auth), timeout,
+// limit_exceeded (the message names the limit), conflict (a change of principal whose
+// session's properties kept changing), throttled (from auth), timeout,
 // unavailable, internal. See schemas/errors.json.
 //
 // See docs/architecture.md, "Registry", for how expiry, activity and exactly-once

@@ -216,7 +216,7 @@ func (c *connChecker) round(ctx context.Context, all bool) {
 			case now.Sub(seen.lastSeen) >= c.t.s.cfg.ServerGoneAfter:
 				c.t.s.log.Warn("a NATS server holding session connections has not answered; its connections count as lost",
 					"server", server, "since", seen.lastSeen, "connections", len(conns))
-				c.lost(ctx, conns)
+				c.lost(ctx, conns, false)
 			}
 		}
 	}
@@ -325,7 +325,7 @@ func (c *connChecker) checkServer(ctx context.Context, account, server string, c
 		return false
 	}
 	var lost []boundConn
-	defer func() { c.lost(ctx, lost) }()
+	defer func() { c.lost(ctx, lost, true) }()
 	for _, bc := range conns {
 		start, listed := open[bc.cid]
 		switch {
@@ -352,12 +352,14 @@ func (c *connChecker) checkServer(ctx context.Context, account, server string, c
 }
 
 // lost moves the ACTIVE sessions bound to conns to RECOVERING, as the connections'
-// advisories would have, as many connections at once as for advisories.
-func (c *connChecker) lost(ctx context.Context, conns []boundConn) {
+// advisories would have, as many connections at once as for advisories. confirmed
+// tells connections a listing found closed from those of a server taken for gone,
+// which may be alive.
+func (c *connChecker) lost(ctx context.Context, conns []boundConn, confirmed bool) {
 	workers := newBounded(disconnectWorkers)
 	defer workers.wait()
 	for _, bc := range conns {
-		if !workers.run(ctx, func() { c.t.disconnected(ctx, bc.key) }) {
+		if !workers.run(ctx, func() { c.t.disconnected(ctx, bc.key, confirmed) }) {
 			return
 		}
 	}

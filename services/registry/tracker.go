@@ -871,7 +871,7 @@ func (t *tracker) consumeDisconnects(ctx context.Context, ch <-chan *nats.Msg) {
 			return
 		case <-retry.C:
 			for _, conn := range t.unsettled() {
-				if !workers.run(ctx, func() { t.disconnected(ctx, conn) }) {
+				if !workers.run(ctx, func() { t.disconnected(ctx, conn, true) }) {
 					return
 				}
 			}
@@ -882,7 +882,7 @@ func (t *tracker) consumeDisconnects(ctx context.Context, ch <-chan *nats.Msg) {
 			}
 			adv.Client.Server = adv.Server.Name
 			conn := adv.Client.ConnectionKey()
-			if !workers.run(ctx, func() { t.disconnected(ctx, conn) }) {
+			if !workers.run(ctx, func() { t.disconnected(ctx, conn, true) }) {
 				return
 			}
 		}
@@ -921,8 +921,11 @@ func (t *tracker) unsettled() []string {
 const disconnectWorkers = 32
 
 // disconnected moves the ACTIVE sessions bound to a closed connection to RECOVERING
-// and publishes their DISCONNECTED events.
-func (t *tracker) disconnected(ctx context.Context, conn string) {
+// and publishes their DISCONNECTED events. closed says the connection is known
+// closed (an advisory, a listing), not only taken for lost with its server: only
+// those are remembered (closedConns), since a live connection of a server taken for
+// gone may resume its sessions.
+func (t *tracker) disconnected(ctx context.Context, conn string, closed bool) {
 	if conn == "" {
 		return
 	}
@@ -930,7 +933,7 @@ func (t *tracker) disconnected(ctx context.Context, conn string) {
 	// Noted in the same step as the sessions bound to it are taken: a session bound
 	// later is found by bound, one whose write fails by unsettled. Only keys with the
 	// connection's start time: a restarted server gives the same ids again.
-	if bc, ok := parseConnKey(conn); ok && bc.start != 0 {
+	if bc, ok := parseConnKey(conn); closed && ok && bc.start != 0 {
 		t.closedConns[conn] = time.Now()
 	}
 	var ids []string
@@ -964,7 +967,7 @@ func (t *tracker) bound(ctx context.Context, conn string) {
 	_, closed := t.closedConns[conn]
 	t.mu.Unlock()
 	if closed {
-		t.disconnected(ctx, conn)
+		t.disconnected(ctx, conn, true)
 	}
 }
 

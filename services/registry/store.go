@@ -107,8 +107,8 @@ func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 		rctx, cancel = context.WithTimeout(ctx, replicaReadTimeout)
 		rec, err := st.getReplica(rctx, id)
 		cancel()
-		if err == nil || ctx.Err() != nil || errors.Is(err, wire.ErrSessionNotFound) {
-			return rec, err
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return rec, err // an answer, even a refusal, ends the read
 		}
 		select {
 		case <-ctx.Done():

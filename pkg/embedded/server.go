@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Server is a running embedded NATS server.
@@ -34,7 +36,11 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	if cfg.SystemPassword == "" {
 		cfg.SystemPassword = randomSecret()
 	}
-	text, err := ConfigText(cfg)
+	hashed, err := withHashedPasswords(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	text, err := ConfigText(hashed)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
@@ -52,15 +58,61 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
-	if logger != nil {
-		ns.SetLoggerV2(&slogAdapter{l: logger.With("component", "nats")}, false, false, false)
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
+	// The server reports what stops it starting — an address in use, a monitoring
+	// port it cannot bind — only as a fatal log line, and readiness would then wait
+	// its whole timeout; the adapter hands that line over so Start fails at once.
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(&slogAdapter{l: logger.With("component", "nats"), fatal: fatal}, false, false, false)
 	ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		ns.Shutdown()
-		return nil, errors.New("embedded: server not ready for connections after 30s")
+	for deadline := time.Now().Add(readyTimeout); !ns.ReadyForConnections(50 * time.Millisecond); {
+		select {
+		case msg := <-fatal:
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded: %s", msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded: server not ready for connections after %s", readyTimeout)
+		}
 	}
 	return &Server{Server: ns, cfg: cfg}, nil
+}
+
+// readyTimeout bounds how long Start waits for the server to accept connections.
+const readyTimeout = 30 * time.Second
+
+// withHashedPasswords returns cfg with bcrypt hashes in place of its passwords: what
+// the server is given to check connections against (a plaintext password in its
+// configuration draws a warning on every start). The lowest cost is enough: the
+// hashes never leave this process, which holds the passwords themselves.
+func withHashedPasswords(cfg Config) (Config, error) {
+	hash := func(pw string) (string, error) {
+		if pw == "" || strings.HasPrefix(pw, "$2") {
+			return pw, nil
+		}
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		return string(h), err
+	}
+	var err error
+	if cfg.ServicePassword, err = hash(cfg.ServicePassword); err != nil {
+		return cfg, err
+	}
+	if cfg.SystemPassword, err = hash(cfg.SystemPassword); err != nil {
+		return cfg, err
+	}
+	users := make([]UserPassword, len(cfg.ClientUsers))
+	for i, u := range cfg.ClientUsers {
+		if u.Password, err = hash(u.Password); err != nil {
+			return cfg, err
+		}
+		users[i] = u
+	}
+	cfg.ClientUsers = users
+	return cfg, nil
 }
 
 // Config returns the configuration the server runs with (including generated
@@ -102,12 +154,23 @@ func randomSecret() string {
 }
 
 // slogAdapter sends nats-server's log to slog. Notices are debug-level: Roster prints
-// its own summary of where it listens.
-type slogAdapter struct{ l *slog.Logger }
+// its own summary of where it listens. A fatal line (the server gives up) also goes to
+// fatal, when nothing is waiting there yet.
+type slogAdapter struct {
+	l     *slog.Logger
+	fatal chan<- string
+}
 
 func (a *slogAdapter) Noticef(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
-func (a *slogAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	a.l.Error(msg)
+	select {
+	case a.fatal <- msg:
+	default:
+	}
+}
+func (a *slogAdapter) Errorf(format string, v ...any) { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Debugf(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Tracef(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }

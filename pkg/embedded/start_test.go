@@ -1,0 +1,92 @@
+package embedded_test
+
+import (
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/seed-3c836eab/roster/pkg/embedded"
+)
+
+// An address another process holds stops Start with the server's own reason, not a
+// wait for readiness that cannot come.
+func TestStartReportsAnAddressInUse(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(*embedded.Config, string)
+	}{
+		{"client port", func(c *embedded.Config, addr string) { c.Listen = addr }},
+		{"monitoring port", func(c *embedded.Config, addr string) { c.Monitor = addr }},
+		{"route port", func(c *embedded.Config, addr string) {
+			c.Cluster = embedded.Cluster{Name: "c", Listen: addr, Routes: []string{"nats://" + addr}}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			held, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer held.Close()
+			cfg := embedded.Config{Name: "in-use", Listen: "127.0.0.1:-1", DataDir: t.TempDir(), AllowAnonymous: true}
+			tc.set(&cfg, held.Addr().String())
+			s, err := embedded.Start(cfg, nil)
+			if err == nil {
+				s.Stop()
+				t.Fatalf("Start on %s held by another listener succeeded", held.Addr())
+			}
+			if !strings.Contains(err.Error(), "address already in use") {
+				t.Fatalf("got error %q, want the reason (address already in use)", err)
+			}
+		})
+	}
+}
+
+// The server is given bcrypt hashes of the passwords, so it has no plaintext password
+// to warn about, and the passwords still admit their users.
+func TestStartGivesTheServerHashedPasswords(t *testing.T) {
+	var logged strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := embedded.Start(embedded.Config{
+		Name: "hashed", Listen: "127.0.0.1:-1", DataDir: t.TempDir(),
+		ServicePassword: "service-pw", ClientUsers: []embedded.UserPassword{{User: "bridge", Password: "bridge-pw"}},
+	}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	for _, c := range []struct {
+		name string
+		conn func() (*nats.Conn, error)
+	}{
+		{"service", func() (*nats.Conn, error) { return s.ConnectService() }},
+		{"system", func() (*nats.Conn, error) { return s.ConnectSystem() }},
+		{"client user", func() (*nats.Conn, error) { return nats.Connect(s.ClientURL(), nats.UserInfo("bridge", "bridge-pw")) }},
+	} {
+		nc, err := c.conn()
+		if err != nil {
+			t.Fatalf("%s connection: %v", c.name, err)
+		}
+		nc.Close()
+	}
+	if _, err := nats.Connect(s.ClientURL(), nats.UserInfo("bridge", "wrong")); err == nil {
+		t.Fatal("a wrong password was admitted")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(logged.String(), "Plaintext passwords") {
+		t.Fatalf("the server was given plaintext passwords:\n%s", logged.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

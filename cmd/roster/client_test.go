@@ -167,7 +167,7 @@ func TestLockCommands(t *testing.T) {
 		t.Fatalf("acquire as a session: got %q, %v", r.stdout, r.err)
 	}
 	r = c.run(ctx, "", "lock", "list", "--prefix", "orders/")
-	if r.err != nil || !strings.Contains(r.stdout, "orders/7") || !strings.Contains(r.stdout, owner.ID()) || !strings.HasSuffix(r.stdout, "1 locks\n") {
+	if r.err != nil || !strings.Contains(r.stdout, "orders/7") || !strings.Contains(r.stdout, owner.ID()) || !strings.HasSuffix(r.stdout, "1 lock\n") {
 		t.Errorf("lock list: got %q, %v; want orders/7 held by %s", r.stdout, r.err, owner.ID())
 	}
 	r = c.run(ctx, "", "lock", "acquire", "orders/7", "--wait", "0")

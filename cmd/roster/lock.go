@@ -257,7 +257,7 @@ func newLockListCmd() *cobra.Command {
 							fmt.Fprintf(w, "%-24s %-10s %-24s %-8d %d\n", l.Name, h.Mode, h.Session, h.Token, waiting)
 						}
 					}
-					fmt.Fprintf(w, "%d locks\n", len(all))
+					fmt.Fprintf(w, "%d %s\n", len(all), plural(len(all), "lock", "locks"))
 				})
 			})
 		},

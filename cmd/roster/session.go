@@ -173,7 +173,7 @@ func newSessionListCmd() *cobra.Command {
 					for _, x := range all {
 						fmt.Fprintf(w, "%-24s %-8s %-12s %-16s %s\n", x.ID, x.State, orDash(x.Principal), orDash(strings.Join(x.Roles, ",")), formatProps(x.Properties))
 					}
-					fmt.Fprintf(w, "%d sessions\n", total)
+					fmt.Fprintf(w, "%d %s\n", total, plural(total, "session", "sessions"))
 				})
 			})
 		},
@@ -214,7 +214,7 @@ func newSessionSetCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return out.emit(map[string]int{"updated": n}, func(w io.Writer) { fmt.Fprintf(w, "%d sessions updated\n", n) })
+				return out.emit(map[string]int{"updated": n}, func(w io.Writer) { fmt.Fprintf(w, "%d %s updated\n", n, plural(n, "session", "sessions")) })
 			})
 		},
 	}
@@ -261,7 +261,7 @@ func newSessionCloseCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return out.emit(map[string]int{"closed": n}, func(w io.Writer) { fmt.Fprintf(w, "%d sessions closed\n", n) })
+				return out.emit(map[string]int{"closed": n}, func(w io.Writer) { fmt.Fprintf(w, "%d %s closed\n", n, plural(n, "session", "sessions")) })
 			})
 		},
 	}

@@ -67,9 +67,9 @@ services this process runs, so each can run as its own process in production.`,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.dataDir, "data-dir", "./data", "directory for the embedded server's JetStream storage")
-	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "host:port the embedded server listens on for clients")
-	fs.StringVar(&o.websocket, "websocket", "", "host:port for a WebSocket listener (off when empty)")
-	fs.StringVar(&o.monitor, "monitor", "", "host:port for the NATS HTTP monitoring endpoint (off when empty)")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "host:port the embedded server listens on for clients (port 0: any free one)")
+	fs.StringVar(&o.websocket, "websocket", "", "host:port for a WebSocket listener (off when empty; port 0: any free one)")
+	fs.StringVar(&o.monitor, "monitor", "", "host:port for the NATS HTTP monitoring endpoint (off when empty; port 0: any free one)")
 	fs.StringVar(&o.serverName, "server-name", "roster", "name of the embedded server ($ServerName)")
 	fs.StringVar(&o.syncInterval, "sync-interval", "always", `JetStream fsync: "always" (every write) or an interval such as 2m, which can lose acknowledged writes on a crash`)
 	fs.StringSliceVar(&o.services, "services", roster.ServiceNames, `services to run ("none": only the embedded NATS server, e.g. a cluster node)`)
@@ -220,6 +220,9 @@ func announce(log *slog.Logger, ns *embedded.Server, o *serveOptions, interval t
 	attrs := []any{"url", ns.ClientURL(), "data_dir", o.dataDir, "fsync", fsync, "services", strings.Join(o.services, ",")}
 	if ws := ns.WebsocketURL(); o.websocket != "" && ws != "" {
 		attrs = append(attrs, "websocket", ws)
+	}
+	if m := ns.MonitorAddr(); o.monitor != "" && m != nil {
+		attrs = append(attrs, "monitor", "http://"+m.String())
 	}
 	log.Info("roster listening", attrs...)
 	log.Info("connect with: nats --server " + ns.ClientURL() + " micro ls")

@@ -49,11 +49,13 @@ const ClientConnections = "$SYS.REQ.ACCOUNT." + ClientsAccount + ".CONNZ"
 type Config struct {
 	// Name is the server name ($ServerName of sessions connected here).
 	Name string
-	// Listen is the client address, host:port; port -1 picks a free one.
+	// Listen is the client address, host:port; port 0 or -1 picks a free one.
 	Listen string
-	// WebSocket, when not empty, is the host:port of a plain (no TLS) WebSocket listener.
+	// WebSocket, when not empty, is the host:port of a plain (no TLS) WebSocket
+	// listener; port 0 or -1 picks a free one.
 	WebSocket string
-	// Monitor, when not empty, is the host:port of the NATS HTTP monitoring endpoint.
+	// Monitor, when not empty, is the host:port of the NATS HTTP monitoring endpoint;
+	// port 0 or -1 picks a free one.
 	Monitor string
 	// DataDir holds JetStream's storage (under DataDir/jetstream).
 	DataDir string
@@ -116,10 +118,10 @@ func ConfigText(cfg Config) (string, error) {
 	w("port: %d", port)
 	w("max_payload: 1MB")
 	if cfg.Monitor != "" {
-		w("http: %s", strconv.Quote(cfg.Monitor))
+		w("http: %s", strconv.Quote(anyFreePort(cfg.Monitor)))
 	}
 	if cfg.WebSocket != "" {
-		w("websocket {\n  listen: %s\n  no_tls: true", strconv.Quote(cfg.WebSocket))
+		w("websocket {\n  listen: %s\n  no_tls: true", strconv.Quote(anyFreePort(cfg.WebSocket)))
 		if cfg.anonymous() {
 			w("  no_auth_user: %q", AnonymousUser)
 		}
@@ -217,5 +219,17 @@ func splitHostPort(addr string) (string, int, error) {
 	if host == "" {
 		host = "0.0.0.0"
 	}
+	if port == 0 {
+		port = -1 // nats-server reads 0 as its default port; Go reads it as any free one
+	}
 	return host, port, nil
+}
+
+// anyFreePort rewrites port 0 of a host:port to nats-server's -1, any free port: to
+// nats-server a monitoring or WebSocket port 0 means no listener at all.
+func anyFreePort(addr string) string {
+	if host, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
+		return net.JoinHostPort(host, "-1")
+	}
+	return addr
 }

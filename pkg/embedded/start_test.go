@@ -90,3 +90,25 @@ func TestStartGivesTheServerHashedPasswords(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// Port 0 is any free port, as in Go, for every listener; to nats-server it means the
+// default client port (4222), or no monitoring or WebSocket listener at all.
+func TestPortZeroIsAnyFreePort(t *testing.T) {
+	s, err := embedded.Start(embedded.Config{
+		Name: "zero", Listen: "127.0.0.1:0", Monitor: "127.0.0.1:0", WebSocket: "127.0.0.1:0",
+		DataDir: t.TempDir(), AllowAnonymous: true,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	if addr, ok := s.Addr().(*net.TCPAddr); !ok || addr.Port == 0 || addr.Port == 4222 {
+		t.Errorf("client listener on %v, want a free port", s.Addr())
+	}
+	if m := s.MonitorAddr(); m == nil || m.Port == 0 {
+		t.Errorf("monitoring listener %v, want one on a free port", m)
+	}
+	if ws := s.WebsocketURL(); ws == "" || strings.HasSuffix(ws, ":0") {
+		t.Errorf("WebSocket listener %q, want one on a free port", ws)
+	}
+}

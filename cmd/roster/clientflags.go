@@ -23,6 +23,7 @@ type clientFlags struct {
 	sessionID string
 	token     string
 	timeout   time.Duration
+	tls       tlsFiles
 }
 
 func (f *clientFlags) register(fs *pflag.FlagSet) {
@@ -33,6 +34,18 @@ func (f *clientFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.sessionID, "session-id", "", "act as this existing session instead of opening one (with --session-token)")
 	fs.StringVar(&f.token, "session-token", "", "token of --session-id")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for each request")
+	fs.StringVar(&f.tls.ca, "tls-ca", "", "CA certificates (PEM) the server's certificate is checked against (default: the system's)")
+	fs.StringVar(&f.tls.cert, "tls-cert", "", "client certificate (PEM), for servers that require one (with --tls-key)")
+	fs.StringVar(&f.tls.key, "tls-key", "", "private key (PEM) of --tls-cert")
+}
+
+// connect connects to Roster with the credentials and TLS files of the flags.
+func (f *clientFlags) connect() (*client.Client, error) {
+	tlsOpts, err := f.tls.options("--tls")
+	if err != nil {
+		return nil, err
+	}
+	return client.Connect(f.server, client.WithCredentials(f.credentials()), client.WithNATSOptions(tlsOpts...))
 }
 
 func (f *clientFlags) credentials() *wire.Credentials {
@@ -69,7 +82,7 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 	if f.sessionID != "" && f.token == "" {
 		return usageError{errors.New("--session-id needs --session-token")}
 	}
-	c, err := client.Connect(f.server, client.WithCredentials(f.credentials()))
+	c, err := f.connect()
 	if err != nil {
 		return err // unavailable, or unauthenticated when the credentials are refused
 	}

@@ -33,6 +33,8 @@ type serveOptions struct {
 	natsPassword string
 	natsCreds    string
 	natsToken    string
+	natsTLS      tlsFiles
+	tls          embedded.TLS
 	logFormat    string
 	logLevel     string
 	drainTimeout time.Duration
@@ -78,6 +80,12 @@ services this process runs, so each can run as its own process in production.`,
 	fs.StringVar(&o.natsPassword, "nats-password", "", "password for --nats-url")
 	fs.StringVar(&o.natsCreds, "nats-creds", "", "credentials file for --nats-url")
 	fs.StringVar(&o.natsToken, "nats-token", "", "token for --nats-url")
+	fs.StringVar(&o.natsTLS.ca, "nats-tls-ca", "", "CA certificates (PEM) that --nats-url's server certificate is checked against (default: the system's)")
+	fs.StringVar(&o.natsTLS.cert, "nats-tls-cert", "", "client certificate (PEM) for --nats-url, when its servers require one (with --nats-tls-key)")
+	fs.StringVar(&o.natsTLS.key, "nats-tls-key", "", "private key (PEM) of --nats-tls-cert")
+	fs.StringVar(&o.tls.CertFile, "tls-cert", "", "certificate (PEM) of the embedded server: its client and WebSocket listeners then require TLS (with --tls-key)")
+	fs.StringVar(&o.tls.KeyFile, "tls-key", "", "private key (PEM) of --tls-cert")
+	fs.StringVar(&o.tls.ClientCAFile, "tls-client-ca", "", "CA certificates (PEM): the embedded server's listeners then require client certificates they signed (mutual TLS)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long to wait for requests in flight when stopping")
@@ -124,6 +132,16 @@ func (o *serveOptions) config() (roster.Config, error) {
 	if err != nil {
 		return roster.Config{}, err
 	}
+	switch t := o.tls; {
+	case o.natsURL != "" && (t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != ""):
+		return roster.Config{}, usageError{errors.New("--tls-cert, --tls-key and --tls-client-ca configure the embedded server; with --nats-url configure TLS on your NATS servers")}
+	case o.natsURL == "" && o.natsTLS.set():
+		return roster.Config{}, usageError{errors.New("--nats-tls-ca, --nats-tls-cert and --nats-tls-key go with --nats-url")}
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		return roster.Config{}, usageError{errors.New("--tls-cert and --tls-key go together")}
+	case t.ClientCAFile != "" && t.CertFile == "":
+		return roster.Config{}, usageError{errors.New("--tls-client-ca needs --tls-cert and --tls-key")}
+	}
 	cfg := roster.Config{
 		Services: o.services,
 		NATSURL:  o.natsURL,
@@ -137,6 +155,7 @@ func (o *serveOptions) config() (roster.Config, error) {
 			Cluster:         o.cluster,
 			ServicePassword: o.servicePass,
 			SystemPassword:  o.systemPass,
+			TLS:             o.tls,
 		},
 		Auth:         o.auth,
 		Replicas:     o.replicas,
@@ -151,6 +170,11 @@ func (o *serveOptions) config() (roster.Config, error) {
 	case o.natsToken != "":
 		cfg.NATSOptions = append(cfg.NATSOptions, nats.Token(o.natsToken))
 	}
+	tlsOpts, err := o.natsTLS.options("--nats-tls")
+	if err != nil {
+		return roster.Config{}, err
+	}
+	cfg.NATSOptions = append(cfg.NATSOptions, tlsOpts...)
 	return cfg, nil
 }
 

@@ -52,7 +52,7 @@ as they happen. Other commands can act as this session with --session-id and
 			if f.sessionID != "" {
 				return usageError{errors.New("session open opens a new session; --session-id does not apply")}
 			}
-			c, err := client.Connect(f.server, client.WithCredentials(f.credentials()))
+			c, err := f.connect()
 			if err != nil {
 				return err // unavailable, or unauthenticated when the credentials are refused
 			}

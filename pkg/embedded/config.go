@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -51,8 +52,8 @@ type Config struct {
 	Name string
 	// Listen is the client address, host:port; port 0 or -1 picks a free one.
 	Listen string
-	// WebSocket, when not empty, is the host:port of a plain (no TLS) WebSocket
-	// listener; port 0 or -1 picks a free one.
+	// WebSocket, when not empty, is the host:port of a WebSocket listener (with TLS
+	// when TLS is set, plain otherwise); port 0 or -1 picks a free one.
 	WebSocket string
 	// Monitor, when not empty, is the host:port of the NATS HTTP monitoring endpoint;
 	// port 0 or -1 picks a free one.
@@ -83,6 +84,19 @@ type Config struct {
 	// permission in CLIENTS: for trusted bridges, and for tests that observe the
 	// clients account. Leave empty otherwise.
 	ClientUsers []UserPassword
+	// TLS, when its CertFile is set, makes the client and WebSocket listeners require
+	// TLS (wss://). Routes and the monitoring endpoint stay plain.
+	TLS TLS
+}
+
+// TLS configures TLS on the client listener. The server's own in-process
+// connections (the services of its process) need none.
+type TLS struct {
+	// CertFile and KeyFile are the server's certificate chain and private key (PEM).
+	CertFile, KeyFile string
+	// ClientCAFile, when set, makes both listeners require client certificates signed
+	// by one of its CAs (PEM): mutual TLS. Connections still authenticate as users.
+	ClientCAFile string
 }
 
 // Cluster configures clustering.
@@ -117,11 +131,30 @@ func ConfigText(cfg Config) (string, error) {
 	w("host: %s", strconv.Quote(host))
 	w("port: %d", port)
 	w("max_payload: 1MB")
+	if t := cfg.TLS; t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" {
+		if t.CertFile == "" || t.KeyFile == "" {
+			return "", errors.New("TLS needs both a certificate and a key file")
+		}
+		w("tls {\n  cert_file: %s\n  key_file: %s", strconv.Quote(t.CertFile), strconv.Quote(t.KeyFile))
+		if t.ClientCAFile != "" {
+			w("  ca_file: %s\n  verify: true", strconv.Quote(t.ClientCAFile))
+		}
+		w("}")
+	}
 	if cfg.Monitor != "" {
 		w("http: %s", strconv.Quote(anyFreePort(cfg.Monitor)))
 	}
 	if cfg.WebSocket != "" {
-		w("websocket {\n  listen: %s\n  no_tls: true", strconv.Quote(anyFreePort(cfg.WebSocket)))
+		w("websocket {\n  listen: %s", strconv.Quote(anyFreePort(cfg.WebSocket)))
+		if cfg.TLS.CertFile != "" {
+			w("  tls {\n    cert_file: %s\n    key_file: %s", strconv.Quote(cfg.TLS.CertFile), strconv.Quote(cfg.TLS.KeyFile))
+			if cfg.TLS.ClientCAFile != "" {
+				w("    ca_file: %s\n    verify: true", strconv.Quote(cfg.TLS.ClientCAFile))
+			}
+			w("  }")
+		} else {
+			w("  no_tls: true")
+		}
 		if cfg.anonymous() {
 			w("  no_auth_user: %q", AnonymousUser)
 		}

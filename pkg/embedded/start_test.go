@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 )
 
 // An address another process holds stops Start with the server's own reason, not a
@@ -110,5 +111,88 @@ func TestPortZeroIsAnyFreePort(t *testing.T) {
 	}
 	if ws := s.WebsocketURL(); ws == "" || strings.HasSuffix(ws, ":0") {
 		t.Errorf("WebSocket listener %q, want one on a free port", ws)
+	}
+}
+
+// With TLS the client listener admits TLS connections only, and with a client CA only
+// those presenting a certificate it signed; the in-process service connections need
+// neither.
+func TestTLSListener(t *testing.T) {
+	files := natstest.WriteTLSFiles(t)
+	for _, mutual := range []bool{false, true} {
+		t.Run(map[bool]string{false: "server certificate", true: "mutual"}[mutual], func(t *testing.T) {
+			cfg := embedded.Config{
+				Name: "tls", Listen: "127.0.0.1:-1", WebSocket: "127.0.0.1:-1", DataDir: t.TempDir(), AllowAnonymous: true,
+				TLS: embedded.TLS{CertFile: files.ServerCert, KeyFile: files.ServerKey},
+			}
+			if mutual {
+				cfg.TLS.ClientCAFile = files.CA
+			}
+			s, err := embedded.Start(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Stop()
+			svc, err := s.ConnectService()
+			if err != nil {
+				t.Fatalf("in-process service connection: %v", err)
+			}
+			svc.Close()
+
+			if !strings.HasPrefix(s.ClientURL(), "tls://") {
+				t.Errorf("client URL %s, want a tls:// one", s.ClientURL())
+			}
+			url := s.Addr().String()
+			if _, err := nats.Connect("nats://"+url, nats.MaxReconnects(0)); err == nil {
+				t.Error("a client without TLS was admitted")
+			}
+			if _, err := nats.Connect("tls://"+url, nats.MaxReconnects(0)); err == nil {
+				t.Error("a client that does not trust the test CA was admitted")
+			}
+			nc, err := nats.Connect("tls://"+url, nats.RootCAs(files.CA), nats.MaxReconnects(0))
+			if mutual {
+				if err == nil {
+					nc.Close()
+					t.Fatal("a client without a certificate was admitted")
+				}
+				nc, err = nats.Connect("tls://"+url, nats.RootCAs(files.CA), nats.ClientCert(files.ClientCert, files.ClientKey), nats.MaxReconnects(0))
+			}
+			if err != nil {
+				t.Fatalf("TLS client: %v", err)
+			}
+			defer nc.Close()
+			if !nc.TLSRequired() {
+				t.Error("the server does not say TLS is required")
+			}
+
+			ws, ok := strings.CutPrefix(s.WebsocketURL(), "wss://")
+			if !ok {
+				t.Fatalf("WebSocket URL %s, want a wss:// one", s.WebsocketURL())
+			}
+			if _, err := nats.Connect("ws://"+ws, nats.MaxReconnects(0)); err == nil {
+				t.Error("a WebSocket client without TLS was admitted")
+			}
+			wsOpts := []nats.Option{nats.RootCAs(files.CA), nats.MaxReconnects(0)}
+			if mutual {
+				if _, err := nats.Connect("wss://"+ws, wsOpts...); err == nil {
+					t.Error("a WebSocket client without a certificate was admitted")
+				}
+				wsOpts = append(wsOpts, nats.ClientCert(files.ClientCert, files.ClientKey))
+			}
+			wnc, err := nats.Connect("wss://"+ws, wsOpts...)
+			if err != nil {
+				t.Fatalf("TLS WebSocket client: %v", err)
+			}
+			wnc.Close()
+		})
+	}
+}
+
+func TestTLSNeedsCertificateAndKey(t *testing.T) {
+	_, err := embedded.Start(embedded.Config{
+		Name: "tls", Listen: "127.0.0.1:-1", DataDir: t.TempDir(), TLS: embedded.TLS{CertFile: "cert.pem"},
+	}, nil)
+	if err == nil || !strings.Contains(err.Error(), "key") {
+		t.Fatalf("got %v, want an error asking for the key file", err)
 	}
 }

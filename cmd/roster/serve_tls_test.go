@@ -1,0 +1,80 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+)
+
+// TestServeWithMutualTLS runs the embedded server with TLS and required client
+// certificates, the lock service as a second process joining it over TLS with its own
+// certificate (--nats-url), and the client commands with --tls-*.
+func TestServeWithMutualTLS(t *testing.T) {
+	files := natstest.WriteTLSFiles(t)
+	const servicePassword = "tls-test-service-pw"
+	url, _ := startServe(t, "--services", "auth,registry,messaging", "--service-password", servicePassword,
+		"--tls-cert", files.ServerCert, "--tls-key", files.ServerKey, "--tls-client-ca", files.CA)
+	url = strings.Replace(url, "nats://", "tls://", 1)
+	var nc *nats.Conn
+	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() (err error) {
+		nc, err = nats.Connect(url, nats.RootCAs(files.CA), nats.ClientCert(files.ClientCert, files.ClientKey))
+		return err
+	})
+	defer nc.Close()
+	_, _ = startServe(t, "--services", "lock", "--nats-url", url,
+		"--nats-user", "roster-service", "--nats-password", servicePassword,
+		"--nats-tls-ca", files.CA, "--nats-tls-cert", files.ClientCert, "--nats-tls-key", files.ClientKey)
+	want := []string{"roster-auth", "roster-lock", "roster-messaging", "roster-registry"}
+	natstest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if got := pingAll(t, nc); !equal(got, want) {
+			return errorf("got services %v, want %v", got, want)
+		}
+		return nil
+	})
+
+	c := cli{t: t, server: url}
+	ctx := testCtx(t)
+	tlsFlags := []string{"--tls-ca", files.CA, "--tls-cert", files.ClientCert, "--tls-key", files.ClientKey}
+	r := c.run(ctx, "", append(append([]string{"lock", "acquire", "orders/1"}, tlsFlags...), "--", "true")...)
+	if r.err != nil || !strings.HasPrefix(r.stdout, "acquired orders/1 ") {
+		t.Fatalf("lock acquire over mutual TLS: got %q, %v", r.stdout, r.err)
+	}
+	r = c.run(ctx, "", append([]string{"session", "list"}, tlsFlags...)...)
+	if r.err != nil || !strings.HasSuffix(r.stdout, "1 session\n") {
+		t.Fatalf("session list over mutual TLS: got %q, %v", r.stdout, r.err)
+	}
+
+	for _, bad := range []struct {
+		name string
+		args []string
+	}{
+		{"no client certificate", []string{"--tls-ca", files.CA}},
+		{"server certificate not trusted", []string{"--tls-cert", files.ClientCert, "--tls-key", files.ClientKey}},
+	} {
+		if r := c.run(ctx, "", append([]string{"session", "list"}, bad.args...)...); r.exit() != exitUnavailable {
+			t.Errorf("%s: got %v (exit %d), want exit %d", bad.name, r.err, r.exit(), exitUnavailable)
+		}
+	}
+	if r := c.run(ctx, "", "session", "list", "--tls-cert", files.ClientCert); r.exit() != 2 {
+		t.Errorf("--tls-cert without --tls-key: got %v (exit %d), want a usage error (2)", r.err, r.exit())
+	}
+}
+
+func TestServeTLSFlagsChecked(t *testing.T) {
+	for _, args := range [][]string{
+		{"--tls-cert", "cert.pem"},
+		{"--tls-client-ca", "ca.pem"},
+		{"--nats-url", "nats://127.0.0.1:1", "--tls-cert", "c.pem", "--tls-key", "k.pem"},
+		{"--nats-tls-ca", "ca.pem"},
+		{"--nats-url", "nats://127.0.0.1:1", "--nats-tls-key", "k.pem"},
+	} {
+		err := run(t.Context(), append([]string{"serve", "--data-dir", t.TempDir()}, args...))
+		if exitCode(err) != 2 {
+			t.Errorf("serve %q: got %v (exit %d), want a usage error (2)", args, err, exitCode(err))
+		}
+	}
+}

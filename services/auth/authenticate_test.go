@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/policy"
@@ -477,5 +479,30 @@ func TestPolicyCallerFromSessionsBucket(t *testing.T) {
 	})
 	if strings.Contains(h.log.String(), "tok-1") {
 		t.Fatal("the log contains a session token")
+	}
+}
+
+// TestPasswordBeyondBcryptLimit: bcrypt reads only a password's first 72 bytes, so a
+// user whose password is 72 bytes long was admitted with any text appended to it.
+// The password must match as a whole.
+func TestPasswordBeyondBcryptLimit(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "users.yaml")
+	pw := strings.Repeat("p", 72)
+	if err := AddUser(name, "long", pw, []string{"user"}, nil, bcrypt.MinCost, false); err != nil {
+		t.Fatal(err)
+	}
+	users, err := NewUsersFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, nil, Config{Authenticators: []Authenticator{users}, InitialPolicy: testPolicy()})
+	if _, err := h.svc.authenticate(t.Context(), &wire.Credentials{Username: "long", Password: pw}, nil, "192.0.2.1"); err != nil {
+		t.Fatalf("the right password: got %v, want success", err)
+	}
+	for _, extra := range []string{"x", "-anything at all"} {
+		_, err := h.svc.authenticate(t.Context(), &wire.Credentials{Username: "long", Password: pw + extra}, nil, "192.0.2.2")
+		if !errors.Is(err, wire.ErrUnauthenticated) {
+			t.Fatalf("the password with %q appended: got %v, want unauthenticated", extra, err)
+		}
 	}
 }

@@ -22,6 +22,10 @@ import (
 // UserCost is the bcrypt cost roster user add hashes passwords with.
 const UserCost = 12
 
+// MaxBcryptPassword is the longest password a users file can hold: bcrypt reads no
+// more bytes than this.
+const MaxBcryptPassword = 72
+
 // User is an entry of a users file.
 type User struct {
 	// Hash is the bcrypt hash of the password.
@@ -88,9 +92,9 @@ func AddUser(name, user, password string, roles []string, props map[string]strin
 	if user == "" || len(user) > MaxUsernameLength {
 		return fmt.Errorf("auth: user name must be 1 to %d bytes", MaxUsernameLength)
 	}
-	if password == "" || len(password) > 72 {
+	if password == "" || len(password) > MaxBcryptPassword {
 		// bcrypt ignores bytes after the 72nd; refuse rather than silently truncate.
-		return errors.New("auth: password must be 1 to 72 bytes")
+		return fmt.Errorf("auth: password must be 1 to %d bytes", MaxBcryptPassword)
 	}
 	for k := range props {
 		if !policy.ValidPropertyKey(k) || k[0] == '$' {
@@ -175,8 +179,11 @@ func (f *UsersFile) Authenticate(_ context.Context, a *Attempt) (Decision, error
 	if !ok {
 		hash = dummy
 	}
-	// bcrypt compares in constant time.
-	match := bcrypt.CompareHashAndPassword(hash, []byte(a.Credentials.Password)) == nil
+	// bcrypt compares in constant time. It reads only the first MaxBcryptPassword
+	// bytes, so a longer password would match any that starts with them: it is
+	// compared all the same (the time spent says nothing) and refused.
+	pw := a.Credentials.Password
+	match := bcrypt.CompareHashAndPassword(hash, []byte(pw)) == nil && len(pw) <= MaxBcryptPassword
 	if !ok {
 		// The comparison above only spent the time a real user costs.
 		return Decision{Verdict: Abstain}, nil

@@ -128,6 +128,13 @@ func (s *Service) answerCallout(ctx context.Context, data []byte) (string, error
 	if !nkeys.IsValidPublicUserKey(req.UserNkey) || req.Server.ID == "" {
 		return "", errors.New("request names no user or server")
 	}
+	if wait := serverWait(req); wait > 0 {
+		// The server refuses the client when it has waited this long: an attempt still
+		// waiting for the throttle then would hold a slot for an answer nobody reads.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
 	userJWT, expires, err := s.admitConnection(ctx, req)
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
@@ -146,6 +153,16 @@ func (s *Service) answerCallout(ctx context.Context, data []byte) (string, error
 			"server", req.Server.Name, "expires", expires)
 	}
 	return out, nil
+}
+
+// serverWait is how long the server waits for the answer to req (its auth timeout):
+// the request's lifetime by the server's clock, so that a clock difference between
+// the server and this instance does not matter. Zero if the request does not say.
+func serverWait(req *jwt.AuthorizationRequestClaims) time.Duration {
+	if req.IssuedAt <= 0 || req.Expires <= req.IssuedAt {
+		return 0
+	}
+	return time.Duration(req.Expires-req.IssuedAt) * time.Second
 }
 
 func calloutError(err error) string {

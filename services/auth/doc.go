@@ -33,7 +33,8 @@
 //
 // Error codes: bad_request, unauthenticated, throttled, limit_exceeded, forbidden,
 // invalid_token, session_closed, session_not_found, not_found, conflict, timeout
-// (gave up waiting for the same client's other attempts), internal (see
+// (gave up waiting for the same client's other attempts: at shutdown, or, for the
+// callout, when the server stopped waiting for the answer), internal (see
 // schemas/errors.json).
 //
 // The callout admits a connection into the clients account with only: publish to

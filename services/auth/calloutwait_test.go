@@ -1,0 +1,88 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// gate is an authenticator that holds every password attempt until it is opened,
+// then allows it: an attempt that takes as long as the test wants and, like bcrypt,
+// does not stop when its context ends.
+type gate struct {
+	open  chan struct{}
+	calls atomic.Int64
+}
+
+func (g *gate) Name() string { return "gate" }
+
+func (g *gate) Authenticate(_ context.Context, a *Attempt) (Decision, error) {
+	if a.Credentials.Type != wire.CredentialsPassword {
+		return Decision{Verdict: Abstain}, nil
+	}
+	g.calls.Add(1)
+	<-g.open
+	return Decision{Verdict: Allow, Principal: a.Credentials.Username}, nil
+}
+
+// TestCalloutStopsWaitingWhenTheServerDoes: an attempt waiting for the throttle
+// (the same address has as many attempts in flight as it has failures left) holds
+// one of the callout's slots. The server stops waiting for the answer after its
+// auth timeout and refuses the client; the service kept waiting, and checking
+// afterwards, with no bound but its own shutdown — a burst from one address filled
+// every slot and held every other client's admission behind answers nobody would
+// read. The service now stops waiting when the server does, freeing the slot.
+func TestCalloutStopsWaitingWhenTheServerDoes(t *testing.T) {
+	srv, kp := calloutServer(t)
+	g := &gate{open: make(chan struct{})}
+	var once sync.Once
+	release := func() { once.Do(func() { close(g.open) }) }
+	t.Cleanup(release)
+	h := start(t, srv, Config{
+		Authenticators: []Authenticator{g, Anonymous()},
+		InitialPolicy:  testPolicy(),
+		Throttle:       ThrottleConfig{MaxFailures: 1, Window: time.Hour},
+		Callout:        &CalloutConfig{Issuer: kp, Account: embedded.ClientsAccount},
+	})
+	connect := func(user string) error {
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, "pw"), nats.MaxReconnects(0), nats.Timeout(30*time.Second))
+		if err == nil {
+			nc.Close()
+		}
+		return err
+	}
+	first := make(chan error, 1)
+	go func() { first <- connect("first") }()
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if g.calls.Load() != 1 {
+			return errors.New("the first attempt is not being checked yet")
+		}
+		return nil
+	})
+	// The second attempt, from the same address, waits for the first; the server
+	// gives up on it and refuses the client.
+	if err := connect("second"); err == nil {
+		t.Fatal("the second connection was admitted while the first was still being checked")
+	}
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := len(h.svc.calloutQ); n != 1 {
+			return fmt.Errorf("%d callout slots held after the server gave up on the second attempt, want 1 (the first)", n)
+		}
+		return nil
+	})
+	release()
+	<-first
+	if n := g.calls.Load(); n != 1 {
+		t.Fatalf("%d attempts checked, want 1: the second was checked after the server had refused it", n)
+	}
+}

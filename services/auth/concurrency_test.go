@@ -213,3 +213,59 @@ func TestPolicySetRefusesEmptyLists(t *testing.T) {
 		t.Fatal("the refused policy was applied")
 	}
 }
+
+// TestUsersFileThatFailsToLoadAdmitsNobody: an operator removes a user by editing
+// the users file and leaves a mistake in it. The file no longer loads, and every
+// password attempt fails (internal) until it is fixed — the removed user included.
+// The reload was tried at most once a second and a failure did not replace what was
+// loaded, so between the failures, for up to a second each time, the old file's
+// users — the removed one too — were admitted.
+func TestUsersFileThatFailsToLoadAdmitsNobody(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "users.yaml")
+	for _, u := range []string{"alice", "mallory"} {
+		if err := AddUser(name, u, u+"-pw", []string{"user"}, nil, bcrypt.MinCost, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := NewUsersFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, err := ReadUsers(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := fmt.Sprintf("users:\n  alice:\n    hash: %q\n    rolse: [user]\n", users["alice"].Hash)
+	if err := os.WriteFile(name, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	attempt := func() (Decision, error) {
+		return f.Authenticate(t.Context(), &Attempt{Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: "mallory", Password: "mallory-pw"}})
+	}
+	natstest.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		if _, err := attempt(); err == nil {
+			return errors.New("the broken file has not been read yet")
+		}
+		return nil
+	})
+	for i := range 5 {
+		if d, err := attempt(); err == nil || d.Verdict == Allow {
+			t.Fatalf("attempt %d after the file broke: got %v, %v; want an error", i, d.Verdict, err)
+		}
+	}
+	// Fixed, the file is read again: alice is admitted, mallory is not.
+	fixed := strings.Replace(broken, "rolse", "roles", 1)
+	if err := os.WriteFile(name, []byte(fixed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		d, err := f.Authenticate(t.Context(), &Attempt{Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: "alice", Password: "alice-pw"}})
+		if err != nil || d.Verdict != Allow {
+			return fmt.Errorf("alice after the fix: %v, %v", d.Verdict, err)
+		}
+		return nil
+	})
+	if d, err := attempt(); err != nil || d.Verdict == Allow {
+		t.Fatalf("mallory after the fix: got %v, %v; want not admitted", d.Verdict, err)
+	}
+}

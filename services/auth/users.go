@@ -140,7 +140,7 @@ func AddUser(name, user, password string, roles []string, props map[string]strin
 // file when it changes (checked at most once a second), so roster user add takes
 // effect without a restart. Unknown users get the same bcrypt work and the same
 // denial as a wrong password, so neither timing nor message tells whether a user
-// exists.
+// exists. While the file does not load, every attempt fails with its error.
 type UsersFile struct {
 	path string
 
@@ -149,6 +149,9 @@ type UsersFile struct {
 	sum     [sha256.Size]byte
 	users   map[string]User
 	dummy   []byte
+	// err is why the file, as it is now (sum), does not load: every attempt fails
+	// until its contents change.
+	err error
 }
 
 // NewUsersFile loads a users file.
@@ -221,6 +224,9 @@ func (f *UsersFile) current() (map[string]User, []byte, error) {
 			return nil, nil, err
 		}
 	}
+	if f.err != nil {
+		return nil, nil, f.err
+	}
 	return f.users, f.dummy, nil
 }
 
@@ -239,12 +245,24 @@ func (f *UsersFile) reloadLocked(now time.Time, force bool) error {
 	case errors.Is(err, os.ErrNotExist):
 		data = nil
 	case err != nil:
-		return fmt.Errorf("auth: users file: %w", err)
+		f.users, f.sum, f.err = nil, [sha256.Size]byte{}, fmt.Errorf("auth: users file: %w", err)
+		return f.err
 	}
 	sum := sha256.Sum256(data)
 	if !force && sum == f.sum {
-		return nil
+		return f.err
 	}
+	// A file that does not load admits nobody, not the users it had before: the
+	// change that broke it may have been a user's removal.
+	f.users, f.sum, f.err = nil, sum, nil
+	if err := f.loadLocked(data); err != nil {
+		f.err = err
+		return err
+	}
+	return nil
+}
+
+func (f *UsersFile) loadLocked(data []byte) error {
 	users, err := parseUsers(data)
 	if err != nil {
 		return err
@@ -269,7 +287,7 @@ func (f *UsersFile) reloadLocked(now time.Time, force bool) error {
 			return fmt.Errorf("auth: users file: %w", err)
 		}
 	}
-	f.users, f.sum = users, sum
+	f.users = users
 	return nil
 }
 

@@ -141,6 +141,11 @@ func (s *Service) answerCallout(ctx context.Context, data []byte) (string, error
 	resp.Expires = s.cfg.Now().Add(time.Minute).Unix()
 	if err != nil {
 		resp.Error = calloutError(err)
+		if resp.Error == calloutInternal {
+			// The server hears only that much; the cause is for the operator.
+			s.log.ErrorContext(ctx, "auth callout failed", "client_ip", req.ClientInformation.Host,
+				"server", req.Server.Name, "err", err)
+		}
 	} else {
 		resp.Jwt = userJWT
 	}
@@ -165,12 +170,16 @@ func serverWait(req *jwt.AuthorizationRequestClaims) time.Duration {
 	return time.Duration(req.Expires-req.IssuedAt) * time.Second
 }
 
+// calloutInternal is what the server is told of an error that is not a registered
+// code.
+const calloutInternal = "internal error"
+
 func calloutError(err error) string {
 	var we *wire.Error
 	if errors.As(err, &we) && we.Code.Known() && we.Code != wire.CodeInternal {
 		return we.Error()
 	}
-	return "internal error"
+	return calloutInternal
 }
 
 // admitConnection authenticates the connection's credentials and issues its user

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
@@ -84,5 +88,46 @@ func TestCalloutStopsWaitingWhenTheServerDoes(t *testing.T) {
 	<-first
 	if n := g.calls.Load(); n != 1 {
 		t.Fatalf("%d attempts checked, want 1: the second was checked after the server had refused it", n)
+	}
+}
+
+// TestCalloutLogsWhyItFailed: when a connection cannot be judged (the users file
+// does not load) the server is told only "internal error"; the cause is logged once
+// by the service. It was logged nowhere: an operator saw every password connection
+// refused and no reason.
+func TestCalloutLogsWhyItFailed(t *testing.T) {
+	srv, kp := calloutServer(t)
+	name := filepath.Join(t.TempDir(), "users.yaml")
+	if err := AddUser(name, "alice", "alice-pw", []string{"user"}, nil, bcrypt.MinCost, false); err != nil {
+		t.Fatal(err)
+	}
+	users, err := NewUsersFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, srv, Config{
+		Authenticators: []Authenticator{users, Anonymous()},
+		InitialPolicy:  testPolicy(),
+		Callout:        &CalloutConfig{Issuer: kp, Account: embedded.ClientsAccount},
+	})
+	if err := os.WriteFile(name, []byte("users: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("alice", "alice-pw"), nats.MaxReconnects(0))
+		if err == nil {
+			nc.Close()
+			return errors.New("admitted: the broken users file has not been read yet")
+		}
+		return nil
+	})
+	natstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if log := h.log.String(); !strings.Contains(log, "users file") {
+			return fmt.Errorf("the cause is not in the log:\n%s", log)
+		}
+		return nil
+	})
+	if strings.Contains(h.log.String(), "alice-pw") {
+		t.Fatal("the log contains the password")
 	}
 }

@@ -506,3 +506,33 @@ func TestPasswordBeyondBcryptLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestThrottleCountsIPv6ByNetwork: an IPv6 client usually holds a whole /64 and can
+// pick a fresh address in it for every attempt, so failures counted per address
+// never added up: guesses for many users from one network were never throttled.
+// IPv6 failures count per /64; an IPv4 address written as IPv6 counts as itself.
+func TestThrottleCountsIPv6ByNetwork(t *testing.T) {
+	h := start(t, nil, sessionConfig(t))
+	ctx := t.Context()
+	for i := range 3 {
+		_, err := h.svc.authenticate(ctx, &wire.Credentials{Username: fmt.Sprint("ghost", i), Password: "x"}, nil, fmt.Sprintf("2001:db8:1:2::%x", i+1))
+		if !errors.Is(err, wire.ErrUnauthenticated) {
+			t.Fatalf("attempt %d: got %v, want unauthenticated", i, err)
+		}
+	}
+	if _, err := h.svc.authenticate(ctx, &wire.Credentials{Username: "root", Password: "root-pw"}, nil, "2001:db8:1:2:ffff::9"); !errors.Is(err, wire.ErrThrottled) {
+		t.Fatalf("another address of the same /64: got %v, want throttled", err)
+	}
+	if _, err := h.svc.authenticate(ctx, &wire.Credentials{Username: "root", Password: "root-pw"}, nil, "2001:db8:1:3::1"); err != nil {
+		t.Fatalf("another /64: got %v, want success", err)
+	}
+	for i := range 3 {
+		_, _ = h.svc.authenticate(ctx, &wire.Credentials{Username: fmt.Sprint("ghost", i), Password: "x"}, nil, "::ffff:192.0.2.77")
+	}
+	if _, err := h.svc.authenticate(ctx, nil, nil, "192.0.2.77"); !errors.Is(err, wire.ErrThrottled) {
+		t.Fatalf("the IPv4 address written as IPv6 failed, then as IPv4: got %v, want throttled", err)
+	}
+	if _, err := h.svc.authenticate(ctx, nil, nil, "192.0.2.78"); err != nil {
+		t.Fatalf("the next IPv4 address: got %v, want success", err)
+	}
+}

@@ -10,10 +10,10 @@
 // tokens; principal from sub, roles from a configured claim, exp required) and
 // Anonymous (admitted or not, with roles, by the policy; principal empty). Proposed
 // user properties are then accepted, vetoed or rewritten by the policy. Failures are
-// counted per principal and per client address; past the limit attempts are
-// throttled (429) without being checked; attempts for one principal or address are
-// checked no more at once than it has failures left (the others wait). A password
-// failure never says whether the user exists.
+// counted per principal and per client address (IPv6: per /64); past the limit
+// attempts are throttled (429) without being checked; attempts for one principal or
+// address are checked no more at once than it has failures left (the others wait). A
+// password failure never says whether the user exists.
 //
 // Subjects (services account):
 //

@@ -2,12 +2,13 @@ package auth
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"time"
 )
 
 // ThrottleConfig limits failed attempts. After MaxFailures failures for one principal
-// or one client address within Window, further attempts for it are refused with
+// or one client address (IPv6: one /64) within Window, further attempts for it are refused with
 // throttled (429) — without checking the credentials — until the window has passed.
 // Counts are kept per auth service instance.
 type ThrottleConfig struct {
@@ -174,9 +175,21 @@ func principalKey(p string) string {
 	return "p:" + p
 }
 
+// addressKey is the key failures from ip count against. An IPv6 client usually
+// holds a whole /64 and can take a fresh address in it for every attempt, so IPv6
+// addresses count by their /64; an IPv4 address written as IPv6 (::ffff:a.b.c.d)
+// counts as itself.
 func addressKey(ip string) string {
 	if ip == "" {
 		return ""
 	}
-	return "a:" + ip
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return "a:" + ip
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is6() {
+		return "a:" + netip.PrefixFrom(a, 64).Masked().String()
+	}
+	return "a:" + a.String()
 }

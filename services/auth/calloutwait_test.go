@@ -2,8 +2,10 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
+	"github.com/seed-3c836eab/roster/schemas"
 )
 
 // gate is an authenticator that holds every password attempt until it is opened,
@@ -130,4 +133,80 @@ func TestCalloutLogsWhyItFailed(t *testing.T) {
 	if strings.Contains(h.log.String(), "alice-pw") {
 		t.Fatal("the log contains the password")
 	}
+}
+
+// TestSchemasListTheErrorsCallersGet: each error code a caller of the auth
+// endpoints gets is named in the schema that documents the endpoint. policy.get's
+// schema named none, policy.set's left out invalid_token and session_closed, and the
+// authenticate reply's left out timeout and internal.
+func TestSchemasListTheErrorsCallersGet(t *testing.T) {
+	cfg := sessionConfig(t)
+	cfg.Sessions = closedSessions{}
+	h := start(t, nil, cfg)
+	client := h.srv.ClientConn(t)
+	got := map[string]map[wire.Code]bool{}
+	note := func(schema string, err error) {
+		var we *wire.Error
+		if !errors.As(err, &we) {
+			t.Fatalf("%s: got %v, want a wire error", schema, err)
+		}
+		if got[schema] == nil {
+			got[schema] = map[wire.Code]bool{}
+		}
+		got[schema][we.Code] = true
+	}
+	for _, c := range []struct{ schema, subject string }{
+		{"auth.policy.get.request", Prefix + ".policy.get"},
+		{"auth.policy.set.request", Prefix + ".policy.set"},
+	} {
+		body := any(PolicyGetRequest{})
+		if strings.HasSuffix(c.subject, ".set") {
+			body = PolicySetRequest{Policy: testPolicy()}
+		}
+		for _, hdr := range []nats.Header{
+			nil,
+			{wire.HeaderSession: {"s-closed"}, wire.HeaderToken: {"t"}},
+			{wire.HeaderSession: {"s-wrong"}, wire.HeaderToken: {"t"}},
+			{wire.HeaderSession: {"s-gone"}, wire.HeaderToken: {"t"}},
+			{wire.HeaderSession: {"s-user"}, wire.HeaderToken: {"t"}},
+		} {
+			note(c.schema, wire.Call(t.Context(), client, c.subject, hdr, body, nil))
+		}
+	}
+	// The codes the authenticate reply documents beyond those its tests show.
+	got["auth.authenticate.response"] = map[wire.Code]bool{wire.CodeTimeout: true, wire.CodeInternal: true,
+		wire.CodeUnauthenticated: true, wire.CodeThrottled: true, wire.CodeBadRequest: true, wire.CodeLimitExceeded: true}
+	for schema, codes := range got {
+		data, err := fs.ReadFile(schemas.FS, schema+".json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Description string `json:"description"`
+		}
+		if err := json.Unmarshal(data, &doc); err != nil {
+			t.Fatal(err)
+		}
+		for code := range codes {
+			if !strings.Contains(doc.Description, string(code)) {
+				t.Errorf("%s: callers get %s, which its description does not name: %q", schema, code, doc.Description)
+			}
+		}
+	}
+}
+
+// closedSessions answers for s-closed (closed), s-wrong (another token), s-gone
+// (no such session) and s-user (no MODIFY_SECURITY).
+type closedSessions struct{}
+
+func (closedSessions) SessionRoles(_ context.Context, id, _ string) ([]string, error) {
+	switch id {
+	case "s-closed":
+		return nil, wire.Errorf(wire.CodeSessionClosed, "session %s is closed", id)
+	case "s-wrong":
+		return nil, wire.Errorf(wire.CodeInvalidToken, "the token does not match session %s", id)
+	case "s-user":
+		return []string{"user"}, nil
+	}
+	return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"strconv"
 	"sync"
 	"time"
@@ -330,8 +331,10 @@ func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, da
 	return h(ctx, c, req)
 }
 
-// Decode decodes a JSON request body strictly into v: unknown fields, wrong types and
-// trailing data are bad_request errors naming the problem. An empty body decodes as {}.
+// Decode decodes a JSON request body strictly into v: unknown fields (a field's name
+// in another letter case included: encoding/json would take "Path" for "path"),
+// members named twice, wrong types and trailing data are bad_request errors naming
+// the problem. An empty body decodes as {}.
 func Decode(data []byte, v any) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		data = []byte("{}")
@@ -343,6 +346,9 @@ func Decode(data []byte, v any) error {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return &wire.Error{Code: wire.CodeBadRequest, Message: "invalid JSON body: data after the JSON value"}
+	}
+	if err := checkNames(data, reflect.TypeOf(v)); err != nil {
+		return &wire.Error{Code: wire.CodeBadRequest, Message: "invalid JSON body: " + err.Error()}
 	}
 	return nil
 }

@@ -150,6 +150,10 @@ func TestBadRequests(t *testing.T) {
 	}{
 		{"malformed JSON", `{"text":`, wire.CodeBadRequest, "invalid JSON"},
 		{"unknown field", `{"text":"a","nope":1}`, wire.CodeBadRequest, "nope"},
+		// encoding/json fills a field from a member named in any letter case, which
+		// the schemas refuse as an unknown property.
+		{"field in another case", `{"Text":"a"}`, wire.CodeBadRequest, `unknown field "Text"`},
+		{"member named twice", `{"text":"a","text":"b"}`, wire.CodeBadRequest, `"text" appears twice`},
 		{"wrong type", `{"text":5}`, wire.CodeBadRequest, `field "text"`},
 		{"trailing data", `{"text":"a"} {}`, wire.CodeBadRequest, "after the JSON value"},
 		{"fails validation", `{}`, wire.CodeBadRequest, "text is required"},

@@ -93,6 +93,12 @@ func TestBadInput(t *testing.T) {
 		{"oversized payload", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{SessionID: to.id, Path: "chat/x", Payload: make([]byte, 5000)}}, wire.CodeTooLarge, "at most"},
 		{"bad JSON", wire.SubjectMsgSend, from, json.RawMessage(`{"path": 7}`), wire.CodeBadRequest, "path"},
 		{"unknown field", wire.SubjectMsgSend, from, json.RawMessage(`{"path": "chat/x", "to": "x"}`), wire.CodeBadRequest, "to"},
+		// encoding/json alone takes "Path" for "path" and "SESSION_ID" for
+		// "session_id" (the message was delivered); the schema has no such fields.
+		{"field in another case", wire.SubjectMsgSend, from, json.RawMessage(`{"Path": "chat/x", "session_id": "` + to.id + `"}`), wire.CodeBadRequest, `"Path"`},
+		{"embedded field in another case", wire.SubjectMsgRequest, from, json.RawMessage(`{"path": "chat/x", "SESSION_ID": "` + to.id + `", "timeout_ms": 10}`), wire.CodeBadRequest, `"SESSION_ID"`},
+		{"field named twice", wire.SubjectMsgSend, from, json.RawMessage(`{"path": "chat/x", "path": "orders/x", "session_id": "` + to.id + `"}`), wire.CodeBadRequest, "twice"},
+		{"header named twice", wire.SubjectMsgSend, from, json.RawMessage(`{"path": "chat/x", "session_id": "` + to.id + `", "headers": {"X-A": "1", "X-A": "2"}}`), wire.CodeBadRequest, "twice"},
 		{"no receiver", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{Path: "chat/x"}}, wire.CodeBadRequest, "session_id or filter"},
 		{"both receivers", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{SessionID: to.id, Filter: "all", Path: "chat/x"}}, wire.CodeBadRequest, "exclusive"},
 		{"reserved header", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{SessionID: to.id, Path: "chat/x", Headers: map[string]string{"Roster-Sender": "me"}}}, wire.CodeBadRequest, "reserved"},

@@ -3,6 +3,7 @@ package wire
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Messaging request subjects, served by the messaging service. Both are
@@ -199,8 +200,9 @@ func (m *Message) Validate() error {
 	if err := ValidatePath(m.Path); err != nil {
 		return err
 	}
-	if len(m.ContentType) > 256 || strings.ContainsAny(m.ContentType, "\r\n") {
-		return Errorf(CodeBadRequest, "content_type must be at most 256 bytes on one line")
+	// Lengths count characters, as the schema's maxLength does.
+	if utf8.RuneCountInString(m.ContentType) > 256 || strings.ContainsAny(m.ContentType, "\r\n") {
+		return Errorf(CodeBadRequest, "content_type must be at most 256 characters on one line")
 	}
 	if len(m.Headers) > MaxUserHeaders {
 		return Errorf(CodeBadRequest, "%d headers; the limit is %d", len(m.Headers), MaxUserHeaders)
@@ -245,8 +247,8 @@ func checkUserHeader(k, v string) error {
 		lk == "traceparent" || lk == "tracestate" || lk == "baggage" || lk == "content-type" || lk == "status" || lk == "description" {
 		return Errorf(CodeBadRequest, "header %q is reserved", k)
 	}
-	if len(v) > 4096 || strings.ContainsAny(v, "\r\n") {
-		return Errorf(CodeBadRequest, "header %q: the value must be at most 4096 bytes on one line", k)
+	if utf8.RuneCountInString(v) > 4096 || strings.ContainsAny(v, "\r\n") {
+		return Errorf(CodeBadRequest, "header %q: the value must be at most 4096 characters on one line", k)
 	}
 	return nil
 }

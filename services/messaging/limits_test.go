@@ -9,10 +9,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/seed-3c836eab/roster/pkg/filter"
+	"github.com/seed-3c836eab/roster/pkg/schematest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -242,6 +244,46 @@ func TestJSONStringLen(t *testing.T) {
 		}
 		if got, want := jsonStringLen(s), len(data)-2; got != want {
 			t.Errorf("jsonStringLen(%q) = %d, encoding/json writes %d", s, got, want)
+		}
+	}
+}
+
+// TestLengthsCountCharactersAsTheSchema: the schema bounds content_type (256) and
+// header values (4,096) with maxLength, which counts characters, and refuses CR and
+// LF in them; the service counted bytes, so a content type of 200 "é" (400 bytes)
+// that the schema accepts was refused with bad_request.
+func TestLengthsCountCharactersAsTheSchema(t *testing.T) {
+	e := newEnv(t, Config{})
+	from := e.open(t, "sender", nil)
+	to := e.open(t, "a", nil)
+	r := e.receive(t, to, nil)
+	accepted := []wire.Message{
+		{SessionID: to.id, Path: "chat/x", ContentType: strings.Repeat("é", 256)},
+		{SessionID: to.id, Path: "chat/x", Headers: map[string]string{"X-Note": strings.Repeat("é", 4096)}},
+	}
+	for i, m := range accepted {
+		body, _ := json.Marshal(wire.MsgSendRequest{Message: m})
+		schematest.Validate(t, "msg.send.request", body)
+		if _, err := e.call(from, wire.SubjectMsgSend, json.RawMessage(body)); err != nil {
+			t.Fatalf("message %d, valid by the schema: got %v, want it delivered", i, err)
+		}
+		if got := r.next(t); !utf8.ValidString(got.Header.Get(wire.HeaderContentType)) {
+			t.Fatalf("message %d: content type %q is not UTF-8", i, got.Header.Get(wire.HeaderContentType))
+		}
+	}
+	refused := []wire.Message{
+		{SessionID: to.id, Path: "chat/x", ContentType: strings.Repeat("é", 257)},
+		{SessionID: to.id, Path: "chat/x", Headers: map[string]string{"X-Note": strings.Repeat("é", 4097)}},
+		{SessionID: to.id, Path: "chat/x", ContentType: "text/plain\r\nX-Evil: 1"},
+		{SessionID: to.id, Path: "chat/x", Headers: map[string]string{"X-Note": "a\nb"}},
+	}
+	for i, m := range refused {
+		body, _ := json.Marshal(wire.MsgSendRequest{Message: m})
+		if err := schematest.Check("msg.send.request", body); err == nil {
+			t.Errorf("message %d: the schema accepts it; want it refused as the service refuses it", i)
+		}
+		if _, err := e.call(from, wire.SubjectMsgSend, json.RawMessage(body)); !errors.Is(err, wire.ErrBadRequest) {
+			t.Errorf("message %d: got %v, want bad_request", i, err)
 		}
 	}
 }

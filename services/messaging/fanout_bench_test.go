@@ -59,7 +59,7 @@ func benchSendAll(b *testing.B, ix *index, subscriber bool) {
 	}
 
 	all, _ := filter.Compile("all")
-	targets, _, _ := ix.selectFilter(all)
+	targets, _, _, _ := ix.selectFilter(context.Background(), all)
 	subjects := make([]string, len(targets))
 	for i, t := range targets {
 		subjects[i] = wire.DeliverSubject(t.deliveryKey, t.id, "chat/room1")
@@ -94,7 +94,7 @@ func benchSendAll(b *testing.B, ix *index, subscriber bool) {
 		floorTime += time.Since(start)
 
 		start = time.Now()
-		ts, _, _ := ix.selectFilter(all)
+		ts, _, _, _ := ix.selectFilter(context.Background(), all)
 		if _, err := f.publish(ctx, d, d.header(ctx), ts); err != nil {
 			b.Fatal(err)
 		}
@@ -124,7 +124,7 @@ func BenchmarkRequestFilter1000(b *testing.B) {
 	_ = responder.Flush()
 
 	flt, _ := filter.Compile(`Department is "d42"`)
-	targets, _, _ := ix.selectFilter(flt)
+	targets, _, _, _ := ix.selectFilter(context.Background(), flt)
 	subjects := make([]string, len(targets))
 	for i, t := range targets {
 		subjects[i] = wire.DeliverSubject(t.deliveryKey, t.id, "orders/ask")
@@ -154,7 +154,7 @@ func BenchmarkRequestFilter1000(b *testing.B) {
 		floorTime += time.Since(start)
 
 		start = time.Now()
-		ts, _, _ := ix.selectFilter(flt)
+		ts, _, _, _ := ix.selectFilter(context.Background(), flt)
 		results, _ := f.request(ctx, d, d.header(ctx), ts, 10*time.Second, nil, 1<<30)
 		fanTime += time.Since(start)
 		for _, r := range results {

@@ -2,11 +2,14 @@ package messaging
 
 import (
 	"cmp"
+	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/seed-3c836eab/roster/pkg/filter"
+	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
 // index holds every live session of the instance and an inverted index over their
@@ -350,8 +353,10 @@ type target struct {
 // every session change under its own lock while waiting for this one's, so holding
 // it across the evaluation would stall every other request of the process. The
 // candidates' properties are copied under the lock a chunk at a time; a candidate
-// removed (or its slot reused) since the plan is left out.
-func (ix *index) selectFilter(f *filter.Filter) (targets []target, candidates int, indexUsed bool) {
+// removed (or its slot reused) since the plan is left out. The confirmation, which
+// an expensive filter over many sessions can make last minutes, gives up when ctx
+// ends (unavailable).
+func (ix *index) selectFilter(ctx context.Context, f *filter.Filter) (targets []target, candidates int, indexUsed bool, err error) {
 	plan := f.Plan()
 	ix.mu.RLock()
 	sel := ix.selectPlan(plan)
@@ -363,7 +368,7 @@ func (ix *index) selectFilter(f *filter.Filter) (targets []target, candidates in
 			targets = append(targets, target{id: e.id, deliveryKey: ix.strs.str(e.deliveryKey)})
 		}
 		ix.mu.RUnlock()
-		return targets, candidates, indexUsed
+		return targets, candidates, indexUsed, nil
 	}
 	// The plan's slots may be a posting list the index changes once unlocked.
 	slots := slices.Clone(sel.slots)
@@ -381,6 +386,9 @@ func (ix *index) selectFilter(f *filter.Filter) (targets []target, candidates in
 		chunk[i].props = make(map[string]string, 16)
 	}
 	for start := 0; start < len(slots); start += confirmChunk {
+		if err := ctx.Err(); err != nil {
+			return nil, candidates, indexUsed, errors.Join(wire.Errorf(wire.CodeUnavailable, "the messaging service is stopping"), err)
+		}
 		n := min(confirmChunk, len(slots)-start)
 		ix.mu.RLock()
 		for j := range n {
@@ -400,7 +408,7 @@ func (ix *index) selectFilter(f *filter.Filter) (targets []target, candidates in
 			}
 		}
 	}
-	return targets, candidates, indexUsed
+	return targets, candidates, indexUsed, nil
 }
 
 // confirmChunk is how many candidates selectFilter copies per hold of the lock.

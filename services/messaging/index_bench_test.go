@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -70,7 +71,7 @@ func BenchmarkSelect(b *testing.B) {
 			var matched, candidates int
 			for b.Loop() {
 				var targets []target
-				targets, candidates, _ = ix.selectFilter(f)
+				targets, candidates, _, _ = ix.selectFilter(context.Background(), f)
 				matched = len(targets)
 			}
 			b.ReportMetric(float64(matched), "matched")

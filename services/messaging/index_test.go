@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -130,7 +131,7 @@ func bruteForce(f *filter.Filter, sessions map[string]map[string]string) []strin
 }
 
 func selectIDs(ix *index, f *filter.Filter) []string {
-	targets, _, _ := ix.selectFilter(f)
+	targets, _, _, _ := ix.selectFilter(context.Background(), f)
 	out := make([]string, len(targets))
 	for i, t := range targets {
 		out[i] = t.id
@@ -235,7 +236,7 @@ func TestIndexGetAndDeliveryKey(t *testing.T) {
 	}
 	ix.upsert("a", "OTHER", map[string]string{"Tier": "2"})
 	f, _ := filter.Compile(`Tier is "2"`)
-	targets, candidates, used := ix.selectFilter(f)
+	targets, candidates, used, _ := ix.selectFilter(context.Background(), f)
 	if len(targets) != 1 || targets[0].deliveryKey != "OTHER" || candidates != 1 || !used {
 		t.Fatalf("selectFilter = %+v, %d, %v; want a with key OTHER from 1 indexed candidate", targets, candidates, used)
 	}

@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -167,7 +168,7 @@ func TestExpensiveFilterDoesNotHoldTheIndex(t *testing.T) {
 	selecting.Store(true)
 	selected := make(chan int, 1)
 	go func() {
-		targets, _, _ := ix.selectFilter(f)
+		targets, _, _, _ := ix.selectFilter(context.Background(), f)
 		selecting.Store(false)
 		selected <- len(targets)
 	}()
@@ -285,5 +286,35 @@ func TestLengthsCountCharactersAsTheSchema(t *testing.T) {
 		if _, err := e.call(from, wire.SubjectMsgSend, json.RawMessage(body)); !errors.Is(err, wire.ErrBadRequest) {
 			t.Errorf("message %d: got %v, want bad_request", i, err)
 		}
+	}
+}
+
+// TestSelectionEndsWithTheContext: confirming candidates with CEL can take minutes
+// for an expensive filter over many sessions (16 KiB of "ne" clauses: seconds for
+// 4,000), and the selection went on whatever the context said, so a service being
+// stopped waited for it however long it took (Stop waits for every handler). It now
+// checks the context between chunks and gives up with unavailable.
+func TestSelectionEndsWithTheContext(t *testing.T) {
+	ix := newIndex()
+	for i := range 4000 {
+		ix.upsert(fmt.Sprintf("s%d", i), "-", map[string]string{"Desk": fmt.Sprint(i % 50)})
+	}
+	f, err := filter.Compile(`Desk ne "x"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	targets, candidates, _, err := ix.selectFilter(ctx, f)
+	if !errors.Is(err, wire.ErrUnavailable) || len(targets) != 0 {
+		t.Fatalf("with the context ended: got %d targets of %d candidates and %v; want none and unavailable", len(targets), candidates, err)
+	}
+	// An exact plan confirms nothing: it is answered whatever the context.
+	all, err := filter.Compile("all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if targets, _, _, err := ix.selectFilter(context.Background(), all); err != nil || len(targets) != 4000 {
+		t.Fatalf("all: got %d targets and %v, want 4000", len(targets), err)
 	}
 }

@@ -98,7 +98,10 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 		}
 		var candidates int
 		var indexUsed bool
-		targets, candidates, indexUsed = s.ix.selectFilter(f)
+		targets, candidates, indexUsed, err = s.ix.selectFilter(ctx, f)
+		if err != nil {
+			return fail(err)
+		}
 		span.SetAttributes(
 			attribute.String("roster.filter", m.Filter),
 			attribute.Int("roster.candidates", candidates),

@@ -20,7 +20,8 @@
 // Streamed request results go to the requesting session on
 // roster.v1.deliver.<key>.<session id>._results.<stream id> (wire.ResultSubject): one
 // "start" message with the expected count, one "result" per receiving session (ok,
-// error, timeout, gone or limit_exceeded), and one "end" with counts by status.
+// error, timeout, gone or limit_exceeded), and one "end" with counts by status; each
+// carries the trace context of the request's fan-out, as its deliveries do.
 //
 // Permissions: SEND_TO_SESSION for a session id and SEND_TO_FILTER for a filter, both
 // scoped to the message path. Error codes: bad_request, invalid_filter (with the

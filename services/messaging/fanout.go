@@ -317,12 +317,24 @@ func resultOf(m *nats.Msg) wire.MsgResult {
 }
 
 // streamer publishes a request's results to the requesting session, in order: start,
-// one result per target, end.
+// one result per target, end. Each message carries the trace context of the
+// request's fan-out, as its deliveries do.
 type streamer struct {
 	nc      *nats.Conn
-	max     int // the largest message it may publish
+	max     int // the largest message it may publish, headers included
 	subject string
+	header  nats.Header
 	counts  map[wire.MsgStatus]int
+}
+
+func newStreamer(ctx context.Context, nc *nats.Conn, max int, subject string) *streamer {
+	h := nats.Header{}
+	wire.Inject(ctx, h)
+	return &streamer{nc: nc, max: max, subject: subject, header: h, counts: map[wire.MsgStatus]int{}}
+}
+
+func (s *streamer) publish(data []byte) {
+	_ = s.nc.PublishMsg(&nats.Msg{Subject: s.subject, Header: s.header, Data: data})
 }
 
 func (s *streamer) send(item wire.MsgStreamItem) {
@@ -330,7 +342,7 @@ func (s *streamer) send(item wire.MsgStreamItem) {
 	if err != nil {
 		return
 	}
-	_ = s.nc.Publish(s.subject, data)
+	s.publish(data)
 }
 
 func (s *streamer) start(expected int) {
@@ -341,7 +353,7 @@ func (s *streamer) start(expected int) {
 // published one at a time and counted without another lock.
 func (s *streamer) result(r wire.MsgResult) {
 	data, err := json.Marshal(wire.MsgStreamItem{Kind: wire.StreamResult, Result: &r})
-	if err != nil || len(data) > s.max {
+	if err != nil || headerSize(s.header)+len(data) > s.max {
 		// An answer that fits a reply to the service may not fit a stream message
 		// once base64-encoded: report it rather than lose it.
 		r = wire.MsgResult{SessionID: r.SessionID, Status: wire.StatusError, Error: wire.Errorf(wire.CodeTooLarge,
@@ -349,7 +361,7 @@ func (s *streamer) result(r wire.MsgResult) {
 		data, _ = json.Marshal(wire.MsgStreamItem{Kind: wire.StreamResult, Result: &r})
 	}
 	s.counts[r.Status]++
-	_ = s.nc.Publish(s.subject, data)
+	s.publish(data)
 }
 
 func (s *streamer) end(expected int) {

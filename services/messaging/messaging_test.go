@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/schematest"
@@ -487,4 +488,51 @@ func TestStreamedRequestsAreBounded(t *testing.T) {
 		return err
 	})
 	(<-held).Respond([]byte("done"))
+}
+
+// TestStreamedResultsCarryTraceContext: every message of a result stream (start,
+// results, end) is published by the request's fan-out, and carries its trace
+// context as deliveries do; they were published without headers, so a requester's
+// handling of its results could not join the trace.
+func TestStreamedResultsCarryTraceContext(t *testing.T) {
+	e := newEnv(t, Config{})
+	from := e.open(t, "sender", nil)
+	to := e.open(t, "a", nil)
+	e.receive(t, to, func(m *nats.Msg) { _ = m.Respond([]byte("pong")) })
+	items := make(chan *nats.Msg, 16)
+	sub, err := e.cc.ChanSubscribe(wire.ResultSubject("", from.id, "traced"), items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	req := wire.MsgRequestRequest{Message: wire.Message{SessionID: to.id, Path: "chat/x"}, TimeoutMS: 2000, StreamID: "traced"}
+	if _, err := e.call(from, wire.SubjectMsgRequest, req); err != nil {
+		t.Fatal(err)
+	}
+	var got []*nats.Msg
+	for len(got) < 3 {
+		select {
+		case m := <-items:
+			got = append(got, m)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("stream stopped after %d messages", len(got))
+		}
+	}
+	var fan sdktrace.ReadOnlySpan
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		for _, s := range e.spans.Ended() {
+			if s.Name() == "msg.request fan-out" {
+				fan = s
+				return nil
+			}
+		}
+		return errors.New("fan-out span not ended yet")
+	})
+	for i, m := range got {
+		sc := trace.SpanContextFromContext(wire.Extract(context.Background(), m.Header))
+		if sc.TraceID() != fan.SpanContext().TraceID() || sc.SpanID() != fan.SpanContext().SpanID() {
+			t.Errorf("stream message %d (%s): trace context %v, want the fan-out span %s of trace %s",
+				i, m.Data, m.Header, fan.SpanContext().SpanID(), fan.SpanContext().TraceID())
+		}
+	}
 }

@@ -187,7 +187,7 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		fo.span.End()
 		return nil, wire.Errorf(wire.CodeLimitExceeded, "%d streamed requests are in progress on this instance, the limit; retry, or ask without stream_id", s.cfg.MaxStreams)
 	}
-	st := &streamer{nc: s.nc, max: s.cfg.MaxPayload, subject: wire.ResultSubject(from.deliveryKey, from.id, req.StreamID), counts: map[wire.MsgStatus]int{}}
+	st := newStreamer(ctx, s.nc, s.cfg.MaxPayload, wire.ResultSubject(from.deliveryKey, from.id, req.StreamID))
 	st.start(expected)
 	// The results outlive this handler; they end with the service at the latest.
 	bg := trace.ContextWithSpan(s.svc.Context(), fo.span)

@@ -14,70 +14,168 @@ import (
 // in another letter case ("Path" fills path; the schemas, and every other client,
 // see an unknown property), and a member named twice in one object (encoding/json
 // keeps the last, other parsers the first, so two readers of one request would act
-// on different values).
+// on different values). It runs on every request, so it scans the bytes itself,
+// allocating nothing for names without escapes: json.Decoder's tokens cost more
+// than the decoding it checks.
 func checkNames(data []byte, t reflect.Type) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber() // numbers are skipped, not parsed
-	return walkNames(dec, t)
+	s := nameScanner{data: data}
+	return s.value(t)
 }
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
-// walkNames checks the next value of dec, which decodes into t (nil: a type whose
-// members are not fields, such as an interface or a json.Unmarshaler).
-func walkNames(dec *json.Decoder, t reflect.Type) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	delim, ok := tok.(json.Delim)
-	if !ok {
+// nameScanner walks JSON that is known to be valid (it decoded).
+type nameScanner struct {
+	data []byte
+	i    int
+}
+
+// value checks the value at the scanner's position, which decodes into t (nil: a
+// type whose members are not fields, such as an interface or a json.Unmarshaler),
+// and moves past it.
+func (s *nameScanner) value(t reflect.Type) error {
+	s.space()
+	if s.i >= len(s.data) {
 		return nil
 	}
-	t = structural(t)
-	switch delim {
+	switch s.data[s.i] {
 	case '{':
-		fields := fieldsOf(t)
-		var elem reflect.Type
-		if t != nil && t.Kind() == reflect.Map {
-			elem = t.Elem()
-		}
-		seen := map[string]struct{}{}
-		for dec.More() {
-			tok, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			name, _ := tok.(string)
-			if _, dup := seen[name]; dup {
-				return fmt.Errorf("member %q appears twice", name)
-			}
-			seen[name] = struct{}{}
-			next := elem
-			if fields != nil {
-				ft, ok := fields[name]
-				if !ok {
-					return fmt.Errorf("unknown field %q", name)
-				}
-				next = ft
-			}
-			if err := walkNames(dec, next); err != nil {
-				return err
-			}
-		}
+		return s.object(structural(t))
 	case '[':
+		t = structural(t)
 		var elem reflect.Type
 		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
 			elem = t.Elem()
 		}
-		for dec.More() {
-			if err := walkNames(dec, elem); err != nil {
+		s.i++
+		for s.space(); s.i < len(s.data) && s.data[s.i] != ']'; s.space() {
+			if err := s.value(elem); err != nil {
 				return err
 			}
+			s.space()
+			if s.i < len(s.data) && s.data[s.i] == ',' {
+				s.i++
+			}
+		}
+		s.i++
+	case '"':
+		s.str()
+	default: // a number, true, false or null
+		for s.i < len(s.data) && !endsScalar(s.data[s.i]) {
+			s.i++
 		}
 	}
-	_, err = dec.Token() // the closing delimiter
-	return err
+	return nil
+}
+
+func endsScalar(c byte) bool {
+	switch c {
+	case ',', ']', '}', ' ', '\t', '\r', '\n':
+		return true
+	}
+	return false
+}
+
+// manyMembers is the size beyond which an object's names are checked for repeats
+// with a map rather than by comparing each with those before it.
+const manyMembers = 16
+
+func (s *nameScanner) object(t reflect.Type) error {
+	fields := fieldsOf(t)
+	var elem reflect.Type
+	if t != nil && t.Kind() == reflect.Map {
+		elem = t.Elem()
+	}
+	var few [manyMembers][]byte
+	seen := few[:0]
+	var many map[string]struct{}
+	s.i++
+	for s.space(); s.i < len(s.data) && s.data[s.i] != '}'; s.space() {
+		name, err := s.name()
+		if err != nil {
+			return err
+		}
+		if many == nil && len(seen) == manyMembers {
+			many = make(map[string]struct{}, 2*manyMembers)
+			for _, n := range seen {
+				many[string(n)] = struct{}{}
+			}
+		}
+		dup := false
+		if many != nil {
+			_, dup = many[string(name)]
+			many[string(name)] = struct{}{}
+		} else {
+			for _, n := range seen {
+				dup = dup || bytes.Equal(n, name)
+			}
+			seen = append(seen, name)
+		}
+		if dup {
+			return fmt.Errorf("member %q appears twice", name)
+		}
+		next := elem
+		if fields != nil {
+			ft, ok := fields[string(name)]
+			if !ok {
+				return fmt.Errorf("unknown field %q", name)
+			}
+			next = ft
+		}
+		s.space()
+		s.i++ // the colon
+		if err := s.value(next); err != nil {
+			return err
+		}
+		s.space()
+		if s.i < len(s.data) && s.data[s.i] == ',' {
+			s.i++
+		}
+	}
+	s.i++
+	return nil
+}
+
+// name returns the member name at the scanner's position, unescaped.
+func (s *nameScanner) name() ([]byte, error) {
+	start := s.i
+	escaped := s.str()
+	raw := s.data[start+1 : s.i-1]
+	if !escaped {
+		return raw, nil
+	}
+	var name string
+	if err := json.Unmarshal(s.data[start:s.i], &name); err != nil {
+		return nil, err
+	}
+	return []byte(name), nil
+}
+
+// str moves past the string at the scanner's position and reports whether it holds
+// an escape.
+func (s *nameScanner) str() (escaped bool) {
+	for s.i++; s.i < len(s.data); s.i++ {
+		switch s.data[s.i] {
+		case '\\':
+			escaped = true
+			s.i++
+		case '"':
+			s.i++
+			return escaped
+		}
+	}
+	return escaped
+}
+
+func (s *nameScanner) space() {
+	for s.i < len(s.data) {
+		switch s.data[s.i] {
+		case ' ', '\t', '\r', '\n':
+			s.i++
+		default:
+			return
+		}
+	}
 }
 
 // structural returns t without pointers, or nil when encoding/json does not fill it

@@ -393,6 +393,17 @@ func (v *View) fetch(id string) (*Record, bool) {
 	return v.Get(id)
 }
 
+// Find returns the current record of a session as Get does, reading the bucket
+// (linearizably) when the view has none: a session opened a moment ago, whose record
+// the watch has not delivered yet, is found — and the view, and those subscribed to
+// it, learn it now.
+func (v *View) Find(id string) (*Record, bool) {
+	if r, ok := v.Get(id); ok {
+		return r, true
+	}
+	return v.fetch(id)
+}
+
 // Absent reports whether the bucket holds no record of session id: its tombstone's
 // retention ended, its KV TTL removed it, or it never existed. The bucket is read
 // linearizably (pkg/kvstore), so a record written a moment ago that the view has

@@ -46,7 +46,8 @@ type env struct {
 	msg   *Service
 	spans *tracetest.SpanRecorder
 	tp    *sdktrace.TracerProvider
-	cc    *nats.Conn // client connection used to open sessions and call
+	cc    *nats.Conn     // client connection used to open sessions and call
+	view  *sessions.View // the shared view (newEnvWith with shared), else nil
 }
 
 func newEnv(t *testing.T, cfg Config) *env {
@@ -96,7 +97,7 @@ func newEnvWith(t *testing.T, cfg Config, shared bool) *env {
 		t.Fatalf("messaging: %v", err)
 	}
 	natstest.Run(t, s.Run)
-	return &env{srv: srv, msg: s, spans: spans, tp: tp, cc: srv.ClientConn(t)}
+	return &env{srv: srv, msg: s, spans: spans, tp: tp, cc: srv.ClientConn(t), view: cfg.Sessions}
 }
 
 // startAuth answers wire.SubjectAuthenticate as the auth service would: a password

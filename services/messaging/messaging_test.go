@@ -536,3 +536,29 @@ func TestStreamedResultsCarryTraceContext(t *testing.T) {
 		}
 	}
 }
+
+// A session opened a moment ago, whose record the instance's view has not received
+// yet, is a target all the same: the instance reads it from the bucket instead of
+// answering session_not_found.
+func TestSendToASessionTheViewHasNotSeen(t *testing.T) {
+	e := newEnvWith(t, Config{}, true)
+	from := e.open(t, "sender", nil)
+	e.view.Close() // the watch stops: the view learns nothing more by itself
+	var resp wire.SessionOpenResponse
+	if err := wire.Call(context.Background(), e.cc, wire.SubjectSessionOpen, nil, wire.SessionOpenRequest{}, &resp); err != nil {
+		t.Fatalf("open session: %v", err)
+	}
+	to := session{id: resp.Session.ID, token: resp.Token}
+	r := e.receive(t, to, nil)
+	reply, err := e.call(from, wire.SubjectMsgSend, wire.MsgSendRequest{Message: wire.Message{SessionID: to.id, Path: "chat/new", Payload: []byte("hi")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out wire.MsgSendResponse
+	if err := json.Unmarshal(reply.Data, &out); err != nil || out.Delivered != 1 {
+		t.Fatalf("send to a session the view has not seen: got %+v, %v; want delivered to 1", out, err)
+	}
+	if m := r.next(t); string(m.Data) != "hi" {
+		t.Fatalf("delivered %q, want hi", m.Data)
+	}
+}

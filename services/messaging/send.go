@@ -112,9 +112,11 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 	return ctx, &fanOut{targets: targets, d: d, header: h, span: span}, nil
 }
 
-// target resolves one session id to its delivery target.
+// target resolves one session id to its delivery target. A session the view has
+// not seen yet (opened a moment ago) is read from the bucket, which also adds it to
+// the index.
 func (s *Service) target(id string) (target, error) {
-	rec, ok := s.view.Get(id)
+	rec, ok := s.view.Find(id)
 	switch {
 	case !ok:
 		return target{}, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)

@@ -30,7 +30,11 @@ func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, pro
 		principal = c.Username
 	}
 	pkey, akey := principalKey(principal), addressKey(clientIP)
-	admitted, err := s.throttle.begin(ctx, pkey, akey)
+	// The wait is bounded: nothing tells the internal endpoint when its caller gives
+	// up, and a waiting attempt holds one of the service's workers.
+	wctx, cancel := context.WithTimeout(ctx, s.throttle.cfg.MaxWait)
+	admitted, err := s.throttle.begin(wctx, pkey, akey)
+	cancel()
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeTimeout, "gave up waiting for this client's other attempts to be checked")
 	}

@@ -54,13 +54,15 @@ func TestCalloutStopsWaitingWhenTheServerDoes(t *testing.T) {
 	g := &gate{open: make(chan struct{})}
 	var once sync.Once
 	release := func() { once.Do(func() { close(g.open) }) }
-	t.Cleanup(release)
 	h := start(t, srv, Config{
 		Authenticators: []Authenticator{g, Anonymous()},
 		InitialPolicy:  testPolicy(),
 		Throttle:       ThrottleConfig{MaxFailures: 1, Window: time.Hour},
 		Callout:        &CalloutConfig{Issuer: kp, Account: embedded.ClientsAccount},
 	})
+	// Registered after start, so it runs before the service stops (cleanups run
+	// last first): stopping waits for the attempt the gate holds.
+	t.Cleanup(release)
 	connect := func(user string) error {
 		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, "pw"), nats.MaxReconnects(0), nats.Timeout(30*time.Second))
 		if err == nil {
@@ -209,4 +211,59 @@ func (closedSessions) SessionRoles(_ context.Context, id, _ string) ([]string, e
 		return []string{"user"}, nil
 	}
 	return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
+}
+
+// TestAuthenticateWaitIsBounded: an attempt on the internal authenticate endpoint
+// waiting for the same address's attempt in flight gives up after Throttle.MaxWait
+// with timeout. Nothing tells the endpoint that its caller gave up, so it waited
+// until the other attempt ended, however long, holding a worker.
+func TestAuthenticateWaitIsBounded(t *testing.T) {
+	g := &gate{open: make(chan struct{})}
+	var once sync.Once
+	release := func() { once.Do(func() { close(g.open) }) }
+	h := start(t, nil, Config{
+		Authenticators: []Authenticator{g, Anonymous()},
+		InitialPolicy:  testPolicy(),
+		Throttle:       ThrottleConfig{MaxFailures: 1, Window: time.Hour, MaxWait: 100 * time.Millisecond},
+	})
+	// Registered after start, so it runs before the service stops (cleanups run
+	// last first): stopping waits for the attempt the gate holds.
+	t.Cleanup(release)
+	nc := h.srv.ServiceConn(t)
+	attempt := func(user string) error {
+		var resp wire.AuthenticateResponse
+		return wire.Call(t.Context(), nc, wire.SubjectAuthenticate, nil, wire.AuthenticateRequest{
+			Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: user, Password: "pw"},
+			Client:      &wire.RequestInfo{Host: "192.0.2.7", ID: 1},
+		}, &resp)
+	}
+	first := make(chan error, 1)
+	go func() { first <- attempt("first") }()
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if g.calls.Load() != 1 {
+			return errors.New("the first attempt is not being checked yet")
+		}
+		return nil
+	})
+	// The first attempt is still held by the gate: the second must be answered
+	// without it ending.
+	second := make(chan error, 1)
+	go func() { second <- attempt("second") }()
+	select {
+	case err := <-second:
+		if !errors.Is(err, wire.ErrTimeout) {
+			t.Fatalf("second attempt: got %v, want timeout", err)
+		}
+	case err := <-first:
+		t.Fatalf("the first attempt ended (%v) before the second was answered", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second attempt was not answered while the first was being checked")
+	}
+	release()
+	if err := <-first; err != nil {
+		t.Fatalf("first attempt: %v", err)
+	}
+	if n := g.calls.Load(); n != 1 {
+		t.Fatalf("%d attempts checked, want 1", n)
+	}
 }

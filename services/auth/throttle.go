@@ -18,6 +18,10 @@ type ThrottleConfig struct {
 	Window time.Duration
 	// MaxKeys bounds the memory used (default 100,000 principals and addresses).
 	MaxKeys int
+	// MaxWait bounds how long an attempt waits for the same principal's or address's
+	// attempts in flight (default 10 s); it then fails with timeout. A callout
+	// attempt also stops when the server stops waiting for its answer.
+	MaxWait time.Duration
 }
 
 type failures struct {
@@ -46,6 +50,9 @@ func newThrottle(cfg ThrottleConfig, now func() time.Time) *throttle {
 	}
 	if cfg.MaxKeys <= 0 {
 		cfg.MaxKeys = 100_000
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 10 * time.Second
 	}
 	if now == nil {
 		now = time.Now

@@ -8,6 +8,21 @@ const InternalPrefix = "roster.internal.v1"
 // credentials of a session being opened or changing principal.
 const SubjectAuthenticate = InternalPrefix + ".auth.authenticate"
 
+// SubjectAuthThrottle carries each auth instance's counted attempts to the other
+// instances (AuthThrottleNote), so that a principal or address has its failures
+// counted once for the whole deployment, not once per instance.
+const SubjectAuthThrottle = InternalPrefix + ".auth.throttle"
+
+// AuthThrottleNote reports what one auth instance counted: the keys (a principal or
+// a client address, as the throttle names them) that failed an attempt, or the
+// principal that proved itself and whose failures are forgotten.
+type AuthThrottleNote struct {
+	// From is the instance that counted, which ignores its own notes.
+	From      string   `json:"from"`
+	Failed    []string `json:"failed,omitempty"`
+	Succeeded string   `json:"succeeded,omitempty"`
+}
+
 // Credential types.
 const (
 	CredentialsAnonymous = "anonymous"

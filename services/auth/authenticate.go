@@ -50,12 +50,16 @@ func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, pro
 	}
 	if d.Verdict != Allow {
 		s.throttle.end(true, pkey, akey)
+		s.tellOthers(wire.AuthThrottleNote{Failed: nonEmpty(pkey, akey)})
 		s.log.InfoContext(ctx, "authentication denied", "type", c.Type, "principal", principal,
 			"client_ip", clientIP, "authenticator", by, "reason", d.Reason)
 		return nil, denial(c.Type, d.Reason)
 	}
 	s.throttle.end(false, pkey, akey)
-	s.throttle.succeed(principalKey(d.Principal))
+	if pk := principalKey(d.Principal); pk != "" {
+		s.throttle.succeed(pk)
+		s.tellOthers(wire.AuthThrottleNote{Succeeded: pk})
+	}
 	props, vetoed := pol.VetProperties(proposed)
 	for k, v := range d.Properties {
 		if !strings.HasPrefix(k, "$") {
@@ -101,4 +105,15 @@ func denial(typ, reason string) error {
 	default:
 		return wire.Errorf(wire.CodeUnauthenticated, "anonymous sessions are not allowed")
 	}
+}
+
+// nonEmpty returns the keys that are not empty.
+func nonEmpty(keys ...string) []string {
+	out := keys[:0]
+	for _, k := range keys {
+		if k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
 }

@@ -536,3 +536,57 @@ func TestThrottleCountsIPv6ByNetwork(t *testing.T) {
 		t.Fatalf("the next IPv4 address: got %v, want success", err)
 	}
 }
+
+// failures returns the failures counted against key.
+func (t *throttle) failures(key string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if f, ok := t.keys[key]; ok {
+		return f.count
+	}
+	return 0
+}
+
+// TestThrottleIsSharedByInstances: failures counted by one instance count on every
+// other, and so does a success that forgets them. Each instance counted its own, so
+// a client whose attempts a queue group spread over n instances had n times the
+// failures before it was throttled.
+func TestThrottleIsSharedByInstances(t *testing.T) {
+	h1 := start(t, nil, sessionConfig(t))
+	h2 := start(t, h1.srv, sessionConfig(t))
+	ctx := t.Context()
+	for i := range 3 {
+		if _, err := h1.svc.authenticate(ctx, &wire.Credentials{Username: "alice", Password: "wrong"}, nil, fmt.Sprintf("192.0.2.%d", i)); !errors.Is(err, wire.ErrUnauthenticated) {
+			t.Fatalf("attempt %d: got %v, want unauthenticated", i, err)
+		}
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := h2.svc.throttle.failures(principalKey("alice")); n != 3 {
+			return fmt.Errorf("the other instance counts %d failures for alice, want 3", n)
+		}
+		return nil
+	})
+	if _, err := h2.svc.authenticate(ctx, &wire.Credentials{Username: "alice", Password: "alice-pw"}, nil, "198.51.100.1"); !errors.Is(err, wire.ErrThrottled) {
+		t.Fatalf("alice through the other instance: got %v, want throttled", err)
+	}
+
+	// root fails once through h1 and proves itself through h2: h1 forgets the failure.
+	if _, err := h1.svc.authenticate(ctx, &wire.Credentials{Username: "root", Password: "wrong"}, nil, "198.51.100.2"); !errors.Is(err, wire.ErrUnauthenticated) {
+		t.Fatalf("root, wrong password: got %v", err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := h2.svc.throttle.failures(principalKey("root")); n != 1 {
+			return fmt.Errorf("the other instance counts %d failures for root, want 1", n)
+		}
+		return nil
+	})
+	if _, err := h2.svc.authenticate(ctx, &wire.Credentials{Username: "root", Password: "root-pw"}, nil, "198.51.100.3"); err != nil {
+		t.Fatalf("root, right password: %v", err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := h1.svc.throttle.failures(principalKey("root")); n != 0 {
+			return fmt.Errorf("the instance that saw root fail still counts %d failures after root proved itself elsewhere", n)
+		}
+		return nil
+	})
+}

@@ -12,8 +12,10 @@
 // user properties are then accepted, vetoed or rewritten by the policy. Failures are
 // counted per principal and per client address (IPv6: per /64); past the limit
 // attempts are throttled (429) without being checked; attempts for one principal or
-// address are checked no more at once than it has failures left (the others wait). A
-// password failure never says whether the user exists.
+// address are checked no more at once than it has failures left (the others wait).
+// Instances share what they count (roster.internal.v1.auth.throttle), so the limit
+// holds for the deployment, not per instance. A password failure never says whether
+// the user exists.
 //
 // Subjects (services account):
 //
@@ -21,6 +23,7 @@
 //	roster.v1.auth.policy.get             read the policy       (MODIFY_SECURITY)
 //	roster.v1.auth.policy.set             replace the policy    (MODIFY_SECURITY)
 //	roster.internal.v1.auth.authenticate  the registry asks who a session is
+//	roster.internal.v1.auth.throttle      failures and successes counted, for the other instances
 //	$SYS.REQ.USER.AUTH                    NATS auth callout (when configured)
 //
 // A client calling the policy endpoints names a session with the Roster-Session

@@ -82,7 +82,11 @@ type Service struct {
 	wg       sync.WaitGroup
 	callout  *nats.Subscription
 	calloutQ chan struct{}
-	view     *sessions.View // nil when Config.Sessions was given
+	// instance names this instance in its throttle notes; throttleSub receives the
+	// other instances' (throttleshare.go).
+	instance    string
+	throttleSub *nats.Subscription
+	view        *sessions.View // nil when Config.Sessions was given
 
 	mu       sync.Mutex
 	stopping bool
@@ -194,6 +198,9 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 		_, _, err := store.Get(ctx)
 		return err
 	})
+	if err := s.shareThrottle(); err != nil {
+		return fail(err)
+	}
 	if err := s.register(); err != nil {
 		return fail(err)
 	}
@@ -252,6 +259,9 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) stopBackground() {
 	if s.callout != nil {
 		_ = s.callout.Unsubscribe()
+	}
+	if s.throttleSub != nil {
+		_ = s.throttleSub.Unsubscribe()
 	}
 	s.mu.Lock()
 	s.stopping = true

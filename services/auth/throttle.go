@@ -137,6 +137,25 @@ func (t *throttle) end(failed bool, keys ...string) {
 	t.settled = make(chan struct{})
 }
 
+// failed counts a failure another instance saw against each key.
+func (t *throttle) failed(keys ...string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	for _, k := range keys {
+		if k == "" {
+			continue
+		}
+		f := t.entryLocked(k, now)
+		if f.count == 0 || now.Sub(f.first) >= t.cfg.Window {
+			f.count, f.first = 0, now
+		}
+		f.count++
+	}
+	close(t.settled) // attempts waiting on these keys may now be refused
+	t.settled = make(chan struct{})
+}
+
 // entryLocked returns k's entry, adding an empty one.
 func (t *throttle) entryLocked(k string, now time.Time) *failures {
 	f, ok := t.keys[k]

@@ -1,0 +1,53 @@
+package auth
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// Every instance counts failed attempts for the whole deployment: it publishes what
+// it counted on wire.SubjectAuthThrottle and counts what the others publish (a
+// plain subscription: every instance gets every note). Without it a client whose
+// attempts a queue group spreads over n instances had n times the failures before
+// being throttled. Notes are best effort (core NATS): one lost counts a failure on
+// fewer instances, never more.
+
+// shareThrottle subscribes to the other instances' notes.
+func (s *Service) shareThrottle() error {
+	id := make([]byte, 8)
+	if _, err := rand.Read(id); err != nil {
+		return fmt.Errorf("auth: instance id: %w", err)
+	}
+	s.instance = hex.EncodeToString(id)
+	sub, err := s.nc.Subscribe(wire.SubjectAuthThrottle, func(m *nats.Msg) {
+		var note wire.AuthThrottleNote
+		if json.Unmarshal(m.Data, &note) != nil || note.From == s.instance {
+			return
+		}
+		if len(note.Failed) > 0 {
+			s.throttle.failed(note.Failed...)
+		}
+		if note.Succeeded != "" {
+			s.throttle.succeed(note.Succeeded)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("auth: throttle subscription: %w", err)
+	}
+	s.throttleSub = sub
+	return nil
+}
+
+// tellOthers publishes what this instance counted.
+func (s *Service) tellOthers(note wire.AuthThrottleNote) {
+	note.From = s.instance
+	if data, err := json.Marshal(note); err == nil {
+		_ = s.nc.Publish(wire.SubjectAuthThrottle, data)
+	}
+}

@@ -114,6 +114,17 @@ func (t *throttle) begin(ctx context.Context, keys ...string) (bool, error) {
 
 // end ends an attempt begin admitted: failed counts a failure against each key.
 func (t *throttle) end(failed bool, keys ...string) {
+	t.settle(true, failed, keys)
+}
+
+// failed counts a failure another instance saw against each key.
+func (t *throttle) failed(keys ...string) {
+	t.settle(false, true, keys)
+}
+
+// settle records the end of an attempt against each key: one fewer in flight when
+// inflight, one more failure when failed. Attempts waiting on the keys look again.
+func (t *throttle) settle(inflight, failed bool, keys []string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
@@ -122,7 +133,9 @@ func (t *throttle) end(failed bool, keys ...string) {
 			continue
 		}
 		f := t.entryLocked(k, now) // the entry may have been pruned meanwhile
-		f.inflight = max(f.inflight-1, 0)
+		if inflight {
+			f.inflight = max(f.inflight-1, 0)
+		}
 		if failed {
 			if f.count == 0 || now.Sub(f.first) >= t.cfg.Window {
 				f.count, f.first = 0, now
@@ -134,25 +147,6 @@ func (t *throttle) end(failed bool, keys ...string) {
 		}
 	}
 	close(t.settled)
-	t.settled = make(chan struct{})
-}
-
-// failed counts a failure another instance saw against each key.
-func (t *throttle) failed(keys ...string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.now()
-	for _, k := range keys {
-		if k == "" {
-			continue
-		}
-		f := t.entryLocked(k, now)
-		if f.count == 0 || now.Sub(f.first) >= t.cfg.Window {
-			f.count, f.first = 0, now
-		}
-		f.count++
-	}
-	close(t.settled) // attempts waiting on these keys may now be refused
 	t.settled = make(chan struct{})
 }
 

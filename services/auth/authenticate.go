@@ -30,11 +30,7 @@ func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, pro
 		principal = c.Username
 	}
 	pkey, akey := principalKey(principal), addressKey(clientIP)
-	// The wait is bounded: nothing tells the internal endpoint when its caller gives
-	// up, and a waiting attempt holds one of the service's workers.
-	wctx, cancel := context.WithTimeout(ctx, s.throttle.cfg.MaxWait)
-	admitted, err := s.throttle.begin(wctx, pkey, akey)
-	cancel()
+	admitted, err := s.throttle.begin(ctx, pkey, akey)
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeTimeout, "gave up waiting for this client's other attempts to be checked")
 	}
@@ -50,16 +46,12 @@ func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, pro
 	}
 	if d.Verdict != Allow {
 		s.throttle.end(true, pkey, akey)
-		s.tellOthers(wire.AuthThrottleNote{Failed: nonEmpty(pkey, akey)})
 		s.log.InfoContext(ctx, "authentication denied", "type", c.Type, "principal", principal,
 			"client_ip", clientIP, "authenticator", by, "reason", d.Reason)
 		return nil, denial(c.Type, d.Reason)
 	}
 	s.throttle.end(false, pkey, akey)
-	if pk := principalKey(d.Principal); pk != "" {
-		s.throttle.succeed(pk)
-		s.tellOthers(wire.AuthThrottleNote{Succeeded: pk})
-	}
+	s.throttle.succeed(principalKey(d.Principal))
 	props, vetoed := pol.VetProperties(proposed)
 	for k, v := range d.Properties {
 		if !strings.HasPrefix(k, "$") {
@@ -105,15 +97,4 @@ func denial(typ, reason string) error {
 	default:
 		return wire.Errorf(wire.CodeUnauthenticated, "anonymous sessions are not allowed")
 	}
-}
-
-// nonEmpty returns the keys that are not empty.
-func nonEmpty(keys ...string) []string {
-	out := keys[:0]
-	for _, k := range keys {
-		if k != "" {
-			out = append(out, k)
-		}
-	}
-	return out
 }

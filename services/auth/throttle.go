@@ -3,14 +3,17 @@ package auth
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
 // ThrottleConfig limits failed attempts. After MaxFailures failures for one principal
 // or one client address (IPv6: one /64) within Window, further attempts for it are refused with
 // throttled (429) — without checking the credentials — until the window has passed.
-// Counts are kept per auth service instance.
+// Instances share their counts (throttleshare.go).
 type ThrottleConfig struct {
 	// MaxFailures is the number of failures allowed per window (default 5).
 	MaxFailures int
@@ -33,6 +36,10 @@ type failures struct {
 type throttle struct {
 	cfg ThrottleConfig
 	now func() time.Time
+	// tell, when set, shares what this instance counts with the other instances
+	// (throttleshare.go): the keys of each failure, and each principal that proved
+	// itself after failing.
+	tell func(wire.AuthThrottleNote)
 
 	mu   sync.Mutex
 	keys map[string]*failures
@@ -66,9 +73,12 @@ func newThrottle(cfg ThrottleConfig, now func() time.Time) *throttle {
 // end — a success makes room, a failure may use up the key — instead of all passing
 // the check before any failure is counted (a burst of concurrent guesses would
 // otherwise all be checked). Legitimate concurrent attempts from one address are
-// delayed, never refused. Every admitted attempt ends with end. err is the context's
-// when it ends first.
+// delayed, never refused — but wait at most MaxWait (nothing tells the internal
+// authenticate endpoint that its caller gave up, and a waiting attempt holds a
+// worker). Every admitted attempt ends with end. err is context.DeadlineExceeded
+// after MaxWait, or the context's when it ends first.
 func (t *throttle) begin(ctx context.Context, keys ...string) (bool, error) {
+	var waited <-chan time.Time // armed at the first wait
 	for {
 		t.mu.Lock()
 		now := t.now()
@@ -104,17 +114,28 @@ func (t *throttle) begin(ctx context.Context, keys ...string) (bool, error) {
 		}
 		settled := t.settled
 		t.mu.Unlock()
+		if waited == nil {
+			timer := time.NewTimer(t.cfg.MaxWait)
+			defer timer.Stop()
+			waited = timer.C
+		}
 		select {
 		case <-settled:
+		case <-waited:
+			return false, context.DeadlineExceeded
 		case <-ctx.Done():
 			return false, ctx.Err()
 		}
 	}
 }
 
-// end ends an attempt begin admitted: failed counts a failure against each key.
+// end ends an attempt begin admitted: failed counts a failure against each key, and
+// tells the other instances.
 func (t *throttle) end(failed bool, keys ...string) {
 	t.settle(true, failed, keys)
+	if failed && t.tell != nil {
+		t.tell(wire.AuthThrottleNote{Failed: slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return k == "" })})
+	}
 }
 
 // failed counts a failure another instance saw against each key.
@@ -163,16 +184,28 @@ func (t *throttle) entryLocked(k string, now time.Time) *failures {
 	return f
 }
 
-// succeed forgets the failures of a key (a principal that proved itself).
+// succeed forgets the failures of a key (a principal that proved itself) and, when
+// it had any, tells the other instances: they counted the same failures.
 func (t *throttle) succeed(key string) {
+	if t.forget(key) && t.tell != nil {
+		t.tell(wire.AuthThrottleNote{Succeeded: key})
+	}
+}
+
+// forget forgets the failures of a key, reporting whether it had any.
+func (t *throttle) forget(key string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if f, ok := t.keys[key]; ok {
-		f.count = 0
-		if f.inflight == 0 {
-			delete(t.keys, key)
-		}
+	f, ok := t.keys[key]
+	if !ok {
+		return false
 	}
+	had := f.count > 0
+	f.count = 0
+	if f.inflight == 0 {
+		delete(t.keys, key)
+	}
+	return had
 }
 
 // pruneLocked drops expired entries; if the map is still full it drops everything,

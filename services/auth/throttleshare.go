@@ -15,10 +15,13 @@ import (
 // it counted on wire.SubjectAuthThrottle and counts what the others publish (a
 // plain subscription: every instance gets every note). Without it a client whose
 // attempts a queue group spreads over n instances had n times the failures before
-// being throttled. Notes are best effort (core NATS): one lost counts a failure on
-// fewer instances, never more.
+// being throttled. A success is told only by an instance that counted failures for
+// the principal, so an ordinary login publishes nothing. Notes are best effort (core
+// NATS): a lost one leaves a failure counted on fewer instances, or a forgotten one
+// on more.
 
-// shareThrottle subscribes to the other instances' notes.
+// shareThrottle subscribes to the other instances' notes and has the throttle
+// publish this instance's.
 func (s *Service) shareThrottle() error {
 	id := make([]byte, 8)
 	if _, err := rand.Read(id); err != nil {
@@ -34,13 +37,14 @@ func (s *Service) shareThrottle() error {
 			s.throttle.failed(note.Failed...)
 		}
 		if note.Succeeded != "" {
-			s.throttle.succeed(note.Succeeded)
+			s.throttle.forget(note.Succeeded)
 		}
 	})
 	if err != nil {
 		return fmt.Errorf("auth: throttle subscription: %w", err)
 	}
 	s.throttleSub = sub
+	s.throttle.tell = s.tellOthers
 	return nil
 }
 

@@ -37,8 +37,8 @@ type Config struct {
 	// create: 1 on one server, 3 on a production cluster. Every process of a
 	// deployment must use the same value: a service applies it to what it creates.
 	Replicas int
-	// StartTimeout bounds how long a service's start is retried while JetStream does
-	// not answer yet (default 1 minute).
+	// StartTimeout bounds how long a service's start is retried while NATSURL does not
+	// accept connections or JetStream does not answer yet (default 1 minute).
 	StartTimeout time.Duration
 	// DrainTimeout bounds how long stopping waits for requests in flight.
 	DrainTimeout time.Duration

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -83,9 +84,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 			nats.ReconnectWait(250 * time.Millisecond),
 		}, cfg.NATSOptions...)
 		if p.server != nil {
-			opts = append(opts, p.server.ServiceOptions()...)
+			return nats.Connect(cfg.NATSURL, append(opts, p.server.ServiceOptions()...)...)
 		}
-		return nats.Connect(cfg.NATSURL, opts...)
+		return dial(ctx, cfg.NATSURL, opts, cfg.StartTimeout, log.With("service", name))
 	}
 
 	issuer, err := cfg.calloutIssuer(cfg.NATSURL == "", runsAuth)
@@ -115,6 +116,30 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 		log.Info("service started", "service", name)
 	}
 	return p, nil
+}
+
+// dial connects to url, waiting up to timeout for it to accept connections: a
+// process started beside its NATS servers (a container, a unit started in parallel)
+// comes up before they listen. A server that answers and refuses — credentials, TLS
+// — fails at once.
+func dial(ctx context.Context, url string, opts []nats.Option, timeout time.Duration, log *slog.Logger) (*nats.Conn, error) {
+	deadline := time.Now().Add(timeout)
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		nc, err := nats.Connect(url, opts...)
+		var netErr net.Error
+		if err == nil || !(errors.Is(err, nats.ErrNoServers) || errors.As(err, &netErr)) {
+			return nc, err
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return nil, fmt.Errorf("NATS not reachable for %v: %w", timeout, err)
+		}
+		log.Warn("NATS not reachable yet; retrying", "retry_in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 // sharedView is the process's one view of the sessions bucket, on a connection of

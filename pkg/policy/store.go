@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -128,25 +129,50 @@ func (s *Store) Create(ctx context.Context, p *Policy) (uint64, error) {
 // value that does not decode or validate is logged and skipped: h keeps the last
 // good policy. A deleted policy leaves h unchanged too — services keep working with
 // what they had rather than falling open or closed on an operator's mistake. ready,
-// if not nil, is closed once the current value has been applied.
+// if not nil, is closed once the current value has been applied. A watch that ends
+// on its own (nats.go could not recreate its consumer: the bucket was deleted, a
+// cluster answered with an error it does not retry) is started again, every 250 ms
+// doubling to 5 s, rather than leaving h stale without a word.
 func (s *Store) Watch(ctx context.Context, h *Holder, log *slog.Logger, ready chan<- struct{}) error {
 	w, err := s.kv.Watch(ctx, Key)
 	if err != nil {
 		return fmt.Errorf("policy: watch: %w", err)
 	}
+	for {
+		s.follow(ctx, w, h, log, &ready)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("the watch of the stored policy ended; watching it again")
+		for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			if w, err = s.kv.Watch(ctx, Key); err == nil {
+				break
+			}
+			log.Warn("watching the stored policy again", "err", err, "retry_in", min(2*wait, 5*time.Second))
+		}
+	}
+}
+
+// follow applies w's updates to h until w or ctx ends, and stops w.
+func (s *Store) follow(ctx context.Context, w jetstream.KeyWatcher, h *Holder, log *slog.Logger, ready *chan<- struct{}) {
 	defer func() { _ = w.Stop() }()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil
+				return
 			}
 			if e == nil { // the initial values have all been delivered
-				if ready != nil {
-					close(ready)
-					ready = nil
+				if *ready != nil {
+					close(*ready)
+					*ready = nil
 				}
 				continue
 			}

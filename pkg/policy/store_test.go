@@ -200,3 +200,65 @@ anonymous:
 	// true
 	// false
 }
+
+// TestWatchOutlivesItsWatcher deletes the policy bucket under a watch: nats.go cannot
+// recreate the watcher's consumer and ends it. Watch watches again and applies the
+// policy stored once the bucket exists again.
+func TestWatchOutlivesItsWatcher(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	js := srv.JetStream(t)
+	ctx := context.Background()
+	store, err := policy.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Create(ctx, policy.Development()); err != nil {
+		t.Fatal(err)
+	}
+	h := policy.NewHolder(nil)
+	logs := &natstest.Buffer{}
+	wctx, cancel := context.WithCancel(ctx)
+	ready := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := store.Watch(wctx, h, logs.Logger(), ready); err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	}()
+	defer func() { cancel(); wg.Wait() }()
+	<-ready
+
+	if err := js.DeleteStream(ctx, "KV_"+policy.Bucket); err != nil {
+		t.Fatal(err)
+	}
+	// The watcher's consumer misses its heartbeats and cannot be recreated (10 s).
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "watching it again") {
+			return errors.New("the watch has not noticed its watcher ended")
+		}
+		return nil
+	})
+	if !h.Allowed([]string{"anonymous"}, policy.ModifySecurity, "") {
+		t.Fatal("the holder lost the last policy with the bucket")
+	}
+	store, err = policy.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Parse([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Put(ctx, p, 0); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if h.Allowed([]string{"anonymous"}, policy.ModifySecurity, "") || !h.Allowed([]string{"admin"}, policy.ModifySecurity, "") {
+			return errors.New("the holder has not seen the policy stored after the watcher ended")
+		}
+		return nil
+	})
+}

@@ -168,7 +168,7 @@ func (p *Process) sessionsView(ctx context.Context, connect func(string) (*nats.
 		nc.Close()
 		return nil, err
 	}
-	var opts []sessions.Option
+	opts := []sessions.Option{sessions.WithLogger(p.log.With("component", "sessions-view"))}
 	if names, _ := p.cfg.selected(); slices.Contains(names, "registry") {
 		opts = append(opts, sessions.KeepGone()) // for the registry's check of removed keys
 	}

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,6 +68,15 @@ func (v *View) SetKnown(known func(id string, rev uint64) *Record) {
 	v.known.Store(&known)
 }
 
+// WithLogger sets the logger the view reports a lost watch to (default slog.Default).
+func WithLogger(log *slog.Logger) Option {
+	return func(v *View) {
+		if log != nil {
+			v.log = log
+		}
+	}
+}
+
 // KeepGone makes the view keep the keys whose last entry is a removal marker when it
 // loads, for TakeGoneAtLoad (the registry's view).
 func KeepGone() Option {
@@ -107,6 +119,8 @@ type View struct {
 	rd         *kvstore.Reader
 	known      atomic.Pointer[func(id string, rev uint64) *Record]
 	touchEvery time.Duration
+	log        *slog.Logger
+	created    time.Time // when the bucket's stream was created, as of the last load
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	slim       bool
@@ -169,6 +183,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 		nc:         js.Conn(),
 		rd:         rd,
 		touchEvery: DefaultTouchInterval,
+		log:        slog.Default(),
 		subs:       map[int]func(Change){},
 		touched:    map[string]struct{}{},
 		removed:    map[string]removal{},
@@ -181,6 +196,11 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 	} else {
 		v.records = map[string]*Record{}
 	}
+	stream, err := js.Stream(ctx, "KV_"+Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("sessions: bucket %s: %w", Bucket, err)
+	}
+	v.created = stream.CachedInfo().Created
 	wctx, cancel := context.WithCancel(ctx)
 	v.cancel = cancel
 	w, err := kv.WatchAll(wctx)
@@ -213,20 +233,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 	v.wg.Add(2)
 	go func() {
 		defer v.wg.Done()
-		defer func() { _ = w.Stop() }()
-		for {
-			select {
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					v.apply(e)
-				}
-			case <-wctx.Done():
-				return
-			}
-		}
+		v.follow(wctx, js, w)
 	}()
 	go func() {
 		defer v.wg.Done()
@@ -244,6 +251,126 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 		}
 	}()
 	return v, nil
+}
+
+// follow applies the watch's updates until ctx ends. A watch can also end on its own:
+// nats.go gives up recreating its consumer on an error it does not retry (the bucket's
+// stream was deleted, a cluster answered with an unexpected error), and the view would
+// then go stale without a word. follow loads the bucket again instead, every 250 ms
+// doubling to 5 s until it can.
+func (v *View) follow(ctx context.Context, js jetstream.JetStream, w jetstream.KeyWatcher) {
+	for {
+		v.applyUpdates(ctx, w)
+		if ctx.Err() != nil {
+			return
+		}
+		v.log.Warn("the watch of the sessions bucket ended; loading the bucket again")
+		for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			var err error
+			if w, err = v.reload(ctx, js); err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			v.log.Warn("loading the sessions bucket again", "err", err, "retry_in", min(2*wait, 5*time.Second))
+		}
+		v.log.Info("following the sessions bucket again")
+	}
+}
+
+// applyUpdates applies w's updates until w ends or ctx does, and stops w.
+func (v *View) applyUpdates(ctx context.Context, w jetstream.KeyWatcher) {
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e != nil {
+				v.apply(e)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// reload watches the bucket anew, applies every record it holds and removes from the
+// view the sessions removed while no watch ran, and returns the watch. A record the
+// view holds at a revision later than the stream's last when reload began (written
+// meanwhile by the process, View.Apply) is kept even if the watch has not delivered it
+// yet.
+func (v *View) reload(ctx context.Context, js jetstream.JetStream) (jetstream.KeyWatcher, error) {
+	kv, err := js.KeyValue(ctx, Bucket) // bind only: creating the bucket is the registry's
+	if err != nil {
+		return nil, err
+	}
+	stream, err := js.Stream(ctx, "KV_"+Bucket)
+	if err != nil {
+		return nil, err
+	}
+	info := stream.CachedInfo()
+	last := info.State.LastSeq
+	if !info.Created.Equal(v.created) {
+		// The bucket was deleted and created again: its revisions started over and
+		// none of what the view holds is in it.
+		v.mu.Lock()
+		for _, id := range v.ids() {
+			v.applyRecordLocked(id, nil, 0)
+		}
+		clear(v.removed)
+		v.removedQ = nil
+		v.created = info.Created
+		v.mu.Unlock()
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]struct{}{}
+	for loaded := false; !loaded; {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("sessions: watch ended before the initial values")
+			}
+			if e == nil {
+				loaded = true
+				continue
+			}
+			seen[strings.Clone(e.Key())] = struct{}{}
+			v.apply(e)
+		case <-ctx.Done():
+			_ = w.Stop()
+			return nil, ctx.Err()
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, id := range v.ids() {
+		if _, ok := seen[id]; ok {
+			continue
+		}
+		if r, _ := v.lookup(id); r.Revision <= last {
+			v.applyRecordLocked(id, nil, last)
+		}
+	}
+	return w, nil
+}
+
+// ids returns the ids of the sessions the view holds. The caller holds v.mu.
+func (v *View) ids() []string {
+	if v.slim {
+		return slices.Collect(maps.Keys(v.held))
+	}
+	return slices.Collect(maps.Keys(v.records))
 }
 
 // TakeGoneAtLoad returns, once, the keys whose last entry was a removal marker when
@@ -298,6 +425,11 @@ func (v *View) forgetRemovals(now time.Time) {
 func (v *View) applyRecord(id string, rec *Record, rev uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.applyRecordLocked(id, rec, rev)
+}
+
+// applyRecordLocked is applyRecord for a caller holding v.mu.
+func (v *View) applyRecordLocked(id string, rec *Record, rev uint64) {
 	if rec == nil {
 		id, now := strings.Clone(id), time.Now()
 		v.removed[id] = removal{rev: rev, at: now}

@@ -1,9 +1,11 @@
 package sessions
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -30,5 +32,50 @@ func TestRemovalIsNotUndoneByAnOlderRead(t *testing.T) {
 		if len(v.removed) != 0 {
 			t.Fatalf("slim=%v: %d removals remembered past removedFor", slim, len(v.removed))
 		}
+	}
+}
+
+// reload, after a watch ended on its own, forgets the sessions whose keys are gone
+// from the bucket and keeps a record the process wrote after the load began.
+func TestReloadReconciles(t *testing.T) {
+	for _, slim := range []bool{false, true} {
+		srv := natstest.Start(t)
+		js := srv.JetStream(t)
+		ctx := context.Background()
+		kv, err := EnsureBucket(ctx, js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := Encode(&Record{ID: "kept", Principal: "p", State: wire.StateActive})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, "kept", data); err != nil {
+			t.Fatal(err)
+		}
+		var opts []Option
+		if slim {
+			opts = append(opts, Slim())
+		}
+		v, err := Watch(ctx, js, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// What a stopped watch missed: a key removed without a marker left in the
+		// bucket (its revision is the bucket's first), and a write of the process
+		// at a revision the bucket has not reached when reload starts.
+		v.applyRecord("gone", &Record{ID: "gone", State: wire.StateActive, Revision: 1}, 1)
+		v.Apply(&Record{ID: "new", State: wire.StateActive, Revision: 1000})
+		w, err := v.reload(ctx, js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = w.Stop()
+		for id, want := range map[string]bool{"kept": true, "gone": false, "new": true} {
+			if _, ok := v.Get(id); ok != want {
+				t.Errorf("slim=%v: %s held: got %v, want %v", slim, id, ok, want)
+			}
+		}
+		v.Close()
 	}
 }

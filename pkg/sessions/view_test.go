@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,4 +180,68 @@ func TestViewUsesKnownRecords(t *testing.T) {
 	if r, _ := view.Get("b"); r.Principal != "stored" {
 		t.Fatalf("got %+v for b, want the decoded record", r)
 	}
+}
+
+// TestViewOutlivesItsWatch deletes the bucket under a view: nats.go cannot recreate
+// the watch's consumer and ends the watch. The view loads the bucket again once it
+// exists: it learns the sessions written since and forgets those gone, telling its
+// subscribers.
+func TestViewOutlivesItsWatch(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	js := srv.JetStream(t)
+	for _, id := range []string{"a", "b"} {
+		put(t, srv, &sessions.Record{ID: id, Principal: "p", State: wire.StateActive})
+	}
+	logs := &natstest.Buffer{}
+	view, err := sessions.Watch(context.Background(), js, sessions.WithLogger(logs.Logger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	var mu sync.Mutex
+	removed := map[string]bool{}
+	cancel := view.Subscribe(func(c sessions.Change) {
+		if c.Record == nil {
+			mu.Lock()
+			removed[c.ID] = true
+			mu.Unlock()
+		}
+	})
+	defer cancel()
+
+	if err := js.DeleteStream(context.Background(), "KV_"+sessions.Bucket); err != nil {
+		t.Fatal(err)
+	}
+	// The watch's consumer misses its heartbeats and cannot be recreated (10 s).
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "loading the sessions bucket again") {
+			return errors.New("the view has not noticed its watch ended")
+		}
+		return nil
+	})
+	put(t, srv, &sessions.Record{ID: "c", Principal: "p", State: wire.StateActive})
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if _, ok := view.Get("c"); !ok {
+			return errors.New("the view does not hold the session written after its watch ended")
+		}
+		for _, id := range []string{"a", "b"} {
+			if _, ok := view.Get(id); ok {
+				return fmt.Errorf("the view still holds %s, gone with the bucket", id)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !removed["a"] || !removed["b"] {
+			return fmt.Errorf("subscribers were told of removals %v, want a and b", removed)
+		}
+		return nil
+	})
+	put(t, srv, &sessions.Record{ID: "d", Principal: "p", State: wire.StateActive})
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if _, ok := view.Get("d"); !ok {
+			return errors.New("the view does not follow the new watch")
+		}
+		return nil
+	})
 }

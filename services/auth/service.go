@@ -154,7 +154,7 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 	bg, stopBg := context.WithCancel(context.Background())
 	var view *sessions.View
 	if cfg.Sessions == nil {
-		view, err = sessions.Watch(bg, js)
+		view, err = sessions.Watch(bg, js, sessions.WithLogger(log))
 		if err != nil {
 			stopBg()
 			_ = svc.Stop(context.Background())

@@ -132,7 +132,7 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 	// then follows the bucket (under the view's lock: a change is in the index before
 	// the view shows it); the view itself keeps only what Authenticate and Get need.
 	ix := newIndex()
-	view, err := sessions.Watch(context.WithoutCancel(ctx), js, sessions.Slim(), sessions.OnChange(ix.apply))
+	view, err := sessions.Watch(context.WithoutCancel(ctx), js, sessions.Slim(), sessions.OnChange(ix.apply), sessions.WithLogger(log))
 	if err != nil {
 		return nil, fmt.Errorf("messaging: %w", err)
 	}

@@ -473,7 +473,7 @@ func (t *tracker) run(ctx context.Context) error {
 	for {
 		err := t.replay(ctx, time.Time{})
 		if err == nil && s.cfg.Sessions == nil {
-			view, err = sessions.Watch(ctx, s.js, sessions.WithKnown(t.recordAt), sessions.KeepGone())
+			view, err = sessions.Watch(ctx, s.js, sessions.WithKnown(t.recordAt), sessions.KeepGone(), sessions.WithLogger(s.log))
 			if err == nil {
 				defer view.Close()
 			}

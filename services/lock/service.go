@@ -187,7 +187,7 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 		return nil, err
 	}
 	st.changed = s.lockChanged
-	if err := st.watch(ctx, &s.wg); err != nil {
+	if err := st.watch(ctx, &s.wg, s.log); err != nil {
 		return fail(err)
 	}
 	s.wg.Add(2)

@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -172,59 +175,137 @@ func (s *store) snapshot() map[string]entry {
 
 // watch keeps the cache up to date from a watch of the bucket. It returns once the
 // initial values are loaded; the watch then runs until ctx ends, on a goroutine
-// that done tracks.
-func (s *store) watch(ctx context.Context, done *sync.WaitGroup) error {
+// that done tracks. A watch that ends on its own — nats.go gave up recreating its
+// consumer (the bucket's stream deleted; in a cluster, an error it does not retry) —
+// would leave the instance blind to other instances' locks, whose holders' sessions it
+// checks: the bucket is watched and loaded again, every 250 ms doubling to 5 s.
+func (s *store) watch(ctx context.Context, done *sync.WaitGroup, log *slog.Logger) error {
+	stream, err := s.js.Stream(ctx, "KV_"+Bucket)
+	if err != nil {
+		return fmt.Errorf("lock: bucket %s: %w", Bucket, err)
+	}
+	created := stream.CachedInfo().Created
+	w, err := s.load(ctx, 0)
+	if err != nil {
+		return err
+	}
+	done.Add(1)
+	go func() {
+		defer done.Done()
+		for {
+			s.follow(ctx, w)
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("the watch of the locks bucket ended; loading the bucket again")
+			for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				if w, err = s.reload(ctx, &created); err == nil {
+					break
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				log.Warn("loading the locks bucket again", "err", err, "retry_in", min(2*wait, 5*time.Second))
+			}
+			log.Info("following the locks bucket again")
+		}
+	}()
+	return nil
+}
+
+// apply puts an entry of the watch into the cache.
+func (s *store) apply(kve jetstream.KeyValueEntry) {
+	if old, ok := s.cached(kve.Key()); ok && old.rev >= kve.Revision() {
+		return // this instance's own write, already cached: skip decoding it
+	}
+	e := entry{rev: kve.Revision()}
+	if kve.Operation() == jetstream.KeyValuePut {
+		rec, err := decodeRecord(kve.Value(), kve.Revision())
+		if err != nil {
+			return // not written by this service: ignore it
+		}
+		e.rec = rec
+	}
+	s.remember(kve.Key(), e)
+}
+
+// load watches the bucket, applies its initial values and returns the watch. After
+// a reload (last > 0, the stream's last revision when the reload began) it removes
+// from the cache the keys no longer in the bucket, unless cached at a later revision
+// (a write of this instance meanwhile).
+func (s *store) load(ctx context.Context, last uint64) (jetstream.KeyWatcher, error) {
 	w, err := s.kv.WatchAll(ctx)
 	if err != nil {
-		return fmt.Errorf("lock: watch %s: %w", Bucket, err)
+		return nil, fmt.Errorf("lock: watch %s: %w", Bucket, err)
 	}
-	apply := func(kve jetstream.KeyValueEntry) {
-		if old, ok := s.cached(kve.Key()); ok && old.rev >= kve.Revision() {
-			return // this instance's own write, already cached: skip decoding it
-		}
-		e := entry{rev: kve.Revision()}
-		if kve.Operation() == jetstream.KeyValuePut {
-			rec, err := decodeRecord(kve.Value(), kve.Revision())
-			if err != nil {
-				return // not written by this service: ignore it
-			}
-			e.rec = rec
-		}
-		s.remember(kve.Key(), e)
-	}
+	seen := map[string]struct{}{}
 	for loaded := false; !loaded; {
 		select {
 		case kve, ok := <-w.Updates():
 			if !ok {
-				return errors.New("lock: watch ended before the initial values")
+				return nil, errors.New("lock: watch ended before the initial values")
 			}
 			if kve == nil {
 				loaded = true
 				continue
 			}
-			apply(kve)
+			if last > 0 {
+				seen[strings.Clone(kve.Key())] = struct{}{}
+			}
+			s.apply(kve)
 		case <-ctx.Done():
 			_ = w.Stop()
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
-	done.Add(1)
-	go func() {
-		defer done.Done()
-		defer func() { _ = w.Stop() }()
-		for {
-			select {
-			case kve, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if kve != nil {
-					apply(kve)
-				}
-			case <-ctx.Done():
-				return
+	if last > 0 {
+		s.mu.Lock()
+		for k, e := range s.cache {
+			if _, ok := seen[k]; !ok && e.rev <= last {
+				delete(s.cache, k)
 			}
 		}
-	}()
-	return nil
+		s.mu.Unlock()
+	}
+	return w, nil
+}
+
+// reload loads the bucket again after its watch ended. A bucket deleted and created
+// again (created changed: revisions started over) empties the cache first.
+func (s *store) reload(ctx context.Context, created *time.Time) (jetstream.KeyWatcher, error) {
+	stream, err := s.js.Stream(ctx, "KV_"+Bucket)
+	if err != nil {
+		return nil, err
+	}
+	info := stream.CachedInfo()
+	if !info.Created.Equal(*created) {
+		s.mu.Lock()
+		clear(s.cache)
+		s.mu.Unlock()
+		*created = info.Created
+	}
+	return s.load(ctx, max(info.State.LastSeq, 1))
+}
+
+// follow applies w's updates until w or ctx ends, and stops w.
+func (s *store) follow(ctx context.Context, w jetstream.KeyWatcher) {
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case kve, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if kve != nil {
+				s.apply(kve)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
 }

@@ -350,6 +350,19 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 		w.EnqueuedAt = r.Waiters[i].EnqueuedAt
 		r.Waiters[i] = w
 		o.changed = true
+		// The copy may ask for another mode than the request it takes over (shared
+		// where that was exclusive): at the head of the queue and compatible with the
+		// holders, it is granted now, with the shared waiters behind it. Left there,
+		// it would wait for nothing, holding back everyone behind it, until the next
+		// release or its own timeout.
+		if i == 0 && r.compatible(w.Mode) {
+			r.Waiters = r.Waiters[1:]
+			if err := r.grant(w, now, o); err != nil {
+				return false, err
+			}
+			r.promote(now, o)
+			return true, nil
+		}
 		return false, nil
 	}
 	if len(r.Waiters) >= maxWaiters {

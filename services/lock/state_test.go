@@ -334,6 +334,30 @@ func TestRequeueKeepsPlace(t *testing.T) {
 	}
 }
 
+// TestRequeueInAnotherModeAtTheHead: a waiting request re-issued in a mode the
+// holders admit, at the head of the queue, is granted with the shared waiters
+// behind it: the head of a stored queue is never compatible with the holders.
+func TestRequeueInAnotherModeAtTheHead(t *testing.T) {
+	r := &record{Name: "a", Holders: []holder{{Session: "H", Mode: wire.LockShared, Token: 1}},
+		Waiters: []waiter{req("1", "A", wire.LockExclusive), req("2", "B", wire.LockShared), req("3", "C", wire.LockExclusive)}}
+	again := req("1", "A", wire.LockShared)
+	again.Reply = "r.new"
+	o := &outcome{}
+	granted, err := r.acquire(again, true, false, 10, 1, o)
+	if !granted || err != nil {
+		t.Fatalf("got granted=%v err=%v, want the lock", granted, err)
+	}
+	if got := holders(r); !slices.Equal(got, []string{"H", "A", "B"}) {
+		t.Fatalf("got holders %v, want [H A B]", got)
+	}
+	if got := waiters(r); !slices.Equal(got, []string{"3"}) {
+		t.Fatalf("got waiters %v, want [3]", got)
+	}
+	if got := grantedIDs(o); !slices.Equal(got, []string{"2"}) {
+		t.Fatalf("got granted waiters %v, want [2]", got)
+	}
+}
+
 // TestLateDuplicatesChangeNothing: a copy of an acquire that arrives after its
 // request was answered for good — granted and released, cancelled, timed out, or
 // refused — must not grant the lock again.

@@ -60,20 +60,21 @@ func (s LockScope) Weaker(o LockScope) LockScope {
 	return ScopeSession
 }
 
-// MaxLockNameLength bounds a lock name in bytes.
+// MaxLockNameLength bounds a lock name in characters, as the schema's maxLength
+// counts them.
 const MaxLockNameLength = 256
 
 // ValidateLockName checks a lock name. Names are path-like, segments separated by
 // "/", so that ACQUIRE_LOCK can be granted on patterns (update-topic/*): a name is
-// 1 to MaxLockNameLength bytes of UTF-8, has no empty segment (no leading, trailing
-// or doubled "/"), and contains no control characters, no white space and neither
-// of the pattern characters "*" and ">". Errors match ErrInvalidName.
+// 1 to MaxLockNameLength characters of UTF-8, has no empty segment (no leading,
+// trailing or doubled "/"), and contains no control characters, no white space and
+// neither of the pattern characters "*" and ">". Errors match ErrInvalidName.
 func ValidateLockName(name string) error {
 	switch {
 	case name == "":
 		return Errorf(CodeInvalidName, "a lock name must not be empty")
-	case len(name) > MaxLockNameLength:
-		return Errorf(CodeInvalidName, "lock name is %d bytes; the limit is %d", len(name), MaxLockNameLength)
+	case len(name) > MaxLockNameLength && utf8.RuneCountInString(name) > MaxLockNameLength:
+		return Errorf(CodeInvalidName, "lock name is %d characters; the limit is %d", utf8.RuneCountInString(name), MaxLockNameLength)
 	case !utf8.ValidString(name):
 		return Errorf(CodeInvalidName, "lock name %q is not valid UTF-8", name)
 	case strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") || strings.Contains(name, "//"):

@@ -168,6 +168,7 @@ func (s *Service) commitBatch(name string, batch []*task) {
 		if cur.rec != nil {
 			r = cur.rec.clone()
 		}
+		r.maxHolders = s.cfg.MaxHolders
 		now := s.nowMS()
 		o := &outcome{}
 		for _, t := range batch {

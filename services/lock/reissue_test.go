@@ -49,3 +49,20 @@ func TestReissueInAnotherModeAtTheHeadIsGranted(t *testing.T) {
 	}
 	e.waitQueued(t, "m", 0)
 }
+
+// TestMaxHoldersOverTheWire: with MaxHolders 2 a third shared request waits and is
+// granted when a holder releases.
+func TestMaxHoldersOverTheWire(t *testing.T) {
+	e := newEnv(t)
+	e.startLock(t, Config{MaxHolders: 2})
+	a, b, c := e.open(t, "admin", 0), e.open(t, "admin", 0), e.open(t, "admin", 0)
+	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "m", Mode: wire.LockShared})
+	b.mustAcquire(t, &wire.LockAcquireRequest{Name: "m", Mode: wire.LockShared})
+	pc := c.acquireAsync(&wire.LockAcquireRequest{Name: "m", Mode: wire.LockShared, WaitMS: 20000})
+	e.waitQueued(t, "m", 1)
+	a.mustRelease(t, "m")
+	if _, err := pc.wait(t, 5*time.Second); err != nil {
+		t.Fatalf("the third shared request after a release: got %v, want the lock", err)
+	}
+	e.waitQueued(t, "m", 0)
+}

@@ -75,6 +75,10 @@ type Config struct {
 	// MaxWaiters bounds the waiting requests of one lock (2000), which bounds the
 	// size of its record (about 250 bytes a waiter) below NATS's max payload.
 	MaxWaiters int
+	// MaxHolders bounds the shared holders of one lock (1000), which bounds the
+	// rest of its record (about 200 bytes a holder): a shared request beyond it
+	// waits, first come first served, as it would behind an exclusive holder.
+	MaxHolders int
 	// StoreTimeout bounds one storage operation (5 s).
 	StoreTimeout time.Duration
 	// ListLimit is the default page size of list (100); MaxListLimit its maximum
@@ -107,6 +111,7 @@ func (c *Config) setDefaults() {
 	def(&c.Reattach, 10*time.Second)
 	def(&c.StoreTimeout, 5*time.Second)
 	defInt(&c.MaxWaiters, 2000)
+	defInt(&c.MaxHolders, 1000)
 	defInt(&c.ListLimit, 100)
 	defInt(&c.MaxListLimit, 1000)
 	if c.Instance == "" {

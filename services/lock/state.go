@@ -123,10 +123,14 @@ type record struct {
 	Waiters []waiter `json:"waiters,omitempty"`
 	// Done are the request ids answered for good in the last doneRetention.
 	Done []done `json:"done,omitempty"`
+
+	// maxHolders, when positive, bounds the shared holders (Config.MaxHolders): a
+	// shared request beyond it waits, as it would behind an exclusive holder.
+	maxHolders int
 }
 
 func (r *record) clone() *record {
-	c := &record{Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters), Done: slices.Clone(r.Done)}
+	c := &record{Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters), Done: slices.Clone(r.Done), maxHolders: r.maxHolders}
 	// A hold's Also is changed in place (withdraw, grant): the clone needs its own.
 	for i := range c.Holders {
 		c.Holders[i].Also = slices.Clone(c.Holders[i].Also)
@@ -223,7 +227,8 @@ func (r *record) compatible(m wire.LockMode) bool {
 	if len(r.Holders) == 0 {
 		return true
 	}
-	return m == wire.LockShared && r.Holders[0].Mode == wire.LockShared
+	return m == wire.LockShared && r.Holders[0].Mode == wire.LockShared &&
+		(r.maxHolders <= 0 || len(r.Holders) < r.maxHolders)
 }
 
 // outcome is what applying operations to a record did: which waiters left the

@@ -563,3 +563,41 @@ func TestCloneIsIndependent(t *testing.T) {
 		t.Fatalf("a cancel on the clone changed the original: also %q, want [y z]", got)
 	}
 }
+
+// TestSharedHoldersAreBounded: a shared request beyond maxHolders waits, first come
+// first served, and is granted when a holder leaves; one that will not wait is told
+// it would block. Without the bound every holder grows the one record until a write
+// exceeds NATS's max payload and every further grant fails.
+func TestSharedHoldersAreBounded(t *testing.T) {
+	sh := wire.LockShared
+	r := &record{Name: "a", maxHolders: 2}
+	for _, id := range []string{"A", "B"} {
+		if ok, err := r.acquire(req(id, id, sh), true, false, 10, 1, &outcome{}); !ok || err != nil {
+			t.Fatalf("%s: got %v, %v; want granted", id, ok, err)
+		}
+	}
+	if ok, err := r.acquire(req("C", "C", sh), false, false, 10, 1, &outcome{}); ok || !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("C, try once at the bound: got %v, %v; want ErrWouldBlock", ok, err)
+	}
+	for _, id := range []string{"D", "E"} {
+		if ok, err := r.acquire(req(id, id, sh), true, false, 10, 1, &outcome{}); ok || err != nil {
+			t.Fatalf("%s at the bound: got %v, %v; want it waiting", id, ok, err)
+		}
+	}
+	if got := waiters(r); !slices.Equal(got, []string{"D", "E"}) {
+		t.Fatalf("got waiters %v, want [D E]", got)
+	}
+	o := &outcome{}
+	if _, err := r.release("A", 0, 2, o); err != nil {
+		t.Fatal(err)
+	}
+	if got := grantedIDs(o); !slices.Equal(got, []string{"D"}) {
+		t.Fatalf("released one of two: got granted %v, want [D]", got)
+	}
+	if got := holders(r); !slices.Equal(got, []string{"B", "D"}) {
+		t.Fatalf("got holders %v, want [B D]", got)
+	}
+	if got := r.clone(); got.maxHolders != 2 {
+		t.Fatalf("a clone's bound: got %d, want 2", got.maxHolders)
+	}
+}

@@ -110,18 +110,21 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 	if err := s.checkUserProperties(req.Properties); err != nil {
 		return nil, err
 	}
-	timeout := time.Duration(req.TimeoutMS) * time.Millisecond
+	// The bounds are compared in milliseconds: timeout_ms converted to a Duration
+	// first would overflow (2^58 ms wraps to 0) and pass them.
+	var timeout time.Duration
 	switch {
 	case req.Permanent && req.TimeoutMS != 0:
 		return nil, wire.Errorf(wire.CodeBadRequest, "timeout_ms and permanent exclude each other")
 	case req.Permanent:
-		timeout = 0
 	case req.TimeoutMS < 0:
 		return nil, wire.Errorf(wire.CodeBadRequest, "timeout_ms must not be negative")
-	case timeout == 0:
+	case req.TimeoutMS == 0:
 		timeout = s.cfg.DefaultTimeout
-	case timeout < s.cfg.MinTimeout || timeout > s.cfg.MaxTimeout:
+	case req.TimeoutMS < s.cfg.MinTimeout.Milliseconds() || req.TimeoutMS > s.cfg.MaxTimeout.Milliseconds():
 		return nil, wire.Errorf(wire.CodeBadRequest, "timeout_ms %d is outside [%d, %d]", req.TimeoutMS, s.cfg.MinTimeout.Milliseconds(), s.cfg.MaxTimeout.Milliseconds())
+	default:
+		timeout = time.Duration(req.TimeoutMS) * time.Millisecond
 	}
 	if (req.GatewayType == "") != (req.GatewayID == "") {
 		return nil, wire.Errorf(wire.CodeBadRequest, "gateway_type and gateway_id go together")

@@ -52,6 +52,11 @@ type Config struct {
 	MaxConcurrent int
 	// DrainTimeout bounds how long Run waits for requests in flight when it stops.
 	DrainTimeout time.Duration
+	// AuthTimeout bounds the wait for the auth service's answer when a session opens
+	// or changes principal (30 s: the auth service itself gives up waiting for a
+	// client's other attempts after 10 s). An auth instance that dies with the
+	// request would otherwise hold the request, and a worker, until Run ends.
+	AuthTimeout time.Duration
 
 	// DefaultTimeout is the inactivity timeout of a session that asks for none
 	// (60 s); MinTimeout and MaxTimeout bound a requested one (1 s, 24 h).
@@ -121,6 +126,7 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.DrainTimeout, 10*time.Second)
+	def(&c.AuthTimeout, 30*time.Second)
 	def(&c.DefaultTimeout, time.Minute)
 	def(&c.MinTimeout, time.Second)
 	def(&c.MaxTimeout, 24*time.Hour)

@@ -85,6 +85,10 @@ func ownedBy(c *endpoint.Call) func(*sessions.Record) error {
 // (unauthenticated, throttled, forbidden, unavailable …) reach the client unchanged.
 func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, props map[string]string, info *wire.RequestInfo) (*wire.AuthenticateResponse, map[string]string, map[string]string, error) {
 	var resp wire.AuthenticateResponse
+	// The request's context has no deadline of its own (it ends when the service
+	// stops), and a request the auth service took but never answers has no other end.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AuthTimeout)
+	defer cancel()
 	err := wire.Call(ctx, s.nc, wire.SubjectAuthenticate, nil,
 		&wire.AuthenticateRequest{Credentials: creds, Properties: props, Client: info}, &resp)
 	if err != nil {

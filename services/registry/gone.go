@@ -97,7 +97,12 @@ func (s *Service) closeGoneOne(ctx context.Context, stream jetstream.Stream, g s
 	if opened != nil {
 		rec.StartTime = opened.Time
 	}
-	rec.Fixed = map[string]string{sessions.PropSessionID: rec.ID, sessions.PropPrincipal: rec.Principal}
+	// Every fixed key, as a session has them: what the events do not tell is empty
+	// (NaN for latitude and longitude), as for any property that cannot be determined.
+	rec.Fixed = fixedProperties(rec.ID, rec.Principal, nil, nil, rec.StartTime, &wire.SessionOpenRequest{})
+	if opened == nil {
+		rec.Fixed[sessions.PropStartTime] = ""
+	}
 	stage(rec, wire.EventClosed, nil)
 	data, err := sessions.Encode(rec)
 	if err != nil {

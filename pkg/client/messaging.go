@@ -102,6 +102,11 @@ func timeoutMS(d time.Duration) int64 {
 // says so; it matches ErrTimeout at ctx's deadline, and ErrUnavailable when the
 // connection is lost meanwhile).
 func (s *Session) RequestStream(ctx context.Context, to Target, path string, payload []byte, timeout time.Duration, fn func(wire.MsgResult), opts ...MessageOption) (int, error) {
+	// A closed session says so before anything touches the connection, which a
+	// session opened with Open closes with it.
+	if _, err := s.headers(); err != nil {
+		return 0, err
+	}
 	// The service ends the stream within the timeout (its default when 0); bound
 	// the wait for the case it cannot (the instance died mid-stream).
 	wait := timeout

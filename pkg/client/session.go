@@ -180,7 +180,21 @@ func (s *Session) Properties() map[string]string {
 func (s *Session) Info() wire.Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return *s.info
+	return copySession(s.info)
+}
+
+// copySession returns a copy of in that shares no map, slice or pointer with it:
+// the caller may change it while other goroutines read the session's own.
+func copySession(in *wire.Session) wire.Session {
+	out := *in
+	out.Roles = slices.Clone(in.Roles)
+	out.Fixed = maps.Clone(in.Fixed)
+	out.Properties = maps.Clone(in.Properties)
+	if in.ClosedAt != nil {
+		at := *in.ClosedAt
+		out.ClosedAt = &at
+	}
+	return out
 }
 
 // State returns the session's state.
@@ -276,7 +290,7 @@ func (s *Session) Refresh(ctx context.Context) (wire.Session, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.info = resp.Session
-	return *resp.Session, nil
+	return copySession(resp.Session), nil
 }
 
 // SetProperties sets and removes user properties of the session.

@@ -124,9 +124,18 @@ func replyMargin(remaining time.Duration) time.Duration {
 }
 
 // TryLock acquires the named lock if it is free now, and fails with ErrTimeout
-// otherwise.
+// otherwise. When ctx ends before the answer comes, or the answer is that the
+// outcome is unknown (ErrUnavailable), the request is withdrawn as Lock's is: a
+// grant the caller never saw is released.
 func (s *Session) TryLock(ctx context.Context, name string, opts LockOptions) (*Lock, error) {
-	return s.acquire(ctx, name, opts, 0, "")
+	// The request id is what lets the server withdraw a try the caller gave up
+	// on, and refuse it should it arrive after its withdrawal.
+	reqID := nuid.Next()
+	l, err := s.acquire(ctx, name, opts, 0, reqID)
+	if err != nil && (ctx.Err() != nil || errors.Is(err, ErrUnavailable)) {
+		s.withdraw(name, reqID, opts)
+	}
+	return l, err
 }
 
 func (s *Session) acquire(ctx context.Context, name string, opts LockOptions, waitMS int64, reqID string) (*Lock, error) {

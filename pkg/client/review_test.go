@@ -1,13 +1,19 @@
 package client_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/roster"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
+	"github.com/seed-3c836eab/roster/services/lock"
 )
 
 // TestRequestStreamAfterCloseIsSessionClosed: once a session opened with Open is
@@ -69,4 +75,71 @@ func TestInfoIsTheCallersCopy(t *testing.T) {
 	}
 	mess(info)
 	check("Refresh")
+}
+
+// TestTryLockGivenUpLeavesNoLock: a TryLock whose context ends before the answer
+// comes (a slow or failing lock service) leaves nothing behind: a grant the caller
+// never saw is withdrawn. TryLock sent no request id and withdrew nothing, so the
+// lock was granted to the session after TryLock had returned ErrTimeout, and stayed
+// held, unknown to the caller, for as long as the session lived.
+func TestTryLockGivenUpLeavesNoLock(t *testing.T) {
+	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Services = []string{"auth", "registry"} }))
+	s := open(t, p.ClientURL(), client.Options{HeartbeatInterval: 100 * time.Millisecond})
+	other := open(t, p.ClientURL(), client.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// A slow lock service: it takes the try-once request now and hands it to a
+	// lock instance only after the caller gave up.
+	slow, err := p.Server().ConnectService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	taken := make(chan *nats.Msg, 1)
+	sub, err := slow.Subscribe(wire.SubjectLockAcquire, func(m *nats.Msg) {
+		select {
+		case taken <- m:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tctx, tcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = s.TryLock(tctx, "slow", client.LockOptions{})
+	tcancel()
+	if !errors.Is(err, client.ErrTimeout) {
+		t.Fatalf("TryLock nobody answers in time: got %v, want ErrTimeout", err)
+	}
+	var m *nats.Msg
+	select {
+	case m = <-taken:
+	case <-ctx.Done():
+		t.Fatal("the acquire never reached the slow service")
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	startLockInstance(t, p, lock.Config{})
+	// The request reaches a lock instance now, as it was sent; its answer no
+	// longer has anyone waiting for it. Granted or refused, the lock must end up
+	// free: the caller gave up on it.
+	reply, err := slow.RequestMsgWithContext(ctx, &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the late request was answered: %s %s", reply.Header.Get(wire.HeaderErrorCode), reply.Data)
+	waitFor(t, func() error {
+		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		l, err := other.TryLock(tctx, "slow", client.LockOptions{})
+		if err != nil {
+			return fmt.Errorf("lock slow is not free: %w", err)
+		}
+		return l.Unlock(ctx)
+	})
 }

@@ -269,7 +269,13 @@ func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req,
 	defer done()
 
 	err = wire.Call(ctx, c.nc, subject, hdr, req, resp)
-	if err != nil && errors.Is(context.Cause(ctx), errConnectionLost) {
+	switch {
+	case err == nil:
+	case errors.Is(err, nats.ErrMaxPayload):
+		// Refused before it was sent; the service refuses a slightly smaller one
+		// with too_large, and so must this be.
+		err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTooLarge, Message: fmt.Sprintf("the request is larger than the server's max_payload (%d bytes)", c.nc.MaxPayload())}, err)
+	case errors.Is(context.Cause(ctx), errConnectionLost):
 		err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}, err)
 	}
 	if err != nil {

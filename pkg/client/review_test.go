@@ -143,3 +143,20 @@ func TestTryLockGivenUpLeavesNoLock(t *testing.T) {
 		return l.Unlock(ctx)
 	})
 }
+
+// TestRequestOverMaxPayloadIsTooLarge: a request larger than the server's
+// max_payload (here a send of 900 KB, 1.2 MB as JSON) is refused by the NATS
+// client before it is sent. The error matched no SDK error (roster send exited 1),
+// while a slightly smaller payload the messaging service refuses is ErrTooLarge
+// (exit 2).
+func TestRequestOverMaxPayloadIsTooLarge(t *testing.T) {
+	p := rostertest.Start(t)
+	s := open(t, p.ClientURL(), client.Options{})
+	_, err := s.Send(ctxT(t), client.ToSession(s.ID()), "big", make([]byte, 900<<10))
+	if !errors.Is(err, client.ErrTooLarge) {
+		t.Fatalf("send of 900 KB: got %v, want ErrTooLarge", err)
+	}
+	if !errors.Is(err, nats.ErrMaxPayload) {
+		t.Errorf("send of 900 KB: got %v, want it to wrap nats.ErrMaxPayload", err)
+	}
+}

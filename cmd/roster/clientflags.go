@@ -41,6 +41,10 @@ func (f *clientFlags) register(fs *pflag.FlagSet) {
 
 // connect connects to Roster with the credentials and TLS files of the flags.
 func (f *clientFlags) connect() (*client.Client, error) {
+	if f.timeout <= 0 {
+		// A request given no time fails at once: say so rather than time out.
+		return nil, usageError{fmt.Errorf("--timeout %s: want a positive duration", f.timeout)}
+	}
 	tlsOpts, err := f.tls.options("--tls")
 	if err != nil {
 		return nil, err

@@ -38,6 +38,9 @@ the own session's (--id with the own id) need nothing.`,
 			if err != nil {
 				return err
 			}
+			if since < 0 {
+				return usageError{fmt.Errorf("--since %s: want a positive duration (how long ago to start)", since)}
+			}
 			if since != 0 && fromSeq != 0 {
 				return usageError{errors.New("--since and --from-seq exclude each other")}
 			}

@@ -143,6 +143,9 @@ the first failed result's error (6 timeout, 7 gone, …).`,
 			if err != nil {
 				return err
 			}
+			if wait < 0 {
+				return usageError{fmt.Errorf("--wait %s: want 0 (the service's default, 5s) or a positive duration", wait)}
+			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				rctx, cancel := context.WithTimeout(ctx, wait+f.timeout)
 				defer cancel()
@@ -171,7 +174,7 @@ the first failed result's error (6 timeout, 7 gone, …).`,
 	}
 	f.register(cmd.Flags())
 	m.register(cmd.Flags())
-	cmd.Flags().DurationVar(&wait, "wait", 5*time.Second, "how long each receiver has to answer (at most 1m)")
+	cmd.Flags().DurationVar(&wait, "wait", 5*time.Second, "how long each receiver has to answer (0: the service's default, 5s; at most 1m)")
 	annotateEnv(cmd.Flags())
 	return cmd
 }

@@ -377,3 +377,33 @@ func TestTryLockIsBoundedByTimeout(t *testing.T) {
 		t.Errorf("try a lock nobody answers for: got %v (exit %d), want a timeout (exit %d) after --timeout", r.err, r.exit(), exitTimeout)
 	}
 }
+
+// TestLockLostIsReportedOnce: lock acquire holding a lock until interrupted fails
+// when the lock is lost (here its session is closed by another), with status 5
+// (session_closed), and says so once; it said "lock … lost: …" twice.
+func TestLockLostIsReportedOnce(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	out, errb := &natstest.Buffer{}, &natstest.Buffer{}
+	done := c.start(ctx, "", out, errb, "lock", "acquire", "orders/9", "-o", "json")
+	var held wire.Lock
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		return json.Unmarshal([]byte(out.String()), &held)
+	})
+	admin := openSession(t, c.server)
+	if _, err := admin.CloseSessions(ctx, wire.SessionCloseRequest{ID: held.Session}); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		t.Fatal("lock acquire still holds a lock whose session was closed")
+	}
+	if exitCode(err) != exitSessionClosed {
+		t.Errorf("got %v (exit %d), want exit %d", err, exitCode(err), exitSessionClosed)
+	}
+	if n := strings.Count(err.Error(), "lock orders/9 lost"); n != 1 {
+		t.Errorf("the error says the lock was lost %d times, want once: %q", n, err.Error())
+	}
+}

@@ -104,8 +104,7 @@ value waits until interrupted. Not getting the lock in time exits with status 6.
 				} else {
 					select {
 					case <-ctx.Done():
-					case <-l.Lost():
-						runErr = fmt.Errorf("lock %s lost: %w", name, l.Err())
+					case <-l.Lost(): // reported below
 					}
 				}
 				if l.Err() != nil {

@@ -407,3 +407,90 @@ func TestLockLostIsReportedOnce(t *testing.T) {
 		t.Errorf("the error says the lock was lost %d times, want once: %q", n, err.Error())
 	}
 }
+
+// TestExportedSessionLeavesOpeningCommandsAlone: session open prints an export of
+// the new session's id and token; with those in the environment, the commands that
+// open a session of their own (listen, session open) still do, while the others act
+// as the exported session. Only --session-id given on the command line is refused.
+func TestExportedSessionLeavesOpeningCommandsAlone(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	owner := openSession(t, c.server)
+	t.Setenv("ROSTER_SESSION_ID", owner.ID())
+	t.Setenv("ROSTER_SESSION_TOKEN", owner.Token())
+
+	if r := c.run(ctx, "", "session", "get"); r.err != nil || !strings.Contains(r.stdout, owner.ID()) {
+		t.Fatalf("session get as the exported session: got %q, %v", r.stdout, r.err)
+	}
+	_, id, stop := c.listen(ctx)
+	if id == owner.ID() {
+		t.Errorf("listen used the exported session %s; want a session of its own", id)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("listen: %v", err)
+	}
+
+	octx, cancel := context.WithCancel(ctx)
+	out, errb := &natstest.Buffer{}, &natstest.Buffer{}
+	done := c.start(octx, "", out, errb, "session", "open")
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(out.String(), "export ROSTER_SESSION_ID=") {
+			return fmt.Errorf("session open printed %q, %q", out.String(), errb.String())
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("session open: %v", err)
+	}
+	if strings.Contains(out.String(), "ROSTER_SESSION_ID="+owner.ID()) {
+		t.Errorf("session open printed the exported session rather than a new one: %q", out.String())
+	}
+
+	for _, args := range [][]string{{"listen", "--session-id", owner.ID()}, {"session", "open", "--session-id", owner.ID()}} {
+		if r := c.run(ctx, "", args...); r.exit() != 2 {
+			t.Errorf("%q: got %v (exit %d), want a usage error (2)", args, r.err, r.exit())
+		}
+	}
+}
+
+// TestSessionOpenPrintsStateChangesAsJSON: with -o json each change of state is an
+// object with the documented snake_case members.
+func TestSessionOpenPrintsStateChangesAsJSON(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	out, errb := &natstest.Buffer{}, &natstest.Buffer{}
+	done := c.start(ctx, "", out, errb, "session", "open", "-o", "json")
+	var opened struct {
+		Session struct {
+			ID string `json:"id"`
+		} `json:"session"`
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		return json.NewDecoder(strings.NewReader(out.String())).Decode(&opened)
+	})
+	admin := openSession(t, c.server)
+	if _, err := admin.CloseSessions(ctx, wire.SessionCloseRequest{ID: opened.Session.ID}); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		t.Fatal("session open still runs after its session was closed")
+	}
+	if exitCode(err) != exitSessionClosed {
+		t.Errorf("got %v (exit %d), want exit %d", err, exitCode(err), exitSessionClosed)
+	}
+	dec := json.NewDecoder(strings.NewReader(out.String()))
+	var first, change map[string]any
+	if err := dec.Decode(&first); err != nil {
+		t.Fatal(err)
+	}
+	if err := dec.Decode(&change); err != nil {
+		t.Fatalf("no state change printed after the session: %v (%q)", err, out.String())
+	}
+	if change["old_state"] != "ACTIVE" || change["new_state"] != "CLOSED" || change["reason"] != "by_server" {
+		t.Errorf("got state change %v, want old_state ACTIVE, new_state CLOSED, reason by_server", change)
+	}
+}

@@ -79,6 +79,10 @@ func parseProps(pairs []string) (map[string]string, error) {
 	return out, nil
 }
 
+// forgetSession drops a session named through the environment, for a command that
+// opens its own.
+func (f *clientFlags) forgetSession() { f.sessionID, f.token = "", "" }
+
 // session runs fn with a session: the one named by --session-id, or one opened for
 // this command and closed after it.
 func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(ctx context.Context, s *client.Session) error) error {

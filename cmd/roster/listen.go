@@ -41,9 +41,10 @@ send to it with --session.`,
 			if err != nil {
 				return err
 			}
-			if f.sessionID != "" {
+			if onCommandLine(cmd, "session-id") {
 				return usageError{fmt.Errorf("listen opens its own session: deliveries reach only the connection a session is bound to; --session-id does not apply")}
 			}
+			f.forgetSession() // one exported in the shell (session open prints the export)
 			if len(paths) == 0 {
 				paths = []string{"*"}
 			}

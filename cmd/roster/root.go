@@ -72,13 +72,32 @@ func bindEnv(cmd *cobra.Command) error {
 		if v, ok := os.LookupEnv(envName(f.Name)); ok {
 			if err := cmd.Flags().Set(f.Name, v); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", envName(f.Name), err))
+				return
 			}
+			if f.Annotations == nil {
+				f.Annotations = map[string][]string{}
+			}
+			f.Annotations[fromEnvAnnotation] = []string{envName(f.Name)}
 		}
 	})
 	if len(errs) > 0 {
 		return usageError{errors.Join(errs...)}
 	}
 	return nil
+}
+
+// fromEnvAnnotation marks a flag bindEnv set from its environment variable.
+const fromEnvAnnotation = "roster_from_env"
+
+// onCommandLine reports whether flag was given on the command line, not only
+// through its environment variable.
+func onCommandLine(cmd *cobra.Command, flag string) bool {
+	f := cmd.Flags().Lookup(flag)
+	if f == nil || !f.Changed {
+		return false
+	}
+	_, env := f.Annotations[fromEnvAnnotation]
+	return !env
 }
 
 // annotateEnv adds the environment variable to each flag's usage text.

@@ -49,9 +49,10 @@ as they happen. Other commands can act as this session with --session-id and
 			if err != nil {
 				return err
 			}
-			if f.sessionID != "" {
+			if onCommandLine(cmd, "session-id") {
 				return usageError{errors.New("session open opens a new session; --session-id does not apply")}
 			}
+			f.forgetSession() // one exported in the shell (session open prints the export)
 			c, err := f.connect()
 			if err != nil {
 				return err // unavailable, or unauthenticated when the credentials are refused
@@ -84,7 +85,7 @@ as they happen. Other commands can act as this session with --session-id and
 					defer cancel()
 					return s.Close(cctx)
 				case ch := <-changes:
-					_ = out.emit(ch, func(w io.Writer) {
+					_ = out.emit(stateChangeOf(ch), func(w io.Writer) {
 						fmt.Fprintf(w, "state %s -> %s %s\n", ch.Old, ch.New, ch.Reason)
 					})
 					if ch.New == client.StateClosed {
@@ -305,4 +306,20 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// stateChange is a session's change of state as session open prints it with -o json.
+type stateChange struct {
+	Old    wire.SessionState `json:"old_state"`
+	New    wire.SessionState `json:"new_state"`
+	Reason wire.CloseReason  `json:"reason,omitempty"`
+	Error  string            `json:"error,omitempty"`
+}
+
+func stateChangeOf(ch client.StateChange) stateChange {
+	c := stateChange{Old: ch.Old, New: ch.New, Reason: ch.Reason}
+	if ch.Err != nil {
+		c.Error = ch.Err.Error()
+	}
+	return c
 }

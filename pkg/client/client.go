@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -113,7 +114,32 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 		return nil, connectError(url, err)
 	}
 	c.nc = nc
+	if _, err := nc.Subscribe(wire.ConnectionStateSubjects(c.key), c.stateNotice); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("client: subscribe %s: %w", wire.ConnectionStateSubjects(c.key), err)
+	}
 	return c, nil
+}
+
+// stateNotice closes, on this side, the sessions the registry says have closed
+// (wire.SessionStateNotice): a close by another session or by the server is known at
+// once, where the next keepalive would otherwise learn it.
+func (c *Client) stateNotice(m *nats.Msg) {
+	var n wire.SessionStateNotice
+	if err := json.Unmarshal(m.Data, &n); err != nil || n.State != wire.StateClosed {
+		return
+	}
+	var closed []*Session
+	c.mu.Lock()
+	for s := range c.sessions {
+		if s.id == n.SessionID && !s.closing.Load() {
+			closed = append(closed, s)
+		}
+	}
+	c.mu.Unlock()
+	for _, s := range closed {
+		s.setClosed(n.Reason, &wire.Error{Code: wire.CodeSessionClosed, Message: fmt.Sprintf("session %s was closed (%s)", n.SessionID, n.Reason)})
+	}
 }
 
 // connectError maps a failed dial to the SDK's errors: a refused authorization

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/schematest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -125,5 +126,61 @@ func TestFollowEvents(t *testing.T) {
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("FollowEvents after cancel: got %v, want context.Canceled", err)
+	}
+}
+
+// TestCloseByAnotherIsKnownAtOnce: a session closed by another session (or the
+// server) learns it from the registry's notice to its connection, not at its next
+// keepalive (a third of its 10-minute timeout away here), and its listeners are told
+// why; a session closing itself is not cut off by the notice of its own close.
+func TestCloseByAnotherIsKnownAtOnce(t *testing.T) {
+	p := startSecured(t)
+	ctx := ctxT(t)
+	admin := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	// On a client of its own, whose connection outlives the session.
+	cl, err := client.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cl.Close(context.Background()) }()
+	target, err := cl.Open(ctx, client.Options{Timeout: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := make(chan client.StateChange, 4)
+	target.OnStateChange(func(ch client.StateChange) { changes <- ch })
+	// The notice itself, as the connection receives it, against its schema.
+	notices, err := cl.Conn().SubscribeSync(wire.SessionStateSubject(cl.Key(), target.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CloseSessions(ctx, wire.SessionCloseRequest{ID: target.ID()}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ch := <-changes:
+		if ch.New != client.StateClosed || ch.Reason != wire.ClosedByServer || !errors.Is(ch.Err, client.ErrSessionClosed) {
+			t.Fatalf("got change %+v, want CLOSED by_server with ErrSessionClosed", ch)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the closed session did not learn of its close within 10s")
+	}
+	if err := target.Keepalive(ctx); !errors.Is(err, client.ErrSessionClosed) {
+		t.Errorf("a call after the notice: got %v, want ErrSessionClosed", err)
+	}
+	if m, err := notices.NextMsg(5 * time.Second); err != nil {
+		t.Errorf("the notice on %s: %v", notices.Subject, err)
+	} else {
+		schematest.Validate(t, "session.state", m.Data)
+	}
+
+	for range 20 {
+		own := open(t, p.ClientURL(), client.Options{})
+		if err := own.Close(ctx); err != nil {
+			t.Fatalf("closing a session of its own: %v", err)
+		}
+		if own.State() != client.StateClosed {
+			t.Fatalf("after Close: got state %s", own.State())
+		}
 	}
 }

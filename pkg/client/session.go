@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -86,6 +87,7 @@ type Session struct {
 	stopHB    chan struct{}
 	hbDone    chan struct{}
 	closeOnce sync.Once
+	closing   atomic.Bool // Close is under way
 }
 
 // errNoSession answers a reply that should carry a session and does not.
@@ -347,6 +349,9 @@ func (s *Session) Close(ctx context.Context) error {
 		s.finish()
 		return nil
 	}
+	// The registry tells the connection of the close before it replies: the notice
+	// must not close the session (and a connection Open made) under this call.
+	s.closing.Store(true)
 	err = s.c.call(ctx, wire.SubjectSessionClose, hdr, &wire.SessionCloseRequest{}, &wire.SessionCloseResponse{})
 	if errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {
 		err = nil

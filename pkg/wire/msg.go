@@ -43,6 +43,31 @@ const HeaderRequestID = "Roster-Request-Id"
 // streams request results to the requesting session. Paths cannot start with '_'.
 const resultsToken = "_results"
 
+// stateToken is the token, after the session id, of the subject on which the
+// registry tells the connection a session is bound to that the session closed.
+const stateToken = "_state"
+
+// SessionStateSubject returns the subject on which the connection with key, to which
+// session id is bound, is told that the session closed:
+// roster.v1.deliver.<key>.<session id>._state (body SessionStateNotice).
+func SessionStateSubject(key, id string) string {
+	return SessionDeliverPrefix(key, id) + "." + stateToken
+}
+
+// ConnectionStateSubjects returns the subscription that receives the
+// SessionStateSubject messages of every session bound to the connection with key.
+func ConnectionStateSubjects(key string) string {
+	return ConnectionDeliverPrefix(DeliveryKey(key)) + ".*." + stateToken
+}
+
+// SessionStateNotice tells a session's connection that the session closed, and why:
+// at once, where the next keepalive would otherwise learn it.
+type SessionStateNotice struct {
+	SessionID string       `json:"session_id"`
+	State     SessionState `json:"state"`
+	Reason    CloseReason  `json:"reason,omitempty"`
+}
+
 // ValidatePath checks a message path (see the rule above). Errors match
 // ErrInvalidName.
 func ValidatePath(path string) error {

@@ -199,3 +199,22 @@ func (t *tracker) sweep() {
 		t.s.publishPending(d.rec, d.ev)
 	}
 }
+
+// tellClosed tells the connection rec's session is bound to that the session has
+// closed (wire.SessionStateSubject), so that a client learns a close by another
+// session or by the server at once rather than at its next keepalive. Best effort:
+// a client that misses it learns it from its next request.
+func (s *Service) tellClosed(ctx context.Context, rec *sessions.Record) {
+	if rec.DeliverKey == "" {
+		return
+	}
+	data, err := json.Marshal(&wire.SessionStateNotice{SessionID: rec.ID, State: rec.State, Reason: rec.CloseReason})
+	if err != nil {
+		return
+	}
+	msg := &nats.Msg{Subject: wire.SessionStateSubject(rec.DeliverKey, rec.ID), Data: data, Header: nats.Header{}}
+	wire.Inject(ctx, msg.Header)
+	if err := s.nc.PublishMsg(msg); err != nil {
+		s.log.Debug("telling a session's connection it closed", "session_id", rec.ID, "err", err)
+	}
+}

@@ -737,7 +737,7 @@ func (s *Service) closeSession(ctx context.Context, id string, first *sessions.R
 // each attempt: decide returns the reason, or false to write nothing (the expiry uses
 // it to honour activity that arrived meanwhile).
 func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record, check func(*sessions.Record) error, decide func(*sessions.Record) (wire.CloseReason, bool)) error {
-	_, _, err := s.modify(ctx, id, first, check, wire.EventClosed, func(r *sessions.Record) (bool, error) {
+	rec, changed, err := s.modify(ctx, id, first, check, wire.EventClosed, func(r *sessions.Record) (bool, error) {
 		reason, ok := decide(r)
 		if !ok {
 			return false, nil
@@ -749,6 +749,9 @@ func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record
 		r.RecoveringSince = nil
 		return true, nil
 	})
+	if err == nil && changed {
+		s.tellClosed(ctx, rec)
+	}
 	return err
 }
 

@@ -82,6 +82,7 @@ type tracker struct {
 	cutAt     time.Time // when blind was set
 	cuts      int       // disconnects so far
 	runCtx    context.Context
+	catchUps  sync.WaitGroup // catch-ups reconnected started
 	// unpublished holds the sessions whose outbox has events this instance has not
 	// seen stored.
 	unpublished map[string]struct{}
@@ -456,6 +457,16 @@ func (t *tracker) run(ctx context.Context) error {
 	t.mu.Unlock()
 	s.nc.SetDisconnectErrHandler(func(*nats.Conn, error) { t.cutOff() })
 	s.nc.SetReconnectHandler(func(*nats.Conn) { t.reconnected() })
+	// When run returns, the connection (the caller's) stops calling into the tracker,
+	// and a catch-up that a reconnect started has ended.
+	defer func() {
+		s.nc.SetDisconnectErrHandler(nil)
+		s.nc.SetReconnectHandler(nil)
+		t.mu.Lock()
+		t.runCtx = nil
+		t.mu.Unlock()
+		t.catchUps.Wait()
+	}()
 	// A NATS server restart drops every connection at once: the buffer holds the
 	// advisories of that many (a full channel would drop them as a slow consumer).
 	disconnects := make(chan *nats.Msg, 65536)
@@ -792,11 +803,14 @@ func (t *tracker) reconnected() {
 	t.mu.Lock()
 	cuts, from := t.cuts, t.cutAt.Add(-catchUpMargin)
 	ctx := t.runCtx
-	t.mu.Unlock()
 	if ctx == nil {
+		t.mu.Unlock()
 		return
 	}
+	t.catchUps.Add(1) // under t.mu while runCtx is set: never after run's Wait began
+	t.mu.Unlock()
 	go func() {
+		defer t.catchUps.Done()
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		err := t.replay(rctx, from)

@@ -241,15 +241,17 @@ func (st *store) readEvents(ctx context.Context, subject string, seq uint64, sta
 		return nil, false, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
+	// Storage that fails or does not answer is unavailable (or timeout) to the
+	// caller, as for the sessions bucket, not internal.
 	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+EventsStream, sub.Subject, body); err != nil {
-		return nil, false, err
+		return nil, false, unavailable("read events", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for {
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
-			return nil, false, fmt.Errorf("registry: reading events: %w", err)
+			return nil, false, unavailable("read events", err)
 		}
 		switch status := m.Header.Get("Status"); status {
 		case "":
@@ -258,7 +260,7 @@ func (st *store) readEvents(ctx context.Context, subject string, seq uint64, sta
 		case "204": // end of the batch; the header counts what follows it
 			return msgs, len(msgs) < batch || m.Header.Get("Nats-Num-Pending") == "0", nil
 		default:
-			return nil, false, fmt.Errorf("registry: reading events: status %s %s", status, m.Header.Get("Description"))
+			return nil, false, unavailable("read events", fmt.Errorf("status %s %s", status, m.Header.Get("Description")))
 		}
 		sm := storedMsg{subject: m.Header.Get(jetstream.SubjectHeader), data: m.Data}
 		if sm.seq, err = strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); err != nil {

@@ -389,3 +389,19 @@ func TestEventsFollowerMissesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestEventsStorageLostIsUnavailable: with the events stream gone (deleted by
+// mistake, or its stream unreachable), a read answers unavailable, as storage that
+// fails does elsewhere, not internal.
+func TestEventsStorageLostIsUnavailable(t *testing.T) {
+	e := newEnv(t, Config{})
+	nc := e.srv.ClientConn(t)
+	a, _ := open(t, nc, nil)
+	if err := e.srv.JetStream(t).DeleteStream(context.Background(), EventsStream); err != nil {
+		t.Fatal(err)
+	}
+	err := a.call(wire.SubjectSessionEvents, &wire.SessionEventsRequest{SessionID: a.id}, &wire.SessionEventsResponse{})
+	if !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("got %v, want unavailable", err)
+	}
+}

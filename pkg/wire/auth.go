@@ -18,9 +18,12 @@ const SubjectAuthThrottle = InternalPrefix + ".auth.throttle"
 // principal that proved itself and whose failures are forgotten.
 type AuthThrottleNote struct {
 	// From is the instance that counted, which ignores its own notes.
-	From      string   `json:"from"`
-	Failed    []string `json:"failed,omitempty"`
-	Succeeded string   `json:"succeeded,omitempty"`
+	From   string   `json:"from"`
+	Failed []string `json:"failed,omitempty"`
+	// Repeat fingerprints the failed attempt (keyed by a secret the instances
+	// share): a failure repeating one counted within the window counts once.
+	Repeat    string `json:"repeat,omitempty"`
+	Succeeded string `json:"succeeded,omitempty"`
 }
 
 // Credential types.

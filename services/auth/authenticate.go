@@ -2,6 +2,9 @@ package auth
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"maps"
 	"strings"
 	"time"
@@ -41,16 +44,16 @@ func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, pro
 	pol := s.policy.Load()
 	d, by, err := s.chain.decide(ctx, &Attempt{Credentials: c, ClientIP: clientIP, Policy: pol})
 	if err != nil {
-		s.throttle.end(false, pkey, akey)
+		s.throttle.end(false, "", pkey, akey)
 		return nil, err
 	}
 	if d.Verdict != Allow {
-		s.throttle.end(true, pkey, akey)
+		s.throttle.end(true, s.fingerprint(c, akey), pkey, akey)
 		s.log.InfoContext(ctx, "authentication denied", "type", c.Type, "principal", principal,
 			"client_ip", clientIP, "authenticator", by, "reason", d.Reason)
 		return nil, denial(c.Type, d.Reason)
 	}
-	s.throttle.end(false, pkey, akey)
+	s.throttle.end(false, "", pkey, akey)
 	s.throttle.succeed(principalKey(d.Principal))
 	props, vetoed := pol.VetProperties(proposed)
 	for k, v := range d.Properties {
@@ -97,4 +100,17 @@ func denial(typ, reason string) error {
 	default:
 		return wire.Errorf(wire.CodeUnauthenticated, "anonymous sessions are not allowed")
 	}
+}
+
+// fingerprint identifies a failed attempt for the throttle's repeat check: the
+// credentials presented and the address they came from, keyed with the instances'
+// shared secret (repeatKey), so that the note other instances receive reveals
+// nothing of the credentials.
+func (s *Service) fingerprint(c *wire.Credentials, akey string) string {
+	m := hmac.New(sha256.New, s.repeatKey)
+	for _, part := range []string{c.Type, c.Username, c.Password, c.Token, akey} {
+		m.Write([]byte(part))
+		m.Write([]byte{0})
+	}
+	return hex.EncodeToString(m.Sum(nil)[:16])
 }

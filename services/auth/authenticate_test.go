@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
@@ -193,13 +195,13 @@ func TestThrottleWindow(t *testing.T) {
 		if !admitted(keys...) {
 			t.Fatalf("attempt for %v refused", keys)
 		}
-		th.end(true, keys...)
+		th.end(true, "", keys...)
 	}
 	blocked := func(keys ...string) bool {
 		if !admitted(keys...) {
 			return true
 		}
-		th.end(false, keys...)
+		th.end(false, "", keys...)
 		return false
 	}
 	fail("a", "b")
@@ -240,7 +242,7 @@ func TestThrottleAttemptsInFlight(t *testing.T) {
 		t.Fatalf("a third attempt was decided (%v) while two that may fail were in flight", ok)
 	case <-time.After(50 * time.Millisecond):
 	}
-	th.end(false, "a") // one succeeds: room for the waiting one
+	th.end(false, "", "a") // one succeeds: room for the waiting one
 	if ok := <-result; !ok {
 		t.Fatal("the waiting attempt was refused after one in flight succeeded")
 	}
@@ -248,8 +250,8 @@ func TestThrottleAttemptsInFlight(t *testing.T) {
 		ok, _ := th.begin(ctx, "a")
 		result <- ok
 	}()
-	th.end(true, "a")
-	th.end(true, "a") // two failures: the key is used up
+	th.end(true, "", "a")
+	th.end(true, "", "a") // two failures: the key is used up
 	if ok := <-result; ok {
 		t.Fatal("an attempt was admitted after the key used up its failures")
 	}
@@ -589,4 +591,59 @@ func TestThrottleIsSharedByInstances(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRepeatedFailureCountsOnce: a client with several server URLs presents the same
+// credentials to each server in turn (nats.go tries every one), and each attempt
+// reaches an auth instance through the callout. The same failed attempt — same
+// credentials, same address — counts once per window, on whichever instances see it;
+// another password, or another address, counts again.
+func TestRepeatedFailureCountsOnce(t *testing.T) {
+	h1 := start(t, nil, sessionConfig(t))
+	h2 := start(t, h1.srv, sessionConfig(t))
+	h2.svc.repeatKey = h1.svc.repeatKey // as two instances holding one callout issuer
+	ctx := t.Context()
+	fail := func(h *harness, password, ip string) {
+		t.Helper()
+		if _, err := h.svc.authenticate(ctx, &wire.Credentials{Username: "alice", Password: password}, nil, ip); !errors.Is(err, wire.ErrUnauthenticated) {
+			t.Fatalf("alice/%s from %s: got %v, want unauthenticated", password, ip, err)
+		}
+	}
+	wantFailures := func(n int) {
+		t.Helper()
+		natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			for i, h := range []*harness{h1, h2} {
+				if got := h.svc.throttle.failures(principalKey("alice")); got != n {
+					return fmt.Errorf("instance %d counts %d failures for alice, want %d", i+1, got, n)
+				}
+			}
+			return nil
+		})
+	}
+	// One connect over three servers, the callouts spread over both instances.
+	fail(h1, "wrong", "192.0.2.1")
+	wantFailures(1)
+	fail(h2, "wrong", "192.0.2.1")
+	fail(h1, "wrong", "192.0.2.1")
+	wantFailures(1)
+	fail(h2, "wrong2", "192.0.2.1")
+	fail(h1, "wrong", "192.0.2.2")
+	wantFailures(3)
+}
+
+func TestRepeatKey(t *testing.T) {
+	kp, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := repeatKey(&CalloutConfig{Issuer: kp})
+	b, _ := repeatKey(&CalloutConfig{Issuer: kp})
+	c, _ := repeatKey(nil)
+	d, _ := repeatKey(nil)
+	if !bytes.Equal(a, b) || len(a) != 32 {
+		t.Errorf("two instances with one issuer: keys %x and %x, want one 32-byte key", a, b)
+	}
+	if bytes.Equal(c, d) || bytes.Equal(a, c) {
+		t.Error("without a callout each instance needs a random key of its own")
+	}
 }

@@ -489,3 +489,20 @@ func TestCalloutFollowsPolicy(t *testing.T) {
 	}
 	mustConnect(t, srv, nats.UserInfo("alice", "alice-pw"))
 }
+
+// TestFailedConnectOverSeveralURLsCountsOnce: nats.go presents the credentials to
+// every server URL it is given, each attempt a callout; one connect with a wrong
+// password counts one failure, not one per URL.
+func TestFailedConnectOverSeveralURLsCountsOnce(t *testing.T) {
+	srv, kp := calloutServer(t)
+	h := start(t, srv, calloutConfig(t, kp, testPolicy()))
+	urls := srv.ClientURL() + "," + srv.ClientURL() + "," + srv.ClientURL()
+	nc, err := nats.Connect(urls, nats.UserInfo("alice", "nope"), nats.MaxReconnects(0))
+	if err == nil {
+		nc.Close()
+		t.Fatal("got admitted, want refused")
+	}
+	if got := h.svc.throttle.failures(principalKey("alice")); got != 1 {
+		t.Fatalf("one refused connect over three URLs: got %d failures counted, want 1", got)
+	}
+}

@@ -86,7 +86,9 @@ type Service struct {
 	// other instances' (throttleshare.go).
 	instance    string
 	throttleSub *nats.Subscription
-	view        *sessions.View // nil when Config.Sessions was given
+	// repeatKey keys the fingerprints of failed attempts (fingerprint).
+	repeatKey []byte
+	view      *sessions.View // nil when Config.Sessions was given
 
 	mu       sync.Mutex
 	stopping bool

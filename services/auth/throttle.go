@@ -13,7 +13,10 @@ import (
 // ThrottleConfig limits failed attempts. After MaxFailures failures for one principal
 // or one client address (IPv6: one /64) within Window, further attempts for it are refused with
 // throttled (429) — without checking the credentials — until the window has passed.
-// Instances share their counts (throttleshare.go).
+// Instances share their counts (throttleshare.go). A failed attempt that repeats one
+// counted within Window — the same credentials from the same address — counts once:
+// a client with several server URLs presents its credentials to each server in turn
+// (nats.go tries every one), and a repeated guess teaches an attacker nothing.
 type ThrottleConfig struct {
 	// MaxFailures is the number of failures allowed per window (default 5).
 	MaxFailures int
@@ -43,6 +46,9 @@ type throttle struct {
 
 	mu   sync.Mutex
 	keys map[string]*failures
+	// repeats holds, for each failed attempt counted within the window, when it was
+	// counted, by its fingerprint (Service.fingerprint).
+	repeats map[string]time.Time
 	// settled is closed, and replaced, whenever an attempt ends: attempts waiting
 	// for a key's attempts in flight look again.
 	settled chan struct{}
@@ -64,7 +70,7 @@ func newThrottle(cfg ThrottleConfig, now func() time.Time) *throttle {
 	if now == nil {
 		now = time.Now
 	}
-	return &throttle{cfg: cfg, now: now, keys: map[string]*failures{}, settled: make(chan struct{})}
+	return &throttle{cfg: cfg, now: now, keys: map[string]*failures{}, repeats: map[string]time.Time{}, settled: make(chan struct{})}
 }
 
 // begin admits an attempt for keys, or refuses it (false) when any key has used up
@@ -129,26 +135,38 @@ func (t *throttle) begin(ctx context.Context, keys ...string) (bool, error) {
 	}
 }
 
-// end ends an attempt begin admitted: failed counts a failure against each key, and
-// tells the other instances.
-func (t *throttle) end(failed bool, keys ...string) {
-	t.settle(true, failed, keys)
-	if failed && t.tell != nil {
-		t.tell(wire.AuthThrottleNote{Failed: slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return k == "" })})
+// end ends an attempt begin admitted: failed counts a failure against each key —
+// unless it repeats the failed attempt repeat (its fingerprint; "" for none) counted
+// within the window — and tells the other instances.
+func (t *throttle) end(failed bool, repeat string, keys ...string) {
+	if t.settle(true, failed, repeat, keys) && t.tell != nil {
+		t.tell(wire.AuthThrottleNote{Failed: slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return k == "" }), Repeat: repeat})
 	}
 }
 
-// failed counts a failure another instance saw against each key.
-func (t *throttle) failed(keys ...string) {
-	t.settle(false, true, keys)
+// failed counts a failure another instance saw against each key, unless it repeats
+// one counted already.
+func (t *throttle) failed(repeat string, keys ...string) {
+	t.settle(false, true, repeat, keys)
 }
 
 // settle records the end of an attempt against each key: one fewer in flight when
-// inflight, one more failure when failed. Attempts waiting on the keys look again.
-func (t *throttle) settle(inflight, failed bool, keys []string) {
+// inflight, one more failure when failed and not a repeat. It reports whether it
+// counted a failure. Attempts waiting on the keys look again.
+func (t *throttle) settle(inflight, failed bool, repeat string, keys []string) (counted bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
+	if failed && repeat != "" {
+		if at, ok := t.repeats[repeat]; ok && now.Sub(at) < t.cfg.Window {
+			failed = false
+		} else {
+			if len(t.repeats) >= t.cfg.MaxKeys {
+				t.pruneRepeatsLocked(now)
+			}
+			t.repeats[repeat] = now
+		}
+	}
 	for _, k := range keys {
 		if k == "" {
 			continue
@@ -169,6 +187,20 @@ func (t *throttle) settle(inflight, failed bool, keys []string) {
 	}
 	close(t.settled)
 	t.settled = make(chan struct{})
+	return failed
+}
+
+// pruneRepeatsLocked drops the fingerprints older than the window, or all of them
+// when that is not enough (letting a repeat count again over exhausting memory).
+func (t *throttle) pruneRepeatsLocked(now time.Time) {
+	for r, at := range t.repeats {
+		if now.Sub(at) >= t.cfg.Window {
+			delete(t.repeats, r)
+		}
+	}
+	if len(t.repeats) >= t.cfg.MaxKeys {
+		clear(t.repeats)
+	}
 }
 
 // entryLocked returns k's entry, adding an empty one.

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -28,13 +29,18 @@ func (s *Service) shareThrottle() error {
 		return fmt.Errorf("auth: instance id: %w", err)
 	}
 	s.instance = hex.EncodeToString(id)
+	key, err := repeatKey(s.cfg.Callout)
+	if err != nil {
+		return err
+	}
+	s.repeatKey = key
 	sub, err := s.nc.Subscribe(wire.SubjectAuthThrottle, func(m *nats.Msg) {
 		var note wire.AuthThrottleNote
 		if json.Unmarshal(m.Data, &note) != nil || note.From == s.instance {
 			return
 		}
 		if len(note.Failed) > 0 {
-			s.throttle.failed(note.Failed...)
+			s.throttle.failed(note.Repeat, note.Failed...)
 		}
 		if note.Succeeded != "" {
 			s.throttle.forget(note.Succeeded)
@@ -46,6 +52,27 @@ func (s *Service) shareThrottle() error {
 	s.throttleSub = sub
 	s.throttle.tell = s.tellOthers
 	return nil
+}
+
+// repeatKey returns the secret the fingerprints of failed attempts are keyed with.
+// Instances must share it to recognise each other's repeats — the repeats that
+// matter come from a client trying its credentials on each of its server URLs,
+// through the callout — so it is derived from the callout's issuer seed, which every
+// instance of a deployment holds. Without a callout (attempts then reach the
+// registry's open once each) an instance keys them with a random secret of its own.
+func repeatKey(c *CalloutConfig) ([]byte, error) {
+	if c != nil && c.Issuer != nil {
+		seed, err := c.Issuer.Seed()
+		if err == nil {
+			sum := sha256.Sum256(append([]byte("roster auth throttle repeat\x00"), seed...))
+			return sum[:], nil
+		}
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("auth: throttle key: %w", err)
+	}
+	return key, nil
 }
 
 // tellOthers publishes what this instance counted.

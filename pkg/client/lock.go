@@ -70,10 +70,7 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 			return l, nil
 		case ctx.Err() != nil:
 			s.withdraw(name, reqID, opts)
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrTimeout) {
-				err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTimeout, Message: "lock " + name + " not granted before the deadline"}, err)
-			}
-			return nil, err
+			return nil, givenUp(ctx, name, err)
 		case unanswered:
 			continue // no answer within the bound (ctx lives on): ask again, same request id
 		case errors.Is(err, ErrUnavailable):
@@ -85,6 +82,8 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 				case <-time.After(time.Duration(unknown) * 50 * time.Millisecond):
 					continue
 				case <-ctx.Done():
+					s.withdraw(name, reqID, opts)
+					return nil, givenUp(ctx, name, err)
 				}
 			}
 			s.withdraw(name, reqID, opts)
@@ -102,6 +101,15 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 			return nil, err
 		}
 	}
+}
+
+// givenUp is Lock's error when its context ended, with err the last answer: past
+// the deadline it matches ErrTimeout, whatever the last answer was.
+func givenUp(ctx context.Context, name string, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrTimeout) {
+		return fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTimeout, Message: "lock " + name + " not granted before the deadline"}, err)
+	}
+	return err
 }
 
 // maxHeldRequest bounds one acquire request: the server answers a held request

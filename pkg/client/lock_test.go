@@ -172,3 +172,27 @@ func TestLockLostWhenSessionClosed(t *testing.T) {
 		t.Errorf("taking the released lock: %v", err)
 	}
 }
+
+// TestLockDeadlineDuringRetriesIsTimeout: Lock asks again, after a pause, when the
+// lock service answers unavailable (here: a connection-scoped lock from a connection
+// the session is not bound to, which it answers every time). A deadline that passes
+// during the pause is a timeout, as it is anywhere else, not the last unavailable.
+func TestLockDeadlineDuringRetriesIsTimeout(t *testing.T) {
+	p := rostertest.Start(t)
+	opener := open(t, p.ClientURL(), client.Options{})
+	c, err := client.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close(context.Background()) }()
+	attached, err := c.Attach(ctxT(t), opener.ID(), opener.Token(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Millisecond)
+	defer cancel()
+	_, err = attached.Lock(ctx, "orders/1", client.LockOptions{Scope: wire.ScopeConnection})
+	if !errors.Is(err, client.ErrTimeout) {
+		t.Fatalf("got %v, want ErrTimeout", err)
+	}
+}

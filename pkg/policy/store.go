@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/seed-3c836eab/roster/pkg/kvstore"
 )
 
 // Bucket is the JetStream KV bucket holding the policy, and Key its one key. The
@@ -143,17 +144,10 @@ func (s *Store) Watch(ctx context.Context, h *Holder, log *slog.Logger, ready ch
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Warn("the watch of the stored policy ended; watching it again")
-		for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
-			}
-			if w, err = s.kv.Watch(ctx, Key); err == nil {
-				break
-			}
-			log.Warn("watching the stored policy again", "err", err, "retry_in", min(2*wait, 5*time.Second))
+		if w = kvstore.Rewatch(ctx, log, "the stored policy", func(ctx context.Context) (jetstream.KeyWatcher, error) {
+			return s.kv.Watch(ctx, Key)
+		}); w == nil {
+			return nil
 		}
 	}
 }

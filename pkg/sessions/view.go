@@ -264,23 +264,11 @@ func (v *View) follow(ctx context.Context, js jetstream.JetStream, w jetstream.K
 		if ctx.Err() != nil {
 			return
 		}
-		v.log.Warn("the watch of the sessions bucket ended; loading the bucket again")
-		for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-			var err error
-			if w, err = v.reload(ctx, js); err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			v.log.Warn("loading the sessions bucket again", "err", err, "retry_in", min(2*wait, 5*time.Second))
+		if w = kvstore.Rewatch(ctx, v.log, "the sessions bucket", func(ctx context.Context) (jetstream.KeyWatcher, error) {
+			return v.reload(ctx, js)
+		}); w == nil {
+			return
 		}
-		v.log.Info("following the sessions bucket again")
 	}
 }
 

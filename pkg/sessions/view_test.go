@@ -215,7 +215,7 @@ func TestViewOutlivesItsWatch(t *testing.T) {
 	}
 	// The watch's consumer misses its heartbeats and cannot be recreated (10 s).
 	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if !strings.Contains(logs.String(), "loading the sessions bucket again") {
+		if !strings.Contains(logs.String(), "watch of the sessions bucket ended") {
 			return errors.New("the view has not noticed its watch ended")
 		}
 		return nil

@@ -49,7 +49,7 @@ func TestStoreOutlivesItsWatch(t *testing.T) {
 	}
 	// The watch's consumer misses its heartbeats and cannot be recreated (10 s).
 	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if !strings.Contains(logs.String(), "loading the bucket again") {
+		if !strings.Contains(logs.String(), "watch of the locks bucket ended") {
 			return errors.New("the store has not noticed its watch ended")
 		}
 		return nil

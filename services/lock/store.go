@@ -197,22 +197,11 @@ func (s *store) watch(ctx context.Context, done *sync.WaitGroup, log *slog.Logge
 			if ctx.Err() != nil {
 				return
 			}
-			log.Warn("the watch of the locks bucket ended; loading the bucket again")
-			for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(wait):
-				}
-				if w, err = s.reload(ctx, &created); err == nil {
-					break
-				}
-				if ctx.Err() != nil {
-					return
-				}
-				log.Warn("loading the locks bucket again", "err", err, "retry_in", min(2*wait, 5*time.Second))
+			if w = kvstore.Rewatch(ctx, log, "the locks bucket", func(ctx context.Context) (jetstream.KeyWatcher, error) {
+				return s.reload(ctx, &created)
+			}); w == nil {
+				return
 			}
-			log.Info("following the locks bucket again")
 		}
 	}()
 	return nil

@@ -36,6 +36,9 @@ type Client struct {
 	epoch       context.Context
 	epochCancel context.CancelCauseFunc
 	closed      bool
+	// calls counts the calls in flight; idle, when not nil, is closed once none is.
+	calls int
+	idle  chan struct{}
 }
 
 // ConnectOption configures Connect.
@@ -293,6 +296,10 @@ func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req,
 		return err
 	}
 	defer done()
+	c.mu.Lock()
+	c.calls++
+	c.mu.Unlock()
+	defer c.callDone()
 
 	err = wire.Call(ctx, c.nc, subject, hdr, req, resp)
 	switch {
@@ -309,6 +316,41 @@ func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req,
 		span.SetStatus(codes.Error, err.Error())
 	}
 	return err
+}
+
+func (c *Client) callDone() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.calls--; c.calls == 0 && c.idle != nil {
+		close(c.idle)
+		c.idle = nil
+	}
+}
+
+// closeWhenIdle closes the connection once no call is in flight, or after wait: a
+// session that owns its connection and was closed by another (the registry's
+// notice) has calls of its own still waiting for the service's answer —
+// session_closed, or what they did before the close — which closing the connection
+// at once would turn into unavailable.
+func (c *Client) closeWhenIdle(wait time.Duration) {
+	c.mu.Lock()
+	if c.calls == 0 {
+		c.mu.Unlock()
+		c.nc.Close()
+		return
+	}
+	if c.idle == nil {
+		c.idle = make(chan struct{})
+	}
+	idle := c.idle
+	c.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
+	}
+	c.nc.Close()
 }
 
 // untilLost returns a context that also ends, with cause errConnectionLost, when the

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/schematest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -182,5 +183,48 @@ func TestCloseByAnotherIsKnownAtOnce(t *testing.T) {
 		if own.State() != client.StateClosed {
 			t.Fatalf("after Close: got state %s", own.State())
 		}
+	}
+}
+
+// TestCallInFlightWhenClosedByAnother: a session opened with Open owns its
+// connection, which its close also closes. Closed by another session while a call of
+// its own waits (here a Lock queued behind another holder), the call gets the
+// service's answer — session_closed — rather than having its connection closed under
+// it (unavailable).
+func TestCallInFlightWhenClosedByAnother(t *testing.T) {
+	p := startSecured(t)
+	ctx := ctxT(t)
+	admin := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	if _, err := admin.Lock(ctx, "orders/1", client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	owner := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
+	done := make(chan error, 1)
+	go func() {
+		_, err := owner.Lock(ctx, "orders/1", client.LockOptions{})
+		done <- err
+	}()
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		locks, err := admin.ListLocks(ctx, wire.LockListRequest{})
+		if err != nil {
+			return err
+		}
+		for _, l := range locks.Locks {
+			if len(l.Waiters) == 1 {
+				return nil
+			}
+		}
+		return errors.New("the owner's Lock is not waiting yet")
+	})
+	if _, err := admin.CloseSessions(ctx, wire.SessionCloseRequest{ID: owner.ID()}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, client.ErrSessionClosed) {
+			t.Fatalf("the waiting Lock of a session closed by another: got %v, want ErrSessionClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting Lock did not return within 10s of its session's close")
 	}
 }

@@ -396,7 +396,7 @@ func (s *Session) finish() {
 			cancel()
 		}
 		if s.ownClient {
-			go s.c.nc.Close()
+			go s.c.closeWhenIdle(5 * time.Second)
 		}
 	})
 }

@@ -13,6 +13,8 @@
 package policy
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -56,7 +58,26 @@ func Permissions() []Permission {
 // Grant gives a permission, on every name or on names matching Names.
 type Grant struct {
 	Permission Permission `json:"permission" yaml:"permission"`
-	Names      []string   `json:"names,omitempty" yaml:"names,omitempty"`
+	Names      List       `json:"names,omitempty" yaml:"names,omitempty"`
+}
+
+// List is a grant's names or a property rule's values. Absent, it holds for every
+// name or any value; JSON null would read as absent too, so it is refused, as an
+// empty list is (Validate) and a YAML list without items is (Parse): an operator
+// or tool emptying the list must not widen the grant.
+type List []string
+
+// UnmarshalJSON decodes a JSON array of strings and refuses null.
+func (l *List) UnmarshalJSON(data []byte) error {
+	if string(bytes.TrimSpace(data)) == "null" {
+		return errors.New("policy: a names or values list is null; omit it to mean every name or any value")
+	}
+	var s []string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return err
+	}
+	*l = s
+	return nil
 }
 
 // Policy maps roles to grants.

@@ -35,7 +35,7 @@ type PropertyRule struct {
 	// Veto drops the property.
 	Veto bool `json:"veto,omitempty" yaml:"veto,omitempty"`
 	// Values, if not empty, are the values accepted; any other value is vetoed.
-	Values []string `json:"values,omitempty" yaml:"values,omitempty"`
+	Values List `json:"values,omitempty" yaml:"values,omitempty"`
 	// Set, if not nil, rewrites the proposed value to this one.
 	Set *string `json:"set,omitempty" yaml:"set,omitempty"`
 }

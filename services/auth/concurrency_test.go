@@ -214,6 +214,27 @@ func TestPolicySetRefusesEmptyLists(t *testing.T) {
 	}
 }
 
+// TestPolicySetRefusesNullLists: "names": null (or "values": null) decoded as an
+// absent list, so policy.set stored a grant on every name (a rule accepting any
+// value) where a policy file saying the same is refused. Both are bad_request, and
+// the stored policy is unchanged.
+func TestPolicySetRefusesNullLists(t *testing.T) {
+	h := start(t, nil, sessionConfig(t))
+	svc := h.srv.ServiceConn(t)
+	for _, body := range []string{
+		`{"policy":{"roles":{"trader":[{"permission":"ACQUIRE_LOCK","names":null}]},"anonymous":{"allowed":false}}}`,
+		`{"policy":{"roles":{"trader":[]},"anonymous":{"allowed":false},"properties":{"rules":[{"key":"Department","values":null}]}}}`,
+	} {
+		err := wire.Call(t.Context(), svc, Prefix+".policy.set", nil, json.RawMessage(body), nil)
+		if !errors.Is(err, wire.ErrBadRequest) || !strings.Contains(err.Error(), "null") {
+			t.Fatalf("%s: got %v, want bad_request", body, err)
+		}
+	}
+	if _, ok := h.svc.Policy().Load().Roles["trader"]; ok {
+		t.Fatal("the refused policy was applied")
+	}
+}
+
 // TestUsersFileThatFailsToLoadAdmitsNobody: an operator removes a user by editing
 // the users file and leaves a mistake in it. The file no longer loads, and every
 // password attempt fails (internal) until it is fixed — the removed user included.

@@ -128,6 +128,11 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 // (wire.SessionStateNotice): a close by another session or by the server is known at
 // once, where the next keepalive would otherwise learn it.
 func (c *Client) stateNotice(m *nats.Msg) {
+	// Without the registry's header it is a service's reply to a request whose
+	// reply subject another client chose (see wire.HeaderSender).
+	if m.Header.Get(wire.HeaderNotice) != "state" {
+		return
+	}
 	var n wire.SessionStateNotice
 	if err := json.Unmarshal(m.Data, &n); err != nil || n.State != wire.StateClosed {
 		return

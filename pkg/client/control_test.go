@@ -3,8 +3,11 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
@@ -226,5 +229,87 @@ func TestCallInFlightWhenClosedByAnother(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiting Lock did not return within 10s of its session's close")
+	}
+}
+
+// TestRepliesCannotPoseAsDeliveriesOrNotices: a client may name any subject as the
+// reply subject of a request, and the service's reply lands there — in another
+// connection's deliveries, say. Such a reply carries neither the messaging service's
+// Roster-Sender nor the registry's Roster-Notice: the victim neither hands it to a
+// handler nor takes it for the notice that its session closed, whatever its body.
+// (A service stands in here that answers with the body an attacker would want.)
+func TestRepliesCannotPoseAsDeliveriesOrNotices(t *testing.T) {
+	p := startSecured(t)
+	ctx := ctxT(t)
+	cl, err := client.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cl.Close(context.Background()) }()
+	victim, err := cl.Open(ctx, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *client.Message, 4)
+	remove, err := victim.Handle("*", func(_ context.Context, m *client.Message) ([]byte, error) {
+		got <- m
+		return nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = remove() }()
+
+	svc, err := p.Server().ConnectService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	notice := fmt.Sprintf(`{"session_id":%q,"state":"CLOSED","reason":"by_server"}`, victim.ID())
+	sub, err := svc.Subscribe(wire.LockPrefix+".echo", func(m *nats.Msg) { _ = m.Respond([]byte(notice)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	attacker, err := client.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = attacker.Close(context.Background()) }()
+	for _, reply := range []string{
+		wire.SessionStateSubject(cl.Key(), victim.ID()),
+		wire.DeliverSubject(cl.Key(), victim.ID(), "chat"),
+	} {
+		if err := attacker.Conn().PublishRequest(wire.LockPrefix+".echo", reply, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := attacker.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// A real delivery after the spoofed ones: once it arrives, they have too.
+	sender := open(t, p.ClientURL(), client.Options{})
+	if _, err := sender.Send(ctx, client.ToSession(victim.ID()), "chat", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if string(m.Payload) != "hello" || m.Sender != sender.ID() {
+			t.Fatalf("the handler got %q from %q, want the real delivery from %s", m.Payload, m.Sender, sender.ID())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the real delivery did not arrive")
+	}
+	if victim.State() != client.StateActive {
+		t.Fatalf("the victim's session is %s after a reply posing as the registry's notice, want ACTIVE", victim.State())
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("the handler also got %q from %q", m.Payload, m.Sender)
+	default:
 	}
 }

@@ -215,8 +215,10 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	hctx, cancel := context.WithCancel(context.Background())
 	sub, err := s.c.nc.Subscribe(subject, func(m *nats.Msg) {
 		_, _, p, err := wire.ParseDeliverSubject(m.Subject)
-		if err != nil {
-			return // results of a streamed request, or not a delivery
+		if err != nil || m.Header.Get(wire.HeaderSender) == "" {
+			// Results of a streamed request, or not a delivery: a service's reply to
+			// a request whose reply subject another client chose (wire.HeaderSender).
+			return
 		}
 		mu.Lock()
 		if removed {

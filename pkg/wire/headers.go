@@ -8,8 +8,14 @@ const (
 	HeaderSession = "Roster-Session"
 	// HeaderToken carries the secret token of the session named by HeaderSession.
 	HeaderToken = "Roster-Token"
-	// HeaderSender carries the session id of a message's sender on deliveries.
+	// HeaderSender carries the session id of a message's sender on deliveries. A
+	// message under a delivery prefix without it is not a delivery: a client may name
+	// any subject as the reply subject of its requests, and a service's reply to it
+	// lands there — but no service's reply carries this header.
 	HeaderSender = "Roster-Sender"
+	// HeaderNotice marks the registry's notices (SessionStateSubject: "state"), for
+	// the same reason.
+	HeaderNotice = "Roster-Notice"
 	// HeaderContentType carries the media type of a delivery's payload.
 	HeaderContentType = "Content-Type"
 

@@ -212,7 +212,7 @@ func (s *Service) tellClosed(ctx context.Context, rec *sessions.Record) {
 	if err != nil {
 		return
 	}
-	msg := &nats.Msg{Subject: wire.SessionStateSubject(rec.DeliverKey, rec.ID), Data: data, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: wire.SessionStateSubject(rec.DeliverKey, rec.ID), Data: data, Header: nats.Header{wire.HeaderNotice: []string{"state"}}}
 	wire.Inject(ctx, msg.Header)
 	if err := s.nc.PublishMsg(msg); err != nil {
 		s.log.Debug("telling a session's connection it closed", "session_id", rec.ID, "err", err)

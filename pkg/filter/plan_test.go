@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestPlan(t *testing.T) {
@@ -314,5 +316,53 @@ func TestPlanExact(t *testing.T) {
 		if got := f.Plan().Exact; got != want {
 			t.Errorf("Plan(%s).Exact: got %v, want %v", text, got, want)
 		}
+	}
+}
+
+// TestPlanLinearInLength plans conjunctions of as many clauses as MaxLength allows:
+// Plan runs on every send by filter, so its work must stay proportional to the plan
+// it returns. Distributing the conjunction one clause at a time copied every term for
+// each clause: a 16 KiB filter took over a second and allocated hundreds of MB.
+func TestPlanLinearInLength(t *testing.T) {
+	conj := func(head, clause string) string {
+		var b strings.Builder
+		b.WriteString(head)
+		for b.Len()+len(clause) <= MaxLength {
+			b.WriteString(clause)
+		}
+		return b.String()
+	}
+	or16 := make([]string, MaxPlanTerms)
+	for i := range or16 {
+		or16[i] = fmt.Sprintf("has k%d", i)
+	}
+	tests := []struct{ name, expr string }{
+		{"and chain", conj("has a", " and has a")},
+		{"or then and chain", conj("("+strings.Join(or16, " or ")+")", " and has a")},
+		{"negated or chain", conj("not (a ne 'x'", " or b ne 'y'") + ")"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := Compile(tt.expr)
+			if err != nil {
+				t.Fatalf("Compile: got error %v, want nil", err)
+			}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			p := f.Plan()
+			runtime.ReadMemStats(&after)
+			atoms := 0
+			for _, term := range p.Terms {
+				atoms += len(term)
+			}
+			if atoms < MaxLength/20 {
+				t.Fatalf("plan has %d atoms in %d terms: the filter is not the conjunction meant", atoms, len(p.Terms))
+			}
+			// The atoms returned, their Values, and the slices grown on the way.
+			limit := 8*uint64(atoms)*uint64(unsafe.Sizeof(Atom{})+16) + 1<<20
+			if got := after.TotalAlloc - before.TotalAlloc; got > limit {
+				t.Errorf("Plan of %d bytes (%d terms, %d atoms) allocated %d KB, want at most %d KB", len(tt.expr), len(p.Terms), atoms, got>>10, limit>>10)
+			}
+		})
 	}
 }

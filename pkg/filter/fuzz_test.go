@@ -2,7 +2,9 @@ package filter
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -45,9 +47,14 @@ func FuzzCompile(f *testing.F) {
 		if _, err := compileProgram(flt.CEL()); err != nil {
 			t.Fatalf("Compile(%q): CEL %s does not compile: %v", s, flt.CEL(), err)
 		}
-		again, err := Compile(flt.String())
+		// The text compiled afresh, not the cached *Filter Compile returned above.
+		root, err := parse(s)
 		if err != nil {
-			t.Fatalf("Compile(String() = %q): got error %v, want nil", flt.String(), err)
+			t.Fatalf("parse(%q) after Compile: got error %v, want nil", s, err)
+		}
+		again, err := compileNode(s, root)
+		if err != nil {
+			t.Fatalf("compileNode(%q) after Compile: got error %v, want nil", s, err)
 		}
 		canon := flt.Canonical()
 		fromCanon, err := Compile(canon)
@@ -57,13 +64,102 @@ func FuzzCompile(f *testing.F) {
 		if got := fromCanon.Canonical(); got != canon {
 			t.Fatalf("Canonical of %q not stable: got %q, want %q", s, got, canon)
 		}
+		p := flt.Plan()
 		for _, props := range sessionsFor(flt.root, len(s)) {
-			want := flt.Matches(props)
+			// The semantics the package documents, evaluated without CEL: the
+			// compiled filter, afresh or from its canonical text, must agree.
+			want := evalRef(flt.root, props)
+			if got := flt.Matches(props); got != want {
+				t.Fatalf("filter %q (CEL %s) on %v: got %v, want %v", s, flt.CEL(), props, got, want)
+			}
 			if again.Matches(props) != want || fromCanon.Matches(props) != want {
 				t.Fatalf("filter %q, canonical %q on %v: results differ, want %v", s, canon, props, want)
 			}
+			// A plan's candidates include every match; an exact plan's are the matches.
+			if cand := planSelects(p, props); (want && !cand) || (p.Exact && cand != want) {
+				t.Fatalf("filter %q on %v: plan %+v selects it: %v, filter matches: %v", s, props, p, cand, want)
+			}
 		}
 	})
+}
+
+// evalRef evaluates a parsed filter over props as the package documentation
+// states its semantics, without CEL.
+func evalRef(n node, props map[string]string) bool {
+	switch n := n.(type) {
+	case allNode:
+		return true
+	case notNode:
+		return !evalRef(n.x, props)
+	case andNode:
+		for _, x := range n.xs {
+			if !evalRef(x, props) {
+				return false
+			}
+		}
+		return true
+	case orNode:
+		for _, x := range n.xs {
+			if evalRef(x, props) {
+				return true
+			}
+		}
+		return false
+	case cmpNode:
+		v, ok := props[n.key]
+		return (ok && v == n.value) != n.ne
+	case inNode:
+		v, ok := props[n.key]
+		return ok && slices.Contains(n.values, v)
+	case hasNode:
+		_, ok := props[n.key]
+		return ok
+	case rolesNode:
+		roles, err := StringToRoles(props[RolesKey])
+		if err != nil {
+			return false
+		}
+		for _, r := range n.roles {
+			if !slices.Contains(roles, r) {
+				return false
+			}
+		}
+		return true
+	}
+	panic(fmt.Sprintf("evalRef: unexpected node %T", n))
+}
+
+// planSelects reports whether an index following p would select a session with
+// props as a candidate.
+func planSelects(p Plan, props map[string]string) bool {
+	if p.Full {
+		return true
+	}
+	roles, err := StringToRoles(props[RolesKey])
+	if err != nil {
+		roles = nil
+	}
+	for _, term := range p.Terms {
+		all := true
+		for _, a := range term {
+			v, ok := props[a.Key]
+			switch {
+			case a.Role:
+				all = slices.Contains(roles, a.Values[0])
+			case a.Values == nil:
+				all = ok
+			default:
+				all = ok && slices.Contains(a.Values, v)
+			}
+			if !all {
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
 
 // sessionsFor generates sessions that use the keys, values and roles

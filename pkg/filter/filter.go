@@ -86,7 +86,10 @@ func (f *Filter) CEL() string { return f.cel }
 // Canonical returns the filter printed from its parsed form: keywords in
 // lower case, strings double-quoted, lists bracketed, and parentheses around
 // every nested "and" or "or". It compiles to a filter matching the same
-// sessions. For a CompileCEL filter it returns the CEL as written.
+// sessions, provided it is at most MaxLength bytes long: it can be longer than
+// the text (a list such as 'a' 'b' becomes ["a", "b"], '"' becomes "\""),
+// so the canonical form of a filter near MaxLength may not compile. For a
+// CompileCEL filter it returns the CEL as written.
 func (f *Filter) Canonical() string {
 	if f.root == nil {
 		return f.text

@@ -446,3 +446,21 @@ func TestCacheMemoryBounded(t *testing.T) {
 		t.Fatalf("the cache holds %d MB; its budget is 32 MB", held>>20)
 	}
 }
+
+// TestCanonicalLongerThanMaxLength: the canonical form can be longer than the text,
+// and past MaxLength it does not compile, as Canonical says.
+func TestCanonicalLongerThanMaxLength(t *testing.T) {
+	expr := "a in " + strings.Repeat("'x'", (MaxLength-5)/3)
+	f, err := Compile(expr)
+	if err != nil {
+		t.Fatalf("Compile of %d bytes: got error %v, want nil", len(expr), err)
+	}
+	canon := f.Canonical()
+	if len(canon) <= MaxLength {
+		t.Fatalf("Canonical of %d bytes: got %d bytes, want more than MaxLength", len(expr), len(canon))
+	}
+	var se *SyntaxError
+	if _, err := Compile(canon); !errors.As(err, &se) {
+		t.Errorf("Compile(Canonical()) of %d bytes: got %v, want a *SyntaxError", len(canon), err)
+	}
+}

@@ -61,7 +61,7 @@ services this process runs, so each can run as its own process in production.`,
 		Example: `  roster serve
   roster serve --listen 0.0.0.0:4222 --websocket 127.0.0.1:8080
   roster serve --policy policy.yaml --users-file users.yaml
-  roster serve --services lock --nats-url nats://nats-0:4222 --nats-creds /etc/roster/service.creds`,
+  ROSTER_NATS_PASSWORD=… roster serve --services lock --nats-url nats://nats-0:4222 --nats-user roster-service`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd.Context(), o)

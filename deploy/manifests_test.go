@@ -555,3 +555,41 @@ func TestK8sUsesTheOneNATSConfig(t *testing.T) {
 		t.Error("deploy/k8s does not include ../nats")
 	}
 }
+
+// TestTopREADMEServeFlagTable: the repository README's table of roster serve flags
+// names every flag serve.go defines, and only those, each beside its environment
+// variable.
+func TestTopREADMEServeFlagTable(t *testing.T) {
+	flags := serveFlags(t)
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "## `roster serve`")
+	if !ok {
+		t.Fatal("README has no roster serve section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	flagRE := regexp.MustCompile("`--([a-z][a-z0-9-]*)`")
+	listed := map[string]bool{}
+	for _, line := range strings.Split(section, "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`--") {
+			continue
+		}
+		for _, m := range flagRE.FindAllStringSubmatch(cells[1], -1) {
+			listed[m[1]] = true
+			if !flags[m[1]] {
+				t.Errorf("README lists --%s, which roster serve does not define", m[1])
+			}
+			if env := "ROSTER_" + strings.ToUpper(strings.ReplaceAll(m[1], "-", "_")); !strings.Contains(cells[2], "`"+env+"`") && !strings.Contains(cells[2], "…") {
+				t.Errorf("README: --%s is not beside %s: %q", m[1], env, strings.TrimSpace(cells[2]))
+			}
+		}
+	}
+	for f := range flags {
+		if !listed[f] && f != "help" {
+			t.Errorf("README's table of roster serve flags lacks --%s", f)
+		}
+	}
+}

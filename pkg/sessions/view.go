@@ -493,33 +493,42 @@ func (v *View) Apply(rec *Record) {
 	v.applyRecord(rec.ID, rec, rec.Revision)
 }
 
-// fetch reads one record from the bucket and applies it to the view.
-func (v *View) fetch(id string) (*Record, bool) {
+// fetch reads one record from the bucket and applies it to the view. It reports
+// false when the bucket holds no record of id, and an error matching
+// wire.ErrUnavailable when the bucket could not be read: the session may then exist.
+func (v *View) fetch(id string) (*Record, bool, error) {
 	if !ValidID(id) {
-		return nil, false
+		return nil, false, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	// Linearizably: a replica may not have the write yet (pkg/kvstore).
 	e, err := v.rd.Read(ctx, id)
-	if err != nil || e.Deleted {
-		return nil, false
+	switch {
+	case errors.Is(err, kvstore.ErrNotFound):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, errors.Join(wire.Errorf(wire.CodeUnavailable, "the sessions bucket cannot be read"), err)
+	case e.Deleted:
+		return nil, false, nil
 	}
 	rec, err := Decode(e.Value, e.Revision)
 	if err != nil {
-		return nil, false
+		return nil, false, nil // not a record written by the registry
 	}
 	v.applyRecord(id, rec, rec.Revision)
-	return v.Get(id)
+	r, ok := v.Get(id)
+	return r, ok, nil
 }
 
 // Find returns the current record of a session as Get does, reading the bucket
 // (linearizably) when the view has none: a session opened a moment ago, whose record
 // the watch has not delivered yet, is found — and the view, and those subscribed to
-// it, learn it now.
-func (v *View) Find(id string) (*Record, bool) {
+// it, learn it now. The error, matching wire.ErrUnavailable, says the bucket could
+// not be read: the session may exist.
+func (v *View) Find(id string) (*Record, bool, error) {
 	if r, ok := v.Get(id); ok {
-		return r, true
+		return r, true, nil
 	}
 	return v.fetch(id)
 }
@@ -574,11 +583,16 @@ func (v *View) lookup(id string) (*Record, bool) {
 // not match is checked once more against the stored record: the token may have been
 // rotated (change of principal) by a write the watch has not delivered yet, and the
 // client holding the new token must not be refused. Either way a request costs at
-// most one read, and only when it would otherwise be refused.
+// most one read, and only when it would otherwise be refused. When that read fails
+// the session is not refused for what the view alone holds: the error matches
+// wire.ErrUnavailable.
 func (v *View) Authenticate(id, token string) (*Record, error) {
 	r, ok := v.Get(id)
 	if !ok {
-		if r, ok = v.fetch(id); !ok {
+		var err error
+		if r, ok, err = v.fetch(id); err != nil {
+			return nil, err
+		} else if !ok {
 			return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
 		}
 	}
@@ -589,7 +603,11 @@ func (v *View) Authenticate(id, token string) (*Record, error) {
 	if err == nil {
 		return r, nil
 	}
-	if f, ok := v.fetch(id); ok && f.Revision > r.Revision {
+	f, ok, ferr := v.fetch(id)
+	if ferr != nil {
+		return nil, ferr
+	}
+	if ok && f.Revision > r.Revision {
 		if f.Closed() {
 			return nil, f.ClosedError()
 		}

@@ -116,8 +116,10 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 // not seen yet (opened a moment ago) is read from the bucket, which also adds it to
 // the index.
 func (s *Service) target(id string) (target, error) {
-	rec, ok := s.view.Find(id)
+	rec, ok, err := s.view.Find(id)
 	switch {
+	case err != nil:
+		return target{}, err
 	case !ok:
 		return target{}, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
 	case rec.Closed():

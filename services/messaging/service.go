@@ -68,7 +68,7 @@ var _ Authorizer = (*policy.Holder)(nil)
 type sessionView interface {
 	Authenticate(id, token string) (*sessions.Record, error)
 	Get(id string) (*sessions.Record, bool)
-	Find(id string) (*sessions.Record, bool)
+	Find(id string) (*sessions.Record, bool, error)
 	Touch(id string)
 	Close()
 }

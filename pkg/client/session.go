@@ -497,12 +497,15 @@ func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*S
 	s := &Session{c: c, id: id, attached: true, info: &wire.Session{ID: id}, token: token, state: StateActive,
 		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
 	c.add(s)
-	if _, err := s.Refresh(ctx); err != nil {
+	info, err := s.Refresh(ctx)
+	if err != nil {
 		close(s.hbDone) // no heartbeats started
 		s.finish()
 		return nil, err
 	}
-	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, time.Duration(s.info.TimeoutMS)*time.Millisecond)
+	// From the copy Refresh returned: s.info is the client's to change from now on
+	// (a resume after a reconnect, a notice that the session closed).
+	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, time.Duration(info.TimeoutMS)*time.Millisecond)
 	go s.heartbeats()
 	return s, nil
 }

@@ -494,3 +494,26 @@ func TestSessionOpenPrintsStateChangesAsJSON(t *testing.T) {
 		t.Errorf("got state change %v, want old_state ACTIVE, new_state CLOSED, reason by_server", change)
 	}
 }
+
+// TestListenPrintsEachDeliveryOnce: --path '*' beside another path (or a path given
+// twice) registered overlapping handlers, each of which printed the delivery.
+func TestListenPrintsEachDeliveryOnce(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	out, id, stop := c.listen(ctx, "--path", "*", "--path", "chat/room1", "--path", "chat/room1")
+	defer func() { _ = stop() }()
+	for _, m := range []struct{ path, text string }{{"chat/room1", "first"}, {"other", "second"}} {
+		if r := c.run(ctx, "", "send", "--session", id, "--path", m.path, m.text); r.err != nil {
+			t.Fatalf("send: %v", r.err)
+		}
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(out.String(), "second") {
+			return errors.New("listen printed " + strconv.Quote(out.String()))
+		}
+		return nil
+	})
+	if n := strings.Count(out.String(), "first"); n != 1 {
+		t.Errorf("the delivery on chat/room1 was printed %d times, want once: %q", n, out.String())
+	}
+}

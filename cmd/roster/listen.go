@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,9 +46,14 @@ send to it with --session.`,
 				return usageError{fmt.Errorf("listen opens its own session: deliveries reach only the connection a session is bound to; --session-id does not apply")}
 			}
 			f.forgetSession() // one exported in the shell (session open prints the export)
-			if len(paths) == 0 {
+			// "*" takes every path: beside it another registration would get each of
+			// its deliveries a second time (and answer its requests twice). A path
+			// given twice would likewise.
+			if len(paths) == 0 || slices.Contains(paths, "*") {
 				paths = []string{"*"}
 			}
+			slices.Sort(paths)
+			paths = slices.Compact(paths)
 			replySet = cmd.Flags().Changed("reply")
 			return f.session(cmd, client.Options{Properties: p, Timeout: timeout}, func(ctx context.Context, s *client.Session) error {
 				closed := make(chan client.StateChange, 1)

@@ -188,7 +188,9 @@ type Handler func(ctx context.Context, m *Message) ([]byte, error)
 const maxHandlers = 255
 
 // Handle registers h for deliveries on path ("chat/room1"), or on every path when
-// path is "*". Handlers run concurrently, at most 255 at a time per registration.
+// path is "*". Registrations that overlap ("*" and a path, or one path twice) each
+// get the delivery, and a request is answered by whichever answers first. Handlers
+// run concurrently, at most 255 at a time per registration.
 // The trace context of the sender's fan-out continues in ctx, which ends when the
 // registration is removed or the session closes. The returned function removes the
 // registration and waits for the handlers still running; deliveries still waiting for

@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -33,4 +34,41 @@ func Rewatch(ctx context.Context, log *slog.Logger, what string, start func(cont
 		}
 		log.Warn("watching "+what+" again", "err", err, "retry_in", min(2*wait, 5*time.Second))
 	}
+}
+
+// RecheckEvery is how often a follower of a watch checks that its bucket was not
+// deleted and created again (Recreated).
+const RecheckEvery = 5 * time.Second
+
+// Created returns when the stream behind kv was created: a bucket deleted and
+// created again has another time.
+func Created(ctx context.Context, kv jetstream.KeyValue) (time.Time, error) {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return time.Time{}, errors.New("kvstore: the bucket's status has no stream info")
+	}
+	return bs.StreamInfo().Created, nil
+}
+
+// Recreated reports whether kv's bucket, whose stream was created at created (zero:
+// unknown, never reported), has been deleted and created again since. A watch does
+// not end when that happens quickly enough: nats.go recreates the watch's consumer
+// after missed heartbeats, on the new stream, starting after the last revision it
+// delivered — revisions that the new bucket, starting over at 1, reaches late or
+// never — and the watch goes on without an error, its follower stale for good. A
+// follower checks every RecheckEvery and starts again as after a watch that ended.
+// An error reading the stream reports false: a bucket that is gone ends the watch on
+// its own.
+func Recreated(ctx context.Context, kv jetstream.KeyValue, created time.Time) bool {
+	if created.IsZero() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := Created(ctx, kv)
+	return err == nil && !c.Equal(created)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -133,18 +134,24 @@ func (s *Store) Create(ctx context.Context, p *Policy) (uint64, error) {
 // if not nil, is closed once the current value has been applied. A watch that ends
 // on its own (nats.go could not recreate its consumer: the bucket was deleted, a
 // cluster answered with an error it does not retry) is started again, every 250 ms
-// doubling to 5 s, rather than leaving h stale without a word.
+// doubling to 5 s, rather than leaving h stale without a word; so is one whose bucket
+// was deleted and created again under it, which goes on without the new bucket's
+// first revisions (kvstore.Recreated, checked every kvstore.RecheckEvery).
 func (s *Store) Watch(ctx context.Context, h *Holder, log *slog.Logger, ready chan<- struct{}) error {
+	// When the bucket's stream was created (zero if unknown: not checked), for
+	// kvstore.Recreated.
+	created, _ := kvstore.Created(ctx, s.kv)
 	w, err := s.kv.Watch(ctx, Key)
 	if err != nil {
 		return fmt.Errorf("policy: watch: %w", err)
 	}
 	for {
-		s.follow(ctx, w, h, log, &ready)
+		s.follow(ctx, w, created, h, log, &ready)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if w = kvstore.Rewatch(ctx, log, "the stored policy", func(ctx context.Context) (jetstream.KeyWatcher, error) {
+			created, _ = kvstore.Created(ctx, s.kv)
 			return s.kv.Watch(ctx, Key)
 		}); w == nil {
 			return nil
@@ -152,11 +159,20 @@ func (s *Store) Watch(ctx context.Context, h *Holder, log *slog.Logger, ready ch
 	}
 }
 
-// follow applies w's updates to h until w or ctx ends, and stops w.
-func (s *Store) follow(ctx context.Context, w jetstream.KeyWatcher, h *Holder, log *slog.Logger, ready *chan<- struct{}) {
+// follow applies w's updates to h until w or ctx ends, or the bucket, created at
+// created, turns out to have been deleted and created again (which does not end a
+// watch: kvstore.Recreated), and stops w.
+func (s *Store) follow(ctx context.Context, w jetstream.KeyWatcher, created time.Time, h *Holder, log *slog.Logger, ready *chan<- struct{}) {
 	defer func() { _ = w.Stop() }()
+	recheck := time.NewTicker(kvstore.RecheckEvery)
+	defer recheck.Stop()
 	for {
 		select {
+		case <-recheck.C:
+			if kvstore.Recreated(ctx, s.kv, created) {
+				log.Warn("the policy bucket was deleted and created again under its watch")
+				return
+			}
 		case <-ctx.Done():
 			return
 		case e, ok := <-w.Updates():

@@ -262,3 +262,61 @@ func TestWatchOutlivesItsWatcher(t *testing.T) {
 		return nil
 	})
 }
+
+// TestWatchFollowsABucketCreatedAgainAtOnce deletes the policy bucket and creates it
+// again before the watcher's consumer misses a heartbeat: nats.go then recreates the
+// consumer on the new stream, after the last revision it delivered, and the watch
+// goes on without the new bucket's first revisions and without an error. Watch
+// notices the new stream and applies the policy stored in it.
+func TestWatchFollowsABucketCreatedAgainAtOnce(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	js := srv.JetStream(t)
+	ctx := context.Background()
+	store, err := policy.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Create(ctx, policy.Development()); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // revisions the new bucket's first policy will not reach
+		if _, err := store.Put(ctx, policy.Development(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := policy.NewHolder(nil)
+	wctx, cancel := context.WithCancel(ctx)
+	ready := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := store.Watch(wctx, h, natstest.Logger(t), ready); err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	}()
+	defer func() { cancel(); wg.Wait() }()
+	<-ready
+
+	if err := js.DeleteStream(ctx, "KV_"+policy.Bucket); err != nil {
+		t.Fatal(err)
+	}
+	again, err := policy.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Parse([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := again.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if h.Allowed([]string{"anonymous"}, policy.ModifySecurity, "") || !h.Allowed([]string{"admin"}, policy.ModifySecurity, "") {
+			return errors.New("the holder has not seen the policy stored in the bucket created again")
+		}
+		return nil
+	})
+}

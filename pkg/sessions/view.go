@@ -233,7 +233,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 	v.wg.Add(2)
 	go func() {
 		defer v.wg.Done()
-		v.follow(wctx, js, w)
+		v.follow(wctx, js, kv, w)
 	}()
 	go func() {
 		defer v.wg.Done()
@@ -257,10 +257,12 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 // nats.go gives up recreating its consumer on an error it does not retry (the bucket's
 // stream was deleted, a cluster answered with an unexpected error), and the view would
 // then go stale without a word. follow loads the bucket again instead, every 250 ms
-// doubling to 5 s until it can.
-func (v *View) follow(ctx context.Context, js jetstream.JetStream, w jetstream.KeyWatcher) {
+// doubling to 5 s until it can. A bucket deleted and created again before nats.go
+// noticed does not end the watch (kvstore.Recreated): follow checks for it every
+// kvstore.RecheckEvery and loads the bucket again then too.
+func (v *View) follow(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, w jetstream.KeyWatcher) {
 	for {
-		v.applyUpdates(ctx, w)
+		v.applyUpdates(ctx, kv, w)
 		if ctx.Err() != nil {
 			return
 		}
@@ -272,11 +274,19 @@ func (v *View) follow(ctx context.Context, js jetstream.JetStream, w jetstream.K
 	}
 }
 
-// applyUpdates applies w's updates until w ends or ctx does, and stops w.
-func (v *View) applyUpdates(ctx context.Context, w jetstream.KeyWatcher) {
+// applyUpdates applies w's updates until w ends, ctx does, or the bucket turns out
+// to have been created again, and stops w.
+func (v *View) applyUpdates(ctx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher) {
 	defer func() { _ = w.Stop() }()
+	recheck := time.NewTicker(kvstore.RecheckEvery)
+	defer recheck.Stop()
 	for {
 		select {
+		case <-recheck.C:
+			if kvstore.Recreated(ctx, kv, v.created) {
+				v.log.Warn("the sessions bucket was deleted and created again under its watch")
+				return
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				return

@@ -245,3 +245,35 @@ func TestViewOutlivesItsWatch(t *testing.T) {
 		return nil
 	})
 }
+
+// TestViewFollowsABucketCreatedAgainAtOnce deletes the bucket and creates it again
+// before the watch's consumer misses a heartbeat: nats.go then recreates the consumer
+// on the new stream, after the last revision it delivered, and the watch goes on
+// without the new bucket's first revisions and without an error. The view notices
+// the new stream and loads the bucket again.
+func TestViewFollowsABucketCreatedAgainAtOnce(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	js := srv.JetStream(t)
+	for _, id := range []string{"a", "b", "c"} {
+		put(t, srv, &sessions.Record{ID: id, Principal: "p", State: wire.StateActive})
+	}
+	view, err := sessions.Watch(context.Background(), js, sessions.WithLogger(natstest.Logger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	if err := js.DeleteStream(context.Background(), "KV_"+sessions.Bucket); err != nil {
+		t.Fatal(err)
+	}
+	put(t, srv, &sessions.Record{ID: "d", Principal: "p", State: wire.StateActive}) // creates it again
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if _, ok := view.Get("d"); !ok {
+			return errors.New("the view does not hold the session written in the bucket created again")
+		}
+		if _, ok := view.Get("a"); ok {
+			return errors.New("the view still holds a, gone with the bucket")
+		}
+		return nil
+	})
+}

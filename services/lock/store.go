@@ -178,7 +178,9 @@ func (s *store) snapshot() map[string]entry {
 // that done tracks. A watch that ends on its own — nats.go gave up recreating its
 // consumer (the bucket's stream deleted; in a cluster, an error it does not retry) —
 // would leave the instance blind to other instances' locks, whose holders' sessions it
-// checks: the bucket is watched and loaded again, every 250 ms doubling to 5 s.
+// checks: the bucket is watched and loaded again, every 250 ms doubling to 5 s. So it
+// is when the bucket turns out to have been deleted and created again under a watch
+// that went on (kvstore.Recreated, checked every kvstore.RecheckEvery).
 func (s *store) watch(ctx context.Context, done *sync.WaitGroup, log *slog.Logger) error {
 	stream, err := s.js.Stream(ctx, "KV_"+Bucket)
 	if err != nil {
@@ -193,7 +195,7 @@ func (s *store) watch(ctx context.Context, done *sync.WaitGroup, log *slog.Logge
 	go func() {
 		defer done.Done()
 		for {
-			s.follow(ctx, w)
+			s.follow(ctx, w, created, log)
 			if ctx.Err() != nil {
 				return
 			}
@@ -281,11 +283,20 @@ func (s *store) reload(ctx context.Context, created *time.Time) (jetstream.KeyWa
 	return s.load(ctx, max(info.State.LastSeq, 1))
 }
 
-// follow applies w's updates until w or ctx ends, and stops w.
-func (s *store) follow(ctx context.Context, w jetstream.KeyWatcher) {
+// follow applies w's updates until w or ctx ends, or the bucket, created at created,
+// turns out to have been deleted and created again (which does not end a watch:
+// kvstore.Recreated), and stops w.
+func (s *store) follow(ctx context.Context, w jetstream.KeyWatcher, created time.Time, log *slog.Logger) {
 	defer func() { _ = w.Stop() }()
+	recheck := time.NewTicker(kvstore.RecheckEvery)
+	defer recheck.Stop()
 	for {
 		select {
+		case <-recheck.C:
+			if kvstore.Recreated(ctx, s.kv, created) {
+				log.Warn("the locks bucket was deleted and created again under its watch")
+				return
+			}
 		case kve, ok := <-w.Updates():
 			if !ok {
 				return

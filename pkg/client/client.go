@@ -301,9 +301,7 @@ func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req,
 		return err
 	}
 	defer done()
-	c.mu.Lock()
-	c.calls++
-	c.mu.Unlock()
+	c.callStarted()
 	defer c.callDone()
 
 	err = wire.Call(ctx, c.nc, subject, hdr, req, resp)
@@ -321,6 +319,13 @@ func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req,
 		span.SetStatus(codes.Error, err.Error())
 	}
 	return err
+}
+
+// callStarted and callDone count a call in flight (closeWhenIdle).
+func (c *Client) callStarted() {
+	c.mu.Lock()
+	c.calls++
+	c.mu.Unlock()
 }
 
 func (c *Client) callDone() {

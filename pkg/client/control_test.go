@@ -313,3 +313,56 @@ func TestRepliesCannotPoseAsDeliveriesOrNotices(t *testing.T) {
 	default:
 	}
 }
+
+// TestStreamInFlightWhenClosedByAnother: as TestCallInFlightWhenClosedByAnother, for
+// a RequestStream collecting results when its session is closed by another: the
+// results still come, on the connection left open until the stream ends.
+func TestStreamInFlightWhenClosedByAnother(t *testing.T) {
+	p := startSecured(t)
+	ctx := ctxT(t)
+	admin := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	receiver := open(t, p.ClientURL(), client.Options{Properties: map[string]string{"Desk": "slow"}})
+	release, asked := make(chan struct{}), make(chan struct{}, 1)
+	if _, err := receiver.Handle("quotes/ask", func(context.Context, *client.Message) ([]byte, error) {
+		asked <- struct{}{}
+		<-release
+		return []byte("1.08"), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	owner := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	type outcome struct {
+		n       int
+		err     error
+		results []wire.MsgResult
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		var o outcome
+		o.n, o.err = owner.RequestStream(ctx, client.ToFilter(`Desk is "slow"`), "quotes/ask", nil, 20*time.Second, func(r wire.MsgResult) { o.results = append(o.results, r) })
+		done <- o
+	}()
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the receiver was not asked")
+	}
+	if _, err := admin.CloseSessions(ctx, wire.SessionCloseRequest{ID: owner.ID()}); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if owner.State() != client.StateClosed {
+			return errors.New("the owner has not learnt its close yet")
+		}
+		return nil
+	})
+	close(release)
+	select {
+	case o := <-done:
+		if o.err != nil || o.n != 1 || len(o.results) != 1 || string(o.results[0].Payload) != "1.08" {
+			t.Fatalf("the stream of a session closed by another: got %d expected, results %+v, err %v; want the one answer", o.n, o.results, o.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream did not end")
+	}
+}

@@ -122,6 +122,10 @@ func (s *Session) RequestStream(ctx context.Context, to Target, path string, pay
 		return 0, err
 	}
 	defer done()
+	// In flight until the last result: a connection the session owns is not closed
+	// under the stream (closeWhenIdle).
+	s.c.callStarted()
+	defer s.c.callDone()
 	streamID := nuid.Next()
 	sub, err := s.c.nc.SubscribeSync(wire.ResultSubject(s.c.key, s.ID(), streamID))
 	if err != nil {

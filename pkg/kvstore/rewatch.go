@@ -72,3 +72,29 @@ func Recreated(ctx context.Context, kv jetstream.KeyValue, created time.Time) bo
 	c, err := Created(ctx, kv)
 	return err == nil && !c.Equal(created)
 }
+
+// Follow passes w's entries to apply (nil marks the end of the initial values) until
+// w ends, ctx ends, or kv's bucket, whose stream was created at created, turns out to
+// have been deleted and created again (Recreated, checked every RecheckEvery), and
+// stops w. what names the bucket, for the log.
+func Follow(ctx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher, created time.Time, log *slog.Logger, what string, apply func(jetstream.KeyValueEntry)) {
+	defer func() { _ = w.Stop() }()
+	recheck := time.NewTicker(RecheckEvery)
+	defer recheck.Stop()
+	for {
+		select {
+		case <-recheck.C:
+			if Recreated(ctx, kv, created) {
+				log.Warn(what + " was deleted and created again under its watch")
+				return
+			}
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			apply(e)
+		case <-ctx.Done():
+			return
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -146,7 +145,7 @@ func (s *Store) Watch(ctx context.Context, h *Holder, log *slog.Logger, ready ch
 		return fmt.Errorf("policy: watch: %w", err)
 	}
 	for {
-		s.follow(ctx, w, created, h, log, &ready)
+		kvstore.Follow(ctx, s.kv, w, created, log, "the policy bucket", func(e jetstream.KeyValueEntry) { apply(e, h, log, &ready) })
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -159,46 +158,27 @@ func (s *Store) Watch(ctx context.Context, h *Holder, log *slog.Logger, ready ch
 	}
 }
 
-// follow applies w's updates to h until w or ctx ends, or the bucket, created at
-// created, turns out to have been deleted and created again (which does not end a
-// watch: kvstore.Recreated), and stops w.
-func (s *Store) follow(ctx context.Context, w jetstream.KeyWatcher, created time.Time, h *Holder, log *slog.Logger, ready *chan<- struct{}) {
-	defer func() { _ = w.Stop() }()
-	recheck := time.NewTicker(kvstore.RecheckEvery)
-	defer recheck.Stop()
-	for {
-		select {
-		case <-recheck.C:
-			if kvstore.Recreated(ctx, s.kv, created) {
-				log.Warn("the policy bucket was deleted and created again under its watch")
-				return
-			}
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil { // the initial values have all been delivered
-				if *ready != nil {
-					close(*ready)
-					*ready = nil
-				}
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				log.Warn("stored policy deleted; keeping the last one", "revision", e.Revision())
-				continue
-			}
-			p, err := decode(e.Value())
-			if err != nil {
-				log.Error("stored policy is invalid; keeping the last one", "revision", e.Revision(), "err", err)
-				continue
-			}
-			h.Store(p)
-			log.Debug("policy updated", "revision", e.Revision())
+// apply applies an entry of the policy's watch to h; nil, the end of the initial
+// values, closes *ready.
+func apply(e jetstream.KeyValueEntry, h *Holder, log *slog.Logger, ready *chan<- struct{}) {
+	if e == nil {
+		if *ready != nil {
+			close(*ready)
+			*ready = nil
 		}
+		return
 	}
+	if e.Operation() != jetstream.KeyValuePut {
+		log.Warn("stored policy deleted; keeping the last one", "revision", e.Revision())
+		return
+	}
+	p, err := decode(e.Value())
+	if err != nil {
+		log.Error("stored policy is invalid; keeping the last one", "revision", e.Revision(), "err", err)
+		return
+	}
+	h.Store(p)
+	log.Debug("policy updated", "revision", e.Revision())
 }
 
 func decode(data []byte) (*Policy, error) {

@@ -262,39 +262,17 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 // kvstore.RecheckEvery and loads the bucket again then too.
 func (v *View) follow(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, w jetstream.KeyWatcher) {
 	for {
-		v.applyUpdates(ctx, kv, w)
+		kvstore.Follow(ctx, kv, w, v.created, v.log, "the sessions bucket", func(e jetstream.KeyValueEntry) {
+			if e != nil {
+				v.apply(e)
+			}
+		})
 		if ctx.Err() != nil {
 			return
 		}
 		if w = kvstore.Rewatch(ctx, v.log, "the sessions bucket", func(ctx context.Context) (jetstream.KeyWatcher, error) {
 			return v.reload(ctx, js)
 		}); w == nil {
-			return
-		}
-	}
-}
-
-// applyUpdates applies w's updates until w ends, ctx does, or the bucket turns out
-// to have been created again, and stops w.
-func (v *View) applyUpdates(ctx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher) {
-	defer func() { _ = w.Stop() }()
-	recheck := time.NewTicker(kvstore.RecheckEvery)
-	defer recheck.Stop()
-	for {
-		select {
-		case <-recheck.C:
-			if kvstore.Recreated(ctx, kv, v.created) {
-				v.log.Warn("the sessions bucket was deleted and created again under its watch")
-				return
-			}
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e != nil {
-				v.apply(e)
-			}
-		case <-ctx.Done():
 			return
 		}
 	}

@@ -195,7 +195,11 @@ func (s *store) watch(ctx context.Context, done *sync.WaitGroup, log *slog.Logge
 	go func() {
 		defer done.Done()
 		for {
-			s.follow(ctx, w, created, log)
+			kvstore.Follow(ctx, s.kv, w, created, log, "the locks bucket", func(kve jetstream.KeyValueEntry) {
+				if kve != nil {
+					s.apply(kve)
+				}
+			})
 			if ctx.Err() != nil {
 				return
 			}
@@ -281,31 +285,4 @@ func (s *store) reload(ctx context.Context, created *time.Time) (jetstream.KeyWa
 		*created = info.Created
 	}
 	return s.load(ctx, max(info.State.LastSeq, 1))
-}
-
-// follow applies w's updates until w or ctx ends, or the bucket, created at created,
-// turns out to have been deleted and created again (which does not end a watch:
-// kvstore.Recreated), and stops w.
-func (s *store) follow(ctx context.Context, w jetstream.KeyWatcher, created time.Time, log *slog.Logger) {
-	defer func() { _ = w.Stop() }()
-	recheck := time.NewTicker(kvstore.RecheckEvery)
-	defer recheck.Stop()
-	for {
-		select {
-		case <-recheck.C:
-			if kvstore.Recreated(ctx, s.kv, created) {
-				log.Warn("the locks bucket was deleted and created again under its watch")
-				return
-			}
-		case kve, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if kve != nil {
-				s.apply(kve)
-			}
-		case <-ctx.Done():
-			return
-		}
-	}
 }

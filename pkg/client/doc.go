@@ -25,8 +25,14 @@
 // has it, the session becomes CLOSED with the reason (OnStateChange reports each
 // change). A keepalive answered RECOVERING while the connection works (the server
 // counted a connection lost that this client did not see drop) is handled the same
-// way: locks reported lost, then resumed. After a session is closed every call returns an error matching
-// ErrSessionClosed.
+// way: locks reported lost, then resumed. A session closed by another session or by
+// the server becomes CLOSED as soon as the registry's notice reaches its connection
+// (its next keepalive or call, should the notice be lost). After a session is closed
+// every call returns an error matching ErrSessionClosed.
+//
+// Only the messaging service's deliveries reach a handler: a message under the
+// session's delivery subjects without the Roster-Sender header — a service's reply to
+// a request whose reply subject another client chose — is dropped.
 //
 // Every error a Roster service answers with matches one of the Err… values with
 // errors.Is; errors.As with *wire.Error gives its code and message.

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,6 +37,8 @@ type store struct {
 	// known returns the decoded record of a session at a revision when the instance
 	// holds it, or nil: decoding a record costs more than the read.
 	known func(id string, rev uint64) *sessions.Record
+	// readWait, if not zero, replaces maxReadWait.
+	readWait time.Duration
 }
 
 func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store, error) {
@@ -86,6 +89,14 @@ func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 	if !sessions.ValidID(id) {
 		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
 	}
+	// A request's context ends only when the service stops: without a deadline of
+	// its own, a read would repeat for as long as storage does not answer, holding
+	// the worker.
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cmp.Or(st.readWait, maxReadWait))
+		defer cancel()
+	}
 	for {
 		rctx, cancel := context.WithTimeout(ctx, leaderReadTimeout)
 		e, err := st.rd.Read(rctx, id)
@@ -112,7 +123,7 @@ func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return nil, unavailable("read session", err)
 		case <-time.After(readRetryPause):
 		}
 	}
@@ -126,6 +137,9 @@ const (
 	replicaReadTimeout = time.Second
 	readRetryPause     = 100 * time.Millisecond
 )
+
+// maxReadWait bounds a read, every round included, when its context has no deadline.
+const maxReadWait = 10 * time.Second
 
 // getReplica reads a record through a direct get, which any replica answers.
 func (st *store) getReplica(ctx context.Context, id string) (*sessions.Record, error) {

@@ -333,9 +333,13 @@ func (p *Process) stopAll() {
 		if err := <-r.done; err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
 		}
-		if err := r.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			errs = append(errs, fmt.Errorf("%s: drain connection: %w", r.name, err))
+		// The service has stopped its subscriptions; what is left are its last
+		// replies, still in the connection's buffer. Send them before closing (a
+		// Drain would return at once and close later, after roster serve exited).
+		if err := r.nc.FlushTimeout(p.cfg.DrainTimeout); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			errs = append(errs, fmt.Errorf("%s: flush connection: %w", r.name, err))
 		}
+		r.nc.Close()
 		p.log.Info("service stopped", "service", r.name)
 	}
 	if p.policy != nil {

@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"context"
+	"testing"
+	"time"
+)
 
 // TestOutOfRangeDurationsAreUsageErrors: durations a command cannot use are usage
 // errors (exit 2), found before anything is sent. They were taken silently: a
@@ -21,6 +25,35 @@ func TestOutOfRangeDurationsAreUsageErrors(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			if r := c.run(ctx, "", args...); r.exit() != 2 {
 				t.Errorf("got %v (exit %d), want a usage error (2)", r.err, r.exit())
+			}
+		})
+	}
+}
+
+// TestServeFlagsOfTheOtherModeAreUsageErrors: a flag of the embedded server given
+// with --nats-url, or one of --nats-url given without it, would do nothing (or, for
+// --auth-callout-account, place every client in an account the embedded server does
+// not have). Each is a usage error, found before anything starts; they were taken
+// silently.
+func TestServeFlagsOfTheOtherModeAreUsageErrors(t *testing.T) {
+	const url = "nats://127.0.0.1:1"
+	for name, args := range map[string][]string{
+		"--websocket with --nats-url":               {"--nats-url", url, "--websocket", "127.0.0.1:0"},
+		"--monitor with --nats-url":                 {"--nats-url", url, "--monitor", "127.0.0.1:0"},
+		"--cluster-listen with --nats-url":          {"--nats-url", url, "--cluster-listen", "127.0.0.1:6222"},
+		"--service-password with --nats-url":        {"--nats-url", url, "--service-password", "pw"},
+		"--nats-user without --nats-url":            {"--nats-user", "roster-service"},
+		"--nats-token without --nats-url":           {"--nats-token", "tok"},
+		"--auth-callout-account without --nats-url": {"--auth-callout-account", "APP"},
+		"--nats-password without --nats-user":       {"--nats-url", url, "--nats-password", "pw"},
+		"--nats-creds with --nats-user":             {"--nats-url", url, "--nats-creds", "x.creds", "--nats-user", "u"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+			defer cancel()
+			err := run(ctx, append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-level", "error"}, args...))
+			if exitCode(err) != 2 {
+				t.Errorf("got %v (exit %d), want a usage error (2)", err, exitCode(err))
 			}
 		})
 	}

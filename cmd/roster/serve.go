@@ -45,7 +45,20 @@ type serveOptions struct {
 	systemPass   string
 	healthListen string
 	replicas     int
+	// changed reports whether a flag was set, on the command line or through its
+	// environment variable.
+	changed func(name string) bool
 }
+
+// embeddedOnly are the flags of the embedded server: with --nats-url they would
+// do nothing. (The --tls flags have their own message.)
+var embeddedOnly = []string{"data-dir", "listen", "websocket", "monitor", "server-name", "sync-interval",
+	"cluster-name", "cluster-listen", "routes", "service-password", "system-password"}
+
+// natsURLOnly are the flags of --nats-url: without it they would do nothing, and
+// --auth-callout-account would place clients in an account the embedded server
+// does not have.
+var natsURLOnly = []string{"nats-user", "nats-password", "nats-creds", "nats-token", "auth-callout-account"}
 
 func newServeCmd() *cobra.Command {
 	o := &serveOptions{}
@@ -64,6 +77,7 @@ services this process runs, so each can run as its own process in production.`,
   ROSTER_NATS_PASSWORD=… roster serve --services lock --nats-url nats://nats-0:4222 --nats-user roster-service`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.changed = cmd.Flags().Changed
 			return serve(cmd.Context(), o)
 		},
 	}
@@ -142,6 +156,9 @@ func (o *serveOptions) config() (roster.Config, error) {
 	case t.ClientCAFile != "" && t.CertFile == "":
 		return roster.Config{}, usageError{errors.New("--tls-client-ca needs --tls-cert and --tls-key")}
 	}
+	if err := o.checkMode(); err != nil {
+		return roster.Config{}, err
+	}
 	cfg := roster.Config{
 		Services: o.services,
 		NATSURL:  o.natsURL,
@@ -176,6 +193,37 @@ func (o *serveOptions) config() (roster.Config, error) {
 	}
 	cfg.NATSOptions = append(cfg.NATSOptions, tlsOpts...)
 	return cfg, nil
+}
+
+// checkMode refuses flags that would do nothing in the mode chosen (embedded server
+// or --nats-url), and credentials for --nats-url of which only one would be used.
+func (o *serveOptions) checkMode() error {
+	if o.changed == nil {
+		return nil
+	}
+	given := func(names []string) []string {
+		var out []string
+		for _, n := range names {
+			if o.changed(n) {
+				out = append(out, "--"+n)
+			}
+		}
+		return out
+	}
+	if o.natsURL != "" {
+		if g := given(embeddedOnly); len(g) > 0 {
+			return usageError{fmt.Errorf("%s configure the embedded server: with --nats-url they do nothing", strings.Join(g, ", "))}
+		}
+	} else if g := given(natsURLOnly); len(g) > 0 {
+		return usageError{fmt.Errorf("%s go with --nats-url", strings.Join(g, ", "))}
+	}
+	if g := given([]string{"nats-creds", "nats-user", "nats-token"}); len(g) > 1 {
+		return usageError{fmt.Errorf("%s: give one kind of credentials for --nats-url", strings.Join(g, ", "))}
+	}
+	if o.natsPassword != "" && o.natsUser == "" {
+		return usageError{errors.New("--nats-password needs --nats-user")}
+	}
+	return nil
 }
 
 func serve(ctx context.Context, o *serveOptions) error {

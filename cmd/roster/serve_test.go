@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -33,7 +34,11 @@ func startServe(t *testing.T, extra ...string) (string, func() error) {
 	t.Helper()
 	url := "nats://127.0.0.1:" + strconv.Itoa(freePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
-	args := append([]string{"serve", "--listen", url[len("nats://"):], "--data-dir", t.TempDir(), "--log-level", "warn"}, extra...)
+	args := []string{"serve", "--log-level", "warn"}
+	if !slices.Contains(extra, "--nats-url") { // the embedded server's flags are usage errors with it
+		args = append(args, "--listen", url[len("nats://"):], "--data-dir", t.TempDir())
+	}
+	args = append(args, extra...)
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args) }()
 	var once sync.Once

@@ -104,7 +104,7 @@ services this process runs, so each can run as its own process in production.`,
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long to wait for requests in flight when stopping")
 	fs.StringVar(&o.cluster.Name, "cluster-name", "roster", "name of the NATS cluster the embedded server joins (with --cluster-listen)")
-	fs.StringVar(&o.cluster.Listen, "cluster-listen", "", "host:port for cluster routes: makes the embedded server a node of a NATS cluster with clustered JetStream")
+	fs.StringVar(&o.cluster.Listen, "cluster-listen", "", "host:port for cluster routes (port 0: any free one): makes the embedded server a node of a NATS cluster with clustered JetStream")
 	fs.StringSliceVar(&o.cluster.Routes, "routes", nil, "route URLs of the other cluster nodes (nats://host:port, comma-separated)")
 	fs.StringVar(&o.servicePass, "service-password", "", "password of the services' user (random per start when empty; every node of a cluster needs the same)")
 	fs.StringVar(&o.systemPass, "system-password", "", "password of the system user (random per start when empty; every node of a cluster needs the same)")

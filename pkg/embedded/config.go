@@ -103,7 +103,7 @@ type TLS struct {
 type Cluster struct {
 	// Name is the cluster's name (default "roster").
 	Name string
-	// Listen is the host:port of the route listener.
+	// Listen is the host:port of the route listener; port 0 or -1 picks a free one.
 	Listen string
 	// Routes are the route URLs of the other nodes (nats://host:port).
 	Routes []string
@@ -174,7 +174,7 @@ func ConfigText(cfg Config) (string, error) {
 		for i, r := range cfg.Cluster.Routes {
 			routes[i] = strconv.Quote(r)
 		}
-		w("cluster {\n  name: %s\n  listen: %s\n  routes: [ %s ]\n}", strconv.Quote(name), strconv.Quote(cfg.Cluster.Listen), strings.Join(routes, ", "))
+		w("cluster {\n  name: %s\n  listen: %s\n  routes: [ %s ]\n}", strconv.Quote(name), strconv.Quote(anyFreePort(cfg.Cluster.Listen)), strings.Join(routes, ", "))
 	}
 	w("system_account: %s", SystemAccount)
 	w("accounts {")
@@ -259,7 +259,7 @@ func splitHostPort(addr string) (string, int, error) {
 }
 
 // anyFreePort rewrites port 0 of a host:port to nats-server's -1, any free port: to
-// nats-server a monitoring or WebSocket port 0 means no listener at all.
+// nats-server a monitoring, WebSocket or route port 0 means no listener at all.
 func anyFreePort(addr string) string {
 	if host, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
 		return net.JoinHostPort(host, "-1")

@@ -114,6 +114,24 @@ func TestPortZeroIsAnyFreePort(t *testing.T) {
 	}
 }
 
+// A route listener on port 0 is on any free port too: to nats-server a cluster port
+// 0 means no clustering at all, and the node would run alone with a JetStream of its
+// own while its --routes connect to nothing.
+func TestClusterPortZeroIsAnyFreePort(t *testing.T) {
+	s, err := embedded.Start(embedded.Config{
+		Name: "cluster-zero", Listen: "127.0.0.1:0", DataDir: t.TempDir(), AllowAnonymous: true,
+		// A route to a peer not started yet, as a node of a cluster coming up has.
+		Cluster: embedded.Cluster{Listen: "127.0.0.1:0", Routes: []string{"nats://127.0.0.1:1"}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	if addr := s.ClusterAddr(); addr == nil || addr.Port == 0 {
+		t.Errorf("route listener %v, want one on a free port", addr)
+	}
+}
+
 // With TLS the client listener admits TLS connections only, and with a client CA only
 // those presenting a certificate it signed; the in-process service connections need
 // neither.

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 )
@@ -20,7 +23,10 @@ type Health struct {
 
 // Health checks every service of the process. The process is live while it runs
 // (a service that failed stops it), and ready when every service is ready and
-// connected to NATS.
+// connected to NATS, and so are the connections its services share: the sessions
+// view's ("sessions-view") and the policy follower's ("policy"), which nats.go may
+// have on another server than theirs — down, every service goes on with a view and
+// a policy that no longer follow the buckets.
 func (p *Process) Health(ctx context.Context) *Health {
 	h := &Health{Live: true, Ready: true, Services: map[string]*endpoint.Health{}}
 	select {
@@ -39,6 +45,20 @@ func (p *Process) Health(ctx context.Context) *Health {
 			h.Disconnected = append(h.Disconnected, r.name)
 		}
 	}
+	shared := map[string]*nats.Conn{}
+	if p.view != nil {
+		shared["sessions-view"] = p.view.nc
+	}
+	if p.policy != nil {
+		shared["policy"] = p.policy.nc
+	}
+	for name, nc := range shared {
+		if !nc.IsConnected() {
+			h.Ready = false
+			h.Disconnected = append(h.Disconnected, name)
+		}
+	}
+	slices.Sort(h.Disconnected)
 	return h
 }
 

@@ -1,14 +1,8 @@
 package roster
 
 import (
-	"context"
 	"slices"
 	"testing"
-
-	"github.com/nats-io/nats.go"
-
-	"github.com/seed-3c836eab/roster/pkg/embedded"
-	"github.com/seed-3c836eab/roster/pkg/natstest"
 )
 
 // TestNotReadyWhileASharedConnectionIsDown: the sessions view and the policy
@@ -16,16 +10,7 @@ import (
 // on; with either down the process is not ready, and says which.
 func TestNotReadyWhileASharedConnectionIsDown(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	p, err := Start(context.Background(), Config{
-		Services:    []string{"lock", "messaging"},
-		NATSURL:     srv.ClientURL(),
-		NATSOptions: []nats.Option{nats.UserInfo(embedded.ServiceUser, srv.Config().ServicePassword)},
-	}, natstest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Stop() })
+	p := startJoined(t, "lock", "messaging")
 	if h := p.Health(t.Context()); !h.Ready {
 		t.Fatalf("a started process: got %+v, want ready", h)
 	}

@@ -16,16 +16,7 @@ import (
 // program embedding the process expects no connection or goroutine of it left.
 func TestStopClosesEveryConnection(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	p, err := Start(context.Background(), Config{
-		Services:     []string{"lock", "messaging"},
-		NATSURL:      srv.ClientURL(),
-		NATSOptions:  []nats.Option{nats.UserInfo(embedded.ServiceUser, srv.Config().ServicePassword)},
-		DrainTimeout: 2 * time.Second,
-	}, natstest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startJoined(t, "lock", "messaging")
 	if err := p.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
@@ -37,4 +28,22 @@ func TestStopClosesEveryConnection(t *testing.T) {
 	if !p.policy.nc.IsClosed() || !p.view.nc.IsClosed() {
 		t.Error("policy or sessions view connection open after Stop returned, want closed")
 	}
+}
+
+// startJoined starts a process running services that joins a server of its own
+// (NATSURL), as a production process does; it stops when the test ends.
+func startJoined(t *testing.T, services ...string) *Process {
+	t.Helper()
+	srv := natstest.Start(t)
+	p, err := Start(context.Background(), Config{
+		Services:     services,
+		NATSURL:      srv.ClientURL(),
+		NATSOptions:  []nats.Option{nats.UserInfo(embedded.ServiceUser, srv.Config().ServicePassword)},
+		DrainTimeout: 2 * time.Second,
+	}, natstest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop() })
+	return p
 }

@@ -301,8 +301,6 @@ func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req,
 		return err
 	}
 	defer done()
-	c.callStarted()
-	defer c.callDone()
 
 	err = wire.Call(ctx, c.nc, subject, hdr, req, resp)
 	switch {
@@ -321,13 +319,7 @@ func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req,
 	return err
 }
 
-// callStarted and callDone count a call in flight (closeWhenIdle).
-func (c *Client) callStarted() {
-	c.mu.Lock()
-	c.calls++
-	c.mu.Unlock()
-}
-
+// callDone ends a call untilLost counted in flight (closeWhenIdle).
 func (c *Client) callDone() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -365,18 +357,23 @@ func (c *Client) closeWhenIdle(wait time.Duration) {
 
 // untilLost returns a context that also ends, with cause errConnectionLost, when the
 // connection is lost, and the function that releases it. It fails at once while the
-// connection is closed or away.
+// connection is closed or away. Until released, the call counts as in flight
+// (closeWhenIdle).
 func (c *Client) untilLost(ctx context.Context) (context.Context, func(), error) {
 	c.mu.Lock()
 	epoch, closed := c.epoch, c.closed
+	away := epoch.Err() != nil
+	if !closed && !away {
+		c.calls++
+	}
 	c.mu.Unlock()
 	if closed {
 		return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS closed"}
 	}
-	if epoch.Err() != nil {
+	if away {
 		return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Message: "not connected to NATS (reconnecting)"}
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(epoch, func() { cancel(errConnectionLost) })
-	return ctx, func() { stop(); cancel(nil) }, nil
+	return ctx, func() { stop(); cancel(nil); c.callDone() }, nil
 }

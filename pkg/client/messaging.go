@@ -121,11 +121,7 @@ func (s *Session) RequestStream(ctx context.Context, to Target, path string, pay
 	if err != nil {
 		return 0, err
 	}
-	defer done()
-	// In flight until the last result: a connection the session owns is not closed
-	// under the stream (closeWhenIdle).
-	s.c.callStarted()
-	defer s.c.callDone()
+	defer done() // in flight until the last result (closeWhenIdle)
 	streamID := nuid.Next()
 	sub, err := s.c.nc.SubscribeSync(wire.ResultSubject(s.c.key, s.ID(), streamID))
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -111,18 +112,7 @@ func TestStoreAndWatch(t *testing.T) {
 		t.Fatalf("got %v, want ErrNoPolicy", err)
 	}
 	h := policy.NewHolder(&policy.Policy{})
-	wctx, cancel := context.WithCancel(ctx)
-	ready := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := store.Watch(wctx, h, natstest.Logger(t), ready); err != nil {
-			t.Errorf("Watch: %v", err)
-		}
-	}()
-	defer func() { cancel(); wg.Wait() }()
-	<-ready
+	watch(t, store, h, natstest.Logger(t))
 
 	rev, err := store.Create(ctx, policy.Development())
 	if err != nil {
@@ -218,18 +208,7 @@ func TestWatchOutlivesItsWatcher(t *testing.T) {
 	}
 	h := policy.NewHolder(nil)
 	logs := &natstest.Buffer{}
-	wctx, cancel := context.WithCancel(ctx)
-	ready := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := store.Watch(wctx, h, logs.Logger(), ready); err != nil {
-			t.Errorf("Watch: %v", err)
-		}
-	}()
-	defer func() { cancel(); wg.Wait() }()
-	<-ready
+	watch(t, store, h, logs.Logger())
 
 	if err := js.DeleteStream(ctx, "KV_"+policy.Bucket); err != nil {
 		t.Fatal(err)
@@ -286,18 +265,7 @@ func TestWatchFollowsABucketCreatedAgainAtOnce(t *testing.T) {
 		}
 	}
 	h := policy.NewHolder(nil)
-	wctx, cancel := context.WithCancel(ctx)
-	ready := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := store.Watch(wctx, h, natstest.Logger(t), ready); err != nil {
-			t.Errorf("Watch: %v", err)
-		}
-	}()
-	defer func() { cancel(); wg.Wait() }()
-	<-ready
+	watch(t, store, h, natstest.Logger(t))
 
 	if err := js.DeleteStream(ctx, "KV_"+policy.Bucket); err != nil {
 		t.Fatal(err)
@@ -319,4 +287,22 @@ func TestWatchFollowsABucketCreatedAgainAtOnce(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// watch runs store.Watch on h until the test ends, and returns once the stored
+// policy, if any, is applied.
+func watch(t *testing.T, store *policy.Store, h *policy.Holder, log *slog.Logger) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := store.Watch(ctx, h, log, ready); err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	<-ready
 }

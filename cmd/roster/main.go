@@ -14,12 +14,21 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := stopOnSignal()
 	defer stop()
 	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "roster:", err)
 		os.Exit(exitCode(err))
 	}
+}
+
+// stopOnSignal returns a context that ends at the first SIGINT or SIGTERM. A second
+// one ends the process at once, as if roster did not handle signals: a stop that
+// waits for services to drain can be cut short.
+func stopOnSignal() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
 }
 
 // run builds the command tree and executes it.

@@ -172,7 +172,7 @@ func (p *Process) sessionsView(ctx context.Context, connect func(string) (*nats.
 	if names, _ := p.cfg.selected(); slices.Contains(names, "registry") {
 		opts = append(opts, sessions.KeepGone()) // for the registry's check of removed keys
 	}
-	view, err := sessions.Watch(context.WithoutCancel(ctx), js, opts...)
+	view, err := sessions.Watch(ctx, js, opts...)
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -168,8 +168,10 @@ type removedID struct {
 const removedFor = 10 * time.Second
 
 // Watch starts a View of the sessions bucket (creating the bucket if needed) and
-// returns once the view holds every record stored at the time of the call. The view
-// follows the bucket until ctx ends or Close is called.
+// returns once the view holds every record stored at the time of the call. ctx
+// bounds that start only: a process told to stop while the bucket's initial values
+// are not all in (a cluster electing a stream leader) must not wait for them. The
+// view then follows the bucket until Close is called.
 func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, error) {
 	kv, err := EnsureBucket(ctx, js)
 	if err != nil {
@@ -201,7 +203,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 		return nil, fmt.Errorf("sessions: bucket %s: %w", Bucket, err)
 	}
 	v.created = stream.CachedInfo().Created
-	wctx, cancel := context.WithCancel(ctx)
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	v.cancel = cancel
 	w, err := kv.WatchAll(wctx)
 	if err != nil {

@@ -136,6 +136,42 @@ func TestViewAcceptsARotatedToken(t *testing.T) {
 	}
 }
 
+// TestViewOutlivesItsStartContext: the context given to Watch bounds the start only,
+// so that a caller can pass the context it was asked to stop with; the view follows
+// the bucket until Close.
+func TestViewOutlivesItsStartContext(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	view, err := sessions.Watch(ctx, srv.JetStream(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	cancel()
+	id := "0123456789abcdefABCDEF"
+	put(t, srv, &sessions.Record{ID: id, Principal: "alice", State: wire.StateActive})
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if _, ok := view.Get(id); !ok {
+			return errors.New("a record written after the start context ended is not in the view")
+		}
+		return nil
+	})
+}
+
+// TestWatchEndsWithItsStartContext: a Watch whose context ends before the bucket's
+// initial values are in returns the context's error.
+func TestWatchEndsWithItsStartContext(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if view, err := sessions.Watch(ctx, srv.JetStream(t)); !errors.Is(err, context.Canceled) {
+		if view != nil {
+			view.Close()
+		}
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+}
+
 func Example() {
 	// The registry stores only the token's hash; any service checks a token
 	// against a record in constant time.

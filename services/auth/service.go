@@ -156,7 +156,9 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 	bg, stopBg := context.WithCancel(context.Background())
 	var view *sessions.View
 	if cfg.Sessions == nil {
-		view, err = sessions.Watch(bg, js, sessions.WithLogger(log))
+		wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		view, err = sessions.Watch(wctx, js, sessions.WithLogger(log))
+		cancel()
 		if err != nil {
 			stopBg()
 			_ = svc.Stop(context.Background())

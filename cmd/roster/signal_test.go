@@ -1,0 +1,76 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSecondSignalEndsTheProcess: the first SIGTERM starts a stop, which may wait for
+// services to drain; a second one ends the process at once. The test runs itself as
+// the process: the child stands for a roster whose stop never ends.
+func TestSecondSignalEndsTheProcess(t *testing.T) {
+	if os.Getenv("ROSTER_TEST_SIGNAL_CHILD") == "1" {
+		ctx, stop := stopOnSignal()
+		defer stop()
+		os.Stdout.WriteString("ready\n")
+		<-ctx.Done()
+		os.Stdout.WriteString("stopping\n")
+		time.Sleep(time.Minute) // a stop that hangs
+		os.Exit(3)
+	}
+	c := exec.Command(os.Args[0], "-test.run=^TestSecondSignalEndsTheProcess$")
+	c.Env = append(os.Environ(), "ROSTER_TEST_SIGNAL_CHILD=1")
+	out, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Process.Kill() })
+	lines := bufio.NewScanner(out)
+	expect := func(want string) {
+		t.Helper()
+		for lines.Scan() {
+			if lines.Text() == want {
+				return
+			}
+		}
+		t.Fatalf("the child ended before printing %q", want)
+	}
+	expect("ready")
+	if err := c.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	expect("stopping")
+	// The handler is let go just after the context ends: a signal sent in between is
+	// still caught, so send again until one is not.
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for {
+		_ = c.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-tick.C:
+			continue
+		case <-deadline:
+			t.Fatal("a second SIGTERM did not end the process")
+		case err := <-done:
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) {
+				t.Fatalf("the child ended with %v, want death by SIGTERM", err)
+			}
+			if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+				t.Fatalf("the child ended with %v, want death by SIGTERM", err)
+			}
+			return
+		}
+	}
+}

@@ -33,7 +33,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringP("output", "o", "text", "output format: text or json")
 	root.AddCommand(newServeCmd(), newFilterCmd(), newSessionCmd(), newLockCmd(), newSendCmd(), newRequestCmd(), newListenCmd())
-	root.AddCommand(newUserCmd())
+	root.AddCommand(newUserCmd(), newPolicyCmd())
 	// Flags and arguments cobra refuses are usage errors (exit 2), like ours.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	usageArgs(root)

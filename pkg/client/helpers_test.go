@@ -34,6 +34,7 @@ roles:
     - permission: ACQUIRE_LOCK
     - permission: SEND_TO_SESSION
     - permission: SEND_TO_FILTER
+    - permission: MODIFY_SECURITY
   trader:
     - permission: ACQUIRE_LOCK
       names: ["orders/*"]

@@ -4,6 +4,13 @@ package wire
 // account does not export it, so no client can reach these subjects.
 const InternalPrefix = "roster.internal.v1"
 
+const (
+	// SubjectPolicyGet reads the stored policy (policy.GetRequest, policy.Response).
+	SubjectPolicyGet = AuthPrefix + ".policy.get"
+	// SubjectPolicySet replaces it (policy.SetRequest, policy.Response).
+	SubjectPolicySet = AuthPrefix + ".policy.set"
+)
+
 // SubjectAuthenticate is where the registry asks the auth service to authenticate the
 // credentials of a session being opened or changing principal.
 const SubjectAuthenticate = InternalPrefix + ".auth.authenticate"

@@ -365,26 +365,26 @@ func TestPolicyEndpoints(t *testing.T) {
 	hdr := func(id, tok string) nats.Header {
 		return nats.Header{wire.HeaderSession: {id}, wire.HeaderToken: {tok}}
 	}
-	var got PolicyResponse
-	if err := wire.Call(ctx, client, Prefix+".policy.get", nil, PolicyGetRequest{}, &got); !errors.Is(err, wire.ErrUnauthenticated) {
+	var got policy.Response
+	if err := wire.Call(ctx, client, wire.SubjectPolicyGet, nil, policy.GetRequest{}, &got); !errors.Is(err, wire.ErrUnauthenticated) {
 		t.Fatalf("get without a session: got %v, want unauthenticated", err)
 	}
-	if err := wire.Call(ctx, client, Prefix+".policy.get", hdr("s-user", "t2"), PolicyGetRequest{}, &got); !errors.Is(err, wire.ErrForbidden) {
+	if err := wire.Call(ctx, client, wire.SubjectPolicyGet, hdr("s-user", "t2"), policy.GetRequest{}, &got); !errors.Is(err, wire.ErrForbidden) {
 		t.Fatalf("get as user: got %v, want forbidden", err)
 	}
-	if err := wire.Call(ctx, client, Prefix+".policy.get", hdr("s-admin", "wrong"), PolicyGetRequest{}, &got); !errors.Is(err, wire.ErrInvalidToken) {
+	if err := wire.Call(ctx, client, wire.SubjectPolicyGet, hdr("s-admin", "wrong"), policy.GetRequest{}, &got); !errors.Is(err, wire.ErrInvalidToken) {
 		t.Fatalf("get with a wrong token: got %v, want invalid_token", err)
 	}
-	if err := wire.Call(ctx, client, Prefix+".policy.get", hdr("s-admin", "t1"), PolicyGetRequest{}, &got); err != nil {
+	if err := wire.Call(ctx, client, wire.SubjectPolicyGet, hdr("s-admin", "t1"), policy.GetRequest{}, &got); err != nil {
 		t.Fatalf("get as admin: %v", err)
 	}
 	rev := got.Revision
 	next := testPolicy()
 	next.Roles["user"] = append(next.Roles["user"], policy.Grant{Permission: policy.ViewLocks})
-	if err := wire.Call(ctx, client, Prefix+".policy.set", hdr("s-user", "t2"), PolicySetRequest{Policy: next}, &got); !errors.Is(err, wire.ErrForbidden) {
+	if err := wire.Call(ctx, client, wire.SubjectPolicySet, hdr("s-user", "t2"), policy.SetRequest{Policy: next}, &got); !errors.Is(err, wire.ErrForbidden) {
 		t.Fatalf("set as user: got %v, want forbidden", err)
 	}
-	if err := wire.Call(ctx, client, Prefix+".policy.set", hdr("s-admin", "t1"), PolicySetRequest{Policy: next, Revision: rev}, &got); err != nil {
+	if err := wire.Call(ctx, client, wire.SubjectPolicySet, hdr("s-admin", "t1"), policy.SetRequest{Policy: next, Revision: rev}, &got); err != nil {
 		t.Fatalf("set as admin: %v", err)
 	}
 	natstest.CheckFor(t, time.Second, 10*time.Millisecond, func() error {
@@ -394,19 +394,19 @@ func TestPolicyEndpoints(t *testing.T) {
 		return nil
 	})
 	// A stale revision conflicts; an invalid policy is a bad request.
-	if err := wire.Call(ctx, svc, Prefix+".policy.set", nil, PolicySetRequest{Policy: next, Revision: rev}, &got); !errors.Is(err, wire.ErrConflict) {
+	if err := wire.Call(ctx, svc, wire.SubjectPolicySet, nil, policy.SetRequest{Policy: next, Revision: rev}, &got); !errors.Is(err, wire.ErrConflict) {
 		t.Fatalf("stale set: got %v, want conflict", err)
 	}
-	msg, err := svc.Request(Prefix+".policy.set", []byte(`{"policy":{"roles":{"x":[{"permission":"FLY"}]},"anonymous":{"allowed":false}}}`), 5*time.Second)
+	msg, err := svc.Request(wire.SubjectPolicySet, []byte(`{"policy":{"roles":{"x":[{"permission":"FLY"}]},"anonymous":{"allowed":false}}}`), 5*time.Second)
 	if err != nil || msg.Header.Get(wire.HeaderErrorCode) != "400" {
 		t.Fatalf("invalid policy: got %v %v, want 400", msg.Header, err)
 	}
-	msg, err = svc.Request(Prefix+".policy.get", nil, 5*time.Second)
+	msg, err = svc.Request(wire.SubjectPolicyGet, nil, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	schematest.Validate(t, "auth.policy.response", msg.Data)
-	if err := schematest.Check("auth.policy.set.request", mustJSON(t, PolicySetRequest{Policy: next, Revision: 3})); err != nil {
+	if err := schematest.Check("auth.policy.set.request", mustJSON(t, policy.SetRequest{Policy: next, Revision: 3})); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -464,8 +464,8 @@ func TestPolicyCallerFromSessionsBucket(t *testing.T) {
 	put()
 	client := h.srv.ClientConn(t)
 	call := func(tok string) error {
-		var got PolicyResponse
-		return wire.Call(ctx, client, Prefix+".policy.get", nats.Header{wire.HeaderSession: {"s1"}, wire.HeaderToken: {tok}}, PolicyGetRequest{}, &got)
+		var got policy.Response
+		return wire.Call(ctx, client, wire.SubjectPolicyGet, nats.Header{wire.HeaderSession: {"s1"}, wire.HeaderToken: {tok}}, policy.GetRequest{}, &got)
 	}
 	natstest.CheckFor(t, time.Second, 10*time.Millisecond, func() error { return call("tok-1") })
 	if err := call("tok-2"); !errors.Is(err, wire.ErrInvalidToken) {

@@ -473,8 +473,8 @@ func TestCalloutFollowsPolicy(t *testing.T) {
 	mustConnect(t, srv)
 	p := testPolicy()
 	p.Anonymous.Allowed = false
-	var resp PolicyResponse
-	if err := wire.Call(t.Context(), srv.ServiceConn(t), Prefix+".policy.set", nil, PolicySetRequest{Policy: p}, &resp); err != nil {
+	var resp policy.Response
+	if err := wire.Call(t.Context(), srv.ServiceConn(t), wire.SubjectPolicySet, nil, policy.SetRequest{Policy: p}, &resp); err != nil {
 		t.Fatalf("policy.set: %v", err)
 	}
 	natstest.CheckFor(t, time.Second, 20*time.Millisecond, func() error {

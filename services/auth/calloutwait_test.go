@@ -19,6 +19,7 @@ import (
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 	"github.com/seed-3c836eab/roster/schemas"
 )
@@ -161,9 +162,9 @@ func TestSchemasListTheErrorsCallersGet(t *testing.T) {
 		{"auth.policy.get.request", Prefix + ".policy.get"},
 		{"auth.policy.set.request", Prefix + ".policy.set"},
 	} {
-		body := any(PolicyGetRequest{})
+		body := any(policy.GetRequest{})
 		if strings.HasSuffix(c.subject, ".set") {
-			body = PolicySetRequest{Policy: testPolicy()}
+			body = policy.SetRequest{Policy: testPolicy()}
 		}
 		for _, hdr := range []nats.Header{
 			nil,

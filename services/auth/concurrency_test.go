@@ -204,7 +204,7 @@ func TestPolicySetRefusesEmptyLists(t *testing.T) {
 		`{"policy":{"roles":{"trader":[{"permission":"ACQUIRE_LOCK","names":[]}]},"anonymous":{"allowed":false}}}`,
 		`{"policy":{"roles":{},"anonymous":{"allowed":false},"properties":{"rules":[{"key":"Department","values":[]}]}}}`,
 	} {
-		err := wire.Call(t.Context(), svc, Prefix+".policy.set", nil, json.RawMessage(body), nil)
+		err := wire.Call(t.Context(), svc, wire.SubjectPolicySet, nil, json.RawMessage(body), nil)
 		if !errors.Is(err, wire.ErrBadRequest) || !strings.Contains(err.Error(), "is empty") {
 			t.Fatalf("%s: got %v, want bad_request", body, err)
 		}
@@ -225,7 +225,7 @@ func TestPolicySetRefusesNullLists(t *testing.T) {
 		`{"policy":{"roles":{"trader":[{"permission":"ACQUIRE_LOCK","names":null}]},"anonymous":{"allowed":false}}}`,
 		`{"policy":{"roles":{"trader":[]},"anonymous":{"allowed":false},"properties":{"rules":[{"key":"Department","values":null}]}}}`,
 	} {
-		err := wire.Call(t.Context(), svc, Prefix+".policy.set", nil, json.RawMessage(body), nil)
+		err := wire.Call(t.Context(), svc, wire.SubjectPolicySet, nil, json.RawMessage(body), nil)
 		if !errors.Is(err, wire.ErrBadRequest) || !strings.Contains(err.Error(), "null") {
 			t.Fatalf("%s: got %v, want bad_request", body, err)
 		}

@@ -21,13 +21,13 @@ func (s *Service) register() error {
 		}, s.handleAuthenticate),
 		endpoint.Add(s.svc, endpoint.Endpoint{
 			Name:     "policy-get",
-			Subject:  Prefix + ".policy.get",
+			Subject:  wire.SubjectPolicyGet,
 			Request:  "auth.policy.get.request",
 			Response: "auth.policy.response",
 		}, s.handlePolicyGet),
 		endpoint.Add(s.svc, endpoint.Endpoint{
 			Name:     "policy-set",
-			Subject:  Prefix + ".policy.set",
+			Subject:  wire.SubjectPolicySet,
 			Request:  "auth.policy.set.request",
 			Response: "auth.policy.response",
 		}, s.handlePolicySet),
@@ -42,42 +42,14 @@ func (s *Service) handleAuthenticate(ctx context.Context, _ *endpoint.Call, req 
 	return &a.AuthenticateResponse, nil
 }
 
-// PolicyGetRequest is the (empty) body of roster.v1.auth.policy.get.
-type PolicyGetRequest struct{}
-
-// PolicySetRequest is the body of roster.v1.auth.policy.set.
-type PolicySetRequest struct {
-	Policy *policy.Policy `json:"policy"`
-	// Revision, if not zero, makes the change conditional: it fails with conflict
-	// when the stored policy is no longer at this revision.
-	Revision uint64 `json:"revision,omitempty"`
-}
-
-// Validate implements endpoint.Validator.
-func (r *PolicySetRequest) Validate() error {
-	if r.Policy == nil {
-		return wire.Errorf(wire.CodeBadRequest, "policy is required")
-	}
-	if err := r.Policy.Validate(); err != nil {
-		return wire.Errorf(wire.CodeBadRequest, "%v", err)
-	}
-	return nil
-}
-
-// PolicyResponse is the reply of both policy endpoints.
-type PolicyResponse struct {
-	Policy   *policy.Policy `json:"policy"`
-	Revision uint64         `json:"revision"`
-}
-
-func (s *Service) handlePolicyGet(ctx context.Context, c *endpoint.Call, _ *PolicyGetRequest) (*PolicyResponse, error) {
+func (s *Service) handlePolicyGet(ctx context.Context, c *endpoint.Call, _ *policy.GetRequest) (*policy.Response, error) {
 	if err := s.authorize(ctx, c, policy.ModifySecurity); err != nil {
 		return nil, err
 	}
 	return s.getPolicy(ctx)
 }
 
-func (s *Service) handlePolicySet(ctx context.Context, c *endpoint.Call, req *PolicySetRequest) (*PolicyResponse, error) {
+func (s *Service) handlePolicySet(ctx context.Context, c *endpoint.Call, req *policy.SetRequest) (*policy.Response, error) {
 	if err := s.authorize(ctx, c, policy.ModifySecurity); err != nil {
 		return nil, err
 	}

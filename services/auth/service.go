@@ -15,6 +15,7 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
 // Name and Version identify the service in $SRV.INFO.
@@ -22,7 +23,7 @@ const (
 	Name    = "roster-auth"
 	Version = "0.1.0"
 	// Prefix is the subject prefix of the service's endpoints.
-	Prefix = "roster.v1.auth"
+	Prefix = wire.AuthPrefix
 )
 
 // Config configures the service.

@@ -11,7 +11,7 @@ import (
 )
 
 // getPolicy reads the stored policy.
-func (s *Service) getPolicy(ctx context.Context) (*PolicyResponse, error) {
+func (s *Service) getPolicy(ctx context.Context) (*policy.Response, error) {
 	p, rev, err := s.store.Get(ctx)
 	if errors.Is(err, policy.ErrNoPolicy) {
 		return nil, wire.Errorf(wire.CodeNotFound, "no policy is stored")
@@ -19,12 +19,12 @@ func (s *Service) getPolicy(ctx context.Context) (*PolicyResponse, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
-	return &PolicyResponse{Policy: p, Revision: rev}, nil
+	return &policy.Response{Policy: p, Revision: rev}, nil
 }
 
 // setPolicy stores p, conditionally on revision when it is not zero. Every service
 // following the bucket sees the change within a second.
-func (s *Service) setPolicy(ctx context.Context, p *policy.Policy, revision uint64) (*PolicyResponse, error) {
+func (s *Service) setPolicy(ctx context.Context, p *policy.Policy, revision uint64) (*policy.Response, error) {
 	rev, err := s.store.Put(ctx, p, revision)
 	switch {
 	case errors.Is(err, policy.ErrConflict):
@@ -33,7 +33,7 @@ func (s *Service) setPolicy(ctx context.Context, p *policy.Policy, revision uint
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	s.log.InfoContext(ctx, "policy changed", "revision", rev)
-	return &PolicyResponse{Policy: p, Revision: rev}, nil
+	return &policy.Response{Policy: p, Revision: rev}, nil
 }
 
 // authorize checks that the caller of a request may use perm. A request that did

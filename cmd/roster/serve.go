@@ -247,6 +247,18 @@ func serve(ctx context.Context, o *serveOptions) error {
 		}
 	}()
 	cfg.TracerProvider = tp
+	mp, shutdownMetrics, err := telemetry.SetupMetrics(ctx, "roster", version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownMetrics(sctx); err != nil {
+			log.Warn("flushing metrics", "err", err)
+		}
+	}()
+	cfg.MeterProvider = mp
 	p, err := roster.Start(ctx, cfg, log)
 	var ce *roster.ConfigError
 	if errors.As(err, &ce) {

@@ -6,7 +6,8 @@
 // are size-limited), validates it, calls the handler on a bounded pool of goroutines
 // (micro runs an endpoint's callback serially, so one slow request would otherwise
 // stall the endpoint), and maps the handler's error to the wire: a *wire.Error as it
-// is, anything else as internal, with the cause logged once and never sent.
+// is, anything else as internal, with the cause logged once and never sent. Each
+// request's duration and outcome is recorded as the rpc.server.call.duration metric.
 package endpoint
 
 import (
@@ -26,6 +27,9 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/semconv/v1.43.0/rpcconv"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -45,6 +49,8 @@ type Config struct {
 	MaxConcurrent int
 	// MaxBody bounds a request body in bytes (default 64 KiB).
 	MaxBody int
+	// MeterProvider records the duration and outcome of every request (nil: none).
+	MeterProvider metric.MeterProvider
 }
 
 // Service is a running micro service with its endpoints.
@@ -53,6 +59,7 @@ type Service struct {
 	cfg    Config
 	micro  micro.Service
 	tracer trace.Tracer
+	calls  rpcconv.ServerCallDuration
 	log    *slog.Logger
 	sem    chan struct{}
 	work   chan func() // handed to an idle worker (run)
@@ -134,12 +141,22 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("endpoint: add service %s: %w", cfg.Name, err)
 	}
+	mp := cfg.MeterProvider
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	calls, err := rpcconv.NewServerCallDuration(mp.Meter(meterName), metric.WithExplicitBucketBoundaries(durationBuckets...))
+	if err != nil {
+		_ = ms.Stop()
+		return nil, fmt.Errorf("endpoint: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		nc:     nc,
 		cfg:    cfg,
 		micro:  ms,
 		tracer: tp.Tracer("github.com/seed-3c836eab/roster/" + cfg.Name),
+		calls:  calls,
 		log:    log.With("service", cfg.Name),
 		sem:    make(chan struct{}, cfg.MaxConcurrent),
 		work:   make(chan func()),
@@ -153,6 +170,40 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 		return nil, err
 	}
 	return s, nil
+}
+
+// meterName is the instrumentation scope of the endpoint metrics.
+const meterName = "github.com/seed-3c836eab/roster/pkg/endpoint"
+
+// durationBuckets are the bucket boundaries of rpc.server.call.duration, in seconds:
+// from a keepalive answered in tens of microseconds to a write waiting on a
+// replicated fsync or a slow authenticator. (The SDK's default boundaries are for
+// milliseconds and would put every Roster request in the first bucket.)
+var durationBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// outcomes are an endpoint's metric attribute sets, one per outcome ("ok",
+// "reply_later" and every wire error code), built once rather than per request.
+type outcomes map[string]attribute.Set
+
+func newOutcomes(method string) outcomes {
+	o := outcomes{}
+	add := func(code string) {
+		kv := []attribute.KeyValue{
+			attribute.String("rpc.system.name", "nats"),
+			attribute.String("rpc.method", method),
+			attribute.String("rpc.response.status_code", code),
+		}
+		if code != "ok" && code != "reply_later" {
+			kv = append(kv, attribute.String("error.type", code))
+		}
+		o[code] = attribute.NewSet(kv...)
+	}
+	add("ok")
+	add("reply_later")
+	for _, c := range wire.Codes() {
+		add(string(c.Code))
+	}
+	return o
 }
 
 // Endpoint names an endpoint and the schemas of its bodies.
@@ -245,14 +296,18 @@ func Add[Req, Resp any](s *Service, ep Endpoint, h Handler[Req, Resp]) error {
 	if ep.Response != "" {
 		meta["response_schema"] = ep.Response
 	}
+	out := newOutcomes(subject)
 	handler := micro.HandlerFunc(func(r micro.Request) {
+		start := time.Now()
 		if !s.admit() {
 			respondError(r, &wire.Error{Code: wire.CodeUnavailable, Message: "service is stopping"})
+			s.calls.RecordSet(context.Background(), time.Since(start).Seconds(), out[string(wire.CodeUnavailable)])
 			return
 		}
 		s.run(func() {
 			defer func() { <-s.sem; s.wg.Done() }()
-			serve(s, ep.Name, subject, r, h)
+			code := serve(s, ep.Name, subject, r, h)
+			s.calls.RecordSet(context.Background(), time.Since(start).Seconds(), out[code])
 		})
 	})
 	if err := s.micro.AddEndpoint(ep.Name, handler, micro.WithEndpointSubject(subject), micro.WithEndpointMetadata(meta)); err != nil {
@@ -261,7 +316,9 @@ func Add[Req, Resp any](s *Service, ep Endpoint, h Handler[Req, Resp]) error {
 	return nil
 }
 
-func serve[Req, Resp any](s *Service, name, subject string, r micro.Request, h Handler[Req, Resp]) {
+// serve handles one request and returns its outcome: "ok", "reply_later", or the
+// error code it was answered with.
+func serve[Req, Resp any](s *Service, name, subject string, r micro.Request, h Handler[Req, Resp]) string {
 	hdr := nats.Header(r.Headers())
 	ctx := wire.Extract(s.ctx, hdr)
 	ctx, span := s.tracer.Start(ctx, subject, trace.WithSpanKind(trace.SpanKindServer),
@@ -286,7 +343,7 @@ func serve[Req, Resp any](s *Service, name, subject string, r micro.Request, h H
 	resp, err := decodeAndHandle(ctx, s, call, r.Data(), h)
 	if errors.Is(err, ErrReplyLater) {
 		span.SetAttributes(attribute.Bool("roster.reply_later", true))
-		return
+		return "reply_later"
 	}
 	if err != nil {
 		var we *wire.Error
@@ -304,11 +361,12 @@ func serve[Req, Resp any](s *Service, name, subject string, r micro.Request, h H
 		if err := ReplyError(s.nc, r.Reply(), err); err != nil {
 			s.log.WarnContext(ctx, "reply failed", "subject", subject, "err", err)
 		}
-		return
+		return errorCode(err)
 	}
 	if err := Reply(s.nc, r.Reply(), resp); err != nil {
 		s.log.WarnContext(ctx, "reply failed", "subject", subject, "err", err)
 	}
+	return "ok"
 }
 
 func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, data []byte, h Handler[Req, Resp]) (*Resp, error) {

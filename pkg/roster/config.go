@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
@@ -44,6 +45,8 @@ type Config struct {
 	DrainTimeout time.Duration
 	// TracerProvider receives the services' spans (default: no export).
 	TracerProvider trace.TracerProvider
+	// MeterProvider receives the services' metrics (default: none recorded).
+	MeterProvider metric.MeterProvider
 }
 
 // AuthConfig configures authentication and the policy.

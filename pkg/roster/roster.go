@@ -247,6 +247,7 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 			return nil, err
 		}
 		acfg.Sessions = auth.ViewRoles{View: view}
+		acfg.MeterProvider = cfg.MeterProvider
 		svc, err := auth.New(nc, acfg, tp, log)
 		if err != nil {
 			return nil, err
@@ -263,7 +264,7 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 	}
 	switch name {
 	case "registry":
-		rcfg := registry.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas}
+		rcfg := registry.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas, MeterProvider: cfg.MeterProvider}
 		if names, _ := cfg.selected(); slices.ContainsFunc(names, func(n string) bool { return n != "registry" }) {
 			// Other services here watch the bucket too: one view for all of them.
 			view, err := p.sessionsView(ctx, connect)
@@ -278,9 +279,9 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 		if err != nil {
 			return nil, err
 		}
-		return lock.New(nc, lock.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas}, view, holder, tp, log)
+		return lock.New(nc, lock.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas, MeterProvider: cfg.MeterProvider}, view, holder, tp, log)
 	case "messaging":
-		mcfg := messaging.Config{DrainTimeout: cfg.DrainTimeout}
+		mcfg := messaging.Config{DrainTimeout: cfg.DrainTimeout, MeterProvider: cfg.MeterProvider}
 		if p.view != nil {
 			// Another service here already runs the process's view: share it rather
 			// than watch the bucket once more. (Alone, messaging keeps its own slim

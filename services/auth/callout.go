@@ -196,6 +196,7 @@ func (s *Service) admitConnection(ctx context.Context, req *jwt.AuthorizationReq
 	}
 	creds := &wire.Credentials{Username: o.Username, Password: o.Password, Token: o.Token}
 	a, err := s.authenticate(ctx, creds, nil, hostIP(req.ClientInformation.Host))
+	s.attempts.record(ctx, "callout", err)
 	if err != nil {
 		return "", time.Time{}, err
 	}

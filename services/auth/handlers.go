@@ -36,6 +36,7 @@ func (s *Service) register() error {
 
 func (s *Service) handleAuthenticate(ctx context.Context, _ *endpoint.Call, req *wire.AuthenticateRequest) (*wire.AuthenticateResponse, error) {
 	a, err := s.authenticate(ctx, req.Credentials, req.Properties, req.Client.ClientIP())
+	s.attempts.record(ctx, "session", err)
 	if err != nil {
 		return nil, err
 	}

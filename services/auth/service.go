@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
@@ -56,6 +57,9 @@ type Config struct {
 	// Replicas is the number of copies of the policy bucket (1; 3 on a production
 	// cluster).
 	Replicas int
+	// MeterProvider records the service's metrics (nil: none): those of every
+	// request (pkg/endpoint) and authentication attempts by source and outcome.
+	MeterProvider metric.MeterProvider
 }
 
 // SessionRoles finds the roles of a session from its id and token (pkg/sessions'
@@ -90,6 +94,7 @@ type Service struct {
 	// repeatKey keys the fingerprints of failed attempts (fingerprint).
 	repeatKey []byte
 	view      *sessions.View // nil when Config.Sessions was given
+	attempts  *attempts
 
 	mu       sync.Mutex
 	stopping bool
@@ -150,9 +155,15 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 		Description:   "Authenticates connections and sessions, vets proposed properties, holds the permission policy and serves the NATS auth callout",
 		Prefix:        Prefix,
 		MaxConcurrent: cfg.MaxConcurrent,
+		MeterProvider: cfg.MeterProvider,
 	}, tp, log)
 	if err != nil {
 		return nil, err
+	}
+	attempts, err := newAttempts(cfg.MeterProvider)
+	if err != nil {
+		_ = svc.Stop(context.Background())
+		return nil, fmt.Errorf("auth: metrics: %w", err)
 	}
 	bg, stopBg := context.WithCancel(context.Background())
 	var view *sessions.View
@@ -180,6 +191,7 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 		bg:       bg,
 		stopBg:   stopBg,
 		calloutQ: make(chan struct{}, 64),
+		attempts: attempts,
 	}
 	fail := func(err error) (*Service, error) {
 		s.stopBackground()

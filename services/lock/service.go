@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
@@ -92,6 +93,9 @@ type Config struct {
 	// Replicas is the number of copies of the locks bucket (1; 3 on a production
 	// cluster).
 	Replicas int
+	// MeterProvider records the service's metrics (nil: none): those of every
+	// request (pkg/endpoint), locks held, requests waiting and hand-offs.
+	MeterProvider metric.MeterProvider
 }
 
 func (c *Config) setDefaults() {
@@ -207,11 +211,18 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 		Description:   "Named session locks, exclusive or shared, with fair waiting, scopes and fencing tokens",
 		Prefix:        Prefix,
 		MaxConcurrent: cfg.MaxConcurrent,
+		MeterProvider: cfg.MeterProvider,
 	}, tp, log)
 	if err != nil {
 		return fail(err)
 	}
 	s.svc = svc
+	reg, err := s.registerMetrics(cfg.MeterProvider)
+	if err != nil {
+		_ = svc.Stop(context.Background())
+		return fail(fmt.Errorf("lock: metrics: %w", err))
+	}
+	context.AfterFunc(ctx, func() { _ = reg.Unregister() })
 	if err := s.register(); err != nil {
 		_ = svc.Stop(context.Background())
 		return fail(err)

@@ -157,6 +157,7 @@ func (s *Service) send(ctx context.Context, from *sender, m *wire.Message) (*wir
 	defer fo.span.End()
 	n, err := s.fan.publish(ctx, fo.d, fo.header, fo.targets)
 	fo.span.SetAttributes(attribute.Int("roster.delivered", n))
+	s.metrics.count(ctx, "send", m.Filter != "", n)
 	if err != nil {
 		fo.span.SetStatus(codes.Error, codeOf(err))
 		return nil, err
@@ -177,6 +178,7 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		timeout = wire.DefaultRequestTimeoutMS * time.Millisecond
 	}
 	expected := len(fo.targets)
+	s.metrics.count(ctx, "request", req.Filter != "", expected)
 	if req.StreamID == "" {
 		defer fo.span.End()
 		results, size := s.fan.request(ctx, fo.d, fo.header, fo.targets, timeout, nil, s.cfg.MaxPayload)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
@@ -51,6 +52,9 @@ type Config struct {
 	// instead of the service watching the bucket itself, which saves decoding every
 	// session write once more. Run leaves it open.
 	Sessions *sessions.View
+	// MeterProvider records the service's metrics (nil: none): those of every
+	// request (pkg/endpoint) and the messages delivered.
+	MeterProvider metric.MeterProvider
 }
 
 // DefaultMaxStreams is the default of Config.MaxStreams.
@@ -96,6 +100,8 @@ type Service struct {
 	view sessionView
 	ix   *index
 	fan  *fanout
+	// metrics count deliveries (metrics.go).
+	metrics *metrics
 
 	wg      sync.WaitGroup // streamed requests outliving their handler
 	streams chan struct{}  // a slot per streamed request in progress
@@ -164,7 +170,8 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 		MaxConcurrent: cfg.MaxConcurrent,
 		// A request carries a payload of up to the NATS maximum (base64 in JSON), so
 		// the body may be as large as a message can be.
-		MaxBody: int(nc.MaxPayload()),
+		MaxBody:       int(nc.MaxPayload()),
+		MeterProvider: cfg.MeterProvider,
 	}, tp, log)
 	if err != nil {
 		return nil, err
@@ -178,6 +185,9 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 	s.fan, err = newFanout(nc, cfg.MaxInFlight, svc.Tracer())
 	if err != nil {
 		return fail(err)
+	}
+	if s.metrics, err = newMetrics(cfg.MeterProvider); err != nil {
+		return fail(fmt.Errorf("messaging: metrics: %w", err))
 	}
 	if err := s.register(); err != nil {
 		return fail(err)

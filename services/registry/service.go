@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
@@ -112,6 +113,9 @@ type Config struct {
 	// watching the bucket itself, which saves delivering and decoding every session
 	// write once more. Run leaves it open.
 	Sessions *sessions.View
+	// MeterProvider records the service's metrics (nil: none): those of every
+	// request (pkg/endpoint), sessions by state and closes by reason.
+	MeterProvider metric.MeterProvider
 }
 
 func (c *Config) setDefaults() {
@@ -166,6 +170,8 @@ type Service struct {
 	svc   *endpoint.Service
 	log   *slog.Logger
 	track *tracker
+	// metrics are the service's own instruments (metrics.go).
+	metrics *metrics
 	// waiters holds event reads waiting for an event (eventsread.go).
 	waiters *eventWaiters
 
@@ -196,6 +202,7 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 		Description:   "Owns session records: open, get, list, update, keepalive, resume, close, expiry and session events",
 		Prefix:        Prefix,
 		MaxConcurrent: cfg.MaxConcurrent,
+		MeterProvider: cfg.MeterProvider,
 	}, tp, log)
 	if err != nil {
 		return nil, err
@@ -203,6 +210,10 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 	s := &Service{cfg: cfg, nc: nc, js: js, st: st, pol: pol, svc: svc, log: svc.Logger(), waiters: newEventWaiters()}
 	s.track = newTracker(s)
 	st.known = s.track.recordAt
+	if s.metrics, err = newMetrics(cfg.MeterProvider, s.track); err != nil {
+		_ = svc.Stop(context.Background())
+		return nil, fmt.Errorf("registry: metrics: %w", err)
+	}
 	if s.ejs, err = s.newEventsJetStream(); err != nil {
 		_ = svc.Stop(context.Background())
 		return nil, fmt.Errorf("registry: jetstream: %w", err)
@@ -252,6 +263,7 @@ func (s *Service) run(ctx context.Context) error {
 	stopCancel()
 	cancel()
 	<-eventsDone
+	_ = s.metrics.reg.Unregister()
 	if trackErr != nil {
 		if terr := <-trackErr; terr != nil && !errors.Is(terr, context.Canceled) {
 			err = terr

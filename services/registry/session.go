@@ -750,6 +750,7 @@ func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record
 		return true, nil
 	})
 	if err == nil && changed {
+		s.metrics.sessionClosed(ctx, rec)
 		s.tellClosed(ctx, rec)
 	}
 	return err
@@ -787,6 +788,7 @@ func (s *Service) tombstoneExpired(ctx context.Context, last *sessions.Record) {
 	}
 	rec.Revision = rev
 	s.track.written(rec)
+	s.metrics.sessionClosed(ctx, rec)
 	s.publishStaged(rec)
 }
 

@@ -55,8 +55,8 @@ properties:
 const jwtSecret = "0123456789abcdef0123456789abcdef-test-secret"
 
 // startSecured runs Roster with testPolicy, a users file (alice/wonderland as
-// trader, root/toor as admin) and HS256 JWTs.
-func startSecured(t *testing.T) *roster.Process {
+// trader, root/toor as admin) and HS256 JWTs; opts change the rest.
+func startSecured(t *testing.T, opts ...rostertest.Option) *roster.Process {
 	t.Helper()
 	dir := t.TempDir()
 	policyFile := filepath.Join(dir, "policy.yaml")
@@ -74,11 +74,11 @@ func startSecured(t *testing.T) *roster.Process {
 	if err := auth.AddUser(usersFile, "root", "toor", []string{"admin"}, nil, bcrypt.MinCost, false); err != nil {
 		t.Fatal(err)
 	}
-	return rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) {
+	return rostertest.Start(t, append([]rostertest.Option{rostertest.WithConfig(func(c *roster.Config) {
 		c.Auth.PolicyFile = policyFile
 		c.Auth.UsersFile = usersFile
 		c.Auth.JWTSecretFile = secretFile
-	}))
+	})}, opts...)...)
 }
 
 // signJWT returns an HS256 token for subject with roles, valid for a minute.

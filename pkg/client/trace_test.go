@@ -301,3 +301,85 @@ func TestTraceReachesHandlers(t *testing.T) {
 	}
 }
 
+// TestLockAnswerJoinsWaitersTrace: a waiting acquire is answered later, by whatever
+// frees the lock or ends the wait. That answer is a span in the waiter's trace,
+// under its acquire's server span; a grant links the release that made it.
+func TestLockAnswerJoinsWaitersTrace(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	admin := client.Options{Credentials: client.Password("root", "toor")}
+	holder := tr.open(t, p.ClientURL(), admin)
+	waiter := tr.open(t, p.ClientURL(), admin)
+	ctx := ctxT(t)
+	if _, err := holder.Lock(ctx, "traced/w", client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// wait waits for the lock in a trace of its own, at most d.
+	wait := func(d time.Duration) (chan trace.SpanContext, chan error) {
+		roots, errs := make(chan trace.SpanContext, 1), make(chan error, 1)
+		go func() {
+			roots <- tr.root("wait", func(ctx context.Context) {
+				ctx, cancel := context.WithTimeout(ctx, d)
+				defer cancel()
+				_, err := waiter.Lock(ctx, "traced/w", client.LockOptions{})
+				errs <- err
+			})
+		}()
+		return roots, errs
+	}
+	answer := func(t *testing.T, root trace.SpanContext) sdktrace.ReadOnlySpan {
+		t.Helper()
+		acq := tr.wantCall(t, root, root.SpanID(), wire.SubjectLockAcquire)
+		return tr.find(t, root, "answer to the held acquire", func(s sdktrace.ReadOnlySpan) bool {
+			return s.Name() == "lock.acquire reply" && s.Parent().SpanID() == acq.SpanContext().SpanID()
+		})
+	}
+
+	t.Run("granted by a release", func(t *testing.T) {
+		roots, errs := wait(10 * time.Second)
+		waitFor(t, func() error { return waiters(ctx, holder, "traced/w", 1) })
+		var err error
+		rel := tr.root("release", func(ctx context.Context) { _, err = holder.Release(ctx, "traced/w", 0) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := within(t, "lock wait", errs); err != nil {
+			t.Fatalf("waiter: %v", err)
+		}
+		relSrv := tr.wantCall(t, rel, rel.SpanID(), wire.SubjectLockRelease)
+		grant := answer(t, <-roots)
+		linked := false
+		for _, l := range grant.Links() {
+			linked = linked || l.SpanContext.SpanID() == relSrv.SpanContext().SpanID()
+		}
+		if !linked {
+			t.Errorf("grant links %v, want the release's server span %s", grant.Links(), relSrv.SpanContext().SpanID())
+		}
+		if got := attr(grant, "roster.granted"); got != "true" {
+			t.Errorf("grant: roster.granted %q, want true", got)
+		}
+	})
+
+	t.Run("wait ended", func(t *testing.T) {
+		// The waiter now holds the lock; the holder waits, and gives up.
+		waiter, holder = holder, waiter
+		defer func() { waiter, holder = holder, waiter }()
+		roots, errs := wait(500 * time.Millisecond)
+		if err := within(t, "lock wait", errs); !errors.Is(err, client.ErrTimeout) {
+			t.Fatalf("waiter: got %v, want ErrTimeout", err)
+		}
+		end := answer(t, <-roots)
+		if got := attr(end, "roster.error.code"); got != string(wire.CodeTimeout) {
+			t.Errorf("answer to a wait that ended: roster.error.code %q, want timeout", got)
+		}
+	})
+}
+
+func attr(s sdktrace.ReadOnlySpan, key string) string {
+	for _, kv := range s.Attributes() {
+		if string(kv.Key) == key {
+			return kv.Value.Emit()
+		}
+	}
+	return ""
+}

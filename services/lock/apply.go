@@ -6,6 +6,10 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -40,6 +44,9 @@ type task struct {
 	// must come from a record just read rather than from the cache, which may lag.
 	fresh bool
 	done  chan commit
+	// span is the span context of the request the task comes from (invalid for
+	// the service's own tasks): answers to waiters its write sends link it.
+	span trace.SpanContext
 }
 
 // commit is the record a task's batch committed (or found unchanged), with its
@@ -57,6 +64,7 @@ func newTask(fresh bool, apply func(r *record, now int64, o *outcome)) *task {
 // do applies apply to the lock name and waits for the result.
 func (s *Service) do(ctx context.Context, name string, apply func(r *record, now int64, o *outcome)) (commit, error) {
 	t := newTask(true, apply)
+	t.span = trace.SpanContextFromContext(ctx)
 	lead, ok := s.submit(name, t, true)
 	if !ok {
 		return commit{}, wire.Errorf(wire.CodeUnavailable, "the lock service is stopping")
@@ -254,24 +262,81 @@ func (s *Service) finish(batch []*task, c commit, o *outcome) {
 	for _, t := range batch {
 		t.done <- c
 	}
+	var links []trace.Link
+	if len(o.granted)+len(o.removed) > 0 {
+		links = batchLinks(batch)
+	}
 	for _, w := range o.granted {
 		l, ok := lockOf(c.rec, w.Session)
 		if !ok || w.Reply == "" {
 			continue // released in the same write, or detached: its re-issue gets the lock
 		}
 		s.grants.Add(1)
+		span := s.replySpan(w, links)
+		span.SetAttributes(attribute.Bool("roster.granted", true), attribute.Int64("roster.lock.token", int64(l.Token)))
 		if err := endpoint.Reply(s.nc, w.Reply, &wire.LockAcquireResponse{Lock: l}); err != nil {
+			span.RecordError(err)
 			s.log.Warn("answering a granted waiter failed", "lock", c.rec.Name, "request_id", w.ID, "err", err)
 		}
+		span.End()
 	}
 	for _, rm := range o.removed {
 		if rm.w.Reply == "" {
 			continue
 		}
+		span := s.replySpan(rm.w, links)
+		code := wire.CodeInternal
+		var we *wire.Error
+		if errors.As(rm.err, &we) {
+			code = we.Code
+		}
+		span.SetAttributes(attribute.Bool("roster.granted", false), attribute.String("roster.error.code", string(code)))
 		if err := endpoint.ReplyError(s.nc, rm.w.Reply, rm.err); err != nil {
+			span.RecordError(err)
 			s.log.Warn("answering a removed waiter failed", "request_id", rm.w.ID, "err", err)
 		}
+		span.End()
 	}
+}
+
+// maxReplyLinks bounds the requests an answer to a waiter links: a batch applies up
+// to maxBatch of them.
+const maxReplyLinks = 8
+
+// batchLinks links the requests whose batch answered waiters (a release, say).
+func batchLinks(batch []*task) []trace.Link {
+	var links []trace.Link
+	for _, t := range batch {
+		if t.span.IsValid() && len(links) < maxReplyLinks {
+			links = append(links, trace.Link{SpanContext: t.span})
+		}
+	}
+	return links
+}
+
+// replySpan starts the span of the answer to a held acquire. It belongs to the
+// waiter's trace, under the acquire's server span (long ended: the request was held),
+// and links the requests whose write answered it.
+func (s *Service) replySpan(w waiter, links []trace.Link) trace.Span {
+	ctx := s.ctx
+	if w.Trace != "" {
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{traceparent: w.Trace})
+	}
+	_, span := s.svc.Tracer().Start(ctx, "lock.acquire reply", trace.WithLinks(links...), trace.WithAttributes(
+		attribute.String("roster.session_id", w.Session),
+		attribute.String("roster.request_id", w.ID),
+	))
+	return span
+}
+
+// traceparent is the W3C header a waiter keeps of its acquire's span.
+const traceparent = "traceparent"
+
+// traceParent returns the W3C traceparent of ctx's span, or "".
+func traceParent(ctx context.Context) string {
+	c := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, c)
+	return c[traceparent]
 }
 
 // lockOf returns session's lock in rec.

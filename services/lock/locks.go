@@ -72,6 +72,9 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 		ID: req.RequestID, Session: c.id, Mode: req.Mode, Scope: req.Scope, Conn: c.conn,
 		Reply: reply, Owner: s.cfg.Instance, EnqueuedAt: now, Deadline: now + s.cfg.MaxWait.Milliseconds(),
 	}
+	if wait {
+		w.Trace = traceParent(ctx)
+	}
 	// A wait whose end does not fit in the clock's range (it would wrap around to
 	// the past and end at once) has no end, like WaitForever.
 	if req.WaitMS > 0 && req.WaitMS <= math.MaxInt64-now {

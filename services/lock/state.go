@@ -113,6 +113,10 @@ type waiter struct {
 	Deadline int64 `json:"deadline"`
 	// Until is the end of the caller's wait; 0 waits until cancelled.
 	Until int64 `json:"until,omitempty"`
+	// Trace is the W3C traceparent of the acquire's server span: the answer, sent
+	// later and by any instance, is a span of the caller's trace. Only traceparent:
+	// tracestate and baggage would grow every record a waiter is in.
+	Trace string `json:"trace,omitempty"`
 }
 
 // record is one lock as stored under its key: holders, then waiters in FIFO order.

@@ -296,6 +296,14 @@ func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req,
 		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", subject)))
 	defer span.End()
 
+	err := c.callUntilLost(ctx, subject, hdr, req, resp)
+	if err != nil {
+		spanError(span, err)
+	}
+	return err
+}
+
+func (c *Client) callUntilLost(ctx context.Context, subject string, hdr nats.Header, req, resp any) error {
 	ctx, done, err := c.untilLost(ctx)
 	if err != nil {
 		return err
@@ -312,11 +320,22 @@ func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req,
 	case errors.Is(context.Cause(ctx), errConnectionLost):
 		err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}, err)
 	}
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	}
 	return err
+}
+
+// spanError ends span's operation as failed with err: an error status, the error as
+// an event, and its wire code as roster.error.code (as the services' spans have it)
+// and as OTel's error.type ("_OTHER" for an error without a code).
+func spanError(span trace.Span, err error) {
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+	class := "_OTHER"
+	var we *wire.Error
+	if errors.As(err, &we) && we.Code != "" {
+		class = string(we.Code)
+		span.SetAttributes(attribute.String("roster.error.code", class))
+	}
+	span.SetAttributes(attribute.String("error.type", class))
 }
 
 // callDone ends a call untilLost counted in flight (closeWhenIdle).

@@ -306,15 +306,18 @@ func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handl
 		Headers:     appHeaders(m.Header),
 	}
 	out, err := h(ctx, msg)
+	var we *wire.Error
+	if err != nil {
+		if !errors.As(err, &we) || !we.Code.Known() {
+			we = &wire.Error{Code: wire.CodeInternal, Message: err.Error()}
+		}
+		spanError(span, we)
+	}
 	if m.Reply == "" {
 		return
 	}
 	reply := &nats.Msg{Subject: m.Reply, Data: out, Header: nats.Header{}}
 	if err != nil {
-		var we *wire.Error
-		if !errors.As(err, &we) || !we.Code.Known() {
-			we = &wire.Error{Code: wire.CodeInternal, Message: err.Error()}
-		}
 		status, message, body := wire.EncodeError(we)
 		reply.Header.Set(wire.HeaderErrorCode, status)
 		reply.Header.Set(wire.HeaderError, message)

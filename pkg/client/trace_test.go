@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -382,4 +383,74 @@ func attr(s sdktrace.ReadOnlySpan, key string) string {
 		}
 	}
 	return ""
+}
+
+// TestErrorSpansRecordTheCode: a call that fails — answered with an error, or not
+// sent at all — and a handler that fails end their spans with an error status and
+// the wire error code.
+func TestErrorSpansRecordTheCode(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	guest := tr.open(t, p.ClientURL(), client.Options{})
+	receiver := tr.open(t, p.ClientURL(), client.Options{})
+	if _, err := receiver.Handle("q/refuse", func(context.Context, *client.Message) ([]byte, error) {
+		return nil, &wire.Error{Code: wire.CodeConflict, Message: "no"}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantError := func(t *testing.T, s sdktrace.ReadOnlySpan, code wire.Code) {
+		t.Helper()
+		if s.Status().Code != codes.Error {
+			t.Errorf("span %q: status %v, want Error", s.Name(), s.Status())
+		}
+		if got := attr(s, "roster.error.code"); got != string(code) {
+			t.Errorf("span %q: roster.error.code %q, want %s", s.Name(), got, code)
+		}
+		if got := attr(s, "error.type"); got != string(code) {
+			t.Errorf("span %q: error.type %q, want %s", s.Name(), got, code)
+		}
+	}
+
+	t.Run("answered with an error", func(t *testing.T) {
+		var err error
+		root := tr.root("forbidden", func(ctx context.Context) { _, err = guest.TryLock(ctx, "x", client.LockOptions{}) })
+		if !errors.Is(err, client.ErrForbidden) {
+			t.Fatalf("guest lock: got %v, want ErrForbidden", err)
+		}
+		wantError(t, tr.find(t, root, "client span", func(s sdktrace.ReadOnlySpan) bool {
+			return s.SpanKind() == trace.SpanKindClient && s.Name() == wire.SubjectLockAcquire
+		}), wire.CodeForbidden)
+		// The server span records the code too; a caller's mistake (a 4xx code) is
+		// not the service's error, and leaves its status unset, as OTel's
+		// conventions for server spans have it.
+		srv := tr.find(t, root, "server span", func(s sdktrace.ReadOnlySpan) bool { return s.SpanKind() == trace.SpanKindServer })
+		if attr(srv, "roster.error.code") != "forbidden" || attr(srv, "error.type") != "forbidden" || srv.Status().Code != codes.Unset {
+			t.Errorf("server span: attributes %v, status %v; want the code, status unset", srv.Attributes(), srv.Status())
+		}
+	})
+	t.Run("handler failed", func(t *testing.T) {
+		var res *client.Results
+		var err error
+		root := tr.root("refused", func(ctx context.Context) {
+			res, err = guest.Request(ctx, client.ToSession(receiver.ID()), "q/refuse", nil, 5*time.Second)
+		})
+		if err != nil || len(res.Results) != 1 || res.Results[0].Status != wire.StatusError {
+			t.Fatalf("request: got %+v, %v; want one error result", res, err)
+		}
+		wantError(t, tr.find(t, root, "consumer span", func(s sdktrace.ReadOnlySpan) bool {
+			return s.SpanKind() == trace.SpanKindConsumer
+		}), wire.CodeConflict)
+	})
+	t.Run("not sent", func(t *testing.T) {
+		c := connect(t, p.ClientURL(), client.WithTracerProvider(tr.tp))
+		c.Conn().Close()
+		var err error
+		root := tr.root("closed", func(ctx context.Context) { _, err = c.Open(ctx, client.Options{}) })
+		if !errors.Is(err, client.ErrUnavailable) {
+			t.Fatalf("open on a closed connection: got %v, want ErrUnavailable", err)
+		}
+		wantError(t, tr.find(t, root, "client span", func(s sdktrace.ReadOnlySpan) bool {
+			return s.SpanKind() == trace.SpanKindClient
+		}), wire.CodeUnavailable)
+	})
 }

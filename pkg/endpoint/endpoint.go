@@ -351,7 +351,7 @@ func serve[Req, Resp any](s *Service, name, subject string, r micro.Request, h H
 			s.log.ErrorContext(ctx, "request failed", "subject", subject, "err", err)
 		}
 		status, _, _ := wire.EncodeError(err)
-		span.SetAttributes(attribute.String("roster.error.code", errorCode(err)))
+		span.SetAttributes(attribute.String("roster.error.code", errorCode(err)), attribute.String("error.type", errorCode(err)))
 		if n, _ := strconv.Atoi(status); n >= 500 {
 			span.SetStatus(codes.Error, errorCode(err))
 		}

@@ -290,7 +290,7 @@ func (s *Service) finish(batch []*task, c commit, o *outcome) {
 		if errors.As(rm.err, &we) {
 			code = we.Code
 		}
-		span.SetAttributes(attribute.Bool("roster.granted", false), attribute.String("roster.error.code", string(code)))
+		span.SetAttributes(attribute.Bool("roster.granted", false), attribute.String("roster.error.code", string(code)), attribute.String("error.type", string(code)))
 		if err := endpoint.ReplyError(s.nc, rm.w.Reply, rm.err); err != nil {
 			span.RecordError(err)
 			s.log.Warn("answering a removed waiter failed", "request_id", rm.w.ID, "err", err)

@@ -60,7 +60,7 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 		attribute.String("roster.sender", from.id),
 	))
 	fail := func(err error) (context.Context, *fanOut, error) {
-		span.SetAttributes(attribute.String("roster.error.code", codeOf(err)))
+		span.SetAttributes(attribute.String("roster.error.code", codeOf(err)), attribute.String("error.type", codeOf(err)))
 		span.End()
 		return ctx, nil, err
 	}

@@ -1,10 +1,13 @@
 // Package telemetry sets up OpenTelemetry tracing for a Roster process.
 //
-// Setup exports spans over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT (or
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, using the standard OTEL_* variables for
-// everything else, and otherwise installs no exporter: trace context is still
-// propagated, so a trace started by a client continues through Roster to the
-// receivers of its messages.
+// Setup exports spans over OTLP/gRPC when the standard OTEL_* variables ask for it —
+// OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, or
+// OTEL_TRACES_EXPORTER=otlp — and reads the others (headers, TLS, timeout,
+// OTEL_TRACES_SAMPLER, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES …) as the SDK
+// does. OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn it off whatever
+// else is set. Otherwise it installs no exporter, and spans cost next to nothing:
+// trace context is still propagated, so a trace started by a client continues
+// through Roster to the receivers of its messages.
 package telemetry
 
 import (
@@ -12,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -21,21 +25,51 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
-// Enabled reports whether the environment asks for an OTLP exporter.
+// Enabled reports whether the environment asks for spans to be exported.
 func Enabled() bool {
-	return os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
+	if strings.EqualFold(env("OTEL_SDK_DISABLED"), "true") {
+		return false
+	}
+	switch exporter := strings.ToLower(env("OTEL_TRACES_EXPORTER")); exporter {
+	case "none":
+		return false
+	case "":
+		// Off unless an endpoint is named: the specification's default (otlp to
+		// localhost) would have every process without a collector log export
+		// failures.
+		return env("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
+	default:
+		return true // otlp, or one Setup refuses
+	}
 }
 
+func env(key string) string { return strings.TrimSpace(os.Getenv(key)) }
+
 // Setup returns the tracer provider for a process named service at version, and a
-// shutdown function that flushes pending spans.
+// shutdown function that flushes pending spans. Settings this build cannot honour
+// (another exporter than otlp, a protocol other than grpc) are errors: the spans
+// would otherwise go nowhere while the operator expects them.
 func Setup(ctx context.Context, service, version string) (trace.TracerProvider, func(context.Context) error, error) {
 	if !Enabled() {
 		return noop.NewTracerProvider(), func(context.Context) error { return nil }, nil
+	}
+	if exporter := strings.ToLower(env("OTEL_TRACES_EXPORTER")); exporter != "" && exporter != "otlp" {
+		return nil, nil, fmt.Errorf("telemetry: OTEL_TRACES_EXPORTER=%s: only otlp (over grpc) and none are supported", exporter)
+	}
+	protocol, from := env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	if protocol == "" {
+		protocol, from = env("OTEL_EXPORTER_OTLP_PROTOCOL"), "OTEL_EXPORTER_OTLP_PROTOCOL"
+	}
+	if protocol != "" && protocol != "grpc" {
+		return nil, nil, fmt.Errorf("telemetry: %s=%s: only grpc is supported", from, protocol)
 	}
 	exp, err := otlptracegrpc.New(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("telemetry: otlp exporter: %w", err)
 	}
+	// The sampler is the SDK's: parent-based (a span follows the sampling decision
+	// its caller propagated), always on for a root, unless OTEL_TRACES_SAMPLER says
+	// otherwise.
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithResource(Resource(service, version)),
@@ -43,14 +77,23 @@ func Setup(ctx context.Context, service, version string) (trace.TracerProvider, 
 	return tp, tp.Shutdown, nil
 }
 
-// Resource describes a Roster process to tracing back ends.
+// Resource describes a Roster process to tracing back ends: service.name is service
+// unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES names it otherwise.
 func Resource(service, version string) *resource.Resource {
-	r, err := resource.Merge(resource.Default(), resource.NewSchemaless(
+	own := resource.NewSchemaless(
 		attribute.String("service.name", service),
 		attribute.String("service.version", version),
-	))
+	)
+	r, err := resource.Merge(resource.Default(), own)
 	if err != nil && !errors.Is(err, resource.ErrSchemaURLConflict) {
-		return resource.NewSchemaless(attribute.String("service.name", service))
+		return own
+	}
+	// resource.Default read the variables too, but its service.name (taken from
+	// them, or unknown_service) gave way to ours above.
+	if fromEnv := resource.Environment(); fromEnv.Len() > 0 {
+		if merged, err := resource.Merge(r, fromEnv); err == nil || errors.Is(err, resource.ErrSchemaURLConflict) {
+			r = merged
+		}
 	}
 	return r
 }

@@ -1,0 +1,142 @@
+package telemetry_test
+
+import (
+	"context"
+	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/seed-3c836eab/roster/pkg/telemetry"
+)
+
+// otelVars are every variable Setup reads, cleared for each case.
+var otelVars = []string{
+	"OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER",
+	"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+	"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+	"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
+}
+
+func setEnv(t *testing.T, env map[string]string) {
+	t.Helper()
+	for _, k := range otelVars {
+		t.Setenv(k, env[k])
+	}
+}
+
+// An endpoint no collector listens on: nothing is exported in these tests, the
+// exporter only has to be built.
+const endpoint = "http://127.0.0.1:1"
+
+func TestSetupFollowsTheStandardVariables(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		enabled bool
+		wantErr bool
+	}{
+		{name: "nothing set: off", env: nil},
+		{name: "endpoint", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, enabled: true},
+		{name: "traces endpoint", env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint}, enabled: true},
+		{name: "exporter otlp, default endpoint", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, enabled: true},
+		{name: "exporter none wins over an endpoint", env: map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}},
+		{name: "SDK disabled wins over an endpoint", env: map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}},
+		{name: "SDK disabled false", env: map[string]string{"OTEL_SDK_DISABLED": "false", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, enabled: true},
+		{name: "grpc protocol", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, enabled: true},
+		{name: "http protocol is not built in", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, wantErr: true},
+		{name: "traces protocol overrides", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, enabled: true},
+		{name: "another exporter", env: map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, wantErr: true},
+		{name: "a protocol without an exporter is nothing", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			setEnv(t, tc.env)
+			tp, shutdown, err := telemetry.Setup(context.Background(), "roster", "1.0.0")
+			if tc.wantErr {
+				if err == nil {
+					_ = shutdown(context.Background())
+					t.Fatal("got no error, want the unsupported setting refused")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := shutdown(context.Background()); err != nil {
+					t.Errorf("shutdown: %v", err)
+				}
+			}()
+			// Not ended: nothing is exported, and shutdown does not wait for the
+			// collector that is not there.
+			_, span := tp.Tracer("test").Start(context.Background(), "op")
+			if got := span.IsRecording(); got != tc.enabled {
+				t.Fatalf("a root span records: got %v, want %v", got, tc.enabled)
+			}
+		})
+	}
+}
+
+// TestSamplingIsParentBased: by default a span follows its parent's sampling
+// decision, and OTEL_TRACES_SAMPLER changes the sampler.
+func TestSamplingIsParentBased(t *testing.T) {
+	remote := func(flags trace.TraceFlags) context.Context {
+		return trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}, TraceFlags: flags, Remote: true,
+		}))
+	}
+	tests := []struct {
+		name               string
+		sampler            string
+		sampled, unsampled bool
+	}{
+		{"default", "", true, false},
+		{"always on", "always_on", true, true},
+		{"parent-based off", "parentbased_always_off", true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			setEnv(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_SAMPLER": tc.sampler})
+			tp, shutdown, err := telemetry.Setup(context.Background(), "roster", "1.0.0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = shutdown(context.Background()) }()
+			// Not ended, as above.
+			_, s1 := tp.Tracer("test").Start(remote(trace.FlagsSampled), "sampled parent")
+			_, s2 := tp.Tracer("test").Start(remote(0), "unsampled parent")
+			if s1.SpanContext().IsSampled() != tc.sampled || s2.SpanContext().IsSampled() != tc.unsampled {
+				t.Fatalf("under a sampled parent: sampled %v, want %v; under an unsampled one: %v, want %v",
+					s1.SpanContext().IsSampled(), tc.sampled, s2.SpanContext().IsSampled(), tc.unsampled)
+			}
+		})
+	}
+}
+
+// TestResourceNamesTheService: the process is named roster unless OTEL_SERVICE_NAME
+// (or service.name in OTEL_RESOURCE_ATTRIBUTES) names it otherwise.
+func TestResourceNamesTheService(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"default", nil, "roster"},
+		{"OTEL_SERVICE_NAME", map[string]string{"OTEL_SERVICE_NAME": "roster-eu"}, "roster-eu"},
+		{"OTEL_RESOURCE_ATTRIBUTES", map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "service.name=roster-us,deployment.environment=prod"}, "roster-us"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			setEnv(t, tc.env)
+			r := telemetry.Resource("roster", "1.0.0")
+			got, _ := r.Set().Value(attribute.Key("service.name"))
+			if got.AsString() != tc.want {
+				t.Fatalf("service.name: got %q, want %q", got.AsString(), tc.want)
+			}
+			if v, _ := r.Set().Value(attribute.Key("service.version")); v.AsString() != "1.0.0" {
+				t.Errorf("service.version: got %q, want 1.0.0", v.AsString())
+			}
+		})
+	}
+}

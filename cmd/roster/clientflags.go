@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -24,6 +25,8 @@ type clientFlags struct {
 	token     string
 	timeout   time.Duration
 	tls       tlsFiles
+	// tp is the tracer provider of the command's client (see trace).
+	tp trace.TracerProvider
 }
 
 func (f *clientFlags) register(fs *pflag.FlagSet) {
@@ -49,7 +52,11 @@ func (f *clientFlags) connect() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.Connect(f.server, client.WithCredentials(f.credentials()), client.WithNATSOptions(tlsOpts...))
+	opts := []client.ConnectOption{client.WithCredentials(f.credentials()), client.WithNATSOptions(tlsOpts...)}
+	if f.tp != nil {
+		opts = append(opts, client.WithTracerProvider(f.tp))
+	}
+	return client.Connect(f.server, opts...)
 }
 
 func (f *clientFlags) credentials() *wire.Credentials {
@@ -84,12 +91,13 @@ func parseProps(pairs []string) (map[string]string, error) {
 func (f *clientFlags) forgetSession() { f.sessionID, f.token = "", "" }
 
 // session runs fn with a session: the one named by --session-id, or one opened for
-// this command and closed after it.
-func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(ctx context.Context, s *client.Session) error) error {
-	ctx := cmd.Context()
+// this command and closed after it. It runs in the command's span (trace).
+func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(ctx context.Context, s *client.Session) error) (err error) {
 	if f.sessionID != "" && f.token == "" {
 		return usageError{errors.New("--session-id needs --session-token")}
 	}
+	ctx, end := f.trace(cmd)
+	defer func() { end(err) }()
 	c, err := f.connect()
 	if err != nil {
 		return err // unavailable, or unauthenticated when the credentials are refused

@@ -154,6 +154,7 @@ func runHolding(ctx context.Context, cmd *cobra.Command, l *client.Lock, command
 	c.WaitDelay = 10 * time.Second
 	c.Stdin, c.Stdout, c.Stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
 	c.Env = append(os.Environ(), "ROSTER_LOCK_NAME="+l.Name(), "ROSTER_LOCK_TOKEN="+strconv.FormatUint(l.Token(), 10))
+	c.Env = append(c.Env, traceEnv(ctx)...)
 	if err := c.Start(); err != nil {
 		return usageError{fmt.Errorf("run %s: %w", command[0], err)}
 	}

@@ -40,7 +40,7 @@ as they happen. Other commands can act as this session with --session-id and
 		Example: `  roster session open --property Department=Accounts --property Desk=FX
   roster session open --user alice --password secret --session-timeout 30s -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			out, err := outputFor(cmd)
 			if err != nil {
 				return err
@@ -53,12 +53,14 @@ as they happen. Other commands can act as this session with --session-id and
 				return usageError{errors.New("session open opens a new session; --session-id does not apply")}
 			}
 			f.forgetSession() // one exported in the shell (session open prints the export)
+			ctx, end := f.trace(cmd)
+			defer func() { end(err) }()
 			c, err := f.connect()
 			if err != nil {
 				return err // unavailable, or unauthenticated when the credentials are refused
 			}
 			defer c.Conn().Close()
-			octx, cancel := f.requestContext(cmd.Context())
+			octx, cancel := f.requestContext(ctx)
 			defer cancel()
 			s, err := c.Open(octx, client.Options{Credentials: f.credentials(), Properties: p, Timeout: timeout, Permanent: permanent})
 			if err != nil {

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/roster"
+	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// TestClientCommandsContinueTheCallersTrace: a client command started with
+// TRACEPARENT (OTel's carrier for a process started by another) makes its requests
+// in that trace, which the services join.
+func TestClientCommandsContinueTheCallersTrace(t *testing.T) {
+	for _, k := range []string{"OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
+		t.Setenv(k, "")
+	}
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(t.Context()) })
+	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.TracerProvider = tp }))
+	c := cli{t: t, server: p.ClientURL()}
+	ctx := testCtx(t)
+
+	// served returns the trace of the server span of subject the command caused.
+	served := func(subject string) []trace.TraceID {
+		var ids []trace.TraceID
+		natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+			ids = nil
+			for _, s := range rec.Ended() {
+				if s.SpanKind() == trace.SpanKindServer && s.Name() == subject {
+					ids = append(ids, s.SpanContext().TraceID())
+				}
+			}
+			if len(ids) == 0 {
+				return fmt.Errorf("no server span %s", subject)
+			}
+			return nil
+		})
+		return ids
+	}
+
+	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	t.Setenv("TRACEPARENT", "00-"+traceID+"-"+parentID+"-01")
+	if r := c.run(ctx, "", "lock", "list"); r.err != nil {
+		t.Fatalf("lock list: %v", r.err)
+	}
+	// The command lock acquire runs continues the trace too.
+	if r := c.run(ctx, "", "lock", "acquire", "traced/x", "--", "sh", "-c", "echo $TRACEPARENT"); r.err != nil || !strings.Contains(r.stdout, "-"+traceID+"-") {
+		t.Errorf("lock acquire's command: got %q, %v; want TRACEPARENT in trace %s", r.stdout, r.err, traceID)
+	}
+	for _, subject := range []string{wire.SubjectSessionOpen, wire.SubjectLockList, wire.SubjectSessionClose} {
+		if ids := served(subject); ids[0].String() != traceID {
+			t.Errorf("%s: served in trace %s, want the caller's %s", subject, ids[0], traceID)
+		}
+	}
+
+}

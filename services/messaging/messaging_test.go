@@ -577,3 +577,37 @@ func TestSendToASessionTheViewHasNotSeen(t *testing.T) {
 		t.Fatalf("delivered %q, want hi", m.Data)
 	}
 }
+
+// TestOversizedTraceHeadersAreNotForwarded: a sender chooses its trace-context
+// headers, and the fan-out injects what it extracted into every delivery. The W3C
+// limits hold on that path: a baggage or tracestate over its bound is dropped, not
+// multiplied by the receivers, while the valid traceparent still joins the trace.
+func TestOversizedTraceHeadersAreNotForwarded(t *testing.T) {
+	e := newEnv(t, Config{})
+	from := e.open(t, "sender", nil)
+	to := e.open(t, "a", nil)
+	r := e.receive(t, to, nil)
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	h := from.header()
+	h["traceparent"] = []string{"00-" + traceID + "-00f067aa0ba902b7-01"}
+	h["tracestate"] = []string{strings.Repeat("k=v,", 10000) + "k=v"}
+	h["baggage"] = []string{strings.Repeat("k=v,", 10000) + "k=v"}
+	data, err := json.Marshal(wire.MsgSendRequest{Message: wire.Message{SessionID: to.id, Path: "chat/x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := wire.CallRaw(ctx, e.cc, wire.SubjectMsgSend, h, data); err != nil {
+		t.Fatal(err)
+	}
+	m := r.next(t)
+	if got := m.Header.Get("traceparent"); !strings.Contains(got, traceID) {
+		t.Errorf("delivery traceparent %q: want trace %s", got, traceID)
+	}
+	for _, k := range []string{"tracestate", "baggage"} {
+		if v := wire.HeaderCarrier(m.Header).Get(k); v != "" {
+			t.Errorf("delivery %s: got %d bytes, want none", k, len(v))
+		}
+	}
+}

@@ -69,7 +69,7 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 		case err == nil:
 			return l, nil
 		case ctx.Err() != nil:
-			s.withdraw(name, reqID, opts)
+			s.withdraw(ctx, name, reqID, opts)
 			return nil, givenUp(ctx, name, err)
 		case unanswered:
 			continue // no answer within the bound (ctx lives on): ask again, same request id
@@ -82,11 +82,11 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 				case <-time.After(time.Duration(unknown) * 50 * time.Millisecond):
 					continue
 				case <-ctx.Done():
-					s.withdraw(name, reqID, opts)
+					s.withdraw(ctx, name, reqID, opts)
 					return nil, givenUp(ctx, name, err)
 				}
 			}
-			s.withdraw(name, reqID, opts)
+			s.withdraw(ctx, name, reqID, opts)
 			return nil, err
 		case errors.Is(err, ErrStaleRequest):
 			// The request's place was lost (its waiter expired while we could not
@@ -141,7 +141,7 @@ func (s *Session) TryLock(ctx context.Context, name string, opts LockOptions) (*
 	reqID := nuid.Next()
 	l, err := s.acquire(ctx, name, opts, 0, reqID)
 	if err != nil && (ctx.Err() != nil || errors.Is(err, ErrUnavailable)) {
-		s.withdraw(name, reqID, opts)
+		s.withdraw(ctx, name, reqID, opts)
 	}
 	return l, err
 }
@@ -161,12 +161,13 @@ func (s *Session) acquire(ctx context.Context, name string, opts LockOptions, wa
 // withdraw abandons an acquire the caller gave up on, waiting for the lock service's
 // answer no longer than withdrawWait: the caller's deadline has passed already, and
 // a service slow to answer must not hold it seconds more. The withdrawal goes on in
-// the background.
-func (s *Session) withdraw(name, reqID string, opts LockOptions) {
+// the background, in the caller's trace (ctx's values, not its end).
+func (s *Session) withdraw(ctx context.Context, name, reqID string, opts LockOptions) {
+	ctx = context.WithoutCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.abandon(name, reqID, opts)
+		s.abandon(ctx, name, reqID, opts)
 	}()
 	t := time.NewTimer(withdrawWait)
 	defer t.Stop()
@@ -186,8 +187,8 @@ var abandonTimeout = 5 * time.Second
 // server's cancel takes it out of the queue, releases the hold it was granted unless
 // another request of the session was answered with that hold too (another Lock of
 // this session keeps its lock), and refuses it should it arrive later.
-func (s *Session) abandon(name, reqID string, opts LockOptions) {
-	ctx, cancel := context.WithTimeout(context.Background(), abandonTimeout)
+func (s *Session) abandon(ctx context.Context, name, reqID string, opts LockOptions) {
+	ctx, cancel := context.WithTimeout(ctx, abandonTimeout)
 	defer cancel()
 	err := s.do(ctx, wire.SubjectLockCancel, &wire.LockCancelRequest{Name: name, RequestID: reqID}, &wire.LockCancelResponse{})
 	switch {
@@ -222,7 +223,7 @@ func (s *Session) abandonPending() {
 		return
 	}
 	for _, a := range pending {
-		s.abandon(a.name, a.reqID, a.opts)
+		s.abandon(context.Background(), a.name, a.reqID, a.opts)
 	}
 }
 

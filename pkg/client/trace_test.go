@@ -454,3 +454,36 @@ func TestErrorSpansRecordTheCode(t *testing.T) {
 		}), wire.CodeUnavailable)
 	})
 }
+
+// TestLockWithdrawalJoinsCallersTrace: a Lock given up (its context cancelled)
+// withdraws its request in the caller's trace.
+func TestLockWithdrawalJoinsCallersTrace(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	admin := client.Options{Credentials: client.Password("root", "toor")}
+	holder := tr.open(t, p.ClientURL(), admin)
+	waiter := tr.open(t, p.ClientURL(), admin)
+	ctx := ctxT(t)
+	if _, err := holder.Lock(ctx, "traced/g", client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, giveUp := context.WithCancel(ctx)
+	errs := make(chan error, 1)
+	roots := make(chan trace.SpanContext, 1)
+	go func() {
+		roots <- tr.root("give up", func(rctx context.Context) {
+			rctx, cancel := context.WithCancel(rctx)
+			defer cancel()
+			context.AfterFunc(wctx, cancel)
+			_, err := waiter.Lock(rctx, "traced/g", client.LockOptions{})
+			errs <- err
+		})
+	}()
+	waitFor(t, func() error { return waiters(ctx, holder, "traced/g", 1) })
+	giveUp()
+	if err := within(t, "lock wait", errs); !errors.Is(err, context.Canceled) {
+		t.Fatalf("given-up lock: got %v, want context.Canceled", err)
+	}
+	root := <-roots
+	tr.wantCall(t, root, root.SpanID(), wire.SubjectLockCancel)
+}

@@ -3,7 +3,6 @@ package telemetry
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/metric"
@@ -11,23 +10,23 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 )
 
-// MetricsEnabled reports whether the environment asks for metrics over OTLP: an
-// endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)
-// and OTEL_METRICS_EXPORTER is not "none".
-func MetricsEnabled() bool {
-	if os.Getenv("OTEL_METRICS_EXPORTER") == "none" {
-		return false
-	}
-	return os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != ""
-}
+// MetricsEnabled reports whether the environment asks for metrics to be exported:
+// as for spans (Enabled), an OTLP endpoint is named (OTEL_EXPORTER_OTLP_ENDPOINT or
+// OTEL_EXPORTER_OTLP_METRICS_ENDPOINT) or OTEL_METRICS_EXPORTER=otlp, and neither
+// OTEL_SDK_DISABLED=true nor OTEL_METRICS_EXPORTER=none turns them off.
+func MetricsEnabled() bool { return metrics.enabled() }
 
 // SetupMetrics returns the meter provider for a process named service at version,
 // and a shutdown function that exports what is pending. Enabled, it exports over
 // OTLP/gRPC every OTEL_METRIC_EXPORT_INTERVAL (60 s), configured by the standard
-// OTEL_* variables; otherwise it records nothing.
+// OTEL_* variables; otherwise it records nothing. Settings this build cannot honour
+// are errors, as for spans.
 func SetupMetrics(ctx context.Context, service, version string) (metric.MeterProvider, func(context.Context) error, error) {
-	if !MetricsEnabled() {
+	if !metrics.enabled() {
 		return noop.NewMeterProvider(), func(context.Context) error { return nil }, nil
+	}
+	if err := metrics.check(); err != nil {
+		return nil, nil, err
 	}
 	exp, err := otlpmetricgrpc.New(ctx)
 	if err != nil {

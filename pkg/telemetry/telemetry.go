@@ -1,4 +1,4 @@
-// Package telemetry sets up OpenTelemetry tracing for a Roster process.
+// Package telemetry sets up OpenTelemetry tracing and metrics for a Roster process.
 //
 // Setup exports spans over OTLP/gRPC when the standard OTEL_* variables ask for it —
 // OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, or
@@ -26,42 +26,66 @@ import (
 )
 
 // Enabled reports whether the environment asks for spans to be exported.
-func Enabled() bool {
+func Enabled() bool { return traces.enabled() }
+
+// signal names the variables of one OTel signal (traces, metrics).
+type signal struct {
+	exporter string // OTEL_TRACES_EXPORTER
+	endpoint string // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+	protocol string // OTEL_EXPORTER_OTLP_TRACES_PROTOCOL
+}
+
+var (
+	traces  = signal{"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"}
+	metrics = signal{"OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"}
+)
+
+// enabled reports whether the environment asks for the signal to be exported.
+func (sig signal) enabled() bool {
 	if strings.EqualFold(env("OTEL_SDK_DISABLED"), "true") {
 		return false
 	}
-	switch exporter := strings.ToLower(env("OTEL_TRACES_EXPORTER")); exporter {
+	switch exporter := strings.ToLower(env(sig.exporter)); exporter {
 	case "none":
 		return false
 	case "":
 		// Off unless an endpoint is named: the specification's default (otlp to
 		// localhost) would have every process without a collector log export
 		// failures.
-		return env("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
+		return env("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || env(sig.endpoint) != ""
 	default:
-		return true // otlp, or one Setup refuses
+		return true // otlp, or one check refuses
 	}
+}
+
+// check refuses settings of an enabled signal this build cannot honour (another
+// exporter than otlp, a protocol other than grpc): the data would otherwise go
+// nowhere while the operator expects it.
+func (sig signal) check() error {
+	if exporter := strings.ToLower(env(sig.exporter)); exporter != "" && exporter != "otlp" {
+		return fmt.Errorf("telemetry: %s=%s: only otlp (over grpc) and none are supported", sig.exporter, exporter)
+	}
+	protocol, from := env(sig.protocol), sig.protocol
+	if protocol == "" {
+		protocol, from = env("OTEL_EXPORTER_OTLP_PROTOCOL"), "OTEL_EXPORTER_OTLP_PROTOCOL"
+	}
+	if protocol != "" && protocol != "grpc" {
+		return fmt.Errorf("telemetry: %s=%s: only grpc is supported", from, protocol)
+	}
+	return nil
 }
 
 func env(key string) string { return strings.TrimSpace(os.Getenv(key)) }
 
 // Setup returns the tracer provider for a process named service at version, and a
 // shutdown function that flushes pending spans. Settings this build cannot honour
-// (another exporter than otlp, a protocol other than grpc) are errors: the spans
-// would otherwise go nowhere while the operator expects them.
+// are errors (signal.check).
 func Setup(ctx context.Context, service, version string) (trace.TracerProvider, func(context.Context) error, error) {
-	if !Enabled() {
+	if !traces.enabled() {
 		return noop.NewTracerProvider(), func(context.Context) error { return nil }, nil
 	}
-	if exporter := strings.ToLower(env("OTEL_TRACES_EXPORTER")); exporter != "" && exporter != "otlp" {
-		return nil, nil, fmt.Errorf("telemetry: OTEL_TRACES_EXPORTER=%s: only otlp (over grpc) and none are supported", exporter)
-	}
-	protocol, from := env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-	if protocol == "" {
-		protocol, from = env("OTEL_EXPORTER_OTLP_PROTOCOL"), "OTEL_EXPORTER_OTLP_PROTOCOL"
-	}
-	if protocol != "" && protocol != "grpc" {
-		return nil, nil, fmt.Errorf("telemetry: %s=%s: only grpc is supported", from, protocol)
+	if err := traces.check(); err != nil {
+		return nil, nil, err
 	}
 	exp, err := otlptracegrpc.New(ctx)
 	if err != nil {

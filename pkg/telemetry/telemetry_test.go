@@ -16,6 +16,7 @@ var otelVars = []string{
 	"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 	"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
 	"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
+	"OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
 }
 
 func setEnv(t *testing.T, env map[string]string) {
@@ -137,6 +138,54 @@ func TestResourceNamesTheService(t *testing.T) {
 			if v, _ := r.Set().Value(attribute.Key("service.version")); v.AsString() != "1.0.0" {
 				t.Errorf("service.version: got %q, want 1.0.0", v.AsString())
 			}
+		})
+	}
+}
+
+func TestSetupMetricsFollowsTheStandardVariables(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		enabled bool
+		wantErr bool
+	}{
+		{name: "nothing set: off", env: nil},
+		{name: "endpoint", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, enabled: true},
+		{name: "metrics endpoint", env: map[string]string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": endpoint}, enabled: true},
+		{name: "a traces endpoint is not for metrics", env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint}},
+		{name: "exporter otlp", env: map[string]string{"OTEL_METRICS_EXPORTER": "otlp"}, enabled: true},
+		{name: "exporter none wins over an endpoint", env: map[string]string{"OTEL_METRICS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}},
+		{name: "traces off, metrics on", env: map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, enabled: true},
+		{name: "SDK disabled wins over an endpoint", env: map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}},
+		{name: "another exporter", env: map[string]string{"OTEL_METRICS_EXPORTER": "prometheus"}, wantErr: true},
+		{name: "http protocol is not built in", env: map[string]string{"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			setEnv(t, tc.env)
+			mp, shutdown, err := telemetry.SetupMetrics(context.Background(), "roster", "1.0.0")
+			if tc.wantErr {
+				if err == nil {
+					_ = shutdown(context.Background())
+					t.Fatal("got no error, want the unsupported setting refused")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := mp.Meter("test").Int64Counter("c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Enabled(context.Background()); got != tc.enabled {
+				t.Fatalf("a counter records: got %v, want %v", got, tc.enabled)
+			}
+			// Shutdown exports once more, to the collector that is not there: give
+			// it no time.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			_ = shutdown(ctx)
 		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/roster"
@@ -235,6 +236,11 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if err != nil {
 		return err
 	}
+	// An exporter that cannot reach its collector reports each failed export here;
+	// OTel's default handler prints it unstructured on stderr.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("telemetry export failed", "err", err)
+	}))
 	tp, shutdownTracing, err := telemetry.Setup(ctx, "roster", version)
 	if err != nil {
 		return err

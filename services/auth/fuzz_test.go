@@ -25,7 +25,12 @@ func offline(t testing.TB) *Service {
 		t.Fatal(err)
 	}
 	issuer, _ := nkeys.CreateAccount()
+	attempts, err := newAttempts(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return &Service{
+		attempts: attempts,
 		cfg:      Config{Callout: &CalloutConfig{Issuer: issuer, Account: "CLIENTS"}, Now: time.Now},
 		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		chain:    chain{users, newJWTAuth(t, nil), Anonymous()},

@@ -29,15 +29,20 @@ func Extract(ctx context.Context, h nats.Header) context.Context {
 }
 
 // Call sends req as JSON to subject and decodes the reply into resp (which may be
-// nil). hdr, if not nil, is sent as the request headers; the trace context of ctx is
-// added to it. An error reply is returned as *Error; a request nobody answers is
-// ErrUnavailable, and a context that ends first returns an error wrapping ctx.Err().
+// nil). A nil req, a nil pointer included, is sent as an empty body: the services
+// refuse a body of null. hdr, if not nil, is sent as the request headers; the trace
+// context of ctx is added to it. An error reply is returned as *Error; a request
+// nobody answers is ErrUnavailable, and a context that ends first returns an error
+// wrapping ctx.Err().
 func Call(ctx context.Context, nc *nats.Conn, subject string, hdr nats.Header, req, resp any) error {
 	var data []byte
 	if req != nil {
 		var err error
 		if data, err = json.Marshal(req); err != nil {
 			return fmt.Errorf("wire: encode %s request: %w", subject, err)
+		}
+		if string(data) == "null" {
+			data = nil
 		}
 	}
 	reply, err := CallRaw(ctx, nc, subject, hdr, data)

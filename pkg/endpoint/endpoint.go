@@ -391,8 +391,10 @@ func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, da
 
 // Decode decodes a JSON request body strictly into v: unknown fields (a field's name
 // in another letter case included: encoding/json would take "Path" for "path"),
-// members named twice, wrong types and trailing data are bad_request errors naming
-// the problem. An empty body decodes as {}.
+// members named twice, wrong types, null where Go has no nil (a string, number, bool
+// or struct, which encoding/json would leave at its zero value), "" in a field
+// tagged roster:"nonempty" and trailing data are bad_request errors naming the
+// problem. An empty body decodes as {}.
 func Decode(data []byte, v any) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		data = []byte("{}")

@@ -3,6 +3,7 @@ package endpoint
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -12,14 +13,46 @@ import (
 // checkNames walks the JSON value data, already decoded into a value of type t, and
 // refuses what encoding/json lets through: a member whose name matches a field only
 // in another letter case ("Path" fills path; the schemas, and every other client,
-// see an unknown property), and a member named twice in one object (encoding/json
+// see an unknown property), a member named twice in one object (encoding/json
 // keeps the last, other parsers the first, so two readers of one request would act
-// on different values). It runs on every request, so it scans the bytes itself,
-// allocating nothing for names without escapes: json.Decoder's tokens cost more
-// than the decoding it checks.
+// on different values), null where Go has no nil (see nullable), and an empty
+// string in a field tagged roster:"nonempty". It runs on every request, so it scans
+// the bytes itself, allocating nothing for names without escapes: json.Decoder's
+// tokens cost more than the decoding it checks.
 func checkNames(data []byte, t reflect.Type) error {
 	s := nameScanner{data: data}
+	if t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem() // the request itself: a body of null is no request
+	}
+	if s.space(); !nullable(t) && s.null() {
+		return errors.New("the body is null; send an object")
+	}
 	return s.value(t)
+}
+
+// nullable reports whether JSON null is a value of t: where Go has nil (a pointer,
+// map, slice or interface) null reads as absent, and a type with its own
+// UnmarshalJSON decides for itself. Elsewhere encoding/json leaves the zero value,
+// so that null would silently read as "", 0 or false, which the schemas refuse.
+func nullable(t reflect.Type) bool {
+	if t == nil {
+		return true
+	}
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Interface:
+		return true
+	}
+	return reflect.PointerTo(t).Implements(unmarshalerType)
+}
+
+// null reports whether the value at the scanner's position is null.
+func (s *nameScanner) null() bool {
+	return s.i < len(s.data) && s.data[s.i] == 'n'
+}
+
+// emptyString reports whether the value at the scanner's position is "".
+func (s *nameScanner) emptyString() bool {
+	return s.i+1 < len(s.data) && s.data[s.i] == '"' && s.data[s.i+1] == '"'
 }
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
@@ -49,6 +82,9 @@ func (s *nameScanner) value(t reflect.Type) error {
 		}
 		s.i++
 		for s.space(); s.i < len(s.data) && s.data[s.i] != ']'; s.space() {
+			if elem != nil && !nullable(elem) && s.null() {
+				return errors.New("a list item is null")
+			}
 			if err := s.value(elem); err != nil {
 				return err
 			}
@@ -114,16 +150,23 @@ func (s *nameScanner) object(t reflect.Type) error {
 		if dup {
 			return fmt.Errorf("member %q appears twice", name)
 		}
-		next := elem
+		next, nonEmpty := elem, false
 		if fields != nil {
-			ft, ok := fields[string(name)]
+			f, ok := fields[string(name)]
 			if !ok {
 				return fmt.Errorf("unknown field %q", name)
 			}
-			next = ft
+			next, nonEmpty = f.typ, f.nonEmpty
 		}
 		s.space()
 		s.i++ // the colon
+		s.space()
+		switch {
+		case !nullable(next) && s.null():
+			return fmt.Errorf("member %q is null; omit it or give it a value", name)
+		case nonEmpty && s.emptyString():
+			return fmt.Errorf("member %q is empty; omit it or give it a value", name)
+		}
 		if err := s.value(next); err != nil {
 			return err
 		}
@@ -193,24 +236,35 @@ func structural(t reflect.Type) reflect.Type {
 	return t
 }
 
-var fieldCache sync.Map // reflect.Type -> map[string]reflect.Type
+// field is what the scanner knows of a struct field.
+type field struct {
+	typ reflect.Type
+	// nonEmpty: the field is tagged roster:"nonempty". Absent, it takes its zero
+	// value; present, it must not be "", which encoding/json cannot tell from
+	// absent. Ids are tagged: an empty one is more likely a client's unset variable
+	// than a wish for the default, which (the caller's own session, for one) may act
+	// on something else than was meant.
+	nonEmpty bool
+}
+
+var fieldCache sync.Map // reflect.Type -> map[string]field
 
 // fieldsOf returns the JSON names of struct type t's fields, those of embedded
-// structs included, with their types; nil when t is not a struct.
-func fieldsOf(t reflect.Type) map[string]reflect.Type {
+// structs included; nil when t is not a struct.
+func fieldsOf(t reflect.Type) map[string]field {
 	if t == nil || t.Kind() != reflect.Struct {
 		return nil
 	}
 	if m, ok := fieldCache.Load(t); ok {
-		return m.(map[string]reflect.Type)
+		return m.(map[string]field)
 	}
-	m := map[string]reflect.Type{}
+	m := map[string]field{}
 	addFields(m, t)
 	fieldCache.Store(t, m)
 	return m
 }
 
-func addFields(m map[string]reflect.Type, t reflect.Type) {
+func addFields(m map[string]field, t reflect.Type) {
 	var embedded []reflect.Type
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -235,11 +289,11 @@ func addFields(m map[string]reflect.Type, t reflect.Type) {
 		if name == "" {
 			name = f.Name
 		}
-		m[name] = f.Type
+		m[name] = field{typ: f.Type, nonEmpty: f.Tag.Get("roster") == "nonempty"}
 	}
 	// An embedded struct's fields are promoted unless a shallower field has the name.
 	for _, et := range embedded {
-		inner := map[string]reflect.Type{}
+		inner := map[string]field{}
 		addFields(inner, et)
 		for name, ft := range inner {
 			if _, ok := m[name]; !ok {

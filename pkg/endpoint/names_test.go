@@ -3,8 +3,10 @@ package endpoint
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -22,6 +24,9 @@ func FuzzCheckNames(f *testing.F) {
 		`{"pa\u0074h":"a","session_id":"s"}`,
 		`{"path":"a\"b\\","session_id":"s", "filter" : "x is \"}\"" }`,
 		` { "path" : "a" , "headers" : { } , "session_id" : "s" } `,
+		`{"path":null,"session_id":"s","payload":null}`,
+		`{"path":"a","filter":"","headers":{"x":null}}`,
+		`null`,
 		`{"path":"a","session_id":"s","headers":{"a":"1","b":"1","c":"1","d":"1","e":"1","f":"1","g":"1","h":"1","i":"1","j":"1","k":"1","l":"1","m":"1","n":"1","o":"1","p":"1","q":"1","a":"2"}}`,
 	} {
 		f.Add([]byte(seed))
@@ -34,7 +39,7 @@ func FuzzCheckNames(f *testing.F) {
 		}
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.UseNumber()
-		want := referenceNames(dec, typ)
+		want := referenceNames(dec, typ.Elem(), false)
 		got := checkNames(data, typ)
 		if (got == nil) != (want == nil) {
 			t.Fatalf("%s: checkNames %v, reference %v", data, got, want)
@@ -43,11 +48,18 @@ func FuzzCheckNames(f *testing.F) {
 }
 
 // referenceNames checks the next value of dec, which decodes into t (nil: a type whose
-// members are not fields, such as an interface or a json.Unmarshaler).
-func referenceNames(dec *json.Decoder, t reflect.Type) error {
+// members are not fields, such as an interface or a json.Unmarshaler), of a field
+// tagged roster:"nonempty" when nonEmpty.
+func referenceNames(dec *json.Decoder, t reflect.Type, nonEmpty bool) error {
 	tok, err := dec.Token()
 	if err != nil {
 		return err
+	}
+	if tok == nil && !nullable(t) {
+		return errors.New("null")
+	}
+	if tok == "" && nonEmpty {
+		return errors.New("empty")
 	}
 	delim, ok := tok.(json.Delim)
 	if !ok {
@@ -72,15 +84,15 @@ func referenceNames(dec *json.Decoder, t reflect.Type) error {
 				return fmt.Errorf("member %q appears twice", name)
 			}
 			seen[name] = struct{}{}
-			next := elem
+			next, nonEmpty := elem, false
 			if fields != nil {
-				ft, ok := fields[name]
+				f, ok := fields[name]
 				if !ok {
 					return fmt.Errorf("unknown field %q", name)
 				}
-				next = ft
+				next, nonEmpty = f.typ, f.nonEmpty
 			}
-			if err := referenceNames(dec, next); err != nil {
+			if err := referenceNames(dec, next, nonEmpty); err != nil {
 				return err
 			}
 		}
@@ -90,11 +102,65 @@ func referenceNames(dec *json.Decoder, t reflect.Type) error {
 			elem = t.Elem()
 		}
 		for dec.More() {
-			if err := referenceNames(dec, elem); err != nil {
+			if err := referenceNames(dec, elem, false); err != nil {
 				return err
 			}
 		}
 	}
 	_, err = dec.Token() // the closing delimiter
 	return err
+}
+
+// TestDecodeRefusesNullAndEmptyIDs: encoding/json reads null into a string, number,
+// bool or struct as "leave it alone", the same as absent, and "" for an id the same
+// as absent too, where the schemas refuse both. Null where Go has nil (an object
+// pointer, a map, a list) still reads as absent, as the schemas say.
+func TestDecodeRefusesNullAndEmptyIDs(t *testing.T) {
+	type inner struct {
+		A string `json:"a,omitempty"`
+	}
+	type request struct {
+		ID      string            `json:"id,omitempty" roster:"nonempty"`
+		Filter  string            `json:"filter,omitempty"`
+		Limit   int               `json:"limit,omitempty"`
+		Closed  bool              `json:"closed,omitempty"`
+		Inner   inner             `json:"inner,omitzero"`
+		Ptr     *inner            `json:"ptr,omitempty"`
+		Headers map[string]string `json:"headers,omitempty"`
+		Kinds   []string          `json:"kinds,omitempty"`
+	}
+	for _, tc := range []struct {
+		body, want string // want: "" when the body decodes
+	}{
+		{`null`, "the body is null"},
+		{` null `, "the body is null"},
+		{`{"id":null}`, `member "id" is null`},
+		{`{"filter":null}`, `member "filter" is null`},
+		{`{"limit": null}`, `member "limit" is null`},
+		{`{"closed":null}`, `member "closed" is null`},
+		{`{"inner":null}`, `member "inner" is null`},
+		{`{"ptr":{"a":null}}`, `member "a" is null`},
+		{`{"headers":{"x":null}}`, `member "x" is null`},
+		{`{"kinds":["a",null]}`, "a list item is null"},
+		{`{"id":""}`, `member "id" is empty`},
+		{`{"id" : ""}`, `member "id" is empty`},
+		{`{}`, ""},
+		{``, ""},
+		{`{"id":"x","filter":""}`, ""},
+		{`{"ptr":null,"headers":null,"kinds":null}`, ""},
+		{`{"ptr":{"a":""},"headers":{"x":""},"kinds":[""]}`, ""},
+	} {
+		var req request
+		err := Decode([]byte(tc.body), &req)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: got %v, want it decoded", tc.body, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: got %v, want bad_request saying %q", tc.body, err, tc.want)
+		}
+		var we *wire.Error
+		if err != nil && (!errors.As(err, &we) || we.Code != wire.CodeBadRequest) {
+			t.Errorf("%s: got %v, want bad_request", tc.body, err)
+		}
+	}
 }

@@ -114,9 +114,9 @@ const WaitForever = -1
 type LockAcquireRequest struct {
 	Name string `json:"name"`
 	// Mode is exclusive (default) or shared.
-	Mode LockMode `json:"mode,omitempty"`
+	Mode LockMode `json:"mode,omitempty" roster:"nonempty"`
 	// Scope is session (default) or connection.
-	Scope LockScope `json:"scope,omitempty"`
+	Scope LockScope `json:"scope,omitempty" roster:"nonempty"`
 	// WaitMS is how long to wait for the lock: 0 tries once, a positive value waits
 	// up to that many milliseconds, WaitForever waits until cancelled.
 	//
@@ -130,7 +130,7 @@ type LockAcquireRequest struct {
 	// picks one when it is empty. Re-issuing a request with the id of one still
 	// waiting takes over its place in the queue (and a session that was granted the
 	// lock meanwhile gets the equal lock).
-	RequestID string `json:"request_id,omitempty"`
+	RequestID string `json:"request_id,omitempty" roster:"nonempty"`
 }
 
 // Validate checks the request and fills the defaults.

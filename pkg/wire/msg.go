@@ -193,9 +193,9 @@ func ValidStreamID(s string) bool {
 // SessionID and Filter), a path, and the payload with its content type and headers.
 type Message struct {
 	// SessionID names one receiving session.
-	SessionID string `json:"session_id,omitempty"`
+	SessionID string `json:"session_id,omitempty" roster:"nonempty"`
 	// Filter selects every session it matches (session-filter language).
-	Filter string `json:"filter,omitempty"`
+	Filter string `json:"filter,omitempty" roster:"nonempty"`
 	// Path is the message path; see ValidatePath.
 	Path string `json:"path"`
 	// ContentType is the payload's media type (DefaultContentType when empty).
@@ -306,7 +306,7 @@ type MsgRequestRequest struct {
 	// on ResultSubject(key, id, StreamID) as they arrive; the reply then carries only
 	// the expected count. Without it the reply waits for every result and carries
 	// them all.
-	StreamID string `json:"stream_id,omitempty"`
+	StreamID string `json:"stream_id,omitempty" roster:"nonempty"`
 }
 
 // Validate checks the message, the timeout and the stream id.

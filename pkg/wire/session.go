@@ -150,7 +150,7 @@ type SessionOpenResponse struct {
 // SessionGetRequest names the session to return; an empty ID means the caller's own.
 // Another session needs VIEW_SESSION.
 type SessionGetRequest struct {
-	ID string `json:"id,omitempty"`
+	ID string `json:"id,omitempty" roster:"nonempty"`
 }
 
 // SessionGetResponse carries one session.
@@ -180,7 +180,7 @@ type SessionListResponse struct {
 // SessionUpdateRequest sets and removes user properties of the caller's session, or
 // of another session by ID or of every session matching Filter (MODIFY_SESSION).
 type SessionUpdateRequest struct {
-	ID     string     `json:"id,omitempty"`
+	ID     string     `json:"id,omitempty" roster:"nonempty"`
 	Filter string     `json:"filter,omitempty"`
 	Set    Properties `json:"set,omitempty"`
 	Remove []string   `json:"remove,omitempty"`
@@ -226,7 +226,7 @@ type SessionChangePrincipalResponse struct {
 // SessionCloseRequest closes the caller's session, or another by ID or every session
 // matching Filter (MODIFY_SESSION).
 type SessionCloseRequest struct {
-	ID     string `json:"id,omitempty"`
+	ID     string `json:"id,omitempty" roster:"nonempty"`
 	Filter string `json:"filter,omitempty"`
 }
 
@@ -271,7 +271,7 @@ type SessionEvent struct {
 // StartTime (neither: from the oldest stored). With WaitMS, a request that finds no
 // event waits up to that long for the first one.
 type SessionEventsRequest struct {
-	SessionID string             `json:"session_id,omitempty"`
+	SessionID string             `json:"session_id,omitempty" roster:"nonempty"`
 	Kinds     []SessionEventKind `json:"kinds,omitempty"`
 	StartSeq  uint64             `json:"start_seq,omitempty"`
 	StartTime *time.Time         `json:"start_time,omitempty"`

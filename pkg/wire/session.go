@@ -153,6 +153,9 @@ type SessionGetRequest struct {
 	ID string `json:"id,omitempty" roster:"nonempty"`
 }
 
+// Validate checks the form of the id.
+func (r *SessionGetRequest) Validate() error { return checkSessionID("id", r.ID) }
+
 // SessionGetResponse carries one session.
 type SessionGetResponse struct {
 	Session *Session `json:"session"`
@@ -185,6 +188,9 @@ type SessionUpdateRequest struct {
 	Set    Properties `json:"set,omitempty"`
 	Remove []string   `json:"remove,omitempty"`
 }
+
+// Validate checks the form of the id; the registry checks the rest.
+func (r *SessionUpdateRequest) Validate() error { return checkSessionID("id", r.ID) }
 
 // SessionUpdateResponse reports an update. Session is the updated session when one
 // session was named (own or by id).
@@ -229,6 +235,9 @@ type SessionCloseRequest struct {
 	ID     string `json:"id,omitempty" roster:"nonempty"`
 	Filter string `json:"filter,omitempty"`
 }
+
+// Validate checks the form of the id; the registry checks the rest.
+func (r *SessionCloseRequest) Validate() error { return checkSessionID("id", r.ID) }
 
 // SessionCloseResponse reports how many sessions this request closed.
 type SessionCloseResponse struct {
@@ -277,6 +286,28 @@ type SessionEventsRequest struct {
 	StartTime *time.Time         `json:"start_time,omitempty"`
 	Limit     int                `json:"limit,omitempty"`
 	WaitMS    int64              `json:"wait_ms,omitempty"`
+}
+
+// Validate checks the form of the session id; the registry checks the rest.
+func (r *SessionEventsRequest) Validate() error { return checkSessionID("session_id", r.SessionID) }
+
+// checkSessionID refuses an id that cannot name a session (22 letters or digits),
+// as the schemas do: looked up, it would be session_not_found, or forbidden to a
+// caller without VIEW_SESSION, and a client would not learn its mistake. Empty is
+// the caller's own session.
+func checkSessionID(member, id string) error {
+	if id == "" {
+		return nil
+	}
+	ok := len(id) == 22
+	for i := 0; ok && i < len(id); i++ {
+		c := id[i]
+		ok = '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+	}
+	if !ok {
+		return Errorf(CodeBadRequest, "%s must be a session id: 22 letters or digits", member)
+	}
+	return nil
 }
 
 // SessionEventsResponse is one page of events, in stream order.

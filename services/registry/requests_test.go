@@ -48,7 +48,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"open permanent without permission", wire.SubjectSessionOpen, `{"permanent":true}`, "", wire.CodeForbidden},
 		{"open negative timeout", wire.SubjectSessionOpen, `{"timeout_ms":-1}`, "", wire.CodeBadRequest},
 		{"keepalive with body", wire.SubjectSessionKeepalive, `{"x":1}`, "", wire.CodeBadRequest},
-		{"get unknown id", wire.SubjectSessionGet, `{"id":"nope"}`, "", wire.CodeForbidden},
+		{"get unknown id", wire.SubjectSessionGet, `{"id":"` + newID() + `"}`, "", wire.CodeForbidden},
+		{"get malformed id", wire.SubjectSessionGet, `{"id":"nope"}`, "", wire.CodeBadRequest},
 	}
 	before := e.lastSeq(t)
 	for _, tc := range cases {

@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -54,6 +58,37 @@ func TestServeFlagsOfTheOtherModeAreUsageErrors(t *testing.T) {
 			err := run(ctx, append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-level", "error"}, args...))
 			if exitCode(err) != 2 {
 				t.Errorf("got %v (exit %d), want a usage error (2)", err, exitCode(err))
+			}
+		})
+	}
+}
+
+// TestMissingCredentialFilesAreUsageErrors: a TLS or credentials file that cannot be
+// read is a usage error naming its flag, found before connecting. nats.go reads them
+// only when it connects and reports a missing one as a failed connection: the client
+// commands exited 7 (unavailable), and serve --nats-url retried for a minute, logging
+// "NATS not reachable yet", as if NATS were not up.
+func TestMissingCredentialFilesAreUsageErrors(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	const url = "nats://127.0.0.1:1"
+	serve := []string{"serve", "--log-level", "error", "--services", "lock", "--nats-url", url}
+	for _, tc := range []struct {
+		name string
+		args []string
+		flag string
+	}{
+		{"session list", []string{"session", "list", "--server", url, "--tls-ca", missing}, "--tls-ca"},
+		{"send", []string{"send", "--server", url, "--session", "x", "--path", "p", "--tls-cert", missing, "--tls-key", missing}, "--tls-cert"},
+		{"serve --nats-tls-ca", append(serve, "--nats-tls-ca", missing), "--nats-tls-ca"},
+		{"serve --nats-tls-key", append(serve, "--nats-tls-cert", os.Args[0], "--nats-tls-key", missing), "--nats-tls-key"},
+		{"serve --nats-creds", append(serve, "--nats-creds", missing), "--nats-creds"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+			defer cancel()
+			err := run(ctx, tc.args)
+			if exitCode(err) != 2 || !strings.HasPrefix(fmt.Sprint(err), tc.flag+": ") {
+				t.Errorf("got %v (exit %d), want a usage error (2) naming %s", err, exitCode(err), tc.flag)
 			}
 		})
 	}

@@ -188,6 +188,9 @@ func (o *serveOptions) config() (roster.Config, error) {
 	case o.natsToken != "":
 		cfg.NATSOptions = append(cfg.NATSOptions, nats.Token(o.natsToken))
 	}
+	if err := checkReadable("--nats-creds", o.natsCreds); err != nil {
+		return roster.Config{}, err
+	}
 	tlsOpts, err := o.natsTLS.options("--nats-tls")
 	if err != nil {
 		return roster.Config{}, err

@@ -52,7 +52,7 @@ within a second.`,
 	fs.StringSliceVar(&o.roles, "role", nil, "role of the user (repeat or separate with commas)")
 	fs.StringArrayVar(&o.properties, "property", nil, "session property KEY=VALUE the user's sessions get (repeatable)")
 	fs.BoolVar(&o.replace, "replace", false, "replace the user if present")
-	fs.IntVar(&o.cost, "bcrypt-cost", auth.UserCost, "bcrypt cost")
+	fs.IntVar(&o.cost, "bcrypt-cost", auth.UserCost, "bcrypt cost, 4 to 31: the same for every user of the file (the auth service refuses a file of several)")
 	annotateEnv(fs)
 	return cmd
 }
@@ -77,6 +77,9 @@ func userAdd(in io.Reader, out io.Writer, name string, o *userAddOptions) error 
 	if err := auth.AddUser(o.file, name, password, o.roles, props, o.cost, o.replace); err != nil {
 		if errors.Is(err, auth.ErrUserExists) {
 			return usageError{fmt.Errorf("%w (use --replace)", err)}
+		}
+		if errors.Is(err, auth.ErrInvalidUser) {
+			return usageError{err}
 		}
 		return err
 	}

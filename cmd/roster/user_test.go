@@ -49,3 +49,45 @@ func TestUserAdd(t *testing.T) {
 		t.Fatalf("got %+v (%v), want alice allowed with her roles and property", d, err)
 	}
 }
+
+// TestUserAddRefusesAFileTheServerWouldNot: user add refuses, with a usage error, a
+// user it cannot write. A --bcrypt-cost below bcrypt's minimum was hashed with cost 10
+// without a word, and one other than the file's users' wrote a file of mixed costs,
+// which the auth service refuses, locking every user out; a cost above the maximum
+// or an empty name exited 1.
+func TestUserAddRefusesAFileTheServerWouldNot(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "users.yaml")
+	add := func(args ...string) error {
+		root := newRootCmd()
+		root.SetArgs(append([]string{"user", "add", "--users-file", file}, args...))
+		root.SetIn(strings.NewReader("pw\n"))
+		root.SetOut(&bytes.Buffer{})
+		return root.ExecuteContext(context.Background())
+	}
+	if err := add("alice", "--bcrypt-cost", "4"); err != nil {
+		t.Fatal(err)
+	}
+	for name, args := range map[string][]string{
+		"cost below the minimum":    {"bob", "--bcrypt-cost", "1"},
+		"cost above the maximum":    {"carol", "--bcrypt-cost", "32"},
+		"cost of none of the users": {"dave", "--bcrypt-cost", "5"},
+		"the default cost":          {"erin"},
+		"empty name":                {"", "--bcrypt-cost", "4"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := add(args...); exitCode(err) != 2 {
+				t.Errorf("got %v (exit %d), want a usage error (2)", err, exitCode(err))
+			}
+		})
+	}
+	users, err := auth.ReadUsers(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(users) != 1 {
+		t.Errorf("got users %v, want alice alone", users)
+	}
+	if _, err := auth.NewUsersFile(file); err != nil {
+		t.Errorf("the users file no longer loads: %v", err)
+	}
+}

@@ -138,7 +138,8 @@ func TestThrottleConcurrentGuessesThroughTheCallout(t *testing.T) {
 // TestUsersFileWithMixedCostsIsRefused: unknown users are compared against a dummy
 // hash; with hashes of several costs in the file no dummy costs what every user does
 // (cost 4 against 10: 10 ms against 600 ms), and timing would tell which users
-// exist. Such a file is refused with a message saying what to do.
+// exist. Such a file is refused with a message saying what to do, and AddUser does
+// not write one: it wrote it, locking every user out.
 func TestUsersFileWithMixedCostsIsRefused(t *testing.T) {
 	name := filepath.Join(t.TempDir(), "users.yaml")
 	if err := AddUser(name, "cheap", "pw-cheap", []string{"user"}, nil, bcrypt.MinCost, false); err != nil {
@@ -147,7 +148,27 @@ func TestUsersFileWithMixedCostsIsRefused(t *testing.T) {
 	if _, err := NewUsersFile(name); err != nil {
 		t.Fatalf("one cost: %v", err)
 	}
-	if err := AddUser(name, "dear", "pw-dear", []string{"user"}, nil, bcrypt.MinCost+1, false); err != nil {
+	if err := AddUser(name, "dear", "pw-dear", []string{"user"}, nil, bcrypt.MinCost+1, false); !errors.Is(err, ErrInvalidUser) {
+		t.Fatalf("adding a user of another cost: got %v, want ErrInvalidUser", err)
+	}
+	if _, err := NewUsersFile(name); err != nil {
+		t.Fatalf("after the refused AddUser: %v", err)
+	}
+	if err := AddUser(name, "cheap", "pw-dear", []string{"user"}, nil, bcrypt.MinCost+1, true); err != nil {
+		t.Fatalf("replacing the only user with another cost: %v", err)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw-dear"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(name, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Fprintf(f, "    dear:\n        hash: %s\n", hash); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := NewUsersFile(name); err == nil || !strings.Contains(err.Error(), "re-add users") {

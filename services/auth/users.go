@@ -48,6 +48,11 @@ type usersDoc struct {
 // ErrUserExists is returned by AddUser when the user is present and replace is false.
 var ErrUserExists = errors.New("auth: user already exists")
 
+// ErrInvalidUser is returned by AddUser for a user it cannot write: a name,
+// password, property key or bcrypt cost out of range, or a cost other than that of
+// the users already in the file (which NewUsersFile refuses).
+var ErrInvalidUser = errors.New("auth: invalid user")
+
 // ReadUsers parses a users file. A missing file is an empty one.
 func ReadUsers(name string) (map[string]User, error) {
 	data, err := os.ReadFile(name)
@@ -90,16 +95,20 @@ func parseUsers(data []byte) (map[string]User, error) {
 // password with bcrypt at cost. The file is rewritten atomically with mode 0600.
 func AddUser(name, user, password string, roles []string, props map[string]string, cost int, replace bool) error {
 	if user == "" || len(user) > MaxUsernameLength {
-		return fmt.Errorf("auth: user name must be 1 to %d bytes", MaxUsernameLength)
+		return fmt.Errorf("%w: user name must be 1 to %d bytes", ErrInvalidUser, MaxUsernameLength)
 	}
 	if password == "" || len(password) > MaxBcryptPassword {
 		// bcrypt ignores bytes after the 72nd; refuse rather than silently truncate.
-		return fmt.Errorf("auth: password must be 1 to %d bytes", MaxBcryptPassword)
+		return fmt.Errorf("%w: password must be 1 to %d bytes", ErrInvalidUser, MaxBcryptPassword)
 	}
 	for k := range props {
 		if !policy.ValidPropertyKey(k) || k[0] == '$' {
-			return fmt.Errorf("auth: invalid property key %q", k)
+			return fmt.Errorf("%w: invalid property key %q", ErrInvalidUser, k)
 		}
+	}
+	// bcrypt would hash with its default cost (10) below its minimum.
+	if cost < bcrypt.MinCost || cost > bcrypt.MaxCost {
+		return fmt.Errorf("%w: bcrypt cost %d is outside %d to %d", ErrInvalidUser, cost, bcrypt.MinCost, bcrypt.MaxCost)
 	}
 	users, err := ReadUsers(name)
 	if err != nil {
@@ -107,6 +116,13 @@ func AddUser(name, user, password string, roles []string, props map[string]strin
 	}
 	if _, ok := users[user]; ok && !replace {
 		return fmt.Errorf("%w: %s", ErrUserExists, user)
+	}
+	// A file of several costs does not load (see loadLocked): written, it would lock
+	// every user out, of a running auth service too.
+	for other, u := range users {
+		if c, err := bcrypt.Cost([]byte(u.Hash)); err == nil && other != user && c != cost {
+			return fmt.Errorf("%w: the users in %s have bcrypt cost %d, not %d (a file of several costs is refused)", ErrInvalidUser, name, c, cost)
+		}
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), cost)
 	if err != nil {

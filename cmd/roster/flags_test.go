@@ -93,3 +93,30 @@ func TestMissingCredentialFilesAreUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestServeOutOfRangeNumbersAreUsageErrors: numbers serve cannot use are usage errors
+// found before anything starts. --replicas 0 or -1 ran with one copy and
+// --drain-timeout 0 or -1s waited 10 s, without a word; --replicas 3 on an embedded
+// server that is no cluster node failed after the server had started (exit 1).
+func TestServeOutOfRangeNumbersAreUsageErrors(t *testing.T) {
+	for name, args := range map[string][]string{
+		"--replicas 0":                    {"--replicas", "0"},
+		"--replicas -1":                   {"--replicas", "-1"},
+		"--replicas 6":                    {"--nats-url", "nats://127.0.0.1:1", "--replicas", "6"},
+		"--replicas 3 on a single server": {"--replicas", "3"},
+		"--drain-timeout 0":               {"--drain-timeout", "0"},
+		"--drain-timeout -1s":             {"--drain-timeout", "-1s"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+			defer cancel()
+			base := []string{"serve", "--log-level", "error"}
+			if args[0] != "--nats-url" {
+				base = append(base, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir())
+			}
+			if err := run(ctx, append(base, args...)); exitCode(err) != 2 {
+				t.Errorf("got %v (exit %d), want a usage error (2)", err, exitCode(err))
+			}
+		})
+	}
+}

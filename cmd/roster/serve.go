@@ -109,7 +109,7 @@ services this process runs, so each can run as its own process in production.`,
 	fs.StringSliceVar(&o.cluster.Routes, "routes", nil, "route URLs of the other cluster nodes (nats://host:port, comma-separated)")
 	fs.StringVar(&o.servicePass, "service-password", "", "password of the services' user (random per start when empty; every node of a cluster needs the same)")
 	fs.StringVar(&o.systemPass, "system-password", "", "password of the system user (random per start when empty; every node of a cluster needs the same)")
-	fs.IntVar(&o.replicas, "replicas", 1, "copies of every bucket and stream the services create (3 on a production cluster; the same in every process)")
+	fs.IntVar(&o.replicas, "replicas", 1, "copies of every bucket and stream the services create, 1 to 5, above 1 only on a cluster (3 on a production cluster; the same in every process)")
 	fs.StringVar(&o.healthListen, "health-listen", "", "host:port for HTTP probes: GET /livez and /readyz (off when empty)")
 	addAuthFlags(fs, o)
 	annotateEnv(fs)
@@ -158,6 +158,9 @@ func (o *serveOptions) config() (roster.Config, error) {
 		return roster.Config{}, usageError{errors.New("--tls-client-ca needs --tls-cert and --tls-key")}
 	}
 	if err := o.checkMode(); err != nil {
+		return roster.Config{}, err
+	}
+	if err := o.checkValues(); err != nil {
 		return roster.Config{}, err
 	}
 	cfg := roster.Config{
@@ -226,6 +229,25 @@ func (o *serveOptions) checkMode() error {
 	}
 	if o.natsPassword != "" && o.natsUser == "" {
 		return usageError{errors.New("--nats-password needs --nats-user")}
+	}
+	return nil
+}
+
+// maxReplicas is the most copies JetStream keeps of a stream.
+const maxReplicas = 5
+
+// checkValues refuses numbers the process would otherwise change without a word: a
+// --replicas below 1 became 1 and a --drain-timeout not above 0 became 10 s.
+func (o *serveOptions) checkValues() error {
+	switch {
+	case o.replicas < 1 || o.replicas > maxReplicas:
+		return usageError{fmt.Errorf("--replicas %d: want 1 to %d", o.replicas, maxReplicas)}
+	case o.replicas > 1 && o.natsURL == "" && o.cluster.Listen == "":
+		// JetStream refuses it after the server has started, with "replicas > 1 not
+		// supported in non-clustered mode".
+		return usageError{fmt.Errorf("--replicas %d needs a cluster: join one with --nats-url, or make the embedded server a node with --cluster-listen and --routes", o.replicas)}
+	case o.drainTimeout <= 0:
+		return usageError{fmt.Errorf("--drain-timeout %s: want a positive duration", o.drainTimeout)}
 	}
 	return nil
 }

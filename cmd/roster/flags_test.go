@@ -120,3 +120,32 @@ func TestServeOutOfRangeNumbersAreUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestValuesTheServiceRefusesAreUsageErrorsNamingTheFlag: values the services refuse
+// are usage errors found before connecting, naming the flag. They were sent, and the
+// service's refusal named its request member instead: "timeout_ms must be between 0
+// and 60000" for request --wait 2m, "limit must be between 1 and 1000" for
+// --page-size -1, "timeout_ms and permanent exclude each other" for session open
+// --permanent --session-timeout 30s. Here, with no server, each exited 7.
+func TestValuesTheServiceRefusesAreUsageErrorsNamingTheFlag(t *testing.T) {
+	c := cli{t: t, server: "nats://127.0.0.1:1"}
+	ctx := testCtx(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		flag string
+	}{
+		{"request --wait above 1m", []string{"request", "--session", "x", "--path", "p", "--wait", "61s"}, "--wait"},
+		{"session list --page-size -1", []string{"session", "list", "--page-size", "-1"}, "--page-size"},
+		{"session open --session-timeout -1s", []string{"session", "open", "--session-timeout", "-1s"}, "--session-timeout"},
+		{"session open --permanent --session-timeout", []string{"session", "open", "--permanent", "--session-timeout", "30s"}, "--permanent"},
+		{"listen --session-timeout -1s", []string{"listen", "--session-timeout", "-1s"}, "--session-timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := c.run(ctx, "", tc.args...)
+			if r.exit() != 2 || !strings.HasPrefix(fmt.Sprint(r.err), tc.flag+" ") {
+				t.Errorf("got %v (exit %d), want a usage error (2) naming %s", r.err, r.exit(), tc.flag)
+			}
+		})
+	}
+}

@@ -45,6 +45,9 @@ send to it with --session.`,
 			if onCommandLine(cmd, "session-id") {
 				return usageError{fmt.Errorf("listen opens its own session: deliveries reach only the connection a session is bound to; --session-id does not apply")}
 			}
+			if err := checkSessionTimeout(timeout); err != nil {
+				return err
+			}
 			f.forgetSession() // one exported in the shell (session open prints the export)
 			// "*" takes every path: beside it another registration would get each of
 			// its deliveries a second time (and answer its requests twice). A path

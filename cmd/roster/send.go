@@ -143,8 +143,8 @@ the first failed result's error (6 timeout, 7 gone, …).`,
 			if err != nil {
 				return err
 			}
-			if wait < 0 {
-				return usageError{fmt.Errorf("--wait %s: want 0 (the service's default, 5s) or a positive duration", wait)}
+			if maxWait := time.Duration(wire.MaxRequestTimeoutMS) * time.Millisecond; wait < 0 || wait > maxWait {
+				return usageError{fmt.Errorf("--wait %s: want 0 (the service's default, 5s) or a positive duration up to %s", wait, maxWait)}
 			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				rctx, cancel := context.WithTimeout(ctx, wait+f.timeout)

@@ -52,6 +52,12 @@ as they happen. Other commands can act as this session with --session-id and
 			if onCommandLine(cmd, "session-id") {
 				return usageError{errors.New("session open opens a new session; --session-id does not apply")}
 			}
+			if err := checkSessionTimeout(timeout); err != nil {
+				return err
+			}
+			if permanent && timeout != 0 {
+				return usageError{errors.New("--permanent and --session-timeout exclude each other: a permanent session has no inactivity timeout")}
+			}
 			f.forgetSession() // one exported in the shell (session open prints the export)
 			ctx, end := f.trace(cmd)
 			defer func() { end(err) }()
@@ -154,6 +160,9 @@ func newSessionListCmd() *cobra.Command {
 			out, err := outputFor(cmd)
 			if err != nil {
 				return err
+			}
+			if limit < 0 {
+				return usageError{fmt.Errorf("--page-size %d: want 0 (the server's default) or a positive number", limit)}
 			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				var all []*wire.Session
@@ -272,6 +281,15 @@ func newSessionCloseCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&filterText, "filter", "f", "", "close every session matching this filter")
 	annotateEnv(cmd.Flags())
 	return cmd
+}
+
+// checkSessionTimeout refuses a negative --session-timeout before a session is
+// opened (the registry refused it as "timeout_ms must not be negative").
+func checkSessionTimeout(d time.Duration) error {
+	if d < 0 {
+		return usageError{fmt.Errorf("--session-timeout %s: want 0 (the server's default) or a positive duration", d)}
+	}
+	return nil
 }
 
 func printSession(w io.Writer, s *wire.Session) {

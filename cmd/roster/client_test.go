@@ -517,3 +517,38 @@ func TestListenPrintsEachDeliveryOnce(t *testing.T) {
 		t.Errorf("the delivery on chat/room1 was printed %d times, want once: %q", n, out.String())
 	}
 }
+
+// TestLockAcquireCommandEndedBySignal: a command that a signal ends makes lock
+// acquire exit with 128 and the signal's number, as a shell reports it; it exited 1
+// ("signal: terminated"). A command stopped because the lock was lost still makes
+// acquire exit with the lost lock's status.
+func TestLockAcquireCommandEndedBySignal(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	if r := c.run(ctx, "", "lock", "acquire", "orders/1", "--", "sh", "-c", "kill -TERM $$"); r.exit() != 128+15 {
+		t.Errorf("a command ended by SIGTERM: got %v (exit %d), want exit %d", r.err, r.exit(), 128+15)
+	}
+	r := c.run(ctx, "", "lock", "list", "--prefix", "orders/")
+	if r.err != nil || !strings.HasSuffix(r.stdout, "0 locks\n") {
+		t.Errorf("lock list: got %q, %v; want the lock released", r.stdout, r.err)
+	}
+
+	out, errb := &natstest.Buffer{}, &natstest.Buffer{}
+	done := c.start(ctx, "", out, errb, "lock", "acquire", "orders/2", "-o", "json", "--", "sleep", "30")
+	var held wire.Lock
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		return json.Unmarshal([]byte(out.String()), &held)
+	})
+	admin := openSession(t, c.server)
+	if _, err := admin.CloseSessions(ctx, wire.SessionCloseRequest{ID: held.Session}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if exitCode(err) != exitSessionClosed {
+			t.Errorf("the lock lost while its command ran: got %v (exit %d), want exit %d", err, exitCode(err), exitSessionClosed)
+		}
+	case <-ctx.Done():
+		t.Fatal("lock acquire still runs its command after the lock was lost")
+	}
+}

@@ -27,13 +27,18 @@ func newLockCmd() *cobra.Command {
 	return cmd
 }
 
-// commandExitError carries the exit status of the command lock acquire ran.
+// commandExitError carries the exit status of the command lock acquire ran: its
+// own, or 128 and the number of the signal that ended it, as a shell reports it.
 type commandExitError struct {
-	name string
-	code int
+	name   string
+	code   int
+	signal os.Signal // nil when the command exited
 }
 
 func (e *commandExitError) Error() string {
+	if e.signal != nil {
+		return fmt.Sprintf("%s ended by signal %v (status %d)", e.name, e.signal, e.code)
+	}
 	return fmt.Sprintf("%s exited with status %d", e.name, e.code)
 }
 
@@ -49,9 +54,10 @@ func newLockAcquireCmd() *cobra.Command {
 
 With a command after --, run it while holding the lock, with ROSTER_LOCK_NAME and
 ROSTER_LOCK_TOKEN in its environment, then release the lock and exit with the
-command's status. If the lock is lost meanwhile (its session ended, or a
+command's status (128 and the signal's number when a signal ended it, as a shell
+reports it). If the lock is lost meanwhile (its session ended, or a
 connection-scoped lock's connection dropped), the command is sent SIGTERM and
-acquire fails.
+acquire fails with the lost lock's status.
 
 Without a command, hold the lock until interrupted (Ctrl-C), then release it. As an
 existing session (--session-id, --session-token), the lock is taken for that
@@ -108,7 +114,13 @@ value waits until interrupted. Not getting the lock in time exits with status 6.
 					}
 				}
 				if l.Err() != nil {
-					return errors.Join(runErr, fmt.Errorf("lock %s lost: %w", name, l.Err()))
+					lost := fmt.Errorf("lock %s lost: %w", name, l.Err())
+					if runErr != nil {
+						// The status is the lost lock's, not that of the command stopped
+						// because of it.
+						return fmt.Errorf("%w (%v)", lost, runErr)
+					}
+					return lost
 				}
 				rctx, cancel := f.requestContext(context.WithoutCancel(ctx))
 				defer cancel()
@@ -172,6 +184,11 @@ func runHolding(ctx context.Context, cmd *cobra.Command, l *client.Lock, command
 		return nil
 	case errors.As(err, &ee) && ee.ExitCode() > 0:
 		return &commandExitError{name: command[0], code: ee.ExitCode()}
+	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return &commandExitError{name: command[0], code: 128 + int(ws.Signal()), signal: ws.Signal()}
+		}
+		return fmt.Errorf("%s: %w", strings.Join(command, " "), err)
 	default:
 		return fmt.Errorf("%s: %w", strings.Join(command, " "), err)
 	}

@@ -44,7 +44,11 @@ within a second.`,
   roster user add bob --users-file users.yaml --role admin --property Department=ops < password.txt`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return userAdd(cmd.InOrStdin(), cmd.OutOrStdout(), args[0], o)
+			out, err := outputFor(cmd)
+			if err != nil {
+				return err
+			}
+			return userAdd(cmd.InOrStdin(), out, args[0], o)
 		},
 	}
 	fs := cmd.Flags()
@@ -57,7 +61,7 @@ within a second.`,
 	return cmd
 }
 
-func userAdd(in io.Reader, out io.Writer, name string, o *userAddOptions) error {
+func userAdd(in io.Reader, out *output, name string, o *userAddOptions) error {
 	props := map[string]string{}
 	for _, p := range o.properties {
 		k, v, ok := strings.Cut(p, "=")
@@ -83,6 +87,7 @@ func userAdd(in io.Reader, out io.Writer, name string, o *userAddOptions) error 
 		}
 		return err
 	}
-	fmt.Fprintf(out, "user %s written to %s\n", name, o.file)
-	return nil
+	return out.emit(map[string]string{"user": name, "users_file": o.file}, func(w io.Writer) {
+		fmt.Fprintf(w, "user %s written to %s\n", name, o.file)
+	})
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,5 +90,23 @@ func TestUserAddRefusesAFileTheServerWouldNot(t *testing.T) {
 	}
 	if _, err := auth.NewUsersFile(file); err != nil {
 		t.Errorf("the users file no longer loads: %v", err)
+	}
+}
+
+// TestUserAddPrintsJSON: user add -o json prints JSON, like every other command; it
+// printed its line of text.
+func TestUserAddPrintsJSON(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "users.yaml")
+	root := newRootCmd()
+	root.SetArgs([]string{"user", "add", "alice", "--users-file", file, "--bcrypt-cost", "4", "-o", "json"})
+	root.SetIn(strings.NewReader("pw\n"))
+	var out bytes.Buffer
+	root.SetOut(&out)
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]string
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil || got["user"] != "alice" || got["users_file"] != file {
+		t.Errorf("got %q (%v), want {\"user\": \"alice\", \"users_file\": %q}", out.String(), err, file)
 	}
 }

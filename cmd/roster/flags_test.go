@@ -46,6 +46,7 @@ func TestServeFlagsOfTheOtherModeAreUsageErrors(t *testing.T) {
 		"--monitor with --nats-url":                 {"--nats-url", url, "--monitor", "127.0.0.1:0"},
 		"--cluster-listen with --nats-url":          {"--nats-url", url, "--cluster-listen", "127.0.0.1:6222"},
 		"--service-password with --nats-url":        {"--nats-url", url, "--service-password", "pw"},
+		"--auth-callout=false with --nats-url":      {"--nats-url", url, "--auth-callout=false"},
 		"--nats-user without --nats-url":            {"--nats-user", "roster-service"},
 		"--nats-token without --nats-url":           {"--nats-token", "tok"},
 		"--auth-callout-account without --nats-url": {"--auth-callout-account", "APP"},

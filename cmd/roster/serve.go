@@ -221,6 +221,11 @@ func (o *serveOptions) checkMode() error {
 		if g := given(embeddedOnly); len(g) > 0 {
 			return usageError{fmt.Errorf("%s configure the embedded server: with --nats-url they do nothing", strings.Join(g, ", "))}
 		}
+		if o.changed("auth-callout") {
+			// Not nothing: with a seed file, false stopped the auth service from
+			// answering the callout, and then nobody could connect.
+			return usageError{errors.New("--auth-callout configures the embedded server; with --nats-url the auth service answers the callout when given --auth-callout-seed-file, and not without")}
+		}
 	} else if g := given(natsURLOnly); len(g) > 0 {
 		return usageError{fmt.Errorf("%s go with --nats-url", strings.Join(g, ", "))}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,7 +57,13 @@ func TestServeFlagsOfTheOtherModeAreUsageErrors(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 			defer cancel()
-			err := run(ctx, append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-level", "error"}, args...))
+			// --listen and --data-dir only without --nats-url: with it they are
+			// usage errors themselves, and every case would pass on them.
+			base := []string{"serve", "--log-level", "error"}
+			if !slices.Contains(args, "--nats-url") {
+				base = append(base, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir())
+			}
+			err := run(ctx, append(base, args...))
 			if exitCode(err) != 2 {
 				t.Errorf("got %v (exit %d), want a usage error (2)", err, exitCode(err))
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,7 +73,11 @@ func TestServeTLSFlagsChecked(t *testing.T) {
 		{"--nats-tls-ca", "ca.pem"},
 		{"--nats-url", "nats://127.0.0.1:1", "--nats-tls-key", "k.pem"},
 	} {
-		err := run(t.Context(), append([]string{"serve", "--data-dir", t.TempDir()}, args...))
+		base := []string{"serve"}
+		if !slices.Contains(args, "--nats-url") { // with it, --data-dir is a usage error of its own
+			base = append(base, "--data-dir", t.TempDir())
+		}
+		err := run(t.Context(), append(base, args...))
 		if exitCode(err) != 2 {
 			t.Errorf("serve %q: got %v (exit %d), want a usage error (2)", args, err, exitCode(err))
 		}

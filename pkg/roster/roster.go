@@ -82,6 +82,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 			nats.Name("roster-" + name),
 			nats.MaxReconnects(-1),
 			nats.ReconnectWait(250 * time.Millisecond),
+			nats.ErrorHandler(logAsyncError(log, name)),
 		}, cfg.NATSOptions...)
 		if p.server != nil {
 			return nats.Connect(cfg.NATSURL, append(opts, p.server.ServiceOptions()...)...)
@@ -139,6 +140,20 @@ func dial(ctx context.Context, url string, opts []nats.Option, timeout time.Dura
 			return nil, ctx.Err()
 		case <-time.After(wait):
 		}
+	}
+}
+
+// logAsyncError returns a connection's handler of asynchronous errors (a slow
+// consumer, a permission refused, a JetStream consumer gone): it logs them. Without
+// one nats.go writes them to stderr as lines of its own, which broke the JSON of
+// --log-format json and reached no log level.
+func logAsyncError(log *slog.Logger, conn string) nats.ErrHandler {
+	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		attrs := []any{"connection", conn, "err", err}
+		if sub != nil {
+			attrs = append(attrs, "subject", sub.Subject)
+		}
+		log.Warn("NATS reported an error", attrs...)
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -94,7 +93,7 @@ func (f *clientFlags) forgetSession() { f.sessionID, f.token = "", "" }
 // this command and closed after it. It runs in the command's span (trace).
 func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(ctx context.Context, s *client.Session) error) (err error) {
 	if f.sessionID != "" && f.token == "" {
-		return usageError{errors.New("--session-id needs --session-token")}
+		return usageError{fmt.Errorf("%s needs --session-token", flagSource(cmd, "session-id"))}
 	}
 	ctx, end := f.trace(cmd)
 	defer func() { end(err) }()
@@ -125,6 +124,16 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 		_ = s.Close(cctx)
 	}()
 	return fn(ctx, s)
+}
+
+// flagSource names where flag's value came from, for an error about it: the flag,
+// or its environment variable when only that set it (an export of session open
+// left in the shell, say).
+func flagSource(cmd *cobra.Command, flag string) string {
+	if f := cmd.Flags().Lookup(flag); f != nil && f.Changed && !onCommandLine(cmd, flag) {
+		return "--" + flag + " (set by " + envName(flag) + ")"
+	}
+	return "--" + flag
 }
 
 // requestContext bounds one request by --timeout.

@@ -157,3 +157,26 @@ func TestValuesTheServiceRefusesAreUsageErrorsNamingTheFlag(t *testing.T) {
 		})
 	}
 }
+
+// TestSessionFromTheEnvironmentIsNamedInErrors: a usage error about --session-id set
+// only by ROSTER_SESSION_ID (an export of session open left in the shell) names the
+// variable; it named only the flag, which the user had not given.
+func TestSessionFromTheEnvironmentIsNamedInErrors(t *testing.T) {
+	c := cli{t: t, server: "nats://127.0.0.1:1"}
+	ctx := testCtx(t)
+	t.Setenv("ROSTER_SESSION_ID", "5QmZc1h8RqP0aLxV2yWfKd")
+	for name, args := range map[string][]string{
+		"without a token":         {"session", "get"},
+		"lock --scope connection": {"lock", "acquire", "x", "--scope", "connection", "--session-token", "t"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := c.run(ctx, "", args...)
+			if r.exit() != 2 || !strings.Contains(fmt.Sprint(r.err), "ROSTER_SESSION_ID") {
+				t.Errorf("got %v (exit %d), want a usage error (2) naming ROSTER_SESSION_ID", r.err, r.exit())
+			}
+		})
+	}
+	if r := c.run(ctx, "", "session", "get", "--session-id", "x"); r.exit() != 2 || strings.Contains(fmt.Sprint(r.err), "ROSTER_SESSION_ID") {
+		t.Errorf("--session-id on the command line: got %v (exit %d), want a usage error naming the flag alone", r.err, r.exit())
+	}
+}

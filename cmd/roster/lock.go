@@ -89,7 +89,7 @@ value waits until interrupted. Not getting the lock in time exits with status 6.
 			if opts.Scope == wire.ScopeConnection && f.sessionID != "" {
 				// The lock service grants a connection-scoped lock only on the
 				// connection the session is ACTIVE on, which is not this command's.
-				return usageError{errors.New("--scope connection needs the session's own connection: it cannot be used with --session-id")}
+				return usageError{fmt.Errorf("--scope connection needs the session's own connection: it cannot be used with %s", flagSource(cmd, "session-id"))}
 			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				l, err := acquire(ctx, s, name, opts, wait, f.timeout)

@@ -333,13 +333,18 @@ func TestSessionEventsCommand(t *testing.T) {
 
 // TestConnectionErrors: credentials the auth callout refuses exit 4, as documented
 // (they used to be reported as unavailable, exit 7), and a server URL's password
-// never reaches the output.
+// never reaches the output. Under deploy/'s policy, which admits no anonymous
+// connection, a command given no credentials says so: it said only that the server
+// refused the connection's credentials.
 func TestConnectionErrors(t *testing.T) {
 	usersFile := filepath.Join(t.TempDir(), "users.yaml")
 	if err := auth.AddUser(usersFile, "alice", "alice-pw", []string{"user"}, nil, bcrypt.MinCost, false); err != nil {
 		t.Fatal(err)
 	}
-	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Auth.UsersFile = usersFile }))
+	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) {
+		c.Auth.UsersFile = usersFile
+		c.Auth.PolicyFile = "../../deploy/roster/policy.yaml"
+	}))
 	c := cli{t: t, server: p.ClientURL()}
 	ctx := testCtx(t)
 	if r := c.run(ctx, "", "session", "get", "--user", "alice", "--password", "alice-pw"); r.err != nil {
@@ -347,6 +352,9 @@ func TestConnectionErrors(t *testing.T) {
 	}
 	if r := c.run(ctx, "", "session", "get", "--user", "alice", "--password", "wrong"); !errors.Is(r.err, wire.ErrUnauthenticated) || r.exit() != exitDenied {
 		t.Errorf("wrong password: got %v (exit %d), want unauthenticated (exit %d)", r.err, r.exit(), exitDenied)
+	}
+	if r := c.run(ctx, "", "session", "get"); !errors.Is(r.err, wire.ErrUnauthenticated) || !strings.Contains(r.err.Error(), "no credentials were given") {
+		t.Errorf("no credentials where anonymous connections are refused: got %v, want unauthenticated saying that none were given", r.err)
 	}
 	c.server = "nats://alice:s3cret@127.0.0.1:1"
 	if r := c.run(ctx, "", "session", "get"); r.exit() != exitUnavailable || strings.Contains(r.err.Error(), "s3cret") {

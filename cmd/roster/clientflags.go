@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -55,7 +56,12 @@ func (f *clientFlags) connect() (*client.Client, error) {
 	if f.tp != nil {
 		opts = append(opts, client.WithTracerProvider(f.tp))
 	}
-	return client.Connect(f.server, opts...)
+	c, err := client.Connect(f.server, opts...)
+	if err != nil && f.credentials() == nil && errors.Is(err, wire.ErrUnauthenticated) {
+		// Refused credentials nobody gave read as a mistake in them.
+		return nil, fmt.Errorf("%w (no credentials were given: where anonymous connections are not admitted, give --user and --password, or --jwt)", err)
+	}
+	return c, err
 }
 
 func (f *clientFlags) credentials() *wire.Credentials {

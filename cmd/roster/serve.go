@@ -62,6 +62,12 @@ var embeddedOnly = []string{"data-dir", "listen", "websocket", "monitor", "serve
 var natsURLOnly = []string{"nats-user", "nats-password", "nats-creds", "nats-token", "auth-callout-account"}
 
 func newServeCmd() *cobra.Command {
+	cmd, _ := serveCommand()
+	return cmd
+}
+
+// serveCommand returns serve and the options its flags set.
+func serveCommand() (*cobra.Command, *serveOptions) {
 	o := &serveOptions{}
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -113,7 +119,7 @@ services this process runs, so each can run as its own process in production.`,
 	fs.StringVar(&o.healthListen, "health-listen", "", "host:port for HTTP probes: GET /livez and /readyz (off when empty)")
 	addAuthFlags(fs, o)
 	annotateEnv(fs)
-	return cmd
+	return cmd, o
 }
 
 func addAuthFlags(fs *pflag.FlagSet, o *serveOptions) {

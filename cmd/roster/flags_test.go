@@ -180,3 +180,14 @@ func TestSessionFromTheEnvironmentIsNamedInErrors(t *testing.T) {
 		t.Errorf("--session-id on the command line: got %v (exit %d), want a usage error naming the flag alone", r.err, r.exit())
 	}
 }
+
+// TestSessionSetNamesItsSessions: session set with neither --id, --filter nor
+// --session-id is a usage error, as session close is. It updated the session opened
+// for the command alone, printed "1 session updated" and closed it: nothing anyone
+// could see had changed. (Here, with no server, it exited 7.)
+func TestSessionSetNamesItsSessions(t *testing.T) {
+	c := cli{t: t, server: "nats://127.0.0.1:1"}
+	if r := c.run(testCtx(t), "", "session", "set", "Status=Closed"); r.exit() != 2 {
+		t.Errorf("got %v (exit %d), want a usage error (2)", r.err, r.exit())
+	}
+}

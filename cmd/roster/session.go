@@ -206,7 +206,8 @@ func newSessionSetCmd() *cobra.Command {
 		Use:   "set [KEY=VALUE ...]",
 		Short: "Set and remove user properties: of the own session, or others by id or filter (MODIFY_SESSION)",
 		Example: `  roster session set Status=Closed --id 5QmZc1h8RqP0aLxV2yWfKd
-  roster session set --filter 'Department is "Payroll"' Status=Closed --remove Desk`,
+  roster session set --filter 'Department is "Payroll"' Status=Closed --remove Desk
+  roster session set Desk=FX --session-id $ROSTER_SESSION_ID --session-token $ROSTER_SESSION_TOKEN`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out, err := outputFor(cmd)
 			if err != nil {
@@ -218,6 +219,11 @@ func newSessionSetCmd() *cobra.Command {
 			}
 			if len(set) == 0 && len(remove) == 0 {
 				return usageError{errors.New("nothing to set or remove")}
+			}
+			if target == "" && filterText == "" && f.sessionID == "" {
+				// The session opened for this command alone would be updated, then
+				// closed: "1 session updated", and nothing changed that anyone sees.
+				return usageError{errors.New("name the sessions to update: --id, --filter, or --session-id (with --session-token) for your own")}
 			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				rctx, cancel := f.requestContext(ctx)

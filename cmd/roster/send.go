@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/filter"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -44,6 +46,11 @@ func (m *messageFlags) message(cmd *cobra.Command, args []string) (client.Target
 	case m.sessionID != "":
 		to = client.ToSession(m.sessionID)
 	case m.filter != "":
+		// Checked here, so that an error's offsets are in the text given, not in
+		// the one othersMatching sends.
+		if _, err := filter.Compile(m.filter); err != nil {
+			return to, nil, nil, &wire.Error{Code: wire.CodeInvalidFilter, Message: err.Error()}
+		}
 		to = client.ToFilter(m.filter)
 	default:
 		return to, nil, nil, usageError{errors.New("name the receivers: --session ID or --filter FILTER")}
@@ -86,7 +93,8 @@ func newSendCmd() *cobra.Command {
 		Long: `Send a message on a path to one session or to every session matching a filter
 (SEND_TO_SESSION / SEND_TO_FILTER on the path), and print to how many sessions it was
 delivered. The payload is the argument, or standard input with "-". Sending is
-fire-and-forget: a session without a handler for the path still counts.`,
+fire-and-forget: a session without a handler for the path still counts. The session
+the command opens for itself (without --session-id) is not among a filter's receivers.`,
 		Example: `  roster send --filter 'Department is "Accounts"' --path chat/room1 'hello'
   roster send --session 5QmZc1h8RqP0aLxV2yWfKd --path alerts --content-type application/json '{"level":"high"}'
   date | roster send --filter all --path clock --header Source=cron -`,
@@ -103,7 +111,7 @@ fire-and-forget: a session without a handler for the path still counts.`,
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				rctx, cancel := f.requestContext(ctx)
 				defer cancel()
-				n, err := s.Send(rctx, to, m.path, payload, opts...)
+				n, err := s.Send(rctx, f.othersMatching(to, s), m.path, payload, opts...)
 				if err != nil {
 					return err
 				}
@@ -130,7 +138,8 @@ func newRequestCmd() *cobra.Command {
 ok with the answer, error (the receiver's error), timeout (no answer within --wait),
 gone (no handler for the path, or the session's connection is gone) or
 limit_exceeded. The exit status is 0 when every result is ok, else the status of
-the first failed result's error (6 timeout, 7 gone, …).`,
+the first failed result's error (6 timeout, 7 gone, …). The session the command opens
+for itself (without --session-id) is not among a filter's receivers.`,
 		Example: `  roster request --filter 'has Desk' --path quote 'EURUSD'
   roster request --session 5QmZc1h8RqP0aLxV2yWfKd --path ping --wait 2s -o json`,
 		Args: cobra.MaximumNArgs(1),
@@ -150,7 +159,7 @@ the first failed result's error (6 timeout, 7 gone, …).`,
 				rctx, cancel := context.WithTimeout(ctx, wait+f.timeout)
 				defer cancel()
 				var failed error
-				n, err := s.RequestStream(rctx, to, m.path, payload, wait, func(r wire.MsgResult) {
+				n, err := s.RequestStream(rctx, f.othersMatching(to, s), m.path, payload, wait, func(r wire.MsgResult) {
 					if r.Status != wire.StatusOK && failed == nil {
 						failed = resultError(r)
 					}
@@ -177,6 +186,21 @@ the first failed result's error (6 timeout, 7 gone, …).`,
 	cmd.Flags().DurationVar(&wait, "wait", 5*time.Second, "how long each receiver has to answer (0: the service's default, 5s; at most 1m)")
 	annotateEnv(cmd.Flags())
 	return cmd
+}
+
+// othersMatching leaves the session opened for the command (f has no --session-id)
+// out of a filter's receivers. It has no handler and ends with the command: a send
+// counted it as delivered, and a request got "gone" from it and exited 7 whatever
+// the others answered.
+func (f *clientFlags) othersMatching(to client.Target, s *client.Session) client.Target {
+	if to.Filter == "" || f.sessionID != "" {
+		return to
+	}
+	text := "(" + to.Filter + ") and $SessionId ne " + strconv.Quote(s.ID())
+	if len(text) > filter.MaxLength {
+		return to
+	}
+	return client.ToFilter(text)
 }
 
 func resultError(r wire.MsgResult) error {

@@ -561,12 +561,13 @@ func TestLockAcquireCommandEndedBySignal(t *testing.T) {
 	}
 }
 
-// TestSendByFilterLeavesTheCommandsSessionOut: the session a send or request opens
-// for itself matches filters like any other, but has no handler and ends with the
-// command. It is left out: send --filter all counted it ("delivered to 2 sessions"
-// beside one listener), and request --filter all got "gone" from it and exited 7
-// although the one listener answered. A session given with --session-id stays in.
-func TestSendByFilterLeavesTheCommandsSessionOut(t *testing.T) {
+// TestFiltersLeaveTheCommandsSessionOut: the session a command opens for itself
+// matches filters like any other, but has no handler and ends with the command. It
+// is left out: send --filter all counted it ("delivered to 2 sessions" beside one
+// listener), request --filter all got "gone" from it and exited 7 although the one
+// listener answered, and session list, set --filter and close --filter listed,
+// updated and closed it. A session given with --session-id stays in.
+func TestFiltersLeaveTheCommandsSessionOut(t *testing.T) {
 	c := newCLI(t)
 	ctx := testCtx(t)
 	_, id, stop := c.listen(ctx, "--path", "ping", "--reply", "pong")
@@ -579,13 +580,22 @@ func TestSendByFilterLeavesTheCommandsSessionOut(t *testing.T) {
 	if r.err != nil || r.stdout != id+" ok: pong\n1 result\n" {
 		t.Errorf("request --filter all: got %q, %v (exit %d); want the listener's pong alone, exit 0", r.stdout, r.err, r.exit())
 	}
+	if r := c.run(ctx, "", "session", "list"); r.err != nil || !strings.Contains(r.stdout, id) || !strings.HasSuffix(r.stdout, "\n1 session\n") {
+		t.Errorf("session list: got %q, %v; want the listener alone", r.stdout, r.err)
+	}
+	if r := c.run(ctx, "", "session", "set", "--filter", "all", "Seen=yes"); r.err != nil || r.stdout != "1 session updated\n" {
+		t.Errorf("session set --filter all: got %q, %v; want the listener alone", r.stdout, r.err)
+	}
+	if r := c.run(ctx, "", "send", "--filter", `Department is`, "--path", "ping", "x"); r.exit() != 2 || !strings.Contains(r.err.Error(), "offset 13") {
+		t.Errorf("an invalid filter: got %v (exit %d), want invalid_filter at offset 13 of the text given", r.err, r.exit())
+	}
 
 	owner := openSession(t, c.server)
 	as := []string{"--session-id", owner.ID(), "--session-token", owner.Token()}
 	if r := c.run(ctx, "", append([]string{"send", "--filter", "all", "--path", "ping", "x"}, as...)...); r.err != nil || r.stdout != "delivered to 2 sessions\n" {
 		t.Errorf("send --filter all as a session: got %q, %v; want it and the listener", r.stdout, r.err)
 	}
-	if r := c.run(ctx, "", "send", "--filter", `Department is`, "--path", "ping", "x"); r.exit() != 2 || !strings.Contains(r.err.Error(), "offset 13") {
-		t.Errorf("an invalid filter: got %v (exit %d), want invalid_filter at offset 13 of the text given", r.err, r.exit())
+	if r := c.run(ctx, "", "session", "close", "--filter", "Seen is \"yes\""); r.err != nil || r.stdout != "1 session closed\n" {
+		t.Errorf("session close --filter: got %q, %v; want the listener alone", r.stdout, r.err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/filter"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -140,6 +142,34 @@ func flagSource(cmd *cobra.Command, flag string) string {
 		return "--" + flag + " (set by " + envName(flag) + ")"
 	}
 	return "--" + flag
+}
+
+// othersOnly returns a filter matching what text matches ("": every session) but
+// the session s when it was opened for this command (no --session-id): that one has
+// no handler, ends with the command, and would be counted, listed, updated or closed
+// like any other. Check text with checkFilter first: errors' offsets would be in the
+// text returned.
+func (f *clientFlags) othersOnly(text string, s *client.Session) string {
+	if f.sessionID != "" {
+		return text
+	}
+	notMe := "$SessionId ne " + strconv.Quote(s.ID())
+	if text == "" {
+		return notMe
+	}
+	if out := "(" + text + ") and " + notMe; len(out) <= filter.MaxLength {
+		return out
+	}
+	return text
+}
+
+// checkFilter compiles a filter as the services do, so that an invalid one is
+// reported before anything is sent, with offsets in the text given.
+func checkFilter(text string) error {
+	if _, err := filter.Compile(text); err != nil {
+		return &wire.Error{Code: wire.CodeInvalidFilter, Message: err.Error()}
+	}
+	return nil
 }
 
 // requestContext bounds one request by --timeout.

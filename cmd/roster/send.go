@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -15,7 +14,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
-	"github.com/seed-3c836eab/roster/pkg/filter"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -46,10 +44,8 @@ func (m *messageFlags) message(cmd *cobra.Command, args []string) (client.Target
 	case m.sessionID != "":
 		to = client.ToSession(m.sessionID)
 	case m.filter != "":
-		// Checked here, so that an error's offsets are in the text given, not in
-		// the one othersMatching sends.
-		if _, err := filter.Compile(m.filter); err != nil {
-			return to, nil, nil, &wire.Error{Code: wire.CodeInvalidFilter, Message: err.Error()}
+		if err := checkFilter(m.filter); err != nil {
+			return to, nil, nil, err
 		}
 		to = client.ToFilter(m.filter)
 	default:
@@ -188,19 +184,14 @@ for itself (without --session-id) is not among a filter's receivers.`,
 	return cmd
 }
 
-// othersMatching leaves the session opened for the command (f has no --session-id)
-// out of a filter's receivers. It has no handler and ends with the command: a send
-// counted it as delivered, and a request got "gone" from it and exited 7 whatever
-// the others answered.
+// othersMatching leaves the session opened for the command out of a filter's
+// receivers (see othersOnly): a send counted it as delivered, and a request got
+// "gone" from it and exited 7 whatever the others answered.
 func (f *clientFlags) othersMatching(to client.Target, s *client.Session) client.Target {
-	if to.Filter == "" || f.sessionID != "" {
+	if to.Filter == "" {
 		return to
 	}
-	text := "(" + to.Filter + ") and $SessionId ne " + strconv.Quote(s.ID())
-	if len(text) > filter.MaxLength {
-		return to
-	}
-	return client.ToFilter(text)
+	return client.ToFilter(f.othersOnly(to.Filter, s))
 }
 
 func resultError(r wire.MsgResult) error {

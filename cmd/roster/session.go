@@ -164,12 +164,17 @@ func newSessionListCmd() *cobra.Command {
 			if limit < 0 {
 				return usageError{fmt.Errorf("--page-size %d: want 0 (the server's default) or a positive number", limit)}
 			}
+			if filterText != "" {
+				if err := checkFilter(filterText); err != nil {
+					return err
+				}
+			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				var all []*wire.Session
 				total, after := 0, ""
 				for {
 					rctx, cancel := f.requestContext(ctx)
-					page, err := s.ListSessions(rctx, wire.SessionListRequest{Filter: filterText, After: after, Limit: limit, IncludeClosed: closed})
+					page, err := s.ListSessions(rctx, wire.SessionListRequest{Filter: f.othersOnly(filterText, s), After: after, Limit: limit, IncludeClosed: closed})
 					cancel()
 					if err != nil {
 						return err
@@ -225,10 +230,19 @@ func newSessionSetCmd() *cobra.Command {
 				// closed: "1 session updated", and nothing changed that anyone sees.
 				return usageError{errors.New("name the sessions to update: --id, --filter, or --session-id (with --session-token) for your own")}
 			}
+			if filterText != "" {
+				if err := checkFilter(filterText); err != nil {
+					return err
+				}
+			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				rctx, cancel := f.requestContext(ctx)
 				defer cancel()
-				n, err := s.UpdateSessions(rctx, wire.SessionUpdateRequest{ID: target, Filter: filterText, Set: set, Remove: remove})
+				req := wire.SessionUpdateRequest{ID: target, Filter: filterText, Set: set, Remove: remove}
+				if filterText != "" {
+					req.Filter = f.othersOnly(filterText, s)
+				}
+				n, err := s.UpdateSessions(rctx, req)
 				if err != nil {
 					return err
 				}
@@ -262,17 +276,25 @@ func newSessionCloseCmd() *cobra.Command {
 			if len(args) == 0 && filterText == "" && f.sessionID == "" {
 				return usageError{errors.New("name a session id, --filter, or --session-id")}
 			}
+			if filterText != "" {
+				if err := checkFilter(filterText); err != nil {
+					return err
+				}
+			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				rctx, cancel := f.requestContext(ctx)
 				defer cancel()
 				var n int
 				switch {
 				case len(args) == 1 || filterText != "":
-					var id string
+					req := wire.SessionCloseRequest{}
 					if len(args) == 1 {
-						id = args[0]
+						req.ID = args[0]
 					}
-					n, err = s.CloseSessions(rctx, wire.SessionCloseRequest{ID: id, Filter: filterText})
+					if filterText != "" {
+						req.Filter = f.othersOnly(filterText, s)
+					}
+					n, err = s.CloseSessions(rctx, req)
 				default:
 					n, err = 1, s.Close(rctx)
 				}

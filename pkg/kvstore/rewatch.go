@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -73,12 +74,25 @@ func Recreated(ctx context.Context, kv jetstream.KeyValue, created time.Time) bo
 	return err == nil && !c.Equal(created)
 }
 
+// StopWatch stops w, a watch on nc. Stopping deletes the watch's consumer, a
+// JetStream request that, while nc has no server, waits out its timeout (5 s) and
+// held whoever was stopping — a process told to stop while NATS is down, once per
+// watch. It then goes on in the background, and ends when the connection closes or
+// the request times out; the server removes a consumer nobody reads by itself.
+func StopWatch(nc *nats.Conn, w jetstream.KeyWatcher) {
+	if nc != nil && !nc.IsConnected() {
+		go func() { _ = w.Stop() }()
+		return
+	}
+	_ = w.Stop()
+}
+
 // Follow passes w's entries to apply (nil marks the end of the initial values) until
 // w ends, ctx ends, or kv's bucket, whose stream was created at created, turns out to
 // have been deleted and created again (Recreated, checked every RecheckEvery), and
-// stops w. what names the bucket, for the log.
-func Follow(ctx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher, created time.Time, log *slog.Logger, what string, apply func(jetstream.KeyValueEntry)) {
-	defer func() { _ = w.Stop() }()
+// stops w (StopWatch; nc is w's connection). what names the bucket, for the log.
+func Follow(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, w jetstream.KeyWatcher, created time.Time, log *slog.Logger, what string, apply func(jetstream.KeyValueEntry)) {
+	defer StopWatch(nc, w)
 	recheck := time.NewTicker(RecheckEvery)
 	defer recheck.Stop()
 	for {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/seed-3c836eab/roster/pkg/kvstore"
@@ -30,6 +31,7 @@ var (
 // Store reads and writes the policy in JetStream KV.
 type Store struct {
 	kv jetstream.KeyValue
+	nc *nats.Conn
 }
 
 // StoreOption configures OpenStore.
@@ -61,7 +63,7 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, opts ...StoreOption)
 	if err != nil {
 		return nil, fmt.Errorf("policy: open bucket %s: %w", Bucket, err)
 	}
-	return &Store{kv: kv}, nil
+	return &Store{kv: kv, nc: js.Conn()}, nil
 }
 
 // Get returns the stored policy and its revision, or ErrNoPolicy.
@@ -145,7 +147,7 @@ func (s *Store) Watch(ctx context.Context, h *Holder, log *slog.Logger, ready ch
 		return fmt.Errorf("policy: watch: %w", err)
 	}
 	for {
-		kvstore.Follow(ctx, s.kv, w, created, log, "the policy bucket", func(e jetstream.KeyValueEntry) { apply(e, h, log, &ready) })
+		kvstore.Follow(ctx, s.nc, s.kv, w, created, log, "the policy bucket", func(e jetstream.KeyValueEntry) { apply(e, h, log, &ready) })
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -83,6 +85,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 			nats.MaxReconnects(-1),
 			nats.ReconnectWait(250 * time.Millisecond),
 			nats.ErrorHandler(logAsyncError(log, name)),
+			nats.DisconnectErrHandler(logDisconnect(log, name)),
+			nats.ReconnectHandler(logReconnect(log, name)),
 		}, cfg.NATSOptions...)
 		if p.server != nil {
 			return nats.Connect(cfg.NATSURL, append(opts, p.server.ServiceOptions()...)...)
@@ -154,6 +158,24 @@ func logAsyncError(log *slog.Logger, conn string) nats.ErrHandler {
 			attrs = append(attrs, "subject", sub.Subject)
 		}
 		log.Warn("NATS reported an error", attrs...)
+	}
+}
+
+// logDisconnect logs that the connection conn lost its server: until it is back,
+// the service answers nothing and /readyz says not ready. Closing is no loss.
+func logDisconnect(log *slog.Logger, conn string) nats.ConnErrHandler {
+	return func(nc *nats.Conn, err error) {
+		if nc.IsClosed() {
+			return
+		}
+		log.Warn("NATS connection lost; reconnecting", "connection", conn, "err", err)
+	}
+}
+
+// logReconnect logs that the connection conn is back, and on which server.
+func logReconnect(log *slog.Logger, conn string) nats.ConnHandler {
+	return func(nc *nats.Conn) {
+		log.Info("NATS connection restored", "connection", conn, "server", nc.ConnectedUrlRedacted())
 	}
 }
 
@@ -257,6 +279,14 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 		if err != nil {
 			return nil, err
 		}
+		if f := cfg.Auth.UsersFile; f != "" {
+			if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) {
+				// Not an error: the file is read again as it changes, so it may be
+				// written later (roster user add). But a mistyped path would
+				// otherwise refuse every password without a word.
+				log.Warn("the users file does not exist: no password is accepted until it is written (roster user add)", "users_file", f)
+			}
+		}
 		view, err := p.sessionsView(ctx, connect)
 		if err != nil {
 			return nil, err
@@ -352,8 +382,12 @@ func (p *Process) stopAll() {
 		// The service has stopped its subscriptions; what is left are its last
 		// replies, still in the connection's buffer. Send them before closing (a
 		// Drain would return at once and close later, after roster serve exited).
-		if err := r.nc.FlushTimeout(p.cfg.DrainTimeout); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			errs = append(errs, fmt.Errorf("%s: flush connection: %w", r.name, err))
+		// Without a server to send them to there is nothing to wait for: a flush
+		// would only time out, after DrainTimeout, for each service in turn.
+		if r.nc.IsConnected() {
+			if err := r.nc.FlushTimeout(p.cfg.DrainTimeout); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+				errs = append(errs, fmt.Errorf("%s: flush connection: %w", r.name, err))
+			}
 		}
 		r.nc.Close()
 		p.log.Info("service stopped", "service", r.name)

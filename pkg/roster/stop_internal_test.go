@@ -2,6 +2,10 @@ package roster
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,11 +34,84 @@ func TestStopClosesEveryConnection(t *testing.T) {
 	}
 }
 
+// TestStopWhileNATSIsDown: a process told to stop while its NATS server is gone
+// stops its services and reports no error: their last replies cannot be sent, and
+// waiting for the connection to flush them only held the stop for --drain-timeout
+// per service and ended it with "flush connection: nats: timeout" (exit status 1).
+func TestStopWhileNATSIsDown(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	p := startJoinedTo(t, srv, "registry", "lock", "messaging")
+	srv.Stop()
+	for _, r := range p.running {
+		natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if r.nc.IsConnected() {
+				return errors.New(r.name + " still connected")
+			}
+			return nil
+		})
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+}
+
+// TestConnectionLossIsLogged: a service's connection that loses its server says so
+// in the process's log, and says so again when it is back — the registry's too,
+// whose tracker has handlers of its own on that connection.
+func TestConnectionLossIsLogged(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv := natstest.Start(t, natstest.WithDataDir(dir))
+	var logs natstest.Buffer
+	p, err := Start(context.Background(), Config{
+		Services:     []string{"registry", "lock"},
+		NATSURL:      srv.ClientURL(),
+		NATSOptions:  []nats.Option{nats.UserInfo(embedded.ServiceUser, srv.Config().ServicePassword)},
+		DrainTimeout: 2 * time.Second,
+	}, logs.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop() })
+	expect := func(msg string) {
+		t.Helper()
+		natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+			seen := map[string]bool{}
+			for line := range strings.Lines(logs.String()) {
+				var rec struct{ Msg, Connection string }
+				if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
+					seen[rec.Connection] = true
+				}
+			}
+			for _, conn := range []string{"registry", "lock", "sessions-view", "policy"} {
+				if !seen[conn] {
+					return fmt.Errorf("no %q for %s in the log:\n%s", msg, conn, logs.String())
+				}
+			}
+			return nil
+		})
+	}
+	addr := strings.TrimPrefix(srv.ClientURL(), "nats://")
+	srv.Stop()
+	expect("NATS connection lost; reconnecting")
+	natstest.Start(t, natstest.WithDataDir(dir), func(c *embedded.Config) {
+		c.Listen = addr
+		c.ServicePassword = srv.Config().ServicePassword
+	})
+	expect("NATS connection restored")
+}
+
 // startJoined starts a process running services that joins a server of its own
 // (NATSURL), as a production process does; it stops when the test ends.
 func startJoined(t *testing.T, services ...string) *Process {
 	t.Helper()
-	srv := natstest.Start(t)
+	return startJoinedTo(t, natstest.Start(t), services...)
+}
+
+// startJoinedTo starts a process running services that joins srv.
+func startJoinedTo(t *testing.T, srv *natstest.Server, services ...string) *Process {
+	t.Helper()
 	p, err := Start(context.Background(), Config{
 		Services:     services,
 		NATSURL:      srv.ClientURL(),
@@ -46,4 +123,25 @@ func startJoined(t *testing.T, services ...string) *Process {
 	}
 	t.Cleanup(func() { _ = p.Stop() })
 	return p
+}
+
+// TestMissingUsersFileIsWarnedOf: a users file that does not exist is no error (it
+// is read again as it changes, and may be written later), but the log says so: a
+// mistyped path refused every password without a word.
+func TestMissingUsersFileIsWarnedOf(t *testing.T) {
+	t.Parallel()
+	var logs natstest.Buffer
+	missing := t.TempDir() + "/users.yaml"
+	p, err := Start(context.Background(), Config{
+		Services: []string{"auth"},
+		Embedded: embedded.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir(), SyncInterval: time.Minute},
+		Auth:     AuthConfig{UsersFile: missing},
+	}, logs.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop() })
+	if !strings.Contains(logs.String(), "the users file does not exist") || !strings.Contains(logs.String(), missing) {
+		t.Fatalf("no warning naming %s in the log:\n%s", missing, logs.String())
+	}
 }

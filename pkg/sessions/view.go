@@ -228,7 +228,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 			v.apply(e)
 		case <-ctx.Done():
 			cancel()
-			_ = w.Stop()
+			kvstore.StopWatch(v.nc, w)
 			return nil, ctx.Err()
 		}
 	}
@@ -264,7 +264,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 // kvstore.RecheckEvery and loads the bucket again then too.
 func (v *View) follow(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, w jetstream.KeyWatcher) {
 	for {
-		kvstore.Follow(ctx, kv, w, v.created, v.log, "the sessions bucket", func(e jetstream.KeyValueEntry) {
+		kvstore.Follow(ctx, v.nc, kv, w, v.created, v.log, "the sessions bucket", func(e jetstream.KeyValueEntry) {
 			if e != nil {
 				v.apply(e)
 			}
@@ -326,7 +326,7 @@ func (v *View) reload(ctx context.Context, js jetstream.JetStream) (jetstream.Ke
 			seen[strings.Clone(e.Key())] = struct{}{}
 			v.apply(e)
 		case <-ctx.Done():
-			_ = w.Stop()
+			kvstore.StopWatch(v.nc, w)
 			return nil, ctx.Err()
 		}
 	}

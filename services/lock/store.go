@@ -195,7 +195,7 @@ func (s *store) watch(ctx context.Context, done *sync.WaitGroup, log *slog.Logge
 	go func() {
 		defer done.Done()
 		for {
-			kvstore.Follow(ctx, s.kv, w, created, log, "the locks bucket", func(kve jetstream.KeyValueEntry) {
+			kvstore.Follow(ctx, s.js.Conn(), s.kv, w, created, log, "the locks bucket", func(kve jetstream.KeyValueEntry) {
 				if kve != nil {
 					s.apply(kve)
 				}
@@ -254,7 +254,7 @@ func (s *store) load(ctx context.Context, last uint64) (jetstream.KeyWatcher, er
 			}
 			s.apply(kve)
 		case <-ctx.Done():
-			_ = w.Stop()
+			kvstore.StopWatch(s.js.Conn(), w)
 			return nil, ctx.Err()
 		}
 	}

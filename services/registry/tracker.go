@@ -455,13 +455,26 @@ func (t *tracker) run(ctx context.Context) error {
 	t.mu.Lock()
 	t.runCtx = ctx
 	t.mu.Unlock()
-	s.nc.SetDisconnectErrHandler(func(*nats.Conn, error) { t.cutOff() })
-	s.nc.SetReconnectHandler(func(*nats.Conn) { t.reconnected() })
-	// When run returns, the connection (the caller's) stops calling into the tracker,
-	// and a catch-up that a reconnect started has ended.
+	// The connection is the caller's: its own handlers (a process logs the loss)
+	// still run, after the tracker's.
+	prevDisconnect, prevReconnect := s.nc.DisconnectErrHandler(), s.nc.ReconnectHandler()
+	s.nc.SetDisconnectErrHandler(func(nc *nats.Conn, err error) {
+		t.cutOff()
+		if prevDisconnect != nil {
+			prevDisconnect(nc, err)
+		}
+	})
+	s.nc.SetReconnectHandler(func(nc *nats.Conn) {
+		t.reconnected()
+		if prevReconnect != nil {
+			prevReconnect(nc)
+		}
+	})
+	// When run returns, the connection stops calling into the tracker, and a
+	// catch-up that a reconnect started has ended.
 	defer func() {
-		s.nc.SetDisconnectErrHandler(nil)
-		s.nc.SetReconnectHandler(nil)
+		s.nc.SetDisconnectErrHandler(prevDisconnect)
+		s.nc.SetReconnectHandler(prevReconnect)
 		t.mu.Lock()
 		t.runCtx = nil
 		t.mu.Unlock()

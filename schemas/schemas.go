@@ -2,8 +2,10 @@
 // request, reply and event body, the error-code registry (errors.json) and the
 // AsyncAPI 3.0 document listing every subject (asyncapi.yaml).
 //
-// Schema files are named <service>.<operation>.<request|response|event>.json; shared
-// definitions live in common.json. Tests across the repository validate real messages
+// Request and reply schemas are named <service>.<operation>.<request|response>.json;
+// events, notices, stream messages and the policy have files of their own
+// (session.event.json, session.state.json, msg.stream.json, policy.json, …); shared
+// definitions live in common.json and <service>.types.json (msg.common.json). Tests across the repository validate real messages
 // against these files (see pkg/schematest), so the documents cannot drift from the code.
 package schemas
 

@@ -9,7 +9,10 @@
 //     with share: true, so each request reaches a service with the server-written,
 //     unforgeable Nats-Request-Info header, and exports roster.v1.deliver.>. Clients
 //     have no JetStream, $KV or $SYS access.
-//   - SYS: the system account.
+//   - SYS: the system account. It exports the CLIENTS account's disconnect advisories
+//     ($SYS.ACCOUNT.CLIENTS.DISCONNECT) and, to SERVICES alone, its connection
+//     listing ($SYS.REQ.ACCOUNT.CLIENTS.CONNZ), which SERVICES imports: the registry
+//     finds lost connections without system credentials.
 //
 // The same configuration text (see ConfigText) is what deploy/ documents for a
 // cluster, so tests and production run one layout.

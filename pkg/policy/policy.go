@@ -2,8 +2,9 @@
 // on names matching path patterns (lock names, message paths, property keys).
 //
 // A Policy is plain data (JSON and YAML). Services check permissions locally against
-// the current policy — no network round trip per request — through a Holder, which the
-// auth service's policy watcher keeps up to date from JetStream.
+// the current policy — no network round trip per request — through a Holder, which
+// Store.Watch keeps up to date from JetStream (one per process, shared by its
+// services; the auth service keeps its own).
 //
 // Name patterns are path-like, segments separated by "/": a literal segment matches
 // itself, "*" matches exactly one segment, and "**" as the last segment matches zero or

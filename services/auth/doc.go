@@ -31,7 +31,7 @@
 // Nats-Request-Info) is trusted.
 //
 // Storage: the KV bucket roster_policy (key current) holds the policy as JSON;
-// every service follows it with policy.Store.Watch. The service reads the sessions
+// every process follows it with policy.Store.Watch. The service reads the sessions
 // bucket (pkg/sessions) to find a caller's roles.
 //
 // Error codes: bad_request, unauthenticated, throttled, limit_exceeded, forbidden,

@@ -18,15 +18,20 @@
 //     the weaker of the two scopes.
 //   - roster.v1.lock.release: give a lock back; lock_not_held when the session does
 //     not hold it, or a non-zero token is not the held one.
-//   - roster.v1.lock.cancel: withdraw a waiting acquire by its request_id
-//     (not_found when none of the session's requests has it).
+//   - roster.v1.lock.cancel: withdraw an acquire by its request_id, whatever became
+//     of it: a waiting one leaves the queue (its held request is answered timeout), a
+//     granted one has that answer withdrawn (the hold is released when no other
+//     acquire of the session was answered with it), and an unknown one is not_found
+//     and remembered, so that a late copy is refused stale_request.
 //   - roster.v1.lock.list: locks with holders and waiters (VIEW_LOCKS).
 //   - roster.v1.lock.health.
 //
 // # State
 //
 // KV bucket roster_locks (services account), key = base64url(name), value = JSON
-// record {name, holders[], waiters[]}; a lock with neither is deleted. Every change
+// record {name, holders[], waiters[], done[]}, done being the request ids answered
+// for good in the last two minutes; a lock with neither holders nor waiters is
+// deleted once those have expired. Every change
 // is a compare-and-set on the key's revision, so any instance can serve any request
 // and an instance can die at any moment without breaking safety. The fencing token
 // of a grant is the revision of the write that granted it: stream sequences only
@@ -53,5 +58,6 @@
 // timeout (not granted: try-once, wait over, cancelled), lock_not_held (release),
 // not_found (cancel), conflict (a shared holder asking for exclusive), stale_request
 // (a late copy of an acquire already answered: not granted),
-// limit_exceeded (too many waiters on one lock), unavailable (storage).
+// limit_exceeded (too many waiters on one lock), unavailable (storage, or a
+// connection-scoped acquire from a session not ACTIVE on the requesting connection).
 package lock

@@ -25,7 +25,8 @@
 // lost connections move their sessions to RECOVERING), $SYS.REQ.ACCOUNT.CLIENTS.CONNZ
 // (imported from the system account: the connection listing that finds the lost
 // connections nobody reported, connections.go), roster.v1.events.session.<id>.<kind>
-// (events, published).
+// (events, published), roster.v1.deliver.<key>.<id>._state (wire.SessionStateSubject:
+// the notice to a session's connection that the session closed, published).
 //
 // Storage (services account): KV bucket ROSTER_SESSIONS (pkg/sessions; per-key TTLs),
 // stream ROSTER_SESSION_EVENTS (events, 5 min duplicate window, MaxAge

@@ -191,7 +191,10 @@ type LockReleaseResponse struct {
 	Lock *Lock `json:"lock"`
 }
 
-// LockCancelRequest withdraws the caller's waiting acquire RequestID on Name.
+// LockCancelRequest withdraws the caller's acquire RequestID on Name, whatever
+// became of it: a waiting one leaves the queue, a granted one is released (unless
+// another request of the session holds the lock with it), and one the service has
+// not seen yet is refused should it arrive.
 type LockCancelRequest struct {
 	Name      string `json:"name"`
 	RequestID string `json:"request_id"`

@@ -119,8 +119,9 @@ type waiter struct {
 	Trace string `json:"trace,omitempty"`
 }
 
-// record is one lock as stored under its key: holders, then waiters in FIFO order.
-// A lock with neither is deleted.
+// record is one lock as stored under its key: holders, then waiters in FIFO order,
+// and the request ids lately answered (done). A lock with neither holders nor
+// waiters is deleted once its remembered ids have expired (doneRetention).
 type record struct {
 	Name    string   `json:"name"`
 	Holders []holder `json:"holders,omitempty"`

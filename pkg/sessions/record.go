@@ -218,19 +218,8 @@ func ValidateKey(key string) error {
 }
 
 // IDLength is the length of a session id: 128 random bits in base62.
-const IDLength = 22
+const IDLength = wire.SessionIDLength
 
 // ValidID reports whether id has the shape of a session id, so that anything else is
 // refused before it reaches a KV key or subject.
-func ValidID(id string) bool {
-	if len(id) != IDLength {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
-			return false
-		}
-	}
-	return true
-}
+func ValidID(id string) bool { return wire.ValidSessionID(id) }

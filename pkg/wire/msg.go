@@ -217,10 +217,11 @@ func (m *Message) Validate() error {
 		return Errorf(CodeBadRequest, "name the receiver: session_id or filter")
 	case m.SessionID != "" && m.Filter != "":
 		return Errorf(CodeBadRequest, "session_id and filter are exclusive")
-	case m.SessionID != "" && !validSessionID(m.SessionID):
-		// Checked here, not at the lookup: an error echoing a huge id would not fit
-		// in a reply.
-		return Errorf(CodeBadRequest, "session_id must be 1 to 128 letters, digits, '-' or '_'")
+	case m.SessionID != "" && !ValidSessionID(m.SessionID):
+		// Checked here, not at the lookup: an id no session can have is the
+		// caller's mistake, not a session gone, and an error echoing a huge one
+		// would not fit in a reply.
+		return Errorf(CodeBadRequest, "session_id must be a session id: %d letters or digits", SessionIDLength)
 	}
 	if err := ValidatePath(m.Path); err != nil {
 		return err
@@ -240,13 +241,18 @@ func (m *Message) Validate() error {
 	return nil
 }
 
-// validSessionID reports whether s has the form of schemas' sessionId.
-func validSessionID(s string) bool {
-	if s == "" || len(s) > 128 {
+// SessionIDLength is the length of a session id: 128 random bits in base62.
+const SessionIDLength = 22
+
+// ValidSessionID reports whether s has the shape of a session id (schemas'
+// session.types.json#/$defs/id), so that anything else is refused before it reaches
+// a KV key or a subject.
+func ValidSessionID(s string) bool {
+	if len(s) != SessionIDLength {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
 			return false
 		}
 	}

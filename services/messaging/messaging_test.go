@@ -87,7 +87,7 @@ func TestBadInput(t *testing.T) {
 		message string // a substring of the error message
 	}{
 		{"invalid filter", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{Filter: `Department is`, Path: "chat/x"}}, wire.CodeInvalidFilter, "offset 13"},
-		{"unknown session", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{SessionID: "nosuchsession", Path: "chat/x"}}, wire.CodeSessionNotFound, "nosuchsession"},
+		{"unknown session", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{SessionID: "NoSuchSession000000000", Path: "chat/x"}}, wire.CodeSessionNotFound, "NoSuchSession000000000"},
 		{"empty path", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{SessionID: to.id, Path: ""}}, wire.CodeInvalidName, "empty"},
 		{"dotted path", wire.SubjectMsgRequest, from, wire.MsgRequestRequest{Message: wire.Message{SessionID: to.id, Path: "chat.x"}}, wire.CodeInvalidName, "'.'"},
 		{"wildcard path", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{SessionID: to.id, Path: "chat/>"}}, wire.CodeInvalidName, "'>'"},
@@ -100,6 +100,7 @@ func TestBadInput(t *testing.T) {
 		{"embedded field in another case", wire.SubjectMsgRequest, from, json.RawMessage(`{"path": "chat/x", "SESSION_ID": "` + to.id + `", "timeout_ms": 10}`), wire.CodeBadRequest, `"SESSION_ID"`},
 		{"field named twice", wire.SubjectMsgSend, from, json.RawMessage(`{"path": "chat/x", "path": "orders/x", "session_id": "` + to.id + `"}`), wire.CodeBadRequest, "twice"},
 		{"header named twice", wire.SubjectMsgSend, from, json.RawMessage(`{"path": "chat/x", "session_id": "` + to.id + `", "headers": {"X-A": "1", "X-A": "2"}}`), wire.CodeBadRequest, "twice"},
+		{"no session has that id", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{SessionID: "not-a-session_id", Path: "chat/x"}}, wire.CodeBadRequest, "22 letters or digits"},
 		{"no receiver", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{Path: "chat/x"}}, wire.CodeBadRequest, "session_id or filter"},
 		{"both receivers", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{SessionID: to.id, Filter: "all", Path: "chat/x"}}, wire.CodeBadRequest, "exclusive"},
 		{"reserved header", wire.SubjectMsgSend, from, wire.MsgSendRequest{Message: wire.Message{SessionID: to.id, Path: "chat/x", Headers: map[string]string{"Roster-Sender": "me"}}}, wire.CodeBadRequest, "reserved"},

@@ -108,7 +108,14 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 	}, credentialOptions(o.creds)...)
 	natsOpts = append(natsOpts, o.nats...)
 	natsOpts = append(natsOpts,
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { c.disconnected(err) }),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			// nats.go calls it also when the connection is closed (Close, or
+			// reconnecting given up): connectionClosed handles that, and nothing
+			// was lost that could come back.
+			if !nc.IsClosed() {
+				c.disconnected(err)
+			}
+		}),
 		nats.ReconnectHandler(func(*nats.Conn) { go c.reconnected() }),
 		nats.ClosedHandler(func(*nats.Conn) { c.connectionClosed() }),
 	)

@@ -1,0 +1,93 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// logRecords is a slog handler that keeps the messages logged at Warn and above.
+type logRecords struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (*logRecords) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (*logRecords) WithAttrs([]slog.Attr) slog.Handler           { panic("not used") }
+func (*logRecords) WithGroup(string) slog.Handler                { panic("not used") }
+
+func (r *logRecords) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, rec.Message)
+	return nil
+}
+
+func (r *logRecords) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.msgs)
+}
+
+// stateChanges records a session's changes of state.
+type stateChanges struct {
+	mu      sync.Mutex
+	changes []client.StateChange
+}
+
+func watchStates(s *client.Session) *stateChanges {
+	w := &stateChanges{}
+	s.OnStateChange(func(ch client.StateChange) {
+		w.mu.Lock()
+		w.changes = append(w.changes, ch)
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *stateChanges) all() []client.StateChange {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.changes)
+}
+
+// TestClosingTheConnectionIsNoConnectionLoss: nats.go calls the disconnect handler
+// also when the connection is closed on purpose. The SDK took that for a lost
+// connection: every Session.Close of a session opened with Open, and every
+// Client.Close, logged the warning "roster: connection lost", and sessions on a
+// connection closed with Conn().Close went ACTIVE -> RECOVERING -> CLOSED, their
+// listeners told of a recovery that could never come.
+func TestClosingTheConnectionIsNoConnectionLoss(t *testing.T) {
+	p := rostertest.Start(t)
+	logs := &logRecords{}
+	c := connect(t, p.ClientURL(), client.WithLogger(slog.New(logs)))
+	s, err := c.Open(ctxT(t), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := watchStates(s)
+	c.Conn().Close()
+	waitFor(t, func() error {
+		if s.State() != client.StateClosed {
+			return errors.New("the session is not closed yet")
+		}
+		return nil
+	})
+	got := states.all()
+	if len(got) != 1 || got[0].Old != client.StateActive || got[0].New != client.StateClosed || got[0].Reason != wire.ClosedFailed {
+		t.Errorf("state changes when the connection was closed: got %+v, want one, ACTIVE -> CLOSED (failed)", got)
+	}
+	if !errors.Is(got[len(got)-1].Err, client.ErrUnavailable) {
+		t.Errorf("the change to CLOSED: Err got %v, want ErrUnavailable", got[len(got)-1].Err)
+	}
+	if msgs := logs.all(); len(msgs) != 0 {
+		t.Errorf("warnings when the connection was closed on purpose: %q, want none", msgs)
+	}
+}

@@ -75,7 +75,11 @@ func WithLogger(l *slog.Logger) ConnectOption {
 	return func(o *connectOptions) { o.logger = l }
 }
 
-var errConnectionLost = errors.New("connection to NATS lost")
+// errConnectionLost is the cause of what a lost connection ends: calls in flight
+// (as their context's cause), connection-scoped locks ((*Lock).Err) and the change
+// to RECOVERING (StateChange.Err). It matches ErrUnavailable, as the calls' errors
+// do; tell it from other unavailable errors by identity, not errors.Is.
+var errConnectionLost = &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost"}
 
 // Connect dials NATS at url. It reconnects by itself; sessions opened on it resume
 // after a reconnect.
@@ -324,7 +328,7 @@ func (c *Client) callUntilLost(ctx context.Context, subject string, hdr nats.Hea
 		// Refused before it was sent; the service refuses a slightly smaller one
 		// with too_large, and so must this be.
 		err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTooLarge, Message: fmt.Sprintf("the request is larger than the server's max_payload (%d bytes)", c.nc.MaxPayload())}, err)
-	case errors.Is(context.Cause(ctx), errConnectionLost):
+	case context.Cause(ctx) == errConnectionLost:
 		err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}, err)
 	}
 	return err

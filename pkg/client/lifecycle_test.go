@@ -91,3 +91,37 @@ func TestClosingTheConnectionIsNoConnectionLoss(t *testing.T) {
 		t.Errorf("warnings when the connection was closed on purpose: %q, want none", msgs)
 	}
 }
+
+// TestConnectionLossIsUnavailable: what a lost connection reports — the change to
+// RECOVERING, a connection-scoped lock's Err — matches ErrUnavailable, as the calls
+// failed by the same loss do. It was an unexported error that matched no SDK error
+// but ErrLockLost, so a caller could not tell a lock lost with its connection from
+// any other loss, and roster lock acquire exited 1.
+func TestConnectionLossIsUnavailable(t *testing.T) {
+	p := rostertest.Start(t)
+	px := startProxy(t, p.ClientURL())
+	s := open(t, px.URL(), client.Options{})
+	states := watchStates(s)
+	l, err := s.Lock(ctxT(t), "lost/with-connection", client.LockOptions{Scope: wire.ScopeConnection})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px.cut()
+	select {
+	case <-l.Lost():
+	case <-ctxT(t).Done():
+		t.Fatal("the connection-scoped lock was not reported lost")
+	}
+	if err := l.Err(); !errors.Is(err, client.ErrLockLost) || !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("the connection-scoped lock: Err got %v, want ErrLockLost and ErrUnavailable", err)
+	}
+	waitFor(t, func() error {
+		if len(states.all()) == 0 {
+			return errors.New("no change of state yet")
+		}
+		return nil
+	})
+	if ch := states.all()[0]; ch.New != client.StateRecovering || !errors.Is(ch.Err, client.ErrUnavailable) {
+		t.Errorf("the change when the connection was lost: got %+v, want RECOVERING with ErrUnavailable", ch)
+	}
+}

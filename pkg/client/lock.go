@@ -281,7 +281,9 @@ func (l *Lock) Token() uint64 { return l.info.Token }
 // the protected resource; fencing tokens keep a late writer out regardless.
 func (l *Lock) Lost() <-chan struct{} { return l.lost }
 
-// Err returns why the lock was lost, or nil.
+// Err returns why the lock was lost, or nil. The error matches ErrLockLost and the
+// cause: ErrSessionClosed when its session closed, ErrUnavailable when the
+// connection of a connection-scoped lock's session was lost.
 func (l *Lock) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

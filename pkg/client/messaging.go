@@ -138,7 +138,7 @@ func (s *Session) RequestStream(ctx context.Context, to Target, path string, pay
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
 			switch {
-			case errors.Is(context.Cause(ctx), errConnectionLost):
+			case context.Cause(ctx) == errConnectionLost:
 				err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}, err)
 			case errors.Is(err, context.DeadlineExceeded):
 				err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTimeout, Message: "results missing at the deadline"}, err)

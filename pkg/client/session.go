@@ -31,7 +31,10 @@ type StateChange struct {
 	Old, New State
 	// Reason is set when New is CLOSED.
 	Reason wire.CloseReason
-	// Err is the error that caused the change, if any.
+	// Err is the error that caused the change, if any: on a change to RECOVERING
+	// it matches ErrUnavailable; on a change to CLOSED, the error that closed the
+	// session (ErrUnavailable when the connection closed, ErrSessionNotFound
+	// when a resume found the session gone, the close request's error …).
 	Err error
 }
 

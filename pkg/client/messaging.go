@@ -75,8 +75,16 @@ type Results struct {
 // Request sends payload on path to the target and waits up to timeout for every
 // matched session to answer. Each session has one result: ok with its payload, the
 // error it answered with, timeout, gone (no handler or no connection), or
-// limit_exceeded (too many requests in flight to it).
+// limit_exceeded (too many requests in flight to it). A timeout of 0 is the
+// service's default (5 s); above a minute the service refuses it, and a negative
+// one is refused before anything is sent, both with ErrBadRequest.
 func (s *Session) Request(ctx context.Context, to Target, path string, payload []byte, timeout time.Duration, opts ...MessageOption) (*Results, error) {
+	if _, err := s.headers(); err != nil {
+		return nil, err // closed: that first, as every call says
+	}
+	if err := checkRequestTimeout(timeout); err != nil {
+		return nil, err
+	}
 	req := &wire.MsgRequestRequest{Message: message(to, path, payload, opts), TimeoutMS: timeoutMS(timeout)}
 	var resp wire.MsgRequestResponse
 	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
@@ -85,6 +93,15 @@ func (s *Session) Request(ctx context.Context, to Target, path string, payload [
 		return nil, err
 	}
 	return &Results{Expected: resp.Expected, Results: resp.Results}, nil
+}
+
+// checkRequestTimeout refuses a negative request timeout: the service would take
+// it for its default, and the SDK's own bound on the call would already be over.
+func checkRequestTimeout(d time.Duration) error {
+	if d < 0 {
+		return &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("request timeout %v is negative (0: the service's default)", d)}
+	}
+	return nil
 }
 
 // timeoutMS rounds a positive timeout up to whole milliseconds: 0 would ask the
@@ -100,12 +117,18 @@ func timeoutMS(d time.Duration) int64 {
 // caller's goroutine. It returns the number of sessions expected once every result
 // has arrived (or ctx ends: the results not yet seen are then missing, and the error
 // says so; it matches ErrTimeout at ctx's deadline, and ErrUnavailable when the
-// connection is lost meanwhile).
+// connection is lost meanwhile). fn must not be nil.
 func (s *Session) RequestStream(ctx context.Context, to Target, path string, payload []byte, timeout time.Duration, fn func(wire.MsgResult), opts ...MessageOption) (int, error) {
 	// A closed session says so before anything touches the connection, which a
 	// session opened with Open closes with it.
 	if _, err := s.headers(); err != nil {
 		return 0, err
+	}
+	if err := checkRequestTimeout(timeout); err != nil {
+		return 0, err
+	}
+	if fn == nil {
+		return 0, &wire.Error{Code: wire.CodeBadRequest, Message: "RequestStream needs a function for the results"}
 	}
 	// The service ends the stream within the timeout (its default when 0); bound
 	// the wait for the case it cannot (the instance died mid-stream).
@@ -195,9 +218,15 @@ const maxHandlers = 255
 // registration is removed or the session closes. The returned function removes the
 // registration and waits for the handlers still running; deliveries still waiting for
 // one of the 255 slots are dropped, and no handler starts once it has returned.
+// h must not be nil (ErrBadRequest); an invalid path is ErrInvalidName, and a
+// closed session ErrSessionClosed.
 func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	if _, err := s.headers(); err != nil {
 		return nil, err
+	}
+	if h == nil {
+		// Refused now: the first delivery would panic in the SDK's goroutine.
+		return nil, &wire.Error{Code: wire.CodeBadRequest, Message: "Handle needs a handler"}
 	}
 	var subject string
 	if path == "*" {

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -44,14 +45,17 @@ type Options struct {
 	Credentials *wire.Credentials
 	// Properties are proposed user properties; the server may veto or rewrite them.
 	Properties map[string]string
-	// Timeout is the inactivity timeout (0: the server's default).
+	// Timeout is the inactivity timeout (0: the server's default, 60 s unless
+	// configured), rounded up to whole milliseconds; the server refuses one
+	// outside its bounds (1 s to 24 h by default) with ErrBadRequest.
 	Timeout time.Duration
 	// Permanent asks for a session without inactivity timeout (PERMANENT_SESSION).
 	Permanent bool
 	// GatewayType and GatewayID mark sessions a gateway opens for its own users.
 	GatewayType, GatewayID string
 	// HeartbeatInterval is how often the SDK sends keepalives (default: a third of
-	// the timeout, at most 5 s and at least 100 ms).
+	// the timeout, at most 5 s and at least 100 ms). One not below the timeout lets
+	// the session expire unless the application calls Keepalive itself.
 	HeartbeatInterval time.Duration
 }
 
@@ -99,6 +103,9 @@ var errNoSession = &wire.Error{Code: wire.CodeInternal, Message: "reply without 
 // Open connects to NATS at url and opens a session on that connection. Closing
 // the session closes the connection.
 func Open(ctx context.Context, url string, opts Options, connectOpts ...ConnectOption) (*Session, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
 	c, err := Connect(url, append([]ConnectOption{WithCredentials(opts.Credentials)}, connectOpts...)...)
 	if err != nil {
 		return nil, err
@@ -116,11 +123,30 @@ func (c *Client) Open(ctx context.Context, opts Options) (*Session, error) {
 	return c.open(ctx, opts, false)
 }
 
+// check refuses options no session can mean, before anything is sent.
+func (o Options) check() error {
+	bad := func(format string, args ...any) error {
+		return &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case o.Timeout < 0:
+		return bad("Options.Timeout %v is negative (0: the server's default)", o.Timeout)
+	case o.HeartbeatInterval < 0:
+		return bad("Options.HeartbeatInterval %v is negative (0: the SDK's default)", o.HeartbeatInterval)
+	}
+	return nil
+}
+
 func (c *Client) open(ctx context.Context, opts Options, ownClient bool) (*Session, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
 	req := &wire.SessionOpenRequest{
 		Credentials: opts.Credentials,
 		Properties:  opts.Properties,
-		TimeoutMS:   opts.Timeout.Milliseconds(),
+		// Rounded up: a timeout below a millisecond must not become 0, the
+		// server's default.
+		TimeoutMS:   timeoutMS(opts.Timeout),
 		Permanent:   opts.Permanent,
 		GatewayType: opts.GatewayType,
 		GatewayID:   opts.GatewayID,
@@ -497,6 +523,9 @@ func (s *Session) heartbeats() {
 // (Client.Close) or its connection leaves such a session open; the Session's Close
 // closes it.
 func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*Session, error) {
+	if opts.HeartbeatInterval < 0 {
+		return nil, &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("Options.HeartbeatInterval %v is negative (0: the SDK's default)", opts.HeartbeatInterval)}
+	}
 	s := &Session{c: c, id: id, attached: true, info: &wire.Session{ID: id}, token: token, state: StateActive,
 		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
 	c.add(s)

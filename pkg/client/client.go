@@ -212,6 +212,8 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // Close closes every session opened on c, then the connection, and returns once
 // the sessions' background work has stopped. Sessions taken with Attach were opened
 // elsewhere: they are left open on the server, and only stop being served here.
+// Calling Close again returns nil; any other call on c, or on a session taken
+// with Attach, fails with ErrUnavailable once it has returned.
 func (c *Client) Close(ctx context.Context) error {
 	c.mu.Lock()
 	var open []*Session

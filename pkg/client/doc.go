@@ -34,6 +34,26 @@
 // session's delivery subjects without the Roster-Sender header — a service's reply to
 // a request whose reply subject another client chose — is dropped.
 //
+// # Errors
+//
 // Every error a Roster service answers with matches one of the Err… values with
-// errors.Is; errors.As with *wire.Error gives its code and message.
+// errors.Is; errors.As with *wire.Error gives its code and message. The conditions
+// a caller usually acts on:
+//
+//   - ErrSessionClosed: the caller's own session is closed (by Close, by another
+//     session, by the server, by expiry); every later call on it fails so.
+//   - ErrSessionNotFound: a session a call names (ToSession, GetSession …) does
+//     not exist; the caller's session is fine.
+//   - ErrUnavailable: Roster cannot be reached, the connection was lost during the
+//     call or is away (reconnecting), or the Client was closed. The call may or may
+//     not have taken effect.
+//   - ErrTimeout: no answer before ctx's deadline, or a lock not granted in time
+//     (TryLock: not free now). A ctx cancelled by the caller gives context.Canceled.
+//   - ErrLockLost: (*Lock).Err of a lock released without Unlock, with the cause
+//     (ErrSessionClosed, or ErrUnavailable for a connection-scoped lock whose
+//     connection was lost).
+//   - ErrForbidden, ErrUnauthenticated: the policy refuses the session's roles, or
+//     the credentials.
+//   - ErrBadRequest, ErrInvalidName, ErrInvalidFilter, ErrTooLarge: arguments no
+//     call can mean; the SDK refuses some before sending anything.
 package client

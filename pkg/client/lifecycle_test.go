@@ -125,3 +125,39 @@ func TestConnectionLossIsUnavailable(t *testing.T) {
 		t.Errorf("the change when the connection was lost: got %+v, want RECOVERING with ErrUnavailable", ch)
 	}
 }
+
+// TestUseAfterClientClose holds Client.Close to what it documents: closing again
+// returns nil, and calls on the client or on a session taken with Attach fail with
+// ErrUnavailable, while sessions opened on it fail with ErrSessionClosed.
+func TestUseAfterClientClose(t *testing.T) {
+	p := rostertest.Start(t)
+	opener := open(t, p.ClientURL(), client.Options{})
+	c, err := client.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	own, err := c.Open(ctx, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attached, err := c.Attach(ctx, opener.ID(), opener.Token(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Errorf("close again: got %v, want nil", err)
+	}
+	if _, err := c.Open(ctx, client.Options{}); !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("open after close: got %v, want ErrUnavailable", err)
+	}
+	if _, err := own.Refresh(ctx); !errors.Is(err, client.ErrSessionClosed) {
+		t.Errorf("a session opened on the client, after close: got %v, want ErrSessionClosed", err)
+	}
+	if _, err := attached.Refresh(ctx); !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("an attached session, after close: got %v, want ErrUnavailable", err)
+	}
+}

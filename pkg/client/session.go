@@ -101,7 +101,11 @@ type Session struct {
 var errNoSession = &wire.Error{Code: wire.CodeInternal, Message: "reply without a session"}
 
 // Open connects to NATS at url and opens a session on that connection. Closing
-// the session closes the connection.
+// the session closes the connection. It fails with ErrUnavailable when NATS or
+// the registry cannot be reached, ErrUnauthenticated when the credentials are
+// refused, ErrForbidden for Permanent without PERMANENT_SESSION, and ErrBadRequest
+// for options no session can have. ctx bounds the open request; dialling NATS is
+// bounded by the NATS client's own timeout (nats.Timeout, 2 s by default).
 func Open(ctx context.Context, url string, opts Options, connectOpts ...ConnectOption) (*Session, error) {
 	if err := opts.check(); err != nil {
 		return nil, err
@@ -118,7 +122,8 @@ func Open(ctx context.Context, url string, opts Options, connectOpts ...ConnectO
 	return s, nil
 }
 
-// Open opens a session on c's connection.
+// Open opens a session on c's connection. It fails as the package-level Open does,
+// and with ErrUnavailable once c is closed.
 func (c *Client) Open(ctx context.Context, opts Options) (*Session, error) {
 	return c.open(ctx, opts, false)
 }
@@ -371,7 +376,9 @@ func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) 
 // The session is closed on this side whatever the server answers: heartbeats and
 // handlers stop, and a connection Open made is closed. When the close request
 // fails (the server is unreachable, say), Close returns that error and the server
-// ends the session by its inactivity timeout.
+// ends the session by its inactivity timeout. Handlers still running when Close
+// returns have their context ended and are not waited for: the function Handle
+// returned waits for them.
 func (s *Session) Close(ctx context.Context) error {
 	hdr, err := s.headers()
 	if err != nil {

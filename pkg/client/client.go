@@ -277,7 +277,7 @@ func (c *Client) connectionClosed() {
 	sessions := c.sessionList()
 	c.mu.Unlock()
 	for _, s := range sessions {
-		s.setClosed(wire.ClosedFailed, &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS closed"})
+		s.setClosed(wire.ClosedFailed, errClosedConn)
 	}
 }
 
@@ -289,11 +289,22 @@ func (c *Client) sessionList() []*Session {
 	return out
 }
 
-func (c *Client) add(s *Session) {
+// add registers s with c, so that c's connection events reach it. Once the
+// connection is closed nothing would tell s so any more: add then reports false
+// (an open whose reply raced with Client.Close).
+func (c *Client) add(s *Session) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.nc.IsClosed() {
+		return false
+	}
 	c.sessions[s] = struct{}{}
-	c.mu.Unlock()
+	return true
 }
+
+// errClosedConn is what a session gets that would be registered on a closed
+// connection.
+var errClosedConn = &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS closed"}
 
 func (c *Client) remove(s *Session) {
 	c.mu.Lock()
@@ -400,7 +411,7 @@ func (c *Client) untilLost(ctx context.Context) (context.Context, func(), error)
 	}
 	c.mu.Unlock()
 	if closed {
-		return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS closed"}
+		return nil, nil, errClosedConn
 	}
 	if away {
 		return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Message: "not connected to NATS (reconnecting)"}

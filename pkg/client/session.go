@@ -2,9 +2,11 @@ package client
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -166,9 +169,27 @@ func (c *Client) open(ctx context.Context, opts Options, ownClient bool) (*Sessi
 	s := &Session{c: c, id: resp.Session.ID, ownClient: ownClient, info: resp.Session, token: resp.Token, state: StateActive,
 		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
 	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, time.Duration(resp.Session.TimeoutMS)*time.Millisecond)
-	c.add(s)
+	if !c.add(s) {
+		// The session is open on the server, with no connection to serve it: it
+		// expires after its timeout.
+		return nil, errClosedConn
+	}
 	go s.heartbeats()
 	return s, nil
+}
+
+// unsampled returns a context in a trace that is not sampled, for the SDK's own
+// heartbeats: one every few seconds per session, each a trace of its own, would
+// bury an application's traces in the SDK's and the registry's spans. The flag
+// travels with the request, so that the registry (sampling parent-based) records
+// none either.
+func unsampled() context.Context {
+	var tid trace.TraceID
+	var sid trace.SpanID
+	binary.LittleEndian.PutUint64(tid[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(tid[8:], rand.Uint64())
+	binary.LittleEndian.PutUint64(sid[:], rand.Uint64()|1)
+	return trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid}))
 }
 
 func heartbeatInterval(asked, timeout time.Duration) time.Duration {
@@ -505,7 +526,7 @@ func (s *Session) heartbeats() {
 			}
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.heartbeat)
+		ctx, cancel := context.WithTimeout(unsampled(), s.heartbeat)
 		state, err := s.keepalive(ctx)
 		cancel()
 		if err == nil && state == StateRecovering && s.c.nc.IsConnected() {
@@ -535,7 +556,9 @@ func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*S
 	}
 	s := &Session{c: c, id: id, attached: true, info: &wire.Session{ID: id}, token: token, state: StateActive,
 		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
-	c.add(s)
+	if !c.add(s) {
+		return nil, errClosedConn
+	}
 	info, err := s.Refresh(ctx)
 	if err != nil {
 		close(s.hbDone) // no heartbeats started

@@ -487,3 +487,38 @@ func TestLockWithdrawalJoinsCallersTrace(t *testing.T) {
 	root := <-roots
 	tr.wantCall(t, root, root.SpanID(), wire.SubjectLockCancel)
 }
+
+// TestHeartbeatsAreNotTraced: the SDK's heartbeats, a keepalive every few seconds
+// per session, record no span, in the SDK or the registry; a keepalive the
+// application calls is traced like any call.
+func TestHeartbeatsAreNotTraced(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	s := tr.open(t, p.ClientURL(), client.Options{Timeout: time.Second, HeartbeatInterval: 50 * time.Millisecond})
+	keepalives := func() int {
+		n := 0
+		for _, sp := range tr.rec.Ended() {
+			if sp.Name() == wire.SubjectSessionKeepalive {
+				n++
+			}
+		}
+		return n
+	}
+	// Alive three timeouts on: only heartbeats kept it so, some fifty of them.
+	time.Sleep(3 * time.Second)
+	if info, err := s.Refresh(ctxT(t)); err != nil || info.State != wire.StateActive {
+		t.Fatalf("after three timeouts: %+v, %v; want the session kept alive by its heartbeats", info, err)
+	}
+	if n := keepalives(); n != 0 {
+		t.Fatalf("%d keepalive spans recorded from heartbeats, want none", n)
+	}
+	if err := s.Keepalive(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := keepalives(); n != 2 { // the SDK's client span and the registry's server span
+			return fmt.Errorf("%d keepalive spans for the application's keepalive, want 2", n)
+		}
+		return nil
+	})
+}

@@ -58,6 +58,7 @@
 // timeout (not granted: try-once, wait over, cancelled), lock_not_held (release),
 // not_found (cancel), conflict (a shared holder asking for exclusive), stale_request
 // (a late copy of an acquire already answered: not granted),
-// limit_exceeded (too many waiters on one lock), unavailable (storage, or a
-// connection-scoped acquire from a session not ACTIVE on the requesting connection).
+// limit_exceeded (too many waiters on one lock, or 16 of the session's own waiting
+// for it), unavailable (storage, or a connection-scoped acquire from a session not
+// ACTIVE on the requesting connection).
 package lock

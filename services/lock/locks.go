@@ -104,6 +104,8 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 		return nil, wire.Errorf(wire.CodeStaleRequest, "request %q on lock %q was already answered and is not granted; this copy arrived late and changes nothing", w.ID, req.Name)
 	case errors.Is(aerr, ErrTooManyWaiters):
 		return nil, wire.Errorf(wire.CodeLimitExceeded, "lock %q already has %d waiting requests", req.Name, s.cfg.MaxWaiters)
+	case errors.Is(aerr, ErrTooManyOwnWaiters):
+		return nil, wire.Errorf(wire.CodeLimitExceeded, "the session already has %d requests waiting for lock %q, the limit", waitersApiece, req.Name)
 	case aerr != nil:
 		return nil, aerr
 	}

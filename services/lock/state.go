@@ -24,6 +24,9 @@ var (
 	ErrNoWaiter = errors.New("lock: no such waiting request")
 	// ErrTooManyWaiters: the lock's queue is full.
 	ErrTooManyWaiters = errors.New("lock: too many waiters")
+	// ErrTooManyOwnWaiters: the session already has waitersApiece requests waiting
+	// for the lock.
+	ErrTooManyOwnWaiters = errors.New("lock: too many waiting requests of the session")
 	// ErrCompleted: the request id was answered for good before (granted and
 	// released, or refused): this is a late duplicate and changes nothing.
 	ErrCompleted = errors.New("lock: request already completed")
@@ -42,6 +45,13 @@ const (
 	doneApiece = 4
 	maxDone    = 256
 )
+
+// waitersApiece bounds the requests of one session waiting for one lock. Whichever
+// is granted first makes the session a holder, and the others are then granted the
+// equal lock at once, so a session gains nothing from more than a few; without a
+// bound, one session could fill the queue (MaxWaiters) and every other session
+// asking to wait got limit_exceeded.
+const waitersApiece = 16
 
 // done is a request answered for good.
 type done struct {
@@ -227,6 +237,17 @@ func (r *record) waiterIndex(id, session string) int {
 	return -1
 }
 
+// waiting counts the requests of session in the queue.
+func (r *record) waiting(session string) int {
+	n := 0
+	for i := range r.Waiters {
+		if r.Waiters[i].Session == session {
+			n++
+		}
+	}
+	return n
+}
+
 // compatible reports whether a request in mode m can be granted beside the holders.
 func (r *record) compatible(m wire.LockMode) bool {
 	if len(r.Holders) == 0 {
@@ -377,6 +398,9 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 	}
 	if len(r.Waiters) >= maxWaiters {
 		return false, ErrTooManyWaiters
+	}
+	if r.waiting(w.Session) >= waitersApiece {
+		return false, ErrTooManyOwnWaiters
 	}
 	r.Waiters = append(r.Waiters, w)
 	o.changed = true

@@ -1,0 +1,128 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/roster"
+	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+	"github.com/seed-3c836eab/roster/services/auth"
+)
+
+// productionPolicy is a strict policy as docs/architecture.md's production
+// configuration has it: no anonymous sessions, no connection relaxations.
+const productionPolicy = `
+roles:
+  admin:
+    - permission: VIEW_SESSION
+    - permission: MODIFY_SESSION
+    - permission: VIEW_LOCKS
+    - permission: MODIFY_SECURITY
+  trader:
+    - permission: ACQUIRE_LOCK
+      names: ["orders/*"]
+    - permission: SEND_TO_SESSION
+      names: ["chat/**"]
+    - permission: MODIFY_OWN_PROPERTIES
+      names: ["Desk"]
+anonymous:
+  allowed: false
+properties:
+  default: veto
+  rules:
+    - key: Desk
+connections: {}
+`
+
+// startProduction runs Roster with productionPolicy and a users file: alice and bob
+// (traders), root (admin).
+func startProduction(t *testing.T, opts ...rostertest.Option) *roster.Process {
+	t.Helper()
+	dir := t.TempDir()
+	policyFile := filepath.Join(dir, "policy.yaml")
+	usersFile := filepath.Join(dir, "users.yaml")
+	if err := os.WriteFile(policyFile, []byte(productionPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []struct{ name, pw, role string }{{"alice", "wonderland", "trader"}, {"bob", "builder", "trader"}, {"root", "toor", "admin"}} {
+		if err := auth.AddUser(usersFile, u.name, u.pw, []string{u.role}, nil, bcrypt.MinCost, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return rostertest.Start(t, append([]rostertest.Option{rostertest.WithConfig(func(c *roster.Config) {
+		c.Auth.PolicyFile = policyFile
+		c.Auth.UsersFile = usersFile
+	})}, opts...)...)
+}
+
+// TestOneSessionCannotFillALocksQueue: a session may have at most 16 requests
+// waiting for one lock. Without the bound one session could queue MaxWaiters (2,000)
+// requests, each with its own request_id, and every other session asking to wait for
+// that lock got limit_exceeded until they ended.
+func TestOneSessionCannotFillALocksQueue(t *testing.T) {
+	p := startProduction(t)
+	bob := open(t, p.ClientURL(), client.Options{Credentials: client.Password("bob", "builder")})
+	alice := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
+	other := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
+	ctx := ctxT(t)
+	held, err := bob.TryLock(ctx, "orders/1", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock(ctx)
+
+	// alice asks 20 times, each request waiting 30 s under an id of its own.
+	nc := alice.Client().Conn()
+	replies := make(chan *nats.Msg, 32)
+	inbox := nc.NewInbox()
+	sub, err := nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	const asked = 20
+	for i := range asked {
+		body, _ := json.Marshal(wire.LockAcquireRequest{Name: "orders/1", WaitMS: 30000, RequestID: "flood-" + strconv.Itoa(i)})
+		msg := &nats.Msg{Subject: wire.SubjectLockAcquire, Reply: inbox, Data: body, Header: nats.Header{
+			wire.HeaderSession: {alice.ID()}, wire.HeaderToken: {alice.Token()}}}
+		if err := nc.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused := 0
+	deadline := time.After(5 * time.Second)
+	for refused < asked-16 {
+		select {
+		case m := <-replies:
+			if m.Header.Get(wire.HeaderErrorCode) == "" || !strings.Contains(string(m.Data), string(wire.CodeLimitExceeded)) {
+				t.Fatalf("reply to a waiting request: %s %s", m.Header, m.Data)
+			}
+			refused++
+		case <-deadline:
+			t.Fatalf("%d of alice's %d waiting requests were refused, want %d: one session fills the queue", refused, asked, asked-16)
+		}
+	}
+	// Another session still queues, and waits out its time.
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := other.Lock(wctx, "orders/1", client.LockOptions{}); !errors.Is(err, client.ErrTimeout) {
+		t.Fatalf("another session waits for the lock: got %v, want timeout", err)
+	}
+	select {
+	case m := <-replies:
+		t.Fatalf("one more reply: %s", m.Data)
+	default:
+	}
+}

@@ -126,3 +126,57 @@ func TestOneSessionCannotFillALocksQueue(t *testing.T) {
 	default:
 	}
 }
+
+// TestOneSessionCannotHoldEveryEventsRead: a registry instance holds at most 16
+// waiting event reads (wait_ms) of one session. It holds 4,096 in all, and without
+// the bound one session could take them all: every other reader, FollowEvents
+// included, got limit_exceeded until they ended, a minute later.
+func TestOneSessionCannotHoldEveryEventsRead(t *testing.T) {
+	p := startProduction(t)
+	alice := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
+	bob := open(t, p.ClientURL(), client.Options{Credentials: client.Password("bob", "builder")})
+	ctx := ctxT(t)
+
+	nc := alice.Client().Conn()
+	replies := make(chan *nats.Msg, 32)
+	inbox := nc.NewInbox()
+	sub, err := nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	const asked = 20
+	// Reads past the end of the stream, each waiting 10 s for an event.
+	body, _ := json.Marshal(wire.SessionEventsRequest{SessionID: alice.ID(), StartSeq: 1 << 40, WaitMS: 10000})
+	for range asked {
+		msg := &nats.Msg{Subject: wire.SubjectSessionEvents, Reply: inbox, Data: body, Header: nats.Header{
+			wire.HeaderSession: {alice.ID()}, wire.HeaderToken: {alice.Token()}}}
+		if err := nc.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused := 0
+	deadline := time.After(5 * time.Second)
+	for refused < asked-16 {
+		select {
+		case m := <-replies:
+			if !strings.Contains(string(m.Data), string(wire.CodeLimitExceeded)) {
+				t.Fatalf("reply to a waiting read: %s %s", m.Header, m.Data)
+			}
+			refused++
+		case <-deadline:
+			t.Fatalf("%d of alice's %d waiting reads were refused, want %d: one session takes every held read", refused, asked, asked-16)
+		}
+	}
+	// Another session's read still waits, and ends with an empty page.
+	start := time.Now()
+	resp, err := bob.Events(ctx, wire.SessionEventsRequest{SessionID: bob.ID(), StartSeq: 1 << 40, WaitMS: 300})
+	if err != nil || len(resp.Events) != 0 || time.Since(start) < 250*time.Millisecond {
+		t.Fatalf("another session's waiting read: got %+v, %v after %v; want an empty page after 300 ms", resp, err, time.Since(start))
+	}
+	select {
+	case m := <-replies:
+		t.Fatalf("one more reply: %s", m.Data)
+	default:
+	}
+}

@@ -52,6 +52,10 @@ const (
 	eventsRequery = 2 * time.Second
 	// maxEventWaiters bounds the held event requests of one instance.
 	maxEventWaiters = 4096
+	// maxEventWaitersApiece bounds those of one session: a follower holds one read
+	// at a time, and without this bound one session could take all of the
+	// instance's, leaving every other reader limit_exceeded.
+	maxEventWaitersApiece = 16
 	// eventsIdle is how long an instance keeps following the stream with no read
 	// held (a follower reading in a loop holds one most of the time).
 	eventsIdle = 30 * time.Second
@@ -297,14 +301,15 @@ type storedRef struct {
 type eventWaiters struct {
 	mu      sync.Mutex
 	held    map[*eventWaiter]struct{}
-	fresh   []storedRef // stored since the last pass
-	lastSeq uint64      // of the last event the follower saw
+	callers map[string]int // held reads per reading session
+	fresh   []storedRef    // stored since the last pass
+	lastSeq uint64         // of the last event the follower saw
 	wake    chan struct{}
 	requery time.Duration // eventsRequery; tests may change it
 }
 
 func newEventWaiters() *eventWaiters {
-	return &eventWaiters{held: map[*eventWaiter]struct{}{}, wake: make(chan struct{}, 1), requery: eventsRequery}
+	return &eventWaiters{held: map[*eventWaiter]struct{}{}, callers: map[string]int{}, wake: make(chan struct{}, 1), requery: eventsRequery}
 }
 
 // seen returns the sequence of the last event the follower saw: a request that
@@ -321,10 +326,22 @@ func (w *eventWaiters) hold(ew *eventWaiter, seen uint64) error {
 	if len(w.held) >= maxEventWaiters {
 		return wire.Errorf(wire.CodeLimitExceeded, "this registry instance already holds %d waiting event reads; retry without wait_ms or later", maxEventWaiters)
 	}
+	if w.callers[ew.caller] >= maxEventWaitersApiece {
+		return wire.Errorf(wire.CodeLimitExceeded, "this registry instance already holds %d waiting event reads of the session, the limit; retry without wait_ms or later", maxEventWaitersApiece)
+	}
 	w.held[ew] = struct{}{}
+	w.callers[ew.caller]++
 	ew.due = w.lastSeq > seen
 	w.signal() // the loop starts the follower if it is not running
 	return nil
+}
+
+// drop forgets a held read; w.mu is held.
+func (w *eventWaiters) drop(ew *eventWaiter) {
+	delete(w.held, ew)
+	if w.callers[ew.caller]--; w.callers[ew.caller] <= 0 {
+		delete(w.callers, ew.caller)
+	}
 }
 
 // following marks every held read to be read again: the follower has just started,
@@ -458,13 +475,13 @@ func (s *Service) answerWaiters(all bool) {
 	for ew := range w.held {
 		if rec := s.track.record(ew.caller); rec != nil && rec.Closed() {
 			closed = append(closed, closedWaiter{ew, rec.ClosedError()})
-			delete(w.held, ew)
+			w.drop(ew)
 			continue
 		}
 		switch {
 		case all || !now.Before(ew.deadline):
 			expired = append(expired, ew)
-			delete(w.held, ew)
+			w.drop(ew)
 		case ew.due || now.Sub(ew.lastRead) >= w.requery || matchesAny(ew.q, fresh):
 			ew.due = false
 			read = append(read, ew)
@@ -490,7 +507,7 @@ func (s *Service) answerWaiters(all bool) {
 			continue
 		}
 		w.mu.Lock()
-		delete(w.held, ew)
+		w.drop(ew)
 		w.mu.Unlock()
 		s.replyEvents(ew, resp, err)
 	}

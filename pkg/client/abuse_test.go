@@ -180,3 +180,62 @@ func TestOneSessionCannotHoldEveryEventsRead(t *testing.T) {
 	default:
 	}
 }
+
+// TestOneSessionCannotHoldEveryRequestSlot: a messaging instance runs at most 64
+// requests of one session at once. A request holds one of the service's 256 handler
+// slots until its receivers answer or its timeout (up to a minute), so one session
+// asking a receiver that never answers could hold every slot, and every other
+// session's send and request waited behind it.
+func TestOneSessionCannotHoldEveryRequestSlot(t *testing.T) {
+	p := startProduction(t)
+	alice := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
+	other := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
+	bob := open(t, p.ClientURL(), client.Options{Credentials: client.Password("bob", "builder")})
+	ctx := ctxT(t)
+	release := make(chan struct{})
+	defer close(release)
+	if _, err := bob.Handle("chat/slow", func(ctx context.Context, _ *client.Message) ([]byte, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	nc := alice.Client().Conn()
+	replies := make(chan *nats.Msg, 128)
+	inbox := nc.NewInbox()
+	sub, err := nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	const asked, limit = 70, 64
+	body, _ := json.Marshal(wire.MsgRequestRequest{Message: wire.Message{SessionID: bob.ID(), Path: "chat/slow"}, TimeoutMS: 10000})
+	for range asked {
+		msg := &nats.Msg{Subject: wire.SubjectMsgRequest, Reply: inbox, Data: body, Header: nats.Header{
+			wire.HeaderSession: {alice.ID()}, wire.HeaderToken: {alice.Token()}}}
+		if err := nc.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused := 0
+	deadline := time.After(5 * time.Second)
+	for refused < asked-limit {
+		select {
+		case m := <-replies:
+			if !strings.Contains(string(m.Data), string(wire.CodeLimitExceeded)) {
+				t.Fatalf("reply to a request: %s %s", m.Header, m.Data)
+			}
+			refused++
+		case <-deadline:
+			t.Fatalf("%d of alice's %d requests were refused, want %d: one session holds every request slot", refused, asked, asked-limit)
+		}
+	}
+	// Another session still sends.
+	if n, err := other.Send(ctx, client.ToSession(bob.ID()), "chat/hello", nil); err != nil || n != 1 {
+		t.Fatalf("another session sends: got %d, %v", n, err)
+	}
+}

@@ -169,6 +169,15 @@ func (s *Service) send(ctx context.Context, from *sender, m *wire.Message) (*wir
 // id the results stream to the sender and request returns at once with the expected
 // count; otherwise it waits for every result and returns them all.
 func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgRequestRequest) (*wire.MsgRequestResponse, error) {
+	if !s.takeSender(from.id) {
+		return nil, wire.Errorf(wire.CodeLimitExceeded, "the session already has %d requests in progress on this instance, the limit; wait for one to end", s.cfg.MaxSenderRequests)
+	}
+	streaming := false
+	defer func() {
+		if !streaming {
+			s.releaseSender(from.id)
+		}
+	}()
 	ctx, fo, err := s.prepare(ctx, "request", from, &req.Message)
 	if err != nil {
 		return nil, err
@@ -198,14 +207,37 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 	// The results outlive this handler; they end with the service at the latest.
 	bg := trace.ContextWithSpan(s.svc.Context(), fo.span)
 	s.wg.Add(1)
+	streaming = true
 	go func() {
 		defer func() { <-s.streams }()
+		defer s.releaseSender(from.id)
 		defer s.wg.Done()
 		defer fo.span.End()
 		s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, st.result, 0)
 		st.end(expected)
 	}()
 	return &wire.MsgRequestResponse{Expected: expected}, nil
+}
+
+// takeSender counts a request of session id in progress, unless it has
+// MaxSenderRequests already.
+func (s *Service) takeSender(id string) bool {
+	s.sendersMu.Lock()
+	defer s.sendersMu.Unlock()
+	if s.senders[id] >= s.cfg.MaxSenderRequests {
+		return false
+	}
+	s.senders[id]++
+	return true
+}
+
+// releaseSender ends a request of session id counted by takeSender.
+func (s *Service) releaseSender(id string) {
+	s.sendersMu.Lock()
+	defer s.sendersMu.Unlock()
+	if s.senders[id]--; s.senders[id] <= 0 {
+		delete(s.senders, id)
+	}
 }
 
 // requestOverhead is the room a request delivery needs beyond a send's: its reply

@@ -47,6 +47,13 @@ type Config struct {
 	// once (DefaultMaxStreams): they outlive their handler, so the endpoint's bound
 	// does not cover them. Beyond it a streamed request gets limit_exceeded.
 	MaxStreams int
+	// MaxSenderRequests bounds the requests one session has in progress on an
+	// instance, streamed or not (DefaultMaxSenderRequests). A request holds one of
+	// the endpoint's handler slots (or, streamed, one of MaxStreams) until its last
+	// receiver answers or its timeout, up to a minute; without a bound one session
+	// asking receivers that never answer held them all, and every other session's
+	// send and request waited. Beyond it the sender gets limit_exceeded.
+	MaxSenderRequests int
 	// Sessions, when set, is a view of the sessions bucket the process already runs
 	// (a full view, not Slim) for the service to share: its index subscribes to it
 	// instead of the service watching the bucket itself, which saves decoding every
@@ -59,6 +66,9 @@ type Config struct {
 
 // DefaultMaxStreams is the default of Config.MaxStreams.
 const DefaultMaxStreams = 256
+
+// DefaultMaxSenderRequests is the default of Config.MaxSenderRequests.
+const DefaultMaxSenderRequests = 64
 
 // Authorizer answers permission questions from the current policy (policy.Holder).
 type Authorizer interface {
@@ -105,7 +115,10 @@ type Service struct {
 
 	wg      sync.WaitGroup // streamed requests outliving their handler
 	streams chan struct{}  // a slot per streamed request in progress
-	runOnce sync.Once
+	// senders counts the requests in progress per sending session.
+	sendersMu sync.Mutex
+	senders   map[string]int
+	runOnce   sync.Once
 }
 
 // New loads every session from the sessions bucket, follows it, and registers the
@@ -159,6 +172,9 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = DefaultMaxStreams
 	}
+	if cfg.MaxSenderRequests <= 0 {
+		cfg.MaxSenderRequests = DefaultMaxSenderRequests
+	}
 	if limit := int(nc.MaxPayload()); cfg.MaxPayload <= 0 || cfg.MaxPayload > limit {
 		cfg.MaxPayload = limit
 	}
@@ -176,7 +192,7 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, nc: nc, svc: svc, log: svc.Logger(), pol: pol, view: view, ix: ix, streams: make(chan struct{}, cfg.MaxStreams)}
+	s := &Service{cfg: cfg, nc: nc, svc: svc, log: svc.Logger(), pol: pol, view: view, ix: ix, streams: make(chan struct{}, cfg.MaxStreams), senders: map[string]int{}}
 	fail := func(err error) (*Service, error) {
 		s.stopFollowing()
 		_ = svc.Stop(context.Background())

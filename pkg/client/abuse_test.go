@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/roster"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -237,5 +238,41 @@ func TestOneSessionCannotHoldEveryRequestSlot(t *testing.T) {
 	// Another session still sends.
 	if n, err := other.Send(ctx, client.ToSession(bob.ID()), "chat/hello", nil); err != nil || n != 1 {
 		t.Fatalf("another session sends: got %d, %v", n, err)
+	}
+}
+
+// TestForgedRequestInfoIsNotTrusted: the auth service trusts a policy request
+// without Nats-Request-Info as one from inside the services account; a client that
+// sends its own header (absent, malformed, lower case, twice, naming SERVICES) still
+// gets the server's, and needs a session with MODIFY_SECURITY.
+func TestForgedRequestInfoIsNotTrusted(t *testing.T) {
+	p := startProduction(t)
+	alice := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
+	root := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	ctx := ctxT(t)
+	_, rev, err := root.Policy(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := policy.Development()
+	body, _ := json.Marshal(policy.SetRequest{Policy: evil})
+	nc := alice.Client().Conn()
+	for name, hdr := range map[string]nats.Header{
+		"none":          {},
+		"garbage":       {wire.HeaderRequestInfo: {"garbage"}},
+		"empty":         {wire.HeaderRequestInfo: {""}},
+		"lower":         {"nats-request-info": {"garbage"}},
+		"twice":         {wire.HeaderRequestInfo: {"garbage", "{}"}},
+		"services":      {wire.HeaderRequestInfo: {`{"acc":"SERVICES"}`}},
+		"session-noinf": {wire.HeaderSession: {alice.ID()}, wire.HeaderToken: {alice.Token()}, "nats-request-info": {"x"}},
+	} {
+		_, err := wire.CallRaw(ctx, nc, wire.SubjectPolicySet, hdr, body)
+		if err == nil {
+			t.Errorf("%s: policy.set succeeded", name)
+		}
+	}
+	_, rev2, _ := root.Policy(ctx)
+	if rev2 != rev {
+		t.Fatalf("the policy changed: revision %d, was %d", rev2, rev)
 	}
 }

@@ -483,3 +483,27 @@ func TestHugeWaitWaits(t *testing.T) {
 		t.Fatalf("got %v, want the lock once a released it", err)
 	}
 }
+
+// TestCancelWithoutTheRightWritesNothing: a cancel of a request the lock service
+// has not seen is remembered, so that the request is refused should it arrive late;
+// from a session that may not acquire the lock it is not, and writes no record for a
+// name the session has no right on (it would have been kept two minutes).
+func TestCancelWithoutTheRightWritesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.startLock(t, Config{})
+	tr := e.open(t, "trader", 0)
+	kv, err := e.srv.JetStream(t).KeyValue(ctx10(t), Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"update-topic/b", "update-topic/a"} {
+		err := tr.call(ctx10(t), wire.SubjectLockCancel, &wire.LockCancelRequest{Name: name, RequestID: "never-sent"}, nil)
+		wantCode(t, err, wire.CodeNotFound)
+	}
+	if _, err := kv.Get(ctx10(t), KeyFor("update-topic/b")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("a cancel without ACQUIRE_LOCK on the name: the key is %v, want none", err)
+	}
+	// Where the session may acquire, the id is remembered and a late acquire refused.
+	_, err = tr.acquire(ctx10(t), &wire.LockAcquireRequest{Name: "update-topic/a", RequestID: "never-sent"})
+	wantCode(t, err, wire.CodeStaleRequest)
+}

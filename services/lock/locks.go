@@ -146,8 +146,12 @@ func (s *Service) release(ctx context.Context, c *caller, req *wire.LockReleaseR
 func (s *Service) cancelWait(ctx context.Context, c *caller, req *wire.LockCancelRequest) (*wire.LockCancelResponse, error) {
 	var cerr error
 	var resp wire.LockCancelResponse
+	// A request the session may not make needs no remembering: should it arrive, it
+	// is refused forbidden. Remembered, it would let a session without any right on
+	// a name write a record for it, kept for doneRetention.
+	remember := s.pol.Allowed(c.roles, policy.AcquireLock, req.Name)
 	if _, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
-		resp.Cancelled, resp.Released, cerr = r.cancel(req.RequestID, c.id, now, o)
+		resp.Cancelled, resp.Released, cerr = r.cancel(req.RequestID, c.id, now, remember, o)
 	}); err != nil {
 		return nil, err
 	}

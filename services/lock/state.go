@@ -424,9 +424,10 @@ func (r *record) release(session string, token uint64, now int64, o *outcome) (h
 // cancel withdraws session's request id, whatever became of it: a waiting request
 // leaves the queue (waiting); one answered with the session's hold no longer counts for it,
 // and the hold is released (released) when no request answered with it remains; an
-// id the record does not know is remembered, so that the request, should it arrive
-// after the cancel, is refused as stale (ErrNoWaiter is returned then).
-func (r *record) cancel(id, session string, now int64, o *outcome) (waiting, released bool, err error) {
+// id the record does not know is remembered when remember is set, so that the
+// request, should it arrive after the cancel, is refused as stale (ErrNoWaiter is
+// returned then).
+func (r *record) cancel(id, session string, now int64, remember bool, o *outcome) (waiting, released bool, err error) {
 	if i := r.waiterIndex(id, session); i >= 0 {
 		o.removed = append(o.removed, removal{r.Waiters[i], errWaitCancelled})
 		r.Waiters = slices.Delete(r.Waiters, i, i+1)
@@ -446,7 +447,7 @@ func (r *record) cancel(id, session string, now int64, o *outcome) (waiting, rel
 		r.promote(now, o)
 		return false, true, nil
 	}
-	if !r.completed(id, session) {
+	if remember && !r.completed(id, session) {
 		r.remember(id, session, now, o)
 	}
 	return false, false, ErrNoWaiter

@@ -191,11 +191,11 @@ func TestReleaseNotHeldAndTokenMismatch(t *testing.T) {
 func TestCancelLetsSharedThrough(t *testing.T) {
 	r := &record{Name: "a", Holders: []holder{{Session: "A", Mode: wire.LockShared, Token: 4}},
 		Waiters: []waiter{req("x", "B", wire.LockExclusive), req("s", "C", wire.LockShared)}}
-	if _, _, err := r.cancel("x", "C", 1, &outcome{}); !errors.Is(err, ErrNoWaiter) {
+	if _, _, err := r.cancel("x", "C", 1, true, &outcome{}); !errors.Is(err, ErrNoWaiter) {
 		t.Fatalf("cancel by another session: got %v, want ErrNoWaiter", err)
 	}
 	o := &outcome{}
-	if waiting, _, err := r.cancel("x", "B", 1, o); err != nil || !waiting {
+	if waiting, _, err := r.cancel("x", "B", 1, true, o); err != nil || !waiting {
 		t.Fatalf("cancel a waiter: got waiting=%v, %v", waiting, err)
 	}
 	if got := grantedIDs(o); !slices.Equal(got, []string{"s"}) || len(o.removed) != 1 {
@@ -422,7 +422,7 @@ func TestCancelWhateverBecameOfTheRequest(t *testing.T) {
 		t.Fatalf("B waits: %v %v", ok, err)
 	}
 	o := &outcome{}
-	if waiting, released, err := r.cancel("x", "A", 2, o); err != nil || waiting || !released {
+	if waiting, released, err := r.cancel("x", "A", 2, true, o); err != nil || waiting || !released {
 		t.Fatalf("cancel a granted request: got waiting=%v released=%v %v, want released", waiting, released, err)
 	}
 	if got := grantedIDs(o); !slices.Equal(got, []string{"w"}) {
@@ -436,16 +436,16 @@ func TestCancelWhateverBecameOfTheRequest(t *testing.T) {
 			t.Fatalf("acquire %s: %v %v", id, ok, err)
 		}
 	}
-	if _, released, err := r.cancel("x", "A", 2, &outcome{}); err != nil || released || len(r.Holders) != 1 {
+	if _, released, err := r.cancel("x", "A", 2, true, &outcome{}); err != nil || released || len(r.Holders) != 1 {
 		t.Fatalf("cancel one of two answers: released=%v %v holders %+v; want the hold kept", released, err, r.Holders)
 	}
-	if _, released, err := r.cancel("y", "A", 2, &outcome{}); err != nil || !released || len(r.Holders) != 0 {
+	if _, released, err := r.cancel("y", "A", 2, true, &outcome{}); err != nil || !released || len(r.Holders) != 0 {
 		t.Fatalf("cancel the last answer: released=%v %v holders %+v; want it released", released, err, r.Holders)
 	}
 
 	// Not arrived yet: the cancel is remembered and the late request refused.
 	r = &record{Name: "a"}
-	if _, _, err := r.cancel("z", "A", 1, &outcome{}); !errors.Is(err, ErrNoWaiter) {
+	if _, _, err := r.cancel("z", "A", 1, true, &outcome{}); !errors.Is(err, ErrNoWaiter) {
 		t.Fatalf("cancel an unknown request: got %v, want ErrNoWaiter", err)
 	}
 	if _, err := acquire(r, "z", "A", true); !errors.Is(err, ErrCompleted) {
@@ -556,7 +556,7 @@ func TestCloneIsIndependent(t *testing.T) {
 	copy(also, []string{"y", "z"})
 	r := &record{Name: "a", Holders: []holder{{Session: "A", Mode: wire.LockExclusive, Token: 3, Request: "x", Also: also}}}
 	c := r.clone()
-	if _, _, err := c.cancel("y", "A", 1, &outcome{}); err != nil {
+	if _, _, err := c.cancel("y", "A", 1, true, &outcome{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.Holders[0].Also; !slices.Equal(got, []string{"y", "z"}) {

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -45,5 +46,27 @@ func TestSessionAtTheSizeLimitStillClosesAndExpires(t *testing.T) {
 	time.Sleep(3 * time.Second) // timeout 1 s: must be closed within 2 s
 	if r := e.record(t, silent.id); !r.Closed() {
 		t.Errorf("session silent for 3 s with a 1 s timeout is %s, want CLOSED (expired)", r.State)
+	}
+}
+
+// TestGatewayFieldsAreBoundedAsValues: gateway_type and gateway_id become the values
+// of $GatewayType and $GatewayId, and the value length limit bounds them as it does
+// every property value; unbounded, one open could fill the record up to its size
+// limit with them.
+func TestGatewayFieldsAreBoundedAsValues(t *testing.T) {
+	e := newEnv(t, Config{Limits: Limits{ValueLength: 64}})
+	nc := e.srv.ClientConn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, req := range []*wire.SessionOpenRequest{
+		{GatewayType: strings.Repeat("t", 65), GatewayID: "g1"},
+		{GatewayType: "web", GatewayID: strings.Repeat("i", 65)},
+	} {
+		err := wire.Call(ctx, nc, wire.SubjectSessionOpen, nil, req, &wire.SessionOpenResponse{})
+		wantCode(t, err, wire.CodeLimitExceeded)
+	}
+	_, resp := open(t, nc, &wire.SessionOpenRequest{GatewayType: strings.Repeat("t", 64), GatewayID: "g1"})
+	if got := resp.Session.Fixed["$GatewayType"]; len(got) != 64 {
+		t.Fatalf("$GatewayType at the limit: %q", got)
 	}
 }

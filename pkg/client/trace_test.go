@@ -76,16 +76,6 @@ func (tr *tracing) find(t *testing.T, root trace.SpanContext, what string, match
 	return found
 }
 
-// byID returns the ended span with id, or nil.
-func (tr *tracing) byID(id trace.SpanID) sdktrace.ReadOnlySpan {
-	for _, s := range tr.rec.Ended() {
-		if s.SpanContext().SpanID() == id {
-			return s
-		}
-	}
-	return nil
-}
-
 // wantCall checks that root's trace holds the SDK's client span for subject, a
 // child of parent, and the service's server span for it, a child of the client
 // span; it returns the server span.
@@ -379,7 +369,7 @@ func TestLockAnswerJoinsWaitersTrace(t *testing.T) {
 func attr(s sdktrace.ReadOnlySpan, key string) string {
 	for _, kv := range s.Attributes() {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""

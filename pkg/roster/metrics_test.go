@@ -35,7 +35,7 @@ func (m metricsOf) value(name string, want ...string) (int64, bool) {
 	}
 	match := func(set attribute.Set) bool {
 		for i := 0; i+1 < len(want); i += 2 {
-			if v, ok := set.Value(attribute.Key(want[i])); !ok || v.Emit() != want[i+1] {
+			if v, ok := set.Value(attribute.Key(want[i])); !ok || v.String() != want[i+1] {
 				return false
 			}
 		}

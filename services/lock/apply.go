@@ -198,7 +198,18 @@ func (s *Service) commitBatch(name string, batch []*task) {
 			s.finish(batch, commit{rec: cur.rec, rev: cur.rev}, o)
 			return
 		}
-		rev, err := s.st.write(ctx, key, r, cur.rev)
+		rev, err := s.st.write(ctx, key, r, cur.rev, cur.rec)
+		if errors.Is(err, errRecordTooLarge) {
+			// Some of the batch grew the record past what one write may carry:
+			// refuse those, and write the others' changes.
+			var refused []*task
+			batch, refused = s.splitOversized(name, cur, batch, now)
+			s.fail(refused, wire.Errorf(wire.CodeLimitExceeded, "lock %q: its record would be over %d bytes with this request; wait for the queue to shorten", name, s.st.maxBytes))
+			if len(batch) == 0 {
+				return
+			}
+			continue
+		}
 		if errors.Is(err, errConflict) {
 			s.conflicts.Add(1)
 			if attempt >= conflictsBeforeBackoff {
@@ -227,6 +238,30 @@ func (s *Service) commitBatch(name string, batch []*task) {
 		s.finish(batch, commit{rec: e.rec, rev: rev}, o)
 		return
 	}
+}
+
+// splitOversized applies batch's tasks to cur's record one at a time, and returns
+// those whose change keeps the record within the store's bound or does not grow it
+// (a release must go through on a record already over it), and those whose change
+// grows it past the bound. Tasks may run more than once; the kept ones run again
+// when their batch is written.
+func (s *Service) splitOversized(name string, cur entry, batch []*task, now int64) (keep, refuse []*task) {
+	r := &record{Name: name}
+	if cur.rec != nil {
+		r = cur.rec.clone()
+	}
+	r.maxHolders = s.cfg.MaxHolders
+	n := size(r)
+	for _, t := range batch {
+		next := r.clone()
+		t.apply(next, now, &outcome{})
+		if m := size(next); m <= s.st.maxBytes || m <= n {
+			r, n, keep = next, m, append(keep, t)
+		} else {
+			refuse = append(refuse, t)
+		}
+	}
+	return keep, refuse
 }
 
 // backoff waits a random time up to limit, or until ctx ends.

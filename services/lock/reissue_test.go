@@ -2,9 +2,13 @@ package lock
 
 import (
 	"context"
+	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -65,4 +69,48 @@ func TestMaxHoldersOverTheWire(t *testing.T) {
 		t.Fatalf("the third shared request after a release: got %v, want the lock", err)
 	}
 	e.waitQueued(t, "m", 0)
+}
+
+// TestRecordBytesAreBounded: a request that would grow a lock's record past what one
+// write may carry is refused limit_exceeded, and the lock goes on working: the
+// holder releases, the first waiter gets it. The counts (MaxWaiters, MaxHolders)
+// bound the record only for requests of typical size; unbounded in bytes, the
+// write failed and every request batched with it was answered unavailable.
+func TestRecordBytesAreBounded(t *testing.T) {
+	e := newEnv(t)
+	e.startLock(t, Config{MaxRecordBytes: 2048})
+	holder := e.open(t, "admin", 0)
+	holder.mustAcquire(t, &wire.LockAcquireRequest{Name: "r"})
+	var waiting []*pending
+	var err error
+	for i := 0; ; i++ {
+		if i == 20 {
+			t.Fatal("20 waiters fit in 2 KiB: the bound is not applied")
+		}
+		p := e.open(t, "admin", 0).acquireAsync(&wire.LockAcquireRequest{Name: "r", WaitMS: 20000,
+			RequestID: strings.Repeat(strconv.Itoa(i), wire.MaxRequestIDLength)[:wire.MaxRequestIDLength]})
+		queued := false
+		natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if p.completed() {
+				return nil
+			}
+			if queued = len(e.waiting(t, "r")) == len(waiting)+1; !queued {
+				return errors.New("neither refused nor queued yet")
+			}
+			return nil
+		})
+		if !queued {
+			err = p.err
+			break
+		}
+		waiting = append(waiting, p)
+	}
+	wantCode(t, err, wire.CodeLimitExceeded)
+	if len(waiting) == 0 {
+		t.Fatal("not even one waiter fit")
+	}
+	holder.mustRelease(t, "r")
+	if _, err := waiting[0].wait(t, 5*time.Second); err != nil {
+		t.Fatalf("the first waiter after the release: got %v, want the lock", err)
+	}
 }

@@ -44,7 +44,7 @@ func watchedStore(t *testing.T, logs *natstest.Buffer) (context.Context, jetstre
 func writeHeld(t *testing.T, ctx context.Context, st *store, name string) {
 	t.Helper()
 	rec := &record{Name: name, Holders: []holder{{Session: "s1", Mode: wire.LockExclusive, Scope: wire.ScopeSession, GrantedAt: 1}}}
-	if _, err := st.write(ctx, KeyFor(name), rec, 0); err != nil {
+	if _, err := st.write(ctx, KeyFor(name), rec, 0, nil); err != nil {
 		t.Fatal(err)
 	}
 }

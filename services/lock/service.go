@@ -80,6 +80,14 @@ type Config struct {
 	// rest of its record (about 200 bytes a holder): a shared request beyond it
 	// waits, first come first served, as it would behind an exclusive holder.
 	MaxHolders int
+	// MaxRecordBytes bounds the encoded record of one lock (default: the NATS
+	// server's max payload less 8 KiB for the write's headers). The counts above
+	// bound it only for requests of typical size: a waiter with the longest request
+	// id, a connection scope and trace context takes about 500 bytes, so that 2,000
+	// of them beside 1,000 shared holders would not fit one write. A request that
+	// would grow the record past it is refused limit_exceeded, and the others of its
+	// write go through.
+	MaxRecordBytes int
 	// StoreTimeout bounds one storage operation (5 s).
 	StoreTimeout time.Duration
 	// ListLimit is the default page size of list (100); MaxListLimit its maximum
@@ -178,6 +186,10 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 	if err != nil {
 		return nil, err
 	}
+	if cfg.MaxRecordBytes <= 0 {
+		cfg.MaxRecordBytes = int(nc.MaxPayload()) - recordHeadroom
+	}
+	st.maxBytes = cfg.MaxRecordBytes
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg: cfg, nc: nc, st: st, sess: sess, pol: pol,

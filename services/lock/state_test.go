@@ -3,6 +3,7 @@ package lock
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -599,5 +600,42 @@ func TestSharedHoldersAreBounded(t *testing.T) {
 	}
 	if got := r.clone(); got.maxHolders != 2 {
 		t.Fatalf("a clone's bound: got %d, want 2", got.maxHolders)
+	}
+}
+
+// TestSplitOversizedKeepsWhatDoesNotGrow: of a batch written to a record already over
+// the byte bound, a release (which shrinks it) goes through and an acquire that
+// would grow it is refused; on a record within the bound, what fits is kept.
+func TestSplitOversizedKeepsWhatDoesNotGrow(t *testing.T) {
+	base := &record{Name: "a", maxHolders: 10}
+	if ok, err := base.acquire(req("h", "H", wire.LockExclusive), true, false, 10, 1, &outcome{}); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	for _, id := range []string{"w1", "w2"} {
+		if _, err := base.acquire(req(id, strings.ToUpper(id), wire.LockExclusive), true, false, 10, 1, &outcome{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acquire := newTask(true, func(r *record, now int64, o *outcome) {
+		_, _ = r.acquire(req("w3", "W3", wire.LockExclusive), true, false, 10, now, o)
+	})
+	release := newTask(true, func(r *record, now int64, o *outcome) {
+		_, _ = r.release("H", 0, now, o)
+	})
+	for _, tc := range []struct {
+		name     string
+		maxBytes int
+		keep     []*task
+	}{
+		{"over the bound already", size(base) - 1, []*task{release}},
+		{"room for both", size(base) * 2, []*task{acquire, release}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Service{cfg: Config{MaxHolders: 10}, st: &store{maxBytes: tc.maxBytes}}
+			keep, refuse := s.splitOversized("a", entry{rec: base.clone(), rev: 7}, []*task{acquire, release}, 2)
+			if !slices.Equal(keep, tc.keep) || len(keep)+len(refuse) != 2 {
+				t.Fatalf("kept %d of 2, refused %d; want %d kept", len(keep), len(refuse), len(tc.keep))
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +57,28 @@ type store struct {
 
 	mu    sync.RWMutex
 	cache map[string]entry
+
+	// maxBytes bounds an encoded record (Config.MaxRecordBytes; 0: no bound).
+	maxBytes int
+}
+
+// recordHeadroom is what a write needs beside the record: its subject and the
+// compare-and-set headers.
+const recordHeadroom = 8 << 10
+
+// errRecordTooLarge: the record, encoded, is over maxBytes; nothing was written.
+var errRecordTooLarge = errors.New("lock: record too large")
+
+// size returns the length of rec encoded (0 when it would be deleted).
+func size(rec *record) int {
+	if rec == nil || rec.empty() {
+		return 0
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return math.MaxInt
+	}
+	return len(data)
 }
 
 // BucketConfig is the configuration of the locks bucket: one revision per key
@@ -114,8 +137,11 @@ func (s *store) read(ctx context.Context, key string) (entry, error) {
 }
 
 // write stores rec (or deletes the key when rec is empty) if the key's revision is
-// still prev, and returns the new revision. errConflict when it is not.
-func (s *store) write(ctx context.Context, key string, rec *record, prev uint64) (uint64, error) {
+// still prev, and returns the new revision. errConflict when it is not, and
+// errRecordTooLarge, writing nothing, when rec would be over maxBytes and larger
+// than was, the record at prev (a write that shrinks a record already over the
+// bound goes through).
+func (s *store) write(ctx context.Context, key string, rec *record, prev uint64, was *record) (uint64, error) {
 	var data []byte
 	var opts []kvstore.WriteOption
 	if rec.empty() {
@@ -124,6 +150,9 @@ func (s *store) write(ctx context.Context, key string, rec *record, prev uint64)
 		var err error
 		if data, err = json.Marshal(rec); err != nil {
 			return 0, fmt.Errorf("lock: encode record: %w", err)
+		}
+		if s.maxBytes > 0 && len(data) > s.maxBytes && len(data) > size(was) {
+			return 0, errRecordTooLarge
 		}
 	}
 	rev, err := kvstore.CompareAndSet(ctx, s.js, Bucket, key, prev, data, opts...)

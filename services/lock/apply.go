@@ -357,7 +357,7 @@ func (s *Service) replySpan(w waiter, links []trace.Link) trace.Span {
 	if w.Trace != "" {
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{traceparent: w.Trace})
 	}
-	_, span := s.svc.Tracer().Start(ctx, "lock.acquire reply", trace.WithLinks(links...), trace.WithAttributes(
+	_, span := s.tracer.Start(ctx, "lock.acquire reply", trace.WithLinks(links...), trace.WithAttributes(
 		attribute.String("roster.session_id", w.Session),
 		attribute.String("roster.request_id", w.ID),
 	))

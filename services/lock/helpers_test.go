@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
@@ -105,6 +106,12 @@ type instance struct {
 // called.
 func (e *env) startLock(t testing.TB, cfg Config) *instance {
 	t.Helper()
+	return e.startLockTraced(t, cfg, noop.NewTracerProvider())
+}
+
+// startLockTraced is startLock with the instance's tracer provider.
+func (e *env) startLockTraced(t testing.TB, cfg Config, tp trace.TracerProvider) *instance {
+	t.Helper()
 	nc, err := e.srv.ConnectService()
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +128,7 @@ func (e *env) startLock(t testing.TB, cfg Config) *instance {
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 5 * time.Second
 	}
-	s, err := New(nc, cfg, view, e.pol, noop.NewTracerProvider(), natstest.Logger(t))
+	s, err := New(nc, cfg, view, e.pol, tp, natstest.Logger(t))
 	if err != nil {
 		t.Fatalf("lock: %v", err)
 	}

@@ -4,6 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -119,4 +122,36 @@ func TestWaiterOutlivesItsInstance(t *testing.T) {
 	if l.Session != b.id {
 		t.Fatalf("got holder %s, want %s", l.Session, b.id)
 	}
+}
+
+// slowTracerProvider takes its time to hand out a tracer, as a provider behind a
+// lock of its own may: New must be done with what its background work uses
+// before that work starts.
+type slowTracerProvider struct {
+	noop.TracerProvider
+	delay time.Duration
+}
+
+func (p slowTracerProvider) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	time.Sleep(p.delay)
+	return p.TracerProvider.Tracer(name, opts...)
+}
+
+// TestWaiterExpiringWhileAnInstanceStarts: a waiter of a dead instance whose
+// deadline passes while another instance is still starting is answered by it. The
+// answer's span came from the endpoint service, which New had not created yet:
+// the expiry's batch dereferenced a nil *endpoint.Service and crashed the process.
+func TestWaiterExpiringWhileAnInstanceStarts(t *testing.T) {
+	e := newEnv(t)
+	first := e.startLock(t, Config{ExpiryGrace: 200 * time.Millisecond})
+	a, c := e.open(t, "admin", 0), e.open(t, "admin", 0)
+	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "starting"})
+	pc := c.acquireAsync(&wire.LockAcquireRequest{Name: "starting", WaitMS: 300})
+	e.waitQueued(t, "starting", 1)
+	first.kill()
+	// The waiter is due 300 ms + 200 ms after it queued: within each tracer's delay.
+	e.startLockTraced(t, Config{ExpiryGrace: 200 * time.Millisecond}, slowTracerProvider{delay: time.Second})
+
+	_, err := pc.wait(t, 10*time.Second)
+	wantCode(t, err, wire.CodeTimeout)
 }

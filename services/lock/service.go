@@ -31,6 +31,10 @@ const (
 	Prefix = wire.LockPrefix
 )
 
+// tracerName is the instrumentation scope of the service's spans, pkg/endpoint's
+// for a service named Name.
+const tracerName = "github.com/seed-3c836eab/roster/" + Name
+
 // Authorizer answers permission questions from the current policy (policy.Holder).
 type Authorizer interface {
 	Allowed(roles []string, perm policy.Permission, name string) bool
@@ -145,6 +149,9 @@ type Service struct {
 	pol  Authorizer
 	svc  *endpoint.Service
 	log  *slog.Logger
+	// tracer is the endpoints' tracer (endpoint.Service.Tracer), for the answers
+	// the service's own goroutines send: they start before svc exists.
+	tracer trace.Tracer
 
 	// ctx ends when Run stops the service; wg tracks every goroutine it started.
 	ctx    context.Context
@@ -193,8 +200,9 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg: cfg, nc: nc, st: st, sess: sess, pol: pol,
-		log: log.With("service", Name),
-		ctx: ctx, cancel: cancel,
+		log:    log.With("service", Name),
+		tracer: tp.Tracer(tracerName),
+		ctx:    ctx, cancel: cancel,
 		queues:    map[string][]*task{},
 		scheduled: map[string]int64{},
 		wake:      make(chan struct{}, 1),

@@ -117,6 +117,7 @@ func (s *Service) closeGoneOne(ctx context.Context, stream jetstream.Stream, g s
 	}
 	rec.Revision = rev
 	s.track.written(rec)
+	s.metrics.sessionClosed(ctx, rec)
 	s.publishStaged(rec)
 	return true, nil
 }

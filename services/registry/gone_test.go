@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
@@ -28,6 +30,30 @@ func (e *env) removedByTTL(id string) error {
 		return fmt.Errorf("session %s: last entry is no TTL marker (reason %q)", id, reason)
 	}
 	return nil
+}
+
+// closedCount returns the roster.sessions.closed count for reason that rd holds.
+func closedCount(t *testing.T, rd *sdkmetric.ManualReader, reason wire.CloseReason) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := rd.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			sum, ok := m.Data.(metricdata.Sum[int64])
+			if m.Name != "roster.sessions.closed" || !ok {
+				continue
+			}
+			for _, p := range sum.DataPoints {
+				if v, _ := p.Attributes.Value("roster.close.reason"); v.AsString() == string(reason) {
+					n += p.Value
+				}
+			}
+		}
+	}
+	return n
 }
 
 // waitRemoved waits until the KV TTL has replaced a session's record with a
@@ -70,6 +96,9 @@ func TestSessionRemovedWhileNoRegistryRan(t *testing.T) {
 		t.Fatalf("got %d closed events while no registry ran", n)
 	}
 
+	// The close is counted once, by the instance that wrote it.
+	rd := sdkmetric.NewManualReader()
+	cfg.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
 	b1, b2 := startUnready(t, srv, cfg), startUnready(t, srv, cfg)
 	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		entry, err := e.kv.Get(context.Background(), live.id)
@@ -104,6 +133,9 @@ func TestSessionRemovedWhileNoRegistryRan(t *testing.T) {
 	}
 	if err := e.removedByTTL(done.id); err != nil {
 		t.Errorf("closed before its tombstone ended: %v; want it left removed", err)
+	}
+	if n := closedCount(t, rd, wire.ClosedExpired); n != 1 {
+		t.Errorf("got roster.sessions.closed %d for reason expired, want 1", n)
 	}
 	// Every request naming the expired session is refused as closed.
 	err := live.call(wire.SubjectSessionGet, nil, nil)

@@ -187,9 +187,9 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		timeout = wire.DefaultRequestTimeoutMS * time.Millisecond
 	}
 	expected := len(fo.targets)
-	s.metrics.count(ctx, "request", req.Filter != "", expected)
 	if req.StreamID == "" {
 		defer fo.span.End()
+		s.metrics.count(ctx, "request", req.Filter != "", expected)
 		results, size := s.fan.request(ctx, fo.d, fo.header, fo.targets, timeout, nil, s.cfg.MaxPayload)
 		if size > s.cfg.MaxPayload {
 			return nil, wire.Errorf(wire.CodeTooLarge, "the %d results are about %d bytes, more than one reply may carry (%d); ask with stream_id to stream them", len(results), size, s.cfg.MaxPayload)
@@ -202,6 +202,7 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		fo.span.End()
 		return nil, wire.Errorf(wire.CodeLimitExceeded, "%d streamed requests are in progress on this instance, the limit; retry, or ask without stream_id", s.cfg.MaxStreams)
 	}
+	s.metrics.count(ctx, "request", req.Filter != "", expected)
 	st := newStreamer(ctx, s.nc, s.cfg.MaxPayload, wire.ResultSubject(from.deliveryKey, from.id, req.StreamID))
 	st.start(expected)
 	// The results outlive this handler; they end with the service at the latest.

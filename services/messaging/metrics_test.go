@@ -1,0 +1,58 @@
+package messaging
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// delivered returns the roster.messages.delivered count that rd holds, over every
+// operation and target.
+func delivered(t *testing.T, rd *sdkmetric.ManualReader) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := rd.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "roster.messages.delivered" {
+				for _, p := range sum.DataPoints {
+					n += p.Value
+				}
+			}
+		}
+	}
+	return n
+}
+
+// TestRefusedRequestDeliversNothing: a streamed request refused limit_exceeded
+// (every stream slot taken) asked nobody, and roster.messages.delivered does not
+// count its receivers; it counted them before the refusal.
+func TestRefusedRequestDeliversNothing(t *testing.T) {
+	rd := sdkmetric.NewManualReader()
+	e := newEnv(t, Config{MaxStreams: 1, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))})
+	from := e.open(t, "sender", nil)
+	to := e.open(t, "busy", nil)
+	held := make(chan *nats.Msg, 1)
+	e.receive(t, to, func(m *nats.Msg) { held <- m })
+	req := wire.MsgRequestRequest{Message: wire.Message{SessionID: to.id, Path: "chat/x"}, TimeoutMS: 30000, StreamID: "first"}
+	if _, err := e.call(from, wire.SubjectMsgRequest, req); err != nil {
+		t.Fatal(err)
+	}
+	req.StreamID = "second"
+	if _, err := e.call(from, wire.SubjectMsgRequest, req); !errors.Is(err, wire.ErrLimitExceeded) {
+		t.Fatalf("second streamed request: got %v, want limit_exceeded", err)
+	}
+	if got := delivered(t, rd); got != 1 {
+		t.Errorf("got roster.messages.delivered %d, want 1 (the refused request asked nobody)", got)
+	}
+	_ = (<-held).Respond([]byte("done"))
+}

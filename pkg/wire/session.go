@@ -296,18 +296,10 @@ func (r *SessionEventsRequest) Validate() error { return checkSessionID("session
 // caller without VIEW_SESSION, and a client would not learn its mistake. Empty is
 // the caller's own session.
 func checkSessionID(member, id string) error {
-	if id == "" {
+	if id == "" || ValidSessionID(id) {
 		return nil
 	}
-	ok := len(id) == 22
-	for i := 0; ok && i < len(id); i++ {
-		c := id[i]
-		ok = '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
-	}
-	if !ok {
-		return Errorf(CodeBadRequest, "%s must be a session id: 22 letters or digits", member)
-	}
-	return nil
+	return Errorf(CodeBadRequest, "%s must be a session id: %d letters or digits", member, SessionIDLength)
 }
 
 // SessionEventsResponse is one page of events, in stream order.

@@ -146,9 +146,10 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// The view follows the bucket until Run closes it. The index takes the properties from each change, in full, as the view loads and
-	// then follows the bucket (under the view's lock: a change is in the index before
-	// the view shows it); the view itself keeps only what Authenticate and Get need.
+	// The view follows the bucket until Run closes it. The index takes the properties
+	// from each change, in full, as the view loads and then follows the bucket (under
+	// the view's lock: a change is in the index before the view shows it); the view
+	// itself keeps only what Authenticate and Get need.
 	ix := newIndex()
 	view, err := sessions.Watch(ctx, js, sessions.Slim(), sessions.OnChange(ix.apply), sessions.WithLogger(log))
 	if err != nil {

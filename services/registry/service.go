@@ -214,18 +214,20 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 		_ = svc.Stop(context.Background())
 		return nil, fmt.Errorf("registry: metrics: %w", err)
 	}
-	if s.ejs, err = s.newEventsJetStream(); err != nil {
+	fail := func(err error) (*Service, error) {
+		_ = s.metrics.reg.Unregister()
 		_ = svc.Stop(context.Background())
-		return nil, fmt.Errorf("registry: jetstream: %w", err)
+		return nil, err
+	}
+	if s.ejs, err = s.newEventsJetStream(); err != nil {
+		return fail(fmt.Errorf("registry: jetstream: %w", err))
 	}
 	svc.AddCheck("tracker", s.track.ready)
 	if err := s.register(); err != nil {
-		_ = svc.Stop(context.Background())
-		return nil, err
+		return fail(err)
 	}
 	if err := nc.Flush(); err != nil {
-		_ = svc.Stop(context.Background())
-		return nil, err
+		return fail(err)
 	}
 	return s, nil
 }

@@ -42,6 +42,11 @@ var ErrLockLost = errors.New("client: lock lost")
 // already holds the lock gets an equal Lock with the same fencing token. TryLock
 // does not wait.
 //
+// A lock is the session's, not the goroutine's: goroutines sharing a session share
+// its locks, and do not exclude each other. A session may have at most 16 requests
+// waiting for one lock; a Lock beyond them fails with ErrLimitExceeded, so goroutines
+// of one session wanting the same lock should take it once and share it.
+//
 // The server holds one waiting request at most a minute; the SDK re-issues it with
 // the same request id, which keeps its place in the queue, for as long as ctx allows
 // — also when no answer comes at all (the instance that took the request died), and

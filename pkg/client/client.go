@@ -36,6 +36,9 @@ type Client struct {
 	epoch       context.Context
 	epochCancel context.CancelCauseFunc
 	closed      bool
+	// closing is set once Close has taken the sessions to close: no session may
+	// join them after that (add).
+	closing bool
 	// calls counts the calls in flight; idle, when not nil, is closed once none is.
 	calls int
 	idle  chan struct{}
@@ -216,6 +219,7 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // with Attach, fails with ErrUnavailable once it has returned.
 func (c *Client) Close(ctx context.Context) error {
 	c.mu.Lock()
+	c.closing = true
 	var open []*Session
 	for s := range c.sessions {
 		open = append(open, s)
@@ -289,13 +293,13 @@ func (c *Client) sessionList() []*Session {
 	return out
 }
 
-// add registers s with c, so that c's connection events reach it. Once the
-// connection is closed nothing would tell s so any more: add then reports false
-// (an open whose reply raced with Client.Close).
+// add registers s with c, so that c's connection events reach it. Once Close has
+// begun, or the connection is closed, nothing would close s or tell it so: add then
+// reports false (an open whose reply raced with Client.Close).
 func (c *Client) add(s *Session) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.nc.IsClosed() {
+	if c.closing || c.closed || c.nc.IsClosed() {
 		return false
 	}
 	c.sessions[s] = struct{}{}

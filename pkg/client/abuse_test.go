@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,36 +86,13 @@ func TestOneSessionCannotFillALocksQueue(t *testing.T) {
 	defer held.Unlock(ctx)
 
 	// alice asks 20 times, each request waiting 30 s under an id of its own.
-	nc := alice.Client().Conn()
-	replies := make(chan *nats.Msg, 32)
-	inbox := nc.NewInbox()
-	sub, err := nc.ChanSubscribe(inbox, replies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
 	const asked = 20
-	for i := range asked {
-		body, _ := json.Marshal(wire.LockAcquireRequest{Name: "orders/1", WaitMS: 30000, RequestID: "flood-" + strconv.Itoa(i)})
-		msg := &nats.Msg{Subject: wire.SubjectLockAcquire, Reply: inbox, Data: body, Header: nats.Header{
-			wire.HeaderSession: {alice.ID()}, wire.HeaderToken: {alice.Token()}}}
-		if err := nc.PublishMsg(msg); err != nil {
-			t.Fatal(err)
-		}
+	bodies := make([][]byte, asked)
+	for i := range bodies {
+		bodies[i], _ = json.Marshal(wire.LockAcquireRequest{Name: "orders/1", WaitMS: 30000, RequestID: "flood-" + strconv.Itoa(i)})
 	}
-	refused := 0
-	deadline := time.After(5 * time.Second)
-	for refused < asked-16 {
-		select {
-		case m := <-replies:
-			if m.Header.Get(wire.HeaderErrorCode) == "" || !strings.Contains(string(m.Data), string(wire.CodeLimitExceeded)) {
-				t.Fatalf("reply to a waiting request: %s %s", m.Header, m.Data)
-			}
-			refused++
-		case <-deadline:
-			t.Fatalf("%d of alice's %d waiting requests were refused, want %d: one session fills the queue", refused, asked, asked-16)
-		}
-	}
+	replies := flood(t, alice, wire.SubjectLockAcquire, bodies)
+	expectRefused(t, replies, asked-16, "one session fills the queue")
 	// Another session still queues, and waits out its time.
 	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
@@ -138,37 +116,11 @@ func TestOneSessionCannotHoldEveryEventsRead(t *testing.T) {
 	bob := open(t, p.ClientURL(), client.Options{Credentials: client.Password("bob", "builder")})
 	ctx := ctxT(t)
 
-	nc := alice.Client().Conn()
-	replies := make(chan *nats.Msg, 32)
-	inbox := nc.NewInbox()
-	sub, err := nc.ChanSubscribe(inbox, replies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
 	const asked = 20
 	// Reads past the end of the stream, each waiting 10 s for an event.
 	body, _ := json.Marshal(wire.SessionEventsRequest{SessionID: alice.ID(), StartSeq: 1 << 40, WaitMS: 10000})
-	for range asked {
-		msg := &nats.Msg{Subject: wire.SubjectSessionEvents, Reply: inbox, Data: body, Header: nats.Header{
-			wire.HeaderSession: {alice.ID()}, wire.HeaderToken: {alice.Token()}}}
-		if err := nc.PublishMsg(msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	refused := 0
-	deadline := time.After(5 * time.Second)
-	for refused < asked-16 {
-		select {
-		case m := <-replies:
-			if !strings.Contains(string(m.Data), string(wire.CodeLimitExceeded)) {
-				t.Fatalf("reply to a waiting read: %s %s", m.Header, m.Data)
-			}
-			refused++
-		case <-deadline:
-			t.Fatalf("%d of alice's %d waiting reads were refused, want %d: one session takes every held read", refused, asked, asked-16)
-		}
-	}
+	replies := flood(t, alice, wire.SubjectSessionEvents, slices.Repeat([][]byte{body}, asked))
+	expectRefused(t, replies, asked-16, "one session takes every held read")
 	// Another session's read still waits, and ends with an empty page.
 	start := time.Now()
 	resp, err := bob.Events(ctx, wire.SessionEventsRequest{SessionID: bob.ID(), StartSeq: 1 << 40, WaitMS: 300})
@@ -205,36 +157,10 @@ func TestOneSessionCannotHoldEveryRequestSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	nc := alice.Client().Conn()
-	replies := make(chan *nats.Msg, 128)
-	inbox := nc.NewInbox()
-	sub, err := nc.ChanSubscribe(inbox, replies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
 	const asked, limit = 70, 64
 	body, _ := json.Marshal(wire.MsgRequestRequest{Message: wire.Message{SessionID: bob.ID(), Path: "chat/slow"}, TimeoutMS: 10000})
-	for range asked {
-		msg := &nats.Msg{Subject: wire.SubjectMsgRequest, Reply: inbox, Data: body, Header: nats.Header{
-			wire.HeaderSession: {alice.ID()}, wire.HeaderToken: {alice.Token()}}}
-		if err := nc.PublishMsg(msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	refused := 0
-	deadline := time.After(5 * time.Second)
-	for refused < asked-limit {
-		select {
-		case m := <-replies:
-			if !strings.Contains(string(m.Data), string(wire.CodeLimitExceeded)) {
-				t.Fatalf("reply to a request: %s %s", m.Header, m.Data)
-			}
-			refused++
-		case <-deadline:
-			t.Fatalf("%d of alice's %d requests were refused, want %d: one session holds every request slot", refused, asked, asked-limit)
-		}
-	}
+	replies := flood(t, alice, wire.SubjectMsgRequest, slices.Repeat([][]byte{body}, asked))
+	expectRefused(t, replies, asked-limit, "one session holds every request slot")
 	// Another session still sends.
 	if n, err := other.Send(ctx, client.ToSession(bob.ID()), "chat/hello", nil); err != nil || n != 1 {
 		t.Fatalf("another session sends: got %d, %v", n, err)
@@ -274,5 +200,44 @@ func TestForgedRequestInfoIsNotTrusted(t *testing.T) {
 	_, rev2, _ := root.Policy(ctx)
 	if rev2 != rev {
 		t.Fatalf("the policy changed: revision %d, was %d", rev2, rev)
+	}
+}
+
+// flood publishes each body to subject as session s, all at once, and returns the
+// channel the replies arrive on.
+func flood(t *testing.T, s *client.Session, subject string, bodies [][]byte) <-chan *nats.Msg {
+	t.Helper()
+	nc := s.Client().Conn()
+	replies := make(chan *nats.Msg, len(bodies))
+	inbox := nc.NewInbox()
+	sub, err := nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	for _, body := range bodies {
+		msg := &nats.Msg{Subject: subject, Reply: inbox, Data: body, Header: nats.Header{
+			wire.HeaderSession: {s.ID()}, wire.HeaderToken: {s.Token()}}}
+		if err := nc.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return replies
+}
+
+// expectRefused waits for n replies, each limit_exceeded: the requests beyond the
+// bound (those within it are held, and answer nothing yet).
+func expectRefused(t *testing.T, replies <-chan *nats.Msg, n int, what string) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for refused := 0; refused < n; refused++ {
+		select {
+		case m := <-replies:
+			if m.Header.Get(wire.HeaderErrorCode) == "" || !strings.Contains(string(m.Data), string(wire.CodeLimitExceeded)) {
+				t.Fatalf("reply to a held request: %s %s", m.Header, m.Data)
+			}
+		case <-deadline:
+			t.Fatalf("%d requests were refused, want %d: %s", refused, n, what)
+		}
 	}
 }

@@ -642,6 +642,9 @@ func TestSessionsOfAKilledNode(t *testing.T) {
 	waitLost(restarted, "killed/restarted")
 	t.Logf("figure: session on a node killed and restarted at once: RECOVERING %v after the kill", time.Since(killedAt).Round(100*time.Millisecond))
 
+	// Another node may go only once the restarted one has caught up: killed before,
+	// it would take the cluster's quorum with it, and nothing could be written.
+	c.waitStreamsCurrent(2 * time.Minute)
 	gone := onNode(1, "killed/gone")
 	c.nodes[1].kill()
 	killedAt = time.Now()

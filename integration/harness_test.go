@@ -349,6 +349,44 @@ func (c *cluster) restartNode(i int) {
 	})
 }
 
+// waitStreamsCurrent waits until every stream has a leader and every replica of it
+// is current: a node just restarted has caught up, and the cluster can lose another
+// and still write.
+func (c *cluster) waitStreamsCurrent(total time.Duration) {
+	c.t.Helper()
+	natstest.CheckFor(c.t, total, 250*time.Millisecond, func() error {
+		nc, err := c.serviceConn()
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		streams := js.ListStreams(ctx)
+		n := 0
+		for info := range streams.Info() {
+			n++
+			cl := info.Cluster
+			if cl == nil || cl.Leader == "" {
+				return fmt.Errorf("stream %s has no leader", info.Config.Name)
+			}
+			for _, r := range cl.Replicas {
+				if !r.Current || r.Offline {
+					return fmt.Errorf("stream %s: replica %s is not current", info.Config.Name, r.Name)
+				}
+			}
+		}
+		if err := streams.Err(); err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("no stream listed")
+		}
+		return nil
+	})
+}
+
 // streamLeader returns the index of the node leading a stream's RAFT group.
 func (c *cluster) streamLeader(stream string) (int, error) {
 	nc, err := c.serviceConn()

@@ -135,10 +135,8 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 	}
 	// They become property values ($GatewayType, $GatewayId), and are bounded as
 	// every value is.
-	for name, v := range map[string]string{"gateway_type": req.GatewayType, "gateway_id": req.GatewayID} {
-		if len(v) > s.cfg.Limits.ValueLength {
-			return nil, wire.Errorf(wire.CodeLimitExceeded, "%s is %d bytes; the value length limit is %d", name, len(v), s.cfg.Limits.ValueLength)
-		}
+	if n := max(len(req.GatewayType), len(req.GatewayID)); n > s.cfg.Limits.ValueLength {
+		return nil, wire.Errorf(wire.CodeLimitExceeded, "gateway_type or gateway_id is %d bytes; the value length limit is %d", n, s.cfg.Limits.ValueLength)
 	}
 	// The limit of sessions per principal is counted from the loaded sessions.
 	if err := s.track.waitLoaded(ctx); err != nil {

@@ -158,6 +158,9 @@ func TestCloseByAnotherIsKnownAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := cl.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := admin.CloseSessions(ctx, wire.SessionCloseRequest{ID: target.ID()}); err != nil {
 		t.Fatal(err)
 	}

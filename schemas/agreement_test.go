@@ -65,6 +65,8 @@ func requestSpecs(t *testing.T) []requestSpec {
 		// Sessions opened by a case must not expire while the test runs: an
 		// expiry writes the store while a later case runs.
 		{schema: "session.open.request", subject: wire.SubjectSessionOpen,
+			body: `{"credentials":{"type":"anonymous"},"properties":{"a":"1"},"timeout_ms":3600000,"permanent":false,"gateway_type":"","gateway_id":""}`},
+		{schema: "session.open_gateway.request", subject: wire.SubjectSessionOpenGateway,
 			body: `{"credentials":{"type":"anonymous"},"properties":{"a":"1"},"timeout_ms":3600000,"permanent":false,"gateway_type":"kafka","gateway_id":"gw-1"}`},
 		{schema: "session.open.request", subject: wire.SubjectSessionOpen, body: `{"timeout_ms":0,"permanent":true}`},
 		{schema: "session.get.request", subject: wire.SubjectSessionGet, scoped: true, body: `{"id":"` + otherID + `"}`},

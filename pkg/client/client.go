@@ -42,6 +42,8 @@ type Client struct {
 	// calls counts the calls in flight; idle, when not nil, is closed once none is.
 	calls int
 	idle  chan struct{}
+	// denyWatch ends the gateway opens in flight if NATS refuses them (denied.go).
+	denyWatch map[*context.CancelCauseFunc]struct{}
 }
 
 // ConnectOption configures Connect.
@@ -131,6 +133,7 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 		return nil, connectError(url, err)
 	}
 	c.nc = nc
+	nc.SetErrorHandler(c.asyncError(nc.ErrorHandler()))
 	if _, err := nc.Subscribe(wire.ConnectionStateSubjects(c.key), c.stateNotice); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("client: subscribe %s: %w", wire.ConnectionStateSubjects(c.key), err)

@@ -44,6 +44,8 @@ roles:
     - permission: MODIFY_OWN_PROPERTIES
   guest:
     - permission: SEND_TO_SESSION
+  gateway:
+    - permission: GATEWAY_SESSION
 anonymous:
   allowed: true
   roles: [guest]

@@ -54,7 +54,11 @@ type Options struct {
 	Timeout time.Duration
 	// Permanent asks for a session without inactivity timeout (PERMANENT_SESSION).
 	Permanent bool
-	// GatewayType and GatewayID mark sessions a gateway opens for its own users.
+	// GatewayType and GatewayID mark sessions a gateway opens for its own users
+	// ($GatewayType, $GatewayId), both or neither. The connection's own principal
+	// (WithCredentials on Connect) needs GATEWAY_SESSION; without it Open fails with
+	// ErrForbidden. Credentials are still the user's: they decide the session's
+	// principal and roles.
 	GatewayType, GatewayID string
 	// HeartbeatInterval is how often the SDK sends keepalives (default: a third of
 	// the timeout, at most 5 s and at least 100 ms). One not below the timeout lets
@@ -159,8 +163,18 @@ func (c *Client) open(ctx context.Context, opts Options, ownClient bool) (*Sessi
 		GatewayType: opts.GatewayType,
 		GatewayID:   opts.GatewayID,
 	}
+	subject := wire.SubjectSessionOpen
+	if opts.GatewayType != "" || opts.GatewayID != "" {
+		subject = wire.SubjectSessionOpenGateway
+		var stop func()
+		ctx, stop = c.watchDenied(ctx)
+		defer stop()
+	}
 	var resp wire.SessionOpenResponse
-	if err := c.call(ctx, wire.SubjectSessionOpen, nil, req, &resp); err != nil {
+	if err := c.call(ctx, subject, nil, req, &resp); err != nil {
+		if context.Cause(ctx) == errGatewayDenied {
+			return nil, fmt.Errorf("%w: %w", errGatewayDenied, err)
+		}
 		return nil, err
 	}
 	if resp.Session == nil || resp.Token == "" {

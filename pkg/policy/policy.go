@@ -37,6 +37,10 @@ const (
 	ModifyOwnProperties Permission = "MODIFY_OWN_PROPERTIES"
 	// PermanentSession: open a session without an inactivity timeout.
 	PermanentSession Permission = "PERMANENT_SESSION"
+	// GatewaySession: open sessions on a gateway's behalf (roster.v1.session.open_gateway,
+	// which sets $GatewayType and $GatewayId). A property of the connection, not of
+	// the sessions it opens: the auth callout checks it when it admits a connection.
+	GatewaySession Permission = "GATEWAY_SESSION"
 	// AcquireLock: acquire locks; scoped to lock names.
 	AcquireLock Permission = "ACQUIRE_LOCK"
 	// ViewLocks: list locks with their holders and waiters.
@@ -53,7 +57,16 @@ const (
 // Permissions lists every permission.
 func Permissions() []Permission {
 	return []Permission{ViewSession, ModifySession, ModifyOwnProperties, PermanentSession,
-		AcquireLock, ViewLocks, SendToSession, SendToFilter, ModifySecurity}
+		GatewaySession, AcquireLock, ViewLocks, SendToSession, SendToFilter, ModifySecurity}
+}
+
+// Scoped reports whether perm is granted per name, so that a grant may carry names.
+func (perm Permission) Scoped() bool {
+	switch perm {
+	case ModifyOwnProperties, AcquireLock, SendToSession, SendToFilter:
+		return true
+	}
+	return false
 }
 
 // Grant gives a permission, on every name or on names matching Names.
@@ -125,6 +138,11 @@ func (p *Policy) Validate() error {
 		for _, g := range grants {
 			if !slices.Contains(Permissions(), g.Permission) {
 				errs = append(errs, fmt.Errorf("policy: role %q: unknown permission %q", role, g.Permission))
+			}
+			if g.Names != nil && !g.Permission.Scoped() {
+				// Allowed never matches such a grant: it would grant nothing, silently.
+				errs = append(errs, fmt.Errorf("policy: role %q: %s is not granted per name: remove its names", role, g.Permission))
+				continue
 			}
 			if g.Names != nil && len(g.Names) == 0 {
 				// Stored as JSON with omitempty, an empty list becomes an absent one:

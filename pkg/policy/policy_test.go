@@ -1,6 +1,9 @@
 package policy
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestMatch(t *testing.T) {
 	tests := []struct {
@@ -77,5 +80,21 @@ func TestAllowed(t *testing.T) {
 	bad := &Policy{Roles: map[string][]Grant{"x": {{Permission: "FLY"}, {Permission: AcquireLock, Names: []string{"a/**/b"}}}}}
 	if bad.Validate() == nil {
 		t.Fatal("Validate accepted an unknown permission and a bad pattern")
+	}
+}
+
+// TestValidateRefusesNamesOnUnscopedPermissions: Allowed checks an unscoped
+// permission with no name, which no pattern matches, so names on such a grant would
+// grant nothing, silently.
+func TestValidateRefusesNamesOnUnscopedPermissions(t *testing.T) {
+	for _, perm := range Permissions() {
+		p := &Policy{Roles: map[string][]Grant{"r": {{Permission: perm, Names: List{"a/**"}}}}}
+		err := p.Validate()
+		if perm.Scoped() && err != nil {
+			t.Errorf("%s with names: %v, want valid", perm, err)
+		}
+		if !perm.Scoped() && (err == nil || !strings.Contains(err.Error(), "not granted per name")) {
+			t.Errorf("%s with names: %v, want refused", perm, err)
+		}
 	}
 }

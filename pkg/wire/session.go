@@ -41,6 +41,10 @@ func (p *Properties) UnmarshalJSON(data []byte) error {
 const (
 	// SubjectSessionOpen opens a session (not session-scoped).
 	SubjectSessionOpen = SessionPrefix + ".open"
+	// SubjectSessionOpenGateway opens a session for a gateway's user, with
+	// gateway_type and gateway_id (not session-scoped). The auth callout lets only
+	// connections whose roles have GATEWAY_SESSION publish to it.
+	SubjectSessionOpenGateway = SessionPrefix + ".open_gateway"
 	// SubjectSessionGet returns one session: the caller's own, or another by id.
 	SubjectSessionGet = SessionPrefix + ".get"
 	// SubjectSessionList lists the sessions matching a filter, a page at a time.

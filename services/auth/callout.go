@@ -56,12 +56,21 @@ var RequestSubjects = []string{
 var forbidden = []string{"$JS.>", "$KV.>", "$O.>", "$SYS.>"}
 
 // Permissions returns the NATS permissions of a connection with key (empty: none)
-// under the given connection policy.
-func Permissions(key string, c policy.Connections) jwt.Permissions {
+// whose principal has roles, under pol.
+func Permissions(key string, pol *policy.Policy, roles []string) jwt.Permissions {
 	var p jwt.Permissions
+	var c policy.Connections
+	if pol != nil {
+		c = pol.Connections
+	}
 	p.Pub.Allow.Add(RequestSubjects...)
 	p.Pub.Deny.Add(forbidden...)
 	p.Sub.Deny.Add(forbidden...)
+	// Opening sessions on a gateway's behalf is the connection's right, and only
+	// the callout knows who the connection is: NATS enforces it.
+	if !pol.Allowed(roles, policy.GatewaySession, "") {
+		p.Pub.Deny.Add(wire.SubjectSessionOpenGateway)
+	}
 	if key != "" {
 		p.Sub.Allow.Add(wire.ConnectionInbox(key)+".>", wire.ConnectionDeliverPrefix(key)+".>")
 	}
@@ -206,7 +215,7 @@ func (s *Service) admitConnection(ctx context.Context, req *jwt.AuthorizationReq
 	if key == "" {
 		uc.Name = wire.NoConnectionKey
 	}
-	uc.Permissions = Permissions(key, s.policy.Load().Connections)
+	uc.Permissions = Permissions(key, s.policy.Load(), a.Roles)
 	if !a.Expires.IsZero() {
 		uc.Expires = a.Expires.Unix()
 	}

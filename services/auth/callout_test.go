@@ -506,3 +506,66 @@ func TestFailedConnectOverSeveralURLsCountsOnce(t *testing.T) {
 		t.Fatalf("one refused connect over three URLs: got %d failures counted, want 1", got)
 	}
 }
+
+// TestCalloutGrantsGatewayOpenByRole: only a connection whose principal's roles
+// have GATEWAY_SESSION may publish to the gateway open subject; the others' publish
+// is refused by NATS and never reaches the registry.
+func TestCalloutGrantsGatewayOpenByRole(t *testing.T) {
+	srv, kp := calloutServer(t)
+	p := testPolicy()
+	p.Roles["gateway"] = []policy.Grant{{Permission: policy.GatewaySession}}
+	start(t, srv, calloutConfig(t, kp, p))
+	svc := srv.ServiceConn(t)
+	arrived := make(chan string, 10)
+	sub, err := svc.Subscribe(wire.SessionPrefix+".>", func(m *nats.Msg) { arrived <- m.Subject })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	_ = svc.Flush()
+
+	gw := mustConnect(t, srv, nats.Token(sign(t, jwt.SigningMethodHS256, claims("edge-1", []string{"gateway"}, time.Now().Add(time.Hour)))))
+	user := mustConnect(t, srv, nats.UserInfo("alice", "alice-pw"))
+	anon := mustConnect(t, srv)
+	for _, c := range []*client{user, anon, gw} {
+		if err := c.nc.Publish(wire.SubjectSessionOpenGateway, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		// Then an allowed subject: messages of one connection arrive in order, so
+		// once it is here the gateway open has arrived or never will.
+		if err := c.nc.Publish(wire.SubjectSessionOpen, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Once the three plain opens are here, every gateway open published before
+	// them on the same connection is too.
+	var got []string
+	for plain := 0; plain < 3; {
+		select {
+		case s := <-arrived:
+			got = append(got, s)
+			if s == wire.SubjectSessionOpen {
+				plain++
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %v, want three plain opens", got)
+		}
+	}
+	if n := len(got) - 3; n != 1 {
+		t.Fatalf("arrived %v: %d gateway opens, want the gateway connection's only", got, n)
+	}
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		for _, c := range []*client{user, anon} {
+			if !c.violated(wire.SubjectSessionOpenGateway) {
+				return fmt.Errorf("connection %s was not told its gateway open was refused", c.key)
+			}
+		}
+		return nil
+	})
+	if gw.violated(wire.SubjectSessionOpenGateway) {
+		t.Fatal("the gateway connection was refused its gateway open")
+	}
+}

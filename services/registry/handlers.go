@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -13,6 +14,7 @@ import (
 func (s *Service) register() error {
 	for _, add := range []func() error{
 		func() error { return endpoint.Add(s.svc, ep("open"), s.handleOpen) },
+		func() error { return endpoint.Add(s.svc, openGateway, s.handleOpenGateway) },
 		func() error { return endpoint.Add(s.svc, ep("get"), s.handleGet) },
 		func() error { return endpoint.Add(s.svc, ep("list"), s.handleList) },
 		func() error { return endpoint.Add(s.svc, ep("update"), s.handleUpdate) },
@@ -35,7 +37,22 @@ func ep(op string) endpoint.Endpoint {
 	return endpoint.Endpoint{Name: op, Request: "session." + op + ".request", Response: "session." + op + ".response"}
 }
 
+// openGateway answers as open does.
+var openGateway = endpoint.Endpoint{Name: "open_gateway", Request: "session.open_gateway.request", Response: "session.open.response"}
+
 func (s *Service) handleOpen(ctx context.Context, c *endpoint.Call, req *wire.SessionOpenRequest) (*wire.SessionOpenResponse, error) {
+	if req.GatewayType != "" || req.GatewayID != "" {
+		return nil, wire.Errorf(wire.CodeBadRequest, "gateway_type and gateway_id open a session on %s, which needs %s", wire.SubjectSessionOpenGateway, policy.GatewaySession)
+	}
+	return s.open(ctx, c, req)
+}
+
+// handleOpenGateway opens a session on a gateway's behalf. Who may is decided by the
+// auth callout, which lets only connections with GATEWAY_SESSION publish here.
+func (s *Service) handleOpenGateway(ctx context.Context, c *endpoint.Call, req *wire.SessionOpenRequest) (*wire.SessionOpenResponse, error) {
+	if req.GatewayType == "" || req.GatewayID == "" {
+		return nil, wire.Errorf(wire.CodeBadRequest, "%s needs gateway_type and gateway_id", wire.SubjectSessionOpenGateway)
+	}
 	return s.open(ctx, c, req)
 }
 

@@ -176,7 +176,11 @@ func open(t testing.TB, nc *nats.Conn, req *wire.SessionOpenRequest) (*client, *
 	var resp wire.SessionOpenResponse
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := wire.Call(ctx, nc, wire.SubjectSessionOpen, nil, req, &resp); err != nil {
+	subject := wire.SubjectSessionOpen
+	if req != nil && req.GatewayType != "" {
+		subject = wire.SubjectSessionOpenGateway
+	}
+	if err := wire.Call(ctx, nc, subject, nil, req, &resp); err != nil {
 		t.Fatalf("open: %v", err)
 	}
 	return &client{nc: nc, id: resp.Session.ID, token: resp.Token}, &resp

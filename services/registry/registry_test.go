@@ -145,6 +145,22 @@ func TestGatewayAndAuthErrors(t *testing.T) {
 		t.Fatalf("got fixed %v, want the gateway properties", f)
 	}
 	ctx := context.Background()
+	// Gateway sessions open on their own subject, which the auth callout grants
+	// (GATEWAY_SESSION); the fields on the plain one, or the subject without them,
+	// are bad requests.
+	for _, tc := range []struct {
+		subject string
+		req     *wire.SessionOpenRequest
+	}{
+		{wire.SubjectSessionOpen, &wire.SessionOpenRequest{GatewayType: "kafka", GatewayID: "gw-1"}},
+		{wire.SubjectSessionOpen, &wire.SessionOpenRequest{GatewayID: "gw-1"}},
+		{wire.SubjectSessionOpenGateway, &wire.SessionOpenRequest{}},
+		{wire.SubjectSessionOpenGateway, &wire.SessionOpenRequest{GatewayType: "kafka"}},
+		{wire.SubjectSessionOpenGateway, &wire.SessionOpenRequest{GatewayID: "gw-1"}},
+	} {
+		err := wire.Call(ctx, nc, tc.subject, nil, tc.req, nil)
+		wantCode(t, err, wire.CodeBadRequest)
+	}
 	for _, tc := range []struct {
 		name  string
 		creds *wire.Credentials

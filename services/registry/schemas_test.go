@@ -23,9 +23,14 @@ func TestSchemasRefuseWhatTheRegistryRefuses(t *testing.T) {
 		name, schema, subject, body string
 	}{
 		{"open permanent with a timeout", "session.open.request", wire.SubjectSessionOpen, `{"permanent":true,"timeout_ms":5000}`},
+		{"open with gateway fields", "session.open.request", wire.SubjectSessionOpen, `{"gateway_type":"kafka","gateway_id":"gw-1"}`},
 		{"open gateway type alone", "session.open.request", wire.SubjectSessionOpen, `{"gateway_type":"kafka"}`},
 		{"open gateway id alone", "session.open.request", wire.SubjectSessionOpen, `{"gateway_id":"gw-1"}`},
 		{"open gateway id empty", "session.open.request", wire.SubjectSessionOpen, `{"gateway_type":"kafka","gateway_id":""}`},
+		{"gateway open without the fields", "session.open_gateway.request", wire.SubjectSessionOpenGateway, `{}`},
+		{"gateway open type alone", "session.open_gateway.request", wire.SubjectSessionOpenGateway, `{"gateway_type":"kafka"}`},
+		{"gateway open id empty", "session.open_gateway.request", wire.SubjectSessionOpenGateway, `{"gateway_type":"kafka","gateway_id":""}`},
+		{"gateway open permanent with a timeout", "session.open_gateway.request", wire.SubjectSessionOpenGateway, `{"gateway_type":"kafka","gateway_id":"gw-1","permanent":true,"timeout_ms":5000}`},
 		{"update by id and filter", "session.update.request", wire.SubjectSessionUpdate, `{"id":"` + id + `","filter":"has a","set":{"a":"1"}}`},
 		{"update nothing", "session.update.request", wire.SubjectSessionUpdate, `{}`},
 		{"update empty set and remove", "session.update.request", wire.SubjectSessionUpdate, `{"set":{},"remove":[]}`},
@@ -51,8 +56,9 @@ func TestSchemasRefuseWhatTheRegistryRefuses(t *testing.T) {
 	for _, tc := range []struct{ schema, body string }{
 		{"session.open.request", `{"permanent":true,"timeout_ms":0}`},
 		{"session.open.request", `{"timeout_ms":5000,"permanent":false}`},
-		{"session.open.request", `{"gateway_type":"kafka","gateway_id":"gw-1"}`},
 		{"session.open.request", `{"gateway_type":"","gateway_id":""}`},
+		{"session.open_gateway.request", `{"gateway_type":"kafka","gateway_id":"gw-1"}`},
+		{"session.open_gateway.request", `{"gateway_type":"kafka","gateway_id":"gw-1","permanent":true,"timeout_ms":0}`},
 		{"session.update.request", `{"id":"` + id + `","set":{"a":"1"}}`},
 		{"session.update.request", `{"filter":"has a","remove":["a"]}`},
 		{"session.update.request", `{"id":"` + id + `","filter":"","set":{},"remove":["a"]}`},

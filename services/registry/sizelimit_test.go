@@ -62,7 +62,7 @@ func TestGatewayFieldsAreBoundedAsValues(t *testing.T) {
 		{GatewayType: strings.Repeat("t", 65), GatewayID: "g1"},
 		{GatewayType: "web", GatewayID: strings.Repeat("i", 65)},
 	} {
-		err := wire.Call(ctx, nc, wire.SubjectSessionOpen, nil, req, &wire.SessionOpenResponse{})
+		err := wire.Call(ctx, nc, wire.SubjectSessionOpenGateway, nil, req, &wire.SessionOpenResponse{})
 		wantCode(t, err, wire.CodeLimitExceeded)
 	}
 	_, resp := open(t, nc, &wire.SessionOpenRequest{GatewayType: strings.Repeat("t", 64), GatewayID: "g1"})

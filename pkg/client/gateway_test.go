@@ -1,0 +1,51 @@
+package client_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// TestGatewayOpenNeedsGatewaySession: a connection may open sessions on a gateway's
+// behalf only if its own principal has GATEWAY_SESSION; refused, the open fails with
+// ErrForbidden (NATS drops the publish, and the SDK learns it from the server's
+// asynchronous error rather than waiting out the request), and opens no session.
+// The sessions of a gateway connection are its users': their credentials decide
+// their principal and roles.
+func TestGatewayOpenNeedsGatewaySession(t *testing.T) {
+	p := startSecured(t)
+	gw := client.Options{GatewayType: "web", GatewayID: "edge-1", Credentials: client.Password("alice", "wonderland")}
+
+	for name, c := range map[string]*client.Client{
+		"anonymous": connect(t, p.ClientURL()),
+		"trader":    connect(t, p.ClientURL(), client.WithCredentials(client.Password("alice", "wonderland"))),
+	} {
+		if _, err := c.Open(ctxT(t), gw); !errors.Is(err, client.ErrForbidden) {
+			t.Fatalf("%s connection: gateway open: %v, want ErrForbidden", name, err)
+		}
+		// The connection still works, and opens its own sessions.
+		s, err := c.Open(ctxT(t), client.Options{})
+		if err != nil {
+			t.Fatalf("%s connection: plain open after the refusal: %v", name, err)
+		}
+		closeSession(t, s)
+	}
+
+	root := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	if got, err := root.ListSessions(ctxT(t), wire.SessionListRequest{Filter: `$GatewayId is "edge-1"`}); err != nil || got.Total != 0 {
+		t.Fatalf("sessions of the refused gateway: %+v, %v; want none", got, err)
+	}
+
+	edge := connect(t, p.ClientURL(), client.WithCredentials(client.JWT(signJWT(t, "edge", "gateway"))))
+	s, err := edge.Open(ctxT(t), gw)
+	if err != nil {
+		t.Fatalf("gateway connection: %v", err)
+	}
+	defer closeSession(t, s)
+	props := s.Properties()
+	if props["$GatewayType"] != "web" || props["$GatewayId"] != "edge-1" || props["$Principal"] != "alice" {
+		t.Fatalf("gateway session: %v, want alice's session through web/edge-1", props)
+	}
+}

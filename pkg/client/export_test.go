@@ -20,3 +20,17 @@ func SetAbandonTimeout(d time.Duration) (restore func()) {
 	abandonTimeout = d
 	return func() { abandonTimeout = old }
 }
+
+// WaitingLockCalls returns how many Lock calls of s wait for the named lock, in
+// every mode and scope.
+func WaitingLockCalls(s *Session, name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, w := range s.waits {
+		if k.name == name {
+			n += w.callers
+		}
+	}
+	return n
+}

@@ -37,45 +37,190 @@ type Lock struct {
 var ErrLockLost = errors.New("client: lock lost")
 
 // Lock acquires the named lock, waiting until it is granted or ctx ends: give ctx a
-// deadline to bound the wait, or cancel it to give up (the waiting request is then
-// withdrawn, and a grant that raced the withdrawal is released). A session that
-// already holds the lock gets an equal Lock with the same fencing token. TryLock
-// does not wait.
+// deadline to bound the wait, or cancel it to give up. A session that already
+// holds the lock gets an equal Lock with the same fencing token. TryLock does not
+// wait.
 //
 // A lock is the session's, not the goroutine's: goroutines sharing a session share
-// its locks, and do not exclude each other. A session may have at most 16 requests
-// waiting for one lock; a Lock beyond them fails with ErrLimitExceeded, so goroutines
-// of one session wanting the same lock should take it once and share it.
+// its locks, and do not exclude each other. So Lock calls of one session waiting
+// for the same name, mode and scope share one waiting request: the server sees one
+// waiter however many goroutines wait (it keeps at most 16 requests of a session
+// waiting for one lock, and refuses more with ErrLimitExceeded), and when the lock
+// is granted every one of them gets the same *Lock, with one fencing token. A call
+// whose ctx ends returns alone — context.Canceled, or an error matching ErrTimeout
+// past its deadline — and the others wait on; the request is withdrawn only when
+// the last call waiting for it gives up (a grant that raced the withdrawal is
+// released, unless another request of the session was answered with it). Calls
+// that ask for another mode or scope wait with requests of their own: a session
+// granted both holds the lock with the weaker scope, and one holding it shared
+// that asks for it exclusively gets ErrConflict. Since every call gets the same
+// lock, one Unlock releases it for all of them.
 //
-// The server holds one waiting request at most a minute; the SDK re-issues it with
-// the same request id, which keeps its place in the queue, for as long as ctx allows
-// — also when no answer comes at all (the instance that took the request died), and
-// when the lock service answers that the outcome is unknown.
+// The shared request asks the server to wait until it is withdrawn; each call's
+// deadline ends its own wait in the SDK. The server holds one waiting request at
+// most a minute; the SDK re-issues it with the same request id, which keeps its
+// place in the queue, for as long as a call waits — also when no answer comes at
+// all (the instance that took the request died), and when the lock service
+// answers that the outcome is unknown. When the session closes, every waiting call
+// returns an error matching ErrSessionClosed. When the connection is lost, the
+// calls fail together (ErrUnavailable) and the request is withdrawn once the
+// session is back: a Lock does not outlive its connection.
 func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Lock, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, givenUp(ctx, name, err)
+	}
+	key := keyOf(name, opts)
+	s.mu.Lock()
+	w := s.waits[key]
+	if w == nil {
+		// The request runs in the first call's trace (ctx's values), and until
+		// the last call waiting for it gives up (not ctx's end).
+		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		w = &lockWait{cancel: cancel, done: make(chan struct{})}
+		if s.waits == nil {
+			s.waits = map[lockKey]*lockWait{}
+		}
+		s.waits[key] = w
+		go s.runWait(wctx, key, w)
+	}
+	w.callers++
+	s.mu.Unlock()
+	select {
+	case <-w.done:
+		return w.l, w.err
+	case <-ctx.Done():
+	case <-s.stopHB: // the session closed: its requests are gone on the server
+	}
+	return s.leaveWait(ctx, key, w)
+}
+
+// lockKey names the Lock calls of a session that share one waiting request.
+type lockKey struct {
+	name  string
+	mode  wire.LockMode
+	scope wire.LockScope
+}
+
+// keyOf returns the key of a Lock call, with the defaults spelt out: a call that
+// leaves them out asks for what one naming them does.
+func keyOf(name string, opts LockOptions) lockKey {
+	k := lockKey{name: name, mode: opts.Mode, scope: opts.Scope}
+	if k.mode == "" {
+		k.mode = wire.LockExclusive
+	}
+	if k.scope == "" {
+		k.scope = wire.ScopeSession
+	}
+	return k
+}
+
+// lockWait is one waiting acquire request, shared by the Lock calls of a session
+// with the same key.
+type lockWait struct {
+	callers int                // the calls waiting for it (under Session.mu)
+	cancel  context.CancelFunc // withdraws the request: the last call gave up
+	done    chan struct{}      // closed once l or err is set (under Session.mu while calls wait)
+	l       *Lock
+	err     error
+}
+
+// leaveWait detaches a Lock call that gives up (its ctx ended, or the session
+// closed) from the request it waits for. The last call to leave withdraws the
+// request, and returns once the withdrawal is answered (withdrawWait at most).
+func (s *Session) leaveWait(ctx context.Context, key lockKey, w *lockWait) (*Lock, error) {
+	s.mu.Lock()
+	select {
+	case <-w.done:
+		// Answered as the call gave up: the answer is the call's, as it would be
+		// were the call alone (the grant is not taken back).
+		s.mu.Unlock()
+		if w.err != nil && ctx.Err() != nil {
+			return nil, givenUp(ctx, key.name, w.err)
+		}
+		return w.l, w.err
+	default:
+	}
+	w.callers--
+	last := w.callers == 0
+	if last {
+		if s.waits[key] == w {
+			delete(s.waits, key)
+		}
+		w.cancel()
+	}
+	s.mu.Unlock()
+	if last {
+		<-w.done
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, givenUp(ctx, key.name, err)
+	}
+	return nil, s.goneErr()
+}
+
+// goneErr is what a call of a session that stopped being served gets: closed, or
+// attached and its Client closed.
+func (s *Session) goneErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == StateClosed {
+		return s.closedErr()
+	}
+	return errClosedConn
+}
+
+// runWait runs the request the Lock calls of key share until it is answered for
+// good, or the last call gives up (ctx ends), and hands the answer to the calls
+// waiting then. A grant that came as the last call gave up is withdrawn: nobody
+// would use or release it.
+func (s *Session) runWait(ctx context.Context, key lockKey, w *lockWait) {
+	defer w.cancel()
+	opts := LockOptions{Mode: key.mode, Scope: key.scope}
 	reqID := nuid.Next()
+	info, err := s.request(ctx, key.name, opts, &reqID)
+	s.mu.Lock()
+	if s.waits[key] == w {
+		delete(s.waits, key) // a call from now on asks anew
+	}
+	// Decided under s.mu, where calls leave: a call either takes the answer or
+	// has left before it came.
+	abandoned := w.callers == 0
+	if !abandoned {
+		if err == nil {
+			w.l = s.trackLockLocked(info)
+		} else {
+			w.err = err
+		}
+		close(w.done)
+	}
+	s.mu.Unlock()
+	if abandoned {
+		if err == nil {
+			s.withdraw(ctx, key.name, reqID, opts)
+		}
+		close(w.done)
+	}
+}
+
+// request sends a waiting acquire and asks again, with the same request id, until
+// it is granted or refused for good, or ctx ends — then it withdraws the request.
+// *reqID is the id the request has in the end: one whose place was lost waits
+// again under a new id.
+func (s *Session) request(ctx context.Context, name string, opts LockOptions, reqID *string) (wire.Lock, error) {
 	unknown := 0 // outcomes in a row the service could not tell
 	for {
-		wait := int64(wire.WaitForever)
-		var waitEnd time.Time
-		if dl, ok := ctx.Deadline(); ok {
-			// Ask the server to give up a little before ctx does, so that its
-			// answer (and the end of the wait) arrives before our own deadline.
-			remaining := time.Until(dl)
-			wait = max(remaining-replyMargin(remaining), 0).Milliseconds()
-			waitEnd = time.Now().Add(time.Duration(wait) * time.Millisecond)
-		}
 		// Bound each request a little past the server's bound on one held request,
 		// so that a request nobody will answer is re-issued.
 		rctx, cancel := context.WithTimeout(ctx, maxHeldRequest)
-		l, err := s.acquire(rctx, name, opts, wait, reqID)
+		info, err := s.acquire(rctx, name, opts, wire.WaitForever, *reqID)
 		unanswered := rctx.Err() != nil // read before cancel, which sets it
 		cancel()
 		switch {
 		case err == nil:
-			return l, nil
+			return info, nil
 		case ctx.Err() != nil:
-			s.withdraw(ctx, name, reqID, opts)
-			return nil, givenUp(ctx, name, err)
+			s.withdraw(ctx, name, *reqID, opts)
+			return wire.Lock{}, err
 		case unanswered:
 			continue // no answer within the bound (ctx lives on): ask again, same request id
 		case errors.Is(err, ErrUnavailable):
@@ -87,29 +232,27 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 				case <-time.After(time.Duration(unknown) * 50 * time.Millisecond):
 					continue
 				case <-ctx.Done():
-					s.withdraw(ctx, name, reqID, opts)
-					return nil, givenUp(ctx, name, err)
 				}
 			}
-			s.withdraw(ctx, name, reqID, opts)
-			return nil, err
+			s.withdraw(ctx, name, *reqID, opts)
+			return wire.Lock{}, err
 		case errors.Is(err, ErrStaleRequest):
 			// The request's place was lost (its waiter expired while we could not
 			// re-issue it): wait again, at the back of the queue.
-			reqID = nuid.Next()
+			*reqID = nuid.Next()
 			continue
-		case errors.Is(err, ErrTimeout) && (wait == wire.WaitForever || time.Until(waitEnd) > reissueSlack):
-			// The server's bound on one request (a minute) passed well before our
-			// wait did: the request keeps its place for a while; re-issue it.
+		case errors.Is(err, ErrTimeout):
+			// The server's bound on one held request (a minute) passed: the
+			// request keeps its place for a while; re-issue it.
 			continue
 		default:
-			return nil, err
+			return wire.Lock{}, err
 		}
 	}
 }
 
-// givenUp is Lock's error when its context ended, with err the last answer: past
-// the deadline it matches ErrTimeout, whatever the last answer was.
+// givenUp is Lock's error when its context ended, with err the cause: past the
+// deadline it matches ErrTimeout, whatever the cause was.
 func givenUp(ctx context.Context, name string, err error) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrTimeout) {
 		return fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTimeout, Message: "lock " + name + " not granted before the deadline"}, err)
@@ -126,16 +269,6 @@ var maxHeldRequest = 65 * time.Second
 // lock service answered that the outcome was unknown.
 const unknownRetries = 3
 
-// reissueSlack tells a timeout at the server's bound on one request from the end
-// of the wait the client asked for, which the server may answer a moment early.
-const reissueSlack = 100 * time.Millisecond
-
-// replyMargin is how much earlier than the caller's deadline the server is asked
-// to give up waiting: time for its answer to travel back.
-func replyMargin(remaining time.Duration) time.Duration {
-	return min(max(remaining/10, 10*time.Millisecond), time.Second)
-}
-
 // TryLock acquires the named lock if it is free now, and fails with ErrTimeout
 // otherwise. When ctx ends before the answer comes, or the answer is that the
 // outcome is unknown (ErrUnavailable), the request is withdrawn as Lock's is: a
@@ -144,23 +277,27 @@ func (s *Session) TryLock(ctx context.Context, name string, opts LockOptions) (*
 	// The request id is what lets the server withdraw a try the caller gave up
 	// on, and refuse it should it arrive after its withdrawal.
 	reqID := nuid.Next()
-	l, err := s.acquire(ctx, name, opts, 0, reqID)
-	if err != nil && (ctx.Err() != nil || errors.Is(err, ErrUnavailable)) {
-		s.withdraw(ctx, name, reqID, opts)
+	info, err := s.acquire(ctx, name, opts, 0, reqID)
+	if err != nil {
+		if ctx.Err() != nil || errors.Is(err, ErrUnavailable) {
+			s.withdraw(ctx, name, reqID, opts)
+		}
+		return nil, err
 	}
-	return l, err
+	return s.trackLock(info), nil
 }
 
-func (s *Session) acquire(ctx context.Context, name string, opts LockOptions, waitMS int64, reqID string) (*Lock, error) {
+// acquire sends one acquire request and returns the grant.
+func (s *Session) acquire(ctx context.Context, name string, opts LockOptions, waitMS int64, reqID string) (wire.Lock, error) {
 	req := &wire.LockAcquireRequest{Name: name, Mode: opts.Mode, Scope: opts.Scope, WaitMS: waitMS, RequestID: reqID}
 	var resp wire.LockAcquireResponse
 	if err := s.do(ctx, wire.SubjectLockAcquire, req, &resp); err != nil {
-		return nil, err
+		return wire.Lock{}, err
 	}
 	if resp.Lock == nil {
-		return nil, &wire.Error{Code: wire.CodeInternal, Message: "acquire reply without a lock"}
+		return wire.Lock{}, &wire.Error{Code: wire.CodeInternal, Message: "acquire reply without a lock"}
 	}
-	return s.trackLock(*resp.Lock), nil
+	return *resp.Lock, nil
 }
 
 // withdraw abandons an acquire the caller gave up on, waiting for the lock service's
@@ -322,6 +459,11 @@ func (l *Lock) markLost(cause error) {
 func (s *Session) trackLock(info wire.Lock) *Lock {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.trackLockLocked(info)
+}
+
+// trackLockLocked is trackLock with s.mu held.
+func (s *Session) trackLockLocked(info wire.Lock) *Lock {
 	if s.locks == nil {
 		s.locks = map[string]*Lock{}
 	}

@@ -95,8 +95,9 @@ type Session struct {
 	state     State
 	reason    wire.CloseReason
 	listeners []func(StateChange)
-	locks     map[string]*Lock // by name
-	abandoned []abandoned      // lock requests to withdraw once resumed
+	locks     map[string]*Lock      // by name
+	waits     map[lockKey]*lockWait // Lock calls' shared requests
+	abandoned []abandoned           // lock requests to withdraw once resumed
 	handlers  map[*nats.Subscription]context.CancelFunc
 	stopHB    chan struct{}
 	hbDone    chan struct{}

@@ -15,6 +15,10 @@
 //	defer l.Unlock(ctx)
 //	useResource(l.Token()) // the fencing token
 //
+// A lock is the session's: goroutines of the session that call Lock for one name,
+// mode and scope at once wait with a single request to the server and all get the
+// same *Lock, which one Unlock releases (see (*Session).Lock).
+//
 //	s.Handle("chat/room1", func(ctx context.Context, m *client.Message) ([]byte, error) { … })
 //	n, err := s.Send(ctx, client.ToFilter(`Department is "Accounts"`), "chat/room1", []byte("hello"))
 //

@@ -21,7 +21,8 @@ type LockOptions struct {
 	Scope wire.LockScope
 }
 
-// Lock is a lock held by a session.
+// Lock is a lock held by a session. Every call of the session answered with one
+// grant gets the same *Lock.
 type Lock struct {
 	s    *Session
 	info wire.Lock
@@ -436,6 +437,12 @@ func (l *Lock) Err() error {
 // matching ErrLockNotHeld. When the release fails otherwise (ErrUnavailable,
 // ErrTimeout: it may not have happened), the lock stays tracked — Lost still reports
 // its loss — and Unlock may be called again.
+//
+// The lock is the session's, held once however many calls got it: every Lock and
+// TryLock of the session answered with it returned this same *Lock, and one Unlock
+// releases it for all of them, as the server's release does (there is no count of
+// holders). Goroutines sharing a lock agree among themselves which of them releases
+// it; an Unlock by one does not close Lost for the others.
 func (l *Lock) Unlock(ctx context.Context) error {
 	err := l.s.do(ctx, wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: l.info.Name, Token: l.info.Token}, &wire.LockReleaseResponse{})
 	if err == nil || errors.Is(err, ErrLockNotHeld) || errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {

@@ -53,7 +53,7 @@ func requestSpecs(t *testing.T) []requestSpec {
 	for _, prefix := range []string{auth.Prefix, wire.SessionPrefix, wire.LockPrefix, wire.MessagingPrefix} {
 		specs = append(specs, requestSpec{schema: "health.request", subject: prefix + ".health", body: `{}`})
 	}
-	message := `"path":"chat/room1","content_type":"text/plain","payload":"aGk=","headers":{"X-Trace":"1"}`
+	message := `"path":"chat/room1","content_type":"text/plain","payload":"aGk=","headers":{"X-Trace":"1"},"message_id":"m-1"`
 	return append(specs, []requestSpec{
 		{schema: "auth.authenticate.request", subject: wire.SubjectAuthenticate, internal: true,
 			body: `{"credentials":{"type":"anonymous"},"properties":{"a":"1"},"client":{"acc":"CLIENTS","host":"127.0.0.1","id":7,"user":"-"}}`},

@@ -39,6 +39,19 @@ const DefaultContentType = "application/octet-stream"
 // service gave the fan-out it belongs to (for logs and traces; not secret).
 const HeaderRequestID = "Roster-Request-Id"
 
+// HeaderMessageID carries, on a delivery, the Message.MessageID its sender gave the
+// message: the same on every delivery of one send or request, and on every retry of
+// it. A receiver that has already handled a delivery from the same sender on the
+// same path with the same id handles a copy as a duplicate (see Message.MessageID).
+const HeaderMessageID = "Roster-Message-Id"
+
+// MaxMessageIDLength bounds a message id.
+const MaxMessageIDLength = 64
+
+// ValidMessageID reports whether s can be a message id: 1 to MaxMessageIDLength
+// ASCII letters, digits, '-' or '_' (as a lock request id; a header value as it is).
+func ValidMessageID(s string) bool { return ValidStreamID(s) }
+
 // resultsToken is the token, after the session id, under which the messaging service
 // streams request results to the requesting session. Paths cannot start with '_'.
 const resultsToken = "_results"
@@ -205,6 +218,14 @@ type Message struct {
 	// Headers are extra headers for the receiver. Names starting with Roster-,
 	// Nats- or naming trace context are reserved.
 	Headers map[string]string `json:"headers,omitempty"`
+	// MessageID, when set, names the message for de-duplication: the service puts
+	// it on every delivery as HeaderMessageID. A sender gives one id to one logical
+	// message and sends it again, after an outcome it could not learn, with the same
+	// id; receivers drop (or, for a request, answer again without handling) a
+	// delivery whose sender, path and id they have already seen. The Go SDK assigns
+	// one per Send or Request and keeps it across its retries. 1 to
+	// MaxMessageIDLength letters, digits, '-' or '_'.
+	MessageID string `json:"message_id,omitempty" roster:"nonempty"`
 }
 
 // MaxUserHeaders bounds the extra headers of a message.
@@ -222,6 +243,8 @@ func (m *Message) Validate() error {
 		// caller's mistake, not a session gone, and an error echoing a huge one
 		// would not fit in a reply.
 		return Errorf(CodeBadRequest, "session_id must be a session id: %d letters or digits", SessionIDLength)
+	case m.MessageID != "" && !ValidMessageID(m.MessageID):
+		return Errorf(CodeBadRequest, "message_id must be 1 to %d letters, digits, '-' or '_'", MaxMessageIDLength)
 	}
 	if err := ValidatePath(m.Path); err != nil {
 		return err

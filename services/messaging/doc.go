@@ -13,7 +13,9 @@
 // Deliveries go to roster.v1.deliver.<connection key>.<session id>.<path tokens>
 // (wire.DeliverSubject), which only the session's connection may subscribe to, with
 // the headers Roster-Sender (the sender's session id), Content-Type, any headers the
-// sender added, and the W3C trace context of the send. A delivery that is a request
+// sender added, Roster-Message-Id when the sender named the message (message_id,
+// validated as 1 to 64 letters, digits, '-' or '_'; receivers de-duplicate on it, the
+// service keeps nothing of it), and the W3C trace context of the send. A delivery that is a request
 // has a reply subject; the receiver answers once, with a payload, or with an error in
 // the micro error form (Nats-Service-Error-Code and a wire error body).
 //

@@ -72,18 +72,23 @@ type delivery struct {
 	pathTokens  string
 	contentType string
 	sender      string
+	messageID   string // the sender's Message.MessageID, if any
 	payload     []byte
 	headers     map[string]string
 }
 
 // header builds the one header set shared by every delivery of a send, carrying the
-// trace context of ctx.
+// trace context of ctx and the sender's message id: built once per send, it costs
+// the fan-out nothing per delivery but its bytes.
 func (d *delivery) header(ctx context.Context) nats.Header {
-	h := make(nats.Header, len(d.headers)+4)
+	h := make(nats.Header, len(d.headers)+5)
 	for k, v := range d.headers {
 		h[k] = []string{v}
 	}
 	h[wire.HeaderSender] = []string{d.sender}
+	if d.messageID != "" {
+		h[wire.HeaderMessageID] = []string{d.messageID}
+	}
 	ct := d.contentType
 	if ct == "" {
 		ct = wire.DefaultContentType

@@ -59,6 +59,9 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 		attribute.String("roster.path", m.Path),
 		attribute.String("roster.sender", from.id),
 	))
+	if m.MessageID != "" {
+		span.SetAttributes(attribute.String("roster.message_id", m.MessageID))
+	}
 	fail := func(err error) (context.Context, *fanOut, error) {
 		span.SetAttributes(attribute.String("roster.error.code", codeOf(err)), attribute.String("error.type", codeOf(err)))
 		span.End()
@@ -76,6 +79,7 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 		pathTokens:  wire.PathTokens(m.Path),
 		contentType: m.ContentType,
 		sender:      from.id,
+		messageID:   m.MessageID,
 		payload:     m.Payload,
 		headers:     m.Headers,
 	}

@@ -34,6 +34,13 @@
 // (its next keepalive or call, should the notice be lost). After a session is closed
 // every call returns an error matching ErrSessionClosed.
 //
+// Send, Request and RequestStream give each message an id (MessageID to choose it)
+// and retry with it when they cannot learn the outcome (ErrUnavailable, or a send
+// unanswered for 20 s); a handler registered with Handle takes a message with the
+// same sender, path and id once within two minutes and 4,096 messages, so a retry
+// whose first attempt was delivered is not handled twice (a request's copy gets the
+// first answer again).
+//
 // Only the messaging service's deliveries reach a handler: a message under the
 // session's delivery subjects without the Roster-Sender header — a service's reply to
 // a request whose reply subject another client chose — is dropped.

@@ -34,3 +34,12 @@ func WaitingLockCalls(s *Session, name string) int {
 	}
 	return n
 }
+
+// SetDedupLimits sets the receivers' de-duplication window, its number of messages
+// and the largest answer it keeps, for a test, and returns a function that restores
+// them.
+func SetDedupLimits(window time.Duration, entries, maxAnswer int) (restore func()) {
+	w, e, a := dedupWindow, dedupMaxEntries, dedupMaxAnswer
+	dedupWindow, dedupMaxEntries, dedupMaxAnswer = window, entries, maxAnswer
+	return func() { dedupWindow, dedupMaxEntries, dedupMaxAnswer = w, e, a }
+}

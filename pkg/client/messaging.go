@@ -46,10 +46,22 @@ func Header(key, value string) MessageOption {
 	}
 }
 
+// MessageID names the message for de-duplication: 1 to 64 letters, digits, '-' or
+// '_' (ErrBadRequest otherwise). Without it Send and Request give each call an id of
+// their own, which their retries keep. Set it to make retries of your own — a send
+// repeated after ErrTimeout, or after a restart — count as the same message: a
+// receiver using this SDK handles a message with the same sender, path and id once
+// within its window (two minutes, 4,096 messages per Handle). Give each logical
+// message its own id; a new message with an id already used is dropped.
+func MessageID(id string) MessageOption { return func(m *wire.Message) { m.MessageID = id } }
+
 func message(to Target, path string, payload []byte, opts []MessageOption) wire.Message {
 	m := wire.Message{SessionID: to.SessionID, Filter: to.Filter, Path: path, Payload: payload}
 	for _, o := range opts {
 		o(&m)
+	}
+	if m.MessageID == "" {
+		m.MessageID = nuid.Next()
 	}
 	return m
 }
@@ -57,12 +69,60 @@ func message(to Target, path string, payload []byte, opts []MessageOption) wire.
 // Send delivers payload on path to the target and returns how many sessions it was
 // delivered to. Delivery is fire-and-forget: a session without a handler for the
 // path counts as delivered.
+//
+// An outcome Send cannot learn — the connection lost during the call, no messaging
+// instance answering, the instance stopping mid fan-out, or no answer within
+// sendAttemptTimeout (20 s) while ctx allows more — is retried, up to four times
+// while ctx allows, with the same message id (MessageID): receivers using this SDK
+// handle the message once even when an attempt whose answer was lost delivered it.
+// Receivers using another client see Roster-Message-Id and must drop copies
+// themselves. A filter is evaluated again by each attempt: a session that matches
+// only the retry's selection gets the message from it.
 func (s *Session) Send(ctx context.Context, to Target, path string, payload []byte, opts ...MessageOption) (int, error) {
+	req := &wire.MsgSendRequest{Message: message(to, path, payload, opts)}
 	var resp wire.MsgSendResponse
-	if err := s.doOther(ctx, wire.SubjectMsgSend, &wire.MsgSendRequest{Message: message(to, path, payload, opts)}, &resp); err != nil {
+	err := s.retry(ctx, sendAttemptTimeout, func(ctx context.Context) error {
+		return s.doOther(ctx, wire.SubjectMsgSend, req, &resp)
+	})
+	if err != nil {
 		return 0, err
 	}
 	return resp.Delivered, nil
+}
+
+// sendAttemptTimeout bounds one attempt of Send: the service flushes a fan-out
+// within 10 s, so an attempt unanswered past this lost its answer (its instance
+// died). A variable for tests.
+var sendAttemptTimeout = 20 * time.Second
+
+// retries is how often Send and Request try again after an outcome they could not
+// learn.
+const retries = 4
+
+// retry runs attempt until it succeeds, fails in a way a retry cannot cure, or ctx
+// or the retries run out, with a growing pause between attempts (100 ms to 800 ms:
+// the connection comes back within about a second). An attempt that fails with
+// ErrUnavailable is retried, and with bound > 0 so is one that got no answer within
+// bound while ctx lived on. The last attempt's error is returned.
+func (s *Session) retry(ctx context.Context, bound time.Duration, attempt func(context.Context) error) error {
+	for n := 0; ; n++ {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if bound > 0 {
+			actx, cancel = context.WithTimeout(ctx, bound)
+		}
+		err := attempt(actx)
+		unanswered := bound > 0 && actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil || n == retries || ctx.Err() != nil || s.c.nc.IsClosed() ||
+			!(unanswered || errors.Is(err, ErrUnavailable)) {
+			return err
+		}
+		select {
+		case <-time.After(100 * time.Millisecond << n):
+		case <-ctx.Done():
+			return err
+		}
+	}
 }
 
 // Results are the outcome of a request: one result per matched session.
@@ -78,6 +138,13 @@ type Results struct {
 // limit_exceeded (too many requests in flight to it). A timeout of 0 is the
 // service's default (5 s); above a minute the service refuses it, and a negative
 // one is refused before anything is sent, both with ErrBadRequest.
+//
+// A request that fails with ErrUnavailable (the connection lost, no messaging
+// instance answering, the instance stopping) is retried as Send is, with the same
+// message id. A receiver using this SDK does not handle a copy of a request it has
+// handled: it answers it again with the answer it gave (kept up to 16 KiB), or waits
+// for the handler still running; an answer too large to keep is answered with
+// ErrStaleRequest, which tells the requester that the receiver did handle it.
 func (s *Session) Request(ctx context.Context, to Target, path string, payload []byte, timeout time.Duration, opts ...MessageOption) (*Results, error) {
 	if _, err := s.headers(); err != nil {
 		return nil, err // closed: that first, as every call says
@@ -87,9 +154,12 @@ func (s *Session) Request(ctx context.Context, to Target, path string, payload [
 	}
 	req := &wire.MsgRequestRequest{Message: message(to, path, payload, opts), TimeoutMS: timeoutMS(timeout)}
 	var resp wire.MsgRequestResponse
-	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
-	defer cancel()
-	if err := s.doOther(ctx, wire.SubjectMsgRequest, req, &resp); err != nil {
+	err := s.retry(ctx, 0, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
+		defer cancel()
+		return s.doOther(ctx, wire.SubjectMsgRequest, req, &resp)
+	})
+	if err != nil {
 		return nil, err
 	}
 	return &Results{Expected: resp.Expected, Results: resp.Results}, nil
@@ -117,7 +187,9 @@ func timeoutMS(d time.Duration) int64 {
 // caller's goroutine. It returns the number of sessions expected once every result
 // has arrived (or ctx ends: the results not yet seen are then missing, and the error
 // says so; it matches ErrTimeout at ctx's deadline, and ErrUnavailable when the
-// connection is lost meanwhile). fn must not be nil.
+// connection is lost meanwhile). fn must not be nil. The request is retried as
+// Request's is, with the same message id and a new stream for each attempt, except
+// after the connection was lost, which ends the stream too.
 func (s *Session) RequestStream(ctx context.Context, to Target, path string, payload []byte, timeout time.Duration, fn func(wire.MsgResult), opts ...MessageOption) (int, error) {
 	// A closed session says so before anything touches the connection, which a
 	// session opened with Open closes with it.
@@ -145,15 +217,29 @@ func (s *Session) RequestStream(ctx context.Context, to Target, path string, pay
 		return 0, err
 	}
 	defer done() // in flight until the last result (closeWhenIdle)
-	streamID := nuid.Next()
-	sub, err := s.c.nc.SubscribeSync(wire.ResultSubject(s.c.key, s.ID(), streamID))
-	if err != nil {
-		return 0, fmt.Errorf("client: subscribe to results: %w", err)
-	}
-	defer sub.Unsubscribe()
-	req := &wire.MsgRequestRequest{Message: message(to, path, payload, opts), TimeoutMS: timeoutMS(timeout), StreamID: streamID}
+	req := &wire.MsgRequestRequest{Message: message(to, path, payload, opts), TimeoutMS: timeoutMS(timeout)}
 	var resp wire.MsgRequestResponse
-	if err := s.doOther(ctx, wire.SubjectMsgRequest, req, &resp); err != nil {
+	var sub *nats.Subscription
+	defer func() {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
+	}()
+	// Each attempt streams to a subject of its own, so that the results of an
+	// attempt whose answer was lost never mix with the retry's.
+	err = s.retry(ctx, 0, func(ctx context.Context) error {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
+		req.StreamID = nuid.Next()
+		var err error
+		if sub, err = s.c.nc.SubscribeSync(wire.ResultSubject(s.c.key, s.ID(), req.StreamID)); err != nil {
+			sub = nil
+			return fmt.Errorf("client: subscribe to results: %w", err)
+		}
+		return s.doOther(ctx, wire.SubjectMsgRequest, req, &resp)
+	})
+	if err != nil {
 		return 0, err
 	}
 	seen := 0
@@ -197,6 +283,10 @@ type Message struct {
 	Payload     []byte
 	// Headers are the application headers the sender added.
 	Headers map[string]string
+	// ID is the message id (MessageID; Roster-Message-Id), the same on every copy
+	// of the message: empty when the sender gave none (not this SDK). A handler
+	// whose effects must hold beyond the SDK's window can keep it.
+	ID string
 	// IsRequest says whether the sender waits for an answer.
 	IsRequest bool
 }
@@ -220,6 +310,13 @@ const maxHandlers = 255
 // one of the 255 slots are dropped, and no handler starts once it has returned.
 // h must not be nil (ErrBadRequest); an invalid path is ErrInvalidName, and a
 // closed session ErrSessionClosed.
+//
+// A registration handles a message once: a copy with the sender, path and message
+// id of one it has taken (a retry whose first attempt's answer was lost) is dropped,
+// or, for a request, answered again with the answer it gave (see Request). It
+// remembers the messages of the last two minutes, at most 4,096 (and at most 1 MiB
+// of answers); a copy arriving after them is handled again. Messages without an id
+// (from a client that gives none) are always handled.
 func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	if _, err := s.headers(); err != nil {
 		return nil, err
@@ -242,14 +339,31 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		removed bool // set before the removal waits: no handler starts after
+		// seen is per registration: overlapping registrations each get every
+		// delivery, and each must handle it once.
+		seen = newDedup()
 	)
 	hctx, cancel := context.WithCancel(context.Background())
 	sub, err := s.c.nc.Subscribe(subject, func(m *nats.Msg) {
 		_, _, p, err := wire.ParseDeliverSubject(m.Subject)
-		if err != nil || m.Header.Get(wire.HeaderSender) == "" {
+		sender := m.Header.Get(wire.HeaderSender)
+		if err != nil || sender == "" {
 			// Results of a streamed request, or not a delivery: a service's reply to
 			// a request whose reply subject another client chose (wire.HeaderSender).
 			return
+		}
+		// Taken here, on the subscription's one goroutine, so that of two copies
+		// the first to arrive is the one handled.
+		var (
+			entry *seenMsg
+			dup   bool
+		)
+		if id := m.Header.Get(wire.HeaderMessageID); id != "" {
+			entry, dup = seen.take(dedupKey{sender: sender, path: p, id: id}, time.Now())
+			if dup && m.Reply == "" {
+				s.c.log.Debug("roster: duplicate delivery dropped", "session", s.id, "path", p, "sender", sender, "message_id", id)
+				return
+			}
 		}
 		mu.Lock()
 		if removed {
@@ -271,7 +385,11 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			s.deliver(hctx, p, m, h)
+			if dup {
+				s.answerAgain(hctx, seen, entry, m)
+				return
+			}
+			s.deliver(hctx, p, m, h, seen, entry)
 		}()
 	})
 	if err != nil {
@@ -321,7 +439,9 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	}, nil
 }
 
-func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handler) {
+// deliver hands m to h and answers a request with what h returns. entry, when not
+// nil, is m's in seen, which records the answer for copies of m.
+func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handler, seen *dedup, entry *seenMsg) {
 	ctx = wire.Extract(ctx, m.Header)
 	ctx, span := s.c.tracer.Start(ctx, "receive "+path, trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("roster.path", path), attribute.String("roster.session_id", s.ID())))
@@ -333,6 +453,7 @@ func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handl
 		Payload:     m.Data,
 		IsRequest:   m.Reply != "",
 		Headers:     appHeaders(m.Header),
+		ID:          m.Header.Get(wire.HeaderMessageID),
 	}
 	out, err := h(ctx, msg)
 	var we *wire.Error
@@ -342,19 +463,46 @@ func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handl
 		}
 		spanError(span, we)
 	}
+	if entry != nil {
+		seen.finish(entry, m.Reply != "", out, we)
+	}
 	if m.Reply == "" {
 		return
 	}
-	reply := &nats.Msg{Subject: m.Reply, Data: out, Header: nats.Header{}}
-	if err != nil {
+	if rerr := s.reply(m.Reply, out, we); rerr != nil {
+		span.RecordError(rerr)
+	}
+}
+
+// answerAgain answers m, a copy of a request this registration has taken (entry),
+// with the answer given to the first, once there is one, without handling it: the
+// requester retried because it did not learn the outcome. An answer too large to
+// have been kept is stale_request. A registration removed meanwhile answers nothing.
+func (s *Session) answerAgain(ctx context.Context, seen *dedup, entry *seenMsg, m *nats.Msg) {
+	select {
+	case <-entry.done:
+	case <-ctx.Done():
+		return
+	}
+	out, we, ok := seen.answer(entry)
+	if !ok {
+		out, we = nil, &wire.Error{Code: wire.CodeStaleRequest, Message: fmt.Sprintf(
+			"message %s was handled already; its answer (%d bytes) is not kept for copies", entry.key.id, entry.size)}
+	}
+	s.c.log.Debug("roster: duplicate request answered again", "session", s.id, "path", entry.key.path, "sender", entry.key.sender, "message_id", entry.key.id)
+	_ = s.reply(m.Reply, out, we)
+}
+
+// reply publishes the answer to a request: out, or we in the micro error form.
+func (s *Session) reply(subject string, out []byte, we *wire.Error) error {
+	reply := &nats.Msg{Subject: subject, Data: out, Header: nats.Header{}}
+	if we != nil {
 		status, message, body := wire.EncodeError(we)
 		reply.Header.Set(wire.HeaderErrorCode, status)
 		reply.Header.Set(wire.HeaderError, message)
 		reply.Data = body
 	}
-	if rerr := s.c.nc.PublishMsg(reply); rerr != nil {
-		span.RecordError(rerr)
-	}
+	return s.c.nc.PublishMsg(reply)
 }
 
 func appHeaders(h nats.Header) map[string]string {

@@ -56,7 +56,7 @@ var registry = []CodeInfo{
 	{CodeTimeout, 408, "The operation did not complete within the time the caller allowed (e.g. waiting for a lock)."},
 	{CodeConflict, 409, "A concurrent change won; the operation can be retried."},
 	{CodeLockNotHeld, 409, "The session does not hold the lock it tried to release or use."},
-	{CodeStaleRequest, 409, "A copy of a request that was already answered for good arrived late (a retry overtook it); it changed nothing. For an acquire: not granted — re-issue with a new request id to wait again."},
+	{CodeStaleRequest, 409, "A copy of a request that was already answered for good arrived late (a retry overtook it); it changed nothing. For an acquire: not granted — re-issue with a new request id to wait again. As a receiver's result of a message request: the receiver handled a copy with the same message id already and no longer keeps its answer."},
 	{CodeSessionClosed, 410, "The session is closed; every later request naming it gets this error."},
 	{CodeLimitExceeded, 429, "A configured limit was reached (sessions per principal, properties, in-flight requests …); the message says which."},
 	{CodeThrottled, 429, "Too many failed attempts; retry later."},

@@ -1,0 +1,145 @@
+package client
+
+import (
+	"sync"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// The bounds of the window in which a registration (Handle) recognises a delivery it
+// has already handled. The SDK's own retries of a message come within seconds of the
+// first attempt (a send's unanswered attempt after sendAttemptTimeout, a request's
+// after its timeout and ten seconds, a minute and ten at most); an application that
+// retries with MessageID has the same window. Variables for tests.
+var (
+	// dedupWindow is how long a message id is remembered.
+	dedupWindow = 2 * time.Minute
+	// dedupMaxEntries bounds the ids one registration remembers: past it the
+	// oldest is forgotten early.
+	dedupMaxEntries = 4096
+	// dedupMaxAnswer is the largest answer to a request kept for a duplicate of
+	// it; dedupMaxHeld bounds the answers one registration keeps in all.
+	dedupMaxAnswer = 16 << 10
+	dedupMaxHeld   = 1 << 20
+)
+
+// dedupKey names one message: ids are the sender's, and a path is part of the key
+// so that an application using one business key as the id of messages on different
+// paths does not lose them.
+type dedupKey struct{ sender, path, id string }
+
+// seenMsg is a message a registration has taken: for a request, what it answered.
+type seenMsg struct {
+	key dedupKey
+	at  time.Time
+	// done is closed once the handler has returned; the fields below are set
+	// before it closes and not changed after.
+	done chan struct{}
+	held bool // the answer is kept (data, err)
+	data []byte
+	err  *wire.Error
+	size int // the answer's size, kept or not
+}
+
+// dedup remembers the messages one registration has taken, for at most dedupWindow
+// and at most dedupMaxEntries of them, in the order they came; a copy of one of them
+// is a duplicate. Memory is bounded: the entries, and the answers kept for requests
+// (each at most dedupMaxAnswer, dedupMaxHeld in all).
+type dedup struct {
+	// The bounds, read once when the registration is made.
+	window               time.Duration
+	maxEntries           int
+	maxAnswer, maxBudget int
+
+	mu    sync.Mutex
+	seen  map[dedupKey]*seenMsg
+	queue []*seenMsg // oldest first, from head
+	head  int
+	held  int // bytes of answers kept
+}
+
+func newDedup() *dedup {
+	return &dedup{window: dedupWindow, maxEntries: dedupMaxEntries, maxAnswer: dedupMaxAnswer, maxBudget: dedupMaxHeld}
+}
+
+// take records the message key as taken now and returns its entry, or returns the
+// entry of an earlier copy and true.
+func (d *dedup) take(key dedupKey, now time.Time) (*seenMsg, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.expire(now)
+	if e, ok := d.seen[key]; ok {
+		return e, true
+	}
+	if d.seen == nil {
+		d.seen = map[dedupKey]*seenMsg{}
+	}
+	for len(d.queue)-d.head >= d.maxEntries {
+		d.drop()
+	}
+	e := &seenMsg{key: key, at: now, done: make(chan struct{})}
+	d.seen[key] = e
+	d.queue = append(d.queue, e)
+	return e, false
+}
+
+// expire forgets the entries older than the window.
+func (d *dedup) expire(now time.Time) {
+	for d.head < len(d.queue) && now.Sub(d.queue[d.head].at) >= d.window {
+		d.drop()
+	}
+	if d.head == len(d.queue) { // empty: give the memory back
+		d.queue, d.head = nil, 0
+	}
+}
+
+// drop forgets the oldest entry. The queue is compacted once its dead front is half
+// of it, so that it does not grow with the messages ever taken.
+func (d *dedup) drop() {
+	e := d.queue[d.head]
+	d.queue[d.head] = nil
+	d.head++
+	if d.seen[e.key] == e {
+		delete(d.seen, e.key)
+	}
+	if e.held {
+		d.held -= len(e.data)
+	}
+	if d.head > 64 && d.head*2 >= len(d.queue) {
+		n := copy(d.queue, d.queue[d.head:])
+		clear(d.queue[n:])
+		d.queue, d.head = d.queue[:n], 0
+	}
+}
+
+// len is the number of messages remembered.
+func (d *dedup) len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.seen)
+}
+
+// finish records that the handler of e's message has returned, with its answer
+// when the message was a request (answered), and releases the copies waiting for
+// it. The answer is kept if it is small enough and the registration's budget allows;
+// a send has none to keep.
+func (d *dedup) finish(e *seenMsg, answered bool, data []byte, err *wire.Error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e.err, e.size = err, len(data)
+	if answered && len(data) <= d.maxAnswer && d.held+len(data) <= d.maxBudget && d.seen[e.key] == e {
+		e.held = true
+		e.data = append([]byte(nil), data...) // the handler may reuse its buffer
+		d.held += len(data)
+	}
+	close(e.done)
+}
+
+// answer returns the answer recorded for e, once finish has run: ok is false when
+// it was not kept.
+func (d *dedup) answer(e *seenMsg) (data []byte, err *wire.Error, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return e.data, e.err, e.held
+}

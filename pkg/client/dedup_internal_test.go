@@ -1,0 +1,99 @@
+package client
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+func testDedup(window time.Duration, entries, maxAnswer, budget int) *dedup {
+	return &dedup{window: window, maxEntries: entries, maxAnswer: maxAnswer, maxBudget: budget}
+}
+
+func key(i int) dedupKey { return dedupKey{sender: "S", path: "p", id: strconv.Itoa(i)} }
+
+// TestDedupRemembersWithinTheWindow: a message is a duplicate until the window has
+// passed since it was taken, and taken afresh after.
+func TestDedupRemembersWithinTheWindow(t *testing.T) {
+	d := testDedup(time.Minute, 100, 0, 0)
+	t0 := time.Unix(1000, 0)
+	if _, dup := d.take(key(1), t0); dup {
+		t.Fatal("the first copy: got a duplicate")
+	}
+	for _, at := range []time.Duration{0, time.Second, time.Minute - time.Nanosecond} {
+		if _, dup := d.take(key(1), t0.Add(at)); !dup {
+			t.Errorf("a copy %v after the first: got new, want a duplicate", at)
+		}
+	}
+	for _, k := range []dedupKey{{"S", "p", "2"}, {"T", "p", "1"}, {"S", "q", "1"}} {
+		if _, dup := d.take(k, t0.Add(time.Second)); dup {
+			t.Errorf("%+v: got a duplicate of %+v, want new (sender, path and id make the key)", k, key(1))
+		}
+	}
+	if _, dup := d.take(key(1), t0.Add(time.Minute)); dup {
+		t.Error("a copy a window after the first: got a duplicate, want new")
+	}
+}
+
+// TestDedupIsBounded: however many messages come, the window holds at most its
+// number of entries (the oldest forgotten first), its queue does not grow with the
+// messages ever taken, and the answers it keeps stay within the budget.
+func TestDedupIsBounded(t *testing.T) {
+	const entries = 64
+	d := testDedup(time.Hour, entries, 100, 1000)
+	t0 := time.Unix(1000, 0)
+	for i := range 10_000 {
+		e, _ := d.take(key(i), t0.Add(time.Duration(i)*time.Millisecond))
+		d.finish(e, true, make([]byte, 60), nil)
+		if n := d.len(); n > entries {
+			t.Fatalf("after %d messages: %d remembered, want at most %d", i+1, n, entries)
+		}
+		if d.held > 1000 {
+			t.Fatalf("after %d messages: %d bytes of answers kept, want at most 1000", i+1, d.held)
+		}
+		if cap(d.queue) > 4*entries+128 {
+			t.Fatalf("after %d messages: a queue of capacity %d for %d entries", i+1, cap(d.queue), entries)
+		}
+	}
+	if _, dup := d.take(key(9999), t0.Add(10*time.Second)); !dup {
+		t.Error("the newest message: got new, want a duplicate")
+	}
+	if _, dup := d.take(key(0), t0.Add(10*time.Second)); dup {
+		t.Error("the first of 10,000 messages, past the bound: got a duplicate, want new")
+	}
+	// All expired: the memory is given back.
+	d.take(key(-1), t0.Add(2*time.Hour))
+	if n, c, h := d.len(), cap(d.queue), d.held; n != 1 || c > 1 || h != 0 {
+		t.Errorf("after the window: %d remembered, queue capacity %d, %d bytes held; want 1, at most 1, 0", n, c, h)
+	}
+}
+
+// TestDedupKeepsSmallAnswers: a request's answer is kept for its copies when it is
+// at most the largest kept and fits the budget; a send has none.
+func TestDedupKeepsSmallAnswers(t *testing.T) {
+	d := testDedup(time.Hour, 10, 10, 15)
+	now := time.Unix(1000, 0)
+	cases := []struct {
+		name     string
+		answered bool
+		data     []byte
+		err      *wire.Error
+		kept     bool
+	}{
+		{"small", true, []byte("0123456789"), nil, true},
+		{"too large", true, []byte("0123456789a"), nil, false},
+		{"over the budget", true, []byte("012345"), nil, false},
+		{"an error", true, nil, &wire.Error{Code: wire.CodeNotFound, Message: "no"}, true},
+		{"a send", false, nil, nil, false},
+	}
+	for i, c := range cases {
+		e, _ := d.take(key(i), now)
+		d.finish(e, c.answered, c.data, c.err)
+		data, err, ok := d.answer(e)
+		if ok != c.kept || ok && (string(data) != string(c.data) || err != c.err) {
+			t.Errorf("%s: got %q, %v, kept %v; want kept %v", c.name, data, err, ok, c.kept)
+		}
+	}
+}

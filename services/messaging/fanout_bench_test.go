@@ -65,7 +65,7 @@ func benchSendAll(b *testing.B, ix *index, subscriber bool) {
 		subjects[i] = wire.DeliverSubject(t.deliveryKey, t.id, "chat/room1")
 	}
 	payload := make([]byte, 64)
-	d := &delivery{path: "chat/room1", pathTokens: "chat.room1", contentType: "text/plain", sender: "0000000000000000000000", payload: payload}
+	d := &delivery{path: "chat/room1", pathTokens: "chat.room1", contentType: "text/plain", sender: "0000000000000000000000", messageID: "0000000000000000000000", payload: payload}
 	ctx := context.Background()
 
 	// For context: the same publishes to subjects that cross no account import.
@@ -137,7 +137,7 @@ func BenchmarkRequestFilter1000(b *testing.B) {
 	}
 	defer func() { _ = fsub.Unsubscribe() }()
 	payload := []byte("ping")
-	d := &delivery{path: "orders/ask", pathTokens: "orders.ask", sender: "0000000000000000000000", payload: payload}
+	d := &delivery{path: "orders/ask", pathTokens: "orders.ask", sender: "0000000000000000000000", messageID: "0000000000000000000000", payload: payload}
 	ctx := context.Background()
 
 	var fanTime, floorTime time.Duration

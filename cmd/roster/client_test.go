@@ -599,3 +599,39 @@ func TestFiltersLeaveTheCommandsSessionOut(t *testing.T) {
 		t.Errorf("session close --filter: got %q, %v; want the listener alone", r.stdout, r.err)
 	}
 }
+
+// TestSendMessageID: send run twice with the same --message-id as the same session is
+// handled once by a listener (a retry of the command after it failed to learn the
+// outcome); another id is another message; a malformed id is refused before
+// anything is sent.
+func TestSendMessageID(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	out, id, _ := c.listen(ctx, "--path", "jobs")
+	sender := openSession(t, c.server)
+	as := []string{"--session-id", sender.ID(), "--session-token", sender.Token()}
+	for _, args := range [][]string{
+		{"--message-id", "job-1", "first"},
+		{"--message-id", "job-1", "first again"},
+		{"--message-id", "job-2", "second"},
+	} {
+		r := c.run(ctx, "", append(append([]string{"send", "--session", id, "--path", "jobs"}, as...), args...)...)
+		if r.err != nil || r.stdout != "delivered to 1 session\n" {
+			t.Fatalf("send %v: got %q, %v", args, r.stdout, r.err)
+		}
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		// Handlers run concurrently: wait for both, in whichever order.
+		if got := out.String(); !strings.Contains(got, ": second\n") || !strings.Contains(got, ": first\n") {
+			return errors.New("listen printed " + strconv.Quote(got))
+		}
+		return nil
+	})
+	if got := out.String(); strings.Count(got, "message on jobs") != 2 || strings.Contains(got, "first again") {
+		t.Fatalf("listen printed %q; want first and second once each", got)
+	}
+	r := c.run(ctx, "", append(append([]string{"send", "--session", id, "--path", "jobs"}, as...), "--message-id", "no spaces", "x")...)
+	if !errors.Is(r.err, wire.ErrBadRequest) {
+		t.Fatalf("a malformed --message-id: got %v, want bad_request", r.err)
+	}
+}

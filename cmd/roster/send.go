@@ -24,6 +24,7 @@ type messageFlags struct {
 	path        string
 	contentType string
 	headers     []string
+	messageID   string
 }
 
 func (m *messageFlags) register(fs *pflag.FlagSet) {
@@ -32,6 +33,7 @@ func (m *messageFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&m.path, "path", "", "message path, e.g. chat/room1 (required)")
 	fs.StringVar(&m.contentType, "content-type", "", "media type of the payload (default application/octet-stream)")
 	fs.StringArrayVar(&m.headers, "header", nil, "extra header key=value for the receivers (repeatable)")
+	fs.StringVar(&m.messageID, "message-id", "", "name the message (1 to 64 letters, digits, - or _): receivers using the SDK handle a message once per sender, so the command run again with the same id and --session-id is not handled twice (default: a new id per run)")
 }
 
 // message returns the target, payload and options; the payload is args[0], or
@@ -67,6 +69,9 @@ func (m *messageFlags) message(cmd *cobra.Command, args []string) (client.Target
 		}
 	}
 	var opts []client.MessageOption
+	if m.messageID != "" {
+		opts = append(opts, client.MessageID(m.messageID))
+	}
 	if m.contentType != "" {
 		opts = append(opts, client.ContentType(m.contentType))
 	}

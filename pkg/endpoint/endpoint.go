@@ -425,13 +425,7 @@ func jsonMessage(err error) string {
 	return err.Error()
 }
 
-func errorCode(err error) string {
-	var we *wire.Error
-	if errors.As(err, &we) && we.Code.Known() {
-		return string(we.Code)
-	}
-	return string(wire.CodeInternal)
-}
+func errorCode(err error) string { return string(wire.CodeOf(err)) }
 
 func respondError(r micro.Request, err error) {
 	status, msg, body := wire.EncodeError(err)

@@ -154,6 +154,16 @@ type ErrorBody struct {
 	Error *Error `json:"error"`
 }
 
+// CodeOf returns the code err is answered with on the wire: its *Error's code when
+// that is a registered one, internal otherwise (see EncodeError).
+func CodeOf(err error) Code {
+	var we *Error
+	if errors.As(err, &we) && we.Code.Known() {
+		return we.Code
+	}
+	return CodeInternal
+}
+
 // EncodeError renders err as the status header value and JSON body of an error reply.
 // An error that is not a *Error becomes internal with a generic message: causes are
 // logged by the service, never sent.

@@ -2,6 +2,8 @@ package wire
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -21,5 +23,21 @@ func TestEncodeErrorBoundsTheHeaderMessage(t *testing.T) {
 	}
 	if _, short, _ := EncodeError(Errorf(CodeNotFound, "no such thing")); short != "no such thing" {
 		t.Fatalf("a short message: got %q", short)
+	}
+}
+
+func TestCodeOf(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want Code
+	}{
+		{Errorf(CodeSessionClosed, "gone"), CodeSessionClosed},
+		{fmt.Errorf("wrapped: %w", Errorf(CodeConflict, "x")), CodeConflict},
+		{&Error{Code: "no_such_code"}, CodeInternal},
+		{errors.New("plain"), CodeInternal},
+	} {
+		if got := CodeOf(tc.err); got != tc.want {
+			t.Errorf("CodeOf(%v) = %s, want %s", tc.err, got, tc.want)
+		}
 	}
 }

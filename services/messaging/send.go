@@ -63,7 +63,8 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 		span.SetAttributes(attribute.String("roster.message_id", m.MessageID))
 	}
 	fail := func(err error) (context.Context, *fanOut, error) {
-		span.SetAttributes(attribute.String("roster.error.code", codeOf(err)), attribute.String("error.type", codeOf(err)))
+		code := string(wire.CodeOf(err))
+		span.SetAttributes(attribute.String("roster.error.code", code), attribute.String("error.type", code))
 		span.End()
 		return ctx, nil, err
 	}
@@ -144,14 +145,6 @@ func filterError(err error) error {
 	return wire.Errorf(wire.CodeInvalidFilter, "%v", err)
 }
 
-func codeOf(err error) string {
-	var we *wire.Error
-	if errors.As(err, &we) {
-		return string(we.Code)
-	}
-	return string(wire.CodeInternal)
-}
-
 // send delivers m to its target session or to every live session its filter matches.
 func (s *Service) send(ctx context.Context, from *sender, m *wire.Message) (*wire.MsgSendResponse, error) {
 	ctx, fo, err := s.prepare(ctx, "send", from, m)
@@ -163,7 +156,7 @@ func (s *Service) send(ctx context.Context, from *sender, m *wire.Message) (*wir
 	fo.span.SetAttributes(attribute.Int("roster.delivered", n))
 	s.metrics.count(ctx, "send", m.Filter != "", n)
 	if err != nil {
-		fo.span.SetStatus(codes.Error, codeOf(err))
+		fo.span.SetStatus(codes.Error, string(wire.CodeOf(err)))
 		return nil, err
 	}
 	return &wire.MsgSendResponse{Delivered: n}, nil

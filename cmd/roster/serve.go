@@ -46,6 +46,7 @@ type serveOptions struct {
 	systemPass   string
 	healthListen string
 	replicas     int
+	tuning       tuning
 	// changed reports whether a flag was set, on the command line or through its
 	// environment variable.
 	changed func(name string) bool
@@ -118,6 +119,7 @@ services this process runs, so each can run as its own process in production.`,
 	fs.IntVar(&o.replicas, "replicas", 1, "copies of every bucket and stream the services create, 1 to 5, above 1 only on a cluster (3 on a production cluster; the same in every process)")
 	fs.StringVar(&o.healthListen, "health-listen", "", "host:port for HTTP probes: GET /livez and /readyz (off when empty)")
 	addAuthFlags(fs, o)
+	o.tuning.register(fs)
 	annotateEnv(fs)
 	return cmd, o
 }
@@ -187,6 +189,9 @@ func (o *serveOptions) config() (roster.Config, error) {
 		Auth:         o.auth,
 		Replicas:     o.replicas,
 		DrainTimeout: o.drainTimeout,
+		Registry:     o.tuning.registry,
+		Lock:         o.tuning.lock,
+		Messaging:    o.tuning.messaging,
 	}
 	cfg.Auth.DisableCallout = !o.callout
 	switch {
@@ -260,7 +265,7 @@ func (o *serveOptions) checkValues() error {
 	case o.drainTimeout <= 0:
 		return usageError{fmt.Errorf("--drain-timeout %s: want a positive duration", o.drainTimeout)}
 	}
-	return nil
+	return o.tuning.check()
 }
 
 func serve(ctx context.Context, o *serveOptions) error {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"slices"
 	"sort"
@@ -172,5 +173,55 @@ func TestServeWebSocket(t *testing.T) {
 	defer s.Close(context.Background())
 	if got := s.Properties()["$Transport"]; got != "WEBSOCKET" {
 		t.Fatalf("got $Transport %q over WebSocket, want WEBSOCKET", got)
+	}
+}
+
+// TestServeTuningFlags: the services' limits and timeouts are set from serve's flags
+// (and so from their ROSTER_ variables); before, only a Go program embedding
+// pkg/roster could change them.
+func TestServeTuningFlags(t *testing.T) {
+	url, _ := startServe(t, "--session-timeout", "7s", "--max-properties", "2", "--max-value-length", "8")
+	connectAll(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close(ctx) }()
+	s, err := c.Open(ctx, client.Options{Properties: map[string]string{"a": "1", "b": "2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Info().TimeoutMS; got != 7000 {
+		t.Errorf("a session asking for no timeout got %d ms, want --session-timeout's 7000", got)
+	}
+	if _, err := c.Open(ctx, client.Options{Properties: map[string]string{"a": "1", "b": "2", "c": "3"}}); !errors.Is(err, client.ErrLimitExceeded) {
+		t.Errorf("three properties with --max-properties 2: got %v, want limit_exceeded", err)
+	}
+	if err := s.SetProperties(ctx, map[string]string{"a": "123456789"}); !errors.Is(err, client.ErrLimitExceeded) {
+		t.Errorf("a 9-byte value with --max-value-length 8: got %v, want limit_exceeded", err)
+	}
+}
+
+// TestServeTuningFlagsOutOfRange: a limit of 0 or below, or a default timeout outside
+// its bounds, is a usage error: the services would have replaced it with their
+// default without a word.
+func TestServeTuningFlagsOutOfRange(t *testing.T) {
+	for name, args := range map[string][]string{
+		"--max-properties 0":              {"--max-properties", "0"},
+		"--lock-max-waiters -1":           {"--lock-max-waiters", "-1"},
+		"--reconnect-window 0":            {"--reconnect-window", "0"},
+		"--session-timeout above the max": {"--session-timeout", "2h", "--session-max-timeout", "1h"},
+		"--session-timeout below the min": {"--session-timeout", "1s", "--session-min-timeout", "5s"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			err := run(ctx, append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, args...))
+			if exitCode(err) != 2 {
+				t.Fatalf("got %v (exit %d), want a usage error (2)", err, exitCode(err))
+			}
+		})
 	}
 }

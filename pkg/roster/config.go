@@ -16,6 +16,9 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/services/auth"
+	"github.com/seed-3c836eab/roster/services/lock"
+	"github.com/seed-3c836eab/roster/services/messaging"
+	"github.com/seed-3c836eab/roster/services/registry"
 )
 
 // ServiceNames lists the services in dependency order.
@@ -47,6 +50,13 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider receives the services' metrics (default: none recorded).
 	MeterProvider metric.MeterProvider
+	// Registry, Lock and Messaging tune the services this process runs — limits,
+	// timeouts, bounds; zero fields take each service's defaults. DrainTimeout,
+	// Replicas, MeterProvider and the sessions view the process shares are set from
+	// the fields above and the process, whatever these hold.
+	Registry  registry.Config
+	Lock      lock.Config
+	Messaging messaging.Config
 }
 
 // AuthConfig configures authentication and the policy.

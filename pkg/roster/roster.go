@@ -309,7 +309,8 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 	}
 	switch name {
 	case "registry":
-		rcfg := registry.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas, MeterProvider: cfg.MeterProvider}
+		rcfg := cfg.Registry
+		rcfg.DrainTimeout, rcfg.Replicas, rcfg.MeterProvider, rcfg.Sessions = cfg.DrainTimeout, cfg.Replicas, cfg.MeterProvider, nil
 		if names, _ := cfg.selected(); slices.ContainsFunc(names, func(n string) bool { return n != "registry" }) {
 			// Other services here watch the bucket too: one view for all of them.
 			view, err := p.sessionsView(ctx, connect)
@@ -324,9 +325,12 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 		if err != nil {
 			return nil, err
 		}
-		return lock.New(nc, lock.Config{DrainTimeout: cfg.DrainTimeout, Replicas: cfg.Replicas, MeterProvider: cfg.MeterProvider}, view, holder, tp, log)
+		lcfg := cfg.Lock
+		lcfg.DrainTimeout, lcfg.Replicas, lcfg.MeterProvider = cfg.DrainTimeout, cfg.Replicas, cfg.MeterProvider
+		return lock.New(nc, lcfg, view, holder, tp, log)
 	case "messaging":
-		mcfg := messaging.Config{DrainTimeout: cfg.DrainTimeout, MeterProvider: cfg.MeterProvider}
+		mcfg := cfg.Messaging
+		mcfg.DrainTimeout, mcfg.MeterProvider, mcfg.Sessions = cfg.DrainTimeout, cfg.MeterProvider, nil
 		if p.view != nil {
 			// Another service here already runs the process's view: share it rather
 			// than watch the bucket once more. (Alone, messaging keeps its own slim

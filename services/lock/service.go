@@ -110,6 +110,13 @@ type Config struct {
 	MeterProvider metric.MeterProvider
 }
 
+// WithDefaults returns c with its zero fields set to their defaults, as New sets
+// them.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}
+
 func (c *Config) setDefaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {

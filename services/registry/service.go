@@ -118,6 +118,17 @@ type Config struct {
 	MeterProvider metric.MeterProvider
 }
 
+// recordHeadroom is what a session record's write needs beside the record: the KV
+// and TTL headers, and the fields a server transition adds past the size limit.
+const recordHeadroom = 8 << 10
+
+// WithDefaults returns c with its zero fields set to their defaults, as New sets
+// them.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}
+
 func (c *Config) setDefaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -186,6 +197,13 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 		return nil, errors.New("registry: connection, authorizer, tracer provider and logger are required")
 	}
 	cfg.setDefaults()
+	if cfg.DefaultTimeout < cfg.MinTimeout || cfg.DefaultTimeout > cfg.MaxTimeout {
+		return nil, fmt.Errorf("registry: the default session timeout %v is outside the bounds [%v, %v]", cfg.DefaultTimeout, cfg.MinTimeout, cfg.MaxTimeout)
+	}
+	// A record is written in one message, with room for the write's headers.
+	if mp := nc.MaxPayload(); mp > 0 && int64(cfg.Limits.RecordSize) > mp-recordHeadroom {
+		return nil, fmt.Errorf("registry: the record size limit %d is over what one write carries on this server (max_payload %d less %d)", cfg.Limits.RecordSize, mp, recordHeadroom)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("registry: jetstream: %w", err)

@@ -3,10 +3,14 @@ package registry
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -68,5 +72,23 @@ func TestGatewayFieldsAreBoundedAsValues(t *testing.T) {
 	_, resp := open(t, nc, &wire.SessionOpenRequest{GatewayType: strings.Repeat("t", 64), GatewayID: "g1"})
 	if got := resp.Session.Fixed["$GatewayType"]; len(got) != 64 {
 		t.Fatalf("$GatewayType at the limit: %q", got)
+	}
+}
+
+// TestNewRefusesLimitsItCannotKeep: a default timeout outside its own bounds, and a
+// record size limit past what one write carries, are refused at start; the first
+// was applied as given (a session asking for no timeout got one it could not ask
+// for), the second failed every write of a record near the limit.
+func TestNewRefusesLimitsItCannotKeep(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := srv.ServiceConn(t)
+	for name, cfg := range map[string]Config{
+		"default above the max": {DefaultTimeout: 2 * time.Hour, MaxTimeout: time.Hour},
+		"default below the min": {DefaultTimeout: time.Second, MinTimeout: 5 * time.Second},
+		"record past a write":   {Limits: Limits{RecordSize: int(nc.MaxPayload())}},
+	} {
+		if _, err := New(nc, cfg, testPolicy(), noop.NewTracerProvider(), slog.New(slog.DiscardHandler)); err == nil {
+			t.Errorf("%s: New accepted %+v", name, cfg)
+		}
 	}
 }

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/seed-3c836eab/roster/services/lock"
+	"github.com/seed-3c836eab/roster/services/messaging"
+	"github.com/seed-3c836eab/roster/services/registry"
+)
+
+// tuning holds the serve flags that set the services' limits and timeouts; each
+// applies to the service it names when this process runs it. Their defaults are the
+// services' own (WithDefaults), so the help shows what a process runs with.
+type tuning struct {
+	registry  registry.Config
+	lock      lock.Config
+	messaging messaging.Config
+}
+
+func (t *tuning) register(fs *pflag.FlagSet) {
+	r := registry.Config{}.WithDefaults()
+	fs.DurationVar(&t.registry.DefaultTimeout, "session-timeout", r.DefaultTimeout, "registry: inactivity timeout of a session that asks for none")
+	fs.DurationVar(&t.registry.MinTimeout, "session-min-timeout", r.MinTimeout, "registry: the shortest inactivity timeout a session may ask for")
+	fs.DurationVar(&t.registry.MaxTimeout, "session-max-timeout", r.MaxTimeout, "registry: the longest inactivity timeout a session may ask for (schemas/ state the default bounds)")
+	fs.DurationVar(&t.registry.ReconnectWindow, "reconnect-window", r.ReconnectWindow, "registry: how long a session whose connection was lost may be resumed before it closes as failed")
+	fs.DurationVar(&t.registry.TombstoneRetention, "tombstone-retention", r.TombstoneRetention, "registry: how long a closed session answers session_closed (then session_not_found)")
+	fs.DurationVar(&t.registry.EventsMaxAge, "events-max-age", r.EventsMaxAge, "registry: how long session events are kept")
+	fs.IntVar(&t.registry.Limits.SessionsPerPrincipal, "max-sessions-per-principal", r.Limits.SessionsPerPrincipal, "registry: open sessions of one principal")
+	fs.IntVar(&t.registry.Limits.Properties, "max-properties", r.Limits.Properties, "registry: user properties of a session")
+	fs.IntVar(&t.registry.Limits.KeyLength, "max-key-length", r.Limits.KeyLength, "registry: bytes of a property key")
+	fs.IntVar(&t.registry.Limits.ValueLength, "max-value-length", r.Limits.ValueLength, "registry: bytes of a property value")
+	fs.IntVar(&t.registry.Limits.RecordSize, "max-record-size", r.Limits.RecordSize, "registry: bytes of a stored session record")
+	l := lock.Config{}.WithDefaults()
+	fs.IntVar(&t.lock.MaxWaiters, "lock-max-waiters", l.MaxWaiters, "lock: requests waiting for one lock")
+	fs.IntVar(&t.lock.MaxHolders, "lock-max-holders", l.MaxHolders, "lock: shared holders of one lock")
+	fs.IntVar(&t.messaging.MaxInFlight, "max-in-flight", messaging.DefaultMaxInFlight, "messaging: requests in flight from one instance to one receiving session")
+	fs.IntVar(&t.messaging.MaxSenderRequests, "max-sender-requests", messaging.DefaultMaxSenderRequests, "messaging: requests one session has in progress on one instance")
+	fs.IntVar(&t.messaging.MaxStreams, "max-streams", messaging.DefaultMaxStreams, "messaging: streamed requests one instance gathers at once")
+}
+
+// check refuses values a service would replace with its default without a word (0
+// and below), and a default session timeout outside its own bounds.
+func (t *tuning) check() error {
+	for name, d := range map[string]time.Duration{
+		"session-timeout": t.registry.DefaultTimeout, "session-min-timeout": t.registry.MinTimeout,
+		"session-max-timeout": t.registry.MaxTimeout, "reconnect-window": t.registry.ReconnectWindow,
+		"tombstone-retention": t.registry.TombstoneRetention, "events-max-age": t.registry.EventsMaxAge,
+	} {
+		if d <= 0 {
+			return usageError{fmt.Errorf("--%s %s: want a positive duration", name, d)}
+		}
+	}
+	for name, n := range map[string]int{
+		"max-sessions-per-principal": t.registry.Limits.SessionsPerPrincipal, "max-properties": t.registry.Limits.Properties,
+		"max-key-length": t.registry.Limits.KeyLength, "max-value-length": t.registry.Limits.ValueLength,
+		"max-record-size": t.registry.Limits.RecordSize, "lock-max-waiters": t.lock.MaxWaiters,
+		"lock-max-holders": t.lock.MaxHolders, "max-in-flight": t.messaging.MaxInFlight,
+		"max-sender-requests": t.messaging.MaxSenderRequests, "max-streams": t.messaging.MaxStreams,
+	} {
+		if n <= 0 {
+			return usageError{fmt.Errorf("--%s %d: want a positive number", name, n)}
+		}
+	}
+	r := t.registry
+	if r.MinTimeout > r.MaxTimeout || r.DefaultTimeout < r.MinTimeout || r.DefaultTimeout > r.MaxTimeout {
+		return usageError{fmt.Errorf("--session-timeout %s must lie within --session-min-timeout %s and --session-max-timeout %s", r.DefaultTimeout, r.MinTimeout, r.MaxTimeout)}
+	}
+	return nil
+}

@@ -5,11 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,7 +79,7 @@ func TestRetriedSendIsReceivedOnce(t *testing.T) {
 	if _, err := receiver.Handle("chat/room1", c.handler(nil)); err != nil {
 		t.Fatal(err)
 	}
-	gate := startGate(t, p.ClientURL())
+	gate := startProxy(t, p.ClientURL())
 	sender := open(t, gate.URL(), client.Options{})
 
 	for _, to := range []client.Target{client.ToSession(receiver.ID()), client.ToFilter(`Desk is "FX"`)} {
@@ -276,77 +273,4 @@ func TestDedupWindowBound(t *testing.T) {
 			t.Errorf("m%d: handled %d times, want %d", i, got, want)
 		}
 	}
-}
-
-// gate forwards TCP connections to a NATS server. While hold is set it drops what
-// the server sends (the client hears nothing: an answer in flight is lost); drop
-// closes every connection through it and clears hold, and new ones are forwarded.
-type gate struct {
-	l      net.Listener
-	target string
-	hold   atomic.Bool
-	mu     sync.Mutex
-	conns  []net.Conn
-	wg     sync.WaitGroup
-}
-
-func startGate(t *testing.T, target string) *gate {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gate{l: l, target: strings.TrimPrefix(target, "nats://")}
-	g.wg.Add(1)
-	go g.accept()
-	t.Cleanup(func() { g.l.Close(); g.drop(); g.wg.Wait() })
-	return g
-}
-
-func (g *gate) URL() string { return "nats://" + g.l.Addr().String() }
-
-func (g *gate) accept() {
-	defer g.wg.Done()
-	for {
-		in, err := g.l.Accept()
-		if err != nil {
-			return
-		}
-		out, err := net.Dial("tcp", g.target)
-		if err != nil {
-			in.Close()
-			continue
-		}
-		g.mu.Lock()
-		g.conns = append(g.conns, in, out)
-		g.mu.Unlock()
-		g.wg.Add(2)
-		go func() { defer g.wg.Done(); _, _ = io.Copy(out, in); out.Close() }()
-		go func() {
-			defer g.wg.Done()
-			defer in.Close()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := out.Read(buf)
-				if n > 0 && !g.hold.Load() {
-					if _, werr := in.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
-	}
-}
-
-func (g *gate) drop() {
-	g.mu.Lock()
-	for _, c := range g.conns {
-		c.Close()
-	}
-	g.conns = nil
-	g.hold.Store(false)
-	g.mu.Unlock()
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,10 +162,13 @@ func waitFor(t *testing.T, fn func() error) {
 
 // proxy forwards TCP connections to a NATS server until cut, which drops every
 // connection through it at once and refuses new ones: to a client the server is
-// gone, while the server and the services run on.
+// gone, while the server and the services run on. While hold is set it drops what
+// the server sends (the client hears nothing: an answer in flight is lost); drop
+// closes the connections through it and clears hold, and new ones are forwarded.
 type proxy struct {
 	l      net.Listener
 	target string
+	hold   atomic.Bool
 	mu     sync.Mutex
 	conns  []net.Conn
 	wg     sync.WaitGroup
@@ -202,18 +206,39 @@ func (p *proxy) accept() {
 		p.mu.Unlock()
 		p.wg.Add(2)
 		go func() { defer p.wg.Done(); _, _ = io.Copy(out, in); out.Close() }()
-		go func() { defer p.wg.Done(); _, _ = io.Copy(in, out); in.Close() }()
+		go func() {
+			defer p.wg.Done()
+			defer in.Close()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := out.Read(buf)
+				if n > 0 && !p.hold.Load() {
+					if _, werr := in.Write(buf[:n]); werr != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
 	}
 }
 
-// cut closes the listener and every connection, and waits for the copies to end.
-func (p *proxy) cut() {
-	p.l.Close()
+// drop closes every connection through p and clears hold; p forwards new ones.
+func (p *proxy) drop() {
 	p.mu.Lock()
 	for _, c := range p.conns {
 		c.Close()
 	}
 	p.conns = nil
+	p.hold.Store(false)
 	p.mu.Unlock()
+}
+
+// cut closes the listener and every connection, and waits for the copies to end.
+func (p *proxy) cut() {
+	p.l.Close()
+	p.drop()
 	p.wg.Wait()
 }

@@ -140,7 +140,8 @@ func (p *Policy) Validate() error {
 				errs = append(errs, fmt.Errorf("policy: role %q: unknown permission %q", role, g.Permission))
 			}
 			if g.Names != nil && !g.Permission.Scoped() {
-				// Allowed never matches such a grant: it would grant nothing, silently.
+				// Allowed checks it against no name, which only "**" matches: the
+				// names would mean everything or nothing, silently.
 				errs = append(errs, fmt.Errorf("policy: role %q: %s is not granted per name: remove its names", role, g.Permission))
 				continue
 			}
@@ -165,6 +166,35 @@ func (p *Policy) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// upgradeUnscopedNames rewrites the grants of a policy stored before Validate
+// refused names on unscoped permissions to what they meant then, and describes each
+// one rewritten. Allowed checks such a grant against no name, which only the
+// pattern "**" matches: with it the grant held everywhere and loses its names;
+// without, it granted nothing and is dropped. Refusing the stored policy
+// instead would leave every service of an upgraded deployment without one.
+func (p *Policy) upgradeUnscopedNames() []string {
+	var upgraded []string
+	for role, grants := range p.Roles {
+		kept := grants[:0]
+		for _, g := range grants {
+			if g.Names == nil || g.Permission.Scoped() || !slices.Contains(Permissions(), g.Permission) {
+				kept = append(kept, g)
+				continue
+			}
+			if slices.ContainsFunc(g.Names, func(pat string) bool { return Match(pat, "") }) {
+				upgraded = append(upgraded, fmt.Sprintf("role %q: %s names %q: granted on its own, as it was", role, g.Permission, []string(g.Names)))
+				kept = append(kept, Grant{Permission: g.Permission})
+				continue
+			}
+			upgraded = append(upgraded, fmt.Sprintf("role %q: %s names %q: dropped, it granted nothing", role, g.Permission, []string(g.Names)))
+		}
+		clear(grants[len(kept):])
+		p.Roles[role] = kept
+	}
+	slices.Sort(upgraded)
+	return upgraded
 }
 
 // Allowed reports whether any of roles grants perm on name. For permissions that

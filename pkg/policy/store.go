@@ -75,7 +75,7 @@ func (s *Store) Get(ctx context.Context) (*Policy, uint64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("policy: get: %w", err)
 	}
-	p, err := decode(e.Value())
+	p, _, err := decode(e.Value())
 	if err != nil {
 		return nil, 0, err
 	}
@@ -174,22 +174,30 @@ func apply(e jetstream.KeyValueEntry, h *Holder, log *slog.Logger, ready *chan<-
 		log.Warn("stored policy deleted; keeping the last one", "revision", e.Revision())
 		return
 	}
-	p, err := decode(e.Value())
+	p, upgraded, err := decode(e.Value())
 	if err != nil {
 		log.Error("stored policy is invalid; keeping the last one", "revision", e.Revision(), "err", err)
 		return
+	}
+	for _, u := range upgraded {
+		log.Warn("stored policy has names on a permission not granted per name; applied as before, store it again to drop them (roster policy get, then set)",
+			"revision", e.Revision(), "grant", u)
 	}
 	h.Store(p)
 	log.Debug("policy updated", "revision", e.Revision())
 }
 
-func decode(data []byte) (*Policy, error) {
-	var p Policy
-	if err := json.Unmarshal(data, &p); err != nil {
-		return nil, fmt.Errorf("policy: decode stored policy: %w", err)
+// decode reads a stored policy. One stored before names on unscoped permissions
+// were refused is read with the meaning it had (upgradeUnscopedNames), and upgraded
+// says which grants were rewritten.
+func decode(data []byte) (p *Policy, upgraded []string, err error) {
+	p = &Policy{}
+	if err := json.Unmarshal(data, p); err != nil {
+		return nil, nil, fmt.Errorf("policy: decode stored policy: %w", err)
 	}
+	upgraded = p.upgradeUnscopedNames()
 	if err := p.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &p, nil
+	return p, upgraded, nil
 }

@@ -306,3 +306,55 @@ func watch(t *testing.T, store *policy.Store, h *policy.Holder, log *slog.Logger
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	<-ready
 }
+
+// TestStoredPolicyWithNamesOnUnscopedPermissions: a policy stored before names on
+// unscoped permissions were refused still loads, with the meaning it had then.
+// Those grants were checked against no name, which only "**" matches: with it the
+// grant held everywhere, without it it granted nothing. Refusing the stored value
+// instead stopped the auth service from starting and left every other service
+// with no policy at all, denying everything, after an upgrade.
+func TestStoredPolicyWithNamesOnUnscopedPermissions(t *testing.T) {
+	srv := natstest.Start(t)
+	js := srv.JetStream(t)
+	ctx := context.Background()
+	store, err := policy.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, policy.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As an earlier release stored it: Put validated it then.
+	old := `{"roles":{"viewer":[{"permission":"VIEW_SESSION","names":["**"]},{"permission":"MODIFY_SESSION","names":["orders/*"]},{"permission":"ACQUIRE_LOCK","names":["orders/*"]}]},"anonymous":{"allowed":false}}`
+	if _, err := kv.Put(ctx, policy.Key, []byte(old)); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := store.Get(ctx)
+	if err != nil {
+		t.Fatalf("Get of the stored policy: %v, want it read as it applied before", err)
+	}
+	h := policy.NewHolder(nil)
+	watch(t, store, h, natstest.Logger(t))
+	for name, p := range map[string]*policy.Policy{"Get": got, "Watch": h.Load()} {
+		roles := []string{"viewer"}
+		switch {
+		case p == nil:
+			t.Fatalf("%s: no policy, want the stored one", name)
+		case !p.Allowed(roles, policy.ViewSession, ""):
+			t.Errorf("%s: VIEW_SESSION with names [**]: not granted, want granted as before", name)
+		case p.Allowed(roles, policy.ModifySession, ""):
+			t.Errorf("%s: MODIFY_SESSION with names [orders/*]: granted, want nothing as before", name)
+		case !p.Allowed(roles, policy.AcquireLock, "orders/1") || p.Allowed(roles, policy.AcquireLock, "x"):
+			t.Errorf("%s: ACQUIRE_LOCK on orders/*: not as stored", name)
+		}
+		if err := p.Validate(); err != nil {
+			t.Errorf("%s: %v, want a policy that can be set again as read", name, err)
+		}
+	}
+	// What is written now is still checked: names there are refused.
+	bad := &policy.Policy{Roles: map[string][]policy.Grant{"x": {{Permission: policy.ViewSession, Names: policy.List{"**"}}}}}
+	if _, err := store.Put(ctx, bad, 0); err == nil || !strings.Contains(err.Error(), "not granted per name") {
+		t.Fatalf("Put with names on VIEW_SESSION: %v, want refused", err)
+	}
+}

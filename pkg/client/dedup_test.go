@@ -274,3 +274,47 @@ func TestDedupWindowBound(t *testing.T) {
 		}
 	}
 }
+
+
+// TestNoRetryPastTheDedupWindow: a send whose answer was lost is not retried once
+// its first attempt is older than the receivers' window: a copy would come after
+// the receiver forgot the message and be handled again. Send fails instead, with
+// ErrUnavailable (the outcome unknown). Before, four retries of a request (each
+// attempt up to its timeout and 10 s) could go on past the window.
+func TestNoRetryPastTheDedupWindow(t *testing.T) {
+	defer client.SetDedupLimits(time.Second, 100, 1024)()
+	p := rostertest.Start(t)
+	receiver := open(t, p.ClientURL(), client.Options{})
+	var c counter
+	if _, err := receiver.Handle("chat/room1", c.handler(nil)); err != nil {
+		t.Fatal(err)
+	}
+	gate := startProxy(t, p.ClientURL())
+	sender := open(t, gate.URL(), client.Options{})
+
+	gate.hold.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := sender.Send(ctxT(t), client.ToSession(receiver.ID()), "chat/room1", []byte("late"))
+		done <- err
+	}()
+	c.waitCount(t, "late", 1)
+	time.Sleep(1500 * time.Millisecond) // the answer stays lost past the window
+	gate.drop()
+	select {
+	case err := <-done:
+		if !errors.Is(err, client.ErrUnavailable) {
+			t.Fatalf("send: got %v, want ErrUnavailable (not retried past the window)", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("send: no outcome within 15s")
+	}
+	waitFor(t, func() error {
+		_, err := sender.Send(ctxT(t), client.ToSession(receiver.ID()), "chat/room1", []byte("marker"))
+		return err
+	})
+	c.waitCount(t, "marker", 1)
+	if got := c.get("late"); got != 1 {
+		t.Fatalf("handled %d times, want once", got)
+	}
+}

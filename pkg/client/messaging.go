@@ -73,7 +73,8 @@ func message(to Target, path string, payload []byte, opts []MessageOption) wire.
 // An outcome Send cannot learn — the connection lost during the call, no messaging
 // instance answering, the instance stopping mid fan-out, or no answer within
 // sendAttemptTimeout (20 s) while ctx allows more — is retried, up to four times
-// while ctx allows, with the same message id (MessageID): receivers using this SDK
+// while ctx allows and for at most 105 s after the first attempt (the receivers'
+// window, less a margin), with the same message id (MessageID): receivers using this SDK
 // handle the message once even when an attempt whose answer was lost delivered it.
 // Receivers using another client see Roster-Message-Id and must drop copies
 // themselves. A filter is evaluated again by each attempt: a session that matches
@@ -99,12 +100,23 @@ var sendAttemptTimeout = 20 * time.Second
 // learn.
 const retries = 4
 
+// retryHorizon is how long after its first attempt a message may still be sent
+// again: within the receivers' window, with an eighth of it left for the copy to
+// arrive.
+func retryHorizon() time.Duration { return dedupWindow - dedupWindow/8 }
+
 // retry runs attempt until it succeeds, fails in a way a retry cannot cure, or ctx
 // or the retries run out, with a growing pause between attempts (100 ms to 800 ms:
 // the connection comes back within about a second). An attempt that fails with
 // ErrUnavailable is retried, and with bound > 0 so is one that got no answer within
 // bound while ctx lived on. The last attempt's error is returned.
+//
+// No attempt starts once the first is retryHorizon old: its copies would reach
+// receivers that have forgotten the message (dedupWindow), which would handle it
+// again. Four attempts of a request with a minute's timeout, each failing late,
+// would otherwise go on for almost five minutes.
 func (s *Session) retry(ctx context.Context, bound time.Duration, attempt func(context.Context) error) error {
+	start := time.Now()
 	for n := 0; ; n++ {
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		if bound > 0 {
@@ -113,12 +125,13 @@ func (s *Session) retry(ctx context.Context, bound time.Duration, attempt func(c
 		err := attempt(actx)
 		unanswered := bound > 0 && actx.Err() != nil && ctx.Err() == nil
 		cancel()
+		pause := 100 * time.Millisecond << n
 		if err == nil || n == retries || ctx.Err() != nil || s.c.nc.IsClosed() ||
-			!(unanswered || errors.Is(err, ErrUnavailable)) {
+			!(unanswered || errors.Is(err, ErrUnavailable)) || time.Since(start)+pause >= retryHorizon() {
 			return err
 		}
 		select {
-		case <-time.After(100 * time.Millisecond << n):
+		case <-time.After(pause):
 		case <-ctx.Done():
 			return err
 		}

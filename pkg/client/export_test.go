@@ -1,6 +1,10 @@
 package client
 
-import "time"
+import (
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
 
 // SetMaxHeldRequest sets the bound on one acquire request for a test, and returns
 // a function that restores it.
@@ -43,3 +47,6 @@ func SetDedupLimits(window time.Duration, entries, maxAnswer int) (restore func(
 	dedupWindow, dedupMaxEntries, dedupMaxAnswer = window, entries, maxAnswer
 	return func() { dedupWindow, dedupMaxEntries, dedupMaxAnswer = w, e, a }
 }
+
+// TrackLock records a grant of info to s, as a Lock call's reply does.
+func TrackLock(s *Session, info wire.Lock) *Lock { return s.trackLock(info) }

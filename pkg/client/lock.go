@@ -484,6 +484,19 @@ func (s *Session) trackLockLocked(info wire.Lock) *Lock {
 		return l
 	}
 	l := &Lock{s: s, info: info, lost: make(chan struct{})}
+	// A grant whose reply is handled after the session closed, or after the
+	// connection it was taken on was lost (connection scope), missed loseLocks:
+	// tracked, its Lost would never close. The server released it already.
+	switch {
+	case s.state == StateClosed:
+		l.lostErr = errors.Join(ErrLockLost, s.closedErr())
+		close(l.lost)
+		return l
+	case s.state == StateRecovering && info.Scope == wire.ScopeConnection:
+		l.lostErr = errors.Join(ErrLockLost, errConnectionLost)
+		close(l.lost)
+		return l
+	}
 	s.locks[info.Name] = l
 	return l
 }

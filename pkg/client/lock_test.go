@@ -196,3 +196,24 @@ func TestLockDeadlineDuringRetriesIsTimeout(t *testing.T) {
 		t.Fatalf("got %v, want ErrTimeout", err)
 	}
 }
+
+// TestGrantAfterCloseIsLost: a grant whose reply is handled after the session
+// closed (the close notice overtook it) is reported lost at once. It was tracked
+// on the closed session, whose locks had already been declared lost, so its Lost
+// never closed and the caller believed it held a lock the server had released.
+func TestGrantAfterCloseIsLost(t *testing.T) {
+	p := rostertest.Start(t)
+	s := open(t, p.ClientURL(), client.Options{})
+	if err := s.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	l := client.TrackLock(s, wire.Lock{Name: "jobs/1", Mode: wire.LockExclusive, Scope: wire.ScopeSession, Token: 7})
+	select {
+	case <-l.Lost():
+	default:
+		t.Fatal("a lock granted to a closed session is not reported lost")
+	}
+	if !errors.Is(l.Err(), client.ErrLockLost) || !errors.Is(l.Err(), client.ErrSessionClosed) {
+		t.Fatalf("Err: %v, want ErrLockLost and ErrSessionClosed", l.Err())
+	}
+}

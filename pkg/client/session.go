@@ -489,8 +489,10 @@ func (s *Session) transition(to State, cause error) {
 }
 
 func (s *Session) connectionLost() {
-	s.loseLocks(true, errConnectionLost)
+	// The state first: a grant tracked after it is lost at once (trackLockLocked),
+	// one tracked before is among the locks loseLocks finds.
 	s.transition(StateRecovering, errConnectionLost)
+	s.loseLocks(true, errConnectionLost)
 }
 
 // resume binds the session to the new connection after a reconnect.

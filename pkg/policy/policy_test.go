@@ -84,8 +84,8 @@ func TestAllowed(t *testing.T) {
 }
 
 // TestValidateRefusesNamesOnUnscopedPermissions: Allowed checks an unscoped
-// permission with no name, which no pattern matches, so names on such a grant would
-// grant nothing, silently.
+// permission with no name, which only "**" matches, so names on such a grant mean
+// everything or nothing, silently.
 func TestValidateRefusesNamesOnUnscopedPermissions(t *testing.T) {
 	for _, perm := range Permissions() {
 		p := &Policy{Roles: map[string][]Grant{"r": {{Permission: perm, Names: List{"a/**"}}}}}

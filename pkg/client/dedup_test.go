@@ -275,7 +275,6 @@ func TestDedupWindowBound(t *testing.T) {
 	}
 }
 
-
 // TestNoRetryPastTheDedupWindow: a send whose answer was lost is not retried once
 // its first attempt is older than the receivers' window: a copy would come after
 // the receiver forgot the message and be handled again. Send fails instead, with

@@ -14,6 +14,11 @@
 // In a cluster it never does, even for a one-replica bucket: replicas can be added
 // to a stream at any time, and a new replica starts answering direct gets before it
 // has caught up.
+//
+// CreateOrUpdateKeyValue and CreateOrUpdateStream create the buckets and streams
+// the services own, in attempts short enough that a request nats-server leaves
+// unanswered (two instances creating the same stream at once) costs seconds, not a
+// start deadline.
 package kvstore
 
 import (

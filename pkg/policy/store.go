@@ -59,7 +59,7 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, opts ...StoreOption)
 	for _, o := range opts {
 		o(&cfg)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	kv, err := kvstore.CreateOrUpdateKeyValue(ctx, js, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("policy: open bucket %s: %w", Bucket, err)
 	}

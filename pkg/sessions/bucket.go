@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/seed-3c836eab/roster/pkg/kvstore"
 )
 
 // Bucket is the KV bucket holding session records.
@@ -48,7 +50,7 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyVal
 
 // UpdateBucket creates the sessions bucket or updates it to BucketConfig(replicas).
 func UpdateBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, BucketConfig(replicas))
+	kv, err := kvstore.CreateOrUpdateKeyValue(ctx, js, BucketConfig(replicas))
 	if err != nil {
 		return nil, fmt.Errorf("sessions: bucket %s: %w", Bucket, err)
 	}

@@ -94,7 +94,7 @@ func BucketConfig(replicas int) jetstream.KeyValueConfig {
 }
 
 func openStore(ctx context.Context, js jetstream.JetStream, replicas int) (*store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, BucketConfig(replicas))
+	kv, err := kvstore.CreateOrUpdateKeyValue(ctx, js, BucketConfig(replicas))
 	if err != nil {
 		return nil, fmt.Errorf("lock: bucket %s: %w", Bucket, err)
 	}

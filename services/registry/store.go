@@ -46,7 +46,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store,
 	if err != nil {
 		return nil, err
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if _, err := kvstore.CreateOrUpdateStream(ctx, js, jetstream.StreamConfig{
 		Name:        EventsStream,
 		Description: "Roster session events: opened, updated, disconnected, reconnected, principal_changed, closed",
 		Subjects:    []string{wire.SessionEventsPrefix + ".>"},
@@ -59,7 +59,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store,
 	}); err != nil {
 		return nil, fmt.Errorf("registry: stream %s: %w", EventsStream, err)
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if _, err := kvstore.CreateOrUpdateStream(ctx, js, jetstream.StreamConfig{
 		Name:        ActivityStream,
 		Description: "Batches of active session ids, replayed by a starting registry",
 		Subjects:    []string{wire.SubjectSessionActivity},

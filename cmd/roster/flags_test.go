@@ -71,6 +71,42 @@ func TestServeFlagsOfTheOtherModeAreUsageErrors(t *testing.T) {
 	}
 }
 
+// TestServeFlagsOfTheOtherModeNameTheirSource: a flag of the other mode set through
+// its environment variable (a ROSTER_DATA_DIR left in a container's environment
+// beside ROSTER_NATS_URL) is named by that variable, as the client commands name
+// theirs; the error named only --data-dir, which is nowhere on the command line.
+// One flag reads in the singular.
+func TestServeFlagsOfTheOtherModeNameTheirSource(t *testing.T) {
+	const url = "nats://127.0.0.1:1"
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"variable", map[string]string{"ROSTER_DATA_DIR": "/data"}, []string{"--nats-url", url},
+			"--data-dir (set by ROSTER_DATA_DIR) configures the embedded server: with --nats-url it does nothing"},
+		{"flag", nil, []string{"--nats-url", url, "--data-dir", "/data"},
+			"--data-dir configures the embedded server: with --nats-url it does nothing"},
+		{"two flags", map[string]string{"ROSTER_LISTEN": ":4222"}, []string{"--nats-url", url, "--data-dir", "/data"},
+			"--data-dir, --listen (set by ROSTER_LISTEN) configure the embedded server: with --nats-url they do nothing"},
+		{"without --nats-url", map[string]string{"ROSTER_NATS_USER": "roster-service"}, []string{"--listen", "127.0.0.1:0"},
+			"--nats-user (set by ROSTER_NATS_USER) goes with --nats-url"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+			defer cancel()
+			err := run(ctx, append([]string{"serve", "--log-level", "error", "--services", "lock"}, tc.args...))
+			if exitCode(err) != 2 || fmt.Sprint(err) != tc.want {
+				t.Errorf("got %v (exit %d), want a usage error (2): %s", err, exitCode(err), tc.want)
+			}
+		})
+	}
+}
+
 // TestMissingCredentialFilesAreUsageErrors: a TLS or credentials file that cannot be
 // read is a usage error naming its flag, found before connecting. nats.go reads them
 // only when it connects and reports a missing one as a failed connection: the client

@@ -50,6 +50,9 @@ type serveOptions struct {
 	// changed reports whether a flag was set, on the command line or through its
 	// environment variable.
 	changed func(name string) bool
+	// source names where a set flag's value came from, for an error about it: the
+	// flag, or its environment variable when only that set it.
+	source func(name string) string
 }
 
 // embeddedOnly are the flags of the embedded server: with --nats-url they would
@@ -86,6 +89,7 @@ services this process runs, so each can run as its own process in production.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.changed = cmd.Flags().Changed
+			o.source = func(name string) string { return flagSource(cmd, name) }
 			return serve(cmd.Context(), o)
 		},
 	}
@@ -223,13 +227,19 @@ func (o *serveOptions) checkMode() error {
 		var out []string
 		for _, n := range names {
 			if o.changed(n) {
-				out = append(out, "--"+n)
+				src := "--" + n
+				if o.source != nil {
+					src = o.source(n)
+				}
+				out = append(out, src)
 			}
 		}
 		return out
 	}
 	if o.natsURL != "" {
-		if g := given(embeddedOnly); len(g) > 0 {
+		if g := given(embeddedOnly); len(g) == 1 {
+			return usageError{fmt.Errorf("%s configures the embedded server: with --nats-url it does nothing", g[0])}
+		} else if len(g) > 1 {
 			return usageError{fmt.Errorf("%s configure the embedded server: with --nats-url they do nothing", strings.Join(g, ", "))}
 		}
 		if o.changed("auth-callout") {
@@ -237,7 +247,9 @@ func (o *serveOptions) checkMode() error {
 			// answering the callout, and then nobody could connect.
 			return usageError{errors.New("--auth-callout configures the embedded server; with --nats-url the auth service answers the callout when given --auth-callout-seed-file, and not without")}
 		}
-	} else if g := given(natsURLOnly); len(g) > 0 {
+	} else if g := given(natsURLOnly); len(g) == 1 {
+		return usageError{fmt.Errorf("%s goes with --nats-url", g[0])}
+	} else if len(g) > 1 {
 		return usageError{fmt.Errorf("%s go with --nats-url", strings.Join(g, ", "))}
 	}
 	if g := given([]string{"nats-creds", "nats-user", "nats-token"}); len(g) > 1 {

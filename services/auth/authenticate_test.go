@@ -440,6 +440,40 @@ func TestDefaultPolicyIsStoredOnce(t *testing.T) {
 	}
 }
 
+// TestInitialPolicyWarnsWhenItUndoesAChange: --policy is stored at every start of an
+// auth instance, replacing the stored policy. A policy set live since (roster policy
+// set) was undone by the next rolling restart with the same info line as any start;
+// now a warning says so, and a start that stores the same policy again stays quiet.
+func TestInitialPolicyWarnsWhenItUndoesAChange(t *testing.T) {
+	srv := natstest.Start(t)
+	const warning = "replaces a different stored policy"
+	h := start(t, srv, Config{InitialPolicy: testPolicy()})
+	h.stop()
+	if strings.Contains(h.log.String(), warning) {
+		t.Fatalf("the first start warned:\n%s", h.log.String())
+	}
+	h = start(t, srv, Config{InitialPolicy: testPolicy()})
+	h.stop()
+	if strings.Contains(h.log.String(), warning) {
+		t.Fatalf("a start storing the stored policy again warned:\n%s", h.log.String())
+	}
+	live := testPolicy()
+	live.Roles["user"] = append(live.Roles["user"], policy.Grant{Permission: policy.SendToFilter})
+	store, err := policy.OpenStore(t.Context(), srv.JetStream(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	liveRev, err := store.Put(t.Context(), live, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = start(t, srv, Config{InitialPolicy: testPolicy()})
+	out := h.log.String()
+	if !strings.Contains(out, warning) || !strings.Contains(out, fmt.Sprintf(`"replaced_revision":%d`, liveRev)) {
+		t.Fatalf("got log:\n%s\nwant a warning that revision %d was replaced", out, liveRev)
+	}
+}
+
 // TestPolicyCallerFromSessionsBucket uses the real live view of the sessions bucket:
 // an admin session may read the policy, and within a second of its close every
 // request naming it gets session_closed.

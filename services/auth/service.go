@@ -1,7 +1,9 @@
 package auth
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -234,11 +236,21 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 
 func initPolicy(ctx context.Context, store *policy.Store, cfg Config, log *slog.Logger) (*policy.Policy, error) {
 	if cfg.InitialPolicy != nil {
+		// The file replaces whatever is stored. When that differs — a policy set
+		// live since, say — a rolling restart undoes it: say so, or the change
+		// is gone without a word. Only for that message: a stored policy that
+		// cannot be read (or does not decode) is replaced all the same.
+		old, oldRev, _ := store.Get(ctx)
 		rev, err := store.Put(ctx, cfg.InitialPolicy, 0)
 		if err != nil {
 			return nil, err
 		}
-		log.Info("policy stored from configuration", "revision", rev)
+		if old != nil && !samePolicy(old, cfg.InitialPolicy) {
+			log.Warn("policy stored from configuration replaces a different stored policy: a change made with policy set since is undone",
+				"revision", rev, "replaced_revision", oldRev)
+		} else {
+			log.Info("policy stored from configuration", "revision", rev)
+		}
 		return cfg.InitialPolicy, nil
 	}
 	p, _, err := store.Get(ctx)
@@ -257,6 +269,13 @@ func initPolicy(ctx context.Context, store *policy.Store, cfg Config, log *slog.
 	}
 	p, _, err = store.Get(ctx)
 	return p, err
+}
+
+// samePolicy reports whether a and b are stored as the same JSON.
+func samePolicy(a, b *policy.Policy) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
 }
 
 // Policy returns the holder of the current policy, which follows the stored one.

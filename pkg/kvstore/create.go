@@ -19,7 +19,7 @@ const createAttempt = 2 * time.Second
 //
 // Why: when two clients create the same stream in a cluster at the same moment —
 // two instances of a service starting together on a fresh cluster — nats-server
-// creates it and often answers neither (nats-io/nats.go#949), so each waited out its
+// creates it and often answers neither (as in nats-io/nats-server#3677), so each waited out its
 // whole deadline. Asked again, the stream exists and the update answers at once.
 func CreateOrUpdateKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	return retryUnanswered(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {

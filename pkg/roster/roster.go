@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -85,9 +86,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 			nats.MaxReconnects(-1),
 			nats.ReconnectWait(250 * time.Millisecond),
 			nats.ErrorHandler(logAsyncError(log, name)),
-			nats.DisconnectErrHandler(logDisconnect(log, name)),
-			nats.ReconnectHandler(logReconnect(log, name)),
-		}, cfg.NATSOptions...)
+		}, connLog(log, name)...)
+		opts = append(opts, cfg.NATSOptions...)
 		if p.server != nil {
 			return nats.Connect(cfg.NATSURL, append(opts, p.server.ServiceOptions()...)...)
 		}
@@ -161,21 +161,34 @@ func logAsyncError(log *slog.Logger, conn string) nats.ErrHandler {
 	}
 }
 
-// logDisconnect logs that the connection conn lost its server: until it is back,
-// the service answers nothing and /readyz says not ready. Closing is no loss.
-func logDisconnect(log *slog.Logger, conn string) nats.ConnErrHandler {
-	return func(nc *nats.Conn, err error) {
-		if nc.IsClosed() {
-			return
-		}
-		log.Warn("NATS connection lost; reconnecting", "connection", conn, "err", err)
+// connLog returns the handlers that log the connection conn losing its server —
+// until it is back the service answers nothing and /readyz says not ready; closing
+// is no loss — and getting one back, naming each server: with several NATS
+// servers, which one went away is what an operator looks for first.
+func connLog(log *slog.Logger, conn string) []nats.Option {
+	// The server the connection was on: by the time it is lost, nats.go no longer
+	// says which it was.
+	var server atomic.Pointer[string]
+	on := func(nc *nats.Conn) string {
+		url := nc.ConnectedUrlRedacted()
+		server.Store(&url)
+		return url
 	}
-}
-
-// logReconnect logs that the connection conn is back, and on which server.
-func logReconnect(log *slog.Logger, conn string) nats.ConnHandler {
-	return func(nc *nats.Conn) {
-		log.Info("NATS connection restored", "connection", conn, "server", nc.ConnectedUrlRedacted())
+	return []nats.Option{
+		nats.ConnectHandler(func(nc *nats.Conn) { on(nc) }),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return
+			}
+			var lost string
+			if p := server.Load(); p != nil {
+				lost = *p
+			}
+			log.Warn("NATS connection lost; reconnecting", "connection", conn, "server", lost, "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS connection restored", "connection", conn, "server", on(nc))
+		}),
 	}
 }
 

@@ -74,13 +74,15 @@ func TestConnectionLossIsLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Stop() })
+	// Each line names the server lost, or found again.
+	server := srv.ClientURL()
 	expect := func(msg string) {
 		t.Helper()
 		natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 			seen := map[string]bool{}
 			for line := range strings.Lines(logs.String()) {
-				var rec struct{ Msg, Connection string }
-				if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
+				var rec struct{ Msg, Connection, Server string }
+				if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg && rec.Server == server {
 					seen[rec.Connection] = true
 				}
 			}

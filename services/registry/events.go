@@ -101,6 +101,9 @@ func (s *Service) carryOutbox(ctx context.Context, cur, next *sessions.Record) e
 	return nil
 }
 
+// eventWarnEvery is how often at most a failed event publish is logged.
+const eventWarnEvery = 10 * time.Second
+
 // newEventsJetStream returns the JetStream context events are published with: acks
 // are handled in callbacks, so nothing waits for them.
 func (s *Service) newEventsJetStream() (jetstream.JetStream, error) {
@@ -111,8 +114,7 @@ func (s *Service) newEventsJetStream() (jetstream.JetStream, error) {
 		}),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
 			// The sweep publishes it again; the message id keeps it single.
-			s.log.Warn("publishing a session event; it will be published again",
-				"subject", m.Subject, "msg_id", m.Header.Get(jetstream.MsgIDHeader), "err", err)
+			s.eventWarn.warn("subject", m.Subject, "msg_id", m.Header.Get(jetstream.MsgIDHeader), "err", err)
 		}),
 	)
 }
@@ -130,7 +132,7 @@ func (s *Service) publishPending(rec *sessions.Record, p sessions.PendingEvent) 
 	}
 	msg := &nats.Msg{Subject: wire.SessionEventSubject(rec.ID, p.Event.Kind), Data: data, Header: nats.Header{}}
 	if _, err := s.ejs.PublishMsgAsync(msg, jetstream.WithMsgID(p.MsgID)); err != nil {
-		s.log.Warn("publishing a session event; it will be published again", "session_id", rec.ID, "msg_id", p.MsgID, "err", err)
+		s.eventWarn.warn("session_id", rec.ID, "msg_id", p.MsgID, "err", err)
 	}
 }
 

@@ -176,6 +176,9 @@ type Service struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	ejs   jetstream.JetStream // publishes events asynchronously
+	// eventWarn reports failed event publishes; while storage is away there is one
+	// per event, so it says so at most every eventWarnEvery.
+	eventWarn *throttledWarn
 	st    *store
 	pol   Authorizer
 	svc   *endpoint.Service
@@ -237,6 +240,7 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 		_ = svc.Stop(context.Background())
 		return nil, err
 	}
+	s.eventWarn = newThrottledWarn(log, "publishing a session event; it will be published again", eventWarnEvery)
 	if s.ejs, err = s.newEventsJetStream(); err != nil {
 		return fail(fmt.Errorf("registry: jetstream: %w", err))
 	}

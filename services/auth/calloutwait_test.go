@@ -128,8 +128,10 @@ func TestCalloutLogsWhyItFailed(t *testing.T) {
 		return nil
 	})
 	natstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		if log := h.log.String(); !strings.Contains(log, "users file") {
-			return fmt.Errorf("the cause is not in the log:\n%s", log)
+		// Naming the file: an operator with several auth instances needs to know
+		// which file to fix.
+		if log := h.log.String(); !strings.Contains(log, "users file "+name) {
+			return fmt.Errorf("the cause, naming the file, is not in the log:\n%s", log)
 		}
 		return nil
 	})

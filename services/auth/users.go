@@ -62,7 +62,11 @@ func ReadUsers(name string) (map[string]User, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: users file: %w", err)
 	}
-	return parseUsers(data)
+	users, err := parseUsers(data)
+	if err != nil {
+		return nil, fmt.Errorf("auth: users file %s: %w", name, err)
+	}
+	return users, nil
 }
 
 func parseUsers(data []byte) (map[string]User, error) {
@@ -70,21 +74,21 @@ func parseUsers(data []byte) (map[string]User, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&doc); err != nil && len(bytes.TrimSpace(data)) > 0 {
-		return nil, fmt.Errorf("auth: users file: %w", err)
+		return nil, err
 	}
 	if doc.Users == nil {
 		doc.Users = map[string]User{}
 	}
 	for name, u := range doc.Users {
 		if name == "" || len(name) > MaxUsernameLength {
-			return nil, fmt.Errorf("auth: users file: invalid user name %q", name)
+			return nil, fmt.Errorf("invalid user name %q", name)
 		}
 		if _, err := bcrypt.Cost([]byte(u.Hash)); err != nil {
-			return nil, fmt.Errorf("auth: users file: user %q: hash is not bcrypt: %w", name, err)
+			return nil, fmt.Errorf("user %q: hash is not bcrypt: %w", name, err)
 		}
 		for k := range u.Properties {
 			if !policy.ValidPropertyKey(k) || k[0] == '$' {
-				return nil, fmt.Errorf("auth: users file: user %q: invalid property key %q", name, k)
+				return nil, fmt.Errorf("user %q: invalid property key %q", name, k)
 			}
 		}
 	}
@@ -272,8 +276,8 @@ func (f *UsersFile) reloadLocked(now time.Time, force bool) error {
 	// change that broke it may have been a user's removal.
 	f.users, f.sum, f.err = nil, sum, nil
 	if err := f.loadLocked(data); err != nil {
-		f.err = err
-		return err
+		f.err = fmt.Errorf("auth: users file %s: %w", f.path, err)
+		return f.err
 	}
 	return nil
 }
@@ -293,14 +297,14 @@ func (f *UsersFile) loadLocked(data []byte) error {
 			continue
 		}
 		if !first && c != cost {
-			return fmt.Errorf("auth: users file: user %q has bcrypt cost %d, others %d: re-add users so all have one cost", name, c, cost)
+			return fmt.Errorf("user %q has bcrypt cost %d, others %d: re-add users so all have one cost", name, c, cost)
 		}
 		cost, first = c, false
 	}
 	if f.dummy == nil || dummyCost(f.dummy) != cost {
 		f.dummy, err = bcrypt.GenerateFromPassword([]byte("roster-no-such-user"), cost)
 		if err != nil {
-			return fmt.Errorf("auth: users file: %w", err)
+			return err
 		}
 	}
 	f.users = users

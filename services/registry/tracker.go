@@ -561,16 +561,39 @@ func (t *tracker) run(ctx context.Context) error {
 // replay reads the activity stream, so that activity not yet persisted in the
 // records counts for the deadlines. Each batch counts at the time the stream stored
 // it, which is after the activity it reports.
+//
+// It reads with a plain ephemeral consumer, ending with ctx: an ordered consumer's
+// Fetch takes no context and, when it has to recreate its consumer, tries again for
+// as long as the server is away — a replay begun on a reconnect held the
+// instance's stop until NATS came back, forever if it did not.
 func (t *tracker) replay(ctx context.Context, from time.Time) error {
-	cfg := jetstream.OrderedConsumerConfig{}
+	cfg := jetstream.ConsumerConfig{
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		Replicas:          1,
+		MemoryStorage:     true,
+	}
 	if !from.IsZero() {
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 	}
-	cons, err := t.s.js.OrderedConsumer(ctx, ActivityStream, cfg)
+	cons, err := t.s.js.CreateConsumer(ctx, ActivityStream, cfg)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		// Not on ctx, which may have ended; without a server to ask, or if this
+		// fails, the inactive threshold removes it.
+		if !t.s.nc.IsConnected() {
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = t.s.js.DeleteConsumer(dctx, ActivityStream, cons.CachedInfo().Name)
+		cancel()
+	}()
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(300*time.Millisecond))
 		if err != nil {
 			return err

@@ -30,15 +30,31 @@ const (
 	readyz = "/readyz"
 )
 
-// serveFlags returns the flags of `roster serve`, read from cmd/roster/serve.go: the
+// serveFlags returns the flags of `roster serve`, read from cmd/roster/serve.go and
+// tuning.go: the
 // name argument of every fs.XxxVar(…) and fs.Xxx(…) call on a flag set.
 func serveFlags(t *testing.T) map[string]bool {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "../cmd/roster/serve.go", nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	flags := map[string]bool{}
+	// serve.go defines serve's flags, tuning.go the services' limits and timeouts.
+	for _, file := range []string{"../cmd/roster/serve.go", "../cmd/roster/tuning.go"} {
+		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inspectFlags(f, flags)
+	}
+	// Sanity: the parse found the flags this deployment relies on.
+	for _, f := range []string{"services", "nats-url", "replicas", "health-listen", "auth-callout-seed-file", "policy", "session-timeout"} {
+		if !flags[f] {
+			t.Fatalf("the parse of serve.go and tuning.go found no --%s (found %v): update serveFlags", f, flags)
+		}
+	}
+	return flags
+}
+
+// inspectFlags adds to flags the names of the flags f defines on a FlagSet named fs.
+func inspectFlags(f *ast.File, flags map[string]bool) {
 	ast.Inspect(f, func(n ast.Node) bool {
 		call, ok := n.(*ast.CallExpr)
 		if !ok {
@@ -63,13 +79,6 @@ func serveFlags(t *testing.T) map[string]bool {
 		}
 		return true
 	})
-	// Sanity: the parse found the flags this deployment relies on.
-	for _, f := range []string{"services", "nats-url", "replicas", "health-listen", "auth-callout-seed-file", "policy"} {
-		if !flags[f] {
-			t.Fatalf("serve.go parse found no --%s (found %v): update serveFlags", f, flags)
-		}
-	}
-	return flags
 }
 
 // envFlag maps ROSTER_FOO_BAR to foo-bar, as cmd/roster's bindEnv reads it.

@@ -31,8 +31,8 @@ const (
 )
 
 // serveFlags returns the flags of `roster serve`, read from cmd/roster/serve.go and
-// tuning.go: the
-// name argument of every fs.XxxVar(…) and fs.Xxx(…) call on a flag set.
+// tuning.go: the name argument of every fs.XxxVar(…) and fs.Xxx(…) call on a flag
+// set.
 func serveFlags(t *testing.T) map[string]bool {
 	t.Helper()
 	flags := map[string]bool{}

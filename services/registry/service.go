@@ -176,9 +176,6 @@ type Service struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	ejs   jetstream.JetStream // publishes events asynchronously
-	// eventWarn reports failed event publishes; while storage is away there is one
-	// per event, so it says so at most every eventWarnEvery.
-	eventWarn *throttledWarn
 	st    *store
 	pol   Authorizer
 	svc   *endpoint.Service
@@ -186,6 +183,9 @@ type Service struct {
 	track *tracker
 	// metrics are the service's own instruments (metrics.go).
 	metrics *metrics
+	// eventWarn reports failed event publishes; while storage is away there is one
+	// per event, so it says so at most every eventWarnEvery.
+	eventWarn *throttledWarn
 	// waiters holds event reads waiting for an event (eventsread.go).
 	waiters *eventWaiters
 

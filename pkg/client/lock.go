@@ -489,11 +489,11 @@ func (s *Session) trackLockLocked(info wire.Lock) *Lock {
 	// tracked, its Lost would never close. The server released it already.
 	switch {
 	case s.state == StateClosed:
-		l.lostErr = errors.Join(ErrLockLost, s.closedErr())
+		l.lostErr = fmt.Errorf("%w: %w", ErrLockLost, s.closedErr())
 		close(l.lost)
 		return l
 	case s.state == StateRecovering && info.Scope == wire.ScopeConnection:
-		l.lostErr = errors.Join(ErrLockLost, errConnectionLost)
+		l.lostErr = fmt.Errorf("%w: %w", ErrLockLost, errConnectionLost)
 		close(l.lost)
 		return l
 	}
@@ -522,6 +522,6 @@ func (s *Session) loseLocks(onlyConnectionScoped bool, cause error) {
 	}
 	s.mu.Unlock()
 	for _, l := range lost {
-		l.markLost(errors.Join(ErrLockLost, cause))
+		l.markLost(fmt.Errorf("%w: %w", ErrLockLost, cause))
 	}
 }

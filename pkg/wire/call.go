@@ -93,9 +93,9 @@ func requestError(subject string, err error) error {
 	case errors.Is(err, nats.ErrNoResponders):
 		return &Error{Code: CodeUnavailable, Message: "no service answers on " + subject}
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining):
-		return fmt.Errorf("wire: %s: %w", subject, errors.Join(&Error{Code: CodeUnavailable, Message: "connection to NATS closed"}, err))
+		return fmt.Errorf("wire: %s: %w: %w", subject, &Error{Code: CodeUnavailable, Message: "connection to NATS closed"}, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-		return fmt.Errorf("wire: %s: %w", subject, errors.Join(&Error{Code: CodeTimeout, Message: "no reply before the deadline"}, err))
+		return fmt.Errorf("wire: %s: %w: %w", subject, &Error{Code: CodeTimeout, Message: "no reply before the deadline"}, err)
 	default:
 		return fmt.Errorf("wire: %s: %w", subject, err)
 	}

@@ -1,12 +1,15 @@
 package wire
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
 )
 
 // TestEncodeErrorBoundsTheHeaderMessage: the header repeats at most 1 KiB of the
@@ -38,6 +41,25 @@ func TestCodeOf(t *testing.T) {
 	} {
 		if got := CodeOf(tc.err); got != tc.want {
 			t.Errorf("CodeOf(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestRequestErrorsAreOneLine: a request that timed out or lost its connection says
+// so on one line, matching both its wire code and NATS's cause; joined, the cause
+// went on a line of its own, which the CLI printed without its "roster:" prefix.
+func TestRequestErrorsAreOneLine(t *testing.T) {
+	for _, tc := range []struct {
+		cause error
+		code  *Error
+	}{
+		{context.DeadlineExceeded, ErrTimeout},
+		{nats.ErrTimeout, ErrTimeout},
+		{nats.ErrConnectionClosed, ErrUnavailable},
+	} {
+		err := requestError("roster.v1.session.get", tc.cause)
+		if strings.Contains(err.Error(), "\n") || !errors.Is(err, tc.code) || !errors.Is(err, tc.cause) {
+			t.Errorf("%v: got %q; want one line matching %s and the cause", tc.cause, err, tc.code.Code)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -310,6 +311,14 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 		if err != nil {
 			return nil, err
 		}
+		// Instances of a queue group should judge alike; one started without
+		// --users-file refuses every password it is given, and this line is where
+		// an operator comparing instances sees it.
+		var chain []string
+		for _, a := range acfg.Authenticators {
+			chain = append(chain, a.Name())
+		}
+		log.Info("authenticator chain", "authenticators", strings.Join(chain, ","), "users_file", cfg.Auth.UsersFile)
 		if pol := svc.Policy().Load(); pol != nil && pol.Anonymous.Allowed && (pol.Connections.SharedInbox || pol.Connections.ServiceDiscovery) {
 			log.Warn("DEVELOPMENT POLICY IN EFFECT: anonymous clients are admitted and connections share _INBOX.>; " +
 				"never use this in production — give --policy (see docs/architecture.md, Auth and NATS security)")

@@ -395,6 +395,10 @@ func TestSecretsNeverLogged(t *testing.T) {
 			t.Fatalf("captured log lacks %q; is the capture working?\n%s", want, out)
 		}
 	}
+	// The auth instance says how it judges credentials.
+	if !strings.Contains(out, `msg="authenticator chain" authenticators=users`) {
+		t.Errorf("the log does not name the authenticator chain:\n%s", out)
+	}
 	if !strings.Contains(replies.String(), string(wire.CodeInvalidToken)) || !strings.Contains(replies.String(), string(wire.CodeSessionClosed)) {
 		t.Fatalf("error replies lack invalid_token or session_closed:\n%s", replies.String())
 	}

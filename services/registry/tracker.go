@@ -565,7 +565,9 @@ func (t *tracker) run(ctx context.Context) error {
 // It reads with a plain ephemeral consumer, ending with ctx: an ordered consumer's
 // Fetch takes no context and, when it has to recreate its consumer, tries again for
 // as long as the server is away — a replay begun on a reconnect held the
-// instance's stop until NATS came back, forever if it did not.
+// instance's stop until NATS came back, forever if it did not. It has caught up
+// when a message says none is pending after it, or the consumer says so: an empty
+// fetch alone is also what a server that does not answer gives.
 func (t *tracker) replay(ctx context.Context, from time.Time) error {
 	cfg := jetstream.ConsumerConfig{
 		AckPolicy:         jetstream.AckNonePolicy,
@@ -612,8 +614,20 @@ func (t *tracker) replay(ctx context.Context, from time.Time) error {
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return err
 		}
-		if n == 0 || done {
+		if done {
 			return nil
+		}
+		if n == 0 {
+			// An empty fetch is no proof of the end: one that no server answered (the
+			// consumer's node gone, a stream between leaders) ends the same way, with
+			// no message and no error. Ask what is left.
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.NumPending == 0 {
+				return nil
+			}
 		}
 	}
 }

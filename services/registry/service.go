@@ -240,7 +240,7 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 		_ = svc.Stop(context.Background())
 		return nil, err
 	}
-	s.eventWarn = newThrottledWarn(log, "publishing a session event; it will be published again", eventWarnEvery)
+	s.eventWarn = newThrottledWarn(s.log, "publishing a session event; it will be published again", eventWarnEvery)
 	if s.ejs, err = s.newEventsJetStream(); err != nil {
 		return fail(fmt.Errorf("registry: jetstream: %w", err))
 	}

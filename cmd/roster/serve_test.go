@@ -214,6 +214,7 @@ func TestServeTuningFlagsOutOfRange(t *testing.T) {
 		"--reconnect-window 0":            {"--reconnect-window", "0"},
 		"--session-timeout above the max": {"--session-timeout", "2h", "--session-max-timeout", "1h"},
 		"--session-timeout below the min": {"--session-timeout", "1s", "--session-min-timeout", "5s"},
+		"--events-max-age 1m":             {"--events-max-age", "1m"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)

@@ -27,7 +27,7 @@ func (t *tuning) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&t.registry.MaxTimeout, "session-max-timeout", r.MaxTimeout, "registry: the longest inactivity timeout a session may ask for (schemas/ state the default bounds)")
 	fs.DurationVar(&t.registry.ReconnectWindow, "reconnect-window", r.ReconnectWindow, "registry: how long a session whose connection was lost may be resumed before it closes as failed")
 	fs.DurationVar(&t.registry.TombstoneRetention, "tombstone-retention", r.TombstoneRetention, "registry: how long a closed session answers session_closed (then session_not_found)")
-	fs.DurationVar(&t.registry.EventsMaxAge, "events-max-age", r.EventsMaxAge, "registry: how long session events are kept")
+	fs.DurationVar(&t.registry.EventsMaxAge, "events-max-age", r.EventsMaxAge, "registry: how long session events are kept (at least 5m)")
 	fs.IntVar(&t.registry.Limits.SessionsPerPrincipal, "max-sessions-per-principal", r.Limits.SessionsPerPrincipal, "registry: open sessions of one principal")
 	fs.IntVar(&t.registry.Limits.Properties, "max-properties", r.Limits.Properties, "registry: user properties of a session")
 	fs.IntVar(&t.registry.Limits.KeyLength, "max-key-length", r.Limits.KeyLength, "registry: bytes of a property key")
@@ -65,6 +65,10 @@ func (t *tuning) check() error {
 		}
 	}
 	r := t.registry
+	if r.EventsMaxAge < registry.MinEventsMaxAge {
+		// JetStream refuses the events stream then, and the process failed at start.
+		return usageError{fmt.Errorf("--events-max-age %s: want at least %s, the events stream's duplicate window", r.EventsMaxAge, registry.MinEventsMaxAge)}
+	}
 	if r.MinTimeout > r.MaxTimeout || r.DefaultTimeout < r.MinTimeout || r.DefaultTimeout > r.MaxTimeout {
 		return usageError{fmt.Errorf("--session-timeout %s must lie within --session-min-timeout %s and --session-max-timeout %s", r.DefaultTimeout, r.MinTimeout, r.MaxTimeout)}
 	}

@@ -29,6 +29,9 @@ import (
 const (
 	// eventsDedup is the events stream's duplicate window.
 	eventsDedup = 5 * time.Minute
+	// MinEventsMaxAge is the shortest Config.EventsMaxAge: JetStream refuses a
+	// stream whose duplicate window is longer than its MaxAge.
+	MinEventsMaxAge = eventsDedup
 	// outboxHorizon bounds the age of an event anyone publishes: the duplicate window
 	// less a margin for clock differences between instances and the sweep period.
 	outboxHorizon = eventsDedup - time.Minute

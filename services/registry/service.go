@@ -95,7 +95,8 @@ type Config struct {
 	// connzPage is the page size of a server's connection listing (connzPage; tests
 	// shrink it).
 	connzPage int
-	// EventsMaxAge is how long the session events stream keeps events (7 days).
+	// EventsMaxAge is how long the session events stream keeps events (7 days; at
+	// least MinEventsMaxAge).
 	EventsMaxAge time.Duration
 	// Limits bound principals and sessions.
 	Limits Limits
@@ -202,6 +203,9 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 	cfg.setDefaults()
 	if cfg.DefaultTimeout < cfg.MinTimeout || cfg.DefaultTimeout > cfg.MaxTimeout {
 		return nil, fmt.Errorf("registry: the default session timeout %v is outside the bounds [%v, %v]", cfg.DefaultTimeout, cfg.MinTimeout, cfg.MaxTimeout)
+	}
+	if cfg.EventsMaxAge < MinEventsMaxAge {
+		return nil, fmt.Errorf("registry: events max age %v is below %v, the events stream's duplicate window", cfg.EventsMaxAge, MinEventsMaxAge)
 	}
 	// A record is written in one message, with room for the write's headers.
 	if mp := nc.MaxPayload(); mp > 0 && int64(cfg.Limits.RecordSize) > mp-recordHeadroom {

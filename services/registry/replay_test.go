@@ -18,6 +18,23 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
+// replayTracker opens the registry's streams on nc and returns a tracker of an
+// instance on it, not started, and a context ending within 10 s.
+func replayTracker(t *testing.T, nc *nats.Conn) (*tracker, context.Context) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{}.WithDefaults()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	if _, err := openStore(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return newTracker(&Service{cfg: cfg, nc: nc, js: js}), ctx
+}
+
 // silencer hands nats.go in-process connections to a server that go silent — what
 // the server sends is dropped — from the first write holding trigger on. To the
 // client it is a server that stopped answering without closing the connection: a
@@ -68,17 +85,7 @@ func (c *silencedConn) Read(b []byte) (int, error) {
 func TestReplayDoesNotTakeSilenceForCaughtUp(t *testing.T) {
 	srv := natstest.Start(t)
 	sil := &silencer{srv: srv.Server.Server, trigger: []byte("$JS.API.CONSUMER.MSG.NEXT." + ActivityStream + ".")}
-	nc := srv.ServiceConn(t, nats.InProcessServer(sil))
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{}.WithDefaults()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	if _, err := openStore(ctx, js, cfg); err != nil {
-		t.Fatal(err)
-	}
+	tr, ctx := replayTracker(t, srv.ServiceConn(t, nats.InProcessServer(sil)))
 	pub := srv.JetStream(t)
 	data, _ := json.Marshal(wire.SessionActivity{Sessions: []string{strings.Repeat("a", wire.SessionIDLength)}})
 	for range 3 {
@@ -86,11 +93,9 @@ func TestReplayDoesNotTakeSilenceForCaughtUp(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-
-	tr := newTracker(&Service{cfg: cfg, nc: nc, js: js})
 	rctx, rcancel := context.WithTimeout(ctx, 4*time.Second)
 	defer rcancel()
-	err = tr.replay(rctx, time.Time{})
+	err := tr.replay(rctx, time.Time{})
 	if !sil.silent.Load() {
 		t.Fatal("replay never fetched")
 	}
@@ -102,19 +107,8 @@ func TestReplayDoesNotTakeSilenceForCaughtUp(t *testing.T) {
 // TestReplayReadsTheActivity: replay reads every batch the stream holds, and on an
 // empty stream ends at once as caught up.
 func TestReplayReadsTheActivity(t *testing.T) {
-	srv := natstest.Start(t)
-	nc := srv.ServiceConn(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{}.WithDefaults()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	if _, err := openStore(ctx, js, cfg); err != nil {
-		t.Fatal(err)
-	}
-	tr := newTracker(&Service{cfg: cfg, nc: nc, js: js})
+	tr, ctx := replayTracker(t, natstest.Start(t).ServiceConn(t))
+	js := tr.s.js
 	if err := tr.replay(ctx, time.Time{}); err != nil {
 		t.Fatalf("replay of an empty stream: got %v, want caught up", err)
 	}

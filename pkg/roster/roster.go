@@ -164,16 +164,17 @@ func logAsyncError(log *slog.Logger, conn string) nats.ErrHandler {
 
 // connLog returns the handlers that log the connection conn losing its server —
 // until it is back the service answers nothing and /readyz says not ready; closing
-// is no loss — and getting one back, naming each server: with several NATS
-// servers, which one went away is what an operator looks for first.
+// is no loss — and getting one back, naming each server by its name (nats-0, …):
+// with several NATS servers, which one went away is what an operator looks for
+// first, and behind a load balancer or in process a URL would not say.
 func connLog(log *slog.Logger, conn string) []nats.Option {
 	// The server the connection was on: by the time it is lost, nats.go no longer
 	// says which it was.
 	var server atomic.Pointer[string]
 	on := func(nc *nats.Conn) string {
-		url := nc.ConnectedUrlRedacted()
-		server.Store(&url)
-		return url
+		name := nc.ConnectedServerName()
+		server.Store(&name)
+		return name
 	}
 	return []nats.Option{
 		nats.ConnectHandler(func(nc *nats.Conn) { on(nc) }),
@@ -188,7 +189,7 @@ func connLog(log *slog.Logger, conn string) []nats.Option {
 			log.Warn("NATS connection lost; reconnecting", "connection", conn, "server", lost, "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS connection restored", "connection", conn, "server", on(nc))
+			log.Info("NATS connection restored", "connection", conn, "server", on(nc), "url", nc.ConnectedUrlRedacted())
 		}),
 	}
 }

@@ -75,7 +75,7 @@ func TestConnectionLossIsLogged(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = p.Stop() })
 	// Each line names the server lost, or found again.
-	server := srv.ClientURL()
+	server := srv.Server.Name()
 	expect := func(msg string) {
 		t.Helper()
 		natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {

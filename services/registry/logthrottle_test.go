@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,23 @@ func TestThrottledWarn(t *testing.T) {
 	if !strings.Contains(logs.String(), `"suppressed":999`) {
 		t.Fatalf("the line after the interval does not count the 999 left out:\n%s", logs.String())
 	}
+}
+
+// TestThrottledWarnCountsTheLastOnes: occurrences left out that no later line
+// counts (the failures stopped within the interval) are counted at its end; they
+// were never logged.
+func TestThrottledWarnCountsTheLastOnes(t *testing.T) {
+	var logs natstest.Buffer
+	w := newThrottledWarn(logs.Logger(), "publishing a session event", 50*time.Millisecond)
+	for range 10 {
+		w.warn("err", "no responders")
+	}
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), `"suppressed":9`) {
+			return fmt.Errorf("the 9 left out are not counted:\n%s", logs.String())
+		}
+		return nil
+	})
 }
 
 // TestEventWarnNamesTheService: the failed-publish warning carries the service's

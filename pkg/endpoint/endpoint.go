@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -239,6 +240,22 @@ func (c *Call) Info() *wire.RequestInfo {
 		c.info, c.infoParsed = wire.ParseRequestInfo(c.Header.Get(wire.HeaderRequestInfo)), true
 	}
 	return c.info
+}
+
+// importReplyPrefix starts the reply subject the NATS server gives a request that
+// crosses a service import (nats-server's replyPrefix), in place of the requester's.
+const importReplyPrefix = "_R_."
+
+// Internal reports whether the request came from a connection of the service's own
+// account rather than through an account import: it has a reply subject, and not
+// one the server wrote for an import. It does not go by the absence of
+// Nats-Request-Info, which a client can bring about: the server drops a client's
+// copy of that header only from lines that follow a CRLF and writes its own in
+// place of the block's last two bytes, while nats.go also ends a line at a bare LF
+// and skips a line with no name, so a client's header block ending ":\r\n" leaves
+// the service with no request info at all.
+func (c *Call) Internal() bool {
+	return c.Reply != "" && !strings.HasPrefix(c.Reply, importReplyPrefix)
 }
 
 // ErrReplyLater, returned by a handler, sends no reply: the handler has kept

@@ -27,8 +27,9 @@
 //	$SYS.REQ.USER.AUTH                    NATS auth callout (when configured)
 //
 // A client calling the policy endpoints names a session with the Roster-Session
-// and Roster-Token headers; a request from inside the services account (no
-// Nats-Request-Info) is trusted.
+// and Roster-Token headers; a request from inside the services account is trusted,
+// told by its reply subject (not one the import wrote: endpoint.Call.Internal), not
+// by a missing Nats-Request-Info, which a client can hide.
 //
 // Storage: the KV bucket roster_policy (key current) holds the policy as JSON;
 // every process follows it with policy.Store.Watch. The service reads the sessions

@@ -37,12 +37,13 @@ func (s *Service) setPolicy(ctx context.Context, p *policy.Policy, revision uint
 }
 
 // authorize checks that the caller of a request may use perm. A request that did
-// not cross the account import (no Nats-Request-Info) came from inside the services
-// account, whose credentials only Roster's services and operators hold; it is
-// allowed. A client must name a session (Roster-Session, Roster-Token) whose roles
-// grant perm.
+// not cross the account import came from inside the services account, whose
+// credentials only Roster's services and operators hold; it is allowed. That is
+// told by the reply subject the import writes (endpoint.Call.Internal), not by a
+// missing Nats-Request-Info, which a client can hide from the service. A client
+// must name a session (Roster-Session, Roster-Token) whose roles grant perm.
 func (s *Service) authorize(ctx context.Context, c *endpoint.Call, perm policy.Permission) error {
-	if c.Info() == nil {
+	if c.Internal() {
 		return nil
 	}
 	if c.SessionID == "" || c.Token == "" {

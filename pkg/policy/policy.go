@@ -285,6 +285,12 @@ func (h *Holder) Allowed(roles []string, perm Permission, name string) bool {
 	return h.p.Load().Allowed(roles, perm, name)
 }
 
+// VetChange applies the current policy's property rules to a session's change of
+// its own properties (Policy.VetChange).
+func (h *Holder) VetChange(set map[string]string, remove []string) (map[string]string, []string) {
+	return h.p.Load().VetChange(set, remove)
+}
+
 // AllGrants grants every permission on every name.
 func AllGrants() []Grant {
 	var all []Grant

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -17,7 +18,8 @@ const (
 )
 
 // Properties decides what happens to the user properties a client proposes when it
-// opens a session: each proposed key is checked against Rules in order and the first
+// opens a session, and to those a session sets or removes on itself later
+// (Policy.VetChange): each proposed key is checked against Rules in order and the first
 // rule whose Key matches decides; keys no rule matches get Default. Fixed properties
 // (keys starting with "$") are never accepted from a client.
 type Properties struct {
@@ -97,15 +99,69 @@ func (p *Policy) VetProperties(proposed map[string]string) (map[string]string, [
 	return out, vetoed
 }
 
+// VetChange applies the same rules to a session changing its own properties after
+// open (MODIFY_OWN_PROPERTIES says which keys it may change at all): it returns the
+// values to store — rewritten where a rule sets one — and, sorted by key, why each
+// refused key was refused ("Tier": not a value the rules accept). A value set is
+// refused where it would have been vetoed at open. A key removed is refused where
+// the rules veto it whatever its value (a veto rule, or no rule and the default
+// veto): the client could not have proposed it, so what it holds came from an
+// authenticator or an administrator, and a removal would undo that as surely as a
+// new value.
+func (p *Policy) VetChange(set map[string]string, remove []string) (map[string]string, []string) {
+	out := make(map[string]string, len(set))
+	var refused []string
+	for _, k := range slices.Sorted(maps.Keys(set)) {
+		if nv, ok := p.vetProperty(k, set[k]); ok {
+			out[k] = nv
+		} else {
+			refused = append(refused, fmt.Sprintf("%q: %s", k, p.whyVetoed(k, set[k])))
+		}
+	}
+	for _, k := range slices.Sorted(slices.Values(remove)) {
+		if p.vetoesKey(k) {
+			refused = append(refused, fmt.Sprintf("%q: the rules veto the key, so it may not be removed either", k))
+		}
+	}
+	return out, refused
+}
+
+// whyVetoed says why vetProperty vetoes key=value.
+func (p *Policy) whyVetoed(key, value string) string {
+	if limit := p.maxValueLength(); p != nil && len(value) > limit {
+		return fmt.Sprintf("the value is %d bytes, over max_value_length %d", len(value), limit)
+	}
+	if p.vetoesKey(key) {
+		return "the rules veto the key"
+	}
+	return "not a value the rules accept"
+}
+
+// vetoesKey reports whether the rules veto key whatever its value.
+func (p *Policy) vetoesKey(key string) bool {
+	if p == nil || strings.HasPrefix(key, "$") || !ValidPropertyKey(key) {
+		return true
+	}
+	for _, r := range p.Properties.Rules {
+		if keyMatch(r.Key, key) {
+			return r.Veto
+		}
+	}
+	return p.Properties.Default != Accept
+}
+
+func (p *Policy) maxValueLength() int {
+	if p == nil || p.Properties.MaxValueLength == 0 {
+		return defaultMaxValueLength
+	}
+	return p.Properties.MaxValueLength
+}
+
 func (p *Policy) vetProperty(key, value string) (string, bool) {
 	if p == nil || strings.HasPrefix(key, "$") || !ValidPropertyKey(key) {
 		return "", false
 	}
-	limit := p.Properties.MaxValueLength
-	if limit == 0 {
-		limit = defaultMaxValueLength
-	}
-	if len(value) > limit {
+	if len(value) > p.maxValueLength() {
 		return "", false
 	}
 	for _, r := range p.Properties.Rules {

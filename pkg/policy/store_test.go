@@ -100,6 +100,51 @@ func TestVetProperties(t *testing.T) {
 	}
 }
 
+// TestVetChange: a session changing its own properties is held to the rules that
+// vet proposals at open; it may also remove a key the rules accept some value of,
+// but not one they veto whatever the value.
+func TestVetChange(t *testing.T) {
+	p, err := policy.Parse([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, refused := p.VetChange(
+		map[string]string{"Department": "hr", "Tier": "gold", "ClientApp": "web", "InternalX": "1", "$Roles": "admin"},
+		[]string{"Department", "Tier", "ClientOld", "InternalY", "Other", "$Principal"})
+	if want := map[string]string{"Tier": "basic", "ClientApp": "web"}; !maps.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	// Set: Department=hr (not a listed value), InternalX and $Roles (vetoed keys),
+	// ClientLong (over max_value_length); removed: InternalY (veto rule), Other (no
+	// rule, default veto), $Principal.
+	_, refused = p.VetChange(map[string]string{"Department": "hr", "InternalX": "1", "$Roles": "admin", "ClientLong": "123456789"}, nil)
+	wantRefused := []string{
+		`"$Roles": the rules veto the key`,
+		`"ClientLong": the value is 9 bytes, over max_value_length 8`,
+		`"Department": not a value the rules accept`,
+		`"InternalX": the rules veto the key`,
+	}
+	if !slices.Equal(refused, wantRefused) {
+		t.Fatalf("refused %q, want %q", refused, wantRefused)
+	}
+	_, refused = p.VetChange(nil, []string{"Department", "Tier", "ClientOld", "InternalY", "Other", "$Principal"})
+	wantRefused = []string{
+		`"$Principal": the rules veto the key, so it may not be removed either`,
+		`"InternalY": the rules veto the key, so it may not be removed either`,
+		`"Other": the rules veto the key, so it may not be removed either`,
+	}
+	if !slices.Equal(refused, wantRefused) {
+		t.Fatalf("refused %q, want %q", refused, wantRefused)
+	}
+	if _, refused := policy.Development().VetChange(map[string]string{"Any": "x"}, []string{"Other"}); len(refused) != 0 {
+		t.Fatalf("development policy refused %v", refused)
+	}
+	var nilPolicy *policy.Policy
+	if _, refused := nilPolicy.VetChange(nil, []string{"a"}); len(refused) != 1 {
+		t.Fatal("a nil policy allowed a removal")
+	}
+}
+
 func TestStoreAndWatch(t *testing.T) {
 	srv := natstest.Start(t)
 	js := srv.JetStream(t)

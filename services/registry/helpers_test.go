@@ -22,10 +22,18 @@ import (
 )
 
 // testPolicy grants admins everything, users their own properties under profile/ and one-segment keys, and
-// admits anonymous sessions as users.
+// admits anonymous sessions as users. Its property rules accept any key but Dept
+// (vetoed), Tier (bronze or silver) and Level (rewritten to basic), and values up
+// to 1 MiB (the registry's own limits are under test).
 func testPolicy() *policy.Holder {
 	all := policy.AllGrants()
+	basic := "basic"
 	return policy.NewHolder(&policy.Policy{
+		Properties: policy.Properties{Default: policy.Accept, MaxValueLength: 1 << 20, Rules: []policy.PropertyRule{
+			{Key: "Dept", Veto: true},
+			{Key: "Tier", Values: policy.List{"bronze", "silver"}},
+			{Key: "Level", Set: &basic},
+		}},
 		Roles: map[string][]policy.Grant{
 			"admin":  all,
 			"user":   {{Permission: policy.ModifyOwnProperties, Names: []string{"profile/**", "*"}}},

@@ -127,6 +127,45 @@ func TestPermissions(t *testing.T) {
 	}
 }
 
+// TestOwnChangesFollowThePropertyRules: MODIFY_OWN_PROPERTIES said which keys a
+// session may change on itself, but not to what: the property rules, which vet
+// what a client proposes at open, did not apply afterwards, so a session could set
+// a value it would have been refused at open, or undo a property an administrator
+// or its authenticator gave it (one that filters select it by). Now they apply, and
+// a refused change changes nothing.
+func TestOwnChangesFollowThePropertyRules(t *testing.T) {
+	e := newEnv(t, Config{})
+	nc := e.srv.ClientConn(t)
+	user, _ := open(t, nc, nil)
+	adm := admin(t, nc)
+	// An administrator (MODIFY_SESSION) is not bound by the rules.
+	if err := adm.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{ID: user.id, Set: map[string]string{"Dept": "Accounts"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := user.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"Tier": "silver"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := e.lastSeq(t)
+	for _, req := range []*wire.SessionUpdateRequest{
+		{Set: map[string]string{"Dept": "Sales"}},                 // vetoed key
+		{Remove: []string{"Dept"}},                                // nor may it be removed
+		{Set: map[string]string{"Tier": "gold"}},                  // a value not listed
+		{Set: map[string]string{"Tier": "bronze", "Dept": "Ops"}}, // all or nothing
+	} {
+		wantCode(t, user.call(wire.SubjectSessionUpdate, req, nil), wire.CodeForbidden)
+	}
+	if after := e.lastSeq(t); after != before {
+		t.Fatalf("refused changes wrote to the bucket: sequence %d, then %d", before, after)
+	}
+	if err := user.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"Level": "expert"}, Remove: []string{"Tier"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := e.record(t, user.id).User
+	if got["Dept"] != "Accounts" || got["Level"] != "basic" || got["Tier"] != "" || len(got) != 2 {
+		t.Fatalf("got properties %v, want Dept=Accounts Level=basic", got)
+	}
+}
+
 func TestListPaginates(t *testing.T) {
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)

@@ -29,6 +29,9 @@ const (
 // Authorizer answers permission questions from the current policy (policy.Holder).
 type Authorizer interface {
 	Allowed(roles []string, perm policy.Permission, name string) bool
+	// VetChange applies the property rules to a session's change of its own
+	// properties: the values to store and the keys refused (policy.Policy.VetChange).
+	VetChange(set map[string]string, remove []string) (map[string]string, []string)
 }
 
 // Limits bound what one principal or session may hold. A request over a limit is

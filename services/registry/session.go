@@ -476,6 +476,7 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		return nil, err
 	}
 	change := func(rec *sessions.Record) (bool, error) {
+		set := req.Set
 		if own {
 			// On the record being changed: modify repeats it on every read.
 			for _, k := range slices.Concat(slices.Collect(maps.Keys(req.Set)), req.Remove) {
@@ -483,8 +484,15 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 					return false, wire.Errorf(wire.CodeForbidden, "changing property %q of the own session needs %s on it", k, policy.ModifyOwnProperties)
 				}
 			}
+			// What the session could not have proposed at open it cannot set
+			// later, nor remove what the rules keep from clients.
+			vetted, refused := s.pol.VetChange(req.Set, req.Remove)
+			if len(refused) > 0 {
+				return false, wire.Errorf(wire.CodeForbidden, "the policy's property rules refuse this change by the session itself: %s", strings.Join(refused, "; "))
+			}
+			set = vetted
 		}
-		keys := applyChanges(rec, req.Set, req.Remove)
+		keys := applyChanges(rec, set, req.Remove)
 		if len(rec.User) > s.cfg.Limits.Properties {
 			return false, wire.Errorf(wire.CodeLimitExceeded, "%d user properties; the limit of properties per session is %d", len(rec.User), s.cfg.Limits.Properties)
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
@@ -306,7 +307,9 @@ type Message struct {
 
 // Handler handles deliveries on a path. For a request, its return value is the
 // answer: the payload, or an error (a *wire.Error keeps its code; any other error is
-// sent as internal with its message). For a send, the return value is ignored.
+// sent as internal with its message). An answer larger than the server's max_payload
+// is sent as too_large, an error with a message that long with the message cut. For
+// a send, the return value is ignored.
 type Handler func(ctx context.Context, m *Message) ([]byte, error)
 
 // maxHandlers bounds the handlers running at once per Handle call, matching the
@@ -506,8 +509,43 @@ func (s *Session) answerAgain(ctx context.Context, seen *dedup, entry *seenMsg, 
 	_ = s.reply(m.Reply, out, we)
 }
 
-// reply publishes the answer to a request: out, or we in the micro error form.
+// reply publishes the answer to a request: out, or we in the micro error form. An
+// answer NATS refuses as larger than its max_payload is answered too_large (an
+// error keeps its code and the start of its message): unsent, it left the
+// requester waiting out its timeout, told the receiver had not answered.
 func (s *Session) reply(subject string, out []byte, we *wire.Error) error {
+	err := s.c.nc.PublishMsg(replyMsg(subject, out, we))
+	if !errors.Is(err, nats.ErrMaxPayload) {
+		return err
+	}
+	if we == nil {
+		we = &wire.Error{Code: wire.CodeTooLarge, Message: fmt.Sprintf(
+			"the answer is %d bytes, more than the server's max_payload (%d)", len(out), s.c.nc.MaxPayload())}
+	} else {
+		we = &wire.Error{Code: we.Code, Message: shorten(we.Message, maxErrorMessage)}
+	}
+	if rerr := s.c.nc.PublishMsg(replyMsg(subject, nil, we)); rerr != nil {
+		return rerr
+	}
+	return err
+}
+
+// maxErrorMessage is how much of an error's message an answer keeps when the whole
+// would not fit in one message.
+const maxErrorMessage = 1024
+
+// shorten cuts s to at most n bytes, on a rune boundary, marking the cut.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+func replyMsg(subject string, out []byte, we *wire.Error) *nats.Msg {
 	reply := &nats.Msg{Subject: subject, Data: out, Header: nats.Header{}}
 	if we != nil {
 		status, message, body := wire.EncodeError(we)
@@ -515,7 +553,7 @@ func (s *Session) reply(subject string, out []byte, we *wire.Error) error {
 		reply.Header.Set(wire.HeaderError, message)
 		reply.Data = body
 	}
-	return s.c.nc.PublishMsg(reply)
+	return reply
 }
 
 func appHeaders(h nats.Header) map[string]string {

@@ -1,0 +1,50 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// TestAnswerOverMaxPayloadIsAnError: a handler answers a request with more bytes
+// than the server's max_payload, or with an error whose message is that long. NATS
+// refuses to publish the reply, and the SDK only recorded that on its span: the
+// requester heard nothing and waited out its timeout, to be told the receiver did
+// not answer. The receiver answers too_large instead, and an error keeps its code.
+func TestAnswerOverMaxPayloadIsAnError(t *testing.T) {
+	p := rostertest.Start(t)
+	receiver := open(t, p.ClientURL(), client.Options{})
+	limit := int(receiver.Client().Conn().MaxPayload())
+	if _, err := receiver.Handle("report", func(context.Context, *client.Message) ([]byte, error) {
+		return make([]byte, limit+1), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := receiver.Handle("refuse", func(context.Context, *client.Message) ([]byte, error) {
+		return nil, wire.Errorf(wire.CodeForbidden, "%s", strings.Repeat("x", limit))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	requester := open(t, p.ClientURL(), client.Options{})
+	for _, c := range []struct {
+		path string
+		want error
+	}{
+		{"report", client.ErrTooLarge},
+		{"refuse", client.ErrForbidden},
+	} {
+		res, err := requester.Request(ctxT(t), client.ToSession(receiver.ID()), c.path, nil, 2*time.Second)
+		if err != nil || len(res.Results) != 1 {
+			t.Fatalf("request on %s: got %+v, %v; want one result", c.path, res, err)
+		}
+		if r := res.Results[0]; r.Status != wire.StatusError || !errors.Is(r.Error, c.want) {
+			t.Errorf("request on %s: got %s %v, want error %v", c.path, r.Status, r.Error, c.want)
+		}
+	}
+}

@@ -324,6 +324,8 @@ const maxHandlers = 255
 // registration is removed or the session closes. The returned function removes the
 // registration and waits for the handlers still running; deliveries still waiting for
 // one of the 255 slots are dropped, and no handler starts once it has returned.
+// Called from h itself it waits for h, forever: a handler that ends its own
+// registration calls it on another goroutine (go remove()), or ends the session.
 // h must not be nil (ErrBadRequest); an invalid path is ErrInvalidName, and a
 // closed session ErrSessionClosed.
 //

@@ -91,7 +91,10 @@ var errConnectionLost = &wire.Error{Code: wire.CodeUnavailable, Message: "connec
 //
 // The connection proves a fresh user nkey, its connection key: Roster's auth callout
 // lets it subscribe only to its own inbox (_R.<key>.>) and to deliveries for its own
-// sessions (roster.v1.deliver.<key>.>).
+// sessions (roster.v1.deliver.<key>.>). A server without the callout, which sends no
+// nonce for a key to sign, is connected to without one (Key is then empty): its
+// sessions receive under roster.v1.deliver.-.>, which that server's own permissions
+// must guard.
 func Connect(url string, opts ...ConnectOption) (*Client, error) {
 	o := connectOptions{tp: otel.GetTracerProvider(), logger: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
@@ -108,15 +111,41 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 		return nil, fmt.Errorf("client: connection key: %w", err)
 	}
 	c.key, _ = kp.PublicKey()
-	natsOpts := append([]nats.Option{
-		nats.Nkey(c.key, kp.Sign),
-		nats.CustomInboxPrefix(wire.ConnectionInbox(c.key)),
+	nc, err := nats.Connect(url, c.natsOptions(o, kp)...)
+	if errors.Is(err, nats.ErrNkeysNotSupported) {
+		// A server that does not authenticate through Roster's callout sends no
+		// nonce to sign: nothing there would check the key. The connection goes
+		// without one, and its sessions receive under the keyless prefix.
+		c.key = ""
+		nc, err = nats.Connect(url, c.natsOptions(o, nil)...)
+	}
+	if err != nil {
+		return nil, connectError(url, err)
+	}
+	c.nc = nc
+	nc.SetErrorHandler(c.asyncError(nc.ErrorHandler()))
+	if _, err := nc.Subscribe(wire.ConnectionStateSubjects(c.key), c.stateNotice); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("client: subscribe %s: %w", wire.ConnectionStateSubjects(c.key), err)
+	}
+	return c, nil
+}
+
+// natsOptions returns the options of the client's NATS connection: proving the key
+// of kp, or with no key when kp is nil.
+func (c *Client) natsOptions(o connectOptions, kp nkeys.KeyPair) []nats.Option {
+	var opts []nats.Option
+	if kp != nil {
+		opts = append(opts, nats.Nkey(c.key, kp.Sign), nats.CustomInboxPrefix(wire.ConnectionInbox(c.key)))
+	}
+	opts = append(opts,
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectWait(250*time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-	}, credentialOptions(o.creds)...)
-	natsOpts = append(natsOpts, o.nats...)
-	natsOpts = append(natsOpts,
+	)
+	opts = append(opts, credentialOptions(o.creds)...)
+	opts = append(opts, o.nats...)
+	return append(opts,
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			// nats.go calls it also when the connection is closed (Close, or
 			// reconnecting given up): connectionClosed handles that, and nothing
@@ -128,17 +157,6 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 		nats.ReconnectHandler(func(*nats.Conn) { go c.reconnected() }),
 		nats.ClosedHandler(func(*nats.Conn) { c.connectionClosed() }),
 	)
-	nc, err := nats.Connect(url, natsOpts...)
-	if err != nil {
-		return nil, connectError(url, err)
-	}
-	c.nc = nc
-	nc.SetErrorHandler(c.asyncError(nc.ErrorHandler()))
-	if _, err := nc.Subscribe(wire.ConnectionStateSubjects(c.key), c.stateNotice); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("client: subscribe %s: %w", wire.ConnectionStateSubjects(c.key), err)
-	}
-	return c, nil
 }
 
 // stateNotice closes, on this side, the sessions the registry says have closed

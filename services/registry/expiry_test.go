@@ -67,6 +67,19 @@ func checkClosedInBounds(t *testing.T, e *env, c *client, sent, replied time.Tim
 	return late
 }
 
+// outboxSettled returns an error while the tracker holds an outbox event of one of
+// the clients' sessions that it has not seen stored: one it will publish again.
+func (t *tracker) outboxSettled(clients []*client) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range clients {
+		if _, ok := t.unpublished[c.id]; ok {
+			return fmt.Errorf("session %s has events not known stored", c.id)
+		}
+	}
+	return nil
+}
+
 func laterOf(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -183,8 +196,7 @@ func TestExpiryCatchUpOnStart(t *testing.T) {
 func TestExactlyOneClosedEvent(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Config{})
-	startRegistry(t, e.srv, Config{})
-	startRegistry(t, e.srv, Config{})
+	instances := []*instance{e.reg, startRegistry(t, e.srv, Config{}), startRegistry(t, e.srv, Config{})}
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)
 	const n = 10
@@ -221,6 +233,18 @@ func TestExactlyOneClosedEvent(t *testing.T) {
 	}
 	// Every instance's expiry deadline has passed by now; give late timers a moment.
 	waitUntil(t, opened.Add(3*time.Second))
+	// Every instance publishes again the outbox events it has not seen stored, the
+	// other instances' CLOSED events among them, once they are outboxSettle old:
+	// count only once each instance knows every event of these sessions stored, so
+	// that a republish that stores a second copy has happened by then.
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for i, in := range instances {
+			if err := in.track.outboxSettled(clients); err != nil {
+				return fmt.Errorf("instance %d: %w", i, err)
+			}
+		}
+		return nil
+	})
 	reasons := map[wire.CloseReason]int{}
 	for _, c := range clients {
 		if got := e.eventCount(t, c.id, wire.EventClosed); got != 1 {

@@ -15,6 +15,9 @@ func TestBadInputChangesNothing(t *testing.T) {
 	nc := e.srv.ClientConn(t)
 	c, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"a": "1"}})
 	other, _ := open(t, nc, nil)
+	// Requests by a session that may change every session (MODIFY_SESSION): a
+	// filter it cannot compile must refuse the request, not select every session.
+	adm := admin(t, nc)
 	long := strings.Repeat("x", 300)
 	cases := []struct {
 		name    string
@@ -22,39 +25,52 @@ func TestBadInputChangesNothing(t *testing.T) {
 		body    string
 		token   string
 		want    wire.Code
+		as      *client // the caller; c when nil
 	}{
-		{"malformed JSON", wire.SubjectSessionUpdate, `{"set":`, "", wire.CodeBadRequest},
-		{"unknown field", wire.SubjectSessionUpdate, `{"set":{"a":"b"},"sett":{}}`, "", wire.CodeBadRequest},
-		{"wrong type", wire.SubjectSessionUpdate, `{"set":{"a":1}}`, "", wire.CodeBadRequest},
-		{"null value", wire.SubjectSessionUpdate, `{"set":{"a":null}}`, "", wire.CodeBadRequest},
-		{"null value at open", wire.SubjectSessionOpen, `{"properties":{"a":null}}`, "", wire.CodeBadRequest},
-		{"trailing data", wire.SubjectSessionUpdate, `{"set":{"a":"b"}} {}`, "", wire.CodeBadRequest},
-		{"oversized body", wire.SubjectSessionUpdate, `{"set":{"a":"` + strings.Repeat("x", 70<<10) + `"}}`, "", wire.CodeTooLarge},
-		{"empty key", wire.SubjectSessionUpdate, `{"set":{"":"b"}}`, "", wire.CodeInvalidName},
-		{"key with space", wire.SubjectSessionUpdate, `{"set":{"a b":"c"}}`, "", wire.CodeInvalidName},
-		{"key with quote", wire.SubjectSessionUpdate, `{"remove":["a'b"]}`, "", wire.CodeInvalidName},
-		{"key with parenthesis", wire.SubjectSessionUpdate, `{"set":{"f(x)":"c"}}`, "", wire.CodeInvalidName},
-		{"fixed key", wire.SubjectSessionUpdate, `{"set":{"$Principal":"root"}}`, "", wire.CodeInvalidName},
-		{"key too long", wire.SubjectSessionUpdate, `{"set":{"` + long + `":"c"}}`, "", wire.CodeLimitExceeded},
-		{"too many properties", wire.SubjectSessionUpdate, `{"set":{"b":"1","c":"1","d":"1"}}`, "", wire.CodeLimitExceeded},
-		{"value too long", wire.SubjectSessionUpdate, `{"set":{"a":"` + strings.Repeat("v", 5000) + `"}}`, "", wire.CodeLimitExceeded},
-		{"nothing to do", wire.SubjectSessionUpdate, `{}`, "", wire.CodeBadRequest},
-		{"set and remove", wire.SubjectSessionUpdate, `{"set":{"a":"1"},"remove":["a"]}`, "", wire.CodeBadRequest},
-		{"wrong token", wire.SubjectSessionUpdate, `{"set":{"a":"2"}}`, other.token, wire.CodeInvalidToken},
-		{"no token", wire.SubjectSessionUpdate, `{"set":{"a":"2"}}`, "-", wire.CodeInvalidToken},
-		{"bad filter", wire.SubjectSessionList, `{"filter":"a is"}`, "", wire.CodeForbidden},
-		{"open with fixed key", wire.SubjectSessionOpen, `{"properties":{"$Country":"NZ"}}`, "", wire.CodeInvalidName},
-		{"open timeout too short", wire.SubjectSessionOpen, `{"timeout_ms":10}`, "", wire.CodeBadRequest},
-		{"open permanent without permission", wire.SubjectSessionOpen, `{"permanent":true}`, "", wire.CodeForbidden},
-		{"open negative timeout", wire.SubjectSessionOpen, `{"timeout_ms":-1}`, "", wire.CodeBadRequest},
-		{"keepalive with body", wire.SubjectSessionKeepalive, `{"x":1}`, "", wire.CodeBadRequest},
-		{"get unknown id", wire.SubjectSessionGet, `{"id":"` + newID() + `"}`, "", wire.CodeForbidden},
-		{"get malformed id", wire.SubjectSessionGet, `{"id":"nope"}`, "", wire.CodeBadRequest},
+		{"malformed JSON", wire.SubjectSessionUpdate, `{"set":`, "", wire.CodeBadRequest, nil},
+		{"unknown field", wire.SubjectSessionUpdate, `{"set":{"a":"b"},"sett":{}}`, "", wire.CodeBadRequest, nil},
+		{"wrong type", wire.SubjectSessionUpdate, `{"set":{"a":1}}`, "", wire.CodeBadRequest, nil},
+		{"null value", wire.SubjectSessionUpdate, `{"set":{"a":null}}`, "", wire.CodeBadRequest, nil},
+		{"null value at open", wire.SubjectSessionOpen, `{"properties":{"a":null}}`, "", wire.CodeBadRequest, nil},
+		{"trailing data", wire.SubjectSessionUpdate, `{"set":{"a":"b"}} {}`, "", wire.CodeBadRequest, nil},
+		{"oversized body", wire.SubjectSessionUpdate, `{"set":{"a":"` + strings.Repeat("x", 70<<10) + `"}}`, "", wire.CodeTooLarge, nil},
+		{"empty key", wire.SubjectSessionUpdate, `{"set":{"":"b"}}`, "", wire.CodeInvalidName, nil},
+		{"key with space", wire.SubjectSessionUpdate, `{"set":{"a b":"c"}}`, "", wire.CodeInvalidName, nil},
+		{"key with quote", wire.SubjectSessionUpdate, `{"remove":["a'b"]}`, "", wire.CodeInvalidName, nil},
+		{"key with parenthesis", wire.SubjectSessionUpdate, `{"set":{"f(x)":"c"}}`, "", wire.CodeInvalidName, nil},
+		{"fixed key", wire.SubjectSessionUpdate, `{"set":{"$Principal":"root"}}`, "", wire.CodeInvalidName, nil},
+		{"key too long", wire.SubjectSessionUpdate, `{"set":{"` + long + `":"c"}}`, "", wire.CodeLimitExceeded, nil},
+		{"too many properties", wire.SubjectSessionUpdate, `{"set":{"b":"1","c":"1","d":"1"}}`, "", wire.CodeLimitExceeded, nil},
+		{"value too long", wire.SubjectSessionUpdate, `{"set":{"a":"` + strings.Repeat("v", 5000) + `"}}`, "", wire.CodeLimitExceeded, nil},
+		{"nothing to do", wire.SubjectSessionUpdate, `{}`, "", wire.CodeBadRequest, nil},
+		{"set and remove", wire.SubjectSessionUpdate, `{"set":{"a":"1"},"remove":["a"]}`, "", wire.CodeBadRequest, nil},
+		{"wrong token", wire.SubjectSessionUpdate, `{"set":{"a":"2"}}`, other.token, wire.CodeInvalidToken, nil},
+		{"no token", wire.SubjectSessionUpdate, `{"set":{"a":"2"}}`, "-", wire.CodeInvalidToken, nil},
+		{"bad filter without VIEW_SESSION", wire.SubjectSessionList, `{"filter":"a is"}`, "", wire.CodeForbidden, nil},
+		{"list by bad filter", wire.SubjectSessionList, `{"filter":"a is"}`, "", wire.CodeInvalidFilter, adm},
+		{"update by bad filter", wire.SubjectSessionUpdate, `{"filter":"a is","set":{"a":"2"}}`, "", wire.CodeInvalidFilter, adm},
+		{"close by bad filter", wire.SubjectSessionClose, `{"filter":"a is"}`, "", wire.CodeInvalidFilter, adm},
+		{"update by id and filter", wire.SubjectSessionUpdate, `{"id":"` + c.id + `","filter":"has a","set":{"a":"2"}}`, "", wire.CodeBadRequest, adm},
+		{"close by id and filter", wire.SubjectSessionClose, `{"id":"` + c.id + `","filter":"has a"}`, "", wire.CodeBadRequest, adm},
+		{"update by id with fixed key", wire.SubjectSessionUpdate, `{"id":"` + c.id + `","set":{"$Principal":"root"}}`, "", wire.CodeInvalidName, adm},
+		{"update unknown id", wire.SubjectSessionUpdate, `{"id":"` + newID() + `","set":{"a":"2"}}`, "", wire.CodeSessionNotFound, adm},
+		{"close unknown id", wire.SubjectSessionClose, `{"id":"` + newID() + `"}`, "", wire.CodeSessionNotFound, adm},
+		{"open with fixed key", wire.SubjectSessionOpen, `{"properties":{"$Country":"NZ"}}`, "", wire.CodeInvalidName, nil},
+		{"open timeout too short", wire.SubjectSessionOpen, `{"timeout_ms":10}`, "", wire.CodeBadRequest, nil},
+		{"open permanent without permission", wire.SubjectSessionOpen, `{"permanent":true}`, "", wire.CodeForbidden, nil},
+		{"open negative timeout", wire.SubjectSessionOpen, `{"timeout_ms":-1}`, "", wire.CodeBadRequest, nil},
+		{"keepalive with body", wire.SubjectSessionKeepalive, `{"x":1}`, "", wire.CodeBadRequest, nil},
+		{"get unknown id", wire.SubjectSessionGet, `{"id":"` + newID() + `"}`, "", wire.CodeForbidden, nil},
+		{"get malformed id", wire.SubjectSessionGet, `{"id":"nope"}`, "", wire.CodeBadRequest, nil},
 	}
 	before := e.lastSeq(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			hdr := c.header()
+			as := c
+			if tc.as != nil {
+				as = tc.as
+			}
+			hdr := as.header()
 			switch tc.token {
 			case "":
 			case "-":

@@ -254,3 +254,24 @@ func TestExactlyOneClosedEvent(t *testing.T) {
 	}
 	t.Logf("close reasons: %v", reasons)
 }
+
+// TestExpiryHonoursActivityThatArrivedMeanwhile: the scheduler finds a session due
+// and a worker closes it a moment later; activity that arrives in between must keep
+// it open, so the close decides again on the current record and activity. Calling
+// expire on a session that is not due stands for that moment.
+func TestExpiryHonoursActivityThatArrivedMeanwhile(t *testing.T) {
+	e := newEnv(t, Config{})
+	c, _ := open(t, e.srv.ClientConn(t), &wire.SessionOpenRequest{TimeoutMS: testTimeout.Milliseconds()})
+	keepaliveTimes(t, c)
+	before := e.lastSeq(t)
+	e.reg.track.expire(t.Context(), c.id)
+	if r := e.record(t, c.id); r.Closed() {
+		t.Fatalf("got session %s closed (%s) by an expiry that was no longer due", c.id, r.CloseReason)
+	}
+	if after := e.lastSeq(t); after != before {
+		t.Fatalf("an expiry that was no longer due wrote: sequence %d, then %d", before, after)
+	}
+	if err := c.call(wire.SubjectSessionKeepalive, nil, nil); err != nil {
+		t.Fatalf("keepalive after the expiry that was not due: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/fence"
 )
@@ -62,6 +63,54 @@ func TestDoNeverGoesBack(t *testing.T) {
 		if admitted[i] < admitted[i-1] {
 			t.Fatalf("write %d admitted token %d after %d", i, admitted[i], admitted[i-1])
 		}
+	}
+}
+
+// TestDoKeepsAFailedWritesToken: a write that fails still shows that a holder with
+// its token exists, so older tokens stay out.
+func TestDoKeepsAFailedWritesToken(t *testing.T) {
+	var g fence.Guard
+	failed := errors.New("disk full")
+	if err := g.Do("c", 8, func() error { return failed }); !errors.Is(err, failed) {
+		t.Fatalf("got %v, want the write's error", err)
+	}
+	if got := g.Highest("c"); got != 8 {
+		t.Fatalf("got highest %d after the failed write, want 8", got)
+	}
+	if err := g.Do("c", 7, func() error { t.Error("a write with token 7 ran after token 8"); return nil }); !errors.Is(err, fence.ErrStale) {
+		t.Fatalf("got %v for token 7 after 8, want ErrStale", err)
+	}
+}
+
+// TestDoHoldsTheGuardDuringTheWrite: a write with a higher token cannot run while a
+// lower one's is in progress, or the lower write could land after it. The first
+// write waits for the second to finish; while the guard is held through the write,
+// the second cannot, and the wait ends with its deadline.
+func TestDoHoldsTheGuardDuringTheWrite(t *testing.T) {
+	var g fence.Guard
+	secondDone := make(chan struct{})
+	var overtaken bool
+	err := g.Do("r", 5, func() error {
+		go func() {
+			defer close(secondDone)
+			_ = g.Do("r", 7, func() error { return nil })
+		}()
+		select {
+		case <-secondDone:
+			overtaken = true
+		case <-time.After(100 * time.Millisecond):
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-secondDone
+	if overtaken {
+		t.Fatal("a write with token 7 ran and finished inside the write with token 5")
+	}
+	if got := g.Highest("r"); got != 7 {
+		t.Fatalf("got highest %d, want 7", got)
 	}
 }
 

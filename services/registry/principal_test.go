@@ -18,19 +18,34 @@ func TestChangePrincipalKeepsAConcurrentUpdate(t *testing.T) {
 	nc := srv.ClientConn(t)
 	c, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"a": "1"}})
 
+	// A copy of every authenticate request (a plain subscription beside the stand-in's
+	// queue group): the update must come while the change of principal waits for it.
+	asked, err := srv.ServiceConn(t).SubscribeSync(wire.SubjectAuthenticate)
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() {
 		var resp wire.SessionChangePrincipalResponse
 		done <- c.call(wire.SubjectSessionChangePrincipal, &wire.SessionChangePrincipalRequest{
 			Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: "alice", Password: "slowpw"}}, &resp)
 	}()
-	time.Sleep(150 * time.Millisecond) // the change of principal is waiting for auth
+	if _, err := asked.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("the change of principal never asked the auth service: %v", err)
+	}
 	var upd wire.SessionUpdateResponse
 	if err := c.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"b": "2"}}, &upd); err != nil {
 		t.Fatal(err)
 	}
 	if upd.Updated != 1 || upd.Session.Properties["b"] != "2" {
 		t.Fatalf("update: %+v", upd)
+	}
+	select {
+	case err := <-done:
+		// The stand-in answers slowpw after 500 ms: the update took longer, and the
+		// two did not overlap.
+		t.Fatalf("the change of principal (%v) ended before the update was answered: nothing concurrent was tested", err)
+	default:
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)

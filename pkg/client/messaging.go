@@ -327,7 +327,9 @@ const maxHandlers = 255
 // Called from h itself it waits for h, forever: a handler that ends its own
 // registration calls it on another goroutine (go remove()), or ends the session.
 // h must not be nil (ErrBadRequest); an invalid path is ErrInvalidName, and a
-// closed session ErrSessionClosed.
+// closed session ErrSessionClosed. On a session taken with Attach and still bound to
+// the connection that opened it, Handle first binds it to this client's connection
+// (see Attach): deliveries go to one connection, and there they would not reach h.
 //
 // A registration handles a message once: a copy with the sender, path and message
 // id of one it has taken (a retry whose first attempt's answer was lost) is dropped,
@@ -342,6 +344,16 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	if h == nil {
 		// Refused now: the first delivery would panic in the SDK's goroutine.
 		return nil, &wire.Error{Code: wire.CodeBadRequest, Message: "Handle needs a handler"}
+	}
+	if s.elsewhere.Load() {
+		// Deliveries go to the connection the session is bound to: an attached
+		// session bound to its opener's would receive nothing here.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := s.bindHere(ctx)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
 	}
 	var subject string
 	if path == "*" {

@@ -87,6 +87,9 @@ type Session struct {
 	id        string
 	ownClient bool
 	attached  bool // taken with Attach: opened elsewhere
+	// elsewhere: bound to another process's connection (Attach) until a resume
+	// from this one binds it here.
+	elsewhere atomic.Bool
 	heartbeat time.Duration
 
 	mu        sync.Mutex
@@ -499,6 +502,15 @@ func (s *Session) connectionLost() {
 func (s *Session) resume() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if err := s.bindHere(ctx); err != nil && s.State() != StateClosed {
+		// The service may be unreachable for a moment: the heartbeat retries.
+		s.c.log.Warn("roster: resume failed; will retry", "session", s.id, "err", err)
+	}
+}
+
+// bindHere resumes the session on this client's connection: the registry binds it,
+// and its deliveries, here. A session the registry no longer has is closed here.
+func (s *Session) bindHere(ctx context.Context) error {
 	var resp wire.SessionResumeResponse
 	err := s.do(ctx, wire.SubjectSessionResume, &wire.SessionResumeRequest{}, &resp)
 	switch {
@@ -508,14 +520,13 @@ func (s *Session) resume() {
 			s.info = resp.Session
 			s.mu.Unlock()
 		}
+		s.elsewhere.Store(false)
 		s.transition(StateActive, nil)
 		s.abandonPending()
 	case errors.Is(err, ErrSessionClosed), errors.Is(err, ErrSessionNotFound), errors.Is(err, ErrInvalidToken):
 		s.setClosed(reasonOr(reasonFrom(err), wire.ClosedFailed), err)
-	default:
-		// The service may be unreachable for a moment: the heartbeat retries.
-		s.c.log.Warn("roster: resume failed; will retry", "session", s.id, "err", err)
 	}
+	return err
 }
 
 func reasonOr(r, def wire.CloseReason) wire.CloseReason {
@@ -567,12 +578,19 @@ func (s *Session) heartbeats() {
 // run), given its id and token. It checks them with the registry. Closing c
 // (Client.Close) or its connection leaves such a session open; the Session's Close
 // closes it.
+//
+// The session stays bound to the connection that opened it, which receives its
+// deliveries, until this client takes it over: Handle does, and so does a resume
+// after this client's connection comes back or when the registry counts the
+// session's connection as lost. The process that opened it then receives nothing
+// more for it.
 func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*Session, error) {
 	if opts.HeartbeatInterval < 0 {
 		return nil, &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("Options.HeartbeatInterval %v is negative (0: the SDK's default)", opts.HeartbeatInterval)}
 	}
 	s := &Session{c: c, id: id, attached: true, info: &wire.Session{ID: id}, token: token, state: StateActive,
 		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
+	s.elsewhere.Store(true)
 	if !c.add(s) {
 		return nil, errClosedConn
 	}

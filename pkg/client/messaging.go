@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -321,7 +322,9 @@ const maxHandlers = 255
 // get the delivery, and a request is answered by whichever answers first. Handlers
 // run concurrently, at most 255 at a time per registration.
 // The trace context of the sender's fan-out continues in ctx, which ends when the
-// registration is removed or the session closes. The returned function removes the
+// registration is removed or the session closes, and for a request also when the
+// messaging service stops waiting for its answer (the requester's timeout, counted
+// from the delivery's arrival): an answer after that reaches no one. The returned function removes the
 // registration and waits for the handlers still running; deliveries still waiting for
 // one of the 255 slots are dropped, and no handler starts once it has returned.
 // Called from h itself it waits for h, forever: a handler that ends its own
@@ -387,7 +390,12 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		var (
 			entry *seenMsg
 			dup   bool
+			// A request's answer is waited for this long from its arrival.
+			deadline time.Time
 		)
+		if ms, err := strconv.ParseInt(m.Header.Get(wire.HeaderTimeout), 10, 64); err == nil && ms > 0 && m.Reply != "" {
+			deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
+		}
 		if id := m.Header.Get(wire.HeaderMessageID); id != "" {
 			entry, dup = seen.take(dedupKey{sender: sender, path: p, id: id}, time.Now())
 			if dup && m.Reply == "" {
@@ -419,7 +427,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 				s.answerAgain(hctx, seen, entry, m)
 				return
 			}
-			s.deliver(hctx, p, m, h, seen, entry)
+			s.deliver(hctx, p, m, h, seen, entry, deadline)
 		}()
 	})
 	if err != nil {
@@ -471,7 +479,12 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 
 // deliver hands m to h and answers a request with what h returns. entry, when not
 // nil, is m's in seen, which records the answer for copies of m.
-func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handler, seen *dedup, entry *seenMsg) {
+func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handler, seen *dedup, entry *seenMsg, deadline time.Time) {
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
 	ctx = wire.Extract(ctx, m.Header)
 	ctx, span := s.c.tracer.Start(ctx, "receive "+path, trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(attribute.String("roster.path", path), attribute.String("roster.session_id", s.ID())))

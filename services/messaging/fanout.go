@@ -248,6 +248,7 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	h[wire.HeaderRequestID] = []string{g.id}
+	h[wire.HeaderTimeout] = []string{strconv.FormatInt(timeout.Milliseconds(), 10)}
 	msg := &nats.Msg{Header: h, Data: d.payload}
 	subj := make([]byte, 0, 128)
 	reply := make([]byte, 0, len(f.inbox)+24)

@@ -221,7 +221,7 @@ func (g *gather) settleRest(r wire.MsgResult) {
 // result, at most timeout after it started, or when ctx ends (the rest then are
 // errors: unavailable). Without emit it also returns the JSON size of the results;
 // past limit their payloads are dropped (the caller answers too_large).
-func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, targets []target, timeout time.Duration, emit func(wire.MsgResult), limit int) ([]wire.MsgResult, int) {
+func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, targets []target, timeout time.Duration, emit func(wire.MsgResult), limit int, asked func(n int)) ([]wire.MsgResult, int) {
 	g := &gather{
 		id:        strconv.FormatUint(f.nextID.Add(1), 36),
 		targets:   targets,
@@ -234,6 +234,7 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 		limit:     limit,
 	}
 	if len(targets) == 0 {
+		asked(0)
 		return g.results, g.size
 	}
 	f.mu.Lock()
@@ -252,6 +253,7 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 	msg := &nats.Msg{Header: h, Data: d.payload}
 	subj := make([]byte, 0, 128)
 	reply := make([]byte, 0, len(f.inbox)+24)
+	n := 0
 	for i, t := range targets {
 		if !f.inflight.acquire(t.id) {
 			g.settle(i, wire.MsgResult{Status: wire.StatusLimitExceeded, Error: wire.Errorf(wire.CodeLimitExceeded,
@@ -264,9 +266,12 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 		msg.Subject, msg.Reply = string(subj), string(reply)
 		if err := f.nc.PublishMsg(msg); err != nil {
 			g.settle(i, wire.MsgResult{Status: wire.StatusError, Error: wire.Errorf(wire.CodeUnavailable, "not delivered: %v", err)})
+			continue
 		}
+		n++
 	}
 	_ = f.nc.Flush()
+	asked(n)
 	select {
 	case <-g.done:
 	case <-timer.C:

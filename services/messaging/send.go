@@ -184,10 +184,12 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		timeout = wire.DefaultRequestTimeoutMS * time.Millisecond
 	}
 	expected := len(fo.targets)
+	// The sessions asked: neither those refused for requests in flight nor those
+	// the publish failed for.
+	asked := func(n int) { s.metrics.count(ctx, "request", req.Filter != "", n) }
 	if req.StreamID == "" {
 		defer fo.span.End()
-		s.metrics.count(ctx, "request", req.Filter != "", expected)
-		results, size := s.fan.request(ctx, fo.d, fo.header, fo.targets, timeout, nil, s.cfg.MaxPayload)
+		results, size := s.fan.request(ctx, fo.d, fo.header, fo.targets, timeout, nil, s.cfg.MaxPayload, asked)
 		if size > s.cfg.MaxPayload {
 			return nil, wire.Errorf(wire.CodeTooLarge, "the %d results are about %d bytes, more than one reply may carry (%d); ask with stream_id to stream them", len(results), size, s.cfg.MaxPayload)
 		}
@@ -199,7 +201,6 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		fo.span.End()
 		return nil, wire.Errorf(wire.CodeLimitExceeded, "%d streamed requests are in progress on this instance, the limit; retry, or ask without stream_id", s.cfg.MaxStreams)
 	}
-	s.metrics.count(ctx, "request", req.Filter != "", expected)
 	st := newStreamer(ctx, s.nc, s.cfg.MaxPayload, wire.ResultSubject(from.deliveryKey, from.id, req.StreamID))
 	st.start(expected)
 	// The results outlive this handler; they end with the service at the latest.
@@ -211,7 +212,7 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		defer s.releaseSender(from.id)
 		defer s.wg.Done()
 		defer fo.span.End()
-		s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, st.result, 0)
+		s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, st.result, 0, asked)
 		st.end(expected)
 	}()
 	return &wire.MsgRequestResponse{Expected: expected}, nil

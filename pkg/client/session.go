@@ -583,7 +583,7 @@ func (s *Session) heartbeats() {
 // deliveries, until this client takes it over: Handle does, and so does a resume
 // after this client's connection comes back or when the registry counts the
 // session's connection as lost. The process that opened it then receives nothing
-// more for it.
+// more for it, and the connection-scoped locks taken on its connection are released.
 func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*Session, error) {
 	if opts.HeartbeatInterval < 0 {
 		return nil, &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("Options.HeartbeatInterval %v is negative (0: the SDK's default)", opts.HeartbeatInterval)}

@@ -112,25 +112,41 @@ func (e *env) startLock(t testing.TB, cfg Config) *instance {
 // startLockTraced is startLock with the instance's tracer provider.
 func (e *env) startLockTraced(t testing.TB, cfg Config, tp trace.TracerProvider) *instance {
 	t.Helper()
-	nc, err := e.srv.ConnectService()
+	in, err := e.launchLock(t, cfg, tp)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return in
+}
+
+// launchLock is startLock for goroutines other than the test's, which must not
+// call t.Fatal: it returns what failed instead.
+func (e *env) launchLock(t testing.TB, cfg Config, tp trace.TracerProvider) (*instance, error) {
+	nc, err := e.srv.ConnectService()
+	if err != nil {
+		return nil, err
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
-		t.Fatal(err)
+		nc.Close()
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	view, err := sessions.Watch(ctx, js)
 	if err != nil {
-		t.Fatal(err)
+		cancel()
+		nc.Close()
+		return nil, err
 	}
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 5 * time.Second
 	}
 	s, err := New(nc, cfg, view, e.pol, tp, natstest.Logger(t))
 	if err != nil {
-		t.Fatalf("lock: %v", err)
+		cancel()
+		view.Close()
+		nc.Close()
+		return nil, fmt.Errorf("lock: %w", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -144,7 +160,7 @@ func (e *env) startLockTraced(t testing.TB, cfg Config, tp trace.TracerProvider)
 		})
 	}
 	t.Cleanup(in.stop)
-	return in
+	return in, nil
 }
 
 // kill drops the instance's connection without draining, as a crash would, then

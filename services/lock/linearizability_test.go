@@ -12,6 +12,7 @@ import (
 	"github.com/anishathalye/porcupine"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-3c836eab/roster/pkg/lockcheck"
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -70,7 +71,12 @@ func TestLinearizableUnderInstanceKills(t *testing.T) {
 			instances = slices.Delete(instances, i, i+1)
 			imu.Unlock()
 			victim.kill()
-			fresh := e.startLock(t, cfg)
+			// Not startLock: t.Fatal may only be called from the test's goroutine.
+			fresh, err := e.launchLock(t, cfg, noop.NewTracerProvider())
+			if err != nil {
+				t.Errorf("restarting a killed instance: %v", err)
+				return
+			}
 			imu.Lock()
 			instances = append(instances, fresh)
 			imu.Unlock()

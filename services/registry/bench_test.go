@@ -386,11 +386,19 @@ func BenchmarkIdleSessions(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for i := w; i < idleSessions; i += 16 {
-					cs[i], _ = open(b, nc, &wire.SessionOpenRequest{TimeoutMS: 600000})
+					var err error
+					// Not open: b.Fatal may only be called from the benchmark's goroutine.
+					if cs[i], _, err = tryOpen(nc, &wire.SessionOpenRequest{TimeoutMS: 600000}); err != nil {
+						b.Errorf("open: %v", err)
+						return
+					}
 				}
 			}()
 		}
 		wg.Wait()
+		if b.Failed() {
+			b.FailNow()
+		}
 		ctx, stop := context.WithCancel(context.Background())
 		// Keepalives, spread evenly: 16 workers, each over its share every period.
 		for w := range 16 {

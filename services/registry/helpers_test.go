@@ -181,6 +181,16 @@ func (c *client) call(subject string, req, resp any) error {
 // open opens a session on nc.
 func open(t testing.TB, nc *nats.Conn, req *wire.SessionOpenRequest) (*client, *wire.SessionOpenResponse) {
 	t.Helper()
+	c, resp, err := tryOpen(nc, req)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return c, resp
+}
+
+// tryOpen is open for goroutines other than the test's, which must not call
+// t.Fatal: it returns the error.
+func tryOpen(nc *nats.Conn, req *wire.SessionOpenRequest) (*client, *wire.SessionOpenResponse, error) {
 	var resp wire.SessionOpenResponse
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -189,9 +199,9 @@ func open(t testing.TB, nc *nats.Conn, req *wire.SessionOpenRequest) (*client, *
 		subject = wire.SubjectSessionOpenGateway
 	}
 	if err := wire.Call(ctx, nc, subject, nil, req, &resp); err != nil {
-		t.Fatalf("open: %v", err)
+		return nil, nil, err
 	}
-	return &client{nc: nc, id: resp.Session.ID, token: resp.Token}, &resp
+	return &client{nc: nc, id: resp.Session.ID, token: resp.Token}, &resp, nil
 }
 
 // admin opens a session as the admin principal.

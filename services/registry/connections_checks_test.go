@@ -2,6 +2,7 @@ package registry
 
 import (
 	"encoding/json"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -9,15 +10,17 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
 // fakeServer answers the connection listing as a NATS server named name with
 // identity id and no connection at all, from the services account (where the
 // registry's requests also reach it). While fail is set, it answers listings with an
-// error, as a server too busy to answer does.
-func fakeServer(t *testing.T, e *env, name, id string, fail *atomic.Bool) {
+// error, as a server too busy to answer does, and counts those in refused.
+func fakeServer(t *testing.T, e *env, name, id string, fail *atomic.Bool) (refused *atomic.Int64) {
 	t.Helper()
+	refused = &atomic.Int64{}
 	nc := e.srv.ServiceConn(t)
 	_, err := nc.Subscribe(embedded.ClientConnections, func(m *nats.Msg) {
 		var req connzRequest
@@ -28,6 +31,7 @@ func fakeServer(t *testing.T, e *env, name, id string, fail *atomic.Bool) {
 		var resp connzResponse
 		resp.Server.Name, resp.Server.ID = name, id
 		if req.ServerName != "" && fail.Load() {
+			refused.Add(1)
 			resp.Error = &struct {
 				Description string `json:"description"`
 			}{"busy"}
@@ -49,6 +53,7 @@ func fakeServer(t *testing.T, e *env, name, id string, fail *atomic.Bool) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	return refused
 }
 
 // A server seen for the first time (or restarted) is listed once. If that listing
@@ -61,11 +66,17 @@ func TestFailedListingIsRetried(t *testing.T) {
 	e := newEnv(t, Config{ConnCheckInterval: 50 * time.Millisecond})
 	var fail atomic.Bool
 	fail.Store(true)
-	fakeServer(t, e, "fake", "FAKE1", &fail)
+	refused := fakeServer(t, e, "fake", "FAKE1", &fail)
 	c, _ := open(t, e.srv.ClientConn(t), &wire.SessionOpenRequest{TimeoutMS: 3600000})
 	rebind(t, e.reg, c.id, "fake/7/"+"1a2b", embedded.ClientsAccount)
-	// Let a few rounds fail to list it.
-	time.Sleep(500 * time.Millisecond)
+	// Let two rounds fail to list it: the listing must have failed before it may
+	// succeed, or nothing was retried.
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := refused.Load(); n < 2 {
+			return fmt.Errorf("the server's listing was refused %d times, want 2", n)
+		}
+		return nil
+	})
 	if r := e.record(t, c.id); r.State != wire.StateActive {
 		t.Fatalf("session is %s while its server's listing fails, want ACTIVE", r.State)
 	}

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -91,21 +92,81 @@ func TestFailedListingIsRetried(t *testing.T) {
 // session on a server slow to answer after the reconnect became RECOVERING.
 func TestServerSilenceNotCountedWhileCutOff(t *testing.T) {
 	t.Parallel()
-	const goneAfter = 4 * time.Second
+	const goneAfter = 5 * time.Second
 	e := newEnv(t, Config{ConnCheckInterval: 50 * time.Millisecond, ServerGoneAfter: goneAfter})
 	c, _ := open(t, e.srv.ClientConn(t), &wire.SessionOpenRequest{TimeoutMS: 3600000})
-	rebind(t, e.reg, c.id, "ghost/7/1a2b", embedded.ClientsAccount)
-	// A round waits connzWait for the ghost's answer: let one note it.
-	time.Sleep(connzWait + 500*time.Millisecond)
+	const key = "ghost/7/1a2b"
+	bc, _ := parseConnKey(key)
+	// The ghost answers, listing the session's connection open, until it dies
+	// with the instance cut off. asked counts the rounds' questions for identities.
+	var dead atomic.Bool
+	var asked, listed atomic.Int64
+	nc := e.srv.ServiceConn(t)
+	_, err := nc.Subscribe(connzSubject(embedded.ClientsAccount), func(m *nats.Msg) {
+		var req connzRequest
+		_ = json.Unmarshal(m.Data, &req)
+		if req.ServerName == "" {
+			asked.Add(1)
+		}
+		if dead.Load() || (req.ServerName != "" && req.ServerName != "ghost") {
+			return
+		}
+		var resp connzResponse
+		resp.Server.Name, resp.Server.ID = "ghost", "GHOST1"
+		resp.Data = &struct {
+			Total int `json:"total"`
+			Conns []struct {
+				CID   uint64    `json:"cid"`
+				Start time.Time `json:"start"`
+			} `json:"connections"`
+		}{}
+		if req.ServerName == "ghost" {
+			listed.Add(1)
+			resp.Data.Total = 1
+			resp.Data.Conns = append(resp.Data.Conns, struct {
+				CID   uint64    `json:"cid"`
+				Start time.Time `json:"start"`
+			}{bc.cid, time.Unix(0, bc.start)})
+		}
+		data, _ := json.Marshal(resp)
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rebind(t, e.reg, c.id, key, embedded.ClientsAccount)
+	// A round that lists the ghost has noted its answer: its silence counts from
+	// before the cut.
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if listed.Load() == 0 {
+			return errors.New("no round has listed the ghost yet")
+		}
+		return nil
+	})
+	if r := e.record(t, c.id); r.State != wire.StateActive {
+		t.Fatalf("session is %s while the ghost lists its connection, want ACTIVE", r.State)
+	}
+	dead.Store(true)
 	e.reg.track.cutOff()
 	time.Sleep(goneAfter + time.Second)
 	e.reg.track.reconnected()
-	back := time.Now()
+	back, before := time.Now(), asked.Load()
+	// A question asked after the first one since the reconnect means a round
+	// ended since, having judged the ghost's silence.
+	judged := false
 	for time.Since(back) < goneAfter-500*time.Millisecond {
+		ended := asked.Load()-before >= 2
 		if r := e.record(t, c.id); r.State != wire.StateActive {
 			t.Fatalf("session is %s %v after the reconnect, before ServerGoneAfter (%v)", r.State, time.Since(back), goneAfter)
 		}
+		judged = judged || ended
 		time.Sleep(100 * time.Millisecond)
+	}
+	if !judged {
+		t.Fatalf("no round of the connection checks ended within %v of the reconnect: nothing was checked", goneAfter-500*time.Millisecond)
 	}
 	waitState(t, e, c.id, wire.StateRecovering)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -169,4 +170,40 @@ func TestServerSilenceNotCountedWhileCutOff(t *testing.T) {
 		t.Fatalf("no round of the connection checks ended within %v of the reconnect: nothing was checked", goneAfter-500*time.Millisecond)
 	}
 	waitState(t, e, c.id, wire.StateRecovering)
+}
+
+// watchListings returns a condition that holds once a round of the connection checks
+// has listed a server and ended (a question for identities followed the listing):
+// the checks then know that server and list it no more. Call it before any session
+// is bound, or the listing may be missed.
+func watchListings(t *testing.T, e *env) func() error {
+	t.Helper()
+	var mu sync.Mutex
+	var listed, ended bool
+	nc := e.srv.ServiceConn(t)
+	_, err := nc.Subscribe(connzSubject(embedded.ClientsAccount), func(m *nats.Msg) {
+		var req connzRequest
+		_ = json.Unmarshal(m.Data, &req)
+		mu.Lock()
+		defer mu.Unlock()
+		if req.ServerName != "" {
+			listed = true
+		} else if listed {
+			ended = true
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !ended {
+			return errors.New("no round of the connection checks has listed a server and ended")
+		}
+		return nil
+	}
 }

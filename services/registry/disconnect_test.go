@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -23,10 +24,15 @@ func TestOpenFromAConnectionClosedMeanwhile(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Config{ConnCheckInterval: 50 * time.Millisecond})
 	// A session on the server already: the connection checks know it, and list it
-	// no more.
+	// no more. Listed later, the closed connection would be found by its listing.
+	listed := watchListings(t, e)
 	open(t, e.srv.ClientConn(t), &wire.SessionOpenRequest{TimeoutMS: 3600000})
-	time.Sleep(300 * time.Millisecond)
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, listed)
 	nc := e.srv.ClientConn(t)
+	cid, err := nc.GetClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
 	data, _ := json.Marshal(&wire.SessionOpenRequest{TimeoutMS: 3600000,
 		Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: "dave", Password: "slowpw"}})
 	if err := nc.PublishRequest(wire.SubjectSessionOpen, nc.NewInbox(), data); err != nil {
@@ -36,6 +42,22 @@ func TestOpenFromAConnectionClosedMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitConnGone(t, e.srv, nc) // while the auth service holds the open (500 ms)
+	// The advisory must be handled before the open binds its session: later, it
+	// finds the session bound and the test passes by the ordinary path.
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		tr := e.reg.track
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		for conn := range tr.closedConns {
+			if bc, ok := parseConnKey(conn); ok && bc.cid == cid {
+				if len(tr.byConn[conn]) > 0 {
+					t.Fatalf("a session was bound to connection %s when its advisory was seen handled: the open was not in progress", conn)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("the registry has not handled the advisory of connection %d", cid)
+	})
 
 	var id string
 	natstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
@@ -83,8 +105,11 @@ func TestDisconnectWhoseWriteFailedIsRetried(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Config{ConnCheckInterval: 50 * time.Millisecond})
 	nc := e.srv.ClientConn(t)
+	listed := watchListings(t, e)
 	c, _ := open(t, nc, &wire.SessionOpenRequest{TimeoutMS: 3600000})
-	time.Sleep(300 * time.Millisecond) // the connection checks have listed the server
+	// Listed later, the closed connection would be found by its listing, not by
+	// the retry of its advisory.
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, listed)
 	setMaxMsgSize(t, e, 16)
 	waitConnGone(t, e.srv, nc)
 	natstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,13 +34,30 @@ func TestStartingInstanceNeitherResumesNorRevivesOverdueSessions(t *testing.T) {
 		return nil
 	})
 	a.stop()
+	// Closed by the old instance before it stopped, they would be refused by any
+	// instance, starting or not.
+	if r := e.record(t, lost.id); r.State != wire.StateRecovering {
+		t.Fatalf("the session with the closed connection is %s when the instance stopped, want RECOVERING (the instance stopped too late)", r.State)
+	}
+	if r := e.record(t, silent.id); r.Closed() {
+		t.Fatalf("the silent session closed (%s) before the instance stopped (it stopped too late)", r.CloseReason)
+	}
 	time.Sleep(2500 * time.Millisecond) // past the 1 s window and the 1 s timeout
 
 	// A new instance, started as roster serve does: New, then Run at once.
-	startUnready(t, srv, cfg)
 	lost.nc = srv.ClientConn(t)
-	resumeErr := lost.call(wire.SubjectSessionResume, nil, nil)
-	keepaliveErr := silent.call(wire.SubjectSessionKeepalive, nil, nil)
+	b := startUnready(t, srv, cfg)
+	// Both at once: an answer waits for the load, so the second, sent after the
+	// first's answer, would ask an instance that has loaded.
+	if err := b.track.ready(t.Context()); err == nil {
+		t.Fatal("the new instance had loaded the sessions before it was asked: nothing was asked of a starting instance")
+	}
+	var resumeErr, keepaliveErr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); resumeErr = lost.call(wire.SubjectSessionResume, nil, nil) }()
+	go func() { defer wg.Done(); keepaliveErr = silent.call(wire.SubjectSessionKeepalive, nil, nil) }()
+	wg.Wait()
 
 	if resumeErr == nil {
 		t.Errorf("resume 2.5 s after the session went RECOVERING with a 1 s reconnect window succeeded; record now %s", e.record(t, lost.id).State)

@@ -313,7 +313,8 @@ func (r *record) grant(w waiter, now int64, o *outcome) error {
 
 // promote grants waiters from the head of the queue while they are compatible with
 // the holders: FIFO, so a waiting exclusive request holds back the shared ones
-// behind it, and consecutive shared waiters at the head are granted together.
+// behind it, and consecutive shared waiters at the head are granted together. A
+// waiter whose wait is over (waiter.over) is answered timeout instead of granted.
 func (r *record) promote(now int64, o *outcome) {
 	for len(r.Waiters) > 0 {
 		w := r.Waiters[0]
@@ -323,6 +324,15 @@ func (r *record) promote(now int64, o *outcome) {
 		}
 		r.Waiters = r.Waiters[1:]
 		o.changed = true
+		if w.over(now) {
+			// Its caller has given up, whether or not its expiry is written yet
+			// (other instances wait ExpiryGrace for the owner to write it, and the
+			// owner may be gone): granted, the lock would be held by nobody who
+			// knows, until the session ends.
+			o.removed = append(o.removed, removal{w, errWaitTimeout})
+			r.remember(w.ID, w.Session, now, o)
+			continue
+		}
 		if err := r.grant(w, now, o); err != nil {
 			o.removed = append(o.removed, removal{w, wire.Errorf(wire.CodeConflict, "%v", err)})
 			r.remember(w.ID, w.Session, now, o)
@@ -496,6 +506,13 @@ func (r *record) expire(e expiry, now int64, o *outcome) {
 		}
 	}
 	r.promote(now, o)
+}
+
+// over reports whether w's wait has ended by now: the caller's wait (Until) is
+// over, or w is detached and was not re-issued within its reattach time. Such a
+// waiter is timed out by whichever instance finds it first, never granted.
+func (w waiter) over(now int64) bool {
+	return (w.Until != 0 && w.Until <= now) || (w.Reply == "" && w.Deadline <= now)
 }
 
 func expiryDelay(w waiter, instance string, grace int64) int64 {

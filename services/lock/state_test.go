@@ -639,3 +639,31 @@ func TestSplitOversizedKeepsWhatDoesNotGrow(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitersWhoseWaitIsOverAreNotGranted: a release finds at the head of the queue
+// a waiter whose caller's wait is over and a detached one not re-issued within its
+// reattach time, neither expired yet (their owner is gone, the others wait the
+// grace): both are answered timeout and remembered, and the next waiter is granted.
+func TestWaitersWhoseWaitIsOverAreNotGranted(t *testing.T) {
+	over, detached, next := req("o", "B", wire.LockExclusive), req("d", "C", wire.LockExclusive), req("n", "D", wire.LockExclusive)
+	over.Owner, over.Deadline, over.Until = "gone", 100, 100
+	detached.Owner, detached.Deadline, detached.Reply = "gone", 100, ""
+	next.Until = 5000
+	r := &record{Name: "a", Holders: []holder{{Session: "A", Mode: wire.LockExclusive, Token: 1}}, Waiters: []waiter{over, detached, next}}
+	o := &outcome{}
+	if _, err := r.release("A", 0, 120, o); err != nil {
+		t.Fatal(err)
+	}
+	if got := holders(r); !slices.Equal(got, []string{"D"}) {
+		t.Fatalf("got holders %v, want [D]", got)
+	}
+	if got := grantedIDs(o); !slices.Equal(got, []string{"n"}) {
+		t.Fatalf("got granted %v, want [n]", got)
+	}
+	if len(o.removed) != 2 || !errors.Is(o.removed[0].err, wire.ErrTimeout) || !errors.Is(o.removed[1].err, wire.ErrTimeout) {
+		t.Fatalf("got removed %+v, want o and d answered timeout", o.removed)
+	}
+	if !r.completed("o", "B") || !r.completed("d", "C") {
+		t.Fatalf("got done %+v, want o and d remembered", r.Done)
+	}
+}

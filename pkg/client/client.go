@@ -169,7 +169,7 @@ func (c *Client) stateNotice(m *nats.Msg) {
 		return
 	}
 	var n wire.SessionStateNotice
-	if err := json.Unmarshal(m.Data, &n); err != nil || n.State != wire.StateClosed {
+	if err := json.Unmarshal(m.Data, &n); err != nil || (n.State != wire.StateClosed && !n.Moved) {
 		return
 	}
 	var closed []*Session
@@ -180,6 +180,12 @@ func (c *Client) stateNotice(m *nats.Msg) {
 		}
 	}
 	c.mu.Unlock()
+	if n.State != wire.StateClosed {
+		for _, s := range closed {
+			s.movedAway(n.Revision)
+		}
+		return
+	}
 	for _, s := range closed {
 		s.setClosed(n.Reason, &wire.Error{Code: wire.CodeSessionClosed, Message: fmt.Sprintf("session %s was closed (%s)", n.SessionID, n.Reason)})
 	}

@@ -420,13 +420,15 @@ func (l *Lock) Scope() wire.LockScope { return l.Info().Scope }
 func (l *Lock) Token() uint64 { return l.info.Token }
 
 // Lost is closed when the lock is released without Unlock: its session closed, or
-// a connection-scoped lock's session lost its connection. The holder must stop using
+// a connection-scoped lock's session lost its connection or was taken over by
+// another client (see Attach). The holder must stop using
 // the protected resource; fencing tokens keep a late writer out regardless.
 func (l *Lock) Lost() <-chan struct{} { return l.lost }
 
 // Err returns why the lock was lost, or nil. The error matches ErrLockLost and the
 // cause: ErrSessionClosed when its session closed, ErrUnavailable when the
-// connection of a connection-scoped lock's session was lost.
+// connection of a connection-scoped lock's session was lost or the session moved to
+// another client's.
 func (l *Lock) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -87,9 +87,12 @@ type Session struct {
 	id        string
 	ownClient bool
 	attached  bool // taken with Attach: opened elsewhere
-	// elsewhere: bound to another process's connection (Attach) until a resume
-	// from this one binds it here.
+	// elsewhere: bound to another process's connection (Attach, or another client
+	// took it over) until a resume from this one binds it here.
 	elsewhere atomic.Bool
+	// boundRev is the record's revision when the session was last bound here (open
+	// or resume): a notice that it moved away at an earlier revision is stale.
+	boundRev  atomic.Uint64
 	heartbeat time.Duration
 
 	mu        sync.Mutex
@@ -186,6 +189,7 @@ func (c *Client) open(ctx context.Context, opts Options, ownClient bool) (*Sessi
 	}
 	s := &Session{c: c, id: resp.Session.ID, ownClient: ownClient, info: resp.Session, token: resp.Token, state: StateActive,
 		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
+	s.boundRev.Store(resp.Session.Revision)
 	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, time.Duration(resp.Session.TimeoutMS)*time.Millisecond)
 	if !c.add(s) {
 		// The session is open on the server, with no connection to serve it: it
@@ -498,6 +502,22 @@ func (s *Session) connectionLost() {
 	s.loseLocks(true, errConnectionLost)
 }
 
+// errSessionMoved is why a session's connection-scoped locks are lost when another
+// client resumes the session on its own connection.
+var errSessionMoved = &wire.Error{Code: wire.CodeUnavailable, Message: "the session was resumed on another client's connection"}
+
+// movedAway handles the registry's notice that another client resumed the session
+// at revision rev: unless this client has bound it again since, deliveries no longer
+// come here (Handle binds it back) and the connection-scoped locks taken here are
+// gone.
+func (s *Session) movedAway(rev uint64) {
+	if rev <= s.boundRev.Load() {
+		return
+	}
+	s.elsewhere.Store(true)
+	s.loseLocks(true, errSessionMoved)
+}
+
 // resume binds the session to the new connection after a reconnect.
 func (s *Session) resume() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -519,6 +539,7 @@ func (s *Session) bindHere(ctx context.Context) error {
 			s.mu.Lock()
 			s.info = resp.Session
 			s.mu.Unlock()
+			s.boundRev.Store(resp.Session.Revision)
 		}
 		s.elsewhere.Store(false)
 		s.transition(StateActive, nil)

@@ -80,11 +80,18 @@ func ConnectionStateSubjects(key string) string {
 }
 
 // SessionStateNotice tells a session's connection that the session closed, and why:
-// at once, where the next keepalive would otherwise learn it.
+// at once, where the next keepalive would otherwise learn it. With Moved it tells
+// the connection the session was bound to that another client resumed it on its own
+// connection: this one no longer receives the session's deliveries, and the
+// connection-scoped locks taken on it are released. Revision is the record's after
+// the move, so that a notice arriving after the client took the session back (a
+// later revision) is told apart.
 type SessionStateNotice struct {
 	SessionID string       `json:"session_id"`
 	State     SessionState `json:"state"`
 	Reason    CloseReason  `json:"reason,omitempty"`
+	Moved     bool         `json:"moved,omitempty"`
+	Revision  uint64       `json:"revision,omitempty"`
 }
 
 // ValidatePath checks a message path (see the rule above). Errors match

@@ -205,6 +205,21 @@ func (t *tracker) sweep() {
 	}
 }
 
+// tellMoved tells the client whose connection (key) rec's session was bound to that
+// another client resumed it on its own: deliveries no longer go there, and the
+// connection-scoped locks taken there are released. Best effort, as tellClosed.
+func (s *Service) tellMoved(ctx context.Context, rec *sessions.Record, key string) {
+	data, err := json.Marshal(&wire.SessionStateNotice{SessionID: rec.ID, State: rec.State, Moved: true, Revision: rec.Revision})
+	if err != nil {
+		return
+	}
+	msg := &nats.Msg{Subject: wire.SessionStateSubject(key, rec.ID), Data: data, Header: nats.Header{wire.HeaderNotice: []string{"state"}}}
+	wire.Inject(ctx, msg.Header)
+	if err := s.nc.PublishMsg(msg); err != nil {
+		s.log.Debug("telling a session's former connection it moved", "session_id", rec.ID, "err", err)
+	}
+}
+
 // tellClosed tells the connection rec's session is bound to that the session has
 // closed (wire.SessionStateSubject), so that a client learns a close by another
 // session or by the server at once rather than at its next keepalive. Best effort:

@@ -601,9 +601,14 @@ func (s *Service) resume(ctx context.Context, c *endpoint.Call, _ *wire.SessionR
 		return nil, err
 	}
 	conn, key, acc := c.Info().ConnectionKey(), deliverKey(c.Info()), connAccount(c.Info())
-	rec, _, err := s.modify(ctx, me.ID, me, ownedBy(c), wire.EventReconnected, func(r *sessions.Record) (bool, error) {
+	var formerKey string // the client's whose connection the session leaves
+	rec, changed, err := s.modify(ctx, me.ID, me, ownedBy(c), wire.EventReconnected, func(r *sessions.Record) (bool, error) {
 		if r.State == wire.StateActive && r.Connection == conn && r.DeliverKey == key {
 			return false, nil
+		}
+		formerKey = ""
+		if r.DeliverKey != key {
+			formerKey = r.DeliverKey
 		}
 		r.State = wire.StateActive
 		r.Connection, r.DeliverKey, r.Account = conn, key, acc
@@ -614,6 +619,9 @@ func (s *Service) resume(ctx context.Context, c *endpoint.Call, _ *wire.SessionR
 		return nil, err
 	}
 	s.track.bound(ctx, conn)
+	if changed && formerKey != "" {
+		s.tellMoved(ctx, rec, formerKey)
+	}
 	return &wire.SessionResumeResponse{Session: rec.Public()}, nil
 }
 

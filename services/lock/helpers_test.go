@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -96,7 +97,10 @@ func (e *env) startRegistry(t testing.TB) (stop func()) {
 // instance is a running lock service instance.
 type instance struct {
 	*Service
-	nc   *nats.Conn
+	nc *nats.Conn
+	// logs holds what the instance logged (also written to the test's log with
+	// ROSTER_TEST_LOG set).
+	logs *natstest.Buffer
 	once sync.Once
 	stop func()
 }
@@ -141,7 +145,9 @@ func (e *env) launchLock(t testing.TB, cfg Config, tp trace.TracerProvider) (*in
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 5 * time.Second
 	}
-	s, err := New(nc, cfg, view, e.pol, tp, natstest.Logger(t))
+	logs := &natstest.Buffer{}
+	log := slog.New(slog.NewMultiHandler(logs.Logger().Handler(), natstest.Logger(t).Handler()))
+	s, err := New(nc, cfg, view, e.pol, tp, log)
 	if err != nil {
 		cancel()
 		view.Close()
@@ -150,7 +156,7 @@ func (e *env) launchLock(t testing.TB, cfg Config, tp trace.TracerProvider) (*in
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	in := &instance{Service: s, nc: nc}
+	in := &instance{Service: s, nc: nc, logs: logs}
 	in.stop = func() {
 		in.once.Do(func() {
 			cancel()
@@ -161,6 +167,30 @@ func (e *env) launchLock(t testing.TB, cfg Config, tp trace.TracerProvider) (*in
 	}
 	t.Cleanup(in.stop)
 	return in, nil
+}
+
+// waitLogged waits until the instance has logged msg n times in all, and fails the
+// test if it does not within 15 s.
+func (in *instance) waitLogged(t testing.TB, msg string, n int) {
+	t.Helper()
+	natstest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if got := in.logged(msg); got < n {
+			return fmt.Errorf("the instance logged %q %d times, want %d", msg, got, n)
+		}
+		return nil
+	})
+}
+
+// logged counts the lines of the instance's log whose message is msg.
+func (in *instance) logged(msg string) int {
+	want := `"msg":` + jsonString(msg)
+	n := 0
+	for line := range strings.Lines(in.logs.String()) {
+		if strings.Contains(line, want) {
+			n++
+		}
+	}
+	return n
 }
 
 // kill drops the instance's connection without draining, as a crash would, then

@@ -40,7 +40,7 @@ func (e *env) refuseWrites(t *testing.T) (restore func()) {
 // nothing else will happen to the record to bring it up again.
 func TestReleaseRetriedAfterStorageOutage(t *testing.T) {
 	e := newEnv(t)
-	e.startLock(t, Config{})
+	in := e.startLock(t, Config{})
 	a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
 	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "o"})
 	pb := b.acquireAsync(&wire.LockAcquireRequest{Name: "o", WaitMS: 30000})
@@ -51,7 +51,10 @@ func TestReleaseRetriedAfterStorageOutage(t *testing.T) {
 		t.Fatalf("close session: %v", err)
 	}
 	e.waitSessionState(t, a.id, wire.StateClosed)
-	time.Sleep(500 * time.Millisecond) // let the instance try, and fail, to release
+	// The instance tries to release a's lock when it learns of the close, and
+	// fails. Were the storage back before that attempt, the release would go
+	// through at once and the test pass without the retry under test.
+	in.waitLogged(t, "lock storage failed", 1)
 	if pb.completed() {
 		t.Fatal("b was answered while the storage refused writes")
 	}
@@ -65,13 +68,21 @@ func TestReleaseRetriedAfterStorageOutage(t *testing.T) {
 // storage refuses writes; once it is back, the waiter must still be removed.
 func TestExpiryRetriedAfterStorageOutage(t *testing.T) {
 	e := newEnv(t)
-	e.startLock(t, Config{})
+	in := e.startLock(t, Config{})
 	a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
 	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "o"})
-	pb := b.acquireAsync(&wire.LockAcquireRequest{Name: "o", WaitMS: 300})
+	// The deadline must come after the storage refuses writes: 2 s leaves a slow
+	// stream update room.
+	pb := b.acquireAsync(&wire.LockAcquireRequest{Name: "o", WaitMS: 2000})
 	e.waitQueued(t, "o", 1)
 	restore := e.refuseWrites(t)
-	time.Sleep(3 * time.Second) // past the deadline and the grace: every attempt failed
+	if q := e.waiting(t, "o"); len(q) != 1 {
+		t.Fatalf("b was removed before the storage refused writes (its deadline passed first): waiters %v", q)
+	}
+	// At b's deadline the instance that took its request tries to remove it, and
+	// fails. Were the storage back before that attempt, the removal would go
+	// through at once and the test pass without the retry under test.
+	in.waitLogged(t, "lock storage failed", 1)
 	if pb.completed() {
 		t.Fatal("b was answered while the storage refused writes")
 	}

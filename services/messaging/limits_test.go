@@ -167,12 +167,22 @@ func TestExpensiveFilterDoesNotHoldTheIndex(t *testing.T) {
 	var selecting atomic.Bool
 	selecting.Store(true)
 	selected := make(chan int, 1)
+	ctx := &checkedCtx{Context: context.Background(), second: make(chan struct{})}
 	go func() {
-		targets, _, _, _ := ix.selectFilter(context.Background(), f)
+		targets, _, _, _ := ix.selectFilter(ctx, f)
 		selecting.Store(false)
 		selected <- len(targets)
 	}()
-	time.Sleep(200 * time.Millisecond) // well into the selection
+	// The selection checks ctx before each chunk it evaluates: at the second check
+	// it has planned and evaluated a chunk. A change made before the selection
+	// took the index would pass however long the evaluation held it.
+	select {
+	case <-ctx.second:
+	case n := <-selected:
+		t.Fatalf("the selection ended (%d sessions) without being seen evaluating a second chunk", n)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the selection did not reach its second chunk within 30 s")
+	}
 	ix.upsert("late", "-", map[string]string{"Desk": "1"})
 	if !selecting.Load() {
 		t.Fatal("a session change waited for the whole selection")
@@ -180,6 +190,21 @@ func TestExpensiveFilterDoesNotHoldTheIndex(t *testing.T) {
 	if n := <-selected; n < 4000 {
 		t.Fatalf("selected %d of the 4,000 sessions", n)
 	}
+}
+
+// checkedCtx is a context that closes second when its Err is called the second
+// time.
+type checkedCtx struct {
+	context.Context
+	calls  atomic.Int32
+	second chan struct{}
+}
+
+func (c *checkedCtx) Err() error {
+	if c.calls.Add(1) == 2 {
+		close(c.second)
+	}
+	return c.Context.Err()
 }
 
 // TestRequestResultsMemoryIsBounded: a non-streamed request keeps every

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/seed-3c836eab/roster/pkg/filter"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/schematest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -238,11 +239,31 @@ func TestRequestResultsMemoryIsBounded(t *testing.T) {
 	for range 16 {
 		<-answered
 	}
-	time.Sleep(500 * time.Millisecond) // the answers reach the gather
+	// The heap is measured once the 16 answers are in the gather: measured before,
+	// the request holds less than it will, and the bound passes whatever it keeps.
+	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		f := e.msg.fan
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, g := range f.gathers {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if g.remaining != 1 {
+				return fmt.Errorf("%d of the 17 results are not in, want 1 (the slow receiver's)", g.remaining)
+			}
+			return nil
+		}
+		return errors.New("the request has no gather")
+	})
 	runtime.GC()
 	runtime.GC() // and what sync.Pools kept through the first
 	runtime.ReadMemStats(&ms)
 	held := int64(ms.HeapAlloc) - int64(before)
+	select {
+	case err := <-done:
+		t.Fatalf("the request ended (%v) before the heap was measured: its timeout is too short for this machine", err)
+	default:
+	}
 	err := <-done
 	if !errors.Is(err, wire.ErrTooLarge) {
 		t.Fatalf("got %v, want too_large", err)

@@ -50,3 +50,18 @@ func SetDedupLimits(window time.Duration, entries, maxAnswer int) (restore func(
 
 // TrackLock records a grant of info to s, as a Lock call's reply does.
 func TrackLock(s *Session, info wire.Lock) *Lock { return s.trackLock(info) }
+
+// HandlerDeliveries returns how many messages the subscriptions of s's handlers
+// have passed to their callbacks (which run one at a time, and hold a message
+// while every handler slot is taken).
+func HandlerDeliveries(s *Session) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for sub := range s.handlers {
+		if d, err := sub.Delivered(); err == nil {
+			n += int(d)
+		}
+	}
+	return n
+}

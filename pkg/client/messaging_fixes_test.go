@@ -1,9 +1,11 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -74,10 +76,13 @@ func TestNoHandlerStartsAfterRemoval(t *testing.T) {
 	p := rostertest.Start(t)
 	ctx := ctxT(t)
 	receiver := open(t, p.ClientURL(), client.Options{})
+	before := handlerGoroutines()
 	var started atomic.Int64
 	release := make(chan struct{})
-	remove, err := receiver.Handle("busy", func(context.Context, *client.Message) ([]byte, error) {
+	ctxs := make(chan context.Context, client.MaxHandlers+1)
+	remove, err := receiver.Handle("busy", func(ctx context.Context, _ *client.Message) ([]byte, error) {
 		started.Add(1)
+		ctxs <- ctx
 		<-release
 		return nil, nil
 	})
@@ -96,17 +101,64 @@ func TestNoHandlerStartsAfterRemoval(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(200 * time.Millisecond) // the last message reaches its subscription
+	if n := handlerGoroutines() - before; n < client.MaxHandlers {
+		t.Fatalf("%d goroutines found running the %d handlers: handlerGoroutines no longer finds them", n, client.MaxHandlers)
+	}
+	// The last message must wait for a slot when the handler is removed: removed
+	// before it arrived, it is never delivered, and the test passes untried.
+	waitFor(t, func() error {
+		if n := client.HandlerDeliveries(receiver); n != client.MaxHandlers+1 {
+			return fmt.Errorf("the subscription has passed on %d messages, want %d", n, client.MaxHandlers+1)
+		}
+		return nil
+	})
+	// Queued behind the waiting message, the barrier runs once the subscription is
+	// done with it: dropped, or handed to a handler.
+	decided := make(chan struct{})
+	if err := receiver.Client().Conn().Barrier(func() { close(decided) }); err != nil {
+		t.Fatal(err)
+	}
 	removed := make(chan error, 1)
 	go func() { removed <- remove() }()
-	time.Sleep(100 * time.Millisecond) // the removal is under way
+	// The slots free once the removal has cancelled the handlers' context: freed
+	// before, they let the waiting message through as they should.
+	select {
+	case <-(<-ctxs).Done():
+	case <-ctx.Done():
+		t.Fatal("the removal did not cancel the running handlers' context")
+	}
 	close(release)
 	if err := <-removed; err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-decided:
+	case <-ctx.Done():
+		t.Fatal("the subscription never finished with the message waiting for a slot")
+	}
+	// Handed to a handler, the message is handled on a goroutine of its own, which
+	// may not have run yet.
+	waitFor(t, func() error {
+		if n := handlerGoroutines() - before; n > 0 {
+			return fmt.Errorf("%d goroutines of the handler are left", n)
+		}
+		return nil
+	})
 	if n := started.Load(); n != client.MaxHandlers {
 		t.Fatalf("%d handlers ran; the message waiting for a slot at the removal was handled", n)
+	}
+}
+
+// handlerGoroutines counts the goroutines a Handle started to run a handler, in
+// this test and any other.
+func handlerGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return bytes.Count(buf[:n], []byte("created by github.com/seed-3c836eab/roster/pkg/client.(*Session).Handle."))
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }
 

@@ -249,7 +249,13 @@ func TestLockAsksAgainWhenNoAnswerComes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dead.Close()
-	sub, err := dead.QueueSubscribe(wire.SubjectLockAcquire, "q", func(*nats.Msg) {})
+	taken := make(chan struct{}, 1)
+	sub, err := dead.QueueSubscribe(wire.SubjectLockAcquire, "q", func(*nats.Msg) {
+		select {
+		case taken <- struct{}{}:
+		default:
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +272,13 @@ func TestLockAsksAgainWhenNoAnswerComes(t *testing.T) {
 		l, err := s.Lock(ctx, "h", client.LockOptions{})
 		done <- result{l, err}
 	}()
-	time.Sleep(500 * time.Millisecond)
+	// Gone before it took the request, the dead instance would leave Lock nothing
+	// to ask again about.
+	select {
+	case <-taken:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dead instance was not asked within 10 s")
+	}
 	_ = sub.Unsubscribe()
 	_ = dead.Flush()
 
@@ -280,6 +292,9 @@ func TestLockAsksAgainWhenNoAnswerComes(t *testing.T) {
 	select {
 	case r := <-done:
 		t.Logf("Lock answered %v after the release: lock=%v err=%v", time.Since(released), r.l != nil, r.err)
+		if r.err != nil || r.l == nil {
+			t.Fatalf("Lock (no deadline) was answered without the lock once it was free: %v", r.err)
+		}
 	case <-time.After(20 * time.Second):
 		cancel()
 		<-done

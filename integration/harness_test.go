@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -179,14 +180,52 @@ type cluster struct {
 	services    []*service
 }
 
+// freePort returns a port of 127.0.0.1 that nothing listens on, for a process to
+// listen on. The port is free when chosen, and bound by the process given it later: a port
+// the kernel hands out for port 0 comes from the ephemeral range, from which it
+// also takes the source ports of outgoing connections, and the many connections of
+// these tests took one in between (a node failing with "address already in use",
+// at its start or at a restart on its port). So ports come from below that range,
+// which outgoing connections never use, each handed out once per test binary.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	low, high := listenRange()
+	for range 1000 {
+		p := low + rand.IntN(high-low)
+		if portsGiven[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsGiven[p] = true
+		return p
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free port in [%d, %d)", low, high)
+	return 0
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// listenRange is where freePort chooses: the 10,000 ports below the kernel's
+// ephemeral range (net.ipv4.ip_local_port_range; 32768 where it cannot be read).
+func listenRange() (low, high int) {
+	high = 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11024 {
+				high = n
+			}
+		}
+	}
+	return high - 10000, high
 }
 
 // startCluster starts n NATS nodes and waits until JetStream has a leader.

@@ -178,8 +178,18 @@ func TestServerSilenceNotCountedWhileCutOff(t *testing.T) {
 // is bound, or the listing may be missed.
 func watchListings(t *testing.T, e *env) func() error {
 	t.Helper()
+	return watchRounds(t, e)(0)
+}
+
+// watchRounds returns conditions on the rounds of the connection checks: rounds(n)
+// holds once a round has listed a server, and it and n rounds after it have ended.
+// A round begins with its question for identities, so the question after a round's
+// is asked once that round has ended and what it found lost is written. Call it
+// before any session is bound, or the listing may be missed.
+func watchRounds(t *testing.T, e *env) func(n int) func() error {
+	t.Helper()
 	var mu sync.Mutex
-	var listed, ended bool
+	listed, questions := false, 0 // questions for identities since the first listing
 	nc := e.srv.ServiceConn(t)
 	_, err := nc.Subscribe(connzSubject(embedded.ClientsAccount), func(m *nats.Msg) {
 		var req connzRequest
@@ -189,7 +199,7 @@ func watchListings(t *testing.T, e *env) func() error {
 		if req.ServerName != "" {
 			listed = true
 		} else if listed {
-			ended = true
+			questions++
 		}
 	})
 	if err != nil {
@@ -198,12 +208,17 @@ func watchListings(t *testing.T, e *env) func() error {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	return func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if !ended {
-			return errors.New("no round of the connection checks has listed a server and ended")
+	return func(n int) func() error {
+		return func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case !listed:
+				return errors.New("no round of the connection checks has listed a server")
+			case questions < n+1:
+				return fmt.Errorf("%d of the round that listed a server and the %d after it have ended", questions, n)
+			}
+			return nil
 		}
-		return nil
 	}
 }

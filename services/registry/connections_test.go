@@ -108,11 +108,19 @@ func TestConnectionLostWhileNoRegistryRan(t *testing.T) {
 	e.reg.stop()
 	waitConnGone(t, e.srv, gone)
 
+	rounds := watchRounds(t, e)
 	startRegistry(t, e.srv, Config{ConnCheckInterval: 50 * time.Millisecond})
 	waitState(t, e, lost.id, wire.StateRecovering)
 	e.waitEventCount(t, lost.id, wire.EventDisconnected, 1)
-	// Several more rounds: the live one stays ACTIVE, the lost one is not told twice.
-	time.Sleep(300 * time.Millisecond)
+	// Three more rounds: the live one stays ACTIVE, the lost one is not told twice.
+	// A round asks only about the connections of ACTIVE sessions: the live one's
+	// keeps them coming.
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if r := e.record(t, live.id); r.State != wire.StateActive {
+			t.Fatalf("the session with a live connection is %s", r.State)
+		}
+		return rounds(3)()
+	})
 	if r := e.record(t, live.id); r.State != wire.StateActive {
 		t.Fatalf("the session with a live connection is %s", r.State)
 	}

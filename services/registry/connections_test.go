@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -202,6 +203,24 @@ func TestConnectionsOfAGoneOrRestartedServer(t *testing.T) {
 	e.waitEventCount(t, reused.id, wire.EventDisconnected, 1)
 }
 
+// waitRoundsBegunEnded waits until every round of the connection checks begun
+// before the call has ended, and a listing of every server begun after it: it asks
+// for a relisting and waits until the checks have taken it, twice. The checks take a
+// relisting only between rounds, and the round after it lists every server.
+func waitRoundsBegunEnded(t *testing.T, e *env) {
+	t.Helper()
+	c := e.reg.track.conns
+	for range 2 {
+		c.relist()
+		natstest.CheckFor(t, 30*time.Second, time.Millisecond, func() error {
+			if len(c.recheck) > 0 {
+				return errors.New("the connection checks have not ended their round")
+			}
+			return nil
+		})
+	}
+}
+
 // TestConnectionListingWhileConnectionsClose lists the server's connections two at a
 // time, over and over, while half of them close: a closing connection shifts the
 // pages, so a live one can be missing from a listing. None of the live ones' sessions
@@ -238,9 +257,11 @@ func TestConnectionListingWhileConnectionsClose(t *testing.T) {
 	for i := 0; i < n; i += 2 {
 		waitState(t, e, ids[i], wire.StateRecovering)
 	}
-	time.Sleep(200 * time.Millisecond)
 	close(stop)
 	wg.Wait()
+	// A listing that began while connections closed writes what it found lost only
+	// at its end: let every round begun so far end, and a listing begun now.
+	waitRoundsBegunEnded(t, e)
 	for i := 1; i < n; i += 2 {
 		if r := e.record(t, ids[i]); r.State != wire.StateActive {
 			t.Fatalf("session %d, on a live connection, is %s", i, r.State)

@@ -50,14 +50,26 @@ func TestParseConnKey(t *testing.T) {
 	}
 }
 
-// waitConnGone waits until the server no longer lists the connection, and a moment
-// more for its advisory to go out.
+// waitConnGone closes the connection and waits until the server no longer lists it
+// and its DISCONNECT advisory has gone out. The server sends the advisory from a
+// goroutine of its own, unordered with the listing; a registry subscribed later
+// does not receive it.
 func waitConnGone(t *testing.T, srv *natstest.Server, nc *nats.Conn) {
 	t.Helper()
 	cid, err := nc.GetClientID()
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The registry's own way to the advisories, from SERVICES.
+	advisories := make(chan *nats.Msg, 64)
+	watch := srv.ServiceConn(t)
+	if _, err := watch.ChanSubscribe(SubjectDisconnect, advisories); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
 	nc.Close()
 	sys, err := srv.ConnectSystem()
 	if err != nil {
@@ -79,7 +91,19 @@ func waitConnGone(t *testing.T, srv *natstest.Server, nc *nats.Conn) {
 		}
 		return nil
 	})
-	time.Sleep(200 * time.Millisecond)
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		for {
+			select {
+			case m := <-advisories:
+				var a disconnectAdvisory
+				if json.Unmarshal(m.Data, &a) == nil && a.Client.ID == cid {
+					return nil
+				}
+			default:
+				return fmt.Errorf("no DISCONNECT advisory for connection %d yet", cid)
+			}
+		}
+	})
 }
 
 func waitState(t *testing.T, e *env, id string, want wire.SessionState) {

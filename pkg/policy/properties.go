@@ -101,8 +101,9 @@ func (p *Policy) VetProperties(proposed map[string]string) (map[string]string, [
 
 // VetChange applies the same rules to a session changing its own properties after
 // open (MODIFY_OWN_PROPERTIES says which keys it may change at all): it returns the
-// values to store — rewritten where a rule sets one — and, sorted by key, why each
-// refused key was refused ("Tier": not a value the rules accept). A value set is
+// values to store — rewritten where a rule sets one — and why each refused key was
+// refused ("Tier": not a value the rules accept), the keys set first, then those
+// removed, each sorted. A value set is
 // refused where it would have been vetoed at open. A key removed is refused where
 // the rules veto it whatever its value (a veto rule, or no rule and the default
 // veto): the client could not have proposed it, so what it holds came from an

@@ -114,6 +114,9 @@ func TestVetChange(t *testing.T) {
 	if want := map[string]string{"Tier": "basic", "ClientApp": "web"}; !maps.Equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
+	if len(refused) != 6 { // the 3 set and 3 removed that are checked one by one below
+		t.Fatalf("refused %q, want 6 keys", refused)
+	}
 	// Set: Department=hr (not a listed value), InternalX and $Roles (vetoed keys),
 	// ClientLong (over max_value_length); removed: InternalY (veto rule), Other (no
 	// rule, default veto), $Principal.

@@ -19,33 +19,54 @@ import (
 func TestHandleOnAnAttachedSessionTakesItsDeliveries(t *testing.T) {
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
-	other, err := client.Connect(p.ClientURL())
+	attached := attachElsewhere(t, p.ClientURL(), opener)
+	got := handleInto(t, attached, "jobs/run")
+	sender := open(t, p.ClientURL(), client.Options{})
+	sendAndReceive(t, sender, opener.ID(), got, "go")
+}
+
+// attachElsewhere attaches s on a client connection of its own, as another process
+// would.
+func attachElsewhere(t *testing.T, url string, s *client.Session) *client.Session {
+	t.Helper()
+	other, err := client.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = other.Close(context.Background()) })
-	attached, err := other.Attach(ctxT(t), opener.ID(), opener.Token(), client.Options{})
+	attached, err := other.Attach(ctxT(t), s.ID(), s.Token(), client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return attached
+}
+
+// handleInto registers a handler on path passing the payloads it receives.
+func handleInto(t *testing.T, s *client.Session, path string) <-chan string {
+	t.Helper()
 	got := make(chan string, 1)
-	if _, err := attached.Handle("jobs/run", func(_ context.Context, m *client.Message) ([]byte, error) {
+	if _, err := s.Handle(path, func(_ context.Context, m *client.Message) ([]byte, error) {
 		got <- string(m.Payload)
 		return nil, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	sender := open(t, p.ClientURL(), client.Options{})
-	if _, err := sender.Send(ctxT(t), client.ToSession(opener.ID()), "jobs/run", []byte("go")); err != nil {
+	return got
+}
+
+// sendAndReceive sends payload to session id on jobs/run and waits until got has it.
+func sendAndReceive(t *testing.T, sender *client.Session, id string, got <-chan string, payload string) {
+	t.Helper()
+	if _, err := sender.Send(ctxT(t), client.ToSession(id), "jobs/run", []byte(payload)); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case m := <-got:
-		if m != "go" {
-			t.Fatalf("got %q, want go", m)
+		if m != payload {
+			t.Fatalf("got %q, want %q", m, payload)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("the attached session's handler received nothing")
+		t.Fatalf("the handler did not receive %q", payload)
 	}
 }
 
@@ -67,15 +88,7 @@ func TestTakenOverSessionTellsItsOpener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := client.Connect(p.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = other.Close(context.Background()) })
-	attached, err := other.Attach(ctxT(t), opener.ID(), opener.Token(), client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	attached := attachElsewhere(t, p.ClientURL(), opener)
 	if _, err := attached.Handle("jobs/run", func(context.Context, *client.Message) ([]byte, error) { return nil, nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -93,23 +106,7 @@ func TestTakenOverSessionTellsItsOpener(t *testing.T) {
 	default:
 	}
 	// The opener takes the session back; deliveries come to it again.
-	got := make(chan string, 1)
-	if _, err := opener.Handle("jobs/run", func(_ context.Context, m *client.Message) ([]byte, error) {
-		got <- string(m.Payload)
-		return nil, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	got := handleInto(t, opener, "jobs/run")
 	sender := open(t, p.ClientURL(), client.Options{})
-	if _, err := sender.Send(ctxT(t), client.ToSession(opener.ID()), "jobs/run", []byte("back")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case m := <-got:
-		if m != "back" {
-			t.Fatalf("got %q, want back", m)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the opener did not get the session back")
-	}
+	sendAndReceive(t, sender, opener.ID(), got, "back")
 }

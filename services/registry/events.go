@@ -209,15 +209,7 @@ func (t *tracker) sweep() {
 // another client resumed it on its own: deliveries no longer go there, and the
 // connection-scoped locks taken there are released. Best effort, as tellClosed.
 func (s *Service) tellMoved(ctx context.Context, rec *sessions.Record, key string) {
-	data, err := json.Marshal(&wire.SessionStateNotice{SessionID: rec.ID, State: rec.State, Moved: true, Revision: rec.Revision})
-	if err != nil {
-		return
-	}
-	msg := &nats.Msg{Subject: wire.SessionStateSubject(key, rec.ID), Data: data, Header: nats.Header{wire.HeaderNotice: []string{"state"}}}
-	wire.Inject(ctx, msg.Header)
-	if err := s.nc.PublishMsg(msg); err != nil {
-		s.log.Debug("telling a session's former connection it moved", "session_id", rec.ID, "err", err)
-	}
+	s.tell(ctx, key, &wire.SessionStateNotice{SessionID: rec.ID, State: rec.State, Moved: true, Revision: rec.Revision})
 }
 
 // tellClosed tells the connection rec's session is bound to that the session has
@@ -228,13 +220,19 @@ func (s *Service) tellClosed(ctx context.Context, rec *sessions.Record) {
 	if rec.DeliverKey == "" {
 		return
 	}
-	data, err := json.Marshal(&wire.SessionStateNotice{SessionID: rec.ID, State: rec.State, Reason: rec.CloseReason})
+	s.tell(ctx, rec.DeliverKey, &wire.SessionStateNotice{SessionID: rec.ID, State: rec.State, Reason: rec.CloseReason})
+}
+
+// tell publishes n to the connection with key, on the notice's session's
+// wire.SessionStateSubject.
+func (s *Service) tell(ctx context.Context, key string, n *wire.SessionStateNotice) {
+	data, err := json.Marshal(n)
 	if err != nil {
 		return
 	}
-	msg := &nats.Msg{Subject: wire.SessionStateSubject(rec.DeliverKey, rec.ID), Data: data, Header: nats.Header{wire.HeaderNotice: []string{"state"}}}
+	msg := &nats.Msg{Subject: wire.SessionStateSubject(key, n.SessionID), Data: data, Header: nats.Header{wire.HeaderNotice: []string{"state"}}}
 	wire.Inject(ctx, msg.Header)
 	if err := s.nc.PublishMsg(msg); err != nil {
-		s.log.Debug("telling a session's connection it closed", "session_id", rec.ID, "err", err)
+		s.log.Debug("telling a session's connection of its state", "session_id", n.SessionID, "moved", n.Moved, "err", err)
 	}
 }

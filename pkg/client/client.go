@@ -172,21 +172,21 @@ func (c *Client) stateNotice(m *nats.Msg) {
 	if err := json.Unmarshal(m.Data, &n); err != nil || (n.State != wire.StateClosed && !n.Moved) {
 		return
 	}
-	var closed []*Session
+	var named []*Session
 	c.mu.Lock()
 	for s := range c.sessions {
 		if s.id == n.SessionID && !s.closing.Load() {
-			closed = append(closed, s)
+			named = append(named, s)
 		}
 	}
 	c.mu.Unlock()
 	if n.State != wire.StateClosed {
-		for _, s := range closed {
+		for _, s := range named {
 			s.movedAway(n.Revision)
 		}
 		return
 	}
-	for _, s := range closed {
+	for _, s := range named {
 		s.setClosed(n.Reason, &wire.Error{Code: wire.CodeSessionClosed, Message: fmt.Sprintf("session %s was closed (%s)", n.SessionID, n.Reason)})
 	}
 }

@@ -32,7 +32,12 @@ type dedupKey struct{ sender, path, id string }
 // seenMsg is a message a registration has taken: for a request, what it answered.
 type seenMsg struct {
 	key dedupKey
-	at  time.Time
+	// at is when the message was taken, then when its handler returned: the
+	// window counts from there.
+	at time.Time
+	// ended is set, under dedup.mu, when the handler has returned; until then the
+	// window does not forget the message.
+	ended bool
 	// done is closed once the handler has returned; the fields below are set
 	// before it closes and not changed after.
 	done chan struct{}
@@ -42,9 +47,9 @@ type seenMsg struct {
 	size int // the answer's size, kept or not
 }
 
-// dedup remembers the messages one registration has taken, for at most dedupWindow
-// and at most dedupMaxEntries of them, in the order they came; a copy of one of them
-// is a duplicate. Memory is bounded: the entries, and the answers kept for requests
+// dedup remembers the messages one registration has taken, while their handlers
+// run and for dedupWindow after, at most dedupMaxEntries of them, forgotten in the
+// order they came; a copy of one of them is a duplicate. Memory is bounded: the entries, and the answers kept for requests
 // (each at most dedupMaxAnswer, dedupMaxHeld in all).
 type dedup struct {
 	// The bounds, read once when the registration is made.
@@ -84,9 +89,15 @@ func (d *dedup) take(key dedupKey, now time.Time) (*seenMsg, bool) {
 	return e, false
 }
 
-// expire forgets the entries older than the window.
+// expire forgets, oldest first, the entries whose handler returned a window ago. A
+// handler still running keeps its message, and those after it, remembered: a copy
+// retried because it ran long must not run it again (the number of entries still
+// bounds them).
 func (d *dedup) expire(now time.Time) {
-	for d.head < len(d.queue) && now.Sub(d.queue[d.head].at) >= d.window {
+	for d.head < len(d.queue) {
+		if e := d.queue[d.head]; !e.ended || now.Sub(e.at) < d.window {
+			break
+		}
 		d.drop()
 	}
 	if d.head == len(d.queue) { // empty: give the memory back
@@ -120,14 +131,15 @@ func (d *dedup) len() int {
 	return len(d.seen)
 }
 
-// finish records that the handler of e's message has returned, with its answer
+// finish records that the handler of e's message has returned, now, with its answer
 // when the message was a request (answered), and releases the copies waiting for
 // it. The answer is kept if it is small enough and the registration's budget allows;
 // a send has none to keep.
-func (d *dedup) finish(e *seenMsg, answered bool, data []byte, err *wire.Error) {
+func (d *dedup) finish(e *seenMsg, answered bool, data []byte, err *wire.Error, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e.err, e.size = err, len(data)
+	e.at, e.ended = now, true
 	if answered && len(data) <= d.maxAnswer && d.held+len(data) <= d.maxBudget && d.seen[e.key] == e {
 		e.held = true
 		e.data = append([]byte(nil), data...) // the handler may reuse its buffer

@@ -15,13 +15,15 @@ func testDedup(window time.Duration, entries, maxAnswer, budget int) *dedup {
 func key(i int) dedupKey { return dedupKey{sender: "S", path: "p", id: strconv.Itoa(i)} }
 
 // TestDedupRemembersWithinTheWindow: a message is a duplicate until the window has
-// passed since it was taken, and taken afresh after.
+// passed since its handler returned, and taken afresh after.
 func TestDedupRemembersWithinTheWindow(t *testing.T) {
 	d := testDedup(time.Minute, 100, 0, 0)
 	t0 := time.Unix(1000, 0)
-	if _, dup := d.take(key(1), t0); dup {
+	e, dup := d.take(key(1), t0)
+	if dup {
 		t.Fatal("the first copy: got a duplicate")
 	}
+	d.finish(e, false, nil, nil, t0)
 	for _, at := range []time.Duration{0, time.Second, time.Minute - time.Nanosecond} {
 		if _, dup := d.take(key(1), t0.Add(at)); !dup {
 			t.Errorf("a copy %v after the first: got new, want a duplicate", at)
@@ -37,6 +39,32 @@ func TestDedupRemembersWithinTheWindow(t *testing.T) {
 	}
 }
 
+// TestDedupRemembersWhileTheHandlerRuns: the window counted from when a message was
+// taken, so a copy retried because its handler ran longer than the window (a slow
+// request, its requester's retry) found it forgotten and ran the handler again,
+// beside the first. A message is now remembered while its handler runs, and for the
+// window after it returns.
+func TestDedupRemembersWhileTheHandlerRuns(t *testing.T) {
+	d := testDedup(time.Minute, 100, 0, 0)
+	t0 := time.Unix(1000, 0)
+	e, _ := d.take(key(1), t0)
+	d.take(key(2), t0.Add(time.Second)) // after it, its handler returned at once
+	d.finish(d.seen[key(2)], false, nil, nil, t0.Add(time.Second))
+	if _, dup := d.take(key(1), t0.Add(10*time.Minute)); !dup {
+		t.Fatal("a copy while the handler still runs, 10 windows on: got new, want a duplicate")
+	}
+	if _, dup := d.take(key(2), t0.Add(10*time.Minute)); !dup {
+		t.Error("a message after a running one: forgotten before it, want remembered in order")
+	}
+	d.finish(e, false, nil, nil, t0.Add(10*time.Minute))
+	if _, dup := d.take(key(1), t0.Add(10*time.Minute+time.Minute-time.Nanosecond)); !dup {
+		t.Error("a copy within a window of the handler's return: got new, want a duplicate")
+	}
+	if _, dup := d.take(key(1), t0.Add(11*time.Minute)); dup {
+		t.Error("a copy a window after the handler returned: got a duplicate, want new")
+	}
+}
+
 // TestDedupIsBounded: however many messages come, the window holds at most its
 // number of entries (the oldest forgotten first), its queue does not grow with the
 // messages ever taken, and the answers it keeps stay within the budget.
@@ -46,7 +74,7 @@ func TestDedupIsBounded(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	for i := range 10_000 {
 		e, _ := d.take(key(i), t0.Add(time.Duration(i)*time.Millisecond))
-		d.finish(e, true, make([]byte, 60), nil)
+		d.finish(e, true, make([]byte, 60), nil, t0.Add(time.Duration(i)*time.Millisecond))
 		if n := d.len(); n > entries {
 			t.Fatalf("after %d messages: %d remembered, want at most %d", i+1, n, entries)
 		}
@@ -60,9 +88,11 @@ func TestDedupIsBounded(t *testing.T) {
 	if _, dup := d.take(key(9999), t0.Add(10*time.Second)); !dup {
 		t.Error("the newest message: got new, want a duplicate")
 	}
-	if _, dup := d.take(key(0), t0.Add(10*time.Second)); dup {
+	e, dup := d.take(key(0), t0.Add(10*time.Second))
+	if dup {
 		t.Error("the first of 10,000 messages, past the bound: got a duplicate, want new")
 	}
+	d.finish(e, false, nil, nil, t0.Add(10*time.Second))
 	// All expired: the memory is given back.
 	d.take(key(-1), t0.Add(2*time.Hour))
 	if n, c, h := d.len(), cap(d.queue), d.held; n != 1 || c > 1 || h != 0 {
@@ -90,7 +120,7 @@ func TestDedupKeepsSmallAnswers(t *testing.T) {
 	}
 	for i, c := range cases {
 		e, _ := d.take(key(i), now)
-		d.finish(e, c.answered, c.data, c.err)
+		d.finish(e, c.answered, c.data, c.err, now)
 		data, err, ok := d.answer(e)
 		if ok != c.kept || ok && (string(data) != string(c.data) || err != c.err) {
 			t.Errorf("%s: got %q, %v, kept %v; want kept %v", c.name, data, err, ok, c.kept)

@@ -337,8 +337,9 @@ const maxHandlers = 255
 // A registration handles a message once: a copy with the sender, path and message
 // id of one it has taken (a retry whose first attempt's answer was lost) is dropped,
 // or, for a request, answered again with the answer it gave (see Request). It
-// remembers the messages of the last two minutes, at most 4,096 (and at most 1 MiB
-// of answers); a copy arriving after them is handled again. Messages without an id
+// remembers a message while its handler runs and for two minutes after, at most
+// 4,096 messages (and at most 1 MiB of answers); a copy arriving after them is
+// handled again. Messages without an id
 // (from a client that gives none) are always handled.
 func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	if _, err := s.headers(); err != nil {
@@ -507,7 +508,7 @@ func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handl
 		spanError(span, we)
 	}
 	if entry != nil {
-		seen.finish(entry, m.Reply != "", out, we)
+		seen.finish(entry, m.Reply != "", out, we, time.Now())
 	}
 	if m.Reply == "" {
 		return

@@ -20,8 +20,14 @@ func TestChangePrincipalKeepsAConcurrentUpdate(t *testing.T) {
 
 	// A copy of every authenticate request (a plain subscription beside the stand-in's
 	// queue group): the update must come while the change of principal waits for it.
-	asked, err := srv.ServiceConn(t).SubscribeSync(wire.SubjectAuthenticate)
+	watcher := srv.ServiceConn(t)
+	asked, err := watcher.SubscribeSync(wire.SubjectAuthenticate)
 	if err != nil {
+		t.Fatal(err)
+	}
+	// In place on the server before the request goes out: without it the copy
+	// could be missed (seen once in CI: "never asked the auth service").
+	if err := watcher.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)

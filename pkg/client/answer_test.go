@@ -48,3 +48,35 @@ func TestAnswerOverMaxPayloadIsAnError(t *testing.T) {
 		}
 	}
 }
+
+// TestAnswerCarriesItsContentType: a handler could not say what its answer is: the
+// result's content_type was always empty. It sets Message.AnswerContentType; an
+// error answer has none.
+func TestAnswerCarriesItsContentType(t *testing.T) {
+	p := rostertest.Start(t)
+	receiver := open(t, p.ClientURL(), client.Options{})
+	if _, err := receiver.Handle("report", func(_ context.Context, m *client.Message) ([]byte, error) {
+		m.AnswerContentType = "application/json"
+		if string(m.Payload) == "fail" {
+			return nil, wire.Errorf(wire.CodeNotFound, "no report")
+		}
+		return []byte(`{"ok":true}`), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	requester := open(t, p.ClientURL(), client.Options{})
+	res, err := requester.Request(ctxT(t), client.ToSession(receiver.ID()), "report", nil, 5*time.Second)
+	if err != nil || len(res.Results) != 1 {
+		t.Fatalf("request: got %+v, %v; want one result", res, err)
+	}
+	if r := res.Results[0]; r.Status != wire.StatusOK || r.ContentType != "application/json" || string(r.Payload) != `{"ok":true}` {
+		t.Fatalf("got %s %q %s, want ok application/json {\"ok\":true}", r.Status, r.ContentType, r.Payload)
+	}
+	res, err = requester.Request(ctxT(t), client.ToSession(receiver.ID()), "report", []byte("fail"), 5*time.Second)
+	if err != nil || len(res.Results) != 1 {
+		t.Fatalf("request: got %+v, %v; want one result", res, err)
+	}
+	if r := res.Results[0]; !errors.Is(r.Error, client.ErrNotFound) || r.ContentType != "" {
+		t.Fatalf("error answer: got %v with content type %q, want not_found and none", r.Error, r.ContentType)
+	}
+}

@@ -41,10 +41,17 @@ type seenMsg struct {
 	// done is closed once the handler has returned; the fields below are set
 	// before it closes and not changed after.
 	done chan struct{}
-	held bool // the answer is kept (data, err)
-	data []byte
-	err  *wire.Error
+	held bool // the answer is kept (ans.data)
+	ans  handlerAnswer
 	size int // the answer's size, kept or not
+}
+
+// handlerAnswer is what a handler answered a request: a payload and its content
+// type, or an error.
+type handlerAnswer struct {
+	data        []byte
+	contentType string
+	err         *wire.Error
 }
 
 // dedup remembers the messages one registration has taken, while their handlers
@@ -115,7 +122,7 @@ func (d *dedup) drop() {
 		delete(d.seen, e.key)
 	}
 	if e.held {
-		d.held -= len(e.data)
+		d.held -= len(e.ans.data)
 	}
 	if d.head > 64 && d.head*2 >= len(d.queue) {
 		n := copy(d.queue, d.queue[d.head:])
@@ -135,23 +142,23 @@ func (d *dedup) len() int {
 // when the message was a request (answered), and releases the copies waiting for
 // it. The answer is kept if it is small enough and the registration's budget allows;
 // a send has none to keep.
-func (d *dedup) finish(e *seenMsg, answered bool, data []byte, err *wire.Error, now time.Time) {
+func (d *dedup) finish(e *seenMsg, answered bool, a handlerAnswer, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	e.err, e.size = err, len(data)
+	e.ans.err, e.ans.contentType, e.size = a.err, a.contentType, len(a.data)
 	e.at, e.ended = now, true
-	if answered && len(data) <= d.maxAnswer && d.held+len(data) <= d.maxBudget && d.seen[e.key] == e {
+	if answered && len(a.data) <= d.maxAnswer && d.held+len(a.data) <= d.maxBudget && d.seen[e.key] == e {
 		e.held = true
-		e.data = append([]byte(nil), data...) // the handler may reuse its buffer
-		d.held += len(data)
+		e.ans.data = append([]byte(nil), a.data...) // the handler may reuse its buffer
+		d.held += len(a.data)
 	}
 	close(e.done)
 }
 
 // answer returns the answer recorded for e, once finish has run: ok is false when
 // it was not kept.
-func (d *dedup) answer(e *seenMsg) (data []byte, err *wire.Error, ok bool) {
+func (d *dedup) answer(e *seenMsg) (handlerAnswer, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return e.data, e.err, e.held
+	return e.ans, e.held
 }

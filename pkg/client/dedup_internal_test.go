@@ -23,7 +23,7 @@ func TestDedupRemembersWithinTheWindow(t *testing.T) {
 	if dup {
 		t.Fatal("the first copy: got a duplicate")
 	}
-	d.finish(e, false, nil, nil, t0)
+	d.finish(e, false, handlerAnswer{}, t0)
 	for _, at := range []time.Duration{0, time.Second, time.Minute - time.Nanosecond} {
 		if _, dup := d.take(key(1), t0.Add(at)); !dup {
 			t.Errorf("a copy %v after the first: got new, want a duplicate", at)
@@ -49,14 +49,14 @@ func TestDedupRemembersWhileTheHandlerRuns(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	e, _ := d.take(key(1), t0)
 	d.take(key(2), t0.Add(time.Second)) // after it, its handler returned at once
-	d.finish(d.seen[key(2)], false, nil, nil, t0.Add(time.Second))
+	d.finish(d.seen[key(2)], false, handlerAnswer{}, t0.Add(time.Second))
 	if _, dup := d.take(key(1), t0.Add(10*time.Minute)); !dup {
 		t.Fatal("a copy while the handler still runs, 10 windows on: got new, want a duplicate")
 	}
 	if _, dup := d.take(key(2), t0.Add(10*time.Minute)); !dup {
 		t.Error("a message after a running one: forgotten before it, want remembered in order")
 	}
-	d.finish(e, false, nil, nil, t0.Add(10*time.Minute))
+	d.finish(e, false, handlerAnswer{}, t0.Add(10*time.Minute))
 	if _, dup := d.take(key(1), t0.Add(10*time.Minute+time.Minute-time.Nanosecond)); !dup {
 		t.Error("a copy within a window of the handler's return: got new, want a duplicate")
 	}
@@ -74,7 +74,7 @@ func TestDedupIsBounded(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	for i := range 10_000 {
 		e, _ := d.take(key(i), t0.Add(time.Duration(i)*time.Millisecond))
-		d.finish(e, true, make([]byte, 60), nil, t0.Add(time.Duration(i)*time.Millisecond))
+		d.finish(e, true, handlerAnswer{data: make([]byte, 60)}, t0.Add(time.Duration(i)*time.Millisecond))
 		if n := d.len(); n > entries {
 			t.Fatalf("after %d messages: %d remembered, want at most %d", i+1, n, entries)
 		}
@@ -92,7 +92,7 @@ func TestDedupIsBounded(t *testing.T) {
 	if dup {
 		t.Error("the first of 10,000 messages, past the bound: got a duplicate, want new")
 	}
-	d.finish(e, false, nil, nil, t0.Add(10*time.Second))
+	d.finish(e, false, handlerAnswer{}, t0.Add(10*time.Second))
 	// All expired: the memory is given back.
 	d.take(key(-1), t0.Add(2*time.Hour))
 	if n, c, h := d.len(), cap(d.queue), d.held; n != 1 || c > 1 || h != 0 {
@@ -120,10 +120,10 @@ func TestDedupKeepsSmallAnswers(t *testing.T) {
 	}
 	for i, c := range cases {
 		e, _ := d.take(key(i), now)
-		d.finish(e, c.answered, c.data, c.err, now)
-		data, err, ok := d.answer(e)
-		if ok != c.kept || ok && (string(data) != string(c.data) || err != c.err) {
-			t.Errorf("%s: got %q, %v, kept %v; want kept %v", c.name, data, err, ok, c.kept)
+		d.finish(e, c.answered, handlerAnswer{data: c.data, contentType: "text/plain", err: c.err}, now)
+		a, ok := d.answer(e)
+		if ok != c.kept || ok && (string(a.data) != string(c.data) || a.err != c.err || a.contentType != "text/plain") {
+			t.Errorf("%s: got %q, %v, %q, kept %v; want kept %v", c.name, a.data, a.err, a.contentType, ok, c.kept)
 		}
 	}
 }

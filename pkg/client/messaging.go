@@ -304,6 +304,9 @@ type Message struct {
 	ID string
 	// IsRequest says whether the sender waits for an answer.
 	IsRequest bool
+	// AnswerContentType, set by the handler of a request, is the media type of the
+	// answer it returns: the content_type of its result (empty: none).
+	AnswerContentType string
 }
 
 // Handler handles deliveries on a path. For a request, its return value is the
@@ -507,13 +510,14 @@ func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handl
 		}
 		spanError(span, we)
 	}
+	a := handlerAnswer{data: out, contentType: msg.AnswerContentType, err: we}
 	if entry != nil {
-		seen.finish(entry, m.Reply != "", out, we, time.Now())
+		seen.finish(entry, m.Reply != "", a, time.Now())
 	}
 	if m.Reply == "" {
 		return
 	}
-	if rerr := s.reply(m.Reply, out, we); rerr != nil {
+	if rerr := s.reply(m.Reply, a); rerr != nil {
 		span.RecordError(rerr)
 	}
 }
@@ -528,31 +532,31 @@ func (s *Session) answerAgain(ctx context.Context, seen *dedup, entry *seenMsg, 
 	case <-ctx.Done():
 		return
 	}
-	out, we, ok := seen.answer(entry)
+	a, ok := seen.answer(entry)
 	if !ok {
-		out, we = nil, &wire.Error{Code: wire.CodeStaleRequest, Message: fmt.Sprintf(
-			"message %s was handled already; its answer (%d bytes) is not kept for copies", entry.key.id, entry.size)}
+		a = handlerAnswer{err: &wire.Error{Code: wire.CodeStaleRequest, Message: fmt.Sprintf(
+			"message %s was handled already; its answer (%d bytes) is not kept for copies", entry.key.id, entry.size)}}
 	}
 	s.c.log.Debug("roster: duplicate request answered again", "session", s.id, "path", entry.key.path, "sender", entry.key.sender, "message_id", entry.key.id)
-	_ = s.reply(m.Reply, out, we)
+	_ = s.reply(m.Reply, a)
 }
 
-// reply publishes the answer to a request: out, or we in the micro error form. An
-// answer NATS refuses as larger than its max_payload is answered too_large (an
-// error keeps its code and the start of its message): unsent, it left the
-// requester waiting out its timeout, told the receiver had not answered.
-func (s *Session) reply(subject string, out []byte, we *wire.Error) error {
-	err := s.c.nc.PublishMsg(replyMsg(subject, out, we))
+// reply publishes the answer to a request: its payload with its content type, or
+// its error in the micro error form. An answer NATS refuses as larger than its
+// max_payload is answered too_large (an error keeps its code and the start of its
+// message): unsent, it left the requester waiting out its timeout, told the
+// receiver had not answered.
+func (s *Session) reply(subject string, a handlerAnswer) error {
+	err := s.c.nc.PublishMsg(replyMsg(subject, a))
 	if !errors.Is(err, nats.ErrMaxPayload) {
 		return err
 	}
-	if we == nil {
-		we = &wire.Error{Code: wire.CodeTooLarge, Message: fmt.Sprintf(
-			"the answer is %d bytes, more than the server's max_payload (%d)", len(out), s.c.nc.MaxPayload())}
-	} else {
-		we = &wire.Error{Code: we.Code, Message: shorten(we.Message, maxErrorMessage)}
+	we := &wire.Error{Code: wire.CodeTooLarge, Message: fmt.Sprintf(
+		"the answer is %d bytes, more than the server's max_payload (%d)", len(a.data), s.c.nc.MaxPayload())}
+	if a.err != nil {
+		we = &wire.Error{Code: a.err.Code, Message: shorten(a.err.Message, maxErrorMessage)}
 	}
-	if rerr := s.c.nc.PublishMsg(replyMsg(subject, nil, we)); rerr != nil {
+	if rerr := s.c.nc.PublishMsg(replyMsg(subject, handlerAnswer{err: we})); rerr != nil {
 		return rerr
 	}
 	return err
@@ -573,13 +577,16 @@ func shorten(s string, n int) string {
 	return s[:n] + "…"
 }
 
-func replyMsg(subject string, out []byte, we *wire.Error) *nats.Msg {
-	reply := &nats.Msg{Subject: subject, Data: out, Header: nats.Header{}}
-	if we != nil {
-		status, message, body := wire.EncodeError(we)
+func replyMsg(subject string, a handlerAnswer) *nats.Msg {
+	reply := &nats.Msg{Subject: subject, Data: a.data, Header: nats.Header{}}
+	switch {
+	case a.err != nil:
+		status, message, body := wire.EncodeError(a.err)
 		reply.Header.Set(wire.HeaderErrorCode, status)
 		reply.Header.Set(wire.HeaderError, message)
 		reply.Data = body
+	case a.contentType != "":
+		reply.Header.Set(wire.HeaderContentType, a.contentType)
 	}
 	return reply
 }

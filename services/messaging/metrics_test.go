@@ -48,20 +48,30 @@ func atLeastOne(t *testing.T, rd *sdkmetric.ManualReader) {
 	})
 }
 
+// startStreamedRequest runs the service with cfg and its metrics read by rd, and
+// sends from a session a streamed request (stream id "first") to another whose
+// deliveries come to held unanswered; req is that request, to send again.
+func startStreamedRequest(t *testing.T, cfg Config) (rd *sdkmetric.ManualReader, e *env, from session, req wire.MsgRequestRequest, held chan *nats.Msg) {
+	t.Helper()
+	rd = sdkmetric.NewManualReader()
+	cfg.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
+	e = newEnv(t, cfg)
+	from = e.open(t, "sender", nil)
+	to := e.open(t, "busy", nil)
+	held = make(chan *nats.Msg, 2)
+	e.receive(t, to, func(m *nats.Msg) { held <- m })
+	req = wire.MsgRequestRequest{Message: wire.Message{SessionID: to.id, Path: "chat/x"}, TimeoutMS: 30000, StreamID: "first"}
+	if _, err := e.call(from, wire.SubjectMsgRequest, req); err != nil {
+		t.Fatal(err)
+	}
+	return rd, e, from, req, held
+}
+
 // TestRefusedRequestDeliversNothing: a streamed request refused limit_exceeded
 // (every stream slot taken) asked nobody, and roster.messages.delivered does not
 // count its receivers; it counted them before the refusal.
 func TestRefusedRequestDeliversNothing(t *testing.T) {
-	rd := sdkmetric.NewManualReader()
-	e := newEnv(t, Config{MaxStreams: 1, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))})
-	from := e.open(t, "sender", nil)
-	to := e.open(t, "busy", nil)
-	held := make(chan *nats.Msg, 1)
-	e.receive(t, to, func(m *nats.Msg) { held <- m })
-	req := wire.MsgRequestRequest{Message: wire.Message{SessionID: to.id, Path: "chat/x"}, TimeoutMS: 30000, StreamID: "first"}
-	if _, err := e.call(from, wire.SubjectMsgRequest, req); err != nil {
-		t.Fatal(err)
-	}
+	rd, e, from, req, held := startStreamedRequest(t, Config{MaxStreams: 1})
 	req.StreamID = "second"
 	if _, err := e.call(from, wire.SubjectMsgRequest, req); !errors.Is(err, wire.ErrLimitExceeded) {
 		t.Fatalf("second streamed request: got %v, want limit_exceeded", err)
@@ -78,26 +88,16 @@ func TestRefusedRequestDeliversNothing(t *testing.T) {
 // gets limit_exceeded in the request's results and is never asked;
 // roster.messages.delivered counted it all the same.
 func TestRequestCountsOnlyTheSessionsAsked(t *testing.T) {
-	rd := sdkmetric.NewManualReader()
-	e := newEnv(t, Config{MaxInFlight: 1, MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))})
-	from := e.open(t, "sender", nil)
-	to := e.open(t, "busy", nil)
-	held := make(chan *nats.Msg, 2)
-	e.receive(t, to, func(m *nats.Msg) { held <- m })
-	req := wire.MsgRequestRequest{Message: wire.Message{SessionID: to.id, Path: "chat/x"}, TimeoutMS: 30000, StreamID: "first"}
-	if _, err := e.call(from, wire.SubjectMsgRequest, req); err != nil {
-		t.Fatal(err)
-	}
+	rd, e, from, req, held := startStreamedRequest(t, Config{MaxInFlight: 1})
 	first := <-held
 	req.StreamID = ""
 	reply, err := e.call(from, wire.SubjectMsgRequest, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := reply.Data
 	var resp wire.MsgRequestResponse
-	if err := json.Unmarshal(data, &resp); err != nil || len(resp.Results) != 1 || resp.Results[0].Status != wire.StatusLimitExceeded {
-		t.Fatalf("second request: got %s, %v; want one limit_exceeded result", data, err)
+	if err := json.Unmarshal(reply.Data, &resp); err != nil || len(resp.Results) != 1 || resp.Results[0].Status != wire.StatusLimitExceeded {
+		t.Fatalf("second request: got %s, %v; want one limit_exceeded result", reply.Data, err)
 	}
 	atLeastOne(t, rd)
 	if got := delivered(t, rd); got != 1 {

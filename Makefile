@@ -46,6 +46,10 @@ bench: ## Benchmarks: every operation beside its floor measured in the same run,
 	$(GO) test -tags benchreport -count=1 -run TestBenchReport -timeout 30m ./integration/ -args -report $(CURDIR)/bench/report.md
 	@echo "report: bench/report.md"
 
+.PHONY: bench-etcd
+bench-etcd: ## Roster's locks beside etcd's concurrency.Mutex on this machine (a module of its own: etcd never becomes Roster's dependency)
+	cd bench/etcd && $(GO) run . -n 2000
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each
 	@for target in $$($(GO) test -list 'Fuzz.*' ./pkg/... ./services/... 2>/dev/null | grep '^Fuzz'); do \

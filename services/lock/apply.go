@@ -150,7 +150,7 @@ func (s *Service) commitNext(name string) bool {
 }
 
 func (s *Service) commitBatch(name string, batch []*task) {
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
+	ctx, cancel := context.WithTimeout(s.writes, s.cfg.StoreTimeout)
 	defer cancel()
 	key := KeyFor(name)
 	fresh := false
@@ -161,7 +161,7 @@ func (s *Service) commitBatch(name string, batch []*task) {
 	}
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
-			if s.ctx.Err() != nil {
+			if s.writes.Err() != nil {
 				s.fail(batch, wire.Errorf(wire.CodeUnavailable, "the lock service is stopping"))
 				return
 			}
@@ -197,6 +197,9 @@ func (s *Service) commitBatch(name string, batch []*task) {
 			}
 			s.finish(batch, commit{rec: cur.rec, rev: cur.rev}, o)
 			return
+		}
+		if s.cfg.beforeWrite != nil {
+			s.cfg.beforeWrite(s.ctx, ctx, name)
 		}
 		rev, err := s.st.write(ctx, key, r, cur.rev, cur.rec)
 		if errors.Is(err, errRecordTooLarge) {
@@ -280,7 +283,7 @@ func backoff(ctx context.Context, limit time.Duration) {
 func (s *Service) fail(batch []*task, err error) {
 	var we *wire.Error
 	if !errors.As(err, &we) {
-		if s.ctx.Err() == nil {
+		if s.writes.Err() == nil {
 			s.log.Error("lock storage failed", "err", err)
 		}
 		err = wire.Errorf(wire.CodeUnavailable, "lock storage is not available; retry")

@@ -44,6 +44,10 @@
 // waiters in the same compare-and-set, and whichever instance made it answers
 // their held requests on the reply subjects stored with them.
 //
+// An instance that stops drains its endpoint, then finishes the writes it has
+// begun (a release or an expiry of its own) and answers the waiters they grant or
+// remove before Run returns; Config.DrainTimeout bounds the whole stop.
+//
 // Locks of a session that closes or expires are released, and connection-scoped
 // ones also when it loses its connection (RECOVERING, or resumed elsewhere): every
 // instance follows the sessions bucket (pkg/sessions) and releases with a

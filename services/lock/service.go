@@ -63,7 +63,8 @@ type Config struct {
 	// MaxConcurrent bounds the requests handled at once (0: the endpoint default).
 	// A waiting acquire does not count: its request is held without a slot.
 	MaxConcurrent int
-	// DrainTimeout bounds how long Run waits for requests in flight when it stops.
+	// DrainTimeout bounds how long Run waits, when it stops, for the requests in
+	// flight and then for the writes already begun (10 s).
 	DrainTimeout time.Duration
 	// MaxWait bounds how long one acquire request is held (60 s); an acquire that
 	// wants longer is answered timeout at MaxWait, keeps its place for Reattach,
@@ -108,6 +109,11 @@ type Config struct {
 	// MeterProvider records the service's metrics (nil: none): those of every
 	// request (pkg/endpoint), locks held, requests waiting and hand-offs.
 	MeterProvider metric.MeterProvider
+
+	// beforeWrite, when set (tests only), is called before every compare-and-set
+	// write of a batch with the service's context, which ends when Run has drained
+	// the endpoint, and the write's own: a test holds a write in flight with it.
+	beforeWrite func(stopping, write context.Context, name string)
 }
 
 // WithDefaults returns c with its zero fields set to their defaults, as New sets
@@ -160,10 +166,19 @@ type Service struct {
 	// the service's own goroutines send: they start before svc exists.
 	tracer trace.Tracer
 
-	// ctx ends when Run stops the service; wg tracks every goroutine it started.
+	// ctx ends when Run stops the service, once the endpoint has drained: the
+	// loops end and no operation is taken any more. wg tracks every goroutine the
+	// service started.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// writes is the context of the batches' writes. It outlives ctx: a batch taken
+	// before the stop (a release or an expiry from the service's own loops, which
+	// the endpoint's drain does not wait for) finishes its write and answers the
+	// waiters it granted or removed before Run returns. Run ends it at the stop's
+	// deadline (Config.DrainTimeout), giving up on writes that have not finished.
+	writes      context.Context
+	abortWrites context.CancelFunc
 
 	qmu    sync.Mutex
 	queues map[string][]*task // pending operations per lock name
@@ -205,11 +220,13 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 	}
 	st.maxBytes = cfg.MaxRecordBytes
 	ctx, cancel := context.WithCancel(context.Background())
+	writes, abortWrites := context.WithCancel(context.Background())
 	s := &Service{
 		cfg: cfg, nc: nc, st: st, sess: sess, pol: pol,
 		log:    log.With("service", Name),
 		tracer: tp.Tracer(tracerName),
 		ctx:    ctx, cancel: cancel,
+		writes: writes, abortWrites: abortWrites,
 		queues:    map[string][]*task{},
 		scheduled: map[string]int64{},
 		wake:      make(chan struct{}, 1),
@@ -219,6 +236,7 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 	}
 	fail := func(err error) (*Service, error) {
 		cancel()
+		abortWrites()
 		s.wg.Wait()
 		return nil, err
 	}
@@ -261,19 +279,24 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 	return s, nil
 }
 
-// Run blocks until ctx ends, then stops taking requests, waits up to
-// Config.DrainTimeout for those in flight, and stops every goroutine the service
-// started. Waiting requests stay in KV: another instance grants or expires them.
-// Run may be called once.
+// Run blocks until ctx ends, then stops taking requests, waits for those in
+// flight and for the writes already begun (a release or an expiry of the
+// service's own, and the answers to the waiters they grant or remove), and stops
+// every goroutine the service started; Config.DrainTimeout bounds the whole stop,
+// after which unfinished writes are given up. Waiting requests stay in KV: another
+// instance grants or expires them. Run may be called once.
 func (s *Service) Run(ctx context.Context) error {
 	err := errors.New("lock: Run called twice")
 	s.runOnce.Do(func() {
 		<-ctx.Done()
 		stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+		defer cancel()
 		err = s.svc.Stop(stopCtx)
-		cancel()
 		s.cancel()
+		stop := context.AfterFunc(stopCtx, s.abortWrites)
 		s.wg.Wait()
+		stop()
+		s.abortWrites()
 	})
 	return err
 }

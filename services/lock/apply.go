@@ -195,7 +195,7 @@ func (s *Service) commitBatch(name string, batch []*task) {
 					continue
 				}
 			}
-			s.finish(batch, commit{rec: cur.rec, rev: cur.rev}, o)
+			s.finish(name, batch, commit{rec: cur.rec, rev: cur.rev}, o)
 			return
 		}
 		if s.cfg.beforeWrite != nil {
@@ -238,7 +238,7 @@ func (s *Service) commitBatch(name string, batch []*task) {
 			e.rec = nil
 		}
 		s.st.remember(key, e)
-		s.finish(batch, commit{rec: e.rec, rev: rev}, o)
+		s.finish(name, batch, commit{rec: e.rec, rev: rev}, o)
 		return
 	}
 }
@@ -296,7 +296,7 @@ func (s *Service) fail(batch []*task, err error) {
 // finish hands the committed record to the batch's tasks and answers the waiters
 // the write granted or removed: their requests were held (endpoint.ErrReplyLater)
 // and any instance may answer them.
-func (s *Service) finish(batch []*task, c commit, o *outcome) {
+func (s *Service) finish(name string, batch []*task, c commit, o *outcome) {
 	for _, t := range batch {
 		t.done <- c
 	}
@@ -304,17 +304,30 @@ func (s *Service) finish(batch []*task, c commit, o *outcome) {
 	if len(o.granted)+len(o.removed) > 0 {
 		links = batchLinks(batch)
 	}
-	for _, w := range o.granted {
-		l, ok := lockOf(c.rec, w.Session)
-		if !ok || w.Reply == "" {
-			continue // released in the same write, or detached: its re-issue gets the lock
+	for _, g := range o.granted {
+		w := g.waiter
+		if w.Reply == "" {
+			continue // detached: its re-issue gets the lock
+		}
+		var l *wire.Lock
+		if g.released != nil {
+			// Granted, then released by its session in the same write.
+			l = g.released.lock(name)
+			if l.Token == 0 {
+				l.Token = c.rev
+			}
+		} else if l, _ = lockOf(c.rec, w.Session); l == nil {
+			// Not reached: a hold taken away later in the write answers its
+			// grantees otherwise (outcome.ungrant).
+			s.log.Error("a granted waiter's hold is gone", "lock", name, "request_id", w.ID)
+			continue
 		}
 		s.grants.Add(1)
 		span := s.replySpan(w, links)
 		span.SetAttributes(attribute.Bool("roster.granted", true), attribute.Int64("roster.lock.token", int64(l.Token)))
 		if err := endpoint.Reply(s.nc, w.Reply, &wire.LockAcquireResponse{Lock: l}); err != nil {
 			span.RecordError(err)
-			s.log.Warn("answering a granted waiter failed", "lock", c.rec.Name, "request_id", w.ID, "err", err)
+			s.log.Warn("answering a granted waiter failed", "lock", name, "request_id", w.ID, "err", err)
 		}
 		span.End()
 	}

@@ -123,9 +123,10 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 func (s *Service) release(ctx context.Context, c *caller, req *wire.LockReleaseRequest) (*wire.Lock, error) {
 	var released holder
 	var rerr error
-	if _, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
+	cm, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
 		released, rerr = r.release(c.id, req.Token, now, o)
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
 	if errors.Is(rerr, ErrNotHeld) {
@@ -137,7 +138,13 @@ func (s *Service) release(ctx context.Context, c *caller, req *wire.LockReleaseR
 	if rerr != nil {
 		return nil, rerr
 	}
-	return released.lock(req.Name), nil
+	l := released.lock(req.Name)
+	if l.Token == 0 {
+		// Granted by the same write (a batch that granted and released it): its
+		// token is that write's revision.
+		l.Token = cm.rev
+	}
+	return l, nil
 }
 
 // cancelWait withdraws the caller's request (record.cancel): a waiting one is

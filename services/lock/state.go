@@ -263,15 +263,54 @@ type outcome struct {
 	changed bool
 	// granted are waiters that now hold the lock (or found their session already
 	// holding it); their replies carry the lock.
-	granted []waiter
+	granted []grantee
 	// removed are waiters that left the queue without the lock, with the error
 	// their replies carry.
 	removed []removal
 }
 
+// grantee is a waiter granted by the operations applied so far.
+type grantee struct {
+	waiter
+	// released is the hold the waiter was granted when its session released it
+	// later in the same write: the reply carries that hold, granted and gone.
+	released *holder
+}
+
 type removal struct {
 	w   waiter
 	err error
+}
+
+// ungrant answers err, instead of the lock, to the waiters granted so far that
+// match: an operation later in the same write took their hold away (a cancel, the
+// session's loss). Left among the granted, they were answered only if their session
+// held the lock after the write — or, holding it again through a later grant, with
+// a hold they were not given.
+func (o *outcome) ungrant(match func(w waiter) bool, err error) {
+	o.granted = slices.DeleteFunc(o.granted, func(g grantee) bool {
+		if g.released != nil || !match(g.waiter) {
+			return false
+		}
+		o.removed = append(o.removed, removal{g.waiter, err})
+		return true
+	})
+}
+
+// holdGone answers err to the waiters granted so far with session's hold, which a
+// later operation of the same write took away (cancel, session loss).
+func (o *outcome) holdGone(session string, err error) {
+	o.ungrant(func(w waiter) bool { return w.Session == session }, err)
+}
+
+// holdReleased notes that h, which waiters granted so far may have been given, was
+// released by its session in the same write: they are answered with it.
+func (o *outcome) holdReleased(h holder) {
+	for i := range o.granted {
+		if g := &o.granted[i]; g.Session == h.Session && g.released == nil {
+			g.released = &h
+		}
+	}
 }
 
 // Errors carried by removed waiters' replies.
@@ -338,7 +377,7 @@ func (r *record) promote(now int64, o *outcome) {
 			r.remember(w.ID, w.Session, now, o)
 			continue
 		}
-		o.granted = append(o.granted, w)
+		o.granted = append(o.granted, grantee{waiter: w})
 	}
 }
 
@@ -363,7 +402,7 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 		// has released the lock.
 		if i := r.waiterIndex(w.ID, w.Session); i >= 0 {
 			if old := r.Waiters[i]; old.Reply != "" && old.Reply != w.Reply {
-				o.granted = append(o.granted, old)
+				o.granted = append(o.granted, grantee{waiter: old})
 			}
 			r.Waiters = slices.Delete(r.Waiters, i, i+1)
 			o.changed = true
@@ -426,6 +465,7 @@ func (r *record) release(session string, token uint64, now int64, o *outcome) (h
 	h := r.Holders[i]
 	r.Holders = slices.Delete(r.Holders, i, i+1)
 	o.changed = true
+	o.holdReleased(h)
 	r.rememberHold(h, now, o)
 	r.promote(now, o)
 	return h, nil
@@ -450,10 +490,14 @@ func (r *record) cancel(id, session string, now int64, remember bool, o *outcome
 	if i, ok := r.holder(session); ok && r.Holders[i].answers(id) {
 		o.changed = true
 		r.remember(id, session, now, o)
+		// Granted earlier in this write, its held request is answered as a
+		// cancelled wait rather than with the answer withdrawn.
+		o.ungrant(func(w waiter) bool { return w.ID == id && w.Session == session }, errWaitCancelled)
 		if !r.Holders[i].withdraw(id) {
 			return false, false, nil
 		}
 		r.Holders = slices.Delete(r.Holders, i, i+1)
+		o.holdGone(session, errWaitCancelled)
 		r.promote(now, o)
 		return false, true, nil
 	}
@@ -564,6 +608,10 @@ func lostIn(st sessionState, scope wire.LockScope, conn string) bool {
 // connection they were taken on.
 func (r *record) dropSession(session string, st sessionState, now int64, o *outcome) {
 	lost := func(scope wire.LockScope, conn string) bool { return lostIn(st, scope, conn) }
+	lostErr := errWaitSession
+	if !st.closed {
+		lostErr = errWaitConn
+	}
 	var dropped []waiter
 	before := len(r.Holders)
 	r.Holders = slices.DeleteFunc(r.Holders, func(h holder) bool {
@@ -579,17 +627,16 @@ func (r *record) dropSession(session string, st sessionState, now int64, o *outc
 	})
 	if len(r.Holders) != before {
 		o.changed = true
+		o.holdGone(session, lostErr)
 	}
 	r.Waiters = slices.DeleteFunc(r.Waiters, func(w waiter) bool {
 		if w.Session != session || !lost(w.Scope, w.Conn) {
 			return false
 		}
-		err := errWaitSession
 		if !st.closed {
-			err = errWaitConn
 			dropped = append(dropped, w)
 		}
-		o.removed = append(o.removed, removal{w, err})
+		o.removed = append(o.removed, removal{w, lostErr})
 		o.changed = true
 		return true
 	})

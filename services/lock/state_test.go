@@ -2,6 +2,7 @@ package lock
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -665,5 +666,110 @@ func TestWaitersWhoseWaitIsOverAreNotGranted(t *testing.T) {
 	}
 	if !r.completed("o", "B") || !r.completed("d", "C") {
 		t.Fatalf("got done %+v, want o and d remembered", r.Done)
+	}
+}
+
+// TestGrantTakenBackInTheSameWrite: operations applied after a release in one
+// write (a group-commit batch) take the hold it granted away again. Each granted
+// request must be answered for what became of it: a cancelled one timeout, a lost
+// session's session_closed or unavailable — and a cancelled one must not get the
+// lock even when the hold stays for another request of its session.
+func TestGrantTakenBackInTheSameWrite(t *testing.T) {
+	// H holds; B's x and y wait, then C's c.
+	setup := func() *record {
+		r := &record{Name: "a", Holders: []holder{{Session: "H", Mode: wire.LockExclusive, Token: 1}}}
+		for _, w := range []waiter{req("x", "B", wire.LockExclusive), req("y", "B", wire.LockExclusive), req("c", "C", wire.LockExclusive)} {
+			if _, err := r.acquire(w, true, true, 10, 1, &outcome{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return r
+	}
+	removed := func(o *outcome) map[string]wire.Code {
+		out := map[string]wire.Code{}
+		for _, rm := range o.removed {
+			var we *wire.Error
+			errors.As(rm.err, &we)
+			out[rm.w.ID] = we.Code
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name        string
+		undo        func(r *record, o *outcome)
+		wantGranted []string
+		wantRemoved map[string]wire.Code
+	}{
+		{
+			name: "cancel of one of two answers",
+			undo: func(r *record, o *outcome) {
+				if _, released, err := r.cancel("x", "B", 2, true, o); err != nil || released {
+					t.Fatalf("cancel: released=%v %v, want the hold kept for y", released, err)
+				}
+			},
+			wantGranted: []string{"y"},
+			wantRemoved: map[string]wire.Code{"x": wire.CodeTimeout},
+		},
+		{
+			name: "cancel of both answers",
+			undo: func(r *record, o *outcome) {
+				r.cancel("x", "B", 2, true, o)
+				if _, released, err := r.cancel("y", "B", 2, true, o); err != nil || !released {
+					t.Fatalf("cancel: released=%v %v, want released", released, err)
+				}
+			},
+			wantGranted: []string{"c"},
+			wantRemoved: map[string]wire.Code{"x": wire.CodeTimeout, "y": wire.CodeTimeout},
+		},
+		{
+			name:        "session closed",
+			undo:        func(r *record, o *outcome) { r.dropSession("B", sessionState{closed: true}, 2, o) },
+			wantGranted: []string{"c"},
+			wantRemoved: map[string]wire.Code{"x": wire.CodeSessionClosed, "y": wire.CodeSessionClosed},
+		},
+		{
+			name: "connection lost",
+			undo: func(r *record, o *outcome) {
+				r.Holders[0].Scope = wire.ScopeConnection
+				r.dropSession("B", sessionState{}, 2, o)
+			},
+			wantGranted: []string{"c"},
+			wantRemoved: map[string]wire.Code{"x": wire.CodeUnavailable, "y": wire.CodeUnavailable},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := setup()
+			o := &outcome{}
+			if _, err := r.release("H", 0, 2, o); err != nil {
+				t.Fatal(err)
+			}
+			if got := grantedIDs(o); !slices.Equal(got, []string{"x", "y"}) {
+				t.Fatalf("the release granted %v, want [x y]", got)
+			}
+			tc.undo(r, o)
+			if got := grantedIDs(o); !slices.Equal(got, tc.wantGranted) {
+				t.Errorf("granted %v, want %v", got, tc.wantGranted)
+			}
+			if got := removed(o); !maps.Equal(got, tc.wantRemoved) {
+				t.Errorf("removed %v, want %v", got, tc.wantRemoved)
+			}
+		})
+	}
+
+	// Released by its own session: the requests are answered with the hold they
+	// were granted, not with the one C's later grant makes.
+	r := setup()
+	o := &outcome{}
+	r.release("H", 0, 2, o)
+	if _, err := r.release("B", 0, 2, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range o.granted {
+		if want := map[string]string{"x": "B", "y": "B", "c": "C"}[g.ID]; g.Session != want {
+			t.Fatalf("granted %s of %s, want %s", g.ID, g.Session, want)
+		}
+		if (g.released != nil) != (g.Session == "B") {
+			t.Fatalf("granted %+v: want B's answered with the released hold", g)
+		}
 	}
 }

@@ -1,0 +1,163 @@
+package lock
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// queued returns how many operations on name wait for the instance's next batch.
+func (in *instance) queued(name string) int {
+	in.qmu.Lock()
+	defer in.qmu.Unlock()
+	return len(in.queues[name])
+}
+
+// waitBatched waits until n operations on name wait for the next batch.
+func (in *instance) waitBatched(t *testing.T, name string, n int) {
+	t.Helper()
+	natstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if got := in.queued(name); got != n {
+			return fmt.Errorf("%d operations wait for the next batch, want %d", got, n)
+		}
+		return nil
+	})
+}
+
+// call is a request sent in the background.
+type call struct {
+	done chan struct{}
+	err  error
+}
+
+func (c *client) callAsync(subject string, req, resp any) *call {
+	cl := &call{done: make(chan struct{})}
+	go func() {
+		defer close(cl.done)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cl.err = c.call(ctx, subject, req, resp)
+	}()
+	return cl
+}
+
+func (cl *call) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-cl.done:
+		return cl.err
+	case <-time.After(15 * time.Second):
+		t.Fatal("no answer within 15 s")
+		return nil
+	}
+}
+
+// TestGrantUndoneInItsBatchIsAnswered: a release grants a waiting request, and
+// an operation applied after it in the same group-commit batch takes the hold
+// away again — the request's cancel, its session's close, its session's own
+// release. The held request must still be answered, as it would be had the two
+// come in separate writes: cancelled (timeout), session_closed, or granted.
+// Before, the answer went only to granted waiters whose session still held the
+// lock after the batch, and the request waited unanswered for its own timeout.
+func TestGrantUndoneInItsBatchIsAnswered(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// undo sends the operation batched after the release; check checks its
+		// answer and the held request's.
+		undo  func(t *testing.T, b *client) *call
+		check func(t *testing.T, b *client, undo error, l *wire.Lock, err error)
+	}{
+		{
+			name: "cancel",
+			undo: func(t *testing.T, b *client) *call {
+				var cr wire.LockCancelResponse
+				cl := b.callAsync(wire.SubjectLockCancel, &wire.LockCancelRequest{Name: "g", RequestID: "bx"}, &cr)
+				t.Cleanup(func() {
+					if !t.Failed() && (cr.Cancelled || !cr.Released) {
+						t.Errorf("cancel answered %+v, want released", cr)
+					}
+				})
+				return cl
+			},
+			check: func(t *testing.T, _ *client, undo error, _ *wire.Lock, err error) {
+				if undo != nil {
+					t.Fatalf("cancel: %v", undo)
+				}
+				wantCode(t, err, wire.CodeTimeout)
+			},
+		},
+		{
+			name: "session closed",
+			undo: func(t *testing.T, b *client) *call {
+				return b.callAsync(wire.SubjectSessionClose, &wire.SessionCloseRequest{}, nil)
+			},
+			check: func(t *testing.T, _ *client, undo error, _ *wire.Lock, err error) {
+				if undo != nil {
+					t.Fatalf("close: %v", undo)
+				}
+				wantCode(t, err, wire.CodeSessionClosed)
+			},
+		},
+		{
+			name: "released by its session",
+			undo: func(t *testing.T, b *client) *call {
+				var rr wire.LockReleaseResponse
+				cl := b.callAsync(wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: "g"}, &rr)
+				t.Cleanup(func() {
+					if !t.Failed() {
+						validate(t, "lock.release.response", rr)
+					}
+				})
+				return cl
+			},
+			check: func(t *testing.T, b *client, undo error, l *wire.Lock, err error) {
+				if undo != nil {
+					t.Fatalf("release: %v", undo)
+				}
+				if err != nil {
+					t.Fatalf("the held request: %v, want the lock it was granted", err)
+				}
+				validate(t, "lock.acquire.response", wire.LockAcquireResponse{Lock: l})
+				if l.Session != b.id {
+					t.Fatalf("got %+v, want a lock of %s", l, b.id)
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			g := newWriteGate()
+			g.until = make(chan struct{})
+			in := e.startLock(t, Config{beforeWrite: g.beforeWrite})
+			a, b, c := e.open(t, "admin", 0), e.open(t, "admin", 0), e.open(t, "admin", 0)
+			a.mustAcquire(t, &wire.LockAcquireRequest{Name: "g"})
+			pb := b.acquireAsync(&wire.LockAcquireRequest{Name: "g", WaitMS: wire.WaitForever, RequestID: "bx"})
+			e.waitQueued(t, "g", 1)
+
+			// c's acquire is written (queued behind b) while the release and the
+			// undoing operation gather, in that order, for the next batch.
+			g.armed.Store(true)
+			pc := c.acquireAsync(&wire.LockAcquireRequest{Name: "g", WaitMS: wire.WaitForever, RequestID: "cx"})
+			g.waitHeld(t)
+			rel := a.callAsync(wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: "g"}, nil)
+			in.waitBatched(t, "g", 1)
+			undo := tc.undo(t, b)
+			in.waitBatched(t, "g", 2)
+			close(g.until)
+
+			if err := rel.wait(t); err != nil {
+				t.Fatalf("release: %v", err)
+			}
+			undoErr := undo.wait(t)
+			l, err := pb.wait(t, 10*time.Second)
+			tc.check(t, b, undoErr, l, err)
+			if lc, err := pc.wait(t, 10*time.Second); err != nil || lc.Session != c.id {
+				t.Fatalf("c: got %+v, %v; want the lock", lc, err)
+			}
+		})
+	}
+}

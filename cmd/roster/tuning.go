@@ -38,6 +38,7 @@ func (t *tuning) register(fs *pflag.FlagSet) {
 	fs.IntVar(&t.lock.MaxHolders, "lock-max-holders", l.MaxHolders, "lock: shared holders of one lock")
 	fs.IntVar(&t.messaging.MaxInFlight, "max-in-flight", messaging.DefaultMaxInFlight, "messaging: requests in flight from one instance to one receiving session")
 	fs.IntVar(&t.messaging.MaxSenderRequests, "max-sender-requests", messaging.DefaultMaxSenderRequests, "messaging: requests one session has in progress on one instance")
+	fs.IntVar(&t.messaging.MaxPrincipalRequests, "max-principal-requests", messaging.DefaultMaxPrincipalRequests, "messaging: requests the sessions of one principal have in progress on one instance")
 	fs.IntVar(&t.messaging.MaxStreams, "max-streams", messaging.DefaultMaxStreams, "messaging: streamed requests one instance gathers at once")
 }
 
@@ -59,6 +60,7 @@ func (t *tuning) check() error {
 		"max-record-size": t.registry.Limits.RecordSize, "lock-max-waiters": t.lock.MaxWaiters,
 		"lock-max-holders": t.lock.MaxHolders, "max-in-flight": t.messaging.MaxInFlight,
 		"max-sender-requests": t.messaging.MaxSenderRequests, "max-streams": t.messaging.MaxStreams,
+		"max-principal-requests": t.messaging.MaxPrincipalRequests,
 	} {
 		if n <= 0 {
 			return usageError{fmt.Errorf("--%s %d: want a positive number", name, n)}

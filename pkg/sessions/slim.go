@@ -23,10 +23,13 @@ type held struct {
 // slimMeta holds the fields of a slim record that take few distinct values, so that
 // sessions share one copy.
 type slimMeta struct {
-	state    wire.SessionState
-	reason   wire.CloseReason
-	roles    string // packed by packRoles
-	nilRoles bool
+	// principal is shared by the sessions of one principal: the messaging service
+	// bounds the requests they have in progress together.
+	principal string
+	state     wire.SessionState
+	reason    wire.CloseReason
+	roles     string // packed by packRoles
+	nilRoles  bool
 	// hashed reports that held.hash holds the token hash, which is then the lowercase
 	// hex of 32 bytes, as HashToken writes it. Any other token hash (none the
 	// registry writes) is kept as is in tokenHash.
@@ -37,7 +40,7 @@ type slimMeta struct {
 // hold returns what a slim view keeps of r.
 func hold(r *Record) *held {
 	h := &held{rev: r.Revision, connection: r.Connection, deliverKey: r.DeliverKey}
-	m := slimMeta{state: r.State, reason: r.CloseReason, roles: packRoles(r.Roles), nilRoles: r.Roles == nil}
+	m := slimMeta{principal: r.Principal, state: r.State, reason: r.CloseReason, roles: packRoles(r.Roles), nilRoles: r.Roles == nil}
 	if canonicalHash(r.TokenHash) {
 		_, _ = hex.Decode(h.hash[:], []byte(r.TokenHash))
 		m.hashed = true
@@ -54,6 +57,7 @@ func (h *held) record(id string) *Record {
 	m := h.meta.Value()
 	r := &Record{
 		ID:          id,
+		Principal:   m.principal,
 		Roles:       unpackRoles(m.roles, m.nilRoles),
 		State:       m.state,
 		CloseReason: m.reason,

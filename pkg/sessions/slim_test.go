@@ -41,7 +41,7 @@ func TestSlimView(t *testing.T) {
 	}
 
 	got, ok := view.Get(id)
-	want := &sessions.Record{ID: id, Roles: live.Roles, State: live.State, TokenHash: live.TokenHash,
+	want := &sessions.Record{ID: id, Principal: live.Principal, Roles: live.Roles, State: live.State, TokenHash: live.TokenHash,
 		Connection: live.Connection, DeliverKey: live.DeliverKey, Revision: got.Revision}
 	if !ok || got.Revision == 0 || !reflect.DeepEqual(got, want) {
 		t.Fatalf("Get: got %+v, want %+v", got, want)
@@ -78,8 +78,8 @@ func TestSlimView(t *testing.T) {
 	cancel := view.Subscribe(func(c sessions.Change) { later <- c })
 	defer cancel()
 	for range 2 {
-		if c := <-later; c.Record.Principal != "" || len(c.Record.Properties()) != 0 {
-			t.Fatalf("replay: got %+v, want slim records", c.Record)
+		if c := <-later; len(c.Record.Properties()) != 0 || (c.ID == id && c.Record.Principal != live.Principal) {
+			t.Fatalf("replay: got %+v, want slim records (with the principal)", c.Record)
 		}
 	}
 	closed := *live
@@ -88,7 +88,7 @@ func TestSlimView(t *testing.T) {
 	for _, ch := range []chan sessions.Change{changes, later} {
 		c := <-ch
 		if c.Record.State != wire.StateClosed || c.Record.Properties()["team"] != "red" ||
-			c.Prev == nil || c.Prev.State != wire.StateActive || c.Prev.Principal != "" {
+			c.Prev == nil || c.Prev.State != wire.StateActive || len(c.Prev.Properties()) != 0 || c.Prev.Principal != live.Principal {
 			t.Fatalf("got change %+v, want ACTIVE (slim) to CLOSED (full)", c)
 		}
 	}

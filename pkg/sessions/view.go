@@ -84,10 +84,10 @@ func KeepGone() Option {
 }
 
 // Slim makes the view keep, per session, only what authenticating a session and
-// delivering to it need: its id, token hash, state, close reason, roles, connection,
-// deliver key and revision. The records Get, Authenticate, Range and Subscribe's
-// replay return are built from that on each call (so they are not shared), and have no
-// properties, principal, times or outbox. Subscribers still receive each change's new
+// delivering to it need: its id, principal, token hash, state, close reason, roles,
+// connection, deliver key and revision. The records Get, Authenticate, Range and
+// Subscribe's replay return are built from that on each call (so they are not
+// shared), and have no properties, times or outbox. Subscribers still receive each change's new
 // record in full (Change.Record), as decoded from the bucket; Change.Prev is slim.
 // A subscriber that needs the full record of every session — the initial ones too —
 // must be given with OnChange, since the replay of a later Subscribe is slim.

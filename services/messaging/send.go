@@ -22,6 +22,7 @@ import (
 // sender is the session a message comes from.
 type sender struct {
 	id          string
+	principal   string
 	deliveryKey string
 	roles       []string
 }
@@ -41,7 +42,7 @@ func (s *Service) caller(c *endpoint.Call) (*sender, error) {
 }
 
 func senderOf(rec *sessions.Record) *sender {
-	return &sender{id: rec.ID, deliveryKey: rec.DeliverKey, roles: rec.Roles}
+	return &sender{id: rec.ID, principal: rec.Principal, deliveryKey: rec.DeliverKey, roles: rec.Roles}
 }
 
 // fanOut is one send or request being delivered: its targets, delivery and span.
@@ -166,13 +167,13 @@ func (s *Service) send(ctx context.Context, from *sender, m *wire.Message) (*wir
 // id the results stream to the sender and request returns at once with the expected
 // count; otherwise it waits for every result and returns them all.
 func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgRequestRequest) (*wire.MsgRequestResponse, error) {
-	if !s.takeSender(from.id) {
-		return nil, wire.Errorf(wire.CodeLimitExceeded, "the session already has %d requests in progress on this instance, the limit; wait for one to end", s.cfg.MaxSenderRequests)
+	if err := s.takeSender(from); err != nil {
+		return nil, err
 	}
 	streaming := false
 	defer func() {
 		if !streaming {
-			s.releaseSender(from.id)
+			s.releaseSender(from)
 		}
 	}()
 	ctx, fo, err := s.prepare(ctx, "request", from, &req.Message)
@@ -209,7 +210,7 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 	streaming = true
 	go func() {
 		defer func() { <-s.streams }()
-		defer s.releaseSender(from.id)
+		defer s.releaseSender(from)
 		defer s.wg.Done()
 		defer fo.span.End()
 		s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, st.result, 0, asked)
@@ -218,24 +219,32 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 	return &wire.MsgRequestResponse{Expected: expected}, nil
 }
 
-// takeSender counts a request of session id in progress, unless it has
-// MaxSenderRequests already.
-func (s *Service) takeSender(id string) bool {
+// takeSender counts a request of from in progress, unless its session has
+// MaxSenderRequests already or the sessions of its principal MaxPrincipalRequests
+// (limit_exceeded).
+func (s *Service) takeSender(from *sender) error {
 	s.sendersMu.Lock()
 	defer s.sendersMu.Unlock()
-	if s.senders[id] >= s.cfg.MaxSenderRequests {
-		return false
+	if s.senders[from.id] >= s.cfg.MaxSenderRequests {
+		return wire.Errorf(wire.CodeLimitExceeded, "the session already has %d requests in progress on this instance, the limit; wait for one to end", s.cfg.MaxSenderRequests)
 	}
-	s.senders[id]++
-	return true
+	if s.principals[from.principal] >= s.cfg.MaxPrincipalRequests {
+		return wire.Errorf(wire.CodeLimitExceeded, "the sessions of the principal already have %d requests in progress on this instance, the limit; wait for one to end", s.cfg.MaxPrincipalRequests)
+	}
+	s.senders[from.id]++
+	s.principals[from.principal]++
+	return nil
 }
 
-// releaseSender ends a request of session id counted by takeSender.
-func (s *Service) releaseSender(id string) {
+// releaseSender ends a request of from counted by takeSender.
+func (s *Service) releaseSender(from *sender) {
 	s.sendersMu.Lock()
 	defer s.sendersMu.Unlock()
-	if s.senders[id]--; s.senders[id] <= 0 {
-		delete(s.senders, id)
+	if s.senders[from.id]--; s.senders[from.id] <= 0 {
+		delete(s.senders, from.id)
+	}
+	if s.principals[from.principal]--; s.principals[from.principal] <= 0 {
+		delete(s.principals, from.principal)
 	}
 }
 

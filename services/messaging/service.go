@@ -54,6 +54,13 @@ type Config struct {
 	// asking receivers that never answer held them all, and every other session's
 	// send and request waited. Beyond it the sender gets limit_exceeded.
 	MaxSenderRequests int
+	// MaxPrincipalRequests bounds the requests the sessions of one principal have in
+	// progress on an instance, together, streamed or not (default: half of
+	// MaxConcurrent, which is the endpoint's 256 when zero: DefaultMaxPrincipalRequests).
+	// MaxSenderRequests alone bounded one session, and a principal opening a few
+	// (four at the defaults) held every slot again. Beyond it the sender gets
+	// limit_exceeded. The sessions of every other principal keep the other half.
+	MaxPrincipalRequests int
 	// Sessions, when set, is a view of the sessions bucket the process already runs
 	// (a full view, not Slim) for the service to share: its index subscribes to it
 	// instead of the service watching the bucket itself, which saves decoding every
@@ -69,6 +76,13 @@ const DefaultMaxStreams = 256
 
 // DefaultMaxSenderRequests is the default of Config.MaxSenderRequests.
 const DefaultMaxSenderRequests = 64
+
+// DefaultMaxPrincipalRequests is the default of Config.MaxPrincipalRequests with the
+// endpoint's default handler slots: half of its 256.
+const DefaultMaxPrincipalRequests = defaultSlots / 2
+
+// defaultSlots is the handler slots of the endpoint when Config.MaxConcurrent is zero.
+const defaultSlots = 256
 
 // Authorizer answers permission questions from the current policy (policy.Holder).
 type Authorizer interface {
@@ -115,10 +129,12 @@ type Service struct {
 
 	wg      sync.WaitGroup // streamed requests outliving their handler
 	streams chan struct{}  // a slot per streamed request in progress
-	// senders counts the requests in progress per sending session.
-	sendersMu sync.Mutex
-	senders   map[string]int
-	runOnce   sync.Once
+	// senders and principals count the requests in progress per sending session and
+	// per principal of the sending sessions.
+	sendersMu  sync.Mutex
+	senders    map[string]int
+	principals map[string]int
+	runOnce    sync.Once
 }
 
 // New loads every session from the sessions bucket, follows it, and registers the
@@ -176,6 +192,12 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 	if cfg.MaxSenderRequests <= 0 {
 		cfg.MaxSenderRequests = DefaultMaxSenderRequests
 	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = defaultSlots
+	}
+	if cfg.MaxPrincipalRequests <= 0 {
+		cfg.MaxPrincipalRequests = max(cfg.MaxConcurrent/2, 1)
+	}
 	if limit := int(nc.MaxPayload()); cfg.MaxPayload <= 0 || cfg.MaxPayload > limit {
 		cfg.MaxPayload = limit
 	}
@@ -193,7 +215,7 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, nc: nc, svc: svc, log: svc.Logger(), pol: pol, view: view, ix: ix, streams: make(chan struct{}, cfg.MaxStreams), senders: map[string]int{}}
+	s := &Service{cfg: cfg, nc: nc, svc: svc, log: svc.Logger(), pol: pol, view: view, ix: ix, streams: make(chan struct{}, cfg.MaxStreams), senders: map[string]int{}, principals: map[string]int{}}
 	fail := func(err error) (*Service, error) {
 		s.stopFollowing()
 		_ = svc.Stop(context.Background())

@@ -56,6 +56,10 @@ const (
 	// at a time, and without this bound one session could take all of the
 	// instance's, leaving every other reader limit_exceeded.
 	maxEventWaitersApiece = 16
+	// maxEventWaitersPerPrincipal bounds those of the sessions of one principal
+	// together: every session may read its own events, and a principal opening 256
+	// sessions took all of the instance's again.
+	maxEventWaitersPerPrincipal = maxEventWaiters / 2
 	// eventsIdle is how long an instance keeps following the stream with no read
 	// held (a follower reading in a loop holds one most of the time).
 	eventsIdle = 30 * time.Second
@@ -166,7 +170,7 @@ func (s *Service) events(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 	if err != nil || !noProgress(resp, q) || wait == 0 {
 		return resp, err
 	}
-	if err := s.waiters.hold(&eventWaiter{q: q, caller: me.ID, reply: c.Reply, deadline: time.Now().Add(wait), lastRead: time.Now()}, seen); err != nil {
+	if err := s.waiters.hold(&eventWaiter{q: q, caller: me.ID, principal: me.Principal, reply: c.Reply, deadline: time.Now().Add(wait), lastRead: time.Now()}, seen); err != nil {
 		return nil, err
 	}
 	return nil, endpoint.ErrReplyLater
@@ -280,10 +284,12 @@ type eventWaiter struct {
 	q *eventQuery
 	// caller is the reading session: when it closes, the read ends with
 	// session_closed.
-	caller   string
-	reply    string
-	deadline time.Time
-	lastRead time.Time
+	caller string
+	// principal is the reading session's, whose sessions' reads are bounded together.
+	principal string
+	reply     string
+	deadline  time.Time
+	lastRead  time.Time
 	// due marks a waiter to read again at the next tick: an event it matches was
 	// stored, but the read did not see it yet.
 	due bool
@@ -302,14 +308,16 @@ type eventWaiters struct {
 	mu      sync.Mutex
 	held    map[*eventWaiter]struct{}
 	callers map[string]int // held reads per reading session
-	fresh   []storedRef    // stored since the last pass
-	lastSeq uint64         // of the last event the follower saw
-	wake    chan struct{}
-	requery time.Duration // eventsRequery; tests may change it
+	// principals counts the held reads per principal of the reading sessions.
+	principals map[string]int
+	fresh      []storedRef // stored since the last pass
+	lastSeq    uint64      // of the last event the follower saw
+	wake       chan struct{}
+	requery    time.Duration // eventsRequery; tests may change it
 }
 
 func newEventWaiters() *eventWaiters {
-	return &eventWaiters{held: map[*eventWaiter]struct{}{}, callers: map[string]int{}, wake: make(chan struct{}, 1), requery: eventsRequery}
+	return &eventWaiters{held: map[*eventWaiter]struct{}{}, callers: map[string]int{}, principals: map[string]int{}, wake: make(chan struct{}, 1), requery: eventsRequery}
 }
 
 // seen returns the sequence of the last event the follower saw: a request that
@@ -329,8 +337,12 @@ func (w *eventWaiters) hold(ew *eventWaiter, seen uint64) error {
 	if w.callers[ew.caller] >= maxEventWaitersApiece {
 		return wire.Errorf(wire.CodeLimitExceeded, "this registry instance already holds %d waiting event reads of the session, the limit; retry without wait_ms or later", maxEventWaitersApiece)
 	}
+	if w.principals[ew.principal] >= maxEventWaitersPerPrincipal {
+		return wire.Errorf(wire.CodeLimitExceeded, "this registry instance already holds %d waiting event reads of the sessions of the principal, the limit; retry without wait_ms or later", maxEventWaitersPerPrincipal)
+	}
 	w.held[ew] = struct{}{}
 	w.callers[ew.caller]++
+	w.principals[ew.principal]++
 	ew.due = w.lastSeq > seen
 	w.signal() // the loop starts the follower if it is not running
 	return nil
@@ -341,6 +353,9 @@ func (w *eventWaiters) drop(ew *eventWaiter) {
 	delete(w.held, ew)
 	if w.callers[ew.caller]--; w.callers[ew.caller] <= 0 {
 		delete(w.callers, ew.caller)
+	}
+	if w.principals[ew.principal]--; w.principals[ew.principal] <= 0 {
+		delete(w.principals, ew.principal)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,5 +84,73 @@ func TestUnlockThatFailsKeepsTheLockTracked(t *testing.T) {
 	case <-l.Lost():
 	default:
 		t.Error("the lock whose release failed was not reported lost when its session closed")
+	}
+}
+
+// TestReleaseForgetsOnlyTheLockItReleased: Session.Release forgot whatever lock of
+// the name the session tracked when its answer came, so a grant of the name made
+// after the release (a new token) and handled before the release's answer was
+// forgotten too: its Lost never closed when the session did.
+func TestReleaseForgetsOnlyTheLockItReleased(t *testing.T) {
+	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Services = []string{"auth", "registry"} }))
+	// A lock service that grants with a new token every time and answers a release
+	// when the test lets it.
+	svc, err := p.Server().ConnectService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	var token atomic.Uint64
+	if _, err := svc.QueueSubscribe(wire.SubjectLockAcquire, "q", func(m *nats.Msg) {
+		data, _ := json.Marshal(wire.LockAcquireResponse{Lock: &wire.Lock{Name: "jobs/1", Mode: wire.LockExclusive, Scope: wire.ScopeSession, Token: token.Add(1)}})
+		_ = m.Respond(data)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	releases := make(chan *nats.Msg, 1)
+	if _, err := svc.QueueSubscribe(wire.SubjectLockRelease, "q", func(m *nats.Msg) { releases <- m }); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, p.ClientURL(), client.Options{})
+	ctx := ctxT(t)
+	first, err := s.TryLock(ctx, "jobs/1", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan error, 1)
+	go func() {
+		_, err := s.Release(ctx, "jobs/1", 0)
+		released <- err
+	}()
+	var m *nats.Msg
+	select {
+	case m = <-releases:
+	case <-ctx.Done():
+		t.Fatal("the release never reached the lock service")
+	}
+	second, err := s.TryLock(ctx, "jobs/1", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Token() == first.Token() {
+		t.Fatalf("the second grant has the first's token %d", first.Token())
+	}
+	data, _ := json.Marshal(wire.LockReleaseResponse{Lock: &wire.Lock{Name: "jobs/1", Mode: wire.LockExclusive, Scope: wire.ScopeSession, Token: first.Token()}})
+	if err := m.Respond(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, "release", released); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-second.Lost():
+	default:
+		t.Error("the lock granted after the release was not reported lost when its session closed")
 	}
 }

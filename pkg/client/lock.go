@@ -389,13 +389,18 @@ func (s *Session) Release(ctx context.Context, name string, token uint64) (wire.
 	if err := s.do(ctx, wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: name, Token: token}, &resp); err != nil {
 		return wire.Lock{}, err
 	}
-	s.mu.Lock()
-	delete(s.locks, name)
-	s.mu.Unlock()
-	if resp.Lock == nil {
-		return wire.Lock{Name: name, Token: token}, nil
+	released := wire.Lock{Name: name, Token: token}
+	if resp.Lock != nil {
+		released = *resp.Lock
 	}
-	return *resp.Lock, nil
+	// Only the hold released: a grant of the name made after the release (a new
+	// token) may have been tracked before this answer came.
+	s.mu.Lock()
+	if l, ok := s.locks[name]; ok && (released.Token == 0 || l.info.Token == released.Token) {
+		delete(s.locks, name)
+	}
+	s.mu.Unlock()
+	return released, nil
 }
 
 // Info returns the grant: name, mode, scope, session, token and when it was granted.

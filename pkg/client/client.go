@@ -337,6 +337,15 @@ func (c *Client) add(s *Session) bool {
 // connection.
 var errClosedConn = &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS closed"}
 
+// subscribeError is the error of a subscription NATS refused: on a closed
+// connection it matches ErrUnavailable, as a call's does.
+func subscribeError(subject string, err error) error {
+	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) {
+		return fmt.Errorf("client: subscribe %s: %w: %w", subject, errClosedConn, err)
+	}
+	return fmt.Errorf("client: subscribe %s: %w", subject, err)
+}
+
 func (c *Client) remove(s *Session) {
 	c.mu.Lock()
 	delete(c.sessions, s)

@@ -154,3 +154,30 @@ func TestReleaseForgetsOnlyTheLockItReleased(t *testing.T) {
 		t.Error("the lock granted after the release was not reported lost when its session closed")
 	}
 }
+
+// TestHandleOnAClosedConnectionIsUnavailable: once Client.Close has returned, a
+// call on a session taken with Attach fails with ErrUnavailable (Client.Close's
+// doc). Handle on one already bound here failed with nats' bare "connection
+// closed", which matches no SDK error.
+func TestHandleOnAClosedConnectionIsUnavailable(t *testing.T) {
+	p := rostertest.Start(t)
+	opener := open(t, p.ClientURL(), client.Options{})
+	c, err := client.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	attached, err := c.Attach(ctxT(t), opener.ID(), opener.Token(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handleInto(t, attached, "jobs/run") // binds the session here
+	if err := c.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := attached.Handle("jobs/other", func(context.Context, *client.Message) ([]byte, error) { return nil, nil }); !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("Handle after Client.Close: got %v, want ErrUnavailable", err)
+	}
+	if _, err := attached.RequestStream(ctxT(t), client.ToSession(opener.ID()), "jobs/run", nil, 0, func(wire.MsgResult) {}); !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("RequestStream after Client.Close: got %v, want ErrUnavailable", err)
+	}
+}

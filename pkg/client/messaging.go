@@ -248,9 +248,10 @@ func (s *Session) RequestStream(ctx context.Context, to Target, path string, pay
 		}
 		req.StreamID = nuid.Next()
 		var err error
-		if sub, err = s.c.nc.SubscribeSync(wire.ResultSubject(s.c.key, s.ID(), req.StreamID)); err != nil {
+		subject := wire.ResultSubject(s.c.key, s.ID(), req.StreamID)
+		if sub, err = s.c.nc.SubscribeSync(subject); err != nil {
 			sub = nil
-			return fmt.Errorf("client: subscribe to results: %w", err)
+			return subscribeError(subject, err)
 		}
 		return s.doOther(ctx, wire.SubjectMsgRequest, req, &resp)
 	})
@@ -436,7 +437,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	})
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("client: subscribe %s: %w", subject, err)
+		return nil, subscribeError(subject, err)
 	}
 	// Flushed, the subscription is in place when Handle returns; while the
 	// connection is away it is sent when the connection comes back.

@@ -241,7 +241,10 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 
 // Close closes every session opened on c, then the connection, and returns once
 // the sessions' background work has stopped. Sessions taken with Attach were opened
-// elsewhere: they are left open on the server, and only stop being served here.
+// elsewhere: they are left open on the server, and only stop being served here;
+// their Lock calls still waiting fail with ErrUnavailable, and their requests are
+// withdrawn (while ctx allows) before the connection closes, so that the session
+// is never granted a lock nobody here could release. Locks they hold stay held.
 // Calling Close again returns nil; any other call on c, or on a session taken
 // with Attach, fails with ErrUnavailable once it has returned.
 func (c *Client) Close(ctx context.Context) error {
@@ -260,6 +263,14 @@ func (c *Client) Close(ctx context.Context) error {
 		}
 		if err := s.Close(ctx); err != nil && !errors.Is(err, ErrSessionClosed) {
 			errs = append(errs, err)
+		}
+	}
+	// An attached session stays open on the server: its lock requests must be
+	// withdrawn while the connection lives, or one granted later is held by the
+	// session with nobody to use or release it.
+	for _, s := range open {
+		if s.attached {
+			s.withdrawLeftovers(ctx)
 		}
 	}
 	c.nc.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -180,4 +181,56 @@ func TestHandleOnAClosedConnectionIsUnavailable(t *testing.T) {
 	if _, err := attached.RequestStream(ctxT(t), client.ToSession(opener.ID()), "jobs/run", nil, 0, func(wire.MsgResult) {}); !errors.Is(err, client.ErrUnavailable) {
 		t.Errorf("RequestStream after Client.Close: got %v, want ErrUnavailable", err)
 	}
+}
+
+// TestClientCloseWithdrawsAnAttachedSessionsLockWait: Client.Close leaves a session
+// taken with Attach open on the server, and ends the Lock calls waiting on it. Their
+// request was withdrawn by a goroutine that raced the connection's close, and lost:
+// the request stayed queued, and once the lock was free the still-open session was
+// granted it, with nobody to use or release it.
+func TestClientCloseWithdrawsAnAttachedSessionsLockWait(t *testing.T) {
+	p := rostertest.Start(t)
+	opener := open(t, p.ClientURL(), client.Options{})
+	holder := open(t, p.ClientURL(), client.Options{})
+	ctx := ctxT(t)
+	held, err := holder.Lock(ctx, "jobs/wanted", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	attached, err := c.Attach(ctx, opener.ID(), opener.Token(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() {
+		_, err := attached.Lock(context.Background(), "jobs/wanted", client.LockOptions{})
+		waitErr <- err
+	}()
+	waitFor(t, func() error { return waiters(ctx, holder, "jobs/wanted", 1) })
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, "the Lock call", waitErr); !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("the Lock call waiting when Client.Close ran: got %v, want ErrUnavailable", err)
+	}
+	if err := waiters(ctx, holder, "jobs/wanted", 0); err != nil {
+		t.Errorf("once Client.Close returned: %v", err)
+	}
+	if err := held.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other := open(t, p.ClientURL(), client.Options{})
+	waitFor(t, func() error {
+		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		l, err := other.TryLock(tctx, "jobs/wanted", client.LockOptions{})
+		if err != nil {
+			return fmt.Errorf("the lock its holder released: %w", err)
+		}
+		return l.Unlock(tctx)
+	})
 }

@@ -72,6 +72,14 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 	}
 	key := keyOf(name, opts)
 	s.mu.Lock()
+	select {
+	case <-s.stopHB:
+		// No longer served here (closed, or its Client closed): no request starts
+		// that Client.Close would not wait for (lockWork).
+		s.mu.Unlock()
+		return nil, s.goneErr()
+	default:
+	}
 	w := s.waits[key]
 	if w == nil {
 		// The request runs in the first call's trace (ctx's values), and until
@@ -82,6 +90,7 @@ func (s *Session) Lock(ctx context.Context, name string, opts LockOptions) (*Loc
 			s.waits = map[lockKey]*lockWait{}
 		}
 		s.waits[key] = w
+		s.lockWork.Add(1)
 		go s.runWait(wctx, key, w)
 	}
 	w.callers++
@@ -173,8 +182,10 @@ func (s *Session) goneErr() error {
 // runWait runs the request the Lock calls of key share until it is answered for
 // good, or the last call gives up (ctx ends), and hands the answer to the calls
 // waiting then. A grant that came as the last call gave up is withdrawn: nobody
-// would use or release it.
+// would use or release it. It counts in s.lockWork until its withdrawal, if any,
+// is answered.
 func (s *Session) runWait(ctx context.Context, key lockKey, w *lockWait) {
+	defer s.lockWork.Done()
 	defer w.cancel()
 	opts := LockOptions{Mode: key.mode, Scope: key.scope}
 	reqID := nuid.Next()
@@ -197,7 +208,7 @@ func (s *Session) runWait(ctx context.Context, key lockKey, w *lockWait) {
 	s.mu.Unlock()
 	if abandoned {
 		if err == nil {
-			s.withdraw(ctx, key.name, reqID, opts)
+			s.withdraw(ctx, key.name, reqID, opts, true)
 		}
 		close(w.done)
 	}
@@ -220,7 +231,7 @@ func (s *Session) request(ctx context.Context, name string, opts LockOptions, re
 		case err == nil:
 			return info, nil
 		case ctx.Err() != nil:
-			s.withdraw(ctx, name, *reqID, opts)
+			s.withdraw(ctx, name, *reqID, opts, true)
 			return wire.Lock{}, err
 		case unanswered:
 			continue // no answer within the bound (ctx lives on): ask again, same request id
@@ -235,7 +246,7 @@ func (s *Session) request(ctx context.Context, name string, opts LockOptions, re
 				case <-ctx.Done():
 				}
 			}
-			s.withdraw(ctx, name, *reqID, opts)
+			s.withdraw(ctx, name, *reqID, opts, true)
 			return wire.Lock{}, err
 		case errors.Is(err, ErrStaleRequest):
 			// The request's place was lost (its waiter expired while we could not
@@ -281,7 +292,7 @@ func (s *Session) TryLock(ctx context.Context, name string, opts LockOptions) (*
 	info, err := s.acquire(ctx, name, opts, 0, reqID)
 	if err != nil {
 		if ctx.Err() != nil || errors.Is(err, ErrUnavailable) {
-			s.withdraw(ctx, name, reqID, opts)
+			s.withdraw(ctx, name, reqID, opts, false)
 		}
 		return nil, err
 	}
@@ -304,12 +315,19 @@ func (s *Session) acquire(ctx context.Context, name string, opts LockOptions, wa
 // withdraw abandons an acquire the caller gave up on, waiting for the lock service's
 // answer no longer than withdrawWait: the caller's deadline has passed already, and
 // a service slow to answer must not hold it seconds more. The withdrawal goes on in
-// the background, in the caller's trace (ctx's values, not its end).
-func (s *Session) withdraw(ctx context.Context, name, reqID string, opts LockOptions) {
+// the background, in the caller's trace (ctx's values, not its end), counted in
+// s.lockWork when counted is set (only by a caller counted there already: runWait).
+func (s *Session) withdraw(ctx context.Context, name, reqID string, opts LockOptions, counted bool) {
 	ctx = context.WithoutCancel(ctx)
 	done := make(chan struct{})
+	if counted {
+		s.lockWork.Add(1)
+	}
 	go func() {
 		defer close(done)
+		if counted {
+			defer s.lockWork.Done()
+		}
 		s.abandon(ctx, name, reqID, opts)
 	}()
 	t := time.NewTimer(withdrawWait)
@@ -357,7 +375,7 @@ func (s *Session) abandonLater(name, reqID string, opts LockOptions) {
 }
 
 // abandonPending withdraws the requests given up while the server could not be told.
-func (s *Session) abandonPending() {
+func (s *Session) abandonPending(ctx context.Context) {
 	s.mu.Lock()
 	pending := s.abandoned
 	s.abandoned = nil
@@ -366,7 +384,29 @@ func (s *Session) abandonPending() {
 		return
 	}
 	for _, a := range pending {
-		s.abandon(context.Background(), a.name, a.reqID, a.opts)
+		s.abandon(ctx, a.name, a.reqID, a.opts)
+	}
+}
+
+// withdrawLeftovers withdraws, before Client.Close closes the connection, the lock
+// requests a session taken with Attach leaves behind: that session stays open on
+// the server, and a request left waiting there would be granted to it with nobody
+// to use or release the lock. The Lock calls have given up (finish); this waits,
+// while ctx allows, for their requests to be withdrawn, then withdraws those given
+// up while the lock service could not be told.
+func (s *Session) withdrawLeftovers(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		s.lockWork.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return
+	}
+	if s.c.nc.IsConnected() {
+		s.abandonPending(ctx)
 	}
 }
 

@@ -109,6 +109,9 @@ type Session struct {
 	hbDone    chan struct{}
 	closeOnce sync.Once
 	closing   atomic.Bool // Close is under way
+	// lockWork counts the Lock calls' shared requests (runWait) until each, if
+	// withdrawn, has its withdrawal answered; none starts once stopHB is closed.
+	lockWork sync.WaitGroup
 }
 
 // errNoSession answers a reply that should carry a session and does not.
@@ -464,12 +467,12 @@ func (s *Session) setClosed(reason wire.CloseReason, cause error) {
 // finish stops the heartbeat and releases the client.
 func (s *Session) finish() {
 	s.closeOnce.Do(func() {
-		close(s.stopHB)
-		s.c.remove(s)
 		s.mu.Lock()
+		close(s.stopHB) // under s.mu, where Lock starts a request (lockWork)
 		subs := s.handlers
 		s.handlers = nil
 		s.mu.Unlock()
+		s.c.remove(s)
 		for sub, cancel := range subs {
 			_ = sub.Unsubscribe()
 			cancel()
@@ -543,7 +546,7 @@ func (s *Session) bindHere(ctx context.Context) error {
 		}
 		s.elsewhere.Store(false)
 		s.transition(StateActive, nil)
-		s.abandonPending()
+		s.abandonPending(context.Background())
 	case errors.Is(err, ErrSessionClosed), errors.Is(err, ErrSessionNotFound), errors.Is(err, ErrInvalidToken):
 		s.setClosed(reasonOr(reasonFrom(err), wire.ClosedFailed), err)
 	}
@@ -587,7 +590,7 @@ func (s *Session) heartbeats() {
 			continue
 		}
 		if err == nil {
-			s.abandonPending() // lock requests given up while the lock service was away
+			s.abandonPending(context.Background()) // lock requests given up while the lock service was away
 		}
 		if err != nil && !errors.Is(err, ErrSessionClosed) {
 			s.c.log.Debug("roster: keepalive failed", "session", s.id, "err", err)

@@ -2,11 +2,15 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/roster"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -109,4 +113,87 @@ func TestTakenOverSessionTellsItsOpener(t *testing.T) {
 	got := handleInto(t, opener, "jobs/run")
 	sender := open(t, p.ClientURL(), client.Options{})
 	sendAndReceive(t, sender, opener.ID(), got, "back")
+}
+
+// TestGrantAfterTheSessionMovedIsLost: a connection-scoped grant whose answer the
+// opener handles after the registry told it that another client took the session
+// over was released with the move; the notice found nothing to mark lost, and the
+// grant was then tracked with its Lost open for as long as the session lived.
+func TestGrantAfterTheSessionMovedIsLost(t *testing.T) {
+	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Services = []string{"auth", "registry"} }))
+	// A lock service that grants what it is asked, with the scope asked, and
+	// holds its answer to "jobs/late" until the test lets it go.
+	svc, err := p.Server().ConnectService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	late := make(chan *nats.Msg, 1)
+	grant := func(m *nats.Msg, req *wire.LockAcquireRequest, token uint64) {
+		data, _ := json.Marshal(wire.LockAcquireResponse{Lock: &wire.Lock{Name: req.Name, Mode: wire.LockExclusive, Scope: req.Scope, Token: token}})
+		_ = m.Respond(data)
+	}
+	if _, err := svc.QueueSubscribe(wire.SubjectLockAcquire, "q", func(m *nats.Msg) {
+		var req wire.LockAcquireRequest
+		_ = json.Unmarshal(m.Data, &req)
+		if req.Name == "jobs/late" {
+			late <- m
+			return
+		}
+		grant(m, &req, 1)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	opener := open(t, p.ClientURL(), client.Options{})
+	ctx := ctxT(t)
+	// A lock held when the session moves: its Lost tells the notice was handled.
+	before, err := opener.TryLock(ctx, "jobs/before", client.LockOptions{Scope: wire.ScopeConnection})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		l   *client.Lock
+		err error
+	}
+	granted := make(chan result, 1)
+	go func() {
+		l, err := opener.TryLock(ctx, "jobs/late", client.LockOptions{Scope: wire.ScopeConnection})
+		granted <- result{l, err}
+	}()
+	var m *nats.Msg
+	select {
+	case m = <-late:
+	case <-ctx.Done():
+		t.Fatal("the acquire never reached the lock service")
+	}
+	attached := attachElsewhere(t, p.ClientURL(), opener)
+	if _, err := attached.Handle("jobs/run", func(context.Context, *client.Message) ([]byte, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-before.Lost():
+	case <-ctx.Done():
+		t.Fatal("the opener was not told that the session moved")
+	}
+	grant(m, &wire.LockAcquireRequest{Name: "jobs/late", Scope: wire.ScopeConnection}, 2)
+	var r result
+	select {
+	case r = <-granted:
+	case <-ctx.Done():
+		t.Fatal("TryLock did not return")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	select {
+	case <-r.l.Lost():
+		if err := r.l.Err(); !errors.Is(err, client.ErrLockLost) || !errors.Is(err, client.ErrUnavailable) {
+			t.Errorf("the late grant's error: %v, want lock_lost and unavailable", err)
+		}
+	default:
+		t.Error("a connection-scoped grant handled after the session moved away is not reported lost")
+	}
 }

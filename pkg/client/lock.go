@@ -532,8 +532,11 @@ func (s *Session) trackLockLocked(info wire.Lock) *Lock {
 	}
 	l := &Lock{s: s, info: info, lost: make(chan struct{})}
 	// A grant whose reply is handled after the session closed, or after the
-	// connection it was taken on was lost (connection scope), missed loseLocks:
-	// tracked, its Lost would never close. The server released it already.
+	// connection it was taken on was lost or the session moved to another
+	// client's connection (connection scope), missed loseLocks: tracked, its Lost
+	// would never close. The server released it already. (A session bound
+	// elsewhere is granted no connection-scoped lock from here: one handled then
+	// was made before the move.)
 	switch {
 	case s.state == StateClosed:
 		l.lostErr = fmt.Errorf("%w: %w", ErrLockLost, s.closedErr())
@@ -541,6 +544,10 @@ func (s *Session) trackLockLocked(info wire.Lock) *Lock {
 		return l
 	case s.state == StateRecovering && info.Scope == wire.ScopeConnection:
 		l.lostErr = fmt.Errorf("%w: %w", ErrLockLost, errConnectionLost)
+		close(l.lost)
+		return l
+	case s.elsewhere.Load() && info.Scope == wire.ScopeConnection:
+		l.lostErr = fmt.Errorf("%w: %w", ErrLockLost, errSessionMoved)
 		close(l.lost)
 		return l
 	}

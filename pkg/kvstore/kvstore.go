@@ -164,16 +164,18 @@ var ErrConflict = errors.New("kvstore: the key changed concurrently")
 type WriteOption func(*writeOptions)
 
 type writeOptions struct {
-	ttl    time.Duration
-	delete bool
+	ttl   time.Duration
+	purge bool
 }
 
 // WithTTL gives the written value a per-key TTL (the bucket needs LimitMarkerTTL).
 // kv.Update would drop a key's TTL: a TTL kept across updates needs this write.
 func WithTTL(ttl time.Duration) WriteOption { return func(o *writeOptions) { o.ttl = ttl } }
 
-// AsDelete writes a delete marker instead of a value.
-func AsDelete() WriteOption { return func(o *writeOptions) { o.delete = true } }
+// AsPurge writes a purge marker instead of a value. With WithTTL the marker expires
+// and the key is gone without a trace: the server places no marker of its own when
+// a purge marker expires, as it does for an expiring value or delete marker.
+func AsPurge() WriteOption { return func(o *writeOptions) { o.purge = true } }
 
 // CompareAndSet writes value to key in bucket if the key is still at revision rev (0:
 // the key has no value), and returns the new revision; ErrConflict when another write
@@ -185,8 +187,9 @@ func CompareAndSet(ctx context.Context, js jetstream.JetStream, bucket, key stri
 		opt(&o)
 	}
 	m := &nats.Msg{Subject: "$KV." + bucket + "." + key, Header: nats.Header{}, Data: value}
-	if o.delete {
-		m.Header.Set("KV-Operation", "DEL")
+	if o.purge {
+		m.Header.Set("KV-Operation", "PURGE")
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 		m.Data = nil
 	}
 	popts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(rev)}

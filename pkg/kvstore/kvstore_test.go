@@ -3,6 +3,7 @@ package kvstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -116,10 +117,58 @@ func TestCompareAndSet(t *testing.T) {
 	if err != nil || string(e.Value) != "two" || e.Header.Get("Nats-TTL") == "" {
 		t.Fatalf("got %+v, %v; want two with its TTL", e, err)
 	}
-	if _, err := kvstore.CompareAndSet(ctx, js, "c", "k", next, nil, kvstore.AsDelete()); err != nil {
+	gone, err := kvstore.CompareAndSet(ctx, js, "c", "k", next, nil, kvstore.AsPurge())
+	if err != nil {
 		t.Fatal(err)
 	}
 	if e, err = kvstore.ReadLast(ctx, js.Conn(), "c", "k"); err != nil || !e.Deleted {
-		t.Fatalf("after a delete: got %+v, %v", e, err)
+		t.Fatalf("after a purge: got %+v, %v", e, err)
+	}
+	if _, err := kvstore.CompareAndSet(ctx, js, "c", "k", 0, []byte("again")); !errors.Is(err, kvstore.ErrConflict) {
+		t.Fatalf("create over a purge marker: got %v, want ErrConflict", err)
+	}
+	if _, err := kvstore.CompareAndSet(ctx, js, "c", "k", gone, []byte("three")); err != nil {
+		t.Fatalf("write after the marker's revision: %v", err)
+	}
+}
+
+// TestPurgeMarkerWithTTLLeavesNothing: a purge marker written with a TTL expires and
+// the key is gone from the stream — the server places no marker of its own for it —
+// so that a bucket of short-lived keys does not grow with every key ever written;
+// the key can then be created again as new.
+func TestPurgeMarkerWithTTLLeavesNothing(t *testing.T) {
+	s := natstest.Start(t)
+	js := s.JetStream(t)
+	ctx := context.Background()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "p", History: 1, LimitMarkerTTL: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kvstore.CompareAndSet(ctx, js, "p", "k", 0, []byte("v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kvstore.CompareAndSet(ctx, js, "p", "k", rev, nil, kvstore.AsPurge(), kvstore.WithTTL(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, "KV_p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs != 0 {
+			return fmt.Errorf("the stream holds %d messages, want none once the marker expired", info.State.Msgs)
+		}
+		return nil
+	})
+	if _, err := kvstore.ReadLast(ctx, js.Conn(), "p", "k"); !errors.Is(err, kvstore.ErrNotFound) {
+		t.Fatalf("after the marker expired: got %v, want ErrNotFound", err)
+	}
+	again, err := kvstore.CompareAndSet(ctx, js, "p", "k", 0, []byte("again"))
+	if err != nil || again <= rev {
+		t.Fatalf("create after the marker expired: got %d, %v; want a revision above %d", again, err, rev)
 	}
 }

@@ -31,7 +31,8 @@
 // KV bucket roster_locks (services account), key = base64url(name), value = JSON
 // record {name, holders[], waiters[], done[]}, done being the request ids answered
 // for good in the last two minutes; a lock with neither holders nor waiters is
-// deleted once those have expired. Every change
+// deleted once those have expired, by a purge marker that itself expires a minute
+// later (GoneTTL), so the bucket never grows with the names ever locked. Every change
 // is a compare-and-set on the key's revision, so any instance can serve any request
 // and an instance can die at any moment without breaking safety. The fencing token
 // of a grant is the revision of the write that granted it: stream sequences only

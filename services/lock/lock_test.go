@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/seed-3c836eab/roster/pkg/kvstore"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/schematest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -467,6 +468,52 @@ func TestFreeLockRecordDeletedWhenItsIDsExpire(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestDeletedLockRecordLeavesNothingBehind: the marker that deletes a free lock's
+// record expires, so that neither the bucket nor an instance's cache grows with
+// every lock name ever used (names like orders/<uuid> would otherwise leak one
+// marker and one cache entry each, for good); the name can be locked again after,
+// with a later fencing token.
+func TestDeletedLockRecordLeavesNothingBehind(t *testing.T) {
+	e := newEnv(t)
+	var offset atomic.Int64
+	in := e.startLock(t, Config{goneTTL: time.Second, Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }})
+	a := e.open(t, "admin", 0)
+	first, err := a.acquire(ctx10(t), &wire.LockAcquireRequest{Name: "orders/1", RequestID: "r1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.mustRelease(t, "orders/1")
+	offset.Store(int64(doneRetention*time.Millisecond + time.Second))
+	select {
+	case in.wake <- struct{}{}:
+	default:
+	}
+	key := KeyFor("orders/1")
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		last, err := kvstore.ReadLast(ctx10(t), e.srv.ServiceConn(t), Bucket, key)
+		switch {
+		case errors.Is(err, kvstore.ErrNotFound):
+			return nil
+		case err != nil:
+			return err
+		case last.Deleted:
+			return fmt.Errorf("the record's delete marker (revision %d) is still in the bucket", last.Revision)
+		default:
+			return fmt.Errorf("the record (revision %d) is still in the bucket", last.Revision)
+		}
+	})
+	// The cache drops a deleted key at its next change once the marker has expired.
+	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "orders/2"})
+	a.mustRelease(t, "orders/2")
+	if e, ok := in.st.cached(key); ok {
+		t.Fatalf("the instance still caches the deleted key, at revision %d", e.rev)
+	}
+	again := a.mustAcquire(t, &wire.LockAcquireRequest{Name: "orders/1"})
+	if again.Token <= first.Token {
+		t.Fatalf("locked again: token %d, want above %d", again.Token, first.Token)
+	}
 }
 
 // TestHugeWaitWaits: a wait_ms so large that the end of the wait does not fit in

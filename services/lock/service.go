@@ -114,6 +114,9 @@ type Config struct {
 	// write of a batch with the service's context, which ends when Run has drained
 	// the endpoint, and the write's own: a test holds a write in flight with it.
 	beforeWrite func(stopping, write context.Context, name string)
+	// goneTTL, when set (tests only), replaces GoneTTL: how long the purge marker
+	// of a deleted record lives, and a deleted key stays in the cache.
+	goneTTL time.Duration
 }
 
 // WithDefaults returns c with its zero fields set to their defaults, as New sets
@@ -219,6 +222,9 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 		cfg.MaxRecordBytes = int(nc.MaxPayload()) - recordHeadroom
 	}
 	st.maxBytes = cfg.MaxRecordBytes
+	if cfg.goneTTL > 0 {
+		st.goneTTL = cfg.goneTTL
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	writes, abortWrites := context.WithCancel(context.Background())
 	s := &Service{

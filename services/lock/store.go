@@ -37,11 +37,11 @@ type entry struct {
 
 // store reads and writes lock records. Every write is a compare-and-set on the
 // key's last revision (the stream's Nats-Expected-Last-Subject-Sequence), as
-// kv.Update does; a lock left without holders and waiters is deleted by a KV delete
-// marker written the same way, so that the bucket holds only live locks. Writes go
-// through the stream API rather than kv.Update/kv.Delete because a conditional
-// delete there does not return the marker's revision, which the next
-// compare-and-set needs.
+// kv.Update does; a lock left without holders and waiters is deleted by a purge
+// marker written the same way, which expires after GoneTTL, so that the bucket holds
+// only live locks and never grows with the names ever locked. Writes go through the
+// stream API rather than kv.Update/kv.Delete because a conditional delete there
+// does not return the marker's revision, which the next compare-and-set needs.
 //
 // A cache, kept by one watch of the whole bucket, supplies the revision to expect,
 // so that an uncontended change costs one round trip; a conflict re-reads the key.
@@ -57,10 +57,30 @@ type store struct {
 
 	mu    sync.RWMutex
 	cache map[string]entry
+	// gone lists the deleted keys in the cache in the order they were learned. A
+	// deleted key is cached only for goneTTL, as long as its purge marker lives: the
+	// marker's revision saves the next write of the name a failed compare-and-set,
+	// and once the marker has expired the key has no revision at all. Without the
+	// eviction the cache would grow with every lock name ever used.
+	gone    []goneKey
+	goneTTL time.Duration
 
 	// maxBytes bounds an encoded record (Config.MaxRecordBytes; 0: no bound).
 	maxBytes int
 }
+
+// goneKey is a deleted key of the cache, learned at at.
+type goneKey struct {
+	key string
+	rev uint64
+	at  time.Time
+}
+
+// GoneTTL is how long the purge marker of a deleted lock record lives. The record
+// itself is deleted only once the request ids it remembers have expired (two
+// minutes), so the marker needs to live only long enough to give the next write of
+// the name its revision from a cache; then the key is gone from the bucket.
+const GoneTTL = time.Minute
 
 // recordHeadroom is what a write needs beside the record: its subject and the
 // compare-and-set headers.
@@ -90,6 +110,9 @@ func BucketConfig(replicas int) jetstream.KeyValueConfig {
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(replicas, 1),
+		// Enables per-message TTLs, which the purge markers of deleted records
+		// carry (GoneTTL).
+		LimitMarkerTTL: GoneTTL,
 	}
 }
 
@@ -102,7 +125,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int) (*stor
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
-	return &store{js: js, kv: kv, rd: rd, prefix: "$KV." + Bucket + ".", cache: map[string]entry{}}, nil
+	return &store{js: js, kv: kv, rd: rd, prefix: "$KV." + Bucket + ".", cache: map[string]entry{}, goneTTL: GoneTTL}, nil
 }
 
 func decodeRecord(data []byte, rev uint64) (*record, error) {
@@ -136,7 +159,8 @@ func (s *store) read(ctx context.Context, key string) (entry, error) {
 	return e, nil
 }
 
-// write stores rec (or deletes the key when rec is empty) if the key's revision is
+// write stores rec (or deletes the key when rec is empty, with a purge marker that
+// expires after goneTTL) if the key's revision is
 // still prev, and returns the new revision. errConflict when it is not, and
 // errRecordTooLarge, writing nothing, when rec would be over maxBytes and larger
 // than was, the record at prev (a write that shrinks a record already over the
@@ -145,7 +169,7 @@ func (s *store) write(ctx context.Context, key string, rec *record, prev uint64,
 	var data []byte
 	var opts []kvstore.WriteOption
 	if rec.empty() {
-		opts = append(opts, kvstore.AsDelete())
+		opts = append(opts, kvstore.AsPurge(), kvstore.WithTTL(s.goneTTL))
 	} else {
 		var err error
 		if data, err = json.Marshal(rec); err != nil {
@@ -181,12 +205,35 @@ func (s *store) remember(key string, e entry) {
 		s.mu.Unlock()
 		return
 	}
-	// A deleted key keeps the marker's revision for the next compare-and-set.
+	// A deleted key keeps the marker's revision for the next compare-and-set, as
+	// long as the marker lives.
 	s.cache[key] = e
+	now := time.Now()
+	if e.rec == nil {
+		s.gone = append(s.gone, goneKey{key: key, rev: e.rev, at: now})
+	}
+	s.evictGoneLocked(now)
 	s.mu.Unlock()
 	if s.changed != nil {
 		s.changed(key, e)
 	}
+}
+
+// evictGoneLocked drops from the cache the deleted keys learned more than goneTTL
+// ago, unless written again since.
+func (s *store) evictGoneLocked(now time.Time) {
+	n := 0
+	for _, g := range s.gone {
+		if now.Sub(g.at) < s.goneTTL {
+			break
+		}
+		if e, ok := s.cache[g.key]; ok && e.rec == nil && e.rev == g.rev {
+			delete(s.cache, g.key)
+		}
+		n++
+	}
+	clear(s.gone[:n])
+	s.gone = s.gone[n:]
 }
 
 // snapshot returns the live records in the cache.

@@ -3,6 +3,7 @@ package registry
 import (
 	"container/heap"
 	"context"
+	"encoding/json"
 	"errors"
 	"maps"
 	"slices"
@@ -339,10 +340,59 @@ func (s *Service) list(ctx context.Context, c *endpoint.Call, req *wire.SessionL
 		page = page[:limit]
 		resp.Next = page[limit-1].ID
 	}
+	// The page is one reply, which the server refuses past its max_payload: it
+	// stops before the session that would take it there (always holding one, which
+	// the record size limit lets fit), and the next page goes on from there.
+	budget, size := s.listPageBytes(), 0
 	for _, r := range page {
-		resp.Sessions = append(resp.Sessions, r.Public())
+		pub := r.Public()
+		n := sessionSizeBound(r)
+		if size+n > budget {
+			data, err := json.Marshal(pub)
+			if err != nil {
+				return nil, err
+			}
+			n = len(data) + 1 // and its comma
+		}
+		if len(resp.Sessions) > 0 && size+n > budget {
+			resp.Next = resp.Sessions[len(resp.Sessions)-1].ID
+			break
+		}
+		size += n
+		resp.Sessions = append(resp.Sessions, pub)
 	}
 	return resp, nil
+}
+
+// listReplyHeadroom is what a list reply needs beside its sessions: the total, next
+// and the JSON around them.
+const listReplyHeadroom = 1 << 10
+
+// listPageBytes bounds the encoded sessions of one list reply: the server's
+// max_payload, less the reply's other fields.
+func (s *Service) listPageBytes() int {
+	mp := s.nc.MaxPayload()
+	if mp <= 0 {
+		mp = 1 << 20 // NATS's default
+	}
+	return int(mp) - listReplyHeadroom
+}
+
+// sessionSizeBound is an upper bound of the size of rec's public view in JSON, cheap
+// to compute: JSON writes no byte of a string as more than six ("\u003c"), and the
+// rest — member names, times, numbers — takes less than 512 bytes.
+func sessionSizeBound(rec *sessions.Record) int {
+	n := len(rec.ID) + len(rec.Principal)
+	for _, r := range rec.Roles {
+		n += len(r) + 3
+	}
+	for k, v := range rec.Fixed {
+		n += len(k) + len(v) + 6
+	}
+	for k, v := range rec.User {
+		n += len(k) + len(v) + 6
+	}
+	return 512 + 6*n
 }
 
 // byIDDesc is a max-heap of records by id.

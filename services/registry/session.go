@@ -278,11 +278,13 @@ func selector(expr string, includeClosed bool) (func(*sessions.Record) bool, err
 	}, nil
 }
 
-// matching returns the open records of the in-memory view matching expr.
-func (s *Service) matching(expr string) ([]*sessions.Record, error) {
+// matching returns the open records of the in-memory view matching expr, and the
+// match itself: a change by filter checks it again on the record it writes, which may
+// be newer than the view's copy and no longer match.
+func (s *Service) matching(expr string) ([]*sessions.Record, func(*sessions.Record) bool, error) {
 	match, err := selector(expr, false)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []*sessions.Record
 	s.track.rangeRecords(func(r *sessions.Record) {
@@ -290,7 +292,12 @@ func (s *Service) matching(expr string) ([]*sessions.Record, error) {
 			out = append(out, r)
 		}
 	})
-	return out, nil
+	// The check runs on the record a write is about to change, and a record caches
+	// its properties when first asked: matched as it is, it would keep those from
+	// before the change, and the instance would hold the written record with them.
+	// A copy is matched instead.
+	recheck := func(r *sessions.Record) bool { return match(r.Clone()) }
+	return out, recheck, nil
 }
 
 // list returns a page of the sessions matching a filter (VIEW_SESSION). It reads the
@@ -552,9 +559,16 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		if !s.pol.Allowed(me.Roles, policy.ModifySession, "") {
 			return nil, wire.Errorf(wire.CodeForbidden, "updating other sessions needs %s", policy.ModifySession)
 		}
-		recs, err := s.matching(req.Filter)
+		recs, match, err := s.matching(req.Filter)
 		if err != nil {
 			return nil, err
+		}
+		// The view's copy matched; the record written must match too.
+		matchingChange := func(rec *sessions.Record) (bool, error) {
+			if !match(rec) {
+				return false, nil
+			}
+			return change(rec)
 		}
 		// All or none as far as the limits go: a session the change would take over a
 		// limit refuses the request before anything is written. A session that a
@@ -566,7 +580,7 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		}
 		n := 0
 		for _, r := range recs {
-			_, changed, err := s.updateOne(ctx, r.ID, nil, nil, change)
+			_, changed, err := s.updateOne(ctx, r.ID, nil, nil, matchingChange)
 			if errors.Is(err, wire.ErrLimitExceeded) {
 				continue
 			}
@@ -764,7 +778,7 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 		if !s.pol.Allowed(me.Roles, policy.ModifySession, "") {
 			return nil, wire.Errorf(wire.CodeForbidden, "closing other sessions needs %s", policy.ModifySession)
 		}
-		recs, err := s.matching(req.Filter)
+		recs, match, err := s.matching(req.Filter)
 		if err != nil {
 			return nil, err
 		}
@@ -774,10 +788,13 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 			if r.ID == me.ID {
 				reason = wire.ClosedByClient
 			}
-			err := s.closeSession(ctx, r.ID, nil, nil, reason)
+			// The view's copy matched; the record closed must match too.
+			closed, err := s.closeIf(ctx, r.ID, nil, nil, func(cur *sessions.Record) (wire.CloseReason, bool) { return reason, match(cur) })
 			switch {
 			case err == nil:
-				n++
+				if closed {
+					n++
+				}
 			case errors.Is(err, wire.ErrSessionClosed), errors.Is(err, wire.ErrSessionNotFound):
 			default:
 				return nil, err
@@ -801,13 +818,15 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 // carries the same message id, so it is stored once. A session already closed is
 // session_closed.
 func (s *Service) closeSession(ctx context.Context, id string, first *sessions.Record, check func(*sessions.Record) error, reason wire.CloseReason) error {
-	return s.closeIf(ctx, id, first, check, func(*sessions.Record) (wire.CloseReason, bool) { return reason, true })
+	_, err := s.closeIf(ctx, id, first, check, func(*sessions.Record) (wire.CloseReason, bool) { return reason, true })
+	return err
 }
 
 // closeIf is closeSession with the decision taken again on the current record before
 // each attempt: decide returns the reason, or false to write nothing (the expiry uses
-// it to honour activity that arrived meanwhile).
-func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record, check func(*sessions.Record) error, decide func(*sessions.Record) (wire.CloseReason, bool)) error {
+// it to honour activity that arrived meanwhile, a close by filter to leave a session
+// that no longer matches). closed reports whether this call closed the session.
+func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record, check func(*sessions.Record) error, decide func(*sessions.Record) (wire.CloseReason, bool)) (closed bool, err error) {
 	rec, changed, err := s.modify(ctx, id, first, check, wire.EventClosed, func(r *sessions.Record) (bool, error) {
 		reason, ok := decide(r)
 		if !ok {
@@ -824,7 +843,7 @@ func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record
 		s.metrics.sessionClosed(ctx, rec)
 		s.tellClosed(ctx, rec)
 	}
-	return err
+	return err == nil && changed, err
 }
 
 // tombstoneExpired writes the CLOSED tombstone of a session whose record the KV TTL

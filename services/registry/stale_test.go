@@ -103,3 +103,86 @@ func TestOwnWritesFromAStaleCopy(t *testing.T) {
 		}
 	})
 }
+
+// Update and close by filter select sessions from the instance's copy of the
+// records, then write each with a compare-and-set on a fresh read. A session whose
+// properties changed meanwhile so that it no longer matches the filter must be left
+// alone: the change or close was asked for the sessions matching the filter, not
+// for those that matched a moment before.
+func TestChangesByFilterRecheckTheFilter(t *testing.T) {
+	e := newEnv(t, Config{})
+	nc := e.srv.ClientConn(t)
+	adm := admin(t, nc)
+	var moved [2]*client
+	for i := range moved {
+		moved[i], _ = open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"team": "x"}})
+	}
+	stays, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"team": "x"}})
+	leave := func(c *client) {
+		e.setStale(t, c.id, func() {
+			if err := c.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Set: map[string]string{"team": "y"}}, nil); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+
+	leave(moved[0])
+	var upd wire.SessionUpdateResponse
+	if err := adm.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Filter: `team is "x"`, Set: map[string]string{"seen": "1"}}, &upd); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.record(t, moved[0].id).User; got["seen"] != "" {
+		t.Errorf("update by filter team is \"x\" changed a session of team %q: %v", got["team"], got)
+	}
+	for _, c := range []*client{moved[1], stays} {
+		if got := e.record(t, c.id).User; got["seen"] != "1" {
+			t.Errorf("update by filter left a matching session unchanged: %v", got)
+		}
+	}
+	if upd.Updated != 2 {
+		t.Errorf("got updated %d, want 2", upd.Updated)
+	}
+
+	leave(moved[1])
+	var cl wire.SessionCloseResponse
+	if err := adm.call(wire.SubjectSessionClose, &wire.SessionCloseRequest{Filter: `team is "x"`}, &cl); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range moved {
+		if r := e.record(t, c.id); r.Closed() {
+			t.Errorf("close by filter team is \"x\" closed a session of team %q", r.User["team"])
+		}
+	}
+	if r := e.record(t, stays.id); !r.Closed() {
+		t.Errorf("close by filter left a matching session open")
+	}
+	if cl.Closed != 1 {
+		t.Errorf("got closed %d, want 1", cl.Closed)
+	}
+}
+
+// TestFilterOnWhatAnUpdateByFilterSet: the sessions an update by filter changed are
+// selected by what it set at once, by the instance that wrote them. The filter's
+// check on the record being written once cached that record's properties before the
+// change, and the instance kept the record with its old properties: a close by
+// filter on the new value missed the sessions.
+func TestFilterOnWhatAnUpdateByFilterSet(t *testing.T) {
+	e := newEnv(t, Config{})
+	nc := e.srv.ClientConn(t)
+	adm := admin(t, nc)
+	for range 2 {
+		open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"Department": "Payroll"}})
+	}
+	var upd wire.SessionUpdateResponse
+	if err := adm.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Filter: `Department is "Payroll"`, Set: map[string]string{"Status": "Closing"}}, &upd); err != nil || upd.Updated != 2 {
+		t.Fatalf("update by filter: %v, updated %d, want 2", err, upd.Updated)
+	}
+	var page wire.SessionListResponse
+	if err := adm.call(wire.SubjectSessionList, &wire.SessionListRequest{Filter: `Status is "Closing"`}, &page); err != nil || page.Total != 2 {
+		t.Fatalf("list by the value set: %v, total %d, want 2", err, page.Total)
+	}
+	var cl wire.SessionCloseResponse
+	if err := adm.call(wire.SubjectSessionClose, &wire.SessionCloseRequest{Filter: `Status is "Closing"`}, &cl); err != nil || cl.Closed != 2 {
+		t.Fatalf("close by the value set: %v, closed %d, want 2", err, cl.Closed)
+	}
+}

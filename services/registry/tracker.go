@@ -894,7 +894,7 @@ func (t *tracker) expire(ctx context.Context, id string) {
 	// a new leader is there rather than after a long request timeout.
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	err := t.s.closeIf(sctx, id, nil, nil, func(r *sessions.Record) (wire.CloseReason, bool) {
+	_, err := t.s.closeIf(sctx, id, nil, nil, func(r *sessions.Record) (wire.CloseReason, bool) {
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		at, reason := t.deadlineLocked(r)

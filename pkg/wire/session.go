@@ -175,6 +175,11 @@ type SessionListRequest struct {
 	IncludeClosed bool `json:"include_closed,omitempty"`
 }
 
+// Validate checks the form of the cursor: empty, or the id of the last session of
+// the previous page. Any other string would still name a place in the id order, and
+// a cursor the client mangled would end the listing early without a word.
+func (r *SessionListRequest) Validate() error { return checkSessionID("after", r.After) }
+
 // SessionListResponse is one page of a list.
 type SessionListResponse struct {
 	Sessions []*Session `json:"sessions"`

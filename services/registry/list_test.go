@@ -1,10 +1,13 @@
 package registry
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/seed-3c836eab/roster/pkg/schematest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -60,5 +63,29 @@ func TestListPagesFitAReply(t *testing.T) {
 		if !got[id] {
 			t.Fatalf("session %s was not listed", id)
 		}
+	}
+}
+
+// TestListRefusesACursorThatIsNoID: after is the id of the last session of the
+// previous page. Any other string was taken as a place in the id order, so a cursor
+// the client mangled (cut, trimmed, re-encoded) gave a short or empty last page and
+// the client took the listing for complete; the schema accepted it too.
+func TestListRefusesACursorThatIsNoID(t *testing.T) {
+	e := newEnv(t, Config{})
+	nc := e.srv.ClientConn(t)
+	adm := admin(t, nc)
+	for _, body := range []string{`{"after":"zzz"}`, `{"after":"` + adm.id[:21] + `"}`, `{"after":"` + adm.id + ` "}`, `{"after":"0000000000000000000-00"}`} {
+		if err := schematest.Check("session.list.request", []byte(body)); err == nil {
+			t.Errorf("the schema accepts %s", body)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := wire.CallRaw(ctx, nc, wire.SubjectSessionList, adm.header(), []byte(body))
+		cancel()
+		wantCode(t, err, wire.CodeBadRequest)
+	}
+	// The first page (no cursor, or an empty one) and a real cursor are fine.
+	for _, body := range []string{`{}`, `{"after":""}`, `{"after":"` + adm.id + `"}`, `{"after":"0000000000000000000000"}`} {
+		schematest.Validate(t, "session.list.request", []byte(body))
+		rawCall(t, adm, wire.SubjectSessionList, []byte(body))
 	}
 }

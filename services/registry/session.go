@@ -797,7 +797,8 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 				}
 			case errors.Is(err, wire.ErrSessionClosed), errors.Is(err, wire.ErrSessionNotFound):
 			default:
-				return nil, err
+				// Those closed before stay closed: say how many, as update does.
+				return nil, prefixError(err, "after closing "+strconv.Itoa(n)+" of "+strconv.Itoa(len(recs))+" sessions: ", "")
 			}
 		}
 		return &wire.SessionCloseResponse{Closed: n}, nil

@@ -1,0 +1,60 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// TestChangesByFilterReportWhatTheyDidBeforeAFailure: a write that fails part-way
+// through an update or close by filter ends the request with the storage's error,
+// and the sessions written before it stay written; the error must say how many, or
+// the client cannot tell a request that did nothing from one that did most of its
+// work. One matching session's record is made too large for the bucket to take
+// (its stream's max_msg_size), so that its write alone fails.
+func TestChangesByFilterReportWhatTheyDidBeforeAFailure(t *testing.T) {
+	e := newEnv(t, Config{})
+	nc := e.srv.ClientConn(t)
+	adm := admin(t, nc)
+	const small = 4
+	for range small {
+		open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"team": "x"}})
+	}
+	open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"team": "x", "big": strings.Repeat("b", 4000)}})
+	stream, err := e.js.Stream(context.Background(), "KV_"+sessions.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.MaxMsgSize = 4000
+	if _, err := e.js.UpdateStream(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	count := func(ok func(*sessions.Record) bool) int {
+		n := 0
+		e.reg.track.rangeRecords(func(r *sessions.Record) {
+			if r.User["team"] == "x" && ok(r) {
+				n++
+			}
+		})
+		return n
+	}
+
+	err = adm.call(wire.SubjectSessionUpdate, &wire.SessionUpdateRequest{Filter: `team is "x"`, Set: map[string]string{"seen": "1"}}, nil)
+	wantCode(t, err, wire.CodeUnavailable)
+	done := count(func(r *sessions.Record) bool { return r.User["seen"] == "1" })
+	if want := fmt.Sprintf("after updating %d of %d sessions", done, small+1); !strings.Contains(err.Error(), want) {
+		t.Errorf("update by filter: got %v, want it to say %q", err, want)
+	}
+
+	err = adm.call(wire.SubjectSessionClose, &wire.SessionCloseRequest{Filter: `team is "x"`}, nil)
+	wantCode(t, err, wire.CodeUnavailable)
+	done = count((*sessions.Record).Closed)
+	if want := fmt.Sprintf("after closing %d of %d sessions", done, small+1); !strings.Contains(err.Error(), want) {
+		t.Errorf("close by filter: got %v, want it to say %q", err, want)
+	}
+}

@@ -103,7 +103,8 @@ type Config struct {
 	EventsMaxAge time.Duration
 	// Limits bound principals and sessions.
 	Limits Limits
-	// ListLimit is the default page size of list (100); MaxListLimit its maximum (1000).
+	// ListLimit is the default page size of list (100); MaxListLimit its maximum
+	// (1000), which the default may not pass.
 	ListLimit    int
 	MaxListLimit int
 	// Now returns the time; nil means time.Now. Tests may replace it.
@@ -206,6 +207,11 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 	cfg.setDefaults()
 	if cfg.DefaultTimeout < cfg.MinTimeout || cfg.DefaultTimeout > cfg.MaxTimeout {
 		return nil, fmt.Errorf("registry: the default session timeout %v is outside the bounds [%v, %v]", cfg.DefaultTimeout, cfg.MinTimeout, cfg.MaxTimeout)
+	}
+	// A default page larger than the largest a client may ask for would answer a
+	// request that names no limit with a page it could not have asked for.
+	if cfg.ListLimit > cfg.MaxListLimit {
+		return nil, fmt.Errorf("registry: the default list page %d is above the largest, %d", cfg.ListLimit, cfg.MaxListLimit)
 	}
 	if cfg.EventsMaxAge < MinEventsMaxAge {
 		return nil, fmt.Errorf("registry: events max age %v is below %v, the events stream's duplicate window", cfg.EventsMaxAge, MinEventsMaxAge)

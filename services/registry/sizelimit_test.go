@@ -93,10 +93,12 @@ func TestNewRefusesLimitsItCannotKeep(t *testing.T) {
 	srv := natstest.Start(t)
 	nc := srv.ServiceConn(t)
 	for name, cfg := range map[string]Config{
-		"default above the max":                  {DefaultTimeout: 2 * time.Hour, MaxTimeout: time.Hour},
-		"default below the min":                  {DefaultTimeout: time.Second, MinTimeout: 5 * time.Second},
-		"record past a write":                    {Limits: Limits{RecordSize: int(nc.MaxPayload())}},
-		"events kept below the duplicate window": {EventsMaxAge: MinEventsMaxAge - time.Second},
+		"default above the max":                     {DefaultTimeout: 2 * time.Hour, MaxTimeout: time.Hour},
+		"default below the min":                     {DefaultTimeout: time.Second, MinTimeout: 5 * time.Second},
+		"record past a write":                       {Limits: Limits{RecordSize: int(nc.MaxPayload())}},
+		"events kept below the duplicate window":    {EventsMaxAge: MinEventsMaxAge - time.Second},
+		"default list page above the max":           {ListLimit: 200, MaxListLimit: 100},
+		"default list page above the max's default": {ListLimit: 2000},
 	} {
 		if _, err := New(nc, cfg, testPolicy(), noop.NewTracerProvider(), slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("%s: New accepted %+v", name, cfg)

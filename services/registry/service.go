@@ -50,6 +50,10 @@ type Limits struct {
 	RecordSize int
 }
 
+// listPageMax is the largest limit a list request may name (the maximum of
+// schemas/session.list.request.json).
+const listPageMax = 1000
+
 // Config configures the service. Zero fields take the defaults named.
 type Config struct {
 	// MaxConcurrent bounds the requests handled at once (0: the endpoint default).
@@ -104,7 +108,7 @@ type Config struct {
 	// Limits bound principals and sessions.
 	Limits Limits
 	// ListLimit is the default page size of list (100); MaxListLimit its maximum
-	// (1000), which the default may not pass.
+	// (1000, also the most it may be: the schema's), which the default may not pass.
 	ListLimit    int
 	MaxListLimit int
 	// Now returns the time; nil means time.Now. Tests may replace it.
@@ -167,7 +171,7 @@ func (c *Config) setDefaults() {
 	defInt(&c.Limits.ValueLength, 4096)
 	defInt(&c.Limits.RecordSize, 64<<10)
 	defInt(&c.ListLimit, 100)
-	defInt(&c.MaxListLimit, 1000)
+	defInt(&c.MaxListLimit, listPageMax)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -212,6 +216,11 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 	// request that names no limit with a page it could not have asked for.
 	if cfg.ListLimit > cfg.MaxListLimit {
 		return nil, fmt.Errorf("registry: the default list page %d is above the largest, %d", cfg.ListLimit, cfg.MaxListLimit)
+	}
+	// The schema of a list request allows no larger limit: a client following it
+	// could never ask for more.
+	if cfg.MaxListLimit > listPageMax {
+		return nil, fmt.Errorf("registry: the largest list page %d is above %d, the largest a list request may name", cfg.MaxListLimit, listPageMax)
 	}
 	if cfg.EventsMaxAge < MinEventsMaxAge {
 		return nil, fmt.Errorf("registry: events max age %v is below %v, the events stream's duplicate window", cfg.EventsMaxAge, MinEventsMaxAge)

@@ -99,6 +99,7 @@ func TestNewRefusesLimitsItCannotKeep(t *testing.T) {
 		"events kept below the duplicate window":    {EventsMaxAge: MinEventsMaxAge - time.Second},
 		"default list page above the max":           {ListLimit: 200, MaxListLimit: 100},
 		"default list page above the max's default": {ListLimit: 2000},
+		"max list page above the schema's":          {MaxListLimit: listPageMax + 1},
 	} {
 		if _, err := New(nc, cfg, testPolicy(), noop.NewTracerProvider(), slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("%s: New accepted %+v", name, cfg)

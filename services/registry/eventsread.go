@@ -170,6 +170,9 @@ func (s *Service) events(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 	if err != nil || !noProgress(resp, q) || wait == 0 {
 		return resp, err
 	}
+	if s.cfg.beforeHold != nil {
+		s.cfg.beforeHold()
+	}
 	if err := s.waiters.hold(&eventWaiter{q: q, caller: me.ID, principal: me.Principal, reply: c.Reply, deadline: time.Now().Add(wait), lastRead: time.Now()}, seen); err != nil {
 		return nil, err
 	}
@@ -314,10 +317,18 @@ type eventWaiters struct {
 	lastSeq    uint64      // of the last event the follower saw
 	wake       chan struct{}
 	requery    time.Duration // eventsRequery; tests may change it
+	stopped    bool          // the loop that answers held reads has ended
 }
 
 func newEventWaiters() *eventWaiters {
 	return &eventWaiters{held: map[*eventWaiter]struct{}{}, callers: map[string]int{}, principals: map[string]int{}, wake: make(chan struct{}, 1), requery: eventsRequery}
+}
+
+// stop makes hold refuse every later read: nothing would answer it.
+func (w *eventWaiters) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
 }
 
 // seen returns the sequence of the last event the follower saw: a request that
@@ -331,6 +342,9 @@ func (w *eventWaiters) seen() uint64 {
 func (w *eventWaiters) hold(ew *eventWaiter, seen uint64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.stopped {
+		return wire.Errorf(wire.CodeUnavailable, "this registry instance is stopping; retry")
+	}
 	if len(w.held) >= maxEventWaiters {
 		return wire.Errorf(wire.CodeLimitExceeded, "this registry instance already holds %d waiting event reads; retry without wait_ms or later", maxEventWaiters)
 	}
@@ -422,6 +436,7 @@ func (s *Service) eventsLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			s.waiters.stop()
 			s.answerWaiters(true)
 			return
 		case <-s.waiters.wake:

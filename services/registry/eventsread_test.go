@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/schematest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -406,4 +408,51 @@ func TestEventsStorageLostIsUnavailable(t *testing.T) {
 	if !errors.Is(err, wire.ErrUnavailable) {
 		t.Fatalf("got %v, want unavailable", err)
 	}
+}
+
+// TestEventReadHeldWhileStoppingIsAnswered: a read that waits, taken before the
+// instance began to stop and held while it drains, is answered (an empty page: the
+// reader asks again, perhaps another instance) instead of left to its own timeout.
+func TestEventReadHeldWhileStoppingIsAnswered(t *testing.T) {
+	srv := startServer(t)
+	startAuth(t, srv)
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	in := startRegistry(t, srv, Config{beforeHold: func() {
+		once.Do(func() { close(reached) })
+		<-release
+	}})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the instance's stop, should the test fail
+	nc := srv.ClientConn(t)
+	c, _ := open(t, nc, nil)
+	answered := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		var resp wire.SessionEventsResponse
+		answered <- wire.Call(ctx, nc, wire.SubjectSessionEvents, c.header(), &wire.SessionEventsRequest{SessionID: c.id, StartSeq: 1 << 40, WaitMS: 15000}, &resp)
+	}()
+	<-reached
+	stopped := make(chan struct{})
+	go func() { in.stop(); close(stopped) }()
+	// The endpoint no longer takes requests once the stop has begun.
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		_, err := nc.RequestMsg(&nats.Msg{Subject: wire.SubjectSessionGet, Header: c.header(), Data: []byte("{}")}, 5*time.Second)
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("get while stopping: %v, want no responders", err)
+		}
+		return nil
+	})
+	free()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("the held read: %v, want an empty page", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read held while the instance stopped was never answered")
+	}
+	<-stopped
 }

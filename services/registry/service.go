@@ -99,6 +99,9 @@ type Config struct {
 	// docs/architecture.md, "Lost connections nobody reported".
 	ConnCheckInterval time.Duration
 	ServerGoneAfter   time.Duration
+	// beforeHold, when set (tests only), is called by an events read about to be
+	// held, in its handler.
+	beforeHold func()
 	// connzPage is the page size of a server's connection listing (connzPage; tests
 	// shrink it).
 	connzPage int
@@ -290,10 +293,15 @@ func (s *Service) run(ctx context.Context) error {
 	defer cancel()
 	trackErr := make(chan error, 1)
 	go func() { trackErr <- s.track.run(tctx) }()
+	// The events loop answers the reads held by requests, and runs until the
+	// endpoint has stopped: a read taken before the stop may still be held while the
+	// endpoint drains.
+	ectx, ecancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer ecancel()
 	eventsDone := make(chan struct{})
 	go func() {
 		defer close(eventsDone)
-		s.eventsLoop(tctx)
+		s.eventsLoop(ectx)
 	}()
 	var err error
 	select {
@@ -308,6 +316,7 @@ func (s *Service) run(ctx context.Context) error {
 	s.waitEvents(stopCtx)
 	stopCancel()
 	cancel()
+	ecancel()
 	<-eventsDone
 	_ = s.metrics.reg.Unregister()
 	if trackErr != nil {

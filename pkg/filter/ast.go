@@ -4,8 +4,9 @@ import "strings"
 
 // node is a node of a parsed filter.
 type node interface {
-	// print appends the canonical text of the node to b.
-	print(b *strings.Builder)
+	// print appends the canonical text of the node to b; with hide, every value
+	// compared with a property is written as ? (Filter.Redacted).
+	print(b *strings.Builder, hide bool)
 }
 
 // allNode matches every session.
@@ -38,81 +39,92 @@ type hasNode struct{ key string }
 // rolesNode is "hasRoles [roles]".
 type rolesNode struct{ roles []string }
 
-func (allNode) print(b *strings.Builder) { b.WriteString("all") }
+func (allNode) print(b *strings.Builder, _ bool) { b.WriteString("all") }
 
-func (n notNode) print(b *strings.Builder) {
+func (n notNode) print(b *strings.Builder, hide bool) {
 	b.WriteString("not ")
-	printOperand(b, n.x)
+	printOperand(b, n.x, hide)
 }
 
-func (n andNode) print(b *strings.Builder) {
+func (n andNode) print(b *strings.Builder, hide bool) {
 	for i, x := range n.xs {
 		if i > 0 {
 			b.WriteString(" and ")
 		}
-		printOperand(b, x)
+		printOperand(b, x, hide)
 	}
 }
 
-func (n orNode) print(b *strings.Builder) {
+func (n orNode) print(b *strings.Builder, hide bool) {
 	for i, x := range n.xs {
 		if i > 0 {
 			b.WriteString(" or ")
 		}
-		printOperand(b, x)
+		printOperand(b, x, hide)
 	}
 }
 
-func (n cmpNode) print(b *strings.Builder) {
+func (n cmpNode) print(b *strings.Builder, hide bool) {
 	b.WriteString(n.key)
 	if n.ne {
 		b.WriteString(" ne ")
 	} else {
 		b.WriteString(" is ")
 	}
-	quote(b, n.value)
+	printValue(b, n.value, hide)
 }
 
-func (n inNode) print(b *strings.Builder) {
+func (n inNode) print(b *strings.Builder, hide bool) {
 	b.WriteString(n.key)
 	b.WriteString(" in ")
-	printList(b, n.values)
+	printList(b, n.values, hide)
 }
 
-func (n hasNode) print(b *strings.Builder) {
+func (n hasNode) print(b *strings.Builder, _ bool) {
 	b.WriteString("has ")
 	b.WriteString(n.key)
 }
 
-func (n rolesNode) print(b *strings.Builder) {
+// print writes the roles even with hide: they are the policy's names, not values
+// of a session's properties.
+func (n rolesNode) print(b *strings.Builder, _ bool) {
 	b.WriteString("hasRoles ")
-	printList(b, n.roles)
+	printList(b, n.roles, false)
 }
 
 // printOperand prints x as the operand of "not", "and" or "or",
 // parenthesising it when it is itself an "and" or an "or" so that the output
 // never depends on precedence.
-func printOperand(b *strings.Builder, x node) {
+func printOperand(b *strings.Builder, x node, hide bool) {
 	switch x.(type) {
 	case andNode, orNode:
 		b.WriteByte('(')
-		x.print(b)
+		x.print(b, hide)
 		b.WriteByte(')')
 	default:
-		x.print(b)
+		x.print(b, hide)
 	}
 }
 
 // printList prints values as a bracketed, comma-separated list.
-func printList(b *strings.Builder, values []string) {
+func printList(b *strings.Builder, values []string, hide bool) {
 	b.WriteByte('[')
 	for i, v := range values {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		quote(b, v)
+		printValue(b, v, hide)
 	}
 	b.WriteByte(']')
+}
+
+// printValue writes s quoted, or ? with hide.
+func printValue(b *strings.Builder, s string, hide bool) {
+	if hide {
+		b.WriteByte('?')
+		return
+	}
+	quote(b, s)
 }
 
 // quote writes s as a double-quoted filter string.

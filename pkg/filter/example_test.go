@@ -69,3 +69,12 @@ func ExampleFilter_Plan() {
 	// [{Key:$Country Values:[UK] Role:false} {Key:$Roles Values:[trader] Role:true}]
 	// [{Key:$Country Values:[FR] Role:false} {Key:$Roles Values:[trader] Role:true}]
 }
+
+func ExampleFilter_Redacted() {
+	f, err := filter.Compile(`(Email is "alice@example.com" or $Country in 'UK' 'FR') and hasRoles ["trader"] and has Desk`)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(f.Redacted())
+	// Output: (Email is ? or $Country in [?, ?]) and hasRoles ["trader"] and has Desk
+}

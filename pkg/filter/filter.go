@@ -95,7 +95,21 @@ func (f *Filter) Canonical() string {
 		return f.text
 	}
 	var b strings.Builder
-	f.root.print(&b)
+	f.root.print(&b, false)
+	return b.String()
+}
+
+// Redacted returns the canonical form with every value compared with a property
+// written as ?: the filter's keys, operators and roles without the values it looks
+// for, which may be anything a session keeps in a property (a name, an e-mail
+// address). It is what may go where the filter's sender is not the only reader, as
+// traces. A CompileCEL filter, whose values are not told apart, is ?.
+func (f *Filter) Redacted() string {
+	if f.root == nil {
+		return "?"
+	}
+	var b strings.Builder
+	f.root.print(&b, true)
 	return b.String()
 }
 

@@ -280,6 +280,36 @@ func TestCanonical(t *testing.T) {
 	}
 }
 
+// TestRedacted: the redacted form is the canonical one with every value a property
+// is compared with written as ?, roles kept; a CEL filter is ? whole.
+func TestRedacted(t *testing.T) {
+	tests := []struct{ expr, want string }{
+		{`a IS 'secret' AND NOT (b EQ "y" OR c NE "z")`, `a is ? and not (b is ? or c ne ?)`},
+		{`$Country in 'UK' 'DE'`, `$Country in [?, ?]`},
+		{`HasRoles {'a"b'} and has k`, `hasRoles ["a\"b"] and has k`},
+		{`$Roles eq '"admin"'`, `$Roles is ?`},
+		{`all`, `all`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.expr, func(t *testing.T) {
+			f, err := Compile(tt.expr)
+			if err != nil {
+				t.Fatalf("Compile(%q): got error %v, want nil", tt.expr, err)
+			}
+			if got := f.Redacted(); got != tt.want {
+				t.Errorf("Redacted(): got %s, want %s", got, tt.want)
+			}
+		})
+	}
+	f, err := CompileCEL(`props["a"] == "secret"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Redacted(); got != "?" {
+		t.Errorf("Redacted() of a CEL filter: got %s, want ?", got)
+	}
+}
+
 func TestCompileCached(t *testing.T) {
 	const expr = `cached is "yes"`
 	a, err := Compile(expr)

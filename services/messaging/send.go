@@ -109,7 +109,9 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 			return fail(err)
 		}
 		span.SetAttributes(
-			attribute.String("roster.filter", m.Filter),
+			// Its shape only: the values it looks for are those of sessions'
+			// properties, which are not the trace's to keep.
+			attribute.String("roster.filter", f.Redacted()),
 			attribute.Int("roster.candidates", candidates),
 			attribute.Bool("roster.index_used", indexUsed),
 		)

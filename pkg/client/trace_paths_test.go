@@ -1,0 +1,290 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// TestTraceFollowsTheOtherCalls: the calls TestTraceFollowsEveryCall leaves out —
+// changes by filter, a gateway's open (on to the auth service), the policy — join
+// the application's trace the same way.
+func TestTraceFollowsTheOtherCalls(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	admin := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	for range 2 {
+		tr.open(t, p.ClientURL(), client.Options{Properties: map[string]string{"Team": "traced"}})
+	}
+	edge := connect(t, p.ClientURL(), client.WithCredentials(client.JWT(signJWT(t, "edge", "gateway"))), client.WithTracerProvider(tr.tp))
+	tests := []struct {
+		name    string
+		subject string
+		call    func(ctx context.Context) error
+		auth    bool // the registry asks the auth service
+	}{
+		{"update by filter", wire.SubjectSessionUpdate, func(ctx context.Context) error {
+			n, err := admin.UpdateSessions(ctx, wire.SessionUpdateRequest{Filter: `Team is "traced"`, Set: map[string]string{"Seen": "yes"}})
+			if err == nil && n != 2 {
+				err = fmt.Errorf("updated %d sessions, want 2", n)
+			}
+			return err
+		}, false},
+		{"gateway open", wire.SubjectSessionOpenGateway, func(ctx context.Context) error {
+			s, err := edge.Open(ctx, client.Options{GatewayType: "web", GatewayID: "edge-1", Credentials: client.Password("alice", "wonderland")})
+			if err == nil {
+				closeSession(t, s)
+			}
+			return err
+		}, true},
+		{"policy get", wire.SubjectPolicyGet, func(ctx context.Context) error {
+			_, _, err := admin.Policy(ctx)
+			return err
+		}, false},
+		{"policy set", wire.SubjectPolicySet, func(ctx context.Context) error {
+			pol, rev, err := admin.Policy(context.Background())
+			if err != nil {
+				return err
+			}
+			_, err = admin.SetPolicy(ctx, pol, rev)
+			return err
+		}, false},
+		{"close by filter", wire.SubjectSessionClose, func(ctx context.Context) error {
+			n, err := admin.CloseSessions(ctx, wire.SessionCloseRequest{Filter: `Team is "traced"`})
+			if err == nil && n != 2 {
+				err = fmt.Errorf("closed %d sessions, want 2", n)
+			}
+			return err
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			root := tr.root(tc.name, func(ctx context.Context) { err = tc.call(ctx) })
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			srv := tr.wantCall(t, root, root.SpanID(), tc.subject)
+			if tc.auth {
+				tr.find(t, root, "auth server span", func(s sdktrace.ReadOnlySpan) bool {
+					return s.Name() == wire.SubjectAuthenticate && s.Parent().SpanID() == srv.SpanContext().SpanID()
+				})
+			}
+		})
+	}
+}
+
+// TestLockGrantedByExpiryJoinsWaitersTrace: a waiter granted because the holder's
+// session expired — no request frees the lock — is answered in its own trace,
+// under its acquire's server span, from the traceparent it left in the record.
+func TestLockGrantedByExpiryJoinsWaitersTrace(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	admin := client.Options{Credentials: client.Password("root", "toor")}
+	waiter := tr.open(t, p.ClientURL(), admin)
+	ctx := ctxT(t)
+	// No heartbeats: the session expires a second after its last call.
+	holder, err := connect(t, p.ClientURL()).Open(ctx, client.Options{Credentials: client.Password("root", "toor"),
+		Timeout: time.Second, HeartbeatInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Lock(ctx, "traced/expiry", client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var lockErr error
+	root := tr.root("wait", func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		_, lockErr = waiter.Lock(ctx, "traced/expiry", client.LockOptions{})
+	})
+	if lockErr != nil {
+		t.Fatalf("waiter: %v", lockErr)
+	}
+	if _, err := waiter.GetSession(ctx, holder.ID()); !errors.Is(err, client.ErrSessionClosed) {
+		t.Fatalf("holder after the grant: got %v, want ErrSessionClosed (expired)", err)
+	}
+	acq := tr.wantCall(t, root, root.SpanID(), wire.SubjectLockAcquire)
+	grant := tr.find(t, root, "answer to the held acquire", func(s sdktrace.ReadOnlySpan) bool {
+		return s.Name() == "lock.acquire reply" && s.Parent().SpanID() == acq.SpanContext().SpanID()
+	})
+	if got := attr(grant, "roster.granted"); got != "true" {
+		t.Errorf("grant: roster.granted %q, want true", got)
+	}
+	if !acq.EndTime().Before(grant.StartTime()) && !acq.EndTime().Equal(grant.StartTime()) {
+		t.Errorf("acquire's server span ended %v, after the answer began %v: want the request held", acq.EndTime(), grant.StartTime())
+	}
+}
+
+// TestTraceReachesEveryDelivery: a send and a request by filter reach every
+// matching receiver once each, each handler's span a consumer span of the
+// sender's trace under the fan-out span.
+func TestTraceReachesEveryDelivery(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	sender := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	const receivers = 5
+	handled := make(chan trace.SpanContext, 4*receivers)
+	ids := map[string]bool{}
+	for range receivers {
+		r := tr.open(t, p.ClientURL(), client.Options{Properties: map[string]string{"Group": "every"}})
+		ids[r.ID()] = true
+		if _, err := r.Handle("*", func(ctx context.Context, m *client.Message) ([]byte, error) {
+			handled <- trace.SpanFromContext(ctx).SpanContext()
+			return nil, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, op := range []string{"send", "request"} {
+		t.Run(op, func(t *testing.T) {
+			var err error
+			root := tr.root(op, func(ctx context.Context) {
+				if op == "send" {
+					_, err = sender.Send(ctx, client.ToFilter(`Group is "every"`), "fan/"+op, nil)
+					return
+				}
+				_, err = sender.Request(ctx, client.ToFilter(`Group is "every"`), "fan/"+op, nil, 5*time.Second)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			subject := map[string]string{"send": wire.SubjectMsgSend, "request": wire.SubjectMsgRequest}[op]
+			srv := tr.wantCall(t, root, root.SpanID(), subject)
+			fan := tr.find(t, root, "fan-out span", func(s sdktrace.ReadOnlySpan) bool {
+				return s.Name() == "msg."+op+" fan-out" && s.Parent().SpanID() == srv.SpanContext().SpanID()
+			})
+			seen := map[string]bool{}
+			for range receivers {
+				var sc trace.SpanContext
+				select {
+				case sc = <-handled:
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%d of %d handlers ran", len(seen), receivers)
+				}
+				if sc.TraceID() != root.TraceID() {
+					t.Fatalf("a handler's context is in trace %s, want the sender's %s", sc.TraceID(), root.TraceID())
+				}
+				c := tr.find(t, root, "consumer span", func(s sdktrace.ReadOnlySpan) bool { return s.SpanContext().SpanID() == sc.SpanID() })
+				if c.SpanKind() != trace.SpanKindConsumer || c.Parent().SpanID() != fan.SpanContext().SpanID() {
+					t.Fatalf("handler's span %q (%s) has parent %s, want a consumer span under the fan-out %s", c.Name(), c.SpanKind(), c.Parent().SpanID(), fan.SpanContext().SpanID())
+				}
+				id := attr(c, "roster.session_id")
+				if !ids[id] || seen[id] {
+					t.Fatalf("consumer span of session %q: want each of the %d receivers once (seen %v)", id, receivers, seen)
+				}
+				seen[id] = true
+			}
+		})
+	}
+}
+
+// TestSpansCarryNoSecrets runs sessions through every kind of credential, a wrong
+// password, a change of principal, property changes and sends, requests, lists and
+// closes by filters naming property values, and connections the auth callout
+// admits and refuses: no span of the SDK or of any service carries a password, a
+// bearer token, a session token or a property value, in its name, attributes,
+// events or status.
+func TestSpansCarryNoSecrets(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	const (
+		wrongPassword = "not-the-password-3141"
+		email         = "alice.private@example.com"
+		salary        = "salary-value-271828"
+	)
+	bearer := signJWT(t, "root", "admin")
+	secrets := map[string]string{
+		"alice's password": "wonderland", "root's password": "toor", "a wrong password": wrongPassword,
+		"a bearer token": bearer, "a property value": email, "a value set later": salary,
+	}
+	var err error
+	tr.root("secrets", func(ctx context.Context) {
+		// A connection the callout admits with a password, and one it refuses.
+		c := connect(t, p.ClientURL(), client.WithCredentials(client.Password("alice", "wonderland")), client.WithTracerProvider(tr.tp))
+		if bad, err := client.Connect(p.ClientURL(), client.WithCredentials(client.Password("alice", wrongPassword))); err == nil {
+			_ = bad.Close(ctx)
+			t.Error("a connection with a wrong password was admitted")
+		}
+		var alice, admin *client.Session
+		if alice, err = c.Open(ctx, client.Options{Credentials: client.Password("alice", "wonderland"),
+			Properties: map[string]string{"Email": email}}); err != nil {
+			return
+		}
+		defer closeSession(t, alice)
+		secrets["alice's session token"] = alice.Token()
+		if _, err := c.Open(ctx, client.Options{Credentials: client.Password("alice", wrongPassword)}); !errors.Is(err, client.ErrUnauthenticated) {
+			t.Errorf("open with a wrong password: got %v, want ErrUnauthenticated", err)
+		}
+		if admin, err = c.Open(ctx, client.Options{Credentials: client.JWT(bearer)}); err != nil {
+			return
+		}
+		defer closeSession(t, admin)
+		secrets["the admin's first token"] = admin.Token()
+		if err = admin.ChangePrincipal(ctx, client.Password("root", "toor")); err != nil {
+			return
+		}
+		secrets["the admin's second token"] = admin.Token()
+		if _, err = alice.Handle("*", func(context.Context, *client.Message) ([]byte, error) { return nil, nil }); err != nil {
+			return
+		}
+		byEmail := `Email is "` + email + `"`
+		if _, err = admin.Send(ctx, client.ToFilter(byEmail), "hr/note", nil); err != nil {
+			return
+		}
+		if _, err = admin.Request(ctx, client.ToFilter(`Email in ["`+email+`"]`), "hr/ask", nil, 5*time.Second); err != nil {
+			return
+		}
+		if _, err = admin.ListSessions(ctx, wire.SessionListRequest{Filter: byEmail}); err != nil {
+			return
+		}
+		if _, err = admin.UpdateSessions(ctx, wire.SessionUpdateRequest{Filter: byEmail, Set: map[string]string{"Salary": salary}}); err != nil {
+			return
+		}
+		_, err = admin.CloseSessions(ctx, wire.SessionCloseRequest{Filter: `Salary is "` + salary + `"`})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every operation above is over once its call returned, but the services end
+	// their spans after they answer: wait for the last, the close's server span.
+	waitFor(t, func() error {
+		for _, s := range tr.rec.Ended() {
+			if s.SpanKind() == trace.SpanKindServer && s.Name() == wire.SubjectSessionClose {
+				return nil
+			}
+		}
+		return errors.New("no close server span yet")
+	})
+	spans := tr.rec.Ended()
+	for _, s := range spans {
+		var texts []string
+		texts = append(texts, s.Name(), s.Status().Description)
+		for _, kv := range s.Attributes() {
+			texts = append(texts, kv.Value.Emit())
+		}
+		for _, ev := range s.Events() {
+			texts = append(texts, ev.Name)
+			for _, kv := range ev.Attributes {
+				texts = append(texts, kv.Value.Emit())
+			}
+		}
+		for _, text := range texts {
+			for what, secret := range secrets {
+				if strings.Contains(text, secret) {
+					t.Errorf("span %q (%s) carries %s: %q", s.Name(), s.SpanKind(), what, text)
+				}
+			}
+		}
+	}
+	t.Logf("checked %d spans", len(spans))
+}

@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
 	"github.com/seed-3c836eab/roster/pkg/wire"
+	"github.com/seed-3c836eab/roster/services/auth"
 )
 
 // TestTraceFollowsTheOtherCalls: the calls TestTraceFollowsEveryCall leaves out —
@@ -287,4 +289,50 @@ func TestSpansCarryNoSecrets(t *testing.T) {
 		}
 	}
 	t.Logf("checked %d spans", len(spans))
+}
+
+// TestCalloutIsTraced: NATS's auth callout, which no client's trace reaches (a
+// CONNECT carries no headers), is a server span of its own, in a trace of its own:
+// an admitted connection's without an error, a refused one's with the wire code.
+func TestCalloutIsTraced(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	connect(t, p.ClientURL(), client.WithCredentials(client.Password("alice", "wonderland")))
+	if bad, err := client.Connect(p.ClientURL(), client.WithCredentials(client.Password("alice", "not-her-password"))); err == nil {
+		_ = bad.Close(ctxT(t))
+		t.Fatal("a connection with a wrong password was admitted")
+	}
+	var admitted, refused sdktrace.ReadOnlySpan
+	waitFor(t, func() error {
+		for _, s := range tr.rec.Ended() {
+			if s.Name() != auth.CalloutSubject {
+				continue
+			}
+			if attr(s, "error.type") == "" {
+				admitted = s
+			} else {
+				refused = s
+			}
+		}
+		if admitted == nil || refused == nil {
+			return fmt.Errorf("callout spans: admitted %v, refused %v; want both", admitted != nil, refused != nil)
+		}
+		return nil
+	})
+	for _, s := range []sdktrace.ReadOnlySpan{admitted, refused} {
+		if s.SpanKind() != trace.SpanKindServer || s.Parent().IsValid() {
+			t.Errorf("callout span: kind %s, parent %v; want a root server span", s.SpanKind(), s.Parent().SpanID())
+		}
+		if got := attr(s, "rpc.method"); got != auth.CalloutSubject {
+			t.Errorf("callout span: rpc.method %q, want %s", got, auth.CalloutSubject)
+		}
+	}
+	if admitted.Status().Code != codes.Unset {
+		t.Errorf("admitted: status %v, want unset", admitted.Status())
+	}
+	// A refusal is the client's mistake, not the service's error (as for endpoints).
+	if attr(refused, "roster.error.code") != string(wire.CodeUnauthenticated) || attr(refused, "error.type") != string(wire.CodeUnauthenticated) ||
+		refused.Status().Code != codes.Unset {
+		t.Errorf("refused: attributes %v, status %v; want the code unauthenticated, status unset", refused.Attributes(), refused.Status())
+	}
 }

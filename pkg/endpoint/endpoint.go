@@ -19,7 +19,6 @@ import (
 	"io"
 	"log/slog"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -367,11 +366,7 @@ func serve[Req, Resp any](s *Service, name, subject string, r micro.Request, h H
 		if !errors.As(err, &we) || !we.Code.Known() || we.Code == wire.CodeInternal {
 			s.log.ErrorContext(ctx, "request failed", "subject", subject, "err", err)
 		}
-		status, _, _ := wire.EncodeError(err)
-		span.SetAttributes(attribute.String("roster.error.code", errorCode(err)), attribute.String("error.type", errorCode(err)))
-		if n, _ := strconv.Atoi(status); n >= 500 {
-			span.SetStatus(codes.Error, errorCode(err))
-		}
+		SpanError(span, err)
 		// Reply on the connection, not through micro.Request: micro reads the
 		// request's error state when the callback returns, which races with a
 		// reply sent from this goroutine.
@@ -443,6 +438,20 @@ func jsonMessage(err error) string {
 }
 
 func errorCode(err error) string { return string(wire.CodeOf(err)) }
+
+// SpanError records on span that its operation ended with err, as the server span
+// of every request has it: the wire code (internal for an error without one) as
+// roster.error.code and as OTel's error.type, and an error status for a 5xx code
+// only — a caller's mistake is not the service's error, as OTel's conventions for
+// server spans have it. Spans a service starts for work it does for a request (a
+// fan-out, the answer to a held request) record their outcome with it too.
+func SpanError(span trace.Span, err error) {
+	code := wire.CodeOf(err)
+	span.SetAttributes(attribute.String("roster.error.code", string(code)), attribute.String("error.type", string(code)))
+	if code.Status() >= 500 {
+		span.SetStatus(codes.Error, string(code))
+	}
+}
 
 func respondError(r micro.Request, err error) {
 	status, msg, body := wire.EncodeError(err)

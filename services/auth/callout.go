@@ -10,7 +10,11 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -126,7 +130,23 @@ func (s *Service) serveCallout() error {
 
 // answerCallout decides a callout request and returns the signed response. An error
 // means the request itself was unusable.
-func (s *Service) answerCallout(ctx context.Context, data []byte) (string, error) {
+//
+// It runs in a server span, as an endpoint's request does, in a trace of its own:
+// a CONNECT carries no trace context. The span names no credentials: a refusal's
+// wire code (endpoint.SpanError) and the client's address only.
+func (s *Service) answerCallout(ctx context.Context, data []byte) (_ string, err error) {
+	ctx, span := s.tracer.Start(ctx, CalloutSubject, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+		attribute.String("rpc.system.name", "nats"),
+		attribute.String("rpc.method", CalloutSubject),
+	))
+	defer span.End()
+	defer func() {
+		if err != nil {
+			// Not the client's doing: the server sent what this instance cannot read.
+			span.SetAttributes(attribute.String("error.type", "_OTHER"))
+			span.SetStatus(codes.Error, "unusable callout request")
+		}
+	}()
 	if len(data) > 64<<10 {
 		return "", errors.New("request too large")
 	}
@@ -144,16 +164,18 @@ func (s *Service) answerCallout(ctx context.Context, data []byte) (string, error
 		ctx, cancel = context.WithTimeout(ctx, wait)
 		defer cancel()
 	}
-	userJWT, expires, err := s.admitConnection(ctx, req)
+	span.SetAttributes(attribute.String("client.address", hostIP(req.ClientInformation.Host)))
+	userJWT, expires, refused := s.admitConnection(ctx, req)
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
 	resp.Expires = s.cfg.Now().Add(time.Minute).Unix()
-	if err != nil {
-		resp.Error = calloutError(err)
+	if refused != nil {
+		endpoint.SpanError(span, refused)
+		resp.Error = calloutError(refused)
 		if resp.Error == calloutInternal {
 			// The server hears only that much; the cause is for the operator.
 			s.log.ErrorContext(ctx, "auth callout failed", "client_ip", req.ClientInformation.Host,
-				"server", req.Server.Name, "err", err)
+				"server", req.Server.Name, "err", refused)
 		}
 	} else {
 		resp.Jwt = userJWT
@@ -162,7 +184,7 @@ func (s *Service) answerCallout(ctx context.Context, data []byte) (string, error
 	if encErr != nil {
 		return "", fmt.Errorf("encode response: %w", encErr)
 	}
-	if err == nil {
+	if refused == nil {
 		s.log.DebugContext(ctx, "connection admitted", "client_ip", req.ClientInformation.Host,
 			"server", req.Server.Name, "expires", expires)
 	}

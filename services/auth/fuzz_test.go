@@ -12,6 +12,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	natsjwt "github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -31,6 +32,7 @@ func offline(t testing.TB) *Service {
 	}
 	return &Service{
 		attempts: attempts,
+		tracer:   noop.NewTracerProvider().Tracer("offline"),
 		cfg:      Config{Callout: &CalloutConfig{Issuer: issuer, Account: "CLIENTS"}, Now: time.Now},
 		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		chain:    chain{users, newJWTAuth(t, nil), Anonymous()},

@@ -77,6 +77,7 @@ type Service struct {
 	cfg      Config
 	nc       *nats.Conn
 	svc      *endpoint.Service
+	tracer   trace.Tracer // the endpoints', for the callout's spans
 	log      *slog.Logger
 	chain    chain
 	throttle *throttle
@@ -185,6 +186,7 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 		cfg:      cfg,
 		nc:       nc,
 		svc:      svc,
+		tracer:   svc.Tracer(),
 		log:      svc.Logger(),
 		chain:    chain(cfg.Authenticators),
 		throttle: newThrottle(cfg.Throttle, cfg.Now),

@@ -336,3 +336,48 @@ func TestCalloutIsTraced(t *testing.T) {
 		t.Errorf("refused: attributes %v, status %v; want the code unauthenticated, status unset", refused.Attributes(), refused.Status())
 	}
 }
+
+// TestLockAnswerRecordsItsOutcome: the answer to a held acquire that ends it
+// with a 5xx code — a connection-scoped waiter whose session lost its connection
+// is answered unavailable — records the code and an error status, as the server
+// span of a request answered so at once does (endpoint.SpanError).
+func TestLockAnswerRecordsItsOutcome(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	admin := client.Options{Credentials: client.Password("root", "toor")}
+	holder := tr.open(t, p.ClientURL(), admin)
+	ctx := ctxT(t)
+	if _, err := holder.Lock(ctx, "traced/conn", client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c := connect(t, p.ClientURL(), client.WithTracerProvider(tr.tp))
+	waiter, err := c.Open(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, errs := make(chan trace.SpanContext, 1), make(chan error, 1)
+	go func() {
+		roots <- tr.root("wait", func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			_, err := waiter.Lock(ctx, "traced/conn", client.LockOptions{Scope: wire.ScopeConnection})
+			errs <- err
+		})
+	}()
+	waitFor(t, func() error { return waiters(ctx, holder, "traced/conn", 1) })
+	c.Conn().Close()
+	if err := within(t, "lock wait", errs); err == nil {
+		t.Fatal("the waiter got the lock after its connection closed")
+	}
+	root := <-roots
+	acq := tr.find(t, root, "acquire server span", func(s sdktrace.ReadOnlySpan) bool {
+		return s.SpanKind() == trace.SpanKindServer && s.Name() == wire.SubjectLockAcquire
+	})
+	answer := tr.find(t, root, "answer to the held acquire", func(s sdktrace.ReadOnlySpan) bool {
+		return s.Name() == "lock.acquire reply" && s.Parent().SpanID() == acq.SpanContext().SpanID()
+	})
+	if attr(answer, "roster.error.code") != string(wire.CodeUnavailable) || attr(answer, "error.type") != string(wire.CodeUnavailable) ||
+		answer.Status().Code != codes.Error {
+		t.Errorf("answer: attributes %v, status %v; want the code unavailable and an error status", answer.Attributes(), answer.Status())
+	}
+}

@@ -336,12 +336,8 @@ func (s *Service) finish(name string, batch []*task, c commit, o *outcome) {
 			continue
 		}
 		span := s.replySpan(rm.w, links)
-		code := wire.CodeInternal
-		var we *wire.Error
-		if errors.As(rm.err, &we) {
-			code = we.Code
-		}
-		span.SetAttributes(attribute.Bool("roster.granted", false), attribute.String("roster.error.code", string(code)), attribute.String("error.type", string(code)))
+		span.SetAttributes(attribute.Bool("roster.granted", false))
+		endpoint.SpanError(span, rm.err)
 		if err := endpoint.ReplyError(s.nc, rm.w.Reply, rm.err); err != nil {
 			span.RecordError(err)
 			s.log.Warn("answering a removed waiter failed", "request_id", rm.w.ID, "err", err)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
@@ -64,8 +63,7 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 		span.SetAttributes(attribute.String("roster.message_id", m.MessageID))
 	}
 	fail := func(err error) (context.Context, *fanOut, error) {
-		code := string(wire.CodeOf(err))
-		span.SetAttributes(attribute.String("roster.error.code", code), attribute.String("error.type", code))
+		endpoint.SpanError(span, err)
 		span.End()
 		return ctx, nil, err
 	}
@@ -159,7 +157,7 @@ func (s *Service) send(ctx context.Context, from *sender, m *wire.Message) (*wir
 	fo.span.SetAttributes(attribute.Int("roster.delivered", n))
 	s.metrics.count(ctx, "send", m.Filter != "", n)
 	if err != nil {
-		fo.span.SetStatus(codes.Error, string(wire.CodeOf(err)))
+		endpoint.SpanError(fo.span, err)
 		return nil, err
 	}
 	return &wire.MsgSendResponse{Delivered: n}, nil
@@ -189,20 +187,27 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 	expected := len(fo.targets)
 	// The sessions asked: neither those refused for requests in flight nor those
 	// the publish failed for.
-	asked := func(n int) { s.metrics.count(ctx, "request", req.Filter != "", n) }
+	asked := func(n int) {
+		fo.span.SetAttributes(attribute.Int("roster.delivered", n))
+		s.metrics.count(ctx, "request", req.Filter != "", n)
+	}
 	if req.StreamID == "" {
 		defer fo.span.End()
 		results, size := s.fan.request(ctx, fo.d, fo.header, fo.targets, timeout, nil, s.cfg.MaxPayload, asked)
 		if size > s.cfg.MaxPayload {
-			return nil, wire.Errorf(wire.CodeTooLarge, "the %d results are about %d bytes, more than one reply may carry (%d); ask with stream_id to stream them", len(results), size, s.cfg.MaxPayload)
+			err := wire.Errorf(wire.CodeTooLarge, "the %d results are about %d bytes, more than one reply may carry (%d); ask with stream_id to stream them", len(results), size, s.cfg.MaxPayload)
+			endpoint.SpanError(fo.span, err)
+			return nil, err
 		}
 		return &wire.MsgRequestResponse{Expected: expected, Results: results}, nil
 	}
 	select {
 	case s.streams <- struct{}{}:
 	default:
+		err := wire.Errorf(wire.CodeLimitExceeded, "%d streamed requests are in progress on this instance, the limit; retry, or ask without stream_id", s.cfg.MaxStreams)
+		endpoint.SpanError(fo.span, err)
 		fo.span.End()
-		return nil, wire.Errorf(wire.CodeLimitExceeded, "%d streamed requests are in progress on this instance, the limit; retry, or ask without stream_id", s.cfg.MaxStreams)
+		return nil, err
 	}
 	st := newStreamer(ctx, s.nc, s.cfg.MaxPayload, wire.ResultSubject(from.deliveryKey, from.id, req.StreamID))
 	st.start(expected)

@@ -366,16 +366,26 @@ func (c *Client) remove(s *Session) {
 // call sends one request in a client span. hdr carries the session headers for
 // session-scoped requests. A call in flight when the connection is lost fails at
 // once with ErrUnavailable.
+//
+// The span has the attributes of OTel's RPC conventions the service's server span
+// has, with the same values: rpc.system.name nats, rpc.method the subject, and
+// rpc.response.status_code ok or the wire code.
 func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req, resp any) error {
 	ctx, span := c.tracer.Start(ctx, subject, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", subject)))
+		trace.WithAttributes(attribute.String("rpc.system.name", "nats"), attribute.String("rpc.method", subject)))
 	defer span.End()
 
 	err := c.callUntilLost(ctx, subject, hdr, req, resp)
 	if err != nil {
 		spanError(span, err)
+		var we *wire.Error
+		if errors.As(err, &we) && we.Code != "" {
+			span.SetAttributes(attribute.String("rpc.response.status_code", string(we.Code)))
+		}
+		return err
 	}
-	return err
+	span.SetAttributes(attribute.String("rpc.response.status_code", "ok"))
+	return nil
 }
 
 func (c *Client) callUntilLost(ctx context.Context, subject string, hdr nats.Header, req, resp any) error {

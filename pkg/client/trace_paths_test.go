@@ -327,6 +327,10 @@ func TestCalloutIsTraced(t *testing.T) {
 			t.Errorf("callout span: rpc.method %q, want %s", got, auth.CalloutSubject)
 		}
 	}
+	if attr(admitted, "rpc.response.status_code") != "ok" || attr(refused, "rpc.response.status_code") != string(wire.CodeUnauthenticated) {
+		t.Errorf("rpc.response.status_code: admitted %q, refused %q; want ok and unauthenticated",
+			attr(admitted, "rpc.response.status_code"), attr(refused, "rpc.response.status_code"))
+	}
 	if admitted.Status().Code != codes.Unset {
 		t.Errorf("admitted: status %v, want unset", admitted.Status())
 	}
@@ -379,5 +383,40 @@ func TestLockAnswerRecordsItsOutcome(t *testing.T) {
 	if attr(answer, "roster.error.code") != string(wire.CodeUnavailable) || attr(answer, "error.type") != string(wire.CodeUnavailable) ||
 		answer.Status().Code != codes.Error {
 		t.Errorf("answer: attributes %v, status %v; want the code unavailable and an error status", answer.Attributes(), answer.Status())
+	}
+}
+
+// TestCallSpansFollowRPCConventions: the SDK's client span and the service's server
+// span of one call carry OTel's RPC attributes with the same values — rpc.system.name
+// nats, rpc.method the subject, rpc.response.status_code ok or the wire code — which
+// the service's rpc.server.call.duration has too.
+func TestCallSpansFollowRPCConventions(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	guest := tr.open(t, p.ClientURL(), client.Options{})
+	tests := []struct {
+		name, subject, status string
+		call                  func(ctx context.Context) error
+	}{
+		{"ok", wire.SubjectSessionKeepalive, "ok", func(ctx context.Context) error { return guest.Keepalive(ctx) }},
+		{"refused", wire.SubjectLockAcquire, string(wire.CodeForbidden), func(ctx context.Context) error {
+			_, err := guest.TryLock(ctx, "x", client.LockOptions{})
+			return err
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := tr.root(tc.name, func(ctx context.Context) { _ = tc.call(ctx) })
+			srv := tr.wantCall(t, root, root.SpanID(), tc.subject)
+			cl := tr.find(t, root, "client span", func(s sdktrace.ReadOnlySpan) bool { return s.SpanKind() == trace.SpanKindClient })
+			for _, s := range []sdktrace.ReadOnlySpan{cl, srv} {
+				want := map[string]string{"rpc.system.name": "nats", "rpc.method": tc.subject, "rpc.response.status_code": tc.status}
+				for k, v := range want {
+					if got := attr(s, k); got != v {
+						t.Errorf("%s span: %s %q, want %q", s.SpanKind(), k, got, v)
+					}
+				}
+			}
+		})
 	}
 }

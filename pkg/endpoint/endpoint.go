@@ -322,7 +322,7 @@ func Add[Req, Resp any](s *Service, ep Endpoint, h Handler[Req, Resp]) error {
 		}
 		s.run(func() {
 			defer func() { <-s.sem; s.wg.Done() }()
-			code := serve(s, ep.Name, subject, r, h)
+			code := serve(s, subject, r, h)
 			s.calls.RecordSet(context.Background(), time.Since(start).Seconds(), out[code])
 		})
 	})
@@ -332,20 +332,26 @@ func Add[Req, Resp any](s *Service, ep Endpoint, h Handler[Req, Resp]) error {
 	return nil
 }
 
-// serve handles one request and returns its outcome: "ok", "reply_later", or the
-// error code it was answered with.
-func serve[Req, Resp any](s *Service, name, subject string, r micro.Request, h Handler[Req, Resp]) string {
+// serve handles one request in its server span and returns its outcome: "ok",
+// "reply_later", or the error code it was answered with. The span has the
+// attributes of OTel's RPC conventions the request's metric has (newOutcomes), with
+// the same values: rpc.method is the subject, which names the service too.
+func serve[Req, Resp any](s *Service, subject string, r micro.Request, h Handler[Req, Resp]) string {
 	hdr := nats.Header(r.Headers())
 	ctx := wire.Extract(s.ctx, hdr)
 	ctx, span := s.tracer.Start(ctx, subject, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(
-			attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.destination.name", r.Subject()),
-			attribute.String("rpc.service", s.cfg.Name),
-			attribute.String("rpc.method", name),
+			attribute.String("rpc.system.name", "nats"),
+			attribute.String("rpc.method", subject),
 		))
 	defer span.End()
+	code := handle(ctx, s, subject, span, hdr, r, h)
+	span.SetAttributes(attribute.String("rpc.response.status_code", code))
+	return code
+}
 
+// handle decodes, handles and answers one request; its failure is recorded on span.
+func handle[Req, Resp any](ctx context.Context, s *Service, subject string, span trace.Span, hdr nats.Header, r micro.Request, h Handler[Req, Resp]) string {
 	call := &Call{
 		Subject:   r.Subject(),
 		Header:    hdr,

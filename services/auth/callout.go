@@ -169,7 +169,9 @@ func (s *Service) answerCallout(ctx context.Context, data []byte) (_ string, err
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
 	resp.Expires = s.cfg.Now().Add(time.Minute).Unix()
+	status := "ok"
 	if refused != nil {
+		status = string(wire.CodeOf(refused))
 		endpoint.SpanError(span, refused)
 		resp.Error = calloutError(refused)
 		if resp.Error == calloutInternal {
@@ -180,6 +182,7 @@ func (s *Service) answerCallout(ctx context.Context, data []byte) (_ string, err
 	} else {
 		resp.Jwt = userJWT
 	}
+	span.SetAttributes(attribute.String("rpc.response.status_code", status))
 	out, encErr := resp.Encode(s.cfg.Callout.Issuer)
 	if encErr != nil {
 		return "", fmt.Errorf("encode response: %w", encErr)

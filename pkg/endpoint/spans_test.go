@@ -1,0 +1,90 @@
+package endpoint_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// TestServerSpansNameTheCallAsTheMetricDoes: a request's server span carries the
+// attributes its rpc.server.call.duration point has — rpc.system.name, rpc.method
+// (the subject), rpc.response.status_code and, failed, error.type — with the same
+// values, OTel's RPC conventions for both, so that a back end joins a span to its
+// metric; no attribute the conventions have dropped (rpc.service).
+func TestServerSpansNameTheCallAsTheMetricDoes(t *testing.T) {
+	rd := sdkmetric.NewManualReader()
+	f := setup(t, endpoint.Config{Name: "roster-test", Version: "1.0.0", Prefix: "roster.v1.session",
+		MeterProvider: sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))}, echo)
+	const subject = "roster.v1.session.echo"
+	for _, body := range []*echoRequest{{Text: "hi"}, {}} {
+		_ = wire.Call(context.Background(), f.client, subject, nil, body, nil)
+	}
+	keys := []attribute.Key{"rpc.system.name", "rpc.method", "rpc.response.status_code", "error.type"}
+	// The points, by outcome, and the spans: a request is recorded after its
+	// reply is sent.
+	points := map[string]attribute.Set{}
+	var spans []sdktrace.ReadOnlySpan
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		var rm metricdata.ResourceMetrics
+		if err := rd.Collect(context.Background(), &rm); err != nil {
+			return err
+		}
+		clear(points)
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if h, ok := m.Data.(metricdata.Histogram[float64]); ok && m.Name == "rpc.server.call.duration" {
+					for _, p := range h.DataPoints {
+						v, _ := p.Attributes.Value("rpc.response.status_code")
+						points[v.AsString()] = p.Attributes
+					}
+				}
+			}
+		}
+		spans = spans[:0]
+		for _, s := range f.recorder.Ended() {
+			if s.Name() == subject {
+				spans = append(spans, s)
+			}
+		}
+		if len(spans) < 2 || len(points) < 2 {
+			return fmt.Errorf("%d server spans and %d metric points, want 2 of each", len(spans), len(points))
+		}
+		return nil
+	})
+	var outcomes []string
+	for _, s := range spans {
+		set := attribute.NewSet(s.Attributes()...)
+		status, _ := set.Value("rpc.response.status_code")
+		outcomes = append(outcomes, status.AsString())
+		point, ok := points[status.AsString()]
+		if !ok {
+			t.Errorf("span %v: rpc.response.status_code %q, and no metric point has it (points %v)", s.Attributes(), status.AsString(), points)
+			continue
+		}
+		for _, k := range keys {
+			sv, _ := set.Value(k)
+			mv, _ := point.Value(k)
+			if sv.Emit() != mv.Emit() {
+				t.Errorf("%s: span %q, metric %q", k, sv.Emit(), mv.Emit())
+			}
+		}
+		if v, ok := set.Value("rpc.service"); ok {
+			t.Errorf("span has rpc.service %q, which OTel's RPC conventions dropped for rpc.method", v.Emit())
+		}
+	}
+	slices.Sort(outcomes)
+	if !slices.Equal(outcomes, []string{string(wire.CodeBadRequest), "ok"}) {
+		t.Errorf("server spans' outcomes: got %v, want bad_request and ok", outcomes)
+	}
+}

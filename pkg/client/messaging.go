@@ -491,8 +491,20 @@ func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handl
 		defer cancel()
 	}
 	ctx = wire.Extract(ctx, m.Header)
-	ctx, span := s.c.tracer.Start(ctx, "receive "+path, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attribute.String("roster.path", path), attribute.String("roster.session_id", s.ID())))
+	// The consumer span of OTel's messaging conventions (a handler called for a
+	// message pushed to it: operation process), under the service's fan-out span.
+	ctx, span := s.c.tracer.Start(ctx, "process "+path, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.operation.name", "process"),
+			attribute.String("messaging.destination.name", path),
+			attribute.String("roster.path", path),
+			attribute.String("roster.session_id", s.ID()),
+		))
+	if id := m.Header.Get(wire.HeaderMessageID); id != "" {
+		span.SetAttributes(attribute.String("messaging.message.id", id))
+	}
 	defer span.End()
 	msg := &Message{
 		Path:        path,

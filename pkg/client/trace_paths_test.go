@@ -420,3 +420,73 @@ func TestCallSpansFollowRPCConventions(t *testing.T) {
 		})
 	}
 }
+
+// TestMessagingSpansFollowConventions: a fan-out is a producer span and a
+// handler's span a consumer span under it, with OTel's messaging attributes —
+// the system, the operation (send or request; process for the handler, whose name
+// it starts), the path as the destination, the message id and, for the fan-out,
+// how many sessions it is for.
+func TestMessagingSpansFollowConventions(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	sender := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	handled := make(chan trace.SpanContext, 4)
+	for range 2 {
+		r := tr.open(t, p.ClientURL(), client.Options{Properties: map[string]string{"Group": "conventions"}})
+		if _, err := r.Handle("*", func(ctx context.Context, _ *client.Message) ([]byte, error) {
+			handled <- trace.SpanFromContext(ctx).SpanContext()
+			return nil, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, op := range []string{"send", "request"} {
+		t.Run(op, func(t *testing.T) {
+			path, id := "conv/"+op, "message-"+op
+			var err error
+			root := tr.root(op, func(ctx context.Context) {
+				to := client.ToFilter(`Group is "conventions"`)
+				if op == "send" {
+					_, err = sender.Send(ctx, to, path, nil, client.MessageID(id))
+					return
+				}
+				_, err = sender.Request(ctx, to, path, nil, 5*time.Second, client.MessageID(id))
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fan := tr.find(t, root, "fan-out span", func(s sdktrace.ReadOnlySpan) bool { return s.Name() == "msg."+op+" fan-out" })
+			want := func(s sdktrace.ReadOnlySpan, kind trace.SpanKind, attrs map[string]string) {
+				t.Helper()
+				if s.SpanKind() != kind {
+					t.Errorf("span %q: kind %s, want %s", s.Name(), s.SpanKind(), kind)
+				}
+				for k, v := range attrs {
+					if got := attr(s, k); got != v {
+						t.Errorf("span %q: %s %q, want %q", s.Name(), k, got, v)
+					}
+				}
+			}
+			want(fan, trace.SpanKindProducer, map[string]string{
+				"messaging.system": "nats", "messaging.operation.type": "send", "messaging.operation.name": op,
+				"messaging.destination.name": path, "messaging.message.id": id, "messaging.batch.message_count": "2",
+			})
+			for range 2 {
+				var sc trace.SpanContext
+				select {
+				case sc = <-handled:
+				case <-time.After(10 * time.Second):
+					t.Fatal("a handler did not run")
+				}
+				c := tr.find(t, root, "consumer span", func(s sdktrace.ReadOnlySpan) bool { return s.SpanContext().SpanID() == sc.SpanID() })
+				if c.Name() != "process "+path || c.Parent().SpanID() != fan.SpanContext().SpanID() {
+					t.Errorf("handler's span %q under %s, want %q under the fan-out %s", c.Name(), c.Parent().SpanID(), "process "+path, fan.SpanContext().SpanID())
+				}
+				want(c, trace.SpanKindConsumer, map[string]string{
+					"messaging.system": "nats", "messaging.operation.type": "process", "messaging.operation.name": "process",
+					"messaging.destination.name": path, "messaging.message.id": id,
+				})
+			}
+		})
+	}
+}

@@ -54,13 +54,21 @@ type fanOut struct {
 
 // prepare checks the permission, selects the targets and builds the delivery, inside
 // a span that the caller ends. The span's context travels in the delivery headers.
+//
+// The span is the producer span of OTel's messaging conventions (operation type
+// send, named by op; the path is the destination), the parent of the receivers'
+// consumer spans (pkg/client).
 func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.Message) (context.Context, *fanOut, error) {
-	ctx, span := s.svc.Tracer().Start(ctx, "msg."+op+" fan-out", trace.WithAttributes(
+	ctx, span := s.svc.Tracer().Start(ctx, "msg."+op+" fan-out", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+		attribute.String("messaging.system", "nats"),
+		attribute.String("messaging.operation.type", "send"),
+		attribute.String("messaging.operation.name", op),
+		attribute.String("messaging.destination.name", m.Path),
 		attribute.String("roster.path", m.Path),
 		attribute.String("roster.sender", from.id),
 	))
 	if m.MessageID != "" {
-		span.SetAttributes(attribute.String("roster.message_id", m.MessageID))
+		span.SetAttributes(attribute.String("messaging.message.id", m.MessageID), attribute.String("roster.message_id", m.MessageID))
 	}
 	fail := func(err error) (context.Context, *fanOut, error) {
 		endpoint.SpanError(span, err)
@@ -114,7 +122,7 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 			attribute.Bool("roster.index_used", indexUsed),
 		)
 	}
-	span.SetAttributes(attribute.Int("roster.matched", len(targets)))
+	span.SetAttributes(attribute.Int("roster.matched", len(targets)), attribute.Int("messaging.batch.message_count", len(targets)))
 	return ctx, &fanOut{targets: targets, d: d, header: h, span: span}, nil
 }
 

@@ -24,7 +24,13 @@ program it compiles to and the index lookups that pick candidate sessions. An in
 filter exits with status 2 and names the position and what was expected.`,
 		Example: `  roster filter check 'Department is "Accounts" and $Country ne "US"'
   roster filter check 'hasRoles ["operator"] and not hasRoles ["administrator"]' -o json`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				// roster filter check Department is "Accounts": the shell split it.
+				return fmt.Errorf("the filter is one argument: quote it, as in roster filter check 'Department is \"Accounts\"'")
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out, err := outputFor(cmd)
 			if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -226,4 +227,76 @@ func TestSessionSetNamesItsSessions(t *testing.T) {
 	if r := c.run(testCtx(t), "", "session", "set", "Status=Closed"); r.exit() != 2 {
 		t.Errorf("got %v (exit %d), want a usage error (2)", r.err, r.exit())
 	}
+}
+
+// TestUnknownCommandsAreUsageErrors: a command a group does not have is a usage error
+// (exit 2) naming it, with the commands meant when the name is close to one. The
+// group printed its help and exited 0 (roster itself exited 1), so a mistyped
+// roster session update passed in a script as if it had run. Without an argument a
+// group still shows its help, with no usage line of its own.
+func TestUnknownCommandsAreUsageErrors(t *testing.T) {
+	ctx := testCtx(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bogus"}, `unknown command "bogus" for "roster": want one of `},
+		{[]string{"session", "update", "Desk=FX"}, `unknown command "update" for "roster session": did you mean set?`},
+		{[]string{"session", "lsit"}, `unknown command "lsit" for "roster session": did you mean list`},
+		{[]string{"lock", "take", "orders/42"}, `unknown command "take" for "roster lock": want one of acquire, list, release`},
+		{[]string{"policy", "show"}, `unknown command "show" for "roster policy": want one of check, get, set`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := runOffline(ctx, tc.args...)
+			if r.exit() != 2 || !strings.Contains(fmt.Sprint(r.err), tc.want) {
+				t.Errorf("got %v (exit %d), want a usage error (2) containing %q", r.err, r.exit(), tc.want)
+			}
+			if r.stdout != "" {
+				t.Errorf("printed %q, want nothing on standard output", r.stdout)
+			}
+		})
+	}
+	for _, args := range [][]string{{}, {"session"}, {"lock", "--help"}} {
+		r := runOffline(ctx, args...)
+		if r.err != nil || !strings.Contains(r.stdout, "Available Commands:") || strings.Contains(r.stdout, "[flags]\n") {
+			t.Errorf("%q: got %q, %v; want the group's help, without a usage line of its own", args, r.stdout, r.err)
+		}
+	}
+}
+
+// TestArgumentErrorsShowTheUsage: a missing or extra argument is a usage error that
+// shows the command's usage line; cobra's "accepts 1 arg(s), received 0" alone did
+// not say which argument. A filter the shell split into words says to quote it.
+func TestArgumentErrorsShowTheUsage(t *testing.T) {
+	ctx := testCtx(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"lock", "release"}, "(usage: roster lock release NAME [flags])"},
+		{[]string{"lock", "acquire"}, "(usage: roster lock acquire NAME [-- COMMAND [ARG...]] [flags])"},
+		{[]string{"user", "add"}, "(usage: roster user add NAME [flags])"},
+		{[]string{"policy", "set"}, "(usage: roster policy set FILE [flags])"},
+		{[]string{"lock", "list", "orders/"}, "(usage: roster lock list [flags])"},
+		{[]string{"filter", "check", "Department", "is", `"Accounts"`}, "the filter is one argument: quote it"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			if r := runOffline(ctx, tc.args...); r.exit() != 2 || !strings.Contains(fmt.Sprint(r.err), tc.want) {
+				t.Errorf("got %v (exit %d), want a usage error (2) containing %q", r.err, r.exit(), tc.want)
+			}
+		})
+	}
+}
+
+// runOffline runs one roster command as given, without the --server cli.run adds
+// (which commands that take no --server refuse), as main would.
+func runOffline(ctx context.Context, args ...string) result {
+	var out, errb bytes.Buffer
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetIn(strings.NewReader(""))
+	err := root.ExecuteContext(ctx)
+	return result{stdout: out.String(), stderr: errb.String(), err: err}
 }

@@ -37,23 +37,59 @@ func newRootCmd() *cobra.Command {
 	// Flags and arguments cobra refuses are usage errors (exit 2), like ours.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	usageArgs(root)
+	// A group made runnable by usageArgs shows only "roster session [command]" as
+	// its usage, as before: it runs nothing of its own.
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	return root
 }
 
 // usageArgs makes the argument checks of cmd and its subcommands fail with usage
-// errors.
+// errors that show the command's usage line: cobra's "accepts 1 arg(s), received 0"
+// alone does not say which argument is missing.
+//
+// A group of commands (roster, roster session …) refuses an argument that names
+// none of its commands, as a usage error: cobra printed the group's help and exited
+// 0 (1 for roster itself), so a mistyped command such as roster session update
+// passed in a script as if it had run. Without an argument the group shows its help.
 func usageArgs(cmd *cobra.Command) {
 	if check := cmd.Args; check != nil {
 		cmd.Args = func(cmd *cobra.Command, args []string) error {
 			if err := check(cmd, args); err != nil {
-				return usageError{err}
+				return usageError{fmt.Errorf("%w (usage: %s)", err, cmd.UseLine())}
 			}
 			return nil
+		}
+	}
+	if cmd.HasSubCommands() && !cmd.Runnable() {
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			return usageError{unknownCommand(cmd, args[0])}
 		}
 	}
 	for _, sub := range cmd.Commands() {
 		usageArgs(sub)
 	}
+}
+
+// unknownCommand is the error for name given to the group cmd, with the commands it
+// may have meant, or the list of its commands.
+func unknownCommand(cmd *cobra.Command, name string) error {
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
+	if s := cmd.SuggestionsFor(name); len(s) > 0 {
+		return fmt.Errorf("unknown command %q for %q: did you mean %s?", name, cmd.CommandPath(), strings.Join(s, " or "))
+	}
+	var names []string
+	for _, sub := range cmd.Commands() {
+		if sub.IsAvailableCommand() {
+			names = append(names, sub.Name())
+		}
+	}
+	return fmt.Errorf("unknown command %q for %q: want one of %s", name, cmd.CommandPath(), strings.Join(names, ", "))
 }
 
 // envName is the environment variable a flag reads.

@@ -208,8 +208,9 @@ func newSessionSetCmd() *cobra.Command {
 	var target, filterText string
 	var remove []string
 	cmd := &cobra.Command{
-		Use:   "set [KEY=VALUE ...]",
-		Short: "Set and remove user properties: of the own session, or others by id or filter (MODIFY_SESSION)",
+		Use:        "set [KEY=VALUE ...]",
+		SuggestFor: []string{"update"}, // the request is session.update
+		Short:      "Set and remove user properties: of the own session, or others by id or filter (MODIFY_SESSION)",
 		Example: `  roster session set Status=Closed --id 5QmZc1h8RqP0aLxV2yWfKd
   roster session set --filter 'Department is "Payroll"' Status=Closed --remove Desk
   roster session set Desk=FX --session-id $ROSTER_SESSION_ID --session-token $ROSTER_SESSION_TOKEN`,

@@ -97,6 +97,27 @@ func parseProps(pairs []string) (map[string]string, error) {
 // opens its own.
 func (f *clientFlags) forgetSession() { f.sessionID, f.token = "", "" }
 
+// opensOwnSession marks the flags of a command that opens a session of its own
+// (listen, session open): --session-id and --session-token stay, so that their
+// variables, an export of session open left in the shell, are read and ignored
+// (forgetSession), but they are hidden from the help, where "act as this existing
+// session instead of opening one" would be wrong.
+func opensOwnSession(fs *pflag.FlagSet) {
+	_ = fs.MarkHidden("session-id")
+	_ = fs.MarkHidden("session-token")
+}
+
+// refuseSessionFlags refuses --session-id or --session-token given on the command
+// line of a command that opens a session of its own; why says why it does.
+func refuseSessionFlags(cmd *cobra.Command, why string) error {
+	for _, flag := range []string{"session-id", "session-token"} {
+		if onCommandLine(cmd, flag) {
+			return usageError{fmt.Errorf("%s; --%s does not apply", why, flag)}
+		}
+	}
+	return nil
+}
+
 // session runs fn with a session: the one named by --session-id, or one opened for
 // this command and closed after it. It runs in the command's span (trace).
 func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(ctx context.Context, s *client.Session) error) (err error) {

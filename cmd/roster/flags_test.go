@@ -300,3 +300,26 @@ func runOffline(ctx context.Context, args ...string) result {
 	err := root.ExecuteContext(ctx)
 	return result{stdout: out.String(), stderr: errb.String(), err: err}
 }
+
+// TestOpeningCommandsHideTheSessionFlags: listen and session open open a session of
+// their own, so their help does not offer --session-id and --session-token ("act as
+// this existing session instead of opening one", which they refuse), and
+// --session-token on the command line is refused as --session-id is; it was taken
+// and ignored. (Here, with no server, it exited 7.)
+func TestOpeningCommandsHideTheSessionFlags(t *testing.T) {
+	c := cli{t: t, server: "nats://127.0.0.1:1"}
+	ctx := testCtx(t)
+	for _, name := range [][]string{{"listen"}, {"session", "open"}} {
+		r := runOffline(ctx, append(name, "--help")...)
+		if r.err != nil || !strings.Contains(r.stdout, "--session-timeout") || strings.Contains(r.stdout, "--session-id string") || strings.Contains(r.stdout, "--session-token string") {
+			t.Errorf("%q --help: got %q, %v; want the help without --session-id and --session-token", name, r.stdout, r.err)
+		}
+		args := append(name, "--session-token", "t")
+		if r := c.run(ctx, "", args...); r.exit() != 2 || !strings.Contains(fmt.Sprint(r.err), "--session-token does not apply") {
+			t.Errorf("%q: got %v (exit %d), want a usage error (2) saying --session-token does not apply", args, r.err, r.exit())
+		}
+	}
+	if r := runOffline(ctx, "session", "get", "--help"); !strings.Contains(r.stdout, "--session-id string") {
+		t.Errorf("session get --help: got %q, want --session-id offered", r.stdout)
+	}
+}

@@ -42,8 +42,8 @@ send to it with --session.`,
 			if err != nil {
 				return err
 			}
-			if onCommandLine(cmd, "session-id") {
-				return usageError{fmt.Errorf("listen opens its own session: deliveries reach only the connection a session is bound to; --session-id does not apply")}
+			if err := refuseSessionFlags(cmd, "listen opens its own session: deliveries reach only the connection a session is bound to"); err != nil {
+				return err
 			}
 			if err := checkSessionTimeout(timeout); err != nil {
 				return err
@@ -102,6 +102,7 @@ send to it with --session.`,
 	cmd.Flags().StringArrayVar(&paths, "path", nil, "path to handle (repeatable; default every path)")
 	cmd.Flags().StringVar(&reply, "reply", "", "answer requests with this text (default: echo the request's payload)")
 	cmd.Flags().DurationVar(&timeout, "session-timeout", 0, "inactivity timeout of the session (0: the server's default)")
+	opensOwnSession(cmd.Flags())
 	annotateEnv(cmd.Flags())
 	return cmd
 }

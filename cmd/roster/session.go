@@ -49,8 +49,8 @@ as they happen. Other commands can act as this session with --session-id and
 			if err != nil {
 				return err
 			}
-			if onCommandLine(cmd, "session-id") {
-				return usageError{errors.New("session open opens a new session; --session-id does not apply")}
+			if err := refuseSessionFlags(cmd, "session open opens a new session"); err != nil {
+				return err
 			}
 			if err := checkSessionTimeout(timeout); err != nil {
 				return err
@@ -107,6 +107,7 @@ as they happen. Other commands can act as this session with --session-id and
 	cmd.Flags().StringArrayVarP(&props, "property", "p", nil, "proposed user property key=value (repeatable)")
 	cmd.Flags().DurationVar(&timeout, "session-timeout", 0, "inactivity timeout of the session (0: the server's default)")
 	cmd.Flags().BoolVar(&permanent, "permanent", false, "open a session without inactivity timeout (needs PERMANENT_SESSION)")
+	opensOwnSession(cmd.Flags())
 	annotateEnv(cmd.Flags())
 	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -559,6 +560,41 @@ func TestLockAcquireCommandEndedBySignal(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("lock acquire still runs its command after the lock was lost")
+	}
+}
+
+// TestLockAcquireCommandThatCannotRun: a command lock acquire cannot run makes it
+// exit as a shell would, 127 when there is no such command and 126 when there is one
+// that cannot be run, and is found before the lock is taken. It exited 2, as for a
+// mistake in roster's own flags, after it had waited for the lock, taken it and
+// printed "acquired"; here the lock is held elsewhere, so waiting for it would end
+// in a timeout (6).
+func TestLockAcquireCommandThatCannotRun(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	holder := openSession(t, c.server)
+	if _, err := holder.Lock(ctx, "orders/1", client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	notExecutable := filepath.Join(t.TempDir(), "script")
+	if err := os.WriteFile(notExecutable, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		command string
+		want    int
+	}{
+		{"/nonexistent/process-order", 127},
+		{"no-such-command-in-path", 127},
+		{notExecutable, 126},
+	} {
+		r := c.run(ctx, "", "lock", "acquire", "orders/1", "--wait", "1s", "--", tc.command, "42")
+		if r.exit() != tc.want || !strings.Contains(fmt.Sprint(r.err), "cannot run "+tc.command) {
+			t.Errorf("%s: got %v (exit %d), want exit %d saying it cannot run %s", tc.command, r.err, r.exit(), tc.want, tc.command)
+		}
+		if r.stdout != "" {
+			t.Errorf("%s: printed %q, want nothing: the lock is not taken for a command that cannot run", tc.command, r.stdout)
+		}
 	}
 }
 

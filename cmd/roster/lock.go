@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strconv"
@@ -33,13 +34,28 @@ type commandExitError struct {
 	name   string
 	code   int
 	signal os.Signal // nil when the command exited
+	notRun error     // why the command could not be started (status 126 or 127)
 }
 
 func (e *commandExitError) Error() string {
+	if e.notRun != nil {
+		return fmt.Sprintf("cannot run %s: %v (status %d)", e.name, e.notRun, e.code)
+	}
 	if e.signal != nil {
 		return fmt.Sprintf("%s ended by signal %v (status %d)", e.name, e.signal, e.code)
 	}
 	return fmt.Sprintf("%s exited with status %d", e.name, e.code)
+}
+
+// notRun is the error for a command lock acquire cannot start, with the status a
+// shell gives it: 127 when there is no such command, 126 when there is one that
+// cannot be run (not executable, a directory, not a program).
+func notRun(name string, err error) error {
+	code := 126
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		code = 127
+	}
+	return &commandExitError{name: name, code: code, notRun: err}
 }
 
 func newLockAcquireCmd() *cobra.Command {
@@ -55,7 +71,8 @@ func newLockAcquireCmd() *cobra.Command {
 With a command after --, run it while holding the lock, with ROSTER_LOCK_NAME and
 ROSTER_LOCK_TOKEN in its environment, then release the lock and exit with the
 command's status (128 and the signal's number when a signal ended it, as a shell
-reports it). If the lock is lost meanwhile (its session ended, or a
+reports it; 127 when there is no such command and 126 when it cannot be run, found
+before the lock is taken). If the lock is lost meanwhile (its session ended, or a
 connection-scoped lock's connection dropped), the command is sent SIGTERM and
 acquire fails with the lost lock's status.
 
@@ -90,6 +107,13 @@ value waits until interrupted. Not getting the lock in time exits with status 6.
 				// The lock service grants a connection-scoped lock only on the
 				// connection the session is ACTIVE on, which is not this command's.
 				return usageError{fmt.Errorf("--scope connection needs the session's own connection: it cannot be used with %s", flagSource(cmd, "session-id"))}
+			}
+			if len(command) > 0 {
+				// Before the lock is taken: a mistyped command neither waits for the
+				// lock nor holds it from others for nothing.
+				if _, err := exec.LookPath(command[0]); err != nil {
+					return notRun(command[0], err)
+				}
 			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				l, err := acquire(ctx, s, name, opts, wait, f.timeout)
@@ -168,7 +192,7 @@ func runHolding(ctx context.Context, cmd *cobra.Command, l *client.Lock, command
 	c.Env = append(os.Environ(), "ROSTER_LOCK_NAME="+l.Name(), "ROSTER_LOCK_TOKEN="+strconv.FormatUint(l.Token(), 10))
 	c.Env = append(c.Env, traceEnv(ctx)...)
 	if err := c.Start(); err != nil {
-		return usageError{fmt.Errorf("run %s: %w", command[0], err)}
+		return notRun(command[0], err)
 	}
 	go func() {
 		select {

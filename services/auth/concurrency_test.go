@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -309,5 +310,16 @@ func TestUsersFileThatFailsToLoadAdmitsNobody(t *testing.T) {
 	})
 	if d, err := attempt(); err != nil || d.Verdict == Allow {
 		t.Fatalf("mallory after the fix: got %v, %v; want not admitted", d.Verdict, err)
+	}
+}
+
+// TestAddUserErrorsNameTheFile: a users file AddUser cannot write is named in the
+// error as given. The error named the temporary file it writes first
+// (".../.users-735671750"), a file the user never heard of.
+func TestAddUserErrorsNameTheFile(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "missing-dir", "users.yaml")
+	err := AddUser(name, "alice", "alice-pw", []string{"user"}, nil, bcrypt.MinCost, false)
+	if err == nil || !strings.Contains(err.Error(), name+":") || strings.Contains(err.Error(), ".users-") || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("got %v, want an error naming %s (and matching fs.ErrNotExist), not its temporary file", err, name)
 	}
 }

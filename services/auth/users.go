@@ -137,23 +137,36 @@ func AddUser(name, user, password string, roles []string, props map[string]strin
 	if err != nil {
 		return fmt.Errorf("auth: users file: %w", err)
 	}
+	// Errors name the file asked for, not the temporary file beside it.
 	tmp, err := os.CreateTemp(filepath.Dir(name), ".users-*")
 	if err != nil {
-		return fmt.Errorf("auth: users file: %w", err)
+		return fmt.Errorf("auth: users file %s: cannot write in its directory: %w", name, pathCause(err))
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return fmt.Errorf("auth: users file: %w", err)
+		return fmt.Errorf("auth: users file %s: %w", name, pathCause(err))
 	}
 	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
-		return fmt.Errorf("auth: users file: %w", err)
+		return fmt.Errorf("auth: users file %s: %w", name, pathCause(err))
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("auth: users file: %w", err)
+		return fmt.Errorf("auth: users file %s: %w", name, pathCause(err))
 	}
-	return os.Rename(tmp.Name(), name)
+	if err := os.Rename(tmp.Name(), name); err != nil {
+		return fmt.Errorf("auth: users file %s: %w", name, pathCause(err))
+	}
+	return nil
+}
+
+// pathCause is the cause of a file operation's error without the path it names (the
+// temporary file's).
+func pathCause(err error) error {
+	if cause := errors.Unwrap(err); cause != nil {
+		return cause
+	}
+	return err
 }
 
 // UsersFile authenticates password credentials against a users file. It rereads the

@@ -464,6 +464,42 @@ func TestExportedSessionLeavesOpeningCommandsAlone(t *testing.T) {
 	}
 }
 
+// TestClosedSessionFromTheEnvironmentIsNamed: an export of session open left in the
+// shell outlives its session; a command acting as it fails with the session's status
+// and says the session came from ROSTER_SESSION_ID and how to do without it. The
+// error named only a session id the user had not given ("session_closed: session … is
+// closed (expired)", for lock list as for any command).
+func TestClosedSessionFromTheEnvironmentIsNamed(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	gone := openSession(t, c.server)
+	id, token := gone.ID(), gone.Token()
+	if err := gone.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	live := openSession(t, c.server)
+	for _, tc := range []struct {
+		name, id, token string
+		exit            int
+	}{
+		{"closed", id, token, exitSessionClosed},
+		{"wrong token", live.ID(), token, exitDenied},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("ROSTER_SESSION_ID", tc.id)
+			t.Setenv("ROSTER_SESSION_TOKEN", tc.token)
+			r := c.run(ctx, "", "lock", "list")
+			if r.exit() != tc.exit || !strings.Contains(fmt.Sprint(r.err), "unset ROSTER_SESSION_ID and ROSTER_SESSION_TOKEN") {
+				t.Errorf("from the environment: got %v (exit %d), want exit %d naming ROSTER_SESSION_ID", r.err, r.exit(), tc.exit)
+			}
+			r = c.run(ctx, "", "lock", "list", "--session-id", tc.id)
+			if r.exit() != tc.exit || strings.Contains(fmt.Sprint(r.err), "ROSTER_SESSION_ID") {
+				t.Errorf("--session-id on the command line: got %v (exit %d), want exit %d naming no variable", r.err, r.exit(), tc.exit)
+			}
+		})
+	}
+}
+
 // TestSessionOpenPrintsStateChangesAsJSON: with -o json each change of state is an
 // object with the documented snake_case members.
 func TestSessionOpenPrintsStateChangesAsJSON(t *testing.T) {

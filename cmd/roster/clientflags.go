@@ -136,7 +136,7 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 	if f.sessionID != "" {
 		s, err := c.Attach(octx, f.sessionID, f.token, client.Options{})
 		if err != nil {
-			return err
+			return sessionFromEnvironment(cmd, err)
 		}
 		return fn(ctx, s)
 	}
@@ -153,6 +153,20 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 		_ = s.Close(cctx)
 	}()
 	return fn(ctx, s)
+}
+
+// sessionFromEnvironment adds to err, why the session --session-id names cannot be
+// acted as, that the session came from ROSTER_SESSION_ID when only that named it: an
+// export of session open left in the shell outlives its session, and every command
+// then fails with an error about a session the user did not name.
+func sessionFromEnvironment(cmd *cobra.Command, err error) error {
+	if !errors.Is(err, wire.ErrSessionClosed) && !errors.Is(err, wire.ErrSessionNotFound) && !errors.Is(err, wire.ErrInvalidToken) {
+		return err
+	}
+	if f := cmd.Flags().Lookup("session-id"); f == nil || !f.Changed || onCommandLine(cmd, "session-id") {
+		return err
+	}
+	return fmt.Errorf("%w (the session of %s: unset %[2]s and %s to have the command open a session of its own)", err, envName("session-id"), envName("session-token"))
 }
 
 // flagSource names where flag's value came from, for an error about it: the flag,

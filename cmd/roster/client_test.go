@@ -388,6 +388,22 @@ func TestTryLockIsBoundedByTimeout(t *testing.T) {
 	}
 }
 
+// TestLockWaitTimeoutNamesTheWait: a lock not granted within --wait exits 6 saying
+// so, as a lock not free for --wait 0 says it is not available. It said "not granted
+// before the deadline: context deadline exceeded", naming no deadline the user gave.
+func TestLockWaitTimeoutNamesTheWait(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	holder := openSession(t, c.server)
+	if _, err := holder.Lock(ctx, "orders/7", client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r := c.run(ctx, "", "lock", "acquire", "orders/7", "--wait", "300ms", "--", "true")
+	if r.exit() != exitTimeout || !strings.Contains(fmt.Sprint(r.err), `lock "orders/7" not granted within --wait 300ms`) || strings.Contains(fmt.Sprint(r.err), "context deadline exceeded") {
+		t.Errorf("got %v (exit %d), want exit %d saying the lock was not granted within --wait 300ms", r.err, r.exit(), exitTimeout)
+	}
+}
+
 // TestLockLostIsReportedOnce: lock acquire holding a lock until interrupted fails
 // when the lock is lost (here its session is closed by another), with status 5
 // (session_closed), and says so once; it said "lock … lost: …" twice.

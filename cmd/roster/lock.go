@@ -174,7 +174,13 @@ func acquire(ctx context.Context, s *client.Session, name string, opts client.Lo
 	case wait > 0:
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
-		return s.Lock(wctx, name, opts)
+		l, err := s.Lock(wctx, name, opts)
+		if errors.Is(err, client.ErrTimeout) && ctx.Err() == nil && errors.Is(wctx.Err(), context.DeadlineExceeded) {
+			// Say which deadline: the SDK's "before the deadline: context deadline
+			// exceeded" names none the user gave.
+			return nil, &wire.Error{Code: wire.CodeTimeout, Message: fmt.Sprintf("lock %q not granted within --wait %s", name, wait)}
+		}
+		return l, err
 	default:
 		return s.Lock(ctx, name, opts)
 	}

@@ -76,7 +76,7 @@ func TestServeFlagsOfTheOtherModeAreUsageErrors(t *testing.T) {
 // its environment variable (a ROSTER_DATA_DIR left in a container's environment
 // beside ROSTER_NATS_URL) is named by that variable, as the client commands name
 // theirs; the error named only --data-dir, which is nowhere on the command line.
-// One flag reads in the singular.
+// One flag reads in the singular. So is a --nats-password without --nats-user.
 func TestServeFlagsOfTheOtherModeNameTheirSource(t *testing.T) {
 	const url = "nats://127.0.0.1:1"
 	for _, tc := range []struct {
@@ -93,6 +93,10 @@ func TestServeFlagsOfTheOtherModeNameTheirSource(t *testing.T) {
 			"--data-dir, --listen (set by ROSTER_LISTEN) configure the embedded server: with --nats-url they do nothing"},
 		{"without --nats-url", map[string]string{"ROSTER_NATS_USER": "roster-service"}, []string{"--listen", "127.0.0.1:0"},
 			"--nats-user (set by ROSTER_NATS_USER) goes with --nats-url"},
+		// gensecrets' roster.env sets ROSTER_NATS_PASSWORD alone; the user is the
+		// compose file's (ROSTER_NATS_USER).
+		{"password without user", map[string]string{"ROSTER_NATS_PASSWORD": "pw"}, []string{"--nats-url", url},
+			"--nats-password (set by ROSTER_NATS_PASSWORD) needs --nats-user"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {

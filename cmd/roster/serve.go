@@ -256,7 +256,13 @@ func (o *serveOptions) checkMode() error {
 		return usageError{fmt.Errorf("%s: give one kind of credentials for --nats-url", strings.Join(g, ", "))}
 	}
 	if o.natsPassword != "" && o.natsUser == "" {
-		return usageError{errors.New("--nats-password needs --nats-user")}
+		// Named by its variable when that set it: gensecrets' roster.env holds only
+		// ROSTER_NATS_PASSWORD.
+		src := "--nats-password"
+		if g := given([]string{"nats-password"}); len(g) == 1 {
+			src = g[0]
+		}
+		return usageError{fmt.Errorf("%s needs --nats-user", src)}
 	}
 	return nil
 }

@@ -53,7 +53,11 @@
 // ones also when it loses its connection (RECOVERING, or resumed elsewhere): every
 // instance follows the sessions bucket (pkg/sessions) and releases with a
 // compare-and-set, which makes the release happen once however many instances see
-// the change.
+// the change. A connection-scoped hold or waiter keeps the revision of the session's
+// record its connection was read from: an instance whose view of the session is
+// older waits for it rather than take the connection for lost. An acquire first
+// releases what the session's record that authenticated it shows lost, as a view's
+// would, and a connection-scoped hold never moves to another connection.
 //
 // # Error codes
 //

@@ -97,7 +97,8 @@ func (e *env) startRegistry(t testing.TB) (stop func()) {
 // instance is a running lock service instance.
 type instance struct {
 	*Service
-	nc *nats.Conn
+	nc   *nats.Conn
+	view *sessions.View
 	// logs holds what the instance logged (also written to the test's log with
 	// ROSTER_TEST_LOG set).
 	logs *natstest.Buffer
@@ -123,9 +124,19 @@ func (e *env) startLockTraced(t testing.TB, cfg Config, tp trace.TracerProvider)
 	return in
 }
 
+// startLockViewing is startLock with options for the instance's session view.
+func (e *env) startLockViewing(t testing.TB, cfg Config, opts ...sessions.Option) *instance {
+	t.Helper()
+	in, err := e.launchLock(t, cfg, noop.NewTracerProvider(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
 // launchLock is startLock for goroutines other than the test's, which must not
 // call t.Fatal: it returns what failed instead.
-func (e *env) launchLock(t testing.TB, cfg Config, tp trace.TracerProvider) (*instance, error) {
+func (e *env) launchLock(t testing.TB, cfg Config, tp trace.TracerProvider, viewOpts ...sessions.Option) (*instance, error) {
 	nc, err := e.srv.ConnectService()
 	if err != nil {
 		return nil, err
@@ -136,7 +147,7 @@ func (e *env) launchLock(t testing.TB, cfg Config, tp trace.TracerProvider) (*in
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	view, err := sessions.Watch(ctx, js)
+	view, err := sessions.Watch(ctx, js, viewOpts...)
 	if err != nil {
 		cancel()
 		nc.Close()
@@ -156,7 +167,7 @@ func (e *env) launchLock(t testing.TB, cfg Config, tp trace.TracerProvider) (*in
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	in := &instance{Service: s, nc: nc, logs: logs}
+	in := &instance{Service: s, nc: nc, view: view, logs: logs}
 	in.stop = func() {
 		in.once.Do(func() {
 			cancel()
@@ -328,8 +339,8 @@ func wantCode(t testing.TB, err error, code wire.Code) {
 	}
 }
 
-// waiting returns the request ids waiting on a lock, from the bucket.
-func (e *env) waiting(t testing.TB, name string) []string {
+// lockRecord returns a lock's record from the bucket; nil when it has none.
+func (e *env) lockRecord(t testing.TB, name string) *record {
 	t.Helper()
 	kv, err := e.js.KeyValue(context.Background(), Bucket)
 	if err != nil {
@@ -346,11 +357,39 @@ func (e *env) waiting(t testing.TB, name string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rec
+}
+
+// waiting returns the request ids waiting on a lock, from the bucket.
+func (e *env) waiting(t testing.TB, name string) []string {
+	t.Helper()
+	rec := e.lockRecord(t, name)
+	if rec == nil {
+		return nil
+	}
 	var ids []string
 	for _, w := range rec.Waiters {
 		ids = append(ids, w.ID)
 	}
 	return ids
+}
+
+// sessionRecord returns a session's record from the sessions bucket.
+func (e *env) sessionRecord(t testing.TB, id string) *sessions.Record {
+	t.Helper()
+	kv, err := e.js.KeyValue(context.Background(), sessions.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ent, err := kv.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := sessions.Decode(ent.Value(), ent.Revision())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // waitQueued waits until n requests wait on name.

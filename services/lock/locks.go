@@ -20,9 +20,10 @@ type caller struct {
 	id    string
 	roles []string
 	// conn is the connection the session is bound to, and bound whether the
-	// session is ACTIVE on it.
+	// session is ACTIVE on it, as of revision rev of the session's record.
 	conn  string
 	bound bool
+	rev   uint64
 	call  *endpoint.Call
 }
 
@@ -31,6 +32,12 @@ type caller struct {
 // acquires need.
 func (c *caller) onBoundConnection() bool {
 	return c.bound && c.conn == c.call.Info().ConnectionKey()
+}
+
+// state is the session's state as the record that authenticated the request has
+// it.
+func (c *caller) state() sessionState {
+	return sessionState{connected: c.bound, conn: c.conn, rev: c.rev}
 }
 
 // authenticate checks the request's session headers against the session view and
@@ -46,7 +53,7 @@ func (s *Service) authenticate(c *endpoint.Call) (*caller, error) {
 		return nil, err
 	}
 	s.sess.Touch(r.ID)
-	return &caller{id: r.ID, roles: r.Roles, conn: r.Connection, bound: r.State == wire.StateActive, call: c}, nil
+	return &caller{id: r.ID, roles: r.Roles, conn: r.Connection, bound: r.State == wire.StateActive, rev: r.Revision, call: c}, nil
 }
 
 // acquire grants the lock or, when the request may wait and the lock is not
@@ -69,7 +76,7 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 	}
 	now := s.nowMS()
 	w := waiter{
-		ID: req.RequestID, Session: c.id, Mode: req.Mode, Scope: req.Scope, Conn: c.conn,
+		ID: req.RequestID, Session: c.id, Mode: req.Mode, Scope: req.Scope, Conn: c.conn, SessionRev: c.rev,
 		Reply: reply, Owner: s.cfg.Instance, EnqueuedAt: now, Deadline: now + s.cfg.MaxWait.Milliseconds(),
 	}
 	if wait {
@@ -88,7 +95,7 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 	var granted bool
 	var aerr error
 	cm, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
-		granted, aerr = r.acquire(w, wait, clientID, s.cfg.MaxWaiters, now, o)
+		granted, aerr = r.acquireBy(c.state(), w, wait, clientID, s.cfg.MaxWaiters, now, o)
 	})
 	if err != nil {
 		return nil, err

@@ -334,20 +334,20 @@ func (s *Service) lockChanged(_ string, e entry) {
 		return
 	}
 	s.scheduleLock(e.rec)
-	check := func(id string, scope wire.LockScope, conn string) {
+	check := func(id string, scope wire.LockScope, conn string, rev uint64) {
 		st, known := s.sessionState(id)
 		switch {
 		case !known:
 			s.markUnknown(id)
-		case lostIn(st, scope, conn):
+		case lostIn(st, scope, conn, rev):
 			s.markSuspect(id, st)
 		}
 	}
 	for _, h := range e.rec.Holders {
-		check(h.Session, h.Scope, h.Conn)
+		check(h.Session, h.Scope, h.Conn, h.SessionRev)
 	}
 	for _, w := range e.rec.Waiters {
-		check(w.Session, w.Scope, w.Conn)
+		check(w.Session, w.Scope, w.Conn, w.SessionRev)
 	}
 }
 
@@ -448,7 +448,7 @@ func stateOf(r *sessions.Record) sessionState {
 	if r == nil || r.Closed() {
 		return sessionState{closed: true}
 	}
-	return sessionState{connected: r.State == wire.StateActive, conn: r.Connection}
+	return sessionState{connected: r.State == wire.StateActive, conn: r.Connection, rev: r.Revision}
 }
 
 // sessionState returns what the view knows of a session; known is false when the

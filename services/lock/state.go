@@ -68,6 +68,11 @@ type holder struct {
 	// Conn is the connection the session was bound to when the lock was granted;
 	// a connection-scoped lock is released when the session leaves it.
 	Conn string `json:"conn,omitempty"`
+	// SessionRev is the revision of the session's record (sessions bucket) Conn was
+	// read from, as the granting instance's view held it: an instance whose view
+	// holds an older record of the session lags, and does not take the connection
+	// it holds for a loss (lostIn). 0 in records written before it was kept.
+	SessionRev uint64 `json:"session_rev,omitempty"`
 	// Token is the fencing token. Zero means "granted by the write that stored this
 	// version": its revision is the token, filled in when the record is read.
 	Token     uint64 `json:"token,omitempty"`
@@ -107,7 +112,11 @@ type waiter struct {
 	Session string         `json:"session"`
 	Mode    wire.LockMode  `json:"mode"`
 	Scope   wire.LockScope `json:"scope"`
-	Conn    string         `json:"conn,omitempty"`
+	// Conn is the connection the session was bound to when the request was
+	// taken, and SessionRev the revision of the session's record it was read from
+	// (holder.SessionRev).
+	Conn       string `json:"conn,omitempty"`
+	SessionRev uint64 `json:"session_rev,omitempty"`
 	// Reply is the subject the held request is answered on. Any instance may
 	// answer it, so a waiter outlives the instance that took the request. It is
 	// empty while the waiter is detached: its request was answered at the server's
@@ -326,14 +335,29 @@ var (
 // the held scope to the weaker of both (seed 002). A session holding the lock
 // shared that asks for it exclusively gets ErrUpgrade: two such upgraders would
 // wait for each other forever.
+//
+// A connection-scoped hold stays on the connection it was taken on: a request of
+// the session from another connection either knows an older record of the
+// session (its instance's view lags, and the session has left the connection it
+// holds) or a newer one, in which case the hold's connection is gone and the
+// request has released it first (record.acquireBy); moved, a lost hold would be
+// revived on the new connection. A session-scoped hold weakened to connection
+// scope takes the connection of the newer of the two records.
 func (r *record) grant(w waiter, now int64, o *outcome) error {
 	if i, ok := r.holder(w.Session); ok {
 		h := &r.Holders[i]
 		if w.Mode == wire.LockExclusive && h.Mode == wire.LockShared {
 			return ErrUpgrade
 		}
-		if s := h.Scope.Weaker(w.Scope); s != h.Scope || (s == wire.ScopeConnection && h.Conn != w.Conn) {
-			h.Scope, h.Conn = s, w.Conn
+		if s := h.Scope.Weaker(w.Scope); s != h.Scope {
+			if !olderSessionRev(w.SessionRev, h.SessionRev) {
+				h.Conn, h.SessionRev = w.Conn, w.SessionRev
+			}
+			h.Scope = s
+			o.changed = true
+		} else if s == wire.ScopeConnection && h.Conn != w.Conn && (h.SessionRev == 0 || w.SessionRev == 0) {
+			// A record written before the revisions were kept: as before them.
+			h.Conn, h.SessionRev = w.Conn, w.SessionRev
 			o.changed = true
 		}
 		if w.ID != "" && !h.answers(w.ID) {
@@ -345,7 +369,7 @@ func (r *record) grant(w waiter, now int64, o *outcome) error {
 		}
 		return nil
 	}
-	r.Holders = append(r.Holders, holder{Session: w.Session, Mode: w.Mode, Scope: w.Scope, Conn: w.Conn, GrantedAt: now, Request: w.ID})
+	r.Holders = append(r.Holders, holder{Session: w.Session, Mode: w.Mode, Scope: w.Scope, Conn: w.Conn, SessionRev: w.SessionRev, GrantedAt: now, Request: w.ID})
 	o.changed = true
 	return nil
 }
@@ -379,6 +403,20 @@ func (r *record) promote(now int64, o *outcome) {
 		}
 		o.granted = append(o.granted, grantee{waiter: w})
 	}
+}
+
+// acquireBy applies an acquire of a session in state st: that of the record of the
+// session that authenticated the request. That record may be newer than any an
+// instance checked the session's locks against — the session resumed on another
+// connection, and the release of what it lost with the old one failed, or has not
+// been seen by a lagging view — and a request applied to a lock the session seems to
+// hold merges with the hold: answered with a lock lost already, or, before,
+// reviving it on the new connection, where it survived the loss and the waiters
+// next in line were passed over. So what st shows lost (lostIn) is released first,
+// granting the next waiters, and the request is then applied as a new one.
+func (r *record) acquireBy(st sessionState, w waiter, wait, remember bool, maxWaiters int, now int64, o *outcome) (granted bool, err error) {
+	r.dropSession(w.Session, st, now, o)
+	return r.acquire(w, wait, remember, maxWaiters, now, o)
 }
 
 // acquire applies an acquire. It returns granted=true when w's session holds the
@@ -594,20 +632,37 @@ type sessionState struct {
 	// connection it is bound to.
 	connected bool
 	conn      string
+	// rev is the revision of the session's record this state was read from.
+	rev uint64
 }
 
-// lostIn reports whether a hold or wait with scope and conn is lost for a session
-// in state st: everything when it is closed; a connection-scoped one when the session
-// is not ACTIVE on the connection it was taken on.
-func lostIn(st sessionState, scope wire.LockScope, conn string) bool {
-	return st.closed || (scope == wire.ScopeConnection && (!st.connected || conn != st.conn))
+// lostIn reports whether a hold or wait with scope and conn, read from the
+// session's record at revision rev, is lost for a session in state st: everything
+// when it is closed; a connection-scoped one when the session is not ACTIVE on the
+// connection it was taken on — as far as st is at least as recent as the record the
+// connection was read from. An older st comes from a view that lags the one that
+// granted (the session may have resumed on the connection since): the check waits
+// for the view, whose next change of the session is checked again. rev 0 (a record
+// written before the revisions were kept) is checked against any st.
+func lostIn(st sessionState, scope wire.LockScope, conn string, rev uint64) bool {
+	if st.closed {
+		return true
+	}
+	if scope != wire.ScopeConnection || (st.connected && conn == st.conn) {
+		return false
+	}
+	return rev == 0 || st.rev >= rev
 }
+
+// olderSessionRev reports whether revision a of a session's record is known to be
+// older than b (0 is unknown).
+func olderSessionRev(a, b uint64) bool { return a != 0 && b != 0 && a < b }
 
 // dropSession releases what a session may no longer hold: everything when it is
 // closed; its connection-scoped locks and waiting requests when it is not on the
-// connection they were taken on.
+// connection they were taken on (lostIn).
 func (r *record) dropSession(session string, st sessionState, now int64, o *outcome) {
-	lost := func(scope wire.LockScope, conn string) bool { return lostIn(st, scope, conn) }
+	lost := func(scope wire.LockScope, conn string, rev uint64) bool { return lostIn(st, scope, conn, rev) }
 	lostErr := errWaitSession
 	if !st.closed {
 		lostErr = errWaitConn
@@ -615,7 +670,7 @@ func (r *record) dropSession(session string, st sessionState, now int64, o *outc
 	var dropped []waiter
 	before := len(r.Holders)
 	r.Holders = slices.DeleteFunc(r.Holders, func(h holder) bool {
-		if h.Session != session || !lost(h.Scope, h.Conn) {
+		if h.Session != session || !lost(h.Scope, h.Conn, h.SessionRev) {
 			return false
 		}
 		if !st.closed {
@@ -630,7 +685,7 @@ func (r *record) dropSession(session string, st sessionState, now int64, o *outc
 		o.holdGone(session, lostErr)
 	}
 	r.Waiters = slices.DeleteFunc(r.Waiters, func(w waiter) bool {
-		if w.Session != session || !lost(w.Scope, w.Conn) {
+		if w.Session != session || !lost(w.Scope, w.Conn, w.SessionRev) {
 			return false
 		}
 		if !st.closed {

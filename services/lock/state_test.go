@@ -773,3 +773,125 @@ func TestGrantTakenBackInTheSameWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestLostWaitsForTheView: a connection-scoped hold or wait is lost for a state of
+// its session at least as recent as the session record its connection was read
+// from; an older state comes from a view that lags, and changes nothing.
+func TestLostWaitsForTheView(t *testing.T) {
+	conn, sess := wire.ScopeConnection, wire.ScopeSession
+	tests := []struct {
+		name  string
+		st    sessionState
+		scope wire.LockScope
+		rev   uint64
+		want  bool
+	}{
+		{"on its connection", sessionState{connected: true, conn: "c2", rev: 9}, conn, 5, false},
+		{"moved on since", sessionState{connected: true, conn: "c3", rev: 9}, conn, 5, true},
+		{"recovering since", sessionState{conn: "c2", rev: 9}, conn, 5, true},
+		{"a lagging view: on the connection it left", sessionState{connected: true, conn: "c1", rev: 3}, conn, 5, false},
+		{"a lagging view: recovering before", sessionState{conn: "c1", rev: 4}, conn, 5, false},
+		{"closed, however old", sessionState{closed: true}, conn, 5, true},
+		{"closed, session scope", sessionState{closed: true}, sess, 5, true},
+		{"session scope survives", sessionState{connected: true, conn: "c3", rev: 9}, sess, 5, false},
+		{"no revision (older record): as before", sessionState{connected: true, conn: "c1", rev: 3}, conn, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := lostIn(tt.st, tt.scope, "c2", tt.rev); got != tt.want {
+				t.Fatalf("got lost %v, want %v", got, tt.want)
+			}
+			r := &record{Name: "a", Holders: []holder{{Session: "A", Mode: wire.LockExclusive, Scope: tt.scope, Conn: "c2", SessionRev: tt.rev, Token: 1}}}
+			r.dropSession("A", tt.st, 1, &outcome{})
+			if held := len(r.Holders) == 1; held == tt.want {
+				t.Fatalf("got held %v after dropSession, want %v", held, !tt.want)
+			}
+		})
+	}
+}
+
+// TestRequestOfTheSessionAndItsHold: a request of a session holding the lock
+// connection-scoped, from another connection, never moves the hold. From an older
+// record of the session (a lagging view) it leaves the hold where it is; from a
+// newer one, or one that has the session RECOVERING since, it shows the hold lost,
+// and the hold is released — the next waiter granted — before the request is
+// applied as a new one.
+func TestRequestOfTheSessionAndItsHold(t *testing.T) {
+	held := func(scope wire.LockScope, conn string, rev uint64) *record {
+		return &record{Name: "a",
+			Holders: []holder{{Session: "S", Mode: wire.LockExclusive, Scope: scope, Conn: conn, SessionRev: rev, Token: 1, Request: "h"}},
+			Waiters: []waiter{req("w", "W", wire.LockExclusive)}}
+	}
+	// A request of S taken from its record at rev: on conn, ACTIVE unless recovering.
+	type request struct {
+		st sessionState
+		w  waiter
+	}
+	from := func(scope wire.LockScope, conn string, rev uint64, recovering bool) request {
+		w := req("r", "S", wire.LockExclusive)
+		w.Scope, w.Conn, w.SessionRev = scope, conn, rev
+		return request{sessionState{connected: !recovering, conn: conn, rev: rev}, w}
+	}
+	conn, sess := wire.ScopeConnection, wire.ScopeSession
+	tests := []struct {
+		name        string
+		rec         *record
+		req         request
+		wantGranted bool // the request is answered with the lock
+		wantHold    holder
+		wantHolder  string
+		wantOthers  []string // granted besides the request
+	}{
+		{"session scope, older record", held(conn, "c2", 5), from(sess, "c1", 3, false), true,
+			holder{Scope: conn, Conn: "c2", SessionRev: 5}, "S", nil},
+		{"connection scope, same record", held(conn, "c2", 5), from(conn, "c2", 5, false), true,
+			holder{Scope: conn, Conn: "c2", SessionRev: 5}, "S", nil},
+		{"session scope, newer record", held(conn, "c1", 3), from(sess, "c2", 5, false), false,
+			holder{}, "W", []string{"w"}},
+		{"connection scope, newer record", held(conn, "c1", 3), from(conn, "c2", 5, false), false,
+			holder{}, "W", []string{"w"}},
+		{"session scope, recovering since", held(conn, "c1", 3), from(sess, "c1", 4, true), false,
+			holder{}, "W", []string{"w"}},
+		{"a session-scoped hold weakened by a newer record", held(sess, "c1", 3), from(conn, "c2", 5, false), true,
+			holder{Scope: conn, Conn: "c2", SessionRev: 5}, "S", nil},
+		{"a session-scoped hold weakened by an older record", held(sess, "c2", 5), from(conn, "c1", 3, false), true,
+			holder{Scope: conn, Conn: "c2", SessionRev: 5}, "S", nil},
+		{"a hold without revision, from another connection: lost, as before", held(conn, "c1", 0), from(sess, "c2", 5, false), false,
+			holder{}, "W", []string{"w"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, o := tt.rec, &outcome{}
+			granted, err := r.acquireBy(tt.req.st, tt.req.w, false, true, 10, 2, o)
+			if granted != tt.wantGranted || (err != nil) == tt.wantGranted {
+				t.Fatalf("got granted %v, err %v; want granted %v", granted, err, tt.wantGranted)
+			}
+			if got := holders(r); !slices.Equal(got, []string{tt.wantHolder}) {
+				t.Fatalf("got holders %v, want [%s]", got, tt.wantHolder)
+			}
+			if got := grantedIDs(o); !slices.Equal(got, tt.wantOthers) {
+				t.Fatalf("granted %v, want %v", got, tt.wantOthers)
+			}
+			if tt.wantHolder != "S" {
+				if !r.completed("h", "S") {
+					t.Error("the request the lost hold answered is not remembered as answered")
+				}
+				return
+			}
+			if h := r.Holders[0]; h.Scope != tt.wantHold.Scope || h.Conn != tt.wantHold.Conn || h.SessionRev != tt.wantHold.SessionRev || h.Token != 1 {
+				t.Fatalf("got hold %s on %s at session revision %d, token %d; want %s on %s at %d, token 1",
+					h.Scope, h.Conn, h.SessionRev, h.Token, tt.wantHold.Scope, tt.wantHold.Conn, tt.wantHold.SessionRev)
+			}
+		})
+	}
+
+	// Applied alone — as a promoted waiter is, with no record of the session at
+	// hand — a request does not move the hold onto its connection either.
+	r := held(conn, "c1", 3)
+	if _, err := r.acquire(from(sess, "c2", 5, false).w, false, true, 10, 2, &outcome{}); err != nil {
+		t.Fatal(err)
+	}
+	if h := r.Holders[0]; h.Conn != "c1" || h.SessionRev != 3 {
+		t.Fatalf("got the hold on %s at session revision %d, want it left on c1 at 3", h.Conn, h.SessionRev)
+	}
+}

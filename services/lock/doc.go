@@ -15,7 +15,10 @@
 //     threshold); a longer wait is answered timeout there and keeps its place for
 //     Config.Reattach, for the client to re-issue it with the same request_id.
 //     Acquiring a lock the session holds returns the equal lock (same token), with
-//     the weaker of the two scopes.
+//     the weaker of the two scopes. A session holds or waits for at most
+//     Config.MaxLocksPerSession locks (1000); the bound is checked against the
+//     instance's view of the bucket, so acquires made at the same moment through
+//     several instances can overshoot it by those in flight.
 //   - roster.v1.lock.release: give a lock back; lock_not_held when the session does
 //     not hold it, or a non-zero token is not the held one.
 //   - roster.v1.lock.cancel: withdraw an acquire by its request_id, whatever became
@@ -68,6 +71,7 @@
 // not_found (cancel), conflict (a shared holder asking for exclusive), stale_request
 // (a late copy of an acquire already answered: not granted),
 // limit_exceeded (too many waiters on one lock, or 16 of the session's own waiting
-// for it), unavailable (storage, or a connection-scoped acquire from a session not
+// for it; the session holds or waits for Config.MaxLocksPerSession locks; the record
+// would grow past Config.MaxRecordBytes), unavailable (storage, or a connection-scoped acquire from a session not
 // ACTIVE on the requesting connection).
 package lock

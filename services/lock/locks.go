@@ -94,7 +94,16 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 	}
 	var granted bool
 	var aerr error
+	key := KeyFor(req.Name)
 	cm, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
+		// A lock the session holds or waits for is counted already: re-acquiring
+		// it, or waiting for it again, takes nothing more.
+		if _, holds := r.holder(c.id); !holds && r.waiting(c.id) == 0 {
+			if n := s.st.sessionLocks(c.id, key); n >= s.cfg.MaxLocksPerSession {
+				granted, aerr = false, wire.Errorf(wire.CodeLimitExceeded, "the session holds or waits for %d locks; one session may hold or wait for at most %d (release one first)", n, s.cfg.MaxLocksPerSession)
+				return
+			}
+		}
 		granted, aerr = r.acquireBy(c.state(), w, wait, clientID, s.cfg.MaxWaiters, now, o)
 	})
 	if err != nil {

@@ -50,7 +50,8 @@ func writeHeld(t *testing.T, ctx context.Context, st *store, name string) {
 }
 
 // recreateAndWaitFor has another instance create the bucket again and write lock
-// after in it; st must then cache after, and no longer before.
+// after in it; st must then cache after, and no longer before, and count its
+// holder's locks from what it caches.
 func recreateAndWaitFor(t *testing.T, ctx context.Context, js jetstream.JetStream, st *store, within time.Duration) {
 	t.Helper()
 	other, err := openStore(ctx, js, 1) // another instance, creating the bucket again
@@ -65,7 +66,8 @@ func recreateAndWaitFor(t *testing.T, ctx context.Context, js jetstream.JetStrea
 		if _, ok := st.cached(KeyFor("before")); ok {
 			return errors.New("the store still caches the lock gone with the bucket")
 		}
-		return nil
+		// Its holder holds the lock written again, and not the one gone.
+		return wantIndexed(st, map[string]int{"s1": 1})
 	})
 }
 

@@ -85,6 +85,15 @@ type Config struct {
 	// rest of its record (about 200 bytes a holder): a shared request beyond it
 	// waits, first come first served, as it would behind an exclusive holder.
 	MaxHolders int
+	// MaxLocksPerSession bounds the locks one session holds or has a waiting
+	// request for (1000): an acquire of another lock is refused limit_exceeded,
+	// while acquiring a lock the session holds, or waiting for one it waits for
+	// already, is not counted again. An instance counts from its cache of the
+	// bucket, which every instance's writes reach within milliseconds: acquires
+	// made at the same moment through several instances can overshoot the bound by
+	// those in flight. Without it, a session allowed to lock an open-ended pattern
+	// of names grew the bucket and every instance's memory without end.
+	MaxLocksPerSession int
 	// MaxRecordBytes bounds the encoded record of one lock (default: the NATS
 	// server's max payload less 8 KiB for the write's headers). The counts above
 	// bound it only for requests of typical size: a waiter with the longest request
@@ -144,6 +153,7 @@ func (c *Config) setDefaults() {
 	def(&c.StoreTimeout, 5*time.Second)
 	defInt(&c.MaxWaiters, 2000)
 	defInt(&c.MaxHolders, 1000)
+	defInt(&c.MaxLocksPerSession, 1000)
 	defInt(&c.ListLimit, 100)
 	defInt(&c.MaxListLimit, 1000)
 	if c.Instance == "" {

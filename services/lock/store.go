@@ -64,6 +64,11 @@ type store struct {
 	// eviction the cache would grow with every lock name ever used.
 	gone    []goneKey
 	goneTTL time.Duration
+	// bySession indexes the cache by session: the keys of the records whose
+	// holders or waiters name it (Config.MaxLocksPerSession counts them). Every
+	// change of the cache — an entry replaced, deleted, evicted, or the cache
+	// cleared — updates it, from the entry it replaces to the new one (set, drop).
+	bySession map[string]map[string]struct{}
 
 	// maxBytes bounds an encoded record (Config.MaxRecordBytes; 0: no bound).
 	maxBytes int
@@ -125,7 +130,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int) (*stor
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
-	return &store{js: js, kv: kv, rd: rd, prefix: "$KV." + Bucket + ".", cache: map[string]entry{}, goneTTL: GoneTTL}, nil
+	return &store{js: js, kv: kv, rd: rd, prefix: "$KV." + Bucket + ".", cache: map[string]entry{}, bySession: map[string]map[string]struct{}{}, goneTTL: GoneTTL}, nil
 }
 
 func decodeRecord(data []byte, rev uint64) (*record, error) {
@@ -207,7 +212,7 @@ func (s *store) remember(key string, e entry) {
 	}
 	// A deleted key keeps the marker's revision for the next compare-and-set, as
 	// long as the marker lives.
-	s.cache[key] = e
+	s.setLocked(key, e)
 	now := time.Now()
 	if e.rec == nil {
 		s.gone = append(s.gone, goneKey{key: key, rev: e.rev, at: now})
@@ -228,12 +233,87 @@ func (s *store) evictGoneLocked(now time.Time) {
 			break
 		}
 		if e, ok := s.cache[g.key]; ok && e.rec == nil && e.rev == g.rev {
-			delete(s.cache, g.key)
+			s.dropLocked(g.key)
 		}
 		n++
 	}
 	clear(s.gone[:n])
 	s.gone = s.gone[n:]
+}
+
+// setLocked caches e under key, and moves key in the session index from the
+// sessions of the entry it replaces to those of e.
+func (s *store) setLocked(key string, e entry) {
+	old := s.cache[key]
+	s.cache[key] = e
+	s.indexLocked(key, old.rec, e.rec)
+}
+
+// dropLocked removes key from the cache and from the session index.
+func (s *store) dropLocked(key string) {
+	old, ok := s.cache[key]
+	if !ok {
+		return
+	}
+	delete(s.cache, key)
+	s.indexLocked(key, old.rec, nil)
+}
+
+// indexLocked moves key in the session index from the sessions holding or waiting
+// for it in old to those in cur (either may be nil: absent or deleted).
+func (s *store) indexLocked(key string, old, cur *record) {
+	if old == nil && cur == nil {
+		return
+	}
+	now := map[string]struct{}{}
+	if cur != nil {
+		for _, h := range cur.Holders {
+			now[h.Session] = struct{}{}
+		}
+		for _, w := range cur.Waiters {
+			now[w.Session] = struct{}{}
+		}
+	}
+	if old != nil {
+		unindex := func(id string) {
+			if _, ok := now[id]; ok {
+				return
+			}
+			if keys := s.bySession[id]; keys != nil {
+				delete(keys, key)
+				if len(keys) == 0 {
+					delete(s.bySession, id)
+				}
+			}
+		}
+		for _, h := range old.Holders {
+			unindex(h.Session)
+		}
+		for _, w := range old.Waiters {
+			unindex(w.Session)
+		}
+	}
+	for id := range now {
+		keys := s.bySession[id]
+		if keys == nil {
+			keys = map[string]struct{}{}
+			s.bySession[id] = keys
+		}
+		keys[key] = struct{}{}
+	}
+}
+
+// sessionLocks returns how many locks of the cache, key's aside, session holds or
+// waits for.
+func (s *store) sessionLocks(session, key string) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	keys := s.bySession[session]
+	n := len(keys)
+	if _, ok := keys[key]; ok {
+		n--
+	}
+	return n
 }
 
 // snapshot returns the live records in the cache.
@@ -338,7 +418,7 @@ func (s *store) load(ctx context.Context, last uint64) (jetstream.KeyWatcher, er
 		s.mu.Lock()
 		for k, e := range s.cache {
 			if _, ok := seen[k]; !ok && e.rev <= last {
-				delete(s.cache, k)
+				s.dropLocked(k)
 			}
 		}
 		s.mu.Unlock()
@@ -357,6 +437,7 @@ func (s *store) reload(ctx context.Context, created *time.Time) (jetstream.KeyWa
 	if !info.Created.Equal(*created) {
 		s.mu.Lock()
 		clear(s.cache)
+		clear(s.bySession)
 		s.mu.Unlock()
 		*created = info.Created
 	}

@@ -180,7 +180,7 @@ func TestServeWebSocket(t *testing.T) {
 // (and so from their ROSTER_ variables); before, only a Go program embedding
 // pkg/roster could change them.
 func TestServeTuningFlags(t *testing.T) {
-	url, _ := startServe(t, "--session-timeout", "7s", "--max-properties", "2", "--max-value-length", "8")
+	url, _ := startServe(t, "--session-timeout", "7s", "--max-properties", "2", "--max-value-length", "8", "--lock-max-per-session", "1")
 	connectAll(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -202,6 +202,12 @@ func TestServeTuningFlags(t *testing.T) {
 	if err := s.SetProperties(ctx, map[string]string{"a": "123456789"}); !errors.Is(err, client.ErrLimitExceeded) {
 		t.Errorf("a 9-byte value with --max-value-length 8: got %v, want limit_exceeded", err)
 	}
+	if _, err := s.TryLock(ctx, "a", client.LockOptions{}); err != nil {
+		t.Fatalf("a first lock: %v", err)
+	}
+	if _, err := s.TryLock(ctx, "b", client.LockOptions{}); !errors.Is(err, client.ErrLimitExceeded) {
+		t.Errorf("a second lock with --lock-max-per-session 1: got %v, want limit_exceeded", err)
+	}
 }
 
 // TestServeTuningFlagsOutOfRange: a limit of 0 or below, or a default timeout outside
@@ -211,6 +217,7 @@ func TestServeTuningFlagsOutOfRange(t *testing.T) {
 	for name, args := range map[string][]string{
 		"--max-properties 0":              {"--max-properties", "0"},
 		"--lock-max-waiters -1":           {"--lock-max-waiters", "-1"},
+		"--lock-max-per-session 0":        {"--lock-max-per-session", "0"},
 		"--max-principal-requests 0":      {"--max-principal-requests", "0"},
 		"--reconnect-window 0":            {"--reconnect-window", "0"},
 		"--session-timeout above the max": {"--session-timeout", "2h", "--session-max-timeout", "1h"},

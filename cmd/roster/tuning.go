@@ -36,6 +36,7 @@ func (t *tuning) register(fs *pflag.FlagSet) {
 	l := lock.Config{}.WithDefaults()
 	fs.IntVar(&t.lock.MaxWaiters, "lock-max-waiters", l.MaxWaiters, "lock: requests waiting for one lock")
 	fs.IntVar(&t.lock.MaxHolders, "lock-max-holders", l.MaxHolders, "lock: shared holders of one lock")
+	fs.IntVar(&t.lock.MaxLocksPerSession, "lock-max-per-session", l.MaxLocksPerSession, "lock: locks one session holds or waits for (each instance counts what it has seen)")
 	fs.IntVar(&t.messaging.MaxInFlight, "max-in-flight", messaging.DefaultMaxInFlight, "messaging: requests in flight from one instance to one receiving session")
 	fs.IntVar(&t.messaging.MaxSenderRequests, "max-sender-requests", messaging.DefaultMaxSenderRequests, "messaging: requests one session has in progress on one instance")
 	fs.IntVar(&t.messaging.MaxPrincipalRequests, "max-principal-requests", messaging.DefaultMaxPrincipalRequests, "messaging: requests the sessions of one principal have in progress on one instance")
@@ -58,9 +59,9 @@ func (t *tuning) check() error {
 		"max-sessions-per-principal": t.registry.Limits.SessionsPerPrincipal, "max-properties": t.registry.Limits.Properties,
 		"max-key-length": t.registry.Limits.KeyLength, "max-value-length": t.registry.Limits.ValueLength,
 		"max-record-size": t.registry.Limits.RecordSize, "lock-max-waiters": t.lock.MaxWaiters,
-		"lock-max-holders": t.lock.MaxHolders, "max-in-flight": t.messaging.MaxInFlight,
-		"max-sender-requests": t.messaging.MaxSenderRequests, "max-streams": t.messaging.MaxStreams,
-		"max-principal-requests": t.messaging.MaxPrincipalRequests,
+		"lock-max-holders": t.lock.MaxHolders, "lock-max-per-session": t.lock.MaxLocksPerSession,
+		"max-in-flight": t.messaging.MaxInFlight, "max-sender-requests": t.messaging.MaxSenderRequests,
+		"max-streams": t.messaging.MaxStreams, "max-principal-requests": t.messaging.MaxPrincipalRequests,
 	} {
 		if n <= 0 {
 			return usageError{fmt.Errorf("--%s %d: want a positive number", name, n)}

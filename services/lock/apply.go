@@ -306,8 +306,8 @@ func (s *Service) finish(name string, batch []*task, c commit, o *outcome) {
 	}
 	for _, g := range o.granted {
 		w := g.waiter
-		if w.Reply == "" {
-			continue // detached: its re-issue gets the lock
+		if w.Reply == "" || g.direct {
+			continue // detached (its re-issue gets the lock), or answered by its handler
 		}
 		var l *wire.Lock
 		if g.released != nil {
@@ -332,7 +332,7 @@ func (s *Service) finish(name string, batch []*task, c commit, o *outcome) {
 		span.End()
 	}
 	for _, rm := range o.removed {
-		if rm.w.Reply == "" {
+		if rm.w.Reply == "" || rm.direct {
 			continue
 		}
 		span := s.replySpan(rm.w, links)

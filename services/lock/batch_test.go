@@ -161,3 +161,71 @@ func TestGrantUndoneInItsBatchIsAnswered(t *testing.T) {
 		})
 	}
 }
+
+// TestDirectGrantUndoneInItsBatchIsAnswered: a try-once acquire granted at once, in
+// a batch where a later operation takes the hold away again — its own cancel, or a
+// release by its session — is answered for what became of it, as a waiter granted
+// and undone in one batch is: the cancel's timeout, or the lock it was given. It was
+// answered conflict ("released concurrently"), a code that means a shared holder
+// asking for the lock exclusively.
+func TestDirectGrantUndoneInItsBatchIsAnswered(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		undo  func(b *client) *call
+		check func(t *testing.T, b *client, l *wire.Lock, err error)
+	}{
+		{
+			name: "cancel",
+			undo: func(b *client) *call {
+				return b.callAsync(wire.SubjectLockCancel, &wire.LockCancelRequest{Name: "d", RequestID: "bx"}, &wire.LockCancelResponse{})
+			},
+			check: func(t *testing.T, _ *client, _ *wire.Lock, err error) { wantCode(t, err, wire.CodeTimeout) },
+		},
+		{
+			name: "released by its session",
+			undo: func(b *client) *call {
+				return b.callAsync(wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: "d"}, &wire.LockReleaseResponse{})
+			},
+			check: func(t *testing.T, b *client, l *wire.Lock, err error) {
+				if err != nil {
+					t.Fatalf("the try: %v, want the lock it was granted", err)
+				}
+				validate(t, "lock.acquire.response", wire.LockAcquireResponse{Lock: l})
+				if l.Session != b.id {
+					t.Fatalf("got %+v, want a lock of %s", l, b.id)
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			g := newWriteGate()
+			g.until = make(chan struct{})
+			in := e.startLock(t, Config{beforeWrite: g.beforeWrite})
+			a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
+			a.mustAcquire(t, &wire.LockAcquireRequest{Name: "d"})
+			// a's release is written while b's try and the undoing operation
+			// gather, in that order, for the next batch.
+			g.armed.Store(true)
+			rel := a.callAsync(wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: "d"}, nil)
+			g.waitHeld(t)
+			pb := b.acquireAsync(&wire.LockAcquireRequest{Name: "d", RequestID: "bx"})
+			in.waitBatched(t, "d", 1)
+			undo := tc.undo(b)
+			in.waitBatched(t, "d", 2)
+			close(g.until)
+
+			if err := rel.wait(t); err != nil {
+				t.Fatalf("release: %v", err)
+			}
+			if err := undo.wait(t); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			l, err := pb.wait(t, 10*time.Second)
+			tc.check(t, b, l, err)
+			if rec := e.lockRecord(t, "d"); rec != nil && len(rec.Holders) > 0 {
+				t.Fatalf("holders left: %+v, want none", rec.Holders)
+			}
+		})
+	}
+}

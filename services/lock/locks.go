@@ -94,8 +94,10 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 	}
 	var granted bool
 	var aerr error
+	var out *outcome // of the write the request was last applied in
 	key := KeyFor(req.Name)
 	cm, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
+		out = o
 		// A lock the session holds or waits for is counted already: re-acquiring
 		// it, or waiting for it again, takes nothing more.
 		if _, holds := r.holder(c.id); !holds && r.waiting(c.id) == 0 {
@@ -127,6 +129,21 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 	}
 	if !granted {
 		return nil, endpoint.ErrReplyLater
+	}
+	// An operation later in the same write may have taken the hold away again: the
+	// request's cancel or its session's loss (answered as they answer a waiter), or
+	// a release by its session (answered with the lock it was given).
+	if released, derr, ok := out.direct(w.ID); ok {
+		switch {
+		case derr != nil:
+			return nil, derr
+		case released != nil:
+			l := released.lock(req.Name)
+			if l.Token == 0 {
+				l.Token = cm.rev
+			}
+			return l, nil
+		}
 	}
 	l, ok := lockOf(cm.rec, c.id)
 	if !ok {

@@ -284,11 +284,33 @@ type grantee struct {
 	// released is the hold the waiter was granted when its session released it
 	// later in the same write: the reply carries that hold, granted and gone.
 	released *holder
+	// direct marks a request granted at once: its own handler answers it, from the
+	// outcome (outcome.direct), not the write's finish.
+	direct bool
 }
 
 type removal struct {
-	w   waiter
-	err error
+	w      waiter
+	err    error
+	direct bool // see grantee.direct
+}
+
+// direct returns what became of request id, granted at once in this write: the
+// hold its session released later in the write (nil if none), or the error an
+// operation that took its hold away answers it; ok is false when the request is
+// not among the write's direct grants.
+func (o *outcome) direct(id string) (released *holder, err error, ok bool) {
+	for _, g := range o.granted {
+		if g.direct && g.ID == id {
+			return g.released, nil, true
+		}
+	}
+	for _, rm := range o.removed {
+		if rm.direct && rm.w.ID == id {
+			return nil, rm.err, true
+		}
+	}
+	return nil, nil, false
 }
 
 // ungrant answers err, instead of the lock, to the waiters granted so far that
@@ -301,7 +323,7 @@ func (o *outcome) ungrant(match func(w waiter) bool, err error) {
 		if g.released != nil || !match(g.waiter) {
 			return false
 		}
-		o.removed = append(o.removed, removal{g.waiter, err})
+		o.removed = append(o.removed, removal{w: g.waiter, err: err, direct: g.direct})
 		return true
 	})
 }
@@ -392,12 +414,12 @@ func (r *record) promote(now int64, o *outcome) {
 			// (other instances wait ExpiryGrace for the owner to write it, and the
 			// owner may be gone): granted, the lock would be held by nobody who
 			// knows, until the session ends.
-			o.removed = append(o.removed, removal{w, errWaitTimeout})
+			o.removed = append(o.removed, removal{w: w, err: errWaitTimeout})
 			r.remember(w.ID, w.Session, now, o)
 			continue
 		}
 		if err := r.grant(w, now, o); err != nil {
-			o.removed = append(o.removed, removal{w, wire.Errorf(wire.CodeConflict, "%v", err)})
+			o.removed = append(o.removed, removal{w: w, err: wire.Errorf(wire.CodeConflict, "%v", err)})
 			r.remember(w.ID, w.Session, now, o)
 			continue
 		}
@@ -434,6 +456,7 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 		if err := r.grant(w, now, o); err != nil {
 			return false, err
 		}
+		o.granted = append(o.granted, grantee{waiter: w, direct: true})
 		// A copy of this request still waiting (re-issued while the session came
 		// to hold the lock through another) is answered now, with the same lock:
 		// left in the queue, it would be granted again, silently, after the session
@@ -453,7 +476,7 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 		// asks once and takes no for an answer, and a waiter left behind would be
 		// granted to a caller that has moved on.
 		if i := r.waiterIndex(w.ID, w.Session); i >= 0 {
-			o.removed = append(o.removed, removal{r.Waiters[i], errWaitCancelled})
+			o.removed = append(o.removed, removal{w: r.Waiters[i], err: errWaitCancelled})
 			r.Waiters = slices.Delete(r.Waiters, i, i+1)
 			o.changed = true
 			r.promote(now, o)
@@ -478,6 +501,7 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 			if err := r.grant(w, now, o); err != nil {
 				return false, err
 			}
+			o.granted = append(o.granted, grantee{waiter: w, direct: true})
 			r.promote(now, o)
 			return true, nil
 		}
@@ -517,7 +541,7 @@ func (r *record) release(session string, token uint64, now int64, o *outcome) (h
 // returned then).
 func (r *record) cancel(id, session string, now int64, remember bool, o *outcome) (waiting, released bool, err error) {
 	if i := r.waiterIndex(id, session); i >= 0 {
-		o.removed = append(o.removed, removal{r.Waiters[i], errWaitCancelled})
+		o.removed = append(o.removed, removal{w: r.Waiters[i], err: errWaitCancelled})
 		r.Waiters = slices.Delete(r.Waiters, i, i+1)
 		o.changed = true
 		r.remember(id, session, now, o)
@@ -569,10 +593,10 @@ func (r *record) expire(e expiry, now int64, o *outcome) {
 		}
 		o.changed = true
 		if w.Reply != "" && (w.Until == 0 || w.Until > now) {
-			o.removed = append(o.removed, removal{w, errWaitBound})
+			o.removed = append(o.removed, removal{w: w, err: errWaitBound})
 			return false
 		}
-		o.removed = append(o.removed, removal{w, errWaitTimeout})
+		o.removed = append(o.removed, removal{w: w, err: errWaitTimeout})
 		expired = append(expired, w)
 		return true
 	})
@@ -691,7 +715,7 @@ func (r *record) dropSession(session string, st sessionState, now int64, o *outc
 		if !st.closed {
 			dropped = append(dropped, w)
 		}
-		o.removed = append(o.removed, removal{w, lostErr})
+		o.removed = append(o.removed, removal{w: w, err: lostErr})
 		o.changed = true
 		return true
 	})

@@ -490,3 +490,35 @@ func TestMessagingSpansFollowConventions(t *testing.T) {
 		})
 	}
 }
+
+// TestSessionEventsCarryTheChangesTrace: the event of a change carries the trace
+// context of the request that made it, so that a reader of the events can join the
+// change's trace.
+func TestSessionEventsCarryTheChangesTrace(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	admin := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	s := tr.open(t, p.ClientURL(), client.Options{})
+	var err error
+	root := tr.root("change", func(ctx context.Context) {
+		_, err = admin.UpdateSessions(ctx, wire.SessionUpdateRequest{ID: s.ID(), Set: map[string]string{"Stage": "two"}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *wire.StoredSessionEvent
+	waitFor(t, func() error {
+		resp, err := admin.Events(ctxT(t), wire.SessionEventsRequest{SessionID: s.ID(), Kinds: []wire.SessionEventKind{wire.EventUpdated}})
+		if err != nil {
+			return err
+		}
+		if len(resp.Events) != 1 {
+			return fmt.Errorf("got %d updated events, want 1", len(resp.Events))
+		}
+		got = &resp.Events[0]
+		return nil
+	})
+	if !strings.Contains(got.TraceParent, root.TraceID().String()) {
+		t.Fatalf("the event's traceparent is %q, want one of trace %s", got.TraceParent, root.TraceID())
+	}
+}

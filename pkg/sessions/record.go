@@ -90,6 +90,10 @@ type Record struct {
 type PendingEvent struct {
 	MsgID string            `json:"msg_id"`
 	Event wire.SessionEvent `json:"event"`
+	// Trace is the W3C traceparent of the request that made the change (empty for
+	// the server's own: expiry, a lost connection): the event is published with it,
+	// so that whoever reads the event can join that trace.
+	Trace string `json:"trace,omitempty"`
 }
 
 // Timeout returns the inactivity timeout (0 for a permanent session).

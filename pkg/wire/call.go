@@ -20,6 +20,17 @@ func Inject(ctx context.Context, h nats.Header) {
 	Propagator.Inject(ctx, HeaderCarrier(h))
 }
 
+// HeaderTraceParent is the W3C trace context header.
+const HeaderTraceParent = "traceparent"
+
+// TraceParent returns the W3C traceparent of ctx's span, or "" when it has none: a
+// trace context kept in a record, to be continued by whatever acts on it later.
+func TraceParent(ctx context.Context) string {
+	c := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, c)
+	return c[HeaderTraceParent]
+}
+
 // Extract returns ctx with the remote trace context found in h, if any.
 func Extract(ctx context.Context, h nats.Header) context.Context {
 	if h == nil {

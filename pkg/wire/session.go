@@ -324,6 +324,9 @@ type StoredSessionEvent struct {
 	Seq    uint64        `json:"seq"`
 	Stored time.Time     `json:"stored"`
 	Event  *SessionEvent `json:"event"`
+	// TraceParent is the W3C traceparent of the request that made the change, when
+	// it had one: a reader joins the change's trace with it (a span link, say).
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // SessionActivity is the body published on SubjectSessionActivity: ids of sessions

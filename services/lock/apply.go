@@ -367,23 +367,13 @@ func batchLinks(batch []*task) []trace.Link {
 func (s *Service) replySpan(w waiter, links []trace.Link) trace.Span {
 	ctx := s.ctx
 	if w.Trace != "" {
-		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{traceparent: w.Trace})
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{wire.HeaderTraceParent: w.Trace})
 	}
 	_, span := s.tracer.Start(ctx, "lock.acquire reply", trace.WithLinks(links...), trace.WithAttributes(
 		attribute.String("roster.session_id", w.Session),
 		attribute.String("roster.request_id", w.ID),
 	))
 	return span
-}
-
-// traceparent is the W3C header a waiter keeps of its acquire's span.
-const traceparent = "traceparent"
-
-// traceParent returns the W3C traceparent of ctx's span, or "".
-func traceParent(ctx context.Context) string {
-	c := propagation.MapCarrier{}
-	propagation.TraceContext{}.Inject(ctx, c)
-	return c[traceparent]
 }
 
 // lockOf returns session's lock in rec.

@@ -80,7 +80,7 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 		Reply: reply, Owner: s.cfg.Instance, EnqueuedAt: now, Deadline: now + s.cfg.MaxWait.Milliseconds(),
 	}
 	if wait {
-		w.Trace = traceParent(ctx)
+		w.Trace = wire.TraceParent(ctx)
 	}
 	// A wait whose end does not fit in the clock's range (it would wrap around to
 	// the past and end at once) has no end, like WaitForever.

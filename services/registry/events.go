@@ -60,11 +60,13 @@ func eventMsgID(id string, kind wire.SessionEventKind, seq uint64) string {
 
 func closedMsgID(id string) string { return id + "-closed" }
 
-// stage adds the event describing rec, as it is about to be written, to its outbox.
-func stage(rec *sessions.Record, kind wire.SessionEventKind, keys []string) {
+// stage adds the event describing rec, as it is about to be written, to its outbox,
+// with the trace context of ctx (the request making the change).
+func stage(ctx context.Context, rec *sessions.Record, kind wire.SessionEventKind, keys []string) {
 	rec.EventSeq++
 	rec.Outbox = append(rec.Outbox, sessions.PendingEvent{
 		MsgID: eventMsgID(rec.ID, kind, rec.EventSeq),
+		Trace: wire.TraceParent(ctx),
 		Event: wire.SessionEvent{
 			Kind:       kind,
 			SessionID:  rec.ID,
@@ -134,6 +136,9 @@ func (s *Service) publishPending(rec *sessions.Record, p sessions.PendingEvent) 
 		return
 	}
 	msg := &nats.Msg{Subject: wire.SessionEventSubject(rec.ID, p.Event.Kind), Data: data, Header: nats.Header{}}
+	if p.Trace != "" {
+		msg.Header.Set(wire.HeaderTraceParent, p.Trace)
+	}
 	if _, err := s.ejs.PublishMsgAsync(msg, jetstream.WithMsgID(p.MsgID)); err != nil {
 		s.eventWarn.warn("session_id", rec.ID, "msg_id", p.MsgID, "err", err)
 	}

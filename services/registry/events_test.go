@@ -27,7 +27,7 @@ func writeWithoutPublishing(t *testing.T, inst *instance, id string, kind wire.S
 	if err := inst.carryOutbox(ctx, cur, next); err != nil {
 		t.Fatal(err)
 	}
-	stage(next, kind, nil)
+	stage(context.Background(), next, kind, nil)
 	data, err := inst.encode(next)
 	if err != nil {
 		t.Fatal(err)

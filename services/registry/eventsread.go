@@ -202,7 +202,7 @@ func (s *Service) readEvents(ctx context.Context, q *eventQuery) (*wire.SessionE
 				if len(resp.Events) > 0 && size+len(m.data) > eventsPageBytes {
 					return resp, nil
 				}
-				resp.Events = append(resp.Events, wire.StoredSessionEvent{Seq: m.seq, Stored: m.stored, Event: &ev})
+				resp.Events = append(resp.Events, wire.StoredSessionEvent{Seq: m.seq, Stored: m.stored, Event: &ev, TraceParent: m.trace})
 				size += len(m.data)
 			}
 			resp.NextSeq = m.seq + 1
@@ -224,6 +224,7 @@ type storedMsg struct {
 	subject string
 	stored  time.Time
 	data    []byte
+	trace   string // the event's traceparent header
 }
 
 // directGetRequest is the body of a batched direct get ($JS.API.DIRECT.GET.<stream>).
@@ -273,7 +274,7 @@ func (st *store) readEvents(ctx context.Context, subject string, seq uint64, sta
 		default:
 			return nil, false, unavailable("read events", fmt.Errorf("status %s %s", status, m.Header.Get("Description")))
 		}
-		sm := storedMsg{subject: m.Header.Get(jetstream.SubjectHeader), data: m.Data}
+		sm := storedMsg{subject: m.Header.Get(jetstream.SubjectHeader), data: m.Data, trace: m.Header.Get(wire.HeaderTraceParent)}
 		if sm.seq, err = strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); err != nil {
 			return nil, false, fmt.Errorf("registry: reading events: sequence %q", m.Header.Get(jetstream.SequenceHeader))
 		}

@@ -103,7 +103,7 @@ func (s *Service) closeGoneOne(ctx context.Context, stream jetstream.Stream, g s
 	if opened == nil {
 		rec.Fixed[sessions.PropStartTime] = ""
 	}
-	stage(rec, wire.EventClosed, nil)
+	stage(ctx, rec, wire.EventClosed, nil)
 	data, err := sessions.Encode(rec)
 	if err != nil {
 		return false, err

@@ -178,7 +178,7 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 		rec.Fixed = fixedProperties(rec.ID, rec.Principal, rec.Roles, c.Info(), now, req)
 		maps.Copy(rec.Fixed, authFixed)
 		rec.EventSeq, rec.Outbox = 0, nil
-		stage(rec, wire.EventOpened, nil)
+		stage(ctx, rec, wire.EventOpened, nil)
 		data, err := s.encode(rec)
 		if err != nil {
 			return nil, err
@@ -487,7 +487,7 @@ func (s *Service) prepare(ctx context.Context, cur *sessions.Record, check func(
 		if kind == wire.EventUpdated {
 			keys = changedKeys(cur.User, next.User)
 		}
-		stage(next, kind, keys)
+		stage(ctx, next, kind, keys)
 	}
 	// The size limit bounds what clients put in a record, not the server's own
 	// transitions (encodeLimited).
@@ -864,7 +864,7 @@ func (s *Service) tombstoneExpired(ctx context.Context, last *sessions.Record) {
 		s.log.Warn("writing the tombstone of an expired session", "session_id", rec.ID, "err", err)
 		return
 	}
-	stage(rec, wire.EventClosed, nil)
+	stage(ctx, rec, wire.EventClosed, nil)
 	data, err := sessions.Encode(rec)
 	if err != nil {
 		s.log.Warn("writing the tombstone of an expired session", "session_id", rec.ID, "err", err)

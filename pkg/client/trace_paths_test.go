@@ -335,10 +335,7 @@ func TestCalloutIsTraced(t *testing.T) {
 		t.Errorf("admitted: status %v, want unset", admitted.Status())
 	}
 	// A refusal is the client's mistake, not the service's error (as for endpoints).
-	if attr(refused, "roster.error.code") != string(wire.CodeUnauthenticated) || attr(refused, "error.type") != string(wire.CodeUnauthenticated) ||
-		refused.Status().Code != codes.Unset {
-		t.Errorf("refused: attributes %v, status %v; want the code unauthenticated, status unset", refused.Attributes(), refused.Status())
-	}
+	wantSpanError(t, "refused", refused, wire.CodeUnauthenticated, codes.Unset)
 }
 
 // TestLockAnswerRecordsItsOutcome: the answer to a held acquire that ends it
@@ -380,10 +377,7 @@ func TestLockAnswerRecordsItsOutcome(t *testing.T) {
 	answer := tr.find(t, root, "answer to the held acquire", func(s sdktrace.ReadOnlySpan) bool {
 		return s.Name() == "lock.acquire reply" && s.Parent().SpanID() == acq.SpanContext().SpanID()
 	})
-	if attr(answer, "roster.error.code") != string(wire.CodeUnavailable) || attr(answer, "error.type") != string(wire.CodeUnavailable) ||
-		answer.Status().Code != codes.Error {
-		t.Errorf("answer: attributes %v, status %v; want the code unavailable and an error status", answer.Attributes(), answer.Status())
-	}
+	wantSpanError(t, "answer", answer, wire.CodeUnavailable, codes.Error)
 }
 
 // TestCallSpansFollowRPCConventions: the SDK's client span and the service's server
@@ -520,5 +514,14 @@ func TestSessionEventsCarryTheChangesTrace(t *testing.T) {
 	})
 	if !strings.Contains(got.TraceParent, root.TraceID().String()) {
 		t.Fatalf("the event's traceparent is %q, want one of trace %s", got.TraceParent, root.TraceID())
+	}
+}
+
+// wantSpanError checks that span s recorded the wire code (roster.error.code and
+// error.type) with the status code given.
+func wantSpanError(t *testing.T, what string, s sdktrace.ReadOnlySpan, code wire.Code, status codes.Code) {
+	t.Helper()
+	if attr(s, "roster.error.code") != string(code) || attr(s, "error.type") != string(code) || s.Status().Code != status {
+		t.Errorf("%s: attributes %v, status %v; want the code %s, status %v", what, s.Attributes(), s.Status(), code, status)
 	}
 }

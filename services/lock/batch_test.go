@@ -28,6 +28,26 @@ func (in *instance) waitBatched(t *testing.T, name string, n int) {
 	})
 }
 
+// startGated starts an instance whose writes a gate can hold, until g.until closes.
+func startGated(t *testing.T) (*env, *instance, *writeGate) {
+	e := newEnv(t)
+	g := newWriteGate()
+	g.until = make(chan struct{})
+	return e, e.startLock(t, Config{beforeWrite: g.beforeWrite}), g
+}
+
+// wantGrantedTo fails the test unless what was answered with a valid lock of b.
+func wantGrantedTo(t *testing.T, what string, b *client, l *wire.Lock, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v, want the lock it was granted", what, err)
+	}
+	validate(t, "lock.acquire.response", wire.LockAcquireResponse{Lock: l})
+	if l.Session != b.id {
+		t.Fatalf("got %+v, want a lock of %s", l, b.id)
+	}
+}
+
 // call is a request sent in the background.
 type call struct {
 	done chan struct{}
@@ -118,21 +138,12 @@ func TestGrantUndoneInItsBatchIsAnswered(t *testing.T) {
 				if undo != nil {
 					t.Fatalf("release: %v", undo)
 				}
-				if err != nil {
-					t.Fatalf("the held request: %v, want the lock it was granted", err)
-				}
-				validate(t, "lock.acquire.response", wire.LockAcquireResponse{Lock: l})
-				if l.Session != b.id {
-					t.Fatalf("got %+v, want a lock of %s", l, b.id)
-				}
+				wantGrantedTo(t, "the held request", b, l, err)
 			},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
-			g := newWriteGate()
-			g.until = make(chan struct{})
-			in := e.startLock(t, Config{beforeWrite: g.beforeWrite})
+			e, in, g := startGated(t)
 			a, b, c := e.open(t, "admin", 0), e.open(t, "admin", 0), e.open(t, "admin", 0)
 			a.mustAcquire(t, &wire.LockAcquireRequest{Name: "g"})
 			pb := b.acquireAsync(&wire.LockAcquireRequest{Name: "g", WaitMS: wire.WaitForever, RequestID: "bx"})
@@ -187,21 +198,12 @@ func TestDirectGrantUndoneInItsBatchIsAnswered(t *testing.T) {
 				return b.callAsync(wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: "d"}, &wire.LockReleaseResponse{})
 			},
 			check: func(t *testing.T, b *client, l *wire.Lock, err error) {
-				if err != nil {
-					t.Fatalf("the try: %v, want the lock it was granted", err)
-				}
-				validate(t, "lock.acquire.response", wire.LockAcquireResponse{Lock: l})
-				if l.Session != b.id {
-					t.Fatalf("got %+v, want a lock of %s", l, b.id)
-				}
+				wantGrantedTo(t, "the try", b, l, err)
 			},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
-			g := newWriteGate()
-			g.until = make(chan struct{})
-			in := e.startLock(t, Config{beforeWrite: g.beforeWrite})
+			e, in, g := startGated(t)
 			a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
 			a.mustAcquire(t, &wire.LockAcquireRequest{Name: "d"})
 			// a's release is written while b's try and the undoing operation

@@ -301,8 +301,12 @@ func (s *Service) finish(name string, batch []*task, c commit, o *outcome) {
 		t.done <- c
 	}
 	var links []trace.Link
-	if len(o.granted)+len(o.removed) > 0 {
-		links = batchLinks(batch)
+	linked := false
+	link := func() []trace.Link { // only for answers this write sends
+		if !linked {
+			links, linked = batchLinks(batch), true
+		}
+		return links
 	}
 	for _, g := range o.granted {
 		w := g.waiter
@@ -323,7 +327,7 @@ func (s *Service) finish(name string, batch []*task, c commit, o *outcome) {
 			continue
 		}
 		s.grants.Add(1)
-		span := s.replySpan(w, links)
+		span := s.replySpan(w, link())
 		span.SetAttributes(attribute.Bool("roster.granted", true), attribute.Int64("roster.lock.token", int64(l.Token)))
 		if err := endpoint.Reply(s.nc, w.Reply, &wire.LockAcquireResponse{Lock: l}); err != nil {
 			span.RecordError(err)
@@ -335,7 +339,7 @@ func (s *Service) finish(name string, batch []*task, c commit, o *outcome) {
 		if rm.w.Reply == "" || rm.direct {
 			continue
 		}
-		span := s.replySpan(rm.w, links)
+		span := s.replySpan(rm.w, link())
 		span.SetAttributes(attribute.Bool("roster.granted", false))
 		endpoint.SpanError(span, rm.err)
 		if err := endpoint.ReplyError(s.nc, rm.w.Reply, rm.err); err != nil {

@@ -216,8 +216,8 @@ func TestThrottleWindow(t *testing.T) {
 	for i := range 10 {
 		fail(fmt.Sprint(i))
 	}
-	if len(th.keys) > 4 {
-		t.Fatalf("got %d keys, want at most 4", len(th.keys))
+	if n := len(th.principals) + len(th.addresses); n > 4 {
+		t.Fatalf("got %d keys, want at most 4", n)
 	}
 }
 
@@ -577,7 +577,7 @@ func TestThrottleCountsIPv6ByNetwork(t *testing.T) {
 func (t *throttle) failures(key string) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if f, ok := t.keys[key]; ok {
+	if f, ok := t.table(key)[key]; ok {
 		return f.count
 	}
 	return 0
@@ -679,5 +679,32 @@ func TestRepeatKey(t *testing.T) {
 	}
 	if bytes.Equal(c, d) || bytes.Equal(a, c) {
 		t.Error("without a callout each instance needs a random key of its own")
+	}
+}
+
+// TestThrottledPrincipalOutlastsAFloodOfAddresses: the throttle's memory is bounded
+// (MaxKeys), and when it was full it forgot every count, the principals' with the
+// addresses'. A failed bearer token or anonymous attempt costs no bcrypt, so a client
+// holding many addresses (an IPv6 /48 is 65,536 networks of /64) could fill it within
+// the window and wipe the count of a principal it was guessing the password of, as
+// often as it liked. Addresses now have a budget of their own: filling it forgets
+// addresses, never a principal's failures.
+func TestThrottledPrincipalOutlastsAFloodOfAddresses(t *testing.T) {
+	cfg := sessionConfig(t)
+	cfg.Throttle.MaxKeys = 8
+	h := start(t, nil, cfg)
+	ctx := t.Context()
+	for i := range 3 {
+		if _, err := h.svc.authenticate(ctx, &wire.Credentials{Username: "alice", Password: fmt.Sprint("guess", i)}, nil, fmt.Sprintf("2001:db8:0:%x::1", i)); !errors.Is(err, wire.ErrUnauthenticated) {
+			t.Fatalf("guess %d: got %v, want unauthenticated", i, err)
+		}
+	}
+	for i := range 3 * cfg.Throttle.MaxKeys {
+		if _, err := h.svc.authenticate(ctx, &wire.Credentials{Token: "not-a-token"}, nil, fmt.Sprintf("2001:db8:1:%x::1", i)); !errors.Is(err, wire.ErrUnauthenticated) {
+			t.Fatalf("bad token %d: got %v, want unauthenticated", i, err)
+		}
+	}
+	if _, err := h.svc.authenticate(ctx, &wire.Credentials{Username: "alice", Password: "alice-pw"}, nil, "2001:db8:2::1"); !errors.Is(err, wire.ErrThrottled) {
+		t.Fatalf("alice after a flood of failures from other addresses: got %v, want throttled", err)
 	}
 }

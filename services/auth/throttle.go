@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,7 +23,10 @@ type ThrottleConfig struct {
 	MaxFailures int
 	// Window is how long failures count (default 1 minute).
 	Window time.Duration
-	// MaxKeys bounds the memory used (default 100,000 principals and addresses).
+	// MaxKeys bounds the memory used: at most this many principals, and as many
+	// addresses, are counted at once (default 100,000 of each). They are bounded
+	// apart so that a flood of failures from many addresses (cheap: a bad token
+	// costs no bcrypt) never makes room by forgetting a principal's failures.
 	MaxKeys int
 	// MaxWait bounds how long an attempt waits for the same principal's or address's
 	// attempts in flight (default 10 s); it then fails with timeout. A callout
@@ -44,8 +48,10 @@ type throttle struct {
 	// itself after failing.
 	tell func(wire.AuthThrottleNote)
 
-	mu   sync.Mutex
-	keys map[string]*failures
+	mu sync.Mutex
+	// principals and addresses hold the failures counted per key (principalKey,
+	// addressKey), each at most MaxKeys of them (table).
+	principals, addresses map[string]*failures
 	// repeats holds, for each failed attempt counted within the window, when it was
 	// counted, by its fingerprint (Service.fingerprint).
 	repeats map[string]time.Time
@@ -70,7 +76,8 @@ func newThrottle(cfg ThrottleConfig, now func() time.Time) *throttle {
 	if now == nil {
 		now = time.Now
 	}
-	return &throttle{cfg: cfg, now: now, keys: map[string]*failures{}, repeats: map[string]time.Time{}, settled: make(chan struct{})}
+	return &throttle{cfg: cfg, now: now, principals: map[string]*failures{}, addresses: map[string]*failures{},
+		repeats: map[string]time.Time{}, settled: make(chan struct{})}
 }
 
 // begin admits an attempt for keys, or refuses it (false) when any key has used up
@@ -93,13 +100,13 @@ func (t *throttle) begin(ctx context.Context, keys ...string) (bool, error) {
 			if k == "" {
 				continue
 			}
-			f, ok := t.keys[k]
+			f, ok := t.table(k)[k]
 			if !ok {
 				continue
 			}
 			if f.count > 0 && now.Sub(f.first) >= t.cfg.Window {
 				if f.count = 0; f.inflight == 0 {
-					delete(t.keys, k)
+					delete(t.table(k), k)
 					continue
 				}
 			}
@@ -182,7 +189,7 @@ func (t *throttle) settle(inflight, failed bool, repeat string, keys []string) (
 			f.count++
 		}
 		if f.count == 0 && f.inflight == 0 {
-			delete(t.keys, k)
+			delete(t.table(k), k)
 		}
 	}
 	close(t.settled)
@@ -203,15 +210,25 @@ func (t *throttle) pruneRepeatsLocked(now time.Time) {
 	}
 }
 
+// table returns the map k's failures are counted in: principals for a principal's
+// key, addresses for any other.
+func (t *throttle) table(k string) map[string]*failures {
+	if strings.HasPrefix(k, principalPrefix) {
+		return t.principals
+	}
+	return t.addresses
+}
+
 // entryLocked returns k's entry, adding an empty one.
 func (t *throttle) entryLocked(k string, now time.Time) *failures {
-	f, ok := t.keys[k]
+	keys := t.table(k)
+	f, ok := keys[k]
 	if !ok {
-		if len(t.keys) >= t.cfg.MaxKeys {
-			t.pruneLocked(now)
+		if len(keys) >= t.cfg.MaxKeys {
+			t.pruneLocked(keys, now)
 		}
 		f = &failures{first: now}
-		t.keys[k] = f
+		keys[k] = f
 	}
 	return f
 }
@@ -228,36 +245,41 @@ func (t *throttle) succeed(key string) {
 func (t *throttle) forget(key string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	f, ok := t.keys[key]
+	keys := t.table(key)
+	f, ok := keys[key]
 	if !ok {
 		return false
 	}
 	had := f.count > 0
 	f.count = 0
 	if f.inflight == 0 {
-		delete(t.keys, key)
+		delete(keys, key)
 	}
 	return had
 }
 
-// pruneLocked drops expired entries; if the map is still full it drops everything,
-// which errs on the side of letting attempts through over exhausting memory.
-func (t *throttle) pruneLocked(now time.Time) {
-	for k, f := range t.keys {
+// pruneLocked drops the expired entries of keys (one of the throttle's tables); if
+// it is still full it drops them all, which errs on the side of letting attempts
+// through over exhausting memory — for that kind of key only.
+func (t *throttle) pruneLocked(keys map[string]*failures, now time.Time) {
+	for k, f := range keys {
 		if now.Sub(f.first) >= t.cfg.Window && f.inflight == 0 {
-			delete(t.keys, k)
+			delete(keys, k)
 		}
 	}
-	if len(t.keys) >= t.cfg.MaxKeys {
-		clear(t.keys)
+	if len(keys) >= t.cfg.MaxKeys {
+		clear(keys)
 	}
 }
+
+// principalPrefix starts a principal's key; an address's starts with "a:".
+const principalPrefix = "p:"
 
 func principalKey(p string) string {
 	if p == "" {
 		return ""
 	}
-	return "p:" + p
+	return principalPrefix + p
 }
 
 // addressKey is the key failures from ip count against. An IPv6 client usually

@@ -323,3 +323,45 @@ func TestAddUserErrorsNameTheFile(t *testing.T) {
 		t.Fatalf("got %v, want an error naming %s (and matching fs.ErrNotExist), not its temporary file", err, name)
 	}
 }
+
+// TestUsersFileOfCommentsOnlyOrSeveralDocuments: a users file that holds only
+// comments (a header an operator wrote before adding anyone) is an empty one; it
+// failed to load with "EOF", so no password was checked and roster user add could
+// not add the first user to it. A file of several YAML documents is refused: only
+// the first was read, so the users of the others could not log in without a word,
+// and AddUser rewrote the file with the first document alone, deleting them.
+func TestUsersFileOfCommentsOnlyOrSeveralDocuments(t *testing.T) {
+	dir := t.TempDir()
+	commented := filepath.Join(dir, "commented.yaml")
+	if err := os.WriteFile(commented, []byte("# Roster users: roster user add NAME --users-file commented.yaml\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewUsersFile(commented); err != nil {
+		t.Fatalf("a users file of comments only: got %v, want an empty one", err)
+	}
+	if err := AddUser(commented, "alice", "alice-pw", []string{"user"}, nil, bcrypt.MinCost, false); err != nil {
+		t.Fatalf("adding the first user to a users file of comments only: %v", err)
+	}
+	if users, err := ReadUsers(commented); err != nil || len(users) != 1 {
+		t.Fatalf("after adding alice: got %v, %v; want alice", users, err)
+	}
+
+	data, err := os.ReadFile(commented)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := strings.Replace(string(data), "alice", "bob", 1)
+	several := filepath.Join(dir, "several.yaml")
+	if err := os.WriteFile(several, []byte(string(data)+"---\n"+bob), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewUsersFile(several); err == nil {
+		t.Fatal("a users file of two YAML documents loaded; want it refused")
+	}
+	if err := AddUser(several, "carol", "carol-pw", nil, nil, bcrypt.MinCost, false); err == nil {
+		t.Fatal("AddUser rewrote a users file of two YAML documents; want it refused")
+	}
+	if after, err := os.ReadFile(several); err != nil || !strings.Contains(string(after), "bob") {
+		t.Fatalf("the second document's user is gone from the file (%v)", err)
+	}
+}

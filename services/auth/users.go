@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -69,12 +70,19 @@ func ReadUsers(name string) (map[string]User, error) {
 	return users, nil
 }
 
+// parseUsers reads a users file's contents. Nothing but white space and comments is
+// an empty file. More than one YAML document is refused: only the first would be
+// read, and AddUser would write the file back without the others.
 func parseUsers(data []byte) (map[string]User, error) {
 	var doc usersDoc
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil && len(bytes.TrimSpace(data)) > 0 {
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one YAML document")
 	}
 	if doc.Users == nil {
 		doc.Users = map[string]User{}

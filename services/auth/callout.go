@@ -110,7 +110,7 @@ func (s *Service) serveCallout() error {
 		}
 		go func() {
 			defer func() { <-s.calloutQ; s.wg.Done() }()
-			resp, err := s.answerCallout(s.bg, m.Data)
+			resp, err := s.answerCalloutMsg(s.bg, m)
 			if err != nil {
 				// Unanswerable (not a valid request): the server times out and refuses.
 				s.log.Warn("auth callout request rejected", "err", err)
@@ -126,6 +126,20 @@ func (s *Service) serveCallout() error {
 	}
 	s.callout = sub
 	return nil
+}
+
+// serverXKeyHeader names the server's curve key on a callout request the server
+// encrypted, as it does when auth_callout sets xkey.
+const serverXKeyHeader = "Nats-Server-Xkey"
+
+// answerCalloutMsg answers the callout request m. An encrypted request is refused
+// with an error that says why: it cannot be read, and the server then refuses every
+// connection, which only removing xkey from its configuration changes.
+func (s *Service) answerCalloutMsg(ctx context.Context, m *nats.Msg) (string, error) {
+	if m.Header.Get(serverXKeyHeader) != "" {
+		return "", errors.New("the server encrypts callout requests (auth_callout xkey), which this auth service cannot read: every connection is refused until xkey is removed from the server configuration")
+	}
+	return s.answerCallout(ctx, m.Data)
 }
 
 // answerCallout decides a callout request and returns the signed response. An error

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
@@ -268,5 +269,27 @@ func TestAuthenticateWaitIsBounded(t *testing.T) {
 	}
 	if n := g.calls.Load(); n != 1 {
 		t.Fatalf("%d attempts checked, want 1", n)
+	}
+}
+
+// TestCalloutNamesEncryptedRequests: a server configured with auth_callout's xkey
+// encrypts every callout request (and says so in the Nats-Server-Xkey header), which
+// this service cannot read, so every connection is refused. The error logged said
+// only that the request did not decode ("decode request: …"); it now names the
+// xkey, the one thing to change. (The services account may not publish on the
+// callout subject, so the request is handed to the service as its subscription
+// would.)
+func TestCalloutNamesEncryptedRequests(t *testing.T) {
+	s := offline(t)
+	xk, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xpub, _ := xk.PublicKey()
+	m := nats.NewMsg(CalloutSubject)
+	m.Header.Set("Nats-Server-Xkey", xpub)
+	m.Data = []byte("sealed bytes the service cannot open")
+	if _, err := s.answerCalloutMsg(t.Context(), m); err == nil || !strings.Contains(err.Error(), "xkey") {
+		t.Fatalf("got %v, want an error naming the xkey", err)
 	}
 }

@@ -26,6 +26,9 @@ var (
 	ErrNoPolicy = errors.New("policy: no policy stored")
 	// ErrConflict: the stored policy changed since the revision the caller read.
 	ErrConflict = errors.New("policy: stored policy changed concurrently")
+	// ErrInvalidStored: the stored policy does not decode or validate (written
+	// behind the store's back, or by a release that knows more permissions).
+	ErrInvalidStored = errors.New("policy: the stored policy cannot be applied")
 )
 
 // Store reads and writes the policy in JetStream KV.
@@ -66,7 +69,8 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, opts ...StoreOption)
 	return &Store{kv: kv, nc: js.Conn()}, nil
 }
 
-// Get returns the stored policy and its revision, or ErrNoPolicy.
+// Get returns the stored policy and its revision, or ErrNoPolicy, or
+// ErrInvalidStored (with the revision) when it cannot be applied.
 func (s *Store) Get(ctx context.Context) (*Policy, uint64, error) {
 	e, err := s.kv.Get(ctx, Key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -77,7 +81,7 @@ func (s *Store) Get(ctx context.Context) (*Policy, uint64, error) {
 	}
 	p, _, err := decode(e.Value())
 	if err != nil {
-		return nil, 0, err
+		return nil, e.Revision(), fmt.Errorf("%w (revision %d): %w", ErrInvalidStored, e.Revision(), err)
 	}
 	return p, e.Revision(), nil
 }

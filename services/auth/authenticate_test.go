@@ -16,6 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
@@ -706,5 +707,42 @@ func TestThrottledPrincipalOutlastsAFloodOfAddresses(t *testing.T) {
 	}
 	if _, err := h.svc.authenticate(ctx, &wire.Credentials{Username: "alice", Password: "alice-pw"}, nil, "2001:db8:2::1"); !errors.Is(err, wire.ErrThrottled) {
 		t.Fatalf("alice after a flood of failures from other addresses: got %v, want throttled", err)
+	}
+}
+
+// TestStartWithAnInvalidStoredPolicySaysSo: an auth service that finds a stored
+// policy it cannot apply (written behind the store's back, or by a later release
+// with a permission this one does not know) does not start, since without a policy
+// it would veto every property proposed and refuse every anonymous connection
+// without a word. The error was the validation's alone — 'policy: role "x": unknown
+// permission "FUTURE_PERMISSION"' — for a start given no policy at all; it now says
+// the stored policy is at fault, at which revision, and how to replace it.
+func TestStartWithAnInvalidStoredPolicySaysSo(t *testing.T) {
+	srv := natstest.Start(t)
+	js := srv.JetStream(t)
+	if _, err := policy.OpenStore(t.Context(), js); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), policy.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Put(t.Context(), policy.Key, []byte(`{"roles":{"x":[{"permission":"FUTURE_PERMISSION"}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(srv.ServiceConn(t), Config{DefaultPolicy: policy.Development()}, noop.NewTracerProvider(), (&natstest.Buffer{}).Logger())
+	if err == nil {
+		t.Fatal("started with a stored policy it cannot apply")
+	}
+	for _, want := range []string{"stored policy", fmt.Sprintf("revision %d", rev), "FUTURE_PERMISSION", "--policy"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("got %q, want it to name %q", err, want)
+		}
+	}
+	// Given a policy to store, it starts and replaces the one it could not apply.
+	h := start(t, srv, Config{InitialPolicy: testPolicy()})
+	if !h.svc.Policy().Allowed([]string{"admin"}, policy.ModifySecurity, "") {
+		t.Fatal("the policy given at start is not in effect")
 	}
 }

@@ -259,6 +259,11 @@ func initPolicy(ctx context.Context, store *policy.Store, cfg Config, log *slog.
 	if err == nil {
 		return p, nil
 	}
+	if errors.Is(err, policy.ErrInvalidStored) {
+		// Started without one, the service would veto every proposed property
+		// and refuse anonymous connections without a word: refuse to start.
+		return nil, fmt.Errorf("auth: %w; start with a policy to store instead (roster serve --policy FILE)", err)
+	}
 	if !errors.Is(err, policy.ErrNoPolicy) {
 		return nil, err
 	}

@@ -218,9 +218,10 @@ func (g *gather) settleRest(r wire.MsgResult) {
 // target: each target's reply, an error, gone when nobody subscribes, limit_exceeded
 // when the target already has the maximum in flight, or timeout. emit, if not nil,
 // receives each result as it is decided. request returns when every target has a
-// result, at most timeout after it started, or when ctx ends (the rest then are
-// errors: unavailable). Without emit it also returns the JSON size of the results;
-// past limit their payloads are dropped (the caller answers too_large).
+// result, at most timeout after its deliveries were published (and the server took
+// them), or when ctx ends (the rest then are errors: unavailable). Without emit it
+// also returns the JSON size of the results; past limit their payloads are dropped
+// (the caller answers too_large).
 func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, targets []target, timeout time.Duration, emit func(wire.MsgResult), limit int, asked func(n int)) ([]wire.MsgResult, int) {
 	g := &gather{
 		id:        strconv.FormatUint(f.nextID.Add(1), 36),
@@ -246,8 +247,6 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 		f.mu.Unlock()
 	}()
 
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
 	h[wire.HeaderRequestID] = []string{g.id}
 	h[wire.HeaderTimeout] = []string{strconv.FormatInt(timeout.Milliseconds(), 10)}
 	msg := &nats.Msg{Header: h, Data: d.payload}
@@ -270,8 +269,16 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 		}
 		n++
 	}
-	_ = f.nc.Flush()
+	// Bounded as a send's flush is, and by ctx: a stopping service answers at once.
+	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
+	_ = f.nc.FlushWithContext(fctx)
+	cancel()
 	asked(n)
+	// The timeout counts from the publishes, as Roster-Timeout tells each receiver:
+	// counted from before them, the receivers of a long fan-out had that much less
+	// than they were told, and an answer within their deadline came too late.
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	select {
 	case <-g.done:
 	case <-timer.C:

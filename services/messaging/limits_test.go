@@ -364,3 +364,40 @@ func TestSelectionEndsWithTheContext(t *testing.T) {
 		t.Fatalf("all: got %d targets and %v, want 4000", len(targets), err)
 	}
 }
+
+// TestReservedHeaderNamesAgreeWithTheSchema: the service refuses a header it puts on
+// deliveries itself (Roster-*, Nats-*, trace context, Content-Type, Status,
+// Description) in any letter case, and so does the schema. The schema said so only
+// in words, so a client validating its request against it sent one and got
+// bad_request (found by review). Names that merely begin alike are anyone's.
+func TestReservedHeaderNamesAgreeWithTheSchema(t *testing.T) {
+	e := newEnv(t, Config{})
+	from := e.open(t, "sender", nil)
+	to := e.open(t, "a", nil)
+	for _, c := range []struct {
+		name     string
+		reserved bool
+	}{
+		{"Roster-Sender", true}, {"roster-x", true}, {"ROSTER-", true}, {"Nats-Msg-Id", true}, {"nAtS-x", true},
+		{"traceparent", true}, {"Tracestate", true}, {"BAGGAGE", true}, {"content-type", true},
+		{"Status", true}, {"description", true},
+		{"Roster", false}, {"RosterX", false}, {"Nats", false}, {"X-Roster-Id", false}, {"Statuses", false},
+		{"Content-Types", false}, {"traceparent2", false}, {"Baggage-Id", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req := wire.MsgSendRequest{Message: wire.Message{SessionID: to.id, Path: "chat/x", Headers: map[string]string{c.name: "v"}}}
+			body, err := json.Marshal(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			schemaErr := schematest.Check("msg.send.request", body)
+			_, err = e.call(from, wire.SubjectMsgSend, req)
+			if refused := errors.Is(err, wire.ErrBadRequest); refused != c.reserved {
+				t.Errorf("service: got %v, want refused %v", err, c.reserved)
+			}
+			if refused := schemaErr != nil; refused != c.reserved {
+				t.Errorf("schema: got %v, want refused %v", schemaErr, c.reserved)
+			}
+		})
+	}
+}

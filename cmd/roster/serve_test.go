@@ -219,6 +219,7 @@ func TestServeTuningFlagsOutOfRange(t *testing.T) {
 		"--lock-max-waiters -1":           {"--lock-max-waiters", "-1"},
 		"--lock-max-per-session 0":        {"--lock-max-per-session", "0"},
 		"--max-principal-requests 0":      {"--max-principal-requests", "0"},
+		"--max-requests 0":                {"--max-requests", "0"},
 		"--reconnect-window 0":            {"--reconnect-window", "0"},
 		"--session-timeout above the max": {"--session-timeout", "2h", "--session-max-timeout", "1h"},
 		"--session-timeout below the min": {"--session-timeout", "1s", "--session-min-timeout", "5s"},

@@ -41,6 +41,7 @@ func (t *tuning) register(fs *pflag.FlagSet) {
 	fs.IntVar(&t.messaging.MaxSenderRequests, "max-sender-requests", messaging.DefaultMaxSenderRequests, "messaging: requests one session has in progress on one instance")
 	fs.IntVar(&t.messaging.MaxPrincipalRequests, "max-principal-requests", messaging.DefaultMaxPrincipalRequests, "messaging: requests the sessions of one principal have in progress on one instance")
 	fs.IntVar(&t.messaging.MaxStreams, "max-streams", messaging.DefaultMaxStreams, "messaging: streamed requests one instance gathers at once")
+	fs.IntVar(&t.messaging.MaxRequests, "max-requests", messaging.DefaultMaxRequests, "messaging: requests without stream_id one instance gathers at once")
 }
 
 // check refuses values a service would replace with its default without a word (0
@@ -62,6 +63,7 @@ func (t *tuning) check() error {
 		"lock-max-holders": t.lock.MaxHolders, "lock-max-per-session": t.lock.MaxLocksPerSession,
 		"max-in-flight": t.messaging.MaxInFlight, "max-sender-requests": t.messaging.MaxSenderRequests,
 		"max-streams": t.messaging.MaxStreams, "max-principal-requests": t.messaging.MaxPrincipalRequests,
+		"max-requests": t.messaging.MaxRequests,
 	} {
 		if n <= 0 {
 			return usageError{fmt.Errorf("--%s %d: want a positive number", name, n)}

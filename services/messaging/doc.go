@@ -29,7 +29,8 @@
 // scoped to the message path. Error codes: bad_request, invalid_filter (with the
 // position), invalid_name (path), too_large (payload over the NATS maximum, or
 // results that one reply cannot carry), limit_exceeded (Config.MaxStreams streamed
-// requests in progress, Config.MaxSenderRequests of the sender's, or
+// requests or Config.MaxRequests others in progress, Config.MaxSenderRequests of the
+// sender's, or
 // Config.MaxPrincipalRequests of the sessions of the sender's principal),
 // unauthenticated, invalid_token, forbidden, session_not_found, session_closed,
 // internal and unavailable; see schemas/errors.json. A receiver that already has

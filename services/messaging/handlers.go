@@ -39,5 +39,5 @@ func (s *Service) handleRequest(ctx context.Context, c *endpoint.Call, req *wire
 	if ri := c.Info(); ri != nil && nkeys.IsValidPublicUserKey(ri.User) {
 		from.deliveryKey = ri.User
 	}
-	return s.request(ctx, from, req)
+	return s.request(ctx, from, req, c.Reply)
 }

@@ -23,7 +23,8 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testPolicy: "sender" may send and request to sessions and filters on chat/** and
-// orders/**; "direct" only to sessions, on chat/**; "nobody" may do nothing.
+// orders/**; "direct" and "bystander" only to sessions, on chat/**; "nobody" may do
+// nothing.
 func testPolicy() *policy.Holder {
 	paths := []string{"chat/**", "orders/**"}
 	return policy.NewHolder(&policy.Policy{
@@ -32,7 +33,8 @@ func testPolicy() *policy.Holder {
 				{Permission: policy.SendToSession, Names: paths},
 				{Permission: policy.SendToFilter, Names: paths},
 			},
-			"direct": {{Permission: policy.SendToSession, Names: []string{"chat/**"}}},
+			"direct":    {{Permission: policy.SendToSession, Names: []string{"chat/**"}}},
+			"bystander": {{Permission: policy.SendToSession, Names: []string{"chat/**"}}},
 		},
 		Anonymous:  policy.Anonymous{Allowed: true, Roles: []string{"nobody"}},
 		Properties: policy.Properties{Default: policy.Accept},

@@ -14,17 +14,17 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
-// TestOnePrincipalCannotHoldEveryRequestSlot: a request holds one of the instance's
-// handler slots until its receivers answer or its timeout, up to a minute. The bound
-// of requests per session (MaxSenderRequests) kept one session from holding every
-// slot, but not one principal: a user opening a few sessions of its own (four at the
-// defaults, 64 × 4 = 256) asked a receiver that never answers and held them all, and
-// every other principal's send and request waited. The sessions of one principal now
-// hold at most half of the slots.
+// TestOnePrincipalCannotHoldEveryRequestSlot: a request is in progress until its
+// receivers answer or its timeout, up to a minute. The bound of requests per session
+// (MaxSenderRequests) kept one session from taking every request the instance
+// gathers, but not one principal: a user opening a few sessions of its own asked a
+// receiver that never answers and took them all, and every other principal's
+// request waited (each held a handler slot then: sends too). The sessions of one
+// principal now take at most half.
 func TestOnePrincipalCannotHoldEveryRequestSlot(t *testing.T) {
 	forEachView(t, func(t *testing.T, newEnv func(*testing.T, Config) *env) {
 		const slots, apiece, sessions = 8, 2, 4 // sessions × apiece = slots
-		e := newEnv(t, Config{MaxConcurrent: slots, MaxSenderRequests: apiece})
+		e := newEnv(t, Config{MaxRequests: slots, MaxSenderRequests: apiece})
 		sink := e.open(t, "sender", nil)
 		r := e.receive(t, sink, nil) // never answers
 		t.Cleanup(func() {
@@ -80,4 +80,64 @@ func TestOnePrincipalCannotHoldEveryRequestSlot(t *testing.T) {
 			t.Fatalf("another principal's send: got %s, %v; want delivered 1", reply.Data, err)
 		}
 	})
+}
+
+// TestRequestsInProgressHoldNoHandlerSlot: requests waiting for receivers that never
+// answer do not hold the endpoint's handler slots, so that however many are in
+// progress — two principals taking every one the instance gathers — another
+// principal's send is handled at once, and its request is refused limit_exceeded at
+// once rather than left waiting. Each request held a handler slot until its
+// receivers answered, up to a minute: two principals at their bound held every slot,
+// and every other send and request on the instance waited.
+func TestRequestsInProgressHoldNoHandlerSlot(t *testing.T) {
+	const slots, gathered, apiece = 2, 8, 2
+	e := newEnv(t, Config{MaxConcurrent: slots, MaxRequests: gathered, MaxSenderRequests: apiece})
+	sink := e.open(t, "sender", nil)
+	r := e.receive(t, sink, nil) // never answers
+	t.Cleanup(func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, m := range r.msgs {
+			_ = m.Respond(nil)
+		}
+	})
+	inbox := e.cc.NewInbox()
+	replies := make(chan *nats.Msg, gathered)
+	sub, err := e.cc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	body, _ := json.Marshal(wire.MsgRequestRequest{Message: wire.Message{SessionID: sink.id, Path: "chat/slow"}, TimeoutMS: wire.MaxRequestTimeoutMS})
+	for _, principal := range []string{"sender", "direct"} {
+		for range gathered / 2 / apiece {
+			s := e.open(t, principal, nil)
+			for range apiece {
+				if err := e.cc.PublishMsg(&nats.Msg{Subject: wire.SubjectMsgRequest, Reply: inbox, Header: s.header(), Data: body}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if n := r.count(); n != gathered {
+			return fmt.Errorf("%d requests delivered, want %d", n, gathered)
+		}
+		return nil
+	})
+	if len(replies) != 0 {
+		t.Fatalf("a request in progress was answered: %s", (<-replies).Data)
+	}
+	other := e.open(t, "bystander", nil)
+	reply, err := e.call(other, wire.SubjectMsgSend, wire.MsgSendRequest{Message: wire.Message{SessionID: sink.id, Path: "chat/hello"}})
+	if err != nil {
+		t.Fatalf("a send while %d requests are in progress: %v", gathered, err)
+	}
+	var resp wire.MsgSendResponse
+	if err := json.Unmarshal(reply.Data, &resp); err != nil || resp.Delivered != 1 {
+		t.Fatalf("the send: got %s, %v; want delivered 1", reply.Data, err)
+	}
+	if _, err := e.call(other, wire.SubjectMsgRequest, wire.MsgRequestRequest{Message: wire.Message{SessionID: sink.id, Path: "chat/more"}, TimeoutMS: 1000}); !errors.Is(err, wire.ErrLimitExceeded) {
+		t.Fatalf("a request while the instance gathers %d: got %v, want limit_exceeded", gathered, err)
+	}
 }

@@ -174,13 +174,13 @@ func (s *Service) send(ctx context.Context, from *sender, m *wire.Message) (*wir
 // request sends req to its targets and gathers one result per target. With a stream
 // id the results stream to the sender and request returns at once with the expected
 // count; otherwise it waits for every result and returns them all.
-func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgRequestRequest) (*wire.MsgRequestResponse, error) {
+func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgRequestRequest, reply string) (*wire.MsgRequestResponse, error) {
 	if err := s.takeSender(from); err != nil {
 		return nil, err
 	}
-	streaming := false
+	detached := false
 	defer func() {
-		if !streaming {
+		if !detached {
 			s.releaseSender(from)
 		}
 	}()
@@ -199,15 +199,44 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		fo.span.SetAttributes(attribute.Int("roster.delivered", n))
 		s.metrics.count(ctx, "request", req.Filter != "", n)
 	}
+	// The results are gathered after the handler returns (or streamed), so that a
+	// request waiting for its receivers holds no handler slot.
+	bg := trace.ContextWithSpan(s.svc.Context(), fo.span)
 	if req.StreamID == "" {
-		defer fo.span.End()
-		results, size := s.fan.request(ctx, fo.d, fo.header, fo.targets, timeout, nil, s.cfg.MaxPayload, asked)
-		if size > s.cfg.MaxPayload {
-			err := wire.Errorf(wire.CodeTooLarge, "the %d results are about %d bytes, more than one reply may carry (%d); ask with stream_id to stream them", len(results), size, s.cfg.MaxPayload)
+		select {
+		case s.requests <- struct{}{}:
+		default:
+			err := wire.Errorf(wire.CodeLimitExceeded, "%d requests are in progress on this instance, the limit; retry", s.cfg.MaxRequests)
 			endpoint.SpanError(fo.span, err)
+			fo.span.End()
 			return nil, err
 		}
-		return &wire.MsgRequestResponse{Expected: expected, Results: results}, nil
+		s.wg.Add(1)
+		detached = true
+		go func() {
+			defer func() { <-s.requests }()
+			defer s.releaseSender(from)
+			defer s.wg.Done()
+			defer fo.span.End()
+			results, size := s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, nil, s.cfg.MaxPayload, asked)
+			var err error
+			if size > s.cfg.MaxPayload {
+				err = wire.Errorf(wire.CodeTooLarge, "the %d results are about %d bytes, more than one reply may carry (%d); ask with stream_id to stream them", len(results), size, s.cfg.MaxPayload)
+				endpoint.SpanError(fo.span, err)
+			}
+			if reply == "" {
+				return
+			}
+			if err != nil {
+				err = endpoint.ReplyError(s.nc, reply, err)
+			} else {
+				err = endpoint.Reply(s.nc, reply, &wire.MsgRequestResponse{Expected: expected, Results: results})
+			}
+			if err != nil {
+				s.log.Warn("answering a request failed", "err", err)
+			}
+		}()
+		return nil, endpoint.ErrReplyLater
 	}
 	select {
 	case s.streams <- struct{}{}:
@@ -220,9 +249,8 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 	st := newStreamer(ctx, s.nc, s.cfg.MaxPayload, wire.ResultSubject(from.deliveryKey, from.id, req.StreamID))
 	st.start(expected)
 	// The results outlive this handler; they end with the service at the latest.
-	bg := trace.ContextWithSpan(s.svc.Context(), fo.span)
 	s.wg.Add(1)
-	streaming = true
+	detached = true
 	go func() {
 		defer func() { <-s.streams }()
 		defer s.releaseSender(from)

@@ -47,19 +47,22 @@ type Config struct {
 	// once (DefaultMaxStreams): they outlive their handler, so the endpoint's bound
 	// does not cover them. Beyond it a streamed request gets limit_exceeded.
 	MaxStreams int
+	// MaxRequests bounds the requests without stream_id an instance gathers at once
+	// (DefaultMaxRequests). Their results are gathered after the handler returns,
+	// up to a minute, so that requests to receivers that never answer hold none of
+	// the endpoint's handler slots (MaxConcurrent): sends, and requests of others,
+	// are handled whatever requests are in progress. Beyond it a request gets
+	// limit_exceeded.
+	MaxRequests int
 	// MaxSenderRequests bounds the requests one session has in progress on an
-	// instance, streamed or not (DefaultMaxSenderRequests). A request holds one of
-	// the endpoint's handler slots (or, streamed, one of MaxStreams) until its last
-	// receiver answers or its timeout, up to a minute; without a bound one session
-	// asking receivers that never answer held them all, and every other session's
-	// send and request waited. Beyond it the sender gets limit_exceeded.
+	// instance, streamed or not (DefaultMaxSenderRequests). Beyond it the sender gets
+	// limit_exceeded.
 	MaxSenderRequests int
 	// MaxPrincipalRequests bounds the requests the sessions of one principal have in
-	// progress on an instance, together, streamed or not (default: half of
-	// MaxConcurrent, which is the endpoint's 256 when zero: DefaultMaxPrincipalRequests).
-	// MaxSenderRequests alone bounded one session, and a principal opening a few
-	// (four at the defaults) held every slot again. Beyond it the sender gets
-	// limit_exceeded. The sessions of every other principal keep the other half.
+	// progress on an instance, together, streamed or not (DefaultMaxPrincipalRequests,
+	// at most half of MaxRequests): MaxSenderRequests alone bounds one session, and a
+	// principal opening many would take every request in progress. Beyond it the
+	// sender gets limit_exceeded.
 	MaxPrincipalRequests int
 	// Sessions, when set, is a view of the sessions bucket the process already runs
 	// (a full view, not Slim) for the service to share: its index subscribes to it
@@ -77,9 +80,12 @@ const DefaultMaxStreams = 256
 // DefaultMaxSenderRequests is the default of Config.MaxSenderRequests.
 const DefaultMaxSenderRequests = 64
 
-// DefaultMaxPrincipalRequests is the default of Config.MaxPrincipalRequests with the
-// endpoint's default handler slots: half of its 256.
-const DefaultMaxPrincipalRequests = defaultSlots / 2
+// DefaultMaxRequests is the default of Config.MaxRequests.
+const DefaultMaxRequests = 4096
+
+// DefaultMaxPrincipalRequests is the default of Config.MaxPrincipalRequests: 32
+// principals together take every request in progress at the defaults.
+const DefaultMaxPrincipalRequests = DefaultMaxRequests / 32
 
 // defaultSlots is the handler slots of the endpoint when Config.MaxConcurrent is zero.
 const defaultSlots = 256
@@ -127,8 +133,9 @@ type Service struct {
 	// metrics count deliveries (metrics.go).
 	metrics *metrics
 
-	wg      sync.WaitGroup // streamed requests outliving their handler
-	streams chan struct{}  // a slot per streamed request in progress
+	wg       sync.WaitGroup // requests outliving their handler
+	streams  chan struct{}  // a slot per streamed request in progress
+	requests chan struct{}  // a slot per request without stream_id in progress
 	// senders and principals count the requests in progress per sending session and
 	// per principal of the sending sessions.
 	sendersMu  sync.Mutex
@@ -195,8 +202,11 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = defaultSlots
 	}
+	if cfg.MaxRequests <= 0 {
+		cfg.MaxRequests = DefaultMaxRequests
+	}
 	if cfg.MaxPrincipalRequests <= 0 {
-		cfg.MaxPrincipalRequests = max(cfg.MaxConcurrent/2, 1)
+		cfg.MaxPrincipalRequests = max(min(DefaultMaxPrincipalRequests, cfg.MaxRequests/2), 1)
 	}
 	if limit := int(nc.MaxPayload()); cfg.MaxPayload <= 0 || cfg.MaxPayload > limit {
 		cfg.MaxPayload = limit
@@ -215,7 +225,7 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, nc: nc, svc: svc, log: svc.Logger(), pol: pol, view: view, ix: ix, streams: make(chan struct{}, cfg.MaxStreams), senders: map[string]int{}, principals: map[string]int{}}
+	s := &Service{cfg: cfg, nc: nc, svc: svc, log: svc.Logger(), pol: pol, view: view, ix: ix, streams: make(chan struct{}, cfg.MaxStreams), requests: make(chan struct{}, cfg.MaxRequests), senders: map[string]int{}, principals: map[string]int{}}
 	fail := func(err error) (*Service, error) {
 		s.stopFollowing()
 		_ = svc.Stop(context.Background())

@@ -75,12 +75,12 @@ func TestServerSpansNameTheCallAsTheMetricDoes(t *testing.T) {
 		for _, k := range keys {
 			sv, _ := set.Value(k)
 			mv, _ := point.Value(k)
-			if sv.Emit() != mv.Emit() {
-				t.Errorf("%s: span %q, metric %q", k, sv.Emit(), mv.Emit())
+			if sv.String() != mv.String() {
+				t.Errorf("%s: span %q, metric %q", k, sv.String(), mv.String())
 			}
 		}
 		if v, ok := set.Value("rpc.service"); ok {
-			t.Errorf("span has rpc.service %q, which OTel's RPC conventions dropped for rpc.method", v.Emit())
+			t.Errorf("span has rpc.service %q, which OTel's RPC conventions dropped for rpc.method", v.String())
 		}
 	}
 	slices.Sort(outcomes)

@@ -111,6 +111,12 @@ func (r *Record) Properties() map[string]string {
 	return r.props
 }
 
+// SealProperties computes the merged properties anew from Fixed and User. A writer
+// calls it once it has changed them, before the record is shared: Properties keeps
+// what it computed at its first call, and a record asked for them before a change
+// (a filter matched on it) would otherwise keep the old ones.
+func (r *Record) SealProperties() { r.props = r.mergedProperties() }
+
 func (r *Record) mergedProperties() map[string]string {
 	m := make(map[string]string, len(r.Fixed)+len(r.User))
 	maps.Copy(m, r.User)

@@ -292,12 +292,9 @@ func (s *Service) matching(expr string) ([]*sessions.Record, func(*sessions.Reco
 			out = append(out, r)
 		}
 	})
-	// The check runs on the record a write is about to change, and a record caches
-	// its properties when first asked: matched as it is, it would keep those from
-	// before the change, and the instance would hold the written record with them.
-	// A copy is matched instead.
-	recheck := func(r *sessions.Record) bool { return match(r.Clone()) }
-	return out, recheck, nil
+	// The check runs on the record a write is about to change; the record's
+	// properties are sealed anew once written (tracker.written).
+	return out, match, nil
 }
 
 // list returns a page of the sessions matching a filter (VIEW_SESSION). It reads the

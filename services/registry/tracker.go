@@ -243,7 +243,7 @@ func (t *tracker) opened(rec *sessions.Record) {
 }
 
 func (t *tracker) written(rec *sessions.Record) {
-	rec.Properties() // computed before the record is shared
+	rec.SealProperties() // as written, before the record is shared
 	t.mu.Lock()
 	t.upsertLocked(rec)
 	t.mu.Unlock()

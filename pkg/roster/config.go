@@ -198,24 +198,7 @@ func (c *Config) chain() ([]auth.Authenticator, error) {
 	}
 	if a.JWTSecretFile != "" || a.JWTPublicKeys != "" {
 		cfg := auth.JWTConfig{Issuer: a.JWTIssuer, Audience: a.JWTAudience, RolesClaim: a.JWTRolesClaim}
-		if a.JWTSecretFile != "" {
-			secret, err := os.ReadFile(a.JWTSecretFile)
-			if err != nil {
-				return nil, fmt.Errorf("jwt hmac secret file: %w", err)
-			}
-			cfg.HMACSecret = []byte(strings.TrimSpace(string(secret)))
-		}
-		if a.JWTPublicKeys != "" {
-			data, err := os.ReadFile(a.JWTPublicKeys)
-			if err != nil {
-				return nil, fmt.Errorf("jwt public keys: %w", err)
-			}
-			var err2 error
-			if cfg.PublicKeys, err2 = auth.ParsePublicKeys(data); err2 != nil {
-				return nil, err2
-			}
-		}
-		j, err := auth.NewJWT(cfg)
+		j, err := auth.NewJWTFiles(cfg, a.JWTSecretFile, a.JWTPublicKeys)
 		if err != nil {
 			return nil, err
 		}

@@ -48,7 +48,7 @@ func newJWTAuth(t testing.TB, now func() time.Time) *JWT {
 	t.Helper()
 	k := getKeys(t)
 	a, err := NewJWT(JWTConfig{
-		HMACSecret:     k.hmac,
+		HMACSecrets:    [][]byte{k.hmac},
 		PublicKeys:     []crypto.PublicKey{k.edPub, &k.rsa.PublicKey},
 		PropertyClaims: map[string]string{"dept": "Department"},
 		Now:            now,

@@ -20,8 +20,10 @@ import (
 
 // JWTConfig configures the JWT bearer authenticator. At least one key is required.
 type JWTConfig struct {
-	// HMACSecret verifies HS256 tokens; at least 32 bytes.
-	HMACSecret []byte
+	// HMACSecrets verify HS256 tokens, each at least 32 bytes: a token signed with
+	// any of them is accepted, so that a new secret can be added before tokens are
+	// signed with it and the old one removed after.
+	HMACSecrets [][]byte
 	// PublicKeys verify EdDSA (ed25519.PublicKey) and RS256 (*rsa.PublicKey) tokens.
 	PublicKeys []crypto.PublicKey
 	// Issuer and Audience, when set, must match the token's iss and aud.
@@ -42,11 +44,12 @@ type JWTConfig struct {
 // JWT authenticates signed JWT bearer tokens: the principal is the sub claim, the
 // roles come from the configured claim, exp is required and exp and nbf are checked.
 type JWT struct {
-	cfg     JWTConfig
-	parser  *jwt.Parser
-	methods []string
-	edKeys  []jwt.VerificationKey
-	rsaKeys []jwt.VerificationKey
+	cfg      JWTConfig
+	parser   *jwt.Parser
+	methods  []string
+	hmacKeys []jwt.VerificationKey
+	edKeys   []jwt.VerificationKey
+	rsaKeys  []jwt.VerificationKey
 }
 
 // Minimum key sizes.
@@ -72,10 +75,13 @@ func NewJWT(cfg JWTConfig) (*JWT, error) {
 		}
 	}
 	a := &JWT{cfg: cfg}
-	if len(cfg.HMACSecret) > 0 {
-		if len(cfg.HMACSecret) < MinHMACSecret {
-			return nil, fmt.Errorf("auth: jwt: HMAC secret is %d bytes; want at least %d", len(cfg.HMACSecret), MinHMACSecret)
+	for _, secret := range cfg.HMACSecrets {
+		if len(secret) < MinHMACSecret {
+			return nil, fmt.Errorf("auth: jwt: HMAC secret is %d bytes; want at least %d", len(secret), MinHMACSecret)
 		}
+		a.hmacKeys = append(a.hmacKeys, secret)
+	}
+	if len(a.hmacKeys) > 0 {
 		a.methods = append(a.methods, jwt.SigningMethodHS256.Alg())
 	}
 	for _, k := range cfg.PublicKeys {
@@ -195,7 +201,7 @@ func (a *JWT) Verify(token string) (*Claims, error) {
 func (a *JWT) key(t *jwt.Token) (any, error) {
 	switch t.Method.Alg() {
 	case jwt.SigningMethodHS256.Alg():
-		return a.cfg.HMACSecret, nil
+		return jwt.VerificationKeySet{Keys: a.hmacKeys}, nil
 	case jwt.SigningMethodEdDSA.Alg():
 		return jwt.VerificationKeySet{Keys: a.edKeys}, nil
 	case jwt.SigningMethodRS256.Alg():

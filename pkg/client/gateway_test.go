@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
@@ -47,5 +48,42 @@ func TestGatewayOpenNeedsGatewaySession(t *testing.T) {
 	props := s.Properties()
 	if props["$GatewayType"] != "web" || props["$GatewayId"] != "edge-1" || props["$Principal"] != "alice" {
 		t.Fatalf("gateway session: %v, want alice's session through web/edge-1", props)
+	}
+}
+
+// TestGatewayUsersAreThrottledByTheirOwnAddress: a gateway gives each user's address
+// (Options.ClientIP), which becomes the session's $ClientIP and by which the auth
+// service counts failed attempts. Without it every user of a gateway had the
+// gateway's address: five wrong passwords from any one of them throttled them all.
+func TestGatewayUsersAreThrottledByTheirOwnAddress(t *testing.T) {
+	p := startSecured(t)
+	edge := connect(t, p.ClientURL(), client.WithCredentials(client.JWT(signJWT(t, "edge", "gateway"))))
+	via := func(ip, user, password string) client.Options {
+		return client.Options{GatewayType: "web", GatewayID: "edge-1", ClientIP: ip, Credentials: client.Password(user, password)}
+	}
+	// Failures from one user's address, each another guess (a repeat counts once),
+	// until that address is throttled.
+	for i := 0; ; i++ {
+		_, err := edge.Open(ctxT(t), via("192.0.2.1", fmt.Sprintf("guess%d", i), "wrong"))
+		if errors.Is(err, client.ErrThrottled) {
+			break
+		}
+		if !errors.Is(err, client.ErrUnauthenticated) || i > 20 {
+			t.Fatalf("guess %d: %v, want unauthenticated until throttled", i, err)
+		}
+	}
+	if _, err := edge.Open(ctxT(t), via("192.0.2.1", "alice", "wonderland")); !errors.Is(err, client.ErrThrottled) {
+		t.Fatalf("alice from the throttled address: %v, want ErrThrottled", err)
+	}
+	s, err := edge.Open(ctxT(t), via("2001:db8::7", "alice", "wonderland"))
+	if err != nil {
+		t.Fatalf("alice from another address through the same gateway: %v", err)
+	}
+	defer closeSession(t, s)
+	if got := s.Properties()["$ClientIP"]; got != "2001:db8::7" {
+		t.Fatalf("$ClientIP %q, want the address the gateway gave", got)
+	}
+	if _, err := edge.Open(ctxT(t), via("not-an-address", "alice", "wonderland")); !errors.Is(err, client.ErrBadRequest) {
+		t.Fatalf("client_ip not an address: %v, want ErrBadRequest", err)
 	}
 }

@@ -60,6 +60,11 @@ type Options struct {
 	// ErrForbidden. Credentials are still the user's: they decide the session's
 	// principal and roles.
 	GatewayType, GatewayID string
+	// ClientIP, with GatewayType, is the address of the gateway's user: it becomes
+	// $ClientIP, and failed attempts are counted by it instead of by the gateway's
+	// address, so that one user's wrong passwords throttle neither the gateway nor
+	// its other users.
+	ClientIP string
 	// HeartbeatInterval is how often the SDK sends keepalives (default: a third of
 	// the timeout, at most 5 s and at least 100 ms). One not below the timeout lets
 	// the session expire unless the application calls Keepalive itself.
@@ -172,6 +177,7 @@ func (c *Client) open(ctx context.Context, opts Options, ownClient bool) (*Sessi
 		Permanent:   opts.Permanent,
 		GatewayType: opts.GatewayType,
 		GatewayID:   opts.GatewayID,
+		ClientIP:    opts.ClientIP,
 	}
 	subject := wire.SubjectSessionOpen
 	if opts.GatewayType != "" || opts.GatewayID != "" {

@@ -142,6 +142,10 @@ type SessionOpenRequest struct {
 	// users; they become $GatewayType and $GatewayId.
 	GatewayType string `json:"gateway_type,omitempty"`
 	GatewayID   string `json:"gateway_id,omitempty"`
+	// ClientIP, on open_gateway only, is the address of the gateway's user: it
+	// becomes $ClientIP, and the auth service counts the user's failed attempts by
+	// it rather than by the gateway's own address, which all its users share.
+	ClientIP string `json:"client_ip,omitempty"`
 }
 
 // SessionOpenResponse is the opened session and its secret token. The token is

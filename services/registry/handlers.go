@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/policy"
@@ -41,8 +42,8 @@ func ep(op string) endpoint.Endpoint {
 var openGateway = endpoint.Endpoint{Name: "open_gateway", Request: "session.open_gateway.request", Response: "session.open.response"}
 
 func (s *Service) handleOpen(ctx context.Context, c *endpoint.Call, req *wire.SessionOpenRequest) (*wire.SessionOpenResponse, error) {
-	if req.GatewayType != "" || req.GatewayID != "" {
-		return nil, wire.Errorf(wire.CodeBadRequest, "gateway_type and gateway_id open a session on %s, which needs %s", wire.SubjectSessionOpenGateway, policy.GatewaySession)
+	if req.GatewayType != "" || req.GatewayID != "" || req.ClientIP != "" {
+		return nil, wire.Errorf(wire.CodeBadRequest, "gateway_type, gateway_id and client_ip open a session on %s, which needs %s", wire.SubjectSessionOpenGateway, policy.GatewaySession)
 	}
 	return s.open(ctx, c, req)
 }
@@ -52,6 +53,13 @@ func (s *Service) handleOpen(ctx context.Context, c *endpoint.Call, req *wire.Se
 func (s *Service) handleOpenGateway(ctx context.Context, c *endpoint.Call, req *wire.SessionOpenRequest) (*wire.SessionOpenResponse, error) {
 	if req.GatewayType == "" || req.GatewayID == "" {
 		return nil, wire.Errorf(wire.CodeBadRequest, "%s needs gateway_type and gateway_id", wire.SubjectSessionOpenGateway)
+	}
+	if req.ClientIP != "" {
+		addr, err := netip.ParseAddr(req.ClientIP)
+		if err != nil || addr.Zone() != "" {
+			return nil, wire.Errorf(wire.CodeBadRequest, "client_ip %q is not an IP address", req.ClientIP)
+		}
+		req.ClientIP = addr.Unmap().String()
 	}
 	return s.open(ctx, c, req)
 }

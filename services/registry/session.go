@@ -143,7 +143,18 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 	if err := s.track.waitLoaded(ctx); err != nil {
 		return nil, err
 	}
-	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, req.Properties, c.Info())
+	// A gateway's user is known by the address the gateway gives: the auth service
+	// throttles by it, and it is the session's $ClientIP.
+	info := c.Info()
+	if req.ClientIP != "" {
+		ui := wire.RequestInfo{}
+		if info != nil {
+			ui = *info
+		}
+		ui.Host = req.ClientIP
+		info = &ui
+	}
+	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, req.Properties, info)
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +186,7 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 	}
 	defer release()
 	for {
-		rec.Fixed = fixedProperties(rec.ID, rec.Principal, rec.Roles, c.Info(), now, req)
+		rec.Fixed = fixedProperties(rec.ID, rec.Principal, rec.Roles, info, now, req)
 		maps.Copy(rec.Fixed, authFixed)
 		rec.EventSeq, rec.Outbox = 0, nil
 		stage(ctx, rec, wire.EventOpened, nil)

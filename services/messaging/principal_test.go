@@ -26,14 +26,7 @@ func TestOnePrincipalCannotHoldEveryRequestSlot(t *testing.T) {
 		const slots, apiece, sessions = 8, 2, 4 // sessions × apiece = slots
 		e := newEnv(t, Config{MaxRequests: slots, MaxSenderRequests: apiece})
 		sink := e.open(t, "sender", nil)
-		r := e.receive(t, sink, nil) // never answers
-		t.Cleanup(func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			for _, m := range r.msgs {
-				_ = m.Respond(nil)
-			}
-		})
+		r := e.silentReceiver(t, sink)
 
 		replies := make(chan *nats.Msg, sessions*apiece)
 		inbox := e.cc.NewInbox()
@@ -93,14 +86,7 @@ func TestRequestsInProgressHoldNoHandlerSlot(t *testing.T) {
 	const slots, gathered, apiece = 2, 8, 2
 	e := newEnv(t, Config{MaxConcurrent: slots, MaxRequests: gathered, MaxSenderRequests: apiece})
 	sink := e.open(t, "sender", nil)
-	r := e.receive(t, sink, nil) // never answers
-	t.Cleanup(func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for _, m := range r.msgs {
-			_ = m.Respond(nil)
-		}
-	})
+	r := e.silentReceiver(t, sink)
 	inbox := e.cc.NewInbox()
 	replies := make(chan *nats.Msg, gathered)
 	sub, err := e.cc.ChanSubscribe(inbox, replies)
@@ -140,4 +126,18 @@ func TestRequestsInProgressHoldNoHandlerSlot(t *testing.T) {
 	if _, err := e.call(other, wire.SubjectMsgRequest, wire.MsgRequestRequest{Message: wire.Message{SessionID: sink.id, Path: "chat/more"}, TimeoutMS: 1000}); !errors.Is(err, wire.ErrLimitExceeded) {
 		t.Fatalf("a request while the instance gathers %d: got %v, want limit_exceeded", gathered, err)
 	}
+}
+
+// silentReceiver receives the deliveries to s and answers none of them until the
+// test ends, when it answers every request it holds.
+func (e *env) silentReceiver(t *testing.T, s session) *receiver {
+	r := e.receive(t, s, nil)
+	t.Cleanup(func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, m := range r.msgs {
+			_ = m.Respond(nil)
+		}
+	})
+	return r
 }

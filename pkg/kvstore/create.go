@@ -35,13 +35,36 @@ func CreateOrUpdateStream(ctx context.Context, js jetstream.JetStream, cfg jetst
 	})
 }
 
+// errCodeStreamCreate is JetStream's "error creating store for stream" (500). A
+// stream created again right after its deletion can get it while the server still
+// removes the deleted stream's files; asked again a moment later, it succeeds.
+const errCodeStreamCreate jetstream.ErrorCode = 10049
+
+// storeRetries bounds the attempts answered errCodeStreamCreate, storeRetryWait
+// apart: a store that still fails after them fails for another reason (the disk).
+const (
+	storeRetries   = 20
+	storeRetryWait = 50 * time.Millisecond
+)
+
 // retryUnanswered calls fn with a deadline of createAttempt (or ctx's, when
-// sooner) until it returns anything but that deadline's expiry, or ctx ends.
+// sooner) until it returns anything but that deadline's expiry — or, a few times,
+// errCodeStreamCreate — or ctx ends.
 func retryUnanswered[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
-	for {
+	for failed := 0; ; {
 		actx, cancel := context.WithTimeout(ctx, createAttempt)
 		v, err := fn(actx)
 		cancel()
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStreamCreate && failed < storeRetries {
+			failed++
+			select {
+			case <-time.After(storeRetryWait):
+				continue
+			case <-ctx.Done():
+				return v, err
+			}
+		}
 		if err == nil || !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 			return v, err
 		}

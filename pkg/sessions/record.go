@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -32,9 +33,31 @@ const (
 	PropGatewayID   = "$GatewayId"
 )
 
+// Format is the format of the records this version writes. A version that adds to the
+// record something an older one would lose or misread when it writes the record back
+// (the older one decodes only the fields it knows, and writes only those) raises it:
+// an instance refuses to write a record of a later format than its own (Encode), so
+// that while versions overlap in a rolling upgrade the older instances leave the newer
+// records to the newer instances instead of silently dropping what they added (see
+// docs/architecture.md, "Record formats across versions").
+const Format = 1
+
+// ErrNewerFormat is Encode's error for a record read in a later format than Format.
+// It matches wire.ErrUnavailable: an instance of the newer version can write it.
+var ErrNewerFormat = wire.Errorf(wire.CodeUnavailable, "the session record was written by a newer version of Roster: this instance leaves it to an instance of that version; retry")
+
+// IsNewerFormat reports whether err is Encode's refusal of a record in a later format
+// (ErrNewerFormat itself: errors.Is would match any unavailable error).
+func IsNewerFormat(err error) bool {
+	var e *wire.Error
+	return errors.As(err, &e) && e == ErrNewerFormat
+}
+
 // Record is a session as stored in the bucket (JSON). A *Record obtained from a View
 // or Decode is shared and must not be modified; Clone it first.
 type Record struct {
+	// Format is the format the record was written in (0 before it was kept: 1).
+	Format    int      `json:"format,omitempty"`
 	ID        string   `json:"id"`
 	Principal string   `json:"principal"`
 	Roles     []string `json:"roles"`
@@ -189,9 +212,16 @@ func (r *Record) ClosedError() error {
 	return wire.Errorf(wire.CodeSessionClosed, "session %s is closed (%s)", r.ID, r.CloseReason)
 }
 
-// Encode renders r as stored.
+// Encode renders r as stored, in Format. It refuses, with ErrNewerFormat, a record
+// read in a later format: written back by this version, it would lose what that
+// version added.
 func Encode(r *Record) ([]byte, error) {
-	return json.Marshal(r)
+	if r.Format > Format {
+		return nil, ErrNewerFormat
+	}
+	c := *r
+	c.Format = Format
+	return json.Marshal(&c)
 }
 
 // Decode parses a stored record read at revision rev.

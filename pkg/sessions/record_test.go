@@ -89,3 +89,27 @@ func TestCheckTokenIsConstantTime(t *testing.T) {
 		t.Error("CheckToken does not use crypto/subtle.ConstantTimeCompare")
 	}
 }
+
+// TestEncodeKeepsToItsFormat: Encode writes every record in Format, whatever it was
+// read in (none, before the format was kept), and refuses one read in a later format
+// with ErrNewerFormat — matched by IsNewerFormat, and unavailable on the wire — while
+// another unavailable error is not taken for it.
+func TestEncodeKeepsToItsFormat(t *testing.T) {
+	for _, read := range []int{0, sessions.Format} {
+		data, err := sessions.Encode(&sessions.Record{ID: "s", Format: read})
+		if err != nil {
+			t.Fatalf("format %d: %v", read, err)
+		}
+		r, err := sessions.Decode(data, 1)
+		if err != nil || r.Format != sessions.Format {
+			t.Errorf("read in format %d: written in %d (%v), want %d", read, r.Format, err, sessions.Format)
+		}
+	}
+	_, err := sessions.Encode(&sessions.Record{ID: "s", Format: sessions.Format + 1})
+	if !sessions.IsNewerFormat(err) || !errors.Is(err, wire.ErrUnavailable) {
+		t.Errorf("got %v, want ErrNewerFormat, unavailable", err)
+	}
+	if sessions.IsNewerFormat(wire.Errorf(wire.CodeUnavailable, "storage")) {
+		t.Error("IsNewerFormat took another unavailable error for it")
+	}
+}

@@ -213,6 +213,19 @@ func (s *Service) commitBatch(name string, batch []*task) {
 			}
 			continue
 		}
+		if errors.Is(err, errNewerFormat) && !fresh {
+			// The cache's record may be one a newer version wrote over since.
+			if cur, err = s.st.read(ctx, key); err != nil {
+				s.fail(batch, err)
+				return
+			}
+			fresh = true
+			continue
+		}
+		if errors.Is(err, errNewerFormat) {
+			s.fail(batch, wire.Errorf(wire.CodeUnavailable, "lock %q: its record was written by a newer version of Roster, which this instance leaves it to (a rolling upgrade); retry", name))
+			return
+		}
 		if errors.Is(err, errConflict) {
 			s.conflicts.Add(1)
 			if attempt >= conflictsBeforeBackoff {

@@ -142,6 +142,9 @@ type waiter struct {
 // and the request ids lately answered (done). A lock with neither holders nor
 // waiters is deleted once its remembered ids have expired (doneRetention).
 type record struct {
+	// Format is the format the record was written in (0 before it was kept: 1);
+	// see recordFormat.
+	Format  int      `json:"format,omitempty"`
 	Name    string   `json:"name"`
 	Holders []holder `json:"holders,omitempty"`
 	Waiters []waiter `json:"waiters,omitempty"`
@@ -154,7 +157,7 @@ type record struct {
 }
 
 func (r *record) clone() *record {
-	c := &record{Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters), Done: slices.Clone(r.Done), maxHolders: r.maxHolders}
+	c := &record{Format: r.Format, Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters), Done: slices.Clone(r.Done), maxHolders: r.maxHolders}
 	// A hold's Also is changed in place (withdraw, grant): the clone needs its own.
 	for i := range c.Holders {
 		c.Holders[i].Also = slices.Clone(c.Holders[i].Also)

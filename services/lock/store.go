@@ -91,6 +91,18 @@ const GoneTTL = time.Minute
 // compare-and-set headers.
 const recordHeadroom = 8 << 10
 
+// recordFormat is the format of the lock records this version writes. A version
+// that adds to the record something an older one would lose or misread when it
+// writes the record back raises it: write refuses to replace a record of a later
+// format (errNewerFormat), so that while versions overlap in a rolling upgrade the
+// older instances leave such locks to the newer ones (docs/architecture.md, "Record
+// formats across versions"; pkg/sessions.Format is the same for session records).
+const recordFormat = 1
+
+// errNewerFormat: the record was written in a later format than recordFormat;
+// nothing was written.
+var errNewerFormat = errors.New("lock: record written in a newer format")
+
 // errRecordTooLarge: the record, encoded, is over maxBytes; nothing was written.
 var errRecordTooLarge = errors.New("lock: record too large")
 
@@ -171,11 +183,15 @@ func (s *store) read(ctx context.Context, key string) (entry, error) {
 // than was, the record at prev (a write that shrinks a record already over the
 // bound goes through).
 func (s *store) write(ctx context.Context, key string, rec *record, prev uint64, was *record) (uint64, error) {
+	if was != nil && was.Format > recordFormat {
+		return 0, errNewerFormat
+	}
 	var data []byte
 	var opts []kvstore.WriteOption
 	if rec.empty() {
 		opts = append(opts, kvstore.AsPurge(), kvstore.WithTTL(s.goneTTL))
 	} else {
+		rec.Format = recordFormat
 		var err error
 		if data, err = json.Marshal(rec); err != nil {
 			return 0, fmt.Errorf("lock: encode record: %w", err)

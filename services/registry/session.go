@@ -447,8 +447,10 @@ func (s *Service) modify(ctx context.Context, id string, first *sessions.Record,
 			return cur, false, cur.ClosedError() // closed for good, whatever the source
 		}
 		next, data, err := s.prepare(ctx, cur, check, kind, fn)
-		if (err != nil || next == nil) && check != nil && !fresh {
-			cur = nil // an answer that writes nothing, from an unproven copy
+		if (err != nil || next == nil) && (check != nil || sessions.IsNewerFormat(err)) && !fresh {
+			// An answer that writes nothing, from an unproven copy (a copy of a newer
+			// version's record may have been written over by an older one since).
+			cur = nil
 			continue
 		}
 		if err != nil || next == nil {

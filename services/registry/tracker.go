@@ -909,6 +909,12 @@ func (t *tracker) expire(ctx context.Context, id string) {
 	if err == nil || errors.Is(err, wire.ErrSessionClosed) || errors.Is(err, wire.ErrSessionNotFound) || ctx.Err() != nil {
 		return
 	}
+	if sessions.IsNewerFormat(err) {
+		// A newer version's record, while a rolling upgrade overlaps the versions:
+		// its instances expire it, and this one learns of it from the bucket.
+		t.s.log.Debug("leaving the expiry of a session to a newer version", "session_id", id)
+		return
+	}
 	t.s.log.Warn("expiring session", "session_id", id, "err", err)
 	t.mu.Lock()
 	defer t.mu.Unlock()

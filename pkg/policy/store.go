@@ -93,9 +93,9 @@ func (s *Store) Put(ctx context.Context, p *Policy, revision uint64) (uint64, er
 	if err := p.Validate(); err != nil {
 		return 0, err
 	}
-	data, err := json.Marshal(p)
+	data, err := encode(p)
 	if err != nil {
-		return 0, fmt.Errorf("policy: encode: %w", err)
+		return 0, err
 	}
 	var rev uint64
 	if revision == 0 {
@@ -117,9 +117,9 @@ func (s *Store) Create(ctx context.Context, p *Policy) (uint64, error) {
 	if err := p.Validate(); err != nil {
 		return 0, err
 	}
-	data, err := json.Marshal(p)
+	data, err := encode(p)
 	if err != nil {
-		return 0, fmt.Errorf("policy: encode: %w", err)
+		return 0, err
 	}
 	rev, err := s.kv.Create(ctx, Key, data)
 	if errors.Is(err, jetstream.ErrKeyExists) {
@@ -191,14 +191,42 @@ func apply(e jetstream.KeyValueEntry, h *Holder, log *slog.Logger, ready *chan<-
 	log.Debug("policy updated", "revision", e.Revision())
 }
 
+// Format is the format of the stored policies this version writes. A version that
+// adds to the policy anything an older one would ignore to the detriment of security
+// (a restriction, say) raises it: an instance does not apply a stored policy of a
+// later format (decode refuses it, and Watch keeps the last good policy, or none: every
+// check then fails closed), rather than apply it without what it does not understand
+// (docs/architecture.md, "Record formats across versions").
+const Format = 1
+
+// stored is a policy as stored: its fields, and the format they were written in (0,
+// absent, before the format was kept: 1).
+type stored struct {
+	Format int `json:"format,omitempty"`
+	*Policy
+}
+
+// encode renders p for storage, in Format.
+func encode(p *Policy) ([]byte, error) {
+	data, err := json.Marshal(stored{Format: Format, Policy: p})
+	if err != nil {
+		return nil, fmt.Errorf("policy: encode: %w", err)
+	}
+	return data, nil
+}
+
 // decode reads a stored policy. One stored before names on unscoped permissions
 // were refused is read with the meaning it had (upgradeUnscopedNames), and upgraded
 // says which grants were rewritten.
 func decode(data []byte) (p *Policy, upgraded []string, err error) {
-	p = &Policy{}
-	if err := json.Unmarshal(data, p); err != nil {
+	st := stored{Policy: &Policy{}}
+	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, nil, fmt.Errorf("policy: decode stored policy: %w", err)
 	}
+	if st.Format > Format {
+		return nil, nil, fmt.Errorf("policy: the stored policy was written by a newer version of Roster (format %d; this version applies up to %d)", st.Format, Format)
+	}
+	p = st.Policy
 	upgraded = p.upgradeUnscopedNames()
 	if err := p.Validate(); err != nil {
 		return nil, nil, err

@@ -406,3 +406,63 @@ func TestStoredPolicyWithNamesOnUnscopedPermissions(t *testing.T) {
 		t.Fatalf("Put with names on VIEW_SESSION: %v, want refused", err)
 	}
 }
+
+// TestStoredPolicyOfANewerFormatIsNotApplied: a policy a newer version of Roster
+// stored in a later format may hold restrictions this version does not know, and
+// would apply without them. It is refused: Get names it invalid and why, and a watch
+// keeps the last good policy. What this version stores carries its format.
+func TestStoredPolicyOfANewerFormatIsNotApplied(t *testing.T) {
+	srv := natstest.Start(t)
+	js := srv.JetStream(t)
+	ctx := context.Background()
+	store, err := policy.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Create(ctx, policy.Development()); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, policy.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, policy.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf(`"format":%d`, policy.Format); !strings.Contains(string(e.Value()), want) {
+		t.Errorf("stored policy %s: want %s in it", e.Value(), want)
+	}
+	h := policy.NewHolder(nil)
+	var logs natstest.Buffer
+	watch(t, store, h, logs.Logger())
+	newer := fmt.Sprintf(`{"format":%d,"roles":{},"anonymous":{"allowed":true},"deny":["everything"]}`, policy.Format+1)
+	if _, err := kv.Put(ctx, policy.Key, []byte(newer)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Get(ctx); !errors.Is(err, policy.ErrInvalidStored) || !strings.Contains(err.Error(), "newer version") {
+		t.Fatalf("Get: got %v, want ErrInvalidStored naming a newer version", err)
+	}
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "newer version") {
+			return errors.New("the watch has not logged the newer policy")
+		}
+		return nil
+	})
+	if p := h.Load(); p == nil || !p.Allowed([]string{"anonymous"}, policy.ModifySecurity, "") {
+		t.Fatalf("holder has %+v, want the development policy kept", p)
+	}
+	// The watch goes on to the next good policy.
+	dev := policy.Development()
+	dev.Anonymous.Roles = []string{"after"}
+	if _, err := store.Put(ctx, dev, 0); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		p := h.Load()
+		if p == nil || len(p.Anonymous.Roles) != 1 || p.Anonymous.Roles[0] != "after" {
+			return fmt.Errorf("holder has %+v, want the policy stored after the newer one", p)
+		}
+		return nil
+	})
+}

@@ -119,6 +119,20 @@ type PendingEvent struct {
 	Trace string `json:"trace,omitempty"`
 }
 
+// ChangeTrace returns the W3C traceparent of the request whose change the record's
+// own write made, as that write staged it with its event (the last outbox entry,
+// whose revision is not filled in yet), or "" when the write staged no event or the
+// server made the change on its own (an expiry, a lost connection). A service that
+// reacts to the change it sees in the bucket — the lock service releasing a closed
+// session's locks — joins the request's trace with it: the outbox keeps the entry
+// until a later write of the record, and a closed record is not written again.
+func (r *Record) ChangeTrace() string {
+	if n := len(r.Outbox); n > 0 && r.Outbox[n-1].Event.Revision == 0 {
+		return r.Outbox[n-1].Trace
+	}
+	return ""
+}
+
 // Timeout returns the inactivity timeout (0 for a permanent session).
 func (r *Record) Timeout() time.Duration { return time.Duration(r.TimeoutMS) * time.Millisecond }
 

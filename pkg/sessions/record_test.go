@@ -113,3 +113,34 @@ func TestEncodeKeepsToItsFormat(t *testing.T) {
 		t.Error("IsNewerFormat took another unavailable error for it")
 	}
 }
+
+// TestChangeTraceIsTheLastWritesOwn: a record gives the trace of the request whose
+// change its own write made — the event that write staged, last in the outbox and
+// without its revision yet — and none when its write staged no event (the events
+// before it are earlier writes', their revisions filled in) or the server's own.
+func TestChangeTraceIsTheLastWritesOwn(t *testing.T) {
+	const earlier, closer = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for _, tc := range []struct {
+		name   string
+		outbox []sessions.PendingEvent
+		want   string
+	}{
+		{"no outbox", nil, ""},
+		{"its own event", []sessions.PendingEvent{
+			{MsgID: "s-1", Trace: earlier, Event: wire.SessionEvent{Revision: 4}},
+			{MsgID: "s-closed", Trace: closer},
+		}, closer},
+		{"the server's own change", []sessions.PendingEvent{
+			{MsgID: "s-1", Trace: earlier, Event: wire.SessionEvent{Revision: 4}},
+			{MsgID: "s-closed"},
+		}, ""},
+		{"a write without an event", []sessions.PendingEvent{
+			{MsgID: "s-1", Trace: earlier, Event: wire.SessionEvent{Revision: 4}},
+		}, ""},
+	} {
+		rec := &sessions.Record{ID: "s", Outbox: tc.outbox}
+		if got := rec.ChangeTrace(); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -47,6 +47,67 @@ type task struct {
 	// span is the span context of the request the task comes from (invalid for
 	// the service's own tasks): answers to waiters its write sends link it.
 	span trace.SpanContext
+	// react is set on a release the service makes of its own accord (dropSession).
+	react *reaction
+}
+
+// reaction is a release the service makes of its own accord, of what a session that
+// closed or lost its connection holds or waits for on one lock. Every instance sees
+// the session's change and races to write the release, and the losers find nothing
+// left: only the instance whose write released something records its span (the
+// losers' runs count nothing). The span is a child of the request whose change of the
+// session's record caused the release (cause: a client's close, an operator's close
+// by filter, a resume on another connection), or the root of a trace of its own when
+// the server made that change (an expiry, a lost connection); it becomes the task's
+// span, which the answers to the waiters the write granted or removed link.
+type reaction struct {
+	session string
+	closed  bool
+	cause   string // W3C traceparent, or ""
+	start   time.Time
+	// released and withdrawn count the session's holds and waiting requests the
+	// task's last run removed, granted the waiters it let through.
+	released, withdrawn, granted int
+}
+
+// reactionSpan starts the span of rx, a release on the lock name.
+func (s *Service) reactionSpan(name string, rx *reaction) trace.Span {
+	spanName := "lock release on session close"
+	if !rx.closed {
+		spanName = "lock release on connection loss"
+	}
+	_, span := s.tracer.Start(withTraceParent(s.ctx, rx.cause), spanName, trace.WithTimestamp(rx.start), trace.WithAttributes(
+		attribute.String("roster.session_id", rx.session),
+		attribute.String("roster.lock.name", name),
+		attribute.Int("roster.lock.released", rx.released),
+		attribute.Int("roster.lock.withdrawn", rx.withdrawn),
+		attribute.Int("roster.lock.granted", rx.granted),
+	))
+	return span
+}
+
+// startReactions starts the spans of the batch's releases that released something
+// and makes each its task's span; the caller ends them once the write's answers
+// are sent.
+func (s *Service) startReactions(name string, batch []*task) []trace.Span {
+	var spans []trace.Span
+	for _, t := range batch {
+		if rx := t.react; rx != nil && rx.released+rx.withdrawn > 0 {
+			span := s.reactionSpan(name, rx)
+			t.span = span.SpanContext()
+			spans = append(spans, span)
+		}
+	}
+	return spans
+}
+
+// withTraceParent returns ctx with the remote span context of traceparent, or ctx
+// itself when traceparent is empty or malformed.
+func withTraceParent(ctx context.Context, traceparent string) context.Context {
+	if traceparent == "" {
+		return ctx
+	}
+	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{wire.HeaderTraceParent: traceparent})
 }
 
 // commit is the record a task's batch committed (or found unchanged), with its
@@ -162,10 +223,10 @@ func (s *Service) commitBatch(name string, batch []*task) {
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
 			if s.writes.Err() != nil {
-				s.fail(batch, wire.Errorf(wire.CodeUnavailable, "the lock service is stopping"))
+				s.fail(name, batch, wire.Errorf(wire.CodeUnavailable, "the lock service is stopping"))
 				return
 			}
-			s.fail(batch, wire.Errorf(wire.CodeUnavailable, "lock %q is too contended: no write succeeded within %v; retry", name, s.cfg.StoreTimeout))
+			s.fail(name, batch, wire.Errorf(wire.CodeUnavailable, "lock %q is too contended: no write succeeded within %v; retry", name, s.cfg.StoreTimeout))
 			return
 		}
 		if !ok {
@@ -186,7 +247,7 @@ func (s *Service) commitBatch(name string, batch []*task) {
 			if needFresh && !fresh {
 				e, err := s.st.read(ctx, key)
 				if err != nil {
-					s.fail(batch, err)
+					s.fail(name, batch, err)
 					return
 				}
 				fresh = true
@@ -207,7 +268,7 @@ func (s *Service) commitBatch(name string, batch []*task) {
 			// refuse those, and write the others' changes.
 			var refused []*task
 			batch, refused = s.splitOversized(name, cur, batch, now)
-			s.fail(refused, wire.Errorf(wire.CodeLimitExceeded, "lock %q: its record would be over %d bytes with this request; wait for the queue to shorten", name, s.st.maxBytes))
+			s.fail(name, refused, wire.Errorf(wire.CodeLimitExceeded, "lock %q: its record would be over %d bytes with this request; wait for the queue to shorten", name, s.st.maxBytes))
 			if len(batch) == 0 {
 				return
 			}
@@ -235,14 +296,14 @@ func (s *Service) commitBatch(name string, batch []*task) {
 				}
 			}
 			if cur, err = s.st.read(ctx, key); err != nil {
-				s.fail(batch, err)
+				s.fail(name, batch, err)
 				return
 			}
 			fresh = true
 			continue
 		}
 		if err != nil {
-			s.fail(batch, err)
+			s.fail(name, batch, err)
 			return
 		}
 		r.materialize(rev)
@@ -293,7 +354,7 @@ func backoff(ctx context.Context, limit time.Duration) {
 // fail answers a batch that could not be committed. A storage error is logged
 // here, once, and reaches callers as unavailable: the write may or may not have
 // happened, and a retried acquire or release finds out which.
-func (s *Service) fail(batch []*task, err error) {
+func (s *Service) fail(name string, batch []*task, err error) {
 	var we *wire.Error
 	if !errors.As(err, &we) {
 		if s.writes.Err() == nil {
@@ -303,6 +364,12 @@ func (s *Service) fail(batch []*task, err error) {
 	}
 	for _, t := range batch {
 		t.done <- commit{err: err}
+		if t.react != nil {
+			// Not written: the session's check every recheckEvery tries again.
+			span := s.reactionSpan(name, t.react)
+			endpoint.SpanError(span, err)
+			span.End()
+		}
 	}
 }
 
@@ -313,6 +380,12 @@ func (s *Service) finish(name string, batch []*task, c commit, o *outcome) {
 	for _, t := range batch {
 		t.done <- c
 	}
+	reactions := s.startReactions(name, batch)
+	defer func() { // once the answers below are sent
+		for _, span := range reactions {
+			span.End()
+		}
+	}()
 	var links []trace.Link
 	linked := false
 	link := func() []trace.Link { // only for answers this write sends
@@ -382,11 +455,7 @@ func batchLinks(batch []*task) []trace.Link {
 // waiter's trace, under the acquire's server span (long ended: the request was held),
 // and links the requests whose write answered it.
 func (s *Service) replySpan(w waiter, links []trace.Link) trace.Span {
-	ctx := s.ctx
-	if w.Trace != "" {
-		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{wire.HeaderTraceParent: w.Trace})
-	}
-	_, span := s.tracer.Start(ctx, "lock.acquire reply", trace.WithLinks(links...), trace.WithAttributes(
+	_, span := s.tracer.Start(withTraceParent(s.ctx, w.Trace), "lock.acquire reply", trace.WithLinks(links...), trace.WithAttributes(
 		attribute.String("roster.session_id", w.Session),
 		attribute.String("roster.request_id", w.ID),
 	))

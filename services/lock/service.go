@@ -455,10 +455,13 @@ func (s *Service) expireLoop() {
 func (st sessionState) fine() bool { return !st.closed && st.connected }
 
 func stateOf(r *sessions.Record) sessionState {
-	if r == nil || r.Closed() {
+	if r == nil {
 		return sessionState{closed: true}
 	}
-	return sessionState{connected: r.State == wire.StateActive, conn: r.Connection, rev: r.Revision}
+	if r.Closed() {
+		return sessionState{closed: true, cause: r.ChangeTrace()}
+	}
+	return sessionState{connected: r.State == wire.StateActive, conn: r.Connection, rev: r.Revision, cause: r.ChangeTrace()}
 }
 
 // sessionState returns what the view knows of a session; known is false when the
@@ -576,11 +579,19 @@ func (s *Service) dropSession(rec *record, id string, st sessionState) {
 	if !o.changed {
 		return
 	}
-	s.submit(rec.Name, newTask(false, func(r *record, now int64, o *outcome) {
+	rx := &reaction{session: id, closed: st.closed, cause: st.cause, start: time.Now()}
+	t := newTask(false, func(r *record, now int64, o *outcome) {
 		cur := st
 		if known, ok := s.sessionState(id); ok {
 			cur = known
 		}
+		holds, waits := r.of(id)
+		granted := len(o.granted)
 		r.dropSession(id, cur, now, o)
-	}), false)
+		// What this run did (the last run is the one written).
+		h, w := r.of(id)
+		rx.released, rx.withdrawn, rx.granted = holds-h, waits-w, len(o.granted)-granted
+	})
+	t.react = rx
+	s.submit(rec.Name, t, false)
 }

@@ -661,6 +661,10 @@ type sessionState struct {
 	conn      string
 	// rev is the revision of the session's record this state was read from.
 	rev uint64
+	// cause is the W3C traceparent of the request whose change of the session's
+	// record this state was read from (sessions.Record.ChangeTrace): a release it
+	// causes is a span of that request's trace. Empty for the server's own changes.
+	cause string
 }
 
 // lostIn reports whether a hold or wait with scope and conn, read from the
@@ -726,6 +730,21 @@ func (r *record) dropSession(session string, st sessionState, now int64, o *outc
 		r.remember(w.ID, w.Session, now, o)
 	}
 	r.promote(now, o)
+}
+
+// of counts the holds and the waiting requests of session.
+func (r *record) of(session string) (holds, waits int) {
+	for _, h := range r.Holders {
+		if h.Session == session {
+			holds++
+		}
+	}
+	for _, w := range r.Waiters {
+		if w.Session == session {
+			waits++
+		}
+	}
+	return holds, waits
 }
 
 // sessions returns the sessions named by holders and waiters.

@@ -405,6 +405,10 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 			entry, dup = seen.take(dedupKey{sender: sender, path: p, id: id}, time.Now())
 			if dup && m.Reply == "" {
 				s.c.log.Debug("roster: duplicate delivery dropped", "session", s.id, "path", p, "sender", sender, "message_id", id)
+				_, span := s.processSpan(hctx, p, m)
+				span.SetAttributes(attribute.Bool("roster.duplicate", true))
+				span.AddEvent("duplicate dropped")
+				span.End()
 				return
 			}
 		}
@@ -429,7 +433,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			if dup {
-				s.answerAgain(hctx, seen, entry, m)
+				s.answerAgain(hctx, p, seen, entry, m)
 				return
 			}
 			s.deliver(hctx, p, m, h, seen, entry, deadline)
@@ -490,21 +494,7 @@ func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handl
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	ctx = wire.Extract(ctx, m.Header)
-	// The consumer span of OTel's messaging conventions (a handler called for a
-	// message pushed to it: operation process), under the service's fan-out span.
-	ctx, span := s.c.tracer.Start(ctx, "process "+path, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
-			attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.operation.type", "process"),
-			attribute.String("messaging.operation.name", "process"),
-			attribute.String("messaging.destination.name", path),
-			attribute.String("roster.path", path),
-			attribute.String("roster.session_id", s.ID()),
-		))
-	if id := m.Header.Get(wire.HeaderMessageID); id != "" {
-		span.SetAttributes(attribute.String("messaging.message.id", id))
-	}
+	ctx, span := s.processSpan(ctx, path, m)
 	defer span.End()
 	msg := &Message{
 		Path:        path,
@@ -535,14 +525,42 @@ func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handl
 	}
 }
 
+// processSpan starts the consumer span of OTel's messaging conventions for the
+// delivery m on path (a handler called for a message pushed to it: operation
+// process), under the service's fan-out span. A copy of a message the registration
+// has taken gets one too, with roster.duplicate: its sender's trace shows that it
+// arrived and what became of it, though no handler ran.
+func (s *Session) processSpan(ctx context.Context, path string, m *nats.Msg) (context.Context, trace.Span) {
+	ctx, span := s.c.tracer.Start(wire.Extract(ctx, m.Header), "process "+path, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.operation.name", "process"),
+			attribute.String("messaging.destination.name", path),
+			attribute.String("roster.path", path),
+			attribute.String("roster.session_id", s.ID()),
+		))
+	if id := m.Header.Get(wire.HeaderMessageID); id != "" {
+		span.SetAttributes(attribute.String("messaging.message.id", id))
+	}
+	return ctx, span
+}
+
 // answerAgain answers m, a copy of a request this registration has taken (entry),
 // with the answer given to the first, once there is one, without handling it: the
 // requester retried because it did not learn the outcome. An answer too large to
 // have been kept is stale_request. A registration removed meanwhile answers nothing.
-func (s *Session) answerAgain(ctx context.Context, seen *dedup, entry *seenMsg, m *nats.Msg) {
+// The copy's span (roster.duplicate) lasts from its arrival until it is answered,
+// with the event "answered from memory" (not when the answer was not kept) and the
+// error answered, if any.
+func (s *Session) answerAgain(ctx context.Context, path string, seen *dedup, entry *seenMsg, m *nats.Msg) {
+	_, span := s.processSpan(ctx, path, m)
+	defer span.End()
+	span.SetAttributes(attribute.Bool("roster.duplicate", true))
 	select {
 	case <-entry.done:
 	case <-ctx.Done():
+		span.AddEvent("not answered: the registration was removed")
 		return
 	}
 	a, ok := seen.answer(entry)
@@ -551,7 +569,15 @@ func (s *Session) answerAgain(ctx context.Context, seen *dedup, entry *seenMsg, 
 			"message %s was handled already; its answer (%d bytes) is not kept for copies", entry.key.id, entry.size)}}
 	}
 	s.c.log.Debug("roster: duplicate request answered again", "session", s.id, "path", entry.key.path, "sender", entry.key.sender, "message_id", entry.key.id)
-	_ = s.reply(m.Reply, a)
+	if ok {
+		span.AddEvent("answered from memory")
+	}
+	if a.err != nil {
+		spanError(span, a.err)
+	}
+	if err := s.reply(m.Reply, a); err != nil {
+		span.RecordError(err)
+	}
 }
 
 // reply publishes the answer to a request: its payload with its content type, or

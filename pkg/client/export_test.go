@@ -52,8 +52,8 @@ func SetDedupLimits(window time.Duration, entries, maxAnswer int) (restore func(
 func TrackLock(s *Session, info wire.Lock) *Lock { return s.trackLock(info) }
 
 // HandlerDeliveries returns how many messages the subscriptions of s's handlers
-// have passed to their callbacks (which run one at a time, and hold a message
-// while every handler slot is taken).
+// have passed to their callbacks (which run one at a time, and queue each message
+// for a handler slot).
 func HandlerDeliveries(s *Session) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -324,7 +325,8 @@ const maxHandlers = 255
 // Handle registers h for deliveries on path ("chat/room1"), or on every path when
 // path is "*". Registrations that overlap ("*" and a path, or one path twice) each
 // get the delivery, and a request is answered by whichever answers first. Handlers
-// run concurrently, at most 255 at a time per registration.
+// run concurrently, at most 255 at a time per registration; deliveries beyond them
+// wait, and start in the order they arrived.
 // The trace context of the sender's fan-out continues in ctx, which ends when the
 // registration is removed or the session closes, and for a request also when the
 // messaging service stops waiting for its answer (the requester's timeout, counted
@@ -372,16 +374,49 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		}
 		subject = wire.DeliverSubject(s.c.key, s.ID(), path)
 	}
-	sem := make(chan struct{}, maxHandlers)
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		removed bool // set before the removal waits: no handler starts after
 		// seen is per registration: overlapping registrations each get every
 		// delivery, and each must handle it once.
-		seen = newDedup()
+		seen  = newDedup()
+		queue = newArrivals()
 	)
 	hctx, cancel := context.WithCancel(context.Background())
+	// The dispatcher starts the handlers of the deliveries queued, in the order
+	// they arrived, as slots free.
+	sem := make(chan struct{}, maxHandlers)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			d, ok := queue.take(hctx)
+			if !ok {
+				return
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-hctx.Done():
+				return
+			}
+			mu.Lock()
+			if removed || hctx.Err() != nil { // removed while this waited for a free handler
+				mu.Unlock()
+				return
+			}
+			wg.Add(1)
+			mu.Unlock()
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if d.dup {
+					s.answerAgain(hctx, d.path, seen, d.entry, d.m)
+					return
+				}
+				s.deliver(hctx, d.path, d.m, h, seen, d.entry, d.deadline)
+			}()
+		}
+	}()
 	sub, err := s.c.nc.Subscribe(subject, func(m *nats.Msg) {
 		_, _, p, err := wire.ParseDeliverSubject(m.Subject)
 		sender := m.Header.Get(wire.HeaderSender)
@@ -390,20 +425,18 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 			// a request whose reply subject another client chose (wire.HeaderSender).
 			return
 		}
+		d := arrival{m: m, path: p}
+		// A request's answer is waited for this long from its arrival, which is now:
+		// this callback hands every delivery over at once (queue), also while
+		// every handler slot is taken.
+		if ms, err := strconv.ParseInt(m.Header.Get(wire.HeaderTimeout), 10, 64); err == nil && ms > 0 && m.Reply != "" {
+			d.deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
+		}
 		// Taken here, on the subscription's one goroutine, so that of two copies
 		// the first to arrive is the one handled.
-		var (
-			entry *seenMsg
-			dup   bool
-			// A request's answer is waited for this long from its arrival.
-			deadline time.Time
-		)
-		if ms, err := strconv.ParseInt(m.Header.Get(wire.HeaderTimeout), 10, 64); err == nil && ms > 0 && m.Reply != "" {
-			deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
-		}
 		if id := m.Header.Get(wire.HeaderMessageID); id != "" {
-			entry, dup = seen.take(dedupKey{sender: sender, path: p, id: id}, time.Now())
-			if dup && m.Reply == "" {
+			d.entry, d.dup = seen.take(dedupKey{sender: sender, path: p, id: id}, time.Now())
+			if d.dup && m.Reply == "" {
 				s.c.log.Debug("roster: duplicate delivery dropped", "session", s.id, "path", p, "sender", sender, "message_id", id)
 				_, span := s.processSpan(hctx, p, m)
 				span.SetAttributes(attribute.Bool("roster.duplicate", true))
@@ -412,32 +445,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 				return
 			}
 		}
-		mu.Lock()
-		if removed {
-			mu.Unlock()
-			return
-		}
-		wg.Add(1)
-		mu.Unlock()
-		select {
-		case sem <- struct{}{}:
-		case <-hctx.Done():
-			wg.Done()
-			return
-		}
-		if hctx.Err() != nil { // removed while this waited for a free handler
-			<-sem
-			wg.Done()
-			return
-		}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if dup {
-				s.answerAgain(hctx, p, seen, entry, m)
-				return
-			}
-			s.deliver(hctx, p, m, h, seen, entry, deadline)
-		}()
+		queue.put(hctx, d)
 	})
 	if err != nil {
 		cancel()
@@ -484,6 +492,75 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		wg.Wait()
 		return err
 	}, nil
+}
+
+// arrival is a delivery a registration has taken, waiting for a handler slot.
+type arrival struct {
+	m    *nats.Msg
+	path string
+	// deadline is when the messaging service stops waiting for a request's answer,
+	// counted from the delivery's arrival (zero for a send).
+	deadline time.Time
+	// entry is the message's in the registration's dedup (nil without a message
+	// id); dup marks a copy of a request taken before, answered again.
+	entry *seenMsg
+	dup   bool
+}
+
+// maxWaitingBytes bounds the payloads of the deliveries waiting in one
+// registration's queue (arrivals), which maxHandlers bounds in number too.
+const maxWaitingBytes = 16 << 20
+
+// arrivals is a registration's queue of deliveries waiting for a handler slot. The
+// subscription's callback puts each delivery there as it arrives and goes on to
+// the next, so that a request's deadline counts from its arrival: waiting for the
+// slot itself, with the delivery in hand, left the ones behind it in the NATS
+// client's buffer, stamped only when a slot freed. Past its bounds the callback
+// waits again, and the NATS client's own limits for a slow consumer apply to what
+// is behind — those deliveries' deadlines count from when they enter the queue.
+type arrivals struct {
+	ch      chan arrival
+	bytes   atomic.Int64  // payload bytes in ch
+	drained chan struct{} // a delivery left ch
+}
+
+func newArrivals() *arrivals {
+	return &arrivals{ch: make(chan arrival, maxHandlers), drained: make(chan struct{}, 1)}
+}
+
+// put queues d, waiting while the queue is full, until ctx ends. Only the
+// subscription's callback puts, one delivery at a time.
+func (q *arrivals) put(ctx context.Context, d arrival) {
+	size := int64(len(d.m.Data))
+	for n := q.bytes.Load(); n > 0 && n+size > maxWaitingBytes; n = q.bytes.Load() {
+		select {
+		case <-q.drained:
+		case <-ctx.Done():
+			return
+		}
+	}
+	q.bytes.Add(size)
+	select {
+	case q.ch <- d:
+	case <-ctx.Done():
+		q.bytes.Add(-size)
+	}
+}
+
+// take returns the delivery that has waited longest, once there is one; ok is false
+// when ctx ends first.
+func (q *arrivals) take(ctx context.Context) (d arrival, ok bool) {
+	select {
+	case d = <-q.ch:
+	case <-ctx.Done():
+		return arrival{}, false
+	}
+	q.bytes.Add(-int64(len(d.m.Data)))
+	select {
+	case q.drained <- struct{}{}:
+	default:
+	}
+	return d, true
 }
 
 // deliver hands m to h and answers a request with what h returns. entry, when not

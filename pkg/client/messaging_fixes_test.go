@@ -112,8 +112,8 @@ func TestNoHandlerStartsAfterRemoval(t *testing.T) {
 		}
 		return nil
 	})
-	// Queued behind the waiting message, the barrier runs once the subscription is
-	// done with it: dropped, or handed to a handler.
+	// Queued behind the waiting message, the barrier runs once the subscription's
+	// callback is done with it (it waits for a slot in the registration's queue).
 	decided := make(chan struct{})
 	if err := receiver.Client().Conn().Barrier(func() { close(decided) }); err != nil {
 		t.Fatal(err)

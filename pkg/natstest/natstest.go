@@ -5,6 +5,7 @@ package natstest
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -170,4 +171,28 @@ func Run(t testing.TB, run func(context.Context) error, after ...func()) (stop f
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// RewriteJSON replaces the JSON object stored under key in kv with change applied
+// to it, by a compare-and-set on the revision read: a record as another writer (an
+// older or newer version, a hand edit) might have left it.
+func RewriteJSON(t testing.TB, kv jetstream.KeyValue, key string, change func(map[string]any)) {
+	t.Helper()
+	ctx := context.Background()
+	entry, err := kv.Get(ctx, key)
+	if err != nil {
+		t.Fatalf("rewrite %s: %v", key, err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(entry.Value(), &m); err != nil {
+		t.Fatalf("rewrite %s: %v", key, err)
+	}
+	change(m)
+	data, err := json.Marshal(m)
+	if err != nil {
+		t.Fatalf("rewrite %s: %v", key, err)
+	}
+	if _, err := kv.Update(ctx, key, data, entry.Revision()); err != nil {
+		t.Fatalf("rewrite %s: %v", key, err)
+	}
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 )
@@ -149,13 +151,8 @@ func TestVetChange(t *testing.T) {
 }
 
 func TestStoreAndWatch(t *testing.T) {
-	srv := natstest.Start(t)
-	js := srv.JetStream(t)
+	store, js := openStore(t)
 	ctx := context.Background()
-	store, err := policy.OpenStore(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, _, err := store.Get(ctx); !errors.Is(err, policy.ErrNoPolicy) {
 		t.Fatalf("got %v, want ErrNoPolicy", err)
 	}
@@ -244,13 +241,8 @@ anonymous:
 // policy stored once the bucket exists again.
 func TestWatchOutlivesItsWatcher(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	js := srv.JetStream(t)
+	store, js := openStore(t)
 	ctx := context.Background()
-	store, err := policy.OpenStore(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := store.Create(ctx, policy.Development()); err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +263,7 @@ func TestWatchOutlivesItsWatcher(t *testing.T) {
 	if !h.Allowed([]string{"anonymous"}, policy.ModifySecurity, "") {
 		t.Fatal("the holder lost the last policy with the bucket")
 	}
-	store, err = policy.OpenStore(ctx, js)
+	store, err := policy.OpenStore(ctx, js)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,13 +289,8 @@ func TestWatchOutlivesItsWatcher(t *testing.T) {
 // notices the new stream and applies the policy stored in it.
 func TestWatchFollowsABucketCreatedAgainAtOnce(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	js := srv.JetStream(t)
+	store, js := openStore(t)
 	ctx := context.Background()
-	store, err := policy.OpenStore(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := store.Create(ctx, policy.Development()); err != nil {
 		t.Fatal(err)
 	}
@@ -362,13 +349,8 @@ func watch(t *testing.T, store *policy.Store, h *policy.Holder, log *slog.Logger
 // instead stopped the auth service from starting and left every other service
 // with no policy at all, denying everything, after an upgrade.
 func TestStoredPolicyWithNamesOnUnscopedPermissions(t *testing.T) {
-	srv := natstest.Start(t)
-	js := srv.JetStream(t)
+	store, js := openStore(t)
 	ctx := context.Background()
-	store, err := policy.OpenStore(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
 	kv, err := js.KeyValue(ctx, policy.Bucket)
 	if err != nil {
 		t.Fatal(err)
@@ -412,13 +394,8 @@ func TestStoredPolicyWithNamesOnUnscopedPermissions(t *testing.T) {
 // would apply without them. It is refused: Get names it invalid and why, and a watch
 // keeps the last good policy. What this version stores carries its format.
 func TestStoredPolicyOfANewerFormatIsNotApplied(t *testing.T) {
-	srv := natstest.Start(t)
-	js := srv.JetStream(t)
+	store, js := openStore(t)
 	ctx := context.Background()
-	store, err := policy.OpenStore(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := store.Create(ctx, policy.Development()); err != nil {
 		t.Fatal(err)
 	}
@@ -465,4 +442,15 @@ func TestStoredPolicyOfANewerFormatIsNotApplied(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// openStore opens the policy store on a new embedded server.
+func openStore(t *testing.T) (*policy.Store, jetstream.JetStream) {
+	t.Helper()
+	js := natstest.Start(t).JetStream(t)
+	store, err := policy.OpenStore(context.Background(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, js
 }

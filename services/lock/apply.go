@@ -277,14 +277,14 @@ func (s *Service) commitBatch(name string, batch []*task) {
 		if errors.Is(err, errNewerFormat) && !fresh {
 			// The cache's record may be one a newer version wrote over since.
 			if cur, err = s.st.read(ctx, key); err != nil {
-				s.fail(batch, err)
+				s.fail(name, batch, err)
 				return
 			}
 			fresh = true
 			continue
 		}
 		if errors.Is(err, errNewerFormat) {
-			s.fail(batch, wire.Errorf(wire.CodeUnavailable, "lock %q: its record was written by a newer version of Roster, which this instance leaves it to (a rolling upgrade); retry", name))
+			s.fail(name, batch, wire.Errorf(wire.CodeUnavailable, "lock %q: its record was written by a newer version of Roster, which this instance leaves it to (a rolling upgrade); retry", name))
 			return
 		}
 		if errors.Is(err, errConflict) {

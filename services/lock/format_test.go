@@ -2,39 +2,12 @@ package lock
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
-
-// rewriteLock replaces a lock's stored record with change applied to its JSON, as
-// another version of Roster might have written it.
-func (e *env) rewriteLock(t *testing.T, name string, change func(map[string]any)) {
-	t.Helper()
-	ctx := context.Background()
-	kv, err := e.js.KeyValue(ctx, Bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ent, err := kv.Get(ctx, KeyFor(name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(ent.Value(), &m); err != nil {
-		t.Fatal(err)
-	}
-	change(m)
-	data, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv.Update(ctx, KeyFor(name), data, ent.Revision()); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestLockRecordOfANewerFormatIsNotWrittenBack: an instance does not write back a
 // lock record a newer version of Roster wrote (a rolling upgrade overlaps the
@@ -45,13 +18,17 @@ func (e *env) rewriteLock(t *testing.T, name string, change func(map[string]any)
 func TestLockRecordOfANewerFormatIsNotWrittenBack(t *testing.T) {
 	e := newEnv(t)
 	e.startLock(t, Config{})
+	locks, err := e.js.KeyValue(context.Background(), Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
 	a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
 	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "doc/1"})
 	if got := e.lockRecord(t, "doc/1").Format; got != recordFormat {
 		t.Fatalf("a granted lock's record has format %d, want %d", got, recordFormat)
 	}
 
-	e.rewriteLock(t, "doc/1", func(m map[string]any) {
+	natstest.RewriteJSON(t, locks, KeyFor("doc/1"), func(m map[string]any) {
 		m["format"] = recordFormat + 1
 		m["added_by_newer"] = "kept"
 	})
@@ -75,7 +52,7 @@ func TestLockRecordOfANewerFormatIsNotWrittenBack(t *testing.T) {
 	if len(rec.Holders) != 1 || rec.Holders[0].Session != a.id || len(rec.Waiters) != 0 {
 		t.Errorf("the record changed: holders %+v, waiters %+v", rec.Holders, rec.Waiters)
 	}
-	e.rewriteLock(t, "doc/1", func(m map[string]any) {
+	natstest.RewriteJSON(t, locks, KeyFor("doc/1"), func(m map[string]any) {
 		if m["added_by_newer"] != "kept" {
 			t.Errorf("the stored record lost the newer version's field: %v", m)
 		}

@@ -2,36 +2,13 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
-
-// rewrite replaces a session's stored record with change applied to its JSON, as
-// another version of Roster might have written it.
-func (e *env) rewrite(t *testing.T, id string, change func(map[string]any)) {
-	t.Helper()
-	ctx := context.Background()
-	entry, err := e.kv.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(entry.Value(), &m); err != nil {
-		t.Fatal(err)
-	}
-	change(m)
-	data, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.kv.Update(ctx, id, data, entry.Revision()); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestRecordOfANewerFormatIsNotWrittenBack: while a rolling upgrade overlaps two
 // versions, an instance of the older one reads a record the newer one wrote, but
@@ -48,7 +25,7 @@ func TestRecordOfANewerFormatIsNotWrittenBack(t *testing.T) {
 		t.Fatalf("an opened session's record has format %d, want %d", got, sessions.Format)
 	}
 
-	e.rewrite(t, c.id, func(m map[string]any) {
+	natstest.RewriteJSON(t, e.kv, c.id, func(m map[string]any) {
 		m["format"] = sessions.Format + 1
 		m["added_by_newer"] = "kept"
 	})
@@ -86,7 +63,7 @@ func TestRecordOfANewerFormatIsNotWrittenBack(t *testing.T) {
 	}
 
 	// A record without a format, as written before it was kept.
-	e.rewrite(t, c.id, func(m map[string]any) {
+	natstest.RewriteJSON(t, e.kv, c.id, func(m map[string]any) {
 		delete(m, "format")
 		delete(m, "added_by_newer")
 	})

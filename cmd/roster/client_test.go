@@ -724,3 +724,21 @@ func TestSendMessageID(t *testing.T) {
 		t.Fatalf("a malformed --message-id: got %v, want bad_request", r.err)
 	}
 }
+
+// TestListsPrintEmptyArraysAsJSON: session list -o json with nothing to list prints
+// "sessions": [], as lock list prints "locks": []; it printed "sessions": null, on
+// which jq '.sessions[]' fails ("cannot iterate over null").
+func TestListsPrintEmptyArraysAsJSON(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	for _, tc := range []struct{ key, cmd string }{{"sessions", "session"}, {"locks", "lock"}} {
+		r := c.run(ctx, "", tc.cmd, "list", "-o", "json")
+		if r.err != nil {
+			t.Fatalf("%s list: %v", tc.cmd, r.err)
+		}
+		var got map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || string(got[tc.key]) != "[]" {
+			t.Errorf("%s list -o json with none: got %q (%v), want %q: []", tc.cmd, r.stdout, err, tc.key)
+		}
+	}
+}

@@ -171,7 +171,7 @@ func newSessionListCmd() *cobra.Command {
 				}
 			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
-				var all []*wire.Session
+				all := []*wire.Session{} // "sessions": [] in JSON when there are none, as lock list
 				total, after := 0, ""
 				for {
 					rctx, cancel := f.requestContext(ctx)

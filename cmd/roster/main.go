@@ -7,10 +7,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
 func main() {
@@ -22,13 +26,81 @@ func main() {
 	}
 }
 
-// stopOnSignal returns a context that ends at the first SIGINT or SIGTERM. A second
-// one ends the process at once, as if roster did not handle signals: a stop that
-// waits for services to drain can be cut short.
+// stopOnSignal returns a context that ends at the first SIGINT or SIGTERM, with a
+// signalError as its cause. A second one ends the process at once, as if roster did
+// not handle signals: a stop that waits for services to drain can be cut short.
 func stopOnSignal() (context.Context, context.CancelFunc) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	context.AfterFunc(ctx, stop)
-	return ctx, stop
+	ctx, cancel := context.WithCancelCause(context.Background())
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	stopped := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-signals:
+			signal.Stop(signals) // the next one has its default effect
+			cancel(signalError{sig})
+		case <-stopped:
+		}
+	}()
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			signal.Stop(signals)
+			close(stopped)
+			cancel(nil)
+		})
+	}
+}
+
+// signalError is the cause of the context stopOnSignal returns once a signal has
+// ended it, and the error of a command that the signal cut short: it exits with 128
+// and the signal's number, as a shell reports a command a signal ended.
+type signalError struct{ sig os.Signal }
+
+func (e signalError) Error() string {
+	switch e.sig {
+	case os.Interrupt:
+		return "interrupted (SIGINT)"
+	case syscall.SIGTERM:
+		return "interrupted (SIGTERM)"
+	}
+	return fmt.Sprintf("interrupted (%v)", e.sig)
+}
+
+// exitCode is the status a shell gives a command ended by the signal.
+func (e signalError) exitCode() int {
+	if s, ok := e.sig.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return 128 + int(syscall.SIGINT)
+}
+
+// reportInterrupts makes cmd and its subcommands, when a signal cuts them short,
+// fail with the signal rather than with the context.Canceled they unwind with:
+// that read "roster: context canceled" and exited 1, like any other failure.
+// Commands that run until interrupted (listen, session open …) return nil and
+// still exit 0.
+func reportInterrupts(cmd *cobra.Command) {
+	if run := cmd.RunE; run != nil {
+		cmd.RunE = func(cmd *cobra.Command, args []string) error {
+			return interrupted(cmd.Context(), run(cmd, args))
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		reportInterrupts(sub)
+	}
+}
+
+// interrupted returns the signal that ended ctx when err is that ending, else err.
+func interrupted(ctx context.Context, err error) error {
+	if err == nil || ctx == nil || ctx.Err() == nil || !errors.Is(err, context.Canceled) {
+		return err
+	}
+	var sig signalError
+	if errors.As(context.Cause(ctx), &sig) {
+		return sig
+	}
+	return err
 }
 
 // run builds the command tree and executes it.

@@ -37,6 +37,7 @@ func newRootCmd() *cobra.Command {
 	// Flags and arguments cobra refuses are usage errors (exit 2), like ours.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	usageArgs(root)
+	reportInterrupts(root)
 	// A group made runnable by usageArgs shows only "roster session [command]" as
 	// its usage, as before: it runs nothing of its own.
 	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
@@ -166,6 +167,10 @@ func exitCode(err error) int {
 	var ue usageError
 	if errors.As(err, &ue) {
 		return 2
+	}
+	var sig signalError
+	if errors.As(err, &sig) {
+		return sig.exitCode()
 	}
 	if code, ok := wireExitCode(err); ok {
 		return code

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,6 +43,40 @@ func TestInterruptedCommandsSayWhichSignal(t *testing.T) {
 		want := 128 + int(sig.(syscall.Signal))
 		if exitCode(err) != want || !strings.HasPrefix(err.Error(), "interrupted (SIG") {
 			t.Errorf("lock acquire interrupted by %v while it waited: got %v (exit %d), want interrupted (exit %d)", sig, err, exitCode(err), want)
+		}
+	}
+}
+
+// TestCtrlCEndsAReadOfStandardInput: a command reading standard input (a payload,
+// a policy, a password) that waits for more is ended by Ctrl-C. roster catches
+// the signal, so the read went on, on a terminal until the user typed Ctrl-D; then
+// the command ran anyway and failed with "context canceled".
+func TestCtrlCEndsAReadOfStandardInput(t *testing.T) {
+	for _, args := range [][]string{
+		{"send", "--server", "nats://127.0.0.1:1", "--filter", "all", "--path", "p", "-"},
+		{"request", "--server", "nats://127.0.0.1:1", "--filter", "all", "--path", "p", "-"},
+		{"policy", "set", "--server", "nats://127.0.0.1:1", "-"},
+		{"policy", "check", "-"},
+		{"user", "add", "alice", "--users-file", filepath.Join(t.TempDir(), "users.yaml")},
+	} {
+		stdin, typing := io.Pipe() // a terminal nobody types on
+		t.Cleanup(func() { _ = typing.Close() })
+		ctx, cancel := context.WithCancelCause(context.Background())
+		root := newRootCmd()
+		root.SetArgs(args)
+		root.SetIn(stdin)
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		done := make(chan error, 1)
+		go func() { done <- root.ExecuteContext(ctx) }()
+		cancel(signalError{os.Interrupt})
+		select {
+		case err := <-done:
+			if exitCode(err) != 130 {
+				t.Errorf("roster %s interrupted while reading stdin: got %v (exit %d), want interrupted (exit 130)", strings.Join(args, " "), err, exitCode(err))
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("roster %s still reads stdin after Ctrl-C", strings.Join(args, " "))
 		}
 	}
 }

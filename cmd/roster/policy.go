@@ -141,7 +141,7 @@ func readPolicy(cmd *cobra.Command, name string) (*policy.Policy, error) {
 	var p *policy.Policy
 	var err error
 	if name == "-" {
-		data, rerr := io.ReadAll(io.LimitReader(cmd.InOrStdin(), policy.MaxSize+1))
+		data, rerr := readInput(cmd.Context(), cmd.InOrStdin(), policy.MaxSize+1)
 		if rerr != nil {
 			return nil, rerr
 		}

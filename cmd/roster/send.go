@@ -59,7 +59,7 @@ func (m *messageFlags) message(cmd *cobra.Command, args []string) (client.Target
 	var payload []byte
 	if len(args) == 1 {
 		if args[0] == "-" {
-			data, err := io.ReadAll(cmd.InOrStdin())
+			data, err := readInput(cmd.Context(), cmd.InOrStdin(), 0)
 			if err != nil {
 				return to, nil, nil, fmt.Errorf("read the payload from stdin: %w", err)
 			}

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -48,7 +48,7 @@ within a second.`,
 			if err != nil {
 				return err
 			}
-			return userAdd(cmd.InOrStdin(), out, args[0], o)
+			return userAdd(cmd.Context(), cmd.InOrStdin(), out, args[0], o)
 		},
 	}
 	fs := cmd.Flags()
@@ -61,7 +61,7 @@ within a second.`,
 	return cmd
 }
 
-func userAdd(in io.Reader, out *output, name string, o *userAddOptions) error {
+func userAdd(ctx context.Context, in io.Reader, out *output, name string, o *userAddOptions) error {
 	props := map[string]string{}
 	for _, p := range o.properties {
 		k, v, ok := strings.Cut(p, "=")
@@ -70,8 +70,8 @@ func userAdd(in io.Reader, out *output, name string, o *userAddOptions) error {
 		}
 		props[k] = v
 	}
-	password, err := bufio.NewReader(in).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
+	password, err := readLine(ctx, in)
+	if err != nil {
 		return fmt.Errorf("reading the password: %w", err)
 	}
 	password = strings.TrimRight(password, "\r\n")

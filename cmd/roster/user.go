@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -37,10 +38,11 @@ func newUserAddCmd() *cobra.Command {
 		Long: `Add a user to the users file that roster serve --users-file reads.
 
 The password is read from the first line of standard input, so it never appears in
-the process list or the shell history. It is stored only as a bcrypt hash; the file
-is rewritten atomically with mode 0600. A running auth service picks the change up
-within a second.`,
-		Example: `  printf '%s\n' "$PASSWORD" | roster user add alice --users-file users.yaml --role user --role trader
+the process list or the shell history; on a terminal, user add asks for it and does
+not echo it. It is stored only as a bcrypt hash; the file is rewritten atomically
+with mode 0600. A running auth service picks the change up within a second.`,
+		Example: `  roster user add carol --users-file users.yaml --role user      # asks for the password
+  printf '%s\n' "$PASSWORD" | roster user add alice --users-file users.yaml --role user --role trader
   roster user add bob --users-file users.yaml --role admin --property Department=ops < password.txt`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -48,7 +50,7 @@ within a second.`,
 			if err != nil {
 				return err
 			}
-			return userAdd(cmd.Context(), cmd.InOrStdin(), out, args[0], o)
+			return userAdd(cmd.Context(), cmd.InOrStdin(), cmd.ErrOrStderr(), out, args[0], o)
 		},
 	}
 	fs := cmd.Flags()
@@ -61,7 +63,7 @@ within a second.`,
 	return cmd
 }
 
-func userAdd(ctx context.Context, in io.Reader, out *output, name string, o *userAddOptions) error {
+func userAdd(ctx context.Context, in io.Reader, prompt io.Writer, out *output, name string, o *userAddOptions) error {
 	props := map[string]string{}
 	for _, p := range o.properties {
 		k, v, ok := strings.Cut(p, "=")
@@ -70,7 +72,7 @@ func userAdd(ctx context.Context, in io.Reader, out *output, name string, o *use
 		}
 		props[k] = v
 	}
-	password, err := readLine(ctx, in)
+	password, err := readPassword(ctx, in, prompt, name)
 	if err != nil {
 		return fmt.Errorf("reading the password: %w", err)
 	}
@@ -90,4 +92,29 @@ func userAdd(ctx context.Context, in io.Reader, out *output, name string, o *use
 	return out.emit(map[string]string{"user": name, "users_file": o.file}, func(w io.Writer) {
 		fmt.Fprintf(w, "user %s written to %s\n", name, o.file)
 	})
+}
+
+// errNotTerminal is echoOff's error for a file that is not a terminal.
+var errNotTerminal = errors.New("not a terminal")
+
+// readPassword reads name's password, the first line of in. On a terminal it asks
+// for it on prompt and turns the echo off meanwhile, as passwd does: the password
+// typed must not stay on the screen.
+func readPassword(ctx context.Context, in io.Reader, prompt io.Writer, name string) (string, error) {
+	f, ok := in.(*os.File)
+	if !ok {
+		return readLine(ctx, in)
+	}
+	restore, err := echoOff(f)
+	if errors.Is(err, errNotTerminal) {
+		return readLine(ctx, in)
+	}
+	if err != nil {
+		return "", fmt.Errorf("turning off the terminal's echo: %w (give the password on a pipe instead)", err)
+	}
+	defer restore()
+	fmt.Fprintf(prompt, "Password for %s: ", name)
+	password, err := readLine(ctx, f)
+	fmt.Fprintln(prompt) // the line end the user typed is not echoed either
+	return password, err
 }

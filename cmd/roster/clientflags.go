@@ -34,7 +34,7 @@ type clientFlags struct {
 func (f *clientFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&f.server, "server", "s", "nats://127.0.0.1:4222", "NATS URL of Roster")
 	fs.StringVar(&f.user, "user", "", "open the session as this user (password credentials)")
-	fs.StringVar(&f.password, "password", "", "password for --user")
+	fs.StringVar(&f.password, "password", "", "password for --user (the variable keeps it out of the process list)")
 	fs.StringVar(&f.jwt, "jwt", "", "open the session with this JWT bearer token")
 	fs.StringVar(&f.sessionID, "session-id", "", "act as this existing session instead of opening one (with --session-token)")
 	fs.StringVar(&f.token, "session-token", "", "token of --session-id")
@@ -45,7 +45,10 @@ func (f *clientFlags) register(fs *pflag.FlagSet) {
 }
 
 // connect connects to Roster with the credentials and TLS files of the flags.
-func (f *clientFlags) connect() (*client.Client, error) {
+func (f *clientFlags) connect(cmd *cobra.Command) (*client.Client, error) {
+	if err := f.checkCredentials(cmd); err != nil {
+		return nil, err
+	}
 	if f.timeout <= 0 {
 		// A request given no time fails at once: say so rather than time out.
 		return nil, usageError{fmt.Errorf("--timeout %s: want a positive duration", f.timeout)}
@@ -64,6 +67,22 @@ func (f *clientFlags) connect() (*client.Client, error) {
 		return nil, fmt.Errorf("%w (no credentials were given: where anonymous connections are not admitted, give --user and --password, or --jwt)", err)
 	}
 	return c, err
+}
+
+// checkCredentials refuses credential flags that cannot be what the user meant: a
+// password without a user was dropped and the command ran anonymously where that is
+// admitted, a user without a password could only be refused, and with both --jwt and
+// --user one of them was dropped without a word.
+func (f *clientFlags) checkCredentials(cmd *cobra.Command) error {
+	switch {
+	case f.jwt != "" && f.user != "":
+		return usageError{fmt.Errorf("%s and %s exclude each other: give one of them", flagSource(cmd, "jwt"), flagSource(cmd, "user"))}
+	case f.password != "" && f.user == "":
+		return usageError{fmt.Errorf("%s needs --user", flagSource(cmd, "password"))}
+	case f.user != "" && f.password == "":
+		return usageError{fmt.Errorf("%s needs --password (or %s, which keeps it out of the process list)", flagSource(cmd, "user"), envName("password"))}
+	}
+	return nil
 }
 
 func (f *clientFlags) credentials() *wire.Credentials {
@@ -126,7 +145,7 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 	}
 	ctx, end := f.trace(cmd)
 	defer func() { end(err) }()
-	c, err := f.connect()
+	c, err := f.connect(cmd)
 	if err != nil {
 		return err // unavailable, or unauthenticated when the credentials are refused
 	}

@@ -327,3 +327,36 @@ func TestOpeningCommandsHideTheSessionFlags(t *testing.T) {
 		t.Errorf("session get --help: got %q, want --session-id offered", r.stdout)
 	}
 }
+
+// TestCredentialFlagsThatCannotWorkAreUsageErrors: --password without --user, --user
+// without a password, and --jwt with --user are usage errors (exit 2) naming the
+// flags, found before anything is sent. --password alone was dropped without a word
+// and the command ran anonymously where that is admitted; --user alone was refused
+// by the server as "unauthenticated"; with both --jwt and --user, --jwt won silently.
+// (Here, with no server, each exited 7.) A flag set through its variable is named by
+// it.
+func TestCredentialFlagsThatCannotWorkAreUsageErrors(t *testing.T) {
+	c := cli{t: t, server: "nats://127.0.0.1:1"}
+	ctx := testCtx(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"session", "get", "--password", "pw"}, "--password needs --user"},
+		{[]string{"listen", "--password", "pw"}, "--password needs --user"},
+		{[]string{"session", "open", "--password", "pw"}, "--password needs --user"},
+		{[]string{"session", "get", "--user", "alice"}, "--user needs --password"},
+		{[]string{"lock", "list", "--user", "alice", "--password", "pw", "--jwt", "tok"}, "--jwt and --user"},
+	} {
+		if r := c.run(ctx, "", tc.args...); r.exit() != 2 || !strings.Contains(fmt.Sprint(r.err), tc.want) {
+			t.Errorf("%q: got %v (exit %d), want a usage error (2) saying %s", tc.args, r.err, r.exit(), tc.want)
+		}
+	}
+	t.Setenv("ROSTER_PASSWORD", "pw")
+	if r := c.run(ctx, "", "session", "get"); r.exit() != 2 || !strings.Contains(fmt.Sprint(r.err), "ROSTER_PASSWORD") {
+		t.Errorf("ROSTER_PASSWORD alone: got %v (exit %d), want a usage error (2) naming ROSTER_PASSWORD", r.err, r.exit())
+	}
+	if r := c.run(ctx, "", "session", "get", "--user", "alice", "--timeout", "1s"); r.exit() != exitUnavailable {
+		t.Errorf("--user with ROSTER_PASSWORD: got %v (exit %d), want to try the server (exit %d)", r.err, r.exit(), exitUnavailable)
+	}
+}

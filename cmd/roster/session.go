@@ -38,7 +38,7 @@ after a reconnect — until interrupted (Ctrl-C), then close it. State changes a
 as they happen. Other commands can act as this session with --session-id and
 --session-token (or ROSTER_SESSION_ID and ROSTER_SESSION_TOKEN), printed at start.`,
 		Example: `  roster session open --property Department=Accounts --property Desk=FX
-  roster session open --user alice --password secret --session-timeout 30s -o json`,
+  ROSTER_PASSWORD="$ALICE_PASSWORD" roster session open --user alice --session-timeout 30s -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			out, err := outputFor(cmd)
@@ -61,7 +61,7 @@ as they happen. Other commands can act as this session with --session-id and
 			f.forgetSession() // one exported in the shell (session open prints the export)
 			ctx, end := f.trace(cmd)
 			defer func() { end(err) }()
-			c, err := f.connect()
+			c, err := f.connect(cmd)
 			if err != nil {
 				return err // unavailable, or unauthenticated when the credentials are refused
 			}

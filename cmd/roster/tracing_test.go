@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -63,4 +64,29 @@ func TestClientCommandsContinueTheCallersTrace(t *testing.T) {
 		}
 	}
 
+}
+
+// TestSpansNotExportedNameTheCollector: a command whose spans the OTLP collector
+// does not take says which collector and how long it waited; it said only
+// "roster: exporting spans: context deadline exceeded". The command's own result
+// stands (exit 0).
+func TestSpansNotExportedNameTheCollector(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint := "http://" + ln.Addr().String()
+	_ = ln.Close() // nobody listens there now
+	for _, k := range []string{"OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "TRACEPARENT"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+	c := newCLI(t)
+	r := c.run(testCtx(t), "", "lock", "list")
+	if r.err != nil {
+		t.Fatalf("lock list: %v", r.err)
+	}
+	if !strings.Contains(r.stderr, "spans not exported") || !strings.Contains(r.stderr, endpoint) || !strings.Contains(r.stderr, flushWait.String()) {
+		t.Errorf("stderr %q, want it to say the spans were not exported to %s within %s", r.stderr, endpoint, flushWait)
+	}
 }

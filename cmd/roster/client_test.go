@@ -742,3 +742,43 @@ func TestListsPrintEmptyArraysAsJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestLongRunningCommandsSayWhenTheConnectionIsLost: listen says on stderr that its
+// session lost its connection (and is resumed when Roster is back); it said
+// nothing, and seemed to listen while nothing could reach it. session open's line
+// for the change names the cause; it ended in a blank reason.
+func TestLongRunningCommandsSayWhenTheConnectionIsLost(t *testing.T) {
+	p := rostertest.Start(t)
+	c := cli{t: t, server: p.ClientURL()}
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	lout, lerr := &natstest.Buffer{}, &natstest.Buffer{}
+	listenDone := c.start(ctx, "", lout, lerr, "listen")
+	oout, oerr := &natstest.Buffer{}, &natstest.Buffer{}
+	openDone := c.start(ctx, "", oout, oerr, "session", "open")
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(lerr.String(), "listening as session") || !strings.Contains(oout.String(), "Open until interrupted") {
+			return errors.New("listen or session open has not started")
+		}
+		return nil
+	})
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	const lost = "ACTIVE -> RECOVERING: unavailable: connection to NATS lost"
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(lerr.String(), lost) {
+			return fmt.Errorf("listen's stderr %q does not say %q", lerr.String(), lost)
+		}
+		if !strings.Contains(oout.String(), "state "+lost+"\n") {
+			return fmt.Errorf("session open printed %q, not %q", oout.String(), "state "+lost)
+		}
+		return nil
+	})
+	if strings.Contains(lout.String(), "RECOVERING") {
+		t.Errorf("listen printed the change on stdout, among deliveries: %q", lout.String())
+	}
+	cancel()
+	<-listenDone
+	<-openDone
+}

@@ -28,7 +28,8 @@ default), and print each delivery as it arrives: path, sender session, content t
 and payload (-o json: one JSON object per line). Requests are answered with --reply,
 or with their own payload (echo). Runs until interrupted (Ctrl-C), then closes the
 session. The session id is printed on standard error at start, so that others can
-send to it with --session.`,
+send to it with --session, and so is each change of the session's state: a lost
+connection (RECOVERING: nothing reaches the session) and its resumption (ACTIVE).`,
 		Example: `  roster listen --property Department=Accounts
   roster listen --path chat/room1 --path alerts -o json
   roster listen --property Desk=FX --path quote --reply '1.0842'`,
@@ -60,13 +61,18 @@ send to it with --session.`,
 			replySet = cmd.Flags().Changed("reply")
 			return f.session(cmd, client.Options{Properties: p, Timeout: timeout}, func(ctx context.Context, s *client.Session) error {
 				closed := make(chan client.StateChange, 1)
+				stderr := cmd.ErrOrStderr()
 				s.OnStateChange(func(ch client.StateChange) {
 					if ch.New == client.StateClosed {
 						select {
 						case closed <- ch:
 						default:
 						}
+						return
 					}
+					// A lost connection must not pass for quiet: nothing reaches the
+					// session until it is resumed (ACTIVE again).
+					fmt.Fprintf(stderr, "session %s %s\n", s.ID(), formatStateChange(ch))
 				})
 				handler := func(_ context.Context, m *client.Message) ([]byte, error) {
 					_ = out.emitLine(deliveryJSON(m), func(w io.Writer) { printDelivery(w, m) })

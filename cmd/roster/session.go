@@ -93,9 +93,7 @@ as they happen. Other commands can act as this session with --session-id and
 					defer cancel()
 					return s.Close(cctx)
 				case ch := <-changes:
-					_ = out.emit(stateChangeOf(ch), func(w io.Writer) {
-						fmt.Fprintf(w, "state %s -> %s %s\n", ch.Old, ch.New, ch.Reason)
-					})
+					_ = out.emit(stateChangeOf(ch), func(w io.Writer) { fmt.Fprintf(w, "state %s\n", formatStateChange(ch)) })
 					if ch.New == client.StateClosed {
 						return &wire.Error{Code: wire.CodeSessionClosed, Message: fmt.Sprintf("session closed (%s)", ch.Reason)}
 					}
@@ -364,6 +362,19 @@ type stateChange struct {
 	New    wire.SessionState `json:"new_state"`
 	Reason wire.CloseReason  `json:"reason,omitempty"`
 	Error  string            `json:"error,omitempty"`
+}
+
+// formatStateChange is a change of state as text: "ACTIVE -> RECOVERING: unavailable:
+// connection to NATS lost", with the close reason, and the cause when there is one.
+func formatStateChange(ch client.StateChange) string {
+	text := fmt.Sprintf("%s -> %s", ch.Old, ch.New)
+	if ch.Reason != "" {
+		text += " (" + string(ch.Reason) + ")"
+	}
+	if ch.Err != nil {
+		text += ": " + ch.Err.Error()
+	}
+	return text
 }
 
 func stateChangeOf(ch client.StateChange) stateChange {

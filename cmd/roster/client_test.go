@@ -743,10 +743,11 @@ func TestListsPrintEmptyArraysAsJSON(t *testing.T) {
 	}
 }
 
-// TestLongRunningCommandsSayWhenTheConnectionIsLost: listen says on stderr that its
-// session lost its connection (and is resumed when Roster is back); it said
-// nothing, and seemed to listen while nothing could reach it. session open's line
-// for the change names the cause; it ended in a blank reason.
+// TestLongRunningCommandsSayWhenTheConnectionIsLost: listen and session events
+// --follow say on stderr that their session lost its connection (and is resumed
+// when Roster is back); they said nothing, and seemed to listen while nothing could
+// reach them. session open's line for the change names the cause; it ended in a
+// blank reason.
 func TestLongRunningCommandsSayWhenTheConnectionIsLost(t *testing.T) {
 	p := rostertest.Start(t)
 	c := cli{t: t, server: p.ClientURL()}
@@ -756,9 +757,11 @@ func TestLongRunningCommandsSayWhenTheConnectionIsLost(t *testing.T) {
 	listenDone := c.start(ctx, "", lout, lerr, "listen")
 	oout, oerr := &natstest.Buffer{}, &natstest.Buffer{}
 	openDone := c.start(ctx, "", oout, oerr, "session", "open")
+	eout, eerr := &natstest.Buffer{}, &natstest.Buffer{}
+	eventsDone := c.start(ctx, "", eout, eerr, "session", "events", "--follow", "--kind", "opened")
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if !strings.Contains(lerr.String(), "listening as session") || !strings.Contains(oout.String(), "Open until interrupted") {
-			return errors.New("listen or session open has not started")
+		if !strings.Contains(lerr.String(), "listening as session") || !strings.Contains(oout.String(), "Open until interrupted") || !strings.Contains(eout.String(), " opened ") {
+			return errors.New("listen, session open or session events has not started")
 		}
 		return nil
 	})
@@ -769,6 +772,9 @@ func TestLongRunningCommandsSayWhenTheConnectionIsLost(t *testing.T) {
 	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if !strings.Contains(lerr.String(), lost) {
 			return fmt.Errorf("listen's stderr %q does not say %q", lerr.String(), lost)
+		}
+		if !strings.Contains(eerr.String(), lost) {
+			return fmt.Errorf("session events --follow's stderr %q does not say %q", eerr.String(), lost)
 		}
 		if !strings.Contains(oout.String(), "state "+lost+"\n") {
 			return fmt.Errorf("session open printed %q, not %q", oout.String(), "state "+lost)
@@ -781,4 +787,5 @@ func TestLongRunningCommandsSayWhenTheConnectionIsLost(t *testing.T) {
 	cancel()
 	<-listenDone
 	<-openDone
+	<-eventsDone
 }

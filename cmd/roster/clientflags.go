@@ -157,6 +157,7 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 		if err != nil {
 			return sessionFromEnvironment(cmd, err)
 		}
+		reportConnection(cmd, s)
 		return fn(ctx, s)
 	}
 	if opts.Credentials == nil {
@@ -166,12 +167,25 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 	if err != nil {
 		return err
 	}
+	reportConnection(cmd, s)
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.timeout)
 		defer cancel()
 		_ = s.Close(cctx)
 	}()
 	return fn(ctx, s)
+}
+
+// reportConnection says on stderr when s loses its connection and when it is
+// resumed. A command that runs for long (listen, session events --follow, lock
+// acquire holding a lock) must not pass for quiet while nothing reaches it.
+func reportConnection(cmd *cobra.Command, s *client.Session) {
+	stderr := cmd.ErrOrStderr()
+	s.OnStateChange(func(ch client.StateChange) {
+		if ch.New != client.StateClosed { // a closed session ends the command, which says so
+			fmt.Fprintf(stderr, "roster: session %s %s\n", s.ID(), formatStateChange(ch))
+		}
+	})
 }
 
 // sessionFromEnvironment adds to err, why the session --session-id names cannot be

@@ -61,18 +61,13 @@ connection (RECOVERING: nothing reaches the session) and its resumption (ACTIVE)
 			replySet = cmd.Flags().Changed("reply")
 			return f.session(cmd, client.Options{Properties: p, Timeout: timeout}, func(ctx context.Context, s *client.Session) error {
 				closed := make(chan client.StateChange, 1)
-				stderr := cmd.ErrOrStderr()
 				s.OnStateChange(func(ch client.StateChange) {
 					if ch.New == client.StateClosed {
 						select {
 						case closed <- ch:
 						default:
 						}
-						return
 					}
-					// A lost connection must not pass for quiet: nothing reaches the
-					// session until it is resumed (ACTIVE again).
-					fmt.Fprintf(stderr, "session %s %s\n", s.ID(), formatStateChange(ch))
 				})
 				handler := func(_ context.Context, m *client.Message) ([]byte, error) {
 					_ = out.emitLine(deliveryJSON(m), func(w io.Writer) { printDelivery(w, m) })

@@ -80,3 +80,35 @@ func TestCtrlCEndsAReadOfStandardInput(t *testing.T) {
 		}
 	}
 }
+
+// TestLockAcquirePassesTheInterruptOnToItsCommand: Ctrl-C (SIGINT) given to lock
+// acquire running a command reaches the command as SIGINT, as it would without
+// roster in between, so that what the command does on an interrupt (Python's
+// KeyboardInterrupt, a shell's trap on INT) happens. It was sent SIGTERM, which ends
+// most programs without their clean-up, even as the terminal's own SIGINT reached
+// them. SIGTERM is passed on as SIGTERM.
+func TestLockAcquirePassesTheInterruptOnToItsCommand(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	const script = `trap 'echo got INT; exit 7' INT; trap 'echo got TERM; exit 9' TERM; echo ready; while :; do sleep 0.05; done`
+	for _, tc := range []struct {
+		sig  os.Signal
+		want string
+		exit int
+	}{{os.Interrupt, "got INT", 7}, {syscall.SIGTERM, "got TERM", 9}} {
+		cctx, cancel := context.WithCancelCause(ctx)
+		out, errb := &natstest.Buffer{}, &natstest.Buffer{}
+		done := c.start(cctx, "", out, errb, "lock", "acquire", "orders/9", "--", "sh", "-c", script)
+		natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if !strings.Contains(out.String(), "ready") {
+				return errors.New("the command has not started")
+			}
+			return nil
+		})
+		cancel(signalError{tc.sig})
+		err := <-done
+		if !strings.Contains(out.String(), tc.want) || exitCode(err) != tc.exit {
+			t.Errorf("lock acquire interrupted by %v: the command printed %q and acquire exited %d (%v); want %q and exit %d", tc.sig, out.String(), exitCode(err), err, tc.want, tc.exit)
+		}
+	}
+}

@@ -74,7 +74,8 @@ command's status (128 and the signal's number when a signal ended it, as a shell
 reports it; 127 when there is no such command and 126 when it cannot be run, found
 before the lock is taken). If the lock is lost meanwhile (its session ended, or a
 connection-scoped lock's connection dropped), the command is sent SIGTERM and
-acquire fails with the lost lock's status.
+acquire fails with the lost lock's status. An interrupt (Ctrl-C's SIGINT, SIGTERM) is
+passed on to the command as it came.
 
 Without a command, hold the lock until interrupted (Ctrl-C), then release it. As an
 existing session (--session-id, --session-token), the lock is taken for that
@@ -192,7 +193,7 @@ func runHolding(ctx context.Context, cmd *cobra.Command, l *client.Lock, command
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c := exec.CommandContext(cctx, command[0], command[1:]...)
-	c.Cancel = func() error { return c.Process.Signal(syscall.SIGTERM) }
+	c.Cancel = func() error { return c.Process.Signal(stopSignal(ctx)) }
 	c.WaitDelay = 10 * time.Second
 	c.Stdin, c.Stdout, c.Stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
 	c.Env = append(os.Environ(), "ROSTER_LOCK_NAME="+l.Name(), "ROSTER_LOCK_TOKEN="+strconv.FormatUint(l.Token(), 10))
@@ -222,6 +223,18 @@ func runHolding(ctx context.Context, cmd *cobra.Command, l *client.Lock, command
 	default:
 		return fmt.Errorf("%s: %w", strings.Join(command, " "), err)
 	}
+}
+
+// stopSignal is the signal that stops the command lock acquire runs: the one that
+// interrupted roster (ctx's cause), passed on as the command would have got it
+// without roster in between — what a program does on Ctrl-C (SIGINT) is often not
+// what it does on SIGTERM — or SIGTERM when the lock was lost.
+func stopSignal(ctx context.Context) os.Signal {
+	var sig signalError
+	if errors.As(context.Cause(ctx), &sig) {
+		return sig.sig
+	}
+	return syscall.SIGTERM
 }
 
 func newLockReleaseCmd() *cobra.Command {

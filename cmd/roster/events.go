@@ -24,8 +24,10 @@ func newSessionEventsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "events",
 		Short: "Print stored session events from a point, and follow new ones (VIEW_SESSION for others' events)",
-		Long: `Print the session events stored from a point — a stream sequence (--from-seq) or a
-time (--since) — then, with --follow, every new one as it is stored, until interrupted.
+		Long: `Print the session events stored from a point — a stream sequence (--from-seq), a
+time (--since), or without either the oldest event kept (--events-max-age of roster
+serve, a week by default) — then, with --follow, every new one as it is stored, until
+interrupted.
 Each line names the event's sequence: start again from the last one printed plus one to
 miss nothing. Every session's events, or another session's (--id), need VIEW_SESSION;
 the own session's (--id with the own id) need nothing.`,
@@ -86,8 +88,8 @@ the own session's (--id with the own id) need nothing.`,
 	f.register(cmd.Flags())
 	cmd.Flags().StringVar(&id, "id", "", "only this session's events")
 	cmd.Flags().StringSliceVar(&kinds, "kind", nil, "only these kinds: opened, updated, disconnected, reconnected, principal_changed, closed")
-	cmd.Flags().DurationVar(&since, "since", 0, "start at the events stored this long ago")
-	cmd.Flags().Uint64Var(&fromSeq, "from-seq", 0, "start at this stream sequence")
+	cmd.Flags().DurationVar(&since, "since", 0, "start at the events stored this long ago (default: the oldest kept)")
+	cmd.Flags().Uint64Var(&fromSeq, "from-seq", 0, "start at this stream sequence (default: the oldest kept)")
 	cmd.Flags().BoolVar(&follow, "follow", false, "keep printing new events until interrupted")
 	annotateEnv(cmd.Flags())
 	return cmd

@@ -165,7 +165,7 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 	}
 	s, err := c.Open(octx, opts)
 	if err != nil {
-		return err
+		return refusedTimeout(err, opts.Timeout)
 	}
 	reportConnection(cmd, s)
 	defer func() {
@@ -174,6 +174,17 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 		_ = s.Close(cctx)
 	}()
 	return fn(ctx, s)
+}
+
+// refusedTimeout names --session-timeout in the registry's refusal of it, which
+// names only the request member, in milliseconds: the bounds are the server's
+// (roster serve --session-min-timeout, --session-max-timeout), unknown here.
+func refusedTimeout(err error, timeout time.Duration) error {
+	var we *wire.Error
+	if timeout > 0 && errors.As(err, &we) && we.Code == wire.CodeBadRequest && strings.HasPrefix(we.Message, "timeout_ms ") {
+		return fmt.Errorf("--session-timeout %s: %w", timeout, err)
+	}
+	return err
 }
 
 // reportConnection says on stderr when s loses its connection and when it is

@@ -360,3 +360,25 @@ func TestCredentialFlagsThatCannotWorkAreUsageErrors(t *testing.T) {
 		t.Errorf("--user with ROSTER_PASSWORD: got %v (exit %d), want to try the server (exit %d)", r.err, r.exit(), exitUnavailable)
 	}
 }
+
+// TestSessionTimeoutsTheServerRefusesNameTheFlag: a --session-timeout outside the
+// bounds the server is configured with (roster serve --session-min-timeout and
+// --session-max-timeout) is refused naming the flag and its value as given, with
+// the server's bounds: the error named only the request member, in milliseconds
+// ("timeout_ms 500 is outside [1000, 86400000]"), which now also says them as
+// durations. It stays a usage error (exit 2).
+func TestSessionTimeoutsTheServerRefusesNameTheFlag(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	for _, args := range [][]string{
+		{"session", "open", "--session-timeout", "500ms"},
+		{"listen", "--session-timeout", "48h"},
+	} {
+		d, _ := time.ParseDuration(args[len(args)-1])
+		given := d.String()
+		r := c.run(ctx, "", args...)
+		if r.exit() != 2 || !strings.HasPrefix(fmt.Sprint(r.err), "--session-timeout "+given+": ") || !strings.Contains(fmt.Sprint(r.err), "1s to 24h") {
+			t.Errorf("%q: got %v (exit %d), want a usage error (2) naming --session-timeout %s and the bounds 1s to 24h", args, r.err, r.exit(), given)
+		}
+	}
+}

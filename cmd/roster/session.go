@@ -70,7 +70,7 @@ as they happen. Other commands can act as this session with --session-id and
 			defer cancel()
 			s, err := c.Open(octx, client.Options{Credentials: f.credentials(), Properties: p, Timeout: timeout, Permanent: permanent})
 			if err != nil {
-				return err
+				return refusedTimeout(err, timeout)
 			}
 			changes := make(chan client.StateChange, 16)
 			s.OnStateChange(func(ch client.StateChange) {

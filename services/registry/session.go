@@ -127,7 +127,7 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 	case req.TimeoutMS == 0:
 		timeout = s.cfg.DefaultTimeout
 	case req.TimeoutMS < s.cfg.MinTimeout.Milliseconds() || req.TimeoutMS > s.cfg.MaxTimeout.Milliseconds():
-		return nil, wire.Errorf(wire.CodeBadRequest, "timeout_ms %d is outside [%d, %d]", req.TimeoutMS, s.cfg.MinTimeout.Milliseconds(), s.cfg.MaxTimeout.Milliseconds())
+		return nil, wire.Errorf(wire.CodeBadRequest, "timeout_ms %d is outside [%d, %d]: sessions may ask for %s to %s", req.TimeoutMS, s.cfg.MinTimeout.Milliseconds(), s.cfg.MaxTimeout.Milliseconds(), s.cfg.MinTimeout, s.cfg.MaxTimeout)
 	default:
 		timeout = time.Duration(req.TimeoutMS) * time.Millisecond
 	}

@@ -382,3 +382,14 @@ func TestSessionTimeoutsTheServerRefusesNameTheFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestServeRefusesOutput: roster serve -o json is a usage error pointing to
+// --log-format, as other serve flags that would do nothing are: serve has no output
+// but its log, which stayed text without a word. ROSTER_OUTPUT, which an operator
+// may export for the client commands, is left alone.
+func TestServeRefusesOutput(t *testing.T) {
+	err := run(testCtx(t), []string{"serve", "-o", "json", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()})
+	if exitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), "--log-format") {
+		t.Errorf("serve -o json: got %v (exit %d), want a usage error (2) pointing to --log-format", err, exitCode(err))
+	}
+}

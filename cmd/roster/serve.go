@@ -88,6 +88,10 @@ services this process runs, so each can run as its own process in production.`,
   ROSTER_NATS_PASSWORD=… roster serve --services lock --nats-url nats://nats-0:4222 --nats-user roster-service`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if onCommandLine(cmd, "output") {
+				// ROSTER_OUTPUT is left alone: it is exported for the client commands.
+				return usageError{errors.New("serve has no output but its log: --output does not apply (--log-format json logs JSON)")}
+			}
 			o.changed = cmd.Flags().Changed
 			o.source = func(name string) string { return flagSource(cmd, name) }
 			return serve(cmd.Context(), o)

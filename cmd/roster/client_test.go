@@ -789,3 +789,42 @@ func TestLongRunningCommandsSayWhenTheConnectionIsLost(t *testing.T) {
 	<-openDone
 	<-eventsDone
 }
+
+// TestProposedPropertiesTheServerDropsAreNamed: listen and session open say on stderr
+// which proposed properties the session did not get: the policy's properties rules
+// veto them (here deploy/'s, which keep only Client* keys) without an error, and a
+// listen --property Department=Accounts went on waiting for messages sent to
+// Department is "Accounts", which could not reach it, without a word.
+func TestProposedPropertiesTheServerDropsAreNamed(t *testing.T) {
+	usersFile := filepath.Join(t.TempDir(), "users.yaml")
+	if err := auth.AddUser(usersFile, "alice", "alice-pw", []string{"user"}, nil, bcrypt.MinCost, false); err != nil {
+		t.Fatal(err)
+	}
+	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) {
+		c.Auth.UsersFile = usersFile
+		c.Auth.PolicyFile = "../../deploy/roster/policy.yaml"
+	}))
+	c := cli{t: t, server: p.ClientURL()}
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	var running []<-chan error
+	for _, command := range []string{"listen", "session open"} {
+		out, errb := &natstest.Buffer{}, &natstest.Buffer{}
+		args := append(strings.Fields(command), "--user", "alice", "--password", "alice-pw", "--property", "Department=Accounts", "--property", "ClientApp=cli")
+		done := c.start(ctx, "", out, errb, args...)
+		natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if !strings.Contains(errb.String(), "property Department") {
+				return fmt.Errorf("%s's stderr %q does not name the vetoed property Department", command, errb.String())
+			}
+			return nil
+		})
+		if strings.Contains(errb.String(), "ClientApp") {
+			t.Errorf("%s: stderr %q names ClientApp, which the session got", command, errb.String())
+		}
+		running = append(running, done)
+	}
+	cancel()
+	for _, done := range running {
+		<-done
+	}
+}

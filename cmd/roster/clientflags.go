@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -167,6 +170,7 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 	if err != nil {
 		return refusedTimeout(err, opts.Timeout)
 	}
+	warnProperties(cmd.ErrOrStderr(), opts.Properties, s.Info().Properties)
 	reportConnection(cmd, s)
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.timeout)
@@ -185,6 +189,21 @@ func refusedTimeout(err error, timeout time.Duration) error {
 		return fmt.Errorf("--session-timeout %s: %w", timeout, err)
 	}
 	return err
+}
+
+// warnProperties says on stderr which proposed properties the session did not get
+// as proposed. The policy's properties rules veto or rewrite them at open without an
+// error: a listen whose Department was vetoed waited, without a word, for messages
+// sent to Department is "Accounts", which could not reach it.
+func warnProperties(w io.Writer, proposed, got map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(proposed)) {
+		switch v, ok := got[k]; {
+		case !ok:
+			fmt.Fprintf(w, "roster: property %s was not kept: the server's policy vetoes it\n", k)
+		case v != proposed[k]:
+			fmt.Fprintf(w, "roster: property %s is %q, not %q as proposed: the server's policy set it\n", k, v, proposed[k])
+		}
+	}
 }
 
 // reportConnection says on stderr when s loses its connection and when it is

@@ -72,6 +72,7 @@ as they happen. Other commands can act as this session with --session-id and
 			if err != nil {
 				return refusedTimeout(err, timeout)
 			}
+			warnProperties(cmd.ErrOrStderr(), p, s.Info().Properties)
 			changes := make(chan client.StateChange, 16)
 			s.OnStateChange(func(ch client.StateChange) {
 				select {

@@ -356,7 +356,7 @@ func TestCacheBounded(t *testing.T) {
 // memory budget allows, the most recently used, whatever the count allows.
 func TestCacheBoundedInMemory(t *testing.T) {
 	text := func(i int) string { return fmt.Sprint(i, strings.Repeat("x", 1000)) }
-	budget := 3 * filterWeight(text(0))
+	budget := 3 * (&Filter{text: text(0)}).weight()
 	c := newCache(100, budget)
 	for i := range 5 {
 		c.put(cacheKey{text: text(i)}, &Filter{text: text(i)})
@@ -376,7 +376,11 @@ func TestCacheBoundedInMemory(t *testing.T) {
 	c = newCache(cacheSize, cacheBudget)
 	for i := range cacheSize {
 		k := fmt.Sprintf(`Department is "Accounts %d" and $Country ne "US"`, i)
-		c.put(cacheKey{text: k}, &Filter{})
+		root, err := parse(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.put(cacheKey{text: k}, &Filter{text: k, root: root})
 	}
 	if got := c.len(); got != cacheSize {
 		t.Errorf("len: got %d, want %d ordinary filters", got, cacheSize)
@@ -492,5 +496,66 @@ func TestCanonicalLongerThanMaxLength(t *testing.T) {
 	var se *SyntaxError
 	if _, err := Compile(canon); !errors.As(err, &se) {
 		t.Errorf("Compile(Canonical()) of %d bytes: got %v, want a *SyntaxError", len(canon), err)
+	}
+}
+
+// TestWeightCoversMemory: the weight the cache counts a compiled filter at is at
+// least the memory it keeps, for every shape of filter, not only the one it was
+// measured on. By text length alone, a filter of MaxLength was 1.1 MB whatever it
+// held, and 16 KiB of roles (hasRoles and empty strings, two bytes a role) keep
+// 4.4 MB: the 32 MB budget let the cache keep 127 MB of them.
+func TestWeightCoversMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles long filters")
+	}
+	long := func(head, rep string) func(int) string {
+		return func(i int) string {
+			var b strings.Builder
+			fmt.Fprintf(&b, head, i)
+			for b.Len()+len(rep) <= MaxLength {
+				b.WriteString(rep)
+			}
+			return b.String()
+		}
+	}
+	shapes := []struct {
+		name string
+		n    int
+		text func(int) string
+	}{
+		{"ordinary", 1000, func(i int) string { return fmt.Sprintf(`Department is "Accounts %d" and $Country ne "US"`, i) }},
+		{"roles", 5, long(`hasRoles '%d'`, `''`)},
+		{"ne", 5, long(`k is "%d"`, ` or a ne''`)},
+		{"not and", 5, long(`k is "%d"`, ` or not (a is''and b is'')`)},
+		{"has", 5, long(`k is "%d"`, ` or has a`)},
+		{"in", 5, long(`k is "%d"`, ` or a in ['x','y','z','w','v']`)},
+		{"values", 5, long(`a in '%d'`, `''`)},
+	}
+	for _, s := range shapes {
+		t.Run(s.name, func(t *testing.T) {
+			var ms runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			before := ms.HeapAlloc
+			kept, weight := make([]*Filter, s.n), 0
+			for i := range kept {
+				root, err := parse(s.text(i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if kept[i], err = compileNode(s.text(i), root); err != nil {
+					t.Fatal(err)
+				}
+				weight += kept[i].weight()
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			held := int64(ms.HeapAlloc) - int64(before)
+			runtime.KeepAlive(kept)
+			t.Logf("%d filters of %d bytes: %d KB held, weighed at %d KB", s.n, len(s.text(0)), held>>10, weight>>10)
+			if held > int64(weight) {
+				t.Errorf("%d filters keep %d KB; the cache weighs them at %d KB", s.n, held>>10, weight>>10)
+			}
+		})
 	}
 }

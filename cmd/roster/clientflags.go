@@ -251,14 +251,24 @@ func (f *clientFlags) othersOnly(text string, s *client.Session) string {
 	if f.sessionID != "" {
 		return text
 	}
-	notMe := "$SessionId ne " + strconv.Quote(s.ID())
+	return excludeSession(text, s.ID())
+}
+
+// excludeSession returns a filter matching what text matches ("": every session)
+// but session id, or text itself when that filter would not compile: longer than
+// filter.MaxLength, or, with the parentheses around text, nested deeper than
+// filter.MaxDepth (the service refused such a filter, at an offset into text the
+// user never wrote).
+func excludeSession(text, id string) string {
+	notMe := "$SessionId ne " + strconv.Quote(id)
 	if text == "" {
 		return notMe
 	}
-	if out := "(" + text + ") and " + notMe; len(out) <= filter.MaxLength {
-		return out
+	out := "(" + text + ") and " + notMe
+	if _, err := filter.Compile(out); err != nil {
+		return text
 	}
-	return text
+	return out
 }
 
 // checkFilter compiles a filter as the services do, so that an invalid one is

@@ -26,6 +26,10 @@ func genSession(r *rand.Rand, id string) map[string]string {
 	maybe("Status", "Open", "Closed")
 	maybe("Tier", "1", "2", "3")
 	maybe("x y", "a", "b")
+	// A value that is how the index interns the role admin, and a key that is
+	// another key's value: strings the interner shares between namespaces.
+	maybe("Nul\x00", "\x00admin", "admin", "UK")
+	maybe("UK", "DE", "1")
 	switch r.IntN(6) {
 	case 0: // no $Roles
 	case 1:
@@ -43,8 +47,8 @@ func genSession(r *rand.Rand, id string) map[string]string {
 }
 
 var (
-	genKeys   = []string{"$Country", "$Transport", "Department", "Status", "Tier", "Missing", "$Roles", "$SessionId"}
-	genValues = []string{"UK", "DE", "FR", "", "TCP", "Accounts", "Payroll", "it's", `q"uote`, "Open", "1", "3", `"admin"`, `"admin","client"`, "s7", "nothing"}
+	genKeys   = []string{"$Country", "$Transport", "Department", "Status", "Tier", "Missing", "$Roles", "$SessionId", "Nul\x00", "UK"}
+	genValues = []string{"UK", "DE", "FR", "", "TCP", "Accounts", "Payroll", "it's", `q"uote`, "Open", "1", "3", `"admin"`, `"admin","client"`, "s7", "nothing", "\x00admin", "admin"}
 	genRoles  = []string{"admin", "client", "operator", `we"ird`, "ghost"}
 )
 
@@ -66,16 +70,20 @@ func kw(r *rand.Rand, k string) string {
 	return k
 }
 
-// genFilter returns a random filter from the grammar, at most depth deep.
+// genFilter returns a random filter from the grammar, at most depth deep. An "and"
+// or "or" has two to five operands, each in parentheses or not (without, the
+// grammar's precedence regroups them), so that the plan's distribution of "and"
+// over "or", its limit of MaxPlanTerms and its pushing of "not" inwards are all
+// exercised.
 func genFilter(r *rand.Rand, depth int) string {
 	if depth > 0 {
 		switch r.IntN(8) {
 		case 0:
 			return kw(r, "not") + " " + genFilter(r, depth-1)
 		case 1, 2:
-			return "(" + genFilter(r, depth-1) + " " + kw(r, "and") + " " + genFilter(r, depth-1) + ")"
+			return genChain(r, depth, "and")
 		case 3, 4:
-			return "(" + genFilter(r, depth-1) + " " + kw(r, "or") + " " + genFilter(r, depth-1) + ")"
+			return genChain(r, depth, "or")
 		}
 	}
 	key := genKeys[r.IntN(len(genKeys))]
@@ -119,6 +127,18 @@ func genFilter(r *rand.Rand, depth int) string {
 	return key + " " + kw(r, "is") + " " + val()
 }
 
+// genChain returns two to five filters joined by op, in parentheses.
+func genChain(r *rand.Rand, depth int, op string) string {
+	parts := make([]string, 2+r.IntN(4))
+	for i := range parts {
+		parts[i] = genFilter(r, depth-1)
+		if r.IntN(2) == 0 {
+			parts[i] = "(" + parts[i] + ")"
+		}
+	}
+	return "(" + strings.Join(parts, " "+kw(r, op)+" ") + ")"
+}
+
 func bruteForce(f *filter.Filter, sessions map[string]map[string]string) []string {
 	var out []string
 	for id, p := range sessions {
@@ -153,11 +173,11 @@ func TestSelectionEqualsBruteForce(t *testing.T) {
 		sessions[id] = p
 		ix.upsert(id, "key", p)
 	}
-	filters, indexed := 0, 0
+	filters, indexed, wide := 0, 0, 0
 	check := func(round int) {
 		t.Helper()
 		for range 150 {
-			text := genFilter(r, 3)
+			text := genFilter(r, 2+r.IntN(3))
 			f, err := filter.Compile(text)
 			if err != nil {
 				t.Fatalf("generated filter %q does not compile: %v", text, err)
@@ -168,8 +188,11 @@ func TestSelectionEqualsBruteForce(t *testing.T) {
 					round, text, f.Plan(), len(got), len(want))
 			}
 			filters++
-			if !f.Plan().Full {
+			if p := f.Plan(); !p.Full {
 				indexed++
+				if len(p.Terms) > filter.MaxPlanTerms {
+					wide++
+				}
 			}
 		}
 	}
@@ -200,10 +223,10 @@ func TestSelectionEqualsBruteForce(t *testing.T) {
 	if got, want := ix.len(), len(sessions); got != want {
 		t.Fatalf("index holds %d sessions, want %d", got, want)
 	}
-	if indexed < filters/3 {
-		t.Fatalf("only %d of %d generated filters were indexable; the generator is too weak", indexed, filters)
+	if indexed < filters/3 || wide == 0 {
+		t.Fatalf("only %d of %d generated filters were indexable, %d with more than MaxPlanTerms terms; the generator is too weak", indexed, filters, wide)
 	}
-	t.Logf("%d filters, %d with an index plan, %d sessions", filters, indexed, len(sessions))
+	t.Logf("%d filters, %d with an index plan (%d with more than MaxPlanTerms terms), %d sessions", filters, indexed, wide, len(sessions))
 }
 
 // TestIndexReleasesEverything checks that removing every session frees every

@@ -22,13 +22,18 @@
 //	string  = '…' or "…"; inside, \" \' and \\ escape a quote or a backslash
 //	key     = a run of characters other than white space, quotes, ( ) [ ] { } and ,
 //
+// White space, which separates tokens, is space, tab, CR and LF: the characters
+// seed 002 forbids in property keys. Any other character, a no-break space or a
+// control character included, is part of a key or keyword.
+//
 // Keywords (all, and, eq, has, hasRoles, in, is, ne, not, or) are matched
 // without regard to case and are reserved: a keyword in any letter case is
 // never a property key, so "has and" and "Is is 'x'" are errors. Property keys
-// and values are case-sensitive. A backslash in a string must be followed by a
-// quote or a backslash; any other escape is an error. Filters must be valid
-// UTF-8, at most MaxLength bytes long, and nest parentheses and "not" at most
-// MaxDepth deep.
+// and values are case-sensitive. A session may have a property whose key no
+// filter can name, one holding [ ] { } or , or spelled as a keyword: naming it
+// is a syntax error. A backslash in a string must be followed by a quote or a
+// backslash; any other escape is an error. Filters must be valid UTF-8, at most
+// MaxLength bytes long, and nest parentheses and "not" at most MaxDepth deep.
 //
 // Examples:
 //

@@ -3,7 +3,6 @@ package filter
 import (
 	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 )
 
@@ -61,13 +60,20 @@ func isKeyword(word string) bool {
 	return false
 }
 
+// isSpace reports whether r separates tokens: the four white-space characters
+// seed 002 forbids in property keys. Any other rune, a no-break space or \v
+// included, can be part of a key, so that every key the registry accepts is one
+// word: with every Unicode space separating tokens, the key "not", no-break space,
+// "b" read as "not b", and a key ending in one named the key without it.
+func isSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\r' || r == '\n' }
+
 // isKeyRune reports whether r may appear in an unquoted key.
 func isKeyRune(r rune) bool {
 	switch r {
 	case '"', '\'', '(', ')', '[', ']', '{', '}', ',':
 		return false
 	}
-	return !unicode.IsSpace(r)
+	return !isSpace(r)
 }
 
 // lex splits input into tokens, ending with a tokEOF token.
@@ -88,7 +94,7 @@ func lex(input string) ([]token, error) {
 	for i < len(input) {
 		r, n := utf8.DecodeRuneInString(input[i:])
 		switch {
-		case unicode.IsSpace(r):
+		case isSpace(r):
 			i += n
 		case r == '"' || r == '\'':
 			tok, next, err := lexString(input, i)

@@ -257,7 +257,9 @@ func HashToken(token string) string {
 
 // ValidateKey checks a user property key (seed 002): not empty, none of space, tab,
 // CR, LF, '"', '\”, '(' or ')', and not starting with '$', which marks the fixed
-// properties only the server sets. Errors match wire.ErrInvalidName.
+// properties only the server sets. Errors match wire.ErrInvalidName. A key that holds
+// [ ] { } or , or is spelled as a filter keyword, passes but no filter can name it
+// (docs/architecture.md, "Session filters").
 func ValidateKey(key string) error {
 	if key == "" {
 		return wire.Errorf(wire.CodeInvalidName, "a property key must not be empty")

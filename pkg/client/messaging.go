@@ -31,6 +31,8 @@ type Target struct {
 func ToSession(id string) Target { return Target{SessionID: id} }
 
 // ToFilter addresses every session matching a filter (SEND_TO_FILTER on the path).
+// Put a value that is not a constant into the filter with filter.EscapeString:
+// unescaped, a quote in it ends the string and the rest becomes clauses.
 func ToFilter(filter string) Target { return Target{Filter: filter} }
 
 // MessageOption sets optional parts of a message.

@@ -138,3 +138,22 @@ func quote(b *strings.Builder, s string) {
 	}
 	b.WriteByte('"')
 }
+
+// EscapeString returns s with a backslash before every quote, single or double,
+// and every backslash, so that it can be put between either quotes in a filter and
+// stand for s, whatever s holds (seed 002's EscapeString): a value written into a
+// filter unescaped can end the string and add clauses of its own.
+func EscapeString(s string) string {
+	if !strings.ContainsAny(s, `"'\`) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\'' || c == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -32,8 +32,9 @@
 // and values are case-sensitive. A session may have a property whose key no
 // filter can name, one holding [ ] { } or , or spelled as a keyword: naming it
 // is a syntax error. A backslash in a string must be followed by a quote or a
-// backslash; any other escape is an error. Filters must be valid UTF-8, at most
-// MaxLength bytes long, and nest parentheses and "not" at most MaxDepth deep.
+// backslash; any other escape is an error. EscapeString escapes a value for
+// either quote. Filters must be valid UTF-8, at most MaxLength bytes long, and
+// nest parentheses and "not" at most MaxDepth deep.
 //
 // Examples:
 //

@@ -78,3 +78,16 @@ func ExampleFilter_Redacted() {
 	fmt.Println(f.Redacted())
 	// Output: (Email is ? or $Country in [?, ?]) and hasRoles ["trader"] and has Desk
 }
+
+func ExampleEscapeString() {
+	name := `O'Brien "Bob"`
+	f, err := filter.Compile(`Name is '` + filter.EscapeString(name) + `'`)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(f)
+	fmt.Println(f.Matches(map[string]string{"Name": name}))
+	// Output:
+	// Name is 'O\'Brien \"Bob\"'
+	// true
+}

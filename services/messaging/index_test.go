@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -266,5 +268,56 @@ func TestIndexGetAndDeliveryKey(t *testing.T) {
 	ix.remove("a")
 	if _, ok := ix.get("a"); ok {
 		t.Fatal("get(a) after remove: found")
+	}
+}
+
+// TestUnionOfManyListsIsLinear: a plan's lookups of many values (an "in" list) or
+// many terms (an "or" of many clauses) are merged in one pass, under the index's
+// read lock. Merged pairwise, the growing result was copied once per list: a 16 KiB
+// filter's "in" list over 100,000 sessions allocated 170 MB and held the lock for
+// 130 ms on every send. Measured here by the bytes allocated, a function of the
+// algorithm rather than of the machine.
+func TestUnionOfManyListsIsLinear(t *testing.T) {
+	ix := newIndex()
+	const sessions = 20_000
+	for i := range sessions {
+		id := fmt.Sprintf("s%d", i)
+		ix.upsert(id, "k", map[string]string{"P": strconv.Itoa(i % 5000), "Q": strconv.Itoa(i % 1000)})
+	}
+	in, or := []string{}, []string{}
+	for i := range 2400 {
+		in = append(in, strconv.Quote(strconv.Itoa(i)))
+	}
+	for i := range 1000 {
+		or = append(or, "Q is "+strconv.Quote(strconv.Itoa(i)))
+	}
+	for _, tt := range []struct {
+		name, text string
+		want       int
+	}{
+		{"in", "P in " + strings.Join(in, ","), 2400 * sessions / 5000},
+		{"or", strings.Join(or, " or "), sessions},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := filter.Compile(tt.text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := f.Plan()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			ix.mu.RLock()
+			sel := ix.selectPlan(p)
+			ix.mu.RUnlock()
+			runtime.ReadMemStats(&after)
+			if len(sel.slots) != tt.want || !slices.IsSorted(sel.slots) || len(slices.Compact(slices.Clone(sel.slots))) != tt.want {
+				t.Fatalf("selected %d slots, want %d, sorted and distinct", len(sel.slots), tt.want)
+			}
+			// The result (4 bytes a slot), a bit a session, and the lists of the terms.
+			limit := uint64(4*tt.want+sessions/8) + 8*uint64(sessions) + 1<<20
+			if got := after.TotalAlloc - before.TotalAlloc; got > limit {
+				t.Errorf("selecting %d of %d sessions allocated %d KB; want at most %d KB", tt.want, sessions, got>>10, limit>>10)
+			}
+		})
 	}
 }

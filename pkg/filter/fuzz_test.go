@@ -26,6 +26,7 @@ var fuzzSeeds = []string{
 	`Department is Accounts`, `Department is "Accounts`, `(Department is "Accounts"`,
 	`Department is "Accounts")`, `hasRoles ["a"`, `hasRoles ["a"}`, `a is "x" and`, `a is "x" or`,
 	`not`, `a is "x" b is "y"`, `has and`, `is is "x"`, `Text is "a\nb"`, "k is \"\x00\u2028\"",
+	"not\u00a0b is 'v'", "k\u2003 in 'a'\v'b'", "has\tk\x85", `a,b is "x"`, `x[0] is "y"`,
 }
 
 func FuzzCompile(f *testing.F) {

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -56,5 +57,29 @@ func TestChangesByFilterReportWhatTheyDidBeforeAFailure(t *testing.T) {
 	done = count((*sessions.Record).Closed)
 	if want := fmt.Sprintf("after closing %d of %d sessions", done, small+1); !strings.Contains(err.Error(), want) {
 		t.Errorf("close by filter: got %v, want it to say %q", err, want)
+	}
+}
+
+// TestFilterPassesEndWithTheContext: a list, update or close by filter evaluates the
+// filter over every record of the instance, which for a long filter over many
+// sessions takes seconds to minutes; the pass gives up when the request's context
+// ends (unavailable), as messaging's selection does. A service being stopped waits
+// for its handlers, and the pass went on to the last record whatever the context.
+func TestFilterPassesEndWithTheContext(t *testing.T) {
+	e := newEnv(t, Config{})
+	nc := e.srv.ClientConn(t)
+	for range 3 {
+		open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"team": "x"}})
+	}
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if recs, _, err := e.reg.matching(ended, `team is "x"`); !errors.Is(err, wire.ErrUnavailable) || len(recs) != 0 {
+		t.Errorf("matching with the context ended: got %d records and %v, want none and unavailable", len(recs), err)
+	}
+	if err := e.reg.eachRecord(ended, func(*sessions.Record) { t.Error("a record was evaluated after the context ended") }); !errors.Is(err, wire.ErrUnavailable) {
+		t.Errorf("eachRecord with the context ended: got %v, want unavailable", err)
+	}
+	if recs, _, err := e.reg.matching(context.Background(), `team is "x"`); err != nil || len(recs) != 3 {
+		t.Errorf("matching: got %d records and %v, want 3", len(recs), err)
 	}
 }

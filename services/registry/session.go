@@ -289,20 +289,44 @@ func selector(expr string, includeClosed bool) (func(*sessions.Record) bool, err
 	}, nil
 }
 
+// eachRecord calls fn with every record of the instance's view, tombstones included,
+// and gives up when ctx ends (unavailable). fn evaluates a filter, which can cost
+// milliseconds a record: a service being stopped waits for its handlers, and a pass
+// that went on whatever the context held it for as long as the pass took, minutes
+// over 100,000 sessions.
+func (s *Service) eachRecord(ctx context.Context, fn func(*sessions.Record)) error {
+	for i, r := range s.track.records() {
+		if i%eachRecordChunk == 0 {
+			if err := ctx.Err(); err != nil {
+				return errors.Join(wire.Errorf(wire.CodeUnavailable, "the registry is stopping"), err)
+			}
+		}
+		fn(r)
+	}
+	return nil
+}
+
+// eachRecordChunk is how many records eachRecord evaluates between looks at the
+// context.
+const eachRecordChunk = 64
+
 // matching returns the open records of the in-memory view matching expr, and the
 // match itself: a change by filter checks it again on the record it writes, which may
 // be newer than the view's copy and no longer match.
-func (s *Service) matching(expr string) ([]*sessions.Record, func(*sessions.Record) bool, error) {
+func (s *Service) matching(ctx context.Context, expr string) ([]*sessions.Record, func(*sessions.Record) bool, error) {
 	match, err := selector(expr, false)
 	if err != nil {
 		return nil, nil, err
 	}
 	var out []*sessions.Record
-	s.track.rangeRecords(func(r *sessions.Record) {
+	err = s.eachRecord(ctx, func(r *sessions.Record) {
 		if match(r) {
 			out = append(out, r)
 		}
 	})
+	if err != nil {
+		return nil, nil, err
+	}
 	// The check runs on the record a write is about to change; the record's
 	// properties are sealed anew once written (tracker.written).
 	return out, match, nil
@@ -334,7 +358,7 @@ func (s *Service) list(ctx context.Context, c *endpoint.Call, req *wire.SessionL
 	// O(n log limit), not a sort of every match.
 	total := 0
 	h := make(byIDDesc, 0, limit+1)
-	s.track.rangeRecords(func(r *sessions.Record) {
+	err = s.eachRecord(ctx, func(r *sessions.Record) {
 		if !match(r) {
 			return
 		}
@@ -348,6 +372,9 @@ func (s *Service) list(ctx context.Context, c *endpoint.Call, req *wire.SessionL
 			heap.Fix(&h, 0)
 		}
 	})
+	if err != nil {
+		return nil, err
+	}
 	page := []*sessions.Record(h)
 	slices.SortFunc(page, func(a, b *sessions.Record) int { return strings.Compare(a.ID, b.ID) })
 	resp := &wire.SessionListResponse{Sessions: make([]*wire.Session, 0, min(len(page), limit)), Total: total}
@@ -569,7 +596,7 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		if !s.pol.Allowed(me.Roles, policy.ModifySession, "") {
 			return nil, wire.Errorf(wire.CodeForbidden, "updating other sessions needs %s", policy.ModifySession)
 		}
-		recs, match, err := s.matching(req.Filter)
+		recs, match, err := s.matching(ctx, req.Filter)
 		if err != nil {
 			return nil, err
 		}
@@ -788,7 +815,7 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 		if !s.pol.Allowed(me.Roles, policy.ModifySession, "") {
 			return nil, wire.Errorf(wire.CodeForbidden, "closing other sessions needs %s", policy.ModifySession)
 		}
-		recs, match, err := s.matching(req.Filter)
+		recs, match, err := s.matching(ctx, req.Filter)
 		if err != nil {
 			return nil, err
 		}

@@ -1043,15 +1043,20 @@ func (t *tracker) bound(ctx context.Context, conn string) {
 
 // rangeRecords calls fn with every record the tracker holds, tombstones included.
 func (t *tracker) rangeRecords(fn func(*sessions.Record)) {
+	for _, r := range t.records() {
+		fn(r)
+	}
+}
+
+// records returns every record the tracker holds, tombstones included.
+func (t *tracker) records() []*sessions.Record {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	recs := make([]*sessions.Record, 0, len(t.sessions))
 	for _, e := range t.sessions {
 		recs = append(recs, e.rec)
 	}
-	t.mu.Unlock()
-	for _, r := range recs {
-		fn(r)
-	}
+	return recs
 }
 
 // deadline is a heap entry.

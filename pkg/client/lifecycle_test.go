@@ -74,15 +74,17 @@ func TestClosingTheConnectionIsNoConnectionLoss(t *testing.T) {
 	}
 	states := watchStates(s)
 	c.Conn().Close()
+	// The listeners are called after the state is set: wait for the change they
+	// were told of, not for State.
 	waitFor(t, func() error {
-		if s.State() != client.StateClosed {
-			return errors.New("the session is not closed yet")
+		if got := states.all(); len(got) == 0 || got[len(got)-1].New != client.StateClosed {
+			return errors.New("the session's listener has not been told it closed yet")
 		}
 		return nil
 	})
 	got := states.all()
 	if len(got) != 1 || got[0].Old != client.StateActive || got[0].New != client.StateClosed || got[0].Reason != wire.ClosedFailed {
-		t.Errorf("state changes when the connection was closed: got %+v, want one, ACTIVE -> CLOSED (failed)", got)
+		t.Fatalf("state changes when the connection was closed: got %+v, want one, ACTIVE -> CLOSED (failed)", got)
 	}
 	if !errors.Is(got[len(got)-1].Err, client.ErrUnavailable) {
 		t.Errorf("the change to CLOSED: Err got %v, want ErrUnavailable", got[len(got)-1].Err)

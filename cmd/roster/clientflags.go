@@ -56,6 +56,9 @@ func (f *clientFlags) connect(cmd *cobra.Command) (*client.Client, error) {
 		// A request given no time fails at once: say so rather than time out.
 		return nil, usageError{fmt.Errorf("--timeout %s: want a positive duration", f.timeout)}
 	}
+	if err := checkServerURLs(cmd, f.server); err != nil {
+		return nil, err
+	}
 	tlsOpts, err := f.tls.options("--tls")
 	if err != nil {
 		return nil, err
@@ -70,6 +73,24 @@ func (f *clientFlags) connect(cmd *cobra.Command) (*client.Client, error) {
 		return nil, fmt.Errorf("%w (no credentials were given: where anonymous connections are not admitted, give --user and --password, or --jwt)", err)
 	}
 	return c, err
+}
+
+// checkServerURLs refuses a --server that names a scheme NATS does not speak
+// (http://, say, copied from a monitoring address): it failed only after the
+// timeout, with "no servers available for connection".
+func checkServerURLs(cmd *cobra.Command, urls string) error {
+	for _, u := range strings.Split(urls, ",") {
+		scheme, _, found := strings.Cut(strings.TrimSpace(u), "://")
+		if !found {
+			continue // host:port, which nats.go reads as nats://
+		}
+		switch strings.ToLower(scheme) {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return usageError{fmt.Errorf("%s %q: %s:// is not a NATS address; want nats://, tls://, ws:// or wss://", flagSource(cmd, "server"), strings.TrimSpace(u), scheme)}
+		}
+	}
+	return nil
 }
 
 // checkCredentials refuses credential flags that cannot be what the user meant: a

@@ -393,3 +393,21 @@ func TestServeRefusesOutput(t *testing.T) {
 		t.Errorf("serve -o json: got %v (exit %d), want a usage error (2) pointing to --log-format", err, exitCode(err))
 	}
 }
+
+// TestServerURLOfAnotherSchemeIsAUsageError: a --server that is no NATS address (an
+// http:// one, copied from the monitoring port) is a usage error naming the flag and
+// the schemes NATS speaks; it was tried, and failed after the timeout with "no
+// servers available for connection". A host:port without a scheme is still tried.
+func TestServerURLOfAnotherSchemeIsAUsageError(t *testing.T) {
+	ctx := testCtx(t)
+	for _, server := range []string{"http://127.0.0.1:8222", "nats://127.0.0.1:1,https://127.0.0.1:2"} {
+		c := cli{t: t, server: server}
+		if r := c.run(ctx, "", "session", "list"); r.exit() != 2 || !strings.Contains(fmt.Sprint(r.err), "not a NATS address") {
+			t.Errorf("--server %s: got %v (exit %d), want a usage error (2) saying it is not a NATS address", server, r.err, r.exit())
+		}
+	}
+	c := cli{t: t, server: "127.0.0.1:1"}
+	if r := c.run(ctx, "", "session", "list", "--timeout", "1s"); r.exit() != exitUnavailable {
+		t.Errorf("--server host:port: got %v (exit %d), want to try it (exit %d)", r.err, r.exit(), exitUnavailable)
+	}
+}

@@ -249,6 +249,9 @@ func TestUnknownCommandsAreUsageErrors(t *testing.T) {
 		{[]string{"session", "lsit"}, `unknown command "lsit" for "roster session": did you mean list`},
 		{[]string{"lock", "take", "orders/42"}, `unknown command "take" for "roster lock": want one of acquire, list, release`},
 		{[]string{"policy", "show"}, `unknown command "show" for "roster policy": want one of check, get, set`},
+		// roster help printed roster's help and exited 0 for a topic it does not have.
+		{[]string{"help", "bogus"}, `unknown command "bogus" for "roster": want one of `},
+		{[]string{"help", "session", "lsit"}, `unknown command "lsit" for "roster session": did you mean list`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			r := runOffline(ctx, tc.args...)
@@ -260,7 +263,7 @@ func TestUnknownCommandsAreUsageErrors(t *testing.T) {
 			}
 		})
 	}
-	for _, args := range [][]string{{}, {"session"}, {"lock", "--help"}} {
+	for _, args := range [][]string{{}, {"session"}, {"lock", "--help"}, {"help"}, {"help", "session"}} {
 		r := runOffline(ctx, args...)
 		if r.err != nil || !strings.Contains(r.stdout, "Available Commands:") || strings.Contains(r.stdout, "[flags]\n") {
 			t.Errorf("%q: got %q, %v; want the group's help, without a usage line of its own", args, r.stdout, r.err)

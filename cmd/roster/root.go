@@ -37,6 +37,7 @@ func newRootCmd() *cobra.Command {
 	// Flags and arguments cobra refuses are usage errors (exit 2), like ours.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	usageArgs(root)
+	strictHelp(root)
 	reportInterrupts(root)
 	// A group made runnable by usageArgs shows only "roster session [command]" as
 	// its usage, as before: it runs nothing of its own.
@@ -72,6 +73,27 @@ func usageArgs(cmd *cobra.Command) {
 	}
 	for _, sub := range cmd.Commands() {
 		usageArgs(sub)
+	}
+}
+
+// strictHelp makes roster help refuse a topic that names no command, as a usage
+// error: cobra's help printed roster's own help and exited 0 for roster help
+// nosuch (the groups take any argument, so cobra found roster itself).
+func strictHelp(root *cobra.Command) {
+	root.InitDefaultHelpCmd()
+	for _, help := range root.Commands() {
+		if help.Name() != "help" || help.Run == nil {
+			continue
+		}
+		run := help.Run
+		help.Run = nil
+		help.RunE = func(cmd *cobra.Command, args []string) error {
+			if target, rest, err := cmd.Root().Find(args); err == nil && len(rest) > 0 && target.HasSubCommands() {
+				return usageError{unknownCommand(target, rest[0])}
+			}
+			run(cmd, args)
+			return nil
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/roster"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
 	"github.com/seed-3c836eab/roster/pkg/schematest"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
@@ -348,4 +349,67 @@ func orOK(c wire.Code) string {
 		return "ok"
 	}
 	return string(c)
+}
+
+// TestRepliesAgreeWithResponseSchemas sends the valid body of every request schema
+// to the running services and validates each reply against the request's response
+// schema, where there is one: what a client decodes is what the schemas document
+// (the session replies' reconnect_window_ms among it, which the Go SDK's lock
+// guarantee rests on, with the value the registry is configured with).
+func TestRepliesAgreeWithResponseSchemas(t *testing.T) {
+	const window = 7 * time.Second
+	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Registry.ReconnectWindow = window }))
+	nc, err := nats.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	svc, err := p.Server().ConnectService()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	js, err := jetstream.New(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, spec := range requestSpecs(t) {
+		response := strings.TrimSuffix(spec.schema, ".request") + ".response"
+		if _, err := schematest.Schema(response); err != nil {
+			continue // answered with an empty body, or a stream (msg.stream)
+		}
+		t.Run(spec.schema+"/"+spec.subject, func(t *testing.T) {
+			conn, hdr := nc, nats.Header{}
+			if spec.internal {
+				conn = svc
+			}
+			body := []byte(spec.body)
+			if spec.scoped {
+				hdr = openSession(t, nc, js).header()
+			}
+			if bytes.Contains(body, []byte(otherID)) {
+				body = bytes.ReplaceAll(body, []byte(otherID), []byte(openSession(t, nc, js).id))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			reply, err := wire.CallRaw(ctx, conn, spec.subject, hdr, body)
+			if err != nil {
+				// A valid request the service refuses for what it names (a stale
+				// revision, a receiver that is not there) has no reply to check.
+				t.Skipf("answered %v", err)
+			}
+			schematest.Validate(t, response, reply.Data)
+			if strings.HasPrefix(spec.schema, "session.") {
+				var got struct {
+					Window *int64 `json:"reconnect_window_ms"`
+				}
+				if err := json.Unmarshal(reply.Data, &got); err != nil {
+					t.Fatal(err)
+				}
+				if got.Window != nil && *got.Window != window.Milliseconds() {
+					t.Errorf("reconnect_window_ms %d, want %d (the registry's)", *got.Window, window.Milliseconds())
+				}
+			}
+		})
+	}
 }

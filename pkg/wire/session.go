@@ -153,6 +153,12 @@ type SessionOpenRequest struct {
 type SessionOpenResponse struct {
 	Session *Session `json:"session"`
 	Token   string   `json:"token"`
+	// ReconnectWindowMS is the registry's reconnect window in milliseconds: how long
+	// a RECOVERING session may be resumed before it is closed failed, and so
+	// releases its locks. It is server configuration, the same for every session;
+	// the SDK needs it to tell when it can no longer be sure a session's locks are
+	// held (see pkg/client, "Lock"). 0 from a registry older than the field.
+	ReconnectWindowMS int64 `json:"reconnect_window_ms"`
 }
 
 // SessionGetRequest names the session to return; an empty ID means the caller's own.
@@ -167,6 +173,9 @@ func (r *SessionGetRequest) Validate() error { return checkSessionID("id", r.ID)
 // SessionGetResponse carries one session.
 type SessionGetResponse struct {
 	Session *Session `json:"session"`
+	// ReconnectWindowMS is the registry's reconnect window in milliseconds (see
+	// SessionOpenResponse).
+	ReconnectWindowMS int64 `json:"reconnect_window_ms"`
 }
 
 // SessionListRequest lists sessions matching a filter (all when empty), ordered by
@@ -219,6 +228,9 @@ type SessionKeepaliveRequest struct{}
 type SessionKeepaliveResponse struct {
 	State     SessionState `json:"state"`
 	TimeoutMS int64        `json:"timeout_ms"`
+	// ReconnectWindowMS is the registry's reconnect window in milliseconds (see
+	// SessionOpenResponse).
+	ReconnectWindowMS int64 `json:"reconnect_window_ms"`
 }
 
 // SessionResumeRequest is the (empty) body of a resume: the session is named by the
@@ -228,6 +240,9 @@ type SessionResumeRequest struct{}
 // SessionResumeResponse carries the resumed session.
 type SessionResumeResponse struct {
 	Session *Session `json:"session"`
+	// ReconnectWindowMS is the registry's reconnect window in milliseconds (see
+	// SessionOpenResponse).
+	ReconnectWindowMS int64 `json:"reconnect_window_ms"`
 }
 
 // SessionChangePrincipalRequest re-authenticates the caller's session.

@@ -210,8 +210,16 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 	s.track.opened(rec)
 	s.publishStaged(rec)
 	s.track.bound(ctx, rec.Connection)
-	return &wire.SessionOpenResponse{Session: rec.Public(), Token: token}, nil
+	return &wire.SessionOpenResponse{Session: rec.Public(), Token: token, ReconnectWindowMS: s.windowMS()}, nil
 }
+
+// windowMS is the reconnect window the replies that give a session carry: with the
+// session's timeout it bounds how soon the registry may close the session, and so
+// release its locks, without the client's doing — which the SDK needs to know when
+// it can no longer vouch for them (pkg/client, "Lock").
+// Truncated, so never longer than the window; at least 1, since 0 means a registry
+// that does not say.
+func (s *Service) windowMS() int64 { return max(s.cfg.ReconnectWindow.Milliseconds(), 1) }
 
 // encode renders a record for storage, refusing one over the record size limit.
 func (s *Service) encode(rec *sessions.Record) ([]byte, error) {
@@ -262,7 +270,7 @@ func (s *Service) get(ctx context.Context, c *endpoint.Call, req *wire.SessionGe
 	if err != nil {
 		return nil, err
 	}
-	return &wire.SessionGetResponse{Session: rec.Public()}, nil
+	return &wire.SessionGetResponse{Session: rec.Public(), ReconnectWindowMS: s.windowMS()}, nil
 }
 
 // compile compiles a session filter.
@@ -691,7 +699,7 @@ func (s *Service) keepalive(ctx context.Context, c *endpoint.Call, _ *wire.Sessi
 	if err != nil {
 		return nil, err
 	}
-	return &wire.SessionKeepaliveResponse{State: me.State, TimeoutMS: me.TimeoutMS}, nil
+	return &wire.SessionKeepaliveResponse{State: me.State, TimeoutMS: me.TimeoutMS, ReconnectWindowMS: s.windowMS()}, nil
 }
 
 // resume binds the caller's session to the connection the request came from and
@@ -723,7 +731,7 @@ func (s *Service) resume(ctx context.Context, c *endpoint.Call, _ *wire.SessionR
 	if changed && formerKey != "" {
 		s.tellMoved(ctx, rec, formerKey)
 	}
-	return &wire.SessionResumeResponse{Session: rec.Public()}, nil
+	return &wire.SessionResumeResponse{Session: rec.Public(), ReconnectWindowMS: s.windowMS()}, nil
 }
 
 // errUserChanged ends a change of principal's write when the session's user

@@ -34,6 +34,18 @@
 // (its next keepalive or call, should the notice be lost). After a session is closed
 // every call returns an error matching ErrSessionClosed.
 //
+// A lock is reported lost also when the SDK can no longer be sure the server has not
+// released it, without having to reach the server: the server releases a session's
+// locks no sooner than the smaller of its inactivity timeout and the registry's
+// reconnect window (which the registry tells the SDK) after the session was last
+// seen ACTIVE, so once that long has passed since the SDK sent the latest request
+// the registry answered with the session ACTIVE — a network partition, say, that
+// NATS takes minutes to notice — every lock of the session is reported lost, with
+// an error matching ErrLockLost and ErrUnavailable. Should the session turn out to
+// be alive, the SDK releases those holds by their fencing tokens once it is back,
+// and a new Lock of the name gets a new grant. The default keepalives (a third of
+// that bound, at most 5 s) keep this from happening while everything works.
+//
 // Send, Request and RequestStream give each message an id (MessageID to choose it)
 // and retry with it when they cannot learn the outcome (ErrUnavailable, or a send
 // unanswered for 20 s); a handler registered with Handle takes a message with the
@@ -60,9 +72,10 @@
 //     not have taken effect.
 //   - ErrTimeout: no answer before ctx's deadline, or a lock not granted in time
 //     (TryLock: not free now). A ctx cancelled by the caller gives context.Canceled.
-//   - ErrLockLost: (*Lock).Err of a lock released without Unlock, with the cause
-//     (ErrSessionClosed, or ErrUnavailable for a connection-scoped lock whose
-//     connection was lost).
+//   - ErrLockLost: (*Lock).Err of a lock released without Unlock, or that may have
+//     been, with the cause (ErrSessionClosed; or ErrUnavailable for a
+//     connection-scoped lock whose connection was lost, or for any lock of a session
+//     the SDK could not confirm in time).
 //   - ErrForbidden, ErrUnauthenticated: the policy refuses the session's roles, or
 //     the credentials.
 //   - ErrBadRequest, ErrInvalidName, ErrInvalidFilter, ErrTooLarge: arguments no

@@ -65,3 +65,20 @@ func HandlerDeliveries(s *Session) int {
 	}
 	return n
 }
+
+// UnsureLocks returns how many holds of s were reported lost while the session
+// could not be confirmed and are not yet known released.
+func UnsureLocks(s *Session) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.unsure)
+}
+
+// DoubtNow makes s's bound pass now, as if no request had been answered for that
+// long, and reports its locks lost as the timer would.
+func DoubtNow(s *Session) {
+	s.mu.Lock()
+	s.doubtAt = time.Now()
+	s.mu.Unlock()
+	s.doubtCheck()
+}

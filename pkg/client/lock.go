@@ -33,8 +33,9 @@ type Lock struct {
 }
 
 // ErrLockLost is the cause reported by (*Lock).Err when the lock was released
-// without Unlock: its session closed, or a connection-scoped lock's session lost its
-// connection.
+// without Unlock, or may have been: its session closed, a connection-scoped lock's
+// session lost its connection, or the session could not be confirmed for so long
+// that the server may have released its locks.
 var ErrLockLost = errors.New("client: lock lost")
 
 // Lock acquires the named lock, waiting until it is granted or ctx ends: give ctx a
@@ -219,6 +220,9 @@ func (s *Session) runWait(ctx context.Context, key lockKey, w *lockWait) {
 // *reqID is the id the request has in the end: one whose place was lost waits
 // again under a new id.
 func (s *Session) request(ctx context.Context, name string, opts LockOptions, reqID *string) (wire.Lock, error) {
+	if err := s.settleUnsure(ctx, name); err != nil {
+		return wire.Lock{}, err
+	}
 	unknown := 0 // outcomes in a row the service could not tell
 	for {
 		// Bound each request a little past the server's bound on one held request,
@@ -288,6 +292,9 @@ const unknownRetries = 3
 func (s *Session) TryLock(ctx context.Context, name string, opts LockOptions) (*Lock, error) {
 	// The request id is what lets the server withdraw a try the caller gave up
 	// on, and refuse it should it arrive after its withdrawal.
+	if err := s.settleUnsure(ctx, name); err != nil {
+		return nil, err
+	}
 	reqID := nuid.Next()
 	info, err := s.acquire(ctx, name, opts, 0, reqID)
 	if err != nil {
@@ -439,6 +446,9 @@ func (s *Session) Release(ctx context.Context, name string, token uint64) (wire.
 	if l, ok := s.locks[name]; ok && (released.Token == 0 || l.info.Token == released.Token) {
 		delete(s.locks, name)
 	}
+	if released.Token != 0 && s.unsure[name] == released.Token {
+		delete(s.unsure, name) // a hold reported lost in doubt, released by the caller
+	}
 	s.mu.Unlock()
 	return released, nil
 }
@@ -464,16 +474,30 @@ func (l *Lock) Scope() wire.LockScope { return l.Info().Scope }
 // grant of this lock name. Pass it to the resource the lock protects (see pkg/fence).
 func (l *Lock) Token() uint64 { return l.info.Token }
 
-// Lost is closed when the lock is released without Unlock: its session closed, or
-// a connection-scoped lock's session lost its connection or was taken over by
-// another client (see Attach). The holder must stop using
-// the protected resource; fencing tokens keep a late writer out regardless.
+// Lost is closed when the lock is released without Unlock, or may have been: its
+// session closed; a connection-scoped lock's session lost its connection or was
+// taken over by another client (see Attach); or the SDK could not confirm the
+// session with the registry for so long that the server may have released the
+// session's locks. That last one comes without the client having to reach the
+// server: the SDK keeps the time it sent the latest request the registry answered
+// with the session ACTIVE, and the server releases a session's locks no sooner
+// than the smaller of its inactivity timeout and the registry's reconnect window
+// after it (the window alone for a permanent session). Past that bound, with no
+// newer answer — a network partition, say, which NATS may take minutes to notice —
+// every lock of the session is reported lost, however it is held. If the session
+// turns out to be alive (it is resumed, or a keepalive is answered), the holds so
+// reported are released by their fencing tokens, so that the state converges;
+// a new Lock of the name then gets a new grant.
+//
+// The holder must stop using the protected resource; fencing tokens keep a late
+// writer out regardless.
 func (l *Lock) Lost() <-chan struct{} { return l.lost }
 
 // Err returns why the lock was lost, or nil. The error matches ErrLockLost and the
 // cause: ErrSessionClosed when its session closed, ErrUnavailable when the
 // connection of a connection-scoped lock's session was lost or the session moved to
-// another client's.
+// another client's, or when the session could not be confirmed in time (the
+// message says its locks may have been released).
 func (l *Lock) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -494,6 +518,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	err := l.s.do(ctx, wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: l.info.Name, Token: l.info.Token}, &wire.LockReleaseResponse{})
 	if err == nil || errors.Is(err, ErrLockNotHeld) || errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {
 		l.s.untrackLock(l)
+		l.s.forgetUnsure(l.info.Name, l.info.Token) // reported lost in doubt: released now
 	}
 	return err
 }
@@ -548,6 +573,13 @@ func (s *Session) trackLockLocked(info wire.Lock) *Lock {
 		return l
 	case s.elsewhere.Load() && info.Scope == wire.ScopeConnection:
 		l.lostErr = fmt.Errorf("%w: %w", ErrLockLost, errSessionMoved)
+		close(l.lost)
+		return l
+	}
+	// Handled while the session could not be confirmed, or an answer with a hold
+	// reported lost then (doubt.go): nobody can vouch for it.
+	if err := s.lostInDoubtLocked(info); err != nil {
+		l.lostErr = err
 		close(l.lost)
 		return l
 	}

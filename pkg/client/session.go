@@ -66,8 +66,11 @@ type Options struct {
 	// its other users.
 	ClientIP string
 	// HeartbeatInterval is how often the SDK sends keepalives (default: a third of
-	// the timeout, at most 5 s and at least 100 ms). One not below the timeout lets
-	// the session expire unless the application calls Keepalive itself.
+	// the smaller of the timeout and the registry's reconnect window, at most 5 s
+	// and at least 100 ms). One not below the timeout lets the session expire unless
+	// the application calls Keepalive itself; one not well below the smaller of the
+	// two gets the session's locks reported lost between keepalives (see
+	// (*Lock).Lost).
 	HeartbeatInterval time.Duration
 }
 
@@ -117,6 +120,14 @@ type Session struct {
 	// lockWork counts the Lock calls' shared requests (runWait) until each, if
 	// withdrawn, has its withdrawal answered; none starts once stopHB is closed.
 	lockWork sync.WaitGroup
+
+	// When the SDK can no longer vouch for the session's locks (doubt.go), under mu.
+	window      time.Duration // the registry's reconnect window, as last told
+	confirmedAt time.Time     // when the latest request answered ACTIVE was sent (monotonic)
+	doubtAt     time.Time     // confirmedAt plus the bound: locks are reported lost then
+	doubtTimer  *time.Timer
+	unsure      map[string]uint64 // holds reported lost in doubt, to release by token
+	lostTokens  map[string]uint64 // per name, the highest token reported lost in doubt
 }
 
 // errNoSession answers a reply that should carry a session and does not.
@@ -187,6 +198,7 @@ func (c *Client) open(ctx context.Context, opts Options, ownClient bool) (*Sessi
 		defer stop()
 	}
 	var resp wire.SessionOpenResponse
+	sent := time.Now()
 	if err := c.call(ctx, subject, nil, req, &resp); err != nil {
 		if context.Cause(ctx) == errGatewayDenied {
 			return nil, fmt.Errorf("%w: %w", errGatewayDenied, err)
@@ -199,12 +211,14 @@ func (c *Client) open(ctx context.Context, opts Options, ownClient bool) (*Sessi
 	s := &Session{c: c, id: resp.Session.ID, ownClient: ownClient, info: resp.Session, token: resp.Token, state: StateActive,
 		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
 	s.boundRev.Store(resp.Session.Revision)
-	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, time.Duration(resp.Session.TimeoutMS)*time.Millisecond)
+	s.learnWindowLocked(resp.ReconnectWindowMS) // s is not shared yet
+	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, s.bound())
 	if !c.add(s) {
 		// The session is open on the server, with no connection to serve it: it
 		// expires after its timeout.
 		return nil, errClosedConn
 	}
+	s.confirmed(sent, resp.ReconnectWindowMS)
 	go s.heartbeats()
 	return s, nil
 }
@@ -223,15 +237,27 @@ func unsampled() context.Context {
 	return trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid}))
 }
 
-func heartbeatInterval(asked, timeout time.Duration) time.Duration {
+// heartbeatInterval is the interval asked for or, by default, a third of bound — the
+// smaller of the session's timeout and the registry's reconnect window — at most
+// 5 s and at least 100 ms. Three keepalives then fall in every stretch of bound, so
+// that neither the session expires nor its locks are reported lost while the
+// keepalives are answered (doubt.go), even with one or two lost.
+func heartbeatInterval(asked, bound time.Duration) time.Duration {
 	if asked > 0 {
 		return asked
 	}
 	d := 5 * time.Second
-	if timeout > 0 && timeout/3 < d {
-		d = timeout / 3
+	if bound > 0 && bound/3 < d {
+		d = bound / 3
 	}
 	return max(d, 100*time.Millisecond)
+}
+
+// bound is boundLocked under s.mu.
+func (s *Session) bound() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.boundLocked()
 }
 
 // ID returns the session id.
@@ -369,6 +395,7 @@ func reasonFrom(err error) wire.CloseReason {
 // Refresh fetches the session's state and properties from the registry.
 func (s *Session) Refresh(ctx context.Context) (wire.Session, error) {
 	var resp wire.SessionGetResponse
+	sent := time.Now()
 	if err := s.do(ctx, wire.SubjectSessionGet, &wire.SessionGetRequest{}, &resp); err != nil {
 		return wire.Session{}, err
 	}
@@ -376,8 +403,11 @@ func (s *Session) Refresh(ctx context.Context) (wire.Session, error) {
 		return wire.Session{}, errNoSession
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.info = resp.Session
+	s.mu.Unlock()
+	if resp.Session.State == StateActive {
+		s.confirmed(sent, resp.ReconnectWindowMS)
+	}
 	return copySession(resp.Session), nil
 }
 
@@ -404,7 +434,11 @@ func (s *Session) Keepalive(ctx context.Context) error {
 
 func (s *Session) keepalive(ctx context.Context) (wire.SessionState, error) {
 	var resp wire.SessionKeepaliveResponse
+	sent := time.Now()
 	err := s.do(ctx, wire.SubjectSessionKeepalive, &wire.SessionKeepaliveRequest{}, &resp)
+	if err == nil && resp.State == StateActive {
+		s.confirmed(sent, resp.ReconnectWindowMS)
+	}
 	return resp.State, err
 }
 
@@ -462,6 +496,7 @@ func (s *Session) setClosed(reason wire.CloseReason, cause error) {
 	s.info = &info
 	listeners := slices.Clone(s.listeners)
 	closedErr := s.closedErr()
+	s.stopDoubtLocked() // the server released every lock of the session
 	s.mu.Unlock()
 	s.loseLocks(false, closedErr)
 	for _, fn := range listeners {
@@ -475,6 +510,7 @@ func (s *Session) finish() {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		close(s.stopHB) // under s.mu, where Lock starts a request (lockWork)
+		s.stopDoubtLocked()
 		subs := s.handlers
 		s.handlers = nil
 		s.mu.Unlock()
@@ -541,6 +577,7 @@ func (s *Session) resume() {
 // and its deliveries, here. A session the registry no longer has is closed here.
 func (s *Session) bindHere(ctx context.Context) error {
 	var resp wire.SessionResumeResponse
+	sent := time.Now()
 	err := s.do(ctx, wire.SubjectSessionResume, &wire.SessionResumeRequest{}, &resp)
 	switch {
 	case err == nil:
@@ -549,10 +586,14 @@ func (s *Session) bindHere(ctx context.Context) error {
 			s.info = resp.Session
 			s.mu.Unlock()
 			s.boundRev.Store(resp.Session.Revision)
+			if resp.Session.State == StateActive {
+				s.confirmed(sent, resp.ReconnectWindowMS)
+			}
 		}
 		s.elsewhere.Store(false)
 		s.transition(StateActive, nil)
 		s.abandonPending(context.Background())
+		s.releaseUnsure() // the session lived: the holds reported lost are still its
 	case errors.Is(err, ErrSessionClosed), errors.Is(err, ErrSessionNotFound), errors.Is(err, ErrInvalidToken):
 		s.setClosed(reasonOr(reasonFrom(err), wire.ClosedFailed), err)
 	}
@@ -597,6 +638,7 @@ func (s *Session) heartbeats() {
 		}
 		if err == nil {
 			s.abandonPending(context.Background()) // lock requests given up while the lock service was away
+			s.releaseUnsure()                      // holds reported lost while the session could not be confirmed
 		}
 		if err != nil && !errors.Is(err, ErrSessionClosed) {
 			s.c.log.Debug("roster: keepalive failed", "session", s.id, "err", err)
@@ -624,15 +666,12 @@ func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*S
 	if !c.add(s) {
 		return nil, errClosedConn
 	}
-	info, err := s.Refresh(ctx)
-	if err != nil {
+	if _, err := s.Refresh(ctx); err != nil {
 		close(s.hbDone) // no heartbeats started
 		s.finish()
 		return nil, err
 	}
-	// From the copy Refresh returned: s.info is the client's to change from now on
-	// (a resume after a reconnect, a notice that the session closed).
-	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, time.Duration(info.TimeoutMS)*time.Millisecond)
+	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, s.bound())
 	go s.heartbeats()
 	return s, nil
 }

@@ -72,9 +72,11 @@ With a command after --, run it while holding the lock, with ROSTER_LOCK_NAME an
 ROSTER_LOCK_TOKEN in its environment, then release the lock and exit with the
 command's status (128 and the signal's number when a signal ended it, as a shell
 reports it; 127 when there is no such command and 126 when it cannot be run, found
-before the lock is taken). If the lock is lost meanwhile (its session ended, or a
-connection-scoped lock's connection dropped), the command is sent SIGTERM and
-acquire fails with the lost lock's status. An interrupt (Ctrl-C's SIGINT, SIGTERM) is
+before the lock is taken). If the lock is lost meanwhile (its session ended, a
+connection-scoped lock's connection dropped, or the server could not be reached for
+as long as it may take to release the lock: the smaller of the session timeout and
+the server's reconnect window), the command is sent SIGTERM and acquire fails with
+the lost lock's status. An interrupt (Ctrl-C's SIGINT, SIGTERM) is
 passed on to the command as it came.
 
 Without a command, hold the lock until interrupted (Ctrl-C), then release it. As an

@@ -63,11 +63,21 @@ func printFilter(w io.Writer, f *filter.Filter) {
 	fmt.Fprintf(w, "canonical: %s\n", f.Canonical())
 	fmt.Fprintf(w, "cel:       %s\n", f.CEL())
 	p := f.Plan()
-	if p.Full {
+	switch {
+	case p.Full && p.Exact:
+		fmt.Fprintln(w, "selection: every session")
+		return
+	case p.Full:
 		fmt.Fprintln(w, "selection: every session is a candidate (the index cannot narrow this filter); CEL checks each")
 		return
+	case len(p.Terms) == 0:
+		fmt.Fprintln(w, "selection: no session")
+		return
+	case p.Exact:
+		fmt.Fprintln(w, "selection: from the index, exactly (no CEL):")
+	default:
+		fmt.Fprintln(w, "selection: candidates from the index, then CEL confirms each:")
 	}
-	fmt.Fprintln(w, "selection: candidates from the index, then CEL confirms each:")
 	for i, term := range p.Terms {
 		var atoms []string
 		for _, a := range term {

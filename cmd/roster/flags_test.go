@@ -414,3 +414,23 @@ func TestServerURLOfAnotherSchemeIsAUsageError(t *testing.T) {
 		t.Errorf("--server host:port: got %v (exit %d), want to try it (exit %d)", r.err, r.exit(), exitUnavailable)
 	}
 }
+
+// TestFilterCheckSaysWhetherCELConfirms: roster filter check says how a filter's
+// sessions are selected — every session, none, from the index exactly, or candidates
+// CEL confirms — as the messaging service does it (filter.Plan). It said "CEL
+// confirms each" also for plans the index answers exactly.
+func TestFilterCheckSaysWhetherCELConfirms(t *testing.T) {
+	ctx := testCtx(t)
+	for filter, want := range map[string]string{
+		`all`:                   "selection: every session\n",
+		`not all`:               "selection: no session\n",
+		`a is "1" or b is "2"`:  "selection: from the index, exactly (no CEL):",
+		`a is "1" and b ne "2"`: "selection: candidates from the index, then CEL confirms each:",
+		`a ne "1"`:              "selection: every session is a candidate",
+	} {
+		r := runOffline(ctx, "filter", "check", filter)
+		if r.err != nil || !strings.Contains(r.stdout, want) {
+			t.Errorf("filter check %s: got %q, %v; want %q in it", filter, r.stdout, r.err, want)
+		}
+	}
+}

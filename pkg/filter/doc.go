@@ -94,8 +94,9 @@
 // the union over Plan.Terms of the intersection of each term's atoms, or
 // every session when Plan.Full is set. The candidates are always a superset
 // of the sessions the filter matches; Matches confirms each one, unless
-// Plan.Exact says the candidates are exactly the matches ("all", or a single
-// equality, "in" or "has" clause). Equality,
+// Plan.Exact says the candidates are exactly the matches ("all", equality, "in"
+// and "has" clauses, and "and", "or" and "not" of those, as long as no conjunction
+// was cut to MaxPlanTerms). Equality,
 // "in", "has" and "hasRoles" are indexable; "ne", negated clauses and "all"
 // are not. "not" is pushed inwards first, so "not (a ne 'x')" is indexable.
 // A conjunction drops non-indexable operands (Full only if none is left) and

@@ -16,8 +16,10 @@ type Plan struct {
 	Full  bool     `json:"full"`
 	Terms [][]Atom `json:"terms"`
 	// Exact means the candidates are exactly the matching sessions, so a caller
-	// may skip confirming each with Matches: the filter is "all", or one
-	// equality, "in" or "has" clause (or a double negation of one).
+	// may skip confirming each with Matches: the filter is "all", an equality,
+	// "in" or "has" clause, or "and", "or" and "not" of exact filters whose
+	// conjunctions were distributed whole (none dropped an operand or was cut to
+	// MaxPlanTerms).
 	Exact bool `json:"exact"`
 }
 
@@ -25,8 +27,12 @@ type Plan struct {
 // into. Beyond it the planner keeps only one side of the conjunction.
 const MaxPlanTerms = 16
 
-// full is the plan that selects every session.
-var full = Plan{Full: true}
+// full is the plan that selects every session, as candidates; every is the plan of
+// "all", whose candidates are the matches.
+var (
+	full  = Plan{Full: true}
+	every = Plan{Full: true, Exact: true}
+)
 
 // Plan returns an index plan whose candidates are always a superset of the
 // sessions f matches. The caller owns the returned slices.
@@ -45,35 +51,21 @@ func (f *Filter) Plan() Plan {
 	if f.root == nil {
 		return full
 	}
-	p := plan(f.root, false)
-	p.Exact = exact(f.root, false)
-	return p
+	return plan(f.root, false)
 }
 
-// exact reports whether n (or "not n" when negated) selects exactly the sessions
-// its plan's atoms select.
-func exact(n node, negated bool) bool {
-	switch n := n.(type) {
-	case allNode:
-		return !negated
-	case notNode:
-		return exact(n.x, !negated)
-	case cmpNode:
-		return negated == n.ne
-	case inNode, hasNode:
-		return !negated
-	}
-	return false
-}
-
-// plan returns the plan for n, or for "not n" when negated.
+// plan returns the plan for n, or for "not n" when negated. Its Exact is set as
+// it is built: an equality, "in" or "has" atom selects exactly its matches, and
+// so do unions and fully distributed intersections of exact plans. "hasRoles" is
+// left to CEL ("hasRoles []" matches every session, and its plan none), as is
+// "not all", which selects nothing anyway.
 func plan(n node, negated bool) Plan {
 	switch n := n.(type) {
 	case allNode:
 		if negated {
 			return Plan{}
 		}
-		return full
+		return every
 	case notNode:
 		return plan(n.x, !negated)
 	case andNode:
@@ -88,17 +80,17 @@ func plan(n node, negated bool) Plan {
 		return planOr(n.xs, false)
 	case cmpNode:
 		if negated == n.ne {
-			return single(Atom{Key: n.key, Values: []string{n.value}})
+			return exactly(Atom{Key: n.key, Values: []string{n.value}})
 		}
 	case inNode:
 		if !negated {
 			values := slices.Clone(n.values)
 			slices.Sort(values)
-			return single(Atom{Key: n.key, Values: slices.Compact(values)})
+			return exactly(Atom{Key: n.key, Values: slices.Compact(values)})
 		}
 	case hasNode:
 		if !negated {
-			return single(Atom{Key: n.key})
+			return exactly(Atom{Key: n.key})
 		}
 	case rolesNode:
 		if !negated {
@@ -112,18 +104,21 @@ func plan(n node, negated bool) Plan {
 	return full
 }
 
-// single is the plan of one atom.
-func single(a Atom) Plan { return Plan{Terms: [][]Atom{{a}}} }
+// exactly is the plan of one atom that selects exactly its matches.
+func exactly(a Atom) Plan { return Plan{Terms: [][]Atom{{a}}, Exact: true} }
 
-// planOr plans the disjunction of xs (each negated if negated).
+// planOr plans the disjunction of xs (each negated if negated). The union is exact
+// when every operand is; an operand that selects every session makes it so, and
+// exact when that operand is ("all").
 func planOr(xs []node, negated bool) Plan {
-	var out Plan
+	out := Plan{Exact: true}
 	for _, x := range xs {
 		p := plan(x, negated)
 		if p.Full {
-			return full
+			return p
 		}
 		out.Terms = append(out.Terms, p.Terms...)
+		out.Exact = out.Exact && p.Exact
 	}
 	return out
 }
@@ -134,14 +129,19 @@ func planOr(xs []node, negated bool) Plan {
 // adding them one operand at a time copied every term for each clause, so a
 // conjunction of n clauses cost O(n²) time and memory (a 16 KiB filter, over a
 // second and 1.5 GB on every send).
+//
+// The intersection is exact when every operand is and none was left out: an
+// operand selecting every session exactly ("all") leaves out nothing, one the
+// index cannot narrow or one dropped for MaxPlanTerms leaves CEL to confirm.
 func planAnd(xs []node, negated bool) Plan {
-	out := full
+	out := every
 	var common []Atom // atoms still to be added to every term of out
 	for _, x := range xs {
 		p := plan(x, negated)
+		exact := out.Exact && p.Exact
 		switch {
 		case p.Full:
-			continue // not indexable: drop it, CEL confirms later
+			// not indexable (or "all"): drop it, CEL confirms later
 		case out.Full:
 			out = p
 		case len(p.Terms) == 1 && len(out.Terms) > 0 && len(out.Terms) <= MaxPlanTerms:
@@ -151,7 +151,11 @@ func planAnd(xs []node, negated bool) Plan {
 			common = nil
 		case moreSelective(p, out, len(common)):
 			out, common = p, nil
+			exact = false
+		default:
+			exact = false
 		}
+		out.Exact = exact
 	}
 	return withAtoms(out, common)
 }
@@ -165,10 +169,11 @@ func withAtoms(p Plan, atoms []Atom) Plan {
 	for i, t := range p.Terms {
 		terms[i] = append(slices.Clip(t), atoms...)
 	}
-	return Plan{Terms: terms}
+	return Plan{Terms: terms, Exact: p.Exact}
 }
 
-// product distributes the conjunction of a and b over their terms.
+// product distributes the conjunction of a and b over their terms. Exact is the
+// caller's to set.
 func product(a, b Plan) Plan {
 	if len(a.Terms) == 0 || len(b.Terms) == 0 {
 		return Plan{} // one side selects nothing

@@ -251,7 +251,7 @@ func TestPlanProperty(t *testing.T) {
 	}
 	ix := newIndex(sessions)
 	const filters = 400
-	narrowed, matched := 0, 0
+	narrowed, matched, exacts := 0, 0, 0
 	for range filters {
 		expr := g.filter(3)
 		f, err := Compile(expr)
@@ -275,6 +275,12 @@ func TestPlanProperty(t *testing.T) {
 			if cands[i] && m {
 				confirmed = append(confirmed, i)
 			}
+			if p.Exact && cands[i] && !m {
+				t.Fatalf("filter %q: plan %+v is exact, but its candidate %d %v does not match", expr, p, i, props)
+			}
+		}
+		if p.Exact {
+			exacts++
 		}
 		if fmt.Sprint(confirmed) != fmt.Sprint(brute) {
 			t.Fatalf("filter %q: confirmed candidates %v, want %v", expr, confirmed, brute)
@@ -284,29 +290,45 @@ func TestPlanProperty(t *testing.T) {
 		}
 	}
 	// Guard against a degenerate generator or planner making the test vacuous.
-	if narrowed < filters/4 || matched < filters/4 {
-		t.Errorf("narrowed %d and matched %d of %d filters, want at least %d of each", narrowed, matched, filters, filters/4)
+	if narrowed < filters/4 || matched < filters/4 || exacts < filters/20 {
+		t.Errorf("narrowed %d, matched %d and exact %d of %d filters, want at least %d, %d and %d", narrowed, matched, exacts, filters, filters/4, filters/4, filters/20)
 	}
-	t.Logf("plans narrowed %d of %d filters; %d filters matched something", narrowed, filters, matched)
+	t.Logf("plans narrowed %d of %d filters, %d of them exact; %d filters matched something", narrowed, filters, exacts, matched)
 }
 
 func TestPlanExact(t *testing.T) {
 	cases := map[string]bool{
-		`all`:                        true,
-		`ALL`:                        true,
-		`Department is "Sales"`:      true,
-		`Department EQ 'it\'s'`:      true,
-		`has Department`:             true,
-		`Department in ["a", "b"]`:   true,
-		`not (Department ne "a")`:    true,
-		`(Department is "a")`:        true,
-		`$Roles eq '"admin"'`:        true,
-		`Department is "a" and all`:  false,
-		`hasRoles ["admin"]`:         false,
-		`Department ne "a"`:          false,
-		`not has Department`:         false,
-		`Department is "a" or has b`: false,
-		`not all`:                    false,
+		`all`:                      true,
+		`ALL`:                      true,
+		`Department is "Sales"`:    true,
+		`Department EQ 'it\'s'`:    true,
+		`has Department`:           true,
+		`Department in ["a", "b"]`: true,
+		`not (Department ne "a")`:  true,
+		`(Department is "a")`:      true,
+		`$Roles eq '"admin"'`:      true,
+		`hasRoles ["admin"]`:       false,
+		`Department ne "a"`:        false,
+		`not has Department`:       false,
+		`not all`:                  false,
+		// Unions and whole intersections of exact clauses are exact.
+		`Department is "a" and all`:                           true,
+		`Department is "a" or has b`:                          true,
+		`a is "1" or b is "2" or c in ["3", "4"]`:             true,
+		`a is "1" and b is "2"`:                               true,
+		`(a is "1" or a is "2") and (b is "1" or b in ["2"])`: true,
+		`not (a ne "1" or b ne "2")`:                          true,
+		`not (a ne "1" and not has b)`:                        true,
+		`a is "1" or all`:                                     true,
+		// A clause CEL must confirm makes the whole inexact.
+		`a is "1" and b ne "2"`:               false,
+		`a is "1" or b ne "2"`:                false,
+		`a is "1" or hasRoles ["x"]`:          false,
+		`a is "1" and hasRoles ["x"]`:         false,
+		`not (a is "1" or b is "2")`:          false,
+		`(a is "1" or b ne "2") and c is "3"`: false,
+		// 2^5 = 32 terms: cut to MaxPlanTerms, the rest left to CEL.
+		`(a is "1" or a is "2") and (b is "1" or b is "2") and (c is "1" or c is "2") and (d is "1" or d is "2") and (e is "1" or e is "2")`: false,
 	}
 	for text, want := range cases {
 		f, err := Compile(text)

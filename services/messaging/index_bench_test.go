@@ -60,6 +60,7 @@ func BenchmarkSelect(b *testing.B) {
 		{"equality_1pct_cel_confirmed", `Department is "d42" and Status ne "Gone"`},
 		{"in_3pct", `Department in ["d1", "d2", "d3"]`},
 		{"hasRoles_and_eq", `hasRoles ["operator"] and $Country is "UK"`},
+		{"or_of_equalities_and_eq", `(Department is "d1" or Department is "d2") and $Country is "UK"`},
 		{"no_index_ne", `Status ne "Open"`},
 	}
 	for _, c := range cases {

@@ -6,8 +6,9 @@
 // are size-limited), validates it, calls the handler on a bounded pool of goroutines
 // (micro runs an endpoint's callback serially, so one slow request would otherwise
 // stall the endpoint), and maps the handler's error to the wire: a *wire.Error as it
-// is, anything else as internal, with the cause logged once and never sent. Each
-// request's duration and outcome is recorded as the rpc.server.call.duration metric.
+// is, anything else (a panic included) as internal, with the cause logged once and
+// never sent. Each request's duration and outcome is recorded as the
+// rpc.server.call.duration metric.
 package endpoint
 
 import (
@@ -19,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -370,7 +372,12 @@ func handle[Req, Resp any](ctx context.Context, s *Service, subject string, span
 	if err != nil {
 		var we *wire.Error
 		if !errors.As(err, &we) || !we.Code.Known() || we.Code == wire.CodeInternal {
-			s.log.ErrorContext(ctx, "request failed", "subject", subject, "err", err)
+			var p *panicked
+			if errors.As(err, &p) {
+				s.log.ErrorContext(ctx, "request failed", "subject", subject, "err", err, "stack", string(p.stack))
+			} else {
+				s.log.ErrorContext(ctx, "request failed", "subject", subject, "err", err)
+			}
 		}
 		SpanError(span, err)
 		// Reply on the connection, not through micro.Request: micro reads the
@@ -387,7 +394,24 @@ func handle[Req, Resp any](ctx context.Context, s *Service, subject string, span
 	return "ok"
 }
 
-func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, data []byte, h Handler[Req, Resp]) (*Resp, error) {
+// panicked is the error a request whose handling panicked ends with: answered
+// internal like any error without a wire code, and logged with its stack.
+type panicked struct {
+	value any
+	stack []byte
+}
+
+func (p *panicked) Error() string { return fmt.Sprintf("panic: %v", p.value) }
+
+func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, data []byte, h Handler[Req, Resp]) (resp *Resp, err error) {
+	// A panic in a handler (or a Validate, or an UnmarshalJSON) fails its request
+	// only: it runs on a worker goroutine, where an unrecovered panic ends the
+	// process, and every request in flight with it.
+	defer func() {
+		if v := recover(); v != nil {
+			resp, err = nil, &panicked{value: v, stack: debug.Stack()}
+		}
+	}()
 	if len(data) > s.cfg.MaxBody {
 		return nil, wire.Errorf(wire.CodeTooLarge, "request body is %d bytes; the limit is %d", len(data), s.cfg.MaxBody)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,12 @@ type fixture struct {
 
 func setup(t *testing.T, cfg endpoint.Config, h endpoint.Handler[echoRequest, echoResponse]) *fixture {
 	t.Helper()
+	return setupLogged(t, cfg, natstest.Logger(t), h)
+}
+
+// setupLogged is setup with the service logging to log.
+func setupLogged(t *testing.T, cfg endpoint.Config, log *slog.Logger, h endpoint.Handler[echoRequest, echoResponse]) *fixture {
+	t.Helper()
 	s := natstest.Start(t)
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -58,7 +65,7 @@ func setup(t *testing.T, cfg endpoint.Config, h endpoint.Handler[echoRequest, ec
 		cfg = endpoint.Config{Name: "roster-test", Version: "1.0.0", Prefix: "roster.v1.session", MaxConcurrent: cfg.MaxConcurrent, MaxBody: cfg.MaxBody}
 	}
 	svcConn := s.ServiceConn(t)
-	svc, err := endpoint.New(svcConn, cfg, tp, natstest.Logger(t))
+	svc, err := endpoint.New(svcConn, cfg, tp, log)
 	if err != nil {
 		t.Fatal(err)
 	}

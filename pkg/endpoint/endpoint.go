@@ -281,12 +281,13 @@ func Reply(nc *nats.Conn, subject string, v any) error {
 }
 
 // ReplyError answers a request held with ErrReplyLater with an error reply, encoded
-// as the endpoint encodes a handler's error.
+// as the endpoint encodes a handler's error: an internal one (or one without a wire
+// code) with the generic message only.
 func ReplyError(nc *nats.Conn, subject string, err error) error {
 	if subject == "" {
 		return nil
 	}
-	status, msg, body := wire.EncodeError(err)
+	status, msg, body := wire.EncodeError(onTheWire(err))
 	m := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: body}
 	m.Header.Set(micro.ErrorCodeHeader, status)
 	m.Header.Set(micro.ErrorHeader, msg)
@@ -370,15 +371,7 @@ func handle[Req, Resp any](ctx context.Context, s *Service, subject string, span
 		return "reply_later"
 	}
 	if err != nil {
-		var we *wire.Error
-		if !errors.As(err, &we) || !we.Code.Known() || we.Code == wire.CodeInternal {
-			var p *panicked
-			if errors.As(err, &p) {
-				s.log.ErrorContext(ctx, "request failed", "subject", subject, "err", err, "stack", string(p.stack))
-			} else {
-				s.log.ErrorContext(ctx, "request failed", "subject", subject, "err", err)
-			}
-		}
+		logFailure(ctx, s.log, subject, err)
 		SpanError(span, err)
 		// Reply on the connection, not through micro.Request: micro reads the
 		// request's error state when the callback returns, which races with a
@@ -468,6 +461,61 @@ func jsonMessage(err error) string {
 }
 
 func errorCode(err error) string { return string(wire.CodeOf(err)) }
+
+// errInternal is what a client is told of an internal error.
+var errInternal = &wire.Error{Code: wire.CodeInternal, Message: "internal error"}
+
+// onTheWire returns what a client is told of err: err itself (EncodeError sends
+// its *wire.Error alone), or the generic internal error for an internal one —
+// internal's contract is that the cause is logged and never sent, whatever message
+// the error was given.
+func onTheWire(err error) error {
+	if wire.CodeOf(err) == wire.CodeInternal {
+		return errInternal
+	}
+	return err
+}
+
+// logFailure logs, once, what a client is not told of a failed request: an
+// internal error (or a panic, with its stack), or the cause an error carries
+// beside its wire error (a storage failure joined to unavailable). A caller's
+// mistake without a cause is not logged: clients can make any number of them.
+func logFailure(ctx context.Context, log *slog.Logger, subject string, err error) {
+	if wire.CodeOf(err) == wire.CodeInternal {
+		var p *panicked
+		if errors.As(err, &p) {
+			log.ErrorContext(ctx, "request failed", "subject", subject, "err", err, "stack", string(p.stack))
+		} else {
+			log.ErrorContext(ctx, "request failed", "subject", subject, "err", err)
+		}
+		return
+	}
+	if hasCause(err) {
+		log.WarnContext(ctx, "request failed", "subject", subject, "code", string(wire.CodeOf(err)), "err", err)
+	}
+}
+
+// hasCause reports whether err carries an error other than a *wire.Error: one
+// joined to it, or wrapped beside it. A *wire.Error merely wrapped with context
+// (fmt.Errorf("closing: %w", err)) has none.
+func hasCause(err error) bool {
+	switch e := err.(type) {
+	case nil, *wire.Error:
+		return false
+	case interface{ Unwrap() []error }:
+		for _, inner := range e.Unwrap() {
+			if hasCause(inner) {
+				return true
+			}
+		}
+		return false
+	case interface{ Unwrap() error }:
+		inner := e.Unwrap()
+		return inner == nil || hasCause(inner)
+	default:
+		return true
+	}
+}
 
 // SpanError records on span that its operation ended with err, as the server span
 // of every request has it: the wire code (internal for an error without one) as

@@ -1,0 +1,80 @@
+package endpoint_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// TestInternalErrorsKeepTheirMessageInTheLog: an internal error is answered with the
+// generic message whatever message it was given — the code's contract is that the
+// cause is logged, never sent — and the message is logged. Before, an internal
+// *wire.Error went out as it was (the registry's "authenticator set fixed property
+// …" named the server's configuration to the client). Held requests answered with
+// ReplyError follow the same rule.
+func TestInternalErrorsKeepTheirMessageInTheLog(t *testing.T) {
+	var logs natstest.Buffer
+	var held = make(chan string, 1)
+	f := setupLogged(t, endpoint.Config{}, logs.Logger(), func(_ context.Context, c *endpoint.Call, req *echoRequest) (*echoResponse, error) {
+		if req.Text == "later" {
+			held <- c.Reply
+			return nil, endpoint.ErrReplyLater
+		}
+		return nil, fmt.Errorf("fixing: %w", wire.Errorf(wire.CodeInternal, "secret detail at /etc/roster"))
+	})
+	err := wire.Call(context.Background(), f.client, "roster.v1.session.echo", nil, &echoRequest{Text: "x"}, nil)
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code != wire.CodeInternal || strings.Contains(we.Message, "secret") {
+		t.Fatalf("got %#v, want internal with no detail", err)
+	}
+	if !strings.Contains(logs.String(), "secret detail at /etc/roster") {
+		t.Fatalf("the internal error's message is not logged:\n%s", logs.String())
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- wire.Call(context.Background(), f.client, "roster.v1.session.echo", nil, &echoRequest{Text: "later"}, nil)
+	}()
+	if err := endpoint.ReplyError(f.server.ServiceConn(t), <-held, wire.Errorf(wire.CodeInternal, "held: secret detail")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.As(err, &we) || we.Code != wire.CodeInternal || strings.Contains(we.Message, "secret") {
+		t.Fatalf("held request: got %#v, want internal with no detail", err)
+	}
+}
+
+// TestCausesOfWireErrorsAreLogged: an error that carries a cause beside its wire
+// error (a storage failure joined to unavailable, as the registry's and the session
+// view's are) is answered with the wire error alone, and the cause is logged once —
+// as the registry's unavailable() says, "the cause is logged by the endpoint".
+// Before, only errors answered internal were logged, so a storage failure left no
+// trace of what failed. A wire error that is merely wrapped (a caller's mistake with
+// context) logs nothing.
+func TestCausesOfWireErrorsAreLogged(t *testing.T) {
+	var logs natstest.Buffer
+	f := setupLogged(t, endpoint.Config{}, logs.Logger(), func(_ context.Context, _ *endpoint.Call, req *echoRequest) (*echoResponse, error) {
+		if req.Text == "storage" {
+			return nil, fmt.Errorf("read session: %w", errors.Join(wire.Errorf(wire.CodeUnavailable, "session storage is not available"), errors.New("nats: disk on fire")))
+		}
+		return nil, fmt.Errorf("closing: %w", wire.Errorf(wire.CodeSessionClosed, "session s1 is closed"))
+	})
+	err := wire.Call(context.Background(), f.client, "roster.v1.session.echo", nil, &echoRequest{Text: "storage"}, nil)
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code != wire.CodeUnavailable || we.Message != "session storage is not available" {
+		t.Fatalf("got %#v, want the unavailable error alone", err)
+	}
+	if n := strings.Count(logs.String(), "disk on fire"); n != 1 {
+		t.Fatalf("the cause is logged %d times, want once:\n%s", n, logs.String())
+	}
+	if err := wire.Call(context.Background(), f.client, "roster.v1.session.echo", nil, &echoRequest{Text: "closed"}, nil); !errors.Is(err, wire.ErrSessionClosed) {
+		t.Fatalf("got %v, want session_closed", err)
+	}
+	if strings.Contains(logs.String(), "s1 is closed") {
+		t.Fatalf("a caller's error without a cause is logged:\n%s", logs.String())
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -428,11 +429,17 @@ func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, da
 // in another letter case included: encoding/json would take "Path" for "path"),
 // members named twice, wrong types, null where Go has no nil (a string, number, bool
 // or struct, which encoding/json would leave at its zero value), "" in a field
-// tagged roster:"nonempty" and trailing data are bad_request errors naming the
-// problem. An empty body decodes as {}.
+// tagged roster:"nonempty", bytes that are not UTF-8, escapes of half a UTF-16
+// surrogate pair (encoding/json reads both as U+FFFD) and trailing data are
+// bad_request errors naming the problem. An empty body decodes as {}.
 func Decode(data []byte, v any) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		data = []byte("{}")
+	}
+	// JSON is UTF-8; encoding/json reads any other byte as U+FFFD, so that two
+	// different names ("a\xff", "a\xfe") would decode to one.
+	if !utf8.Valid(data) {
+		return &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("invalid JSON body: not UTF-8 at byte %d", invalidUTF8(data))}
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -446,6 +453,18 @@ func Decode(data []byte, v any) error {
 		return &wire.Error{Code: wire.CodeBadRequest, Message: "invalid JSON body: " + err.Error()}
 	}
 	return nil
+}
+
+// invalidUTF8 returns the offset of the first byte of data that is not UTF-8.
+func invalidUTF8(data []byte) int {
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return len(data)
 }
 
 func jsonMessage(err error) string {

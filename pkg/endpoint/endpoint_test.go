@@ -164,6 +164,14 @@ func TestBadRequests(t *testing.T) {
 		{"wrong type", `{"text":5}`, wire.CodeBadRequest, `field "text"`},
 		{"trailing data", `{"text":"a"} {}`, wire.CodeBadRequest, "after the JSON value"},
 		{"fails validation", `{}`, wire.CodeBadRequest, "text is required"},
+		// encoding/json reads bytes that are not UTF-8, and escapes of half a UTF-16
+		// surrogate pair, as U+FFFD: "a\xff" and "a\xfe" would name one lock.
+		{"not UTF-8", "{\"text\":\"a\xffb\"}", wire.CodeBadRequest, "not UTF-8"},
+		{"not UTF-8 in a member's name", "{\"text\":\"a\",\"\xc3\":1}", wire.CodeBadRequest, "not UTF-8"},
+		{"lone high surrogate", `{"text":"a\ud800b"}`, wire.CodeBadRequest, "surrogate"},
+		{"lone low surrogate", `{"text":"\udc00"}`, wire.CodeBadRequest, "surrogate"},
+		{"high surrogate before another escape", `{"text":"\ud83d\n"}`, wire.CodeBadRequest, "surrogate"},
+		{"two high surrogates", `{"text":"\ud83d\ud83d"}`, wire.CodeBadRequest, "surrogate"},
 		{"too large", `{"text":"` + strings.Repeat("x", 2000) + `"}`, wire.CodeTooLarge, "limit is 1024"},
 	}
 	for _, tt := range tests {

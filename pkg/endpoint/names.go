@@ -95,7 +95,9 @@ func (s *nameScanner) value(t reflect.Type) error {
 		}
 		s.i++
 	case '"':
-		s.str()
+		if _, err := s.str(); err != nil {
+			return err
+		}
 	default: // a number, true, false or null
 		for s.i < len(s.data) && !endsScalar(s.data[s.i]) {
 			s.i++
@@ -182,7 +184,10 @@ func (s *nameScanner) object(t reflect.Type) error {
 // name returns the member name at the scanner's position, unescaped.
 func (s *nameScanner) name() ([]byte, error) {
 	start := s.i
-	escaped := s.str()
+	escaped, err := s.str()
+	if err != nil {
+		return nil, err
+	}
 	raw := s.data[start+1 : s.i-1]
 	if !escaped {
 		return raw, nil
@@ -195,19 +200,71 @@ func (s *nameScanner) name() ([]byte, error) {
 }
 
 // str moves past the string at the scanner's position and reports whether it holds
-// an escape.
-func (s *nameScanner) str() (escaped bool) {
+// an escape. It refuses an escape of half a UTF-16 surrogate pair, which
+// encoding/json reads as U+FFFD.
+func (s *nameScanner) str() (escaped bool, err error) {
 	for s.i++; s.i < len(s.data); s.i++ {
 		switch s.data[s.i] {
 		case '\\':
 			escaped = true
 			s.i++
+			if s.i < len(s.data) && s.data[s.i] == 'u' {
+				if err := s.surrogates(); err != nil {
+					return escaped, err
+				}
+			}
 		case '"':
 			s.i++
-			return escaped
+			return escaped, nil
 		}
 	}
-	return escaped
+	return escaped, nil
+}
+
+// surrogates checks the \u escape whose u is at the scanner's position: a high
+// surrogate must be followed by an escaped low one, and a low one must follow a
+// high one. It leaves the scanner on the last character of what it read.
+func (s *nameScanner) surrogates() error {
+	r := s.hex4(s.i + 1)
+	switch {
+	case r >= 0xDC00 && r <= 0xDFFF:
+		return errSurrogate
+	case r < 0xD800 || r > 0xDBFF:
+		s.i += 4
+		return nil
+	}
+	// A high surrogate: the next six characters must escape a low one.
+	if next := s.i + 5; next+1 < len(s.data) && s.data[next] == '\\' && s.data[next+1] == 'u' {
+		if lo := s.hex4(next + 2); lo >= 0xDC00 && lo <= 0xDFFF {
+			s.i = next + 5
+			return nil
+		}
+	}
+	return errSurrogate
+}
+
+// errSurrogate refuses an escape of half a UTF-16 surrogate pair.
+var errSurrogate = errors.New("a string holds an escape of half a UTF-16 surrogate pair")
+
+// hex4 returns the value of the four hexadecimal digits at data[i:], or -1.
+func (s *nameScanner) hex4(i int) rune {
+	if i+4 > len(s.data) {
+		return -1
+	}
+	var r rune
+	for _, c := range s.data[i : i+4] {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return -1
+		}
+	}
+	return r
 }
 
 func (s *nameScanner) space() {

@@ -444,7 +444,7 @@ func Decode(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return &wire.Error{Code: wire.CodeBadRequest, Message: "invalid JSON body: " + jsonMessage(err)}
+		return &wire.Error{Code: wire.CodeBadRequest, Message: "invalid JSON body: " + jsonMessage(err, reflect.TypeOf(v))}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return &wire.Error{Code: wire.CodeBadRequest, Message: "invalid JSON body: data after the JSON value"}
@@ -467,16 +467,79 @@ func invalidUTF8(data []byte) int {
 	return len(data)
 }
 
-func jsonMessage(err error) string {
+// jsonMessage says what is wrong with a body that did not decode into a value of
+// type t, in the body's terms: encoding/json names Go types (wire.LockMode, []uint8)
+// and puts the Go names of embedded structs in a member's path.
+func jsonMessage(err error, t reflect.Type) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type, te.Value)
+		return fmt.Sprintf("field %q must be %s, not %s", jsonPath(t, te.Field), jsonType(te.Type), te.Value)
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
 		return fmt.Sprintf("%s at byte %d", se.Error(), se.Offset)
 	}
-	return err.Error()
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// jsonPath returns encoding/json's path of a member of a value of type t without
+// the names of the embedded structs it passes through ("Message.payload" is
+// "payload").
+func jsonPath(t reflect.Type, path string) string {
+	segments := strings.Split(path, ".")
+	out := segments[:0]
+	for _, seg := range segments {
+		for t != nil && t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch {
+		case t == nil:
+		case t.Kind() == reflect.Struct:
+			if f, ok := t.FieldByName(seg); ok && f.Anonymous {
+				if _, named := fieldsOf(t)[seg]; !named {
+					t = f.Type
+					continue
+				}
+			}
+			t = fieldsOf(t)[seg].typ
+		case t.Kind() == reflect.Map || t.Kind() == reflect.Slice || t.Kind() == reflect.Array:
+			t = t.Elem()
+		default:
+			t = nil
+		}
+		out = append(out, seg)
+	}
+	return strings.Join(out, ".")
+}
+
+// jsonType describes the JSON values a Go type decodes from.
+func jsonType(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		bits := t.Bits()
+		return fmt.Sprintf("an integer from %d to %d", int64(-1)<<(bits-1), int64(1)<<(bits-1)-1)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return fmt.Sprintf("an integer from 0 to %d", uint64(1)<<t.Bits()-1)
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a base64 string"
+		}
+		return "an array"
+	case reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "another value"
 }
 
 func errorCode(err error) string { return string(wire.CodeOf(err)) }

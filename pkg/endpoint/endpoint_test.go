@@ -282,3 +282,29 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestDecodeErrorsNameWhatTheBodyHas: a wrong type names the member as the body
+// does and the type it must have in JSON's terms. encoding/json names the Go type
+// (wire.LockMode, []uint8) and puts the Go name of an embedded struct in the path
+// ("Message.payload", a member no request has); a client learns neither from the
+// schemas.
+func TestDecodeErrorsNameWhatTheBodyHas(t *testing.T) {
+	for _, tc := range []struct {
+		into       any
+		body, want string
+	}{
+		{&wire.MsgSendRequest{}, `{"path":"a","payload":5}`, `field "payload" must be a base64 string, not number`},
+		{&wire.MsgRequestRequest{}, `{"path":["a"]}`, `field "path" must be a string, not array`},
+		{&wire.MsgRequestRequest{}, `{"path":"a","timeout_ms":1.5}`, `field "timeout_ms" must be an integer from -9223372036854775808 to 9223372036854775807, not number 1.5`},
+		{&wire.LockAcquireRequest{}, `{"name":"x","mode":5}`, `field "mode" must be a string, not number`},
+		{&wire.SessionOpenRequest{}, `{"credentials":[]}`, `field "credentials" must be an object, not array`},
+		{&wire.SessionOpenRequest{}, `{"permanent":"yes"}`, `field "permanent" must be true or false, not string`},
+		{&wire.LockAcquireRequest{}, `{"name":"x","nope":1}`, `invalid JSON body: unknown field "nope"`},
+	} {
+		err := endpoint.Decode([]byte(tc.body), tc.into)
+		var we *wire.Error
+		if !errors.As(err, &we) || we.Code != wire.CodeBadRequest || !strings.Contains(we.Message, tc.want) {
+			t.Errorf("%T %s: got %v, want bad_request with %q", tc.into, tc.body, err, tc.want)
+		}
+	}
+}

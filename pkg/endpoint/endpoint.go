@@ -363,7 +363,9 @@ func handle[Req, Resp any](ctx context.Context, s *Service, subject string, span
 		Token:     hdr.Get(wire.HeaderToken),
 		Reply:     r.Reply(),
 	}
-	if call.SessionID != "" {
+	// Only a session id: the header is the client's, and may be as long as a
+	// message; a span kept it until the exporter took it.
+	if wire.ValidSessionID(call.SessionID) {
 		span.SetAttributes(attribute.String("roster.session_id", call.SessionID))
 	}
 	resp, err := decodeAndHandle(ctx, s, call, r.Data(), h)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -86,5 +88,44 @@ func TestServerSpansNameTheCallAsTheMetricDoes(t *testing.T) {
 	slices.Sort(outcomes)
 	if !slices.Equal(outcomes, []string{string(wire.CodeBadRequest), "ok"}) {
 		t.Errorf("server spans' outcomes: got %v, want bad_request and ok", outcomes)
+	}
+}
+
+// TestServerSpansRecordOnlySessionIDs: the server span records the Roster-Session
+// header as roster.session_id only when it has the shape of a session id. The
+// header is the client's, as long as a message may be: a client that sent a
+// megabyte of it on every request (sampled, by its own traceparent) had the
+// service hold a megabyte per span until the exporter took it.
+func TestServerSpansRecordOnlySessionIDs(t *testing.T) {
+	f := setup(t, endpoint.Config{}, echo)
+	const id = "5QmZc1h8RqP0aLxV2yWfKd"
+	for _, sid := range []string{strings.Repeat("x", 100<<10), id} {
+		msg := &nats.Msg{Subject: "roster.v1.session.echo", Header: nats.Header{wire.HeaderSession: {sid}}, Data: []byte(`{"text":"hi"}`)}
+		if _, err := f.client.RequestMsg(msg, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		got = got[:0]
+		spans := f.recorder.Ended()
+		for _, s := range spans {
+			for _, kv := range s.Attributes() {
+				if kv.Key == "roster.session_id" {
+					got = append(got, kv.Value.AsString())
+				}
+			}
+		}
+		if len(spans) < 2 {
+			return fmt.Errorf("%d spans ended, want 2", len(spans))
+		}
+		return nil
+	})
+	if len(got) != 1 || got[0] != id {
+		lens := make([]int, len(got))
+		for i, v := range got {
+			lens[i] = len(v)
+		}
+		t.Fatalf("roster.session_id of the spans: %d values of lengths %v, want only %s", len(got), lens, id)
 	}
 }

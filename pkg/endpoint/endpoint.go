@@ -408,6 +408,9 @@ func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, da
 			resp, err = nil, &panicked{value: v, stack: debug.Stack()}
 		}
 	}()
+	if err := singleSessionHeaders(c.Header); err != nil {
+		return nil, err
+	}
 	if len(data) > s.cfg.MaxBody {
 		return nil, wire.Errorf(wire.CodeTooLarge, "request body is %d bytes; the limit is %d", len(data), s.cfg.MaxBody)
 	}
@@ -425,6 +428,30 @@ func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, da
 		}
 	}
 	return h(ctx, c, req)
+}
+
+// singleSessionHeaders refuses a request that gives Roster-Session or Roster-Token
+// more than once, in one spelling or several: the endpoint reads the first value of
+// the canonical spelling, and another reader of the message may take another, so
+// which session a request acts for would depend on who reads it (as with a JSON
+// member named twice).
+func singleSessionHeaders(h nats.Header) error {
+	var session, token int
+	for k, v := range h {
+		switch {
+		case strings.EqualFold(k, wire.HeaderSession):
+			session += len(v)
+		case strings.EqualFold(k, wire.HeaderToken):
+			token += len(v)
+		}
+	}
+	switch {
+	case session > 1:
+		return wire.Errorf(wire.CodeBadRequest, "the %s header appears %d times; give it once", wire.HeaderSession, session)
+	case token > 1:
+		return wire.Errorf(wire.CodeBadRequest, "the %s header appears %d times; give it once", wire.HeaderToken, token)
+	}
+	return nil
 }
 
 // Decode decodes a JSON request body strictly into v: unknown fields (a field's name

@@ -308,3 +308,46 @@ func TestDecodeErrorsNameWhatTheBodyHas(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionHeadersAppearOnce: a request that gives Roster-Session or Roster-Token
+// more than once, in one spelling or in several, is bad_request. The endpoint read
+// the first value, where another reader of the same message (a proxy, a gateway,
+// a library matching names in any case) may take another: which session a request
+// acts for must not depend on who reads it, as for a JSON member named twice.
+func TestSessionHeadersAppearOnce(t *testing.T) {
+	var handled atomic.Int32
+	f := setup(t, endpoint.Config{}, func(ctx context.Context, c *endpoint.Call, req *echoRequest) (*echoResponse, error) {
+		handled.Add(1)
+		return echo(ctx, c, req)
+	})
+	const id = "5QmZc1h8RqP0aLxV2yWfKd"
+	for _, tc := range []struct {
+		name   string
+		header nats.Header
+		want   string
+	}{
+		{"two sessions", nats.Header{wire.HeaderSession: {id, "7QmZc1h8RqP0aLxV2yWfKd"}}, wire.HeaderSession},
+		{"two tokens", nats.Header{wire.HeaderSession: {id}, wire.HeaderToken: {"", "secret"}}, wire.HeaderToken},
+		{"two spellings", nats.Header{wire.HeaderSession: {id}, "roster-session": {"7QmZc1h8RqP0aLxV2yWfKd"}}, wire.HeaderSession},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := &nats.Msg{Subject: "roster.v1.session.echo", Header: tc.header, Data: []byte(`{"text":"hi"}`)}
+			reply, err := f.client.RequestMsg(msg, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = wire.ReplyError(reply)
+			var we *wire.Error
+			if !errors.As(err, &we) || we.Code != wire.CodeBadRequest || !strings.Contains(we.Message, tc.want) {
+				t.Fatalf("got %v, want bad_request naming %s", err, tc.want)
+			}
+		})
+	}
+	if n := handled.Load(); n != 0 {
+		t.Fatalf("%d of the requests reached the handler", n)
+	}
+	msg := &nats.Msg{Subject: "roster.v1.session.echo", Header: nats.Header{wire.HeaderSession: {id}, wire.HeaderToken: {"t"}}, Data: []byte(`{"text":"hi"}`)}
+	if reply, err := f.client.RequestMsg(msg, 5*time.Second); err != nil || wire.ReplyError(reply) != nil {
+		t.Fatalf("one of each: got %v, %v", err, wire.ReplyError(reply))
+	}
+}

@@ -269,16 +269,25 @@ func (c *Call) Internal() bool {
 // default), or the reply is dropped.
 var ErrReplyLater = errors.New("endpoint: reply later")
 
-// Reply answers a request held with ErrReplyLater with v as JSON.
+// Reply answers a request held with ErrReplyLater with v as JSON. A reply that
+// does not encode, or is larger than the connection's max_payload, is answered
+// internal instead, so that the client is not left to wait out its timeout; the
+// error returned says why, for the log.
 func Reply(nc *nats.Conn, subject string, v any) error {
 	if subject == "" {
 		return nil
 	}
 	data, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("endpoint: encode reply: %w", err)
+		err = fmt.Errorf("endpoint: encode reply: %w", err)
+		return errors.Join(err, ReplyError(nc, subject, err))
 	}
-	return nc.Publish(subject, data)
+	err = nc.Publish(subject, data)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		err = fmt.Errorf("endpoint: the reply is %d bytes, more than the NATS max_payload (%d): %w", len(data), nc.MaxPayload(), err)
+		return errors.Join(err, ReplyError(nc, subject, err))
+	}
+	return err
 }
 
 // ReplyError answers a request held with ErrReplyLater with an error reply, encoded
@@ -288,11 +297,19 @@ func ReplyError(nc *nats.Conn, subject string, err error) error {
 	if subject == "" {
 		return nil
 	}
-	status, msg, body := wire.EncodeError(onTheWire(err))
+	err = onTheWire(err)
+	status, msg, body := wire.EncodeError(err)
 	m := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: body}
 	m.Header.Set(micro.ErrorCodeHeader, status)
 	m.Header.Set(micro.ErrorHeader, msg)
-	return nc.PublishMsg(m)
+	perr := nc.PublishMsg(m)
+	if errors.Is(perr, nats.ErrMaxPayload) {
+		// A message echoing a large input (a header as long as a message) goes
+		// in the body as the header has it: cut.
+		_, _, m.Data = wire.EncodeError(&wire.Error{Code: wire.CodeOf(err), Message: msg})
+		perr = nc.PublishMsg(m)
+	}
+	return perr
 }
 
 // Validator is implemented by request types that check their own fields.
@@ -385,7 +402,9 @@ func handle[Req, Resp any](ctx context.Context, s *Service, subject string, span
 		return errorCode(err)
 	}
 	if err := Reply(s.nc, r.Reply(), resp); err != nil {
-		s.log.WarnContext(ctx, "reply failed", "subject", subject, "err", err)
+		s.log.ErrorContext(ctx, "reply failed", "subject", subject, "err", err)
+		SpanError(span, err)
+		return errorCode(err)
 	}
 	return "ok"
 }

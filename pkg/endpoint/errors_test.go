@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
@@ -76,5 +77,37 @@ func TestCausesOfWireErrorsAreLogged(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "s1 is closed") {
 		t.Fatalf("a caller's error without a cause is logged:\n%s", logs.String())
+	}
+}
+
+// TestRepliesTooLargeForNATSAreAnswered: a reply the connection's max_payload
+// refuses still answers the request — a result as internal (logged), an error with
+// its code and its message cut to what the header carries. Before, the publish
+// failed, the endpoint logged it, and the client waited out its timeout for an
+// answer that never came (an error echoing a Roster-Session header as long as a
+// message, as the services' session_not_found does, was one).
+func TestRepliesTooLargeForNATSAreAnswered(t *testing.T) {
+	var logs natstest.Buffer
+	var max int
+	f := setupLogged(t, endpoint.Config{}, logs.Logger(), func(_ context.Context, _ *endpoint.Call, req *echoRequest) (*echoResponse, error) {
+		if req.Text == "error" {
+			return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", strings.Repeat("x", max))
+		}
+		return &echoResponse{Text: strings.Repeat("x", max)}, nil
+	})
+	max = int(f.client.MaxPayload())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := wire.Call(ctx, f.client, "roster.v1.session.echo", nil, &echoRequest{Text: "result"}, nil)
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code != wire.CodeInternal {
+		t.Fatalf("a result too large: got %v, want internal", err)
+	}
+	if !strings.Contains(logs.String(), "max_payload") {
+		t.Fatalf("the reply's size is not logged:\n%s", logs.String())
+	}
+	err = wire.Call(ctx, f.client, "roster.v1.session.echo", nil, &echoRequest{Text: "error"}, nil)
+	if !errors.As(err, &we) || we.Code != wire.CodeSessionNotFound || !strings.HasPrefix(we.Message, `no session "xxx`) || len(we.Message) > 2048 {
+		t.Fatalf("an error too large: got %.100v, want session_not_found with its message cut", err)
 	}
 }

@@ -47,6 +47,7 @@ type fixture struct {
 	recorder *tracetest.SpanRecorder
 	tp       *sdktrace.TracerProvider
 	svc      *endpoint.Service
+	svcConn  *nats.Conn
 }
 
 func setup(t *testing.T, cfg endpoint.Config, h endpoint.Handler[echoRequest, echoResponse]) *fixture {
@@ -77,7 +78,7 @@ func setupLogged(t *testing.T, cfg endpoint.Config, log *slog.Logger, h endpoint
 	if err := svcConn.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{server: s, client: s.ClientConn(t), recorder: rec, tp: tp, svc: svc}
+	return &fixture{server: s, client: s.ClientConn(t), recorder: rec, tp: tp, svc: svc, svcConn: svcConn}
 }
 
 func echo(_ context.Context, c *endpoint.Call, req *echoRequest) (*echoResponse, error) {

@@ -406,17 +406,9 @@ func (p *Process) stopAll() {
 		if err := <-r.done; err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
 		}
-		// The service has stopped its subscriptions; what is left are its last
-		// replies, still in the connection's buffer. Send them before closing (a
-		// Drain would return at once and close later, after roster serve exited).
-		// Without a server to send them to there is nothing to wait for: a flush
-		// would only time out, after DrainTimeout, for each service in turn.
-		if r.nc.IsConnected() {
-			if err := r.nc.FlushTimeout(p.cfg.DrainTimeout); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-				errs = append(errs, fmt.Errorf("%s: flush connection: %w", r.name, err))
-			}
+		if err := drainConn(r.nc, p.cfg.DrainTimeout); err != nil {
+			errs = append(errs, fmt.Errorf("%s: drain connection: %w", r.name, err))
 		}
-		r.nc.Close()
 		p.log.Info("service stopped", "service", r.name)
 	}
 	if p.policy != nil {
@@ -432,6 +424,38 @@ func (p *Process) stopAll() {
 	}
 	p.stopErr = errors.Join(errs...)
 	close(p.done)
+}
+
+// drainConn closes the connection of a service that stopped, once what it owes is
+// sent: the requests still queued for its endpoints, whose subscriptions drain
+// (endpoint.Service.Stop answers them unavailable), and its last replies, in the
+// connection's buffer. Closing it at once dropped the queued requests, and their
+// clients waited out their timeouts. Drain returns at once and closes later, so
+// this waits for the close, for at most timeout. Without a server to send to there
+// is nothing to wait for: draining would only time out, for each service in turn.
+func drainConn(nc *nats.Conn, timeout time.Duration) error {
+	if !nc.IsConnected() {
+		nc.Close()
+		return nil
+	}
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return nil
+		}
+		return err
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-closed:
+		return nil
+	case <-timer.C:
+		nc.Close()
+		return fmt.Errorf("not drained within %v", timeout)
+	}
 }
 
 // transient reports whether a start failure may pass by itself: JetStream or a

@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
 // TestStopClosesEveryConnection: when Stop returns, every connection the process
@@ -145,5 +149,93 @@ func TestMissingUsersFileIsWarnedOf(t *testing.T) {
 	t.Cleanup(func() { _ = p.Stop() })
 	if !strings.Contains(logs.String(), "the users file does not exist") || !strings.Contains(logs.String(), missing) {
 		t.Fatalf("no warning naming %s in the log:\n%s", missing, logs.String())
+	}
+}
+
+// TestStopAnswersTheRequestsQueuedForAService: the requests a service's endpoints
+// took but had not started when the process stopped (waiting for a slot, queued in
+// the subscription) are answered — unavailable — before the connection closes.
+// Before, Stop flushed and closed the connection as soon as the requests in
+// flight were done, while the endpoints' subscriptions were still draining: the
+// queued requests were dropped and their clients waited out their timeouts.
+func TestStopAnswersTheRequestsQueuedForAService(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	p := startJoinedTo(t, srv, "lock")
+	// A service with one slot and a handler that waits to be released, run by
+	// the process like its own.
+	nc := srv.ServiceConn(t)
+	svc, err := endpoint.New(nc, endpoint.Config{Name: "roster-stoptest", Version: "1.0.0", Prefix: "roster.v1.stoptest", MaxConcurrent: 1},
+		noop.NewTracerProvider(), natstest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var started atomic.Int32
+	err = endpoint.Add(svc, endpoint.Endpoint{Name: "wait"}, func(context.Context, *endpoint.Call, *struct{}) (*struct{}, error) {
+		started.Add(1)
+		<-release
+		return &struct{}{}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mctx, cancel := context.WithCancel(context.Background())
+	r := &running{name: "stoptest", nc: nc, health: svc.Health, cancel: cancel, done: make(chan error, 1)}
+	p.running = append(p.running, r)
+	go func() { r.done <- svc.Serve(mctx, 10*time.Second) }()
+
+	client := srv.ServiceConn(t)
+	const queued = 100
+	errs := make(chan error, queued+1)
+	call := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		errs <- wire.Call(ctx, client, "roster.v1.stoptest.wait", nil, nil, nil)
+	}
+	go call()
+	natstest.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if started.Load() == 0 {
+			return errors.New("the first request is not running yet")
+		}
+		return nil
+	})
+	for range queued {
+		go call()
+	}
+	// All of them reach the service, and wait there for the slot.
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := nc.Stats().InMsgs; n < queued+1 {
+			return fmt.Errorf("the service received %d requests of %d", n, queued+1)
+		}
+		return nil
+	})
+	stopped := make(chan error, 1)
+	go func() { stopped <- p.Stop() }()
+	// Released once the endpoint stopped taking requests: a request now finds
+	// no responder.
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if _, err := client.Request("roster.v1.stoptest.wait", nil, time.Second); !errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("a request after Stop: %v, want no responders", err)
+		}
+		return nil
+	})
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	var answered, unavailable int
+	for range queued + 1 {
+		switch err := <-errs; {
+		case err == nil:
+			answered++
+		case errors.Is(err, wire.ErrUnavailable):
+			unavailable++
+		default:
+			t.Error(err)
+		}
+	}
+	if answered != 1 || unavailable != queued {
+		t.Fatalf("%d answered and %d unavailable; want the one in flight answered and the %d queued unavailable", answered, unavailable, queued)
 	}
 }

@@ -521,7 +521,15 @@ func invalidUTF8(data []byte) int {
 func jsonMessage(err error, t reflect.Type) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return fmt.Sprintf("field %q must be %s, not %s", jsonPath(t, te.Field), jsonType(te.Type), te.Value)
+		path, at := jsonPath(t, te.Field)
+		switch {
+		case te.Field == "":
+			return fmt.Sprintf("the body must be %s, not %s", jsonType(te.Type), te.Value)
+		case at != nil && at.Kind() == reflect.Map && at != te.Type:
+			// encoding/json names the map, not the member whose value is wrong.
+			return fmt.Sprintf("the values of field %q must be %s, not %s", path, jsonType(te.Type), te.Value)
+		}
+		return fmt.Sprintf("field %q must be %s, not %s", path, jsonType(te.Type), te.Value)
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
@@ -532,8 +540,8 @@ func jsonMessage(err error, t reflect.Type) string {
 
 // jsonPath returns encoding/json's path of a member of a value of type t without
 // the names of the embedded structs it passes through ("Message.payload" is
-// "payload").
-func jsonPath(t reflect.Type, path string) string {
+// "payload"), and the member's type (nil when unknown).
+func jsonPath(t reflect.Type, path string) (string, reflect.Type) {
 	segments := strings.Split(path, ".")
 	out := segments[:0]
 	for _, seg := range segments {
@@ -557,7 +565,10 @@ func jsonPath(t reflect.Type, path string) string {
 		}
 		out = append(out, seg)
 	}
-	return strings.Join(out, ".")
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return strings.Join(out, "."), t
 }
 
 // jsonType describes the JSON values a Go type decodes from.

@@ -301,6 +301,9 @@ func TestDecodeErrorsNameWhatTheBodyHas(t *testing.T) {
 		{&wire.SessionOpenRequest{}, `{"credentials":[]}`, `field "credentials" must be an object, not array`},
 		{&wire.SessionOpenRequest{}, `{"permanent":"yes"}`, `field "permanent" must be true or false, not string`},
 		{&wire.LockAcquireRequest{}, `{"name":"x","nope":1}`, `invalid JSON body: unknown field "nope"`},
+		{&wire.LockAcquireRequest{}, `[]`, `the body must be an object, not array`},
+		{&wire.MsgSendRequest{}, `{"path":"a","headers":{"x-a":5}}`, `the values of field "headers" must be a string, not number`},
+		{&wire.MsgSendRequest{}, `{"path":"a","headers":[]}`, `field "headers" must be an object, not array`},
 	} {
 		err := endpoint.Decode([]byte(tc.body), tc.into)
 		var we *wire.Error

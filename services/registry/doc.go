@@ -37,7 +37,8 @@
 // unauthenticated (no session header, or from auth), invalid_token, forbidden,
 // session_not_found, session_closed (410: every request naming a closed session),
 // limit_exceeded (the message names the limit), conflict (a change of principal whose
-// session's properties kept changing), throttled (from auth), timeout,
+// session's properties kept changing), throttled (from auth), timeout (auth did not
+// answer in time; storage that does not is unavailable),
 // unavailable, internal. See schemas/errors.json.
 //
 // See docs/architecture.md, "Registry", for how expiry, activity and exactly-once

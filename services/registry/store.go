@@ -209,10 +209,12 @@ func (st *store) publishEvent(ctx context.Context, ev *wire.SessionEvent, msgID 
 }
 
 // unavailable wraps a storage failure: the client sees unavailable, the cause is
-// logged by the endpoint.
+// logged by the endpoint. Storage that does not answer in time is unavailable too,
+// as the other services' session view has it: timeout is for the time a caller
+// allowed, and no caller gave the registry's reads and writes theirs.
 func unavailable(what string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return fmt.Errorf("%s: %w", what, errors.Join(wire.Errorf(wire.CodeTimeout, "storage did not answer in time"), err))
+		return fmt.Errorf("%s: %w", what, errors.Join(wire.Errorf(wire.CodeUnavailable, "session storage did not answer in time; retry"), err))
 	}
 	return fmt.Errorf("%s: %w", what, errors.Join(wire.Errorf(wire.CodeUnavailable, "session storage is not available"), err))
 }

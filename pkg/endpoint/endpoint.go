@@ -695,12 +695,28 @@ type Health struct {
 	Checks  map[string]string `json:"checks,omitempty"`
 }
 
+// health answers the health endpoint, which any client may ask: a check failing
+// with a *wire.Error says its message, one failing otherwise only "failing", as
+// the endpoint answers such an error internal. The process's own probes
+// (Service.Health) keep the cause.
 func (s *Service) health(ctx context.Context, _ *Call, _ *HealthRequest) (*Health, error) {
-	return s.Health(ctx), nil
+	h := s.runChecks(ctx, func(err error) string {
+		var we *wire.Error
+		if errors.As(err, &we) && we.Code.Known() && we.Code != wire.CodeInternal {
+			return we.Message
+		}
+		return "failing"
+	})
+	return h, nil
 }
 
-// Health runs the readiness checks.
+// Health runs the readiness checks; a failing one says its error.
 func (s *Service) Health(ctx context.Context) *Health {
+	return s.runChecks(ctx, error.Error)
+}
+
+// runChecks runs the readiness checks, saying a failure with reason.
+func (s *Service) runChecks(ctx context.Context, reason func(error) string) *Health {
 	s.mu.Lock()
 	checks := make(map[string]func(context.Context) error, len(s.checks))
 	for k, v := range s.checks {
@@ -716,7 +732,7 @@ func (s *Service) Health(ctx context.Context) *Health {
 		}
 		if err := check(ctx); err != nil {
 			h.Ready = false
-			h.Checks[name] = err.Error()
+			h.Checks[name] = reason(err)
 		} else {
 			h.Checks[name] = "ok"
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +110,28 @@ func TestRepliesTooLargeForNATSAreAnswered(t *testing.T) {
 	err = wire.Call(ctx, f.client, "roster.v1.session.echo", nil, &echoRequest{Text: "error"}, nil)
 	if !errors.As(err, &we) || we.Code != wire.CodeSessionNotFound || !strings.HasPrefix(we.Message, `no session "xxx`) || len(we.Message) > 2048 {
 		t.Fatalf("an error too large: got %.100v, want session_not_found with its message cut", err)
+	}
+}
+
+// TestHealthOverTheWireSaysNoMoreThanErrorsDo: the health endpoint, which any
+// client may ask, reports a failing check by its wire error's message, and one
+// failing with any other error as "failing", as the endpoint answers such an error
+// internal; the process's own health (its HTTP probes) keeps the cause. Before, the
+// endpoint sent the check's Go error text.
+func TestHealthOverTheWireSaysNoMoreThanErrorsDo(t *testing.T) {
+	f := setup(t, endpoint.Config{}, echo)
+	f.svc.AddCheck("store", func(context.Context) error { return errors.New("dial tcp 10.0.0.5:4222: connection refused") })
+	f.svc.AddCheck("loading", func(context.Context) error { return wire.Errorf(wire.CodeUnavailable, "loading sessions") })
+	f.svc.AddCheck("fine", func(context.Context) error { return nil })
+	var h endpoint.Health
+	if err := wire.Call(context.Background(), f.client, "roster.v1.session.health", nil, nil, &h); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"store": "failing", "loading": "loading sessions", "fine": "ok"}
+	if h.Ready || !maps.Equal(h.Checks, want) {
+		t.Fatalf("over the wire: ready %v, checks %v; want not ready, %v", h.Ready, h.Checks, want)
+	}
+	if local := f.svc.Health(context.Background()); !strings.Contains(local.Checks["store"], "connection refused") {
+		t.Fatalf("the process's own health lost the cause: %v", local.Checks)
 	}
 }

@@ -156,7 +156,7 @@ func (t *tracker) ready(context.Context) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.loaded {
-		return errors.New("loading sessions")
+		return wire.Errorf(wire.CodeUnavailable, "loading sessions") // said over the wire too
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"runtime/debug"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -206,8 +207,34 @@ func (s *Service) commitNext(name string) bool {
 		s.queues[name] = batch[:0:0]
 	}
 	s.qmu.Unlock()
-	s.commitBatch(name, batch)
+	s.commitContained(name, batch)
 	return true
+}
+
+// commitContained commits batch. A panic in it — a bug in applying an operation —
+// fails the batch, internal (its tasks not answered yet: before the write, which
+// then did not happen, as the operations apply to a private copy), is logged with its
+// stack, and the lock's queue goes on. Left to unwind,
+// on the committer goroutine it ended the process, and on a request's handler
+// goroutine (commitLead), where the endpoint recovers it, it left the queue marked
+// as having a committer that no longer ran: every later operation on the lock
+// waited until its caller gave up, and Stop waited for that committer forever.
+func (s *Service) commitContained(name string, batch []*task) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		s.log.Error("lock: committing a batch panicked", "lock", name, "panic", v, "stack", string(debug.Stack()))
+		err := wire.Errorf(wire.CodeInternal, "lock %q: the write failed", name)
+		for _, t := range batch {
+			select {
+			case t.done <- commit{err: err}:
+			default: // answered before the panic
+			}
+		}
+	}()
+	s.commitBatch(name, batch)
 }
 
 func (s *Service) commitBatch(name string, batch []*task) {

@@ -311,6 +311,12 @@ func (s *Service) commitBatch(name string, batch []*task) {
 			continue
 		}
 		if errors.Is(err, errNewerFormat) {
+			// The newer version's instances release what a closed session held,
+			// and trace it: this one released nothing, and records no release
+			// span (at every recheck, in the closer's trace).
+			for _, t := range batch {
+				t.react = nil
+			}
 			s.fail(name, batch, wire.Errorf(wire.CodeUnavailable, "lock %q: its record was written by a newer version of Roster, which this instance leaves it to (a rolling upgrade); retry", name))
 			return
 		}

@@ -2,8 +2,14 @@ package lock
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -63,5 +69,58 @@ func TestLockRecordOfANewerFormatIsNotWrittenBack(t *testing.T) {
 	b.mustAcquire(t, &wire.LockAcquireRequest{Name: "doc/1"})
 	if got := e.lockRecord(t, "doc/1").Format; got != recordFormat {
 		t.Errorf("got format %d after a write, want %d", got, recordFormat)
+	}
+}
+
+// TestReleaseLeftToANewerVersionIsNotTraced: an instance that leaves a closed
+// session's lock to a newer version (its record is of a later format) records no
+// span of that release: it released nothing, and the instance of the newer version
+// that does release it records the span. Before, every attempt of every older
+// instance recorded an error span "lock release on session close", counting the
+// holds it would have released, in the trace of the request that closed the
+// session — again at every recheck, without end when no newer instance ran (after a
+// rollback).
+func TestReleaseLeftToANewerVersionIsNotTraced(t *testing.T) {
+	e := newEnv(t)
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	var attempts atomic.Int32 // writes of the lock tried since the close
+	var closed atomic.Bool
+	e.startLockTraced(t, Config{beforeWrite: func(_, _ context.Context, name string) {
+		if name == "newer/closed" && closed.Load() {
+			attempts.Add(1)
+		}
+	}}, tp)
+	locks, err := e.js.KeyValue(context.Background(), Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := e.open(t, "admin", 0)
+	holder.mustAcquire(t, &wire.LockAcquireRequest{Name: "newer/closed"})
+	natstest.RewriteJSON(t, locks, KeyFor("newer/closed"), func(m map[string]any) { m["format"] = recordFormat + 1 })
+
+	closed.Store(true)
+	ctx, closer := tp.Tracer("application").Start(ctx10(t), "close")
+	err = holder.call(ctx, wire.SubjectSessionClose, &wire.SessionCloseRequest{}, nil)
+	closer.End()
+	if err != nil {
+		t.Fatalf("close session: %v", err)
+	}
+	// The release is tried on the session's close (from the cache, then from a
+	// fresh read), and again at the next recheck: by then the first attempt is over.
+	natstest.CheckFor(t, 3*recheckEvery, 10*time.Millisecond, func() error {
+		if n := attempts.Load(); n < 3 {
+			return fmt.Errorf("%d writes of the lock tried, want 3", n)
+		}
+		return nil
+	})
+	if r := e.lockRecord(t, "newer/closed"); r == nil || len(r.Holders) != 1 {
+		t.Fatalf("the newer version's record changed: %+v", r)
+	}
+	for _, s := range spans.Ended() {
+		if strings.HasPrefix(s.Name(), "lock release on") {
+			t.Errorf("span %q recorded (status %v) for a release this instance left to a newer version", s.Name(), s.Status())
+		}
 	}
 }

@@ -158,8 +158,7 @@ func (s *Session) lostInDoubtLocked(info wire.Lock) error {
 // to this session or another, has a higher one. Those the lock service cannot be
 // asked about now are tried again at the next confirmation.
 //
-// The releases go out together, bounded as one: the heartbeat goroutine that makes
-// them must be back in time for the next keepalive.
+// The releases go out together, bounded as one, on settleLockWork's goroutine.
 func (s *Session) releaseUnsure() {
 	s.mu.Lock()
 	pending := maps.Clone(s.unsure)

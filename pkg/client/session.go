@@ -117,6 +117,7 @@ type Session struct {
 	hbDone    chan struct{}
 	closeOnce sync.Once
 	closing   atomic.Bool // Close is under way
+	settling  atomic.Bool // settleLockWork's goroutine runs
 	// lockWork counts the Lock calls' shared requests (runWait) until each, if
 	// withdrawn, has its withdrawal answered; none starts once stopHB is closed.
 	lockWork sync.WaitGroup
@@ -592,12 +593,29 @@ func (s *Session) bindHere(ctx context.Context) error {
 		}
 		s.elsewhere.Store(false)
 		s.transition(StateActive, nil)
-		s.abandonPending(context.Background())
-		s.releaseUnsure() // the session lived: the holds reported lost are still its
+		s.settleLockWork() // the session lived: the holds reported lost are still its
 	case errors.Is(err, ErrSessionClosed), errors.Is(err, ErrSessionNotFound), errors.Is(err, ErrInvalidToken):
 		s.setClosed(reasonOr(reasonFrom(err), wire.ClosedFailed), err)
 	}
 	return err
+}
+
+// settleLockWork withdraws the lock requests given up while the lock service was
+// away and releases the holds reported lost while the session could not be
+// confirmed (releaseUnsure), now that the session is confirmed, on a goroutine of its
+// own, one at a time: a lock service slow to answer (up to abandonTimeout, 5 s, a
+// request) held up the heartbeat goroutine that made them, whose next keepalive was
+// due a third of the session's bound later, and a session with a short timeout
+// expired for it. What is left is tried again at the next confirmation.
+func (s *Session) settleLockWork() {
+	if !s.settling.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.settling.Store(false)
+		s.abandonPending(context.Background())
+		s.releaseUnsure()
+	}()
 }
 
 func reasonOr(r, def wire.CloseReason) wire.CloseReason {
@@ -637,8 +655,7 @@ func (s *Session) heartbeats() {
 			continue
 		}
 		if err == nil {
-			s.abandonPending(context.Background()) // lock requests given up while the lock service was away
-			s.releaseUnsure()                      // holds reported lost while the session could not be confirmed
+			s.settleLockWork()
 		}
 		if err != nil && !errors.Is(err, ErrSessionClosed) {
 			s.c.log.Debug("roster: keepalive failed", "session", s.id, "err", err)

@@ -57,8 +57,7 @@ func (f *Filter) Plan() Plan {
 // plan returns the plan for n, or for "not n" when negated. Its Exact is set as
 // it is built: an equality, "in" or "has" atom selects exactly its matches, and
 // so do unions and fully distributed intersections of exact plans. "hasRoles" is
-// left to CEL ("hasRoles []" matches every session, and its plan none), as is
-// "not all", which selects nothing anyway.
+// left to CEL, as is "not all", which selects nothing anyway.
 func plan(n node, negated bool) Plan {
 	switch n := n.(type) {
 	case allNode:

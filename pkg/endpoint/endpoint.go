@@ -23,6 +23,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -73,6 +74,9 @@ type Service struct {
 	mu      sync.Mutex
 	checks  map[string]func(context.Context) error
 	stopped bool
+
+	// panics counts the requests whose handling panicked (Health.Panics).
+	panics atomic.Int64
 }
 
 // admit takes a slot for a request, waiting while MaxConcurrent are in flight (the
@@ -424,6 +428,7 @@ func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, da
 	// process, and every request in flight with it.
 	defer func() {
 		if v := recover(); v != nil {
+			s.panics.Add(1)
 			resp, err = nil, &panicked{value: v, stack: debug.Stack()}
 		}
 	}()
@@ -693,6 +698,12 @@ type Health struct {
 	Version string            `json:"version"`
 	Ready   bool              `json:"ready"`
 	Checks  map[string]string `json:"checks,omitempty"`
+	// Panics counts the requests whose handling panicked since the instance
+	// started. Each was answered internal and the instance went on, but a panic
+	// can leave what it was changing half done (a mutex held, a queue marked
+	// busy): a process with a service that panicked is no longer live
+	// (roster.Process.Health), so that its supervisor restarts it.
+	Panics int64 `json:"panics,omitempty"`
 }
 
 // health answers the health endpoint, which any client may ask: a check failing
@@ -723,7 +734,7 @@ func (s *Service) runChecks(ctx context.Context, reason func(error) string) *Hea
 		checks[k] = v
 	}
 	s.mu.Unlock()
-	h := &Health{Service: s.cfg.Name, Version: s.cfg.Version, Ready: true}
+	h := &Health{Service: s.cfg.Name, Version: s.cfg.Version, Ready: true, Panics: s.panics.Load()}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	for name, check := range checks {

@@ -49,4 +49,12 @@ func TestPanicsAreAnsweredInternal(t *testing.T) {
 	if !strings.Contains(log, "panic_test.go") {
 		t.Fatalf("the log has no stack of the panic:\n%s", log)
 	}
+	// The instance counts them, for the process to stop calling itself live.
+	if h := f.svc.Health(context.Background()); h.Panics != 3 {
+		t.Fatalf("health after 3 panics: got %d panics, want 3", h.Panics)
+	}
+	var h endpoint.Health
+	if err := wire.Call(context.Background(), f.client, "roster.v1.session.health", nil, nil, &h); err != nil || h.Panics != 3 {
+		t.Fatalf("health endpoint after 3 panics: got %+v, %v; want 3 panics", h, err)
+	}
 }

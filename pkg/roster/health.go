@@ -22,7 +22,9 @@ type Health struct {
 }
 
 // Health checks every service of the process. The process is live while it runs
-// (a service that failed stops it), and ready when every service is ready and
+// (a service that failed stops it) and none of its services has had a request
+// panic (endpoint.Health.Panics: the panic was answered, but may have left the
+// service's state half changed, which a restart clears), and ready when every service is ready and
 // connected to NATS, and so are the connections its services share: the sessions
 // view's ("sessions-view") and the policy follower's ("policy"), which nats.go may
 // have on another server than theirs — down, every service goes on with a view and
@@ -39,6 +41,9 @@ func (p *Process) Health(ctx context.Context) *Health {
 		h.Services[r.name] = sh
 		if !sh.Ready {
 			h.Ready = false
+		}
+		if sh.Panics > 0 {
+			h.Live = false
 		}
 		if !r.nc.IsConnected() {
 			h.Ready = false

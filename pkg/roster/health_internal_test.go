@@ -1,8 +1,13 @@
 package roster
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
+
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
 )
 
 // TestNotReadyWhileASharedConnectionIsDown: the sessions view and the policy
@@ -22,5 +27,35 @@ func TestNotReadyWhileASharedConnectionIsDown(t *testing.T) {
 	p.view.nc.Close()
 	if h := p.Health(t.Context()); !slices.Equal(h.Disconnected, []string{"policy", "sessions-view"}) {
 		t.Fatalf("with the view's connection down too: got disconnected %v", h.Disconnected)
+	}
+}
+
+// TestNotLiveAfterAPanic: a service whose request panicked answered it, but may
+// have left its own state half changed; the process is then no longer live, so that
+// its supervisor restarts it, and /livez says so.
+func TestNotLiveAfterAPanic(t *testing.T) {
+	t.Parallel()
+	p := startJoined(t, "lock", "messaging")
+	if h := p.Health(t.Context()); !h.Live {
+		t.Fatalf("a started process: got %+v, want live", h)
+	}
+	for i, r := range p.running {
+		if r.name != "lock" {
+			continue
+		}
+		health := r.health
+		p.running[i].health = func(ctx context.Context) *endpoint.Health {
+			h := health(ctx)
+			h.Panics = 1
+			return h
+		}
+	}
+	if h := p.Health(t.Context()); h.Live || h.Services["lock"].Panics != 1 {
+		t.Fatalf("with a lock request that panicked: got live %v, lock %+v; want not live", h.Live, h.Services["lock"])
+	}
+	rec := httptest.NewRecorder()
+	p.HealthHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/livez", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("/livez after a panic: got %d, want 503", rec.Code)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -80,12 +81,12 @@ func TestRetriedSendIsReceivedOnce(t *testing.T) {
 	if _, err := receiver.Handle("chat/room1", c.handler(nil)); err != nil {
 		t.Fatal(err)
 	}
-	gate := startProxy(t, p.ClientURL())
+	gate := natstest.StartPartition(t, p.ClientURL())
 	sender := open(t, gate.URL(), client.Options{})
 
 	for _, to := range []client.Target{client.ToSession(receiver.ID()), client.ToFilter(`Desk is "FX"`)} {
 		payload := "hello " + to.SessionID + to.Filter
-		gate.hold.Store(true) // from here the sender hears nothing: the answer is lost
+		gate.Mute() // from here the sender hears nothing: the answer is lost
 		done := make(chan error, 1)
 		var n int
 		go func() {
@@ -94,7 +95,7 @@ func TestRetriedSendIsReceivedOnce(t *testing.T) {
 			done <- err
 		}()
 		c.waitCount(t, payload, 1) // the first attempt was delivered
-		gate.drop()                // and its answer will never come
+		gate.Heal()                // and its answer will never come
 		select {
 		case err := <-done:
 			if err != nil || n != 1 {
@@ -287,10 +288,10 @@ func TestNoRetryPastTheDedupWindow(t *testing.T) {
 	if _, err := receiver.Handle("chat/room1", c.handler(nil)); err != nil {
 		t.Fatal(err)
 	}
-	gate := startProxy(t, p.ClientURL())
+	gate := natstest.StartPartition(t, p.ClientURL())
 	sender := open(t, gate.URL(), client.Options{})
 
-	gate.hold.Store(true)
+	gate.Mute()
 	done := make(chan error, 1)
 	go func() {
 		_, err := sender.Send(ctxT(t), client.ToSession(receiver.ID()), "chat/room1", []byte("late"))
@@ -298,7 +299,7 @@ func TestNoRetryPastTheDedupWindow(t *testing.T) {
 	}()
 	c.waitCount(t, "late", 1)
 	time.Sleep(1500 * time.Millisecond) // the answer stays lost past the window
-	gate.drop()
+	gate.Heal()
 	select {
 	case err := <-done:
 		if !errors.Is(err, client.ErrUnavailable) {

@@ -3,14 +3,10 @@ package client_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,87 +154,4 @@ func hostPort(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 func waitFor(t *testing.T, fn func() error) {
 	t.Helper()
 	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, fn)
-}
-
-// proxy forwards TCP connections to a NATS server until cut, which drops every
-// connection through it at once and refuses new ones: to a client the server is
-// gone, while the server and the services run on. While hold is set it drops what
-// the server sends (the client hears nothing: an answer in flight is lost); drop
-// closes the connections through it and clears hold, and new ones are forwarded.
-type proxy struct {
-	l      net.Listener
-	target string
-	hold   atomic.Bool
-	mu     sync.Mutex
-	conns  []net.Conn
-	wg     sync.WaitGroup
-}
-
-func startProxy(t *testing.T, target string) *proxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{l: l, target: strings.TrimPrefix(target, "nats://")}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *proxy) URL() string { return "nats://" + p.l.Addr().String() }
-
-func (p *proxy) accept() {
-	defer p.wg.Done()
-	for {
-		in, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		out, err := net.Dial("tcp", p.target)
-		if err != nil {
-			in.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, in, out)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() { defer p.wg.Done(); _, _ = io.Copy(out, in); out.Close() }()
-		go func() {
-			defer p.wg.Done()
-			defer in.Close()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := out.Read(buf)
-				if n > 0 && !p.hold.Load() {
-					if _, werr := in.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
-	}
-}
-
-// drop closes every connection through p and clears hold; p forwards new ones.
-func (p *proxy) drop() {
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.hold.Store(false)
-	p.mu.Unlock()
-}
-
-// cut closes the listener and every connection, and waits for the copies to end.
-func (p *proxy) cut() {
-	p.l.Close()
-	p.drop()
-	p.wg.Wait()
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -101,14 +102,14 @@ func TestClosingTheConnectionIsNoConnectionLoss(t *testing.T) {
 // any other loss, and roster lock acquire exited 1.
 func TestConnectionLossIsUnavailable(t *testing.T) {
 	p := rostertest.Start(t)
-	px := startProxy(t, p.ClientURL())
+	px := natstest.StartPartition(t, p.ClientURL())
 	s := open(t, px.URL(), client.Options{})
 	states := watchStates(s)
 	l, err := s.Lock(ctxT(t), "lost/with-connection", client.LockOptions{Scope: wire.ScopeConnection})
 	if err != nil {
 		t.Fatal(err)
 	}
-	px.cut()
+	px.Close()
 	select {
 	case <-l.Lost():
 	case <-ctxT(t).Done():

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/roster"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
@@ -67,7 +68,7 @@ func startLockInstance(t *testing.T, p *roster.Process, cfg lock.Config) (kill f
 // drops and the server gives the lock to another session, Lost() fires.
 func TestWeakenedScopeIsReportedLost(t *testing.T) {
 	p := rostertest.Start(t)
-	px := startProxy(t, p.ClientURL())
+	px := natstest.StartPartition(t, p.ClientURL())
 	a := open(t, px.URL(), client.Options{})
 	b := open(t, p.ClientURL(), client.Options{})
 	ctx := ctxT(t)
@@ -90,7 +91,7 @@ func TestWeakenedScopeIsReportedLost(t *testing.T) {
 		t.Errorf("Lock.Scope() = %s, server holds the lock with scope %s", l2.Scope(), list.Locks[0].Holders[0].Scope)
 	}
 
-	px.cut() // a's connection drops
+	px.Close() // a's connection drops
 	lb, err := b.Lock(ctx, "w", client.LockOptions{})
 	if err != nil {
 		t.Fatalf("b: %v", err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -364,7 +365,7 @@ func TestCloseWhileLockCallsWait(t *testing.T) {
 // (TestReconnectResumesSession: the request is withdrawn once the session is back).
 func TestConnectionLostWhileLockCallsWait(t *testing.T) {
 	p := rostertest.Start(t)
-	px := startProxy(t, p.ClientURL())
+	px := natstest.StartPartition(t, p.ClientURL())
 	holder := open(t, p.ClientURL(), client.Options{})
 	s := open(t, px.URL(), client.Options{})
 	ctx := ctxT(t)
@@ -374,7 +375,7 @@ func TestConnectionLostWhileLockCallsWait(t *testing.T) {
 	const calls = 5
 	results := lockCalls(s, "jobs/7", client.LockOptions{}, calls, func(int) context.Context { return ctx })
 	waitCallers(t, ctx, holder, s, "jobs/7", calls)
-	px.cut()
+	px.Close()
 	for range calls {
 		select {
 		case r := <-results:

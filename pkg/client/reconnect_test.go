@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/roster"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -133,7 +134,7 @@ func TestServerGoneFailsCallsInFlight(t *testing.T) {
 		_, s, silent := inFlight(t, true)
 		reqErr, lockErr := s.request(silent), s.lock()
 		waitFor(t, func() error { return waiters(ctxT(t), s.holder, "gone", 1) })
-		s.proxy.cut()
+		s.proxy.Close()
 		for name, ch := range map[string]<-chan error{"request": reqErr, "lock": lockErr} {
 			if err := within(t, name, ch); !errors.Is(err, client.ErrUnavailable) {
 				t.Errorf("%s: got %v, want ErrUnavailable", name, err)
@@ -188,7 +189,7 @@ func TestRequestStreamFailsWhenTheConnectionIsLost(t *testing.T) {
 		errc <- err
 	}()
 	<-s.blocked
-	s.proxy.cut()
+	s.proxy.Close()
 	if err := within(t, "streamed request", errc); !errors.Is(err, client.ErrUnavailable) {
 		t.Errorf("streamed request: got %v, want ErrUnavailable", err)
 	}
@@ -198,7 +199,7 @@ type inFlightSession struct {
 	*client.Session
 	holder  *client.Session
 	blocked chan struct{}
-	proxy   *proxy // the session's way to the server, when asked for
+	proxy   *natstest.Partition // the session's way to the server, when asked for
 }
 
 // inFlight starts Roster with a session whose handler on "never" never answers
@@ -225,7 +226,7 @@ func inFlight(t *testing.T, viaProxy bool) (p *roster.Process, s *inFlightSessio
 	s = &inFlightSession{holder: holder, blocked: blocked}
 	url := p.ClientURL()
 	if viaProxy {
-		s.proxy = startProxy(t, url)
+		s.proxy = natstest.StartPartition(t, url)
 		url = s.proxy.URL()
 	}
 	s.Session = open(t, url, client.Options{})

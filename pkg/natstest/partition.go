@@ -13,12 +13,15 @@ import (
 // connections stay open, so that neither side hears anything, nor learns that
 // anything is wrong, until its own pings go unanswered (minutes, by default).
 // Sever then closes the server's side alone: the server sees the connection close
-// (its DISCONNECT advisory) while the client still hears nothing. Heal closes what
-// is left and forwards again, so that the client reconnects through it.
+// (its DISCONNECT advisory) while the client still hears nothing. Mute drops only
+// what the server sends: the client's requests arrive, their answers are lost. Heal
+// closes what is left and forwards again, so that the client reconnects through it;
+// Close refuses new connections too, so that to a client the server is gone.
 type Partition struct {
 	l      net.Listener
 	target string
 	frozen atomic.Bool
+	muted  atomic.Bool
 	mu     sync.Mutex
 	client []net.Conn // the client's side of each connection
 	server []net.Conn // the server's side
@@ -60,19 +63,20 @@ func (p *Partition) accept() {
 		p.server = append(p.server, out)
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(out, in)
-		go p.pipe(in, out)
+		go p.pipe(out, in, &p.frozen)
+		go p.pipe(in, out, &p.muted)
 	}
 }
 
-// pipe copies src to dst, dropping what it reads while frozen. When src ends it
-// closes dst — unless frozen: a partitioned peer hears nothing, not a close.
-func (p *Partition) pipe(dst, src net.Conn) {
+// pipe copies src to dst, dropping what it reads while frozen (or while drop is
+// set: muted, for what the server sends). When src ends it closes dst — unless
+// frozen: a partitioned peer hears nothing, not a close.
+func (p *Partition) pipe(dst, src net.Conn, drop *atomic.Bool) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		if n > 0 && !p.frozen.Load() {
+		if n > 0 && !p.frozen.Load() && !drop.Load() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
@@ -88,6 +92,10 @@ func (p *Partition) pipe(dst, src net.Conn) {
 
 // Freeze drops everything either way from now on, with every connection left open.
 func (p *Partition) Freeze() { p.frozen.Store(true) }
+
+// Mute drops what the server sends from now on: requests still reach it, and their
+// answers are lost on the way back.
+func (p *Partition) Mute() { p.muted.Store(true) }
 
 // Sever closes the server's side of every connection: the server counts them
 // closed, while their clients, frozen, hear nothing.
@@ -110,6 +118,7 @@ func (p *Partition) Heal() {
 	}
 	p.client, p.server = nil, nil
 	p.frozen.Store(false)
+	p.muted.Store(false)
 }
 
 // Close stops listening, closes every connection and waits for the copies to end.

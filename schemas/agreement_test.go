@@ -210,20 +210,7 @@ var validationCodes = []wire.Code{wire.CodeBadRequest, wire.CodeInvalidName}
 // or an exponent is bad_request, naming the member.
 func TestServicesAgreeWithRequestSchemas(t *testing.T) {
 	p := rostertest.Start(t)
-	nc, err := nats.Connect(p.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	svc, err := p.Server().ConnectService()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Close)
-	js, err := jetstream.New(svc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, svc, js := connectBoth(t, p)
 
 	// Store the development policy again, so that revision 1 is stale.
 	admin := openSession(t, nc, js)
@@ -365,20 +352,7 @@ func orOK(c wire.Code) string {
 func TestRepliesAgreeWithResponseSchemas(t *testing.T) {
 	const window = 7 * time.Second
 	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Registry.ReconnectWindow = window }))
-	nc, err := nats.Connect(p.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	svc, err := p.Server().ConnectService()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Close)
-	js, err := jetstream.New(svc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, svc, js := connectBoth(t, p)
 	for _, spec := range requestSpecs(t) {
 		response := strings.TrimSuffix(spec.schema, ".request") + ".response"
 		if _, err := schematest.Schema(response); err != nil {
@@ -418,4 +392,23 @@ func TestRepliesAgreeWithResponseSchemas(t *testing.T) {
 			}
 		})
 	}
+}
+
+// connectBoth connects to p as a client (nc) and as a service (svc, with js on it),
+// until the test ends.
+func connectBoth(t *testing.T, p *roster.Process) (nc, svc *nats.Conn, js jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if svc, err = p.Server().ConnectService(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	if js, err = jetstream.New(svc); err != nil {
+		t.Fatal(err)
+	}
+	return nc, svc, js
 }

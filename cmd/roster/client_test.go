@@ -339,14 +339,7 @@ func TestSessionEventsCommand(t *testing.T) {
 // connection, a command given no credentials says so: it said only that the server
 // refused the connection's credentials.
 func TestConnectionErrors(t *testing.T) {
-	usersFile := filepath.Join(t.TempDir(), "users.yaml")
-	if err := auth.AddUser(usersFile, "alice", "alice-pw", []string{"user"}, nil, bcrypt.MinCost, false); err != nil {
-		t.Fatal(err)
-	}
-	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) {
-		c.Auth.UsersFile = usersFile
-		c.Auth.PolicyFile = "../../deploy/roster/policy.yaml"
-	}))
+	p := startDeployPolicy(t)
 	c := cli{t: t, server: p.ClientURL()}
 	ctx := testCtx(t)
 	if r := c.run(ctx, "", "session", "get", "--user", "alice", "--password", "alice-pw"); r.err != nil {
@@ -796,14 +789,7 @@ func TestLongRunningCommandsSayWhenTheConnectionIsLost(t *testing.T) {
 // listen --property Department=Accounts went on waiting for messages sent to
 // Department is "Accounts", which could not reach it, without a word.
 func TestProposedPropertiesTheServerDropsAreNamed(t *testing.T) {
-	usersFile := filepath.Join(t.TempDir(), "users.yaml")
-	if err := auth.AddUser(usersFile, "alice", "alice-pw", []string{"user"}, nil, bcrypt.MinCost, false); err != nil {
-		t.Fatal(err)
-	}
-	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) {
-		c.Auth.UsersFile = usersFile
-		c.Auth.PolicyFile = "../../deploy/roster/policy.yaml"
-	}))
+	p := startDeployPolicy(t)
 	c := cli{t: t, server: p.ClientURL()}
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
@@ -827,4 +813,18 @@ func TestProposedPropertiesTheServerDropsAreNamed(t *testing.T) {
 	for _, done := range running {
 		<-done
 	}
+}
+
+// startDeployPolicy starts Roster with deploy/'s policy, which admits no anonymous
+// connection, and one user: alice (password alice-pw, role user).
+func startDeployPolicy(t *testing.T) *roster.Process {
+	t.Helper()
+	usersFile := filepath.Join(t.TempDir(), "users.yaml")
+	if err := auth.AddUser(usersFile, "alice", "alice-pw", []string{"user"}, nil, bcrypt.MinCost, false); err != nil {
+		t.Fatal(err)
+	}
+	return rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) {
+		c.Auth.UsersFile = usersFile
+		c.Auth.PolicyFile = "../../deploy/roster/policy.yaml"
+	}))
 }

@@ -251,23 +251,32 @@ func planGenerated(expr string, clauses int) (cel.Program, error) {
 // countClauses returns the number of clauses in n, counting each role of a
 // hasRoles clause.
 func countClauses(n node) int {
-	switch n := n.(type) {
-	case notNode:
-		return countClauses(n.x)
-	case andNode:
-		return sumClauses(n.xs)
-	case orNode:
-		return sumClauses(n.xs)
-	case rolesNode:
-		return len(n.roles)
-	}
-	return 1
+	return sumLeaves(n, func(leaf node) int {
+		if r, ok := leaf.(rolesNode); ok {
+			return len(r.roles)
+		}
+		return 1
+	})
 }
 
-func sumClauses(xs []node) int {
+// sumLeaves adds up value over the clauses of n: the nodes below its not, and and
+// or.
+func sumLeaves(n node, value func(node) int) int {
+	switch n := n.(type) {
+	case notNode:
+		return sumLeaves(n.x, value)
+	case andNode:
+		return sumEach(n.xs, value)
+	case orNode:
+		return sumEach(n.xs, value)
+	}
+	return value(n)
+}
+
+func sumEach(xs []node, value func(node) int) int {
 	total := 0
 	for _, x := range xs {
-		total += countClauses(x)
+		total += sumLeaves(x, value)
 	}
 	return total
 }

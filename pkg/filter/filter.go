@@ -135,29 +135,17 @@ const (
 
 // weighNode estimates the memory the clauses of n keep once compiled.
 func weighNode(n node) int {
-	switch n := n.(type) {
-	case notNode:
-		return weighNode(n.x)
-	case andNode:
-		return weighNodes(n.xs)
-	case orNode:
-		return weighNodes(n.xs)
-	case cmpNode, inNode:
-		return weightClause
-	case hasNode:
-		return weightCheap
-	case rolesNode:
-		return weightCheap * len(n.roles)
-	}
-	return 0
-}
-
-func weighNodes(xs []node) int {
-	total := 0
-	for _, x := range xs {
-		total += weighNode(x)
-	}
-	return total
+	return sumLeaves(n, func(leaf node) int {
+		switch leaf := leaf.(type) {
+		case cmpNode, inNode:
+			return weightClause
+		case hasNode:
+			return weightCheap
+		case rolesNode:
+			return weightCheap * len(leaf.roles)
+		}
+		return 0
+	})
 }
 
 // weight is the memory the cache counts f at: an estimate, from its clauses when

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"math"
 	"slices"
 	"sync"
@@ -74,15 +75,18 @@ type tracker struct {
 	goneChecked chan struct{} // closed once the keys removed at load are checked
 	// While this instance is cut off from NATS it misses the activity other
 	// instances broadcast, so it must not expire anything on what it knows: blind
-	// is set at a disconnect and cleared once, after the reconnect, the instance has
-	// read what it missed from the activity stream (or, failing that, counts every
-	// session as active at resumedAt).
+	// is set at a disconnect and cleared at the reconnect. From then on, until the
+	// instance has read what it missed from the activity stream (catchUp), every
+	// session counts as active at the reconnect (resumedAt).
 	blind     bool
 	resumedAt time.Time
 	cutAt     time.Time // when blind was set
 	cuts      int       // disconnects so far
-	runCtx    context.Context
-	catchUps  sync.WaitGroup // catch-ups reconnected started
+	// catchUp is the reading of the activity missed while cut off, pending until it
+	// succeeds: from where, and the resumedAt to restore once it has.
+	catchUp  *catchUp
+	runCtx   context.Context
+	catchUps sync.WaitGroup // catch-ups reconnected started
 	// unpublished holds the sessions whose outbox has events this instance has not
 	// seen stored.
 	unpublished map[string]struct{}
@@ -95,6 +99,10 @@ type tracker struct {
 // closedConnMemory is how long an instance remembers a closed connection, longer
 // than an open or resume takes.
 const closedConnMemory = time.Minute
+
+// jsRequestWait bounds one JetStream API request of the tracker: long enough for a
+// loaded server, short against a request no server will ever answer.
+const jsRequestWait = 2 * time.Second
 
 // catchUpMargin is how far before a disconnect a reconnected instance starts reading
 // the activity it missed: batches published just before the cut may not have reached
@@ -578,7 +586,13 @@ func (t *tracker) replay(ctx context.Context, from time.Time) error {
 	if !from.IsZero() {
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 	}
-	cons, err := t.s.js.CreateConsumer(ctx, ActivityStream, cfg)
+	// Every request to JetStream has a short bound of its own: one that no server
+	// answers (the consumer placed on a node that has just died and is not yet
+	// known to be gone, or no meta leader) is lost, and would otherwise hold the
+	// replay for all of ctx.
+	cctx, cancel := context.WithTimeout(ctx, jsRequestWait)
+	cons, err := t.s.js.CreateConsumer(cctx, ActivityStream, cfg)
+	cancel()
 	if err != nil {
 		return err
 	}
@@ -621,7 +635,9 @@ func (t *tracker) replay(ctx context.Context, from time.Time) error {
 			// An empty fetch is no proof of the end: one that no server answered (the
 			// consumer's node gone, a stream between leaders) ends the same way, with
 			// no message and no error. Ask what is left.
-			info, err := cons.Info(ctx)
+			ictx, cancel := context.WithTimeout(ctx, jsRequestWait)
+			info, err := cons.Info(ictx)
+			cancel()
 			if err != nil {
 				return err
 			}
@@ -832,9 +848,6 @@ func (t *tracker) expiryLoop(ctx context.Context) {
 	}
 }
 
-// expire closes a session whose deadline passed, unless activity arrived meanwhile.
-// Every instance may try at once: the compare-and-set lets one win, and only the
-// winner publishes the CLOSED event.
 // cutOff and reconnected follow this instance's own connection (see blind).
 func (t *tracker) cutOff() {
 	t.mu.Lock()
@@ -845,40 +858,102 @@ func (t *tracker) cutOff() {
 	t.cuts++
 }
 
-// reconnected catches up on the activity the other instances broadcast while this
-// one was cut off — the activity stream keeps it — and only then expires again. If
-// the stream cannot be read, every session counts as active at the reconnect: later
-// expiry rather than a wrong one.
+// catchUp is a pending read of the activity an instance missed while cut off.
+type catchUp struct {
+	from  time.Time // where the reading starts: a little before the first cut not caught up
+	floor time.Time // resumedAt before that cut
+}
+
+// reconnected makes up for the activity the other instances broadcast while this one
+// was cut off, which the activity stream keeps. Until the instance has read it, every
+// session counts as active at the reconnect: nothing it missed is later, and what
+// comes after arrives live, so no session closes early — and the instance expires
+// again at once, rather than only once the stream answers. It used to expire nothing
+// until then, and when the node leading the stream had died, its request went
+// unanswered until the catch-up gave up after 10 s, and every session then counted
+// as active at that moment: silent sessions closed 10 s + their timeout after the
+// kill. Once the stream is read — retried in short attempts until it is — each
+// session's own activity counts again, and those whose deadline has passed are closed
+// at once.
 func (t *tracker) reconnected() {
 	t.mu.Lock()
-	cuts, from := t.cuts, t.cutAt.Add(-catchUpMargin)
 	ctx := t.runCtx
 	if ctx == nil {
 		t.mu.Unlock()
 		return
 	}
+	cuts := t.cuts
 	t.catchUps.Add(1) // under t.mu while runCtx is set: never after run's Wait began
 	t.mu.Unlock()
 	go func() {
 		defer t.catchUps.Done()
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		err := t.replay(rctx, from)
+		// The subscriptions nats.go sent again on the reconnect are in place once a
+		// flush returns: the activity published from then on arrives live.
+		fctx, cancel := context.WithTimeout(ctx, jsRequestWait)
+		_ = t.s.nc.FlushWithContext(fctx)
+		cancel()
 		t.mu.Lock()
-		defer t.mu.Unlock()
 		if t.cuts != cuts {
+			t.mu.Unlock()
 			return // cut off again meanwhile: the next reconnect catches up
 		}
-		if err != nil {
-			t.s.log.Warn("catching up on activity after a reconnect; counting every session as active now", "err", err)
-			t.resumedAt = t.s.cfg.Now()
+		if t.catchUp == nil {
+			t.catchUp = &catchUp{from: t.cutAt.Add(-catchUpMargin), floor: t.resumedAt}
+		}
+		cu := t.catchUp
+		if now := t.s.cfg.Now(); now.After(t.resumedAt) {
+			t.resumedAt = now
 		}
 		t.blind = false
 		// Advisories published while it was cut off never reached it.
 		t.conns.relist()
+		t.mu.Unlock()
+		t.catchUpOn(ctx, cuts, cu)
 	}()
 }
 
+// catchUpOn reads the activity missed since cu.from, in attempts retried until one
+// succeeds, the instance is cut off again (the next reconnect goes on with cu) or ctx
+// ends; then it restores cu.floor and reschedules every session.
+func (t *tracker) catchUpOn(ctx context.Context, cuts int, cu *catchUp) {
+	wait := 250 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := t.replay(ctx, cu.from)
+		t.mu.Lock()
+		if t.cuts != cuts || t.catchUp != cu {
+			t.mu.Unlock()
+			return
+		}
+		if err == nil {
+			t.catchUp = nil
+			t.resumedAt = cu.floor
+			for id, e := range t.sessions {
+				if !e.rec.Closed() {
+					t.scheduleLocked(id, e)
+				}
+			}
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		level := slog.LevelWarn
+		if attempt > 0 {
+			level = slog.LevelDebug // said once
+		}
+		t.s.log.Log(ctx, level, "catching up on activity after a reconnect; every session counts as active at the reconnect until it succeeds", "err", err, "retry_in", wait)
+		if !sleepCtx(ctx, wait) {
+			return
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// expire closes a session whose deadline passed, unless activity arrived meanwhile.
+// Every instance may try at once: the compare-and-set lets one win, and only the
+// winner publishes the CLOSED event.
 func (t *tracker) expire(ctx context.Context, id string) {
 	t.mu.Lock()
 	blind := t.blind

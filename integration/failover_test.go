@@ -373,8 +373,14 @@ func testExpiryAcrossLeaderChange(t *testing.T, kill bool, bound time.Duration) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A close counts when the stream stored it (the entry's timestamp, set by the
+	// leader), not when this watch delivered it: the watch's ordered consumer is R1,
+	// on any node, and when that node is the one killed, nats.go notices only at its
+	// next heartbeat check (every 10 s) and the closes arrive seconds after they were
+	// written (seen: 8.5 s after the kill, 4–5 s after the writes). Both are reported.
 	var cmu sync.Mutex
-	closedAt := map[string]time.Time{}
+	closedAt := map[string]time.Time{} // stored
+	seenAt := map[string]time.Time{}   // delivered by the watch
 	w, err := kv.WatchAll(context.Background(), jetstream.UpdatesOnly())
 	if err != nil {
 		t.Fatal(err)
@@ -388,7 +394,7 @@ func testExpiryAcrossLeaderChange(t *testing.T, kill bool, bound time.Duration) 
 			if r, err := sessions.Decode(e.Value(), e.Revision()); err == nil && r.State == wire.StateClosed {
 				cmu.Lock()
 				if _, seen := closedAt[r.ID]; !seen {
-					closedAt[r.ID] = time.Now()
+					closedAt[r.ID], seenAt[r.ID] = e.Created(), time.Now()
 				}
 				cmu.Unlock()
 			}
@@ -433,7 +439,8 @@ func testExpiryAcrossLeaderChange(t *testing.T, kill bool, bound time.Duration) 
 	wg.Wait()
 
 	var late []time.Duration
-	natstest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+	var delay time.Duration // the longest a close took to reach the watch
+	natstest.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
 		cmu.Lock()
 		defer cmu.Unlock()
 		for _, s := range all {
@@ -454,6 +461,7 @@ func testExpiryAcrossLeaderChange(t *testing.T, kill bool, bound time.Duration) 
 			}
 			continue
 		}
+		delay = max(delay, seenAt[s.id].Sub(at))
 		idle := at.Sub(time.Unix(0, s.last.Load()))
 		if idle < timeout {
 			t.Errorf("session %s closed after %v of silence, before its %v timeout", s.id, idle, timeout)
@@ -463,8 +471,8 @@ func testExpiryAcrossLeaderChange(t *testing.T, kill bool, bound time.Duration) 
 	cmu.Unlock()
 	sort.Slice(late, func(i, j int) bool { return late[i] < late[j] })
 	worst := late[len(late)-1]
-	t.Logf("figure: %d silent sessions closed %v to %v after their %v timeout across the %s leader %s; %d live sessions kept",
-		len(late), late[0].Round(time.Millisecond), worst.Round(time.Millisecond), timeout, how, c.nodes[leader].name, n-len(late))
+	t.Logf("figure: %d silent sessions closed %v to %v after their %v timeout across the %s leader %s (reaching a watch up to %v after); %d live sessions kept",
+		len(late), late[0].Round(time.Millisecond), worst.Round(time.Millisecond), timeout, how, c.nodes[leader].name, delay.Round(time.Millisecond), n-len(late))
 	if worst > bound {
 		t.Errorf("a silent session closed %v after its timeout, want within %v", worst, bound)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 type fanout struct {
 	nc       *nats.Conn
 	tracer   trace.Tracer
+	log      *slog.Logger
 	inbox    string // reply prefix, ends with '.'
 	sub      *nats.Subscription
 	inflight *inflight
@@ -36,10 +38,11 @@ type fanout struct {
 	gathers map[string]*gather
 }
 
-func newFanout(nc *nats.Conn, maxInFlight int, tracer trace.Tracer) (*fanout, error) {
+func newFanout(nc *nats.Conn, maxInFlight int, tracer trace.Tracer, log *slog.Logger) (*fanout, error) {
 	f := &fanout{
 		nc:       nc,
 		tracer:   tracer,
+		log:      log,
 		inbox:    nc.NewInbox() + ".",
 		inflight: newInflight(maxInFlight),
 		gathers:  map[string]*gather{},
@@ -140,6 +143,17 @@ func (f *fanout) publish(ctx context.Context, d *delivery, h nats.Header, target
 		return len(targets), publishError(err)
 	}
 	return len(targets), nil
+}
+
+// notDelivered is the result of a receiver whose request could not be published:
+// publishError's code and message, or unavailable for a NATS error without one. It
+// says what failed in Roster's words; the NATS client's error text is for the log.
+func notDelivered(err error) *wire.Error {
+	var we *wire.Error
+	if errors.As(publishError(err), &we) {
+		return wire.Errorf(we.Code, "not delivered: %s", we.Message)
+	}
+	return wire.Errorf(wire.CodeUnavailable, "not delivered: publishing to NATS failed")
 }
 
 func publishError(err error) error {
@@ -252,7 +266,8 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 	msg := &nats.Msg{Header: h, Data: d.payload}
 	subj := make([]byte, 0, 128)
 	reply := make([]byte, 0, len(f.inbox)+24)
-	n := 0
+	n, failed := 0, 0
+	var failure error // the first publish error, for the log
 	for i, t := range targets {
 		if !f.inflight.acquire(t.id) {
 			g.settle(i, wire.MsgResult{Status: wire.StatusLimitExceeded, Error: wire.Errorf(wire.CodeLimitExceeded,
@@ -264,10 +279,16 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 		reply = strconv.AppendInt(reply, int64(i), 10)
 		msg.Subject, msg.Reply = string(subj), string(reply)
 		if err := f.nc.PublishMsg(msg); err != nil {
-			g.settle(i, wire.MsgResult{Status: wire.StatusError, Error: wire.Errorf(wire.CodeUnavailable, "not delivered: %v", err)})
+			g.settle(i, wire.MsgResult{Status: wire.StatusError, Error: notDelivered(err)})
+			if failed++; failure == nil {
+				failure = err
+			}
 			continue
 		}
 		n++
+	}
+	if failed > 0 { // once per request: a fan-out to thousands fails for one cause
+		f.log.WarnContext(ctx, "request not delivered", "receivers", failed, "err", failure)
 	}
 	// Bounded as a send's flush is, and by ctx: a stopping service answers at once.
 	fctx, cancel := context.WithTimeout(ctx, flushTimeout)

@@ -22,7 +22,7 @@ func benchFanout(b *testing.B) (*fanout, *nats.Conn, *natstest.Server) {
 	b.Helper()
 	srv := natstest.Start(b)
 	nc := srv.ServiceConn(b)
-	f, err := newFanout(nc, DefaultMaxInFlight, noop.NewTracerProvider().Tracer(""))
+	f, err := newFanout(nc, DefaultMaxInFlight, noop.NewTracerProvider().Tracer(""), natstest.Logger(b))
 	if err != nil {
 		b.Fatal(err)
 	}

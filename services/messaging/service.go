@@ -231,7 +231,7 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 		_ = svc.Stop(context.Background())
 		return nil, err
 	}
-	s.fan, err = newFanout(nc, cfg.MaxInFlight, svc.Tracer())
+	s.fan, err = newFanout(nc, cfg.MaxInFlight, svc.Tracer(), svc.Logger())
 	if err != nil {
 		return fail(err)
 	}

@@ -1,0 +1,58 @@
+package messaging
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// TestNotDeliveredSaysNoNATSErrorText: a request whose publish to a receiver fails
+// (here: the service's connection is closed) gives that receiver an unavailable
+// result in Roster's words; the NATS client's error text ("nats: connection
+// closed") is not sent to the requester but logged, once.
+func TestNotDeliveredSaysNoNATSErrorText(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := srv.ServiceConn(t)
+	var logged bytes.Buffer
+	f, err := newFanout(nc, DefaultMaxInFlight, noop.NewTracerProvider().Tracer(""), slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	nc.Close()
+
+	ctx := context.Background()
+	d := &delivery{path: "chat/x", pathTokens: "chat.x", sender: "s1", payload: []byte("hi")}
+	targets := []target{{id: "r1", deliveryKey: "k1"}, {id: "r2", deliveryKey: "k2"}}
+	results, _ := f.request(ctx, d, d.header(ctx), targets, time.Minute, nil, 1<<20, func(int) {})
+	if len(results) != 2 {
+		t.Fatalf("results: %+v", results)
+	}
+	for _, r := range results {
+		checkNotDelivered(t, r)
+	}
+	if got := logged.String(); strings.Count(got, "request not delivered") != 1 || !strings.Contains(got, "receivers=2") || !strings.Contains(got, "nats: connection closed") {
+		t.Fatalf("log, want one line with the count and the NATS error:\n%s", got)
+	}
+}
+
+func checkNotDelivered(t *testing.T, r wire.MsgResult) {
+	t.Helper()
+	if r.Status != wire.StatusError || r.Error == nil || r.Error.Code != wire.CodeUnavailable {
+		t.Fatalf("result %+v (error %+v), want error/unavailable", r, r.Error)
+	}
+	if strings.Contains(r.Error.Message, "nats:") || strings.Contains(r.Error.Message, "connection closed") {
+		t.Fatalf("the result says the NATS client's error: %q", r.Error.Message)
+	}
+	if r.Error.Message != "not delivered: the connection to NATS is not available" {
+		t.Fatalf("message %q", r.Error.Message)
+	}
+}

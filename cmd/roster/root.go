@@ -10,10 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-)
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "0.1.0-dev"
+	"github.com/seed-3c836eab/roster/pkg/version"
+)
 
 // envPrefix is the prefix of the environment variables every flag also reads:
 // --data-dir reads ROSTER_DATA_DIR.
@@ -24,7 +23,7 @@ func newRootCmd() *cobra.Command {
 		Use:           "roster",
 		Short:         "Sessions, locks and filtered fan-out for NATS microservices",
 		Long:          "Roster runs sessions, locks and filtered fan-out for NATS microservices.\n\nEvery flag can also be set through an environment variable: ROSTER_ followed by the\nflag name in upper case with dashes as underscores (--data-dir is ROSTER_DATA_DIR).",
-		Version:       version,
+		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {

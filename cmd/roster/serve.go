@@ -19,6 +19,7 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/roster"
 	"github.com/seed-3c836eab/roster/pkg/telemetry"
+	"github.com/seed-3c836eab/roster/pkg/version"
 )
 
 type serveOptions struct {
@@ -304,7 +305,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Warn("telemetry export failed", "err", err)
 	}))
-	tp, shutdownTracing, err := telemetry.Setup(ctx, "roster", version)
+	tp, shutdownTracing, err := telemetry.Setup(ctx, "roster", version.Version)
 	if err != nil {
 		return err
 	}
@@ -316,7 +317,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 		}
 	}()
 	cfg.TracerProvider = tp
-	mp, shutdownMetrics, err := telemetry.SetupMetrics(ctx, "roster", version)
+	mp, shutdownMetrics, err := telemetry.SetupMetrics(ctx, "roster", version.Version)
 	if err != nil {
 		return err
 	}

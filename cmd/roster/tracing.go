@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-3c836eab/roster/pkg/telemetry"
+	"github.com/seed-3c836eab/roster/pkg/version"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -40,7 +41,7 @@ const flushWait = 2 * time.Second
 // reported on stderr: they must not keep a command from running.
 func (f *clientFlags) trace(cmd *cobra.Command) (ctx context.Context, end func(error)) {
 	ctx = wire.Propagator.Extract(cmd.Context(), envCarrier{})
-	tp, shutdown, err := telemetry.Setup(ctx, "roster-cli", version)
+	tp, shutdown, err := telemetry.Setup(ctx, "roster-cli", version.Version)
 	if err != nil {
 		fmt.Fprintf(cmd.ErrOrStderr(), "roster: tracing off: %v\n", err)
 		tp, shutdown = noop.NewTracerProvider(), func(context.Context) error { return nil }

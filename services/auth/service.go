@@ -18,13 +18,13 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/version"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
-// Name and Version identify the service in $SRV.INFO.
+// Name identifies the service in $SRV.INFO; its version is the build's (pkg/version).
 const (
-	Name    = "roster-auth"
-	Version = "0.1.0"
+	Name = "roster-auth"
 	// Prefix is the subject prefix of the service's endpoints.
 	Prefix = wire.AuthPrefix
 )
@@ -154,7 +154,7 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 
 	svc, err := endpoint.New(nc, endpoint.Config{
 		Name:          Name,
-		Version:       Version,
+		Version:       version.Version,
 		Description:   "Authenticates connections and sessions, vets proposed properties, holds the permission policy and serves the NATS auth callout",
 		Prefix:        Prefix,
 		MaxConcurrent: cfg.MaxConcurrent,

@@ -20,13 +20,13 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/version"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
-// Name and Version identify the service in $SRV.INFO.
+// Name identifies the service in $SRV.INFO; its version is the build's (pkg/version).
 const (
-	Name    = "roster-lock"
-	Version = "0.1.0"
+	Name = "roster-lock"
 	// Prefix is the subject prefix of the service's endpoints.
 	Prefix = wire.LockPrefix
 )
@@ -268,7 +268,7 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 
 	svc, err := endpoint.New(nc, endpoint.Config{
 		Name:          Name,
-		Version:       Version,
+		Version:       version.Version,
 		Description:   "Named session locks, exclusive or shared, with fair waiting, scopes and fencing tokens",
 		Prefix:        Prefix,
 		MaxConcurrent: cfg.MaxConcurrent,

@@ -16,12 +16,12 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/version"
 )
 
-// Name and Version identify the service in $SRV.INFO.
+// Name identifies the service in $SRV.INFO; its version is the build's (pkg/version).
 const (
-	Name    = "roster-messaging"
-	Version = "0.1.0"
+	Name = "roster-messaging"
 	// Prefix is the subject prefix of the service's endpoints.
 	Prefix = "roster.v1.msg"
 )
@@ -213,7 +213,7 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 	}
 	svc, err := endpoint.New(nc, endpoint.Config{
 		Name:          Name,
-		Version:       Version,
+		Version:       version.Version,
 		Description:   "Delivers messages to one session or to every session matching a filter",
 		Prefix:        Prefix,
 		MaxConcurrent: cfg.MaxConcurrent,

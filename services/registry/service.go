@@ -16,12 +16,12 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
+	"github.com/seed-3c836eab/roster/pkg/version"
 )
 
-// Name and Version identify the service in $SRV.INFO.
+// Name identifies the service in $SRV.INFO; its version is the build's (pkg/version).
 const (
-	Name    = "roster-registry"
-	Version = "0.1.0"
+	Name = "roster-registry"
 	// Prefix is the subject prefix of the service's endpoints.
 	Prefix = "roster.v1.session"
 )
@@ -244,7 +244,7 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 	}
 	svc, err := endpoint.New(nc, endpoint.Config{
 		Name:          Name,
-		Version:       Version,
+		Version:       version.Version,
 		Description:   "Owns session records: open, get, list, update, keepalive, resume, close, expiry and session events",
 		Prefix:        Prefix,
 		MaxConcurrent: cfg.MaxConcurrent,

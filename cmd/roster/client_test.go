@@ -123,7 +123,7 @@ func TestSendRequestListen(t *testing.T) {
 	})
 
 	r = c.run(ctx, "payload from stdin", "send", "--session", id, "--path", "other", "-", "-o", "json")
-	if r.err != nil || !strings.Contains(r.stdout, `"delivered": 1`) {
+	if r.err != nil || !strings.Contains(r.stdout, `"delivered":1`) {
 		t.Errorf("send to a session from stdin: got %q, %v", r.stdout, r.err)
 	}
 
@@ -164,7 +164,7 @@ func TestLockCommands(t *testing.T) {
 	// Take it for a session opened elsewhere: it stays held after acquire exits.
 	owner := openSession(t, c.server)
 	as := []string{"--session-id", owner.ID(), "--session-token", owner.Token()}
-	if r := c.run(ctx, "", append([]string{"lock", "acquire", "orders/7", "-o", "json"}, as...)...); r.err != nil || !strings.Contains(r.stdout, `"name": "orders/7"`) {
+	if r := c.run(ctx, "", append([]string{"lock", "acquire", "orders/7", "-o", "json"}, as...)...); r.err != nil || !strings.Contains(r.stdout, `"name":"orders/7"`) {
 		t.Fatalf("acquire as a session: got %q, %v", r.stdout, r.err)
 	}
 	r = c.run(ctx, "", "lock", "list", "--prefix", "orders/")

@@ -55,7 +55,7 @@ the own session's (--id with the own id) need nothing.`,
 				req.StartTime = &start
 			}
 			emit := func(ev wire.StoredSessionEvent) error {
-				return out.emitLine(ev, func(w io.Writer) { printEvent(w, ev) })
+				return out.emit(ev, func(w io.Writer) { printEvent(w, ev) })
 			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				if follow {

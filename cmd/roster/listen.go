@@ -70,7 +70,7 @@ connection (RECOVERING: nothing reaches the session) and its resumption (ACTIVE)
 					}
 				})
 				handler := func(_ context.Context, m *client.Message) ([]byte, error) {
-					_ = out.emitLine(deliveryJSON(m), func(w io.Writer) { printDelivery(w, m) })
+					_ = out.emit(deliveryJSON(m), func(w io.Writer) { printDelivery(w, m) })
 					if !m.IsRequest {
 						return nil, nil
 					}

@@ -57,7 +57,7 @@ func wireExitCode(err error) (int, bool) {
 type output struct {
 	w      io.Writer
 	format string
-	mu     sync.Mutex // serialises emitLine
+	mu     sync.Mutex // serialises emit
 }
 
 func outputFor(cmd *cobra.Command) (*output, error) {
@@ -68,21 +68,12 @@ func outputFor(cmd *cobra.Command) (*output, error) {
 	return &output{w: cmd.OutOrStdout(), format: format}, nil
 }
 
-// emit writes v as JSON in JSON mode, or calls text otherwise.
+// emit writes v as one line of JSON in JSON mode, or calls text otherwise. Every
+// command's JSON is one object per line, whether it prints one or streams them
+// (listen, request, session events, session open), so that a script reads any of
+// them line by line. Lines are written whole, so that concurrent callers holding
+// no lock of their own do not interleave.
 func (o *output) emit(v any, text func(w io.Writer)) error {
-	if o.format == "json" {
-		enc := json.NewEncoder(o.w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	}
-	text(o.w)
-	return nil
-}
-
-// emitLine writes v as one line of JSON in JSON mode (for output that streams,
-// one object per line), or calls text otherwise. Lines are written whole, so that
-// concurrent callers holding no lock of their own do not interleave.
-func (o *output) emitLine(v any, text func(w io.Writer)) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.format == "json" {

@@ -164,7 +164,7 @@ for itself (without --session-id) is not among a filter's receivers.`,
 					if r.Status != wire.StatusOK && failed == nil {
 						failed = resultError(r)
 					}
-					_ = out.emitLine(resultJSON(r), func(w io.Writer) {
+					_ = out.emit(resultJSON(r), func(w io.Writer) {
 						if r.Status == wire.StatusOK {
 							fmt.Fprintf(w, "%s ok: %s\n", r.SessionID, printable(r.Payload))
 						} else {

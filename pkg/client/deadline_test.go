@@ -52,25 +52,28 @@ func TestHandlerOfARequestHasItsDeadline(t *testing.T) {
 	}
 }
 
-// TestDeadlineOfAWaitingRequestCountsFromItsArrival: with every handler slot of a
-// registration taken, deliveries wait for one. The subscription's callback, which
-// stamps a request's arrival, waited for a slot with the first of them in hand, so
-// the ones behind it were stamped only when it got one: a request's handler that
-// started after the requester had been answered timeout still had the whole
-// timeout before it. A request's deadline now counts from its arrival at the
-// client: it falls before the moment the slots freed plus the timeout.
-func TestDeadlineOfAWaitingRequestCountsFromItsArrival(t *testing.T) {
+// TestRequestWhoseDeadlinePassedWhileWaitingIsNotHandled: with every handler slot
+// of a registration taken, deliveries wait for one. A request's deadline counts from
+// its arrival at the client (the subscription's callback stamps it and queues the
+// delivery at once; it used to wait for a slot with the delivery in hand, and the
+// ones behind it were stamped only when it got one). A request still waiting when
+// that deadline passes is dropped when a slot frees, not handled: its requester has
+// been answered timeout and the answer would reach no one. Its handler used to start
+// all the same, with a context already ended. The drop is on the delivery's span;
+// a copy of it (the requester's retry, same message id) is handled as new, not taken
+// for a duplicate of a message that was never answered.
+func TestRequestWhoseDeadlinePassedWhileWaitingIsNotHandled(t *testing.T) {
+	tr := newTracing(t)
 	p := rostertest.Start(t)
-	receiver := open(t, p.ClientURL(), client.Options{})
+	receiver := tr.open(t, p.ClientURL(), client.Options{})
 	var busy atomic.Int64
 	release := make(chan struct{})
 	defer close(release)
-	deadlines := make(chan time.Time, 1)
+	handled := make(chan string, 4) // the payloads of the requests handled, and the marker
 	if _, err := receiver.Handle("work", func(ctx context.Context, m *client.Message) ([]byte, error) {
-		if m.IsRequest {
-			d, _ := ctx.Deadline()
-			deadlines <- d
-			return nil, nil
+		if m.IsRequest || string(m.Payload) == "marker" {
+			handled <- string(m.Payload)
+			return []byte("done"), nil
 		}
 		busy.Add(1)
 		select {
@@ -95,23 +98,55 @@ func TestDeadlineOfAWaitingRequestCountsFromItsArrival(t *testing.T) {
 		}
 		return nil
 	})
-	const timeout = time.Second
-	res, err := sender.Request(ctxT(t), to, "work", nil, timeout)
+	const timeout = 200 * time.Millisecond
+	res, err := sender.Request(ctxT(t), to, "work", []byte("late"), timeout, client.MessageID("late-1"))
 	if err != nil || len(res.Results) != 1 || res.Results[0].Status != wire.StatusTimeout {
 		t.Fatalf("request to a receiver with every slot busy: got %+v, %v; want a timeout result", res, err)
 	}
-	// The requester has been answered: the request arrived long ago. Free a slot
-	// for the send ahead of it, and one for it.
-	freed := time.Now()
+	// The request arrived before its requester was answered timeout, so its
+	// deadline (arrival + timeout) is behind us once another timeout has passed.
+	time.Sleep(timeout)
+	// A marker behind the request: once its handler runs, the request has been
+	// taken from the queue.
+	if _, err := sender.Send(ctxT(t), to, "work", []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() error {
+		if d := client.HandlerDeliveries(receiver); d != client.MaxHandlers+3 {
+			return fmt.Errorf("%d messages taken, want %d", d, client.MaxHandlers+3)
+		}
+		return nil
+	})
+	// Free a slot for the send ahead of the request, and one for the request.
 	release <- struct{}{}
 	release <- struct{}{}
 	select {
-	case d := <-deadlines:
-		if !d.Before(freed.Add(timeout)) {
-			t.Fatalf("the waiting request's handler has until %v after the slots freed, want less than %v: its deadline counts from its arrival",
-				d.Sub(freed), timeout)
+	case got := <-handled:
+		if got != "marker" {
+			t.Fatalf("handled the request %q after its deadline had passed, want it dropped", got)
 		}
 	case <-ctxT(t).Done():
-		t.Fatal("the waiting request was never handled")
+		t.Fatal("the marker behind the request was never handled")
+	}
+	dropped := 0
+	for _, sp := range tr.rec.Ended() {
+		for _, ev := range sp.Events() {
+			if sp.Name() == "process work" && ev.Name == "dropped: its deadline passed before a handler was free" {
+				dropped++
+			}
+		}
+	}
+	if dropped != 1 {
+		t.Errorf("%d process spans say the request was dropped, want 1", dropped)
+	}
+
+	// The requester's retry of the message is handled: the dropped one was not
+	// handled, so there is no answer to give a copy.
+	res, err = sender.Request(ctxT(t), to, "work", []byte("late"), 5*time.Second, client.MessageID("late-1"))
+	if err != nil || len(res.Results) != 1 || res.Results[0].Status != wire.StatusOK || string(res.Results[0].Payload) != "done" {
+		t.Fatalf("retry of the dropped request: got %+v, %v; want it handled", res, err)
+	}
+	if got := <-handled; got != "late" {
+		t.Fatalf("handled %q, want the retry", got)
 	}
 }

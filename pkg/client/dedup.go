@@ -38,6 +38,9 @@ type seenMsg struct {
 	// ended is set, under dedup.mu, when the handler has returned; until then the
 	// window does not forget the message.
 	ended bool
+	// forgotten is set, under dedup.mu, when the message was dropped unhandled
+	// (forget): a copy of it is not a duplicate.
+	forgotten bool
 	// done is closed once the handler has returned; the fields below are set
 	// before it closes and not changed after.
 	done chan struct{}
@@ -80,6 +83,34 @@ func newDedup() *dedup {
 func (d *dedup) take(key dedupKey, now time.Time) (*seenMsg, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.takeLocked(key, now)
+}
+
+// retake returns e, the entry of an earlier copy, and true, unless e was forgotten:
+// then it takes e's message anew, as take does.
+func (d *dedup) retake(e *seenMsg, now time.Time) (*seenMsg, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !e.forgotten {
+		return e, true
+	}
+	return d.takeLocked(e.key, now)
+}
+
+// forget records that e's message was dropped without its handler running: a later
+// copy of it is taken as new. e ends now, without an answer, and leaves the window
+// as an ended entry does.
+func (d *dedup) forget(e *seenMsg, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen[e.key] == e {
+		delete(d.seen, e.key)
+	}
+	e.at, e.ended, e.forgotten = now, true, true
+	close(e.done)
+}
+
+func (d *dedup) takeLocked(key dedupKey, now time.Time) (*seenMsg, bool) {
 	d.expire(now)
 	if e, ok := d.seen[key]; ok {
 		return e, true

@@ -328,7 +328,10 @@ const maxHandlers = 255
 // path is "*". Registrations that overlap ("*" and a path, or one path twice) each
 // get the delivery, and a request is answered by whichever answers first. Handlers
 // run concurrently, at most 255 at a time per registration; deliveries beyond them
-// wait, and start in the order they arrived.
+// wait, and start in the order they arrived. A request whose deadline (below) passes
+// while it waits is dropped unhandled when its turn comes: its requester has been
+// answered timeout. The drop is logged (warn) and on the delivery's span, and a
+// retry of the message is handled as a new one.
 // The trace context of the sender's fan-out continues in ctx, which ends when the
 // registration is removed or the session closes, and for a request also when the
 // messaging service stops waiting for its answer (the requester's timeout, counted
@@ -401,6 +404,19 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 			case sem <- struct{}{}:
 			case <-hctx.Done():
 				return
+			}
+			now := time.Now()
+			if !d.deadline.IsZero() && !now.Before(d.deadline) {
+				// The requester has been answered timeout while this waited for a
+				// slot: a handler's answer would reach no one.
+				<-sem
+				s.dropExpired(hctx, d, seen)
+				continue
+			}
+			if d.dup {
+				// A copy of a request dropped above is not a duplicate: nothing
+				// was answered for it to be answered again.
+				d.entry, d.dup = seen.retake(d.entry, now)
 			}
 			mu.Lock()
 			if removed || hctx.Err() != nil { // removed while this waited for a free handler
@@ -563,6 +579,23 @@ func (q *arrivals) take(ctx context.Context) (d arrival, ok bool) {
 	default:
 	}
 	return d, true
+}
+
+// dropExpired drops d, a request whose deadline passed while it waited for a
+// handler slot, unhandled and unanswered. Its message is forgotten by the
+// registration's dedup, so that the requester's retry of it is handled; the drop is
+// logged and on the delivery's span, which ends at once.
+func (s *Session) dropExpired(ctx context.Context, d arrival, seen *dedup) {
+	if d.entry != nil && !d.dup {
+		seen.forget(d.entry, time.Now())
+	}
+	sender := d.m.Header.Get(wire.HeaderSender)
+	s.c.log.Warn("roster: request dropped: its deadline passed while it waited for a handler",
+		"session", s.id, "path", d.path, "sender", sender, "deadline", d.deadline)
+	_, span := s.processSpan(ctx, d.path, d.m)
+	span.SetAttributes(attribute.Bool("roster.expired", true))
+	span.AddEvent("dropped: its deadline passed before a handler was free")
+	span.End()
 }
 
 // deliver hands m to h and answers a request with what h returns. entry, when not

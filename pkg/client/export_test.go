@@ -82,3 +82,15 @@ func DoubtNow(s *Session) {
 	s.mu.Unlock()
 	s.doubtCheck()
 }
+
+// TrackedLock returns the token of the lock named name that s tracks as held, if
+// it tracks one.
+func TrackedLock(s *Session, name string) (token uint64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.locks[name]
+	if !ok {
+		return 0, false
+	}
+	return l.info.Token, true
+}

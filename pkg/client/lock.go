@@ -431,9 +431,26 @@ func (s *Session) ListLocks(ctx context.Context, req wire.LockListRequest) (*wir
 // Release releases the named lock held by the session, whichever process took it
 // (a session handed over with Attach, say). A non-zero token must be the held
 // lock's fencing token. It returns the released lock.
+//
+// A *Lock of this session that the release ends is no longer tracked, and its Lost
+// closes (ErrLockLost): its holders learn that it was released without Unlock.
+// When the release fails with ErrLockNotHeld and this SDK tracks a *Lock of the
+// name that the answer says the session no longer holds (Release without a token,
+// or with that lock's token) — released by another process acting as the session,
+// which this one is not told of — that *Lock is dropped and reported lost too,
+// with an Err matching ErrLockNotHeld.
 func (s *Session) Release(ctx context.Context, name string, token uint64) (wire.Lock, error) {
+	s.mu.Lock()
+	before := s.locks[name] // tracked before the request: granted before it was handled
+	s.mu.Unlock()
 	var resp wire.LockReleaseResponse
 	if err := s.do(ctx, wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: name, Token: token}, &resp); err != nil {
+		if errors.Is(err, ErrLockNotHeld) && before != nil && (token == 0 || before.info.Token == token) {
+			s.loseTracked(before, fmt.Errorf("%w: %w", ErrLockLost, err))
+			if token != 0 {
+				s.forgetUnsure(name, token) // reported lost in doubt: not held either
+			}
+		}
 		return wire.Lock{}, err
 	}
 	released := wire.Lock{Name: name, Token: token}
@@ -443,14 +460,34 @@ func (s *Session) Release(ctx context.Context, name string, token uint64) (wire.
 	// Only the hold released: a grant of the name made after the release (a new
 	// token) may have been tracked before this answer came.
 	s.mu.Lock()
-	if l, ok := s.locks[name]; ok && (released.Token == 0 || l.info.Token == released.Token) {
+	l, ok := s.locks[name]
+	if ok && (released.Token == 0 || l.info.Token == released.Token) {
 		delete(s.locks, name)
+	} else {
+		l = nil
 	}
 	if released.Token != 0 && s.unsure[name] == released.Token {
 		delete(s.unsure, name) // a hold reported lost in doubt, released by the caller
 	}
 	s.mu.Unlock()
+	if l != nil {
+		l.markLost(fmt.Errorf("%w: released by Session.Release (token %d)", ErrLockLost, released.Token))
+	}
 	return released, nil
+}
+
+// loseTracked stops tracking l, if it is still the session's lock of its name, and
+// reports it lost with cause.
+func (s *Session) loseTracked(l *Lock, cause error) {
+	s.mu.Lock()
+	tracked := s.locks[l.info.Name] == l
+	if tracked {
+		delete(s.locks, l.info.Name)
+	}
+	s.mu.Unlock()
+	if tracked {
+		l.markLost(cause)
+	}
 }
 
 // Info returns the grant: name, mode, scope, session, token and when it was granted.
@@ -474,7 +511,9 @@ func (l *Lock) Scope() wire.LockScope { return l.Info().Scope }
 // grant of this lock name. Pass it to the resource the lock protects (see pkg/fence).
 func (l *Lock) Token() uint64 { return l.info.Token }
 
-// Lost is closed when the lock is released without Unlock, or may have been: its
+// Lost is closed when the lock is released without Unlock, or may have been: by
+// Session.Release (of this SDK; a release by another process acting as the session
+// is known only once a Release here is answered lock_not_held); its
 // session closed; a connection-scoped lock's session lost its connection or was
 // taken over by another client (see Attach); or the SDK could not confirm the
 // session with the registry for so long that the server may have released the
@@ -497,7 +536,8 @@ func (l *Lock) Lost() <-chan struct{} { return l.lost }
 // cause: ErrSessionClosed when its session closed, ErrUnavailable when the
 // connection of a connection-scoped lock's session was lost or the session moved to
 // another client's, or when the session could not be confirmed in time (the
-// message says its locks may have been released).
+// message says its locks may have been released), ErrLockNotHeld when a Release
+// found it released elsewhere.
 func (l *Lock) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

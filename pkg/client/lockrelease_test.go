@@ -1,0 +1,96 @@
+package client_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
+)
+
+// lost reports whether l's Lost is closed, and its Err.
+func lost(l *client.Lock) (bool, error) {
+	select {
+	case <-l.Lost():
+		return true, l.Err()
+	default:
+		return false, nil
+	}
+}
+
+// TestReleaseReportsTheTrackedLockLost: Session.Release of a lock the SDK tracks (a
+// Lock of the same session) stopped tracking it but left its Lost open, so the
+// goroutine holding the *Lock went on as if it held the lock; Lost's contract is
+// that it closes when the lock is released without Unlock.
+func TestReleaseReportsTheTrackedLockLost(t *testing.T) {
+	p := rostertest.Start(t)
+	s := open(t, p.ClientURL(), client.Options{})
+	ctx := ctxT(t)
+	l, err := s.Lock(ctx, "jobs/1", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Release(ctx, "jobs/1", l.Token()); err != nil {
+		t.Fatal(err)
+	}
+	if tok, ok := client.TrackedLock(s, "jobs/1"); ok {
+		t.Errorf("the SDK tracks jobs/1 (token %d) as held after its release", tok)
+	}
+	if gone, err := lost(l); !gone || !errors.Is(err, client.ErrLockLost) {
+		t.Errorf("after Session.Release: Lost closed %v, Err %v; want closed with ErrLockLost", gone, err)
+	}
+}
+
+// TestReleaseOfALockReleasedElsewhereStopsTrackingIt: the session's lock, taken here,
+// is released by another process acting as the session (Attach). This SDK is not
+// told; its Release of the lock by token then fails lock_not_held, and it kept
+// tracking the *Lock as held, with Lost open. The server's answer says the session
+// no longer holds that token: the SDK now stops tracking it and reports it lost. A
+// Release naming another token, which says nothing of the one held, leaves it be.
+func TestReleaseOfALockReleasedElsewhereStopsTrackingIt(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		token func(l *client.Lock) uint64
+	}{
+		{"by its token", func(l *client.Lock) uint64 { return l.Token() }},
+		{"without a token", func(*client.Lock) uint64 { return 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := rostertest.Start(t)
+			s := open(t, p.ClientURL(), client.Options{})
+			ctx := ctxT(t)
+			l, err := s.Lock(ctx, "jobs/1", client.LockOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Another token than the one held: the server still holds l.
+			if _, err := s.Release(ctx, "jobs/1", l.Token()+1000); !errors.Is(err, client.ErrLockNotHeld) {
+				t.Fatalf("release by another token: got %v, want ErrLockNotHeld", err)
+			}
+			if tok, ok := client.TrackedLock(s, "jobs/1"); !ok || tok != l.Token() {
+				t.Fatalf("after a release naming another token the SDK tracks %d (%v), want %d", tok, ok, l.Token())
+			}
+			if gone, err := lost(l); gone {
+				t.Fatalf("a release naming another token reported the held lock lost: %v", err)
+			}
+
+			other := connect(t, p.ClientURL())
+			attached, err := other.Attach(ctx, s.ID(), s.Token(), client.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := attached.Release(ctx, "jobs/1", 0); err != nil {
+				t.Fatalf("release from the other process: %v", err)
+			}
+			if _, err := s.Release(ctx, "jobs/1", tc.token(l)); !errors.Is(err, client.ErrLockNotHeld) {
+				t.Fatalf("release of a lock released elsewhere: got %v, want ErrLockNotHeld", err)
+			}
+			if tok, ok := client.TrackedLock(s, "jobs/1"); ok {
+				t.Errorf("the SDK still tracks jobs/1 (token %d) as held; the server holds it no more", tok)
+			}
+			if gone, err := lost(l); !gone || !errors.Is(err, client.ErrLockLost) || !errors.Is(err, client.ErrLockNotHeld) {
+				t.Errorf("Lost closed %v, Err %v; want closed with ErrLockLost and ErrLockNotHeld", gone, err)
+			}
+		})
+	}
+}

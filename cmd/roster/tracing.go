@@ -61,22 +61,11 @@ func (f *clientFlags) trace(cmd *cobra.Command) (ctx context.Context, end func(e
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushWait)
 		defer cancel()
 		if err := shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
-			fmt.Fprintf(cmd.ErrOrStderr(), "roster: spans not exported: the OTLP collector at %s did not take them within %s\n", tracesEndpoint(), flushWait)
+			fmt.Fprintf(cmd.ErrOrStderr(), "roster: spans not exported: the OTLP collector at %s did not take them within %s\n", telemetry.TracesCollector(), flushWait)
 		} else if err != nil {
 			fmt.Fprintf(cmd.ErrOrStderr(), "roster: spans not exported: %v\n", err)
 		}
 	}
-}
-
-// tracesEndpoint is the OTLP endpoint spans are exported to, as the exporter reads
-// it from the environment.
-func tracesEndpoint() string {
-	for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
-		if v := strings.TrimSpace(os.Getenv(k)); v != "" {
-			return v
-		}
-	}
-	return "localhost:4317"
 }
 
 // traceEnv is the environment that hands ctx's trace context to a child process

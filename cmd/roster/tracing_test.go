@@ -90,3 +90,42 @@ func TestSpansNotExportedNameTheCollector(t *testing.T) {
 		t.Errorf("stderr %q, want it to say the spans were not exported to %s within %s", r.stderr, endpoint, flushWait)
 	}
 }
+
+// TestEndpointsTheExporterWouldIgnoreTurnTracingOff: the OTLP exporter reads its
+// endpoint variables as URLs and silently skips one that does not parse — the
+// per-signal one for the general one, or both for its default localhost:4317 —
+// while roster's message on a failed export named the variable's value: with
+// OTEL_EXPORTER_OTLP_ENDPOINT=127.0.0.1:PORT (no scheme) it said the collector
+// there had not taken the spans, which had gone to localhost:4317. Such a value
+// now turns tracing off with an error naming the variable, as other settings this
+// build cannot honour do; the command runs.
+func TestEndpointsTheExporterWouldIgnoreTurnTracingOff(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	for _, tc := range []struct {
+		name, variable string
+		env            map[string]string
+	}{
+		{"no scheme", "OTEL_EXPORTER_OTLP_ENDPOINT", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": addr}},
+		{"traces endpoint not a URL", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+			map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://[::1", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + addr}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, k := range []string{"OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "TRACEPARENT"} {
+				t.Setenv(k, tc.env[k])
+			}
+			c := newCLI(t)
+			r := c.run(testCtx(t), "", "lock", "list")
+			if r.err != nil {
+				t.Fatalf("lock list: %v", r.err)
+			}
+			if !strings.Contains(r.stderr, "tracing off") || !strings.Contains(r.stderr, tc.variable+"=") || strings.Contains(r.stderr, "spans not exported") {
+				t.Errorf("stderr %q, want tracing off naming %s", r.stderr, tc.variable)
+			}
+		})
+	}
+}

@@ -2,18 +2,22 @@
 //
 // Setup exports spans over OTLP/gRPC when the standard OTEL_* variables ask for it —
 // OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, or
-// OTEL_TRACES_EXPORTER=otlp — and reads the others (headers, TLS, timeout,
+// OTEL_TRACES_EXPORTER=otlp — and leaves the exporter to read the endpoint (the
+// per-signal variable first) and the others (headers, TLS, timeout,
 // OTEL_TRACES_SAMPLER, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES …) as the SDK
 // does. OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn it off whatever
-// else is set. Otherwise it installs no exporter, and spans cost next to nothing:
-// trace context is still propagated, so a trace started by a client continues
-// through Roster to the receivers of its messages.
+// else is set: the Go SDK reads neither, so Roster does. An endpoint variable whose
+// value is not a URL, which the exporter would skip silently, is refused as an
+// unsupported setting is. Otherwise it installs no exporter, and spans cost next to
+// nothing: trace context is still propagated, so a trace started by a client
+// continues through Roster to the receivers of its messages.
 package telemetry
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 
@@ -72,7 +76,45 @@ func (sig signal) check() error {
 	if protocol != "" && protocol != "grpc" {
 		return fmt.Errorf("telemetry: %s=%s: only grpc is supported", from, protocol)
 	}
-	return nil
+	_, _, err := sig.collector()
+	return err
+}
+
+// defaultCollector is the OTLP/gRPC exporters' endpoint when no variable names one.
+const defaultCollector = "localhost:4317"
+
+// collector returns the endpoint the signal's exporter sends to and the variable it
+// comes from ("" for the default), read as the exporter reads them: the per-signal
+// variable, else OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317, each trimmed. The
+// exporter skips a value that does not parse as a URL, without an error, for the
+// next one (127.0.0.1:4317, without a scheme, sent to localhost:4317): here it is
+// an error naming the variable, so that what Roster says of the collector is where
+// the exporter sends.
+func (sig signal) collector() (endpoint, from string, err error) {
+	for _, k := range []string{sig.endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT"} {
+		v := env(k)
+		if v == "" {
+			continue
+		}
+		if _, perr := url.Parse(v); perr != nil {
+			return "", k, fmt.Errorf("telemetry: %s=%s is not a URL: want http://host:port (https:// for TLS)", k, v)
+		}
+		return v, k, nil
+	}
+	return defaultCollector, "", nil
+}
+
+// TracesCollector describes where spans are exported to, for messages: the endpoint
+// and the variable that names it, or the default.
+func TracesCollector() string {
+	endpoint, from, err := traces.collector()
+	switch {
+	case err != nil:
+		return from + " (not a URL)"
+	case from == "":
+		return endpoint + " (the default)"
+	}
+	return endpoint + " (" + from + ")"
 }
 
 func env(key string) string { return strings.TrimSpace(os.Getenv(key)) }

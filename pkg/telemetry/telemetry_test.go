@@ -2,10 +2,15 @@ package telemetry_test
 
 import (
 	"context"
+	"net"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
 
 	"github.com/seed-3c836eab/roster/pkg/telemetry"
 )
@@ -49,6 +54,9 @@ func TestSetupFollowsTheStandardVariables(t *testing.T) {
 		{name: "traces protocol overrides", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, enabled: true},
 		{name: "another exporter", env: map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, wantErr: true},
 		{name: "a protocol without an exporter is nothing", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}},
+		// The exporter would skip these silently, for the next variable or its default.
+		{name: "endpoint without a scheme", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317"}, wantErr: true},
+		{name: "traces endpoint not a URL", env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://[::1", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,6 +167,7 @@ func TestSetupMetricsFollowsTheStandardVariables(t *testing.T) {
 		{name: "SDK disabled wins over an endpoint", env: map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}},
 		{name: "another exporter", env: map[string]string{"OTEL_METRICS_EXPORTER": "prometheus"}, wantErr: true},
 		{name: "http protocol is not built in", env: map[string]string{"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, wantErr: true},
+		{name: "metrics endpoint not a URL", env: map[string]string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "127.0.0.1:4317", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -186,6 +195,78 @@ func TestSetupMetricsFollowsTheStandardVariables(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
 			_ = shutdown(ctx)
+		})
+	}
+}
+
+// traceCollector is an OTLP/gRPC trace receiver counting the spans it is sent.
+type traceCollector struct {
+	coltracepb.UnimplementedTraceServiceServer
+	spans atomic.Int64
+	url   string
+}
+
+func (c *traceCollector) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			c.spans.Add(int64(len(ss.GetSpans())))
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+func startTraceCollector(t *testing.T) *traceCollector {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &traceCollector{url: "http://" + l.Addr().String()}
+	gs := grpc.NewServer()
+	coltracepb.RegisterTraceServiceServer(gs, c)
+	go func() { _ = gs.Serve(l) }()
+	t.Cleanup(gs.Stop)
+	return c
+}
+
+// TestTracesCollectorIsWhereTheExporterSends: TracesCollector, which Roster's
+// messages name, reads the endpoint variables as the exporter does — the
+// per-signal one first, a blank one as unset — checked against where a real
+// exporter's spans arrive.
+func TestTracesCollectorIsWhereTheExporterSends(t *testing.T) {
+	a, b := startTraceCollector(t), startTraceCollector(t)
+	tests := []struct {
+		name string
+		env  map[string]string
+		want *traceCollector
+		from string
+	}{
+		{"traces endpoint first", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": a.url, "OTEL_EXPORTER_OTLP_ENDPOINT": b.url}, a, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"},
+		{"blank traces endpoint", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "  ", "OTEL_EXPORTER_OTLP_ENDPOINT": b.url}, b, "OTEL_EXPORTER_OTLP_ENDPOINT"},
+		{"endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": " " + a.url + " "}, a, "OTEL_EXPORTER_OTLP_ENDPOINT"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			setEnv(t, tc.env)
+			before := map[*traceCollector]int64{a: a.spans.Load(), b: b.spans.Load()}
+			tp, shutdown, err := telemetry.Setup(context.Background(), "roster", "1.0.0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, span := tp.Tracer("test").Start(context.Background(), "op")
+			span.End()
+			if err := shutdown(context.Background()); err != nil {
+				t.Fatalf("shutdown (export): %v", err)
+			}
+			for _, c := range []*traceCollector{a, b} {
+				got := c.spans.Load() - before[c]
+				if want := map[bool]int64{true: 1, false: 0}[c == tc.want]; got != want {
+					t.Errorf("collector %s got %d spans, want %d", c.url, got, want)
+				}
+			}
+			if got := telemetry.TracesCollector(); !strings.Contains(got, tc.want.url) || !strings.Contains(got, "("+tc.from+")") {
+				t.Errorf("TracesCollector() = %q, want %s named by %s", got, tc.want.url, tc.from)
+			}
 		})
 	}
 }

@@ -42,7 +42,20 @@ type Process struct {
 	done    chan struct{}
 	stopped sync.Once
 	stopErr error
+	clock   clock // the time stopping counts DrainTimeout on
 }
+
+// clock is the time a stop's drain deadline is counted on: the real one, or a
+// test's that moves when the test says.
+type clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 type running struct {
 	name   string
@@ -78,7 +91,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = time.Minute
 	}
-	p := &Process{cfg: cfg, log: log, failed: make(chan error, len(names)), done: make(chan struct{})}
+	p := &Process{cfg: cfg, log: log, failed: make(chan error, len(names)), done: make(chan struct{}), clock: realClock{}}
 	runsAuth := slices.Contains(names, "auth")
 
 	connect := func(name string) (*nats.Conn, error) {
@@ -402,11 +415,15 @@ func (p *Process) stopAll() {
 	var errs []error
 	for i := len(p.running) - 1; i >= 0; i-- {
 		r := p.running[i]
+		// One DrainTimeout for the service's stop (which waits for its requests
+		// in flight, bounded by the same timeout from now) and the drain of its
+		// connection after it: the drain gets what the stop left.
+		deadline := p.clock.Now().Add(p.cfg.DrainTimeout)
 		r.cancel()
 		if err := <-r.done; err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
 		}
-		if err := drainConn(r.nc, p.cfg.DrainTimeout); err != nil {
+		if err := drainConn(r.nc, p.clock, deadline); err != nil {
 			errs = append(errs, fmt.Errorf("%s: drain connection: %w", r.name, err))
 		}
 		p.log.Info("service stopped", "service", r.name)
@@ -431,9 +448,12 @@ func (p *Process) stopAll() {
 // (endpoint.Service.Stop answers them unavailable), and its last replies, in the
 // connection's buffer. Closing it at once dropped the queued requests, and their
 // clients waited out their timeouts. Drain returns at once and closes later, so
-// this waits for the close, for at most timeout. Without a server to send to there
-// is nothing to wait for: draining would only time out, for each service in turn.
-func drainConn(nc *nats.Conn, timeout time.Duration) error {
+// this waits for the close until deadline, the end of the service's DrainTimeout:
+// with a timeout of its own, a service's stop could take twice DrainTimeout. Past
+// the deadline the connection is closed, which still sends what it has buffered.
+// Without a server to send to there is nothing to wait for: draining would only
+// time out, for each service in turn.
+func drainConn(nc *nats.Conn, clk clock, deadline time.Time) error {
 	if !nc.IsConnected() {
 		nc.Close()
 		return nil
@@ -447,14 +467,12 @@ func drainConn(nc *nats.Conn, timeout time.Duration) error {
 		}
 		return err
 	}
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
 	select {
 	case <-closed:
 		return nil
-	case <-timer.C:
+	case <-clk.After(deadline.Sub(clk.Now())):
 		nc.Close()
-		return fmt.Errorf("not drained within %v", timeout)
+		return errors.New("not drained within the drain timeout, counted from the service's stop")
 	}
 }
 

@@ -51,6 +51,9 @@ type Config struct {
 	Prefix string
 	// MaxConcurrent bounds the requests handled at once (default 256).
 	MaxConcurrent int
+	// MaxQueued bounds the requests that wait for a slot while MaxConcurrent are
+	// handled (default 1024); beyond it the subscription's buffer holds them.
+	MaxQueued int
 	// MaxBody bounds a request body in bytes (default 64 KiB).
 	MaxBody int
 	// MeterProvider records the duration and outcome of every request (nil: none).
@@ -66,7 +69,8 @@ type Service struct {
 	calls  rpcconv.ServerCallDuration
 	log    *slog.Logger
 	sem    chan struct{}
-	work   chan func() // handed to an idle worker (run)
+	queued chan struct{} // a slot per request waiting for sem (await)
+	work   chan func()   // handed to an idle worker (run)
 	wg     sync.WaitGroup
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -79,22 +83,86 @@ type Service struct {
 	panics atomic.Int64
 }
 
-// admit takes a slot for a request, waiting while MaxConcurrent are in flight (the
-// subscription's pending buffer then absorbs bursts). It fails once Stop has begun.
-func (s *Service) admit() bool {
-	select {
-	case s.sem <- struct{}{}:
-	case <-s.ctx.Done():
-		return false
-	}
+// errStopping answers the requests that arrive, or were waiting for a slot, once
+// Stop has begun.
+var errStopping = &wire.Error{Code: wire.CodeUnavailable, Message: "service is stopping"}
+
+// errExpiredWaiting answers a request whose deadline passed while it waited for a
+// slot: it is never started.
+var errExpiredWaiting = &wire.Error{Code: wire.CodeTimeout, Message: "the request's deadline passed while it waited for a handler slot; it was not started"}
+
+// dispatch runs job on a worker once a slot is free, or answers the request with
+// refuse: unavailable once Stop has begun, timeout when its deadline (zero: none)
+// passes before a slot frees. job and refuse end with done. A request is counted
+// (wg) from its arrival, so that Stop waits for the waiting ones too.
+func (s *Service) dispatch(deadline time.Time, job func(), refuse func(error)) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.stopped {
-		<-s.sem
-		return false
+		s.mu.Unlock()
+		refuse(errStopping)
+		return
 	}
 	s.wg.Add(1)
-	return true
+	s.mu.Unlock()
+	select {
+	case s.sem <- struct{}{}:
+		s.run(job)
+		return
+	default:
+	}
+	// Every slot is taken. The request waits on a goroutine of its own, so that the
+	// subscription's callback (micro runs it serially) goes on to the next request
+	// and notes when that one arrived: a request's deadline counts from its
+	// arrival, not from when a slot frees, and one that passes while it waits ends
+	// its wait. At most MaxQueued wait so; beyond that the callback waits, and NATS
+	// buffers the requests behind it (backpressure, not unbounded goroutines).
+	select {
+	case s.queued <- struct{}{}:
+	case <-s.ctx.Done():
+		s.refused(refuse, errStopping)
+		return
+	}
+	go s.await(deadline, job, refuse)
+}
+
+// await waits for a slot for a request that found none free, and runs job on its
+// own goroutine; or answers refuse, without a slot, when the request's deadline or
+// the service's context ends first.
+func (s *Service) await(deadline time.Time, job func(), refuse func(error)) {
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case s.sem <- struct{}{}:
+		<-s.queued
+	case <-expired:
+		<-s.queued
+		s.refused(refuse, errExpiredWaiting)
+		return
+	case <-s.ctx.Done():
+		<-s.queued
+		s.refused(refuse, errStopping)
+		return
+	}
+	// As before the waiting: a request Stop overtook is answered, not started.
+	s.mu.Lock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if stopped {
+		<-s.sem
+		s.refused(refuse, errStopping)
+		return
+	}
+	job()
+}
+
+// refused answers a counted request with err and ends it.
+func (s *Service) refused(refuse func(error), err error) {
+	refuse(err)
+	s.wg.Done()
 }
 
 // workerIdle is how long a worker goroutine waits for the next request before it
@@ -139,6 +207,9 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 64 << 10
 	}
+	if cfg.MaxQueued <= 0 {
+		cfg.MaxQueued = 1024
+	}
 	ms, err := micro.AddService(nc, micro.Config{
 		Name:        cfg.Name,
 		Version:     cfg.Version,
@@ -166,6 +237,7 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 		calls:  calls,
 		log:    log.With("service", cfg.Name),
 		sem:    make(chan struct{}, cfg.MaxConcurrent),
+		queued: make(chan struct{}, cfg.MaxQueued),
 		work:   make(chan func()),
 		ctx:    ctx,
 		cancel: cancel,
@@ -339,16 +411,21 @@ func Add[Req, Resp any](s *Service, ep Endpoint, h Handler[Req, Resp]) error {
 	}
 	out := newOutcomes(subject)
 	handler := micro.HandlerFunc(func(r micro.Request) {
+		// The request's arrival: its deadline counts from here.
 		start := time.Now()
-		if !s.admit() {
-			respondError(r, &wire.Error{Code: wire.CodeUnavailable, Message: "service is stopping"})
-			s.calls.RecordSet(context.Background(), time.Since(start).Seconds(), out[string(wire.CodeUnavailable)])
-			return
-		}
-		s.run(func() {
+		hdr := nats.Header(r.Headers())
+		deadline, herr := requestDeadline(hdr, start)
+		s.dispatch(deadline, func() {
 			defer func() { <-s.sem; s.wg.Done() }()
-			code := serve(s, subject, r, h)
+			code := serve(s, subject, r, hdr, deadline, herr, h)
 			s.calls.RecordSet(context.Background(), time.Since(start).Seconds(), out[code])
+		}, func(err error) {
+			// On the connection, not through micro.Request: this may run on
+			// another goroutine than micro's callback (handle says why).
+			if rerr := ReplyError(s.nc, r.Reply(), err); rerr != nil {
+				s.log.Warn("reply failed", "subject", subject, "err", rerr)
+			}
+			s.calls.RecordSet(context.Background(), time.Since(start).Seconds(), out[errorCode(err)])
 		})
 	})
 	if err := s.micro.AddEndpoint(ep.Name, handler, micro.WithEndpointSubject(subject), micro.WithEndpointMetadata(meta)); err != nil {
@@ -361,8 +438,7 @@ func Add[Req, Resp any](s *Service, ep Endpoint, h Handler[Req, Resp]) error {
 // "reply_later", or the error code it was answered with. The span has the
 // attributes of OTel's RPC conventions the request's metric has (newOutcomes), with
 // the same values: rpc.method is the subject, which names the service too.
-func serve[Req, Resp any](s *Service, subject string, r micro.Request, h Handler[Req, Resp]) string {
-	hdr := nats.Header(r.Headers())
+func serve[Req, Resp any](s *Service, subject string, r micro.Request, hdr nats.Header, deadline time.Time, herr error, h Handler[Req, Resp]) string {
 	ctx := wire.Extract(s.ctx, hdr)
 	ctx, span := s.tracer.Start(ctx, subject, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(
@@ -370,13 +446,18 @@ func serve[Req, Resp any](s *Service, subject string, r micro.Request, h Handler
 			attribute.String("rpc.method", subject),
 		))
 	defer span.End()
-	code := handle(ctx, s, subject, span, hdr, r, h)
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadlineCause(context.WithValue(ctx, requestKey{}, s.ctx), deadline, errDeadline)
+		defer cancel()
+	}
+	code := handle(ctx, s, subject, span, hdr, herr, r, h)
 	span.SetAttributes(attribute.String("rpc.response.status_code", code))
 	return code
 }
 
 // handle decodes, handles and answers one request; its failure is recorded on span.
-func handle[Req, Resp any](ctx context.Context, s *Service, subject string, span trace.Span, hdr nats.Header, r micro.Request, h Handler[Req, Resp]) string {
+func handle[Req, Resp any](ctx context.Context, s *Service, subject string, span trace.Span, hdr nats.Header, herr error, r micro.Request, h Handler[Req, Resp]) string {
 	call := &Call{
 		Subject:   r.Subject(),
 		Header:    hdr,
@@ -389,12 +470,13 @@ func handle[Req, Resp any](ctx context.Context, s *Service, subject string, span
 	if wire.ValidSessionID(call.SessionID) {
 		span.SetAttributes(attribute.String("roster.session_id", call.SessionID))
 	}
-	resp, err := decodeAndHandle(ctx, s, call, r.Data(), h)
+	resp, err := decodeAndHandle(ctx, s, call, herr, r.Data(), h)
 	if errors.Is(err, ErrReplyLater) {
 		span.SetAttributes(attribute.Bool("roster.reply_later", true))
 		return "reply_later"
 	}
 	if err != nil {
+		err = afterDeadline(ctx, err)
 		logFailure(ctx, s.log, subject, err)
 		SpanError(span, err)
 		// Reply on the connection, not through micro.Request: micro reads the
@@ -422,7 +504,7 @@ type panicked struct {
 
 func (p *panicked) Error() string { return fmt.Sprintf("panic: %v", p.value) }
 
-func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, data []byte, h Handler[Req, Resp]) (resp *Resp, err error) {
+func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, herr error, data []byte, h Handler[Req, Resp]) (resp *Resp, err error) {
 	// A panic in a handler (or a Validate, or an UnmarshalJSON) fails its request
 	// only: it runs on a worker goroutine, where an unrecovered panic ends the
 	// process, and every request in flight with it.
@@ -434,6 +516,14 @@ func decodeAndHandle[Req, Resp any](ctx context.Context, s *Service, c *Call, da
 	}()
 	if err := singleSessionHeaders(c.Header); err != nil {
 		return nil, err
+	}
+	if herr != nil {
+		return nil, herr
+	}
+	// A request whose deadline passed before it started (a worker took it at that
+	// moment, or its caller gave it no time left) is not started.
+	if DeadlinePassed(ctx) {
+		return nil, wire.Errorf(wire.CodeTimeout, "the request's deadline passed before it was started")
 	}
 	if len(data) > s.cfg.MaxBody {
 		return nil, wire.Errorf(wire.CodeTooLarge, "request body is %d bytes; the limit is %d", len(data), s.cfg.MaxBody)
@@ -675,11 +765,6 @@ func SpanError(span trace.Span, err error) {
 	if code.Status() >= 500 {
 		span.SetStatus(codes.Error, string(code))
 	}
-}
-
-func respondError(r micro.Request, err error) {
-	status, msg, body := wire.EncodeError(err)
-	_ = r.Error(status, msg, body)
 }
 
 // AddCheck registers a readiness check reported by the health endpoint.

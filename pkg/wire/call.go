@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/propagation"
@@ -42,7 +44,8 @@ func Extract(ctx context.Context, h nats.Header) context.Context {
 // Call sends req as JSON to subject and decodes the reply into resp (which may be
 // nil). A nil req, a nil pointer included, is sent as an empty body: the services
 // refuse a body of null. hdr, if not nil, is sent as the request headers; the trace
-// context of ctx is added to it. An error reply is returned as *Error; a request
+// context of ctx is added to it, and the time left before ctx's deadline, if it has
+// one (SetTimeout), so that the service gives up when the caller does. An error reply is returned as *Error; a request
 // nobody answers is ErrUnavailable, and a context that ends first returns an error
 // wrapping ctx.Err().
 func Call(ctx context.Context, nc *nats.Conn, subject string, hdr nats.Header, req, resp any) error {
@@ -75,6 +78,7 @@ func CallRaw(ctx context.Context, nc *nats.Conn, subject string, hdr nats.Header
 		hdr = nats.Header{}
 	}
 	Inject(ctx, hdr)
+	SetTimeout(ctx, hdr)
 	msg := &nats.Msg{Subject: subject, Header: hdr, Data: data}
 	reply, err := nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
@@ -110,4 +114,65 @@ func requestError(subject string, err error) error {
 	default:
 		return fmt.Errorf("wire: %s: %w", subject, err)
 	}
+}
+
+// SetTimeout writes into h, as HeaderTimeout, the time left before ctx's deadline
+// in whole milliseconds, rounded up: the service counts it from the request's
+// arrival, which is after the sending, so that it never gives up before the caller
+// does. It writes nothing when ctx has no deadline (the service then sets none).
+func SetTimeout(ctx context.Context, h nats.Header) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return
+	}
+	var ms int64
+	if left := time.Until(d); left > 0 {
+		ms = int64((left + time.Millisecond - 1) / time.Millisecond)
+	}
+	h[HeaderTimeout] = []string{strconv.FormatInt(ms, 10)}
+}
+
+// MaxTimeout bounds the time a request to a service may give itself
+// (HeaderTimeout); a larger value is taken as MaxTimeout. Clients reach the
+// services through a service import that drops a reply later than its response
+// threshold, 2 minutes by default: work a service did past it would answer nobody.
+const MaxTimeout = 2 * time.Minute
+
+// maxTimeoutDigits is the longest value ParseTimeout converts; a longer run of
+// digits is more than MaxTimeout, whatever it says.
+const maxTimeoutDigits = 18
+
+// ParseTimeout reads a HeaderTimeout value given on a request to a service: a
+// whole number of milliseconds, 0 or more, in decimal digits and nothing else.
+// Anything else is bad_request. A value over MaxTimeout is MaxTimeout; 0 means the
+// caller has no time left.
+func ParseTimeout(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, timeoutError(v)
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, timeoutError(v)
+		}
+	}
+	if len(v) > maxTimeoutDigits {
+		return MaxTimeout, nil
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, timeoutError(v)
+	}
+	// Compared in milliseconds: converted first, 2^54 ms would overflow a Duration.
+	if ms > MaxTimeout.Milliseconds() {
+		return MaxTimeout, nil
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+func timeoutError(v string) error {
+	// The value is the client's and may be long: the message quotes its start.
+	if len(v) > 32 {
+		v = v[:32] + "…"
+	}
+	return Errorf(CodeBadRequest, "the %s header must be a whole number of milliseconds (0 or more, digits only), not %q", HeaderTimeout, v)
 }

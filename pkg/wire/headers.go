@@ -18,6 +18,16 @@ const (
 	HeaderNotice = "Roster-Notice"
 	// HeaderContentType carries the media type of a delivery's payload.
 	HeaderContentType = "Content-Type"
+	// HeaderTimeout carries how long the sender of a request waits for its answer,
+	// in whole milliseconds from when it sent the request: relative, so that the
+	// clocks of the two ends need not agree. On a request to a service (Call sets it
+	// from the context's deadline) the service gives up on the request that long
+	// after its arrival (pkg/endpoint; ParseTimeout); on a delivery that is a
+	// request, it is how long the messaging service waits for this receiver's
+	// answer from when it published the delivery, and a later answer never reaches
+	// the requester. The Go SDK gives a delivery's handler that deadline, counted
+	// from the delivery's arrival.
+	HeaderTimeout = "Roster-Timeout"
 
 	// HeaderRequestInfo is written by the NATS server on requests that cross a
 	// service import with share: true. Clients cannot forge it on imported subjects.

@@ -39,12 +39,6 @@ const DefaultContentType = "application/octet-stream"
 // service gave the fan-out it belongs to (for logs and traces; not secret).
 const HeaderRequestID = "Roster-Request-Id"
 
-// HeaderTimeout carries, on a delivery that is a request, how long the messaging
-// service waits for this receiver's answer, in milliseconds from when it published
-// the delivery; a later answer never reaches the requester. The Go SDK gives the
-// handler's context that deadline, counted from the delivery's arrival.
-const HeaderTimeout = "Roster-Timeout"
-
 // HeaderMessageID carries, on a delivery, the Message.MessageID its sender gave the
 // message: the same on every delivery of one send or request, and on every retry of
 // it. A receiver that has already handled a delivery from the same sender on the

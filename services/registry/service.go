@@ -102,6 +102,9 @@ type Config struct {
 	// beforeHold, when set (tests only), is called by an events read about to be
 	// held, in its handler.
 	beforeHold func()
+	// beforeWrite, when set (tests only), is called by a change of a session
+	// (modify) about to write it, with the change's context.
+	beforeWrite func(ctx context.Context, id string)
 	// connzPage is the page size of a server's connection listing (connzPage; tests
 	// shrink it).
 	connzPage int

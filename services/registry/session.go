@@ -50,8 +50,13 @@ func (s *Service) active(ctx context.Context, rec *sessions.Record) error {
 	if !s.track.touch(rec) {
 		return nil
 	}
-	s.track.expire(ctx, rec.ID)
-	if r, err := s.st.get(ctx, rec.ID); err == nil && r.Closed() {
+	// The close is the registry's own transition, not the caller's work: the
+	// request's deadline does not cut it short (expire bounds its attempts itself),
+	// and a close left unfinished would not be retried.
+	dctx, done := endpoint.WithoutDeadline(ctx)
+	defer done()
+	s.track.expire(dctx, rec.ID)
+	if r, err := s.st.get(dctx, rec.ID); err == nil && r.Closed() {
 		return r.ClosedError()
 	}
 	s.track.activity(rec.ID) // activity arrived meanwhile: the session lives on
@@ -86,8 +91,9 @@ func ownedBy(c *endpoint.Call) func(*sessions.Record) error {
 // (unauthenticated, throttled, forbidden, unavailable …) reach the client unchanged.
 func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, props map[string]string, info *wire.RequestInfo) (*wire.AuthenticateResponse, map[string]string, map[string]string, error) {
 	var resp wire.AuthenticateResponse
-	// The request's context has no deadline of its own (it ends when the service
-	// stops), and a request the auth service took but never answers has no other end.
+	// The request's context may have no deadline (a client that gave none), or a
+	// long one, and a request the auth service took but never answers has no other
+	// end. wire.Call passes the earlier of the two on to the auth service.
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.AuthTimeout)
 	defer cancel()
 	err := wire.Call(ctx, s.nc, wire.SubjectAuthenticate, nil,
@@ -185,6 +191,12 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 		return nil, err
 	}
 	defer release()
+	// A client that gave up during the authentication gets no session: one created
+	// now would count against its principal's limit until it timed out. From the
+	// create on, the open is seen through whatever the deadline (store.create; bound).
+	if err := endpoint.Interrupted(ctx, "the registry is stopping"); err != nil {
+		return nil, err
+	}
 	for {
 		rec.Fixed = fixedProperties(rec.ID, rec.Principal, rec.Roles, info, now, req)
 		maps.Copy(rec.Fixed, authFixed)
@@ -209,7 +221,9 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 	}
 	s.track.opened(rec)
 	s.publishStaged(rec)
-	s.track.bound(ctx, rec.Connection)
+	dctx, done := endpoint.WithoutDeadline(ctx)
+	defer done()
+	s.track.bound(dctx, rec.Connection)
 	return &wire.SessionOpenResponse{Session: rec.Public(), Token: token, ReconnectWindowMS: s.windowMS()}, nil
 }
 
@@ -298,15 +312,16 @@ func selector(expr string, includeClosed bool) (func(*sessions.Record) bool, err
 }
 
 // eachRecord calls fn with every record of the instance's view, tombstones included,
-// and gives up when ctx ends (unavailable). fn evaluates a filter, which can cost
-// milliseconds a record: a service being stopped waits for its handlers, and a pass
-// that went on whatever the context held it for as long as the pass took, minutes
-// over 100,000 sessions.
+// and gives up when ctx ends: at the request's deadline (timeout) or when the
+// service stops (unavailable). fn evaluates a filter, which can cost milliseconds a
+// record: a pass that went on whatever the context ran for as long as the pass
+// took, minutes over 100,000 sessions, after its client had given up, and held a
+// service being stopped, which waits for its handlers, as long.
 func (s *Service) eachRecord(ctx context.Context, fn func(*sessions.Record)) error {
 	for i, r := range s.track.records() {
 		if i%eachRecordChunk == 0 {
-			if err := ctx.Err(); err != nil {
-				return errors.Join(wire.Errorf(wire.CodeUnavailable, "the registry is stopping"), err)
+			if err := interrupted(ctx); err != nil {
+				return err
 			}
 		}
 		fn(r)
@@ -317,6 +332,22 @@ func (s *Service) eachRecord(ctx context.Context, fn func(*sessions.Record)) err
 // eachRecordChunk is how many records eachRecord evaluates between looks at the
 // context.
 const eachRecordChunk = 64
+
+// interrupted is nil while ctx lasts, and otherwise what a request that stops
+// because it ended answers (endpoint.Interrupted).
+func interrupted(ctx context.Context) error {
+	return endpoint.Interrupted(ctx, "the registry is stopping")
+}
+
+// stoppedAt is the error of a change by filter that stopped after done of total
+// sessions: the deadline or the stop when ctx ended (a read it cut short failed
+// with storage's error), err otherwise. verb is "updating" or "closing".
+func stoppedAt(ctx context.Context, err error, verb string, done, total int) error {
+	if ierr := interrupted(ctx); ierr != nil {
+		err = ierr
+	}
+	return prefixError(err, "after "+verb+" "+strconv.Itoa(done)+" of "+strconv.Itoa(total)+" sessions: ", "")
+}
 
 // matching returns the open records of the in-memory view matching expr, and the
 // match itself: a change by filter checks it again on the record it writes, which may
@@ -491,6 +522,9 @@ func (s *Service) modify(ctx context.Context, id string, first *sessions.Record,
 		if err != nil || next == nil {
 			return cur, false, err
 		}
+		if s.cfg.beforeWrite != nil {
+			s.cfg.beforeWrite(ctx, next.ID)
+		}
 		rev, err := s.st.write(ctx, next.ID, next.Revision, data, ttlFor(&s.cfg, next))
 		if errors.Is(err, errConflict) {
 			cur = nil
@@ -618,19 +652,30 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		// All or none as far as the limits go: a session the change would take over a
 		// limit refuses the request before anything is written. A session that a
 		// concurrent change takes over a limit meanwhile is left out of the count.
-		for _, r := range recs {
+		for i, r := range recs {
+			if i%eachRecordChunk == 0 {
+				if err := interrupted(ctx); err != nil {
+					return nil, prefixError(err, "", "; no session was changed")
+				}
+			}
 			if _, _, err := s.prepare(ctx, r, nil, wire.EventUpdated, change); err != nil {
 				return nil, prefixError(err, "session "+r.ID+": ", "; no session was changed")
 			}
 		}
+		// One session after another, each a compare-and-set seen through once sent
+		// (store.write); the request's deadline stops the loop between two, and the
+		// error says how far it got.
 		n := 0
 		for _, r := range recs {
+			if ctx.Err() != nil {
+				return nil, stoppedAt(ctx, nil, "updating", n, len(recs))
+			}
 			_, changed, err := s.updateOne(ctx, r.ID, nil, nil, matchingChange)
 			if errors.Is(err, wire.ErrLimitExceeded) {
 				continue
 			}
 			if err != nil && !errors.Is(err, wire.ErrSessionClosed) && !errors.Is(err, wire.ErrSessionNotFound) {
-				return nil, prefixError(err, "after updating "+strconv.Itoa(n)+" of "+strconv.Itoa(len(recs))+" sessions: ", "")
+				return nil, stoppedAt(ctx, err, "updating", n, len(recs))
 			}
 			if changed {
 				n++
@@ -727,7 +772,11 @@ func (s *Service) resume(ctx context.Context, c *endpoint.Call, _ *wire.SessionR
 	if err != nil {
 		return nil, err
 	}
-	s.track.bound(ctx, conn)
+	// The session is bound to conn now: what that asks of the registry is done
+	// whatever the request's deadline.
+	dctx, done := endpoint.WithoutDeadline(ctx)
+	defer done()
+	s.track.bound(dctx, conn)
 	if changed && formerKey != "" {
 		s.tellMoved(ctx, rec, formerKey)
 	}
@@ -829,6 +878,9 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 		}
 		n := 0
 		for _, r := range recs {
+			if ctx.Err() != nil {
+				return nil, stoppedAt(ctx, nil, "closing", n, len(recs))
+			}
 			reason := wire.ClosedByServer
 			if r.ID == me.ID {
 				reason = wire.ClosedByClient
@@ -843,7 +895,7 @@ func (s *Service) close(ctx context.Context, c *endpoint.Call, req *wire.Session
 			case errors.Is(err, wire.ErrSessionClosed), errors.Is(err, wire.ErrSessionNotFound):
 			default:
 				// Those closed before stay closed: say how many, as update does.
-				return nil, prefixError(err, "after closing "+strconv.Itoa(n)+" of "+strconv.Itoa(len(recs))+" sessions: ", "")
+				return nil, stoppedAt(ctx, err, "closing", n, len(recs))
 			}
 		}
 		return &wire.SessionCloseResponse{Closed: n}, nil

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/kvstore"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -89,14 +90,11 @@ func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 	if !sessions.ValidID(id) {
 		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
 	}
-	// A request's context ends only when the service stops: without a deadline of
-	// its own, a read would repeat for as long as storage does not answer, holding
-	// the worker.
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cmp.Or(st.readWait, maxReadWait))
-		defer cancel()
-	}
+	// A request's context may have no deadline (its client gave none; it then ends
+	// only when the service stops) or a long one: a read would repeat for as long
+	// as storage does not answer, holding the worker.
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(st.readWait, maxReadWait))
+	defer cancel()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, leaderReadTimeout)
 		e, err := st.rd.Read(rctx, id)
@@ -156,8 +154,11 @@ func (st *store) getReplica(ctx context.Context, id string) (*sessions.Record, e
 	return sessions.Decode(e.Value(), e.Revision())
 }
 
-// create stores a new record (data, encoded); ttl 0 means none.
+// create stores a new record (data, encoded); ttl 0 means none. Like write, it is
+// not cut short by the request's deadline.
 func (st *store) create(ctx context.Context, id string, data []byte, ttl time.Duration) (uint64, error) {
+	ctx, done := endpoint.WithoutDeadline(ctx)
+	defer done()
 	var opts []jetstream.KVCreateOpt
 	if ttl > 0 {
 		opts = append(opts, jetstream.KeyTTL(ttl))
@@ -175,7 +176,17 @@ func (st *store) create(ctx context.Context, id string, data []byte, ttl time.Du
 // write stores a record (data, encoded) if the key is still at revision rev, with a
 // per-key TTL (0: none). kv.Update would drop the TTL, so this publishes to the
 // bucket's subject with the expected last sequence and the TTL header.
+//
+// The request's deadline does not cut a write short (endpoint.WithoutDeadline):
+// once sent it may apply whatever the caller does, and cut short it would leave
+// the writer not knowing, and skipping what follows a write (the instance's copy,
+// the event's publish, the close's notice and count). It ends as writes did
+// before requests had deadlines: when storage answers, at JetStream's own timeout
+// (5 s) or a bound set on a context already without the deadline (expire's), or
+// when the service stops. Changes by filter look at the deadline between writes.
 func (st *store) write(ctx context.Context, id string, rev uint64, data []byte, ttl time.Duration) (uint64, error) {
+	ctx, done := endpoint.WithoutDeadline(ctx)
+	defer done()
 	var opts []kvstore.WriteOption
 	if ttl > 0 {
 		opts = append(opts, kvstore.WithTTL(ttl))

@@ -3,14 +3,13 @@ package messaging
 import (
 	"cmp"
 	"context"
-	"errors"
 	"math/bits"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/filter"
-	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
 // index holds every live session of the instance and an inverted index over their
@@ -388,7 +387,8 @@ type target struct {
 // candidates' properties are copied under the lock a chunk at a time; a candidate
 // removed (or its slot reused) since the plan is left out. The confirmation, which
 // an expensive filter over many sessions can make last minutes, gives up when ctx
-// ends (unavailable).
+// ends: at the request's deadline (timeout), or when the service stops
+// (unavailable).
 func (ix *index) selectFilter(ctx context.Context, f *filter.Filter) (targets []target, candidates int, indexUsed bool, err error) {
 	plan := f.Plan()
 	ix.mu.RLock()
@@ -419,8 +419,8 @@ func (ix *index) selectFilter(ctx context.Context, f *filter.Filter) (targets []
 		chunk[i].props = make(map[string]string, 16)
 	}
 	for start := 0; start < len(slots); start += confirmChunk {
-		if err := ctx.Err(); err != nil {
-			return nil, candidates, indexUsed, errors.Join(wire.Errorf(wire.CodeUnavailable, "the messaging service is stopping"), err)
+		if err := endpoint.Interrupted(ctx, "the messaging service is stopping"); err != nil {
+			return nil, candidates, indexUsed, err
 		}
 		n := min(confirmChunk, len(slots)-start)
 		ix.mu.RLock()

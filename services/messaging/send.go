@@ -161,7 +161,11 @@ func (s *Service) send(ctx context.Context, from *sender, m *wire.Message) (*wir
 		return nil, err
 	}
 	defer fo.span.End()
-	n, err := s.fan.publish(ctx, fo.d, fo.header, fo.targets)
+	// Once the deliveries go out, the send is seen through: its deadline passing
+	// would only fail the flush and answer an error for deliveries that were made.
+	pctx, done := endpoint.WithoutDeadline(ctx)
+	defer done()
+	n, err := s.fan.publish(pctx, fo.d, fo.header, fo.targets)
 	fo.span.SetAttributes(attribute.Int("roster.delivered", n))
 	s.metrics.count(ctx, "send", m.Filter != "", n)
 	if err != nil {

@@ -5,7 +5,9 @@
 // decodes the JSON body strictly (unknown fields and trailing data are errors, bodies
 // are size-limited), validates it, calls the handler on a bounded pool of goroutines
 // (micro runs an endpoint's callback serially, so one slow request would otherwise
-// stall the endpoint), and maps the handler's error to the wire: a *wire.Error as it
+// stall the endpoint) with a context that ends at the request's deadline
+// (wire.HeaderTimeout, counted from the arrival; deadline.go), and maps the
+// handler's error to the wire: a *wire.Error as it
 // is, anything else (a panic included) as internal, with the cause logged once and
 // never sent. Each request's duration and outcome is recorded as the
 // rpc.server.call.duration metric.
@@ -93,8 +95,8 @@ var errExpiredWaiting = &wire.Error{Code: wire.CodeTimeout, Message: "the reques
 
 // dispatch runs job on a worker once a slot is free, or answers the request with
 // refuse: unavailable once Stop has begun, timeout when its deadline (zero: none)
-// passes before a slot frees. job and refuse end with done. A request is counted
-// (wg) from its arrival, so that Stop waits for the waiting ones too.
+// passes before a slot frees. A request is counted (wg) from its arrival, so that
+// Stop waits for the waiting ones too; job frees the slot and ends the count.
 func (s *Service) dispatch(deadline time.Time, job func(), refuse func(error)) {
 	s.mu.Lock()
 	if s.stopped {

@@ -70,3 +70,73 @@ func retryUnanswered[T any](ctx context.Context, fn func(context.Context) (T, er
 		}
 	}
 }
+
+// CreateOrUpdateKeyValueFrom is CreateOrUpdateKeyValue for a bucket whose revisions
+// must not start over when the bucket is lost and created again (the lock service's:
+// its revisions are fencing tokens). A bucket it creates starts at revision first
+// (its stream's FirstSeq). A bucket that exists keeps its first sequence, whatever it
+// is (0 for a bucket created without one), and only the rest of its configuration is
+// updated to cfg: the server stores an update's first_seq as given, and a filestore
+// opened with a first_seq above its first message purges every message below it —
+// an existing bucket given one would lose its records at the next restart.
+//
+// Two clients creating the bucket at once, each from its own first, both end up on
+// the one the server created first: the other's create is refused (the stream name
+// is in use with another configuration) and it updates that bucket instead, keeping
+// its first sequence.
+//
+// KeyValueConfig has no first sequence, so the bucket's stream is created from
+// StreamConfig, the configuration nats.go's CreateKeyValue would create.
+func CreateOrUpdateKeyValueFrom(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, first uint64) (jetstream.KeyValue, error) {
+	scfg, err := StreamConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.LimitMarkerTTL != 0 {
+		// As nats.go checks: a server before API level 1 would ignore the
+		// per-message TTL settings instead of refusing them.
+		info, err := js.AccountInfo(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if info.API.Level < 1 {
+			return nil, jetstream.ErrLimitMarkerTTLNotSupported
+		}
+	}
+	if _, err := retryUnanswered(ctx, func(ctx context.Context) (jetstream.Stream, error) {
+		return createOrKeepFirst(ctx, js, scfg, first)
+	}); err != nil {
+		return nil, err
+	}
+	return js.KeyValue(ctx, cfg.Bucket)
+}
+
+// createOrKeepFirst creates the stream scfg starting at sequence first, or, when a
+// stream of that name exists, updates it to scfg with its own first sequence.
+func createOrKeepFirst(ctx context.Context, js jetstream.JetStream, scfg jetstream.StreamConfig, first uint64) (jetstream.Stream, error) {
+	// Three rounds: a stream deleted between the refused create and the update is
+	// created again; one that keeps vanishing is reported.
+	var err error
+	for range 3 {
+		scfg.FirstSeq = first
+		var s jetstream.Stream
+		// The create comes first, and an existing bucket takes the same path as
+		// one another client has just created: the server refuses a create whose
+		// configuration differs from the stream's (and answers one that is the
+		// same, first sequence included, with the stream).
+		if s, err = js.CreateStream(ctx, scfg); !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return s, err
+		}
+		if s, err = js.Stream(ctx, scfg.Name); err != nil {
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		scfg.FirstSeq = s.CachedInfo().Config.FirstSeq
+		if s, err = js.UpdateStream(ctx, scfg); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return s, err
+		}
+	}
+	return nil, err
+}

@@ -18,7 +18,9 @@
 // CreateOrUpdateKeyValue and CreateOrUpdateStream create the buckets and streams
 // the services own, in attempts short enough that a request nats-server leaves
 // unanswered (two instances creating the same stream at once) costs seconds, not a
-// start deadline.
+// start deadline. CreateOrUpdateKeyValueFrom creates a bucket whose revisions start
+// at a given sequence, for revisions that must not start over when a bucket is lost
+// and created again (the lock service's fencing tokens).
 package kvstore
 
 import (

@@ -133,8 +133,22 @@ func BucketConfig(replicas int) jetstream.KeyValueConfig {
 	}
 }
 
+// firstRevision is the revision a locks bucket created at now starts from: now in
+// microseconds since the Unix epoch (1 for a clock before it). Revisions are fencing
+// tokens, and a bucket lost (deleted, or its server's data directory gone) and
+// created again must not grant tokens that an earlier bucket has granted: it starts
+// above every revision an earlier bucket reached, as long as that bucket averaged
+// less than one write per microsecond since it was created and the clock has not
+// gone back. Tokens stay below 2^53, exact as JSON numbers in JavaScript, until the
+// year 2255 (docs/architecture.md, "Fencing tokens").
+func firstRevision(now time.Time) uint64 {
+	return uint64(max(now.UnixMicro(), 1))
+}
+
 func openStore(ctx context.Context, js jetstream.JetStream, replicas int) (*store, error) {
-	kv, err := kvstore.CreateOrUpdateKeyValue(ctx, js, BucketConfig(replicas))
+	// An existing bucket keeps its first revision (0 for one created before
+	// buckets were created from a floor): only a bucket created now starts from it.
+	kv, err := kvstore.CreateOrUpdateKeyValueFrom(ctx, js, BucketConfig(replicas), firstRevision(time.Now()))
 	if err != nil {
 		return nil, fmt.Errorf("lock: bucket %s: %w", Bucket, err)
 	}

@@ -171,6 +171,11 @@ func TestLockCommands(t *testing.T) {
 	if r.err != nil || !strings.Contains(r.stdout, "orders/7") || !strings.Contains(r.stdout, owner.ID()) || !strings.HasSuffix(r.stdout, "1 lock\n") {
 		t.Errorf("lock list: got %q, %v; want orders/7 held by %s", r.stdout, r.err, owner.ID())
 	}
+	// Tokens have 16 digits (a clock floor, docs/architecture.md "Fencing tokens"):
+	// the columns after them stay under their headings.
+	if lines := strings.Split(r.stdout, "\n"); len(lines) < 2 || strings.Index(lines[0], "WAITERS") != strings.LastIndex(lines[1], " ")+1 {
+		t.Errorf("lock list: the waiters column is not under its heading in %q", r.stdout)
+	}
 	r = c.run(ctx, "", "lock", "acquire", "orders/7", "--wait", "0")
 	if !errors.Is(r.err, wire.ErrTimeout) || r.exit() != exitTimeout {
 		t.Errorf("try a held lock: got %v (exit %d), want timeout (exit %d)", r.err, r.exit(), exitTimeout)

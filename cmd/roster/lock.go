@@ -309,14 +309,16 @@ func newLockListCmd() *cobra.Command {
 					after = page.Next
 				}
 				return out.emit(map[string]any{"locks": all}, func(w io.Writer) {
-					fmt.Fprintf(w, "%-24s %-10s %-24s %-8s %s\n", "NAME", "MODE", "HOLDER", "TOKEN", "WAITERS")
+					// Tokens have 16 digits: a locks bucket's revisions start from the
+					// time in microseconds (docs/architecture.md, "Fencing tokens").
+					fmt.Fprintf(w, "%-24s %-10s %-24s %-16s %s\n", "NAME", "MODE", "HOLDER", "TOKEN", "WAITERS")
 					for _, l := range all {
 						waiting := len(l.Waiters)
 						if len(l.Holders) == 0 {
-							fmt.Fprintf(w, "%-24s %-10s %-24s %-8s %d\n", l.Name, "-", "-", "-", waiting)
+							fmt.Fprintf(w, "%-24s %-10s %-24s %-16s %d\n", l.Name, "-", "-", "-", waiting)
 						}
 						for _, h := range l.Holders {
-							fmt.Fprintf(w, "%-24s %-10s %-24s %-8d %d\n", l.Name, h.Mode, h.Session, h.Token, waiting)
+							fmt.Fprintf(w, "%-24s %-10s %-24s %-16d %d\n", l.Name, h.Mode, h.Session, h.Token, waiting)
 						}
 					}
 					fmt.Fprintf(w, "%d %s\n", len(all), plural(len(all), "lock", "locks"))

@@ -146,7 +146,7 @@ func (s *Store) Watch(ctx context.Context, h *Holder, log *slog.Logger, ready ch
 	// When the bucket's stream was created (zero if unknown: not checked), for
 	// kvstore.Recreated.
 	created, _ := kvstore.Created(ctx, s.kv)
-	w, err := s.kv.Watch(ctx, Key)
+	w, err := kvstore.Watch(ctx, s.nc, s.kv, Key)
 	if err != nil {
 		return fmt.Errorf("policy: watch: %w", err)
 	}
@@ -157,7 +157,7 @@ func (s *Store) Watch(ctx context.Context, h *Holder, log *slog.Logger, ready ch
 		}
 		if w = kvstore.Rewatch(ctx, log, "the stored policy", func(ctx context.Context) (jetstream.KeyWatcher, error) {
 			created, _ = kvstore.Created(ctx, s.kv)
-			return s.kv.Watch(ctx, Key)
+			return kvstore.Watch(ctx, s.nc, s.kv, Key)
 		}); w == nil {
 			return nil
 		}

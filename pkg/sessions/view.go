@@ -205,7 +205,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, opts ...Option) (*View, 
 	v.created = stream.CachedInfo().Created
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	v.cancel = cancel
-	w, err := kv.WatchAll(wctx)
+	w, err := kvstore.WatchAll(wctx, v.nc, kv)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("sessions: watch %s: %w", Bucket, err)
@@ -308,7 +308,7 @@ func (v *View) reload(ctx context.Context, js jetstream.JetStream) (jetstream.Ke
 		v.created = info.Created
 		v.mu.Unlock()
 	}
-	w, err := kv.WatchAll(ctx)
+	w, err := kvstore.WatchAll(ctx, v.nc, kv)
 	if err != nil {
 		return nil, err
 	}

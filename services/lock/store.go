@@ -420,7 +420,7 @@ func (s *store) apply(kve jetstream.KeyValueEntry) {
 // from the cache the keys no longer in the bucket, unless cached at a later revision
 // (a write of this instance meanwhile).
 func (s *store) load(ctx context.Context, last uint64) (jetstream.KeyWatcher, error) {
-	w, err := s.kv.WatchAll(ctx)
+	w, err := kvstore.WatchAll(ctx, s.js.Conn(), s.kv)
 	if err != nil {
 		return nil, fmt.Errorf("lock: watch %s: %w", Bucket, err)
 	}

@@ -13,7 +13,7 @@ import (
 // WatchHeartbeat is how often the server sends an idle watch (Watch) a heartbeat.
 // nats.go checks every two heartbeats that something came, and recreates the watch's
 // consumer when nothing did: a watch whose consumer was on a node that died resumes
-// two to four heartbeats later. Each idle watch costs one small message a heartbeat.
+// at most four heartbeats later. Each idle watch costs one small message a heartbeat.
 const WatchHeartbeat = time.Second
 
 // Watch watches the keys of kv's bucket that match key (a subject pattern; "" or
@@ -22,9 +22,9 @@ const WatchHeartbeat = time.Second
 // change. Only the heartbeat differs. kv.Watch's consumer is an R1 ordered consumer
 // placed on any replica of the bucket's stream, and nats.go gives it a fixed 5 s
 // heartbeat checked every 10 s: when the node holding it dies the watch delivers
-// nothing for up to 10 s, 20 s when recreating the consumer at the first check fails.
-// Watch asks for a WatchHeartbeat heartbeat (docs/architecture.md, "Watches after the
-// death of a node"). nc is the connection kv was opened on; ctx bounds the creation of
+// nothing for up to 20 s, and 10 s more for each attempt to recreate the consumer that
+// fails. Watch asks for a WatchHeartbeat heartbeat (docs/architecture.md, "Watches
+// after the death of a node"). nc is the connection kv was opened on; ctx bounds the creation of
 // the consumer only. Stop deletes the consumer and closes Updates, as kv.Watch's does.
 // The bucket must be neither a mirror nor reached through a JetStream domain or API
 // prefix (Roster's are not).

@@ -36,7 +36,7 @@ func TestWatchResumesWhenItsConsumersNodeDies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	put(t, kv, "k0")
+	putRetrying(t, kv, "k0")
 	stream, err := js.Stream(ctx, "KV_hb")
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +59,7 @@ func TestWatchResumesWhenItsConsumersNodeDies(t *testing.T) {
 	defer mine.w.Stop()
 	t.Logf("both consumers on %s; meta leader %s, stream leader %s", stock.node, nodes[meta].Name(), info.Cluster.Leader)
 
-	put(t, kv, "before")
+	putRetrying(t, kv, "before")
 	for _, w := range []jetstream.KeyWatcher{stock.w, mine.w} {
 		if got := next(t, w, 1, false)[0]; !strings.Contains(got, "/before=") {
 			t.Fatalf("got %s, want the key before", got)
@@ -70,7 +70,7 @@ func TestWatchResumesWhenItsConsumersNodeDies(t *testing.T) {
 	nodes[victim].Stop()
 	const after = 3
 	for i := range after {
-		put(t, kv, fmt.Sprintf("after%d", i))
+		putRetrying(t, kv, fmt.Sprintf("after%d", i))
 	}
 
 	got := next(t, mine.w, after, false)
@@ -94,8 +94,8 @@ func TestWatchResumesWhenItsConsumersNodeDies(t *testing.T) {
 	}
 }
 
-// put writes key, retrying while the cluster cannot take the write.
-func put(t *testing.T, kv jetstream.KeyValue, key string) {
+// putRetrying writes key, retrying while the cluster cannot take the write.
+func putRetrying(t *testing.T, kv jetstream.KeyValue, key string) {
 	t.Helper()
 	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

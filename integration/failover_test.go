@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -383,14 +382,14 @@ func testExpiryAcrossLeaderChange(t *testing.T, kill bool, bound time.Duration) 
 	var cmu sync.Mutex
 	closedAt := map[string]time.Time{} // stored
 	seenAt := map[string]time.Time{}   // delivered by the watch
-	before := consumerNodes(t, js, "KV_"+sessions.Bucket)
+	before := natstest.ConsumerNodes(t, js, "KV_"+sessions.Bucket)
 	w, err := kvstore.WatchAll(context.Background(), snc, kv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Stop()
 	var watchNode []string // the node(s) of the consumers that appeared with the watch
-	for name, node := range consumerNodes(t, js, "KV_"+sessions.Bucket) {
+	for name, node := range natstest.ConsumerNodes(t, js, "KV_"+sessions.Bucket) {
 		if _, ok := before[name]; !ok {
 			watchNode = append(watchNode, node)
 		}
@@ -442,7 +441,7 @@ func testExpiryAcrossLeaderChange(t *testing.T, kill bool, bound time.Duration) 
 	if kill {
 		how = "kill of"
 		c.nodes[leader].kill()
-	} else if err := stepDown(snc, "KV_"+sessions.Bucket); err != nil {
+	} else if err := natstest.StepDown(context.Background(), snc, "KV_"+sessions.Bucket); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
@@ -488,49 +487,6 @@ func testExpiryAcrossLeaderChange(t *testing.T, kill bool, bound time.Duration) 
 	if kill {
 		c.restartNode(leader)
 	}
-}
-
-// consumerNodes returns the consumers of a stream and the node each is on.
-func consumerNodes(t *testing.T, js jetstream.JetStream, stream string) map[string]string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	l := s.ListConsumers(ctx)
-	for ci := range l.Info() {
-		if ci.Cluster != nil {
-			out[ci.Name] = ci.Cluster.Leader
-		}
-	}
-	if err := l.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// stepDown asks a stream's leader to hand over to another replica.
-func stepDown(nc *nats.Conn, stream string) error {
-	reply, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil, 10*time.Second)
-	if err != nil {
-		return err
-	}
-	var resp struct {
-		Success bool `json:"success"`
-		Error   *struct {
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(reply.Data, &resp); err != nil {
-		return err
-	}
-	if !resp.Success {
-		return fmt.Errorf("stepdown of %s: %+v", stream, resp.Error)
-	}
-	return nil
 }
 
 // TestInstanceKillUnderLoad keeps requests flowing to every service while one

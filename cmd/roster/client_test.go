@@ -553,6 +553,9 @@ func TestSessionOpenPrintsStateChangesAsJSON(t *testing.T) {
 	if change["old_state"] != "ACTIVE" || change["new_state"] != "CLOSED" || change["reason"] != "by_server" {
 		t.Errorf("got state change %v, want old_state ACTIVE, new_state CLOSED, reason by_server", change)
 	}
+	if n, err := jsonLines(out.String()); err != nil || n != 2 {
+		t.Errorf("session open -o json: %d objects, %v; want the session and its change, a line each", n, err)
+	}
 }
 
 // TestListenPrintsEachDeliveryOnce: --path '*' beside another path (or a path given

@@ -5,10 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/seed-3c836eab/roster/pkg/natstest"
-	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
 // jsonLines checks that out is JSON objects one per line, each line whole, and
@@ -36,6 +32,8 @@ func jsonLines(out string) (int, error) {
 func TestJSONOutputIsOneObjectPerLine(t *testing.T) {
 	c := newCLI(t)
 	ctx := testCtx(t)
+	// session open, which prints its session and then each change of state:
+	// TestSessionOpenPrintsStateChangesAsJSON.
 	for _, args := range [][]string{
 		{"session", "list"},
 		{"lock", "list"},
@@ -55,27 +53,4 @@ func TestJSONOutputIsOneObjectPerLine(t *testing.T) {
 		t.Errorf("filter check -o json: %d objects, %v", n, err)
 	}
 
-	// session open: the session, then a change of state, each a line.
-	out, errb := &natstest.Buffer{}, &natstest.Buffer{}
-	done := c.start(ctx, "", out, errb, "session", "open", "-o", "json")
-	var opened struct {
-		Session struct {
-			ID string `json:"id"`
-		} `json:"session"`
-	}
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		return json.NewDecoder(strings.NewReader(out.String())).Decode(&opened)
-	})
-	admin := openSession(t, c.server)
-	if _, err := admin.CloseSessions(ctx, wire.SessionCloseRequest{ID: opened.Session.ID}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		t.Fatal("session open still runs after its session was closed")
-	}
-	if n, err := jsonLines(out.String()); err != nil || n != 2 {
-		t.Errorf("session open -o json: %d objects, %v", n, err)
-	}
 }

@@ -2,7 +2,6 @@ package kvstore_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"reflect"
 	"slices"
@@ -240,7 +239,7 @@ func TestConcurrentCreateFromFirst(t *testing.T) {
 			}
 			// A new leader goes on from the replicated sequence.
 			old := leader(js, "KV_fenced")
-			if err := stepDown(ctx, js, "KV_fenced"); err != nil {
+			if err := natstest.StepDown(ctx, js.Conn(), "KV_fenced"); err != nil {
 				t.Fatal(err)
 			}
 			natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
@@ -254,27 +253,6 @@ func TestConcurrentCreateFromFirst(t *testing.T) {
 			}
 		})
 	}
-}
-
-// stepDown asks a stream's leader to hand over to another replica.
-func stepDown(ctx context.Context, js jetstream.JetStream, stream string) error {
-	reply, err := js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil)
-	if err != nil {
-		return err
-	}
-	var resp struct {
-		Success bool `json:"success"`
-		Error   *struct {
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(reply.Data, &resp); err != nil {
-		return err
-	}
-	if !resp.Success {
-		return fmt.Errorf("stepdown of %s: %+v", stream, resp.Error)
-	}
-	return nil
 }
 
 // leader returns the name of stream's leader ("" while it has none, or does not

@@ -53,9 +53,9 @@ func TestWatchResumesWhenItsConsumersNodeDies(t *testing.T) {
 		}
 	}
 
-	stock := placed(t, stream, victims, func() (jetstream.KeyWatcher, error) { return kv.WatchAll(ctx) })
+	stock := placed(t, js, victims, func() (jetstream.KeyWatcher, error) { return kv.WatchAll(ctx) })
 	defer stock.w.Stop()
-	mine := placed(t, stream, []string{stock.node}, func() (jetstream.KeyWatcher, error) { return kvstore.WatchAll(ctx, nc, kv) })
+	mine := placed(t, js, []string{stock.node}, func() (jetstream.KeyWatcher, error) { return kvstore.WatchAll(ctx, nc, kv) })
 	defer mine.w.Stop()
 	t.Logf("both consumers on %s; meta leader %s, stream leader %s", stock.node, nodes[meta].Name(), info.Cluster.Leader)
 
@@ -113,10 +113,10 @@ type placedWatch struct {
 // placed starts watches with start until one's consumer is on one of the nodes
 // named, and returns it after its initial values (the others are stopped). nats-server
 // places an R1 consumer on any replica of the stream.
-func placed(t *testing.T, stream jetstream.Stream, nodes []string, start func() (jetstream.KeyWatcher, error)) placedWatch {
+func placed(t *testing.T, js jetstream.JetStream, nodes []string, start func() (jetstream.KeyWatcher, error)) placedWatch {
 	t.Helper()
 	for range 100 {
-		before := consumers(t, stream)
+		before := natstest.ConsumerNodes(t, js, "KV_hb")
 		w, err := start()
 		if err != nil {
 			t.Fatal(err)
@@ -126,7 +126,7 @@ func placed(t *testing.T, stream jetstream.Stream, nodes []string, start func() 
 				break
 			}
 		}
-		for name, node := range consumers(t, stream) {
+		for name, node := range natstest.ConsumerNodes(t, js, "KV_hb") {
 			if _, ok := before[name]; !ok && slices.Contains(nodes, node) {
 				return placedWatch{w, node}
 			}
@@ -137,20 +137,4 @@ func placed(t *testing.T, stream jetstream.Stream, nodes []string, start func() 
 	}
 	t.Fatalf("no watch's consumer was placed on %v", nodes)
 	return placedWatch{}
-}
-
-// consumers returns the stream's consumers and the node each is on.
-func consumers(t *testing.T, stream jetstream.Stream) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	l := stream.ListConsumers(context.Background())
-	for ci := range l.Info() {
-		if ci.Cluster != nil {
-			out[ci.Name] = ci.Cluster.Leader
-		}
-	}
-	if err := l.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

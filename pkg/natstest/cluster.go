@@ -2,10 +2,14 @@ package natstest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
 )
@@ -50,4 +54,48 @@ func StartCluster(t testing.TB, n int, opts ...Option) []*Server {
 		return err
 	})
 	return servers
+}
+
+// StepDown asks a stream's leader to hand over to another replica.
+func StepDown(ctx context.Context, nc *nats.Conn, stream string) error {
+	reply, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil)
+	if err != nil {
+		return err
+	}
+	var resp struct {
+		Success bool `json:"success"`
+		Error   *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return err
+	}
+	if !resp.Success {
+		return fmt.Errorf("stepdown of %s: %+v", stream, resp.Error)
+	}
+	return nil
+}
+
+// ConsumerNodes returns the consumers of a stream and the node each is on (its
+// leader's name); it fails the test if they cannot be listed.
+func ConsumerNodes(t testing.TB, js jetstream.JetStream, stream string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	l := s.ListConsumers(ctx)
+	for ci := range l.Info() {
+		if ci.Cluster != nil {
+			out[ci.Name] = ci.Cluster.Leader
+		}
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -108,23 +108,58 @@ func CreateOrUpdateKeyValueFrom(ctx context.Context, js jetstream.JetStream, cfg
 	}); err != nil {
 		return nil, err
 	}
-	return js.KeyValue(ctx, cfg.Bucket)
+	for round := 1; ; round++ {
+		// In a cluster, the bucket another client created a moment ago can be
+		// unknown to the node asked for it still.
+		kv, err := js.KeyValue(ctx, cfg.Bucket)
+		if !errors.Is(err, jetstream.ErrBucketNotFound) || round == createRounds {
+			return kv, err
+		}
+		if err := pause(ctx, round); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// createRounds bounds the rounds of createOrKeepFirst, and of the bind after it, that
+// a clustered JetStream answers "stream not found" for a stream being created.
+const createRounds = 5
+
+// pause waits before round+1 of a create: 50 ms times round, or until ctx ends.
+func pause(ctx context.Context, round int) error {
+	select {
+	case <-time.After(time.Duration(round) * 50 * time.Millisecond):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // createOrKeepFirst creates the stream scfg starting at sequence first, or, when a
 // stream of that name exists, updates it to scfg with its own first sequence.
 func createOrKeepFirst(ctx context.Context, js jetstream.JetStream, scfg jetstream.StreamConfig, first uint64) (jetstream.Stream, error) {
-	// Three rounds: a stream deleted between the refused create and the update is
-	// created again; one that keeps vanishing is reported.
+	// A few rounds: a stream deleted between the refused create and the update is
+	// created again, and in a cluster a create, a read or an update racing another
+	// client's create of the stream can be answered "stream not found" (seen in
+	// TestConcurrentCreateFromFirst); a stream that keeps vanishing is reported.
 	var err error
-	for range 3 {
+	for round := 1; round <= createRounds; round++ {
+		if round > 1 {
+			if perr := pause(ctx, round-1); perr != nil {
+				return nil, errors.Join(err, perr)
+			}
+		}
 		scfg.FirstSeq = first
 		var s jetstream.Stream
 		// The create comes first, and an existing bucket takes the same path as
 		// one another client has just created: the server refuses a create whose
 		// configuration differs from the stream's (and answers one that is the
 		// same, first sequence included, with the stream).
-		if s, err = js.CreateStream(ctx, scfg); !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		s, err = js.CreateStream(ctx, scfg)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return s, err
 		}
 		if s, err = js.Stream(ctx, scfg.Name); err != nil {

@@ -22,9 +22,21 @@ import (
 // deadline.
 var errDeadline = errors.New("endpoint: the request's deadline passed")
 
-// requestKey keys, in a handler's context with a deadline, the service's context:
-// what WithoutDeadline keeps.
+// requestKey keys, in a handler's context with a deadline, its *requestDeadlines:
+// the service's context (what WithoutDeadline keeps) and the deadline (Remaining).
 type requestKey struct{}
+
+type requestDeadlines struct {
+	svc      context.Context
+	deadline time.Time
+}
+
+// deadlines returns what ctx holds under requestKey: nil for a request without a
+// deadline, and in a context WithoutDeadline made.
+func deadlines(ctx context.Context) *requestDeadlines {
+	d, _ := ctx.Value(requestKey{}).(*requestDeadlines)
+	return d
+}
 
 // requestDeadline returns the deadline the request's headers give, counted from
 // arrival; zero when they give none. A Roster-Timeout header given more than once,
@@ -81,12 +93,12 @@ func Interrupted(ctx context.Context, stopping string) error {
 // sets its own. A context without a request's deadline is returned as it is; so
 // is one WithoutDeadline returned, and any made from it.
 func WithoutDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
-	svc, ok := ctx.Value(requestKey{}).(context.Context)
-	if !ok {
+	d := deadlines(ctx)
+	if d == nil {
 		return ctx, func() {}
 	}
-	out, cancel := context.WithCancel(context.WithValue(context.WithoutCancel(ctx), requestKey{}, nil))
-	stop := context.AfterFunc(svc, cancel)
+	out, cancel := context.WithCancel(context.WithValue(context.WithoutCancel(ctx), requestKey{}, (*requestDeadlines)(nil)))
+	stop := context.AfterFunc(d.svc, cancel)
 	return out, func() { stop(); cancel() }
 }
 
@@ -99,4 +111,33 @@ func afterDeadline(ctx context.Context, err error) error {
 		return err
 	}
 	return &wire.Error{Code: wire.CodeTimeout, Message: "the request's deadline passed: " + we.Message}
+}
+
+// replyMargin is how much of a request's time an answer that a handler sends when a
+// wait of its own ends (the results gathered so far, an empty page) leaves for the
+// answer to reach the caller.
+const replyMargin = 200 * time.Millisecond
+
+// HoldWithin bounds wait, how long a handler means to hold a request before it
+// answers with what it has, by the request's deadline: the answer is sent a little
+// before the caller gives up (replyMargin, or a quarter of the time left when that
+// is less), not after, when nobody would read it. wait is returned as it is for a
+// request without a deadline.
+func HoldWithin(ctx context.Context, wait time.Duration) time.Duration {
+	left, ok := Remaining(ctx)
+	if !ok {
+		return wait
+	}
+	return max(min(wait, left-min(replyMargin, left/4)), 0)
+}
+
+// Remaining returns the time left until the request's deadline, and false for a
+// request without one (nor a context made by WithoutDeadline). Bounds a handler set
+// on its context itself do not count.
+func Remaining(ctx context.Context) (time.Duration, bool) {
+	d := deadlines(ctx)
+	if d == nil {
+		return 0, false
+	}
+	return time.Until(d.deadline), true
 }

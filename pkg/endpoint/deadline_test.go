@@ -208,3 +208,48 @@ func TestDeadlineCountsFromArrival(t *testing.T) {
 		t.Fatalf("%d handlers started, want 2 (the expired requests are never started)", n)
 	}
 }
+
+// TestHoldWithinTheRequestsDeadline: a handler that holds a request for a wait of
+// its own learns how much of it the request's deadline allows (HoldWithin), a
+// little less than the time left so that the answer reaches the caller; without a
+// deadline, or in a context WithoutDeadline made, the wait is its own.
+func TestHoldWithinTheRequestsDeadline(t *testing.T) {
+	type held struct {
+		hold, unbounded time.Duration
+		left            time.Duration
+		ok, okWithout   bool
+	}
+	got := make(chan held, 1)
+	f := setup(t, endpoint.Config{}, func(ctx context.Context, _ *endpoint.Call, _ *echoRequest) (*echoResponse, error) {
+		var h held
+		h.left, h.ok = endpoint.Remaining(ctx)
+		h.hold = endpoint.HoldWithin(ctx, time.Minute)
+		dctx, done := endpoint.WithoutDeadline(ctx)
+		defer done()
+		h.unbounded = endpoint.HoldWithin(dctx, time.Minute)
+		_, h.okWithout = endpoint.Remaining(dctx)
+		got <- h
+		return &echoResponse{}, nil
+	})
+	hdr := nats.Header{}
+	hdr.Set(wire.HeaderTimeout, "2000")
+	if err := rawCall(t, f.client, hdr, `{"text":"x"}`); err != nil {
+		t.Fatal(err)
+	}
+	h := <-got
+	if !h.ok || h.left <= 0 || h.left > 2*time.Second {
+		t.Errorf("Remaining: %v, %v; want true and at most the 2 s given", h.left, h.ok)
+	}
+	if h.hold <= 0 || h.hold >= h.left {
+		t.Errorf("HoldWithin(1m) = %v with %v left; want a positive wait short of the deadline", h.hold, h.left)
+	}
+	if h.unbounded != time.Minute || h.okWithout {
+		t.Errorf("without the deadline: HoldWithin(1m) = %v, Remaining ok %v; want 1m and false", h.unbounded, h.okWithout)
+	}
+	if err := rawCall(t, f.client, nil, `{"text":"x"}`); err != nil {
+		t.Fatal(err)
+	}
+	if h := <-got; h.ok || h.hold != time.Minute {
+		t.Errorf("no deadline given: Remaining ok %v, HoldWithin(1m) = %v; want false and 1m", h.ok, h.hold)
+	}
+}

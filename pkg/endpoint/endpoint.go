@@ -450,7 +450,7 @@ func serve[Req, Resp any](s *Service, subject string, r micro.Request, hdr nats.
 	defer span.End()
 	if !deadline.IsZero() {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadlineCause(context.WithValue(ctx, requestKey{}, s.ctx), deadline, errDeadline)
+		ctx, cancel = context.WithDeadlineCause(context.WithValue(ctx, requestKey{}, &requestDeadlines{svc: s.ctx, deadline: deadline}), deadline, errDeadline)
 		defer cancel()
 	}
 	code := handle(ctx, s, subject, span, hdr, herr, r, h)

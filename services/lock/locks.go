@@ -88,6 +88,11 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 		w.Until = now + req.WaitMS
 		w.Deadline = min(w.Deadline, w.Until)
 	}
+	// Nor is the request held past the requester's deadline: by then nobody reads
+	// its answer. It is answered as at MaxWait, and keeps its place for Reattach.
+	if left, ok := endpoint.Remaining(ctx); ok {
+		w.Deadline = min(w.Deadline, now+max(left.Milliseconds(), 0))
+	}
 	clientID := w.ID != ""
 	if !clientID {
 		w.ID = nuid.Next()

@@ -196,6 +196,12 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 	if timeout == 0 {
 		timeout = wire.DefaultRequestTimeoutMS * time.Millisecond
 	}
+	if req.StreamID == "" {
+		// The results are the reply: gathered for no longer than the requester
+		// waits for it, they reach it (those not in yet answered timeout), and the
+		// receivers are told the time there is.
+		timeout = endpoint.HoldWithin(ctx, timeout)
+	}
 	expected := len(fo.targets)
 	// The sessions asked: neither those refused for requests in flight nor those
 	// the publish failed for.

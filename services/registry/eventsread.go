@@ -173,7 +173,7 @@ func (s *Service) events(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 	if s.cfg.beforeHold != nil {
 		s.cfg.beforeHold()
 	}
-	if err := s.waiters.hold(&eventWaiter{q: q, caller: me.ID, principal: me.Principal, reply: c.Reply, deadline: time.Now().Add(wait), lastRead: time.Now()}, seen); err != nil {
+	if err := s.waiters.hold(&eventWaiter{q: q, caller: me.ID, principal: me.Principal, reply: c.Reply, deadline: time.Now().Add(endpoint.HoldWithin(ctx, wait)), lastRead: time.Now()}, seen); err != nil {
 		return nil, err
 	}
 	return nil, endpoint.ErrReplyLater

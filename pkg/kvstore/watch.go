@@ -25,7 +25,8 @@ const WatchHeartbeat = time.Second
 // nothing for up to 20 s, and 10 s more for each attempt to recreate the consumer that
 // fails. Watch asks for a WatchHeartbeat heartbeat (docs/architecture.md, "Watches
 // after the death of a node"). nc is the connection kv was opened on; ctx bounds the creation of
-// the consumer only. Stop deletes the consumer and closes Updates, as kv.Watch's does.
+// the consumer only. Stop deletes the consumer and closes Updates, as kv.Watch's does,
+// also when nobody reads Updates any more (watcher.Stop).
 // The bucket must be neither a mirror nor reached through a JetStream domain or API
 // prefix (Roster's are not).
 func Watch(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, key string) (jetstream.KeyWatcher, error) {
@@ -44,6 +45,10 @@ type watcher struct {
 	mu      sync.Mutex
 	updates chan jetstream.KeyValueEntry
 	sub     *nats.Subscription
+	// stopped is closed by Stop: a delivery blocked on a full updates channel
+	// gives up, so that the subscription's goroutine ends and closes updates.
+	stopped  chan struct{}
+	stopOnce sync.Once
 	// The initial values: done once received reaches pending, the messages pending
 	// on the consumer when it was created (or a message reports none after it).
 	initDone bool
@@ -53,7 +58,25 @@ type watcher struct {
 
 func (w *watcher) Updates() <-chan jetstream.KeyValueEntry { return w.updates }
 
-func (w *watcher) Stop() error { return w.sub.Unsubscribe() }
+// Stop deletes the watch's consumer and closes Updates once the entry being
+// delivered, if any, is in or dropped. Unlike nats.go's, a watch stopped while its
+// channel is full and nobody reads it lets go of its delivery goroutine (the rest
+// of what the channel held is still read before it closes).
+func (w *watcher) Stop() error {
+	w.stopOnce.Do(func() { close(w.stopped) })
+	return w.sub.Unsubscribe()
+}
+
+// send delivers e (nil: the marker) unless the watch is stopped; it reports
+// whether it did. Called under w.mu.
+func (w *watcher) send(e jetstream.KeyValueEntry) bool {
+	select {
+	case w.updates <- e:
+		return true
+	case <-w.stopped:
+		return false
+	}
+}
 
 // watch is Watch with the heartbeat given. It follows kv.WatchFiltered of nats.go
 // v1.55.0 (jetstream/kv.go) for a single filter and no options, on the same ordered
@@ -71,8 +94,8 @@ func watch(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, key string
 		return nil, fmt.Errorf("kvstore: watch %s: %w", bucket, err)
 	}
 	// Blocking on a full channel is by design, as in nats.go: the subscription
-	// buffers behind it.
-	w := &watcher{updates: make(chan jetstream.KeyValueEntry, 256)}
+	// buffers behind it. Until Stop (send).
+	w := &watcher{updates: make(chan jetstream.KeyValueEntry, 256), stopped: make(chan struct{})}
 	update := func(m *nats.Msg) {
 		meta, err := m.Metadata()
 		if err != nil || len(m.Subject) <= len(pre) {
@@ -89,12 +112,14 @@ func watch(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, key string
 		}
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		w.updates <- e
+		if !w.send(e) {
+			return
+		}
 		if !w.initDone {
 			w.received++
 			if w.received >= w.pending || meta.NumPending == 0 {
 				w.initDone = true
-				w.updates <- nil
+				w.send(nil)
 			}
 		}
 	}

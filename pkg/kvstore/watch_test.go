@@ -3,7 +3,9 @@ package kvstore_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -178,4 +180,66 @@ func stopBoth(t *testing.T, ws ...jetstream.KeyWatcher) {
 			}
 		}
 	}
+}
+
+// TestStopEndsAWatchNobodyReads: a watch stopped while its updates channel is full
+// (a burst its follower had not read yet when it stopped following: its context
+// ended, or the bucket was recreated under it) lets go of the goroutine that
+// delivers to it, and closes Updates, without anyone reading. Before, that
+// goroutine stayed blocked on the full channel for good, holding the watch's lock
+// and the messages buffered behind it; Updates never closed.
+func TestStopEndsAWatchNobodyReads(t *testing.T) {
+	s := natstest.Start(t)
+	js := s.JetStream(t)
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kvstore.WatchAll(ctx, js.Conn(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// More than the channel holds (the marker takes one place).
+	for i := range cap(w.Updates()) + 10 {
+		if _, err := kv.Put(ctx, fmt.Sprint("k", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := len(w.Updates()); n < cap(w.Updates()) {
+			return fmt.Errorf("%d entries waiting, want the channel full", n)
+		}
+		return nil
+	})
+	if err := w.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := watchDeliveries(); n > 0 {
+			return fmt.Errorf("%d goroutines still deliver to a stopped watch", n)
+		}
+		return nil
+	})
+	// Updates ends after what was in the channel when the watch stopped.
+	n := 0
+	for range w.Updates() {
+		n++
+	}
+	if n > cap(w.Updates()) {
+		t.Fatalf("read %d entries after Stop, more than the channel held", n)
+	}
+}
+
+// watchDeliveries counts the goroutines inside kvstore.Watch's delivery callback.
+func watchDeliveries() int {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "kvstore.watch.func") {
+			n++
+		}
+	}
+	return n
 }

@@ -262,7 +262,9 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 	}()
 
 	h[wire.HeaderRequestID] = []string{g.id}
-	h[wire.HeaderTimeout] = []string{strconv.FormatInt(timeout.Milliseconds(), 10)}
+	// At least 1 ms: a timeout under a millisecond (a requester's deadline all but
+	// gone, endpoint.HoldWithin) written as 0 is no deadline to the SDK.
+	h[wire.HeaderTimeout] = []string{strconv.FormatInt(max(timeout.Milliseconds(), 1), 10)}
 	msg := &nats.Msg{Header: h, Data: d.payload}
 	subj := make([]byte, 0, 128)
 	reply := make([]byte, 0, len(f.inbox)+24)

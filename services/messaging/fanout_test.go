@@ -56,3 +56,35 @@ func checkNotDelivered(t *testing.T, r wire.MsgResult) {
 		t.Fatalf("message %q", r.Error.Message)
 	}
 }
+
+// TestReceiversAreNeverToldZero: a request gathered for less than a millisecond
+// (the requester's deadline all but gone: endpoint.HoldWithin) tells its receivers
+// 1 ms, not 0. A Roster-Timeout of 0 on a delivery is no deadline to the SDK, whose
+// handler then ran unbounded for a requester that had been answered already.
+func TestReceiversAreNeverToldZero(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := srv.ServiceConn(t)
+	f, err := newFanout(nc, DefaultMaxInFlight, noop.NewTracerProvider().Tracer(""), natstest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	sub, err := nc.SubscribeSync(wire.DeliverSubject("k1", "r1", "chat/x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	d := &delivery{path: "chat/x", pathTokens: "chat.x", sender: "s1", payload: []byte("hi")}
+	targets := []target{{id: "r1", deliveryKey: "k1"}}
+	results, _ := f.request(ctx, d, d.header(ctx), targets, 500*time.Microsecond, nil, 1<<20, func(int) {})
+	if len(results) != 1 || results[0].Status != wire.StatusTimeout {
+		t.Fatalf("results: %+v, want one timeout", results)
+	}
+	m, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Header.Get(wire.HeaderTimeout); got != "1" {
+		t.Fatalf("the receiver was told %s=%q, want 1", wire.HeaderTimeout, got)
+	}
+}

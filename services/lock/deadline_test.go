@@ -12,9 +12,11 @@ import (
 )
 
 // TestWaitIsNotHeldPastTheRequestersDeadline: a waiting acquire whose requester gives
-// a deadline (Roster-Timeout) shorter than its wait is answered at that deadline, as
-// at MaxWait, and keeps its place detached for a re-issue. Before, the service held
-// it for MaxWait (a minute), after its requester had gone, and answered no one.
+// a deadline (Roster-Timeout) shorter than its wait ends at that deadline: answered
+// timeout and out of the queue, so the lock freed afterwards is granted to no one.
+// Before, the service held it for MaxWait (a minute), after its requester had gone,
+// and answered no one; then, answered at the deadline but detached, it kept its
+// place for Reattach and was granted the lock freed meanwhile (found by review).
 func TestWaitIsNotHeldPastTheRequestersDeadline(t *testing.T) {
 	e := newEnv(t)
 	e.startLock(t, Config{MaxWait: time.Minute, Reattach: time.Minute})
@@ -35,7 +37,11 @@ func TestWaitIsNotHeldPastTheRequestersDeadline(t *testing.T) {
 		t.Fatalf("no answer to a wait whose requester's deadline passed: %v", err)
 	}
 	wantCode(t, wire.ReplyError(reply), wire.CodeTimeout)
-	if reply := e.waiterReply(t, "busy", "b1"); reply != "" {
-		t.Errorf("the waiter still holds its request (reply %q), want it detached", reply)
+	if q := e.waiting(t, "busy"); len(q) != 0 {
+		t.Errorf("waiting after the requester's deadline: %v, want none", q)
+	}
+	a.mustRelease(t, "busy")
+	if rec := e.lockRecord(t, "busy"); rec != nil && len(rec.Holders) != 0 {
+		t.Errorf("the lock freed after the requester gave up is held: %s", jsonString(rec.Holders))
 	}
 }

@@ -88,10 +88,14 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 		w.Until = now + req.WaitMS
 		w.Deadline = min(w.Deadline, w.Until)
 	}
-	// Nor is the request held past the requester's deadline: by then nobody reads
-	// its answer. It is answered as at MaxWait, and keeps its place for Reattach.
-	if left, ok := endpoint.Remaining(ctx); ok {
-		w.Deadline = min(w.Deadline, now+max(left.Milliseconds(), 0))
+	// A requester's deadline (Roster-Timeout) before the server's bound ends its
+	// wait there: it has given up, and will not re-issue the request. Detached
+	// instead, as at MaxWait, the waiter kept its place for Reattach and could be
+	// granted the lock in that time, held by a session that never learns of it.
+	if left, ok := endpoint.Remaining(ctx); ok && wait {
+		if end := now + max(left.Milliseconds(), 0); end < w.Deadline {
+			w.Until, w.Deadline = end, end
+		}
 	}
 	clientID := w.ID != ""
 	if !clientID {

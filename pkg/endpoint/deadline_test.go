@@ -3,6 +3,7 @@ package endpoint_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -252,4 +254,27 @@ func TestHoldWithinTheRequestsDeadline(t *testing.T) {
 	if h := <-got; h.ok || h.hold != time.Minute {
 		t.Errorf("no deadline given: Remaining ok %v, HoldWithin(1m) = %v; want false and 1m", h.ok, h.hold)
 	}
+}
+
+// TestFailureAfterTheDeadlineKeepsItsCause: unavailable returned after the request's
+// deadline is answered timeout, the deadline's doing as far as the client goes, but
+// its cause is still logged (at debug): a write seen through past the deadline can
+// fail for real. Before, the cause was dropped with the unavailable.
+func TestFailureAfterTheDeadlineKeepsItsCause(t *testing.T) {
+	var logs natstest.Buffer
+	f := setupLogged(t, endpoint.Config{}, logs.Logger(), func(ctx context.Context, _ *endpoint.Call, _ *echoRequest) (*echoResponse, error) {
+		<-ctx.Done()
+		return nil, fmt.Errorf("write: %w", errors.Join(wire.Errorf(wire.CodeUnavailable, "session storage is not available"), errors.New("nats: disk on fire")))
+	})
+	hdr := nats.Header{}
+	hdr.Set(wire.HeaderTimeout, "100")
+	if err := rawCall(t, f.client, hdr, `{"text":"x"}`); !errors.Is(err, wire.ErrTimeout) {
+		t.Fatalf("got %v, want timeout", err)
+	}
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "disk on fire") {
+			return fmt.Errorf("the cause is not logged:\n%s", logs.String())
+		}
+		return nil
+	})
 }

@@ -478,7 +478,13 @@ func handle[Req, Resp any](ctx context.Context, s *Service, subject string, span
 		return "reply_later"
 	}
 	if err != nil {
-		err = afterDeadline(ctx, err)
+		if cut := afterDeadline(ctx, err); cut != err {
+			// Most often the deadline's own doing (a read it cut short), so not
+			// logged as a failure; but a write seen through past the deadline can
+			// fail for real, and its cause is kept for the operator.
+			s.log.DebugContext(ctx, "request failed after its deadline", "subject", subject, "err", err)
+			err = cut
+		}
 		logFailure(ctx, s.log, subject, err)
 		SpanError(span, err)
 		// Reply on the connection, not through micro.Request: micro reads the

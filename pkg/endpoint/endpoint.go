@@ -422,6 +422,13 @@ func Add[Req, Resp any](s *Service, ep Endpoint, h Handler[Req, Resp]) error {
 			code := serve(s, subject, r, hdr, deadline, herr, h)
 			s.calls.RecordSet(context.Background(), time.Since(start).Seconds(), out[code])
 		}, func(err error) {
+			// Refused before a handler ran (its deadline passed while it waited
+			// for a slot, or the service stops): still a server span in the
+			// caller's trace, started at the arrival, which says why.
+			_, span := s.startSpan(wire.Extract(s.ctx, hdr), subject, trace.WithTimestamp(start))
+			SpanError(span, err)
+			span.SetAttributes(attribute.String("rpc.response.status_code", errorCode(err)))
+			span.End()
 			// On the connection, not through micro.Request: this may run on
 			// another goroutine than micro's callback (handle says why).
 			if rerr := ReplyError(s.nc, r.Reply(), err); rerr != nil {
@@ -436,17 +443,23 @@ func Add[Req, Resp any](s *Service, ep Endpoint, h Handler[Req, Resp]) error {
 	return nil
 }
 
+// startSpan starts the server span of a request on subject, with the attributes of
+// OTel's RPC conventions.
+func (s *Service) startSpan(ctx context.Context, subject string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	opts = append(opts, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(
+			attribute.String("rpc.system.name", "nats"),
+			attribute.String("rpc.method", subject),
+		))
+	return s.tracer.Start(ctx, subject, opts...)
+}
+
 // serve handles one request in its server span and returns its outcome: "ok",
 // "reply_later", or the error code it was answered with. The span has the
 // attributes of OTel's RPC conventions the request's metric has (newOutcomes), with
 // the same values: rpc.method is the subject, which names the service too.
 func serve[Req, Resp any](s *Service, subject string, r micro.Request, hdr nats.Header, deadline time.Time, herr error, h Handler[Req, Resp]) string {
-	ctx := wire.Extract(s.ctx, hdr)
-	ctx, span := s.tracer.Start(ctx, subject, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(
-			attribute.String("rpc.system.name", "nats"),
-			attribute.String("rpc.method", subject),
-		))
+	ctx, span := s.startSpan(wire.Extract(s.ctx, hdr), subject)
 	defer span.End()
 	if !deadline.IsZero() {
 		var cancel context.CancelFunc

@@ -2,9 +2,11 @@ package endpoint_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
@@ -127,5 +130,55 @@ func TestServerSpansRecordOnlySessionIDs(t *testing.T) {
 			lens[i] = len(v)
 		}
 		t.Fatalf("roster.session_id of the spans: %d values of lengths %v, want only %s", len(got), lens, id)
+	}
+}
+
+// TestRefusedWhileWaitingHasAServerSpan: a request refused before a handler ran (its
+// deadline passed while it waited for a slot) has a server span in its caller's
+// trace, with the code it was answered with (as error.type: a client's deadline is
+// not the service's error, so no error status, as SpanError has it). Before, only its metric point
+// told of it, and the caller's trace showed no server at all.
+func TestRefusedWhileWaitingHasAServerSpan(t *testing.T) {
+	hold, held := make(chan struct{}), make(chan struct{}, 1)
+	f := setup(t, endpoint.Config{MaxConcurrent: 1}, func(_ context.Context, _ *endpoint.Call, req *echoRequest) (*echoResponse, error) {
+		if req.Text == "hold" {
+			held <- struct{}{}
+			<-hold
+		}
+		return &echoResponse{Text: req.Text}, nil
+	})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release)
+	first := make(chan error, 1)
+	go func() { first <- rawCall(t, f.client, nil, `{"text":"hold"}`) }()
+	<-held // the one slot is taken
+
+	ctx, client := f.tp.Tracer("test").Start(context.Background(), "client")
+	hdr := nats.Header{}
+	wire.Inject(ctx, hdr)
+	hdr.Set(wire.HeaderTimeout, "50")
+	if err := rawCall(t, f.client, hdr, `{"text":"late"}`); !errors.Is(err, wire.ErrTimeout) {
+		t.Fatalf("got %v, want timeout", err)
+	}
+	client.End()
+	release()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	var span sdktrace.ReadOnlySpan
+	natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		for _, s := range f.recorder.Ended() {
+			if s.SpanKind() == trace.SpanKindServer && s.Parent().SpanID() == client.SpanContext().SpanID() {
+				span = s
+				return nil
+			}
+		}
+		return errors.New("no server span in the refused request's trace")
+	})
+	set := attribute.NewSet(span.Attributes()...)
+	status, _ := set.Value("rpc.response.status_code")
+	errType, _ := set.Value("error.type")
+	if status.AsString() != string(wire.CodeTimeout) || errType.AsString() != string(wire.CodeTimeout) {
+		t.Errorf("rpc.response.status_code %q, error.type %q; want timeout for both", status.AsString(), errType.AsString())
 	}
 }

@@ -1,13 +1,10 @@
 package lock
 
 import (
-	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -23,20 +20,9 @@ func TestWaitIsNotHeldPastTheRequestersDeadline(t *testing.T) {
 	a, b := e.open(t, "admin", 0), e.open(t, "admin", 0)
 	a.mustAcquire(t, &wire.LockAcquireRequest{Name: "busy"})
 
-	body, err := json.Marshal(&wire.LockAcquireRequest{Name: "busy", WaitMS: wire.WaitForever, RequestID: "b1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &nats.Msg{Subject: wire.SubjectLockAcquire, Header: b.header(), Data: body}
-	m.Header.Set(wire.HeaderTimeout, "300")
-	// The test listens far longer than it said it would: the answer must come anyway.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	reply, err := b.nc.RequestMsgWithContext(ctx, m)
-	if err != nil {
-		t.Fatalf("no answer to a wait whose requester's deadline passed: %v", err)
-	}
-	wantCode(t, wire.ReplyError(reply), wire.CodeTimeout)
+	err := natstest.CallGivingTimeout(t, b.nc, wire.SubjectLockAcquire, b.header(),
+		&wire.LockAcquireRequest{Name: "busy", WaitMS: wire.WaitForever, RequestID: "b1"}, 300, nil)
+	wantCode(t, err, wire.CodeTimeout)
 	if q := e.waiting(t, "busy"); len(q) != 0 {
 		t.Errorf("waiting after the requester's deadline: %v, want none", q)
 	}

@@ -1,14 +1,12 @@
 package messaging
 
 import (
-	"context"
-	"encoding/json"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -25,24 +23,9 @@ func TestRequestAnswersBeforeTheRequestersDeadline(t *testing.T) {
 	slow := e.open(t, "slow", map[string]string{"Group": "g"})
 	e.receive(t, ok, func(m *nats.Msg) { _ = m.Respond([]byte("pong")) })
 	silent := e.receive(t, slow, nil)
-	body, err := json.Marshal(wire.MsgRequestRequest{Message: wire.Message{Filter: `Group is "g"`, Path: "orders/ask", Payload: []byte("ping")}, TimeoutMS: 60000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &nats.Msg{Subject: wire.SubjectMsgRequest, Header: from.header(), Data: body}
-	m.Header.Set(wire.HeaderTimeout, "3000")
-	// The test listens far longer than it said it would: the answer must come anyway.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	reply, err := e.cc.RequestMsgWithContext(ctx, m)
-	if err != nil {
-		t.Fatalf("no answer by the requester's deadline: %v", err)
-	}
-	if err := wire.ReplyError(reply); err != nil {
-		t.Fatal(err)
-	}
 	var resp wire.MsgRequestResponse
-	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+	if err := natstest.CallGivingTimeout(t, e.cc, wire.SubjectMsgRequest, from.header(),
+		wire.MsgRequestRequest{Message: wire.Message{Filter: `Group is "g"`, Path: "orders/ask", Payload: []byte("ping")}, TimeoutMS: 60000}, 3000, &resp); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]wire.MsgStatus{ok.id: wire.StatusOK, slow.id: wire.StatusTimeout}

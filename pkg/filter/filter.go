@@ -2,6 +2,8 @@ package filter
 
 import (
 	"container/list"
+	"context"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -23,6 +25,17 @@ type Filter struct {
 // filters are cached by their exact text, so compiling the same text again
 // is cheap and returns the same *Filter.
 func Compile(expr string) (*Filter, error) {
+	return CompileContext(context.Background(), expr)
+}
+
+// CompileContext is Compile for a server compiling the filters its clients send. A
+// filter not in the cache is compiled in one of a few slots (half the CPUs, at least
+// one): compiling one near MaxLength costs tens to hundreds of milliseconds of CPU,
+// and clients sending distinct ones as fast as they can would otherwise take every
+// CPU from every other request. A compile waits for a slot until ctx ends, and then
+// returns ctx's error (matching context.DeadlineExceeded or context.Canceled). A
+// filter in the cache, or one that does not parse, needs no slot.
+func CompileContext(ctx context.Context, expr string) (*Filter, error) {
 	key := cacheKey{text: expr}
 	if f := filters.get(key); f != nil {
 		return f, nil
@@ -31,6 +44,19 @@ func Compile(expr string) (*Filter, error) {
 	if err != nil {
 		return nil, err
 	}
+	select {
+	case compileSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-compileSlots }()
+	// Compiled meanwhile, by the request that held the slot.
+	if f := filters.get(key); f != nil {
+		return f, nil
+	}
+	if compiling != nil {
+		compiling(expr)
+	}
 	f, err := compileNode(expr, root)
 	if err != nil {
 		return nil, err
@@ -38,6 +64,13 @@ func Compile(expr string) (*Filter, error) {
 	filters.put(key, f)
 	return f, nil
 }
+
+// compileSlots bounds the compiles of CompileContext running at once.
+var compileSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
+
+// compiling, when set (by tests), is called with the text of a compile holding a
+// slot.
+var compiling func(expr string)
 
 // compileNode compiles a parsed filter whose text is expr.
 func compileNode(expr string, root node) (*Filter, error) {

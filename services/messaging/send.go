@@ -104,8 +104,11 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 		}
 		targets = []target{t}
 	} else {
-		f, err := filter.Compile(m.Filter)
+		f, err := filter.CompileContext(ctx, m.Filter)
 		if err != nil {
+			if ierr := endpoint.Interrupted(ctx, "the messaging service is stopping"); ierr != nil {
+				return fail(ierr)
+			}
 			return fail(filterError(err))
 		}
 		var candidates int

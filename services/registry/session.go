@@ -287,10 +287,14 @@ func (s *Service) get(ctx context.Context, c *endpoint.Call, req *wire.SessionGe
 	return &wire.SessionGetResponse{Session: rec.Public(), ReconnectWindowMS: s.windowMS()}, nil
 }
 
-// compile compiles a session filter.
-func compile(expr string) (*filter.Filter, error) {
-	f, err := filter.Compile(expr)
+// compile compiles a session filter; a compile that waited for a slot until the
+// request's deadline answers as a pass the deadline cut short does.
+func compile(ctx context.Context, expr string) (*filter.Filter, error) {
+	f, err := filter.CompileContext(ctx, expr)
 	if err != nil {
+		if ierr := interrupted(ctx); ierr != nil {
+			return nil, ierr
+		}
 		return nil, wire.Errorf(wire.CodeInvalidFilter, "%v", err)
 	}
 	return f, nil
@@ -298,11 +302,11 @@ func compile(expr string) (*filter.Filter, error) {
 
 // selector returns whether a record matches expr (every record when empty), closed
 // ones only with includeClosed.
-func selector(expr string, includeClosed bool) (func(*sessions.Record) bool, error) {
+func selector(ctx context.Context, expr string, includeClosed bool) (func(*sessions.Record) bool, error) {
 	var f *filter.Filter
 	if expr != "" {
 		var err error
-		if f, err = compile(expr); err != nil {
+		if f, err = compile(ctx, expr); err != nil {
 			return nil, err
 		}
 	}
@@ -353,7 +357,7 @@ func stoppedAt(ctx context.Context, err error, verb string, done, total int) err
 // match itself: a change by filter checks it again on the record it writes, which may
 // be newer than the view's copy and no longer match.
 func (s *Service) matching(ctx context.Context, expr string) ([]*sessions.Record, func(*sessions.Record) bool, error) {
-	match, err := selector(expr, false)
+	match, err := selector(ctx, expr, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -388,7 +392,7 @@ func (s *Service) list(ctx context.Context, c *endpoint.Call, req *wire.SessionL
 	case limit == 0:
 		limit = s.cfg.ListLimit
 	}
-	match, err := selector(req.Filter, req.IncludeClosed)
+	match, err := selector(ctx, req.Filter, req.IncludeClosed)
 	if err != nil {
 		return nil, err
 	}

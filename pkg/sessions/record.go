@@ -104,6 +104,9 @@ type Record struct {
 	Revision uint64 `json:"-"`
 
 	props map[string]string
+	// body is set on a compact tombstone (Compact): the closed record's JSON without
+	// its token hash and outbox, which Full decodes.
+	body []byte
 }
 
 // PendingEvent is an event in a record's outbox. Event.Revision is 0 for the event
@@ -142,6 +145,9 @@ func (r *Record) Closed() bool { return r.State == wire.StateClosed }
 // Properties returns the fixed and user properties in one map, as session filters see
 // them. The map is shared: do not modify it.
 func (r *Record) Properties() map[string]string {
+	if r.body != nil {
+		return r.Full().Properties()
+	}
 	if r.props == nil {
 		r.props = r.mergedProperties()
 	}
@@ -198,6 +204,9 @@ func (r *Record) Clone() *Record {
 
 // Public returns the wire view of the record (no token hash).
 func (r *Record) Public() *wire.Session {
+	if r.body != nil {
+		return r.Full().Public()
+	}
 	s := &wire.Session{
 		ID:          r.ID,
 		Principal:   r.Principal,
@@ -233,9 +242,72 @@ func Encode(r *Record) ([]byte, error) {
 	if r.Format > Format {
 		return nil, ErrNewerFormat
 	}
+	if r.body != nil {
+		return nil, errCompact
+	}
 	c := *r
 	c.Format = Format
 	return json.Marshal(&c)
+}
+
+// errCompact is Encode's refusal of a compact tombstone, which lacks what the stored
+// record holds. No writer writes a closed record again.
+var errCompact = errors.New("sessions: a compact tombstone cannot be stored")
+
+// Compact returns the record as a view keeps a closed session for the tombstone's
+// retention (a day by default), and r itself when r is not closed or already
+// compact. A tombstone is only ever asked whether it is closed and why (every
+// request naming it is answered session_closed), yet a decoded record holds its
+// roles and three maps of properties: with sessions that live minutes, the
+// tombstones of the last day outnumber the live sessions a hundred to one and held
+// most of a process's memory. The compact record keeps the fields of the close, the
+// times and the outbox (its closed event may still have to be published; the lock
+// service joins its trace); the rest — roles and properties, for a list that
+// includes closed sessions — is kept as the record's JSON, which Full, Public and
+// Properties decode. It has no token hash and no connection. Encode refuses it.
+func (r *Record) Compact() *Record {
+	if !r.Closed() || r.body != nil {
+		return r
+	}
+	full := *r
+	full.TokenHash, full.Outbox, full.props = "", nil, nil
+	body, err := json.Marshal(&full)
+	if err != nil {
+		return r // the record was decoded from JSON or built to be written as JSON
+	}
+	return &Record{
+		Format:          r.Format,
+		ID:              r.ID,
+		Principal:       r.Principal,
+		State:           r.State,
+		CloseReason:     r.CloseReason,
+		TimeoutMS:       r.TimeoutMS,
+		Permanent:       r.Permanent,
+		StartTime:       r.StartTime,
+		LastActivity:    r.LastActivity,
+		UpdatedAt:       r.UpdatedAt,
+		RecoveringSince: r.RecoveringSince,
+		ClosedAt:        r.ClosedAt,
+		EventSeq:        r.EventSeq,
+		Outbox:          r.Outbox,
+		Revision:        r.Revision,
+		body:            body,
+	}
+}
+
+// Full returns r itself unless r is a compact tombstone (Compact), and then the
+// closed record it keeps, decoded anew at each call: everything the stored record
+// holds but the token hash.
+func (r *Record) Full() *Record {
+	if r.body == nil {
+		return r
+	}
+	f, err := Decode(r.body, r.Revision)
+	if err != nil {
+		return r // Compact encoded it
+	}
+	f.Outbox = r.Outbox
+	return f
 }
 
 // Decode parses a stored record read at revision rev.

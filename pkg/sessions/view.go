@@ -31,7 +31,7 @@ const maxBatch = 20000
 type Change struct {
 	ID string
 	// Record is the new record; nil when the key was removed (deleted, or its TTL
-	// expired).
+	// expired). A closed one is compact (Record.Compact), as a full view keeps it.
 	Record *Record
 	// Prev is the record the view held before; nil when the id was new to it.
 	Prev *Record
@@ -432,6 +432,7 @@ func (v *View) applyRecordLocked(id string, rec *Record, rev uint64) {
 		if prev != nil && prev.Revision >= rec.Revision {
 			return
 		}
+		rec = rec.Compact()
 		// Key the map with the record's own id rather than the entry's key, a slice
 		// of the message subject that would otherwise stay in memory.
 		if rec.ID == id {

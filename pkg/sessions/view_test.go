@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -312,4 +314,58 @@ func TestViewFollowsABucketCreatedAgainAtOnce(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestViewKeepsTombstonesCompact: a closed session is kept for the tombstone's
+// retention, a day by default, and with sessions that live minutes the tombstones
+// outnumber the live sessions; a full view kept each as decoded, roles and three
+// maps of properties, though it is only ever asked whether the session is closed.
+// It now keeps the close and the record's JSON, and still answers everything the
+// record did.
+func TestViewKeepsTombstonesCompact(t *testing.T) {
+	srv := natstest.Start(t)
+	view, err := sessions.Watch(context.Background(), srv.JetStream(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	changes := make(chan sessions.Change, 10)
+	defer view.Subscribe(func(c sessions.Change) { changes <- c })()
+
+	closedAt := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	rec := &sessions.Record{ID: "gone", Principal: "p", Roles: []string{"trader"}, State: wire.StateClosed,
+		CloseReason: wire.ClosedByClient, ClosedAt: &closedAt, TokenHash: sessions.HashToken("t"),
+		Fixed: map[string]string{"$Principal": "p"}, User: map[string]string{"team": "red"},
+		Outbox: []sessions.PendingEvent{{MsgID: "gone-closed", Trace: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}}
+	put(t, srv, rec)
+	c := <-changes
+	got, ok := view.Get("gone")
+	if !ok {
+		t.Fatal("the view does not hold the tombstone")
+	}
+	if got.Roles != nil || got.Fixed != nil || got.User != nil || got.TokenHash != "" {
+		t.Errorf("the view keeps the tombstone with roles %v, fixed %v, user %v, token hash %q; want none of them", got.Roles, got.Fixed, got.User, got.TokenHash)
+	}
+	if c.Record != got {
+		t.Error("subscribers are given another copy of the tombstone than the view keeps")
+	}
+	if _, err := view.Authenticate("gone", "t"); !errors.Is(err, wire.ErrSessionClosed) {
+		t.Errorf("got %v, want session_closed", err)
+	}
+	if got.ChangeTrace() != rec.Outbox[0].Trace || !got.Closed() || got.CloseReason != wire.ClosedByClient {
+		t.Errorf("got trace %q, closed %v (%s); want the close's trace and reason", got.ChangeTrace(), got.Closed(), got.CloseReason)
+	}
+	rec.Revision = got.Revision
+	if !reflect.DeepEqual(got.Public(), rec.Public()) {
+		t.Errorf("public view of the tombstone:\n got %+v\nwant %+v", got.Public(), rec.Public())
+	}
+	if p := got.Properties(); p["team"] != "red" || p["$Principal"] != "p" {
+		t.Errorf("got properties %v", p)
+	}
+	if full := got.Full(); full.TokenHash != "" || full.User["team"] != "red" || !slices.Equal(full.Roles, rec.Roles) {
+		t.Errorf("got full record %+v", full)
+	}
+	if _, err := sessions.Encode(got); err == nil {
+		t.Error("a compact tombstone encoded: writing it would store a record without its properties")
+	}
 }

@@ -89,3 +89,35 @@ func TestListRefusesACursorThatIsNoID(t *testing.T) {
 		rawCall(t, adm, wire.SubjectSessionList, []byte(body))
 	}
 }
+
+// TestClosedSessionsListedInFull: the instance keeps a closed session compact for
+// the tombstone's retention (sessions.Record.Compact), and a list that includes
+// closed sessions still filters on their properties and shows them whole.
+func TestClosedSessionsListedInFull(t *testing.T) {
+	e := newEnv(t, Config{})
+	nc := e.srv.ClientConn(t)
+	adm := admin(t, nc)
+	c, opened := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"team": "red", "desk": "fx"}})
+	if err := c.call(wire.SubjectSessionClose, &wire.SessionCloseRequest{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.reg.track.record(c.id); r == nil || !r.Closed() || r.User != nil {
+		t.Fatalf("the tracker keeps %+v, want the compact tombstone", r)
+	}
+	var page wire.SessionListResponse
+	if err := adm.call(wire.SubjectSessionList, &wire.SessionListRequest{Filter: `team is "red"`}, &page); err != nil || page.Total != 0 {
+		t.Fatalf("without closed sessions: got %+v (%v), want none", page, err)
+	}
+	if err := adm.call(wire.SubjectSessionList, &wire.SessionListRequest{Filter: `team is "red" and desk is "fx"`, IncludeClosed: true}, &page); err != nil {
+		t.Fatal(err)
+	}
+	if page.Total != 1 || len(page.Sessions) != 1 {
+		t.Fatalf("got %+v, want the closed session", page)
+	}
+	got, want := page.Sessions[0], opened.Session
+	if got.ID != want.ID || got.State != wire.StateClosed || got.CloseReason != wire.ClosedByClient ||
+		got.Properties["desk"] != "fx" || got.Fixed["$SessionId"] != want.ID || got.Principal != want.Principal ||
+		len(got.Roles) != len(want.Roles) || !got.StartTime.Equal(want.StartTime) || got.ClosedAt == nil {
+		t.Errorf("listed %+v\nopened %+v", got, want)
+	}
+}

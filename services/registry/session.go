@@ -402,6 +402,12 @@ func (s *Service) list(ctx context.Context, c *endpoint.Call, req *wire.SessionL
 	total := 0
 	h := make(byIDDesc, 0, limit+1)
 	err = s.eachRecord(ctx, func(r *sessions.Record) {
+		if r.Closed() {
+			if !req.IncludeClosed {
+				return
+			}
+			r = r.Full() // a compact tombstone: decoded for the filter and the page
+		}
 		if !match(r) {
 			return
 		}

@@ -252,6 +252,8 @@ func (t *tracker) opened(rec *sessions.Record) {
 
 func (t *tracker) written(rec *sessions.Record) {
 	rec.SealProperties() // as written, before the record is shared
+	// A tombstone is kept compact, and the tracker and the view keep one copy.
+	rec = rec.Compact()
 	t.mu.Lock()
 	t.upsertLocked(rec)
 	t.mu.Unlock()
@@ -300,7 +302,7 @@ func (t *tracker) upsertLocked(rec *sessions.Record) {
 	} else {
 		t.unindexLocked(e.rec)
 	}
-	e.rec = rec
+	e.rec = rec.Compact()
 	t.outboxLocked(e)
 	if rec.Closed() {
 		delete(t.last, rec.ID)

@@ -56,6 +56,22 @@ func BenchmarkMatches(b *testing.B) {
 	}
 }
 
+// BenchmarkMatchesSplit is BenchmarkMatches over a session's fixed and user
+// properties kept apart, as the registry matches its records.
+func BenchmarkMatchesSplit(b *testing.B) {
+	f, err := Compile(benchExpr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fixed, user := split(benchSession(0))
+	b.ReportAllocs()
+	for b.Loop() {
+		if !f.MatchesSplit(fixed, user) {
+			b.Fatal("got false, want true")
+		}
+	}
+}
+
 func BenchmarkMatchesRoles(b *testing.B) {
 	f, err := Compile(`hasRoles ["client"] and $Country in 'FR' 'DE'`)
 	if err != nil {

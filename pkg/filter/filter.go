@@ -110,6 +110,14 @@ func (f *Filter) Matches(props map[string]string) bool {
 	return err == nil && out == types.True
 }
 
+// MatchesSplit is Matches over the union of fixed and user, fixed winning for a key
+// in both, without building the union: a session record keeps its fixed ($) and
+// user properties apart.
+func (f *Filter) MatchesSplit(fixed, user map[string]string) bool {
+	out, _, err := f.prg.Eval(&splitProps{fixed: fixed, user: user})
+	return err == nil && out == types.True
+}
+
 // String returns the filter as written.
 func (f *Filter) String() string { return f.text }
 

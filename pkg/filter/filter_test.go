@@ -138,8 +138,54 @@ func TestMatches(t *testing.T) {
 				if got, want := c.Matches(props), f.Matches(props); got != want {
 					t.Errorf("canonical %q on %s: got %v, want %v", f.Canonical(), name, got, want)
 				}
+				fixed, user := split(props)
+				if got, want := f.MatchesSplit(fixed, user), f.Matches(props); got != want {
+					t.Errorf("MatchesSplit on %s: got %v, want %v", name, got, want)
+				}
 			}
 		})
+	}
+}
+
+// split divides props as a session record keeps them: the $ properties apart.
+func split(props map[string]string) (fixed, user map[string]string) {
+	fixed, user = map[string]string{}, map[string]string{}
+	for k, v := range props {
+		if strings.HasPrefix(k, "$") {
+			fixed[k] = v
+		} else {
+			user[k] = v
+		}
+	}
+	return fixed, user
+}
+
+// TestMatchesSplitAsTheUnion: MatchesSplit evaluates over the union of the two maps,
+// the fixed one winning for a key in both, as Matches over the merged map does —
+// also for what a raw CEL filter can do with the whole map.
+func TestMatchesSplitAsTheUnion(t *testing.T) {
+	fixed := map[string]string{"$a": "1", "k": "fixed", "$Roles": `"op"`}
+	user := map[string]string{"b": "2", "k": "user"}
+	merged := map[string]string{"b": "2", "k": "fixed", "$a": "1", "$Roles": `"op"`}
+	for _, expr := range []string{
+		`props["k"] == "fixed"`,
+		`"b" in props && "$a" in props && !("c" in props)`,
+		`size(props) == 4`,
+		`props.exists(k, k == "b") && props.all(k, k != "c")`,
+		`props == {"b": "2", "k": "fixed", "$a": "1", "$Roles": "\"op\""}`,
+		`hasRole(props, "op") && roles == ["op"]`,
+		`props.filter(k, k.startsWith("$")).size() == 2`,
+	} {
+		f, err := CompileCEL(expr)
+		if err != nil {
+			t.Fatalf("%s: %v", expr, err)
+		}
+		if !f.Matches(merged) {
+			t.Fatalf("%s does not match the merged map", expr)
+		}
+		if !f.MatchesSplit(fixed, user) {
+			t.Errorf("%s: MatchesSplit does not match what Matches over the union does", expr)
+		}
 	}
 }
 

@@ -311,7 +311,7 @@ func selector(ctx context.Context, expr string, includeClosed bool) (func(*sessi
 		}
 	}
 	return func(r *sessions.Record) bool {
-		return (includeClosed || !r.Closed()) && (f == nil || f.Matches(r.Properties()))
+		return (includeClosed || !r.Closed()) && (f == nil || f.MatchesSplit(r.Fixed, r.User))
 	}, nil
 }
 

@@ -251,7 +251,6 @@ func (t *tracker) opened(rec *sessions.Record) {
 }
 
 func (t *tracker) written(rec *sessions.Record) {
-	rec.SealProperties() // as written, before the record is shared
 	// A tombstone is kept compact, and the tracker and the view keep one copy.
 	rec = rec.Compact()
 	t.mu.Lock()

@@ -113,6 +113,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 		return nil, err
 	}
 	p.issuer = issuer
+	if runsAuth {
+		// The policy, users and key files are read now, so that a mistake in one
+		// fails the process before it starts a server or waits for NATS; the
+		// auth service reads them again as it starts.
+		if _, err := cfg.authConfig(issuer, cfg.NATSURL == ""); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.NATSURL == "" {
 		ecfg := cfg.Embedded
 		ecfg.AllowAnonymous = issuer == nil

@@ -86,7 +86,7 @@ services this process runs, so each can run as its own process in production.`,
 		Example: `  roster serve
   roster serve --listen 0.0.0.0:4222 --websocket 127.0.0.1:8080
   roster serve --policy policy.yaml --users-file users.yaml
-  ROSTER_NATS_PASSWORD=… roster serve --services lock --nats-url nats://nats-0:4222 --nats-user roster-service`,
+  ROSTER_NATS_PASSWORD=… roster serve --services lock --nats-url nats://nats-0:4222 --nats-user roster-service --replicas 3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if onCommandLine(cmd, "output") {

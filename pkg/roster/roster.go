@@ -43,6 +43,8 @@ type Process struct {
 	stopped sync.Once
 	stopErr error
 	clock   clock // the time stopping counts DrainTimeout on
+	// replicasChecked: checkReplicas passed, before the first service started.
+	replicasChecked bool
 }
 
 // clock is the time a stop's drain deadline is counted on: the real one, or a
@@ -278,7 +280,17 @@ func (p *Process) startService(ctx context.Context, name string, connect func(st
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
-	svc, err := p.newService(ctx, name, nc, connect)
+	newService := func() (service, error) {
+		if !p.replicasChecked {
+			// Once, before the first service updates a bucket.
+			if err := checkReplicas(ctx, nc, p.cfg.Replicas); err != nil {
+				return nil, err
+			}
+			p.replicasChecked = true
+		}
+		return p.newService(ctx, name, nc, connect)
+	}
+	svc, err := newService()
 	// JetStream may not answer yet while a cluster elects its leaders: retry
 	// transient failures for a while instead of failing the process.
 	for deadline := time.Now().Add(p.cfg.StartTimeout); err != nil && transient(err) && time.Now().Before(deadline); {
@@ -289,7 +301,7 @@ func (p *Process) startService(ctx context.Context, name string, connect func(st
 			return ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
-		svc, err = p.newService(ctx, name, nc, connect)
+		svc, err = newService()
 	}
 	if err != nil {
 		nc.Close()

@@ -7,8 +7,9 @@
 // OTEL_TRACES_SAMPLER, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES …) as the SDK
 // does. OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn it off whatever
 // else is set: the Go SDK reads neither, so Roster does. An endpoint variable whose
-// value is not a URL, which the exporter would skip silently, is refused as an
-// unsupported setting is. Otherwise it installs no exporter, and spans cost next to
+// value is not an http://, https:// or unix:// URL, which the exporter would skip
+// silently or send to over TLS (host:port), is refused as an unsupported setting
+// is. Otherwise it installs no exporter, and spans cost next to
 // nothing: trace context is still propagated, so a trace started by a client
 // continues through Roster to the receivers of its messages.
 package telemetry
@@ -87,21 +88,40 @@ const defaultCollector = "localhost:4317"
 // comes from ("" for the default), read as the exporter reads them: the per-signal
 // variable, else OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317, each trimmed. The
 // exporter skips a value that does not parse as a URL, without an error, for the
-// next one (127.0.0.1:4317, without a scheme, sent to localhost:4317): here it is
-// an error naming the variable, so that what Roster says of the collector is where
-// the exporter sends.
+// next one (127.0.0.1:4317, without a scheme, sent to localhost:4317); and it reads
+// host:port with a name for a host (otel-collector:4317, localhost:4317) as a URL
+// whose scheme is the name, and sends to it over TLS, which a plaintext collector
+// refuses at the handshake. Here both are errors naming the variable: an endpoint
+// is an http:// or https:// URL with a host (or a unix:// socket path), so that
+// what Roster says of the collector is where, and how, the exporter sends.
 func (sig signal) collector() (endpoint, from string, err error) {
 	for _, k := range []string{sig.endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT"} {
 		v := env(k)
 		if v == "" {
 			continue
 		}
-		if _, perr := url.Parse(v); perr != nil {
-			return "", k, fmt.Errorf("telemetry: %s=%s is not a URL: want http://host:port (https:// for TLS)", k, v)
+		if !endpointURL(v) {
+			return "", k, fmt.Errorf("telemetry: %s=%s is not an endpoint URL: want http://host:port (https:// for TLS)", k, v)
 		}
 		return v, k, nil
 	}
 	return defaultCollector, "", nil
+}
+
+// endpointURL reports whether v is an OTLP/gRPC endpoint the exporter reads as
+// meant: http:// or https:// and a host, or unix:// and a path.
+func endpointURL(v string) bool {
+	u, err := url.Parse(v)
+	if err != nil {
+		return false
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http", "https":
+		return u.Host != ""
+	case "unix":
+		return u.Path != ""
+	}
+	return false
 }
 
 // TracesCollector describes where spans are exported to, for messages: the endpoint
@@ -110,7 +130,7 @@ func TracesCollector() string {
 	endpoint, from, err := traces.collector()
 	switch {
 	case err != nil:
-		return from + " (not a URL)"
+		return from + " (not an endpoint URL)"
 	case from == "":
 		return endpoint + " (the default)"
 	}

@@ -57,6 +57,15 @@ func TestSetupFollowsTheStandardVariables(t *testing.T) {
 		// The exporter would skip these silently, for the next variable or its default.
 		{name: "endpoint without a scheme", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317"}, wantErr: true},
 		{name: "traces endpoint not a URL", env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://[::1", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, wantErr: true},
+		// These parse as URLs whose scheme is the host name (otel-collector, port
+		// as the opaque part): the exporter sent to host:port over TLS, which a
+		// plaintext collector refuses at the handshake, reported only as failed
+		// exports a minute later.
+		{name: "host:port without a scheme", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "otel-collector.observability:4317"}, wantErr: true},
+		{name: "localhost:port without a scheme", env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "localhost:4317"}, wantErr: true},
+		{name: "a scheme other than http or https", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "grpc://collector:4317"}, wantErr: true},
+		{name: "https", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1"}, enabled: true},
+		{name: "unix socket", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "unix:///tmp/no-collector.sock"}, enabled: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -168,6 +177,7 @@ func TestSetupMetricsFollowsTheStandardVariables(t *testing.T) {
 		{name: "another exporter", env: map[string]string{"OTEL_METRICS_EXPORTER": "prometheus"}, wantErr: true},
 		{name: "http protocol is not built in", env: map[string]string{"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, wantErr: true},
 		{name: "metrics endpoint not a URL", env: map[string]string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "127.0.0.1:4317", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, wantErr: true},
+		{name: "metrics endpoint host:port without a scheme", env: map[string]string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "otel-collector:4317"}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -329,6 +330,15 @@ func serve(ctx context.Context, o *serveOptions) error {
 		}
 	}()
 	cfg.MeterProvider = mp
+	var health *healthServer
+	if o.healthListen != "" {
+		// Before anything starts: an address that cannot be listened on fails the
+		// process at once, not once every service has started.
+		if health, err = listenHealth(o.healthListen, log); err != nil {
+			return err
+		}
+		defer health.stop()
+	}
 	p, err := roster.Start(ctx, cfg, log)
 	var ce *roster.ConfigError
 	if errors.As(err, &ce) {
@@ -340,30 +350,65 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if s := p.Server(); s != nil {
 		announce(log, s, o, cfg.Embedded.SyncInterval)
 	}
-	if o.healthListen != "" {
-		stop, err := serveHealth(o.healthListen, p, log)
-		if err != nil {
-			return errors.Join(err, p.Stop())
-		}
-		defer stop()
+	if health != nil {
+		health.started(p)
 	}
 	return p.Wait(ctx)
 }
 
-// serveHealth serves the HTTP probes until stop is called.
-func serveHealth(addr string, p *roster.Process, log *slog.Logger) (stop func(), err error) {
+// healthServer serves the HTTP probes: 503 with "starting" until the process has
+// started, then the process's health (roster.Process.HealthHandler).
+type healthServer struct {
+	srv     *http.Server
+	process atomic.Pointer[http.Handler]
+}
+
+// startingHealth is what both probes answer while the services start.
+var startingHealth = []byte(`{"live":false,"ready":false,"starting":true,"services":{}}` + "\n")
+
+// listenHealth listens on addr and serves the probes until stop is called. A
+// malformed address is a usage error.
+func listenHealth(addr string, log *slog.Logger) (*healthServer, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--health-listen: %w", err)
+		err = fmt.Errorf("--health-listen: %w", err)
+		var malformed *net.AddrError
+		if errors.As(err, &malformed) {
+			return nil, usageError{err}
+		}
+		return nil, err
 	}
-	srv := &http.Server{Handler: p.HealthHandler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(l) }()
+	h := &healthServer{}
+	starting := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write(startingHealth)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", starting)
+	mux.HandleFunc("GET /readyz", starting)
+	h.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := h.process.Load(); p != nil {
+			(*p).ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})}
+	go func() { _ = h.srv.Serve(l) }()
 	log.Info("health probes listening", "addr", l.Addr().String(), "paths", "/livez /readyz")
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}, nil
+	return h, nil
+}
+
+// started has the probes answer with p's health from now on.
+func (h *healthServer) started(p *roster.Process) {
+	handler := p.HealthHandler()
+	h.process.Store(&handler)
+}
+
+func (h *healthServer) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = h.srv.Shutdown(ctx)
 }
 
 func announce(log *slog.Logger, ns *embedded.Server, o *serveOptions, interval time.Duration) {

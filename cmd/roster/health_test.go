@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+)
+
+// TestHealthAnswersStartingWhileServeStarts: the probes' port opens before the
+// services start, and both probes answer 503 with "starting" until they have: a
+// process waiting for its NATS (here one that never listens) answered nothing, so
+// that an operator could not tell it from one that had not come up at all.
+func TestHealthAnswersStartingWhileServeStarts(t *testing.T) {
+	health := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--log-level", "error", "--services", "lock",
+			"--nats-url", "nats://127.0.0.1:" + strconv.Itoa(freePort(t)), "--health-listen", health})
+	}()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop within 30s")
+		}
+	}()
+	for _, path := range []string{"/readyz", "/livez"} {
+		var body struct {
+			Live, Ready, Starting bool
+		}
+		natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			resp, err := http.Get("http://" + health + path)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("%s: got %s while starting, want 503", path, resp.Status)
+			}
+			return json.NewDecoder(resp.Body).Decode(&body)
+		})
+		if !body.Starting || body.Live || body.Ready {
+			t.Errorf("%s: got %+v, want starting, neither live nor ready", path, body)
+		}
+	}
+}
+
+// TestHealthListenFailsBeforeAnythingStarts: a --health-listen address that cannot be
+// listened on fails serve before it starts the embedded server or waits for NATS.
+// It was found only once every service had started (after up to a minute of NATS
+// retries), and then stopped them all; a malformed address is a usage error.
+func TestHealthListenFailsBeforeAnythingStarts(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, tc := range []struct {
+		addr string
+		exit int
+	}{
+		{taken.Addr().String(), 1},
+		{"8080", 2}, // no host: a missing port to net.Listen
+	} {
+		data := filepath.Join(t.TempDir(), "data")
+		err := run(context.Background(), []string{"serve", "--log-level", "error", "--listen", "127.0.0.1:0",
+			"--data-dir", data, "--health-listen", tc.addr})
+		if err == nil || !strings.Contains(err.Error(), "--health-listen") || exitCode(err) != tc.exit {
+			t.Errorf("%s: got %v (exit %d), want a --health-listen error (exit %d)", tc.addr, err, exitCode(err), tc.exit)
+		}
+		if _, err := os.Stat(data); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: the embedded server started (its data directory: %v)", tc.addr, err)
+		}
+	}
+}

@@ -188,7 +188,10 @@ func apply(e jetstream.KeyValueEntry, h *Holder, log *slog.Logger, ready *chan<-
 			"revision", e.Revision(), "grant", u)
 	}
 	h.Store(p)
-	log.Debug("policy updated", "revision", e.Revision())
+	// At info: which policy an instance applies is what an operator checks after a
+	// change, and what clears the warning of a process that started before any
+	// was stored. It changes rarely: a line at start and one a change.
+	log.Info("policy applied", "revision", e.Revision())
 }
 
 // Format is the format of the stored policies this version writes. A version that

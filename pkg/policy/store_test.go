@@ -454,3 +454,26 @@ func openStore(t *testing.T) (*policy.Store, jetstream.JetStream) {
 	}
 	return store, js
 }
+
+// TestWatchLogsEachPolicyItApplies: every policy a watch applies is logged at info
+// with its revision. A process that starts before any policy is stored warns that
+// every permission check fails until one is; the policy's arrival was logged only
+// at debug, so at the default level the warning was the last word.
+func TestWatchLogsEachPolicyItApplies(t *testing.T) {
+	store, _ := openStore(t)
+	logs := &natstest.Buffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	h := policy.NewHolder(nil)
+	watch(t, store, h, log)
+	rev, err := store.Create(context.Background(), policy.Development())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(`"level":"INFO","msg":"policy applied","revision":%d`, rev)
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), want) {
+			return fmt.Errorf("log %q, want a line with %s", logs.String(), want)
+		}
+		return nil
+	})
+}

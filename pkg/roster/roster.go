@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -212,9 +213,27 @@ func connLog(log *slog.Logger, conn string) []nats.Option {
 			log.Warn("NATS connection lost; reconnecting", "connection", conn, "server", lost, "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS connection restored", "connection", conn, "server", on(nc), "url", nc.ConnectedUrlRedacted())
+			log.Info("NATS connection restored", "connection", conn, "server", on(nc), "url", redactURL(nc.ConnectedUrl()))
 		}),
 	}
+}
+
+// redactURL returns a server URL with its password, or a token given as its user
+// (nats://TOKEN@host), replaced by xxxxx, as the SDK's messages show one. nats.go's
+// ConnectedUrlRedacted hides a password but not such a token, which every reconnect
+// then wrote to the log.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return ""
+	}
+	if u.User == nil {
+		return s
+	}
+	if _, ok := u.User.Password(); !ok {
+		u.User = url.User("xxxxx")
+	}
+	return u.Redacted()
 }
 
 // sharedView is the process's one view of the sessions bucket, on a connection of

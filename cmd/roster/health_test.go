@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/version"
 )
 
 // TestHealthAnswersStartingWhileServeStarts: the probes' port opens before the
@@ -83,6 +84,46 @@ func TestHealthListenFailsBeforeAnythingStarts(t *testing.T) {
 		}
 		if _, err := os.Stat(data); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s: the embedded server started (its data directory: %v)", tc.addr, err)
+		}
+	}
+}
+
+// TestServeLogsWhatItRuns: once started, serve logs one line with its version, the
+// services, --replicas and where traces and metrics go. Nothing said which version
+// a process ran, and nothing whether it exported telemetry, or where: an operator
+// whose collector received nothing could not tell a process that never tried.
+func TestServeLogsWhatItRuns(t *testing.T) {
+	for _, k := range []string{"OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+	t.Setenv("OTEL_METRICS_EXPORTER", "none")
+	root := newRootCmd()
+	var logs natstest.Buffer
+	root.SetErr(&logs)
+	root.SetArgs([]string{"serve", "--log-format", "json", "--services", "registry,lock",
+		"--listen", "127.0.0.1:0", "--data-dir", t.TempDir()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	var line map[string]any
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		for l := range strings.Lines(logs.String()) {
+			if json.Unmarshal([]byte(l), &line) == nil && line["msg"] == "roster started" {
+				return nil
+			}
+		}
+		return errors.New("no start line logged yet")
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	want := map[string]any{"version": version.Version, "services": "registry,lock", "replicas": float64(1),
+		"traces": "http://127.0.0.1:1 (OTEL_EXPORTER_OTLP_ENDPOINT)", "metrics": "off"}
+	for k, v := range want {
+		if line[k] != v {
+			t.Errorf("%s: got %v, want %v (line %v)", k, line[k], v, line)
 		}
 	}
 }

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -49,6 +51,8 @@ type serveOptions struct {
 	healthListen string
 	replicas     int
 	tuning       tuning
+	// stderr receives the log (os.Stderr when nil).
+	stderr io.Writer
 	// changed reports whether a flag was set, on the command line or through its
 	// environment variable.
 	changed func(name string) bool
@@ -94,6 +98,7 @@ services this process runs, so each can run as its own process in production.`,
 				// ROSTER_OUTPUT is left alone: it is exported for the client commands.
 				return usageError{errors.New("serve has no output but its log: --output does not apply (--log-format json logs JSON)")}
 			}
+			o.stderr = cmd.ErrOrStderr()
 			o.changed = cmd.Flags().Changed
 			o.source = func(name string) string { return flagSource(cmd, name) }
 			return serve(cmd.Context(), o)
@@ -293,7 +298,11 @@ func (o *serveOptions) checkValues() error {
 }
 
 func serve(ctx context.Context, o *serveOptions) error {
-	log, err := newLogger(os.Stderr, o.logFormat, o.logLevel)
+	stderr := o.stderr
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	log, err := newLogger(stderr, o.logFormat, o.logLevel)
 	if err != nil {
 		return usageError{err}
 	}
@@ -350,6 +359,11 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if s := p.Server(); s != nil {
 		announce(log, s, o, cfg.Embedded.SyncInterval)
 	}
+	// What this process runs, in one line: the version a pod runs and whether its
+	// telemetry goes anywhere are what an operator looks for first.
+	services := cmp.Or(strings.Join(p.Services(), ","), "none")
+	log.Info("roster started", "version", version.Version, "services", services,
+		"replicas", max(o.replicas, 1), "traces", telemetry.TracesExport(), "metrics", telemetry.MetricsExport())
 	if health != nil {
 		health.started(p)
 	}

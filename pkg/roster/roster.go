@@ -417,6 +417,16 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 	return nil, fmt.Errorf("unknown service %q", name)
 }
 
+// Services returns the names of the services the process runs, in the order they
+// started.
+func (p *Process) Services() []string {
+	names := make([]string, len(p.running))
+	for i, r := range p.running {
+		names[i] = r.name
+	}
+	return names
+}
+
 // Server returns the embedded server, or nil when the process joined a cluster.
 func (p *Process) Server() *embedded.Server { return p.server }
 

@@ -126,8 +126,22 @@ func endpointURL(v string) bool {
 
 // TracesCollector describes where spans are exported to, for messages: the endpoint
 // and the variable that names it, or the default.
-func TracesCollector() string {
-	endpoint, from, err := traces.collector()
+func TracesCollector() string { return traces.describe() }
+
+// TracesExport and MetricsExport describe, for a process's log at start, where its
+// spans and metrics go: "off", or the collector as TracesCollector names it.
+func TracesExport() string  { return traces.export() }
+func MetricsExport() string { return metrics.export() }
+
+func (sig signal) export() string {
+	if !sig.enabled() {
+		return "off"
+	}
+	return sig.describe()
+}
+
+func (sig signal) describe() string {
+	endpoint, from, err := sig.collector()
 	switch {
 	case err != nil:
 		return from + " (not an endpoint URL)"

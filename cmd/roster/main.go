@@ -26,13 +26,17 @@ func main() {
 	}
 }
 
-// stopOnSignal returns a context that ends at the first SIGINT or SIGTERM, with a
-// signalError as its cause. A second one ends the process at once, as if roster did
-// not handle signals: a stop that waits for services to drain can be cut short.
+// stopOnSignal returns a context that ends at the first SIGINT, SIGTERM or SIGHUP,
+// with a signalError as its cause. A second one ends the process at once, as if
+// roster did not handle signals: a stop that waits for services to drain can be cut
+// short. SIGHUP is there because its default effect killed roster on the spot: a
+// serve whose terminal closed (or sent a reload meant for another daemon) stopped
+// without draining and without a line in its log, a listen without closing its
+// session.
 func stopOnSignal() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	stopped := make(chan struct{})
 	go func() {
 		select {
@@ -63,6 +67,8 @@ func (e signalError) Error() string {
 		return "interrupted (SIGINT)"
 	case syscall.SIGTERM:
 		return "interrupted (SIGTERM)"
+	case syscall.SIGHUP:
+		return "interrupted (SIGHUP)"
 	}
 	return fmt.Sprintf("interrupted (%v)", e.sig)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -72,5 +73,48 @@ func TestSecondSignalEndsTheProcess(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// TestHangupStopsAsTermDoes: SIGHUP (the terminal of a roster serve or listen closed,
+// or a reload meant for another daemon) stops roster as SIGTERM does: services drain,
+// a session the command opened is closed, and a command it cut short exits 129. It
+// had its default effect: the process died at once, in the middle of whatever it
+// was doing, without a line in its log.
+func TestHangupStopsAsTermDoes(t *testing.T) {
+	if os.Getenv("ROSTER_TEST_HANGUP_CHILD") == "1" {
+		ctx, stop := stopOnSignal()
+		defer stop()
+		os.Stdout.WriteString("ready\n")
+		<-ctx.Done()
+		err := context.Cause(ctx)
+		os.Stdout.WriteString(err.Error() + "\n")
+		os.Exit(exitCode(err))
+	}
+	c := exec.Command(os.Args[0], "-test.run=^TestHangupStopsAsTermDoes$")
+	c.Env = append(os.Environ(), "ROSTER_TEST_HANGUP_CHILD=1")
+	out, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Process.Kill() })
+	lines := bufio.NewScanner(out)
+	if !lines.Scan() || lines.Text() != "ready" {
+		t.Fatalf("the child did not start: %q", lines.Text())
+	}
+	if err := c.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	var said string
+	if lines.Scan() {
+		said = lines.Text()
+	}
+	err = c.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 129 || said != "interrupted (SIGHUP)" {
+		t.Fatalf("the child said %q and ended with %v, want \"interrupted (SIGHUP)\" and exit status 129", said, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/version"
 )
@@ -125,5 +126,16 @@ func TestServeLogsWhatItRuns(t *testing.T) {
 		if line[k] != v {
 			t.Errorf("%s: got %v, want %v (line %v)", k, line[k], v, line)
 		}
+	}
+}
+
+// TestServeWithoutNATSCredentialsSaysSo: a --nats-url given no credentials, which its
+// servers refuse, says that none were given and how to give them. It said only
+// "lock: connect: nats: Authorization Violation", as for a wrong password.
+func TestServeWithoutNATSCredentialsSaysSo(t *testing.T) {
+	srv := natstest.Start(t, func(c *embedded.Config) { c.AllowAnonymous = false })
+	err := run(context.Background(), []string{"serve", "--log-level", "error", "--services", "lock", "--nats-url", srv.ClientURL()})
+	if err == nil || !strings.Contains(err.Error(), "no credentials were given") || !strings.Contains(err.Error(), "--nats-user") {
+		t.Fatalf("got %v, want an error saying no credentials were given", err)
 	}
 }

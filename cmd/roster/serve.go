@@ -354,7 +354,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 		return usageError{err}
 	}
 	if err != nil {
-		return err
+		return o.explainRefusal(err)
 	}
 	if s := p.Server(); s != nil {
 		announce(log, s, o, cfg.Embedded.SyncInterval)
@@ -368,6 +368,17 @@ func serve(ctx context.Context, o *serveOptions) error {
 		health.started(p)
 	}
 	return p.Wait(ctx)
+}
+
+// explainRefusal adds to a refusal of --nats-url's servers that no credentials
+// were given, and how to give them: alone, nats.go's "Authorization Violation" reads
+// as a wrong password.
+func (o *serveOptions) explainRefusal(err error) error {
+	if o.natsURL == "" || !errors.Is(err, nats.ErrAuthorization) ||
+		o.natsUser != "" || o.natsCreds != "" || o.natsToken != "" || strings.Contains(o.natsURL, "@") {
+		return err
+	}
+	return fmt.Errorf("%w (no credentials were given: --nats-user with ROSTER_NATS_PASSWORD, --nats-creds or --nats-token)", err)
 }
 
 // healthServer serves the HTTP probes: 503 with "starting" until the process has

@@ -139,3 +139,18 @@ func TestServeWithoutNATSCredentialsSaysSo(t *testing.T) {
 		t.Fatalf("got %v, want an error saying no credentials were given", err)
 	}
 }
+
+// TestJSONLogShowsDurationsAsText: a duration in the JSON log reads as in the text
+// log ("retry_in":"250ms"): slog's JSON handler wrote nanoseconds, so the wait
+// before NATS was dialed again read "retry_in":5000000000.
+func TestJSONLogShowsDurationsAsText(t *testing.T) {
+	var out natstest.Buffer
+	log, err := newLogger(&out, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("x", "retry_in", 250*time.Millisecond)
+	if !strings.Contains(out.String(), `"retry_in":"250ms"`) {
+		t.Errorf("log %q, want \"retry_in\":\"250ms\"", out.String())
+	}
+}

@@ -144,6 +144,12 @@ func (c *Config) calloutIssuer(embeddedServer, runsAuth bool) (nkeys.KeyPair, er
 		if err != nil {
 			return nil, configErr("auth callout seed file: not an nkey seed")
 		}
+		// The issuer is an account key: another kind (a user seed such as
+		// gensecrets' admin.nk) was refused only later, by the embedded server's
+		// configuration or the auth service once connected.
+		if pub, err := kp.PublicKey(); err != nil || !nkeys.IsValidPublicAccountKey(pub) {
+			return nil, configErr("auth callout seed file %s: not an account seed (SA…, as gensecrets' callout.nk)", c.Auth.CalloutSeedFile)
+		}
 		return kp, nil
 	}
 	if !embeddedServer || !runsAuth {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nkeys"
+
 	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/roster"
@@ -40,5 +42,31 @@ func TestBadPolicyFileFailsBeforeAnythingStarts(t *testing.T) {
 	}
 	if _, err := os.Stat(data); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the embedded server started (its data directory: %v)", err)
+	}
+}
+
+// TestCalloutSeedMustBeAnAccountSeed: a user seed (SU…, such as gensecrets'
+// admin.nk) in the callout seed file is a ConfigError naming what is wanted. It
+// passed as a seed: the embedded server then refused its configuration ("Expected
+// callout user to be a valid public account nkey"), after creating its data
+// directory, and an auth service joining a cluster failed only once connected.
+func TestCalloutSeedMustBeAnAccountSeed(t *testing.T) {
+	t.Parallel()
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := user.Seed()
+	file := filepath.Join(t.TempDir(), "callout.nk")
+	if err := os.WriteFile(file, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = roster.Start(context.Background(), roster.Config{
+		Embedded: embedded.Config{Name: "user-seed", Listen: "127.0.0.1:-1", DataDir: t.TempDir(), SyncInterval: time.Minute},
+		Auth:     roster.AuthConfig{CalloutSeedFile: file},
+	}, natstest.Logger(t))
+	var ce *roster.ConfigError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "account seed") {
+		t.Fatalf("got %v, want a ConfigError asking for an account seed", err)
 	}
 }

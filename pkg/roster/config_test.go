@@ -70,3 +70,46 @@ func TestCalloutSeedMustBeAnAccountSeed(t *testing.T) {
 		t.Fatalf("got %v, want a ConfigError asking for an account seed", err)
 	}
 }
+
+// TestAuthLogsItsCalloutIssuer: an auth instance logs the public key it answers the
+// auth callout as, or that it answers none. An instance joining a cluster without
+// --auth-callout-seed-file answers no callout, and one given another seed than the
+// one nats.conf names has every connection refused; neither said a word, and the
+// issuer is what an operator compares with NATS_CALLOUT_ISSUER.
+func TestAuthLogsItsCalloutIssuer(t *testing.T) {
+	t.Parallel()
+	issuer, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := issuer.Seed()
+	pub, _ := issuer.PublicKey()
+	file := filepath.Join(t.TempDir(), "callout.nk")
+	if err := os.WriteFile(file, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		auth roster.AuthConfig
+		want string
+	}{
+		{"seed file", roster.AuthConfig{CalloutSeedFile: file}, `"callout_issuer":"` + pub + `"`},
+		{"callout off", roster.AuthConfig{DisableCallout: true}, `"callout_issuer":"none"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs natstest.Buffer
+			p, err := roster.Start(context.Background(), roster.Config{
+				Services: []string{"auth"},
+				Embedded: embedded.Config{Name: "issuer-log", Listen: "127.0.0.1:-1", DataDir: t.TempDir(), SyncInterval: time.Minute},
+				Auth:     tc.auth,
+			}, logs.Logger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = p.Stop()
+			if !strings.Contains(logs.String(), tc.want) {
+				t.Errorf("log %s: want %s", logs.String(), tc.want)
+			}
+		})
+	}
+}

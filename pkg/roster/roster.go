@@ -371,7 +371,17 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 		for _, a := range acfg.Authenticators {
 			chain = append(chain, a.Name())
 		}
-		log.Info("authenticator chain", "authenticators", strings.Join(chain, ","), "users_file", cfg.Auth.UsersFile)
+		// The callout issuer likewise: an instance joining a cluster without
+		// --auth-callout-seed-file answers no callout, and one with another seed than
+		// nats.conf's NATS_CALLOUT_ISSUER has every connection refused.
+		calloutIssuer := "none"
+		if p.issuer != nil {
+			if pub, err := p.issuer.PublicKey(); err == nil {
+				calloutIssuer = pub
+			}
+		}
+		log.Info("authenticator chain", "authenticators", strings.Join(chain, ","), "users_file", cfg.Auth.UsersFile,
+			"callout_issuer", calloutIssuer)
 		if pol := svc.Policy().Load(); pol != nil && pol.Anonymous.Allowed && (pol.Connections.SharedInbox || pol.Connections.ServiceDiscovery) {
 			log.Warn("DEVELOPMENT POLICY IN EFFECT: anonymous clients are admitted and connections share _INBOX.>; " +
 				"never use this in production — give --policy (see docs/architecture.md, Auth and NATS security)")

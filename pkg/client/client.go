@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/seed-3c836eab/roster/pkg/logthrottle"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -28,6 +29,10 @@ type Client struct {
 	key    string
 	log    *slog.Logger
 	tracer trace.Tracer
+	// dropWarn logs the requests dropped because their deadline passed while they
+	// waited for a handler: one a request, so under overload thousands a second,
+	// and at most one line per dropWarnEvery (dropExpired).
+	dropWarn *logthrottle.Warner
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -103,6 +108,7 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 	c := &Client{
 		log:      o.logger,
 		tracer:   o.tp.Tracer("github.com/seed-3c836eab/roster/pkg/client"),
+		dropWarn: logthrottle.New(o.logger, "roster: request dropped: its deadline passed while it waited for a handler", dropWarnEvery),
 		sessions: map[*Session]struct{}{},
 	}
 	c.epoch, c.epochCancel = context.WithCancelCause(context.Background())
@@ -278,6 +284,9 @@ func (c *Client) Close(ctx context.Context) error {
 	for _, s := range open {
 		<-s.hbDone
 	}
+	// The drops not logged yet are counted now: a program that exits after Close
+	// would never see the line due at the end of the interval.
+	c.dropWarn.Flush()
 	return errors.Join(errs...)
 }
 

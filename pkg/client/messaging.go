@@ -581,17 +581,23 @@ func (q *arrivals) take(ctx context.Context) (d arrival, ok bool) {
 	return d, true
 }
 
+// dropWarnEvery is how often at most a client logs a request dropped by
+// dropExpired; the line counts the drops left out since the last one.
+var dropWarnEvery = 10 * time.Second
+
 // dropExpired drops d, a request whose deadline passed while it waited for a
 // handler slot, unhandled and unanswered. Its message is forgotten by the
 // registration's dedup, so that the requester's retry of it is handled; the drop is
-// logged and on the delivery's span, which ends at once.
+// on the delivery's span, which ends at once, and logged: the first at once, then
+// at most one line per dropWarnEvery counting the drops since the last line. An
+// overloaded receiver drops requests by the thousand a second, and logged one line
+// each.
 func (s *Session) dropExpired(ctx context.Context, d arrival, seen *dedup) {
 	if d.entry != nil && !d.dup {
 		seen.forget(d.entry, time.Now())
 	}
 	sender := d.m.Header.Get(wire.HeaderSender)
-	s.c.log.Warn("roster: request dropped: its deadline passed while it waited for a handler",
-		"session", s.id, "path", d.path, "sender", sender, "deadline", d.deadline)
+	s.c.dropWarn.Warn("session", s.id, "path", d.path, "sender", sender, "deadline", d.deadline)
 	_, span := s.processSpan(ctx, d.path, d.m)
 	span.SetAttributes(attribute.Bool("roster.expired", true))
 	span.AddEvent("dropped: its deadline passed before a handler was free")

@@ -119,7 +119,7 @@ func (s *Service) newEventsJetStream() (jetstream.JetStream, error) {
 		}),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
 			// The sweep publishes it again; the message id keeps it single.
-			s.eventWarn.warn("subject", m.Subject, "msg_id", m.Header.Get(jetstream.MsgIDHeader), "err", err)
+			s.eventWarn.Warn("subject", m.Subject, "msg_id", m.Header.Get(jetstream.MsgIDHeader), "err", err)
 		}),
 	)
 }
@@ -140,7 +140,7 @@ func (s *Service) publishPending(rec *sessions.Record, p sessions.PendingEvent) 
 		msg.Header.Set(wire.HeaderTraceParent, p.Trace)
 	}
 	if _, err := s.ejs.PublishMsgAsync(msg, jetstream.WithMsgID(p.MsgID)); err != nil {
-		s.eventWarn.warn("session_id", rec.ID, "msg_id", p.MsgID, "err", err)
+		s.eventWarn.Warn("session_id", rec.ID, "msg_id", p.MsgID, "err", err)
 	}
 }
 

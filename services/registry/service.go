@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/logthrottle"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/version"
@@ -200,7 +201,7 @@ type Service struct {
 	metrics *metrics
 	// eventWarn reports failed event publishes; while storage is away there is one
 	// per event, so it says so at most every eventWarnEvery.
-	eventWarn *throttledWarn
+	eventWarn *logthrottle.Warner
 	// waiters holds event reads waiting for an event (eventsread.go).
 	waiters *eventWaiters
 
@@ -268,7 +269,7 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 		_ = svc.Stop(context.Background())
 		return nil, err
 	}
-	s.eventWarn = newThrottledWarn(s.log, "publishing a session event; it will be published again", eventWarnEvery)
+	s.eventWarn = logthrottle.New(s.log, "publishing a session event; it will be published again", eventWarnEvery)
 	if s.ejs, err = s.newEventsJetStream(); err != nil {
 		return fail(fmt.Errorf("registry: jetstream: %w", err))
 	}
@@ -321,6 +322,7 @@ func (s *Service) run(ctx context.Context) error {
 	cancel()
 	ecancel()
 	<-eventsDone
+	s.eventWarn.Flush() // the failed publishes not logged yet, before the process may exit
 	_ = s.metrics.reg.Unregister()
 	if trackErr != nil {
 		if terr := <-trackErr; terr != nil && !errors.Is(terr, context.Canceled) {

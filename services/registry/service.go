@@ -106,6 +106,10 @@ type Config struct {
 	// beforeWrite, when set (tests only), is called by a change of a session
 	// (modify) about to write it, with the change's context.
 	beforeWrite func(ctx context.Context, id string)
+	// afterAuthenticate, when set (tests only), is called once the auth service has
+	// admitted an open's or a change of principal's credentials, with the
+	// request's context.
+	afterAuthenticate func(ctx context.Context)
 	// connzPage is the page size of a server's connection listing (connzPage; tests
 	// shrink it).
 	connzPage int

@@ -101,6 +101,9 @@ func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, pro
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if s.cfg.afterAuthenticate != nil {
+		s.cfg.afterAuthenticate(ctx)
+	}
 	// Anonymous sessions have the principal "" (docs/architecture.md,
 	// Authenticators); any other authenticator must name one.
 	if resp.Principal == "" && resp.Authenticator != "anonymous" {
@@ -837,6 +840,13 @@ func (s *Service) changePrincipalOnce(ctx context.Context, c *endpoint.Call, req
 			return nil, err
 		}
 		defer release()
+	}
+	// A client that gave up during the authentication never learns the new token:
+	// the write would rotate the one it still holds and lock it out of its own
+	// session. From the write on the change is seen through (store.write), as an
+	// open's create is.
+	if err := endpoint.Interrupted(ctx, "the registry is stopping"); err != nil {
+		return nil, err
 	}
 	token := newToken()
 	rec, _, err := s.modify(ctx, me.ID, me, ownedBy(c), wire.EventPrincipalChanged, func(r *sessions.Record) (bool, error) {

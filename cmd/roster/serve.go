@@ -125,7 +125,7 @@ services this process runs, so each can run as its own process in production.`,
 	fs.StringVar(&o.tls.ClientCAFile, "tls-client-ca", "", "CA certificates (PEM): the embedded server's listeners then require client certificates they signed (mutual TLS)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long stopping a service waits for its requests in flight and its connection to drain")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long stopping waits for the services' requests in flight and their connections to drain, in all (the services stop together)")
 	fs.StringVar(&o.cluster.Name, "cluster-name", "roster", "name of the NATS cluster the embedded server joins (with --cluster-listen)")
 	fs.StringVar(&o.cluster.Listen, "cluster-listen", "", "host:port for cluster routes (port 0: any free one): makes the embedded server a node of a NATS cluster with clustered JetStream")
 	fs.StringSliceVar(&o.cluster.Routes, "routes", nil, "route URLs of the other cluster nodes (nats://host:port, comma-separated)")

@@ -888,10 +888,43 @@ func (s *Service) Stop(ctx context.Context) error {
 }
 
 // Serve blocks until ctx ends, then stops the service, waiting up to drain for the
-// requests in flight.
+// requests in flight, or until the deadline ctx's cause carries (StopBy) when that
+// comes first.
 func (s *Service) Serve(ctx context.Context, drain time.Duration) error {
 	<-ctx.Done()
-	stopCtx, cancel := context.WithTimeout(context.Background(), drain)
+	stopCtx, cancel := StopContext(ctx, drain)
 	defer cancel()
 	return s.Stop(stopCtx)
+}
+
+// StopBy is the cause a process cancels a service's run context with
+// (context.WithCancelCause) when the service's stop must be done by Deadline: a
+// process stopping several services gives them all one deadline, so that a service
+// whose stop begins after others' (the auth service, once the registry whose
+// requests call it has stopped) does not count a drain timeout of its own from
+// then, and the process's stop is bounded by one timeout, not one per service.
+type StopBy struct{ Deadline time.Time }
+
+func (e *StopBy) Error() string {
+	return "the service stops, by " + e.Deadline.Format(time.RFC3339Nano)
+}
+
+// StopDeadline returns the deadline of ctx's cause, when it is a StopBy.
+func StopDeadline(ctx context.Context) (time.Time, bool) {
+	var by *StopBy
+	if !errors.As(context.Cause(ctx), &by) {
+		return time.Time{}, false
+	}
+	return by.Deadline, true
+}
+
+// StopContext returns the context a service's stop runs on once ctx, the context
+// it ran on, has ended: it ends drain from now, or at the deadline ctx's cause
+// carries (StopBy) when that comes first.
+func StopContext(ctx context.Context, drain time.Duration) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(drain)
+	if by, ok := StopDeadline(ctx); ok && by.Before(deadline) {
+		deadline = by
+	}
+	return context.WithDeadline(context.Background(), deadline)
 }

@@ -44,8 +44,9 @@ type Config struct {
 	// StartTimeout bounds how long a service's start is retried while NATSURL does not
 	// accept connections or JetStream does not answer yet (default 1 minute).
 	StartTimeout time.Duration
-	// DrainTimeout bounds how long stopping a service waits for its requests in
-	// flight and then for its connection to drain, in all.
+	// DrainTimeout bounds how long stopping the process waits for the services'
+	// requests in flight and then for their connections to drain, in all: the
+	// services stop together, by one deadline (Process.Stop).
 	DrainTimeout time.Duration
 	// TracerProvider receives the services' spans (default: no export).
 	TracerProvider trace.TracerProvider

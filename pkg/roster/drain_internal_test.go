@@ -2,6 +2,8 @@ package roster
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 )
 
@@ -40,6 +43,13 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 	}
 	c.timers = append(c.timers, fakeTimer{at: c.now.Add(d), ch: ch})
 	return ch
+}
+
+// pending returns how many After channels wait for the clock to move.
+func (c *fakeClock) pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
 }
 
 func (c *fakeClock) Advance(d time.Duration) {
@@ -85,7 +95,7 @@ func TestStopDrainsAServiceWithinOneDrainTimeout(t *testing.T) {
 	const timeout = 10 * time.Second
 	clk := &fakeClock{now: time.Unix(1_000_000, 0)}
 	p := &Process{cfg: Config{DrainTimeout: timeout}, log: natstest.Logger(t), done: make(chan struct{}), clock: clk}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	r := &running{name: "stoptest", nc: nc, cancel: cancel, done: make(chan error, 1)}
 	p.running = append(p.running, r)
 	go func() {
@@ -106,5 +116,100 @@ func TestStopDrainsAServiceWithinOneDrainTimeout(t *testing.T) {
 	}
 	if !nc.IsClosed() {
 		t.Errorf("connection %v after Stop, want closed", nc.Status())
+	}
+}
+
+// TestServicesStopTogetherWithinOneDrainTimeout: the services of a process stop
+// together, by one deadline, DrainTimeout from the stop: here each holds a request
+// in flight until the deadline it was given. They used to stop one after the
+// other, each with a DrainTimeout of its own counted from its own stop: up to four
+// times the timeout, past a pod's grace period. The auth service, which the
+// registry's requests in flight call (open, change of principal), still stops
+// only once the registry has — by the same deadline.
+func TestServicesStopTogetherWithinOneDrainTimeout(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	const timeout = 10 * time.Second
+	start := time.Unix(1_000_000, 0)
+	clk := &fakeClock{now: start}
+	p := &Process{cfg: Config{DrainTimeout: timeout}, log: natstest.Logger(t), done: make(chan struct{}), clock: clk}
+	var mu sync.Mutex
+	var events []string
+	given := map[string]time.Time{}
+	event := func(e string) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, e)
+	}
+	for _, name := range []string{"auth", "registry", "lock", "messaging"} { // the order Start runs them in
+		ctx, cancel := context.WithCancelCause(context.Background())
+		r := &running{name: name, nc: srv.ServiceConn(t), cancel: cancel, done: make(chan error, 1)}
+		p.running = append(p.running, r)
+		go func() {
+			<-ctx.Done()
+			event("stop " + name)
+			// A request in flight until the stop gives up on it: at the deadline the
+			// process gave, or, given none, a DrainTimeout from now (endpoint.StopContext).
+			by, ok := endpoint.StopDeadline(ctx)
+			if !ok {
+				by = clk.Now().Add(timeout)
+			}
+			mu.Lock()
+			given[name] = by
+			mu.Unlock()
+			<-clk.After(by.Sub(clk.Now()))
+			event("stopped " + name)
+			r.done <- nil
+		}()
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- p.Stop() }()
+
+	// The three services nothing here calls stop at once, each waiting for its
+	// request in flight, before the clock moves.
+	natstest.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if n := clk.pending(); n != 3 {
+			mu.Lock()
+			defer mu.Unlock()
+			return fmt.Errorf("%d services wait for their requests in flight (%v), want registry, lock and messaging at once", n, events)
+		}
+		return nil
+	})
+	mu.Lock()
+	if slices.Contains(events, "stop auth") {
+		t.Errorf("auth stops while the registry, whose requests call it, still runs: %v", events)
+	}
+	mu.Unlock()
+
+	clk.Advance(timeout) // the one drain timeout; the clock moves no more
+	for done := false; !done; {
+		select {
+		case err := <-stopped:
+			// The requests took the whole timeout: the connections may be left
+			// no time to drain, and are closed.
+			if err != nil && !strings.Contains(err.Error(), "not drained") {
+				t.Fatalf("Stop: %v", err)
+			}
+			done = true
+		case <-time.After(time.Millisecond):
+			if n := clk.pending(); n > 0 {
+				t.Fatalf("%d waits on the clock after one drain timeout has passed: the stop takes longer", n)
+			}
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, name := range []string{"auth", "registry", "lock", "messaging"} {
+		if by := given[name]; !by.Equal(start.Add(timeout)) {
+			t.Errorf("%s was given %v to stop by, want the process's one deadline, the stop + %v", name, by.Sub(start), timeout)
+		}
+	}
+	if i, j := slices.Index(events, "stopped registry"), slices.Index(events, "stop auth"); i < 0 || j < i {
+		t.Errorf("auth stopped before the registry, whose requests call it, had: %v", events)
+	}
+	for _, r := range p.running {
+		if !r.nc.IsClosed() {
+			t.Errorf("%s: connection %v after Stop, want closed", r.name, r.nc.Status())
+		}
 	}
 }

@@ -64,7 +64,7 @@ type running struct {
 	name   string
 	nc     *nats.Conn
 	health func(context.Context) *endpoint.Health
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc // with the stop's deadline (endpoint.StopBy)
 	done   chan error
 }
 
@@ -326,7 +326,7 @@ func (p *Process) startService(ctx context.Context, name string, connect func(st
 		nc.Close()
 		return err
 	}
-	mctx, cancel := context.WithCancel(context.Background())
+	mctx, cancel := context.WithCancelCause(context.Background())
 	r := &running{name: name, nc: nc, health: svc.Health, cancel: cancel, done: make(chan error, 1)}
 	p.running = append(p.running, r)
 	go func() {
@@ -448,9 +448,9 @@ func (p *Process) ClientURL() string {
 	return p.cfg.NATSURL
 }
 
-// Wait blocks until ctx ends or a service fails, then stops the process (services in
-// reverse order, then the embedded server) and returns the failure and any error
-// stopping.
+// Wait blocks until ctx ends or a service fails, then stops the process (the
+// services together, within one DrainTimeout, then the embedded server) and returns
+// the failure and any error stopping.
 func (p *Process) Wait(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
@@ -470,23 +470,41 @@ func (p *Process) stop() error {
 	return p.stopErr
 }
 
+// callers names, for a service, the services of a process whose requests in flight
+// call it over NATS: the registry's open and change of principal ask the auth
+// service (wire.SubjectAuthenticate). Such a service stops only once its callers
+// have, so that their last requests find it answering. The lock and messaging
+// services call no service (they read sessions and the policy from KV, through
+// the process's view and holder, which outlive every service), and no service
+// calls them or the registry.
+var callers = map[string][]string{"auth": {"registry"}}
+
+// stopAll stops the services together, then the embedded server. Each service
+// stops taking requests at once, except a service whose callers (above) run here:
+// it stops once they have. One deadline, DrainTimeout from now, bounds the whole:
+// every service's stop (the requests in flight, endpoint.StopBy) and the drain of
+// its connection. The services used to stop one after the other, each with a
+// DrainTimeout of its own: up to four times the timeout, longer than a pod's
+// grace period before it is killed.
 func (p *Process) stopAll() {
-	var errs []error
-	for i := len(p.running) - 1; i >= 0; i-- {
-		r := p.running[i]
-		// One DrainTimeout for the service's stop (which waits for its requests
-		// in flight, bounded by the same timeout from now) and the drain of its
-		// connection after it: the drain gets what the stop left.
-		deadline := p.clock.Now().Add(p.cfg.DrainTimeout)
-		r.cancel()
-		if err := <-r.done; err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
-		}
-		if err := drainConn(r.nc, p.clock, deadline); err != nil {
-			errs = append(errs, fmt.Errorf("%s: drain connection: %w", r.name, err))
-		}
-		p.log.Info("service stopped", "service", r.name)
+	deadline := p.clock.Now().Add(p.cfg.DrainTimeout)
+	stopped := make(map[string]chan struct{}, len(p.running))
+	for _, r := range p.running {
+		stopped[r.name] = make(chan struct{})
 	}
+	errs := make([][]error, len(p.running))
+	var wg sync.WaitGroup
+	for i, r := range p.running {
+		wg.Go(func() {
+			for _, c := range callers[r.name] {
+				if ch, ok := stopped[c]; ok {
+					<-ch
+				}
+			}
+			errs[i] = p.stopService(r, deadline, stopped[r.name])
+		})
+	}
+	wg.Wait()
 	if p.policy != nil {
 		p.policy.stop()
 	}
@@ -498,8 +516,24 @@ func (p *Process) stopAll() {
 		p.server.Stop()
 		p.log.Info("embedded NATS server stopped")
 	}
-	p.stopErr = errors.Join(errs...)
+	p.stopErr = errors.Join(slices.Concat(errs...)...)
 	close(p.done)
+}
+
+// stopService stops r by deadline: it cancels r's run, waits for it to return
+// (closing ran then, for the services that wait for r) and drains r's connection.
+func (p *Process) stopService(r *running, deadline time.Time, ran chan<- struct{}) []error {
+	var errs []error
+	r.cancel(&endpoint.StopBy{Deadline: deadline})
+	if err := <-r.done; err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", r.name, err))
+	}
+	close(ran)
+	if err := drainConn(r.nc, p.clock, deadline); err != nil {
+		errs = append(errs, fmt.Errorf("%s: drain connection: %w", r.name, err))
+	}
+	p.log.Info("service stopped", "service", r.name)
+	return errs
 }
 
 // drainConn closes the connection of a service that stopped, once what it owes is
@@ -507,7 +541,7 @@ func (p *Process) stopAll() {
 // (endpoint.Service.Stop answers them unavailable), and its last replies, in the
 // connection's buffer. Closing it at once dropped the queued requests, and their
 // clients waited out their timeouts. Drain returns at once and closes later, so
-// this waits for the close until deadline, the end of the service's DrainTimeout:
+// this waits for the close until deadline, the end of the process's DrainTimeout:
 // with a timeout of its own, a service's stop could take twice DrainTimeout. Past
 // the deadline the connection is closed, which still sends what it has buffered.
 // Without a server to send to there is nothing to wait for: draining would only
@@ -531,7 +565,7 @@ func drainConn(nc *nats.Conn, clk clock, deadline time.Time) error {
 		return nil
 	case <-clk.After(deadline.Sub(clk.Now())):
 		nc.Close()
-		return errors.New("not drained within the drain timeout, counted from the service's stop")
+		return errors.New("not drained within the drain timeout, counted from the process's stop")
 	}
 }
 

@@ -180,7 +180,7 @@ func TestStopAnswersTheRequestsQueuedForAService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mctx, cancel := context.WithCancel(context.Background())
+	mctx, cancel := context.WithCancelCause(context.Background())
 	r := &running{name: "stoptest", nc: nc, health: svc.Health, cancel: cancel, done: make(chan error, 1)}
 	p.running = append(p.running, r)
 	go func() { r.done <- svc.Serve(mctx, 10*time.Second) }()

@@ -289,7 +289,8 @@ func samePolicy(a, b *policy.Policy) bool {
 func (s *Service) Policy() *policy.Holder { return s.policy }
 
 // Run blocks until ctx ends, then stops taking requests and waits up to
-// Config.DrainTimeout for those in flight. Every goroutine the service started has
+// Config.DrainTimeout (or until the deadline ctx's cause gives, endpoint.StopBy,
+// when that comes first) for those in flight. Every goroutine the service started has
 // ended when Run returns.
 func (s *Service) Run(ctx context.Context) error {
 	err := s.svc.Serve(ctx, s.cfg.DrainTimeout)

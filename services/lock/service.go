@@ -298,14 +298,15 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 // Run blocks until ctx ends, then stops taking requests, waits for those in
 // flight and for the writes already begun (a release or an expiry of the
 // service's own, and the answers to the waiters they grant or remove), and stops
-// every goroutine the service started; Config.DrainTimeout bounds the whole stop,
+// every goroutine the service started; Config.DrainTimeout bounds the whole stop
+// (or the deadline ctx's cause gives, endpoint.StopBy, when that comes first),
 // after which unfinished writes are given up. Waiting requests stay in KV: another
 // instance grants or expires them. Run may be called once.
 func (s *Service) Run(ctx context.Context) error {
 	err := errors.New("lock: Run called twice")
 	s.runOnce.Do(func() {
 		<-ctx.Done()
-		stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+		stopCtx, cancel := endpoint.StopContext(ctx, s.cfg.DrainTimeout)
 		defer cancel()
 		err = s.svc.Stop(stopCtx)
 		s.cancel()

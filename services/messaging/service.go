@@ -258,7 +258,8 @@ func (ix *index) apply(c sessions.Change) {
 }
 
 // Run blocks until ctx ends, then stops taking requests, waits up to
-// Config.DrainTimeout for those in flight, and stops following the sessions. Every
+// Config.DrainTimeout (or until the deadline ctx's cause gives, endpoint.StopBy,
+// when that comes first) for those in flight, and stops following the sessions. Every
 // goroutine the service started has ended when Run returns.
 func (s *Service) Run(ctx context.Context) error {
 	err := errors.New("messaging: Run called twice")

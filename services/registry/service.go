@@ -288,8 +288,9 @@ func New(nc *nats.Conn, cfg Config, pol Authorizer, tp trace.TracerProvider, log
 }
 
 // Run tracks activity and expires sessions until ctx ends, then stops taking
-// requests, waits up to Config.DrainTimeout for those in flight and stops every
-// goroutine it started. Run may be called once.
+// requests, waits up to Config.DrainTimeout (or until the deadline ctx's cause
+// gives, endpoint.StopBy, when that comes first) for those in flight and stops
+// every goroutine it started. Run may be called once.
 func (s *Service) Run(ctx context.Context) error {
 	err := errors.New("registry: Run called twice")
 	s.runOnce.Do(func() { err = s.run(ctx) })
@@ -317,7 +318,7 @@ func (s *Service) run(ctx context.Context) error {
 	case err = <-trackErr:
 		trackErr = nil
 	}
-	stopCtx, stopCancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	stopCtx, stopCancel := endpoint.StopContext(ctx, s.cfg.DrainTimeout)
 	stopErr := s.svc.Stop(stopCtx)
 	// Events of the last requests are in the records' outboxes whatever happens;
 	// waiting for their acknowledgements saves another instance publishing them.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -19,10 +20,18 @@ import (
 type Server struct {
 	*server.Server
 	cfg Config
+	// unlock releases the data dir once the server has shut down.
+	unlock func()
 }
+
+// lockFileName is the file in the data dir that a running server holds locked.
+const lockFileName = "roster.lock"
 
 // Start starts an embedded server and waits until it accepts connections and
 // JetStream is ready. logger receives the server's log (notices at debug level).
+// The data dir serves one server at a time: Start fails while another server,
+// in this process or another, runs on it, and the dir is free again once the
+// server has shut down (Stop) or its process has ended.
 func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("embedded: data dir is required")
@@ -30,6 +39,27 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded: data dir: %w", err)
 	}
+	release, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	s, err := start(cfg, logger)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	var once sync.Once
+	s.unlock = func() { once.Do(release) }
+	// Released too when the server is shut down other than by Stop.
+	go func() {
+		s.WaitForShutdown()
+		s.unlock()
+	}()
+	return s, nil
+}
+
+// start starts the server on a data dir already locked for it.
+func start(cfg Config, logger *slog.Logger) (*Server, error) {
 	if cfg.ServicePassword == "" {
 		cfg.ServicePassword = randomSecret()
 	}
@@ -139,10 +169,12 @@ func (s *Server) ConnectSystem(opts ...nats.Option) (*nats.Conn, error) {
 	return nats.Connect("", all...)
 }
 
-// Stop shuts the server down and waits until it has.
+// Stop shuts the server down, waits until it has, and frees its data dir for the
+// next server.
 func (s *Server) Stop() {
 	s.Shutdown()
 	s.WaitForShutdown()
+	s.unlock()
 }
 
 func randomSecret() string {

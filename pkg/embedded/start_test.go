@@ -214,3 +214,32 @@ func TestTLSNeedsCertificateAndKey(t *testing.T) {
 		t.Fatalf("got %v, want an error asking for the key file", err)
 	}
 }
+
+// Two servers on one data dir would each run JetStream over the same files, each
+// with its own view of them: a second roster serve given the same --data-dir on
+// another port started, and its writes and the first's interleaved in one store.
+// The second Start is refused, and once the first has stopped the dir is free again.
+func TestDataDirServesOneServerAtATime(t *testing.T) {
+	dir := t.TempDir()
+	cfg := embedded.Config{Name: "first", Listen: "127.0.0.1:-1", DataDir: dir, AllowAnonymous: true}
+	first, err := embedded.Start(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Name = "second"
+	second, err := embedded.Start(cfg, nil)
+	if err == nil {
+		second.Stop()
+		first.Stop()
+		t.Fatalf("a second server started on data dir %s while the first ran", dir)
+	}
+	if !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("got error %q, want one that names the data dir as in use", err)
+	}
+	first.Stop()
+	again, err := embedded.Start(cfg, nil)
+	if err != nil {
+		t.Fatalf("start after the first server stopped: %v", err)
+	}
+	again.Stop()
+}

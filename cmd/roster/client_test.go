@@ -836,3 +836,59 @@ func startDeployPolicy(t *testing.T) *roster.Process {
 		c.Auth.PolicyFile = "../../deploy/roster/policy.yaml"
 	}))
 }
+
+// TestListsKeepTheirColumns: session list and lock list keep every value under its
+// heading whatever its length. Fixed widths did not: a RECOVERING session (the
+// state is 10 letters, the column was 8) pushed its principal, roles and
+// properties out from under their headings, and so did a lock name over 24.
+func TestListsKeepTheirColumns(t *testing.T) {
+	c := newCLI(t)
+	ctx := testCtx(t)
+	lost := openSession(t, c.server)
+	lost.Client().Conn().Close() // the registry counts its connection lost: RECOVERING
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		r := c.run(ctx, "", "session", "list")
+		if !strings.Contains(r.stdout, "RECOVERING") {
+			return fmt.Errorf("session list: no RECOVERING session yet in %q (%v)", r.stdout, r.err)
+		}
+		return nil
+	})
+	openSession(t, c.server) // and an ACTIVE one
+	r := c.run(ctx, "", "session", "list")
+	checkColumns(t, "session list", r.stdout, 2)
+
+	owner := openSession(t, c.server)
+	long := "orders/region-eu-west/customer-1234567/item-42"
+	if _, err := owner.Lock(ctx, long, client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Lock(ctx, "orders/7", client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r = c.run(ctx, "", "lock", "list", "--prefix", "orders/")
+	checkColumns(t, "lock list", r.stdout, 2)
+}
+
+// checkColumns checks that each of the rows under out's heading line has a value
+// starting at every heading's column, and that there are rows of them.
+func checkColumns(t *testing.T, what, out string, rows int) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != rows+2 { // heading, rows, the count
+		t.Fatalf("%s: got %q, want a heading, %d rows and a count", what, out, rows)
+	}
+	var starts []int
+	for i := range len(lines[0]) {
+		if lines[0][i] != ' ' && (i == 0 || lines[0][i-1] == ' ') {
+			starts = append(starts, i)
+		}
+	}
+	for _, line := range lines[1 : rows+1] {
+		for _, i := range starts {
+			if i >= len(line) || line[i] == ' ' || (i > 0 && line[i-1] != ' ') {
+				t.Errorf("%s: the value at column %d of %q is not under its heading in\n%s", what, i, line, out)
+				break
+			}
+		}
+	}
+}

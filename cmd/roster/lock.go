@@ -309,18 +309,18 @@ func newLockListCmd() *cobra.Command {
 					after = page.Next
 				}
 				return out.emit(map[string]any{"locks": all}, func(w io.Writer) {
-					// Tokens have 16 digits: a locks bucket's revisions start from the
-					// time in microseconds (docs/architecture.md, "Fencing tokens").
-					fmt.Fprintf(w, "%-24s %-10s %-24s %-16s %s\n", "NAME", "MODE", "HOLDER", "TOKEN", "WAITERS")
+					tw := columns(w)
+					fmt.Fprintf(tw, "NAME\tMODE\tHOLDER\tTOKEN\tWAITERS\n")
 					for _, l := range all {
 						waiting := len(l.Waiters)
 						if len(l.Holders) == 0 {
-							fmt.Fprintf(w, "%-24s %-10s %-24s %-16s %d\n", l.Name, "-", "-", "-", waiting)
+							fmt.Fprintf(tw, "%s\t-\t-\t-\t%d\n", l.Name, waiting)
 						}
 						for _, h := range l.Holders {
-							fmt.Fprintf(w, "%-24s %-10s %-24s %-16d %d\n", l.Name, h.Mode, h.Session, h.Token, waiting)
+							fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", l.Name, h.Mode, h.Session, h.Token, waiting)
 						}
 					}
+					_ = tw.Flush()
 					fmt.Fprintf(w, "%d %s\n", len(all), plural(len(all), "lock", "locks"))
 				})
 			})

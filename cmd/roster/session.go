@@ -186,10 +186,12 @@ func newSessionListCmd() *cobra.Command {
 					after = page.Next
 				}
 				return out.emit(map[string]any{"sessions": all, "total": total}, func(w io.Writer) {
-					fmt.Fprintf(w, "%-24s %-8s %-12s %-16s %s\n", "ID", "STATE", "PRINCIPAL", "ROLES", "PROPERTIES")
+					tw := columns(w)
+					fmt.Fprintf(tw, "ID\tSTATE\tPRINCIPAL\tROLES\tPROPERTIES\n")
 					for _, x := range all {
-						fmt.Fprintf(w, "%-24s %-8s %-12s %-16s %s\n", x.ID, x.State, orDash(x.Principal), orDash(strings.Join(x.Roles, ",")), formatProps(x.Properties))
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", x.ID, x.State, orDash(x.Principal), orDash(strings.Join(x.Roles, ",")), formatProps(x.Properties))
 					}
+					_ = tw.Flush()
 					fmt.Fprintf(w, "%d %s\n", total, plural(total, "session", "sessions"))
 				})
 			})

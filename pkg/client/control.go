@@ -55,10 +55,12 @@ func (s *Session) CloseSessions(ctx context.Context, req wire.SessionCloseReques
 
 // Events returns one page of stored session events: the session's own (req.SessionID
 // set to its id), another session's or every session's (VIEW_SESSION). Pass the
-// returned NextSeq as req.StartSeq for the next page. With req.WaitMS, a read that
-// finds nothing waits up to that long for the first matching event: give ctx room
-// for that wait, which ctx bounds like any other (it fails with ErrTimeout at ctx's
-// deadline). FollowEvents does this for you.
+// returned NextSeq as req.StartSeq for the next page. With req.WaitMS (at most a
+// minute), a read that finds nothing waits up to that long for the first matching
+// event, and then returns an empty page, without error. The registry is told ctx's
+// deadline and answers shortly before it when that comes first: a wait longer than
+// ctx allows returns the empty page early rather than failing. FollowEvents reads
+// page after page this way for you.
 func (s *Session) Events(ctx context.Context, req wire.SessionEventsRequest) (*wire.SessionEventsResponse, error) {
 	var resp wire.SessionEventsResponse
 	if err := s.doOther(ctx, wire.SubjectSessionEvents, &req, &resp); err != nil {

@@ -239,3 +239,38 @@ func Example_errors() {
 	// closed session: true
 	// cancelled: true
 }
+
+// Follow the session's own events, in the order they were stored: its opening, each
+// change of its properties or state, its close. fn's error ends FollowEvents. A
+// reader that keeps the Seq of the last event it handled starts again after it
+// (StartSeq: Seq+1) and misses nothing.
+func ExampleSession_FollowEvents() {
+	url, stop := startRoster()
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := client.Open(ctx, url, client.Options{Properties: map[string]string{"Desk": "FX"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close(ctx)
+	if err := s.SetProperties(ctx, map[string]string{"Desk": "Rates"}); err != nil {
+		log.Fatal(err)
+	}
+
+	errEnough := errors.New("enough")
+	var last uint64
+	err = s.FollowEvents(ctx, wire.SessionEventsRequest{SessionID: s.ID()}, func(e wire.StoredSessionEvent) error {
+		fmt.Println(e.Event.Kind, e.Event.State, e.Event.Keys)
+		last = e.Seq
+		if e.Event.Kind == wire.EventUpdated {
+			return errEnough
+		}
+		return nil
+	})
+	fmt.Println("ended by fn:", errors.Is(err, errEnough), "last seq kept:", last > 0)
+	// Output:
+	// opened ACTIVE []
+	// updated ACTIVE [Desk]
+	// ended by fn: true last seq kept: true
+}

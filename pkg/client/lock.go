@@ -509,6 +509,9 @@ func (l *Lock) Scope() wire.LockScope { return l.Info().Scope }
 
 // Token returns the fencing token of the grant: it strictly increases for every
 // grant of this lock name. Pass it to the resource the lock protects (see pkg/fence).
+// A shared lock's holders each have the token of their own grant (those granted by
+// one write share it), so a resource fencing by the highest token refuses all but
+// the latest of them: fence writes made under an exclusive lock.
 func (l *Lock) Token() uint64 { return l.info.Token }
 
 // Lost is closed when the lock is released without Unlock, or may have been: by

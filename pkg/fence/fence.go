@@ -11,6 +11,11 @@
 // highest it has already seen for that lock. The late writer's token is older than
 // the new holder's, so its writes are refused once the new holder has written.
 //
+// Fencing is for writes made under an exclusive lock. The holders of a shared lock
+// hold it at once, each with the token of its own grant (holders granted by one
+// write share it): a Guard admits the latest of them and refuses the others as
+// stale, although they still hold the lock.
+//
 // A Guard is the resource-side check for one process. A resource that is itself
 // distributed must keep the highest token where it keeps the data, and compare and
 // store it in the same atomic step as the write (a conditional update, a

@@ -58,9 +58,14 @@ func (s *Session) boundLocked() time.Duration {
 }
 
 // learnWindowLocked takes the reconnect window a reply carried (0: not said).
+// A new one is passed on to the heartbeats, whose default interval follows it.
 func (s *Session) learnWindowLocked(ms int64) {
-	if ms > 0 {
-		s.window = time.Duration(ms) * time.Millisecond
+	if w := time.Duration(ms) * time.Millisecond; w > 0 && w != s.window {
+		s.window = w
+		select {
+		case s.windowSet <- struct{}{}:
+		default: // one already waits to be seen
+		}
 	}
 }
 

@@ -367,3 +367,49 @@ func TestHeartbeatResumesASessionTheRegistryCountsAsLost(t *testing.T) {
 		t.Fatalf("the session on the server: %v, %v; want ACTIVE", info, err)
 	}
 }
+
+// TestHeartbeatsFollowANewReconnectWindow: Roster restarted with a reconnect window
+// far below the one the session was opened under. The SDK's default keepalives
+// follow the new bound (a third of it), so the resumed session's lock stays held
+// and is not reported lost. Before, the interval was fixed when the session opened
+// (5 s, from the 30 s window): once resumed, the lock was reported lost each time
+// the 1.5 s bound passed between two keepalives, and released by its token.
+func TestHeartbeatsFollowANewReconnectWindow(t *testing.T) {
+	listen, dir := hostPort(freePort(t)), t.TempDir()
+	with := func(window time.Duration) rostertest.Option {
+		return rostertest.WithConfig(func(c *roster.Config) {
+			c.Embedded.Listen, c.Embedded.DataDir = listen, dir
+			c.Registry.ReconnectWindow = window
+		})
+	}
+	p := rostertest.Start(t, with(30*time.Second))
+	s := open(t, p.ClientURL(), client.Options{})
+	states := make(chan client.StateChange, 16)
+	s.OnStateChange(func(ch client.StateChange) { states <- ch })
+	ctx := ctxT(t)
+	l, err := s.Lock(ctx, "window/held", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if ch := nextState(t, states); ch.New != client.StateRecovering {
+		t.Fatalf("after the server stopped: got %+v, want RECOVERING", ch)
+	}
+	const window = 1500 * time.Millisecond
+	p = rostertest.Start(t, with(window))
+	if ch := nextState(t, states); ch.New != client.StateActive {
+		t.Fatalf("after the restart: got %+v, want ACTIVE", ch)
+	}
+	time.Sleep(4 * window) // several bounds of the new window
+	select {
+	case <-l.Lost():
+		t.Fatalf("the lock of the resumed session was reported lost: %v", l.Err())
+	default:
+	}
+	other := open(t, p.ClientURL(), client.Options{})
+	if _, err := other.TryLock(ctx, "window/held", client.LockOptions{}); !errors.Is(err, client.ErrTimeout) {
+		t.Errorf("another session's TryLock: got %v, want ErrTimeout (still held)", err)
+	}
+}

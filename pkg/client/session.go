@@ -67,7 +67,8 @@ type Options struct {
 	ClientIP string
 	// HeartbeatInterval is how often the SDK sends keepalives (default: a third of
 	// the smaller of the timeout and the registry's reconnect window, at most 5 s
-	// and at least 100 ms). One not below the timeout lets the session expire unless
+	// and at least 100 ms; it follows the window as the registry last told it, which
+	// a restart of Roster with another window changes). One not below the timeout lets the session expire unless
 	// the application calls Keepalive itself; one not well below the smaller of the
 	// two gets the session's locks reported lost between keepalives (see
 	// (*Lock).Lost).
@@ -101,7 +102,10 @@ type Session struct {
 	// boundRev is the record's revision when the session was last bound here (open
 	// or resume): a notice that it moved away at an earlier revision is stale.
 	boundRev  atomic.Uint64
-	heartbeat time.Duration
+	heartbeat time.Duration // the interval the heartbeats start with
+	hbAsked   time.Duration // Options.HeartbeatInterval (0: the default, which follows the bound)
+	// windowSet tells the heartbeats that the registry told a new reconnect window.
+	windowSet chan struct{}
 
 	mu        sync.Mutex
 	info      *wire.Session
@@ -210,6 +214,7 @@ func (c *Client) open(ctx context.Context, opts Options, ownClient bool) (*Sessi
 		return nil, &wire.Error{Code: wire.CodeInternal, Message: "open reply without session or token"}
 	}
 	s := &Session{c: c, id: resp.Session.ID, ownClient: ownClient, info: resp.Session, token: resp.Token, state: StateActive,
+		hbAsked: opts.HeartbeatInterval, windowSet: make(chan struct{}, 1),
 		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
 	s.boundRev.Store(resp.Session.Revision)
 	s.learnWindowLocked(resp.ReconnectWindowMS) // s is not shared yet
@@ -629,12 +634,23 @@ func reasonOr(r, def wire.CloseReason) wire.CloseReason {
 // the session is RECOVERING.
 func (s *Session) heartbeats() {
 	defer close(s.hbDone)
-	t := time.NewTicker(s.heartbeat)
+	every := s.heartbeat
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.stopHB:
 			return
+		case <-s.windowSet:
+			// The default interval is a third of the bound, which the window is part
+			// of: kept at the old one past a smaller window (Roster restarted with
+			// another --reconnect-window), the keepalives came too seldom, and every
+			// lock of the session was reported lost between two of them.
+			if d := heartbeatInterval(s.hbAsked, s.bound()); d != every {
+				every = d
+				t.Reset(d)
+			}
+			continue
 		case <-t.C:
 		}
 		if s.State() == StateRecovering {
@@ -643,7 +659,7 @@ func (s *Session) heartbeats() {
 			}
 			continue
 		}
-		ctx, cancel := context.WithTimeout(unsampled(), s.heartbeat)
+		ctx, cancel := context.WithTimeout(unsampled(), every)
 		state, err := s.keepalive(ctx)
 		cancel()
 		if err == nil && state == StateRecovering && s.c.nc.IsConnected() {
@@ -678,6 +694,7 @@ func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*S
 		return nil, &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("Options.HeartbeatInterval %v is negative (0: the SDK's default)", opts.HeartbeatInterval)}
 	}
 	s := &Session{c: c, id: id, attached: true, info: &wire.Session{ID: id}, token: token, state: StateActive,
+		hbAsked: opts.HeartbeatInterval, windowSet: make(chan struct{}, 1),
 		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
 	s.elsewhere.Store(true)
 	if !c.add(s) {

@@ -74,11 +74,15 @@ func (s *Session) Events(ctx context.Context, req wire.SessionEventsRequest) (*w
 // returns an error (which FollowEvents returns). A reader that keeps the Seq of the
 // last event it handled and starts again from Seq+1 misses nothing, across its own
 // restarts and the registry's, for as long as the events stream keeps events.
-// Errors that a retry may cure (unavailable, a timeout) are retried; others end it.
+// Errors that a retry may cure (unavailable, a timeout) are retried, after a pause
+// of up to 2 s that a change of the session's state ends (a resume after Roster
+// restarted, say); others end it.
 func (s *Session) FollowEvents(ctx context.Context, req wire.SessionEventsRequest, fn func(wire.StoredSessionEvent) error) error {
 	const wait = 30 * time.Second
 	req.WaitMS = wait.Milliseconds()
-	for backoff := 50 * time.Millisecond; ; {
+	for backoff := followBackoffFirst; ; {
+		// Taken before the read: a resume while it fails ends the pause below.
+		changed := s.stateChanged()
 		rctx, cancel := context.WithTimeout(ctx, wait+10*time.Second)
 		resp, err := s.Events(rctx, req)
 		cancel()
@@ -92,12 +96,16 @@ func (s *Session) FollowEvents(ctx context.Context, req wire.SessionEventsReques
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
+			case <-changed:
+				// The session is back (or closed, which the next read says):
+				// read again now rather than when the pause ends.
+				backoff = followBackoffFirst
 			case <-time.After(backoff):
+				backoff = min(2*backoff, followBackoffMax)
 			}
-			backoff = min(2*backoff, 2*time.Second)
 			continue
 		}
-		backoff = 50 * time.Millisecond
+		backoff = followBackoffFirst
 		for _, ev := range resp.Events {
 			if err := fn(ev); err != nil {
 				return err
@@ -108,3 +116,7 @@ func (s *Session) FollowEvents(ctx context.Context, req wire.SessionEventsReques
 		}
 	}
 }
+
+// followBackoffFirst and followBackoffMax bound FollowEvents' pause after a failed
+// read. Variables for tests.
+var followBackoffFirst, followBackoffMax = 50 * time.Millisecond, 2 * time.Second

@@ -94,3 +94,11 @@ func TrackedLock(s *Session, name string) (token uint64, ok bool) {
 	}
 	return l.info.Token, true
 }
+
+// SetFollowBackoff sets the first and the largest pause of FollowEvents after a
+// failed read, for a test, and returns a function that restores them.
+func SetFollowBackoff(first, most time.Duration) (restore func()) {
+	f, m := followBackoffFirst, followBackoffMax
+	followBackoffFirst, followBackoffMax = first, most
+	return func() { followBackoffFirst, followBackoffMax = f, m }
+}

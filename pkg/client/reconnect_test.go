@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -411,5 +412,45 @@ func TestHeartbeatsFollowANewReconnectWindow(t *testing.T) {
 	other := open(t, p.ClientURL(), client.Options{})
 	if _, err := other.TryLock(ctx, "window/held", client.LockOptions{}); !errors.Is(err, client.ErrTimeout) {
 		t.Errorf("another session's TryLock: got %v, want ErrTimeout (still held)", err)
+	}
+}
+
+// TestFollowEventsGoesOnWhenTheSessionIsBack: a follower whose reads fail while
+// Roster restarts reads again as soon as its session is resumed, not when a pause
+// it took while the server was away ends (up to 2 s; an hour here, so that only
+// the resume can end it). Before, it waited the pause out.
+func TestFollowEventsGoesOnWhenTheSessionIsBack(t *testing.T) {
+	defer client.SetFollowBackoff(time.Hour, time.Hour)()
+	fixed := onFixedAddress(t)
+	p := rostertest.Start(t, fixed)
+	s := open(t, p.ClientURL(), client.Options{HeartbeatInterval: 100 * time.Millisecond})
+	states := make(chan client.StateChange, 16)
+	s.OnStateChange(func(ch client.StateChange) { states <- ch })
+	ctx := ctxT(t)
+	events := make(chan wire.StoredSessionEvent, 16)
+	go func() {
+		_ = s.FollowEvents(ctx, wire.SessionEventsRequest{SessionID: s.ID(), Kinds: []wire.SessionEventKind{wire.EventUpdated}},
+			func(e wire.StoredSessionEvent) error { events <- e; return nil })
+	}()
+	if err := p.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if ch := nextState(t, states); ch.New != client.StateRecovering {
+		t.Fatalf("after the server stopped: got %+v, want RECOVERING", ch)
+	}
+	rostertest.Start(t, fixed)
+	if ch := nextState(t, states); ch.New != client.StateActive {
+		t.Fatalf("after the restart: got %+v, want ACTIVE", ch)
+	}
+	if err := s.SetProperties(ctx, map[string]string{"Back": "yes"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-events:
+		if !slices.Equal(e.Event.Keys, []string{"Back"}) {
+			t.Errorf("got %+v, want the update of Back", e.Event)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the follower did not read again once the session was back")
 	}
 }

@@ -113,6 +113,7 @@ type Session struct {
 	state     State
 	reason    wire.CloseReason
 	listeners []func(StateChange)
+	changed   chan struct{}         // closed at the next change of state (see stateChanged)
 	locks     map[string]*Lock      // by name
 	waits     map[lockKey]*lockWait // Lock calls' shared requests
 	abandoned []abandoned           // lock requests to withdraw once resumed
@@ -324,6 +325,24 @@ func (s *Session) State() State {
 	return s.state
 }
 
+// stateChanged returns a channel closed at the session's next change of state.
+func (s *Session) stateChanged() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.changed
+}
+
+// signalChangeLocked closes the channel stateChanged handed out.
+func (s *Session) signalChangeLocked() {
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+}
+
 // OnStateChange registers fn to be called on every change of state. fn runs on the
 // goroutine that observed the change and must not block.
 func (s *Session) OnStateChange(fn func(StateChange)) {
@@ -497,6 +516,7 @@ func (s *Session) setClosed(reason wire.CloseReason, cause error) {
 	}
 	old := s.state
 	s.state, s.reason = StateClosed, reason
+	s.signalChangeLocked()
 	info := *s.info
 	info.State, info.CloseReason = StateClosed, reason
 	s.info = &info
@@ -539,6 +559,7 @@ func (s *Session) transition(to State, cause error) {
 	}
 	old := s.state
 	s.state = to
+	s.signalChangeLocked()
 	listeners := slices.Clone(s.listeners)
 	s.mu.Unlock()
 	for _, fn := range listeners {

@@ -485,11 +485,14 @@ func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) 
 
 // Close closes the session. It is idempotent: closing a closed session returns nil.
 // The session is closed on this side whatever the server answers: heartbeats and
-// handlers stop, and a connection Open made is closed. When the close request
+// handlers stop, and a connection Open made is closed in the background, once the
+// calls other goroutines still have in flight on it are answered (at most 5 s
+// later), so its goroutines may outlive Close by that long. When the close request
 // fails (the server is unreachable, say), Close returns that error and the server
-// ends the session by its inactivity timeout. Handlers still running when Close
-// returns have their context ended and are not waited for: the function Handle
-// returned waits for them.
+// ends the session by its inactivity timeout, or, once it counts the connection
+// lost, at the end of its reconnect window (reason failed). Handlers still running
+// when Close returns have their context ended and are not waited for: the function
+// Handle returned waits for them.
 func (s *Session) Close(ctx context.Context) error {
 	hdr, err := s.headers()
 	if err != nil {

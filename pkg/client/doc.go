@@ -15,6 +15,10 @@
 //	defer l.Unlock(ctx)
 //	useResource(l.Token()) // the fencing token
 //
+// Credentials nil open an anonymous session, which roster serve's development
+// configuration admits; the password users it knows are those of its --users-file
+// (roster user add).
+//
 // A lock is the session's: goroutines of the session that call Lock for one name,
 // mode and scope at once wait with a single request to the server and all get the
 // same *Lock, which one Unlock releases (see (*Session).Lock).

@@ -140,7 +140,10 @@ type Session struct {
 var errNoSession = &wire.Error{Code: wire.CodeInternal, Message: "reply without a session"}
 
 // Open connects to NATS at url and opens a session on that connection. Closing
-// the session closes the connection. It fails with ErrUnavailable when NATS or
+// the session closes the connection. opts.Credentials authenticate the connection
+// too (as WithCredentials would; one given in connectOpts wins), so credentials
+// the auth callout refuses fail the dial itself, with an error saying that the
+// server refused the connection's credentials. It fails with ErrUnavailable when NATS or
 // the registry cannot be reached, ErrUnauthenticated when the credentials are
 // refused, ErrForbidden for Permanent without PERMANENT_SESSION, and ErrBadRequest
 // for options no session can have. ctx bounds the open request; dialling NATS is

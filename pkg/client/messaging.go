@@ -428,30 +428,25 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 			go func() {
 				defer func() { <-sem; wg.Done() }()
 				if d.dup {
-					s.answerAgain(hctx, d.path, seen, d.entry, d.m)
+					s.answerAgain(hctx, d.path, seen, d.entry, d.m, d.replied)
 					return
 				}
-				s.deliver(hctx, d.path, d.m, h, seen, d.entry, d.deadline)
+				s.deliver(hctx, d.path, d.m, h, seen, d.entry, d.deadline, d.replied)
 			}()
 		}
 	}()
-	sub, err := s.c.nc.Subscribe(subject, func(m *nats.Msg) {
-		_, _, p, err := wire.ParseDeliverSubject(m.Subject)
-		sender := m.Header.Get(wire.HeaderSender)
-		if err != nil || sender == "" {
-			// Results of a streamed request, or not a delivery: a service's reply to
-			// a request whose reply subject another client chose (wire.HeaderSender).
-			return
-		}
-		d := arrival{m: m, path: p}
+	// arrive queues a delivery for this registration. The session's subscriptions
+	// hand each delivery to every registration it matches (fanOut).
+	arrive := func(m *nats.Msg, p, sender string, replied *atomic.Bool) {
+		d := arrival{m: m, path: p, replied: replied}
 		// A request's answer is waited for this long from its arrival, which is now:
 		// this callback hands every delivery over at once (queue), also while
 		// every handler slot is taken.
 		if ms, err := strconv.ParseInt(m.Header.Get(wire.HeaderTimeout), 10, 64); err == nil && ms > 0 && m.Reply != "" {
 			d.deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
 		}
-		// Taken here, on the subscription's one goroutine, so that of two copies
-		// the first to arrive is the one handled.
+		// Taken here, one delivery at a time (route.mu), so that of two copies the
+		// first to arrive is the one handled.
 		if id := m.Header.Get(wire.HeaderMessageID); id != "" {
 			d.entry, d.dup = seen.take(dedupKey{sender: sender, path: p, id: id}, time.Now())
 			if d.dup && m.Reply == "" {
@@ -464,8 +459,28 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 			}
 		}
 		queue.put(hctx, d)
+	}
+	r := &route{path: path, arrive: arrive}
+	if err := s.addRoute(r); err != nil {
+		cancel()
+		return nil, err
+	}
+	// The session's subscriptions are one queue group: the server delivers each
+	// message to one of those it matches, never to the connection twice. Twice, its
+	// check of the reply permission (one answer) at the second delivery used up
+	// that answer, and a request to overlapping registrations went unanswered.
+	sub, err := s.c.nc.QueueSubscribe(subject, s.id, func(m *nats.Msg) {
+		_, _, p, err := wire.ParseDeliverSubject(m.Subject)
+		sender := m.Header.Get(wire.HeaderSender)
+		if err != nil || sender == "" {
+			// Results of a streamed request, or not a delivery: a service's reply to
+			// a request whose reply subject another client chose (wire.HeaderSender).
+			return
+		}
+		s.fanOut(m, p, sender)
 	})
 	if err != nil {
+		s.removeRoute(r)
 		cancel()
 		return nil, subscribeError(subject, err)
 	}
@@ -473,6 +488,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	// connection is away it is sent when the connection comes back.
 	if s.c.nc.IsConnected() {
 		if err := s.c.nc.Flush(); err != nil && s.c.nc.IsConnected() {
+			s.removeRoute(r)
 			cancel()
 			_ = sub.Unsubscribe()
 			return nil, fmt.Errorf("client: subscribe %s: %w", subject, err)
@@ -481,6 +497,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	s.mu.Lock()
 	if s.state == StateClosed {
 		s.mu.Unlock()
+		s.removeRoute(r)
 		cancel()
 		_ = sub.Unsubscribe()
 		return nil, s.closedErr()
@@ -494,6 +511,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		s.mu.Lock()
 		delete(s.handlers, sub)
 		s.mu.Unlock()
+		s.removeRoute(r)
 		err := sub.Unsubscribe()
 		if err == nil && s.c.nc.IsConnected() {
 			// Once this returns the server no longer routes the path here, so
@@ -512,10 +530,71 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	}, nil
 }
 
+// route is a registration's place in the session's fan-out: the path it handles
+// ("*": every path) and how a delivery reaches its queue.
+type route struct {
+	path string
+	// mu keeps one delivery at a time going into the registration's queue, as its
+	// own subscription's one goroutine did: deliveries now come from any of the
+	// session's subscriptions. A full queue holds up the deliveries of the
+	// registrations that overlap it too, as they are handed over in turn.
+	mu     sync.Mutex
+	arrive func(m *nats.Msg, path, sender string, replied *atomic.Bool)
+}
+
+// addRoute adds r to the session's fan-out, unless the session is closed.
+func (s *Session) addRoute(r *route) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == StateClosed {
+		return s.closedErr()
+	}
+	if s.routes == nil {
+		s.routes = map[*route]struct{}{}
+	}
+	s.routes[r] = struct{}{}
+	return nil
+}
+
+func (s *Session) removeRoute(r *route) {
+	s.mu.Lock()
+	delete(s.routes, r)
+	s.mu.Unlock()
+}
+
+// fanOut hands a delivery on path to every registration of the session that
+// handles the path: "Registrations that overlap each get the delivery". A request
+// is answered once, by the first of them to answer (replied): the connection may
+// answer it once. Deliveries that two overlapping registrations both take may
+// reach them in another order than they came, as they come through either
+// registration's subscription.
+func (s *Session) fanOut(m *nats.Msg, path, sender string) {
+	s.mu.Lock()
+	var to []*route
+	for r := range s.routes {
+		if r.path == "*" || r.path == path {
+			to = append(to, r)
+		}
+	}
+	s.mu.Unlock()
+	var replied *atomic.Bool
+	if m.Reply != "" {
+		replied = new(atomic.Bool)
+	}
+	for _, r := range to {
+		r.mu.Lock()
+		r.arrive(m, path, sender, replied)
+		r.mu.Unlock()
+	}
+}
+
 // arrival is a delivery a registration has taken, waiting for a handler slot.
 type arrival struct {
 	m    *nats.Msg
 	path string
+	// replied is set by the first of the session's registrations to answer the
+	// request m (nil for a send): the others do not answer it.
+	replied *atomic.Bool
 	// deadline is when the messaging service stops waiting for a request's answer,
 	// counted from the delivery's arrival (zero for a send).
 	deadline time.Time
@@ -604,9 +683,10 @@ func (s *Session) dropExpired(ctx context.Context, d arrival, seen *dedup) {
 	span.End()
 }
 
-// deliver hands m to h and answers a request with what h returns. entry, when not
-// nil, is m's in seen, which records the answer for copies of m.
-func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handler, seen *dedup, entry *seenMsg, deadline time.Time) {
+// deliver hands m to h and answers a request with what h returns, unless another
+// registration answered it first (replied). entry, when not nil, is m's in seen,
+// which records the answer for copies of m.
+func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handler, seen *dedup, entry *seenMsg, deadline time.Time, replied *atomic.Bool) {
 	if !deadline.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
@@ -635,7 +715,7 @@ func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handl
 	if entry != nil {
 		seen.finish(entry, m.Reply != "", a, time.Now())
 	}
-	if m.Reply == "" {
+	if m.Reply == "" || !replied.CompareAndSwap(false, true) {
 		return
 	}
 	if rerr := s.reply(m.Reply, a); rerr != nil {
@@ -671,7 +751,7 @@ func (s *Session) processSpan(ctx context.Context, path string, m *nats.Msg) (co
 // The copy's span (roster.duplicate) lasts from its arrival until it is answered,
 // with the event "answered from memory" (not when the answer was not kept) and the
 // error answered, if any.
-func (s *Session) answerAgain(ctx context.Context, path string, seen *dedup, entry *seenMsg, m *nats.Msg) {
+func (s *Session) answerAgain(ctx context.Context, path string, seen *dedup, entry *seenMsg, m *nats.Msg, replied *atomic.Bool) {
 	_, span := s.processSpan(ctx, path, m)
 	defer span.End()
 	span.SetAttributes(attribute.Bool("roster.duplicate", true))
@@ -692,6 +772,9 @@ func (s *Session) answerAgain(ctx context.Context, path string, seen *dedup, ent
 	}
 	if a.err != nil {
 		spanError(span, a.err)
+	}
+	if !replied.CompareAndSwap(false, true) {
+		return // another registration answered this copy
 	}
 	if err := s.reply(m.Reply, a); err != nil {
 		span.RecordError(err)

@@ -118,6 +118,7 @@ type Session struct {
 	waits     map[lockKey]*lockWait // Lock calls' shared requests
 	abandoned []abandoned           // lock requests to withdraw once resumed
 	handlers  map[*nats.Subscription]context.CancelFunc
+	routes    map[*route]struct{} // the registrations deliveries are handed to (fanOut)
 	stopHB    chan struct{}
 	hbDone    chan struct{}
 	closeOnce sync.Once
@@ -544,7 +545,7 @@ func (s *Session) finish() {
 		close(s.stopHB) // under s.mu, where Lock starts a request (lockWork)
 		s.stopDoubtLocked()
 		subs := s.handlers
-		s.handlers = nil
+		s.handlers, s.routes = nil, nil
 		s.mu.Unlock()
 		s.c.remove(s)
 		for sub, cancel := range subs {

@@ -326,7 +326,9 @@ const maxHandlers = 255
 
 // Handle registers h for deliveries on path ("chat/room1"), or on every path when
 // path is "*". Registrations that overlap ("*" and a path, or one path twice) each
-// get the delivery, and a request is answered by whichever answers first. Handlers
+// get the delivery, and a request is answered by whichever answers first: a "*"
+// registration that only observes (a log of every delivery) answers requests too,
+// with what it returns, whenever it returns before the path's own handler. Handlers
 // run concurrently, at most 255 at a time per registration; deliveries beyond them
 // wait, and start in the order they arrived. A request whose deadline (below) passes
 // while it waits is dropped unhandled when its turn comes: its requester has been

@@ -83,7 +83,11 @@ func message(to Target, path string, payload []byte, opts []MessageOption) wire.
 // handle the message once even when an attempt whose answer was lost delivered it.
 // Receivers using another client see Roster-Message-Id and must drop copies
 // themselves. A filter is evaluated again by each attempt: a session that matches
-// only the retry's selection gets the message from it.
+// only the retry's selection gets the message from it. While the connection is away
+// (Roster restarting, say) every attempt fails at once, so the retries are spent
+// within about 1.5 s and Send fails with ErrUnavailable however long ctx allows: a
+// caller that must outlast a restart sends again once the session is ACTIVE again
+// (OnStateChange), with the same MessageID.
 func (s *Session) Send(ctx context.Context, to Target, path string, payload []byte, opts ...MessageOption) (int, error) {
 	req := &wire.MsgSendRequest{Message: message(to, path, payload, opts)}
 	var resp wire.MsgSendResponse

@@ -3,6 +3,7 @@ package natstest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"testing"
@@ -52,6 +53,19 @@ func StartCluster(t testing.TB, n int, opts ...Option) []*Server {
 		defer cancel()
 		_, err := js.AccountInfo(ctx)
 		return err
+	})
+	// Every node a member with current stats: until then a stream of n copies is
+	// refused "no suitable peers for placement" (seen in CI).
+	CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		for _, s := range servers {
+			if peers := s.JetStreamClusterPeers(); len(peers) > 0 {
+				if len(peers) < n {
+					return fmt.Errorf("natstest: %d of %d nodes can hold a stream", len(peers), n)
+				}
+				return nil
+			}
+		}
+		return errors.New("natstest: no meta leader")
 	})
 	return servers
 }

@@ -3,6 +3,8 @@ package roster_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -72,4 +74,68 @@ func TestStartRefusesToLowerReplicas(t *testing.T) {
 		t.Fatalf("Replicas 3 on buckets of 3: %v", err)
 	}
 	_ = p.Stop()
+}
+
+// TestStartWaitsForTheClusterToForm: services started while a node of the cluster has
+// not joined yet (the pods of a StatefulSet come up one by one) are refused the
+// placement of their three-copy buckets ("no suitable peers for placement") until it
+// has. That passes by itself, as JetStream not answering yet does, and the start
+// retries it; it failed the process at once (seen in CI: a test started services on
+// a cluster whose third node had not registered yet).
+func TestStartWaitsForTheClusterToForm(t *testing.T) {
+	t.Parallel()
+	routes := make([]string, 3)
+	for i := range routes {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes[i] = l.Addr().String()
+		_ = l.Close()
+	}
+	node := func(i int) *natstest.Server {
+		var others []string
+		for j, r := range routes {
+			if j != i {
+				others = append(others, "nats://"+r)
+			}
+		}
+		return natstest.Start(t, func(c *embedded.Config) {
+			c.Name = fmt.Sprintf("forming-%d", i)
+			c.ServicePassword, c.SystemPassword = "natstest-service", "natstest-system"
+			c.Cluster = embedded.Cluster{Name: "forming", Listen: routes[i], Routes: others}
+		})
+	}
+	first := node(0)
+	node(1)
+	js := first.JetStream(t)
+	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		return err
+	})
+	started := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		p, err := roster.Start(ctx, roster.Config{
+			Services: []string{"lock"}, NATSURL: first.ClientURL(),
+			NATSOptions: []nats.Option{nats.UserInfo(embedded.ServiceUser, "natstest-service")}, Replicas: 3,
+		}, natstest.Logger(t))
+		if err == nil {
+			err = p.Stop()
+		}
+		started <- err
+	}()
+	// The start has tried, and been refused, before the third node comes.
+	select {
+	case err := <-started:
+		t.Fatalf("the start ended with two nodes of three: %v", err)
+	case <-time.After(3 * time.Second):
+	}
+	node(2)
+	if err := <-started; err != nil {
+		t.Fatalf("start once the cluster formed: %v", err)
+	}
 }

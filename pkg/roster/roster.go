@@ -570,9 +570,19 @@ func drainConn(nc *nats.Conn, clk clock, deadline time.Time) error {
 }
 
 // transient reports whether a start failure may pass by itself: JetStream or a
-// peer service not answering yet.
+// peer service not answering yet, or a cluster still forming — fewer of its nodes
+// have joined than a bucket's copies need, and JetStream refuses the bucket "no
+// suitable peers for placement" until they have (the pods of a StatefulSet come up
+// one by one). A cluster that can never place them (--replicas above its size)
+// fails the same way once the start's retries are spent.
 func transient(err error) bool {
+	var api *jetstream.APIError
 	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.As(err, &api) && api.ErrorCode == errNoSuitablePeers
 }
+
+// errNoSuitablePeers is JetStream's error code for a stream it cannot place
+// (nats-server's JSClusterNoPeersErrF).
+const errNoSuitablePeers jetstream.ErrorCode = 10005

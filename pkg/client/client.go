@@ -80,7 +80,9 @@ func WithTracerProvider(tp trace.TracerProvider) ConnectOption {
 	return func(o *connectOptions) { o.tp = tp }
 }
 
-// WithLogger sets the logger (default: discard).
+// WithLogger sets the logger (default: discard). It also gets the errors NATS
+// reports asynchronously (a publish the connection is not permitted, a slow
+// consumer), unless WithNATSOptions sets nats.ErrorHandler.
 func WithLogger(l *slog.Logger) ConnectOption {
 	return func(o *connectOptions) { o.logger = l }
 }
@@ -129,7 +131,11 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 		return nil, connectError(url, err)
 	}
 	c.nc = nc
-	nc.SetErrorHandler(c.asyncError(nc.ErrorHandler()))
+	var next nats.ErrHandler
+	if userErrorHandler(o.nats) {
+		next = nc.ErrorHandler()
+	}
+	nc.SetErrorHandler(c.asyncError(next))
 	if _, err := nc.Subscribe(wire.ConnectionStateSubjects(c.key), c.stateNotice); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("client: subscribe %s: %w", wire.ConnectionStateSubjects(c.key), err)

@@ -40,19 +40,40 @@ func (c *Client) watchDenied(ctx context.Context) (context.Context, func()) {
 
 // asyncError ends the gateway opens in flight when NATS reports that it refused
 // the connection a publish to their subject, then calls next, the handler the
-// caller's options set, if any.
+// caller's options set; without one, it logs the error to the client's logger
+// (nats.go's own default writes it to the process's stderr, past the logger the
+// application gave).
 func (c *Client) asyncError(next nats.ErrHandler) nats.ErrHandler {
 	denied := `publish to "` + wire.SubjectSessionOpenGateway + `"`
 	return func(nc *nats.Conn, sub *nats.Subscription, err error) {
-		if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(strings.ToLower(err.Error()), denied) {
+		gateway := errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(strings.ToLower(err.Error()), denied)
+		if gateway {
 			c.mu.Lock()
 			for cancel := range c.denyWatch {
 				(*cancel)(errGatewayDenied)
 			}
 			c.mu.Unlock()
 		}
-		if next != nil {
+		switch {
+		case next != nil:
 			next(nc, sub, err)
+		case gateway:
+			// The open it refused fails with ErrForbidden, which says it all.
+			c.log.Debug("roster: NATS refused a gateway open", "err", err)
+		case sub != nil:
+			c.log.Warn("roster: NATS error", "err", err, "subject", sub.Subject)
+		default:
+			c.log.Warn("roster: NATS error", "err", err)
 		}
 	}
+}
+
+// userErrorHandler reports whether opts, the caller's NATS options, set an
+// asynchronous error handler.
+func userErrorHandler(opts []nats.Option) bool {
+	var o nats.Options
+	for _, opt := range opts {
+		_ = opt(&o)
+	}
+	return o.AsyncErrorCB != nil
 }

@@ -517,8 +517,18 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		s.mu.Lock()
 		delete(s.handlers, sub)
 		s.mu.Unlock()
-		s.removeRoute(r)
-		err := sub.Unsubscribe()
+		var err error
+		if s.removeRoute(r) && s.c.nc.IsConnected() {
+			// The session's subscriptions are one queue group: what the server has
+			// handed to this one may be for the registrations that remain (a
+			// request on "quote" that came through "*"). Unsubscribed, the
+			// subscription dropped the deliveries it held and those on their way,
+			// and their requesters got timeout. Drained, it takes no more, and
+			// passes those on (fanOut) before it goes.
+			err = sub.Drain()
+		} else {
+			err = sub.Unsubscribe()
+		}
 		if err == nil && s.c.nc.IsConnected() {
 			// Once this returns the server no longer routes the path here, so
 			// that requests find no responder rather than a silent client.
@@ -562,10 +572,13 @@ func (s *Session) addRoute(r *route) error {
 	return nil
 }
 
-func (s *Session) removeRoute(r *route) {
+// removeRoute removes r from the session's fan-out, and reports whether other
+// registrations remain.
+func (s *Session) removeRoute(r *route) (others bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	delete(s.routes, r)
-	s.mu.Unlock()
+	return len(s.routes) > 0
 }
 
 // fanOut hands a delivery on path to every registration of the session that

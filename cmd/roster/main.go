@@ -32,11 +32,17 @@ func main() {
 // short. SIGHUP is there because its default effect killed roster on the spot: a
 // serve whose terminal closed (or sent a reload meant for another daemon) stopped
 // without draining and without a line in its log, a listen without closing its
-// session.
+// session. A SIGHUP ignored when roster started (nohup roster serve &) stays ignored:
+// signal.Notify would undo that, and a serve started so to outlive its terminal
+// stopped when the terminal closed.
 func stopOnSignal() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	stopping := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		stopping = append(stopping, syscall.SIGHUP)
+	}
+	signal.Notify(signals, stopping...)
 	stopped := make(chan struct{})
 	go func() {
 		select {

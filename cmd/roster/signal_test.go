@@ -118,3 +118,51 @@ func TestHangupStopsAsTermDoes(t *testing.T) {
 		t.Fatalf("the child said %q and ended with %v, want \"interrupted (SIGHUP)\" and exit status 129", said, err)
 	}
 }
+
+// TestHangupIgnoredAtStartStaysIgnored: roster started with SIGHUP ignored (nohup
+// roster serve &, or a supervisor that ignores it) keeps running when its terminal
+// closes, as the one who started it asked. Go's signal.Notify undoes that ignoring,
+// and since roster asked for SIGHUP to stop it as SIGTERM does, a serve started under
+// nohup stopped when its terminal closed. Here the child ignores SIGHUP from its
+// start (sh's trap "" HUP, kept across exec), is sent SIGHUP and then SIGTERM, and
+// must report the SIGTERM.
+func TestHangupIgnoredAtStartStaysIgnored(t *testing.T) {
+	if os.Getenv("ROSTER_TEST_NOHUP_CHILD") == "1" {
+		ctx, stop := stopOnSignal()
+		defer stop()
+		os.Stdout.WriteString("ready\n")
+		<-ctx.Done()
+		err := context.Cause(ctx)
+		os.Stdout.WriteString(err.Error() + "\n")
+		os.Exit(exitCode(err))
+	}
+	c := exec.Command("sh", "-c", `trap "" HUP; exec "$0" "$@"`, os.Args[0], "-test.run=^TestHangupIgnoredAtStartStaysIgnored$")
+	c.Env = append(os.Environ(), "ROSTER_TEST_NOHUP_CHILD=1")
+	out, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Process.Kill() })
+	lines := bufio.NewScanner(out)
+	if !lines.Scan() || lines.Text() != "ready" {
+		t.Fatalf("the child did not start: %q", lines.Text())
+	}
+	// Both pending at once, the lower-numbered SIGHUP is seen first.
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM} {
+		if err := c.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var said string
+	if lines.Scan() {
+		said = lines.Text()
+	}
+	err = c.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 143 || said != "interrupted (SIGTERM)" {
+		t.Fatalf("the child said %q and ended with %v, want \"interrupted (SIGTERM)\" and exit status 143: SIGHUP, ignored at its start, must stay ignored", said, err)
+	}
+}

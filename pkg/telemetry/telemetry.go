@@ -8,8 +8,8 @@
 // does. OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn it off whatever
 // else is set: the Go SDK reads neither, so Roster does. An endpoint variable whose
 // value is not an http://, https:// or unix:// URL, which the exporter would skip
-// silently or send to over TLS (host:port), is refused as an unsupported setting
-// is. Otherwise it installs no exporter, and spans cost next to
+// silently or send to over TLS (host:port, unless OTEL_EXPORTER_OTLP_INSECURE is
+// true), is refused as an unsupported setting is. Otherwise it installs no exporter, and spans cost next to
 // nothing: trace context is still propagated, so a trace started by a client
 // continues through Roster to the receivers of its messages.
 package telemetry
@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -38,11 +39,14 @@ type signal struct {
 	exporter string // OTEL_TRACES_EXPORTER
 	endpoint string // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 	protocol string // OTEL_EXPORTER_OTLP_TRACES_PROTOCOL
+	insecure string // OTEL_EXPORTER_OTLP_TRACES_INSECURE
 }
 
 var (
-	traces  = signal{"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"}
-	metrics = signal{"OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"}
+	traces = signal{"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+		"OTEL_EXPORTER_OTLP_TRACES_INSECURE"}
+	metrics = signal{"OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+		"OTEL_EXPORTER_OTLP_METRICS_INSECURE"}
 )
 
 // enabled reports whether the environment asks for the signal to be exported.
@@ -91,21 +95,48 @@ const defaultCollector = "localhost:4317"
 // next one (127.0.0.1:4317, without a scheme, sent to localhost:4317); and it reads
 // host:port with a name for a host (otel-collector:4317, localhost:4317) as a URL
 // whose scheme is the name, and sends to it over TLS, which a plaintext collector
-// refuses at the handshake. Here both are errors naming the variable: an endpoint
-// is an http:// or https:// URL with a host (or a unix:// socket path), so that
-// what Roster says of the collector is where, and how, the exporter sends.
+// refuses at the handshake — unless OTEL_EXPORTER_OTLP_INSECURE (or the signal's
+// own) is true, the setting the specification gives for an endpoint without a
+// scheme: then it sends to host:port in plaintext, as meant. Here the others are
+// errors naming the variable: an endpoint is an http:// or https:// URL with a host
+// (or a unix:// socket path), or host:port with insecure true, so that what Roster
+// says of the collector is where, and how, the exporter sends.
 func (sig signal) collector() (endpoint, from string, err error) {
 	for _, k := range []string{sig.endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT"} {
 		v := env(k)
 		if v == "" {
 			continue
 		}
-		if !endpointURL(v) {
-			return "", k, fmt.Errorf("telemetry: %s=%s is not an endpoint URL: want http://host:port (https:// for TLS)", k, v)
+		if !endpointURL(v) && !(hostPort(v) && sig.insecureSet()) {
+			return "", k, fmt.Errorf("telemetry: %s=%s is not an endpoint URL: want http://host:port (https:// for TLS), "+
+				"or host:port with OTEL_EXPORTER_OTLP_INSECURE=true", k, v)
 		}
 		return v, k, nil
 	}
 	return defaultCollector, "", nil
+}
+
+// insecureSet reports whether the exporter is told to send without TLS: the
+// signal's own variable when set, else OTEL_EXPORTER_OTLP_INSECURE, true in any
+// case, as the exporter reads them (it applies the signal's after the general one).
+func (sig signal) insecureSet() bool {
+	v := env(sig.insecure)
+	if v == "" {
+		v = env("OTEL_EXPORTER_OTLP_INSECURE")
+	}
+	return strings.EqualFold(v, "true")
+}
+
+// hostPort reports whether v is host:port without a scheme, with a name for the
+// host, which url.Parse reads as the scheme host and the opaque part port; the
+// exporter then sends to v itself.
+func hostPort(v string) bool {
+	u, err := url.Parse(v)
+	if err != nil || u.Opaque == "" {
+		return false
+	}
+	_, err = strconv.ParseUint(u.Opaque, 10, 16)
+	return err == nil
 }
 
 // endpointURL reports whether v is an OTLP/gRPC endpoint the exporter reads as

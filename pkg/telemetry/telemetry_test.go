@@ -22,6 +22,7 @@ var otelVars = []string{
 	"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
 	"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
 	"OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+	"OTEL_EXPORTER_OTLP_INSECURE", "OTEL_EXPORTER_OTLP_TRACES_INSECURE", "OTEL_EXPORTER_OTLP_METRICS_INSECURE",
 }
 
 func setEnv(t *testing.T, env map[string]string) {
@@ -278,5 +279,47 @@ func TestTracesCollectorIsWhereTheExporterSends(t *testing.T) {
 				t.Errorf("TracesCollector() = %q, want %s named by %s", got, tc.want.url, tc.from)
 			}
 		})
+	}
+}
+
+// TestHostPortWithInsecureIsExported: an endpoint without a scheme, host:port, is
+// sent to over TLS, which a plaintext collector refuses, unless
+// OTEL_EXPORTER_OTLP_INSECURE (or the signal's own) says true: the specification
+// gives that variable for exactly this case, and the exporter then sends in
+// plaintext to host:port. Refusing every host:port refused that working setting
+// too, and a process configured so stopped starting.
+func TestHostPortWithInsecureIsExported(t *testing.T) {
+	c := startTraceCollector(t)
+	port := c.url[strings.LastIndex(c.url, ":")+1:]
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+	}{
+		{"insecure", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:" + port, "OTEL_EXPORTER_OTLP_INSECURE": "true"}},
+		{"traces insecure", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "localhost:" + port, "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "TRUE"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setEnv(t, tc.env)
+			before := c.spans.Load()
+			tp, shutdown, err := telemetry.Setup(context.Background(), "roster", "1.0.0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, span := tp.Tracer("test").Start(context.Background(), "op")
+			span.End()
+			if err := shutdown(context.Background()); err != nil {
+				t.Fatalf("shutdown (export): %v", err)
+			}
+			if got := c.spans.Load() - before; got != 1 {
+				t.Errorf("the collector got %d spans, want 1", got)
+			}
+		})
+	}
+	// The signal's own variable wins: false there is TLS again, which is refused.
+	setEnv(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:" + port,
+		"OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "false"})
+	if _, shutdown, err := telemetry.Setup(context.Background(), "roster", "1.0.0"); err == nil {
+		_ = shutdown(context.Background())
+		t.Error("host:port with OTEL_EXPORTER_OTLP_TRACES_INSECURE=false: got no error, want it refused (sent over TLS)")
 	}
 }

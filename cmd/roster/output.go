@@ -69,16 +69,16 @@ func outputFor(cmd *cobra.Command) (*output, error) {
 	return &output{w: cmd.OutOrStdout(), format: format}, nil
 }
 
-// emit writes v as one line of JSON in JSON mode, or calls text otherwise. Every
-// command's JSON is one object per line, whether it prints one or streams them
-// (listen, request, session events, session open), so that a script reads any of
-// them line by line. Lines are written whole, so that concurrent callers holding
-// no lock of their own do not interleave.
 // columns returns a writer that lines tab-separated cells up under each other, three
 // spaces apart; Flush writes them. Fixed widths pushed every value after a longer
 // one (a RECOVERING state, a long lock name) out from under its heading.
 func columns(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 3, ' ', 0) }
 
+// emit writes v as one line of JSON in JSON mode, or calls text otherwise. Every
+// command's JSON is one object per line, whether it prints one or streams them
+// (listen, request, session events, session open), so that a script reads any of
+// them line by line. Lines are written whole, so that concurrent callers holding
+// no lock of their own do not interleave.
 func (o *output) emit(v any, text func(w io.Writer)) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()

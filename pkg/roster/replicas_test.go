@@ -116,24 +116,31 @@ func TestStartWaitsForTheClusterToForm(t *testing.T) {
 		return err
 	})
 	started := make(chan error, 1)
+	var logs natstest.Buffer
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		p, err := roster.Start(ctx, roster.Config{
 			Services: []string{"lock"}, NATSURL: first.ClientURL(),
 			NATSOptions: []nats.Option{nats.UserInfo(embedded.ServiceUser, "natstest-service")}, Replicas: 3,
-		}, natstest.Logger(t))
+		}, logs.Logger())
 		if err == nil {
 			err = p.Stop()
 		}
 		started <- err
 	}()
-	// The start has tried, and been refused, before the third node comes.
-	select {
-	case err := <-started:
-		t.Fatalf("the start ended with two nodes of three: %v", err)
-	case <-time.After(3 * time.Second):
-	}
+	// The start has tried, been refused and is retrying before the third node comes.
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		select {
+		case err := <-started:
+			t.Fatalf("the start ended with two nodes of three: %v", err)
+		default:
+		}
+		if !strings.Contains(logs.String(), "no suitable peers") {
+			return errors.New("no retry of a refused placement logged yet")
+		}
+		return nil
+	})
 	node(2)
 	if err := <-started; err != nil {
 		t.Fatalf("start once the cluster formed: %v", err)

@@ -82,37 +82,10 @@ func TestSecondSignalEndsTheProcess(t *testing.T) {
 // had its default effect: the process died at once, in the middle of whatever it
 // was doing, without a line in its log.
 func TestHangupStopsAsTermDoes(t *testing.T) {
-	if os.Getenv("ROSTER_TEST_HANGUP_CHILD") == "1" {
-		ctx, stop := stopOnSignal()
-		defer stop()
-		os.Stdout.WriteString("ready\n")
-		<-ctx.Done()
-		err := context.Cause(ctx)
-		os.Stdout.WriteString(err.Error() + "\n")
-		os.Exit(exitCode(err))
+	if os.Getenv("ROSTER_TEST_SIGNAL_CHILD") == "1" {
+		waitForStopSignal()
 	}
-	c := exec.Command(os.Args[0], "-test.run=^TestHangupStopsAsTermDoes$")
-	c.Env = append(os.Environ(), "ROSTER_TEST_HANGUP_CHILD=1")
-	out, err := c.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Process.Kill() })
-	lines := bufio.NewScanner(out)
-	if !lines.Scan() || lines.Text() != "ready" {
-		t.Fatalf("the child did not start: %q", lines.Text())
-	}
-	if err := c.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	var said string
-	if lines.Scan() {
-		said = lines.Text()
-	}
-	err = c.Wait()
+	said, err := signalChild(t, exec.Command(os.Args[0], "-test.run=^TestHangupStopsAsTermDoes$"), syscall.SIGHUP)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 129 || said != "interrupted (SIGHUP)" {
 		t.Fatalf("the child said %q and ended with %v, want \"interrupted (SIGHUP)\" and exit status 129", said, err)
@@ -127,17 +100,36 @@ func TestHangupStopsAsTermDoes(t *testing.T) {
 // start (sh's trap "" HUP, kept across exec), is sent SIGHUP and then SIGTERM, and
 // must report the SIGTERM.
 func TestHangupIgnoredAtStartStaysIgnored(t *testing.T) {
-	if os.Getenv("ROSTER_TEST_NOHUP_CHILD") == "1" {
-		ctx, stop := stopOnSignal()
-		defer stop()
-		os.Stdout.WriteString("ready\n")
-		<-ctx.Done()
-		err := context.Cause(ctx)
-		os.Stdout.WriteString(err.Error() + "\n")
-		os.Exit(exitCode(err))
+	if os.Getenv("ROSTER_TEST_SIGNAL_CHILD") == "1" {
+		waitForStopSignal()
 	}
-	c := exec.Command("sh", "-c", `trap "" HUP; exec "$0" "$@"`, os.Args[0], "-test.run=^TestHangupIgnoredAtStartStaysIgnored$")
-	c.Env = append(os.Environ(), "ROSTER_TEST_NOHUP_CHILD=1")
+	// Both pending at once, the lower-numbered SIGHUP is seen first.
+	said, err := signalChild(t, exec.Command("sh", "-c", `trap "" HUP; exec "$0" "$@"`, os.Args[0], "-test.run=^TestHangupIgnoredAtStartStaysIgnored$"),
+		syscall.SIGHUP, syscall.SIGTERM)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 143 || said != "interrupted (SIGTERM)" {
+		t.Fatalf("the child said %q and ended with %v, want \"interrupted (SIGTERM)\" and exit status 143: SIGHUP, ignored at its start, must stay ignored", said, err)
+	}
+}
+
+// waitForStopSignal is the child's part of a signal test: it says it is ready,
+// waits for stopOnSignal to stop it, says why and exits with the code roster would.
+func waitForStopSignal() {
+	ctx, stop := stopOnSignal()
+	defer stop()
+	os.Stdout.WriteString("ready\n")
+	<-ctx.Done()
+	err := context.Cause(ctx)
+	os.Stdout.WriteString(err.Error() + "\n")
+	os.Exit(exitCode(err))
+}
+
+// signalChild starts c, a run of this test binary whose test calls
+// waitForStopSignal, sends it sigs once it is ready, and returns what it said
+// stopped it and how it ended.
+func signalChild(t *testing.T, c *exec.Cmd, sigs ...syscall.Signal) (string, error) {
+	t.Helper()
+	c.Env = append(os.Environ(), "ROSTER_TEST_SIGNAL_CHILD=1")
 	out, err := c.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -150,8 +142,7 @@ func TestHangupIgnoredAtStartStaysIgnored(t *testing.T) {
 	if !lines.Scan() || lines.Text() != "ready" {
 		t.Fatalf("the child did not start: %q", lines.Text())
 	}
-	// Both pending at once, the lower-numbered SIGHUP is seen first.
-	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM} {
+	for _, sig := range sigs {
 		if err := c.Process.Signal(sig); err != nil {
 			t.Fatal(err)
 		}
@@ -160,9 +151,5 @@ func TestHangupIgnoredAtStartStaysIgnored(t *testing.T) {
 	if lines.Scan() {
 		said = lines.Text()
 	}
-	err = c.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 143 || said != "interrupted (SIGTERM)" {
-		t.Fatalf("the child said %q and ended with %v, want \"interrupted (SIGTERM)\" and exit status 143: SIGHUP, ignored at its start, must stay ignored", said, err)
-	}
+	return said, c.Wait()
 }

@@ -260,15 +260,7 @@ func TestTracesCollectorIsWhereTheExporterSends(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			setEnv(t, tc.env)
 			before := map[*traceCollector]int64{a: a.spans.Load(), b: b.spans.Load()}
-			tp, shutdown, err := telemetry.Setup(context.Background(), "roster", "1.0.0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, span := tp.Tracer("test").Start(context.Background(), "op")
-			span.End()
-			if err := shutdown(context.Background()); err != nil {
-				t.Fatalf("shutdown (export): %v", err)
-			}
+			exportOneSpan(t)
 			for _, c := range []*traceCollector{a, b} {
 				got := c.spans.Load() - before[c]
 				if want := map[bool]int64{true: 1, false: 0}[c == tc.want]; got != want {
@@ -301,15 +293,7 @@ func TestHostPortWithInsecureIsExported(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			setEnv(t, tc.env)
 			before := c.spans.Load()
-			tp, shutdown, err := telemetry.Setup(context.Background(), "roster", "1.0.0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, span := tp.Tracer("test").Start(context.Background(), "op")
-			span.End()
-			if err := shutdown(context.Background()); err != nil {
-				t.Fatalf("shutdown (export): %v", err)
-			}
+			exportOneSpan(t)
 			if got := c.spans.Load() - before; got != 1 {
 				t.Errorf("the collector got %d spans, want 1", got)
 			}
@@ -321,5 +305,20 @@ func TestHostPortWithInsecureIsExported(t *testing.T) {
 	if _, shutdown, err := telemetry.Setup(context.Background(), "roster", "1.0.0"); err == nil {
 		_ = shutdown(context.Background())
 		t.Error("host:port with OTEL_EXPORTER_OTLP_TRACES_INSECURE=false: got no error, want it refused (sent over TLS)")
+	}
+}
+
+// exportOneSpan sets telemetry up from the environment, ends one span and shuts
+// down, which exports it.
+func exportOneSpan(t *testing.T) {
+	t.Helper()
+	tp, shutdown, err := telemetry.Setup(context.Background(), "roster", "1.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tp.Tracer("test").Start(context.Background(), "op")
+	span.End()
+	if err := shutdown(context.Background()); err != nil {
+		t.Fatalf("shutdown (export): %v", err)
 	}
 }

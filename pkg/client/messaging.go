@@ -572,13 +572,19 @@ func (s *Session) addRoute(r *route) error {
 	return nil
 }
 
-// removeRoute removes r from the session's fan-out, and reports whether other
-// registrations remain.
-func (s *Session) removeRoute(r *route) (others bool) {
+// removeRoute removes r from the session's fan-out, and reports whether a
+// registration that remains overlaps it (handles a path r handled): only then can
+// r's subscription hold deliveries for another.
+func (s *Session) removeRoute(r *route) (overlapped bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.routes, r)
-	return len(s.routes) > 0
+	for o := range s.routes {
+		if o.path == "*" || r.path == "*" || o.path == r.path {
+			return true
+		}
+	}
+	return false
 }
 
 // fanOut hands a delivery on path to every registration of the session that

@@ -244,6 +244,17 @@ func TestLockSafetyThroughFailures(t *testing.T) {
 		}
 	}()
 
+	// What a failure is explained from: each operation's request id, tries and
+	// error (a client's last few are logged with its failure) and, when the
+	// history is dumped (ROSTER_HISTORY_DUMP), every version of the locks' records
+	// the bucket committed.
+	var notes sync.Map // noteKey -> string
+	dump := os.Getenv("ROSTER_HISTORY_DUMP")
+	committed := func() string { return "" }
+	if dump != "" {
+		committed = watchCommits(t, c, "KV_roster_locks")
+	}
+
 	var ops atomic.Int64
 	for i := range clients {
 		s := open(t, c.urls(), nil)
@@ -252,8 +263,22 @@ func TestLockSafetyThroughFailures(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			rnd := rand.New(rand.NewPCG(uint64(i), 9))
+			tries := 0
+			var recent []string // this client's last operations, for its failure
+			note := func(call int64, format string, args ...any) {
+				n := fmt.Sprintf(format, args...)
+				notes.Store(noteKey{i, call}, n)
+				if recent = append(recent, n); len(recent) > 8 {
+					recent = recent[1:]
+				}
+			}
+			fail := func(format string, args ...any) {
+				t.Errorf("client %d, session %s: %s; its last operations:\n\t%s", i, s.ID(), fmt.Sprintf(format, args...), strings.Join(recent, "\n\t"))
+			}
 			retry := func(subject string, req, resp any) error {
+				tries = 0
 				for {
+					tries++
 					rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
 					err := wire.Call(rctx, nc, subject, sessionHeaders(s.ID(), s.Token()), req, resp)
 					rcancel()
@@ -275,7 +300,9 @@ func TestLockSafetyThroughFailures(t *testing.T) {
 				in := lockcheck.Input{Name: name, Session: s.ID(), Op: "acquire", Mode: mode}
 				call := rec.Now()
 				var resp wire.LockAcquireResponse
-				err := retry(wire.SubjectLockAcquire, &wire.LockAcquireRequest{Name: name, Mode: mode, WaitMS: []int64{0, 100, 500}[rnd.IntN(3)], RequestID: nuid.Next()}, &resp)
+				req := &wire.LockAcquireRequest{Name: name, Mode: mode, WaitMS: []int64{0, 100, 500}[rnd.IntN(3)], RequestID: nuid.Next()}
+				err := retry(wire.SubjectLockAcquire, req, &resp)
+				note(call, "acquire %s %s req=%s wait=%d tries=%d err=%v", name, mode, req.RequestID, req.WaitMS, tries, err)
 				switch {
 				case err == nil:
 					rec.Add(i, in, call, lockcheck.Output{OK: true, Token: resp.Lock.Token})
@@ -285,14 +312,15 @@ func TestLockSafetyThroughFailures(t *testing.T) {
 					rec.Add(i, in, call, lockcheck.Output{})
 					continue
 				default:
-					t.Errorf("acquire: %v", err)
+					fail("acquire: %v", err)
 					return
 				}
 				ops.Add(1)
 				call = rec.Now()
 				err = retry(wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: name, Token: resp.Lock.Token}, nil)
+				note(call, "release %s token=%d tries=%d err=%v", name, resp.Lock.Token, tries, err)
 				if err != nil && !errors.Is(err, wire.ErrLockNotHeld) {
-					t.Errorf("release: %v", err)
+					fail("release: %v", err)
 					return
 				}
 				rec.Add(i, lockcheck.Input{Name: name, Session: s.ID(), Op: "release"}, call, lockcheck.Output{OK: true})
@@ -307,11 +335,64 @@ func TestLockSafetyThroughFailures(t *testing.T) {
 	if len(faults) == 0 || grants < 20 {
 		t.Fatalf("the run did too little: %d faults, %d grants", len(faults), grants)
 	}
-	if !res {
-		if path := os.Getenv("ROSTER_HISTORY_DUMP"); path != "" {
-			dumpHistory(t, path, history)
+	if dump != "" && (!res || t.Failed()) {
+		dumpHistory(t, dump, history, &notes)
+		if err := os.WriteFile(dump+".commits", []byte(committed()), 0o644); err != nil {
+			t.Log(err)
 		}
+	}
+	if !res {
 		t.Fatal("the lock history is not linearizable")
+	}
+}
+
+// noteKey names an operation of a history: its client and call time.
+type noteKey struct {
+	client int
+	call   int64
+}
+
+// watchCommits records every message stream stores from now on, in order, and
+// returns a function that lists them as text, one a line: sequence, subject,
+// data. An ordered consumer resumes where it stopped across failures; a version
+// replaced before the consumer read it (one version kept per key) is missed.
+func watchCommits(t *testing.T, c *cluster, stream string) func() string {
+	t.Helper()
+	nc, err := c.serviceConn(nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var b strings.Builder
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		md, _ := m.Metadata()
+		mu.Lock()
+		defer mu.Unlock()
+		var seq uint64
+		if md != nil {
+			seq = md.Sequence.Stream
+		}
+		fmt.Fprintf(&b, "%d %s %s %s\n", seq, m.Subject(), m.Headers().Get("KV-Operation"), m.Data())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cc.Stop)
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return b.String()
 	}
 }
 
@@ -565,13 +646,14 @@ func TestInstanceKillUnderLoad(t *testing.T) {
 
 // dumpHistory writes a history as text, one operation a line in call order, for
 // looking into a failed check.
-func dumpHistory(t *testing.T, path string, ops []porcupine.Operation) {
+func dumpHistory(t *testing.T, path string, ops []porcupine.Operation, notes *sync.Map) {
 	sorted := append([]porcupine.Operation(nil), ops...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Call < sorted[j].Call })
 	var b strings.Builder
 	for _, op := range sorted {
 		in, out := op.Input.(lockcheck.Input), op.Output.(lockcheck.Output)
-		fmt.Fprintf(&b, "%12d %12d c%d %s %s %s %s ok=%v token=%d\n", op.Call/1e3, op.Return/1e3, op.ClientId, in.Name, in.Session[len(in.Session)-4:], in.Op, in.Mode, out.OK, out.Token)
+		note, _ := notes.Load(noteKey{op.ClientId, op.Call})
+		fmt.Fprintf(&b, "%12d %12d c%d %s %s %s %s ok=%v token=%d %v\n", op.Call/1e3, op.Return/1e3, op.ClientId, in.Name, in.Session[len(in.Session)-4:], in.Op, in.Mode, out.OK, out.Token, note)
 	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Log(err)

@@ -264,7 +264,7 @@ func (s *Service) commitBatch(name string, batch []*task) {
 		if cur.rec != nil {
 			r = cur.rec.clone()
 		}
-		r.maxHolders = s.cfg.MaxHolders
+		r.maxHolders, r.prior = s.cfg.MaxHolders, cur.rec
 		now := s.nowMS()
 		o := &outcome{}
 		for _, t := range batch {
@@ -340,6 +340,7 @@ func (s *Service) commitBatch(name string, batch []*task) {
 			return
 		}
 		r.materialize(rev)
+		r.prior = nil // kept, it would chain every cached record to its predecessors
 		e := entry{rec: r, rev: rev}
 		if r.empty() {
 			e.rec = nil
@@ -360,7 +361,7 @@ func (s *Service) splitOversized(name string, cur entry, batch []*task, now int6
 	if cur.rec != nil {
 		r = cur.rec.clone()
 	}
-	r.maxHolders = s.cfg.MaxHolders
+	r.maxHolders, r.prior = s.cfg.MaxHolders, cur.rec
 	n := size(r)
 	for _, t := range batch {
 		next := r.clone()

@@ -72,6 +72,8 @@
 // (a late copy of an acquire already answered: not granted),
 // limit_exceeded (too many waiters on one lock, or 16 of the session's own waiting
 // for it; the session holds or waits for Config.MaxLocksPerSession locks; the record
-// would grow past Config.MaxRecordBytes), unavailable (storage, or a connection-scoped acquire from a session not
-// ACTIVE on the requesting connection).
+// would grow past Config.MaxRecordBytes), unavailable (storage; a connection-scoped acquire from a session not
+// ACTIVE on the requesting connection; an acquire, or a release without a token,
+// that was not applied because its session acted on the lock after it arrived —
+// see record.actedSince).
 package lock

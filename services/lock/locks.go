@@ -125,6 +125,8 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 		return nil, wire.Errorf(wire.CodeTimeout, "lock %q is not available (try once)", req.Name)
 	case errors.Is(aerr, ErrUpgrade):
 		return nil, wire.Errorf(wire.CodeConflict, "the session holds lock %q shared; release it before acquiring it exclusively", req.Name)
+	case errors.Is(aerr, ErrOvertaken):
+		return nil, errOvertaken(req.Name)
 	case errors.Is(aerr, ErrCompleted):
 		// The request was answered for good without leaving the session holding the
 		// lock (refused, timed out, cancelled, or granted and since released).
@@ -161,15 +163,26 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 	return l, nil
 }
 
+// errOvertaken answers a request that was not applied because its session acted on
+// the lock after it arrived (record.actedSince). Its caller has most likely given it
+// up and gone on; one still waiting re-issues it, with the same request id.
+func errOvertaken(name string) error {
+	return wire.Errorf(wire.CodeUnavailable, "the session acted on lock %q after this request arrived and before it could be applied, so it was not applied; re-issue it with the same request_id if it is still wanted", name)
+}
+
 // release releases the caller's hold on a lock and grants it to the next waiters.
 func (s *Service) release(ctx context.Context, c *caller, req *wire.LockReleaseRequest) (*wire.Lock, error) {
 	var released holder
 	var rerr error
+	arrived := s.nowMS()
 	cm, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
-		released, rerr = r.release(c.id, req.Token, now, o)
+		released, rerr = r.releaseBy(c.id, req.Token, arrived, now, o)
 	})
 	if err != nil {
 		return nil, err
+	}
+	if errors.Is(rerr, ErrOvertaken) {
+		return nil, errOvertaken(req.Name)
 	}
 	if errors.Is(rerr, ErrNotHeld) {
 		if req.Token != 0 {

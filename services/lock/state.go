@@ -30,6 +30,9 @@ var (
 	// ErrCompleted: the request id was answered for good before (granted and
 	// released, or refused): this is a late duplicate and changes nothing.
 	ErrCompleted = errors.New("lock: request already completed")
+	// ErrOvertaken: the session acted on the lock after the request arrived, before
+	// the request could be applied (see record.actedSince); it is not applied.
+	ErrOvertaken = errors.New("lock: the session acted on the lock after the request arrived")
 )
 
 // Late duplicates. A client that does not learn the outcome of an acquire (its
@@ -38,6 +41,21 @@ var (
 // after the lock was granted and released, say. Applied then, it would grant the
 // session a lock it does not know it holds. So a record remembers, for
 // doneRetention, the request ids it has answered for good, and refuses late copies.
+//
+// Those are a session's last few ids only, and a copy can come later than that
+// from the service itself. An instance applies a request to the record it has
+// and writes the result with a compare-and-set; a write that conflicts is applied
+// again to the record read anew, until it lands or the write's time is up (5 s),
+// well past the caller's deadline when storage stalls. By then the caller may
+// have re-issued the request through another instance, had it settled, and gone
+// on to more requests on the lock, which pushed its id out: applied again then,
+// a stalled acquire granted the lock to a session that had been told otherwise,
+// and a stalled release (token 0) released a hold taken since. So a request is
+// not applied to a record showing that its session acted on the lock after the
+// request arrived (record.actedSince); it is answered unavailable instead, and
+// its caller, if still there, re-issues it. A copy that reaches the service
+// itself that late (a message held up in transit past the caller's deadline, and
+// by the session's next few requests) is beyond both guards.
 const (
 	doneRetention = 2 * 60 * 1000 // milliseconds: longer than any client's retries
 	// A late copy comes from a session that has moved on by a few requests at
@@ -154,10 +172,13 @@ type record struct {
 	// maxHolders, when positive, bounds the shared holders (Config.MaxHolders): a
 	// shared request beyond it waits, as it would behind an exclusive holder.
 	maxHolders int
+	// prior is the record as read, before the operations of the write being
+	// built (nil when none was read): what actedSince examines.
+	prior *record
 }
 
 func (r *record) clone() *record {
-	c := &record{Format: r.Format, Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters), Done: slices.Clone(r.Done), maxHolders: r.maxHolders}
+	c := &record{Format: r.Format, Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters), Done: slices.Clone(r.Done), maxHolders: r.maxHolders, prior: r.prior}
 	// A hold's Also is changed in place (withdraw, grant): the clone needs its own.
 	for i := range c.Holders {
 		c.Holders[i].Also = slices.Clone(c.Holders[i].Also)
@@ -215,6 +236,34 @@ func (r *record) rememberHold(h holder, now int64, o *outcome) {
 	for _, id := range h.Also {
 		r.remember(id, h.Session, now, o)
 	}
+}
+
+// actedSince reports whether the record as read (prior) shows that session acted
+// on the lock after since, the arrival of its request id: a request of the
+// session answered, a hold granted or a request queued, other than id's own.
+// Times come from the clocks of the instances that wrote them; a lagging clock
+// can make an act look older than it is, by its lag.
+func (r *record) actedSince(session, id string, since int64) bool {
+	p := r.prior
+	if p == nil {
+		return false
+	}
+	for _, d := range p.Done {
+		if d.Session == session && d.ID != id && d.At > since {
+			return true
+		}
+	}
+	for _, h := range p.Holders {
+		if h.Session == session && !h.answers(id) && h.GrantedAt > since {
+			return true
+		}
+	}
+	for _, w := range p.Waiters {
+		if w.Session == session && w.ID != id && w.EnqueuedAt > since {
+			return true
+		}
+	}
+	return false
 }
 
 // completed reports whether request id of session was answered for good.
@@ -455,7 +504,15 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 	if r.completed(w.ID, w.Session) {
 		return false, ErrCompleted
 	}
-	if _, holds := r.holder(w.Session); holds || (len(r.Waiters) == 0 && r.compatible(w.Mode)) {
+	_, holds := r.holder(w.Session)
+	// A request applied after its session acted on the lock — its caller gave it
+	// up, had a copy settled and went on — must not take the lock or a place in
+	// the queue (see doneRetention). Joining a hold the session has, or taking
+	// over its own waiter, is what a copy does anyway.
+	if !holds && r.waiterIndex(w.ID, w.Session) < 0 && r.actedSince(w.Session, w.ID, w.EnqueuedAt) {
+		return false, ErrOvertaken
+	}
+	if holds || (len(r.Waiters) == 0 && r.compatible(w.Mode)) {
 		if err := r.grant(w, now, o); err != nil {
 			return false, err
 		}
@@ -519,6 +576,18 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 	r.Waiters = append(r.Waiters, w)
 	o.changed = true
 	return false, nil
+}
+
+// releaseBy applies a release that arrived at since: release, unless its token is
+// 0 and the session's hold was granted after since — a hold taken after the
+// request arrived is not the one it meant (ErrOvertaken).
+func (r *record) releaseBy(session string, token uint64, since, now int64, o *outcome) (holder, error) {
+	if token == 0 && r.prior != nil {
+		if i, ok := r.prior.holder(session); ok && r.prior.Holders[i].GrantedAt > since {
+			return holder{}, ErrOvertaken
+		}
+	}
+	return r.release(session, token, now, o)
 }
 
 // release removes session's hold. A non-zero token must match the held token.

@@ -1,0 +1,126 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// TestARequestIsNotAppliedAfterItsSessionMovedOn: an instance's write of a
+// try-once acquire stalls (a storage stall, held here by a gate) past its caller's
+// deadline. The caller re-issues the request, same id, through another instance,
+// where it is settled, and goes on: more acquires and releases of the lock, enough
+// for the record to forget the first request's id (it keeps each session's last
+// few). When the stalled write goes, it conflicts and the instance reads the lock
+// again. It re-applied the acquire to what it read — the lock free, the id
+// unknown — and granted it: the session held a lock it had been told about and
+// released, and would hold it until it closed.
+func TestARequestIsNotAppliedAfterItsSessionMovedOn(t *testing.T) {
+	first := &wire.LockAcquireRequest{Name: "x", Mode: wire.LockShared, RequestID: "first"}
+	t.Run("acquire", func(t *testing.T) {
+		s, retry, resume := stall(t, func(s *client) {}, func(ctx context.Context, s *client) error {
+			_, err := s.acquire(ctx, first)
+			return err
+		})
+		cycle := func(req *wire.LockAcquireRequest) {
+			t.Helper()
+			var l *wire.Lock
+			retry(func() (err error) { l, err = s.acquire(ctx10(t), req); return err })
+			retry(func() error { return s.release(ctx10(t), "x", l.Token) })
+		}
+		cycle(first)
+		for i := range doneApiece + 1 {
+			cycle(&wire.LockAcquireRequest{Name: "x", Mode: wire.LockShared, RequestID: fmt.Sprintf("later-%d", i)})
+		}
+		if rec := s.e.lockRecord(t, "x"); rec == nil || slices.ContainsFunc(rec.Done, func(d done) bool { return d.ID == "first" }) {
+			t.Fatalf("record %+v: want one that no longer remembers request \"first\"", rec)
+		}
+		resume()
+		if rec := s.e.lockRecord(t, "x"); rec != nil && len(rec.Holders) > 0 {
+			t.Fatalf("holders %+v: the stalled request was applied after its session had settled it and moved on", rec.Holders)
+		}
+	})
+	// A release without a token releases whatever hold the session has: applied
+	// late, it released the hold the session took after re-issuing it.
+	t.Run("release without a token", func(t *testing.T) {
+		s, retry, resume := stall(t, func(s *client) {
+			s.mustAcquire(t, &wire.LockAcquireRequest{Name: "x"})
+		}, func(ctx context.Context, s *client) error {
+			return s.release(ctx, "x", 0)
+		})
+		retry(func() error {
+			if err := s.release(ctx10(t), "x", 0); wire.CodeOf(err) != wire.CodeLockNotHeld {
+				return err
+			}
+			return nil
+		})
+		var again *wire.Lock
+		retry(func() (err error) { again, err = s.acquire(ctx10(t), &wire.LockAcquireRequest{Name: "x"}); return err })
+		resume()
+		rec := s.e.lockRecord(t, "x")
+		if rec == nil || len(rec.Holders) != 1 || rec.Holders[0].Token != again.Token {
+			t.Fatalf("record %+v: want the session holding the lock it took again (token %d)", rec, again.Token)
+		}
+	})
+}
+
+// stalledClient is the session of a stall.
+type stalledClient struct {
+	*client
+	e *env
+}
+
+// stall starts an instance a, lets prepare use it, then sends a request (send)
+// whose write a holds until resume, and which times out. It then starts instance b
+// and stops a, which answers later requests unavailable: retry re-issues a request
+// until b takes it. resume lets a's write go and waits for a to stop.
+func stall(t *testing.T, prepare func(s *client), send func(ctx context.Context, s *client) error) (s stalledClient, retry func(func() error), resume func()) {
+	t.Helper()
+	e := newEnv(t)
+	g := newWriteGate()
+	g.until = make(chan struct{})
+	a := e.startLock(t, Config{beforeWrite: g.beforeWrite})
+	s = stalledClient{e.open(t, "admin", 0), e}
+	prepare(s.client)
+	g.armed.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err := send(ctx, s.client)
+	cancel()
+	if err == nil {
+		t.Fatal("the request was answered though its write is held")
+	}
+	g.waitHeld(t)
+
+	e.startLock(t, Config{})
+	stopped := make(chan struct{})
+	go func() { a.stop(); close(stopped) }()
+	retry = func(f func() error) {
+		t.Helper()
+		natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			err := f()
+			if wire.CodeOf(err) == wire.CodeUnavailable || errors.Is(err, context.DeadlineExceeded) {
+				return err
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return nil
+		})
+	}
+	resume = func() {
+		t.Helper()
+		close(g.until) // the stalled write goes, and conflicts
+		select {
+		case <-stopped:
+		case <-time.After(15 * time.Second):
+			t.Fatal("the stopping instance did not finish its write")
+		}
+	}
+	return s, retry, resume
+}

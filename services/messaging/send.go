@@ -126,6 +126,15 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 		)
 	}
 	span.SetAttributes(attribute.Int("roster.matched", len(targets)), attribute.Int("messaging.batch.message_count", len(targets)))
+	// A sender whose deadline passed while its targets were looked up has been told
+	// timeout and may send again: delivered now, the message would reach the
+	// receivers after its sender was told it failed, and twice if it sends again
+	// (once without a message id to drop the copy by). Nothing has gone out yet;
+	// from the publish on, the send is seen through. The lookup of a session the
+	// view does not hold reads the bucket for up to 2 s, whatever the deadline.
+	if err := endpoint.Interrupted(ctx, "the messaging service is stopping"); err != nil {
+		return fail(err)
+	}
 	return ctx, &fanOut{targets: targets, d: d, header: h, span: span}, nil
 }
 

@@ -124,3 +124,46 @@ func stall(t *testing.T, prepare func(s *client), send func(ctx context.Context,
 	}
 	return s, retry, resume
 }
+
+// TestALateRequestDoesNotJoinAHoldTakenSince: the stalled request of
+// TestARequestIsNotAppliedAfterItsSessionMovedOn, a connection-scoped try, finds
+// the session holding the lock again when it is applied — a session-scoped hold
+// taken since by another request. Joined to it as a copy joins the hold it was
+// answered with, it weakened the hold to connection scope (released on the next
+// connection loss, while its holder believes it survives one) and counted among the
+// requests answered with it (holder.Also), so that withdrawing the request that
+// took the hold no longer released it.
+func TestALateRequestDoesNotJoinAHoldTakenSince(t *testing.T) {
+	first := &wire.LockAcquireRequest{Name: "x", Scope: wire.ScopeConnection, RequestID: "first"}
+	s, retry, resume := stall(t, func(s *client) {}, func(ctx context.Context, s *client) error {
+		_, err := s.acquire(ctx, first)
+		return err
+	})
+	cycle := func(req *wire.LockAcquireRequest) {
+		t.Helper()
+		var l *wire.Lock
+		retry(func() (err error) { l, err = s.acquire(ctx10(t), req); return err })
+		retry(func() error { return s.release(ctx10(t), "x", l.Token) })
+	}
+	cycle(first)
+	for i := range doneApiece + 1 {
+		cycle(&wire.LockAcquireRequest{Name: "x", RequestID: fmt.Sprintf("later-%d", i)})
+	}
+	var kept *wire.Lock
+	retry(func() (err error) {
+		kept, err = s.acquire(ctx10(t), &wire.LockAcquireRequest{Name: "x", RequestID: "kept"})
+		return err
+	})
+	resume()
+	rec := s.e.lockRecord(t, "x")
+	if rec == nil || len(rec.Holders) != 1 {
+		t.Fatalf("record %+v: want the session holding the lock it took (token %d)", rec, kept.Token)
+	}
+	if h := rec.Holders[0]; h.Scope != wire.ScopeSession || h.answers("first") {
+		t.Fatalf("hold %+v: the stalled request joined the hold taken after it (scope %s)", h, h.Scope)
+	}
+	var resp wire.LockCancelResponse
+	if err := s.call(ctx10(t), wire.SubjectLockCancel, &wire.LockCancelRequest{Name: "x", RequestID: "kept"}, &resp); err != nil || !resp.Released {
+		t.Fatalf("cancel of the request that took the hold: %+v, %v; want it released", resp, err)
+	}
+}

@@ -504,12 +504,15 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 	if r.completed(w.ID, w.Session) {
 		return false, ErrCompleted
 	}
-	_, holds := r.holder(w.Session)
+	i, holds := r.holder(w.Session)
 	// A request applied after its session acted on the lock — its caller gave it
-	// up, had a copy settled and went on — must not take the lock or a place in
-	// the queue (see doneRetention). Joining a hold the session has, or taking
-	// over its own waiter, is what a copy does anyway.
-	if !holds && r.waiterIndex(w.ID, w.Session) < 0 && r.actedSince(w.Session, w.ID, w.EnqueuedAt) {
+	// up, had a copy settled and went on — must not take the lock, a place in the
+	// queue, or a part in a hold taken since (see doneRetention): joined to that
+	// hold, it weakened its scope to its own, and withdrawing the request that took
+	// the hold no longer released it. What a copy of it did stands: a hold
+	// answering it already, or its own waiter, which it takes over.
+	answered := holds && r.Holders[i].answers(w.ID)
+	if !answered && r.waiterIndex(w.ID, w.Session) < 0 && r.actedSince(w.Session, w.ID, w.EnqueuedAt) {
 		return false, ErrOvertaken
 	}
 	if holds || (len(r.Waiters) == 0 && r.compatible(w.Mode)) {

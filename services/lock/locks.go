@@ -74,7 +74,9 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 	if wait && reply == "" {
 		return nil, wire.Errorf(wire.CodeBadRequest, "an acquire that waits must be a request (it has no reply subject)")
 	}
+	key := KeyFor(req.Name)
 	now := s.nowMS()
+	seen, _ := s.st.cached(key)
 	w := waiter{
 		ID: req.RequestID, Session: c.id, Mode: req.Mode, Scope: req.Scope, Conn: c.conn, SessionRev: c.rev,
 		Reply: reply, Owner: s.cfg.Instance, EnqueuedAt: now, Deadline: now + s.cfg.MaxWait.Milliseconds(),
@@ -104,7 +106,7 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 	var granted bool
 	var aerr error
 	var out *outcome // of the write the request was last applied in
-	key := KeyFor(req.Name)
+	arrived := arrival{at: now, seen: seen.rec}
 	cm, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
 		out = o
 		// A lock the session holds or waits for is counted already: re-acquiring
@@ -115,7 +117,7 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 				return
 			}
 		}
-		granted, aerr = r.acquireBy(c.state(), w, wait, clientID, s.cfg.MaxWaiters, now, o)
+		granted, aerr = r.acquireBy(c.state(), arrived, w, wait, clientID, s.cfg.MaxWaiters, now, o)
 	})
 	if err != nil {
 		return nil, err
@@ -174,7 +176,8 @@ func errOvertaken(name string) error {
 func (s *Service) release(ctx context.Context, c *caller, req *wire.LockReleaseRequest) (*wire.Lock, error) {
 	var released holder
 	var rerr error
-	arrived := s.nowMS()
+	seen, _ := s.st.cached(KeyFor(req.Name))
+	arrived := arrival{at: s.nowMS(), seen: seen.rec}
 	cm, err := s.do(ctx, req.Name, func(r *record, now int64, o *outcome) {
 		released, rerr = r.releaseBy(c.id, req.Token, arrived, now, o)
 	})

@@ -167,3 +167,48 @@ func TestALateRequestDoesNotJoinAHoldTakenSince(t *testing.T) {
 		t.Fatalf("cancel of the request that took the hold: %+v, %v; want it released", resp, err)
 	}
 }
+
+// TestAnInstanceClockAheadDoesNotRefuseTheNextRequest: times in a record come
+// from the clocks of the instances that wrote them. A session acts on a lock
+// through an instance whose clock is ahead, then makes its next request, on the
+// answer, through another. Compared with that request's arrival by the other's
+// clock, the act looked later than the request, which was refused as overtaken
+// (unavailable): a TryLock after an Unlock, or a release without a token after an
+// acquire, failed whenever the instance that answered the first ran ahead of the
+// next one by more than the client's round trip — milliseconds. An act the
+// instance knew of when the request arrived came before it, whatever its time.
+func TestAnInstanceClockAheadDoesNotRefuseTheNextRequest(t *testing.T) {
+	ahead := Config{Now: func() time.Time { return time.Now().Add(time.Minute) }}
+	// through runs first on an instance whose clock is a minute ahead, then
+	// stops it in favour of one whose clock is right, and runs next there.
+	through := func(t *testing.T, first, next func(s *client)) {
+		e := newEnv(t)
+		a := e.startLock(t, ahead)
+		s := e.open(t, "admin", 0)
+		first(s)
+		e.startLock(t, Config{})
+		a.stop()
+		next(s)
+	}
+	t.Run("try after a release", func(t *testing.T) {
+		through(t, func(s *client) {
+			l := s.mustAcquire(t, &wire.LockAcquireRequest{Name: "x", RequestID: "one"})
+			if err := s.release(ctx10(t), "x", l.Token); err != nil {
+				t.Fatal(err)
+			}
+		}, func(s *client) {
+			if _, err := s.acquire(ctx10(t), &wire.LockAcquireRequest{Name: "x", RequestID: "two"}); err != nil {
+				t.Fatalf("a try of the free lock after the session released it: %v", err)
+			}
+		})
+	})
+	t.Run("release without a token after an acquire", func(t *testing.T) {
+		through(t, func(s *client) {
+			s.mustAcquire(t, &wire.LockAcquireRequest{Name: "x", RequestID: "one"})
+		}, func(s *client) {
+			if err := s.release(ctx10(t), "x", 0); err != nil {
+				t.Fatalf("a release of the lock the session holds: %v", err)
+			}
+		})
+	})
+}

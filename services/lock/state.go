@@ -238,36 +238,62 @@ func (r *record) rememberHold(h holder, now int64, o *outcome) {
 	}
 }
 
+// arrival is when a request arrived, by the clock of the instance that took it,
+// and the record of its lock that instance had then (nil when it had none).
+type arrival struct {
+	at   int64
+	seen *record
+}
+
 // actedSince reports whether the record as read (prior) shows that session acted
-// on the lock after since, the arrival of its request id: a request of the
-// session answered, a hold granted or a request queued, other than id's own.
-// Times come from the clocks of the instances that wrote them; a lagging clock
-// can make an act look older than it is, by its lag.
-func (r *record) actedSince(session, id string, since int64) bool {
+// on the lock after the request id arrived (a): a request of the session answered,
+// a hold granted or a request queued, other than id's own, that the record the
+// instance had at the arrival does not show, at a time after the arrival.
+//
+// Times come from the clocks of the instances that wrote them. Judged by time
+// alone, an act the session made through an instance whose clock runs ahead looked
+// later than its next request, sent on the act's answer: refused, a TryLock after an
+// Unlock failed whenever that lead exceeded the client's round trip. An act the
+// instance knew of when the request arrived came before it, whatever its time; one
+// it did not know of yet (its view of the bucket lags by milliseconds) is judged by
+// time. A lagging clock can make an act look older than it is, by its lag.
+func (r *record) actedSince(session, id string, a arrival) bool {
 	p := r.prior
 	if p == nil {
 		return false
 	}
 	for _, d := range p.Done {
-		if d.Session == session && d.ID != id && d.At > since {
+		if d.Session == session && d.ID != id && d.At > a.at && !a.seen.completed(d.ID, session) {
 			return true
 		}
 	}
 	for _, h := range p.Holders {
-		if h.Session == session && !h.answers(id) && h.GrantedAt > since {
+		if h.Session == session && !h.answers(id) && h.GrantedAt > a.at && !a.seen.holds(session, h.Token) {
 			return true
 		}
 	}
 	for _, w := range p.Waiters {
-		if w.Session == session && w.ID != id && w.EnqueuedAt > since {
+		if w.Session == session && w.ID != id && w.EnqueuedAt > a.at && a.seen.waiterIndex(w.ID, session) < 0 {
 			return true
 		}
 	}
 	return false
 }
 
+// holds reports whether session holds the lock with token (r may be nil).
+func (r *record) holds(session string, token uint64) bool {
+	if r == nil {
+		return false
+	}
+	i, ok := r.holder(session)
+	return ok && r.Holders[i].Token == token
+}
+
 // completed reports whether request id of session was answered for good.
 func (r *record) completed(id, session string) bool {
+	if r == nil {
+		return false
+	}
 	return slices.ContainsFunc(r.Done, func(d done) bool { return d.ID == id && d.Session == session })
 }
 
@@ -290,6 +316,9 @@ func (r *record) holder(session string) (int, bool) {
 }
 
 func (r *record) waiterIndex(id, session string) int {
+	if r == nil {
+		return -1
+	}
 	for i := range r.Waiters {
 		if r.Waiters[i].ID == id && r.Waiters[i].Session == session {
 			return i
@@ -488,9 +517,30 @@ func (r *record) promote(now int64, o *outcome) {
 // reviving it on the new connection, where it survived the loss and the waiters
 // next in line were passed over. So what st shows lost (lostIn) is released first,
 // granting the next waiters, and the request is then applied as a new one.
-func (r *record) acquireBy(st sessionState, w waiter, wait, remember bool, maxWaiters int, now int64, o *outcome) (granted bool, err error) {
+//
+// A request applied after its session acted on the lock — its caller gave it up,
+// had a copy settled and went on — must not take the lock, a place in the queue,
+// or a part in a hold taken since (see doneRetention and actedSince): joined to
+// that hold, it weakened its scope to its own, and withdrawing the request that
+// took the hold no longer released it. What a copy of it did stands: a hold
+// answering it already, or its own waiter, which it takes over. A late copy of a
+// request answered for good is refused as such (ErrCompleted).
+func (r *record) acquireBy(st sessionState, a arrival, w waiter, wait, remember bool, maxWaiters int, now int64, o *outcome) (granted bool, err error) {
 	r.dropSession(w.Session, st, now, o)
+	r.forget(now, o)
+	if !r.completed(w.ID, w.Session) && r.overtaken(w, a) {
+		return false, ErrOvertaken
+	}
 	return r.acquire(w, wait, remember, maxWaiters, now, o)
+}
+
+// overtaken reports whether w, which arrived at a, may no longer be applied: its
+// session acted on the lock since, and nothing a copy of it did is there to join.
+func (r *record) overtaken(w waiter, a arrival) bool {
+	if i, holds := r.holder(w.Session); holds && r.Holders[i].answers(w.ID) {
+		return false
+	}
+	return r.waiterIndex(w.ID, w.Session) < 0 && r.actedSince(w.Session, w.ID, a)
 }
 
 // acquire applies an acquire. It returns granted=true when w's session holds the
@@ -504,18 +554,7 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 	if r.completed(w.ID, w.Session) {
 		return false, ErrCompleted
 	}
-	i, holds := r.holder(w.Session)
-	// A request applied after its session acted on the lock — its caller gave it
-	// up, had a copy settled and went on — must not take the lock, a place in the
-	// queue, or a part in a hold taken since (see doneRetention): joined to that
-	// hold, it weakened its scope to its own, and withdrawing the request that took
-	// the hold no longer released it. What a copy of it did stands: a hold
-	// answering it already, or its own waiter, which it takes over.
-	answered := holds && r.Holders[i].answers(w.ID)
-	if !answered && r.waiterIndex(w.ID, w.Session) < 0 && r.actedSince(w.Session, w.ID, w.EnqueuedAt) {
-		return false, ErrOvertaken
-	}
-	if holds || (len(r.Waiters) == 0 && r.compatible(w.Mode)) {
+	if _, holds := r.holder(w.Session); holds || (len(r.Waiters) == 0 && r.compatible(w.Mode)) {
 		if err := r.grant(w, now, o); err != nil {
 			return false, err
 		}
@@ -581,13 +620,15 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 	return false, nil
 }
 
-// releaseBy applies a release that arrived at since: release, unless its token is
-// 0 and the session's hold was granted after since — a hold taken after the
-// request arrived is not the one it meant (ErrOvertaken).
-func (r *record) releaseBy(session string, token uint64, since, now int64, o *outcome) (holder, error) {
+// releaseBy applies a release that arrived at a: release, unless its token is 0
+// and the session's hold was granted after the arrival (as actedSince judges it)
+// — a hold taken after the request arrived is not the one it meant (ErrOvertaken).
+func (r *record) releaseBy(session string, token uint64, a arrival, now int64, o *outcome) (holder, error) {
 	if token == 0 && r.prior != nil {
-		if i, ok := r.prior.holder(session); ok && r.prior.Holders[i].GrantedAt > since {
-			return holder{}, ErrOvertaken
+		if i, ok := r.prior.holder(session); ok {
+			if h := r.prior.Holders[i]; h.GrantedAt > a.at && !a.seen.holds(session, h.Token) {
+				return holder{}, ErrOvertaken
+			}
 		}
 	}
 	return r.release(session, token, now, o)

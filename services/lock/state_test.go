@@ -874,7 +874,7 @@ func TestRequestOfTheSessionAndItsHold(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r, o := tt.rec, &outcome{}
-			granted, err := r.acquireBy(tt.req.st, tt.req.w, false, true, 10, 2, o)
+			granted, err := r.acquireBy(tt.req.st, arrival{at: 2}, tt.req.w, false, true, 10, 2, o)
 			if granted != tt.wantGranted || (err != nil) == tt.wantGranted {
 				t.Fatalf("got granted %v, err %v; want granted %v", granted, err, tt.wantGranted)
 			}

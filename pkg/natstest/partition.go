@@ -22,6 +22,7 @@ type Partition struct {
 	target string
 	frozen atomic.Bool
 	muted  atomic.Bool
+	cut    atomic.Bool
 	mu     sync.Mutex
 	client []net.Conn // the client's side of each connection
 	server []net.Conn // the server's side
@@ -59,6 +60,14 @@ func (p *Partition) accept() {
 			continue
 		}
 		p.mu.Lock()
+		if p.cut.Load() {
+			// The server is out of reach until Heal (read under p.mu, where Cut
+			// closes the connections it knows).
+			p.mu.Unlock()
+			in.Close()
+			out.Close()
+			continue
+		}
 		p.client = append(p.client, in)
 		p.server = append(p.server, out)
 		p.mu.Unlock()
@@ -113,12 +122,26 @@ func (p *Partition) Sever() {
 func (p *Partition) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closeAllLocked()
+	p.frozen.Store(false)
+	p.muted.Store(false)
+	p.cut.Store(false)
+}
+
+// Cut closes every connection, both sides, and closes new ones at once until Heal:
+// the clients see their connection drop and cannot reconnect through p meanwhile.
+func (p *Partition) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut.Store(true)
+	p.closeAllLocked()
+}
+
+func (p *Partition) closeAllLocked() {
 	for _, c := range append(p.client, p.server...) {
 		c.Close()
 	}
 	p.client, p.server = nil, nil
-	p.frozen.Store(false)
-	p.muted.Store(false)
 }
 
 // Close stops listening, closes every connection and waits for the copies to end.

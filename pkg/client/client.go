@@ -63,6 +63,14 @@ type connectOptions struct {
 
 // WithNATSOptions adds options to the NATS connection (credentials, TLS, names …).
 // The SDK sets the reconnect, disconnect and closed handlers itself.
+//
+// The SDK also turns off nats.go's reconnect buffer (nats.ReconnectBufSize(-1)): a
+// request made while the connection is away fails with ErrUnavailable, and is never
+// sent. An application may pass nats.ReconnectBufSize here to have it back, at a
+// cost: nats.go then keeps what is published while it reconnects and sends it once
+// it is back, so that a request whose caller was told it failed (ErrUnavailable, or
+// ErrTimeout when its deadline passed meanwhile) may still reach the service, after
+// the caller retried or moved on.
 func WithNATSOptions(opts ...nats.Option) ConnectOption {
 	return func(o *connectOptions) { o.nats = append(o.nats, opts...) }
 }
@@ -154,6 +162,13 @@ func (c *Client) natsOptions(o connectOptions, kp nkeys.KeyPair) []nats.Option {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		// No reconnect buffer: nats.go refuses a publish while it reconnects
+		// (ErrReconnectBufExceeded) rather than sending it once back. The SDK ends
+		// its calls when its disconnect callback runs, which nats.go runs later, on
+		// its callback goroutine: a request published in between, buffered, was
+		// delivered after the reconnect to a service its caller had been told did
+		// not get it (notSent).
+		nats.ReconnectBufSize(-1),
 	)
 	opts = append(opts, credentialOptions(o.creds)...)
 	opts = append(opts, o.nats...)
@@ -359,6 +374,15 @@ func (c *Client) add(s *Session) bool {
 	return true
 }
 
+// notSent is the error of a call made while the connection is away: refused by
+// untilLost once the SDK's disconnect callback ran, or by nats.go before it did (it
+// keeps no reconnect buffer: natsOptions), then wrapping
+// nats.ErrReconnectBufExceeded. Nothing was sent, so nothing was applied, unlike a
+// request lost in flight ("lost during the request"). With a reconnect buffer of
+// the application's own, nats.go refuses a request that would overflow it: not
+// sent either.
+var notSent = &wire.Error{Code: wire.CodeUnavailable, Message: "not connected to NATS (reconnecting): the request was not sent"}
+
 // errClosedConn is what a session gets that would be registered on a closed
 // connection.
 var errClosedConn = &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS closed"}
@@ -417,6 +441,11 @@ func (c *Client) callUntilLost(ctx context.Context, subject string, hdr nats.Hea
 		// Refused before it was sent; the service refuses a slightly smaller one
 		// with too_large, and so must this be.
 		err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTooLarge, Message: fmt.Sprintf("the request is larger than the server's max_payload (%d bytes)", c.nc.MaxPayload())}, err)
+	case errors.Is(err, nats.ErrReconnectBufExceeded):
+		// Before the connection-lost case: the epoch may have ended meanwhile, but
+		// this request is known not to have been sent, which "lost during the
+		// request" would leave in doubt.
+		err = fmt.Errorf("%w: %w", notSent, err)
 	case context.Cause(ctx) == errConnectionLost:
 		err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}, err)
 	}
@@ -490,7 +519,7 @@ func (c *Client) untilLost(ctx context.Context) (context.Context, func(), error)
 		return nil, nil, errClosedConn
 	}
 	if away {
-		return nil, nil, &wire.Error{Code: wire.CodeUnavailable, Message: "not connected to NATS (reconnecting)"}
+		return nil, nil, notSent
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(epoch, func() { cancel(errConnectionLost) })

@@ -28,8 +28,10 @@
 //
 // The SDK sends keepalives by itself. When the connection to NATS drops, the session
 // becomes RECOVERING, connection-scoped locks are reported lost ((*Lock).Lost) and
-// calls in flight fail at once with an error matching ErrUnavailable; when NATS is
-// back the SDK resumes the same session (ACTIVE again) or, if the server no longer
+// calls in flight fail at once with an error matching ErrUnavailable. Calls made
+// while the connection is away fail at once too, and are never sent, not even once
+// it is back: the SDK turns off nats.go's reconnect buffer (see WithNATSOptions).
+// When NATS is back the SDK resumes the same session (ACTIVE again) or, if the server no longer
 // has it, the session becomes CLOSED with the reason (OnStateChange reports each
 // change). A keepalive answered RECOVERING while the connection works (the server
 // counted a connection lost that this client did not see drop) is handled the same
@@ -73,7 +75,8 @@
 //     not exist; the caller's session is fine.
 //   - ErrUnavailable: Roster cannot be reached, the connection was lost during the
 //     call or is away (reconnecting), or the Client was closed. The call may or may
-//     not have taken effect.
+//     not have taken effect — except when the message says the request was not sent
+//     (made while the connection was away): then it never reaches the server.
 //   - ErrTimeout: no answer before ctx's deadline, or a lock not granted in time
 //     (TryLock: not free now). A ctx cancelled by the caller gives context.Canceled.
 //   - ErrLockLost: (*Lock).Err of a lock released without Unlock, or that may have

@@ -70,7 +70,9 @@ type connectOptions struct {
 // cost: nats.go then keeps what is published while it reconnects and sends it once
 // it is back, so that a request whose caller was told it failed (ErrUnavailable, or
 // ErrTimeout when its deadline passed meanwhile) may still reach the service, after
-// the caller retried or moved on.
+// the caller retried or moved on. With nats.RetryOnFailedConnect, calls made before
+// the first connection succeeds are refused the same way (ErrUnavailable, not
+// sent) rather than kept until it does.
 func WithNATSOptions(opts ...nats.Option) ConnectOption {
 	return func(o *connectOptions) { o.nats = append(o.nats, opts...) }
 }

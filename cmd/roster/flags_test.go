@@ -112,6 +112,47 @@ func TestServeFlagsOfTheOtherModeNameTheirSource(t *testing.T) {
 	}
 }
 
+// TestServeFlagsOfAServiceNotRunAreUsageErrors: a flag that configures a service the
+// process does not run would do nothing, and is a usage error naming the flag (or
+// its variable), the service and --services. A --session-timeout given to the lock
+// service's process, or a --users-file to a process without auth, was ignored
+// without a word.
+func TestServeFlagsOfAServiceNotRunAreUsageErrors(t *testing.T) {
+	const url = "nats://127.0.0.1:1"
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"registry flag", nil, []string{"--services", "lock", "--session-timeout", "5m"},
+			"--session-timeout configures the registry service, which this process does not run (--services lock)"},
+		{"auth flag by variable", map[string]string{"ROSTER_USERS_FILE": "/etc/users.yaml"}, []string{"--services", "registry,lock"},
+			"--users-file (set by ROSTER_USERS_FILE) configures the auth service, which this process does not run (--services registry,lock)"},
+		{"two services", nil, []string{"--services", "none", "--lock-max-waiters", "5", "--max-in-flight", "3"},
+			"--lock-max-waiters, --max-in-flight configure the lock and messaging services, which this process does not run (--services none)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+			defer cancel()
+			err := run(ctx, append([]string{"serve", "--log-level", "error", "--nats-url", url}, tc.args...))
+			if exitCode(err) != 2 || fmt.Sprint(err) != tc.want {
+				t.Errorf("got %v (exit %d), want a usage error (2): %s", err, exitCode(err), tc.want)
+			}
+		})
+	}
+	// The service's own process takes them.
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"serve", "--log-level", "error", "--nats-url", url, "--services", "registry", "--session-timeout", "5m", "--replicas", "0"})
+	if exitCode(err) != 2 || !strings.HasPrefix(fmt.Sprint(err), "--replicas 0") {
+		t.Errorf("got %v, want only the check after it to refuse (--replicas 0)", err)
+	}
+}
+
 // TestMissingCredentialFilesAreUsageErrors: a TLS or credentials file that cannot be
 // read is a usage error naming its flag, found before connecting. nats.go reads them
 // only when it connects and reports a missing one as a failed connection: the client

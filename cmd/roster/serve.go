@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -183,6 +185,9 @@ func (o *serveOptions) config() (roster.Config, error) {
 	if err := o.checkMode(); err != nil {
 		return roster.Config{}, err
 	}
+	if err := o.checkServices(); err != nil {
+		return roster.Config{}, err
+	}
 	if err := o.checkValues(); err != nil {
 		return roster.Config{}, err
 	}
@@ -274,6 +279,45 @@ func (o *serveOptions) checkMode() error {
 			src = g[0]
 		}
 		return usageError{fmt.Errorf("%s needs --nats-user", src)}
+	}
+	return nil
+}
+
+// checkServices refuses flags that configure a service this process does not run
+// (serviceFlags): a --session-timeout given to the lock service's process, or an
+// auth flag to a process without the auth service, was ignored without a word.
+func (o *serveOptions) checkServices() error {
+	if o.changed == nil {
+		return nil
+	}
+	runs := func(service string) bool {
+		if len(o.services) == 0 {
+			return true
+		}
+		return slices.ContainsFunc(o.services, func(n string) bool { return strings.EqualFold(strings.TrimSpace(n), service) })
+	}
+	var given []string
+	var services []string
+	for _, name := range slices.Sorted(maps.Keys(serviceFlags)) {
+		service := serviceFlags[name]
+		if !o.changed(name) || runs(service) {
+			continue
+		}
+		src := "--" + name
+		if o.source != nil {
+			src = o.source(name)
+		}
+		given = append(given, src)
+		if !slices.Contains(services, service) {
+			services = append(services, service)
+		}
+	}
+	run := "--services " + strings.Join(o.services, ",")
+	switch {
+	case len(given) == 1:
+		return usageError{fmt.Errorf("%s configures the %s service, which this process does not run (%s)", given[0], services[0], run)}
+	case len(given) > 1:
+		return usageError{fmt.Errorf("%s configure the %s services, which this process does not run (%s)", strings.Join(given, ", "), strings.Join(services, " and "), run)}
 	}
 	return nil
 }

@@ -20,6 +20,22 @@ type tuning struct {
 	messaging messaging.Config
 }
 
+// serviceFlags maps each serve flag that configures one service to that service:
+// given to a process that does not run the service, it would do nothing, and is
+// refused (serveOptions.checkServices).
+var serviceFlags = map[string]string{
+	"session-timeout": "registry", "session-min-timeout": "registry", "session-max-timeout": "registry",
+	"reconnect-window": "registry", "tombstone-retention": "registry", "events-max-age": "registry",
+	"max-sessions-per-principal": "registry", "max-properties": "registry", "max-key-length": "registry",
+	"max-value-length": "registry", "max-record-size": "registry",
+	"lock-max-waiters": "lock", "lock-max-holders": "lock", "lock-max-per-session": "lock",
+	"max-in-flight": "messaging", "max-sender-requests": "messaging", "max-principal-requests": "messaging",
+	"max-streams": "messaging", "max-requests": "messaging",
+	"policy": "auth", "users-file": "auth", "authenticators": "auth", "jwt-hmac-secret-file": "auth",
+	"jwt-public-keys": "auth", "jwt-issuer": "auth", "jwt-audience": "auth", "jwt-roles-claim": "auth",
+	"auth-callout-account": "auth",
+}
+
 func (t *tuning) register(fs *pflag.FlagSet) {
 	r := registry.Config{}.WithDefaults()
 	fs.DurationVar(&t.registry.DefaultTimeout, "session-timeout", r.DefaultTimeout, "registry: inactivity timeout of a session that asks for none")

@@ -33,7 +33,7 @@
 // it is back: the SDK turns off nats.go's reconnect buffer (see WithNATSOptions).
 // When NATS is back the SDK resumes the same session (ACTIVE again) or, if the server no longer
 // has it, the session becomes CLOSED with the reason (OnStateChange reports each
-// change). A keepalive answered RECOVERING while the connection works (the server
+// change; WaitActive waits for the resume). A keepalive answered RECOVERING while the connection works (the server
 // counted a connection lost that this client did not see drop) is handled the same
 // way: locks reported lost, then resumed. A session closed by another session or by
 // the server becomes CLOSED as soon as the registry's notice reaches its connection

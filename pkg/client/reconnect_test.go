@@ -454,3 +454,58 @@ func TestFollowEventsGoesOnWhenTheSessionIsBack(t *testing.T) {
 		t.Fatal("the follower did not read again once the session was back")
 	}
 }
+
+// TestWaitActiveWaitsForTheResume: WaitActive returns at once on an ACTIVE session,
+// waits while it is RECOVERING until the resume, gives up when its context ends,
+// and fails ErrSessionClosed once the session is closed. A listener whose
+// registration was removed is not called for the changes that follow.
+func TestWaitActiveWaitsForTheResume(t *testing.T) {
+	fixed := onFixedAddress(t)
+	p := rostertest.Start(t, fixed)
+	s := open(t, p.ClientURL(), client.Options{HeartbeatInterval: 100 * time.Millisecond})
+	states := make(chan client.StateChange, 16)
+	s.OnStateChange(func(ch client.StateChange) { states <- ch })
+	removed := make(chan client.StateChange, 16)
+	remove := s.OnStateChange(func(ch client.StateChange) { removed <- ch })
+	remove()
+	remove() // a second call does nothing
+	ctx := ctxT(t)
+	if err := s.WaitActive(ctx); err != nil {
+		t.Fatalf("WaitActive on an ACTIVE session: %v", err)
+	}
+
+	if err := p.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if ch := nextState(t, states); ch.New != client.StateRecovering {
+		t.Fatalf("after the server stopped: got %+v, want RECOVERING", ch)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.WaitActive(gone); !errors.Is(err, context.Canceled) {
+		t.Errorf("WaitActive with its context ended, while RECOVERING: got %v, want context.Canceled", err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- s.WaitActive(ctx) }()
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitActive returned %v while the session is %s", err, s.State())
+	default:
+	}
+
+	p = rostertest.Start(t, fixed)
+	if err := within(t, "WaitActive", waited); err != nil || s.State() != client.StateActive {
+		t.Fatalf("WaitActive after the restart: %v, state %s; want nil, ACTIVE", err, s.State())
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitActive(ctx); !errors.Is(err, client.ErrSessionClosed) {
+		t.Errorf("WaitActive on a closed session: got %v, want ErrSessionClosed", err)
+	}
+	select {
+	case ch := <-removed:
+		t.Errorf("a removed listener was called: %+v", ch)
+	default:
+	}
+}

@@ -112,7 +112,7 @@ type Session struct {
 	token     string
 	state     State
 	reason    wire.CloseReason
-	listeners []func(StateChange)
+	listeners []*listener
 	changed   chan struct{}         // closed at the next change of state (see stateChanged)
 	locks     map[string]*Lock      // by name
 	waits     map[lockKey]*lockWait // Lock calls' shared requests
@@ -347,12 +347,52 @@ func (s *Session) signalChangeLocked() {
 	}
 }
 
+// listener is one OnStateChange registration; removal finds it by identity, as
+// funcs cannot be compared.
+type listener struct{ fn func(StateChange) }
+
 // OnStateChange registers fn to be called on every change of state. fn runs on the
-// goroutine that observed the change and must not block.
-func (s *Session) OnStateChange(fn func(StateChange)) {
+// goroutine that observed the change and must not block. remove unregisters it (a
+// second call does nothing); a change whose delivery had begun when remove was called
+// may still reach fn, none after.
+func (s *Session) OnStateChange(fn func(StateChange)) (remove func()) {
+	l := &listener{fn: fn}
 	s.mu.Lock()
-	s.listeners = append(s.listeners, fn)
+	s.listeners = append(s.listeners, l)
 	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.listeners = slices.DeleteFunc(s.listeners, func(x *listener) bool { return x == l })
+		s.mu.Unlock()
+	}
+}
+
+// WaitActive waits until the session is ACTIVE: at once when it is, after a resume
+// when it is RECOVERING (or still CONNECTING). It fails with ErrSessionClosed when
+// the session closes first, and with ctx's error when ctx ends first.
+func (s *Session) WaitActive(ctx context.Context) error {
+	for {
+		// Taken before the state is read: a change between the two closes it.
+		changed := s.stateChanged()
+		s.mu.Lock()
+		state := s.state
+		var closed error
+		if state == StateClosed {
+			closed = s.closedErr()
+		}
+		s.mu.Unlock()
+		switch state {
+		case StateActive:
+			return nil
+		case StateClosed:
+			return closed
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // Client returns the client the session was opened on.
@@ -532,8 +572,8 @@ func (s *Session) setClosed(reason wire.CloseReason, cause error) {
 	s.stopDoubtLocked() // the server released every lock of the session
 	s.mu.Unlock()
 	s.loseLocks(false, closedErr)
-	for _, fn := range listeners {
-		fn(StateChange{Old: old, New: StateClosed, Reason: reason, Err: cause})
+	for _, l := range listeners {
+		l.fn(StateChange{Old: old, New: StateClosed, Reason: reason, Err: cause})
 	}
 	s.finish()
 }
@@ -569,8 +609,8 @@ func (s *Session) transition(to State, cause error) {
 	s.signalChangeLocked()
 	listeners := slices.Clone(s.listeners)
 	s.mu.Unlock()
-	for _, fn := range listeners {
-		fn(StateChange{Old: old, New: to, Err: cause})
+	for _, l := range listeners {
+		l.fn(StateChange{Old: old, New: to, Err: cause})
 	}
 }
 

@@ -411,6 +411,10 @@ func (s *Service) fail(name string, batch []*task, err error) {
 // the write granted or removed: their requests were held (endpoint.ErrReplyLater)
 // and any instance may answer them.
 func (s *Service) finish(name string, batch []*task, c commit, o *outcome) {
+	// Counted here, from the run that went through, rather than by the handlers:
+	// a handler whose caller gave up has returned, and a batch runs again after a
+	// conflict.
+	s.overtaken.Add(uint64(o.overtaken))
 	for _, t := range batch {
 		t.done <- c
 	}

@@ -12,8 +12,8 @@ const meterName = "github.com/seed-3c836eab/roster/services/lock"
 
 // registerMetrics reports, beside the per-request metrics of pkg/endpoint, the locks
 // held and the requests waiting in the whole deployment (from the instance's cache
-// of the bucket: every instance reports the same figures) and the waiters this
-// instance granted.
+// of the bucket: every instance reports the same figures), the waiters this
+// instance granted, and the requests it did not apply as overtaken.
 func (s *Service) registerMetrics(mp metric.MeterProvider) (metric.Registration, error) {
 	if mp == nil {
 		mp = noop.NewMeterProvider()
@@ -34,13 +34,19 @@ func (s *Service) registerMetrics(mp metric.MeterProvider) (metric.Registration,
 	if err != nil {
 		return nil, err
 	}
+	overtaken, err := m.Int64ObservableCounter("roster.locks.overtaken", metric.WithUnit("{request}"),
+		metric.WithDescription("Requests this instance did not apply because their session had acted on the lock since they arrived (answered unavailable): given up by their callers, mostly, while storage stalled."))
+	if err != nil {
+		return nil, err
+	}
 	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		h, w := s.st.counts()
 		o.ObserveInt64(held, int64(h))
 		o.ObserveInt64(waiting, int64(w))
 		o.ObserveInt64(grants, int64(s.grants.Load()))
+		o.ObserveInt64(overtaken, int64(s.overtaken.Load()))
 		return nil
-	}, held, waiting, grants)
+	}, held, waiting, grants, overtaken)
 }
 
 // counts returns how many cached locks have holders, and how many requests wait.

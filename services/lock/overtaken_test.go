@@ -45,6 +45,9 @@ func TestARequestIsNotAppliedAfterItsSessionMovedOn(t *testing.T) {
 		if rec := s.e.lockRecord(t, "x"); rec != nil && len(rec.Holders) > 0 {
 			t.Fatalf("holders %+v: the stalled request was applied after its session had settled it and moved on", rec.Holders)
 		}
+		if n := s.a.Stats().Overtaken; n != 1 {
+			t.Errorf("the stalled instance counted %d overtaken requests, want 1", n)
+		}
 	})
 	// A release without a token releases whatever hold the session has: applied
 	// late, it released the hold the session took after re-issuing it.
@@ -67,6 +70,9 @@ func TestARequestIsNotAppliedAfterItsSessionMovedOn(t *testing.T) {
 		if rec == nil || len(rec.Holders) != 1 || rec.Holders[0].Token != again.Token {
 			t.Fatalf("record %+v: want the session holding the lock it took again (token %d)", rec, again.Token)
 		}
+		if n := s.a.Stats().Overtaken; n != 1 {
+			t.Errorf("the stalled instance counted %d overtaken requests, want 1", n)
+		}
 	})
 }
 
@@ -74,6 +80,7 @@ func TestARequestIsNotAppliedAfterItsSessionMovedOn(t *testing.T) {
 type stalledClient struct {
 	*client
 	e *env
+	a *instance // the instance whose write stalls
 }
 
 // stall starts an instance a, lets prepare use it, then sends a request (send)
@@ -86,7 +93,7 @@ func stall(t *testing.T, prepare func(s *client), send func(ctx context.Context,
 	g := newWriteGate()
 	g.until = make(chan struct{})
 	a := e.startLock(t, Config{beforeWrite: g.beforeWrite})
-	s = stalledClient{e.open(t, "admin", 0), e}
+	s = stalledClient{e.open(t, "admin", 0), e, a}
 	prepare(s.client)
 	g.armed.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)

@@ -208,6 +208,7 @@ type Service struct {
 
 	grants    atomic.Uint64
 	conflicts atomic.Uint64
+	overtaken atomic.Uint64
 	runOnce   sync.Once
 }
 
@@ -330,11 +331,14 @@ type Stats struct {
 	Grants uint64
 	// Conflicts counts compare-and-set writes that lost to a concurrent one.
 	Conflicts uint64
+	// Overtaken counts requests not applied because their session had acted on
+	// the lock since they arrived (answered unavailable).
+	Overtaken uint64
 }
 
 // Stats returns the instance's counters.
 func (s *Service) Stats() Stats {
-	return Stats{Grants: s.grants.Load(), Conflicts: s.conflicts.Load()}
+	return Stats{Grants: s.grants.Load(), Conflicts: s.conflicts.Load(), Overtaken: s.overtaken.Load()}
 }
 
 // lockChanged runs for every revision of a lock new to the cache (from the watch,

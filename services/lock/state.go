@@ -357,6 +357,8 @@ type outcome struct {
 	// removed are waiters that left the queue without the lock, with the error
 	// their replies carry.
 	removed []removal
+	// overtaken counts the requests not applied as overtaken (ErrOvertaken).
+	overtaken int
 }
 
 // grantee is a waiter granted by the operations applied so far.
@@ -529,6 +531,7 @@ func (r *record) acquireBy(st sessionState, a arrival, w waiter, wait, remember 
 	r.dropSession(w.Session, st, now, o)
 	r.forget(now, o)
 	if !r.completed(w.ID, w.Session) && r.overtaken(w, a) {
+		o.overtaken++
 		return false, ErrOvertaken
 	}
 	return r.acquire(w, wait, remember, maxWaiters, now, o)
@@ -627,6 +630,7 @@ func (r *record) releaseBy(session string, token uint64, a arrival, now int64, o
 	if token == 0 && r.prior != nil {
 		if i, ok := r.prior.holder(session); ok {
 			if h := r.prior.Holders[i]; h.GrantedAt > a.at && !a.seen.holds(session, h.Token) {
+				o.overtaken++
 				return holder{}, ErrOvertaken
 			}
 		}

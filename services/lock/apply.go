@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -48,6 +49,10 @@ type task struct {
 	// span is the span context of the request the task comes from (invalid for
 	// the service's own tasks): answers to waiters its write sends link it.
 	span trace.SpanContext
+	// ctx is the context of the request the task comes from (nil for the
+	// service's own tasks): once it ends — the request's deadline passed, its
+	// handler answered — the task is dropped, not applied (dropEnded).
+	ctx context.Context
 	// react is set on a release the service makes of its own accord (dropSession).
 	react *reaction
 }
@@ -126,7 +131,7 @@ func newTask(fresh bool, apply func(r *record, now int64, o *outcome)) *task {
 // do applies apply to the lock name and waits for the result.
 func (s *Service) do(ctx context.Context, name string, apply func(r *record, now int64, o *outcome)) (commit, error) {
 	t := newTask(true, apply)
-	t.span = trace.SpanContextFromContext(ctx)
+	t.span, t.ctx = trace.SpanContextFromContext(ctx), ctx
 	lead, ok := s.submit(name, t, true)
 	if !ok {
 		return commit{}, wire.Errorf(wire.CodeUnavailable, "the lock service is stopping")
@@ -243,11 +248,11 @@ func (s *Service) commitBatch(name string, batch []*task) {
 	key := KeyFor(name)
 	fresh := false
 	cur, ok := s.st.cached(key)
-	needFresh := false
-	for _, t := range batch {
-		needFresh = needFresh || t.fresh
-	}
 	for attempt := 0; ; attempt++ {
+		if batch = dropEnded(batch); len(batch) == 0 {
+			return
+		}
+		needFresh := slices.ContainsFunc(batch, func(t *task) bool { return t.fresh })
 		if ctx.Err() != nil {
 			if s.writes.Err() != nil {
 				s.fail(name, batch, wire.Errorf(wire.CodeUnavailable, "the lock service is stopping"))
@@ -349,6 +354,24 @@ func (s *Service) commitBatch(name string, batch []*task) {
 		s.finish(name, batch, commit{rec: e.rec, rev: rev}, o)
 		return
 	}
+}
+
+// dropEnded answers, and leaves out of batch, the tasks whose request's context has
+// ended — its deadline passed (its handler has answered it: unavailable, outcome
+// unknown), or the service stops — before they are applied, or applied again after
+// a conflict. Their callers have given up, and may re-issue the request and go on:
+// applied later, a request would act for a caller that has moved on, which
+// record.actedSince can miss when others' answered ids have pushed the session's
+// out of the record (maxDone). A request without a deadline has only actedSince.
+// The write of an earlier attempt is not at stake: a conflict means it did not land.
+func dropEnded(batch []*task) []*task {
+	return slices.DeleteFunc(batch, func(t *task) bool {
+		if t.ctx == nil || t.ctx.Err() == nil {
+			return false
+		}
+		t.done <- commit{err: wire.Errorf(wire.CodeUnavailable, "the request ended before it could be applied; it was not applied")}
+		return true
+	})
 }
 
 // splitOversized applies batch's tasks to cur's record one at a time, and returns

@@ -92,11 +92,17 @@ func stall(t *testing.T, prepare func(s *client), send func(ctx context.Context,
 	e := newEnv(t)
 	g := newWriteGate()
 	g.until = make(chan struct{})
-	a := e.startLock(t, Config{beforeWrite: g.beforeWrite})
+	// A stop's drain ends the requests' contexts, which would drop the stalled
+	// request (dropEnded): it lasts beyond any test here.
+	a := e.startLock(t, Config{beforeWrite: g.beforeWrite, DrainTimeout: time.Minute})
 	s = stalledClient{e.open(t, "admin", 0), e, a}
 	prepare(s.client)
 	g.armed.Store(true)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// Given up after 300 ms, but without a deadline the request carries (a
+	// Roster-Timeout header): the instance would drop it once that passed
+	// (dropEnded), and the rule under test would not be reached.
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
 	err := send(ctx, s.client)
 	cancel()
 	if err == nil {
@@ -218,4 +224,60 @@ func TestAnInstanceClockAheadDoesNotRefuseTheNextRequest(t *testing.T) {
 			}
 		})
 	})
+}
+
+// TestARequestPastItsDeadlineIsNotApplied: the stalled acquire carries a deadline
+// (Roster-Timeout), which passes while its write stalls. The session goes on as in
+// TestARequestIsNotAppliedAfterItsSessionMovedOn, and then other sessions' refused
+// tries fill the record's remembered ids (maxDone), pushing out every trace of the
+// session's acts, which actedSince looks for. Applied again after the conflict,
+// the request found the lock free, its id and its session unknown, and took the
+// lock; past its deadline it is dropped instead, not applied (dropEnded).
+func TestARequestPastItsDeadlineIsNotApplied(t *testing.T) {
+	first := &wire.LockAcquireRequest{Name: "x", Mode: wire.LockShared, RequestID: "first"}
+	s, retry, resume := stall(t, func(s *client) {}, func(_ context.Context, s *client) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := s.acquire(ctx, first)
+		return err
+	})
+	cycle := func(c *client, req *wire.LockAcquireRequest) {
+		t.Helper()
+		var l *wire.Lock
+		retry(func() (err error) { l, err = c.acquire(ctx10(t), req); return err })
+		retry(func() error { return c.release(ctx10(t), "x", l.Token) })
+	}
+	cycle(s.client, first)
+	cycle(s.client, &wire.LockAcquireRequest{Name: "x", Mode: wire.LockShared, RequestID: "later"})
+
+	holder := s.e.open(t, "admin", 0)
+	var held *wire.Lock
+	retry(func() (err error) {
+		held, err = holder.acquire(ctx10(t), &wire.LockAcquireRequest{Name: "x"})
+		return err
+	})
+	for i := range maxDone / doneApiece {
+		other := s.e.open(t, "admin", 0)
+		for j := range doneApiece {
+			req := &wire.LockAcquireRequest{Name: "x", RequestID: fmt.Sprintf("try-%d-%d", i, j)}
+			retry(func() error {
+				if _, err := other.acquire(ctx10(t), req); wire.CodeOf(err) != wire.CodeTimeout {
+					return err
+				}
+				return nil
+			})
+		}
+	}
+	retry(func() error { return holder.release(ctx10(t), "x", held.Token) })
+	if rec := s.e.lockRecord(t, "x"); rec == nil || slices.ContainsFunc(rec.Done, func(d done) bool { return d.Session == s.id }) {
+		t.Fatalf("record %+v: want one that remembers nothing of the session", rec)
+	}
+
+	resume()
+	if rec := s.e.lockRecord(t, "x"); rec != nil && len(rec.Holders) > 0 {
+		t.Fatalf("holders %+v: the stalled request was applied past its deadline", rec.Holders)
+	}
+	if n := s.a.Stats().Overtaken; n != 0 {
+		t.Errorf("%d requests counted overtaken, want 0: the request was to be dropped before", n)
+	}
 }

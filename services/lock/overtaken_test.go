@@ -281,3 +281,52 @@ func TestARequestPastItsDeadlineIsNotApplied(t *testing.T) {
 		t.Errorf("%d requests counted overtaken, want 0: the request was to be dropped before", n)
 	}
 }
+
+// TestALostHoldReleasedSinceIsNotAnActOfTheSession: a session held the lock
+// connection-scoped and resumed on another connection; its next request (a
+// TryLock) arrived at an instance whose record still showed that hold. Another
+// instance, reacting to the resume, released the lost hold first, remembering its
+// request as answered at its own time, after the arrival; the request's write
+// conflicted, and on the record read again that release counted as the session
+// acting on the lock since: the TryLock was refused unavailable, though the
+// session had done nothing in between and the request, applied, releases that
+// hold itself first. Only the end of what the session's state at the arrival
+// already showed lost is exempt: a hold the session released itself since still
+// counts.
+func TestALostHoldReleasedSinceIsNotAnActOfTheSession(t *testing.T) {
+	resumed := sessionState{connected: true, conn: "c2", rev: 5}
+	try := req("next", "S", wire.LockExclusive)
+	for _, tc := range []struct {
+		name        string
+		scope       wire.LockScope
+		wantGranted bool
+	}{
+		{"a connection-scoped hold the resume lost, released by another instance", wire.ScopeConnection, true},
+		{"a session-scoped hold, released since: the session's act", wire.ScopeSession, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := &record{Name: "x", Holders: []holder{{Session: "S", Mode: wire.LockExclusive, Scope: tc.scope,
+				Conn: "c1", SessionRev: 3, Token: 7, Request: "held", GrantedAt: 1}}}
+			// What was written after the arrival (at 5): the hold released at 10,
+			// by the other instance's reaction (lost) or by the session (not lost).
+			prior := seen.clone()
+			if tc.scope == wire.ScopeConnection {
+				prior.dropSession("S", resumed, 10, &outcome{})
+			} else if _, err := prior.release("S", 7, 10, &outcome{}); err != nil {
+				t.Fatal(err)
+			}
+			if !prior.completed("held", "S") {
+				t.Fatalf("record %+v: want the hold's request remembered", prior)
+			}
+			r := prior.clone()
+			r.prior = prior
+			granted, err := r.acquireBy(resumed, arrival{at: 5, seen: seen}, try, false, true, 10, 12, &outcome{})
+			if tc.wantGranted && (!granted || err != nil) {
+				t.Fatalf("got granted %v, err %v; want the try granted", granted, err)
+			}
+			if !tc.wantGranted && !errors.Is(err, ErrOvertaken) {
+				t.Fatalf("got granted %v, err %v; want ErrOvertaken", granted, err)
+			}
+		})
+	}
+}

@@ -257,13 +257,20 @@ type arrival struct {
 // instance knew of when the request arrived came before it, whatever its time; one
 // it did not know of yet (its view of the bucket lags by milliseconds) is judged by
 // time. A lagging clock can make an act look older than it is, by its lag.
-func (r *record) actedSince(session, id string, a arrival) bool {
+//
+// The end of a hold or wait that the record at the arrival showed and the
+// session's state then (st) shows lost is no act of the session either: another
+// instance, reacting to the session's resume on another connection, released it
+// and remembered its request at its own time, after the arrival, while the
+// request, applied, releases it itself first (dropSession). Counted, it refused a
+// TryLock made just after a resume.
+func (r *record) actedSince(session, id string, st sessionState, a arrival) bool {
 	p := r.prior
 	if p == nil {
 		return false
 	}
 	for _, d := range p.Done {
-		if d.Session == session && d.ID != id && d.At > a.at && !a.seen.completed(d.ID, session) {
+		if d.Session == session && d.ID != id && d.At > a.at && !a.seen.completed(d.ID, session) && !a.seen.lostBy(d.ID, session, st) {
 			return true
 		}
 	}
@@ -276,6 +283,24 @@ func (r *record) actedSince(session, id string, a arrival) bool {
 		if w.Session == session && w.ID != id && w.EnqueuedAt > a.at && a.seen.waiterIndex(w.ID, session) < 0 {
 			return true
 		}
+	}
+	return false
+}
+
+// lostBy reports whether request id of session holds or waits for the lock in r
+// (which may be nil) in a way st shows lost (lostIn): what dropSession ends.
+func (r *record) lostBy(id, session string, st sessionState) bool {
+	if r == nil {
+		return false
+	}
+	for _, h := range r.Holders {
+		if h.Session == session && h.answers(id) {
+			return lostIn(st, h.Scope, h.Conn, h.SessionRev)
+		}
+	}
+	if i := r.waiterIndex(id, session); i >= 0 {
+		w := r.Waiters[i]
+		return lostIn(st, w.Scope, w.Conn, w.SessionRev)
 	}
 	return false
 }
@@ -530,7 +555,7 @@ func (r *record) promote(now int64, o *outcome) {
 func (r *record) acquireBy(st sessionState, a arrival, w waiter, wait, remember bool, maxWaiters int, now int64, o *outcome) (granted bool, err error) {
 	r.dropSession(w.Session, st, now, o)
 	r.forget(now, o)
-	if !r.completed(w.ID, w.Session) && r.overtaken(w, a) {
+	if !r.completed(w.ID, w.Session) && r.overtaken(w, st, a) {
 		o.overtaken++
 		return false, ErrOvertaken
 	}
@@ -539,11 +564,11 @@ func (r *record) acquireBy(st sessionState, a arrival, w waiter, wait, remember 
 
 // overtaken reports whether w, which arrived at a, may no longer be applied: its
 // session acted on the lock since, and nothing a copy of it did is there to join.
-func (r *record) overtaken(w waiter, a arrival) bool {
+func (r *record) overtaken(w waiter, st sessionState, a arrival) bool {
 	if i, holds := r.holder(w.Session); holds && r.Holders[i].answers(w.ID) {
 		return false
 	}
-	return r.waiterIndex(w.ID, w.Session) < 0 && r.actedSince(w.Session, w.ID, a)
+	return r.waiterIndex(w.ID, w.Session) < 0 && r.actedSince(w.Session, w.ID, st, a)
 }
 
 // acquire applies an acquire. It returns granted=true when w's session holds the

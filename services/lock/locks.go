@@ -172,6 +172,13 @@ func errOvertaken(name string) error {
 	return wire.Errorf(wire.CodeUnavailable, "the session acted on lock %q after this request arrived and before it could be applied, so it was not applied; re-issue it with the same request_id if it is still wanted", name)
 }
 
+// errOvertakenRelease answers a release without a token that was not applied
+// because the session took the lock after it arrived (record.releaseBy). A release
+// has no request id: repeated without a token, it would release that hold.
+func errOvertakenRelease(name string) error {
+	return wire.Errorf(wire.CodeUnavailable, "the session took lock %q again after this release arrived and before it could be applied, so it was not applied; to release that hold, give its token", name)
+}
+
 // release releases the caller's hold on a lock and grants it to the next waiters.
 func (s *Service) release(ctx context.Context, c *caller, req *wire.LockReleaseRequest) (*wire.Lock, error) {
 	var released holder
@@ -185,7 +192,7 @@ func (s *Service) release(ctx context.Context, c *caller, req *wire.LockReleaseR
 		return nil, err
 	}
 	if errors.Is(rerr, ErrOvertaken) {
-		return nil, errOvertaken(req.Name)
+		return nil, errOvertakenRelease(req.Name)
 	}
 	if errors.Is(rerr, ErrNotHeld) {
 		if req.Token != 0 {

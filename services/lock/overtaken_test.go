@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -328,5 +329,16 @@ func TestALostHoldReleasedSinceIsNotAnActOfTheSession(t *testing.T) {
 				t.Fatalf("got granted %v, err %v; want ErrOvertaken", granted, err)
 			}
 		})
+	}
+}
+
+// TestAnOvertakenReleaseSaysHowToRetry: a release has no request id, yet the
+// answer to one not applied as overtaken told its caller to re-issue it with the
+// same request_id. It says to release with the hold's token instead: released
+// again without one, it would release the hold taken since.
+func TestAnOvertakenReleaseSaysHowToRetry(t *testing.T) {
+	err := errOvertakenRelease("x")
+	if wire.CodeOf(err) != wire.CodeUnavailable || strings.Contains(err.Error(), "request_id") || !strings.Contains(err.Error(), "token") {
+		t.Fatalf("got %v: want unavailable, telling to release with the hold's token, not to re-issue with a request_id", err)
 	}
 }

@@ -144,10 +144,17 @@ func TestServeFlagsOfAServiceNotRunAreUsageErrors(t *testing.T) {
 			}
 		})
 	}
-	// The service's own process takes them.
+	// A misspelt service is named as such, not as a service the flag's is not.
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
-	err := run(ctx, []string{"serve", "--log-level", "error", "--nats-url", url, "--services", "registry", "--session-timeout", "5m", "--replicas", "0"})
+	err := run(ctx, []string{"serve", "--log-level", "error", "--nats-url", url, "--services", "lokc", "--lock-max-waiters", "5"})
+	if exitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), `unknown service "lokc"`) {
+		t.Errorf("got %v (exit %d), want a usage error naming the unknown service", err, exitCode(err))
+	}
+	// The service's own process takes them.
+	ctx, cancel = context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	err = run(ctx, []string{"serve", "--log-level", "error", "--nats-url", url, "--services", "registry", "--session-timeout", "5m", "--replicas", "0"})
 	if exitCode(err) != 2 || !strings.HasPrefix(fmt.Sprint(err), "--replicas 0") {
 		t.Errorf("got %v, want only the check after it to refuse (--replicas 0)", err)
 	}

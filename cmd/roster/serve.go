@@ -290,6 +290,13 @@ func (o *serveOptions) checkServices() error {
 	if o.changed == nil {
 		return nil
 	}
+	for _, n := range o.services {
+		// A name that is no service is for the configuration's check to name
+		// (unknown service), not a service the flags' would not run.
+		if n = strings.ToLower(strings.TrimSpace(n)); n != "" && n != "none" && !slices.Contains(roster.ServiceNames, n) {
+			return nil
+		}
+	}
 	runs := func(service string) bool {
 		if len(o.services) == 0 {
 			return true

@@ -383,7 +383,7 @@ func (c *Client) add(s *Session) bool {
 // request lost in flight ("lost during the request"). With a reconnect buffer of
 // the application's own, nats.go refuses a request that would overflow it: not
 // sent either.
-var notSent = &wire.Error{Code: wire.CodeUnavailable, Message: "not connected to NATS (reconnecting): the request was not sent"}
+var notSent = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "not connected to NATS (reconnecting)"}, ErrNotSent)
 
 // errClosedConn is what a session gets that would be registered on a closed
 // connection.

@@ -75,8 +75,8 @@
 //     not exist; the caller's session is fine.
 //   - ErrUnavailable: Roster cannot be reached, the connection was lost during the
 //     call or is away (reconnecting), or the Client was closed. The call may or may
-//     not have taken effect — except when the message says the request was not sent
-//     (made while the connection was away): then it never reaches the server.
+//     not have taken effect — except when the error also matches ErrNotSent (a call
+//     made while the connection was away): then it never reaches the server.
 //   - ErrTimeout: no answer before ctx's deadline, or a lock not granted in time
 //     (TryLock: not free now). A ctx cancelled by the caller gives context.Canceled.
 //   - ErrLockLost: (*Lock).Err of a lock released without Unlock, or that may have

@@ -1,6 +1,10 @@
 package client
 
-import "github.com/seed-3c836eab/roster/pkg/wire"
+import (
+	"errors"
+
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
 
 // Errors returned by the SDK. Every error a Roster service sends matches one of these
 // with errors.Is, whatever its message:
@@ -30,3 +34,9 @@ var (
 	// flight when the connection to NATS is lost or closed.
 	ErrUnavailable = wire.ErrUnavailable
 )
+
+// ErrNotSent matches, besides ErrUnavailable, the error of a call made while the
+// connection to NATS is away: its request was never sent, so it took no effect,
+// and repeating it cannot apply it twice. A call in flight when the connection is
+// lost matches ErrUnavailable alone: its request may have been applied.
+var ErrNotSent = errors.New("the request was not sent")

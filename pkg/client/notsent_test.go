@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -96,7 +95,7 @@ func TestARequestMadeWhileReconnectingIsNeverSent(t *testing.T) {
 		}
 		return errors.New("the open neither returned nor waits in nats.go's buffer")
 	})
-	if !errors.Is(err, client.ErrUnavailable) || !strings.Contains(err.Error(), "not sent") {
+	if !errors.Is(err, client.ErrUnavailable) || !errors.Is(err, client.ErrNotSent) {
 		t.Errorf("open while reconnecting: got %v, want ErrUnavailable (not sent)", err)
 	}
 

@@ -99,15 +99,7 @@ func TestServeFlagsOfTheOtherModeNameTheirSource(t *testing.T) {
 			"--nats-password (set by ROSTER_NATS_PASSWORD) needs --nats-user"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for k, v := range tc.env {
-				t.Setenv(k, v)
-			}
-			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-			defer cancel()
-			err := run(ctx, append([]string{"serve", "--log-level", "error", "--services", "lock"}, tc.args...))
-			if exitCode(err) != 2 || fmt.Sprint(err) != tc.want {
-				t.Errorf("got %v (exit %d), want a usage error (2): %s", err, exitCode(err), tc.want)
-			}
+			wantUsage(t, tc.env, append([]string{"serve", "--log-level", "error", "--services", "lock"}, tc.args...), tc.want)
 		})
 	}
 }
@@ -133,15 +125,7 @@ func TestServeFlagsOfAServiceNotRunAreUsageErrors(t *testing.T) {
 			"--lock-max-waiters, --max-in-flight configure the lock and messaging services, which this process does not run (--services none)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for k, v := range tc.env {
-				t.Setenv(k, v)
-			}
-			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-			defer cancel()
-			err := run(ctx, append([]string{"serve", "--log-level", "error", "--nats-url", url}, tc.args...))
-			if exitCode(err) != 2 || fmt.Sprint(err) != tc.want {
-				t.Errorf("got %v (exit %d), want a usage error (2): %s", err, exitCode(err), tc.want)
-			}
+			wantUsage(t, tc.env, append([]string{"serve", "--log-level", "error", "--nats-url", url}, tc.args...), tc.want)
 		})
 	}
 	// A misspelt service is named as such, not as a service the flag's is not.
@@ -157,6 +141,20 @@ func TestServeFlagsOfAServiceNotRunAreUsageErrors(t *testing.T) {
 	err = run(ctx, []string{"serve", "--log-level", "error", "--nats-url", url, "--services", "registry", "--session-timeout", "5m", "--replicas", "0"})
 	if exitCode(err) != 2 || !strings.HasPrefix(fmt.Sprint(err), "--replicas 0") {
 		t.Errorf("got %v, want only the check after it to refuse (--replicas 0)", err)
+	}
+}
+
+// wantUsage runs the command args with the environment env and fails the test
+// unless it ends in the usage error want (exit 2).
+func wantUsage(t *testing.T, env map[string]string, args []string, want string) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	if err := run(ctx, args); exitCode(err) != 2 || fmt.Sprint(err) != want {
+		t.Errorf("got %v (exit %d), want a usage error (2): %s", err, exitCode(err), want)
 	}
 }
 

@@ -25,19 +25,10 @@ import (
 func TestARequestIsNotAppliedAfterItsSessionMovedOn(t *testing.T) {
 	first := &wire.LockAcquireRequest{Name: "x", Mode: wire.LockShared, RequestID: "first"}
 	t.Run("acquire", func(t *testing.T) {
-		s, retry, resume := stall(t, func(s *client) {}, func(ctx context.Context, s *client) error {
-			_, err := s.acquire(ctx, first)
-			return err
-		})
-		cycle := func(req *wire.LockAcquireRequest) {
-			t.Helper()
-			var l *wire.Lock
-			retry(func() (err error) { l, err = s.acquire(ctx10(t), req); return err })
-			retry(func() error { return s.release(ctx10(t), "x", l.Token) })
-		}
-		cycle(first)
+		s, retry, resume := stall(t, func(s *client) {}, sending(first))
+		cycle(t, retry, s.client, first)
 		for i := range doneApiece + 1 {
-			cycle(&wire.LockAcquireRequest{Name: "x", Mode: wire.LockShared, RequestID: fmt.Sprintf("later-%d", i)})
+			cycle(t, retry, s.client, &wire.LockAcquireRequest{Name: "x", Mode: wire.LockShared, RequestID: fmt.Sprintf("later-%d", i)})
 		}
 		if rec := s.e.lockRecord(t, "x"); rec == nil || slices.ContainsFunc(rec.Done, func(d done) bool { return d.ID == "first" }) {
 			t.Fatalf("record %+v: want one that no longer remembers request \"first\"", rec)
@@ -149,19 +140,10 @@ func stall(t *testing.T, prepare func(s *client), send func(ctx context.Context,
 // took the hold no longer released it.
 func TestALateRequestDoesNotJoinAHoldTakenSince(t *testing.T) {
 	first := &wire.LockAcquireRequest{Name: "x", Scope: wire.ScopeConnection, RequestID: "first"}
-	s, retry, resume := stall(t, func(s *client) {}, func(ctx context.Context, s *client) error {
-		_, err := s.acquire(ctx, first)
-		return err
-	})
-	cycle := func(req *wire.LockAcquireRequest) {
-		t.Helper()
-		var l *wire.Lock
-		retry(func() (err error) { l, err = s.acquire(ctx10(t), req); return err })
-		retry(func() error { return s.release(ctx10(t), "x", l.Token) })
-	}
-	cycle(first)
+	s, retry, resume := stall(t, func(s *client) {}, sending(first))
+	cycle(t, retry, s.client, first)
 	for i := range doneApiece + 1 {
-		cycle(&wire.LockAcquireRequest{Name: "x", RequestID: fmt.Sprintf("later-%d", i)})
+		cycle(t, retry, s.client, &wire.LockAcquireRequest{Name: "x", RequestID: fmt.Sprintf("later-%d", i)})
 	}
 	var kept *wire.Lock
 	retry(func() (err error) {
@@ -242,14 +224,8 @@ func TestARequestPastItsDeadlineIsNotApplied(t *testing.T) {
 		_, err := s.acquire(ctx, first)
 		return err
 	})
-	cycle := func(c *client, req *wire.LockAcquireRequest) {
-		t.Helper()
-		var l *wire.Lock
-		retry(func() (err error) { l, err = c.acquire(ctx10(t), req); return err })
-		retry(func() error { return c.release(ctx10(t), "x", l.Token) })
-	}
-	cycle(s.client, first)
-	cycle(s.client, &wire.LockAcquireRequest{Name: "x", Mode: wire.LockShared, RequestID: "later"})
+	cycle(t, retry, s.client, first)
+	cycle(t, retry, s.client, &wire.LockAcquireRequest{Name: "x", Mode: wire.LockShared, RequestID: "later"})
 
 	holder := s.e.open(t, "admin", 0)
 	var held *wire.Lock
@@ -340,5 +316,21 @@ func TestAnOvertakenReleaseSaysHowToRetry(t *testing.T) {
 	err := errOvertakenRelease("x")
 	if wire.CodeOf(err) != wire.CodeUnavailable || strings.Contains(err.Error(), "request_id") || !strings.Contains(err.Error(), "token") {
 		t.Fatalf("got %v: want unavailable, telling to release with the hold's token, not to re-issue with a request_id", err)
+	}
+}
+
+// cycle acquires the lock req names for c and releases it, each through retry.
+func cycle(t *testing.T, retry func(func() error), c *client, req *wire.LockAcquireRequest) {
+	t.Helper()
+	var l *wire.Lock
+	retry(func() (err error) { l, err = c.acquire(ctx10(t), req); return err })
+	retry(func() error { return c.release(ctx10(t), req.Name, l.Token) })
+}
+
+// sending returns a stall's send: an acquire of req.
+func sending(req *wire.LockAcquireRequest) func(ctx context.Context, s *client) error {
+	return func(ctx context.Context, s *client) error {
+		_, err := s.acquire(ctx, req)
+		return err
 	}
 }

@@ -169,7 +169,7 @@ func (c *Client) natsOptions(o connectOptions, kp nkeys.KeyPair) []nats.Option {
 		// its calls when its disconnect callback runs, which nats.go runs later, on
 		// its callback goroutine: a request published in between, buffered, was
 		// delivered after the reconnect to a service its caller had been told did
-		// not get it (notSent).
+		// not get it (errNotSentAway).
 		nats.ReconnectBufSize(-1),
 	)
 	opts = append(opts, credentialOptions(o.creds)...)
@@ -376,14 +376,14 @@ func (c *Client) add(s *Session) bool {
 	return true
 }
 
-// notSent is the error of a call made while the connection is away: refused by
+// errNotSentAway is the error of a call made while the connection is away: refused by
 // untilLost once the SDK's disconnect callback ran, or by nats.go before it did (it
 // keeps no reconnect buffer: natsOptions), then wrapping
 // nats.ErrReconnectBufExceeded. Nothing was sent, so nothing was applied, unlike a
 // request lost in flight ("lost during the request"). With a reconnect buffer of
 // the application's own, nats.go refuses a request that would overflow it: not
 // sent either.
-var notSent = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "not connected to NATS (reconnecting)"}, ErrNotSent)
+var errNotSentAway = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "not connected to NATS (reconnecting)"}, ErrNotSent)
 
 // errClosedConn is what a session gets that would be registered on a closed
 // connection.
@@ -447,7 +447,7 @@ func (c *Client) callUntilLost(ctx context.Context, subject string, hdr nats.Hea
 		// Before the connection-lost case: the epoch may have ended meanwhile, but
 		// this request is known not to have been sent, which "lost during the
 		// request" would leave in doubt.
-		err = fmt.Errorf("%w: %w", notSent, err)
+		err = fmt.Errorf("%w: %w", errNotSentAway, err)
 	case context.Cause(ctx) == errConnectionLost:
 		err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}, err)
 	}
@@ -521,7 +521,7 @@ func (c *Client) untilLost(ctx context.Context) (context.Context, func(), error)
 		return nil, nil, errClosedConn
 	}
 	if away {
-		return nil, nil, notSent
+		return nil, nil, errNotSentAway
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(epoch, func() { cancel(errConnectionLost) })

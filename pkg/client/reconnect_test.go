@@ -493,7 +493,7 @@ func TestWaitActiveWaitsForTheResume(t *testing.T) {
 	default:
 	}
 
-	p = rostertest.Start(t, fixed)
+	rostertest.Start(t, fixed)
 	if err := within(t, "WaitActive", waited); err != nil || s.State() != client.StateActive {
 		t.Fatalf("WaitActive after the restart: %v, state %s; want nil, ACTIVE", err, s.State())
 	}

@@ -231,3 +231,46 @@ func TestDirectGrantUndoneInItsBatchIsAnswered(t *testing.T) {
 		})
 	}
 }
+
+// TestDirectGrantsOfOneRequestIDInTwoSessions: request ids are the session's own,
+// so two sessions may use the same one. Both granted at once in one batch, each
+// must be answered with its own lock. The handler looked its request up in the
+// write's outcome by id alone and found the other session's: here b's try was
+// answered with the shared hold a released in the batch — a lock of a, with a's
+// older token — while b held the lock with the batch's. (Found by
+// FuzzRecordOperations.)
+func TestDirectGrantsOfOneRequestIDInTwoSessions(t *testing.T) {
+	e, in, g := startGated(t)
+	a, b, c := e.open(t, "admin", 0), e.open(t, "admin", 0), e.open(t, "admin", 0)
+	la := a.mustAcquire(t, &wire.LockAcquireRequest{Name: "s", Mode: wire.LockShared, RequestID: "a0"})
+	// c's acquire is written while a's equal acquire "x", a's release and b's
+	// acquire "x" gather, in that order, for the next batch.
+	g.armed.Store(true)
+	pc := c.acquireAsync(&wire.LockAcquireRequest{Name: "s", Mode: wire.LockShared, RequestID: "c0"})
+	g.waitHeld(t)
+	pa := a.acquireAsync(&wire.LockAcquireRequest{Name: "s", Mode: wire.LockShared, RequestID: "x"})
+	in.waitBatched(t, "s", 1)
+	rel := a.callAsync(wire.SubjectLockRelease, &wire.LockReleaseRequest{Name: "s"}, &wire.LockReleaseResponse{})
+	in.waitBatched(t, "s", 2)
+	pb := b.acquireAsync(&wire.LockAcquireRequest{Name: "s", Mode: wire.LockShared, RequestID: "x"})
+	in.waitBatched(t, "s", 3)
+	close(g.until)
+
+	if _, err := pc.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("c: %v", err)
+	}
+	if err := rel.wait(t); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	l, err := pa.wait(t, 10*time.Second)
+	wantGrantedTo(t, "a's equal acquire", a, l, err)
+	if l.Token != la.Token {
+		t.Fatalf("a's equal acquire: token %d, want the hold's %d", l.Token, la.Token)
+	}
+	l, err = pb.wait(t, 10*time.Second)
+	wantGrantedTo(t, "b's acquire", b, l, err)
+	rec := e.lockRecord(t, "s")
+	if i, ok := rec.holder(b.id); !ok || rec.Holders[i].Token != l.Token {
+		t.Fatalf("b was answered token %d; record %+v", l.Token, rec)
+	}
+}

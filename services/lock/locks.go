@@ -146,7 +146,7 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 	// An operation later in the same write may have taken the hold away again: the
 	// request's cancel or its session's loss (answered as they answer a waiter), or
 	// a release by its session (answered with the lock it was given).
-	if released, derr, ok := out.direct(w.ID); ok {
+	if released, derr, ok := out.direct(w.ID, w.Session); ok {
 		switch {
 		case derr != nil:
 			return nil, derr

@@ -403,18 +403,19 @@ type removal struct {
 	direct bool // see grantee.direct
 }
 
-// direct returns what became of request id, granted at once in this write: the
-// hold its session released later in the write (nil if none), or the error an
-// operation that took its hold away answers it; ok is false when the request is
-// not among the write's direct grants.
-func (o *outcome) direct(id string) (released *holder, err error, ok bool) {
+// direct returns what became of request id of session, granted at once in this
+// write: the hold its session released later in the write (nil if none), or the
+// error an operation that took its hold away answers it; ok is false when the
+// request is not among the write's direct grants. Request ids are the session's
+// own: another session's request of the same id in the write is another request.
+func (o *outcome) direct(id, session string) (released *holder, err error, ok bool) {
 	for _, g := range o.granted {
-		if g.direct && g.ID == id {
+		if g.direct && g.ID == id && g.Session == session {
 			return g.released, nil, true
 		}
 	}
 	for _, rm := range o.removed {
-		if rm.direct && rm.w.ID == id {
+		if rm.direct && rm.w.ID == id && rm.w.Session == session {
 			return nil, rm.err, true
 		}
 	}

@@ -36,8 +36,8 @@ lint: vet ## go vet and staticcheck
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 
 .PHONY: integration
-integration: ## Long-running multi-process and cluster tests (integration/)
-	$(GO) test -race -tags integration -timeout 30m -v ./integration/...
+integration: ## Long-running multi-process and cluster tests (integration/); never cached: they build and run the roster binary, which the test cache does not track
+	$(GO) test -race -count=1 -tags integration -timeout 30m -v ./integration/...
 
 .PHONY: bench
 bench: ## Benchmarks: every operation beside its floor measured in the same run, embedded and on a 3-node cluster, into bench/report.md

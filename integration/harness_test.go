@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -29,6 +30,27 @@ import (
 // rosterBin is the roster binary the tests run as separate processes, built once by
 // TestMain.
 var rosterBin string
+
+// consultSources stats, once, every file the roster binary is built from. go test
+// caches a package's result until its Go inputs change, and the binary, built by a
+// command, is none of them: a change to a service or to cmd/roster left this
+// package's result cached, reported ok for code it never ran. A file of the module
+// that a test stats is an input too (its size and time): with these, a change to
+// any of them runs the tests again.
+func consultSources() {
+	sourcesOnce.Do(func() {
+		for _, root := range []string{"../cmd", "../pkg", "../services", "../go.mod", "../go.sum"} {
+			_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() && !strings.HasSuffix(path, "_test.go") {
+					_, _ = os.Stat(path)
+				}
+				return nil
+			})
+		}
+	})
+}
+
+var sourcesOnce sync.Once
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "roster-integration-")
@@ -82,6 +104,7 @@ func (p *proc) start(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	consultSources()
 	p.cmd = exec.Command(rosterBin, p.args...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {

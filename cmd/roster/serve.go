@@ -239,19 +239,7 @@ func (o *serveOptions) checkMode() error {
 	if o.changed == nil {
 		return nil
 	}
-	given := func(names []string) []string {
-		var out []string
-		for _, n := range names {
-			if o.changed(n) {
-				src := "--" + n
-				if o.source != nil {
-					src = o.source(n)
-				}
-				out = append(out, src)
-			}
-		}
-		return out
-	}
+	given := o.given
 	if o.natsURL != "" {
 		if g := given(embeddedOnly); len(g) == 1 {
 			return usageError{fmt.Errorf("%s configures the embedded server: with --nats-url it does nothing", g[0])}
@@ -283,6 +271,22 @@ func (o *serveOptions) checkMode() error {
 	return nil
 }
 
+// given returns those of names that were given, each as the flag or, when only its
+// environment variable set it, the flag and the variable.
+func (o *serveOptions) given(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if o.changed(n) {
+			src := "--" + n
+			if o.source != nil {
+				src = o.source(n)
+			}
+			out = append(out, src)
+		}
+	}
+	return out
+}
+
 // checkServices refuses flags that configure a service this process does not run
 // (serviceFlags): a --session-timeout given to the lock service's process, or an
 // auth flag to a process without the auth service, was ignored without a word.
@@ -303,22 +307,16 @@ func (o *serveOptions) checkServices() error {
 		}
 		return slices.ContainsFunc(o.services, func(n string) bool { return strings.EqualFold(strings.TrimSpace(n), service) })
 	}
-	var given []string
-	var services []string
+	var notRun, services []string
 	for _, name := range slices.Sorted(maps.Keys(serviceFlags)) {
-		service := serviceFlags[name]
-		if !o.changed(name) || runs(service) {
-			continue
-		}
-		src := "--" + name
-		if o.source != nil {
-			src = o.source(name)
-		}
-		given = append(given, src)
-		if !slices.Contains(services, service) {
-			services = append(services, service)
+		if service := serviceFlags[name]; o.changed(name) && !runs(service) {
+			notRun = append(notRun, name)
+			if !slices.Contains(services, service) {
+				services = append(services, service)
+			}
 		}
 	}
+	given := o.given(notRun)
 	run := "--services " + strings.Join(o.services, ",")
 	switch {
 	case len(given) == 1:

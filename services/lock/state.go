@@ -579,7 +579,6 @@ func (r *record) overtaken(w waiter, st sessionState, a arrival) bool {
 // late duplicate (ErrCompleted). remember says the id is the client's own, so a
 // try-once refusal is remembered too.
 func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int64, o *outcome) (granted bool, err error) {
-	r.forget(now, o)
 	if r.completed(w.ID, w.Session) {
 		return false, ErrCompleted
 	}

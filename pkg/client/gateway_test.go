@@ -87,3 +87,42 @@ func TestGatewayUsersAreThrottledByTheirOwnAddress(t *testing.T) {
 		t.Fatalf("client_ip not an address: %v, want ErrBadRequest", err)
 	}
 }
+
+// TestGatewayUsersChangePrincipalByTheirOwnAddress: a gateway user's session
+// re-authenticates (change_principal) from the address the gateway gave at open, the
+// session's $ClientIP, as the open did. It was counted by the gateway connection's
+// address: five wrong passwords in one user's change of principal throttled every
+// other user's change of principal through the same gateway for a minute.
+func TestGatewayUsersChangePrincipalByTheirOwnAddress(t *testing.T) {
+	p := startSecured(t)
+	edge := connect(t, p.ClientURL(), client.WithCredentials(client.JWT(signJWT(t, "edge", "gateway"))))
+	via := func(ip, user, password string) client.Options {
+		return client.Options{GatewayType: "web", GatewayID: "edge-1", ClientIP: ip, Credentials: client.Password(user, password)}
+	}
+	mallory, err := edge.Open(ctxT(t), via("192.0.2.1", "alice", "wonderland"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeSession(t, mallory)
+	bob, err := edge.Open(ctxT(t), via("198.51.100.2", "alice", "wonderland"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeSession(t, bob)
+	for i := 0; ; i++ {
+		err := mallory.ChangePrincipal(ctxT(t), &wire.Credentials{Username: fmt.Sprintf("guess%d", i), Password: "wrong"})
+		if errors.Is(err, client.ErrThrottled) {
+			break
+		}
+		if !errors.Is(err, client.ErrUnauthenticated) || i > 20 {
+			t.Fatalf("guess %d: %v, want unauthenticated until throttled", i, err)
+		}
+	}
+	if err := bob.ChangePrincipal(ctxT(t), &wire.Credentials{Username: "root", Password: "toor"}); err != nil {
+		t.Fatalf("another user of the gateway changes principal: %v, want it done", err)
+	}
+	// The guesses were counted against the guesser's own address.
+	if _, err := edge.Open(ctxT(t), via("192.0.2.1", "alice", "wonderland")); !errors.Is(err, client.ErrThrottled) {
+		t.Fatalf("open from the guesser's address: %v, want ErrThrottled", err)
+	}
+}

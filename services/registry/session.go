@@ -827,7 +827,7 @@ func (s *Service) changePrincipal(ctx context.Context, c *endpoint.Call, req *wi
 
 func (s *Service) changePrincipalOnce(ctx context.Context, c *endpoint.Call, req *wire.SessionChangePrincipalRequest, me *sessions.Record) (*wire.SessionChangePrincipalResponse, error) {
 	proposed := me.User
-	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, proposed, c.Info())
+	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, proposed, attemptInfo(c.Info(), me))
 	if err != nil {
 		return nil, err
 	}
@@ -866,6 +866,24 @@ func (s *Service) changePrincipalOnce(ctx context.Context, c *endpoint.Call, req
 		return nil, err
 	}
 	return &wire.SessionChangePrincipalResponse{Session: rec.Public(), Token: token}, nil
+}
+
+// attemptInfo is the request info a change of principal of rec is authenticated with:
+// the requesting connection's, except for a gateway's session, whose user is known by
+// the address the gateway gave at open ($ClientIP), as the open was. With the
+// gateway connection's address, one user's wrong passwords throttled the changes of
+// principal of every user of the gateway.
+func attemptInfo(info *wire.RequestInfo, rec *sessions.Record) *wire.RequestInfo {
+	ip := rec.Fixed[sessions.PropClientIP]
+	if rec.Fixed[sessions.PropGatewayType] == "" || ip == "" {
+		return info
+	}
+	ui := wire.RequestInfo{}
+	if info != nil {
+		ui = *info
+	}
+	ui.Host = ip
+	return &ui
 }
 
 // close closes the caller's session (by_client) or, with MODIFY_SESSION, another by

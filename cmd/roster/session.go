@@ -212,7 +212,7 @@ func newSessionSetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:        "set [KEY=VALUE ...]",
 		SuggestFor: []string{"update"}, // the request is session.update
-		Short:      "Set and remove user properties: of the own session, or others by id or filter (MODIFY_SESSION)",
+		Short:      "Set and remove user properties: of the own session, or others by id or filter (VIEW_SESSION and MODIFY_SESSION)",
 		Example: `  roster session set Status=Closed --id 5QmZc1h8RqP0aLxV2yWfKd
   roster session set --filter 'Department is "Payroll"' Status=Closed --remove Desk
   roster session set Desk=FX --session-id $ROSTER_SESSION_ID --session-token $ROSTER_SESSION_TOKEN`,

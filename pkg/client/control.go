@@ -9,7 +9,7 @@ import (
 )
 
 // Client control: acting on other sessions where the policy permits (VIEW_SESSION
-// to read them, MODIFY_SESSION to change or close them).
+// to read them, MODIFY_SESSION to close them, both to change their properties).
 
 // GetSession returns another session by id (VIEW_SESSION).
 func (s *Session) GetSession(ctx context.Context, id string) (wire.Session, error) {
@@ -34,7 +34,8 @@ func (s *Session) ListSessions(ctx context.Context, req wire.SessionListRequest)
 }
 
 // UpdateSessions sets and removes user properties of another session (req.ID) or of
-// every session matching req.Filter (MODIFY_SESSION), and returns how many changed.
+// every session matching req.Filter (VIEW_SESSION and MODIFY_SESSION), and returns
+// how many changed.
 func (s *Session) UpdateSessions(ctx context.Context, req wire.SessionUpdateRequest) (int, error) {
 	var resp wire.SessionUpdateResponse
 	if err := s.doOther(ctx, wire.SubjectSessionUpdate, &req, &resp); err != nil {

@@ -38,6 +38,8 @@ func testPolicy() *policy.Holder {
 			"admin":  all,
 			"user":   {{Permission: policy.ModifyOwnProperties, Names: []string{"profile/**", "*"}}},
 			"viewer": {{Permission: policy.ViewSession}},
+			// May change and close others, not read them.
+			"moderator": {{Permission: policy.ModifySession}},
 		},
 		Anonymous: policy.Anonymous{Allowed: true, Roles: []string{"user"}},
 	})

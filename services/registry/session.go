@@ -647,10 +647,13 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		}
 		return len(keys) > 0, nil
 	}
+	// Seed 002: another session's properties are changed by clients with
+	// VIEW_SESSION and MODIFY_SESSION. With MODIFY_SESSION alone, the answer showed
+	// the whole session, and a filter selected by properties the caller may not read.
+	if !own && !(s.pol.Allowed(me.Roles, policy.ViewSession, "") && s.pol.Allowed(me.Roles, policy.ModifySession, "")) {
+		return nil, wire.Errorf(wire.CodeForbidden, "updating other sessions needs %s and %s", policy.ViewSession, policy.ModifySession)
+	}
 	if req.Filter != "" {
-		if !s.pol.Allowed(me.Roles, policy.ModifySession, "") {
-			return nil, wire.Errorf(wire.CodeForbidden, "updating other sessions needs %s", policy.ModifySession)
-		}
 		recs, match, err := s.matching(ctx, req.Filter)
 		if err != nil {
 			return nil, err

@@ -72,6 +72,19 @@ func TestServeFlagsOfTheOtherModeAreUsageErrors(t *testing.T) {
 	}
 }
 
+// A cluster node's routes authenticate with a password derived from the system
+// password, so a node left to make one up per start would admit no peer and be
+// admitted by none: a usage error, not a cluster that never forms.
+func TestServeClusterNodeNeedsTheSystemPassword(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"serve", "--log-level", "error", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(),
+		"--cluster-listen", "127.0.0.1:0", "--routes", "nats://127.0.0.1:1"})
+	if exitCode(err) != 2 || !strings.Contains(err.Error(), "--system-password") {
+		t.Errorf("got %v (exit %d), want a usage error (2) naming --system-password", err, exitCode(err))
+	}
+}
+
 // TestServeFlagsOfTheOtherModeNameTheirSource: a flag of the other mode set through
 // its environment variable (a ROSTER_DATA_DIR left in a container's environment
 // beside ROSTER_NATS_URL) is named by that variable, as the client commands name

@@ -132,7 +132,7 @@ services this process runs, so each can run as its own process in production.`,
 	fs.StringVar(&o.cluster.Listen, "cluster-listen", "", "host:port for cluster routes (port 0: any free one): makes the embedded server a node of a NATS cluster with clustered JetStream")
 	fs.StringSliceVar(&o.cluster.Routes, "routes", nil, "route URLs of the other cluster nodes (nats://host:port, comma-separated)")
 	fs.StringVar(&o.servicePass, "service-password", "", "password of the services' user (random per start when empty; every node of a cluster needs the same)")
-	fs.StringVar(&o.systemPass, "system-password", "", "password of the system user (random per start when empty; every node of a cluster needs the same)")
+	fs.StringVar(&o.systemPass, "system-password", "", "password of the system user (random per start when empty; every node of a cluster needs the same: it authenticates the routes too)")
 	fs.IntVar(&o.replicas, "replicas", 1, "copies of every bucket and stream the services create, 1 to 5, above 1 only on a cluster (3 on a production cluster; the same in every process)")
 	fs.StringVar(&o.healthListen, "health-listen", "", "host:port for HTTP probes: GET /livez and /readyz (off when empty)")
 	addAuthFlags(fs, o)
@@ -340,6 +340,10 @@ func (o *serveOptions) checkValues() error {
 		// JetStream refuses it after the server has started, with "replicas > 1 not
 		// supported in non-clustered mode".
 		return usageError{fmt.Errorf("--replicas %d needs a cluster: join one with --nats-url, or make the embedded server a node with --cluster-listen and --routes", o.replicas)}
+	case o.cluster.Listen != "" && o.systemPass == "":
+		// The routes authenticate with a password derived from it (pkg/embedded,
+		// RoutePassword): one made up per start would admit no peer.
+		return usageError{errors.New("--cluster-listen needs --system-password (or ROSTER_SYSTEM_PASSWORD), the same on every node: the nodes authenticate their routes with it")}
 	case o.drainTimeout <= 0:
 		return usageError{fmt.Errorf("--drain-timeout %s: want a positive duration", o.drainTimeout)}
 	}

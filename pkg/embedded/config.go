@@ -1,9 +1,13 @@
 package embedded
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -105,8 +109,45 @@ type Cluster struct {
 	Name string
 	// Listen is the host:port of the route listener; port 0 or -1 picks a free one.
 	Listen string
-	// Routes are the route URLs of the other nodes (nats://host:port).
+	// Routes are the route URLs of the other nodes (nats://host:port). A URL
+	// without credentials is given RouteUser and Password.
 	Routes []string
+	// Password authenticates the routes: a node admits a route only from a peer
+	// that presents RouteUser and it, and presents them to its peers. Every node
+	// needs the same. Start derives it from SystemPassword when empty
+	// (RoutePassword), so that nodes sharing their system password, as they must,
+	// share it too.
+	Password string
+}
+
+// RouteUser is the user the nodes of a cluster authenticate their routes as.
+const RouteUser = "roster-route"
+
+// RoutePassword is the route password of the nodes whose system password is
+// systemPassword: an HMAC of it, so that a route URL, which carries the password
+// and which nats-server may show, does not reveal the system user's. Plain text in
+// the configuration, not a bcrypt hash as the users' are: a node presents it to the
+// peers it learns of from the others (gossiped routes), as the configuration holds it.
+func RoutePassword(systemPassword string) string {
+	m := hmac.New(sha256.New, []byte(systemPassword))
+	m.Write([]byte("roster route password"))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// routeURL returns u with RouteUser and password as its credentials unless it
+// has its own.
+func routeURL(u, password string) (string, error) {
+	parsed, err := url.Parse(u)
+	if uerr := (*url.Error)(nil); errors.As(err, &uerr) {
+		// Not the URL itself: it may carry a password.
+		return "", fmt.Errorf("a route URL does not parse: %w", uerr.Err)
+	} else if err != nil {
+		return "", err
+	}
+	if parsed.User == nil {
+		parsed.User = url.UserPassword(RouteUser, password)
+	}
+	return parsed.String(), nil
 }
 
 // UserPassword is a configured user.
@@ -172,9 +213,18 @@ func ConfigText(cfg Config) (string, error) {
 		}
 		routes := make([]string, len(cfg.Cluster.Routes))
 		for i, r := range cfg.Cluster.Routes {
+			if cfg.Cluster.Password != "" {
+				if r, err = routeURL(r, cfg.Cluster.Password); err != nil {
+					return "", err
+				}
+			}
 			routes[i] = strconv.Quote(r)
 		}
-		w("cluster {\n  name: %s\n  listen: %s\n  routes: [ %s ]\n}", strconv.Quote(name), strconv.Quote(anyFreePort(cfg.Cluster.Listen)), strings.Join(routes, ", "))
+		w("cluster {\n  name: %s\n  listen: %s", strconv.Quote(name), strconv.Quote(anyFreePort(cfg.Cluster.Listen)))
+		if cfg.Cluster.Password != "" {
+			w("  authorization { user: %q, password: %q }", RouteUser, cfg.Cluster.Password)
+		}
+		w("  routes: [ %s ]\n}", strings.Join(routes, ", "))
 	}
 	w("system_account: %s", SystemAccount)
 	w("accounts {")

@@ -66,6 +66,9 @@ func start(cfg Config, logger *slog.Logger) (*Server, error) {
 	if cfg.SystemPassword == "" {
 		cfg.SystemPassword = randomSecret()
 	}
+	if cfg.Cluster.Listen != "" && cfg.Cluster.Password == "" {
+		cfg.Cluster.Password = RoutePassword(cfg.SystemPassword)
+	}
 	hashed, err := withHashedPasswords(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)

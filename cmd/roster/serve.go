@@ -347,7 +347,29 @@ func (o *serveOptions) checkValues() error {
 	case o.drainTimeout <= 0:
 		return usageError{fmt.Errorf("--drain-timeout %s: want a positive duration", o.drainTimeout)}
 	}
-	return o.tuning.check()
+	if err := o.tuning.check(); err != nil {
+		return err
+	}
+	return o.fitPrincipalRequests()
+}
+
+// fitPrincipalRequests keeps the bound on one principal's requests in progress at
+// most half of --max-requests (docs/architecture.md, "Flow control"): above it, the
+// sessions of one principal could take every request an instance gathers. Left at
+// its default, the bound follows a lower --max-requests down, as the messaging
+// service's own default does; given above it, it is a usage error.
+func (o *serveOptions) fitPrincipalRequests() error {
+	m := &o.tuning.messaging
+	limit := max(m.MaxRequests/2, 1)
+	if m.MaxPrincipalRequests <= limit {
+		return nil
+	}
+	if o.changed != nil && o.changed("max-principal-requests") {
+		g := o.given([]string{"max-principal-requests"})
+		return usageError{fmt.Errorf("%s %d: want at most half of --max-requests %d (%d), or one principal could take every request in progress", g[0], m.MaxPrincipalRequests, m.MaxRequests, limit)}
+	}
+	m.MaxPrincipalRequests = limit
+	return nil
 }
 
 func serve(ctx context.Context, o *serveOptions) error {

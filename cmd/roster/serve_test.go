@@ -215,15 +215,16 @@ func TestServeTuningFlags(t *testing.T) {
 // default without a word.
 func TestServeTuningFlagsOutOfRange(t *testing.T) {
 	for name, args := range map[string][]string{
-		"--max-properties 0":              {"--max-properties", "0"},
-		"--lock-max-waiters -1":           {"--lock-max-waiters", "-1"},
-		"--lock-max-per-session 0":        {"--lock-max-per-session", "0"},
-		"--max-principal-requests 0":      {"--max-principal-requests", "0"},
-		"--max-requests 0":                {"--max-requests", "0"},
-		"--reconnect-window 0":            {"--reconnect-window", "0"},
-		"--session-timeout above the max": {"--session-timeout", "2h", "--session-max-timeout", "1h"},
-		"--session-timeout below the min": {"--session-timeout", "1s", "--session-min-timeout", "5s"},
-		"--events-max-age 1m":             {"--events-max-age", "1m"},
+		"--max-properties 0":                                    {"--max-properties", "0"},
+		"--lock-max-waiters -1":                                 {"--lock-max-waiters", "-1"},
+		"--lock-max-per-session 0":                              {"--lock-max-per-session", "0"},
+		"--max-principal-requests 0":                            {"--max-principal-requests", "0"},
+		"--max-requests 0":                                      {"--max-requests", "0"},
+		"--reconnect-window 0":                                  {"--reconnect-window", "0"},
+		"--session-timeout above the max":                       {"--session-timeout", "2h", "--session-max-timeout", "1h"},
+		"--session-timeout below the min":                       {"--session-timeout", "1s", "--session-min-timeout", "5s"},
+		"--events-max-age 1m":                                   {"--events-max-age", "1m"},
+		"--max-principal-requests above half of --max-requests": {"--max-requests", "100", "--max-principal-requests", "51"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -233,5 +234,36 @@ func TestServeTuningFlagsOutOfRange(t *testing.T) {
 				t.Fatalf("got %v (exit %d), want a usage error (2)", err, exitCode(err))
 			}
 		})
+	}
+}
+
+// TestServePrincipalRequestsFollowMaxRequests: the bound on one principal's requests
+// in progress is at most half of --max-requests (docs/architecture.md, "Flow
+// control"), or one principal's sessions could take every request an instance
+// gathers. Left at its default it follows a lower --max-requests down; given, it
+// must fit (TestServeTuningFlagsOutOfRange refuses one that does not).
+func TestServePrincipalRequestsFollowMaxRequests(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{nil, 128},
+		{[]string{"--max-requests", "100"}, 50},
+		{[]string{"--max-requests", "1"}, 1},
+		{[]string{"--max-requests", "100", "--max-principal-requests", "50"}, 50},
+		{[]string{"--max-principal-requests", "20"}, 20},
+	} {
+		cmd, o := serveCommand()
+		if err := cmd.ParseFlags(c.args); err != nil {
+			t.Fatal(err)
+		}
+		o.changed = cmd.Flags().Changed
+		cfg, err := o.config()
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if got := cfg.Messaging.MaxPrincipalRequests; got != c.want {
+			t.Errorf("%v: the messaging service gets MaxPrincipalRequests %d, want %d", c.args, got, c.want)
+		}
 	}
 }

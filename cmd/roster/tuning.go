@@ -55,7 +55,7 @@ func (t *tuning) register(fs *pflag.FlagSet) {
 	fs.IntVar(&t.lock.MaxLocksPerSession, "lock-max-per-session", l.MaxLocksPerSession, "lock: locks one session holds or waits for (each instance counts what it has seen)")
 	fs.IntVar(&t.messaging.MaxInFlight, "max-in-flight", messaging.DefaultMaxInFlight, "messaging: requests in flight from one instance to one receiving session")
 	fs.IntVar(&t.messaging.MaxSenderRequests, "max-sender-requests", messaging.DefaultMaxSenderRequests, "messaging: requests one session has in progress on one instance")
-	fs.IntVar(&t.messaging.MaxPrincipalRequests, "max-principal-requests", messaging.DefaultMaxPrincipalRequests, "messaging: requests the sessions of one principal have in progress on one instance")
+	fs.IntVar(&t.messaging.MaxPrincipalRequests, "max-principal-requests", messaging.DefaultMaxPrincipalRequests, "messaging: requests the sessions of one principal have in progress on one instance, together (at most half of --max-requests: a lower --max-requests lowers the default)")
 	fs.IntVar(&t.messaging.MaxStreams, "max-streams", messaging.DefaultMaxStreams, "messaging: streamed requests one instance gathers at once")
 	fs.IntVar(&t.messaging.MaxRequests, "max-requests", messaging.DefaultMaxRequests, "messaging: requests without stream_id one instance gathers at once")
 }

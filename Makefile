@@ -10,9 +10,11 @@ FUZZTIME  ?= 30s
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Built, then run, rather than go run: go run exits 1 when interrupted, so Ctrl-C
+# ended every make run with "make: *** [run] Error 1" after a clean stop.
 .PHONY: run
-run: ## Run Roster: all services on an embedded NATS at 127.0.0.1:4222, data in ./data
-	$(GO) run ./cmd/roster serve
+run: build ## Run Roster: all services on an embedded NATS at 127.0.0.1:4222, data in ./data
+	bin/roster serve
 
 .PHONY: build
 build: ## Build bin/roster

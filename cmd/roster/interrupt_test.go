@@ -86,16 +86,17 @@ func TestCtrlCEndsAReadOfStandardInput(t *testing.T) {
 // roster in between, so that what the command does on an interrupt (Python's
 // KeyboardInterrupt, a shell's trap on INT) happens. It was sent SIGTERM, which ends
 // most programs without their clean-up, even as the terminal's own SIGINT reached
-// them. SIGTERM is passed on as SIGTERM.
+// them. SIGTERM is passed on as SIGTERM, and SIGHUP as SIGHUP (README and the help
+// say so).
 func TestLockAcquirePassesTheInterruptOnToItsCommand(t *testing.T) {
 	c := newCLI(t)
 	ctx := testCtx(t)
-	const script = `trap 'echo got INT; exit 7' INT; trap 'echo got TERM; exit 9' TERM; echo ready; while :; do sleep 0.05; done`
+	const script = `trap 'echo got INT; exit 7' INT; trap 'echo got TERM; exit 9' TERM; trap 'echo got HUP; exit 11' HUP; echo ready; while :; do sleep 0.05; done`
 	for _, tc := range []struct {
 		sig  os.Signal
 		want string
 		exit int
-	}{{os.Interrupt, "got INT", 7}, {syscall.SIGTERM, "got TERM", 9}} {
+	}{{os.Interrupt, "got INT", 7}, {syscall.SIGTERM, "got TERM", 9}, {syscall.SIGHUP, "got HUP", 11}} {
 		cctx, cancel := context.WithCancelCause(ctx)
 		out, errb := &natstest.Buffer{}, &natstest.Buffer{}
 		done := c.start(cctx, "", out, errb, "lock", "acquire", "orders/9", "--", "sh", "-c", script)

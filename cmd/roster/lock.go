@@ -76,7 +76,7 @@ before the lock is taken). If the lock is lost meanwhile (its session ended, a
 connection-scoped lock's connection dropped, or the server could not be reached for
 as long as it may take to release the lock: the smaller of the session timeout and
 the server's reconnect window), the command is sent SIGTERM and acquire fails with
-the lost lock's status. An interrupt (Ctrl-C's SIGINT, SIGTERM) is
+the lost lock's status. An interrupt (Ctrl-C's SIGINT, SIGTERM, SIGHUP) is
 passed on to the command as it came.
 
 Without a command, hold the lock until interrupted (Ctrl-C), then release it. As an

@@ -522,9 +522,19 @@ func TestDeployedPolicy(t *testing.T) {
 }
 
 // TestREADMEFlags checks that every flag the deploy README passes to roster serve
-// exists.
+// exists, and that every ROSTER_ variable it names is read by roster serve or, as
+// ROSTER_PASSWORD, by the client commands.
 func TestREADMEFlags(t *testing.T) {
 	flags := serveFlags(t)
+	clientFlags := map[string]bool{}
+	f, err := parser.ParseFile(token.NewFileSet(), "../cmd/roster/clientflags.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inspectFlags(f, clientFlags)
+	if !clientFlags["password"] || !clientFlags["server"] {
+		t.Fatalf("the parse of clientflags.go found no --password or --server (found %v): update TestREADMEFlags", clientFlags)
+	}
 	data, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -542,8 +552,8 @@ func TestREADMEFlags(t *testing.T) {
 			}
 		}
 		for _, env := range envRE.FindAllString(line, -1) {
-			if flag, _ := envFlag(env); !flags[flag] {
-				t.Errorf("README: %s names no roster serve flag", env)
+			if flag, _ := envFlag(env); !flags[flag] && !clientFlags[flag] {
+				t.Errorf("README: %s names no flag of roster serve or of the client commands", env)
 			}
 		}
 	}

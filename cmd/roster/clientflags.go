@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -72,7 +73,21 @@ func (f *clientFlags) connect(cmd *cobra.Command) (*client.Client, error) {
 		// Refused credentials nobody gave read as a mistake in them.
 		return nil, fmt.Errorf("%w (no credentials were given: where anonymous connections are not admitted, give --user and --password, or --jwt)", err)
 	}
+	var unknownCA x509.UnknownAuthorityError
+	if err != nil && errors.As(err, &unknownCA) {
+		// A self-signed or private CA's certificate: the fix is a flag away.
+		return nil, fmt.Errorf("%w (%s: the CAs that signed the server's certificate)", err, f.caHint(cmd))
+	}
 	return c, err
+}
+
+// caHint names the flag of the CAs a server certificate is checked against, and
+// what it is set to when it is.
+func (f *clientFlags) caHint(cmd *cobra.Command) string {
+	if f.tls.ca == "" {
+		return "give --tls-ca"
+	}
+	return "check " + flagSource(cmd, "tls-ca") + " " + f.tls.ca
 }
 
 // checkServerURLs refuses a --server that names a scheme NATS does not speak

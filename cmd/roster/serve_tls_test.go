@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -29,6 +30,16 @@ func TestServeWithMutualTLS(t *testing.T) {
 	_, _ = startServe(t, "--services", "lock", "--nats-url", url,
 		"--nats-user", "roster-service", "--nats-password", servicePassword,
 		"--nats-tls-ca", files.CA, "--nats-tls-cert", files.ClientCert, "--nats-tls-key", files.ClientKey)
+	// Without the CA its servers' certificates are not trusted: the error says which
+	// flag trusts them.
+	sctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	err := run(sctx, []string{"serve", "--log-level", "error", "--services", "lock", "--nats-url", url,
+		"--nats-user", "roster-service", "--nats-password", servicePassword,
+		"--nats-tls-cert", files.ClientCert, "--nats-tls-key", files.ClientKey})
+	if err == nil || !strings.Contains(err.Error(), "give --nats-tls-ca") {
+		t.Errorf("serve joining a TLS server whose CA it was not given: got %v, want an error naming --nats-tls-ca", err)
+	}
 	want := []string{"roster-auth", "roster-lock", "roster-messaging", "roster-registry"}
 	natstest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
 		if got := pingAll(t, nc); !equal(got, want) {
@@ -49,15 +60,19 @@ func TestServeWithMutualTLS(t *testing.T) {
 		t.Fatalf("session list over mutual TLS: got %q, %v", r.stdout, r.err)
 	}
 
+	// Each failure names the flag that mends it.
+	other := natstest.WriteTLSFiles(t)
 	for _, bad := range []struct {
 		name string
 		args []string
+		hint string
 	}{
-		{"no client certificate", []string{"--tls-ca", files.CA}},
-		{"server certificate not trusted", []string{"--tls-cert", files.ClientCert, "--tls-key", files.ClientKey}},
+		{"no client certificate", []string{"--tls-ca", files.CA}, ""},
+		{"server certificate not trusted", []string{"--tls-cert", files.ClientCert, "--tls-key", files.ClientKey}, "give --tls-ca"},
+		{"another CA", []string{"--tls-ca", other.CA, "--tls-cert", files.ClientCert, "--tls-key", files.ClientKey}, "check --tls-ca " + other.CA},
 	} {
-		if r := c.run(ctx, "", append([]string{"session", "list"}, bad.args...)...); r.exit() != exitUnavailable {
-			t.Errorf("%s: got %v (exit %d), want exit %d", bad.name, r.err, r.exit(), exitUnavailable)
+		if r := c.run(ctx, "", append([]string{"session", "list"}, bad.args...)...); r.exit() != exitUnavailable || r.err == nil || !strings.Contains(r.err.Error(), bad.hint) {
+			t.Errorf("%s: got %v (exit %d), want exit %d naming %q", bad.name, r.err, r.exit(), exitUnavailable, bad.hint)
 		}
 	}
 	if r := c.run(ctx, "", "session", "list", "--tls-cert", files.ClientCert); r.exit() != 2 {

@@ -304,12 +304,15 @@ func TestUnknownCommandsAreUsageErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"bogus"}, `unknown command "bogus" for "roster": want one of `},
+		// A flag's name given as a command: roster version said "did you mean session?".
+		{[]string{"version"}, `unknown command "version" for "roster": did you mean --version?`},
 		{[]string{"session", "update", "Desk=FX"}, `unknown command "update" for "roster session": did you mean set?`},
 		{[]string{"session", "lsit"}, `unknown command "lsit" for "roster session": did you mean list`},
 		{[]string{"lock", "take", "orders/42"}, `unknown command "take" for "roster lock": want one of acquire, list, release`},
 		{[]string{"policy", "show"}, `unknown command "show" for "roster policy": want one of check, get, set`},
 		// roster help printed roster's help and exited 0 for a topic it does not have.
 		{[]string{"help", "bogus"}, `unknown command "bogus" for "roster": want one of `},
+		{[]string{"help", "version"}, `unknown command "version" for "roster": did you mean --version?`},
 		{[]string{"help", "session", "lsit"}, `unknown command "lsit" for "roster session": did you mean list`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

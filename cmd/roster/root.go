@@ -99,6 +99,11 @@ func strictHelp(root *cobra.Command) {
 // unknownCommand is the error for name given to the group cmd, with the commands it
 // may have meant, or the list of its commands.
 func unknownCommand(cmd *cobra.Command, name string) error {
+	cmd.InitDefaultVersionFlag() // not yet there when roster help runs
+	if f := cmd.Flags().Lookup(name); f != nil {
+		// roster version: the name of a flag, not of a command.
+		return fmt.Errorf("unknown command %q for %q: did you mean --%s?", name, cmd.CommandPath(), f.Name)
+	}
 	if cmd.SuggestionsMinimumDistance <= 0 {
 		cmd.SuggestionsMinimumDistance = 2
 	}

@@ -102,3 +102,7 @@ func SetFollowBackoff(first, most time.Duration) (restore func()) {
 	followBackoffFirst, followBackoffMax = first, most
 	return func() { followBackoffFirst, followBackoffMax = f, m }
 }
+
+// WaitLockWork waits until every withdrawal of s's Lock calls has been answered or
+// has given up (abandonTimeout): Lock itself waits withdrawWait at most.
+func WaitLockWork(s *Session) { s.lockWork.Wait() }

@@ -10,11 +10,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +41,9 @@ type deployment struct {
 	dir     string
 	conf    string // path of the copied nats.conf
 	secrets *gensecrets.Secrets
+	// routePassword is NATS_ROUTE_PASSWORD of the generated nats.env, which compose
+	// and Kubernetes put in every node's environment.
+	routePassword string
 }
 
 func newDeployment(t *testing.T) *deployment {
@@ -56,13 +61,41 @@ func newDeployment(t *testing.T) *deployment {
 	if err := os.WriteFile(conf, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return &deployment{dir: dir, conf: conf, secrets: s}
+	env := readEnvFile(t, filepath.Join(dir, gensecrets.NATSEnvFile))
+	return &deployment{dir: dir, conf: conf, secrets: s, routePassword: env["NATS_ROUTE_PASSWORD"]}
 }
 
-// options parses nats.conf as nats-server does for the node named name.
+// readEnvFile reads a NAME=value file as gensecrets writes them.
+func readEnvFile(t *testing.T, path string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("%s: %q is not NAME=value", path, line)
+		}
+		env[k] = v
+	}
+	return env
+}
+
+// options parses nats.conf as nats-server does for the node named name, with the
+// route password of the deployment.
 func (d *deployment) options(t *testing.T, name string, routes []string) *server.Options {
 	t.Helper()
+	return d.optionsWithRoutePassword(t, name, routes, d.routePassword)
+}
+
+// optionsWithRoutePassword parses nats.conf for a node given routePassword as
+// NATS_ROUTE_PASSWORD.
+func (d *deployment) optionsWithRoutePassword(t *testing.T, name string, routes []string, routePassword string) *server.Options {
+	t.Helper()
 	t.Setenv("NATS_SERVER_NAME", name)
+	t.Setenv("NATS_ROUTE_PASSWORD", routePassword)
 	t.Setenv("NATS_ROUTES", "["+strings.Join(routes, ", ")+"]")
 	opts, err := server.ProcessConfigFile(d.conf)
 	if err != nil {
@@ -71,12 +104,33 @@ func (d *deployment) options(t *testing.T, name string, routes []string) *server
 	return opts
 }
 
-var composeRoutes = []string{"nats://nats-0:6222", "nats://nats-1:6222", "nats://nats-2:6222"}
+var composeRouteHosts = []string{"nats-0:6222", "nats-1:6222", "nats-2:6222"}
+
+// routeURLs returns the route URLs of hosts with the route user and password, as
+// compose and Kubernetes write NATS_ROUTES: a node presents to a configured route
+// only the credentials in its URL.
+func routeURLs(password string, hosts ...string) []string {
+	var urls []string
+	for _, h := range hosts {
+		urls = append(urls, "nats://"+embedded.RouteUser+":"+password+"@"+h)
+	}
+	return urls
+}
+
+// plainRouteURLs returns the route URLs of hosts without credentials.
+func plainRouteURLs(hosts ...string) []string {
+	var urls []string
+	for _, h := range hosts {
+		urls = append(urls, "nats://"+h)
+	}
+	return urls
+}
 
 // TestNATSConfig checks what nats.conf sets beyond the accounts: cluster, JetStream
 // with fsync on every write, the callout, and no way in without credentials.
 func TestNATSConfig(t *testing.T) {
 	d := newDeployment(t)
+	composeRoutes := routeURLs(d.routePassword, composeRouteHosts...)
 	o := d.options(t, "nats-1", composeRoutes)
 
 	check := func(what string, got, want any) {
@@ -99,6 +153,21 @@ func TestNATSConfig(t *testing.T) {
 		routes = append(routes, r.String())
 	}
 	check("routes", routes, composeRoutes)
+	for _, r := range o.Routes {
+		if pw, _ := r.User.Password(); r.User.Username() != embedded.RouteUser || pw != d.secrets.RoutePassword {
+			t.Errorf("route %s does not carry the route user and the generated password", r.Redacted())
+		}
+	}
+	// The routes authenticate: a node admits a route only from a peer presenting
+	// roster-route and the generated password, which is the one `roster serve
+	// --cluster-listen` derives from the same system password.
+	check("cluster user", o.Cluster.Username, embedded.RouteUser)
+	if o.Cluster.Password != d.secrets.RoutePassword || d.secrets.RoutePassword != embedded.RoutePassword(d.secrets.SystemPassword) {
+		t.Error("cluster password is not the generated route password, derived from the system password")
+	}
+	if escaped := url.UserPassword(embedded.RouteUser, d.routePassword).String(); escaped != embedded.RouteUser+":"+d.routePassword {
+		t.Errorf("the route password needs escaping in a URL: %s", escaped)
+	}
 	check("system_account", o.SystemAccount, embedded.SystemAccount)
 	check("no_auth_user", o.NoAuthUser, "")
 	if o.LameDuckDuration <= 0 || o.LameDuckGracePeriod <= 0 {
@@ -156,13 +225,16 @@ func TestNATSConfig(t *testing.T) {
 // response types, imports with their sharing.
 func TestNATSConfigMatchesEmbeddedLayout(t *testing.T) {
 	d := newDeployment(t)
-	deployed := d.options(t, "nats-0", composeRoutes)
+	deployed := d.options(t, "nats-0", routeURLs(d.routePassword, composeRouteHosts...))
 
+	// As `roster serve` configures it: route URLs without credentials (it adds them)
+	// and the route password derived from the system password.
 	text, err := embedded.ConfigText(embedded.Config{
 		Name: "nats-0", Listen: "0.0.0.0:4222", DataDir: "/data",
 		ServicePassword: d.secrets.ServicePassword, SystemPassword: d.secrets.SystemPassword,
 		CalloutIssuer: d.secrets.CalloutIssuer,
-		Cluster:       embedded.Cluster{Name: "roster", Listen: "0.0.0.0:6222", Routes: composeRoutes},
+		Cluster: embedded.Cluster{Name: "roster", Listen: "0.0.0.0:6222", Routes: plainRouteURLs(composeRouteHosts...),
+			Password: embedded.RoutePassword(d.secrets.SystemPassword)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -176,6 +248,22 @@ func TestNATSConfigMatchesEmbeddedLayout(t *testing.T) {
 		deployed.MaxPayload != embeddedOpts.MaxPayload || deployed.SystemAccount != embeddedOpts.SystemAccount ||
 		deployed.Cluster.Name != embeddedOpts.Cluster.Name {
 		t.Errorf("server settings differ from the embedded server's")
+	}
+	// The same route credentials, asked for and presented: nodes from the binary and
+	// from nats.conf can form one cluster.
+	if deployed.Cluster.Username != embeddedOpts.Cluster.Username || deployed.Cluster.Password != embeddedOpts.Cluster.Password {
+		t.Errorf("cluster authorization %q/%q, embedded %q/%q", deployed.Cluster.Username, deployed.Cluster.Password,
+			embeddedOpts.Cluster.Username, embeddedOpts.Cluster.Password)
+	}
+	routeStrings := func(o *server.Options) []string {
+		var out []string
+		for _, r := range o.Routes {
+			out = append(out, r.String())
+		}
+		return out
+	}
+	if a, b := routeStrings(deployed), routeStrings(embeddedOpts); !slices.Equal(a, b) {
+		t.Errorf("routes %v, embedded %v", a, b)
 	}
 	if deployed.AuthCallout.Account != embeddedOpts.AuthCallout.Account || deployed.AuthCallout.Issuer != embeddedOpts.AuthCallout.Issuer {
 		t.Errorf("auth callout %+v, embedded %+v", deployed.AuthCallout, embeddedOpts.AuthCallout)
@@ -291,9 +379,11 @@ func accountLayout(t *testing.T, s *server.Server) map[string]string {
 }
 
 // TestClusterFromConfig runs the deployment in miniature: three nats-servers from
-// nats.conf (on local ports instead of nats-N:4222) and all four services joining
-// them as separate connections with the generated credentials and R3 buckets, as
-// the compose file and the Kubernetes manifests do. A client then connects with a
+// nats.conf (on local ports instead of nats-N:4222) whose routes carry the generated
+// route password, and all four services joining them as separate connections with
+// the generated credentials and R3 buckets, as the compose file and the Kubernetes
+// manifests do. Servers without the route password get no route; a node from the
+// roster binary given the system password joins. A client then connects with a
 // connection key and the administrator's password and opens a session.
 func TestClusterFromConfig(t *testing.T) {
 	if testing.Short() {
@@ -302,10 +392,11 @@ func TestClusterFromConfig(t *testing.T) {
 	d := newDeployment(t)
 	const nodes = 3
 	clusterPorts := freePorts(t, nodes)
-	var routes []string
+	var routeHosts []string
 	for _, p := range clusterPorts {
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+		routeHosts = append(routeHosts, fmt.Sprintf("127.0.0.1:%d", p))
 	}
+	routes := routeURLs(d.routePassword, routeHosts...)
 	servers := make([]*server.Server, nodes)
 	var urls []string
 	for i := range nodes {
@@ -341,6 +432,7 @@ func TestClusterFromConfig(t *testing.T) {
 	if info := serverInfo(t, servers[1].Addr().String()); info["nonce"] == nil || info["auth_required"] != true {
 		t.Fatalf("INFO = %v: want a nonce and auth_required", info)
 	}
+	checkRoutesAdmitOnlyTheCluster(t, d, servers, routeHosts)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -439,7 +531,94 @@ func TestClusterFromConfig(t *testing.T) {
 		anon.Close()
 		t.Error("a connection without credentials was admitted")
 	}
+
+	checkRosterServeNodeJoins(t, d, routeHosts)
 }
+
+// checkRoutesAdmitOnlyTheCluster: the route port of a node from nats.conf asks for
+// credentials, and a nats-server presenting none, or another route password, gets
+// no route.
+func checkRoutesAdmitOnlyTheCluster(t *testing.T, d *deployment, servers []*server.Server, routeHosts []string) {
+	t.Helper()
+	if info := serverInfo(t, servers[0].ClusterAddr().String()); info["auth_required"] != true {
+		t.Errorf("route port INFO = %v: want auth_required", info)
+	}
+
+	// stranger starts a nats-server from o that routes to the cluster, and stops it
+	// once it has been refused.
+	stranger := func(what string, o *server.Options) {
+		t.Helper()
+		o.Host, o.Port, o.HTTPPort = "127.0.0.1", -1, 0
+		o.Cluster.Host, o.Cluster.Port = "127.0.0.1", -1
+		o.JetStream = false // not needed to ask for a route
+		o.StoreDir, o.PidFile = "", ""
+		o.NoSigs, o.NoLog = true, true
+		s, err := server.NewServer(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log := &logRecorder{}
+		s.SetLogger(log, false, false)
+		s.Start()
+		defer func() { s.Shutdown(); s.WaitForShutdown() }()
+		waitFor(t, 10*time.Second, "refusal of "+what, func() bool { return log.contains("Authorization Violation") })
+		if n := s.NumRoutes(); n != 0 {
+			t.Errorf("%s has %d routes, want none", what, n)
+		}
+	}
+	stranger("a nats-server without credentials", &server.Options{
+		Cluster: server.ClusterOpts{Name: "roster"},
+		Routes:  server.RoutesFromStr(strings.Join(plainRouteURLs(routeHosts...), ",")),
+	})
+	const wrong = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	stranger("a node from nats.conf with another route password",
+		d.optionsWithRoutePassword(t, "stranger", routeURLs(wrong, routeHosts...), wrong))
+}
+
+// checkRosterServeNodeJoins: a `roster serve --cluster-listen` node given the
+// deployment's system password joins the nats.conf nodes, as it derives the route
+// password gensecrets wrote from it.
+func checkRosterServeNodeJoins(t *testing.T, d *deployment, routeHosts []string) {
+	t.Helper()
+	binary, err := embedded.Start(embedded.Config{
+		Name: "binary", Listen: "127.0.0.1:-1", DataDir: t.TempDir(),
+		ServicePassword: d.secrets.ServicePassword, SystemPassword: d.secrets.SystemPassword,
+		CalloutIssuer: d.secrets.CalloutIssuer,
+		Cluster:       embedded.Cluster{Listen: "127.0.0.1:0", Routes: plainRouteURLs(routeHosts...)},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer binary.Stop()
+	waitFor(t, 10*time.Second, "route between the roster serve node and the nats.conf nodes", func() bool {
+		return binary.NumRoutes() > 0
+	})
+}
+
+// logRecorder is a nats-server logger that keeps what it is given.
+type logRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logRecorder) logf(format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprintf(format, v...))
+}
+
+func (l *logRecorder) contains(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.ContainsFunc(l.lines, func(line string) bool { return strings.Contains(line, s) })
+}
+
+func (l *logRecorder) Noticef(format string, v ...any) { l.logf(format, v...) }
+func (l *logRecorder) Warnf(format string, v ...any)   { l.logf(format, v...) }
+func (l *logRecorder) Fatalf(format string, v ...any)  { l.logf(format, v...) }
+func (l *logRecorder) Errorf(format string, v ...any)  { l.logf(format, v...) }
+func (l *logRecorder) Debugf(format string, v ...any)  { l.logf(format, v...) }
+func (l *logRecorder) Tracef(format string, v ...any)  { l.logf(format, v...) }
 
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()

@@ -8,7 +8,9 @@ import (
 	"go/parser"
 	"go/token"
 	"io"
+	"maps"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,6 +21,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/seed-3c836eab/roster/deploy/internal/gensecrets"
+	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/roster"
 )
@@ -173,13 +177,53 @@ func healthPort(t *testing.T, listen string) string {
 	return port
 }
 
-// routeHosts returns the host:port of each URL of a NATS_ROUTES list.
-func routeHosts(list string) []string {
-	var out []string
-	for _, u := range strings.Split(strings.Trim(list, "[] "), ",") {
-		out = append(out, strings.TrimPrefix(strings.TrimSpace(u), "nats://"))
+// Variable references in a manifest: compose's interpolation (${VAR}, ${VAR:?msg}, …)
+// and Kubernetes' dependent environment variables ($(VAR)).
+var (
+	composeVarRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(?:[:?+-][^}]*)?\}`)
+	k8sVarRE     = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+)
+
+// expandedVar is what checkRoutes puts in place of a reference to the variable
+// name: it parses in a URL's userinfo, and no literal password looks like it.
+func expandedVar(name string) string { return "expanded." + name }
+
+// checkRoutes checks a NATS_ROUTES list: URLs of hosts, in order, each with the route
+// user and, as its password, the variable NATS_ROUTE_PASSWORD (never a literal: the
+// manifests are not secret). varRE finds the manifest's variable references.
+func checkRoutes(t *testing.T, where, list string, varRE *regexp.Regexp, hosts []string) {
+	t.Helper()
+	list = varRE.ReplaceAllStringFunc(list, func(ref string) string {
+		return expandedVar(varRE.FindStringSubmatch(ref)[1])
+	})
+	var got []string
+	for _, raw := range strings.Split(strings.Trim(list, "[] "), ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil {
+			t.Errorf("%s: route %v", where, err)
+			continue
+		}
+		got = append(got, u.Host)
+		if pw, _ := u.User.Password(); u.Scheme != "nats" || u.User.Username() != embedded.RouteUser || pw != expandedVar("NATS_ROUTE_PASSWORD") {
+			t.Errorf("%s: route %s: want nats://%s:<NATS_ROUTE_PASSWORD>@host: nats.conf's cluster authorization admits only that, and a node presents to a listed route only the URL's credentials",
+				where, u.Redacted(), embedded.RouteUser)
+		}
 	}
-	return out
+	if !slices.Equal(got, hosts) {
+		t.Errorf("%s: routes to %v, want %v", where, got, hosts)
+	}
+}
+
+// generatedEnvFiles returns the keys of each NAME=value file gensecrets writes, by
+// file name.
+func generatedEnvFiles(t *testing.T) map[string][]string {
+	t.Helper()
+	d := newDeployment(t)
+	files := map[string][]string{}
+	for _, name := range []string{gensecrets.RosterEnvFile, gensecrets.NATSEnvFile} {
+		files[name] = slices.Sorted(maps.Keys(readEnvFile(t, filepath.Join(d.dir, name))))
+	}
+	return files
 }
 
 func urlHosts(list string) []string {
@@ -200,7 +244,15 @@ func TestCompose(t *testing.T) {
 	volumes, _ := docs[0]["volumes"].(map[string]any)
 
 	// Three NATS nodes from nats.conf, each with its own volume and name, routing to
-	// all three.
+	// all three with the route password of the env file gensecrets writes, which
+	// compose's interpolation reads (--env-file): a service's env_file would not do.
+	if keys := generatedEnvFiles(t)[gensecrets.NATSEnvFile]; !slices.Contains(keys, "NATS_ROUTE_PASSWORD") {
+		t.Errorf("gensecrets' %s has %v, no NATS_ROUTE_PASSWORD", gensecrets.NATSEnvFile, keys)
+	}
+	envFileArg := "--env-file deploy/secrets/" + gensecrets.NATSEnvFile
+	if data, err := os.ReadFile("docker-compose.yml"); err != nil || !strings.Contains(string(data), envFileArg+" -f deploy/docker-compose.yml up") {
+		t.Errorf("docker-compose.yml's usage does not pass %s (%v)", envFileArg, err)
+	}
 	var routes, clientURLs []string
 	for i := range 3 {
 		routes = append(routes, fmt.Sprintf("nats-%d:6222", i))
@@ -219,8 +271,9 @@ func TestCompose(t *testing.T) {
 		if str(env["NATS_SERVER_NAME"]) != name {
 			t.Errorf("%s: NATS_SERVER_NAME %v", name, env["NATS_SERVER_NAME"])
 		}
-		if got := routeHosts(str(env["NATS_ROUTES"])); !slices.Equal(got, routes) {
-			t.Errorf("%s: routes %v", name, got)
+		checkRoutes(t, name, str(env["NATS_ROUTES"]), composeVarRE, routes)
+		if pw := str(env["NATS_ROUTE_PASSWORD"]); !regexp.MustCompile(`^\$\{NATS_ROUTE_PASSWORD:\?[^}]*` + regexp.QuoteMeta(envFileArg) + `[^}]*\}$`).MatchString(pw) {
+			t.Errorf("%s: NATS_ROUTE_PASSWORD %q: want ${NATS_ROUTE_PASSWORD:?…%s…}, required and from the generated file", name, pw, envFileArg)
 		}
 		mounts := fmt.Sprint(get(svc, "volumes"))
 		for _, want := range []string{"./nats/nats.conf:/etc/nats/nats.conf:ro", "./secrets/secrets.conf:/etc/nats/secrets.conf:ro", name + "-data:/data"} {
@@ -336,6 +389,7 @@ type kustomization struct {
 
 func readKustomization(t *testing.T) kustomization {
 	t.Helper()
+	generated := generatedEnvFiles(t)
 	k := kustomization{configMaps: map[string]bool{}, secrets: map[string]bool{}, secretKeys: map[string][]string{}}
 	top := readYAML(t, "k8s/kustomization.yaml")[0]
 	resources, _ := top["resources"].([]any)
@@ -371,12 +425,43 @@ func readKustomization(t *testing.T) kustomization {
 			key, _, _ := strings.Cut(str(f), "=")
 			k.secretKeys[name] = append(k.secretKeys[name], key)
 		}
-		if envs, _ := get(g, "envs").([]any); len(envs) > 0 {
-			// gensecrets writes roster.env with this one key.
-			k.secretKeys[name] = append(k.secretKeys[name], "ROSTER_NATS_PASSWORD")
+		envs, _ := get(g, "envs").([]any)
+		for _, e := range envs {
+			// A file gensecrets writes into k8s/secrets: its keys.
+			dir, file := filepath.Split(str(e))
+			keys, ok := generated[file]
+			if dir != "secrets/" || !ok {
+				t.Errorf("secret %s: envs %s is not a file gensecrets writes into secrets/", name, e)
+			}
+			k.secretKeys[name] = append(k.secretKeys[name], keys...)
 		}
 	}
 	return k
+}
+
+// checkSecretRefs fails for an environment variable from a secret key the
+// kustomization does not generate.
+func checkSecretRefs(t *testing.T, where string, kust kustomization, env map[string]string) {
+	t.Helper()
+	for k, v := range env {
+		if ref, ok := strings.CutPrefix(v, "<secret:"); ok {
+			secret, key, _ := strings.Cut(strings.TrimSuffix(ref, ">"), "/")
+			if !slices.Contains(kust.secretKeys[secret], key) {
+				t.Errorf("%s: %s from secret %s key %s, which the kustomization does not generate", where, k, secret, key)
+			}
+		}
+	}
+}
+
+// envIndex is the position of the variable name in a container's env, or -1.
+func envIndex(c any, name string) int {
+	list, _ := get(c, "env").([]any)
+	for i, e := range list {
+		if str(get(e, "name")) == name {
+			return i
+		}
+	}
+	return -1
 }
 
 func TestKubernetes(t *testing.T) {
@@ -411,8 +496,15 @@ func TestKubernetes(t *testing.T) {
 		wantRoutes = append(wantRoutes, fmt.Sprintf("nats-%d.%s:6222", i, svcName))
 		wantURLs = append(wantURLs, fmt.Sprintf("nats-%d.%s:4222", i, svcName))
 	}
-	if got := routeHosts(env["NATS_ROUTES"]); !slices.Equal(got, wantRoutes) {
-		t.Errorf("NATS_ROUTES %v, want %v", got, wantRoutes)
+	checkRoutes(t, "nats", env["NATS_ROUTES"], k8sVarRE, wantRoutes)
+	// The route password comes from a generated secret, and is defined before
+	// NATS_ROUTES: Kubernetes expands $(VAR) only for variables defined above it.
+	if pw := env["NATS_ROUTE_PASSWORD"]; !strings.HasPrefix(pw, "<secret:") || !strings.HasSuffix(pw, "/NATS_ROUTE_PASSWORD>") {
+		t.Errorf("nats: NATS_ROUTE_PASSWORD = %q, want it from a secret", pw)
+	}
+	checkSecretRefs(t, "nats", kust, env)
+	if i, j := envIndex(nats, "NATS_ROUTE_PASSWORD"), envIndex(nats, "NATS_ROUTES"); i < 0 || i > j {
+		t.Errorf("nats: NATS_ROUTE_PASSWORD (env %d) is not defined before NATS_ROUTES (env %d)", i, j)
 	}
 	if str(get(nats, "env", 0, "valueFrom", "fieldRef", "fieldPath")) != "metadata.name" {
 		t.Error("NATS_SERVER_NAME is not the pod name")
@@ -476,14 +568,7 @@ func TestKubernetes(t *testing.T) {
 				}
 			}
 		}
-		for k, v := range env {
-			if ref, ok := strings.CutPrefix(v, "<secret:"); ok {
-				secret, key, _ := strings.Cut(strings.TrimSuffix(ref, ">"), "/")
-				if !slices.Contains(kust.secretKeys[secret], key) {
-					t.Errorf("%s: %s from secret %s key %s, which the kustomization does not generate", name, k, secret, key)
-				}
-			}
-		}
+		checkSecretRefs(t, name, kust, env)
 		volumes, _ := get(d, "spec", "template", "spec", "volumes").([]any)
 		for _, v := range volumes {
 			if s := str(get(v, "secret", "secretName")); s != "" && !kust.secrets[s] {

@@ -1,6 +1,7 @@
 // Command gensecrets writes the secrets of a Roster deployment: the NATS users'
-// passwords (plain for the services, bcrypt-hashed for nats-server), the auth callout's
-// issuer key, an operators' nkey and a users file with one administrator.
+// passwords (plain for the services, bcrypt-hashed for nats-server), the cluster's
+// route password, the auth callout's issuer key, an operators' nkey and a users file
+// with one administrator.
 //
 //	go run ./deploy/gensecrets -dir deploy/secrets      # for docker compose
 //	go run ./deploy/gensecrets -dir deploy/k8s/secrets  # for kustomize
@@ -30,6 +31,8 @@ func main() {
 	fmt.Printf(`wrote %[1]s:
   secrets.conf       for nats-server: bcrypt hashes, callout issuer %[2]s, operators' nkey %[3]s
   roster.env         ROSTER_NATS_PASSWORD of the services (user roster-service)
+  nats.env           NATS_ROUTE_PASSWORD of the cluster's routes (user roster-route; the one
+                     roster serve derives from the system password)
   callout.nk         the auth service's callout seed (--auth-callout-seed-file)
   admin.nk           operators' system-account nkey: nats --nkey %[1]s/admin.nk server list
   service.password   password of roster-service

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/services/auth"
 )
 
@@ -32,6 +33,11 @@ type Options struct {
 // Secrets are what Generate wrote, for the caller to report (and tests to use).
 type Secrets struct {
 	ServicePassword, SystemPassword, AdminPassword string
+	// RoutePassword authenticates the NATS cluster's routes (user roster-route). It is
+	// embedded.RoutePassword(SystemPassword), the one `roster serve --cluster-listen
+	// --system-password` nodes derive, so that such nodes can join a cluster of
+	// nats.conf nodes. Hex: it sits in route URLs.
+	RoutePassword string
 	// CalloutIssuer and AdminNkey are public keys (A…, U…).
 	CalloutIssuer, AdminNkey string
 }
@@ -40,6 +46,7 @@ type Secrets struct {
 const (
 	NATSSecretsFile = "secrets.conf"     // included by nats.conf
 	RosterEnvFile   = "roster.env"       // ROSTER_NATS_PASSWORD
+	NATSEnvFile     = "nats.env"         // NATS_ROUTE_PASSWORD
 	CalloutSeedFile = "callout.nk"       // --auth-callout-seed-file
 	AdminNkeyFile   = "admin.nk"         // operators' system-account nkey seed
 	UsersFile       = "users/users.yaml" // --users-file
@@ -66,6 +73,7 @@ func Generate(dir string, opts Options) (*Secrets, error) {
 		opts.UserCost = auth.UserCost
 	}
 	s := &Secrets{ServicePassword: secret(), SystemPassword: secret(), AdminPassword: secret()}
+	s.RoutePassword = embedded.RoutePassword(s.SystemPassword)
 	serviceHash, err := bcrypt.GenerateFromPassword([]byte(s.ServicePassword), opts.NATSCost)
 	if err != nil {
 		return nil, err
@@ -97,6 +105,9 @@ NATS_ADMIN_NKEY: %q
 NATS_CALLOUT_ISSUER: %q
 `, serviceHash, systemHash, s.AdminNkey, s.CalloutIssuer)},
 		{RosterEnvFile, 0o600, "ROSTER_NATS_PASSWORD=" + s.ServicePassword + "\n"},
+		// Plain, not in secrets.conf: the nodes' route URLs carry it, and those are
+		// built outside nats-server (compose interpolation, Kubernetes $(VAR)).
+		{NATSEnvFile, 0o600, "NATS_ROUTE_PASSWORD=" + s.RoutePassword + "\n"},
 		{CalloutSeedFile, 0o644, string(issuerSeed) + "\n"},
 		{AdminNkeyFile, 0o600, string(operatorSeed) + "\n"},
 		{ServicePassFile, 0o600, s.ServicePassword + "\n"},

@@ -3,12 +3,15 @@ package embedded_test
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/conf"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
@@ -81,5 +84,29 @@ func TestRoutesAdmitOnlyNodesOfTheCluster(t *testing.T) {
 	})
 	if n := stranger.NumRoutes(); n != 0 {
 		t.Errorf("after a peer joined, the stranger has %d routes, want none", n)
+	}
+}
+
+// A route password read from the environment, as nats.conf reads
+// $NATS_ROUTE_PASSWORD, is the string itself: nats-server parses a variable's
+// value as configuration, where leading digits make a number.
+func TestRoutePasswordReadsAsAString(t *testing.T) {
+	for i := range 200 {
+		pw := embedded.RoutePassword(fmt.Sprintf("system-%d", i))
+		t.Setenv("ROSTER_TEST_ROUTE_PASSWORD", pw)
+		got, err := conf.Parse("password: $ROSTER_TEST_ROUTE_PASSWORD")
+		if err != nil {
+			t.Fatalf("%q: %v", pw, err)
+		}
+		if v, ok := got["password"].(string); !ok || v != pw {
+			t.Fatalf("%q reads as %#v", pw, got["password"])
+		}
+	}
+	// What an unprefixed hex password could be.
+	t.Setenv("ROSTER_TEST_ROUTE_PASSWORD", "1234567890123456e")
+	if got, err := conf.Parse("password: $ROSTER_TEST_ROUTE_PASSWORD"); err == nil {
+		if _, ok := got["password"].(string); ok {
+			t.Fatal("digits with a size suffix read as a string: the test shows nothing")
+		}
 	}
 }

@@ -128,10 +128,15 @@ const RouteUser = "roster-route"
 // and which nats-server may show, does not reveal the system user's. Plain text in
 // the configuration, not a bcrypt hash as the users' are: a node presents it to the
 // peers it learns of from the others (gossiped routes), as the configuration holds it.
+//
+// It starts with a letter: nats.conf reads it from the environment
+// ($NATS_ROUTE_PASSWORD), and nats-server parses a variable's value as it would
+// parse the configuration, so hex that began with digits could be read as a number
+// ("123456e" is a size in exabytes), and the routes would fail on that one password.
 func RoutePassword(systemPassword string) string {
 	m := hmac.New(sha256.New, []byte(systemPassword))
 	m.Write([]byte("roster route password"))
-	return hex.EncodeToString(m.Sum(nil))
+	return "route" + hex.EncodeToString(m.Sum(nil))
 }
 
 // routeURL returns u with RouteUser and password as its credentials unless it

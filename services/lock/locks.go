@@ -166,10 +166,11 @@ func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wir
 }
 
 // errOvertaken answers a request that was not applied because its session acted on
-// the lock after it arrived (record.actedSince). Its caller has most likely given it
-// up and gone on; one still waiting re-issues it, with the same request id.
+// the lock after it arrived (record.actedSince), or re-issued it (record.lateCopy).
+// Its caller has most likely given it up and gone on; one still waiting re-issues
+// it, with the same request id.
 func errOvertaken(name string) error {
-	return wire.Errorf(wire.CodeUnavailable, "the session acted on lock %q after this request arrived and before it could be applied, so it was not applied; re-issue it with the same request_id if it is still wanted", name)
+	return wire.Errorf(wire.CodeUnavailable, "the session acted on lock %q, or re-issued this request, after this request arrived and before it could be applied, so it was not applied; re-issue it with the same request_id if it is still wanted", name)
 }
 
 // errOvertakenRelease answers a release without a token that was not applied

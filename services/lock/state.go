@@ -31,7 +31,8 @@ var (
 	// released, or refused): this is a late duplicate and changes nothing.
 	ErrCompleted = errors.New("lock: request already completed")
 	// ErrOvertaken: the session acted on the lock after the request arrived, before
-	// the request could be applied (see record.actedSince); it is not applied.
+	// the request could be applied (see record.actedSince), or re-issued it (a copy
+	// waits with a reply subject set since: record.lateCopy); it is not applied.
 	ErrOvertaken = errors.New("lock: the session acted on the lock after the request arrived")
 )
 
@@ -144,6 +145,11 @@ type waiter struct {
 	// deadline, and other instances do so a grace period later.
 	Owner      string `json:"owner"`
 	EnqueuedAt int64  `json:"enqueued_at"` // Unix milliseconds
+	// ReissuedAt is when the request that last took the waiter over arrived (Unix
+	// milliseconds, by the clock of the instance that took it), which set Reply: 0
+	// until one did, and when an older version wrote the record, which does not
+	// keep it. EnqueuedAt stands for it then (see replySetAt, lateCopy).
+	ReissuedAt int64 `json:"reissued_at,omitempty"`
 	// Deadline is when the held request is answered (the caller's wait or the
 	// server's bound on one request, whichever is first) or, for a detached
 	// waiter, when it is dropped unless re-issued.
@@ -551,8 +557,10 @@ func (r *record) promote(now int64, o *outcome) {
 // or a part in a hold taken since (see doneRetention and actedSince): joined to
 // that hold, it weakened its scope to its own, and withdrawing the request that
 // took the hold no longer released it. What a copy of it did stands: a hold
-// answering it already, or its own waiter, which it takes over. A late copy of a
-// request answered for good is refused as such (ErrCompleted).
+// answering it already, or its own waiter, which it takes over — unless the
+// waiter's reply subject was set by a copy that came after it (lateCopy), which
+// its caller reads instead. A late copy of a request answered for good is refused
+// as such (ErrCompleted).
 func (r *record) acquireBy(st sessionState, a arrival, w waiter, wait, remember bool, maxWaiters int, now int64, o *outcome) (granted bool, err error) {
 	r.dropSession(w.Session, st, now, o)
 	r.forget(now, o)
@@ -564,19 +572,61 @@ func (r *record) acquireBy(st sessionState, a arrival, w waiter, wait, remember 
 }
 
 // overtaken reports whether w, which arrived at a, may no longer be applied: its
-// session acted on the lock since, and nothing a copy of it did is there to join.
+// session acted on the lock since, and nothing a copy of it did is there to join;
+// or a copy of it waits with a reply subject set after w arrived (lateCopy).
 func (r *record) overtaken(w waiter, st sessionState, a arrival) bool {
-	if i, holds := r.holder(w.Session); holds && r.Holders[i].answers(w.ID) {
+	i, holds := r.holder(w.Session)
+	if holds && r.Holders[i].answers(w.ID) {
 		return false
 	}
-	return r.waiterIndex(w.ID, w.Session) < 0 && r.actedSince(w.Session, w.ID, st, a)
+	if j := r.waiterIndex(w.ID, w.Session); j >= 0 {
+		// A session holding the lock answers its waiting copy with the hold
+		// (acquire): w takes nothing from it.
+		return !holds && r.lateCopy(j, a)
+	}
+	return r.actedSince(w.Session, w.ID, st, a)
+}
+
+// lateCopy reports whether a copy of the request of waiter i, which arrived at a,
+// came before the request that set the waiter's reply subject (replySetAt): taking
+// the waiter over, as a re-issue does, it would answer the waiter on a subject its
+// caller has stopped reading — the caller re-issued the request, and reads the
+// re-issue's. A re-issue comes after the request it re-issues, and takes over.
+//
+// Judged as actedSince judges acts: the version of the waiter the instance had when
+// the copy arrived (a.seen) came before the copy, whatever its time; one it did not
+// know of is judged by time, the clocks of two instances. A clock behind the copy's
+// by more than the time between the two lets the late copy through (it takes the
+// waiter over, as before); one ahead by more than that could refuse a re-issue made
+// through an instance whose view has yet to see the waiter, which the client then
+// re-issues again (unavailable). A version is known when a.seen shows the waiter
+// with the same ReissuedAt; one without it (never taken over, or written by an
+// older version) when a.seen shows the waiter at all.
+func (r *record) lateCopy(i int, a arrival) bool {
+	w := r.Waiters[i]
+	if j := a.seen.waiterIndex(w.ID, w.Session); j >= 0 && (w.ReissuedAt == 0 || a.seen.Waiters[j].ReissuedAt == w.ReissuedAt) {
+		return false
+	}
+	return w.replySetAt() > a.at
+}
+
+// replySetAt is when the request whose reply subject w holds arrived (by its
+// instance's clock): the last re-issue's arrival, or for a waiter never taken over,
+// or whose record an older version wrote, its enqueueing — before any re-issue, so
+// a copy that arrived before it is late all the same.
+func (w waiter) replySetAt() int64 {
+	if w.ReissuedAt != 0 {
+		return w.ReissuedAt
+	}
+	return w.EnqueuedAt
 }
 
 // acquire applies an acquire. It returns granted=true when w's session holds the
 // lock afterwards; otherwise w waits (wait) or the acquire fails (ErrWouldBlock).
 // A request whose id is already waiting takes over that waiter (its reply subject,
-// owner and deadline) and keeps its place; one whose id was answered for good is a
-// late duplicate (ErrCompleted). remember says the id is the client's own, so a
+// owner and deadline) and keeps its place — a copy that arrived before the waiter's
+// reply subject was set does not get here (acquireBy, lateCopy); one whose id was
+// answered for good is a late duplicate (ErrCompleted). remember says the id is the client's own, so a
 // try-once refusal is remembered too.
 func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int64, o *outcome) (granted bool, err error) {
 	if r.completed(w.ID, w.Session) {
@@ -618,7 +668,8 @@ func (r *record) acquire(w waiter, wait, remember bool, maxWaiters int, now int6
 		return false, ErrWouldBlock
 	}
 	if i := r.waiterIndex(w.ID, w.Session); i >= 0 {
-		w.EnqueuedAt = r.Waiters[i].EnqueuedAt
+		// w.EnqueuedAt is the copy's arrival (locks.go): it set the reply subject.
+		w.ReissuedAt, w.EnqueuedAt = w.EnqueuedAt, r.Waiters[i].EnqueuedAt
 		r.Waiters[i] = w
 		o.changed = true
 		// The copy may ask for another mode than the request it takes over (shared

@@ -16,7 +16,7 @@ import (
 // write the properties the state machine's doc comments promise. See fuzzModel for
 // how the input bytes are decoded and checkRecord, checkWrite for the properties.
 func FuzzRecordOperations(f *testing.F) {
-	for _, seed := range fuzzSeeds() {
+	for _, seed := range append(fuzzSeeds(), fuzzCases()...) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -55,6 +55,60 @@ func fuzzSeeds() [][]byte {
 		seeds = append(seeds, b)
 	}
 	return seeds
+}
+
+// fuzzCases are seeds that reach, in a few operations, paths random sequences
+// rarely do; the fuzzer mutates from there. Each is maxHolders, maxWaiters and the
+// operations' bytes (see the fuzzModel methods).
+func fuzzCases() [][]byte {
+	const (
+		s0, s1, s2      = 0, 1, 2
+		a, b, c         = 0, 1, 2
+		excl, wait, nid = 1, 4, 16 // acquire flags; shared without excl
+		forever         = 2        // acquire's wait byte: WaitForever
+	)
+	now := []byte{0, 0} // an arrival: the last record, now
+	acquire := func(session, id, flags byte, arrival ...byte) []byte {
+		if arrival == nil {
+			arrival = now
+		}
+		return append([]byte{opAcquire, session, id, flags, 0, forever}, arrival...)
+	}
+	flush := []byte{opFlush}
+	tick := func(ms byte) []byte { return []byte{opTick, ms} }
+	seed := func(maxHolders, maxWaiters byte, ops ...[]byte) []byte {
+		b := []byte{maxHolders, maxWaiters}
+		for _, op := range ops {
+			b = append(b, op...)
+		}
+		return b
+	}
+	var own [][]byte // s0 waits with more requests than waitersApiece
+	for range waitersApiece + 1 {
+		own = append(own, acquire(s0, a, excl|wait|nid), flush)
+	}
+	return [][]byte{
+		// A late copy: s0/a waits (stored at t), is re-issued at t+10 (taken
+		// over), and a copy that arrived at t+5, its instance's record showing
+		// the first version, is applied after (lag 2: the write before the
+		// takeover, at t): refused, the re-issue's reply kept.
+		seed(0, 0, acquire(s1, b, excl), flush, acquire(s0, a, excl|wait), flush, tick(10),
+			acquire(s0, a, excl|wait), flush, tick(10), acquire(s0, a, excl|wait, 0x12, 15), flush),
+		// A re-issue in another mode at the head of the queue, behind a shared
+		// holder, is granted, with the shared waiter behind it.
+		seed(0, 0, acquire(s1, b, 0), flush, acquire(s0, a, excl|wait), flush, acquire(s2, c, wait), flush,
+			acquire(s0, a, wait), flush),
+		// A waiting copy answered when its session already holds: s0/b and s0/a
+		// wait with s2/c between them; s1's release grants s0/b; s0/a, re-issued,
+		// gets the equal lock, and its waiting copy is answered with it.
+		seed(0, 0, acquire(s1, b, excl), flush, acquire(s0, b, excl|wait), acquire(s2, c, excl|wait),
+			acquire(s0, a, excl|wait), flush, []byte{opRelease, s1, 1, 0, 0}, flush, tick(1),
+			acquire(s0, a, excl|wait), flush),
+		// The queue's bound (maxWaiters 3), then one session's (waitersApiece).
+		seed(0, 1, acquire(s1, b, excl), flush, acquire(s0, a, excl|wait), acquire(s0, b, excl|wait),
+			acquire(s2, a, excl|wait), flush, acquire(s2, b, excl|wait), flush),
+		seed(0, 0, append([][]byte{acquire(s1, b, excl), flush}, own...)...),
+	}
 }
 
 // Operation codes: the first byte of each operation, modulo opCount.
@@ -157,13 +211,17 @@ type fuzzModel struct {
 	// yet to answer (waiters queued with them).
 	answered map[string]string
 	owed     map[string]bool
-	writes   int
-	ops      []string // for failure messages
+	// setAt is, for each waiting request (id, session), when the request that
+	// set its reply subject arrived: the model's one clock, so a copy that arrived
+	// before it is late (lateCopy), and one that arrived after it is not.
+	setAt  map[[2]string]int64
+	writes int
+	ops    []string // for failure messages
 }
 
 func newFuzzModel(t *testing.T, data []byte) *fuzzModel {
 	in := &fuzzInput{b: data}
-	m := &fuzzModel{t: t, in: in, now: 1_000_000, answered: map[string]string{}, owed: map[string]bool{}}
+	m := &fuzzModel{t: t, in: in, now: 1_000_000, answered: map[string]string{}, owed: map[string]bool{}, setAt: map[[2]string]int64{}}
 	m.maxHolders = []int{0, 2}[in.n(2)]
 	m.maxWaiters = []int{64, 3}[in.n(2)]
 	m.cur = committed{at: m.now, json: "null"}
@@ -334,19 +392,22 @@ func (m *fuzzModel) acquireTask() *fuzzTask {
 	var err error
 	t.dropsFirst = func(r *record, now int64) { r.dropSession(w.Session, st, now, &outcome{}) }
 	var pre struct {
-		holds, tookOver bool
-		oldReply        string
-		wasCompleted    bool
+		holds, waits bool
+		oldReply     string
+		wasCompleted bool
 	}
+	key := [2]string{w.ID, w.Session}
 	t.apply = func(r *record, now int64, o *outcome) {
-		_, pre.holds = r.holder(w.Session)
-		if i := r.waiterIndex(w.ID, w.Session); i >= 0 {
-			pre.oldReply = r.Waiters[i].Reply
-		}
 		// acquireBy releases what st shows lost first, remembering the ids it
 		// answered: a copy of the request that took a lost hold is one of them.
+		// What it finds then is what the request meets.
 		probe := r.clone()
 		t.dropsFirst(probe, now)
+		_, pre.holds = probe.holder(w.Session)
+		pre.oldReply, pre.waits = "", false
+		if i := probe.waiterIndex(w.ID, w.Session); i >= 0 {
+			pre.oldReply, pre.waits = probe.Waiters[i].Reply, true
+		}
 		pre.wasCompleted = probe.completed(w.ID, w.Session)
 		granted, err = r.acquireBy(st, a, w, wait, clientID, m.maxWaiters, now, o)
 	}
@@ -386,6 +447,27 @@ func (m *fuzzModel) acquireTask() *fuzzTask {
 		// (the copy is answered with the lock then).
 		if wait && err == nil && !pre.holds && pre.oldReply != "" && pre.oldReply != w.Reply {
 			t.dead = pre.oldReply
+		}
+		// lateCopy: a copy of a waiting request, its session not holding, takes
+		// the waiter over (queued, granted at the head, or, trying once, ending
+		// the wait) only when it arrived after the request that set the waiter's
+		// reply subject; it is refused (ErrOvertaken), the waiter untouched, only
+		// when it arrived before. One clock here: no skew to excuse either.
+		if pre.waits && !pre.holds {
+			tookOver := err == nil || errors.Is(err, ErrWouldBlock)
+			switch set := m.setAt[key]; {
+			case tookOver && a.at < set:
+				m.fatalf("%s: a copy that arrived at %d took over the waiter whose reply subject was set by a request that arrived at %d", t.name, a.at, set)
+			case errors.Is(err, ErrOvertaken) && a.at >= set:
+				m.fatalf("%s: a copy that arrived at %d, after the waiter's reply subject was set (%d), was refused as late", t.name, a.at, set)
+			case errors.Is(err, ErrOvertaken):
+				if i := after.waiterIndex(w.ID, w.Session); i < 0 || after.Waiters[i].Reply != pre.oldReply {
+					m.fatalf("%s: refused as a late copy, but the waiter's reply subject changed (was %s)", t.name, pre.oldReply)
+				}
+			}
+		}
+		if i := after.waiterIndex(w.ID, w.Session); i >= 0 && after.Waiters[i].Reply == w.Reply {
+			m.setAt[key] = a.at
 		}
 		// A try-once refusal of a client's id is remembered (acquire doc), and its
 		// waiting copy ended.

@@ -35,7 +35,7 @@ func (s *Service) registerMetrics(mp metric.MeterProvider) (metric.Registration,
 		return nil, err
 	}
 	overtaken, err := m.Int64ObservableCounter("roster.locks.overtaken", metric.WithUnit("{request}"),
-		metric.WithDescription("Requests this instance did not apply because their session had acted on the lock since they arrived (answered unavailable): given up by their callers, mostly, while storage stalled."))
+		metric.WithDescription("Requests this instance did not apply because their session had acted on the lock since they arrived, or re-issued them (late copies of a waiting request), answered unavailable: given up by their callers, mostly, while storage stalled."))
 	if err != nil {
 		return nil, err
 	}

@@ -332,7 +332,8 @@ type Stats struct {
 	// Conflicts counts compare-and-set writes that lost to a concurrent one.
 	Conflicts uint64
 	// Overtaken counts requests not applied because their session had acted on
-	// the lock since they arrived (answered unavailable).
+	// the lock since they arrived, or re-issued them (late copies of a waiting
+	// request: record.lateCopy), answered unavailable.
 	Overtaken uint64
 }
 

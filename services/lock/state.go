@@ -600,12 +600,15 @@ func (r *record) overtaken(w waiter, st sessionState, a arrival) bool {
 // waiter over, as before); one ahead by more than that could refuse a re-issue made
 // through an instance whose view has yet to see the waiter, which the client then
 // re-issues again (unavailable). A version is known when a.seen shows the waiter
-// with the same ReissuedAt; one without it (never taken over, or written by an
-// older version) when a.seen shows the waiter at all.
+// with the same EnqueuedAt (not an earlier wait of the same id) and ReissuedAt; one
+// without ReissuedAt (never taken over, or written by an older version) when a.seen
+// shows that wait in any version.
 func (r *record) lateCopy(i int, a arrival) bool {
 	w := r.Waiters[i]
-	if j := a.seen.waiterIndex(w.ID, w.Session); j >= 0 && (w.ReissuedAt == 0 || a.seen.Waiters[j].ReissuedAt == w.ReissuedAt) {
-		return false
+	if j := a.seen.waiterIndex(w.ID, w.Session); j >= 0 {
+		if s := a.seen.Waiters[j]; s.EnqueuedAt == w.EnqueuedAt && (w.ReissuedAt == 0 || s.ReissuedAt == w.ReissuedAt) {
+			return false
+		}
 	}
 	return w.replySetAt() > a.at
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,9 +85,15 @@ func stall(t *testing.T, prepare func(s *client), send func(ctx context.Context,
 	e := newEnv(t)
 	g := newWriteGate()
 	g.until = make(chan struct{})
+	var release sync.Once
+	letGo := func() { release.Do(func() { close(g.until) }) }
 	// A stop's drain ends the requests' contexts, which would drop the stalled
 	// request (dropEnded): it lasts beyond any test here.
 	a := e.startLock(t, Config{beforeWrite: g.beforeWrite, DrainTimeout: time.Minute})
+	// Run before a's stop (cleanups run last first): a test that fails before
+	// resume would otherwise leave a's stop waiting for the held write for good,
+	// and the package's run with it, until its timeout.
+	t.Cleanup(letGo)
 	s = stalledClient{e.open(t, "admin", 0), e, a}
 	prepare(s.client)
 	g.armed.Store(true)
@@ -107,7 +114,10 @@ func stall(t *testing.T, prepare func(s *client), send func(ctx context.Context,
 	go func() { a.stop(); close(stopped) }()
 	retry = func(f func() error) {
 		t.Helper()
-		natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		// Longer than one request's 10 s: one sent before a's stop has
+		// unsubscribed it is taken by a, waits behind the held write, and is
+		// answered only at its deadline (seen: the whole 10 s gone on it).
+		natstest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 			err := f()
 			if wire.CodeOf(err) == wire.CodeUnavailable || errors.Is(err, context.DeadlineExceeded) {
 				return err
@@ -120,7 +130,7 @@ func stall(t *testing.T, prepare func(s *client), send func(ctx context.Context,
 	}
 	resume = func() {
 		t.Helper()
-		close(g.until) // the stalled write goes, and conflicts
+		letGo() // the stalled write goes, and conflicts
 		select {
 		case <-stopped:
 		case <-time.After(15 * time.Second):

@@ -73,21 +73,26 @@ func (f *clientFlags) connect(cmd *cobra.Command) (*client.Client, error) {
 		// Refused credentials nobody gave read as a mistake in them.
 		return nil, fmt.Errorf("%w (no credentials were given: where anonymous connections are not admitted, give --user and --password, or --jwt)", err)
 	}
-	var unknownCA x509.UnknownAuthorityError
-	if err != nil && errors.As(err, &unknownCA) {
-		// A self-signed or private CA's certificate: the fix is a flag away.
-		return nil, fmt.Errorf("%w (%s: the CAs that signed the server's certificate)", err, f.caHint(cmd))
+	if err != nil {
+		return nil, explainUntrusted(err, flagSource(cmd, "tls-ca"), f.tls.ca)
 	}
-	return c, err
+	return c, nil
 }
 
-// caHint names the flag of the CAs a server certificate is checked against, and
-// what it is set to when it is.
-func (f *clientFlags) caHint(cmd *cobra.Command) string {
-	if f.tls.ca == "" {
-		return "give --tls-ca"
+// explainUntrusted adds to a server certificate that no trusted CA signed the flag
+// that names the CAs it is checked against (flag, set to ca if anything): a
+// self-signed or private CA's certificate is a flag away from working, which x509's
+// "certificate signed by unknown authority" does not say. Other errors it returns
+// as they are.
+func explainUntrusted(err error, flag, ca string) error {
+	var unknownCA x509.UnknownAuthorityError
+	if !errors.As(err, &unknownCA) {
+		return err
 	}
-	return "check " + flagSource(cmd, "tls-ca") + " " + f.tls.ca
+	if ca == "" {
+		return fmt.Errorf("%w (give %s: the CAs that signed the server's certificate)", err, flag)
+	}
+	return fmt.Errorf("%w (check %s %s: the CAs that signed the server's certificate)", err, flag, ca)
 }
 
 // checkServerURLs refuses a --server that names a scheme NATS does not speak

@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -450,13 +449,8 @@ func serve(ctx context.Context, o *serveOptions) error {
 // were given, and how to give them: alone, nats.go's "Authorization Violation" reads
 // as a wrong password. To a server certificate not trusted it adds --nats-tls-ca.
 func (o *serveOptions) explainRefusal(err error) error {
-	var unknownCA x509.UnknownAuthorityError
-	if o.natsURL != "" && errors.As(err, &unknownCA) {
-		// A self-signed or private CA's certificate: the fix is a flag away.
-		if o.natsTLS.ca == "" {
-			return fmt.Errorf("%w (give --nats-tls-ca: the CAs that signed the servers' certificates)", err)
-		}
-		return fmt.Errorf("%w (check --nats-tls-ca %s: the CAs that signed the servers' certificates)", err, o.natsTLS.ca)
+	if o.natsURL != "" {
+		err = explainUntrusted(err, "--nats-tls-ca", o.natsTLS.ca)
 	}
 	if o.natsURL == "" || !errors.Is(err, nats.ErrAuthorization) ||
 		o.natsUser != "" || o.natsCreds != "" || o.natsToken != "" || strings.Contains(o.natsURL, "@") {

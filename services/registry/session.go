@@ -156,12 +156,7 @@ func (s *Service) open(ctx context.Context, c *endpoint.Call, req *wire.SessionO
 	// throttles by it, and it is the session's $ClientIP.
 	info := c.Info()
 	if req.ClientIP != "" {
-		ui := wire.RequestInfo{}
-		if info != nil {
-			ui = *info
-		}
-		ui.Host = req.ClientIP
-		info = &ui
+		info = withHost(info, req.ClientIP)
 	}
 	auth, user, authFixed, err := s.authenticate(ctx, req.Credentials, req.Properties, info)
 	if err != nil {
@@ -881,11 +876,17 @@ func attemptInfo(info *wire.RequestInfo, rec *sessions.Record) *wire.RequestInfo
 	if rec.Fixed[sessions.PropGatewayType] == "" || ip == "" {
 		return info
 	}
+	return withHost(info, ip)
+}
+
+// withHost returns a copy of info (which may be nil) whose client address is host:
+// a gateway's user, known by the address the gateway gives.
+func withHost(info *wire.RequestInfo, host string) *wire.RequestInfo {
 	ui := wire.RequestInfo{}
 	if info != nil {
 		ui = *info
 	}
-	ui.Host = ip
+	ui.Host = host
 	return &ui
 }
 

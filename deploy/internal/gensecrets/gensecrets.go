@@ -36,7 +36,7 @@ type Secrets struct {
 	// RoutePassword authenticates the NATS cluster's routes (user roster-route). It is
 	// embedded.RoutePassword(SystemPassword), the one `roster serve --cluster-listen
 	// --system-password` nodes derive, so that such nodes can join a cluster of
-	// nats.conf nodes. Hex: it sits in route URLs.
+	// nats.conf nodes. Letters and hex digits: it sits in route URLs.
 	RoutePassword string
 	// CalloutIssuer and AdminNkey are public keys (A…, U…).
 	CalloutIssuer, AdminNkey string

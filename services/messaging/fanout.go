@@ -233,10 +233,14 @@ func (g *gather) settleRest(r wire.MsgResult) {
 // when the target already has the maximum in flight, or timeout. emit, if not nil,
 // receives each result as it is decided. request returns when every target has a
 // result, at most timeout after its deliveries were published (and the server took
-// them), or when ctx ends (the rest then are errors: unavailable). Without emit it
-// also returns the JSON size of the results; past limit their payloads are dropped
-// (the caller answers too_large).
-func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, targets []target, timeout time.Duration, emit func(wire.MsgResult), limit int, asked func(n int)) ([]wire.MsgResult, int) {
+// them), or when ctx ends (the rest then are errors: unavailable). answerBy, when
+// not zero, is when the results must be in hand (the requester's deadline, less the
+// time the reply needs): request returns by then too, each receiver is told only
+// the time left until then when that is less than timeout (Roster-Timeout), and one
+// whose turn comes after it is not asked (timeout). Without emit it also returns
+// the JSON size of the results; past limit their payloads are dropped (the caller
+// answers too_large).
+func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, targets []target, timeout time.Duration, answerBy time.Time, emit func(wire.MsgResult), limit int, asked func(n int)) ([]wire.MsgResult, int) {
 	g := &gather{
 		id:        strconv.FormatUint(f.nextID.Add(1), 36),
 		targets:   targets,
@@ -262,9 +266,16 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 	}()
 
 	h[wire.HeaderRequestID] = []string{g.id}
-	// At least 1 ms: a timeout under a millisecond (a requester's deadline all but
-	// gone, endpoint.HoldWithin) written as 0 is no deadline to the SDK.
-	h[wire.HeaderTimeout] = []string{strconv.FormatInt(max(timeout.Milliseconds(), 1), 10)}
+	told := int64(-1) // the Roster-Timeout in h, in ms
+	tell := func(d time.Duration) {
+		// At least 1 ms: a timeout under a millisecond (a requester's deadline all
+		// but gone) written as 0 is no deadline to the SDK.
+		if ms := max(d.Milliseconds(), 1); ms != told {
+			h[wire.HeaderTimeout] = []string{strconv.FormatInt(ms, 10)}
+			told = ms
+		}
+	}
+	tell(timeout)
 	msg := &nats.Msg{Header: h, Data: d.payload}
 	subj := make([]byte, 0, 128)
 	reply := make([]byte, 0, len(f.inbox)+24)
@@ -275,6 +286,19 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 			g.settle(i, wire.MsgResult{Status: wire.StatusLimitExceeded, Error: wire.Errorf(wire.CodeLimitExceeded,
 				"session %s has %d requests in flight; the limit is %d", t.id, f.inflight.max, f.inflight.max)})
 			continue
+		}
+		if !answerBy.IsZero() {
+			// A receiver has no more time than the requester waits for the
+			// results, however long the publishes before its own took: told the
+			// whole timeout, its answer came after the reply, and the service,
+			// waiting for it, answered after its requester had given up.
+			left := time.Until(answerBy)
+			if left <= 0 {
+				g.settle(i, wire.MsgResult{Status: wire.StatusTimeout, Error: wire.Errorf(wire.CodeTimeout,
+					"not asked: the requester's deadline passed before the request could be published to the session")})
+				continue
+			}
+			tell(min(timeout, left))
 		}
 		subj = wire.AppendDeliverSubject(subj[:0], t.deliveryKey, t.id, d.pathTokens)
 		reply = append(append(append(reply[:0], f.inbox...), g.id...), '.')
@@ -300,12 +324,16 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 	// The timeout counts from the publishes, as Roster-Timeout tells each receiver:
 	// counted from before them, the receivers of a long fan-out had that much less
 	// than they were told, and an answer within their deadline came too late.
-	timer := time.NewTimer(timeout)
+	wait, late := timeout, wire.Errorf(wire.CodeTimeout, "no response within %v", timeout)
+	if left := time.Until(answerBy); !answerBy.IsZero() && left < wait {
+		wait, late = max(left, 0), wire.Errorf(wire.CodeTimeout, "no response before the requester's deadline")
+	}
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
 	case <-g.done:
 	case <-timer.C:
-		g.settleRest(wire.MsgResult{Status: wire.StatusTimeout, Error: wire.Errorf(wire.CodeTimeout, "no response within %v", timeout)})
+		g.settleRest(wire.MsgResult{Status: wire.StatusTimeout, Error: late})
 	case <-ctx.Done():
 		g.settleRest(wire.MsgResult{Status: wire.StatusError, Error: wire.Errorf(wire.CodeUnavailable, "the messaging service stopped before the response")})
 	}

@@ -155,7 +155,7 @@ func BenchmarkRequestFilter1000(b *testing.B) {
 
 		start = time.Now()
 		ts, _, _, _ := ix.selectFilter(context.Background(), flt)
-		results, _ := f.request(ctx, d, d.header(ctx), ts, 10*time.Second, nil, 1<<30, func(int) {})
+		results, _ := f.request(ctx, d, d.header(ctx), ts, 10*time.Second, time.Time{}, nil, 1<<30, func(int) {})
 		fanTime += time.Since(start)
 		for _, r := range results {
 			if r.Status != wire.StatusOK {

@@ -32,7 +32,7 @@ func TestNotDeliveredSaysNoNATSErrorText(t *testing.T) {
 	ctx := context.Background()
 	d := &delivery{path: "chat/x", pathTokens: "chat.x", sender: "s1", payload: []byte("hi")}
 	targets := []target{{id: "r1", deliveryKey: "k1"}, {id: "r2", deliveryKey: "k2"}}
-	results, _ := f.request(ctx, d, d.header(ctx), targets, time.Minute, nil, 1<<20, func(int) {})
+	results, _ := f.request(ctx, d, d.header(ctx), targets, time.Minute, time.Time{}, nil, 1<<20, func(int) {})
 	if len(results) != 2 {
 		t.Fatalf("results: %+v", results)
 	}
@@ -76,7 +76,7 @@ func TestReceiversAreNeverToldZero(t *testing.T) {
 	ctx := context.Background()
 	d := &delivery{path: "chat/x", pathTokens: "chat.x", sender: "s1", payload: []byte("hi")}
 	targets := []target{{id: "r1", deliveryKey: "k1"}}
-	results, _ := f.request(ctx, d, d.header(ctx), targets, 500*time.Microsecond, nil, 1<<20, func(int) {})
+	results, _ := f.request(ctx, d, d.header(ctx), targets, 500*time.Microsecond, time.Time{}, nil, 1<<20, func(int) {})
 	if len(results) != 1 || results[0].Status != wire.StatusTimeout {
 		t.Fatalf("results: %+v, want one timeout", results)
 	}
@@ -86,5 +86,41 @@ func TestReceiversAreNeverToldZero(t *testing.T) {
 	}
 	if got := m.Header.Get(wire.HeaderTimeout); got != "1" {
 		t.Fatalf("the receiver was told %s=%q, want 1", wire.HeaderTimeout, got)
+	}
+}
+
+// TestReceiverWithNoTimeLeftIsNotAsked: a receiver whose turn in a fan-out comes
+// once the requester's results are due (answerBy) is reported timeout without
+// being asked, and its in-flight slot is given back: its answer could reach no one.
+func TestReceiverWithNoTimeLeftIsNotAsked(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := srv.ServiceConn(t)
+	f, err := newFanout(nc, DefaultMaxInFlight, noop.NewTracerProvider().Tracer(""), natstest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	sub, err := nc.SubscribeSync(wire.DeliverSubject("k1", "r1", "chat/x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	d := &delivery{path: "chat/x", pathTokens: "chat.x", sender: "s1", payload: []byte("hi")}
+	targets := []target{{id: "r1", deliveryKey: "k1"}}
+	asked := -1
+	results, _ := f.request(ctx, d, d.header(ctx), targets, time.Minute, time.Now().Add(-time.Millisecond), nil, 1<<20, func(n int) { asked = n })
+	if len(results) != 1 || results[0].Status != wire.StatusTimeout || asked != 0 {
+		t.Fatalf("results %+v, %d asked; want one timeout, none asked", results, asked)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := sub.Pending(); n != 0 {
+		t.Fatalf("the receiver got %d deliveries, want none", n)
+	}
+	f.inflight.mu.Lock()
+	defer f.inflight.mu.Unlock()
+	if len(f.inflight.n) != 0 {
+		t.Fatalf("in flight after the request: %v, want none", f.inflight.n)
 	}
 }

@@ -208,11 +208,13 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 	if timeout == 0 {
 		timeout = wire.DefaultRequestTimeoutMS * time.Millisecond
 	}
-	if req.StreamID == "" {
+	var answerBy time.Time
+	if left, ok := endpoint.Remaining(ctx); ok && req.StreamID == "" {
 		// The results are the reply: gathered for no longer than the requester
 		// waits for it, they reach it (those not in yet answered timeout), and the
-		// receivers are told the time there is.
-		timeout = endpoint.HoldWithin(ctx, timeout)
+		// receivers are told the time there is. Counted from here, not from the
+		// publishes: a long fan-out leaves its last receivers less.
+		answerBy = time.Now().Add(endpoint.HoldWithin(ctx, left))
 	}
 	expected := len(fo.targets)
 	// The sessions asked: neither those refused for requests in flight nor those
@@ -240,7 +242,7 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 			defer s.releaseSender(from)
 			defer s.wg.Done()
 			defer fo.span.End()
-			results, size := s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, nil, s.cfg.MaxPayload, asked)
+			results, size := s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, answerBy, nil, s.cfg.MaxPayload, asked)
 			var err error
 			if size > s.cfg.MaxPayload {
 				err = wire.Errorf(wire.CodeTooLarge, "the %d results are about %d bytes, more than one reply may carry (%d); ask with stream_id to stream them", len(results), size, s.cfg.MaxPayload)
@@ -278,7 +280,7 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		defer s.releaseSender(from)
 		defer s.wg.Done()
 		defer fo.span.End()
-		s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, st.result, 0, asked)
+		s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, time.Time{}, st.result, 0, asked)
 		st.end(expected)
 	}()
 	return &wire.MsgRequestResponse{Expected: expected}, nil

@@ -140,6 +140,11 @@ func (f *fanout) publish(ctx context.Context, d *delivery, h nats.Header, target
 	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
 	if err := f.nc.FlushWithContext(fctx); err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			// The flush's own bound, not the service's stop: the server did not
+			// confirm the deliveries in time (a slow or unreachable server).
+			return len(targets), errors.Join(wire.Errorf(wire.CodeUnavailable, "NATS did not confirm the deliveries within %v", flushTimeout), err)
+		}
 		return len(targets), publishError(err)
 	}
 	return len(targets), nil

@@ -339,13 +339,14 @@ func (c *cluster) startService(name string) *service {
 	s.args = []string{"serve", "--services", name,
 		"--nats-url", c.urls(),
 		"--nats-user", embedded.ServiceUser, "--nats-password", c.servicePass,
-		"--auth-callout-seed-file", c.seedFile,
 		"--replicas", "3",
 		"--health-listen", "127.0.0.1:" + strconv.Itoa(hp),
 		"--log-level", "warn",
 	}
 	if name == "auth" {
-		s.args = append(s.args, "--policy", c.policyFile)
+		// Only the auth service answers the callout: serve refuses the seed (and
+		// the policy) in a process without it.
+		s.args = append(s.args, "--auth-callout-seed-file", c.seedFile, "--policy", c.policyFile)
 	}
 	s.start(c.t)
 	c.mu.Lock()

@@ -132,6 +132,12 @@ func TestServeFlagsOfAServiceNotRunAreUsageErrors(t *testing.T) {
 			"--users-file (set by ROSTER_USERS_FILE) configures the auth service, which this process does not run (--services registry,lock)"},
 		{"two services", nil, []string{"--services", "none", "--lock-max-waiters", "5", "--max-in-flight", "3"},
 			"--lock-max-waiters, --max-in-flight configure the lock and messaging services, which this process does not run (--services none)"},
+		// With --nats-url only the auth service uses the seed: the NATS servers'
+		// callout holds its public key in their own configuration.
+		{"callout seed without auth", nil, []string{"--services", "lock", "--auth-callout-seed-file", "/etc/callout.nk"},
+			"--auth-callout-seed-file configures the auth service, which this process does not run (--services lock)"},
+		{"callout seed by variable", map[string]string{"ROSTER_AUTH_CALLOUT_SEED_FILE": "/etc/callout.nk"}, []string{"--services", "registry", "--users-file", "/etc/users.yaml"},
+			"--auth-callout-seed-file (set by ROSTER_AUTH_CALLOUT_SEED_FILE), --users-file configure the auth service, which this process does not run (--services registry)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wantUsage(t, tc.env, append([]string{"serve", "--log-level", "error", "--nats-url", url}, tc.args...), tc.want)
@@ -143,6 +149,25 @@ func TestServeFlagsOfAServiceNotRunAreUsageErrors(t *testing.T) {
 	err := run(ctx, []string{"serve", "--log-level", "error", "--nats-url", url, "--services", "lokc", "--lock-max-waiters", "5"})
 	if exitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), `unknown service "lokc"`) {
 		t.Errorf("got %v (exit %d), want a usage error naming the unknown service", err, exitCode(err))
+	}
+	// A bare node (--services none, the embedded server only) takes no --replicas:
+	// only the services create buckets and streams. Its callout trusts the seed's
+	// key, so it takes --auth-callout-seed-file.
+	node := []string{"serve", "--log-level", "error", "--services", "none", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(),
+		"--cluster-listen", "127.0.0.1:0", "--system-password", "pw", "--auth-callout-seed-file", "/etc/callout.nk"}
+	wantUsage(t, nil, append(slices.Clip(node), "--replicas", "3"),
+		"--replicas sets the copies of the buckets and streams the services create, and this process runs none (--services none)")
+	t.Run("replicas by variable", func(t *testing.T) {
+		wantUsage(t, map[string]string{"ROSTER_REPLICAS": "1"}, node,
+			"--replicas (set by ROSTER_REPLICAS) sets the copies of the buckets and streams the services create, and this process runs none (--services none)")
+	})
+	ctx, cancel = context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	missing := filepath.Join(t.TempDir(), "callout.nk")
+	err = run(ctx, []string{"serve", "--log-level", "error", "--services", "none", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(),
+		"--auth-callout-seed-file", missing})
+	if exitCode(err) != 2 || !strings.HasPrefix(fmt.Sprint(err), "auth callout seed file: ") {
+		t.Errorf("got %v (exit %d), want the seed file read (and missing)", err, exitCode(err))
 	}
 	// The service's own process takes them.
 	ctx, cancel = context.WithTimeout(t.Context(), 3*time.Second)

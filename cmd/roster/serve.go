@@ -289,7 +289,9 @@ func (o *serveOptions) given(names []string) []string {
 
 // checkServices refuses flags that configure a service this process does not run
 // (serviceFlags): a --session-timeout given to the lock service's process, or an
-// auth flag to a process without the auth service, was ignored without a word.
+// auth flag to a process without the auth service, was ignored without a word. So
+// were --auth-callout-seed-file with --nats-url in a process without auth, and
+// --replicas in one that runs no service.
 func (o *serveOptions) checkServices() error {
 	if o.changed == nil {
 		return nil
@@ -307,9 +309,16 @@ func (o *serveOptions) checkServices() error {
 		}
 		return slices.ContainsFunc(o.services, func(n string) bool { return strings.EqualFold(strings.TrimSpace(n), service) })
 	}
+	flags := serviceFlags
+	if o.natsURL != "" {
+		// Without the embedded server only the auth service reads the seed: the
+		// NATS servers' callout holds its public key in their own configuration.
+		flags = maps.Clone(serviceFlags)
+		flags["auth-callout-seed-file"] = "auth"
+	}
 	var notRun, services []string
-	for _, name := range slices.Sorted(maps.Keys(serviceFlags)) {
-		if service := serviceFlags[name]; o.changed(name) && !runs(service) {
+	for _, name := range slices.Sorted(maps.Keys(flags)) {
+		if service := flags[name]; o.changed(name) && !runs(service) {
 			notRun = append(notRun, name)
 			if !slices.Contains(services, service) {
 				services = append(services, service)
@@ -318,11 +327,23 @@ func (o *serveOptions) checkServices() error {
 	}
 	given := o.given(notRun)
 	run := "--services " + strings.Join(o.services, ",")
-	switch {
-	case len(given) == 1:
-		return usageError{fmt.Errorf("%s configures the %s service, which this process does not run (%s)", given[0], services[0], run)}
-	case len(given) > 1:
-		return usageError{fmt.Errorf("%s configure the %s services, which this process does not run (%s)", strings.Join(given, ", "), strings.Join(services, " and "), run)}
+	if len(given) > 0 {
+		// Several flags of one service read "configure the auth service".
+		verb, noun := "configures", "service"
+		if len(given) > 1 {
+			verb = "configure"
+		}
+		if len(services) > 1 {
+			noun = "services"
+		}
+		return usageError{fmt.Errorf("%s %s the %s %s, which this process does not run (%s)", strings.Join(given, ", "), verb, strings.Join(services, " and "), noun, run)}
+	}
+	if len(o.services) == 1 && strings.EqualFold(strings.TrimSpace(o.services[0]), "none") {
+		// A bare node's: only the services create buckets and streams. (The
+		// default, 1, given on purpose does nothing either.)
+		if g := o.given([]string{"replicas"}); len(g) == 1 {
+			return usageError{fmt.Errorf("%s sets the copies of the buckets and streams the services create, and this process runs none (%s)", g[0], run)}
+		}
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/roster"
 	"github.com/seed-3c836eab/roster/pkg/roster/rostertest"
@@ -359,6 +360,20 @@ func TestConnectionErrors(t *testing.T) {
 	c.server = "nats://alice:s3cret@127.0.0.1:1"
 	if r := c.run(ctx, "", "session", "get"); r.exit() != exitUnavailable || strings.Contains(r.err.Error(), "s3cret") {
 		t.Errorf("no server: got %v (exit %d), want exit %d without the URL's password", r.err, r.exit(), exitUnavailable)
+	}
+}
+
+// TestClientCommandNamesAMonitoringPort: a --server that is a node's HTTP monitoring
+// port exits 7 saying so, and where clients connect; it said only "read tcp …: i/o
+// timeout". (pkg/client TestConnectNamesAWrongPort covers the route port too, which
+// the commands reach as they reach the client port: a route port's INFO advertises
+// the client URLs, which nats.go follows.)
+func TestClientCommandNamesAMonitoringPort(t *testing.T) {
+	s := natstest.Start(t, func(c *embedded.Config) { c.Monitor = "127.0.0.1:-1" })
+	c := cli{t: t, server: s.MonitorAddr().String()}
+	r := c.run(testCtx(t), "", "session", "get")
+	if r.exit() != exitUnavailable || !strings.Contains(fmt.Sprint(r.err), "answers HTTP, as a NATS monitoring port does, not the NATS protocol (clients connect to the client port, 4222 by default)") {
+		t.Errorf("got %v (exit %d), want exit %d naming the monitoring port", r.err, r.exit(), exitUnavailable)
 	}
 }
 

@@ -112,6 +112,11 @@ var errConnectionLost = &wire.Error{Code: wire.CodeUnavailable, Message: "connec
 // nonce for a key to sign, is connected to without one (Key is then empty): its
 // sessions receive under roster.v1.deliver.-.>, which that server's own permissions
 // must guard.
+//
+// A failed Connect fails with ErrUnavailable, or ErrUnauthenticated when the server
+// refused the credentials. A server of url that is a NATS cluster route port or an
+// HTTP port (NATS monitoring) is named as such: Connect then asks the servers once
+// more what they are, which adds at most two seconds to the failure.
 func Connect(url string, opts ...ConnectOption) (*Client, error) {
 	o := connectOptions{tp: otel.GetTracerProvider(), logger: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
@@ -138,7 +143,7 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 		nc, err = nats.Connect(url, c.natsOptions(o, nil)...)
 	}
 	if err != nil {
-		return nil, connectError(url, err)
+		return nil, connectError(url, err, o.nats)
 	}
 	c.nc = nc
 	var next nats.ErrHandler
@@ -222,8 +227,13 @@ func (c *Client) stateNotice(m *nats.Msg) {
 
 // connectError maps a failed dial to the SDK's errors: a refused authorization
 // (the auth callout denied the credentials) matches ErrUnauthenticated, anything
-// else ErrUnavailable.
-func connectError(url string, err error) error {
+// else ErrUnavailable. A server of url that is a route port or an HTTP port, not a
+// client port, is named as such (wrongPort), with ErrUnavailable: a route port's
+// refusal is no judgement of the credentials. opts are the connection's.
+func connectError(url string, err error, opts []nats.Option) error {
+	if hint := wrongPort(url, opts); hint != "" {
+		return fmt.Errorf("client: %w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "cannot connect: " + hint}, err)
+	}
 	code, msg := wire.CodeUnavailable, "cannot connect to "+redactURLs(url)
 	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
 		code, msg = wire.CodeUnauthenticated, "the server refused the connection's credentials"

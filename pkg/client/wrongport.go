@@ -1,0 +1,179 @@
+package client
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// A URL copied from the wrong line of a server's configuration is a likely reason
+// for a connection that fails. nats.go reports what the port did, not what it is:
+//
+//   - A cluster route port (6222 by default) greets with a route's INFO and refuses
+//     the client's CONNECT: "Authorization Violation" where routes authenticate, as
+//     Roster's and deploy/'s do, which read as refused credentials. (nats.go first
+//     follows the client URLs that INFO advertises, so this is seen only where a
+//     cluster advertises none, or none the client reaches: then the error is of
+//     those URLs, such as "no servers available for connection".)
+//   - The HTTP monitoring port (8222 by default) sends nothing until it has read an
+//     HTTP request, and nats.go, waiting for INFO, times out ("read tcp …: i/o
+//     timeout").
+//
+// So after a failed Connect the servers given are asked again, as the client port
+// would be, and what each sends says which port it is (wrongPort).
+
+// probeTimeout bounds the probe of the servers after a failed Connect: it adds at
+// most this to the failure, in practice the time of a round trip (a server that
+// answers at once) or of a refused dial.
+const probeTimeout = 2 * time.Second
+
+// probeInfoWait is how long a probe waits for a server to speak first before it
+// sends a PING: a NATS port sends INFO at once, an HTTP port waits for a request.
+// It only decides when the PING goes: the probe judges by the first line it
+// reads, so a NATS server slower than this is still read as NATS.
+const probeInfoWait = 250 * time.Millisecond
+
+// maxProbeLine bounds the line a probe reads (an INFO lists the cluster's URLs).
+const maxProbeLine = 64 << 10
+
+// clientPortHint ends the description of a wrong port.
+const clientPortHint = "clients connect to the client port, 4222 by default"
+
+// wrongPort asks the servers of urls (nats.Connect's comma-separated list) what they
+// are, and describes the first that is a route port or an HTTP port, or returns ""
+// when none is (or none answered within probeTimeout). opts are the connection's,
+// for its dialer.
+func wrongPort(urls string, opts []nats.Option) string {
+	o := nats.GetDefaultOptions()
+	for _, opt := range opts {
+		if opt != nil && opt(&o) != nil {
+			return ""
+		}
+	}
+	if o.InProcessServer != nil {
+		return "" // no port at all
+	}
+	var servers []string
+	for s := range strings.SplitSeq(urls, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			servers = append(servers, s)
+		}
+	}
+	deadline := time.Now().Add(probeTimeout)
+	found := make([]chan string, len(servers))
+	for i, s := range servers {
+		found[i] = make(chan string, 1)
+		go func() { found[i] <- probeServer(s, o, deadline) }()
+	}
+	timer := time.NewTimer(time.Until(deadline) + probeInfoWait)
+	defer timer.Stop()
+	// In the order given; a probe not back in time (a custom dialer that does not
+	// return) is left to finish alone.
+	for _, ch := range found {
+		select {
+		case hint := <-ch:
+			if hint != "" {
+				return hint
+			}
+		case <-timer.C:
+			return ""
+		}
+	}
+	return ""
+}
+
+// probeServer connects to one server of the list as the client port would be
+// connected to, and describes it when it is a route port or an HTTP port.
+func probeServer(server string, o nats.Options, deadline time.Time) string {
+	raw := server
+	if !strings.Contains(raw, "://") {
+		raw = "nats://" + raw // as nats.go reads a bare host:port
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "nats", "tls":
+	default:
+		return "" // WebSocket: nats.go's own HTTP handshake tells more
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "4222")
+	}
+	conn, err := probeDial(o, addr, deadline)
+	if err != nil {
+		return ""
+	}
+	defer conn.Close()
+	line := probeFirstLine(conn, deadline)
+	name := redactURLs(server)
+	switch {
+	case isRouteInfo(line):
+		return name + " is a NATS cluster route port, not a client port (" + clientPortHint + ")"
+	case strings.HasPrefix(line, "HTTP/"):
+		return name + " answers HTTP, as a NATS monitoring port does, not the NATS protocol (" + clientPortHint + ")"
+	}
+	return ""
+}
+
+// probeDial dials addr with the connection's dialer, by deadline.
+func probeDial(o nats.Options, addr string, deadline time.Time) (net.Conn, error) {
+	if o.CustomDialer != nil {
+		return o.CustomDialer.Dial("tcp", addr)
+	}
+	d := net.Dialer{}
+	if o.Dialer != nil {
+		d = *o.Dialer
+	}
+	d.Timeout, d.Deadline = 0, deadline
+	return d.Dial("tcp", addr)
+}
+
+// probeFirstLine returns the first line conn sends, sending it a PING when it has
+// sent nothing within probeInfoWait: an HTTP server answers that with an error
+// status, and a NATS port has normally sent its INFO before (nothing is written to
+// one that has, where a line before CONNECT is an authorization violation).
+func probeFirstLine(conn net.Conn, deadline time.Time) string {
+	br := bufio.NewReader(io.LimitReader(conn, maxProbeLine))
+	wait := time.Now().Add(probeInfoWait)
+	if wait.After(deadline) {
+		wait = deadline
+	}
+	_ = conn.SetReadDeadline(wait)
+	if _, err := br.Peek(1); err != nil {
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return ""
+		}
+		_ = conn.SetDeadline(deadline)
+		if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+			return ""
+		}
+	}
+	_ = conn.SetReadDeadline(deadline)
+	line, _ := br.ReadString('\n')
+	return line
+}
+
+// isRouteInfo reports whether line is the INFO of a route port: nats-server sets
+// "lnoc" (leafnode origin cluster, a route's capability) in the INFO of its route
+// listener only, never in a client's, leafnode's or gateway's.
+func isRouteInfo(line string) bool {
+	op, args, ok := strings.Cut(strings.TrimSpace(line), " ")
+	if !ok || !strings.EqualFold(op, "INFO") {
+		return false
+	}
+	var info struct {
+		LNOC bool `json:"lnoc"`
+	}
+	return json.Unmarshal([]byte(args), &info) == nil && info.LNOC
+}

@@ -1,0 +1,75 @@
+package client_test
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+)
+
+// TestConnectNamesAWrongPort: Connect given a node's cluster route port, or its
+// HTTP monitoring port, says which it is and that clients connect to the client
+// port. The route port refused the connection with nats-server's bare
+// "Authorization Violation", which read as refused credentials
+// (ErrUnauthenticated); the monitoring port, which answers nothing until it reads
+// an HTTP request, left only "read tcp …: i/o timeout".
+func TestConnectNamesAWrongPort(t *testing.T) {
+	s := natstest.StartCluster(t, 2, func(c *embedded.Config) { c.Monitor = "127.0.0.1:-1" })[0]
+	route := "nats://" + s.ClusterAddr().String()
+	monitor := "nats://" + s.MonitorAddr().String()
+	const clientPort = "clients connect to the client port, 4222 by default"
+	for _, tc := range []struct {
+		name, url string
+		opts      []client.ConnectOption
+		want      string
+	}{
+		// nats.go follows the client URLs a route port's INFO advertises, and
+		// connects through them; a cluster that advertises none (no_advertise), or
+		// ones the client cannot reach, leaves it with the route port's refusal.
+		// IgnoreDiscoveredServers stands for that.
+		{"route port", route, []client.ConnectOption{client.WithNATSOptions(nats.IgnoreDiscoveredServers())},
+			route + " is a NATS cluster route port, not a client port (" + clientPort + ")"},
+		{"monitoring port", monitor, nil,
+			monitor + " answers HTTP, as a NATS monitoring port does, not the NATS protocol (" + clientPort + ")"},
+		{"monitoring port in a list", "nats://127.0.0.1:1, " + s.MonitorAddr().String(), nil,
+			s.MonitorAddr().String() + " answers HTTP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := client.Connect(tc.url, tc.opts...)
+			if err == nil {
+				_ = c.Close(t.Context())
+				t.Fatal("connected")
+			}
+			if !errors.Is(err, client.ErrUnavailable) || errors.Is(err, client.ErrUnauthenticated) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want unavailable: %s", err, tc.want)
+			}
+		})
+	}
+	// The route port's advertised client URL is followed as before.
+	c, err := client.Connect(route)
+	if err != nil {
+		t.Fatalf("route port advertising its client URL: %v", err)
+	}
+	_ = c.Close(t.Context())
+	// A client port that refuses the credentials is left to say so.
+	_, err = client.Connect(s.ClientURL(), client.WithNATSOptions(nats.UserInfo("nobody", "wrong")))
+	if !errors.Is(err, client.ErrUnauthenticated) || strings.Contains(err.Error(), "port") {
+		t.Errorf("wrong credentials: got %v, want unauthenticated without a hint", err)
+	}
+	// A port nothing listens on gets no hint.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "nats://" + l.Addr().String()
+	_ = l.Close()
+	if _, err := client.Connect(closed); !errors.Is(err, client.ErrUnavailable) || strings.Contains(err.Error(), "port") {
+		t.Errorf("closed port: got %v, want unavailable without a hint", err)
+	}
+}

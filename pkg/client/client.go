@@ -49,6 +49,13 @@ type Client struct {
 	idle  chan struct{}
 	// denyWatch ends the gateway opens in flight if NATS refuses them (denied.go).
 	denyWatch map[*context.CancelCauseFunc]struct{}
+	// orphans counts the sessions being closed on the server because their open
+	// was answered after Close began (closeOrphan); orphansDone, when not nil, is
+	// closed once none is. final is set when Close stops waiting for them, just
+	// before it closes the connection: no orphan's close begins after that.
+	orphans     int
+	orphansDone chan struct{}
+	final       bool
 }
 
 // ConnectOption configures Connect.
@@ -285,7 +292,10 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // withdrawn (while ctx allows) before the connection closes, so that the session
 // is never granted a lock nobody here could release. Locks they hold stay held.
 // Calling Close again returns nil; any other call on c, or on a session taken
-// with Attach, fails with ErrUnavailable once it has returned.
+// with Attach, fails with ErrUnavailable once it has returned. An Open whose reply
+// comes after Close began fails with ErrUnavailable and closes that session on the
+// server; Close waits for that close (while ctx allows) before it closes the
+// connection.
 func (c *Client) Close(ctx context.Context) error {
 	c.mu.Lock()
 	c.closing = true
@@ -312,6 +322,7 @@ func (c *Client) Close(ctx context.Context) error {
 			s.withdrawLeftovers(ctx)
 		}
 	}
+	c.waitOrphans(ctx)
 	c.nc.Close()
 	// A heartbeat in flight fails at once on the closed connection.
 	for _, s := range open {
@@ -384,6 +395,74 @@ func (c *Client) add(s *Session) bool {
 	}
 	c.sessions[s] = struct{}{}
 	return true
+}
+
+// orphanCloseTimeout bounds the close of a session whose open was answered after
+// Close began (closeOrphan).
+const orphanCloseTimeout = 2 * time.Second
+
+// closeOrphan closes on the server the session s, which open could not register
+// because Close had begun (add): nothing here would keep it alive, and it would
+// stay open on the server until its timeout, counted against its principal's
+// sessions and listed among the open ones. It is best-effort: once Close has
+// closed the connection, or is about to, nothing can be sent, and the session
+// expires after its timeout, as one does whose open reply a closed connection
+// never received.
+func (c *Client) closeOrphan(ctx context.Context, s *Session) {
+	if !c.beginOrphanClose() {
+		return
+	}
+	defer c.orphanClosed()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orphanCloseTimeout)
+	defer cancel()
+	hdr := nats.Header{wire.HeaderSession: {s.id}, wire.HeaderToken: {s.token}}
+	if err := c.call(ctx, wire.SubjectSessionClose, hdr, &wire.SessionCloseRequest{}, &wire.SessionCloseResponse{}); err != nil {
+		c.log.Warn("roster: a session opened as the client closed is left to expire", "session", s.id, "err", err)
+	}
+}
+
+// beginOrphanClose counts an orphan's close in progress, unless the connection is
+// closed or Close no longer waits for one (final).
+func (c *Client) beginOrphanClose() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.final || c.closed || c.nc.IsClosed() {
+		return false
+	}
+	c.orphans++
+	return true
+}
+
+// orphanClosed ends an orphan's close counted by beginOrphanClose.
+func (c *Client) orphanClosed() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.orphans--; c.orphans == 0 && c.orphansDone != nil {
+		close(c.orphansDone)
+		c.orphansDone = nil
+	}
+}
+
+// waitOrphans waits, while ctx allows, for the orphans' closes in progress, then
+// marks c final so that no other begins: Close closes the connection next.
+func (c *Client) waitOrphans(ctx context.Context) {
+	for {
+		c.mu.Lock()
+		if c.orphans == 0 || ctx.Err() != nil {
+			c.final = true
+			c.mu.Unlock()
+			return
+		}
+		if c.orphansDone == nil {
+			c.orphansDone = make(chan struct{})
+		}
+		done := c.orphansDone
+		c.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	}
 }
 
 // errNotSentAway is the error of a call made while the connection is away: refused by

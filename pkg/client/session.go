@@ -225,8 +225,8 @@ func (c *Client) open(ctx context.Context, opts Options, ownClient bool) (*Sessi
 	s.learnWindowLocked(resp.ReconnectWindowMS) // s is not shared yet
 	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, s.bound())
 	if !c.add(s) {
-		// The session is open on the server, with no connection to serve it: it
-		// expires after its timeout.
+		// The session is open on the server, with no connection to serve it.
+		c.closeOrphan(ctx, s)
 		return nil, errClosedConn
 	}
 	s.confirmed(sent, resp.ReconnectWindowMS)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 )
 
@@ -265,5 +267,22 @@ func TestServePrincipalRequestsFollowMaxRequests(t *testing.T) {
 		if got := cfg.Messaging.MaxPrincipalRequests; got != c.want {
 			t.Errorf("%v: the messaging service gets MaxPrincipalRequests %d, want %d", c.args, got, c.want)
 		}
+	}
+}
+
+// TestServeNamesAMonitoringPort: a --nats-url that is a node's HTTP monitoring port
+// fails at once, saying so and where clients connect. The port never sends INFO, and
+// serve took that for NATS not up yet: it retried for a minute, then said only "NATS
+// not reachable for 1m0s: read tcp …: i/o timeout".
+func TestServeNamesAMonitoringPort(t *testing.T) {
+	s := natstest.Start(t, func(c *embedded.Config) { c.Monitor = "127.0.0.1:-1" })
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	monitor := "nats://" + s.MonitorAddr().String()
+	err := run(ctx, []string{"serve", "--log-level", "error", "--services", "lock",
+		"--nats-url", monitor, "--nats-user", "roster-service"})
+	want := monitor + " answers HTTP, as a NATS monitoring port does, not the NATS protocol (clients connect to the client port, 4222 by default)"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v, want an error naming the monitoring port: %s", err, want)
 	}
 }

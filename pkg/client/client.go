@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/logthrottle"
+	"github.com/seed-3c836eab/roster/pkg/natsprobe"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -235,35 +234,17 @@ func (c *Client) stateNotice(m *nats.Msg) {
 // connectError maps a failed dial to the SDK's errors: a refused authorization
 // (the auth callout denied the credentials) matches ErrUnauthenticated, anything
 // else ErrUnavailable. A server of url that is a route port or an HTTP port, not a
-// client port, is named as such (wrongPort), with ErrUnavailable: a route port's
+// client port, is named as such (natsprobe.WrongPort), with ErrUnavailable: a route port's
 // refusal is no judgement of the credentials. opts are the connection's.
 func connectError(url string, err error, opts []nats.Option) error {
-	if hint := wrongPort(url, opts); hint != "" {
+	if hint := natsprobe.WrongPort(url, opts...); hint != "" {
 		return fmt.Errorf("client: %w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "cannot connect: " + hint}, err)
 	}
-	code, msg := wire.CodeUnavailable, "cannot connect to "+redactURLs(url)
+	code, msg := wire.CodeUnavailable, "cannot connect to "+natsprobe.RedactURLs(url)
 	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
 		code, msg = wire.CodeUnauthenticated, "the server refused the connection's credentials"
 	}
 	return fmt.Errorf("client: %w: %w", &wire.Error{Code: code, Message: msg}, err)
-}
-
-// redactURLs hides the credentials of NATS URLs (a comma-separated list) that
-// messages repeat: a password, or a user name without one, which NATS reads as a
-// token.
-func redactURLs(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil || u.User == nil {
-			continue
-		}
-		if _, ok := u.User.Password(); !ok {
-			u.User = url.User("xxxxx")
-		}
-		parts[i] = u.Redacted()
-	}
-	return strings.Join(parts, ",")
 }
 
 func credentialOptions(creds *wire.Credentials) []nats.Option {

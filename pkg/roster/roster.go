@@ -22,6 +22,7 @@ import (
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/natsprobe"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/services/auth"
@@ -151,11 +152,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 // dial connects to url, waiting up to timeout for it to accept connections: a
 // process started beside its NATS servers (a container, a unit started in parallel)
 // comes up before they listen. A server that answers and refuses — credentials, TLS
-// — fails at once.
+// — fails at once, and so does a URL that names a route or HTTP port (natsprobe),
+// which no wait would make a client port: asked after the first failure, once.
 func dial(ctx context.Context, url string, opts []nats.Option, timeout time.Duration, log *slog.Logger) (*nats.Conn, error) {
 	deadline := time.Now().Add(timeout)
+	probed := false
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		nc, err := nats.Connect(url, opts...)
+		if err != nil && !probed {
+			probed = true
+			if hint := natsprobe.WrongPort(url, opts...); hint != "" {
+				return nil, fmt.Errorf("%s: %w", hint, err)
+			}
+		}
 		var netErr net.Error
 		if err == nil || !(errors.Is(err, nats.ErrNoServers) || errors.As(err, &netErr)) {
 			return nc, err

@@ -1,4 +1,6 @@
-package client
+// Package natsprobe tells what kind of port a NATS URL that failed to connect
+// names, for an error that says what to fix.
+package natsprobe
 
 import (
 	"bufio"
@@ -26,8 +28,8 @@ import (
 //     HTTP request, and nats.go, waiting for INFO, times out ("read tcp …: i/o
 //     timeout").
 //
-// So after a failed Connect the servers given are asked again, as the client port
-// would be, and what each sends says which port it is (wrongPort).
+// So after a failed connect the servers given are asked again, as the client port
+// would be, and what each sends says which port it is (WrongPort).
 
 // probeTimeout bounds the probe of the servers after a failed Connect: it adds at
 // most this to the failure, in practice the time of a round trip (a server that
@@ -46,11 +48,11 @@ const maxProbeLine = 64 << 10
 // clientPortHint ends the description of a wrong port.
 const clientPortHint = "clients connect to the client port, 4222 by default"
 
-// wrongPort asks the servers of urls (nats.Connect's comma-separated list) what they
+// WrongPort asks the servers of urls (nats.Connect's comma-separated list) what they
 // are, and describes the first that is a route port or an HTTP port, or returns ""
 // when none is (or none answered within probeTimeout). opts are the connection's,
-// for its dialer.
-func wrongPort(urls string, opts []nats.Option) string {
+// for its dialer. Call it after a connect failed: it adds at most probeTimeout.
+func WrongPort(urls string, opts ...nats.Option) string {
 	o := nats.GetDefaultOptions()
 	for _, opt := range opts {
 		if opt != nil && opt(&o) != nil {
@@ -115,7 +117,7 @@ func probeServer(server string, o nats.Options, deadline time.Time) string {
 	}
 	defer conn.Close()
 	line := probeFirstLine(conn, deadline)
-	name := redactURLs(server)
+	name := RedactURLs(server)
 	switch {
 	case isRouteInfo(line):
 		return name + " is a NATS cluster route port, not a client port (" + clientPortHint + ")"
@@ -176,4 +178,22 @@ func isRouteInfo(line string) bool {
 		LNOC bool `json:"lnoc"`
 	}
 	return json.Unmarshal([]byte(args), &info) == nil && info.LNOC
+}
+
+// RedactURLs hides the credentials of NATS URLs (a comma-separated list) that
+// messages repeat: a password, or a user name without one, which NATS reads as a
+// token.
+func RedactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, ok := u.User.Password(); !ok {
+			u.User = url.User("xxxxx")
+		}
+		parts[i] = u.Redacted()
+	}
+	return strings.Join(parts, ",")
 }

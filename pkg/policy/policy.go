@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -262,9 +263,13 @@ func Match(pattern, name string) bool {
 }
 
 // Holder holds the current policy for concurrent readers; the auth service's watcher
-// replaces it as the stored policy changes.
+// replaces it as the stored policy changes. Its zero value holds no policy.
 type Holder struct {
 	p atomic.Pointer[Policy]
+
+	mu sync.Mutex
+	// next is closed, and forgotten, by the next Store (nil until Changed asks).
+	next chan struct{}
 }
 
 // NewHolder returns a Holder with p as the current policy.
@@ -277,8 +282,29 @@ func NewHolder(p *Policy) *Holder {
 // Load returns the current policy.
 func (h *Holder) Load() *Policy { return h.p.Load() }
 
-// Store replaces the current policy.
-func (h *Holder) Store(p *Policy) { h.p.Store(p) }
+// Store replaces the current policy, and tells whoever waits on Changed.
+func (h *Holder) Store(p *Policy) {
+	h.p.Store(p)
+	h.mu.Lock()
+	if h.next != nil {
+		close(h.next)
+		h.next = nil
+	}
+	h.mu.Unlock()
+}
+
+// Changed returns a channel that is closed by the next Store. A service that acts
+// on what the policy no longer grants (the lock service withdraws the waiting
+// requests of sessions that lost ACQUIRE_LOCK) takes the channel, then reads the
+// policy: a change after the read closes the channel it holds.
+func (h *Holder) Changed() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.next == nil {
+		h.next = make(chan struct{})
+	}
+	return h.next
+}
 
 // Allowed checks against the current policy.
 func (h *Holder) Allowed(roles []string, perm Permission, name string) bool {

@@ -477,3 +477,43 @@ func TestWatchLogsEachPolicyItApplies(t *testing.T) {
 		return nil
 	})
 }
+
+// TestChangedTellsOfTheNextStoredPolicy: a holder's Changed channel is closed when
+// the watch applies a policy stored after it was taken, and not before; a channel
+// taken after that waits for the next one.
+func TestChangedTellsOfTheNextStoredPolicy(t *testing.T) {
+	store, _ := openStore(t)
+	ctx := context.Background()
+	rev, err := store.Create(ctx, policy.Development())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := policy.NewHolder(nil)
+	watch(t, store, h, natstest.Logger(t))
+	changed := h.Changed()
+	select {
+	case <-changed:
+		t.Fatal("Changed was closed before any policy was stored after it was taken")
+	default:
+	}
+	p, err := policy.Parse([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Put(ctx, p, rev); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Changed was not closed when the watch applied the stored policy")
+	}
+	if !h.Allowed([]string{"admin"}, policy.ModifySecurity, "") || h.Allowed([]string{"anonymous"}, policy.ModifySecurity, "") {
+		t.Fatal("Changed was closed before the new policy was the holder's")
+	}
+	select {
+	case <-h.Changed():
+		t.Fatal("a channel taken after the change is closed already")
+	default:
+	}
+}

@@ -269,7 +269,7 @@ func (s *Service) commitBatch(name string, batch []*task) {
 		if cur.rec != nil {
 			r = cur.rec.clone()
 		}
-		r.maxHolders, r.prior = s.cfg.MaxHolders, cur.rec
+		r.maxHolders, r.allowed, r.prior = s.cfg.MaxHolders, s.mayAcquire(name), cur.rec
 		now := s.nowMS()
 		o := &outcome{}
 		for _, t := range batch {
@@ -345,7 +345,8 @@ func (s *Service) commitBatch(name string, batch []*task) {
 			return
 		}
 		r.materialize(rev)
-		r.prior = nil // kept, it would chain every cached record to its predecessors
+		r.prior = nil   // kept, it would chain every cached record to its predecessors
+		r.allowed = nil // the next write sets its own, as of then
 		e := entry{rec: r, rev: rev}
 		if r.empty() {
 			e.rec = nil
@@ -384,7 +385,7 @@ func (s *Service) splitOversized(name string, cur entry, batch []*task, now int6
 	if cur.rec != nil {
 		r = cur.rec.clone()
 	}
-	r.maxHolders, r.prior = s.cfg.MaxHolders, cur.rec
+	r.maxHolders, r.allowed, r.prior = s.cfg.MaxHolders, s.mayAcquire(name), cur.rec
 	n := size(r)
 	for _, t := range batch {
 		next := r.clone()

@@ -9,8 +9,10 @@
 //   - roster.v1.lock.acquire: take a lock (ACQUIRE_LOCK on the name). Try once
 //     (wait_ms 0), wait up to wait_ms, or until cancelled (-1). A waiting request
 //     is held by the service — no handler slot, no goroutine — and answered when
-//     it is granted, its wait ends (timeout), it is cancelled, or its session
-//     closes (session_closed) or, for connection scope, loses its connection. One
+//     it is granted, its wait ends (timeout), it is cancelled, its session
+//     closes (session_closed) or, for connection scope, loses its connection, or
+//     its session may no longer acquire the name (forbidden: the policy or the
+//     session's roles changed while it waited; see Permissions below). One
 //     request is held at most Config.MaxWait (below the import's 2-minute response
 //     threshold); a longer wait is answered timeout there and keeps its place for
 //     Config.Reattach, for the client to re-issue it with the same request_id.
@@ -62,11 +64,24 @@
 // releases what the session's record that authenticated it shows lost, as a view's
 // would, and a connection-scoped hold never moves to another connection.
 //
+// # Permissions
+//
+// ACQUIRE_LOCK is checked when an acquire arrives, and again for a waiting one:
+// every write that would grant a waiter checks its session against the policy and
+// the roles the writing instance has then (record.allowed, promote), and every
+// instance goes over the waiting requests when the policy changes, when a
+// session's roles change (change_principal), and every recheckEvery. A waiter whose
+// session may no longer acquire the name leaves the queue, is answered forbidden
+// and its id remembered (withdrawForbidden), as a cancelled one is; it is never
+// granted. Locks held are not taken away: the permission is one to acquire, as in
+// Diffusion. An instance that holds no policy at all withdraws nothing.
+//
 // # Error codes
 //
 // invalid_name (bad lock name), bad_request (mode, scope, wait, request id,
 // malformed body), unauthenticated / invalid_token / session_not_found /
-// session_closed (the session headers), forbidden (ACQUIRE_LOCK, VIEW_LOCKS),
+// session_closed (the session headers), forbidden (ACQUIRE_LOCK, VIEW_LOCKS; also
+// the answer to a waiting acquire whose session lost ACQUIRE_LOCK while it waited),
 // timeout (not granted: try-once, wait over, cancelled), lock_not_held (release),
 // not_found (cancel), conflict (a shared holder asking for exclusive), stale_request
 // (a late copy of an acquire already answered: not granted),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -29,9 +30,9 @@ func FuzzRecordOperations(f *testing.F) {
 // that `go test` runs a few hundred writes of every kind.
 func fuzzSeeds() [][]byte {
 	// The bytes of each operation after its code (see the fuzzModel methods).
-	args := [opCount]int{opAcquire: 7, opRelease: 4, opCancel: 3, opExpire: 1, opDrop: 2, opTick: 1, opSession: 2}
+	args := [opCount]int{opAcquire: 7, opRelease: 4, opCancel: 3, opExpire: 1, opDrop: 2, opTick: 1, opSession: 2, opPermission: 1}
 	weights := []int{opAcquire, opAcquire, opAcquire, opAcquire, opRelease, opRelease, opCancel,
-		opExpire, opDrop, opFlush, opFlush, opFlush, opTick, opTick, opSession}
+		opExpire, opDrop, opFlush, opFlush, opFlush, opTick, opTick, opSession, opPermission, opWithdraw}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	var seeds [][]byte
 	for i := range 32 {
@@ -108,19 +109,29 @@ func fuzzCases() [][]byte {
 		seed(0, 1, acquire(s1, b, excl), flush, acquire(s0, a, excl|wait), acquire(s0, b, excl|wait),
 			acquire(s2, a, excl|wait), flush, acquire(s2, b, excl|wait), flush),
 		seed(0, 0, append([][]byte{acquire(s1, b, excl), flush}, own...)...),
+		// s0 waits at the head and loses the grant: the release answers it
+		// forbidden and grants s2 behind it.
+		seed(0, 0, acquire(s1, b, excl), flush, acquire(s0, a, excl|wait), acquire(s2, c, excl|wait), flush,
+			[]byte{opPermission, s0}, []byte{opRelease, s1, 0, 0, 0}, flush),
+		// s2 waits behind s0 and loses the grant: the withdrawal takes it out of
+		// the queue, s0 keeps its place.
+		seed(0, 0, acquire(s1, b, excl), flush, acquire(s0, a, excl|wait), acquire(s2, c, excl|wait), flush,
+			[]byte{opPermission, s2}, []byte{opWithdraw}, flush),
 	}
 }
 
 // Operation codes: the first byte of each operation, modulo opCount.
 const (
-	opAcquire = iota // a task: an acquire (acquireBy), wait or try once
-	opRelease        // a task: a release (releaseBy)
-	opCancel         // a task: a cancel
-	opExpire         // a task: an expiry by one of two instances
-	opDrop           // a task: the service's release of what a session lost (dropSession)
-	opFlush          // write the tasks pending as one batch
-	opTick           // the clock moves on
-	opSession        // a session's record changes (no write)
+	opAcquire    = iota // a task: an acquire (acquireBy), wait or try once
+	opRelease           // a task: a release (releaseBy)
+	opCancel            // a task: a cancel
+	opExpire            // a task: an expiry by one of two instances
+	opDrop              // a task: the service's release of what a session lost (dropSession)
+	opFlush             // write the tasks pending as one batch
+	opTick              // the clock moves on
+	opSession           // a session's record changes (no write)
+	opPermission        // a session gains or loses ACQUIRE_LOCK on the lock (no write)
+	opWithdraw          // a task: the withdrawal of the waiters that may not acquire (withdrawForbidden)
 	opCount
 )
 
@@ -214,14 +225,18 @@ type fuzzModel struct {
 	// setAt is, for each waiting request (id, session), when the request that
 	// set its reply subject arrived: the model's one clock, so a copy that arrived
 	// before it is late (lateCopy), and one that arrived after it is not.
-	setAt  map[[2]string]int64
+	setAt map[[2]string]int64
+	// denied are the sessions that may not acquire the lock now (record.allowed):
+	// their acquires are refused when they arrive (the handler's check), and a
+	// waiter of theirs is never granted.
+	denied map[string]bool
 	writes int
 	ops    []string // for failure messages
 }
 
 func newFuzzModel(t *testing.T, data []byte) *fuzzModel {
 	in := &fuzzInput{b: data}
-	m := &fuzzModel{t: t, in: in, now: 1_000_000, answered: map[string]string{}, owed: map[string]bool{}, setAt: map[[2]string]int64{}}
+	m := &fuzzModel{t: t, in: in, now: 1_000_000, answered: map[string]string{}, owed: map[string]bool{}, setAt: map[[2]string]int64{}, denied: map[string]bool{}}
 	m.maxHolders = []int{0, 2}[in.n(2)]
 	m.maxWaiters = []int{64, 3}[in.n(2)]
 	m.cur = committed{at: m.now, json: "null"}
@@ -278,6 +293,10 @@ func (m *fuzzModel) run() {
 			m.tick()
 		case opSession:
 			m.sessionChange()
+		case opPermission:
+			m.permissionChange()
+		case opWithdraw:
+			m.queue(m.withdrawTask())
 		}
 	}
 	m.flush()
@@ -329,6 +348,38 @@ func (m *fuzzModel) sessionChange() {
 	m.ops = append(m.ops, fmt.Sprintf("session %s -> %+v", s.id, st))
 }
 
+// permissionChange gives a session ACQUIRE_LOCK on the lock, or takes it away (the
+// policy changed, or the session's principal).
+func (m *fuzzModel) permissionChange() {
+	s := m.sessions[m.in.n(fuzzSessions)]
+	m.denied[s.id] = !m.denied[s.id]
+	m.ops = append(m.ops, fmt.Sprintf("permission %s denied=%v", s.id, m.denied[s.id]))
+}
+
+// allowed is record.allowed as the model's sessions have it when a task runs.
+func (m *fuzzModel) allowed(session string) bool { return !m.denied[session] }
+
+// withdrawTask is the service's withdrawal of the waiters whose sessions may no
+// longer acquire the lock (service.go withdrawForbidden).
+func (m *fuzzModel) withdrawTask() *fuzzTask {
+	t := &fuzzTask{name: "withdrawForbidden"}
+	t.apply = func(r *record, now int64, o *outcome) { r.withdrawForbidden(now, o) }
+	t.check = func(m *fuzzModel, before, after *record) {
+		for _, w := range after.Waiters {
+			if m.denied[w.Session] {
+				m.fatalf("%s: waiter %s/%s of a denied session still waits", t.name, w.Session, w.ID)
+			}
+		}
+		// Holds stay (it may grant more).
+		for _, h := range before.Holders {
+			if _, holds := after.holder(h.Session); !holds {
+				m.fatalf("%s: the hold of %s was taken away", t.name, h.Session)
+			}
+		}
+	}
+	return t
+}
+
 // arrival decodes when a request arrived and what record its instance had then:
 // the last committed record (zero bytes), or one of the few before it (its view
 // lags), or none; at a time between that record's write and now (now for zero).
@@ -358,6 +409,9 @@ func (m *fuzzModel) acquireTask() *fuzzTask {
 	a := m.arrival()
 	if st.closed {
 		return nil // not authenticated
+	}
+	if m.denied[s.id] {
+		return nil // refused forbidden when it arrives
 	}
 	mode := wire.LockShared
 	if flags&1 != 0 {
@@ -657,7 +711,7 @@ func (m *fuzzModel) flush() {
 	if read.rec != nil {
 		r = read.rec.clone()
 	}
-	r.maxHolders, r.prior = m.maxHolders, read.rec
+	r.maxHolders, r.allowed, r.prior = m.maxHolders, m.allowed, read.rec
 	o := &outcome{}
 	for _, t := range batch {
 		m.ops = append(m.ops, t.name)
@@ -672,13 +726,34 @@ func (m *fuzzModel) flush() {
 			t.dropsFirst(probe, m.now)
 		}
 		done := doneSet(probe)
-		granted := grantKeys(o)
+		granted, removed := grantKeys(o), len(o.removed)
 		t.apply(r, m.now, o)
 		m.checkRecord(r, t.name)
 		// A request id answered for good is never granted while remembered.
 		for _, g := range o.granted {
 			if !granted[grantKey(g)] && done[[2]string{g.ID, g.Session}] {
 				m.fatalf("%s: granted %s/%s, an id answered for good before", t.name, g.Session, g.ID)
+			}
+			// promote: a waiter of a session that may not acquire the lock is never
+			// granted from the queue. A request granted at once was checked when it
+			// arrived (before its session lost the grant, maybe), and so was its
+			// waiting copy answered with the same lock.
+			if !granted[grantKey(g)] && !g.direct && m.denied[g.Session] && !grantedAtOnce(o, g) {
+				m.fatalf("%s: granted waiter %s/%s of a session that may not acquire the lock", t.name, g.Session, g.ID)
+			}
+		}
+		// forbid: a waiter is answered forbidden only when its session may not
+		// acquire the lock, and its id is remembered — unless later ids of its
+		// session pushed it out (doneApiece).
+		for _, rm := range o.removed[removed:] {
+			if !errors.Is(rm.err, wire.ErrForbidden) {
+				continue
+			}
+			if !m.denied[rm.w.Session] {
+				m.fatalf("%s: waiter %s/%s of a session that may acquire the lock answered forbidden", t.name, rm.w.Session, rm.w.ID)
+			}
+			if !r.completed(rm.w.ID, rm.w.Session) && remembered(r, rm.w.Session) < doneApiece {
+				m.fatalf("%s: waiter %s/%s answered forbidden is not remembered", t.name, rm.w.Session, rm.w.ID)
 			}
 		}
 		t.check(m, before, r)
@@ -696,7 +771,7 @@ func (m *fuzzModel) flush() {
 	} else {
 		rev := read.rev + 1
 		r.materialize(rev)
-		r.prior = nil
+		r.prior, r.allowed = nil, nil
 		c = committed{rec: r, rev: rev, at: m.now}
 		if r.empty() {
 			c.rec = nil
@@ -716,6 +791,23 @@ func (m *fuzzModel) flush() {
 			m.fatalf("committed record at rev %d changed since: %s, was %s", h.rev, encode(h.rec), h.json)
 		}
 	}
+}
+
+// remembered counts the ids of session r remembers.
+func remembered(r *record, session string) int {
+	n := 0
+	for _, d := range r.Done {
+		if d.Session == session {
+			n++
+		}
+	}
+	return n
+}
+
+// grantedAtOnce reports whether g's request was also granted at once in the write
+// (acquire answers a waiting copy of it with the same lock).
+func grantedAtOnce(o *outcome, g grantee) bool {
+	return slices.ContainsFunc(o.granted, func(d grantee) bool { return d.direct && d.ID == g.ID && d.Session == g.Session })
 }
 
 func doneSet(r *record) map[[2]string]bool {

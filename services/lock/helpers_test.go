@@ -71,6 +71,9 @@ type env struct {
 	srv *natstest.Server
 	js  jetstream.JetStream
 	pol *policy.Holder
+	// authz, when set, is the Authorizer of the lock instances started from then
+	// on, instead of pol.
+	authz Authorizer
 	// stopRegistry stops the registry (also done when the test ends).
 	stopRegistry func()
 }
@@ -158,7 +161,11 @@ func (e *env) launchLock(t testing.TB, cfg Config, tp trace.TracerProvider, view
 	}
 	logs := &natstest.Buffer{}
 	log := slog.New(slog.NewMultiHandler(logs.Logger().Handler(), natstest.Logger(t).Handler()))
-	s, err := New(nc, cfg, view, e.pol, tp, log)
+	var authz Authorizer = e.pol
+	if e.authz != nil {
+		authz = e.authz
+	}
+	s, err := New(nc, cfg, view, authz, tp, log)
 	if err != nil {
 		cancel()
 		view.Close()

@@ -58,7 +58,9 @@ func (s *Service) authenticate(c *endpoint.Call) (*caller, error) {
 
 // acquire grants the lock or, when the request may wait and the lock is not
 // available, queues it and returns endpoint.ErrReplyLater: the request is answered
-// on reply when it is granted, times out, is cancelled, or its session goes.
+// on reply when it is granted, times out, is cancelled, its session goes, or its
+// session may no longer acquire the name (checked again while it waits: see
+// record.allowed). The check here is the one at arrival.
 func (s *Service) acquire(ctx context.Context, c *caller, reply string, req *wire.LockAcquireRequest) (*wire.Lock, error) {
 	if !s.pol.Allowed(c.roles, policy.AcquireLock, req.Name) {
 		return nil, wire.Errorf(wire.CodeForbidden, "%s on lock %q is not granted to the session's roles", policy.AcquireLock, req.Name)

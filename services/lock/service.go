@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,17 @@ const tracerName = "github.com/seed-3c836eab/roster/" + Name
 type Authorizer interface {
 	Allowed(roles []string, perm policy.Permission, name string) bool
 }
+
+// policyFollower is what the service uses of a policy.Holder besides Allowed, when
+// its Authorizer has it: whether a policy is held at all, and a signal of its next
+// change, on which the waiting requests are checked again (policyLoop). An
+// Authorizer without it (a fixed answer, in tests) never changes.
+type policyFollower interface {
+	Load() *policy.Policy
+	Changed() <-chan struct{}
+}
+
+var _ policyFollower = (*policy.Holder)(nil)
 
 // Sessions is what the lock service needs of the session registry: a live view of
 // the sessions bucket (*sessions.View).
@@ -204,7 +216,12 @@ type Service struct {
 	smu     sync.Mutex
 	suspect map[string]sessionState // sessions whose locks need checking
 	unknown map[string]struct{}     // sessions with locks the view does not know
-	swake   chan struct{}
+	// reroled are sessions whose roles changed, and repolicied is set when the
+	// policy did: their waiting requests are checked against it again
+	// (withdrawForbidden).
+	reroled    map[string]struct{}
+	repolicied bool
+	swake      chan struct{}
 
 	grants    atomic.Uint64
 	conflicts atomic.Uint64
@@ -249,6 +266,7 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 		wake:      make(chan struct{}, 1),
 		suspect:   map[string]sessionState{},
 		unknown:   map[string]struct{}{},
+		reroled:   map[string]struct{}{},
 		swake:     make(chan struct{}, 1),
 	}
 	fail := func(err error) (*Service, error) {
@@ -264,6 +282,10 @@ func New(nc *nats.Conn, cfg Config, sess Sessions, pol Authorizer, tp trace.Trac
 	s.wg.Add(2)
 	go s.expireLoop()
 	go s.sessionLoop()
+	if f, ok := pol.(policyFollower); ok {
+		s.wg.Add(1)
+		go s.policyLoop(f)
+	}
 	unsubscribe := sess.Subscribe(s.sessionChanged)
 	context.AfterFunc(ctx, unsubscribe)
 
@@ -482,6 +504,10 @@ func (s *Service) sessionState(id string) (st sessionState, known bool) {
 
 // sessionChanged runs on the view's goroutine: it must be quick.
 func (s *Service) sessionChanged(ch sessions.Change) {
+	if ch.Prev != nil && ch.Record != nil && !ch.Record.Closed() && !slices.Equal(ch.Prev.Roles, ch.Record.Roles) {
+		// A change of principal: its waiting requests may have lost ACQUIRE_LOCK.
+		s.markReroled(ch.ID)
+	}
 	st := stateOf(ch.Record)
 	if ch.Record != nil && st.fine() && (ch.Prev == nil || ch.Prev.Connection == ch.Record.Connection) {
 		return
@@ -524,6 +550,31 @@ func (s *Service) goneSessions(unknown map[string]struct{}) map[string]sessionSt
 	return gone
 }
 
+// markReroled notes a session whose roles changed, for sessionLoop to check its
+// waiting requests against the policy again.
+func (s *Service) markReroled(id string) {
+	s.smu.Lock()
+	s.reroled[id] = struct{}{}
+	s.smu.Unlock()
+	s.wakeSessionLoop()
+}
+
+// markRepolicied notes that every waiting request needs checking against the
+// policy again (it changed, or the periodic recheck is due).
+func (s *Service) markRepolicied() {
+	s.smu.Lock()
+	s.repolicied = true
+	s.smu.Unlock()
+	s.wakeSessionLoop()
+}
+
+func (s *Service) wakeSessionLoop() {
+	select {
+	case s.swake <- struct{}{}:
+	default:
+	}
+}
+
 func (s *Service) markSuspect(id string, st sessionState) {
 	s.smu.Lock()
 	s.suspect[id] = st
@@ -556,23 +607,90 @@ func (s *Service) sessionLoop() {
 			for key, e := range s.st.snapshot() {
 				s.lockChanged(key, e) // marks suspects: handled on the next turn
 			}
+			// A withdrawal written once, when the change was seen, may have failed
+			// (storage unavailable), or a waiter may have been stored since by an
+			// instance that had not seen the change yet.
+			s.markRepolicied()
 			continue
 		case <-s.ctx.Done():
 			return
 		}
 		s.smu.Lock()
-		suspect, unknown := s.suspect, s.unknown
-		s.suspect, s.unknown = map[string]sessionState{}, map[string]struct{}{}
+		suspect, unknown, reroled, repolicied := s.suspect, s.unknown, s.reroled, s.repolicied
+		s.suspect, s.unknown, s.reroled, s.repolicied = map[string]sessionState{}, map[string]struct{}{}, map[string]struct{}{}, false
 		s.smu.Unlock()
 		maps.Copy(suspect, s.goneSessions(unknown))
+		recheck := func(id string) bool {
+			_, ok := reroled[id]
+			return ok || repolicied
+		}
 		for _, e := range s.st.snapshot() {
 			for _, id := range e.rec.sessions() {
 				if st, ok := suspect[id]; ok {
 					s.dropSession(e.rec, id, st)
 				}
 			}
+			if repolicied || len(reroled) > 0 {
+				s.withdrawForbidden(e.rec, recheck)
+			}
 		}
 	}
+}
+
+// policyLoop checks every waiting request against the policy again whenever it
+// changes.
+func (s *Service) policyLoop(f policyFollower) {
+	defer s.wg.Done()
+	changed := f.Changed()
+	for {
+		select {
+		case <-changed:
+			// The next change's channel is taken before the check is asked for: a
+			// change made before the check reads the policy is seen by it, and one
+			// after closes this channel.
+			changed = f.Changed()
+			s.markRepolicied()
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// mayAcquire returns the check, for record.allowed, of whether a session may acquire
+// lock name now: the current policy grants ACQUIRE_LOCK on the name to the roles the
+// instance's session view has for the session. A session the view does not know
+// (opened a moment ago) or holds closed is not judged here: it was checked when its
+// request arrived, and a closed one's waiters are answered session_closed
+// (dropSession). It returns nil, withdrawing nothing, while the instance holds no
+// policy at all (none stored yet, or, starting, one it cannot apply): such an
+// instance refuses every new request, and withdrawing on that account would empty
+// every queue of a running deployment because of one instance.
+func (s *Service) mayAcquire(name string) func(session string) bool {
+	if f, ok := s.pol.(policyFollower); ok && f.Load() == nil {
+		return nil
+	}
+	return func(id string) bool {
+		r, ok := s.sess.Get(id)
+		if !ok || r.Closed() {
+			return true
+		}
+		return s.pol.Allowed(r.Roles, policy.AcquireLock, name)
+	}
+}
+
+// withdrawForbidden submits the withdrawal of rec's waiting requests whose sessions
+// may no longer acquire it (record.withdrawForbidden), when one of those recheck
+// selects is found. The write checks again, with the policy and roles of then, and
+// answers them forbidden; every instance does this, and the compare-and-set makes
+// it happen once.
+func (s *Service) withdrawForbidden(rec *record, recheck func(session string) bool) {
+	allowed := s.mayAcquire(rec.Name)
+	if allowed == nil || !slices.ContainsFunc(rec.Waiters, func(w waiter) bool { return recheck(w.Session) && !allowed(w.Session) }) {
+		return
+	}
+	s.submit(rec.Name, newTask(false, func(r *record, now int64, o *outcome) {
+		r.withdrawForbidden(now, o)
+	}), false)
 }
 
 // dropSession submits the release of what session id may no longer hold on the

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -178,13 +179,19 @@ type record struct {
 	// maxHolders, when positive, bounds the shared holders (Config.MaxHolders): a
 	// shared request beyond it waits, as it would behind an exclusive holder.
 	maxHolders int
+	// allowed, when set, reports whether a session may acquire the lock now (the
+	// policy grants ACQUIRE_LOCK on its name to the session's roles, as the
+	// instance has them: Service.mayAcquire); nil allows every session. A waiter
+	// whose session may not is withdrawn, answered forbidden, and never granted
+	// (promote, withdrawForbidden). Not stored: the writing instance sets it.
+	allowed func(session string) bool
 	// prior is the record as read, before the operations of the write being
 	// built (nil when none was read): what actedSince examines.
 	prior *record
 }
 
 func (r *record) clone() *record {
-	c := &record{Format: r.Format, Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters), Done: slices.Clone(r.Done), maxHolders: r.maxHolders, prior: r.prior}
+	c := &record{Format: r.Format, Name: r.Name, Holders: slices.Clone(r.Holders), Waiters: slices.Clone(r.Waiters), Done: slices.Clone(r.Done), maxHolders: r.maxHolders, allowed: r.allowed, prior: r.prior}
 	// A hold's Also is changed in place (withdraw, grant): the clone needs its own.
 	for i := range c.Holders {
 		c.Holders[i].Also = slices.Clone(c.Holders[i].Also)
@@ -468,6 +475,12 @@ var (
 	errWaitConn      = wire.Errorf(wire.CodeUnavailable, "the session lost its connection while waiting")
 )
 
+// errWaitForbidden answers a waiting request on lock name whose session lost
+// ACQUIRE_LOCK on it while it waited.
+func errWaitForbidden(name string) error {
+	return wire.Errorf(wire.CodeForbidden, "%s on lock %q was withdrawn from the session's roles while the request waited (the policy or the session's principal changed): the request left the queue and is not granted", policy.AcquireLock, name)
+}
+
 // grant makes w a holder, or, when its session already holds the lock, weakens
 // the held scope to the weaker of both (seed 002). A session holding the lock
 // shared that asks for it exclusively gets ErrUpgrade: two such upgraders would
@@ -514,10 +527,18 @@ func (r *record) grant(w waiter, now int64, o *outcome) error {
 // promote grants waiters from the head of the queue while they are compatible with
 // the holders: FIFO, so a waiting exclusive request holds back the shared ones
 // behind it, and consecutive shared waiters at the head are granted together. A
-// waiter whose wait is over (waiter.over) is answered timeout instead of granted.
+// waiter whose wait is over (waiter.over) is answered timeout instead of granted,
+// and one whose session may no longer acquire the lock (mayAcquire) is withdrawn,
+// answered forbidden, whether or not the holders admit it: left at the head, it
+// would hold back the waiters behind it.
 func (r *record) promote(now int64, o *outcome) {
 	for len(r.Waiters) > 0 {
 		w := r.Waiters[0]
+		if !r.mayAcquire(w.Session) {
+			r.Waiters = r.Waiters[1:]
+			r.forbid(w, now, o)
+			continue
+		}
 		_, holds := r.holder(w.Session)
 		if !holds && !r.compatible(w.Mode) {
 			return
@@ -540,6 +561,40 @@ func (r *record) promote(now int64, o *outcome) {
 		}
 		o.granted = append(o.granted, grantee{waiter: w})
 	}
+}
+
+// mayAcquire reports whether session may acquire the lock now (record.allowed).
+func (r *record) mayAcquire(session string) bool {
+	return r.allowed == nil || r.allowed(session)
+}
+
+// withdrawForbidden withdraws every waiting request whose session may no longer
+// acquire the lock (mayAcquire): the policy or the session's roles changed while
+// it waited. Each is answered forbidden and its id remembered, as a cancelled one's
+// is: a copy of it arriving later is refused forbidden on arrival, or, should the
+// permission have come back, stale_request, rather than queued again. The waiters
+// the removals let through are granted. Holds stay: the permission is checked on acquire, as
+// Diffusion checks it, and a hold granted is not taken away.
+func (r *record) withdrawForbidden(now int64, o *outcome) {
+	var gone []waiter
+	r.Waiters = slices.DeleteFunc(r.Waiters, func(w waiter) bool {
+		if r.mayAcquire(w.Session) {
+			return false
+		}
+		gone = append(gone, w)
+		return true
+	})
+	for _, w := range gone {
+		r.forbid(w, now, o)
+	}
+	r.promote(now, o)
+}
+
+// forbid answers w, taken out of the queue, forbidden and remembers its id.
+func (r *record) forbid(w waiter, now int64, o *outcome) {
+	o.removed = append(o.removed, removal{w: w, err: errWaitForbidden(r.Name)})
+	o.changed = true
+	r.remember(w.ID, w.Session, now, o)
 }
 
 // acquireBy applies an acquire of a session in state st: that of the record of the

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -644,7 +645,9 @@ func TestSplitOversizedKeepsWhatDoesNotGrow(t *testing.T) {
 		{"room for both", size(base) * 2, []*task{acquire, release}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &Service{cfg: Config{MaxHolders: 10}, st: &store{maxBytes: tc.maxBytes}}
+			// No policy held: splitOversized applies the tasks with nothing withdrawn
+			// (Service.mayAcquire), and needs no session view.
+			s := &Service{cfg: Config{MaxHolders: 10}, st: &store{maxBytes: tc.maxBytes}, pol: policy.NewHolder(nil)}
 			keep, refuse := s.splitOversized("a", entry{rec: base.clone(), rev: 7}, []*task{acquire, release}, 2)
 			if !slices.Equal(keep, tc.keep) || len(keep)+len(refuse) != 2 {
 				t.Fatalf("kept %d of 2, refused %d; want %d kept", len(keep), len(refuse), len(tc.keep))
@@ -905,5 +908,76 @@ func TestRequestOfTheSessionAndItsHold(t *testing.T) {
 	}
 	if h := r.Holders[0]; h.Conn != "c1" || h.SessionRev != 3 {
 		t.Fatalf("got the hold on %s at session revision %d, want it left on c1 at 3", h.Conn, h.SessionRev)
+	}
+}
+
+// TestWaiterWhoseSessionMayNotAcquireIsNeverGranted: record.allowed (the policy and
+// roles of the writing instance) is checked when a waiter would be granted, and by
+// withdrawForbidden over the whole queue. A waiter whose session may not acquire the
+// lock is answered forbidden, its id remembered, and never granted; the others keep
+// their order; holds are not taken away.
+func TestWaiterWhoseSessionMayNotAcquireIsNeverGranted(t *testing.T) {
+	x, sh := wire.LockExclusive, wire.LockShared
+	denied := func(sessions ...string) func(string) bool {
+		return func(s string) bool { return !slices.Contains(sessions, s) }
+	}
+	forbidden := func(o *outcome) []string {
+		var out []string
+		for _, rm := range o.removed {
+			if errors.Is(rm.err, wire.ErrForbidden) {
+				out = append(out, rm.w.ID)
+			}
+		}
+		return out
+	}
+
+	// The release that would grant the head answers it forbidden and grants the
+	// next one.
+	r := &record{Name: "l", Holders: []holder{{Session: "h", Mode: x, Request: "h1", Token: 3}},
+		Waiters: []waiter{req("a", "sa", x), req("b", "sb", x)}, allowed: denied("sa")}
+	o := &outcome{}
+	if _, err := r.release("h", 0, 10, o); err != nil {
+		t.Fatal(err)
+	}
+	if got := forbidden(o); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("forbidden %v, want [a]", got)
+	}
+	if got := grantedIDs(o); !slices.Equal(got, []string{"b"}) || !slices.Equal(holders(r), []string{"sb"}) {
+		t.Fatalf("granted %v, holders %v; want b granted to sb", got, holders(r))
+	}
+	if !r.completed("a", "sa") {
+		t.Fatal("the withdrawn request is not remembered: a late copy would queue again")
+	}
+
+	// withdrawForbidden takes them out of the middle of the queue too, and keeps
+	// the others' order and the holds — also the hold of a denied session.
+	r = &record{Name: "l", Holders: []holder{{Session: "sa", Mode: x, Request: "h1", Token: 3}},
+		Waiters: []waiter{req("b", "sb", x), req("a2", "sa", x), req("c", "sc", x), req("d", "sd", x)}, allowed: denied("sa", "sc")}
+	o = &outcome{}
+	r.withdrawForbidden(10, o)
+	if got := forbidden(o); !slices.Equal(got, []string{"a2", "c"}) || !o.changed {
+		t.Fatalf("forbidden %v (changed %v), want [a2 c]", got, o.changed)
+	}
+	if !slices.Equal(waiters(r), []string{"b", "d"}) || !slices.Equal(holders(r), []string{"sa"}) || len(o.granted) != 0 {
+		t.Fatalf("waiters %v, holders %v, granted %v; want [b d], [sa], none", waiters(r), holders(r), grantedIDs(o))
+	}
+
+	// A denied head that the holders do not admit is withdrawn all the same, and
+	// the shared waiters it held back are granted.
+	r = &record{Name: "l", Holders: []holder{{Session: "h", Mode: sh, Request: "h1", Token: 3}},
+		Waiters: []waiter{req("x", "sx", x), req("s1", "s1", sh), req("s2", "s2", sh)}, allowed: denied("sx")}
+	o = &outcome{}
+	r.withdrawForbidden(10, o)
+	if got := grantedIDs(o); !slices.Equal(got, []string{"s1", "s2"}) || !slices.Equal(forbidden(o), []string{"x"}) || len(r.Waiters) != 0 {
+		t.Fatalf("granted %v, forbidden %v, waiters %v; want [s1 s2], [x], none", got, forbidden(o), waiters(r))
+	}
+
+	// Nothing denied: nothing changes.
+	r = &record{Name: "l", Holders: []holder{{Session: "h", Mode: x, Request: "h1", Token: 3}},
+		Waiters: []waiter{req("a", "sa", x)}, allowed: denied()}
+	o = &outcome{}
+	r.withdrawForbidden(10, o)
+	if o.changed || len(o.removed) != 0 || !slices.Equal(waiters(r), []string{"a"}) {
+		t.Fatalf("changed %v, removed %d, waiters %v; want nothing changed", o.changed, len(o.removed), waiters(r))
 	}
 }

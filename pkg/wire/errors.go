@@ -50,7 +50,7 @@ var registry = []CodeInfo{
 	{CodeTooLarge, 413, "The request or a payload in it is larger than allowed; the message gives the limit."},
 	{CodeUnauthenticated, 401, "Credentials are missing or were not accepted. The message never says whether a user exists."},
 	{CodeInvalidToken, 401, "The session token does not match the session, or was rotated."},
-	{CodeForbidden, 403, "The caller is authenticated but lacks the permission the operation needs; the message names it. Also the answer to a waiting lock acquire whose session lost ACQUIRE_LOCK on the name while it waited."},
+	{CodeForbidden, 403, "The caller is authenticated but lacks the permission the operation needs; the message names it. Also the answer to a held request whose session lost the permission while it was held: a waiting lock acquire (ACQUIRE_LOCK), a waiting read of other sessions' events (VIEW_SESSION)."},
 	{CodeNotFound, 404, "The named object (lock, waiter, policy entry) does not exist."},
 	{CodeSessionNotFound, 404, "No session with that id has ever been known to this Roster, or its record is gone."},
 	{CodeTimeout, 408, "The operation did not complete within the time the caller allowed (e.g. waiting for a lock)."},

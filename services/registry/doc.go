@@ -16,7 +16,8 @@
 //	roster.v1.session.close             own (by_client); others by id or filter (by_server)
 //	roster.v1.session.events            stored events from a sequence or time, a page at a
 //	                                    time, optionally waiting for the next (own session's;
-//	                                    others' and all need VIEW_SESSION)
+//	                                    others' and all need VIEW_SESSION, checked
+//	                                    again while a read is held)
 //	roster.v1.session.health            readiness
 //
 // Subjects used: roster.internal.v1.auth.authenticate (the auth service),

@@ -34,7 +34,11 @@ import (
 // from costs no delivery per event. When the follower starts, every held read is read
 // again (events stored before it began are not delivered). A held request is also
 // read again every eventsRequery, in case the follower missed an event while it was
-// being recreated, and answered with an empty page at its deadline.
+// being recreated, and answered with an empty page at its deadline. VIEW_SESSION,
+// which a read of another session's events or every session's needs, is checked
+// when the read arrives and again at every pass over the held reads and before one
+// is answered with events: a reader whose roles lost it meanwhile (a policy change,
+// change_principal) is answered forbidden, not given the events.
 const (
 	eventsPageDefault = 100
 	eventsPageMax     = 1000
@@ -161,6 +165,8 @@ func (s *Service) events(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 		}
 		return nil, wire.Errorf(wire.CodeForbidden, "reading another session's events needs %s", policy.ViewSession)
 	}
+	// A read that is held is checked again each time it is looked at, and before
+	// it is answered with events (heldReadDenied).
 	wait := time.Duration(req.WaitMS) * time.Millisecond
 	if wait > 0 && c.Reply == "" {
 		return nil, wire.Errorf(wire.CodeBadRequest, "a read that waits must be a request (it has no reply subject)")
@@ -504,8 +510,14 @@ func (s *Service) answerWaiters(all bool) {
 	fresh := w.fresh
 	w.fresh = nil
 	for ew := range w.held {
-		if rec := s.track.record(ew.caller); rec != nil && rec.Closed() {
+		rec := s.track.record(ew.caller)
+		if rec != nil && rec.Closed() {
 			closed = append(closed, closedWaiter{ew, rec.ClosedError()})
+			w.drop(ew)
+			continue
+		}
+		if err := s.heldReadDenied(ew, rec); err != nil {
+			closed = append(closed, closedWaiter{ew, err})
 			w.drop(ew)
 			continue
 		}
@@ -540,10 +552,28 @@ func (s *Service) answerWaiters(all bool) {
 		w.mu.Lock()
 		w.drop(ew)
 		w.mu.Unlock()
+		if err == nil {
+			// The read took a moment: the permission may have gone meanwhile.
+			err = s.heldReadDenied(ew, s.track.record(ew.caller))
+		}
 		s.replyEvents(ew, resp, err)
 	}
 }
 
+// heldReadDenied returns forbidden for a held read of another session's events, or
+// every session's, whose reading session no longer has VIEW_SESSION: the policy
+// changed, or its roles did (change_principal) since the read arrived. rec is the
+// reading session's record as the instance has it now (nil: unknown, not judged).
+// A read of the session's own events needs no permission.
+func (s *Service) heldReadDenied(ew *eventWaiter, rec *sessions.Record) error {
+	if ew.q.session == ew.caller || rec == nil || s.pol.Allowed(rec.Roles, policy.ViewSession, "") {
+		return nil
+	}
+	return wire.Errorf(wire.CodeForbidden, "%s was withdrawn from the session's roles while the read was held (the policy or the session's principal changed): reading another session's events, or every session's, needs it", policy.ViewSession)
+}
+
+// closedWaiter is a held read answered with an error: its session closed, or lost
+// the permission the read needs.
 type closedWaiter struct {
 	ew  *eventWaiter
 	err error

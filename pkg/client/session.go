@@ -121,6 +121,10 @@ type Session struct {
 	routes    map[*route]struct{} // the registrations deliveries are handed to (fanOut)
 	stopHB    chan struct{}
 	hbDone    chan struct{}
+	// rotating is closed once the ChangePrincipal in flight, if any, has its answer
+	// (send); changing lets one ChangePrincipal run at a time.
+	rotating  chan struct{}
+	changing  chan struct{}
 	closeOnce sync.Once
 	closing   atomic.Bool // Close is under way
 	settling  atomic.Bool // settleLockWork's goroutine runs
@@ -220,7 +224,7 @@ func (c *Client) open(ctx context.Context, opts Options, ownClient bool) (*Sessi
 	}
 	s := &Session{c: c, id: resp.Session.ID, ownClient: ownClient, info: resp.Session, token: resp.Token, state: StateActive,
 		hbAsked: opts.HeartbeatInterval, windowSet: make(chan struct{}, 1),
-		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
+		stopHB: make(chan struct{}), hbDone: make(chan struct{}), changing: make(chan struct{}, 1)}
 	s.boundRev.Store(resp.Session.Revision)
 	s.learnWindowLocked(resp.ReconnectWindowMS) // s is not shared yet
 	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, s.bound())
@@ -408,6 +412,48 @@ func (s *Session) headers() (nats.Header, error) {
 	return nats.Header{wire.HeaderSession: {s.id}, wire.HeaderToken: {s.token}}, nil
 }
 
+// send sends a session-scoped request with the session's headers. A request refused
+// with invalid_token because a ChangePrincipal of this Session rotated the token
+// while it was on its way is sent again with the new token: the token is checked
+// before anything is done, so the refused request took no effect. Without this,
+// every call another goroutine made during a ChangePrincipal could fail with
+// ErrInvalidToken, a Close so refused left the session open on the server, and a
+// resume so refused closed the session on this side only.
+func (s *Session) send(ctx context.Context, subject string, req, resp any) error {
+	for {
+		hdr, err := s.headers()
+		if err != nil {
+			return err
+		}
+		err = s.c.call(ctx, subject, hdr, req, resp)
+		if !errors.Is(err, ErrInvalidToken) || !s.rotatedSince(ctx, hdr.Get(wire.HeaderToken)) {
+			return err
+		}
+	}
+}
+
+// rotatedSince reports whether this Session's token is no longer used, waiting for
+// a ChangePrincipal in flight: the registry may refuse used as soon as it has
+// written the new token, before the change's answer reaches this client.
+func (s *Session) rotatedSince(ctx context.Context, used string) bool {
+	for {
+		s.mu.Lock()
+		token, rotating := s.token, s.rotating
+		s.mu.Unlock()
+		if token != used {
+			return true
+		}
+		if rotating == nil {
+			return false
+		}
+		select {
+		case <-rotating:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 func (s *Session) closedErr() error {
 	msg := "session " + s.id + " is closed"
 	if s.reason != "" {
@@ -418,17 +464,19 @@ func (s *Session) closedErr() error {
 
 // do sends a session-scoped request. A session_closed reply closes the session.
 func (s *Session) do(ctx context.Context, subject string, req, resp any) error {
-	hdr, err := s.headers()
-	if err != nil {
-		return err
-	}
-	err = s.c.call(ctx, subject, hdr, req, resp)
+	err := s.send(ctx, subject, req, resp)
+	s.closeOnReply(err)
+	return err
+}
+
+// closeOnReply closes the session on this side when err, the answer to a request
+// about the session itself, says the server has closed it.
+func (s *Session) closeOnReply(err error) {
 	if errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {
 		// The server names the reason in a session_closed message; a session it
 		// no longer knows at all failed.
 		s.setClosed(reasonOr(reasonFrom(err), wire.ClosedFailed), err)
 	}
-	return err
 }
 
 // doOther sends a session-scoped request that names other sessions (by id or
@@ -436,11 +484,7 @@ func (s *Session) do(ctx context.Context, subject string, req, resp any) error {
 // other session rather than the caller's own: a keepalive tells which, and closes
 // this session only if it is the one that is gone.
 func (s *Session) doOther(ctx context.Context, subject string, req, resp any) error {
-	hdr, err := s.headers()
-	if err != nil {
-		return err
-	}
-	err = s.c.call(ctx, subject, hdr, req, resp)
+	err := s.send(ctx, subject, req, resp)
 	if errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {
 		if kerr := s.Keepalive(ctx); errors.Is(kerr, ErrSessionClosed) || errors.Is(kerr, ErrSessionNotFound) {
 			return kerr
@@ -512,10 +556,35 @@ func (s *Session) keepalive(ctx context.Context) (wire.SessionState, error) {
 }
 
 // ChangePrincipal re-authenticates the session with new credentials. The session
-// keeps its id; its principal, roles and token change.
+// keeps its id; its principal, roles and token change. Calls other goroutines make
+// meanwhile are sent again with the new token should the registry refuse the old
+// one. Changes of one Session are made one at a time, each with the token the one
+// before it gave.
 func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) error {
+	select {
+	case s.changing <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.changing }()
+	rotating := make(chan struct{})
+	s.mu.Lock()
+	s.rotating = rotating
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.rotating = nil
+		s.mu.Unlock()
+		close(rotating)
+	}()
 	var resp wire.SessionChangePrincipalResponse
-	if err := s.do(ctx, wire.SubjectSessionChangePrincipal, &wire.SessionChangePrincipalRequest{Credentials: creds}, &resp); err != nil {
+	// Not send's retry: the only rotation to wait for would be this one.
+	hdr, err := s.headers()
+	if err == nil {
+		err = s.c.call(ctx, wire.SubjectSessionChangePrincipal, hdr, &wire.SessionChangePrincipalRequest{Credentials: creds}, &resp)
+		s.closeOnReply(err)
+	}
+	if err != nil {
 		return err
 	}
 	if resp.Session == nil || resp.Token == "" {
@@ -538,15 +607,14 @@ func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) 
 // when Close returns have their context ended and are not waited for: the function
 // Handle returned waits for them.
 func (s *Session) Close(ctx context.Context) error {
-	hdr, err := s.headers()
-	if err != nil {
+	if _, err := s.headers(); err != nil {
 		s.finish()
 		return nil
 	}
 	// The registry tells the connection of the close before it replies: the notice
 	// must not close the session (and a connection Open made) under this call.
 	s.closing.Store(true)
-	err = s.c.call(ctx, wire.SubjectSessionClose, hdr, &wire.SessionCloseRequest{}, &wire.SessionCloseResponse{})
+	err := s.send(ctx, wire.SubjectSessionClose, &wire.SessionCloseRequest{}, &wire.SessionCloseResponse{})
 	if errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {
 		err = nil
 	}
@@ -763,7 +831,7 @@ func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*S
 	}
 	s := &Session{c: c, id: id, attached: true, info: &wire.Session{ID: id}, token: token, state: StateActive,
 		hbAsked: opts.HeartbeatInterval, windowSet: make(chan struct{}, 1),
-		stopHB: make(chan struct{}), hbDone: make(chan struct{})}
+		stopHB: make(chan struct{}), hbDone: make(chan struct{}), changing: make(chan struct{}, 1)}
 	s.elsewhere.Store(true)
 	if !c.add(s) {
 		return nil, errClosedConn

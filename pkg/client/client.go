@@ -357,6 +357,25 @@ func (c *Client) connectionClosed() {
 	}
 }
 
+// addOnce registers s, which Attach made, unless c already has a Session for its
+// session: that one is returned instead (ok, have not nil). A Session whose Attach
+// was refused is no longer counted. ok is false once Close has begun or the
+// connection is closed (add).
+func (c *Client) addOnce(s *Session) (have *Session, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.closed || c.nc.IsClosed() {
+		return nil, false
+	}
+	for o := range c.sessions {
+		if o.id == s.id && !o.refused.Load() {
+			return o, true
+		}
+	}
+	c.sessions[s] = struct{}{}
+	return nil, true
+}
+
 func (c *Client) sessionList() []*Session {
 	out := make([]*Session, 0, len(c.sessions))
 	for s := range c.sessions {

@@ -123,8 +123,12 @@ type Session struct {
 	hbDone    chan struct{}
 	// rotating is closed once the ChangePrincipal in flight, if any, has its answer
 	// (send); changing lets one ChangePrincipal run at a time.
-	rotating  chan struct{}
-	changing  chan struct{}
+	rotating chan struct{}
+	changing chan struct{}
+	// attaching, for a Session Attach made, is closed once the registry has checked
+	// it; refused is set before when it did not accept it (share).
+	attaching chan struct{}
+	refused   atomic.Bool
 	closeOnce sync.Once
 	closing   atomic.Bool // Close is under way
 	settling  atomic.Bool // settleLockWork's goroutine runs
@@ -820,6 +824,16 @@ func (s *Session) heartbeats() {
 // (Client.Close) or its connection leaves such a session open; the Session's Close
 // closes it.
 //
+// A Client has one Session per session, which any number of goroutines share: Attach
+// of a session c already has — opened on c, or attached before, also by Attach
+// calls running at once — returns that *Session, once the registry has accepted the
+// token given (a token newer than the Session's, rotated by another process's
+// ChangePrincipal, replaces it); opts are then not applied. A second Session for the
+// session on one connection would split its deliveries: the session's
+// subscriptions there are one queue group, and each delivery would reach the
+// handlers of only one of the two. Whoever holds the *Session may close it, for
+// every holder (and a session opened on c stays one that Client.Close closes).
+//
 // The session stays bound to the connection that opened it, which receives its
 // deliveries, until this client takes it over: Handle does, and so does a resume
 // after this client's connection comes back or when the registry counts the
@@ -829,20 +843,78 @@ func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*S
 	if opts.HeartbeatInterval < 0 {
 		return nil, &wire.Error{Code: wire.CodeBadRequest, Message: fmt.Sprintf("Options.HeartbeatInterval %v is negative (0: the SDK's default)", opts.HeartbeatInterval)}
 	}
-	s := &Session{c: c, id: id, attached: true, info: &wire.Session{ID: id}, token: token, state: StateActive,
-		hbAsked: opts.HeartbeatInterval, windowSet: make(chan struct{}, 1),
-		stopHB: make(chan struct{}), hbDone: make(chan struct{}), changing: make(chan struct{}, 1)}
-	s.elsewhere.Store(true)
-	if !c.add(s) {
-		return nil, errClosedConn
+	for {
+		s := &Session{c: c, id: id, attached: true, info: &wire.Session{ID: id}, token: token, state: StateActive,
+			hbAsked: opts.HeartbeatInterval, windowSet: make(chan struct{}, 1),
+			stopHB: make(chan struct{}), hbDone: make(chan struct{}), changing: make(chan struct{}, 1),
+			attaching: make(chan struct{})}
+		s.elsewhere.Store(true)
+		have, ok := c.addOnce(s)
+		if !ok {
+			return nil, errClosedConn
+		}
+		if have == nil {
+			if err := s.attach(ctx, opts); err != nil {
+				return nil, err
+			}
+			return s, nil
+		}
+		if shared, err := have.share(ctx, token); !errors.Is(err, errAttachFailed) {
+			return shared, err
+		}
+		// The Attach that registered have failed meanwhile: it is gone.
 	}
+}
+
+// attach checks a Session Attach registered with the registry and starts its
+// heartbeats. On failure the Session is not served, and Attach calls waiting for it
+// (share) try anew.
+func (s *Session) attach(ctx context.Context, opts Options) error {
+	defer close(s.attaching)
 	if _, err := s.Refresh(ctx); err != nil {
+		s.refused.Store(true)
 		close(s.hbDone) // no heartbeats started
 		s.finish()
-		return nil, err
+		return err
 	}
 	s.heartbeat = heartbeatInterval(opts.HeartbeatInterval, s.bound())
 	go s.heartbeats()
+	return nil
+}
+
+// errAttachFailed is share's answer when the Session it was asked for was refused
+// by its own Attach.
+var errAttachFailed = errors.New("client: the Attach of the session failed")
+
+// share returns s to an Attach of its session given token, once the registry
+// accepts token: an Attach with a wrong token gets nothing the Client has. When the
+// Attach that registered s is still checking it, share waits for it first.
+func (s *Session) share(ctx context.Context, token string) (*Session, error) {
+	if s.attaching != nil {
+		select {
+		case <-s.attaching:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if s.refused.Load() {
+			return nil, errAttachFailed
+		}
+	}
+	held := s.Token()
+	var resp wire.SessionGetResponse
+	hdr := nats.Header{wire.HeaderSession: {s.id}, wire.HeaderToken: {token}}
+	if err := s.c.call(ctx, wire.SubjectSessionGet, hdr, &wire.SessionGetRequest{}, &resp); err != nil {
+		return nil, err
+	}
+	if token != held && resp.Session != nil {
+		// The registry accepts token, and so no longer the one s holds: another
+		// process holding the session changed its principal.
+		s.mu.Lock()
+		if s.token == held && s.state != StateClosed {
+			s.info, s.token = resp.Session, token
+		}
+		s.mu.Unlock()
+	}
 	return s, nil
 }
 

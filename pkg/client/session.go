@@ -568,7 +568,7 @@ func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) 
 	select {
 	case s.changing <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return ended(ctx, "the change of principal before it")
 	}
 	defer func() { <-s.changing }()
 	rotating := make(chan struct{})
@@ -882,6 +882,16 @@ func (s *Session) attach(ctx context.Context, opts Options) error {
 	return nil
 }
 
+// ended is the error of a call whose ctx ended while it waited for another call of
+// the session (waited for) before sending anything: at the deadline it matches
+// ErrTimeout, as a request's does; cancelled, it is context.Canceled.
+func ended(ctx context.Context, waited string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTimeout, Message: "the deadline passed while waiting for " + waited}, ctx.Err())
+	}
+	return ctx.Err()
+}
+
 // errAttachFailed is share's answer when the Session it was asked for was refused
 // by its own Attach.
 var errAttachFailed = errors.New("client: the Attach of the session failed")
@@ -894,7 +904,7 @@ func (s *Session) share(ctx context.Context, token string) (*Session, error) {
 		select {
 		case <-s.attaching:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, ended(ctx, "the Attach of the session running beside it")
 		}
 		if s.refused.Load() {
 			return nil, errAttachFailed

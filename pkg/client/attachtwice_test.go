@@ -132,3 +132,47 @@ func TestAttachOfASessionTheClientHasGivesTheSameSession(t *testing.T) {
 		t.Errorf("keepalive after the attach with the rotated token: %v", err)
 	}
 }
+
+// TestAttachDoesNotGiveASessionClosedHere: a Session may be closed on this side
+// while the server still has the session — here its opener changed the principal,
+// and the attached Session's resume (Handle takes the session over) was refused the
+// old token. A listener told of the close attaches the session again with the new
+// token, while the closed Session is still registered with the Client: Attach gave
+// that closed Session, on which every call fails, instead of a new one.
+func TestAttachDoesNotGiveASessionClosedHere(t *testing.T) {
+	p := rostertest.Start(t)
+	opener := open(t, p.ClientURL(), client.Options{})
+	c := connect(t, p.ClientURL())
+	ctx := ctxT(t)
+	stale, err := c.Attach(ctx, opener.ID(), opener.Token(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := opener.ChangePrincipal(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	type attached struct {
+		s   *client.Session
+		err error
+	}
+	again := make(chan attached, 1)
+	stale.OnStateChange(func(ch client.StateChange) {
+		if ch.New == client.StateClosed {
+			s, err := c.Attach(ctx, opener.ID(), opener.Token(), client.Options{})
+			again <- attached{s, err}
+		}
+	})
+	if _, err := stale.Handle("jobs/run", func(context.Context, *client.Message) ([]byte, error) { return nil, nil }); !errors.Is(err, client.ErrInvalidToken) {
+		t.Fatalf("Handle with a token rotated elsewhere: got %v, want ErrInvalidToken", err)
+	}
+	a := <-again
+	if a.err != nil {
+		t.Fatalf("attach with the new token: %v", a.err)
+	}
+	if a.s == stale || a.s.State() != client.StateActive {
+		t.Fatalf("attach with the new token gave the Session closed here (%v) in state %s; want a new ACTIVE one", a.s == stale, a.s.State())
+	}
+	if err := a.s.Keepalive(ctx); err != nil {
+		t.Errorf("keepalive: %v", err)
+	}
+}

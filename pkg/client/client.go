@@ -358,8 +358,8 @@ func (c *Client) connectionClosed() {
 }
 
 // addOnce registers s, which Attach made, unless c already has a Session for its
-// session: that one is returned instead (ok, have not nil). A Session whose Attach
-// was refused is no longer counted. ok is false once Close has begun or the
+// session: that one is returned instead (ok, have not nil). A Session closed here,
+// or whose Attach was refused, is no longer counted (gone). ok is false once Close has begun or the
 // connection is closed (add).
 func (c *Client) addOnce(s *Session) (have *Session, ok bool) {
 	c.mu.Lock()
@@ -368,7 +368,7 @@ func (c *Client) addOnce(s *Session) (have *Session, ok bool) {
 		return nil, false
 	}
 	for o := range c.sessions {
-		if o.id == s.id && !o.refused.Load() {
+		if o.id == s.id && !o.gone.Load() {
 			return o, true
 		}
 	}

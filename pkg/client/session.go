@@ -126,9 +126,10 @@ type Session struct {
 	rotating chan struct{}
 	changing chan struct{}
 	// attaching, for a Session Attach made, is closed once the registry has checked
-	// it; refused is set before when it did not accept it (share).
+	// it. gone is set when the Session stops being one an Attach may share: closed
+	// here, or its own Attach refused (set before attaching is closed).
 	attaching chan struct{}
-	refused   atomic.Bool
+	gone      atomic.Bool
 	closeOnce sync.Once
 	closing   atomic.Bool // Close is under way
 	settling  atomic.Bool // settleLockWork's goroutine runs
@@ -635,6 +636,7 @@ func (s *Session) setClosed(reason wire.CloseReason, cause error) {
 	}
 	old := s.state
 	s.state, s.reason = StateClosed, reason
+	s.gone.Store(true) // before the listeners run, which may Attach the session anew
 	s.signalChangeLocked()
 	info := *s.info
 	info.State, info.CloseReason = StateClosed, reason
@@ -828,7 +830,8 @@ func (s *Session) heartbeats() {
 // of a session c already has — opened on c, or attached before, also by Attach
 // calls running at once — returns that *Session, once the registry has accepted the
 // token given (a token newer than the Session's, rotated by another process's
-// ChangePrincipal, replaces it); opts are then not applied. A second Session for the
+// ChangePrincipal, replaces it); opts are then not applied. A Session closed here
+// is not given, even while the server still has the session: Attach makes a new one. A second Session for the
 // session on one connection would split its deliveries: the session's
 // subscriptions there are one queue group, and each delivery would reach the
 // handlers of only one of the two. Whoever holds the *Session may close it, for
@@ -872,7 +875,7 @@ func (c *Client) Attach(ctx context.Context, id, token string, opts Options) (*S
 func (s *Session) attach(ctx context.Context, opts Options) error {
 	defer close(s.attaching)
 	if _, err := s.Refresh(ctx); err != nil {
-		s.refused.Store(true)
+		s.gone.Store(true)
 		close(s.hbDone) // no heartbeats started
 		s.finish()
 		return err
@@ -893,7 +896,7 @@ func ended(ctx context.Context, waited string) error {
 }
 
 // errAttachFailed is share's answer when the Session it was asked for was refused
-// by its own Attach.
+// by its own Attach, or closed here.
 var errAttachFailed = errors.New("client: the Attach of the session failed")
 
 // share returns s to an Attach of its session given token, once the registry
@@ -906,7 +909,7 @@ func (s *Session) share(ctx context.Context, token string) (*Session, error) {
 		case <-ctx.Done():
 			return nil, ended(ctx, "the Attach of the session running beside it")
 		}
-		if s.refused.Load() {
+		if s.gone.Load() {
 			return nil, errAttachFailed
 		}
 	}
@@ -915,6 +918,11 @@ func (s *Session) share(ctx context.Context, token string) (*Session, error) {
 	hdr := nats.Header{wire.HeaderSession: {s.id}, wire.HeaderToken: {token}}
 	if err := s.c.call(ctx, wire.SubjectSessionGet, hdr, &wire.SessionGetRequest{}, &resp); err != nil {
 		return nil, err
+	}
+	if s.gone.Load() {
+		// Closed here meanwhile, with the session open on the server: a new
+		// Session serves it.
+		return nil, errAttachFailed
 	}
 	if token != held && resp.Session != nil {
 		// The registry accepts token, and so no longer the one s holds: another

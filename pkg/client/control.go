@@ -77,7 +77,8 @@ func (s *Session) Events(ctx context.Context, req wire.SessionEventsRequest) (*w
 // restarts and the registry's, for as long as the events stream keeps events.
 // Errors that a retry may cure (unavailable, a timeout) are retried, after a pause
 // of up to 2 s that a change of the session's state ends (a resume after Roster
-// restarted, say); others end it.
+// restarted, say); others end it, and so does the close of the session's Client
+// (ErrUnavailable for a session taken with Attach).
 func (s *Session) FollowEvents(ctx context.Context, req wire.SessionEventsRequest, fn func(wire.StoredSessionEvent) error) error {
 	const wait = 30 * time.Second
 	req.WaitMS = wait.Milliseconds()
@@ -91,7 +92,10 @@ func (s *Session) FollowEvents(ctx context.Context, req wire.SessionEventsReques
 			return ctx.Err()
 		}
 		if err != nil {
-			if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			// A closed connection never comes back: the Client was closed (a
+			// session taken with Attach outlives it, and its reads fail
+			// unavailable for good).
+			if s.c.nc.IsClosed() || !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 				return err
 			}
 			select {

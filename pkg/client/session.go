@@ -378,7 +378,8 @@ func (s *Session) OnStateChange(fn func(StateChange)) (remove func()) {
 
 // WaitActive waits until the session is ACTIVE: at once when it is, after a resume
 // when it is RECOVERING (or still CONNECTING). It fails with ErrSessionClosed when
-// the session closes first, and with ctx's error when ctx ends first.
+// the session closes first, with ErrUnavailable when the Client of a session taken
+// with Attach is closed first, and with ctx's error when ctx ends first.
 func (s *Session) WaitActive(ctx context.Context) error {
 	for {
 		// Taken before the state is read: a change between the two closes it.
@@ -400,6 +401,10 @@ func (s *Session) WaitActive(ctx context.Context) error {
 		case <-changed:
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.stopHB:
+			// No longer served here (a session taken with Attach whose Client was
+			// closed): nothing here will resume it.
+			return s.goneErr()
 		}
 	}
 }

@@ -39,7 +39,10 @@ type Client struct {
 	// ErrUnavailable instead of waiting for replies that will not come.
 	epoch       context.Context
 	epochCancel context.CancelCauseFunc
-	closed      bool
+	// back, when not nil, is closed when a new epoch starts (the connection is
+	// back) or the connection is closed: what waitBack waits on.
+	back   chan struct{}
+	closed bool
 	// closing is set once Close has taken the sessions to close: no session may
 	// join them after that (add).
 	closing bool
@@ -273,7 +276,9 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // withdrawn (while ctx allows) before the connection closes, so that the session
 // is never granted a lock nobody here could release. Locks they hold stay held.
 // Calling Close again returns nil; any other call on c, or on a session taken
-// with Attach, fails with ErrUnavailable once it has returned. An Open whose reply
+// with Attach, fails with ErrUnavailable once it has returned. While the connection
+// is away, the closes wait for it to be back (Session.Close), for 5 s at most in
+// all. An Open whose reply
 // comes after Close began fails with ErrUnavailable and closes that session on the
 // server; Close waits for that close (while ctx allows) before it closes the
 // connection.
@@ -286,12 +291,14 @@ func (c *Client) Close(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	var errs []error
+	wait, cancel := awayWait(ctx)
+	defer cancel()
 	for _, s := range open {
 		if s.attached {
 			s.finish()
 			continue
 		}
-		if err := s.Close(ctx); err != nil && !errors.Is(err, ErrSessionClosed) {
+		if err := s.close(ctx, wait); err != nil && !errors.Is(err, ErrSessionClosed) {
 			errs = append(errs, err)
 		}
 	}
@@ -339,6 +346,7 @@ func (c *Client) reconnected() {
 		// made since wait on that one, and the next loss must end them.
 		c.epoch, c.epochCancel = context.WithCancelCause(context.Background())
 	}
+	c.wakeBackLocked()
 	sessions := c.sessionList()
 	c.mu.Unlock()
 	for _, s := range sessions {
@@ -350,10 +358,49 @@ func (c *Client) connectionClosed() {
 	c.mu.Lock()
 	c.closed = true
 	c.epochCancel(errConnectionLost)
+	c.wakeBackLocked()
 	sessions := c.sessionList()
 	c.mu.Unlock()
 	for _, s := range sessions {
 		s.setClosed(wire.ClosedFailed, errClosedConn)
+	}
+}
+
+// wakeBackLocked wakes the waitBack calls waiting: the connection is back, or
+// closed for good.
+func (c *Client) wakeBackLocked() {
+	if c.back != nil {
+		close(c.back)
+		c.back = nil
+	}
+}
+
+// waitBack waits, while ctx allows, for a connection that is away (reconnecting) to
+// be back, and reports whether it is: at once when it is connected, false once it
+// is closed or ctx ends. Back means both that nats.go is connected and that the
+// SDK has seen it (a new epoch): nats.go refuses a publish as soon as it loses the
+// connection, before the SDK's callback of the loss has run.
+func (c *Client) waitBack(ctx context.Context) bool {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return false
+		}
+		if c.epoch.Err() == nil && c.nc.IsConnected() {
+			c.mu.Unlock()
+			return true
+		}
+		if c.back == nil {
+			c.back = make(chan struct{})
+		}
+		back := c.back
+		c.mu.Unlock()
+		select {
+		case <-back:
+		case <-ctx.Done():
+			return false
+		}
 	}
 }
 

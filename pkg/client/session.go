@@ -610,13 +610,23 @@ func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) 
 // The session is closed on this side whatever the server answers: heartbeats and
 // handlers stop, and a connection Open made is closed in the background, once the
 // calls other goroutines still have in flight on it are answered (at most 5 s
-// later), so its goroutines may outlive Close by that long. When the close request
-// fails (the server is unreachable, say), Close returns that error and the server
-// ends the session by its inactivity timeout, or, once it counts the connection
-// lost, at the end of its reconnect window (reason failed). Handlers still running
-// when Close returns have their context ended and are not waited for: the function
-// Handle returned waits for them.
+// later), so its goroutines may outlive Close by that long. While the connection
+// is away (reconnecting), Close waits for it to be back and then sends the close:
+// for closeAwayWait (5 s) at most, and not past ctx's end. When the close
+// request fails all the same (the server is unreachable, say), Close returns that
+// error and the server ends the session by its inactivity timeout, or, once it
+// counts the connection lost, at the end of its reconnect window (reason failed),
+// holding its locks until then. Handlers still running when Close returns have
+// their context ended and are not waited for: the function Handle returned waits
+// for them.
 func (s *Session) Close(ctx context.Context) error {
+	wait, cancel := awayWait(ctx)
+	defer cancel()
+	return s.close(ctx, wait)
+}
+
+// close is Close, waiting for a connection that is away while wait allows.
+func (s *Session) close(ctx, wait context.Context) error {
 	if _, err := s.headers(); err != nil {
 		s.finish()
 		return nil
@@ -624,12 +634,40 @@ func (s *Session) Close(ctx context.Context) error {
 	// The registry tells the connection of the close before it replies: the notice
 	// must not close the session (and a connection Open made) under this call.
 	s.closing.Store(true)
-	err := s.send(ctx, wire.SubjectSessionClose, &wire.SessionCloseRequest{}, &wire.SessionCloseResponse{})
+	err := s.sendClose(ctx, wait)
 	if errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {
 		err = nil
 	}
 	s.setClosed(wire.ClosedByClient, err)
 	return err
+}
+
+// closeAwayWait bounds how long Close waits for a connection that is away to be
+// back: a blip (nats.go reconnects every 250 ms) is over well within it, and a
+// program closing its sessions as it exits is not held up for long by a server
+// that is gone — past it, the server's reconnect window (30 s) ends the session
+// soon enough.
+const closeAwayWait = 5 * time.Second
+
+// awayWait returns how long closes made with ctx wait for a connection that is away:
+// closeAwayWait, or less when ctx ends sooner. Client.Close takes it once for all
+// its sessions, so that a connection that never comes back costs it that once.
+func awayWait(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, closeAwayWait)
+}
+
+// sendClose sends the session's close, sending it again once the connection is back
+// (while wait allows) when it could not be sent because the connection was away.
+// Before, the close was not sent at all, the session was closed on this side only,
+// and the server kept it (RECOVERING, with its locks) until its reconnect window
+// ended; a second Close, finding it closed here, sent nothing either.
+func (s *Session) sendClose(ctx, wait context.Context) error {
+	for {
+		err := s.send(ctx, wire.SubjectSessionClose, &wire.SessionCloseRequest{}, &wire.SessionCloseResponse{})
+		if !errors.Is(err, ErrNotSent) || !s.c.waitBack(wait) {
+			return err
+		}
+	}
 }
 
 // setClosed moves the session to CLOSED once and stops its background work.

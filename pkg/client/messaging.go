@@ -208,8 +208,9 @@ func timeoutMS(d time.Duration) int64 {
 // RequestStream is Request with results delivered to fn as they arrive, on the
 // caller's goroutine. It returns the number of sessions expected once every result
 // has arrived (or ctx ends: the results not yet seen are then missing, and the error
-// says so; it matches ErrTimeout at ctx's deadline, and ErrUnavailable when the
-// connection is lost meanwhile). fn must not be nil. The request is retried as
+// says so; it matches ErrTimeout at ctx's deadline, ErrUnavailable when the
+// connection is lost meanwhile, and ErrSessionClosed when the session is closed
+// meanwhile). fn must not be nil. The request is retried as
 // Request's is, with the same message id and a new stream for each attempt, except
 // after the connection was lost, which ends the stream too.
 func (s *Session) RequestStream(ctx context.Context, to Target, path string, payload []byte, timeout time.Duration, fn func(wire.MsgResult), opts ...MessageOption) (int, error) {
@@ -269,7 +270,13 @@ func (s *Session) RequestStream(ctx context.Context, to Target, path string, pay
 	for seen < resp.Expected {
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
+			_, closed := s.headers()
 			switch {
+			case closed != nil:
+				// Closed meanwhile, by another goroutine or the server: a session
+				// Open made then has its connection closed, and the read fails
+				// with nats.go's bare "connection closed".
+				err = fmt.Errorf("%w: %w", closed, err)
 			case context.Cause(ctx) == errConnectionLost:
 				err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}, err)
 			case errors.Is(err, context.DeadlineExceeded):

@@ -160,3 +160,39 @@ func TestRequestOverMaxPayloadIsTooLarge(t *testing.T) {
 		t.Errorf("send of 900 KB: got %v, want it to wrap nats.ErrMaxPayload", err)
 	}
 }
+
+// TestRequestStreamInFlightWhenItsSessionClosesIsSessionClosed: a RequestStream
+// waiting for results when another goroutine closes its session (opened with Open,
+// so its connection closes too) fails with ErrSessionClosed; it failed with nats.go's
+// bare "nats: connection closed", which matched no SDK error (found by review).
+func TestRequestStreamInFlightWhenItsSessionClosesIsSessionClosed(t *testing.T) {
+	p := rostertest.Start(t)
+	silent := open(t, p.ClientURL(), client.Options{})
+	block := make(chan struct{})
+	defer close(block)
+	asked := make(chan struct{}, 1)
+	if _, err := silent.Handle("ping", func(context.Context, *client.Message) ([]byte, error) {
+		asked <- struct{}{}
+		<-block
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	s, err := client.Open(ctx, p.ClientURL(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.RequestStream(ctx, client.ToSession(silent.ID()), "ping", nil, 30*time.Second, func(wire.MsgResult) {})
+		done <- err
+	}()
+	<-asked // the stream is open, its one result outstanding
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, client.ErrSessionClosed) {
+		t.Errorf("RequestStream when its session closed: got %v, want ErrSessionClosed", err)
+	}
+}

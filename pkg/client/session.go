@@ -525,9 +525,7 @@ func (s *Session) Refresh(ctx context.Context) (wire.Session, error) {
 	if resp.Session == nil {
 		return wire.Session{}, errNoSession
 	}
-	s.mu.Lock()
-	s.info = resp.Session
-	s.mu.Unlock()
+	s.learnInfo(resp.Session)
 	if resp.Session.State == StateActive {
 		s.confirmed(sent, resp.ReconnectWindowMS)
 	}
@@ -541,11 +539,21 @@ func (s *Session) SetProperties(ctx context.Context, set map[string]string, remo
 		return err
 	}
 	if resp.Session != nil {
-		s.mu.Lock()
-		s.info = resp.Session
-		s.mu.Unlock()
+		s.learnInfo(resp.Session)
 	}
 	return nil
+}
+
+// learnInfo takes info, from a reply, as the session's state and properties — unless
+// the session has been closed here since the request was sent: the reply's ACTIVE
+// record would then stand beside a CLOSED state, Info saying one thing and State
+// another.
+func (s *Session) learnInfo(info *wire.Session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != StateClosed {
+		s.info = info
+	}
 }
 
 // Keepalive tells the registry the session is active. The SDK sends keepalives by
@@ -601,7 +609,10 @@ func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) 
 		return &wire.Error{Code: wire.CodeInternal, Message: "change_principal reply without session or token"}
 	}
 	s.mu.Lock()
-	s.info, s.token = resp.Session, resp.Token
+	s.token = resp.Token
+	if s.state != StateClosed { // as learnInfo
+		s.info = resp.Session
+	}
 	s.mu.Unlock()
 	return nil
 }
@@ -773,9 +784,7 @@ func (s *Session) bindHere(ctx context.Context) error {
 	switch {
 	case err == nil:
 		if resp.Session != nil {
-			s.mu.Lock()
-			s.info = resp.Session
-			s.mu.Unlock()
+			s.learnInfo(resp.Session)
 			s.boundRev.Store(resp.Session.Revision)
 			if resp.Session.State == StateActive {
 				s.confirmed(sent, resp.ReconnectWindowMS)

@@ -181,7 +181,8 @@ func pathCause(err error) error {
 // file when it changes (checked at most once a second), so roster user add takes
 // effect without a restart. Unknown users get the same bcrypt work and the same
 // denial as a wrong password, so neither timing nor message tells whether a user
-// exists. While the file does not load, every attempt fails with its error.
+// exists. While the file does not load, every attempt fails with its error; so it
+// does while the file is missing or empty, once started (in the middle of a save).
 type UsersFile struct {
 	path string
 
@@ -296,6 +297,15 @@ func (f *UsersFile) reloadLocked(now time.Time, force bool) error {
 	// A file that does not load admits nobody, not the users it had before: the
 	// change that broke it may have been a user's removal.
 	f.users, f.sum, f.err = nil, sum, nil
+	if !force && len(bytes.TrimSpace(data)) == 0 {
+		// Gone or empty after start is how a save looks halfway (an editor removes
+		// the file and writes it anew, or truncates it and writes in place). Read
+		// as no users, every user was denied — and each denial counted a failure
+		// against them and their address — until the next check. Failing attempts
+		// counts none. An empty file on purpose holds "users: {}".
+		f.err = fmt.Errorf("auth: users file %s is missing or empty (being written?): no user is admitted until it holds users", f.path)
+		return f.err
+	}
 	if err := f.loadLocked(data); err != nil {
 		f.err = fmt.Errorf("auth: users file %s: %w", f.path, err)
 		return f.err

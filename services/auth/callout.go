@@ -230,6 +230,12 @@ func calloutError(err error) string {
 	return calloutInternal
 }
 
+// maxConnectionLife is the furthest ahead a connection's expiry is set. NATS times
+// it as a time.Duration of the seconds left, at most ~292 years: a token expiring
+// further off (9999-12-31, a common "never") overflowed it, negative, and NATS
+// closed the connection as expired the moment it was admitted.
+const maxConnectionLife = 100 * 365 * 24 * time.Hour
+
 // admitConnection authenticates the connection's credentials and issues its user
 // JWT: placed in the clients account, with the per-connection permissions, expiring
 // with the credentials.
@@ -256,7 +262,7 @@ func (s *Service) admitConnection(ctx context.Context, req *jwt.AuthorizationReq
 	}
 	uc.Permissions = Permissions(key, s.policy.Load(), a.Roles)
 	if !a.Expires.IsZero() {
-		uc.Expires = a.Expires.Unix()
+		uc.Expires = min(a.Expires.Unix(), s.cfg.Now().Add(maxConnectionLife).Unix())
 	}
 	token, err := uc.Encode(s.cfg.Callout.Issuer)
 	if err != nil {

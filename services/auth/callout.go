@@ -95,10 +95,58 @@ func Permissions(key string, pol *policy.Policy, roles []string) jwt.Permissions
 	return p
 }
 
+// calloutBacklog bounds the callout requests taken from NATS that wait for a slot
+// (calloutQ). Past it a request is left unanswered: the server refuses its client
+// at its auth timeout, as it would have after the request waited its turn.
+const calloutBacklog = 4096
+
+// calloutMsg is a callout request and when this instance took it from NATS.
+type calloutMsg struct {
+	m  *nats.Msg
+	at time.Time
+}
+
 // serveCallout subscribes to the callout subject. Each request is answered on its
-// own goroutine (bcrypt is slow on purpose), at most cap(calloutQ) at once.
+// own goroutine (bcrypt is slow on purpose), at most cap(calloutQ) at once. The
+// subscription's callback only stamps a request and queues it (calloutBacklog):
+// when it waited for a slot itself, the requests behind it waited in the NATS
+// client's buffer, where nothing measured their wait, and each was checked — bcrypt
+// and all — when its turn came, long after the server had stopped waiting and
+// refused its client. Under a burst of connections (every client of a restarted
+// server at once) the service so spent its slots on answers nobody read, fell
+// behind, and stayed behind. A request whose server stopped waiting before it got a
+// slot is now dropped unchecked (dispatchCallouts).
 func (s *Service) serveCallout() error {
+	if !s.track() {
+		return errors.New("auth: the service is stopping")
+	}
+	in := make(chan calloutMsg, calloutBacklog)
 	sub, err := s.nc.QueueSubscribe(CalloutSubject, calloutQueue, func(m *nats.Msg) {
+		select {
+		case in <- calloutMsg{m: m, at: s.cfg.Now()}:
+		default:
+			s.calloutsDropped.Warn("backlog", calloutBacklog)
+		}
+	})
+	if err != nil {
+		s.wg.Done()
+		return fmt.Errorf("auth: callout subscribe: %w", err)
+	}
+	s.callout = sub
+	go s.dispatchCallouts(in)
+	return nil
+}
+
+// dispatchCallouts answers the queued callout requests, each once a slot is free.
+func (s *Service) dispatchCallouts(in <-chan calloutMsg) {
+	defer s.wg.Done()
+	for {
+		var r calloutMsg
+		select {
+		case r = <-in:
+		case <-s.bg.Done():
+			return
+		}
 		select {
 		case s.calloutQ <- struct{}{}:
 		case <-s.bg.Done():
@@ -110,23 +158,26 @@ func (s *Service) serveCallout() error {
 		}
 		go func() {
 			defer func() { <-s.calloutQ; s.wg.Done() }()
-			resp, err := s.answerCalloutMsg(s.bg, m)
-			if err != nil {
+			resp, err := s.answerCalloutMsg(s.bg, r.m, r.at)
+			switch {
+			case errors.Is(err, errCalloutExpired):
+				s.attempts.expired(s.bg, "callout")
+				s.calloutsDropped.Warn("waited", s.cfg.Now().Sub(r.at).Round(time.Millisecond))
+			case err != nil:
 				// Unanswerable (not a valid request): the server times out and refuses.
 				s.log.Warn("auth callout request rejected", "err", err)
-				return
-			}
-			if err := m.Respond([]byte(resp)); err != nil {
-				s.log.Warn("auth callout reply failed", "err", err)
+			default:
+				if err := r.m.Respond([]byte(resp)); err != nil {
+					s.log.Warn("auth callout reply failed", "err", err)
+				}
 			}
 		}()
-	})
-	if err != nil {
-		return fmt.Errorf("auth: callout subscribe: %w", err)
 	}
-	s.callout = sub
-	return nil
 }
+
+// errCalloutExpired is answerCallout's error for a request whose server stopped
+// waiting for the answer before it could be checked.
+var errCalloutExpired = errors.New("auth: the server stopped waiting for the callout answer before a slot was free")
 
 // serverXKeyHeader names the server's curve key on a callout request the server
 // encrypted, as it does when auth_callout sets xkey.
@@ -135,27 +186,31 @@ const serverXKeyHeader = "Nats-Server-Xkey"
 // answerCalloutMsg answers the callout request m. An encrypted request is refused
 // with an error that says why: it cannot be read, and the server then refuses every
 // connection, which only removing xkey from its configuration changes.
-func (s *Service) answerCalloutMsg(ctx context.Context, m *nats.Msg) (string, error) {
+func (s *Service) answerCalloutMsg(ctx context.Context, m *nats.Msg, at time.Time) (string, error) {
 	if m.Header.Get(serverXKeyHeader) != "" {
 		return "", errors.New("the server encrypts callout requests (auth_callout xkey), which this auth service cannot read: every connection is refused until xkey is removed from the server configuration")
 	}
-	return s.answerCallout(ctx, m.Data)
+	return s.answerCallout(ctx, m.Data, at)
 }
 
-// answerCallout decides a callout request and returns the signed response. An error
-// means the request itself was unusable.
+// answerCallout decides a callout request, taken from NATS at at, and returns the
+// signed response. An error means the request itself was unusable, or
+// errCalloutExpired that the server stopped waiting for the answer before now.
 //
 // It runs in a server span, as an endpoint's request does, in a trace of its own:
 // a CONNECT carries no trace context. The span names no credentials: a refusal's
 // wire code (endpoint.SpanError) and the client's address only.
-func (s *Service) answerCallout(ctx context.Context, data []byte) (_ string, err error) {
+func (s *Service) answerCallout(ctx context.Context, data []byte, at time.Time) (_ string, err error) {
 	ctx, span := s.tracer.Start(ctx, CalloutSubject, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
 		attribute.String("rpc.system.name", "nats"),
 		attribute.String("rpc.method", CalloutSubject),
 	))
 	defer span.End()
 	defer func() {
-		if err != nil {
+		if errors.Is(err, errCalloutExpired) {
+			span.SetAttributes(attribute.String("error.type", "expired"))
+			span.SetStatus(codes.Error, "the server stopped waiting")
+		} else if err != nil {
 			// Not the client's doing: the server sent what this instance cannot read.
 			span.SetAttributes(attribute.String("error.type", "_OTHER"))
 			span.SetStatus(codes.Error, "unusable callout request")
@@ -172,10 +227,16 @@ func (s *Service) answerCallout(ctx context.Context, data []byte) (_ string, err
 		return "", errors.New("request names no user or server")
 	}
 	if wait := serverWait(req); wait > 0 {
-		// The server refuses the client when it has waited this long: an attempt still
-		// waiting for the throttle then would hold a slot for an answer nobody reads.
+		// The server refuses the client when it has waited this long, counted here
+		// from when the request was taken from NATS: an attempt checked after that,
+		// or still waiting for the throttle then, would hold a slot for an answer
+		// nobody reads.
+		end := at.Add(wait)
+		if !s.cfg.Now().Before(end) {
+			return "", errCalloutExpired
+		}
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, wait)
+		ctx, cancel = context.WithDeadline(ctx, end)
 		defer cancel()
 	}
 	span.SetAttributes(attribute.String("client.address", hostIP(req.ClientInformation.Host)))

@@ -29,7 +29,7 @@ func TestCalloutExpiryOfAFarOffToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := s.answerCallout(t.Context(), []byte(data))
+	out, err := s.answerCallout(t.Context(), []byte(data), s.cfg.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

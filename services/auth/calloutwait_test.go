@@ -289,7 +289,59 @@ func TestCalloutNamesEncryptedRequests(t *testing.T) {
 	m := nats.NewMsg(CalloutSubject)
 	m.Header.Set("Nats-Server-Xkey", xpub)
 	m.Data = []byte("sealed bytes the service cannot open")
-	if _, err := s.answerCalloutMsg(t.Context(), m); err == nil || !strings.Contains(err.Error(), "xkey") {
+	if _, err := s.answerCalloutMsg(t.Context(), m, s.cfg.Now()); err == nil || !strings.Contains(err.Error(), "xkey") {
 		t.Fatalf("got %v, want an error naming the xkey", err)
+	}
+}
+
+// TestCalloutDropsARequestItsServerStoppedWaitingFor: a callout request that waits
+// for a slot past the server's auth timeout is dropped unchecked when its turn
+// comes. The subscription's callback used to wait for the slot itself, so the
+// requests behind it waited in the NATS client's buffer, unmeasured, and each was
+// checked — bcrypt and all — after the server had refused its client: under a burst
+// of connections the service spent its slots on answers nobody read, fell behind
+// and stayed behind.
+func TestCalloutDropsARequestItsServerStoppedWaitingFor(t *testing.T) {
+	srv, kp := calloutServer(t)
+	g := &gate{open: make(chan struct{})}
+	var once sync.Once
+	release := func() { once.Do(func() { close(g.open) }) }
+	h := start(t, srv, Config{
+		Authenticators: []Authenticator{g, Anonymous()},
+		InitialPolicy:  testPolicy(),
+		Callout:        &CalloutConfig{Issuer: kp, Account: embedded.ClientsAccount},
+		calloutSlots:   1,
+	})
+	t.Cleanup(release)
+	connect := func(user string) error {
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, "pw"), nats.MaxReconnects(0), nats.Timeout(30*time.Second))
+		if err == nil {
+			nc.Close()
+		}
+		return err
+	}
+	first := make(chan error, 1)
+	go func() { first <- connect("first") }()
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if g.calls.Load() != 1 {
+			return errors.New("the first attempt is not being checked yet")
+		}
+		return nil
+	})
+	// The one slot is held: the second request waits for it, and the server gives
+	// up on it and refuses the client.
+	if err := connect("second"); err == nil {
+		t.Fatal("the second connection was admitted while the only slot was held")
+	}
+	release()
+	<-first
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !strings.Contains(h.log.String(), "auth callout requests dropped unanswered") {
+			return fmt.Errorf("the second request was not dropped; %d attempts checked", g.calls.Load())
+		}
+		return nil
+	})
+	if n := g.calls.Load(); n != 1 {
+		t.Fatalf("%d attempts checked, want 1: the second was checked after the server had refused it", n)
 	}
 }

@@ -115,7 +115,7 @@ func FuzzCalloutRequest(f *testing.F) {
 	f.Add([]byte{})
 	s := offline(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		out, err := s.answerCallout(context.Background(), data)
+		out, err := s.answerCallout(context.Background(), data, s.cfg.Now())
 		if err != nil {
 			return
 		}
@@ -161,7 +161,7 @@ func TestCalloutResponseShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := s.answerCallout(t.Context(), []byte(data))
+	out, err := s.answerCallout(t.Context(), []byte(data), s.cfg.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

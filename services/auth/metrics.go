@@ -28,17 +28,23 @@ func newAttempts(mp metric.MeterProvider) (*attempts, error) {
 		mp = noop.NewMeterProvider()
 	}
 	c, err := mp.Meter(meterName).Int64Counter("roster.auth.attempts", metric.WithUnit("{attempt}"),
-		metric.WithDescription("Authentication attempts by source (callout, session) and outcome (allowed, denied, throttled, error)."))
+		metric.WithDescription("Authentication attempts by source (callout, session) and outcome (allowed, denied, throttled, error, expired: a callout the server stopped waiting for before it could be checked)."))
 	if err != nil {
 		return nil, err
 	}
 	a := &attempts{counter: c, sets: map[[2]string]attribute.Set{}}
 	for _, src := range []string{"callout", "session"} {
-		for _, out := range []string{"allowed", "denied", "throttled", "error"} {
+		for _, out := range []string{"allowed", "denied", "throttled", "error", "expired"} {
 			a.sets[[2]string{src, out}] = attribute.NewSet(attribute.String("roster.auth.source", src), attribute.String("roster.auth.outcome", out))
 		}
 	}
 	return a, nil
+}
+
+// expired counts one attempt from source dropped unchecked: its server stopped
+// waiting for the answer before a slot was free.
+func (a *attempts) expired(ctx context.Context, source string) {
+	a.counter.Add(ctx, 1, metric.WithAttributeSet(a.sets[[2]string{source, "expired"}]))
 }
 
 // record counts one attempt from source that ended with err.

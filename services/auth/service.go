@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/logthrottle"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
 	"github.com/seed-3c836eab/roster/pkg/version"
@@ -62,6 +64,10 @@ type Config struct {
 	// MeterProvider records the service's metrics (nil: none): those of every
 	// request (pkg/endpoint) and authentication attempts by source and outcome.
 	MeterProvider metric.MeterProvider
+
+	// calloutSlots is how many callout requests are checked at once (0: 64); tests
+	// set it.
+	calloutSlots int
 }
 
 // SessionRoles finds the roles of a session from its id and token (pkg/sessions'
@@ -90,6 +96,9 @@ type Service struct {
 	wg       sync.WaitGroup
 	callout  *nats.Subscription
 	calloutQ chan struct{}
+	// calloutsDropped logs the callout requests dropped unanswered (serveCallout):
+	// in a burst, thousands a second.
+	calloutsDropped *logthrottle.Warner
 	// instance names this instance in its throttle notes; throttleSub receives the
 	// other instances' (throttleshare.go).
 	instance    string
@@ -194,9 +203,10 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 		store:    store,
 		bg:       bg,
 		stopBg:   stopBg,
-		calloutQ: make(chan struct{}, 64),
+		calloutQ: make(chan struct{}, cmp.Or(cfg.calloutSlots, 64)),
 		attempts: attempts,
 	}
+	s.calloutsDropped = logthrottle.New(s.log, "auth callout requests dropped unanswered: the server stopped waiting before a slot was free, or the backlog was full; their clients are refused at the server's auth timeout", 10*time.Second)
 	fail := func(err error) (*Service, error) {
 		s.stopBackground()
 		_ = svc.Stop(context.Background())

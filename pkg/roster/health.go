@@ -28,7 +28,8 @@ type Health struct {
 // connected to NATS, and so are the connections its services share: the sessions
 // view's ("sessions-view") and the policy follower's ("policy"), which nats.go may
 // have on another server than theirs — down, every service goes on with a view and
-// a policy that no longer follow the buckets.
+// a policy that no longer follow the buckets. A process stopping is not ready:
+// its services take no more requests.
 func (p *Process) Health(ctx context.Context) *Health {
 	h := &Health{Live: true, Ready: true, Services: map[string]*endpoint.Health{}}
 	select {
@@ -62,6 +63,9 @@ func (p *Process) Health(ctx context.Context) *Health {
 			h.Ready = false
 			h.Disconnected = append(h.Disconnected, name)
 		}
+	}
+	if p.stopping.Load() {
+		h.Ready = false
 	}
 	slices.Sort(h.Disconnected)
 	return h

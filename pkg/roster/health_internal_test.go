@@ -6,8 +6,10 @@ import (
 	"net/http/httptest"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 )
 
 // TestNotReadyWhileASharedConnectionIsDown: the sessions view and the policy
@@ -57,5 +59,43 @@ func TestNotLiveAfterAPanic(t *testing.T) {
 	p.HealthHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/livez", nil))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Fatalf("/livez after a panic: got %d, want 503", rec.Code)
+	}
+}
+
+// TestNotReadyWhileStopping: once the process stops — told to, or because one of
+// its services failed — its services take no more requests (their endpoints drain),
+// so it is not ready, though still live until the stop is done. It said ready for
+// the whole stop, up to --drain-timeout, as long as each service's own checks
+// passed: a service that had failed included.
+func TestNotReadyWhileStopping(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	p := &Process{cfg: Config{DrainTimeout: time.Minute}, log: natstest.Logger(t), done: make(chan struct{}), clock: realClock{}}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	held := make(chan struct{})
+	r := &running{name: "held", nc: srv.ServiceConn(t), cancel: cancel, done: make(chan error, 1),
+		health: func(context.Context) *endpoint.Health { return &endpoint.Health{Service: "held", Ready: true} }}
+	p.running = append(p.running, r)
+	go func() {
+		<-ctx.Done()
+		<-held // a request in flight holds the stop
+		r.done <- nil
+	}()
+	if h := p.Health(t.Context()); !h.Ready || !h.Live {
+		t.Fatalf("a running process: got %+v, want live and ready", h)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- p.Stop() }()
+	<-ctx.Done()
+	h := p.Health(t.Context())
+	close(held)
+	if err := <-stopped; err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if h.Ready || !h.Live {
+		t.Fatalf("while stopping: got live %v, ready %v; want live, not ready", h.Live, h.Ready)
+	}
+	if h := p.Health(t.Context()); h.Ready || h.Live {
+		t.Fatalf("stopped: got %+v, want neither live nor ready", h)
 	}
 }

@@ -42,9 +42,11 @@ type Process struct {
 	view    *sharedView
 	failed  chan error
 	done    chan struct{}
-	stopped sync.Once
-	stopErr error
-	clock   clock // the time stopping counts DrainTimeout on
+	// stopping: the stop has begun; the services take no more requests.
+	stopping atomic.Bool
+	stopped  sync.Once
+	stopErr  error
+	clock    clock // the time stopping counts DrainTimeout on
 	// replicasChecked: checkReplicas passed, before the first service started.
 	replicasChecked bool
 }
@@ -496,6 +498,7 @@ var callers = map[string][]string{"auth": {"registry"}}
 // DrainTimeout of its own: up to four times the timeout, longer than a pod's
 // grace period before it is killed.
 func (p *Process) stopAll() {
+	p.stopping.Store(true)
 	deadline := p.clock.Now().Add(p.cfg.DrainTimeout)
 	stopped := make(map[string]chan struct{}, len(p.running))
 	for _, r := range p.running {

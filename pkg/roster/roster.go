@@ -461,7 +461,8 @@ func (p *Process) ClientURL() string {
 
 // Wait blocks until ctx ends or a service fails, then stops the process (the
 // services together, within one DrainTimeout, then the embedded server) and returns
-// the failure and any error stopping.
+// the failure and any error stopping. A process stopped meanwhile by Stop ends
+// Wait too, with Stop's result: nothing else would.
 func (p *Process) Wait(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
@@ -470,6 +471,8 @@ func (p *Process) Wait(ctx context.Context) error {
 	case err := <-p.failed:
 		p.log.Error("service failed; stopping", "err", err)
 		return errors.Join(err, p.stop())
+	case <-p.done:
+		return p.stop()
 	}
 }
 

@@ -239,3 +239,25 @@ func TestStopAnswersTheRequestsQueuedForAService(t *testing.T) {
 		t.Fatalf("%d answered and %d unavailable; want the one in flight answered and the %d queued unavailable", answered, unavailable, queued)
 	}
 }
+
+// TestWaitReturnsWhenStopped: Wait returns once the process is stopped by Stop
+// (from another goroutine: a program's own shutdown), with Stop's result. It went
+// on waiting for its ctx or a service failure, which a stopped process never
+// gives: with context.Background a goroutine blocked for good.
+func TestWaitReturnsWhenStopped(t *testing.T) {
+	t.Parallel()
+	p := startJoined(t, "lock")
+	waited := make(chan error, 1)
+	go func() { waited <- p.Wait(context.Background()) }()
+	if err := p.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("Wait: %v, want Stop's nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Wait still blocked 15 s after Stop returned")
+	}
+}

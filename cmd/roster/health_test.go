@@ -154,3 +154,36 @@ func TestJSONLogShowsDurationsAsText(t *testing.T) {
 		t.Errorf("log %q, want \"retry_in\":\"250ms\"", out.String())
 	}
 }
+
+// TestServeListeningLineNamesWhatItRuns: the "roster listening" line names the
+// services the process runs, as "roster started" does. It repeated --services as
+// given: empty (services="") for a --services= that runs all four, and LOCK,Registry
+// for the lock and registry services.
+func TestServeListeningLineNamesWhatItRuns(t *testing.T) {
+	for services, want := range map[string]string{"": "auth,registry,lock,messaging", "LOCK,Registry": "registry,lock"} {
+		root := newRootCmd()
+		var logs natstest.Buffer
+		root.SetErr(&logs)
+		root.SetArgs([]string{"serve", "--log-format", "json", "--services=" + services,
+			"--listen", "127.0.0.1:0", "--data-dir", t.TempDir()})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- root.ExecuteContext(ctx) }()
+		var line map[string]any
+		natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+			for l := range strings.Lines(logs.String()) {
+				if json.Unmarshal([]byte(l), &line) == nil && line["msg"] == "roster listening" {
+					return nil
+				}
+			}
+			return errors.New("no listening line logged yet")
+		})
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		if line["services"] != want {
+			t.Errorf("--services=%q: the listening line says services %q, want %q", services, line["services"], want)
+		}
+	}
+}

@@ -452,12 +452,14 @@ func serve(ctx context.Context, o *serveOptions) error {
 	if err != nil {
 		return o.explainRefusal(err)
 	}
+	// What this process runs, as it runs them: --services as given may be empty
+	// (all four) or spelled in another case.
+	services := cmp.Or(strings.Join(p.Services(), ","), "none")
 	if s := p.Server(); s != nil {
-		announce(log, s, o, cfg.Embedded.SyncInterval)
+		announce(log, s, o, cfg.Embedded.SyncInterval, services)
 	}
 	// What this process runs, in one line: the version a pod runs and whether its
 	// telemetry goes anywhere are what an operator looks for first.
-	services := cmp.Or(strings.Join(p.Services(), ","), "none")
 	log.Info("roster started", "version", version.Version, "services", services,
 		"replicas", max(o.replicas, 1), "traces", telemetry.TracesExport(), "metrics", telemetry.MetricsExport())
 	if health != nil {
@@ -535,12 +537,12 @@ func (h *healthServer) stop() {
 	_ = h.srv.Shutdown(ctx)
 }
 
-func announce(log *slog.Logger, ns *embedded.Server, o *serveOptions, interval time.Duration) {
+func announce(log *slog.Logger, ns *embedded.Server, o *serveOptions, interval time.Duration, services string) {
 	fsync := "every write"
 	if interval > 0 {
 		fsync = "every " + interval.String() + " (acknowledged writes can be lost on a crash)"
 	}
-	attrs := []any{"url", ns.ClientURL(), "data_dir", o.dataDir, "fsync", fsync, "services", strings.Join(o.services, ",")}
+	attrs := []any{"url", ns.ClientURL(), "data_dir", o.dataDir, "fsync", fsync, "services", services}
 	if ws := ns.WebsocketURL(); o.websocket != "" && ws != "" {
 		attrs = append(attrs, "websocket", ws)
 	}

@@ -157,7 +157,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 // — fails at once, and so does a URL that names a route or HTTP port (natsprobe),
 // which no wait would make a client port: asked after the first failure, once.
 func dial(ctx context.Context, url string, opts []nats.Option, timeout time.Duration, log *slog.Logger) (*nats.Conn, error) {
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline := start.Add(timeout)
 	probed := false
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		nc, err := nats.Connect(url, opts...)
@@ -172,7 +173,8 @@ func dial(ctx context.Context, url string, opts []nats.Option, timeout time.Dura
 			return nc, err
 		}
 		if time.Now().Add(wait).After(deadline) {
-			return nil, fmt.Errorf("NATS not reachable for %v: %w", timeout, err)
+			// The time tried, not the bound: the next try would have ended past it.
+			return nil, fmt.Errorf("NATS not reachable: tried for %v of the %v start timeout: %w", time.Since(start).Round(100*time.Millisecond), timeout, err)
 		}
 		log.Warn("NATS not reachable yet; retrying", "retry_in", wait, "err", err)
 		select {

@@ -52,37 +52,12 @@ func (g *gate) Authenticate(_ context.Context, a *Attempt) (Decision, error) {
 // every slot and held every other client's admission behind answers nobody would
 // read. The service now stops waiting when the server does, freeing the slot.
 func TestCalloutStopsWaitingWhenTheServerDoes(t *testing.T) {
-	srv, kp := calloutServer(t)
-	g := &gate{open: make(chan struct{})}
-	var once sync.Once
-	release := func() { once.Do(func() { close(g.open) }) }
-	h := start(t, srv, Config{
-		Authenticators: []Authenticator{g, Anonymous()},
-		InitialPolicy:  testPolicy(),
-		Throttle:       ThrottleConfig{MaxFailures: 1, Window: time.Hour},
-		Callout:        &CalloutConfig{Issuer: kp, Account: embedded.ClientsAccount},
-	})
-	// Registered after start, so it runs before the service stops (cleanups run
-	// last first): stopping waits for the attempt the gate holds.
-	t.Cleanup(release)
-	connect := func(user string) error {
-		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, "pw"), nats.MaxReconnects(0), nats.Timeout(30*time.Second))
-		if err == nil {
-			nc.Close()
-		}
-		return err
-	}
-	first := make(chan error, 1)
-	go func() { first <- connect("first") }()
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if g.calls.Load() != 1 {
-			return errors.New("the first attempt is not being checked yet")
-		}
-		return nil
+	h, g, release, first := gatedCallout(t, func(c *Config) {
+		c.Throttle = ThrottleConfig{MaxFailures: 1, Window: time.Hour}
 	})
 	// The second attempt, from the same address, waits for the first; the server
 	// gives up on it and refuses the client.
-	if err := connect("second"); err == nil {
+	if err := h.connectAs("second"); err == nil {
 		t.Fatal("the second connection was admitted while the first was still being checked")
 	}
 	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
@@ -96,6 +71,47 @@ func TestCalloutStopsWaitingWhenTheServerDoes(t *testing.T) {
 	if n := g.calls.Load(); n != 1 {
 		t.Fatalf("%d attempts checked, want 1: the second was checked after the server had refused it", n)
 	}
+}
+
+// gatedCallout starts a service answering the callout whose password attempts the
+// gate holds (its Config changed by tweak), and a first connection, whose attempt
+// the gate is holding when it returns. release opens the gate; first receives the
+// first connection's result.
+func gatedCallout(t *testing.T, tweak func(*Config)) (h *harness, g *gate, release func(), first <-chan error) {
+	t.Helper()
+	srv, kp := calloutServer(t)
+	g = &gate{open: make(chan struct{})}
+	var once sync.Once
+	release = func() { once.Do(func() { close(g.open) }) }
+	cfg := Config{
+		Authenticators: []Authenticator{g, Anonymous()},
+		InitialPolicy:  testPolicy(),
+		Callout:        &CalloutConfig{Issuer: kp, Account: embedded.ClientsAccount},
+	}
+	tweak(&cfg)
+	h = start(t, srv, cfg)
+	// Registered after start, so it runs before the service stops (cleanups run
+	// last first): stopping waits for the attempt the gate holds.
+	t.Cleanup(release)
+	done := make(chan error, 1)
+	go func() { done <- h.connectAs("first") }()
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if g.calls.Load() != 1 {
+			return errors.New("the first attempt is not being checked yet")
+		}
+		return nil
+	})
+	return h, g, release, done
+}
+
+// connectAs connects to the harness's server with user's password credentials,
+// and closes the connection if it was admitted.
+func (h *harness) connectAs(user string) error {
+	nc, err := nats.Connect(h.srv.ClientURL(), nats.UserInfo(user, "pw"), nats.MaxReconnects(0), nats.Timeout(30*time.Second))
+	if err == nil {
+		nc.Close()
+	}
+	return err
 }
 
 // TestCalloutLogsWhyItFailed: when a connection cannot be judged (the users file
@@ -302,35 +318,10 @@ func TestCalloutNamesEncryptedRequests(t *testing.T) {
 // of connections the service spent its slots on answers nobody read, fell behind
 // and stayed behind.
 func TestCalloutDropsARequestItsServerStoppedWaitingFor(t *testing.T) {
-	srv, kp := calloutServer(t)
-	g := &gate{open: make(chan struct{})}
-	var once sync.Once
-	release := func() { once.Do(func() { close(g.open) }) }
-	h := start(t, srv, Config{
-		Authenticators: []Authenticator{g, Anonymous()},
-		InitialPolicy:  testPolicy(),
-		Callout:        &CalloutConfig{Issuer: kp, Account: embedded.ClientsAccount},
-		calloutSlots:   1,
-	})
-	t.Cleanup(release)
-	connect := func(user string) error {
-		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, "pw"), nats.MaxReconnects(0), nats.Timeout(30*time.Second))
-		if err == nil {
-			nc.Close()
-		}
-		return err
-	}
-	first := make(chan error, 1)
-	go func() { first <- connect("first") }()
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if g.calls.Load() != 1 {
-			return errors.New("the first attempt is not being checked yet")
-		}
-		return nil
-	})
+	h, g, release, first := gatedCallout(t, func(c *Config) { c.calloutSlots = 1 })
 	// The one slot is held: the second request waits for it, and the server gives
 	// up on it and refuses the client.
-	if err := connect("second"); err == nil {
+	if err := h.connectAs("second"); err == nil {
 		t.Fatal("the second connection was admitted while the only slot was held")
 	}
 	release()

@@ -517,3 +517,26 @@ func TestFilterCheckSaysWhetherCELConfirms(t *testing.T) {
 		}
 	}
 }
+
+// TestServeMalformedAddressesAreUsageErrors: a listen address of the embedded server
+// that is no host:port is a usage error naming its flag, as a malformed
+// --health-listen is. nats-server read them once the start had begun, and the
+// process exited 1: "could not parse address string" naming no flag for --monitor
+// and --cluster-listen (found by review).
+func TestServeMalformedAddressesAreUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{nil, []string{"--listen", "bogus"}, `--listen "bogus": want host:port: address bogus: missing port in address`},
+		{nil, []string{"--listen", "127.0.0.1:99999"}, `--listen "127.0.0.1:99999": want host:port: port "99999" is not a number from 0 to 65535`},
+		{nil, []string{"--websocket", "127.0.0.1:x"}, `--websocket "127.0.0.1:x": want host:port: port "x" is not a number from 0 to 65535`},
+		{map[string]string{"ROSTER_MONITOR": "bogus"}, nil, `--monitor (set by ROSTER_MONITOR) "bogus": want host:port: address bogus: missing port in address`},
+		{nil, []string{"--cluster-listen", "127.0.0.1", "--system-password", "pw"}, `--cluster-listen "127.0.0.1": want host:port: address 127.0.0.1: missing port in address`},
+	} {
+		t.Run(tc.want, func(t *testing.T) { // a subtest: its environment ends with it
+			wantUsage(t, tc.env, append([]string{"serve", "--log-level", "error", "--data-dir", t.TempDir()}, tc.args...), tc.want)
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -189,6 +190,9 @@ func (o *serveOptions) config() (roster.Config, error) {
 		return roster.Config{}, err
 	}
 	if err := o.checkValues(); err != nil {
+		return roster.Config{}, err
+	}
+	if err := o.checkAddresses(); err != nil {
 		return roster.Config{}, err
 	}
 	cfg := roster.Config{
@@ -372,6 +376,33 @@ func (o *serveOptions) checkValues() error {
 		return err
 	}
 	return o.fitPrincipalRequests()
+}
+
+// checkAddresses refuses a listen address of the embedded server that is not a
+// host:port with a port from 0 to 65535. nats-server read them in its configuration
+// once the start had begun, and the process exited 1: "could not parse address
+// string" naming no flag for --monitor and --cluster-listen, "listen address" for
+// --listen, and a failed listen for --websocket.
+func (o *serveOptions) checkAddresses() error {
+	for _, a := range []struct{ flag, value string }{
+		{"listen", o.listen}, {"websocket", o.websocket}, {"monitor", o.monitor}, {"cluster-listen", o.cluster.Listen},
+	} {
+		if a.value == "" || o.natsURL != "" { // off, or refused with --nats-url (checkMode)
+			continue
+		}
+		_, port, err := net.SplitHostPort(a.value)
+		if n, perr := strconv.Atoi(port); err == nil && (perr != nil || n < 0 || n > 65535) {
+			err = fmt.Errorf("port %q is not a number from 0 to 65535", port)
+		}
+		if err != nil {
+			name := "--" + a.flag
+			if g := o.given([]string{a.flag}); len(g) == 1 {
+				name = g[0]
+			}
+			return usageError{fmt.Errorf("%s %q: want host:port: %w", name, a.value, err)}
+		}
+	}
+	return nil
 }
 
 // fitPrincipalRequests keeps the bound on one principal's requests in progress at

@@ -148,7 +148,30 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 		}
 		log.Info("service started", "service", name)
 	}
+	if p.server != nil {
+		go p.watchServer()
+	}
 	return p, nil
+}
+
+// errServerGone is the failure of a process whose embedded server shut down while
+// the process was not stopping.
+var errServerGone = errors.New("the embedded NATS server shut down")
+
+// watchServer fails the process (Wait) when its embedded server shuts down without
+// the process stopping it — nats-server shuts itself down, for one, when OCSP
+// revokes a must-staple certificate. Unnoticed, the process stayed up with every
+// service reconnecting to a server that would never come back: live, never ready,
+// never restarted. The stop shuts the server down too, which ends this goroutine.
+func (p *Process) watchServer() {
+	p.server.WaitForShutdown()
+	if p.stopping.Load() {
+		return
+	}
+	select {
+	case p.failed <- errServerGone:
+	default: // a service's failure is there already, and stops the process as well
+	}
 }
 
 // dial connects to url, waiting up to timeout for it to accept connections: a
@@ -461,7 +484,8 @@ func (p *Process) ClientURL() string {
 	return p.cfg.NATSURL
 }
 
-// Wait blocks until ctx ends or a service fails, then stops the process (the
+// Wait blocks until ctx ends, a service fails or the embedded server shuts down
+// on its own (watchServer), then stops the process (the
 // services together, within one DrainTimeout, then the embedded server) and returns
 // the failure and any error stopping. A process stopped meanwhile by Stop ends
 // Wait too, with Stop's result: nothing else would.
@@ -471,7 +495,7 @@ func (p *Process) Wait(ctx context.Context) error {
 		p.log.Info("stopping")
 		return p.stop()
 	case err := <-p.failed:
-		p.log.Error("service failed; stopping", "err", err)
+		p.log.Error("failed; stopping", "err", err)
 		return errors.Join(err, p.stop())
 	case <-p.done:
 		return p.stop()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/http"
@@ -99,27 +100,7 @@ func TestServeLogsWhatItRuns(t *testing.T) {
 	}
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
 	t.Setenv("OTEL_METRICS_EXPORTER", "none")
-	root := newRootCmd()
-	var logs natstest.Buffer
-	root.SetErr(&logs)
-	root.SetArgs([]string{"serve", "--log-format", "json", "--services", "registry,lock",
-		"--listen", "127.0.0.1:0", "--data-dir", t.TempDir()})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- root.ExecuteContext(ctx) }()
-	var line map[string]any
-	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-		for l := range strings.Lines(logs.String()) {
-			if json.Unmarshal([]byte(l), &line) == nil && line["msg"] == "roster started" {
-				return nil
-			}
-		}
-		return errors.New("no start line logged yet")
-	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("serve: %v", err)
-	}
+	line := serveLogLine(t, "roster started", "--services", "registry,lock")
 	want := map[string]any{"version": version.Version, "services": "registry,lock", "replicas": float64(1),
 		"traces": "http://127.0.0.1:1 (OTEL_EXPORTER_OTLP_ENDPOINT)", "metrics": "off"}
 	for k, v := range want {
@@ -161,29 +142,37 @@ func TestJSONLogShowsDurationsAsText(t *testing.T) {
 // for the lock and registry services.
 func TestServeListeningLineNamesWhatItRuns(t *testing.T) {
 	for services, want := range map[string]string{"": "auth,registry,lock,messaging", "LOCK,Registry": "registry,lock"} {
-		root := newRootCmd()
-		var logs natstest.Buffer
-		root.SetErr(&logs)
-		root.SetArgs([]string{"serve", "--log-format", "json", "--services=" + services,
-			"--listen", "127.0.0.1:0", "--data-dir", t.TempDir()})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- root.ExecuteContext(ctx) }()
-		var line map[string]any
-		natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-			for l := range strings.Lines(logs.String()) {
-				if json.Unmarshal([]byte(l), &line) == nil && line["msg"] == "roster listening" {
-					return nil
-				}
-			}
-			return errors.New("no listening line logged yet")
-		})
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
+		line := serveLogLine(t, "roster listening", "--services="+services)
 		if line["services"] != want {
 			t.Errorf("--services=%q: the listening line says services %q, want %q", services, line["services"], want)
 		}
 	}
+}
+
+// serveLogLine runs serve with JSON logs and the flags given (an embedded server on
+// any free port), waits for the line whose message is msg, stops serve, and returns
+// that line.
+func serveLogLine(t *testing.T, msg string, flags ...string) map[string]any {
+	t.Helper()
+	root := newRootCmd()
+	var logs natstest.Buffer
+	root.SetErr(&logs)
+	root.SetArgs(append([]string{"serve", "--log-format", "json", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, flags...))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	var line map[string]any
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		for l := range strings.Lines(logs.String()) {
+			if json.Unmarshal([]byte(l), &line) == nil && line["msg"] == msg {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %q line logged yet", msg)
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	return line
 }

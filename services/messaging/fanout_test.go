@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
@@ -62,17 +63,7 @@ func checkNotDelivered(t *testing.T, r wire.MsgResult) {
 // 1 ms, not 0. A Roster-Timeout of 0 on a delivery is no deadline to the SDK, whose
 // handler then ran unbounded for a requester that had been answered already.
 func TestReceiversAreNeverToldZero(t *testing.T) {
-	srv := natstest.Start(t)
-	nc := srv.ServiceConn(t)
-	f, err := newFanout(nc, DefaultMaxInFlight, noop.NewTracerProvider().Tracer(""), natstest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.close()
-	sub, err := nc.SubscribeSync(wire.DeliverSubject("k1", "r1", "chat/x"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, _, sub := oneReceiverFanout(t)
 	ctx := context.Background()
 	d := &delivery{path: "chat/x", pathTokens: "chat.x", sender: "s1", payload: []byte("hi")}
 	targets := []target{{id: "r1", deliveryKey: "k1"}}
@@ -93,17 +84,7 @@ func TestReceiversAreNeverToldZero(t *testing.T) {
 // once the requester's results are due (answerBy) is reported timeout without
 // being asked, and its in-flight slot is given back: its answer could reach no one.
 func TestReceiverWithNoTimeLeftIsNotAsked(t *testing.T) {
-	srv := natstest.Start(t)
-	nc := srv.ServiceConn(t)
-	f, err := newFanout(nc, DefaultMaxInFlight, noop.NewTracerProvider().Tracer(""), natstest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.close()
-	sub, err := nc.SubscribeSync(wire.DeliverSubject("k1", "r1", "chat/x"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, nc, sub := oneReceiverFanout(t)
 	ctx := context.Background()
 	d := &delivery{path: "chat/x", pathTokens: "chat.x", sender: "s1", payload: []byte("hi")}
 	targets := []target{{id: "r1", deliveryKey: "k1"}}
@@ -123,4 +104,22 @@ func TestReceiverWithNoTimeLeftIsNotAsked(t *testing.T) {
 	if len(f.inflight.n) != 0 {
 		t.Fatalf("in flight after the request: %v, want none", f.inflight.n)
 	}
+}
+
+// oneReceiverFanout returns a fan-out on a service connection of a new server, that
+// connection, and a subscription to receiver r1's deliveries on chat/x under key k1.
+func oneReceiverFanout(t *testing.T) (*fanout, *nats.Conn, *nats.Subscription) {
+	t.Helper()
+	srv := natstest.Start(t)
+	nc := srv.ServiceConn(t)
+	f, err := newFanout(nc, DefaultMaxInFlight, noop.NewTracerProvider().Tracer(""), natstest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.close)
+	sub, err := nc.SubscribeSync(wire.DeliverSubject("k1", "r1", "chat/x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, nc, sub
 }

@@ -32,10 +32,32 @@ import (
 var ErrStale = errors.New("fence: stale fencing token")
 
 // Guard remembers the highest fencing token seen per lock name. The zero value is
-// ready to use; a Guard is safe for concurrent use.
+// ready to use; a Guard is safe for concurrent use. Names are independent: a write
+// under one name never waits for a write under another.
 type Guard struct {
+	mu    sync.Mutex // guards names
+	names map[string]*name
+}
+
+// name is one lock name's highest token; its mutex is held through Do's write.
+type name struct {
 	mu      sync.Mutex
-	highest map[string]uint64
+	highest uint64
+}
+
+// name returns the entry of lock n, made on first use.
+func (g *Guard) name(n string) *name {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	e := g.names[n]
+	if e == nil {
+		if g.names == nil {
+			g.names = map[string]*name{}
+		}
+		e = &name{}
+		g.names[n] = e
+	}
+	return e
 }
 
 // Check admits a write under lock name with token: it succeeds when token is at
@@ -43,29 +65,29 @@ type Guard struct {
 // token), and records token as the highest. Otherwise it returns an error matching
 // ErrStale and records nothing.
 func (g *Guard) Check(name string, token uint64) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.check(name, token)
+	e := g.name(name)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.check(name, token)
 }
 
-func (g *Guard) check(name string, token uint64) error {
-	if h := g.highest[name]; token < h {
-		return fmt.Errorf("%w: lock %q token %d is below %d", ErrStale, name, token, h)
+func (e *name) check(n string, token uint64) error {
+	if token < e.highest {
+		return fmt.Errorf("%w: lock %q token %d is below %d", ErrStale, n, token, e.highest)
 	}
-	if g.highest == nil {
-		g.highest = map[string]uint64{}
-	}
-	g.highest[name] = token
+	e.highest = token
 	return nil
 }
 
-// Do runs write if token is admitted for name, holding the guard for the duration
-// so that no write with a lower token can interleave. A failed write still records
-// the token: a newer holder has shown up, and older ones must stay out.
+// Do runs write if token is admitted for name, holding name's entry for the
+// duration so that no write under name with a lower token can interleave; writes
+// under other names run meanwhile. A failed write still records the token: a newer
+// holder has shown up, and older ones must stay out.
 func (g *Guard) Do(name string, token uint64, write func() error) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if err := g.check(name, token); err != nil {
+	e := g.name(name)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.check(name, token); err != nil {
 		return err
 	}
 	return write()
@@ -74,6 +96,12 @@ func (g *Guard) Do(name string, token uint64, write func() error) error {
 // Highest returns the highest token seen for name (0 if none).
 func (g *Guard) Highest(name string) uint64 {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.highest[name]
+	e := g.names[name]
+	g.mu.Unlock()
+	if e == nil {
+		return 0
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.highest
 }

@@ -114,6 +114,30 @@ func TestDoHoldsTheGuardDuringTheWrite(t *testing.T) {
 	}
 }
 
+// TestDoUnderOtherNamesRunsDuringAWrite: the guard serializes the writes under one
+// lock name only. A write under "b" runs and finishes while a write under "a" is in
+// progress; with one mutex for every name it waited, and a slow resource behind one
+// lock held up the writes behind all the others.
+func TestDoUnderOtherNamesRunsDuringAWrite(t *testing.T) {
+	var g fence.Guard
+	err := g.Do("a", 5, func() error {
+		done := make(chan error, 1)
+		go func() { done <- g.Do("b", 1, func() error { return nil }) }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			return errors.New(`a write under "b" waited for the write under "a"`)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := g.Highest("a"), g.Highest("b"); a != 5 || b != 1 {
+		t.Fatalf("got highest a=%d b=%d, want 5 and 1", a, b)
+	}
+}
+
 func Example() {
 	var store fence.Guard
 	write := func(holder string, token uint64) {

@@ -437,18 +437,26 @@ func (t *tracker) scheduleLocked(id string, e *entry) {
 	if e.due.IsZero() || at.Before(e.due) {
 		e.due = at
 		heap.Push(&t.heap, deadline{at: at, id: id})
-		select {
-		case t.wake <- struct{}{}:
-		default:
-		}
+		t.wakeLocked()
 	}
 }
 
-// retryLocked schedules another look at a session after a failed expiry.
+// retryLocked schedules another look at a session after a failed expiry, and wakes
+// the scheduler: it sleeps until the earliest deadline it last saw, which may be far
+// later (an hour when it held none), and a retry it did not see waited for that.
 func (t *tracker) retryLocked(id string, at time.Time) {
 	if e := t.sessions[id]; e != nil && !e.rec.Closed() {
 		e.due = at
 		heap.Push(&t.heap, deadline{at: at, id: id})
+		t.wakeLocked()
+	}
+}
+
+// wakeLocked makes the scheduler look at the heap again.
+func (t *tracker) wakeLocked() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
 	}
 }
 

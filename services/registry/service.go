@@ -106,6 +106,9 @@ type Config struct {
 	// beforeWrite, when set (tests only), is called by a change of a session
 	// (modify) about to write it, with the change's context.
 	beforeWrite func(ctx context.Context, id string)
+	// beforeActive, when set (tests only), is called by a session request about to
+	// count as activity of its session (active), with the request's context.
+	beforeActive func(ctx context.Context, id string)
 	// afterAuthenticate, when set (tests only), is called once the auth service has
 	// admitted an open's or a change of principal's credentials, with the
 	// request's context.
@@ -320,6 +323,10 @@ func (s *Service) run(ctx context.Context) error {
 	}
 	stopCtx, stopCancel := endpoint.StopContext(ctx, s.cfg.DrainTimeout)
 	stopErr := s.svc.Stop(stopCtx)
+	// The tracker stopped with ctx and published its last batch then, while the
+	// endpoint still drained: the activity of the requests answered since goes out
+	// now, or the other instances would time those sessions from earlier activity.
+	s.track.flush()
 	// Events of the last requests are in the records' outboxes whatever happens;
 	// waiting for their acknowledgements saves another instance publishing them.
 	s.waitEvents(stopCtx)

@@ -47,6 +47,9 @@ func (s *Service) caller(ctx context.Context, c *endpoint.Call) (*sessions.Recor
 // instance closed it yet, say while none ran): then the session is closed now and
 // the request gets session_closed, instead of the request reviving it.
 func (s *Service) active(ctx context.Context, rec *sessions.Record) error {
+	if s.cfg.beforeActive != nil {
+		s.cfg.beforeActive(ctx, rec.ID)
+	}
 	if !s.track.touch(rec) {
 		return nil
 	}

@@ -45,7 +45,9 @@ func (s *Service) caller(ctx context.Context, c *endpoint.Call) (*sessions.Recor
 // active counts a request as activity of an authenticated session — unless the
 // session's time is already up (its timeout or reconnect window passed while no
 // instance closed it yet, say while none ran): then the session is closed now and
-// the request gets session_closed, instead of the request reviving it.
+// the request gets session_closed, instead of the request reviving it. A close that
+// cannot be written, or a record that cannot be read after it, fails the request
+// (unavailable) without counting it: counted, it revived the overdue session.
 func (s *Service) active(ctx context.Context, rec *sessions.Record) error {
 	if s.cfg.beforeActive != nil {
 		s.cfg.beforeActive(ctx, rec.ID)
@@ -58,8 +60,14 @@ func (s *Service) active(ctx context.Context, rec *sessions.Record) error {
 	// and a close left unfinished would not be retried.
 	dctx, done := endpoint.WithoutDeadline(ctx)
 	defer done()
-	s.track.expire(dctx, rec.ID)
-	if r, err := s.st.get(dctx, rec.ID); err == nil && r.Closed() {
+	if err := s.track.expire(dctx, rec.ID); err != nil {
+		return err
+	}
+	r, err := s.st.get(dctx, rec.ID)
+	if err != nil {
+		return err
+	}
+	if r.Closed() {
 		return r.ClosedError()
 	}
 	s.track.activity(rec.ID) // activity arrived meanwhile: the session lives on

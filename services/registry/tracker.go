@@ -850,7 +850,7 @@ func (t *tracker) expiryLoop(ctx context.Context) {
 		}
 		t.mu.Unlock()
 		for _, id := range due {
-			if !workers.run(ctx, func() { t.expire(ctx, id) }) {
+			if !workers.run(ctx, func() { _ = t.expire(ctx, id) }) {
 				return
 			}
 		}
@@ -962,8 +962,10 @@ func (t *tracker) catchUpOn(ctx context.Context, cuts int, cu *catchUp) {
 
 // expire closes a session whose deadline passed, unless activity arrived meanwhile.
 // Every instance may try at once: the compare-and-set lets one win, and only the
-// winner publishes the CLOSED event.
-func (t *tracker) expire(ctx context.Context, id string) {
+// winner publishes the CLOSED event. It returns the error of a close that was due
+// and could not be written (it is retried 250 ms later); nil when the session is
+// closed, gone, or not due.
+func (t *tracker) expire(ctx context.Context, id string) error {
 	t.mu.Lock()
 	blind := t.blind
 	t.mu.Unlock()
@@ -971,7 +973,7 @@ func (t *tracker) expire(ctx context.Context, id string) {
 		t.mu.Lock()
 		t.retryLocked(id, t.s.cfg.Now().Add(250*time.Millisecond))
 		t.mu.Unlock()
-		return
+		return nil
 	}
 	// Short attempts, retried soon: while the bucket has no leader (an election
 	// after a node died) a write cannot succeed, and the close must land as soon as
@@ -990,19 +992,23 @@ func (t *tracker) expire(ctx context.Context, id string) {
 		}
 		return reason, true
 	})
-	if err == nil || errors.Is(err, wire.ErrSessionClosed) || errors.Is(err, wire.ErrSessionNotFound) || ctx.Err() != nil {
-		return
+	if err == nil || errors.Is(err, wire.ErrSessionClosed) || errors.Is(err, wire.ErrSessionNotFound) {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return err
 	}
 	if sessions.IsNewerFormat(err) {
 		// A newer version's record, while a rolling upgrade overlaps the versions:
 		// its instances expire it, and this one learns of it from the bucket.
 		t.s.log.Debug("leaving the expiry of a session to a newer version", "session_id", id)
-		return
+		return nil
 	}
 	t.s.log.Warn("expiring session", "session_id", id, "err", err)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.retryLocked(id, t.s.cfg.Now().Add(250*time.Millisecond))
+	return err
 }
 
 // disconnectAdvisory is the part of the server's client disconnect advisory the

@@ -33,40 +33,75 @@ const goneWorkers = 8
 // event is published once. A session none of whose events is left proves nothing
 // and is left as it is.
 func (s *Service) closeGone(ctx context.Context, gone []sessions.Gone) {
-	if len(gone) == 0 {
-		return
+	total, closed := len(gone), 0
+	// A key whose check fails — the events stream not answering yet: after a whole
+	// cluster restarted each stream elects its leader on its own — is checked
+	// again, until none is left or the instance stops. Given up, its session got
+	// neither its tombstone nor its closed event from this instance.
+	for wait := goneRetryFirst; len(gone) > 0; wait = min(2*wait, goneRetryMax) {
+		n, failed, err := s.closeGoneOnce(ctx, gone)
+		closed += n
+		if len(failed) == 0 || ctx.Err() != nil {
+			break
+		}
+		s.log.Warn("checking sessions removed while no registry ran; retrying", "sessions", len(failed), "err", err, "retry_in", wait)
+		if !sleepCtx(ctx, wait) {
+			break
+		}
+		gone = failed
 	}
-	stream, err := s.js.Stream(ctx, EventsStream)
+	if closed > 0 {
+		s.log.Info("closed sessions whose records expired while no registry ran", "sessions", closed, "removed_keys", total)
+	}
+}
+
+// goneRetryFirst and goneRetryMax space the checks of removed keys that failed.
+const (
+	goneRetryFirst = time.Second
+	goneRetryMax   = 30 * time.Second
+)
+
+// closeGoneOnce checks each key of gone once (closeGoneOne). It returns how many
+// sessions it closed, the keys whose check failed and the first failure.
+func (s *Service) closeGoneOnce(ctx context.Context, gone []sessions.Gone) (int, []sessions.Gone, error) {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	stream, err := s.js.Stream(sctx, EventsStream)
+	cancel()
 	if err != nil {
-		s.log.Warn("checking sessions removed while no registry ran", "err", err)
-		return
+		return 0, gone, err
 	}
 	sem := make(chan struct{}, goneWorkers)
 	var wg sync.WaitGroup
 	var closed atomic.Int64
+	var mu sync.Mutex
+	var failed []sessions.Gone
+	var first error
 	for _, g := range gone {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			wg.Wait()
-			return
+			return int(closed.Load()), failed, ctx.Err()
 		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			ok, err := s.closeGoneOne(ctx, stream, g)
 			switch {
-			case err != nil && ctx.Err() == nil:
-				s.log.Warn("closing a session removed while no registry ran", "session_id", g.ID, "err", err)
+			case err != nil:
+				mu.Lock()
+				failed = append(failed, g)
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
 			case ok:
 				closed.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	if n := closed.Load(); n > 0 {
-		s.log.Info("closed sessions whose records expired while no registry ran", "sessions", n, "removed_keys", len(gone))
-	}
+	return int(closed.Load()), failed, first
 }
 
 // closeGoneOne writes the tombstone of g if the session has events but no closed

@@ -3,12 +3,15 @@ package registry
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
@@ -179,4 +182,48 @@ func TestLiveRecordRemovedByTTLWhileWatched(t *testing.T) {
 		return nil
 	})
 	e.waitEventCount(t, rec.ID, wire.EventClosed, 1)
+}
+
+// The check of the keys removed while no registry ran reads the events stream, which
+// may not answer yet when the instance has loaded the sessions (after a whole cluster
+// restarted, each stream elects its leader on its own). A check that failed used to
+// be given up: the session removed by its TTL never got its tombstone nor its closed
+// event from that instance, and requests naming it got session_not_found. It is
+// retried until it succeeds.
+func TestCheckOfRemovedSessionsIsRetried(t *testing.T) {
+	t.Parallel()
+	cfg := Config{PersistInterval: time.Second, TTLSlack: time.Second, TombstoneRetention: time.Second}
+	srv := startServer(t)
+	startAuth(t, srv)
+	a := startRegistry(t, srv, cfg)
+	e := &env{srv: srv, reg: a, js: srv.JetStream(t)}
+	e.kv, _ = e.js.KeyValue(t.Context(), sessions.Bucket)
+	live, _ := open(t, srv.ClientConn(t), &wire.SessionOpenRequest{TimeoutMS: 1000})
+	e.waitEventCount(t, live.id, wire.EventOpened, 1)
+	a.stop()
+	e.waitRemoved(t, live.id, 15*time.Second)
+
+	// The new instance's first look at the events stream goes unanswered.
+	d := &requestDropper{srv: srv.Server.Server, prefix: []byte("$JS.API.STREAM.INFO." + EventsStream)}
+	d.arm(1)
+	nc := srv.ServiceConn(t, nats.InProcessServer(d))
+	b, err := New(nc, cfg, testPolicy(), noop.NewTracerProvider(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Run(t, b.Run, nc.Close)
+	natstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		entry, err := e.kv.Get(context.Background(), live.id)
+		if err != nil {
+			return fmt.Errorf("session %s: %w", live.id, err)
+		}
+		if r, err := sessions.Decode(entry.Value(), entry.Revision()); err != nil || !r.Closed() {
+			return fmt.Errorf("session %s has no tombstone (%v)", live.id, err)
+		}
+		return nil
+	})
+	if n := d.dropped(); n != 1 {
+		t.Fatalf("dropped %d requests for the events stream's info, want 1", n)
+	}
+	e.waitEventCount(t, live.id, wire.EventClosed, 1)
 }

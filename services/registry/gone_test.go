@@ -227,3 +227,54 @@ func TestCheckOfRemovedSessionsIsRetried(t *testing.T) {
 	}
 	e.waitEventCount(t, live.id, wire.EventClosed, 1)
 }
+
+// A live record the KV TTL removes while a registry watches gets its tombstone from
+// that registry; when the write of the tombstone fails (here it goes unanswered), it
+// is written again. It used to be given up with a warning: the session never got
+// its tombstone nor its closed event.
+func TestTombstoneOfARemovedRecordIsRetried(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	startAuth(t, srv)
+	id := newID()
+	d := &requestDropper{srv: srv.Server.Server, prefix: []byte("$KV." + sessions.Bucket + "." + id)}
+	d.arm(1)
+	nc := srv.ServiceConn(t, nats.InProcessServer(d))
+	reg, err := New(nc, Config{DrainTimeout: 5 * time.Second}, testPolicy(), noop.NewTracerProvider(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Run(t, reg.Run, nc.Close)
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return reg.track.ready(t.Context()) })
+	e := &env{srv: srv, reg: &instance{Service: reg}, js: srv.JetStream(t)}
+	e.kv, _ = e.js.KeyValue(t.Context(), sessions.Bucket)
+
+	now := time.Now()
+	rec := &sessions.Record{
+		ID: id, Principal: "dave", Roles: []string{"user"}, State: wire.StateActive,
+		TimeoutMS: (10 * time.Minute).Milliseconds(), StartTime: now, LastActivity: now, UpdatedAt: now,
+	}
+	rec.Fixed = map[string]string{sessions.PropSessionID: rec.ID, sessions.PropPrincipal: rec.Principal}
+	data, err := sessions.Encode(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A TTL far shorter than the timeout: the TTL fires before any instance closed it.
+	if _, err := e.kv.Create(t.Context(), rec.ID, data, jetstream.KeyTTL(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	natstest.CheckFor(t, 40*time.Second, 20*time.Millisecond, func() error {
+		entry, err := e.kv.Get(context.Background(), rec.ID)
+		if err != nil {
+			return fmt.Errorf("session %s: %w", rec.ID, err)
+		}
+		if r, err := sessions.Decode(entry.Value(), entry.Revision()); err != nil || !r.Closed() {
+			return fmt.Errorf("session %s has no tombstone (%v)", rec.ID, err)
+		}
+		return nil
+	})
+	if n := d.dropped(); n != 1 {
+		t.Fatalf("dropped %d writes of the tombstone, want 1", n)
+	}
+	e.waitEventCount(t, rec.ID, wire.EventClosed, 1)
+}

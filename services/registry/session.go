@@ -999,8 +999,10 @@ func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record
 
 // tombstoneExpired writes the CLOSED tombstone of a session whose record the KV TTL
 // removed (no registry closed it in time), from the last record seen, and publishes
-// its CLOSED event. Several instances may race; Create lets one win.
-func (s *Service) tombstoneExpired(ctx context.Context, last *sessions.Record) {
+// its CLOSED event. Several instances may race; Create lets one win. It returns the
+// error of a write worth trying again: nil once the tombstone is written, by this
+// instance or another.
+func (s *Service) tombstoneExpired(ctx context.Context, last *sessions.Record) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	rec := last.Clone()
@@ -1011,26 +1013,26 @@ func (s *Service) tombstoneExpired(ctx context.Context, last *sessions.Record) {
 	rec.UpdatedAt = now
 	rec.RecoveringSince = nil
 	if err := s.carryOutbox(ctx, last, rec); err != nil {
-		s.log.Warn("writing the tombstone of an expired session", "session_id", rec.ID, "err", err)
-		return
+		return err
 	}
 	stage(ctx, rec, wire.EventClosed, nil)
 	data, err := sessions.Encode(rec)
 	if err != nil {
 		s.log.Warn("writing the tombstone of an expired session", "session_id", rec.ID, "err", err)
-		return
+		return nil // the same record would not encode again
 	}
 	rev, err := s.st.create(ctx, rec.ID, data, ttlFor(&s.cfg, rec))
+	if errors.Is(err, errConflict) {
+		return nil
+	}
 	if err != nil {
-		if !errors.Is(err, errConflict) {
-			s.log.Warn("writing the tombstone of an expired session", "session_id", rec.ID, "err", err)
-		}
-		return
+		return err
 	}
 	rec.Revision = rev
 	s.track.written(rec)
 	s.metrics.sessionClosed(ctx, rec)
 	s.publishStaged(rec)
+	return nil
 }
 
 // deliverKey returns the connection key the auth callout verified for the requesting

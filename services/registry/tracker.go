@@ -91,9 +91,12 @@ type tracker struct {
 	// seen stored.
 	unpublished map[string]struct{}
 
-	wake    chan struct{}
-	expired chan *sessions.Record // live records the KV TTL removed
-	conns   *connChecker
+	wake chan struct{}
+	// expired holds the live records the KV TTL removed, whose tombstones
+	// tombstoneLoop writes; expiredWake tells it of new ones.
+	expired     []*sessions.Record
+	expiredWake chan struct{}
+	conns       *connChecker
 }
 
 // closedConnMemory is how long an instance remembers a closed connection, longer
@@ -122,7 +125,7 @@ func newTracker(s *Service) *tracker {
 		broadcast:   map[string]struct{}{},
 		unpublished: map[string]struct{}{},
 		wake:        make(chan struct{}, 1),
-		expired:     make(chan *sessions.Record, 4096),
+		expiredWake: make(chan struct{}, 1),
 		loadedCh:    make(chan struct{}),
 		goneChecked: make(chan struct{}),
 	}
@@ -281,11 +284,11 @@ func (t *tracker) onChange(ch sessions.Change) {
 	delete(t.unpublished, ch.ID)
 	if !e.rec.Closed() {
 		// The KV TTL removed a live record: no registry closed it in time. Write
-		// the tombstone from the last record seen.
+		// the tombstone from the last record seen (tombstoneLoop).
+		t.expired = append(t.expired, e.rec)
 		select {
-		case t.expired <- e.rec:
+		case t.expiredWake <- struct{}{}:
 		default:
-			t.s.log.Warn("too many expired records to tombstone; dropping one", "session_id", e.rec.ID)
 		}
 	}
 }
@@ -561,18 +564,55 @@ func (t *tracker) run(ctx context.Context) error {
 		defer close(t.goneChecked)
 		s.closeGone(ctx, view.TakeGoneAtLoad())
 	})
-	work(func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case rec := <-t.expired:
-				s.tombstoneExpired(ctx, rec)
-			}
-		}
-	})
+	work(func() { t.tombstoneLoop(ctx) })
 	<-ctx.Done()
 	return nil
+}
+
+// tombstoneRetry is how often tombstoneLoop writes again the tombstones whose write
+// failed.
+const tombstoneRetry = time.Second
+
+// tombstoneLoop writes the tombstones of the live records the KV TTL removed
+// (onChange), and writes again every tombstoneRetry those whose write failed, until
+// each is written or another instance's is there. A failed write used to be given
+// up, and a channel of 4096 dropped what did not fit: such a session got neither
+// its tombstone nor its closed event.
+func (t *tracker) tombstoneLoop(ctx context.Context) {
+	tick := time.NewTicker(tombstoneRetry)
+	defer tick.Stop()
+	var failed []*sessions.Record
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.expiredWake:
+		case <-tick.C:
+			if len(failed) == 0 {
+				continue
+			}
+		}
+		t.mu.Lock()
+		recs := append(failed, t.expired...)
+		t.expired = nil
+		t.mu.Unlock()
+		var err error
+		failed = nil
+		for _, rec := range recs {
+			if ctx.Err() != nil {
+				return
+			}
+			if e := t.s.tombstoneExpired(ctx, rec); e != nil {
+				failed = append(failed, rec)
+				if err == nil {
+					err = e
+				}
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			t.s.log.Warn("writing the tombstones of sessions the KV TTL removed; retrying", "sessions", len(failed), "err", err, "retry_in", tombstoneRetry)
+		}
+	}
 }
 
 // replay reads the activity stream, so that activity not yet persisted in the

@@ -250,56 +250,91 @@ func (ix *index) forRoles(v uint32, fn func(role string)) {
 type selection struct {
 	slots     []uint32
 	indexUsed bool
+	// exact: the slots are the sessions the filter matches (filter.Plan.Exact, as
+	// long as the index followed the plan).
+	exact bool
 }
 
-// selectPlan returns the slots the plan selects, sorted. The caller holds ix.mu
-// for reading.
+// selectBudget is how many posting-list entries and atom values a plan's lookups may
+// visit, under the index's read lock, before the index gives up narrowing: a few scans
+// of the index. A filter chooses its plan, and the work of intersecting and merging
+// lists is the sum of their lengths: 16 terms of a thousand atoms each selecting
+// every session intersected 100,000 sessions 16,000 times, seconds during which every
+// session change waited for the lock, with no look at the request's context. Past the
+// budget every session is a candidate and CEL confirms each, outside the lock, a
+// chunk at a time, as it does for a filter the index cannot narrow.
+func (ix *index) selectBudget() int { return 32*len(ix.slots) + 4096 }
+
+// selectPlan returns the slots the plan selects, sorted: every slot when the plan is
+// Full or narrowing would cost more than selectBudget. The caller holds ix.mu for
+// reading.
 func (ix *index) selectPlan(p filter.Plan) selection {
-	if p.Full {
-		all := make([]uint32, 0, len(ix.slots))
-		for slot := range ix.entries {
-			if ix.entries[slot].id != "" {
-				all = append(all, uint32(slot))
-			}
+	if !p.Full {
+		budget := ix.selectBudget()
+		if slots, ok := ix.narrow(p, &budget); ok {
+			return selection{slots: slots, indexUsed: true, exact: p.Exact}
 		}
-		return selection{slots: all}
 	}
+	all := make([]uint32, 0, len(ix.slots))
+	for slot := range ix.entries {
+		if ix.entries[slot].id != "" {
+			all = append(all, uint32(slot))
+		}
+	}
+	return selection{slots: all, exact: p.Full && p.Exact}
+}
+
+// narrow returns the union of the plan's terms, or false once the lookups have
+// visited more than *budget entries.
+func (ix *index) narrow(p filter.Plan, budget *int) ([]uint32, bool) {
 	lists := make([][]uint32, 0, len(p.Terms))
 	for _, term := range p.Terms {
-		if l := ix.selectTerm(term); len(l) > 0 {
+		l, ok := ix.selectTerm(term, budget)
+		if !ok {
+			return nil, false
+		}
+		if len(l) > 0 {
 			lists = append(lists, l)
 		}
 	}
-	return selection{slots: ix.unionAll(lists), indexUsed: true}
+	return ix.unionAll(lists), true
 }
 
-// selectTerm intersects the lookups of a term's atoms, smallest first.
-func (ix *index) selectTerm(term []filter.Atom) []uint32 {
+// selectTerm intersects the lookups of a term's atoms, smallest first, or returns
+// false once they have visited more than *budget entries. Intersecting costs at most
+// the lengths of the lists, which the lookups charged.
+func (ix *index) selectTerm(term []filter.Atom, budget *int) ([]uint32, bool) {
 	lists := make([][]uint32, 0, len(term))
 	for _, a := range term {
-		l := ix.lookup(a)
+		l := ix.lookup(a, budget)
+		if *budget < 0 {
+			return nil, false
+		}
 		if len(l) == 0 {
-			return nil
+			return nil, true
 		}
 		lists = append(lists, l)
 	}
 	if len(lists) == 0 {
-		return nil
+		return nil, true
 	}
 	slices.SortFunc(lists, func(a, b []uint32) int { return cmp.Compare(len(a), len(b)) })
 	out := slices.Clone(lists[0])
 	for _, l := range lists[1:] {
 		out = intersect(out, l)
 		if len(out) == 0 {
-			return nil
+			return nil, true
 		}
 	}
-	return out
+	return out, true
 }
 
-// lookup returns the slots one atom selects. The result may be a posting list
-// itself: callers must not modify it.
-func (ix *index) lookup(a filter.Atom) []uint32 {
+// lookup returns the slots one atom selects, charging *budget for each value looked
+// up and each entry of the lists found (and a merge's bit per slot); it may stop
+// early once *budget is spent. The result may be a posting list itself: callers must
+// not modify it.
+func (ix *index) lookup(a filter.Atom, budget *int) []uint32 {
+	*budget--
 	if a.Role {
 		if len(a.Values) == 0 {
 			return nil
@@ -308,6 +343,7 @@ func (ix *index) lookup(a filter.Atom) []uint32 {
 		if !ok {
 			return nil
 		}
+		*budget -= len(ix.roles[r])
 		return ix.roles[r]
 	}
 	k, ok := ix.strs.lookup(a.Key)
@@ -315,15 +351,28 @@ func (ix *index) lookup(a filter.Atom) []uint32 {
 		return nil
 	}
 	if a.Values == nil {
-		return ix.posting(postingKey(k, 0))
+		l := ix.posting(postingKey(k, 0))
+		*budget -= len(l)
+		return l
 	}
 	var lists [][]uint32
 	for _, v := range a.Values {
+		if *budget < 0 {
+			return nil
+		}
+		*budget--
 		if vid, ok := ix.strs.lookup(v); ok {
 			if l := ix.posting(postingKey(k, vid)); len(l) > 0 {
+				*budget -= len(l)
 				lists = append(lists, l)
 			}
 		}
+	}
+	if len(lists) > 2 {
+		*budget -= len(ix.entries) / 64 // unionAll's set
+	}
+	if *budget < 0 {
+		return nil
 	}
 	return ix.unionAll(lists)
 }
@@ -394,7 +443,7 @@ func (ix *index) selectFilter(ctx context.Context, f *filter.Filter) (targets []
 	ix.mu.RLock()
 	sel := ix.selectPlan(plan)
 	candidates, indexUsed = len(sel.slots), sel.indexUsed
-	if plan.Exact {
+	if sel.exact {
 		targets = make([]target, 0, len(sel.slots))
 		for _, slot := range sel.slots {
 			e := &ix.entries[slot]

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -190,6 +191,78 @@ func TestExpensiveFilterDoesNotHoldTheIndex(t *testing.T) {
 	}
 	if n := <-selected; n < 4000 {
 		t.Fatalf("selected %d of the 4,000 sessions", n)
+	}
+}
+
+// TestLongConjunctionDoesNotHoldTheIndex: a plan's lookups run under the index's
+// read lock, and a filter can make them cost as much as CEL would: 16 terms of a
+// thousand atoms, each selecting every session, made a selection over 100,000
+// sessions intersect the whole population 16,000 times, seconds under the lock with
+// no look at the context, while every session change waited (found by review). A
+// selection costing more than a few scans of the index takes every session as a
+// candidate and confirms them with CEL, outside the lock and a chunk at a time.
+func TestLongConjunctionDoesNotHoldTheIndex(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("(")
+	for i := range filter.MaxPlanTerms {
+		if i > 0 {
+			b.WriteString(" or ")
+		}
+		fmt.Fprintf(&b, "Country in ['', 'x%d']", i)
+	}
+	b.WriteString(")")
+	for b.Len() < filter.MaxLength-20 {
+		b.WriteString(" and has Country")
+	}
+	f, err := filter.Compile(b.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := f.Plan(); len(p.Terms) != filter.MaxPlanTerms || len(p.Terms[0]) < 900 || !p.Exact {
+		t.Fatalf("plan of %d terms, the first of %d atoms, exact %v: not the plan meant", len(p.Terms), len(p.Terms[0]), p.Exact)
+	}
+	fill := func(n int) (*index, map[string]map[string]string) {
+		ix, all := newIndex(), map[string]map[string]string{}
+		for i := range n {
+			id := fmt.Sprintf("s%d", i)
+			all[id] = map[string]string{"Country": "", "Desk": fmt.Sprint(i % 50)}
+			if i%7 == 0 {
+				delete(all[id], "Country")
+			}
+			ix.upsert(id, "-", all[id])
+		}
+		return ix, all
+	}
+
+	ix, _ := fill(20_000)
+	var selecting atomic.Bool
+	selecting.Store(true)
+	selected := make(chan int, 1)
+	base, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ctx := &checkedCtx{Context: base, second: make(chan struct{})}
+	go func() {
+		targets, _, _, _ := ix.selectFilter(ctx, f)
+		selecting.Store(false)
+		selected <- len(targets)
+	}()
+	select {
+	case <-ctx.second:
+	case n := <-selected:
+		t.Fatalf("the selection ended (%d sessions) without being seen evaluating a second chunk: it ran under the index's lock", n)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the selection did not reach its second chunk within 30 s")
+	}
+	ix.upsert("late", "-", map[string]string{"Country": ""})
+	if !selecting.Load() {
+		t.Fatal("a session change waited for the whole selection")
+	}
+	cancel() // the rest is CEL over 20,000 sessions: seconds
+
+	// Selected that way, the sessions are those the filter matches.
+	small, all := fill(300)
+	if got, want := selectIDs(small, f), bruteForce(f, all); !slices.Equal(got, want) || len(want) == 0 {
+		t.Fatalf("selected %d sessions, the filter matches %d", len(got), len(want))
 	}
 }
 

@@ -81,6 +81,23 @@ func TestServeClusterNodeNeedsTheSystemPassword(t *testing.T) {
 		"--cluster-listen needs --system-password (or ROSTER_SYSTEM_PASSWORD), the same on every node: the nodes authenticate their routes with it")
 }
 
+// TestServeClusterFlagsNeedClusterListen: --routes and --cluster-name configure the
+// cluster that --cluster-listen makes the embedded server a node of; without it they
+// did nothing, and a node given its peers' routes but no --cluster-listen (a
+// misspelt ROSTER_CLUSTER_LISTEN) started alone, with JetStream of its own, and
+// said nothing.
+func TestServeClusterFlagsNeedClusterListen(t *testing.T) {
+	base := []string{"serve", "--log-level", "error", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--system-password", "pw"}
+	wantUsage(t, nil, append(slices.Clip(base), "--routes", "nats://127.0.0.1:1"),
+		"--routes goes with --cluster-listen: without it the embedded server is no cluster node")
+	wantUsage(t, nil, append(slices.Clip(base), "--cluster-name", "east", "--routes", "nats://127.0.0.1:1"),
+		"--cluster-name, --routes go with --cluster-listen: without it the embedded server is no cluster node")
+	t.Run("by variable", func(t *testing.T) {
+		wantUsage(t, map[string]string{"ROSTER_ROUTES": "nats://127.0.0.1:1"}, base,
+			"--routes (set by ROSTER_ROUTES) goes with --cluster-listen: without it the embedded server is no cluster node")
+	})
+}
+
 // TestServeFlagsOfTheOtherModeNameTheirSource: a flag of the other mode set through
 // its environment variable (a ROSTER_DATA_DIR left in a container's environment
 // beside ROSTER_NATS_URL) is named by that variable, as the client commands name

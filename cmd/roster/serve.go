@@ -69,6 +69,10 @@ type serveOptions struct {
 var embeddedOnly = []string{"data-dir", "listen", "websocket", "monitor", "server-name", "sync-interval",
 	"cluster-name", "cluster-listen", "routes", "service-password", "system-password"}
 
+// clusterOnly are the flags of the cluster --cluster-listen makes the embedded
+// server a node of: without it they would do nothing.
+var clusterOnly = []string{"cluster-name", "routes"}
+
 // natsURLOnly are the flags of --nats-url: without it they would do nothing, and
 // --auth-callout-account would place clients in an account the embedded server
 // does not have.
@@ -259,6 +263,14 @@ func (o *serveOptions) checkMode() error {
 		return usageError{fmt.Errorf("%s goes with --nats-url", g[0])}
 	} else if len(g) > 1 {
 		return usageError{fmt.Errorf("%s go with --nats-url", strings.Join(g, ", "))}
+	} else if g := given(clusterOnly); len(g) > 0 && o.cluster.Listen == "" {
+		// A node given its peers' routes but no --cluster-listen started alone,
+		// with JetStream of its own, and said nothing.
+		verb := "goes"
+		if len(g) > 1 {
+			verb = "go"
+		}
+		return usageError{fmt.Errorf("%s %s with --cluster-listen: without it the embedded server is no cluster node", strings.Join(g, ", "), verb)}
 	}
 	if g := given([]string{"nats-creds", "nats-user", "nats-token"}); len(g) > 1 {
 		return usageError{fmt.Errorf("%s: give one kind of credentials for --nats-url", strings.Join(g, ", "))}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -149,10 +150,36 @@ func TestServeListeningLineNamesWhatItRuns(t *testing.T) {
 	}
 }
 
+// TestServeSuggestsTheNATSCLIWhereItWorks: serve suggests `nats micro ls` only where
+// the policy lets the nats CLI, which has no connection key, connect and list the
+// services: anonymous connections admitted, with a shared inbox and service discovery,
+// as the development policy has. It suggested it under every policy: under
+// deploy/roster/policy.yaml the command fails with "Authorization Violation", and
+// with a user's credentials gets no answer (its inbox and $SRV.INFO are not permitted).
+func TestServeSuggestsTheNATSCLIWhereItWorks(t *testing.T) {
+	hinted := func(msgs []string) bool {
+		return slices.ContainsFunc(msgs, func(m string) bool { return strings.HasPrefix(m, "connect with: nats ") })
+	}
+	// "roster started" is logged after the suggestion would be.
+	if _, msgs := serveLog(t, "roster started"); !hinted(msgs) {
+		t.Errorf("development policy: no nats CLI suggestion in %q", msgs)
+	}
+	if _, msgs := serveLog(t, "roster started", "--policy", "../../deploy/roster/policy.yaml"); hinted(msgs) {
+		t.Errorf("a policy admitting no anonymous connection: serve suggests the nats CLI, which it refuses: %q", msgs)
+	}
+}
+
 // serveLogLine runs serve with JSON logs and the flags given (an embedded server on
 // any free port), waits for the line whose message is msg, stops serve, and returns
 // that line.
 func serveLogLine(t *testing.T, msg string, flags ...string) map[string]any {
+	t.Helper()
+	line, _ := serveLog(t, msg, flags...)
+	return line
+}
+
+// serveLog is serveLogLine, and returns as well every message logged up to the stop.
+func serveLog(t *testing.T, msg string, flags ...string) (map[string]any, []string) {
 	t.Helper()
 	root := newRootCmd()
 	var logs natstest.Buffer
@@ -174,5 +201,12 @@ func serveLogLine(t *testing.T, msg string, flags ...string) map[string]any {
 	if err := <-done; err != nil {
 		t.Errorf("serve: %v", err)
 	}
-	return line
+	var msgs []string
+	for l := range strings.Lines(logs.String()) {
+		var m struct{ Msg string }
+		if json.Unmarshal([]byte(l), &m) == nil {
+			msgs = append(msgs, m.Msg)
+		}
+	}
+	return line, msgs
 }

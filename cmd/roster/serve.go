@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel"
 
 	"github.com/seed-3c836eab/roster/pkg/embedded"
+	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/roster"
 	"github.com/seed-3c836eab/roster/pkg/telemetry"
 	"github.com/seed-3c836eab/roster/pkg/version"
@@ -499,7 +500,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 	// (all four) or spelled in another case.
 	services := cmp.Or(strings.Join(p.Services(), ","), "none")
 	if s := p.Server(); s != nil {
-		announce(log, s, o, cfg.Embedded.SyncInterval, services)
+		announce(log, s, o, cfg.Embedded.SyncInterval, services, p.Policy())
 	}
 	// What this process runs, in one line: the version a pod runs and whether its
 	// telemetry goes anywhere are what an operator looks for first.
@@ -580,7 +581,7 @@ func (h *healthServer) stop() {
 	_ = h.srv.Shutdown(ctx)
 }
 
-func announce(log *slog.Logger, ns *embedded.Server, o *serveOptions, interval time.Duration, services string) {
+func announce(log *slog.Logger, ns *embedded.Server, o *serveOptions, interval time.Duration, services string, pol *policy.Policy) {
 	fsync := "every write"
 	if interval > 0 {
 		fsync = "every " + interval.String() + " (acknowledged writes can be lost on a crash)"
@@ -593,5 +594,11 @@ func announce(log *slog.Logger, ns *embedded.Server, o *serveOptions, interval t
 		attrs = append(attrs, "monitor", "http://"+m.String())
 	}
 	log.Info("roster listening", attrs...)
-	log.Info("connect with: nats --server " + ns.ClientURL() + " micro ls")
+	// The nats CLI has no connection key: it connects, gets replies and lists the
+	// services only where the policy admits anonymous connections with a shared inbox
+	// and service discovery, as the development policy does. Elsewhere the suggestion
+	// failed with "Authorization Violation".
+	if pol != nil && pol.Anonymous.Allowed && pol.Connections.SharedInbox && pol.Connections.ServiceDiscovery {
+		log.Info("connect with: nats --server " + ns.ClientURL() + " micro ls")
+	}
 }

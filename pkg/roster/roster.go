@@ -39,9 +39,11 @@ type Process struct {
 	issuer  nkeys.KeyPair    // the auth callout's issuer; nil without a callout
 	running []*running
 	policy  *policyFollower
-	view    *sharedView
-	failed  chan error
-	done    chan struct{}
+	// authPolicy is the auth service's policy, when the process runs it.
+	authPolicy *policy.Holder
+	view       *sharedView
+	failed     chan error
+	done       chan struct{}
 	// stopping: the stop has begun; the services take no more requests.
 	stopping atomic.Bool
 	stopped  sync.Once
@@ -400,6 +402,7 @@ func (p *Process) newService(ctx context.Context, name string, nc *nats.Conn, co
 		if err != nil {
 			return nil, err
 		}
+		p.authPolicy = svc.Policy()
 		// Instances of a queue group should judge alike; one started without
 		// --users-file refuses every password it is given, and this line is where
 		// an operator comparing instances sees it.
@@ -471,6 +474,18 @@ func (p *Process) Services() []string {
 		names[i] = r.name
 	}
 	return names
+}
+
+// Policy returns the policy the process's services apply now, or nil when it runs
+// none.
+func (p *Process) Policy() *policy.Policy {
+	switch {
+	case p.authPolicy != nil:
+		return p.authPolicy.Load()
+	case p.policy != nil:
+		return p.policy.holder.Load()
+	}
+	return nil
 }
 
 // Server returns the embedded server, or nil when the process joined a cluster.

@@ -108,12 +108,30 @@ func (sig signal) collector() (endpoint, from string, err error) {
 			continue
 		}
 		if !endpointURL(v) && !(hostPort(v) && sig.insecureSet()) {
-			return "", k, fmt.Errorf("telemetry: %s=%s is not an endpoint URL: want http://host:port (https:// for TLS), "+
-				"or host:port with OTEL_EXPORTER_OTLP_INSECURE=true", k, v)
+			return "", k, fmt.Errorf("telemetry: %s=%s is not an endpoint URL: %s", k, v, sig.advice(v))
 		}
 		return v, k, nil
 	}
 	return defaultCollector, "", nil
+}
+
+// advice says what to give instead of the refused endpoint v: that endpoint with
+// http:// where it is address or name and port, and for name:port (hostPort) the
+// insecure variable the exporter reads (the signal's own when set) as true. Not for
+// address:port (127.0.0.1:4317): the exporter cannot parse it, insecure or not.
+func (sig signal) advice(v string) string {
+	want := "want http://host:port (https:// for TLS)"
+	if !strings.Contains(v, "://") && endpointURL("http://"+v) {
+		want = "want http://" + v + " (https:// for TLS)"
+	}
+	if hostPort(v) {
+		insecure := "OTEL_EXPORTER_OTLP_INSECURE"
+		if env(sig.insecure) != "" {
+			insecure = sig.insecure
+		}
+		want += ", or " + insecure + "=true"
+	}
+	return want
 }
 
 // insecureSet reports whether the exporter is told to send without TLS: the

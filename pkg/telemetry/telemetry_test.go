@@ -308,6 +308,56 @@ func TestHostPortWithInsecureIsExported(t *testing.T) {
 	}
 }
 
+// TestRefusedEndpointSaysWhatWorks: the error refusing an endpoint advises a setting
+// that is accepted, and none that is already made. An address and port without a
+// scheme (127.0.0.1:4317), which the exporter cannot parse at all, was told "or
+// host:port with OTEL_EXPORTER_OTLP_INSECURE=true" also when that variable was true,
+// and refused again when it was set; and a name:port refused because the signal's own
+// OTEL_EXPORTER_OTLP_TRACES_INSECURE=false overrides the general one was told to set
+// the general one, which it had.
+func TestRefusedEndpointSaysWhatWorks(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		env    map[string]string
+		advice string            // in the error
+		fix    map[string]string // the advice followed
+	}{
+		{"address:port", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317"},
+			"http://127.0.0.1:4317", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}},
+		{"address:port, insecure", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317", "OTEL_EXPORTER_OTLP_INSECURE": "true"},
+			"http://127.0.0.1:4317", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_INSECURE": "true"}},
+		{"name:port", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317"},
+			"OTEL_EXPORTER_OTLP_INSECURE=true", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317", "OTEL_EXPORTER_OTLP_INSECURE": "true"}},
+		{"name:port, the signal's insecure false", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317",
+			"OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "false"},
+			"OTEL_EXPORTER_OTLP_TRACES_INSECURE=true", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317",
+				"OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "true"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setEnv(t, tc.env)
+			_, shutdown, err := telemetry.Setup(context.Background(), "roster", "1.0.0")
+			if err == nil {
+				_ = shutdown(context.Background())
+				t.Fatal("got no error, want the endpoint refused")
+			}
+			if !strings.Contains(err.Error(), tc.advice) {
+				t.Errorf("got %q, want it to advise %s", err, tc.advice)
+			}
+			for k, v := range tc.env {
+				if strings.HasSuffix(k, "_INSECURE") && strings.EqualFold(v, "true") && strings.Contains(err.Error(), k+"=true") {
+					t.Errorf("got %q, which advises %s=true, already set", err, k)
+				}
+			}
+			setEnv(t, tc.fix)
+			_, shutdown, err = telemetry.Setup(context.Background(), "roster", "1.0.0")
+			if err != nil {
+				t.Fatalf("the advice followed (%v): %v", tc.fix, err)
+			}
+			_ = shutdown(context.Background())
+		})
+	}
+}
+
 // exportOneSpan sets telemetry up from the environment, ends one span and shuts
 // down, which exports it.
 func exportOneSpan(t *testing.T) {

@@ -98,6 +98,26 @@ func TestServeClusterFlagsNeedClusterListen(t *testing.T) {
 	})
 }
 
+// TestServeFlagsThatWouldDoNothingAreUsageErrors: --jwt-issuer, --jwt-audience and
+// --jwt-roles-claim configure the JWT authenticator, which only a key file
+// (--jwt-hmac-secret-file, --jwt-public-keys) makes; and --auth-callout-seed-file is
+// the callout's key, which --auth-callout=false turns off. Each did nothing, without
+// a word, and the seed file was not even read: a ROSTER_JWT_ISSUER beside a misspelt
+// key file's variable started a process that refused every bearer token.
+func TestServeFlagsThatWouldDoNothingAreUsageErrors(t *testing.T) {
+	base := []string{"serve", "--log-level", "error", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}
+	wantUsage(t, nil, append(slices.Clip(base), "--jwt-issuer", "https://idp.example"),
+		"--jwt-issuer configures the JWT authenticator, which needs --jwt-hmac-secret-file or --jwt-public-keys")
+	wantUsage(t, nil, append(slices.Clip(base), "--jwt-audience", "roster", "--jwt-roles-claim", "groups"),
+		"--jwt-audience, --jwt-roles-claim configure the JWT authenticator, which needs --jwt-hmac-secret-file or --jwt-public-keys")
+	t.Run("by variable", func(t *testing.T) {
+		wantUsage(t, map[string]string{"ROSTER_JWT_ISSUER": "https://idp.example"}, base,
+			"--jwt-issuer (set by ROSTER_JWT_ISSUER) configures the JWT authenticator, which needs --jwt-hmac-secret-file or --jwt-public-keys")
+	})
+	wantUsage(t, nil, append(slices.Clip(base), "--auth-callout=false", "--auth-callout-seed-file", "/etc/callout.nk"),
+		"--auth-callout-seed-file is the auth callout's key: with --auth-callout=false it does nothing")
+}
+
 // TestServeFlagsOfTheOtherModeNameTheirSource: a flag of the other mode set through
 // its environment variable (a ROSTER_DATA_DIR left in a container's environment
 // beside ROSTER_NATS_URL) is named by that variable, as the client commands name

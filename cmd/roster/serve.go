@@ -194,6 +194,9 @@ func (o *serveOptions) config() (roster.Config, error) {
 	if err := o.checkServices(); err != nil {
 		return roster.Config{}, err
 	}
+	if err := o.checkDependents(); err != nil {
+		return roster.Config{}, err
+	}
 	if err := o.checkValues(); err != nil {
 		return roster.Config{}, err
 	}
@@ -361,6 +364,29 @@ func (o *serveOptions) checkServices() error {
 		if g := o.given([]string{"replicas"}); len(g) == 1 {
 			return usageError{fmt.Errorf("%s sets the copies of the buckets and streams the services create, and this process runs none (%s)", g[0], run)}
 		}
+	}
+	return nil
+}
+
+// jwtOnly are the flags of the JWT authenticator, which only a key file makes.
+var jwtOnly = []string{"jwt-issuer", "jwt-audience", "jwt-roles-claim"}
+
+// checkDependents refuses flags that configure something another setting leaves
+// out: the JWT authenticator's without a key file, and the callout's key with the
+// callout off. They did nothing, without a word (the seed file was not even read).
+func (o *serveOptions) checkDependents() error {
+	if o.changed == nil {
+		return nil
+	}
+	if g := o.given(jwtOnly); len(g) > 0 && o.auth.JWTSecretFile == "" && o.auth.JWTPublicKeys == "" {
+		verb := "configures"
+		if len(g) > 1 {
+			verb = "configure"
+		}
+		return usageError{fmt.Errorf("%s %s the JWT authenticator, which needs --jwt-hmac-secret-file or --jwt-public-keys", strings.Join(g, ", "), verb)}
+	}
+	if g := o.given([]string{"auth-callout-seed-file"}); len(g) == 1 && !o.callout {
+		return usageError{fmt.Errorf("%s is the auth callout's key: with --auth-callout=false it does nothing", g[0])}
 	}
 	return nil
 }

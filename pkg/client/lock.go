@@ -355,12 +355,19 @@ var abandonTimeout = 5 * time.Second
 // server's cancel takes it out of the queue, releases the hold it was granted unless
 // another request of the session was answered with that hold too (another Lock of
 // this session keeps its lock), and refuses it should it arrive later.
+//
+// A withdrawal whose outcome is unknown is sent again later (abandonLater): one
+// answered unavailable, and one not answered within abandonTimeout (ErrTimeout: the
+// instance that took it died, or it was lost on the way). Given up on no answer, it
+// left the request queued, to be granted when the lock came free — on a reply
+// subject nobody reads any more — and the session held the lock, unknown to it and
+// never released, until it ended.
 func (s *Session) abandon(ctx context.Context, name, reqID string, opts LockOptions) {
 	ctx, cancel := context.WithTimeout(ctx, abandonTimeout)
 	defer cancel()
 	err := s.do(ctx, wire.SubjectLockCancel, &wire.LockCancelRequest{Name: name, RequestID: reqID}, &wire.LockCancelResponse{})
 	switch {
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrTimeout):
 		s.abandonLater(name, reqID, opts)
 	case err != nil && !errors.Is(err, ErrNotFound):
 		s.c.log.Debug("roster: withdrawing a lock request failed", "lock", name, "err", err)

@@ -646,14 +646,24 @@ func (s *Session) untrackLock(l *Lock) {
 }
 
 // loseLocks reports held locks lost: every lock when the session closed, the
-// connection-scoped ones when the connection was lost.
+// connection-scoped ones when the connection was lost. With release set, the
+// server may still hold them for the session, and they are released by their
+// tokens once the session is confirmed, as the holds reported lost in doubt are
+// (unsureLocked).
 func (s *Session) loseLocks(onlyConnectionScoped bool, cause error) {
+	s.dropLocks(onlyConnectionScoped, false, cause)
+}
+
+func (s *Session) dropLocks(onlyConnectionScoped, release bool, cause error) {
 	s.mu.Lock()
 	var lost []*Lock
 	for name, l := range s.locks {
 		if !onlyConnectionScoped || l.Scope() == wire.ScopeConnection {
 			lost = append(lost, l)
 			delete(s.locks, name)
+			if release && s.state != StateClosed {
+				s.unsureLocked(l.info)
+			}
 		}
 	}
 	s.mu.Unlock()

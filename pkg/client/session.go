@@ -749,6 +749,22 @@ func (s *Session) connectionLost() {
 	s.loseLocks(true, errConnectionLost)
 }
 
+// connectionCountedLost handles a keepalive answered RECOVERING while this client's
+// connection works: the registry counted the connection the session is bound to
+// lost (its server taken for gone, say), and the session is about to be resumed
+// here — on that very connection, when it is this client's. The lock service
+// releases the connection-scoped holds when it sees the session RECOVERING; one
+// that did not (no instance ran then, or its write failed and its retry saw the
+// session ACTIVE again on the connection the hold was taken on) keeps them for the
+// session. Reported lost here, nobody would use or release them, and every other
+// session would wait for them until this one ended: they are released by their
+// tokens once the session is confirmed (releaseUnsure), as holds reported lost in
+// doubt are. A release the server already made is answered lock_not_held.
+func (s *Session) connectionCountedLost() {
+	s.transition(StateRecovering, errConnectionLost)
+	s.dropLocks(true, true, errConnectionLost)
+}
+
 // errSessionMoved is why a session's connection-scoped locks are lost when another
 // client resumes the session on its own connection.
 var errSessionMoved = &wire.Error{Code: wire.CodeUnavailable, Message: "the session was resumed on another client's connection"}
@@ -860,7 +876,7 @@ func (s *Session) heartbeats() {
 			// The registry counts the session's connection as lost while this one
 			// works — it learned of a loss this client did not see, or the session
 			// is bound to another process's connection (Attach): take it over.
-			s.connectionLost()
+			s.connectionCountedLost()
 			s.resume()
 			continue
 		}

@@ -525,3 +525,90 @@ func wantSpanError(t *testing.T, what string, s sdktrace.ReadOnlySpan, code wire
 		t.Errorf("%s: attributes %v, status %v; want the code %s, status %v", what, s.Attributes(), s.Status(), code, status)
 	}
 }
+
+// TestHeldEventReadAnswerJoinsReadersTrace: a read of session events that finds
+// nothing is held and answered later — with the events a change stored, or with
+// an error when the reading session closes meanwhile. That answer is a span of the
+// reader's trace, under the read's server span (which ended when the read was
+// held), with the wire code of an error, and linking the changes whose events it
+// carries; before, the reader's trace ended with the server span, and an answer
+// that failed was in no trace at all.
+func TestHeldEventReadAnswerJoinsReadersTrace(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	admin := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+	// hold reads s's events from after the last stored one, in a trace of its
+	// own, waiting up to 10 s; it returns the read's trace once the read is held.
+	hold := func(t *testing.T, reader, s *client.Session) (trace.SpanContext, chan error) {
+		t.Helper()
+		first, err := reader.Events(ctxT(t), wire.SessionEventsRequest{SessionID: s.ID()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, span := tr.tp.Tracer("application").Start(context.Background(), "follow")
+		errs := make(chan error, 1)
+		go func() {
+			defer span.End()
+			ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			resp, err := reader.Events(ctx, wire.SessionEventsRequest{SessionID: s.ID(), StartSeq: first.NextSeq, WaitMS: 10000})
+			if err == nil && len(resp.Events) == 0 {
+				err = errors.New("the held read was answered with no events")
+			}
+			errs <- err
+		}()
+		root := span.SpanContext()
+		// The read's server span ends when the read is held.
+		tr.find(t, root, "held read's server span", func(s sdktrace.ReadOnlySpan) bool {
+			return s.SpanKind() == trace.SpanKindServer && s.Name() == wire.SubjectSessionEvents && attr(s, "roster.reply_later") == "true"
+		})
+		return root, errs
+	}
+	answer := func(t *testing.T, root trace.SpanContext) sdktrace.ReadOnlySpan {
+		t.Helper()
+		srv := tr.find(t, root, "held read's server span", func(s sdktrace.ReadOnlySpan) bool {
+			return s.SpanKind() == trace.SpanKindServer && s.Name() == wire.SubjectSessionEvents
+		})
+		return tr.find(t, root, "answer to the held read", func(s sdktrace.ReadOnlySpan) bool {
+			return s.Name() == "session.events reply" && s.Parent().SpanID() == srv.SpanContext().SpanID()
+		})
+	}
+
+	t.Run("answered with events", func(t *testing.T) {
+		s := tr.open(t, p.ClientURL(), client.Options{})
+		root, errs := hold(t, admin, s)
+		var err error
+		change := tr.root("change", func(ctx context.Context) {
+			_, err = admin.UpdateSessions(ctx, wire.SessionUpdateRequest{ID: s.ID(), Set: map[string]string{"Stage": "two"}})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := within(t, "held read", errs); err != nil {
+			t.Fatalf("held read: %v", err)
+		}
+		a := answer(t, root)
+		if a.Status().Code != codes.Unset || attr(a, "roster.events") != "1" {
+			t.Errorf("answer: attributes %v, status %v; want roster.events 1, status unset", a.Attributes(), a.Status())
+		}
+		linked := false
+		for _, l := range a.Links() {
+			linked = linked || l.SpanContext.TraceID() == change.TraceID()
+		}
+		if !linked {
+			t.Errorf("answer links %v, want the change's trace %s", a.Links(), change.TraceID())
+		}
+	})
+	t.Run("answered with an error", func(t *testing.T) {
+		// An operator's session reads another's events, and is closed meanwhile.
+		reader := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
+		root, errs := hold(t, reader, tr.open(t, p.ClientURL(), client.Options{}))
+		if _, err := admin.CloseSessions(ctxT(t), wire.SessionCloseRequest{ID: reader.ID()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := within(t, "held read", errs); !errors.Is(err, client.ErrSessionClosed) {
+			t.Fatalf("held read of a session closed meanwhile: got %v, want ErrSessionClosed", err)
+		}
+		wantSpanError(t, "answer", answer(t, root), wire.CodeSessionClosed, codes.Unset)
+	})
+}

@@ -12,6 +12,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/policy"
@@ -179,7 +182,8 @@ func (s *Service) events(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 	if s.cfg.beforeHold != nil {
 		s.cfg.beforeHold()
 	}
-	if err := s.waiters.hold(&eventWaiter{q: q, caller: me.ID, principal: me.Principal, reply: c.Reply, deadline: time.Now().Add(endpoint.HoldWithin(ctx, wait)), lastRead: time.Now()}, seen); err != nil {
+	if err := s.waiters.hold(&eventWaiter{q: q, caller: me.ID, principal: me.Principal, reply: c.Reply, span: trace.SpanContextFromContext(ctx),
+		deadline: time.Now().Add(endpoint.HoldWithin(ctx, wait)), lastRead: time.Now()}, seen); err != nil {
 		return nil, err
 	}
 	return nil, endpoint.ErrReplyLater
@@ -298,8 +302,11 @@ type eventWaiter struct {
 	// principal is the reading session's, whose sessions' reads are bounded together.
 	principal string
 	reply     string
-	deadline  time.Time
-	lastRead  time.Time
+	// span is the read's server span, ended when the read was held: the answer is
+	// a span of the reader's trace under it (replyEvents).
+	span     trace.SpanContext
+	deadline time.Time
+	lastRead time.Time
 	// due marks a waiter to read again at the next tick: an event it matches was
 	// stored, but the read did not see it yet.
 	due bool
@@ -588,8 +595,16 @@ func matchesAny(q *eventQuery, refs []storedRef) bool {
 	return false
 }
 
+// replyEvents answers the held read ew with resp, or with err. The answer is a span
+// of the reader's trace (session.events reply), a child of the read's server span
+// as a held acquire's answer is of its own (services/lock): the events it carries,
+// or the error's wire code, and links to the changes whose events they are.
 func (s *Service) replyEvents(ew *eventWaiter, resp *wire.SessionEventsResponse, err error) {
+	_, span := s.svc.Tracer().Start(trace.ContextWithSpanContext(context.Background(), ew.span), "session.events reply",
+		trace.WithLinks(eventLinks(resp)...), trace.WithAttributes(attribute.String("roster.session_id", ew.caller)))
+	defer span.End()
 	if err == nil {
+		span.SetAttributes(attribute.Int("roster.events", len(resp.Events)))
 		err = endpoint.Reply(s.nc, ew.reply, resp)
 	} else {
 		var we *wire.Error
@@ -597,11 +612,36 @@ func (s *Service) replyEvents(ew *eventWaiter, resp *wire.SessionEventsResponse,
 			s.log.Error("reading session events", "err", err)
 			err = wire.Errorf(wire.CodeUnavailable, "the session events could not be read; retry")
 		}
+		endpoint.SpanError(span, err)
 		err = endpoint.ReplyError(s.nc, ew.reply, err)
 	}
 	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		span.RecordError(err)
 		s.log.Warn("answering a waiting event read", "err", err)
 	}
+}
+
+// maxEventLinks bounds the changes the answer to a held read links: a page holds
+// up to eventsPageMax events.
+const maxEventLinks = 8
+
+// eventLinks links the requests whose changes stored the events of resp, from the
+// traceparent each event was stored with.
+func eventLinks(resp *wire.SessionEventsResponse) []trace.Link {
+	if resp == nil {
+		return nil
+	}
+	var links []trace.Link
+	for _, ev := range resp.Events {
+		if ev.TraceParent == "" || len(links) == maxEventLinks {
+			continue
+		}
+		ctx := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{wire.HeaderTraceParent: ev.TraceParent})
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	return links
 }
 
 // noProgress reports whether a page read for q found nothing and did not move past

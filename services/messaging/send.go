@@ -120,7 +120,7 @@ func (s *Service) prepare(ctx context.Context, op string, from *sender, m *wire.
 		span.SetAttributes(
 			// Its shape only: the values it looks for are those of sessions'
 			// properties, which are not the trace's to keep.
-			attribute.String("roster.filter", f.Redacted()),
+			attribute.String("roster.filter", shortFilter(f.Redacted())),
 			attribute.Int("roster.candidates", candidates),
 			attribute.Bool("roster.index_used", indexUsed),
 		)
@@ -365,4 +365,25 @@ func jsonStringLen(s string) int {
 		i += size
 	}
 	return n
+}
+
+// maxFilterAttribute bounds the roster.filter attribute of a fan-out span, in
+// bytes. The redacted form of a filter of filter.MaxLength bytes can be 27 KB, and
+// a span keeps it until it is exported: a batch of such spans (the SDK exports 512
+// at a time) is larger than an OTLP collector takes in one gRPC message (4 MiB by
+// default), and is refused whole. The start of a filter is what tells one from
+// another in a trace.
+const maxFilterAttribute = 1 << 10
+
+// shortFilter returns redacted, cut at a rune boundary and ended with "…" if it
+// is longer than maxFilterAttribute.
+func shortFilter(redacted string) string {
+	if len(redacted) <= maxFilterAttribute {
+		return redacted
+	}
+	cut := maxFilterAttribute - len("…")
+	for cut > 0 && !utf8.RuneStart(redacted[cut]) {
+		cut--
+	}
+	return redacted[:cut] + "…"
 }

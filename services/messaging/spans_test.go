@@ -3,12 +3,14 @@ package messaging
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/seed-3c836eab/roster/pkg/filter"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -59,5 +61,39 @@ func TestFanOutSpansRecordTheirOutcome(t *testing.T) {
 	if spanAttr(refused, "roster.error.code") != string(wire.CodeLimitExceeded) || spanAttr(refused, "error.type") != string(wire.CodeLimitExceeded) ||
 		refused.Status().Code != codes.Unset {
 		t.Errorf("the refused request's fan-out: attributes %v, status %v; want the code limit_exceeded, status unset", refused.Attributes(), refused.Status())
+	}
+}
+
+// TestFanOutSpanKeepsItsFilterShort: a send by filter records the filter's shape
+// (its redacted form) on its fan-out span, cut to maxFilterAttribute bytes. A
+// filter of filter.MaxLength bytes has a redacted form of up to 27 KB (a role
+// list 'a' 'a' … printed ["a", "a", …]), and every send kept it on its span: 512
+// such spans, the SDK's export batch, are 14 MB, which an OTLP collector refuses
+// whole at its default 4 MiB gRPC limit — every other span of the batch lost with
+// them. Before, the attribute was the whole redacted form.
+func TestFanOutSpanKeepsItsFilterShort(t *testing.T) {
+	e := newEnv(t, Config{})
+	from := e.open(t, "sender", nil)
+	text := "hasRoles " + strings.Repeat("'a'", (filter.MaxLength-len("hasRoles "))/3)
+	f, err := filter.Compile(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.call(from, wire.SubjectMsgSend, wire.MsgSendRequest{Message: wire.Message{Filter: text, Path: "chat/long"}}); err != nil {
+		t.Fatal(err)
+	}
+	var fan sdktrace.ReadOnlySpan
+	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		for _, s := range e.spans.Ended() {
+			if s.Name() == "msg.send fan-out" && spanAttr(s, "messaging.destination.name") == "chat/long" {
+				fan = s
+				return nil
+			}
+		}
+		return errors.New("no fan-out span yet")
+	})
+	got := spanAttr(fan, "roster.filter")
+	if len(got) > maxFilterAttribute || !strings.HasPrefix(f.Redacted(), strings.TrimSuffix(got, "…")) {
+		t.Errorf("roster.filter is %d bytes (the redacted filter %d); want its first %d bytes at most", len(got), len(f.Redacted()), maxFilterAttribute)
 	}
 }

@@ -16,6 +16,7 @@ package telemetry
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/url"
@@ -226,12 +227,31 @@ func Setup(ctx context.Context, service, version string) (trace.TracerProvider, 
 	return tp, tp.Shutdown, nil
 }
 
-// Resource describes a Roster process to tracing back ends: service.name is service
-// unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES names it otherwise.
+// instanceID names this process in its resource (service.instance.id): one per
+// process, for its spans and its metrics alike.
+var instanceID = newUUID()
+
+// newUUID returns a random (version 4) UUID, the form OTel's conventions give for
+// service.instance.id.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// Resource describes a Roster process to tracing and metrics back ends:
+// service.name is service unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES
+// names it otherwise, and service.instance.id is a random UUID of the process
+// unless OTEL_RESOURCE_ATTRIBUTES names one. Without an instance id the instances
+// of a deployment exported identical resources, and a back end took their metrics
+// for one series: each instance's cumulative counters overwrote the others'.
 func Resource(service, version string) *resource.Resource {
 	own := resource.NewSchemaless(
 		attribute.String("service.name", service),
 		attribute.String("service.version", version),
+		attribute.String("service.instance.id", instanceID),
 	)
 	r, err := resource.Merge(resource.Default(), own)
 	if err != nil && !errors.Is(err, resource.ErrSchemaURLConflict) {

@@ -2,12 +2,17 @@ package telemetry_test
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/resource"
 	"go.opentelemetry.io/otel/trace"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
@@ -371,4 +376,48 @@ func exportOneSpan(t *testing.T) {
 	if err := shutdown(context.Background()); err != nil {
 		t.Fatalf("shutdown (export): %v", err)
 	}
+}
+
+// TestResourceNamesTheInstance: the resource of each process has a
+// service.instance.id of its own, the same for its spans and its metrics, unless
+// OTEL_RESOURCE_ATTRIBUTES names one. Without it the instances of a deployment
+// exported identical resources: their metrics were one series to a back end, each
+// instance's cumulative counters overwriting the others', so that neither the sum
+// of roster.sessions.closed nor the max of roster.locks.held could be taken.
+func TestResourceNamesTheInstance(t *testing.T) {
+	if os.Getenv("TELEMETRY_PRINT_INSTANCE") == "1" {
+		fmt.Println(instanceID(t, telemetry.Resource("roster", "1.0.0")))
+		return
+	}
+	setEnv(t, nil)
+	id := instanceID(t, telemetry.Resource("roster", "1.0.0"))
+	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(id) {
+		t.Fatalf("service.instance.id %q: want a random UUID", id)
+	}
+	if again := instanceID(t, telemetry.Resource("roster", "1.0.0")); again != id {
+		t.Errorf("service.instance.id %q, then %q: want one per process, for its spans and metrics alike", id, again)
+	}
+	// Another process has another.
+	cmd := exec.Command(os.Args[0], "-test.run=^TestResourceNamesTheInstance$")
+	cmd.Env = append(os.Environ(), "TELEMETRY_PRINT_INSTANCE=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("second process: %v", err)
+	}
+	if other, _, _ := strings.Cut(string(out), "\n"); other == id || other == "" {
+		t.Errorf("two processes: service.instance.id %q and %q, want two", id, other)
+	}
+	setEnv(t, map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=node-1"})
+	if got := instanceID(t, telemetry.Resource("roster", "1.0.0")); got != "node-1" {
+		t.Errorf("with OTEL_RESOURCE_ATTRIBUTES: service.instance.id %q, want node-1", got)
+	}
+}
+
+func instanceID(t *testing.T, r *resource.Resource) string {
+	t.Helper()
+	v, ok := r.Set().Value(attribute.Key("service.instance.id"))
+	if !ok {
+		t.Fatalf("the resource has no service.instance.id: %v", r.Attributes())
+	}
+	return v.AsString()
 }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/version"
@@ -134,6 +136,27 @@ func TestJSONLogShowsDurationsAsText(t *testing.T) {
 	log.Info("x", "retry_in", 250*time.Millisecond)
 	if !strings.Contains(out.String(), `"retry_in":"250ms"`) {
 		t.Errorf("log %q, want \"retry_in\":\"250ms\"", out.String())
+	}
+}
+
+// TestLogLinesOfARequestNameItsTrace: the process logger gives a line logged with a
+// request's context (a service's "request failed") the trace_id and span_id of its
+// span; the lines named no trace, and an internal error could not be tied to the
+// request's trace.
+func TestLogLinesOfARequestNameItsTrace(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		var out natstest.Buffer
+		log, err := newLogger(&out, format, "info")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{0xab, 1}, SpanID: trace.SpanID{0xcd, 2}, TraceFlags: trace.FlagsSampled})
+		log.ErrorContext(trace.ContextWithSpanContext(context.Background(), sc), "request failed")
+		for _, want := range []string{sc.TraceID().String(), sc.SpanID().String()} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%s log %q, want it to name %s", format, out.String(), want)
+			}
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/seed-3c836eab/roster/pkg/telemetry"
 	"github.com/seed-3c836eab/roster/pkg/version"
 )
 
@@ -170,7 +171,8 @@ func annotateEnv(fs *pflag.FlagSet) {
 	})
 }
 
-// newLogger builds the process logger: text on a terminal, JSON when asked.
+// newLogger builds the process logger: text on a terminal, JSON when asked; a line
+// logged with a request's context names its trace (telemetry.LogHandler).
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
@@ -179,9 +181,9 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: durationsAsText}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(telemetry.LogHandler(slog.NewTextHandler(w, opts))), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(telemetry.LogHandler(slog.NewJSONHandler(w, opts))), nil
 	default:
 		return nil, fmt.Errorf("log format %q: want text or json", format)
 	}

@@ -2,15 +2,20 @@ package endpoint_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"strings"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/seed-3c836eab/roster/pkg/endpoint"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/telemetry"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -138,5 +143,46 @@ func TestHealthOverTheWireSaysNoMoreThanErrorsDo(t *testing.T) {
 	}
 	if local := f.svc.Health(context.Background()); !strings.Contains(local.Checks["store"], "connection refused") {
 		t.Fatalf("the process's own health lost the cause: %v", local.Checks)
+	}
+}
+
+// TestRequestFailureLogNamesItsTrace: with the process's log handler
+// (telemetry.LogHandler), the line a failed request logs names the trace the client
+// started and the server span of the request, so the line and the trace lead to
+// each other.
+func TestRequestFailureLogNamesItsTrace(t *testing.T) {
+	var logs natstest.Buffer
+	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(&logs, nil)))
+	f := setupLogged(t, endpoint.Config{}, log, func(context.Context, *endpoint.Call, *echoRequest) (*echoResponse, error) {
+		return nil, wire.Errorf(wire.CodeInternal, "store on fire")
+	})
+	client := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{0xab, 1}, SpanID: trace.SpanID{0xcd, 2}, TraceFlags: trace.FlagsSampled})
+	ctx := trace.ContextWithSpanContext(context.Background(), client)
+	if err := wire.Call(ctx, f.client, "roster.v1.session.echo", nil, &echoRequest{Text: "x"}, nil); !errors.Is(err, wire.ErrInternal) {
+		t.Fatalf("got %v, want internal", err)
+	}
+	var line struct{ Msg, TraceID, SpanID string }
+	for l := range strings.Lines(logs.String()) {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "request failed" {
+			line.Msg, _ = m["msg"].(string)
+			line.TraceID, _ = m["trace_id"].(string)
+			line.SpanID, _ = m["span_id"].(string)
+		}
+	}
+	if line.Msg == "" {
+		t.Fatalf("no request failed line:\n%s", logs.String())
+	}
+	if line.TraceID != client.TraceID().String() {
+		t.Fatalf("the line names trace %q, want the client's %s:\n%s", line.TraceID, client.TraceID(), logs.String())
+	}
+	var server string
+	for _, s := range f.recorder.Ended() {
+		if s.SpanKind() == trace.SpanKindServer {
+			server = s.SpanContext().SpanID().String()
+		}
+	}
+	if server == "" || line.SpanID != server {
+		t.Fatalf("the line names span %q, want the server span %q", line.SpanID, server)
 	}
 }

@@ -28,7 +28,7 @@ func (s *Service) setPolicy(ctx context.Context, p *policy.Policy, revision uint
 	rev, err := s.store.Put(ctx, p, revision)
 	switch {
 	case errors.Is(err, policy.ErrConflict):
-		return nil, wire.Errorf(wire.CodeConflict, "the policy changed since revision %d", revision)
+		return nil, wire.Errorf(wire.CodeConflict, "the stored policy is not at revision %d (it changed since, or never was): read it again and retry", revision)
 	case err != nil:
 		return nil, fmt.Errorf("auth: %w", err)
 	}

@@ -12,9 +12,6 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
-// MaxProposedProperties bounds the properties a client may propose.
-const MaxProposedProperties = 64
-
 // authenticate runs the chain for credentials presented from clientIP, vets the
 // proposed properties and returns who the session is. Failures are counted per
 // principal and per address; once either has used up its failures the attempt is
@@ -25,9 +22,10 @@ func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, pro
 	if err != nil {
 		return nil, err
 	}
-	if len(proposed) > MaxProposedProperties {
-		return nil, wire.Errorf(wire.CodeLimitExceeded, "at most %d properties may be proposed", MaxProposedProperties)
-	}
+	// How many properties may be proposed is the registry's limit (Limits.Properties,
+	// --max-properties), checked before it asks: a change of principal sends all the
+	// session holds, up to that limit. A bound of its own here (64, below the
+	// registry's default 100) kept sessions with more from changing principal.
 	var principal string
 	if c.Type == wire.CredentialsPassword {
 		principal = c.Username

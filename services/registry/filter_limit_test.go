@@ -1,14 +1,15 @@
 package registry
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
 // An update by filter that one matching session cannot take (over the properties
-// limit) is answered limit_exceeded, yet the other matching sessions were changed
-// (or not, depending on map iteration order).
+// limit) is answered limit_exceeded, and no session is changed: the other matching
+// sessions were changed before (or not, depending on map iteration order).
 func TestUpdateByFilterOverALimitChangesNothing(t *testing.T) {
 	e := newEnv(t, Config{Limits: Limits{Properties: 3}})
 	nc := e.srv.ClientConn(t)
@@ -28,7 +29,10 @@ func TestUpdateByFilterOverALimitChangesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("reply: %v; %d of %d sessions under the limit changed; full session has new=%q", err, changed, len(ids), e.record(t, full.id).User["new"])
-	if err != nil && e.lastSeq(t) != before {
+	if !errors.Is(err, wire.ErrLimitExceeded) {
+		t.Errorf("update by filter answered %v, want limit_exceeded: the change takes session %s over the limit of 3 properties", err, full.id)
+	}
+	if changed != 0 || e.lastSeq(t) != before {
 		t.Fatalf("update by filter answered %v but changed %d sessions (bucket sequence %d to %d)", err, changed, before, e.lastSeq(t))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -328,7 +329,9 @@ type Message struct {
 // answer: the payload, or an error (a *wire.Error keeps its code; any other error is
 // sent as internal with its message). An answer larger than the server's max_payload
 // is sent as too_large, an error with a message that long with the message cut. For
-// a send, the return value is ignored.
+// a send, the return value is ignored. A panic in a handler fails its message alone:
+// it is logged (error, with its stack) and a request is answered internal; the
+// registration goes on with the next delivery.
 type Handler func(ctx context.Context, m *Message) ([]byte, error)
 
 // maxHandlers bounds the handlers running at once per Handle call, matching the
@@ -735,7 +738,7 @@ func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handl
 		Headers:     appHeaders(m.Header),
 		ID:          m.Header.Get(wire.HeaderMessageID),
 	}
-	out, err := h(ctx, msg)
+	out, err := s.runHandler(ctx, h, msg)
 	var we *wire.Error
 	if err != nil {
 		if !errors.As(err, &we) || !we.Code.Known() {
@@ -753,6 +756,22 @@ func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handl
 	if rerr := s.reply(m.Reply, a); rerr != nil {
 		span.RecordError(rerr)
 	}
+}
+
+// runHandler calls h with m. A panic in h fails m alone: it is logged (error) with its
+// value and stack, and h's answer is an internal error that names no part of it
+// (the value is the receiver's, not the requester's business). Unrecovered, it ended
+// the process, every session and handler in it, on a goroutine of the SDK the
+// application cannot guard; the services' endpoints recover theirs the same way.
+func (s *Session) runHandler(ctx context.Context, h Handler, m *Message) (out []byte, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.c.log.Error("roster: handler panicked", "session", s.id, "path", m.Path, "sender", m.Sender,
+				"message_id", m.ID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			out, err = nil, &wire.Error{Code: wire.CodeInternal, Message: "the receiver's handler failed (it panicked)"}
+		}
+	}()
+	return h(ctx, m)
 }
 
 // processSpan starts the consumer span of OTel's messaging conventions for the

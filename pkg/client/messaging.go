@@ -639,8 +639,9 @@ type arrival struct {
 	dup   bool
 }
 
-// maxWaitingBytes bounds the payloads of the deliveries waiting in one
-// registration's queue (arrivals), which maxHandlers bounds in number too.
+// maxWaitingBytes bounds the deliveries waiting in one registration's queue
+// (arrivals), as NATS carried them (payload and headers: a delivery with no payload
+// may carry half a megabyte of headers), which maxHandlers bounds in number too.
 const maxWaitingBytes = 16 << 20
 
 // arrivals is a registration's queue of deliveries waiting for a handler slot. The
@@ -652,7 +653,7 @@ const maxWaitingBytes = 16 << 20
 // is behind — those deliveries' deadlines count from when they enter the queue.
 type arrivals struct {
 	ch      chan arrival
-	bytes   atomic.Int64  // payload bytes in ch
+	bytes   atomic.Int64  // bytes of the deliveries in ch (nats.Msg.Size)
 	drained chan struct{} // a delivery left ch
 }
 
@@ -663,7 +664,7 @@ func newArrivals() *arrivals {
 // put queues d, waiting while the queue is full, until ctx ends. Only the
 // subscription's callback puts, one delivery at a time.
 func (q *arrivals) put(ctx context.Context, d arrival) {
-	size := int64(len(d.m.Data))
+	size := int64(d.m.Size())
 	for n := q.bytes.Load(); n > 0 && n+size > maxWaitingBytes; n = q.bytes.Load() {
 		select {
 		case <-q.drained:
@@ -687,7 +688,7 @@ func (q *arrivals) take(ctx context.Context) (d arrival, ok bool) {
 	case <-ctx.Done():
 		return arrival{}, false
 	}
-	q.bytes.Add(-int64(len(d.m.Data)))
+	q.bytes.Add(-int64(d.m.Size()))
 	select {
 	case q.drained <- struct{}{}:
 	default:

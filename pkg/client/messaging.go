@@ -353,7 +353,9 @@ const maxHandlers = 255
 // messaging service stops waiting for its answer (the requester's timeout, counted
 // from the delivery's arrival): an answer after that reaches no one. The returned function removes the
 // registration and waits for the handlers still running; deliveries still waiting for
-// one of the 255 slots are dropped, and no handler starts once it has returned.
+// one of the 255 slots are dropped, and no handler starts once it has returned. A
+// request dropped so (or when the session closes) is answered gone at once, unless
+// another registration of the session may still answer it.
 // Called from h itself it waits for h, forever: a handler that ends its own
 // registration calls it on another goroutine (go remove()), or ends the session.
 // h must not be nil (ErrBadRequest); an invalid path is ErrInvalidName, and a
@@ -405,12 +407,28 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		queue = newArrivals()
 	)
 	hctx, cancel := context.WithCancel(context.Background())
+	r := &route{path: path}
+	dispatched := make(chan struct{}) // closed when the dispatcher has returned
+	// stop ends the registration's work: no handler starts after it, and the
+	// deliveries still queued are dropped unhandled (a request nobody else answers
+	// is answered gone), the one the dispatcher holds included, before it returns:
+	// a connection Open made is closed once its session's stops have returned.
+	// Once ctx has ended and r.mu is free, no delivery is put in the queue any more
+	// (put), so the drain finds every one left.
+	stop := func() {
+		cancel()
+		<-dispatched
+		r.mu.Lock()
+		queue.drain(s.unhandled)
+		r.mu.Unlock()
+	}
 	// The dispatcher starts the handlers of the deliveries queued, in the order
 	// they arrived, as slots free.
 	sem := make(chan struct{}, maxHandlers)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer close(dispatched)
 		for {
 			d, ok := queue.take(hctx)
 			if !ok {
@@ -419,6 +437,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 			select {
 			case sem <- struct{}{}:
 			case <-hctx.Done():
+				s.unhandled(d)
 				return
 			}
 			now := time.Now()
@@ -437,6 +456,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 			mu.Lock()
 			if removed || hctx.Err() != nil { // removed while this waited for a free handler
 				mu.Unlock()
+				s.unhandled(d)
 				return
 			}
 			wg.Add(1)
@@ -444,7 +464,9 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 			go func() {
 				defer func() { <-sem; wg.Done() }()
 				if d.dup {
-					s.answerAgain(hctx, d.path, seen, d.entry, d.m, d.replied)
+					if !s.answerAgain(hctx, d.path, seen, d.entry, d.m, d.replied) {
+						s.unhandled(d)
+					}
 					return
 				}
 				s.deliver(hctx, d.path, d.m, h, seen, d.entry, d.deadline, d.replied)
@@ -453,7 +475,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	}()
 	// arrive queues a delivery for this registration. The session's subscriptions
 	// hand each delivery to every registration it matches (fanOut).
-	arrive := func(m *nats.Msg, p, sender string, replied *atomic.Bool) {
+	arrive := func(m *nats.Msg, p, sender string, replied *answerOnce) {
 		d := arrival{m: m, path: p, replied: replied}
 		// A request's answer is waited for this long from its arrival, which is now:
 		// this callback hands every delivery over at once (queue), also while
@@ -474,11 +496,13 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 				return
 			}
 		}
-		queue.put(hctx, d)
+		if !queue.put(hctx, d) {
+			s.unhandled(d) // the registration is ending
+		}
 	}
-	r := &route{path: path, arrive: arrive}
+	r.arrive = arrive
 	if err := s.addRoute(r); err != nil {
-		cancel()
+		stop()
 		return nil, err
 	}
 	// The session's subscriptions are one queue group: the server delivers each
@@ -497,7 +521,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	})
 	if err != nil {
 		s.removeRoute(r)
-		cancel()
+		stop()
 		return nil, subscribeError(subject, err)
 	}
 	// Flushed, the subscription is in place when Handle returns; while the
@@ -505,7 +529,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	if s.c.nc.IsConnected() {
 		if err := s.c.nc.Flush(); err != nil && s.c.nc.IsConnected() {
 			s.removeRoute(r)
-			cancel()
+			stop()
 			_ = sub.Unsubscribe()
 			return nil, fmt.Errorf("client: subscribe %s: %w", subject, err)
 		}
@@ -514,14 +538,14 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	if s.state == StateClosed {
 		s.mu.Unlock()
 		s.removeRoute(r)
-		cancel()
+		stop()
 		_ = sub.Unsubscribe()
 		return nil, s.closedErr()
 	}
 	if s.handlers == nil {
 		s.handlers = map[*nats.Subscription]context.CancelFunc{}
 	}
-	s.handlers[sub] = cancel
+	s.handlers[sub] = stop
 	s.mu.Unlock()
 	return func() error {
 		s.mu.Lock()
@@ -550,7 +574,7 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 		mu.Lock()
 		removed = true
 		mu.Unlock()
-		cancel()
+		stop()
 		wg.Wait()
 		return err
 	}, nil
@@ -565,7 +589,7 @@ type route struct {
 	// session's subscriptions. A full queue holds up the deliveries of the
 	// registrations that overlap it too, as they are handed over in turn.
 	mu     sync.Mutex
-	arrive func(m *nats.Msg, path, sender string, replied *atomic.Bool)
+	arrive func(m *nats.Msg, path, sender string, replied *answerOnce)
 }
 
 // addRoute adds r to the session's fan-out, unless the session is closed.
@@ -612,9 +636,15 @@ func (s *Session) fanOut(m *nats.Msg, path, sender string) {
 		}
 	}
 	s.mu.Unlock()
-	var replied *atomic.Bool
+	var replied *answerOnce
 	if m.Reply != "" {
-		replied = new(atomic.Bool)
+		replied = &answerOnce{}
+		replied.holders.Store(int32(len(to)))
+		if len(to) == 0 {
+			// Its registrations were removed since the server matched it.
+			s.answerGone(m)
+			return
+		}
 	}
 	for _, r := range to {
 		r.mu.Lock()
@@ -623,13 +653,45 @@ func (s *Session) fanOut(m *nats.Msg, path, sender string) {
 	}
 }
 
+// answerOnce is what the registrations a request was handed to (fanOut) share: the
+// first to answer it sets it, and the others do not answer.
+type answerOnce struct {
+	atomic.Bool
+	// holders counts the registrations that may still answer the request: one that
+	// drops it unhandled, removed or with its session closed, counts down
+	// (unhandled), and the last one answers gone.
+	holders atomic.Int32
+}
+
+// unhandled is told of a delivery d its registration drops without handling it
+// (the registration removed, the session closed). A request nobody else of the
+// session may still answer is answered gone at once, as a request that finds no
+// handler is: dropped unanswered, its requester waited out its timeout to be told
+// timeout, as if a handler were working on it.
+func (s *Session) unhandled(d arrival) {
+	if d.replied == nil || d.replied.holders.Add(-1) > 0 || !d.replied.CompareAndSwap(false, true) {
+		return
+	}
+	s.answerGone(d.m)
+}
+
+// answerGone answers the request m as the NATS server answers a request nobody
+// subscribes to (status 503, no body): the messaging service reports it to the
+// requester as gone. Being the server's own form, it is what any receiver's drop
+// would look like at the service, and needs nothing new on the wire.
+func (s *Session) answerGone(m *nats.Msg) {
+	reply := &nats.Msg{Subject: m.Reply, Header: nats.Header{}}
+	reply.Header.Set("Status", "503")
+	_ = s.c.nc.PublishMsg(reply)
+}
+
 // arrival is a delivery a registration has taken, waiting for a handler slot.
 type arrival struct {
 	m    *nats.Msg
 	path string
 	// replied is set by the first of the session's registrations to answer the
 	// request m (nil for a send): the others do not answer it.
-	replied *atomic.Bool
+	replied *answerOnce
 	// deadline is when the messaging service stops waiting for a request's answer,
 	// counted from the delivery's arrival (zero for a send).
 	deadline time.Time
@@ -661,22 +723,42 @@ func newArrivals() *arrivals {
 	return &arrivals{ch: make(chan arrival, maxHandlers), drained: make(chan struct{}, 1)}
 }
 
-// put queues d, waiting while the queue is full, until ctx ends. Only the
-// subscription's callback puts, one delivery at a time.
-func (q *arrivals) put(ctx context.Context, d arrival) {
+// put queues d, waiting while the queue is full, until ctx ends; it reports whether
+// d was queued. Only the subscription's callbacks put, one delivery at a time
+// (route.mu). Once ctx has ended nothing is queued: the registration's stop takes
+// what is in the queue (drain), and must find everything there will be.
+func (q *arrivals) put(ctx context.Context, d arrival) bool {
+	if ctx.Err() != nil {
+		return false
+	}
 	size := int64(d.m.Size())
 	for n := q.bytes.Load(); n > 0 && n+size > maxWaitingBytes; n = q.bytes.Load() {
 		select {
 		case <-q.drained:
 		case <-ctx.Done():
-			return
+			return false
 		}
 	}
 	q.bytes.Add(size)
 	select {
 	case q.ch <- d:
+		return true
 	case <-ctx.Done():
 		q.bytes.Add(-size)
+		return false
+	}
+}
+
+// drain empties the queue, handing each delivery to fn.
+func (q *arrivals) drain(fn func(arrival)) {
+	for {
+		select {
+		case d := <-q.ch:
+			q.bytes.Add(-int64(d.m.Size()))
+			fn(d)
+		default:
+			return
+		}
 	}
 }
 
@@ -722,7 +804,7 @@ func (s *Session) dropExpired(ctx context.Context, d arrival, seen *dedup) {
 // deliver hands m to h and answers a request with what h returns, unless another
 // registration answered it first (replied). entry, when not nil, is m's in seen,
 // which records the answer for copies of m.
-func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handler, seen *dedup, entry *seenMsg, deadline time.Time, replied *atomic.Bool) {
+func (s *Session) deliver(ctx context.Context, path string, m *nats.Msg, h Handler, seen *dedup, entry *seenMsg, deadline time.Time, replied *answerOnce) {
 	if !deadline.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
@@ -803,7 +885,7 @@ func (s *Session) processSpan(ctx context.Context, path string, m *nats.Msg) (co
 // The copy's span (roster.duplicate) lasts from its arrival until it is answered,
 // with the event "answered from memory" (not when the answer was not kept) and the
 // error answered, if any.
-func (s *Session) answerAgain(ctx context.Context, path string, seen *dedup, entry *seenMsg, m *nats.Msg, replied *atomic.Bool) {
+func (s *Session) answerAgain(ctx context.Context, path string, seen *dedup, entry *seenMsg, m *nats.Msg, replied *answerOnce) (answered bool) {
 	_, span := s.processSpan(ctx, path, m)
 	defer span.End()
 	span.SetAttributes(attribute.Bool("roster.duplicate", true))
@@ -811,7 +893,7 @@ func (s *Session) answerAgain(ctx context.Context, path string, seen *dedup, ent
 	case <-entry.done:
 	case <-ctx.Done():
 		span.AddEvent("not answered: the registration was removed")
-		return
+		return false
 	}
 	a, ok := seen.answer(entry)
 	if !ok {
@@ -826,11 +908,12 @@ func (s *Session) answerAgain(ctx context.Context, path string, seen *dedup, ent
 		spanError(span, a.err)
 	}
 	if !replied.CompareAndSwap(false, true) {
-		return // another registration answered this copy
+		return true // another registration answered this copy
 	}
 	if err := s.reply(m.Reply, a); err != nil {
 		span.RecordError(err)
 	}
+	return true
 }
 
 // reply publishes the answer to a request: its payload with its content type, or

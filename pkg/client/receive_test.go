@@ -3,7 +3,9 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,5 +71,80 @@ func TestHandlerPanicFailsOnlyItsMessage(t *testing.T) {
 	// The receiver's log has the panic, with its value and where it was.
 	if l := logs.String(); !strings.Contains(l, "the handler's own bug") || !strings.Contains(l, "receive_test.go") {
 		t.Errorf("the panic is not logged with its value and stack:\n%s", l)
+	}
+}
+
+// TestRequestsLeftUnhandledAreAnsweredGone: a request a registration will never
+// handle — waiting for a handler slot when the registration is removed or its
+// session closed — is answered gone, as a request finding no handler is, at once.
+// It was dropped unanswered, and its requester waited out its whole timeout to be
+// told timeout, as if a handler were working on it.
+func TestRequestsLeftUnhandledAreAnsweredGone(t *testing.T) {
+	p := rostertest.Start(t)
+	sender := open(t, p.ClientURL(), client.Options{})
+	for _, end := range []string{"removed", "closed"} {
+		t.Run(end, func(t *testing.T) {
+			ctx := ctxT(t)
+			recv := open(t, p.ClientURL(), client.Options{})
+			var busy atomic.Int64
+			stop, err := recv.Handle("work", func(ctx context.Context, m *client.Message) ([]byte, error) {
+				if m.IsRequest {
+					return []byte("handled"), nil
+				}
+				busy.Add(1)
+				<-ctx.Done() // until the registration or the session ends
+				return nil, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range client.MaxHandlers {
+				if _, err := sender.Send(ctx, client.ToSession(recv.ID()), "work", nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, func() error {
+				if n := busy.Load(); n < client.MaxHandlers {
+					return fmt.Errorf("%d of %d handlers busy", n, client.MaxHandlers)
+				}
+				return nil
+			})
+			// A request that waits for a slot, with time to spare.
+			const timeout = 20 * time.Second
+			type outcome struct {
+				res *client.Results
+				err error
+			}
+			got := make(chan outcome, 1)
+			go func() {
+				res, err := sender.Request(ctx, client.ToSession(recv.ID()), "work", nil, timeout)
+				got <- outcome{res, err}
+			}()
+			waitFor(t, func() error {
+				if n := client.HandlerDeliveries(recv); n <= client.MaxHandlers {
+					return errors.New("the request has not reached the registration")
+				}
+				return nil
+			})
+			if end == "removed" {
+				if err := stop(); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := recv.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Well within the request's timeout: answered, not waited out.
+			select {
+			case o := <-got:
+				if o.err != nil || len(o.res.Results) != 1 {
+					t.Fatalf("request: got %+v, %v", o.res, o.err)
+				}
+				if r := o.res.Results[0]; r.Status != wire.StatusGone {
+					t.Errorf("request left waiting when the registration was %s: got %s %v, want gone", end, r.Status, r.Error)
+				}
+			case <-time.After(timeout / 2):
+				t.Fatalf("request left waiting when the registration was %s: not answered within %v (its timeout: %v)", end, timeout/2, timeout)
+			}
+		})
 	}
 }

@@ -629,7 +629,7 @@ func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) 
 // counts the connection lost, at the end of its reconnect window (reason failed),
 // holding its locks until then. Handlers still running when Close returns have
 // their context ended and are not waited for: the function Handle returned waits
-// for them.
+// for them. Requests still waiting for a handler are answered gone (see Handle).
 func (s *Session) Close(ctx context.Context) error {
 	wait, cancel := awayWait(ctx)
 	defer cancel()

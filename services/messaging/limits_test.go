@@ -166,29 +166,7 @@ func TestExpensiveFilterDoesNotHoldTheIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var selecting atomic.Bool
-	selecting.Store(true)
-	selected := make(chan int, 1)
-	ctx := &checkedCtx{Context: context.Background(), second: make(chan struct{})}
-	go func() {
-		targets, _, _, _ := ix.selectFilter(ctx, f)
-		selecting.Store(false)
-		selected <- len(targets)
-	}()
-	// The selection checks ctx before each chunk it evaluates: at the second check
-	// it has planned and evaluated a chunk. A change made before the selection
-	// took the index would pass however long the evaluation held it.
-	select {
-	case <-ctx.second:
-	case n := <-selected:
-		t.Fatalf("the selection ended (%d sessions) without being seen evaluating a second chunk", n)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the selection did not reach its second chunk within 30 s")
-	}
-	ix.upsert("late", "-", map[string]string{"Desk": "1"})
-	if !selecting.Load() {
-		t.Fatal("a session change waited for the whole selection")
-	}
+	selected := changeDuringSelection(t, ix, f, context.Background(), map[string]string{"Desk": "1"})
 	if n := <-selected; n < 4000 {
 		t.Fatalf("selected %d of the 4,000 sessions", n)
 	}
@@ -235,28 +213,9 @@ func TestLongConjunctionDoesNotHoldTheIndex(t *testing.T) {
 	}
 
 	ix, _ := fill(20_000)
-	var selecting atomic.Bool
-	selecting.Store(true)
-	selected := make(chan int, 1)
 	base, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ctx := &checkedCtx{Context: base, second: make(chan struct{})}
-	go func() {
-		targets, _, _, _ := ix.selectFilter(ctx, f)
-		selecting.Store(false)
-		selected <- len(targets)
-	}()
-	select {
-	case <-ctx.second:
-	case n := <-selected:
-		t.Fatalf("the selection ended (%d sessions) without being seen evaluating a second chunk: it ran under the index's lock", n)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the selection did not reach its second chunk within 30 s")
-	}
-	ix.upsert("late", "-", map[string]string{"Country": ""})
-	if !selecting.Load() {
-		t.Fatal("a session change waited for the whole selection")
-	}
+	changeDuringSelection(t, ix, f, base, map[string]string{"Country": ""})
 	cancel() // the rest is CEL over 20,000 sessions: seconds
 
 	// Selected that way, the sessions are those the filter matches.
@@ -473,4 +432,36 @@ func TestReservedHeaderNamesAgreeWithTheSchema(t *testing.T) {
 			}
 		})
 	}
+}
+
+// changeDuringSelection starts a selection of f over ix and, once it is seen
+// evaluating its second chunk, changes a session of the index: the change must not
+// wait for the selection, which must therefore not hold the index's lock while it
+// evaluates. It returns the channel the selection's count arrives on.
+func changeDuringSelection(t *testing.T, ix *index, f *filter.Filter, base context.Context, change map[string]string) <-chan int {
+	t.Helper()
+	var selecting atomic.Bool
+	selecting.Store(true)
+	selected := make(chan int, 1)
+	ctx := &checkedCtx{Context: base, second: make(chan struct{})}
+	go func() {
+		targets, _, _, _ := ix.selectFilter(ctx, f)
+		selecting.Store(false)
+		selected <- len(targets)
+	}()
+	// The selection checks ctx before each chunk it evaluates: at the second check
+	// it has planned and evaluated a chunk. A change made before the selection
+	// took the index would pass however long the evaluation held it.
+	select {
+	case <-ctx.second:
+	case n := <-selected:
+		t.Fatalf("the selection ended (%d sessions) without being seen evaluating a second chunk: it ran under the index's lock", n)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the selection did not reach its second chunk within 30 s")
+	}
+	ix.upsert("late", "-", change)
+	if !selecting.Load() {
+		t.Fatal("a session change waited for the whole selection")
+	}
+	return selected
 }

@@ -51,6 +51,20 @@ func (d *requestDropper) dropped() int {
 	return d.drops
 }
 
+// startDropped starts a registry instance whose connection goes through d, and
+// waits until it is ready.
+func startDropped(t *testing.T, srv *natstest.Server, d *requestDropper, cfg Config) *Service {
+	t.Helper()
+	nc := srv.ServiceConn(t, nats.InProcessServer(d))
+	reg, err := New(nc, cfg, testPolicy(), noop.NewTracerProvider(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Run(t, reg.Run, nc.Close)
+	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return reg.track.ready(t.Context()) })
+	return reg
+}
+
 type droppingConn struct {
 	net.Conn
 	d *requestDropper
@@ -116,14 +130,9 @@ func TestCatchUpWhoseRequestIsLostIsRetried(t *testing.T) {
 	srv := startServer(t)
 	startAuth(t, srv)
 	d := &requestDropper{srv: srv.Server.Server, prefix: []byte("$JS.API.CONSUMER.CREATE." + ActivityStream)}
-	nc := srv.ServiceConn(t, nats.InProcessServer(d))
-	reg, err := New(nc, Config{DrainTimeout: 5 * time.Second}, testPolicy(), noop.NewTracerProvider(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	natstest.Run(t, reg.Run, nc.Close)
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return reg.track.ready(t.Context()) })
+	reg := startDropped(t, srv, d, Config{DrainTimeout: 5 * time.Second})
 	e := &env{srv: srv, reg: &instance{Service: reg}, js: srv.JetStream(t)}
+	var err error
 	e.kv, err = e.js.KeyValue(t.Context(), "ROSTER_SESSIONS")
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +145,7 @@ func TestCatchUpWhoseRequestIsLostIsRetried(t *testing.T) {
 	short, _ := open(t, cl, &wire.SessionOpenRequest{TimeoutMS: timeout.Milliseconds()})
 	shortSent, shortReplied := keepaliveTimes(t, short)
 	d.arm(1)
-	if err := nc.ForceReconnect(); err != nil {
+	if err := reg.nc.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []struct {

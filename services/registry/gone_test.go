@@ -3,15 +3,12 @@ package registry
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/sessions"
@@ -206,22 +203,8 @@ func TestCheckOfRemovedSessionsIsRetried(t *testing.T) {
 	// The new instance's first look at the events stream goes unanswered.
 	d := &requestDropper{srv: srv.Server.Server, prefix: []byte("$JS.API.STREAM.INFO." + EventsStream)}
 	d.arm(1)
-	nc := srv.ServiceConn(t, nats.InProcessServer(d))
-	b, err := New(nc, cfg, testPolicy(), noop.NewTracerProvider(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	natstest.Run(t, b.Run, nc.Close)
-	natstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		entry, err := e.kv.Get(context.Background(), live.id)
-		if err != nil {
-			return fmt.Errorf("session %s: %w", live.id, err)
-		}
-		if r, err := sessions.Decode(entry.Value(), entry.Revision()); err != nil || !r.Closed() {
-			return fmt.Errorf("session %s has no tombstone (%v)", live.id, err)
-		}
-		return nil
-	})
+	startDropped(t, srv, d, cfg)
+	e.waitTombstone(t, live.id, 30*time.Second)
 	if n := d.dropped(); n != 1 {
 		t.Fatalf("dropped %d requests for the events stream's info, want 1", n)
 	}
@@ -239,13 +222,7 @@ func TestTombstoneOfARemovedRecordIsRetried(t *testing.T) {
 	id := newID()
 	d := &requestDropper{srv: srv.Server.Server, prefix: []byte("$KV." + sessions.Bucket + "." + id)}
 	d.arm(1)
-	nc := srv.ServiceConn(t, nats.InProcessServer(d))
-	reg, err := New(nc, Config{DrainTimeout: 5 * time.Second}, testPolicy(), noop.NewTracerProvider(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	natstest.Run(t, reg.Run, nc.Close)
-	natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error { return reg.track.ready(t.Context()) })
+	reg := startDropped(t, srv, d, Config{DrainTimeout: 5 * time.Second})
 	e := &env{srv: srv, reg: &instance{Service: reg}, js: srv.JetStream(t)}
 	e.kv, _ = e.js.KeyValue(t.Context(), sessions.Bucket)
 
@@ -263,18 +240,24 @@ func TestTombstoneOfARemovedRecordIsRetried(t *testing.T) {
 	if _, err := e.kv.Create(t.Context(), rec.ID, data, jetstream.KeyTTL(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	natstest.CheckFor(t, 40*time.Second, 20*time.Millisecond, func() error {
-		entry, err := e.kv.Get(context.Background(), rec.ID)
-		if err != nil {
-			return fmt.Errorf("session %s: %w", rec.ID, err)
-		}
-		if r, err := sessions.Decode(entry.Value(), entry.Revision()); err != nil || !r.Closed() {
-			return fmt.Errorf("session %s has no tombstone (%v)", rec.ID, err)
-		}
-		return nil
-	})
+	e.waitTombstone(t, rec.ID, 40*time.Second)
 	if n := d.dropped(); n != 1 {
 		t.Fatalf("dropped %d writes of the tombstone, want 1", n)
 	}
 	e.waitEventCount(t, rec.ID, wire.EventClosed, 1)
+}
+
+// waitTombstone waits until the session's record is a tombstone.
+func (e *env) waitTombstone(t *testing.T, id string, within time.Duration) {
+	t.Helper()
+	natstest.CheckFor(t, within, 20*time.Millisecond, func() error {
+		entry, err := e.kv.Get(context.Background(), id)
+		if err != nil {
+			return fmt.Errorf("session %s: %w", id, err)
+		}
+		if r, err := sessions.Decode(entry.Value(), entry.Revision()); err != nil || !r.Closed() {
+			return fmt.Errorf("session %s has no tombstone (%v)", id, err)
+		}
+		return nil
+	})
 }

@@ -149,21 +149,7 @@ func TestLiveRecordRemovedByTTLWhileWatched(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Config{})
 	startRegistry(t, e.srv, Config{})
-	now := time.Now()
-	rec := &sessions.Record{
-		ID: newID(), Principal: "dave", Roles: []string{"user"}, State: wire.StateActive,
-		TimeoutMS: (10 * time.Minute).Milliseconds(), StartTime: now, LastActivity: now, UpdatedAt: now,
-	}
-	rec.Fixed = map[string]string{sessions.PropSessionID: rec.ID, sessions.PropPrincipal: rec.Principal}
-	data, err := sessions.Encode(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A record whose TTL is far shorter than its timeout stands for one whose
-	// TTL fires before any instance closed it.
-	if _, err := e.kv.Create(t.Context(), rec.ID, data, jetstream.KeyTTL(time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	rec := e.createDoomed(t, newID())
 	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		entry, err := e.kv.Get(context.Background(), rec.ID)
 		if err != nil {
@@ -226,20 +212,7 @@ func TestTombstoneOfARemovedRecordIsRetried(t *testing.T) {
 	e := &env{srv: srv, reg: &instance{Service: reg}, js: srv.JetStream(t)}
 	e.kv, _ = e.js.KeyValue(t.Context(), sessions.Bucket)
 
-	now := time.Now()
-	rec := &sessions.Record{
-		ID: id, Principal: "dave", Roles: []string{"user"}, State: wire.StateActive,
-		TimeoutMS: (10 * time.Minute).Milliseconds(), StartTime: now, LastActivity: now, UpdatedAt: now,
-	}
-	rec.Fixed = map[string]string{sessions.PropSessionID: rec.ID, sessions.PropPrincipal: rec.Principal}
-	data, err := sessions.Encode(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A TTL far shorter than the timeout: the TTL fires before any instance closed it.
-	if _, err := e.kv.Create(t.Context(), rec.ID, data, jetstream.KeyTTL(time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	rec := e.createDoomed(t, id)
 	e.waitTombstone(t, rec.ID, 40*time.Second)
 	if n := d.dropped(); n != 1 {
 		t.Fatalf("dropped %d writes of the tombstone, want 1", n)
@@ -260,4 +233,25 @@ func (e *env) waitTombstone(t *testing.T, id string, within time.Duration) {
 		}
 		return nil
 	})
+}
+
+// createDoomed stores a live session of dave whose KV TTL (1 s) is far shorter than
+// its timeout (10 min): it stands for a record whose TTL fires before any instance
+// closed it.
+func (e *env) createDoomed(t *testing.T, id string) *sessions.Record {
+	t.Helper()
+	now := time.Now()
+	rec := &sessions.Record{
+		ID: id, Principal: "dave", Roles: []string{"user"}, State: wire.StateActive,
+		TimeoutMS: (10 * time.Minute).Milliseconds(), StartTime: now, LastActivity: now, UpdatedAt: now,
+	}
+	rec.Fixed = map[string]string{sessions.PropSessionID: rec.ID, sessions.PropPrincipal: rec.Principal}
+	data, err := sessions.Encode(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.kv.Create(t.Context(), rec.ID, data, jetstream.KeyTTL(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -181,6 +184,58 @@ func TestHandleOnAClosedConnectionIsUnavailable(t *testing.T) {
 	if _, err := attached.RequestStream(ctxT(t), client.ToSession(opener.ID()), "jobs/run", nil, 0, func(wire.MsgResult) {}); !errors.Is(err, client.ErrUnavailable) {
 		t.Errorf("RequestStream after Client.Close: got %v, want ErrUnavailable", err)
 	}
+}
+
+// TestHandleRacingClientCloseDoesNotOutliveIt: Client.Close stops a session taken
+// with Attach without closing it. A Handle that had made its subscription when
+// Close stopped the session registered all the same, after the stop: Handle
+// returned no error, and the registration's dispatcher waited for deliveries
+// forever, with nothing left to stop it. It now fails with ErrUnavailable, and
+// leaves nothing running.
+func TestHandleRacingClientCloseDoesNotOutliveIt(t *testing.T) {
+	p := rostertest.Start(t)
+	opener := open(t, p.ClientURL(), client.Options{})
+	c, err := client.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	attached, err := c.Attach(ctxT(t), opener.ID(), opener.Token(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handleInto(t, attached, "jobs/run") // binds the session here
+	closeErr := make(chan error, 1)
+	var once sync.Once
+	t.Cleanup(client.SetHandleRegistering(func() {
+		once.Do(func() { closeErr <- c.Close(ctxT(t)) })
+	}))
+	remove, err := attached.Handle("jobs/other", func(context.Context, *client.Message) ([]byte, error) { return nil, nil })
+	if remove != nil {
+		t.Cleanup(func() { _ = remove() })
+	}
+	if err := <-closeErr; err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("Handle whose registration came after Client.Close stopped the session: got %v, want ErrUnavailable", err)
+	}
+	// Handle's goroutines: the registration's dispatcher, and its handlers.
+	running := func() int {
+		buf := make([]byte, 1<<20)
+		for {
+			n := runtime.Stack(buf, true)
+			if n < len(buf) {
+				return strings.Count(string(buf[:n]), "client.(*Session).Handle.func")
+			}
+			buf = make([]byte, 2*len(buf))
+		}
+	}
+	waitFor(t, func() error {
+		if n := running(); n > 0 {
+			return fmt.Errorf("%d goroutines of Handle still run once Client.Close and Handle have returned", n)
+		}
+		return nil
+	})
 }
 
 // TestClientCloseWithdrawsAnAttachedSessionsLockWait: Client.Close leaves a session

@@ -106,3 +106,11 @@ func SetFollowBackoff(first, most time.Duration) (restore func()) {
 // WaitLockWork waits until every withdrawal of s's Lock calls has been answered or
 // has given up (abandonTimeout): Lock itself waits withdrawWait at most.
 func WaitLockWork(s *Session) { s.lockWork.Wait() }
+
+// SetHandleRegistering makes Handle call fn once its subscription is made, before
+// it registers it with the session, for a test, and returns a function that
+// restores the default (no call).
+func SetHandleRegistering(fn func()) (restore func()) {
+	handleRegistering = fn
+	return func() { handleRegistering = nil }
+}

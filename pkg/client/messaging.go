@@ -534,13 +534,16 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 			return nil, fmt.Errorf("client: subscribe %s: %w", subject, err)
 		}
 	}
+	if handleRegistering != nil {
+		handleRegistering()
+	}
 	s.mu.Lock()
-	if s.state == StateClosed {
+	if err := s.registrableLocked(); err != nil {
 		s.mu.Unlock()
 		s.removeRoute(r)
 		stop()
 		_ = sub.Unsubscribe()
-		return nil, s.closedErr()
+		return nil, err
 	}
 	if s.handlers == nil {
 		s.handlers = map[*nats.Subscription]context.CancelFunc{}
@@ -580,6 +583,25 @@ func (s *Session) Handle(path string, h Handler) (func() error, error) {
 	}, nil
 }
 
+// handleRegistering, when set (by tests), is called by Handle once its subscription
+// is made, before it registers it with the session.
+var handleRegistering func()
+
+// registrableLocked returns nil while a registration may join the session's
+// handlers: the error Handle fails with once the session is closed, or no longer
+// served here (finish). Client.Close stops a session taken with Attach without
+// closing it: a Handle that registered after that stop kept its dispatcher, and its
+// subscription's place, with nothing left to stop them.
+func (s *Session) registrableLocked() error {
+	switch {
+	case s.state == StateClosed:
+		return s.closedErr()
+	case !s.servedLocked():
+		return &wire.Error{Code: wire.CodeUnavailable, Message: "session " + s.id + " is no longer served by this client (its Client was closed)"}
+	}
+	return nil
+}
+
 // route is a registration's place in the session's fan-out: the path it handles
 // ("*": every path) and how a delivery reaches its queue.
 type route struct {
@@ -592,12 +614,13 @@ type route struct {
 	arrive func(m *nats.Msg, path, sender string, replied *answerOnce)
 }
 
-// addRoute adds r to the session's fan-out, unless the session is closed.
+// addRoute adds r to the session's fan-out, unless the session is closed or no
+// longer served here.
 func (s *Session) addRoute(r *route) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.state == StateClosed {
-		return s.closedErr()
+	if err := s.registrableLocked(); err != nil {
+		return err
 	}
 	if s.routes == nil {
 		s.routes = map[*route]struct{}{}

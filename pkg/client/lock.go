@@ -609,7 +609,8 @@ func (s *Session) trackLockLocked(info wire.Lock) *Lock {
 	// A grant whose reply is handled after the session closed, or after the
 	// connection it was taken on was lost or the session moved to another
 	// client's connection (connection scope), missed loseLocks: tracked, its Lost
-	// would never close. The server released it already. (A session bound
+	// would never close. The server released it already, or, for a connection
+	// the registry counted lost while it worked, may not have (keptHolds). (A session bound
 	// elsewhere is granted no connection-scoped lock from here: one handled then
 	// was made before the move.)
 	switch {
@@ -618,6 +619,12 @@ func (s *Session) trackLockLocked(info wire.Lock) *Lock {
 		close(l.lost)
 		return l
 	case s.state == StateRecovering && info.Scope == wire.ScopeConnection:
+		if s.keptHolds {
+			// The server may still hold it, on the connection the session is
+			// resumed on: released by its token once the session is confirmed, as
+			// the holds connectionCountedLost reported lost are.
+			s.unsureLocked(info)
+		}
 		l.lostErr = fmt.Errorf("%w: %w", ErrLockLost, errConnectionLost)
 		close(l.lost)
 		return l

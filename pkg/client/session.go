@@ -144,6 +144,10 @@ type Session struct {
 	doubtTimer  *time.Timer
 	unsure      map[string]uint64 // holds reported lost in doubt, to release by token
 	lostTokens  map[string]uint64 // per name, the highest token reported lost in doubt
+	// keptHolds tells, while the session is RECOVERING, whether the server may keep
+	// its connection-scoped holds through it: the registry counted lost a connection
+	// that works (connectionCountedLost), not one that closed (connectionLost).
+	keptHolds bool
 }
 
 // errNoSession answers a reply that should carry a session and does not.
@@ -744,9 +748,19 @@ func (s *Session) transition(to State, cause error) {
 
 func (s *Session) connectionLost() {
 	// The state first: a grant tracked after it is lost at once (trackLockLocked),
-	// one tracked before is among the locks loseLocks finds.
+	// one tracked before is among the locks loseLocks finds. The connection the
+	// holds were taken on is gone, and the server released them with it.
+	s.setKeptHolds(false)
 	s.transition(StateRecovering, errConnectionLost)
 	s.loseLocks(true, errConnectionLost)
+}
+
+// setKeptHolds says, before the session moves to RECOVERING, whether the server may
+// keep the connection-scoped holds through it (keptHolds).
+func (s *Session) setKeptHolds(kept bool) {
+	s.mu.Lock()
+	s.keptHolds = kept
+	s.mu.Unlock()
 }
 
 // connectionCountedLost handles a keepalive answered RECOVERING while this client's
@@ -759,8 +773,12 @@ func (s *Session) connectionLost() {
 // session. Reported lost here, nobody would use or release them, and every other
 // session would wait for them until this one ended: they are released by their
 // tokens once the session is confirmed (releaseUnsure), as holds reported lost in
-// doubt are. A release the server already made is answered lock_not_held.
+// doubt are. A release the server already made is answered lock_not_held. A
+// connection-scoped grant whose reply is handled once the session is RECOVERING so
+// is reported lost at once (trackLockLocked) and noted for release the same way
+// (keptHolds).
 func (s *Session) connectionCountedLost() {
+	s.setKeptHolds(true)
 	s.transition(StateRecovering, errConnectionLost)
 	s.dropLocks(true, true, errConnectionLost)
 }

@@ -259,9 +259,14 @@ func (s *Service) encodeLimited(rec *sessions.Record, limited bool) ([]byte, err
 		return nil, err
 	}
 	if limited && len(data) > s.cfg.Limits.RecordSize {
-		return nil, wire.Errorf(wire.CodeLimitExceeded, "the session record would be %d bytes; the record size limit is %d", len(data), s.cfg.Limits.RecordSize)
+		return nil, s.recordTooLarge(len(data))
 	}
 	return data, nil
+}
+
+// recordTooLarge is the refusal of a record of n bytes, over the record size limit.
+func (s *Service) recordTooLarge(n int) error {
+	return wire.Errorf(wire.CodeLimitExceeded, "the session record would be %d bytes; the record size limit is %d", n, s.cfg.Limits.RecordSize)
 }
 
 // target returns the record a request names by id: the caller's own when id is empty
@@ -588,9 +593,14 @@ func (s *Service) prepare(ctx context.Context, cur *sessions.Record, check func(
 		stage(ctx, next, kind, keys)
 	}
 	// The size limit bounds what clients put in a record, not the server's own
-	// transitions (encodeLimited).
-	if data, err = s.encodeLimited(next, kind == wire.EventUpdated || kind == wire.EventPrincipalChanged); err != nil {
+	// transitions (encodeLimited). Nor does it refuse an update that leaves the
+	// properties no larger, as stored: a record over a limit lowered since it was
+	// filled could otherwise not be made smaller, or changed at all.
+	if data, err = s.encodeLimited(next, kind == wire.EventPrincipalChanged); err != nil {
 		return nil, nil, err
+	}
+	if kind == wire.EventUpdated && len(data) > s.cfg.Limits.RecordSize && jsonSize(next.User) > jsonSize(cur.User) {
+		return nil, nil, s.recordTooLarge(len(data))
 	}
 	return next, data, nil
 }
@@ -647,9 +657,12 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 			}
 			set = vetted
 		}
+		before := len(rec.User)
 		keys := applyChanges(rec, set, req.Remove)
-		if len(rec.User) > s.cfg.Limits.Properties {
-			return false, wire.Errorf(wire.CodeLimitExceeded, "%d user properties; the limit of properties per session is %d", len(rec.User), s.cfg.Limits.Properties)
+		// Refused only when it adds properties: a session over the limit (one lowered
+		// since its properties were set) may still remove and change them.
+		if n := len(rec.User); n > s.cfg.Limits.Properties && n > before {
+			return false, wire.Errorf(wire.CodeLimitExceeded, "%d user properties; the limit of properties per session is %d", n, s.cfg.Limits.Properties)
 		}
 		return len(keys) > 0, nil
 	}
@@ -735,6 +748,13 @@ func prefixError(err error, prefix, suffix string) error {
 
 func (s *Service) updateOne(ctx context.Context, id string, first *sessions.Record, check func(*sessions.Record) error, change func(*sessions.Record) (bool, error)) (*sessions.Record, bool, error) {
 	return s.modify(ctx, id, first, check, wire.EventUpdated, change)
+}
+
+// jsonSize is the size of v in a stored record: the properties as JSON, each
+// byte of a string taking up to six.
+func jsonSize(v map[string]string) int {
+	data, _ := json.Marshal(v) // a map of strings always marshals
+	return len(data)
 }
 
 func changedKeys(before, after map[string]string) []string {

@@ -781,8 +781,15 @@ func changedKeys(before, after map[string]string) []string {
 // cannot misuse, and it must keep working while the bucket elects a leader — a
 // keepalive refused then would let a live session expire. Sessions the instance does
 // not hold yet, and tokens that do not match (rotated a moment ago), are read fresh.
+// So is a session the copy has RECOVERING: the SDK acts on that answer — it reports
+// the session's connection-scoped locks lost and resumes it — and a copy behind a
+// resume (a watch stalled by a node's death holds one for seconds) had clients drop
+// locks they held at every keepalive until it caught up.
 func (s *Service) keepalive(ctx context.Context, c *endpoint.Call, _ *wire.SessionKeepaliveRequest) (*wire.SessionKeepaliveResponse, error) {
 	me, err := s.heldCaller(ctx, c)
+	if err == nil && me.State != wire.StateActive {
+		me, err = s.caller(ctx, c)
+	}
 	if err != nil {
 		return nil, err
 	}

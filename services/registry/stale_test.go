@@ -186,3 +186,35 @@ func TestFilterOnWhatAnUpdateByFilterSet(t *testing.T) {
 		t.Fatalf("close by the value set: %v, closed %d, want 2", err, cl.Closed)
 	}
 }
+
+// TestKeepaliveDoesNotAnswerRecoveringFromAStaleCopy: a keepalive authenticates
+// against the instance's copy of the record, and answered with the copy's state. A
+// copy still RECOVERING after the session was resumed (another instance wrote the
+// resume, and this one's watch is behind) said RECOVERING, and the SDK, told so while
+// its connection works, reported the session's connection-scoped locks lost and
+// resumed it again — at every keepalive, for as long as the watch lagged.
+func TestKeepaliveDoesNotAnswerRecoveringFromAStaleCopy(t *testing.T) {
+	e := newEnv(t, Config{})
+	first := e.srv.ClientConn(t)
+	c, _ := open(t, first, &wire.SessionOpenRequest{TimeoutMS: 60000})
+	first.Close()
+	natstest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if r := e.reg.track.record(c.id); r == nil || r.State != wire.StateRecovering {
+			return errors.New("the instance does not hold the session RECOVERING")
+		}
+		return nil
+	})
+	c.nc = e.srv.ClientConn(t)
+	e.setStale(t, c.id, func() {
+		if err := c.call(wire.SubjectSessionResume, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	var resp wire.SessionKeepaliveResponse
+	if err := c.call(wire.SubjectSessionKeepalive, nil, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.State != wire.StateActive {
+		t.Fatalf("keepalive of a resumed session answered %s, want ACTIVE (the record is %s)", resp.State, e.record(t, c.id).State)
+	}
+}

@@ -272,3 +272,19 @@ func TestSessionsPerPrincipalLimit(t *testing.T) {
 	}
 	open(t, nc, nil) // a closed session frees its place
 }
+
+// TestAnUpdateWithSeveralBadPropertiesIsAnsweredAlike: the properties an update sets
+// were checked in the order of Go's map iteration, which varies from one run to the
+// next, so a request with a key that is no name and another whose value is too long
+// was answered invalid_name or limit_exceeded by chance. They are checked in key
+// order, as at open.
+func TestAnUpdateWithSeveralBadPropertiesIsAnsweredAlike(t *testing.T) {
+	e := newEnv(t, Config{})
+	nc := e.srv.ClientConn(t)
+	c, _ := open(t, nc, nil)
+	body := []byte(`{"set":{"$x":"1","b":"` + strings.Repeat("v", 5000) + `"}}`)
+	for range 20 {
+		_, err := wire.CallRaw(context.Background(), nc, wire.SubjectSessionUpdate, c.header(), body)
+		wantCode(t, err, wire.CodeInvalidName) // "$x" comes first
+	}
+}

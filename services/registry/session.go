@@ -614,8 +614,10 @@ func (s *Service) update(ctx context.Context, c *endpoint.Call, req *wire.Sessio
 	if req.ID != "" && req.Filter != "" {
 		return nil, wire.Errorf(wire.CodeBadRequest, "name the session by id or by filter, not both")
 	}
-	for k, v := range req.Set {
-		if err := s.checkProperty(k, v); err != nil {
+	// In key order, as at open: in the map's, a request with two bad keys got either
+	// one's error, a different one from one send to the next.
+	for _, k := range slices.Sorted(maps.Keys(req.Set)) {
+		if err := s.checkProperty(k, req.Set[k]); err != nil {
 			return nil, err
 		}
 	}

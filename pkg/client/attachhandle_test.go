@@ -33,6 +33,14 @@ func TestHandleOnAnAttachedSessionTakesItsDeliveries(t *testing.T) {
 // would.
 func attachElsewhere(t *testing.T, url string, s *client.Session) *client.Session {
 	t.Helper()
+	_, attached := attachClient(t, url, s)
+	return attached
+}
+
+// attachClient connects another Client to url, closed when the test ends, and
+// attaches s to it.
+func attachClient(t *testing.T, url string, s *client.Session) (*client.Client, *client.Session) {
+	t.Helper()
 	other, err := client.Connect(url)
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +50,7 @@ func attachElsewhere(t *testing.T, url string, s *client.Session) *client.Sessio
 	if err != nil {
 		t.Fatal(err)
 	}
-	return attached
+	return other, attached
 }
 
 // handleInto registers a handler on path passing the payloads it receives.

@@ -166,14 +166,7 @@ func TestReleaseForgetsOnlyTheLockItReleased(t *testing.T) {
 func TestHandleOnAClosedConnectionIsUnavailable(t *testing.T) {
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
-	c, err := client.Connect(p.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	attached, err := c.Attach(ctxT(t), opener.ID(), opener.Token(), client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, attached := attachClient(t, p.ClientURL(), opener)
 	handleInto(t, attached, "jobs/run") // binds the session here
 	if err := c.Close(ctxT(t)); err != nil {
 		t.Fatal(err)
@@ -195,14 +188,7 @@ func TestHandleOnAClosedConnectionIsUnavailable(t *testing.T) {
 func TestHandleRacingClientCloseDoesNotOutliveIt(t *testing.T) {
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
-	c, err := client.Connect(p.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	attached, err := c.Attach(ctxT(t), opener.ID(), opener.Token(), client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, attached := attachClient(t, p.ClientURL(), opener)
 	handleInto(t, attached, "jobs/run") // binds the session here
 	closeErr := make(chan error, 1)
 	var once sync.Once

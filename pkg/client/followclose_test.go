@@ -22,14 +22,7 @@ import (
 func TestFollowEventsEndsWithItsClient(t *testing.T) {
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
-	c, err := client.Connect(p.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	attached, err := c.Attach(ctxT(t), opener.ID(), opener.Token(), client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, attached := attachClient(t, p.ClientURL(), opener)
 	follow, stop := context.WithCancel(context.Background()) // ended only by the test's end
 	defer stop()
 	ended := make(chan error, 1)

@@ -72,11 +72,8 @@ func TestSessionRemovedWhileNoRegistryRan(t *testing.T) {
 	// A live record's TTL: timeout 5 s + persist 1 s + slack 1 s (+1 s rounding); a
 	// tombstone's: 1 s (+1 s).
 	cfg := Config{PersistInterval: time.Second, TTLSlack: time.Second, TombstoneRetention: time.Second}
-	srv := startServer(t)
-	startAuth(t, srv)
-	a := startRegistry(t, srv, cfg)
-	e := &env{srv: srv, reg: a, js: srv.JetStream(t)}
-	e.kv, _ = e.js.KeyValue(t.Context(), sessions.Bucket)
+	e := newEnv(t, cfg)
+	srv, a := e.srv, e.reg
 	nc := srv.ClientConn(t)
 	live, _ := open(t, nc, &wire.SessionOpenRequest{TimeoutMS: 5000, Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: "carol", Password: "pw"}})
 	done, _ := open(t, nc, &wire.SessionOpenRequest{TimeoutMS: 5000})
@@ -176,11 +173,8 @@ func TestLiveRecordRemovedByTTLWhileWatched(t *testing.T) {
 func TestCheckOfRemovedSessionsIsRetried(t *testing.T) {
 	t.Parallel()
 	cfg := Config{PersistInterval: time.Second, TTLSlack: time.Second, TombstoneRetention: time.Second}
-	srv := startServer(t)
-	startAuth(t, srv)
-	a := startRegistry(t, srv, cfg)
-	e := &env{srv: srv, reg: a, js: srv.JetStream(t)}
-	e.kv, _ = e.js.KeyValue(t.Context(), sessions.Bucket)
+	e := newEnv(t, cfg)
+	srv, a := e.srv, e.reg
 	live, _ := open(t, srv.ClientConn(t), &wire.SessionOpenRequest{TimeoutMS: 1000})
 	e.waitEventCount(t, live.id, wire.EventOpened, 1)
 	a.stop()

@@ -88,8 +88,12 @@ func stall(t *testing.T, prepare func(s *client), send func(ctx context.Context,
 	var release sync.Once
 	letGo := func() { release.Do(func() { close(g.until) }) }
 	// A stop's drain ends the requests' contexts, which would drop the stalled
-	// request (dropEnded): it lasts beyond any test here.
-	a := e.startLock(t, Config{beforeWrite: g.beforeWrite, DrainTimeout: time.Minute})
+	// request (dropEnded): it lasts beyond any test here. So does the write's own
+	// bound (StoreTimeout): retry can take 10 s, and a write whose bound passed
+	// while it was held fails unavailable without applying the request, so that
+	// the rule under test was not reached (the tests failed so, at times, with no
+	// overtaken request counted).
+	a := e.startLock(t, Config{beforeWrite: g.beforeWrite, DrainTimeout: time.Minute, StoreTimeout: time.Minute})
 	// Run before a's stop (cleanups run last first): a test that fails before
 	// resume would otherwise leave a's stop waiting for the held write for good,
 	// and the package's run with it, until its timeout.

@@ -50,6 +50,13 @@ const DisconnectAdvisories = "$SYS.ACCOUNT." + ClientsAccount + ".DISCONNECT"
 // running, or the server that held them stopped).
 const ClientConnections = "$SYS.REQ.ACCOUNT." + ClientsAccount + ".CONNZ"
 
+// KickConnections is the servers' request subject that closes a connection by id
+// ($SYS.REQ.SERVER.<server id>.KICK). SYS exports it to SERVICES alone, so the auth
+// service can end the connections admitted with grants a policy change withdrew:
+// NATS fixes a connection's permissions when it is admitted, and they would last as
+// long as the connection.
+const KickConnections = "$SYS.REQ.SERVER.*.KICK"
+
 // Config configures an embedded server.
 type Config struct {
 	// Name is the server name ($ServerName of sessions connected here).
@@ -237,6 +244,7 @@ func ConfigText(cfg Config) (string, error) {
 	w("    exports: [")
 	w("      { stream: %q }", DisconnectAdvisories)
 	w("      { service: %q, response_type: stream, accounts: [ %s ] }", ClientConnections, ServicesAccount)
+	w("      { service: %q, accounts: [ %s ] }", KickConnections, ServicesAccount)
 	w("    ]\n  }")
 	w("  %s {", ServicesAccount)
 	w("    jetstream: enabled")
@@ -251,6 +259,7 @@ func ConfigText(cfg Config) (string, error) {
 	w("      { service: { account: %s, subject: %q } }", ClientsAccount, DeliverSubjects)
 	w("      { stream: { account: %s, subject: %q } }", SystemAccount, DisconnectAdvisories)
 	w("      { service: { account: %s, subject: %q } }", SystemAccount, ClientConnections)
+	w("      { service: { account: %s, subject: %q } }", SystemAccount, KickConnections)
 	w("    ]")
 	w("  }")
 	w("  %s {", ClientsAccount)

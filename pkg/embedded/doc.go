@@ -11,8 +11,10 @@
 //     have no JetStream, $KV or $SYS access.
 //   - SYS: the system account. It exports the CLIENTS account's disconnect advisories
 //     ($SYS.ACCOUNT.CLIENTS.DISCONNECT) and, to SERVICES alone, its connection
-//     listing ($SYS.REQ.ACCOUNT.CLIENTS.CONNZ), which SERVICES imports: the registry
-//     finds lost connections without system credentials.
+//     listing ($SYS.REQ.ACCOUNT.CLIENTS.CONNZ) and the servers' request closing a
+//     connection ($SYS.REQ.SERVER.*.KICK), which SERVICES imports: the registry
+//     finds lost connections, and the auth service closes connections holding a
+//     grant a policy change withdrew, without system credentials.
 //
 // The same configuration text (see ConfigText) is what deploy/ documents for a
 // cluster, so tests and production run one layout.

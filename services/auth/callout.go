@@ -321,13 +321,19 @@ func (s *Service) admitConnection(ctx context.Context, req *jwt.AuthorizationReq
 	if key == "" {
 		uc.Name = wire.NoConnectionKey
 	}
-	uc.Permissions = Permissions(key, s.policy.Load(), a.Roles)
+	pol := s.policy.Load()
+	uc.Permissions = Permissions(key, pol, a.Roles)
 	if !a.Expires.IsZero() {
 		uc.Expires = min(a.Expires.Unix(), s.cfg.Now().Add(maxConnectionLife).Unix())
 	}
 	token, err := uc.Encode(s.cfg.Callout.Issuer)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("auth: encode user JWT: %w", err)
+	}
+	// What of it a policy change may withdraw, remembered before the answer goes
+	// (revoke.go).
+	if !s.admitted.remember(req.Server.ID, req.ClientInformation.ID, grantsOf(pol, a.Authenticator == Anonymous().Name(), a.Roles)) {
+		s.log.Warn("this instance remembers too many admitted connections: those admitted from now on keep what a policy change withdraws until they reconnect", "max", maxAdmitted)
 	}
 	return token, a.Expires, nil
 }

@@ -46,4 +46,8 @@
 // inbox _R.<key>.> and its own deliveries roster.v1.deliver.<key>.>, and answer
 // requests delivered to it. <key> is the public user nkey the client proved by
 // signing the server's nonce; see docs/architecture.md, "Auth and NATS security".
+// What of that the policy decides (admission of anonymous connections, the gateway
+// open, the development relaxations) an instance remembers per connection it
+// admitted, and a policy change withdrawing it closes the connection
+// ($SYS.REQ.SERVER.<id>.KICK), which is then admitted again under the new policy.
 package auth

@@ -106,7 +106,11 @@ type Service struct {
 	// repeatKey keys the fingerprints of failed attempts (fingerprint).
 	repeatKey []byte
 	view      *sessions.View // nil when Config.Sessions was given
-	attempts  *attempts
+	// admitted remembers the connections the callout admitted with grants a policy
+	// change may withdraw; disconnects forgets them as they close (revoke.go).
+	admitted    admitted
+	disconnects *nats.Subscription
+	attempts    *attempts
 
 	mu       sync.Mutex
 	stopping bool
@@ -239,6 +243,12 @@ func New(nc *nats.Conn, cfg Config, tp trace.TracerProvider, log *slog.Logger) (
 		if err := s.serveCallout(); err != nil {
 			return fail(err)
 		}
+		if err := s.forgetDisconnected(); err != nil {
+			return fail(err)
+		}
+		if s.track() {
+			go s.followGrants()
+		}
 	}
 	if err := nc.Flush(); err != nil {
 		return fail(err)
@@ -316,6 +326,9 @@ func (s *Service) stopBackground() {
 	}
 	if s.throttleSub != nil {
 		_ = s.throttleSub.Unsubscribe()
+	}
+	if s.disconnects != nil {
+		_ = s.disconnects.Unsubscribe()
 	}
 	s.mu.Lock()
 	s.stopping = true

@@ -1,0 +1,139 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/seed-3c836eab/roster/pkg/natstest"
+	"github.com/seed-3c836eab/roster/pkg/policy"
+	"github.com/seed-3c836eab/roster/pkg/wire"
+)
+
+// opensGateway reports whether a gateway open published on c reaches the services
+// account: it publishes one, then a plain open, and waits for the plain one (the
+// two travel in order). An error: c could not publish (reconnecting, say), or the
+// plain open did not arrive.
+func opensGateway(c *client, arrived <-chan *nats.Msg) (bool, error) {
+	mark := []byte(nuid.Next())
+	if err := c.nc.Publish(wire.SubjectSessionOpenGateway, mark); err != nil {
+		return false, err
+	}
+	if err := c.nc.Publish(wire.SubjectSessionOpen, mark); err != nil {
+		return false, err
+	}
+	if err := c.nc.Flush(); err != nil {
+		return false, err
+	}
+	gateway := false
+	timeout := time.After(2 * time.Second)
+	for {
+		select {
+		case m := <-arrived:
+			if string(m.Data) != string(mark) {
+				continue // of an earlier round
+			}
+			if m.Subject == wire.SubjectSessionOpenGateway {
+				gateway = true
+				continue
+			}
+			return gateway, nil
+		case <-timeout:
+			return false, errors.New("the plain open did not arrive")
+		}
+	}
+}
+
+// TestRevokedGatewayGrantEndsOnAdmittedConnections: a policy change that takes
+// GATEWAY_SESSION from a role applies to the connections already admitted with it,
+// not only to those admitted after: NATS, which enforces the grant, let an admitted
+// gateway connection open gateway sessions for as long as it stayed connected.
+func TestRevokedGatewayGrantEndsOnAdmittedConnections(t *testing.T) {
+	srv, kp := calloutServer(t)
+	p := testPolicy()
+	p.Roles["gateway"] = []policy.Grant{{Permission: policy.GatewaySession}}
+	start(t, srv, calloutConfig(t, kp, p))
+	svc := srv.ServiceConn(t)
+	arrived := make(chan *nats.Msg, 64)
+	sub, err := svc.ChanSubscribe(wire.SessionPrefix+".>", arrived)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := svc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	token := sign(t, jwt.SigningMethodHS256, claims("edge-1", []string{"gateway"}, time.Now().Add(time.Hour)))
+	gw := mustConnect(t, srv, nats.Token(token), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if ok, err := opensGateway(gw, arrived); err != nil || !ok {
+		t.Fatalf("before the change: gateway open arrived %v (%v), want it to", ok, err)
+	}
+
+	revoked := testPolicy()
+	revoked.Roles["gateway"] = []policy.Grant{{Permission: policy.SendToSession}}
+	if err := wire.Call(t.Context(), svc, wire.SubjectPolicySet, nil, policy.SetRequest{Policy: revoked}, &policy.Response{}); err != nil {
+		t.Fatalf("policy.set: %v", err)
+	}
+	natstest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		ok, err := opensGateway(gw, arrived)
+		switch {
+		case err != nil:
+			return err
+		case ok:
+			return errors.New("the connection admitted before the change still opens gateway sessions")
+		}
+		return nil
+	})
+	// The connection itself is not refused: it is admitted again, without the grant.
+	if !gw.nc.IsConnected() {
+		t.Fatal("the gateway connection did not come back")
+	}
+}
+
+// TestDisallowedAnonymousEndsAdmittedAnonymousConnections: anonymous.allowed turned
+// false ends the anonymous connections already admitted, and with them the
+// connection relaxations (here the shared _INBOX.>) a policy had given them.
+func TestDisallowedAnonymousEndsAdmittedAnonymousConnections(t *testing.T) {
+	srv, kp := calloutServer(t)
+	p := testPolicy()
+	p.Connections.SharedInbox = true
+	start(t, srv, calloutConfig(t, kp, p))
+	anon := mustConnect(t, srv)
+	user := mustConnect(t, srv, nats.UserInfo("alice", "alice-pw"), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+
+	closed := testPolicy()
+	closed.Anonymous.Allowed = false
+	if err := wire.Call(t.Context(), srv.ServiceConn(t), wire.SubjectPolicySet, nil, policy.SetRequest{Policy: closed}, &policy.Response{}); err != nil {
+		t.Fatalf("policy.set: %v", err)
+	}
+	natstest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if !anon.nc.IsClosed() {
+			return fmt.Errorf("the anonymous connection admitted before anonymous was disallowed is still %v", anon.nc.Status())
+		}
+		return nil
+	})
+	// A user's connection lost _INBOX.> too: it is admitted again without it.
+	natstest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if !user.nc.IsConnected() {
+			return fmt.Errorf("alice's connection is %v", user.nc.Status())
+		}
+		s, err := user.nc.SubscribeSync("_INBOX.x")
+		if err != nil {
+			return err
+		}
+		defer s.Unsubscribe()
+		if err := user.nc.Flush(); err != nil {
+			return err
+		}
+		if !user.violated("_INBOX.x") {
+			return errors.New("alice's connection may still subscribe to _INBOX.>")
+		}
+		return nil
+	})
+}

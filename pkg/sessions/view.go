@@ -685,21 +685,26 @@ func (v *View) flushTouches() {
 	}
 	clear(v.touched)
 	v.touchMu.Unlock()
-	_ = PublishActivity(v.nc, ids)
+	_, _ = PublishActivity(v.nc, ids)
 }
 
-// PublishActivity publishes ids as activity batches on wire.SubjectSessionActivity.
-func PublishActivity(nc *nats.Conn, ids []string) error {
-	for len(ids) > 0 {
-		n := min(len(ids), maxBatch)
-		data, err := json.Marshal(wire.SessionActivity{Sessions: ids[:n]})
+// PublishActivity publishes ids as activity batches on wire.SubjectSessionActivity,
+// maxBatch ids at a time, and returns how many of ids it handed to the connection:
+// the first ones, all of them unless it failed. A publish can fail part way — the
+// reconnect buffer full during a long disconnect — and the caller keeps the rest,
+// ids[n:], for its next batch: activity that never reaches the registries lets them
+// close the session a timeout after an earlier request.
+func PublishActivity(nc *nats.Conn, ids []string) (n int, err error) {
+	for n < len(ids) {
+		k := min(len(ids)-n, maxBatch)
+		data, err := json.Marshal(wire.SessionActivity{Sessions: ids[n : n+k]})
 		if err != nil {
-			return err
+			return n, err
 		}
 		if err := nc.Publish(wire.SubjectSessionActivity, data); err != nil {
-			return fmt.Errorf("sessions: publish activity: %w", err)
+			return n, fmt.Errorf("sessions: publish activity: %w", err)
 		}
-		ids = ids[n:]
+		n += k
 	}
-	return nil
+	return n, nil
 }

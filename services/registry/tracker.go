@@ -749,9 +749,18 @@ func (t *tracker) flush() {
 	}
 	clear(t.broadcast)
 	t.mu.Unlock()
-	if err := sessions.PublishActivity(t.s.nc, ids); err != nil {
-		t.s.log.Warn("publishing activity", "err", err)
+	n, err := sessions.PublishActivity(t.s.nc, ids)
+	if err == nil {
+		return
 	}
+	// What did not go out goes with the next batch: lost, it would let another
+	// instance close those sessions a timeout after an earlier request.
+	t.mu.Lock()
+	for _, id := range ids[n:] {
+		t.broadcast[id] = struct{}{}
+	}
+	t.mu.Unlock()
+	t.s.log.Warn("publishing activity; retrying with the next batch", "sessions", len(ids)-n, "err", err)
 }
 
 // persistLoop writes the last activity into records whose stored one is older than

@@ -685,7 +685,17 @@ func (v *View) flushTouches() {
 	}
 	clear(v.touched)
 	v.touchMu.Unlock()
-	_, _ = PublishActivity(v.nc, ids)
+	n, err := PublishActivity(v.nc, ids)
+	if err == nil {
+		return
+	}
+	// What did not go out goes with the next batch: lost, it would let the
+	// registries close those sessions a timeout after an earlier request.
+	v.touchMu.Lock()
+	for _, id := range ids[n:] {
+		v.touched[id] = struct{}{}
+	}
+	v.touchMu.Unlock()
 }
 
 // PublishActivity publishes ids as activity batches on wire.SubjectSessionActivity,

@@ -2,9 +2,17 @@ package sessions
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
@@ -78,4 +86,70 @@ func TestReloadReconciles(t *testing.T) {
 		}
 		v.Close()
 	}
+}
+
+// TestTouchesWhosePublishFailedArePublishedLater: flushTouches emptied the set of
+// touched sessions before publishing it, and a publish that failed — nats.go's
+// reconnect buffer full during a long disconnect, none at all here — lost the
+// activity: the registries never heard of it and closed those sessions a timeout after
+// an earlier request, before their timeout. Now what was not published waits for the
+// next flush.
+func TestTouchesWhosePublishFailedArePublishedLater(t *testing.T) {
+	srv := natstest.Start(t)
+	px := natstest.StartPartition(t, srv.ClientURL())
+	nc, err := nats.Connect(px.URL(), nats.UserInfo(embedded.ServiceUser, srv.Config().ServicePassword),
+		nats.ReconnectBufSize(-1), nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Flushed by the test alone.
+	v, err := Watch(t.Context(), js, WithTouchInterval(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	seen := make(chan *nats.Msg, 16)
+	watch := srv.ServiceConn(t)
+	if _, err := watch.ChanSubscribe(wire.SubjectSessionActivity, seen); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	id := strings.Repeat("a", IDLength)
+	v.Touch(id)
+	px.Cut()
+	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if nc.IsConnected() {
+			return errors.New("still connected")
+		}
+		return nil
+	})
+	v.flushTouches()
+	px.Heal()
+	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if !nc.IsConnected() {
+			return errors.New("not reconnected yet")
+		}
+		return nil
+	})
+	v.flushTouches()
+	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		for len(seen) > 0 {
+			var a wire.SessionActivity
+			if err := json.Unmarshal((<-seen).Data, &a); err != nil {
+				return err
+			}
+			if slices.Contains(a.Sessions, id) {
+				return nil
+			}
+		}
+		return errors.New("the touch was never published")
+	})
 }

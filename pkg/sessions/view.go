@@ -78,7 +78,8 @@ func WithLogger(log *slog.Logger) Option {
 }
 
 // KeepGone makes the view keep the keys whose last entry is a removal marker when it
-// loads, for TakeGoneAtLoad (the registry's view).
+// loads, and those of the live sessions removed after, until TakeGoneAtLoad takes
+// them (the registry's view).
 func KeepGone() Option {
 	return func(v *View) { v.keepGone = true }
 }
@@ -137,9 +138,11 @@ type View struct {
 	removed  map[string]removal
 	removedQ []removedID
 	// gone lists the keys whose last entry was a removal marker when the view
-	// loaded (with KeepGone), until TakeGoneAtLoad takes them.
-	keepGone bool
-	gone     []Gone
+	// loaded, then those of the live sessions removed since (with KeepGone), until
+	// TakeGoneAtLoad takes them.
+	keepGone  bool
+	goneTaken bool
+	gone      []Gone
 
 	touchMu sync.Mutex
 	touched map[string]struct{}
@@ -152,11 +155,13 @@ type removal struct {
 
 // Gone is a key of the bucket whose last entry is a removal marker: the record was
 // deleted or purged, or its KV TTL removed it. Revision is the marker's revision,
-// At when the marker was stored.
+// At when the marker was stored. Record is the live record the view held, for a key
+// removed after the load (shared: not to be modified); nil for one gone at the load.
 type Gone struct {
 	ID       string
 	Revision uint64
 	At       time.Time
+	Record   *Record
 }
 
 type removedID struct {
@@ -354,12 +359,15 @@ func (v *View) ids() []string {
 // TakeGoneAtLoad returns, once, the keys whose last entry was a removal marker when
 // the view loaded: sessions removed by a delete, a purge or their KV TTL, which no
 // watching registry may have seen (docs/architecture.md, "Removed while no registry
-// ran"). Only a view started with KeepGone keeps them.
+// ran"). It also returns the keys of the live sessions removed since, which a
+// registry that subscribed after the load missed: a process's shared view loads
+// before its registry runs. Only a view started with KeepGone keeps them; once taken,
+// it keeps none.
 func (v *View) TakeGoneAtLoad() []Gone {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	g := v.gone
-	v.gone = nil
+	v.gone, v.goneTaken = nil, true
 	return g
 }
 
@@ -382,7 +390,17 @@ func (v *View) apply(e jetstream.KeyValueEntry) {
 		}
 		rec = r
 	}
-	v.applyRecord(e.Key(), rec, e.Revision())
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if rec == nil && v.keepGone && !v.goneTaken {
+		// After the load (Watch keeps the removal markers it loads): a live
+		// session removed now, before TakeGoneAtLoad, may have been removed before
+		// the registry subscribed.
+		if prev, ok := v.lookup(e.Key()); ok && !prev.Closed() && prev.Revision < e.Revision() {
+			v.gone = append(v.gone, Gone{ID: prev.ID, Revision: e.Revision(), At: e.Created(), Record: prev})
+		}
+	}
+	v.applyRecordLocked(e.Key(), rec, e.Revision())
 }
 
 // forgetRemovals drops the removals older than removedFor.

@@ -369,3 +369,46 @@ func TestViewKeepsTombstonesCompact(t *testing.T) {
 		t.Error("a compact tombstone encoded: writing it would store a record without its properties")
 	}
 }
+
+// TestViewKeepsTheSessionsRemovedBeforeTheyAreTaken: a view started with KeepGone
+// kept only the keys gone when it loaded, and a live session removed after — before
+// the registry, whose shared view had loaded before it ran, subscribed — was seen by
+// nobody who would close it. Until TakeGoneAtLoad, the view now keeps such removals
+// too, with the record it held; after, it keeps none.
+func TestViewKeepsTheSessionsRemovedBeforeTheyAreTaken(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	js := srv.JetStream(t)
+	put(t, srv, &sessions.Record{ID: "early", Principal: "p", State: wire.StateActive})
+	put(t, srv, &sessions.Record{ID: "late", Principal: "q", State: wire.StateActive})
+	view, err := sessions.Watch(t.Context(), js, sessions.KeepGone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	kv, err := js.KeyValue(t.Context(), sessions.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := func(id string) {
+		t.Helper()
+		if err := kv.Delete(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+		natstest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if _, ok := view.Get(id); ok {
+				return fmt.Errorf("the view still holds %s", id)
+			}
+			return nil
+		})
+	}
+	removed("early")
+	gone := view.TakeGoneAtLoad()
+	if len(gone) != 1 || gone[0].ID != "early" || gone[0].Record == nil || gone[0].Record.Principal != "p" {
+		t.Fatalf("got gone %+v, want early with its record", gone)
+	}
+	removed("late")
+	if gone := view.TakeGoneAtLoad(); len(gone) != 0 {
+		t.Fatalf("got gone %+v after the first take, want none", gone)
+	}
+}

@@ -249,3 +249,47 @@ func (e *env) createDoomed(t *testing.T, id string) *sessions.Record {
 	}
 	return rec
 }
+
+// A registry sharing its process's view starts following it after the view loaded
+// (its replay of the activity stream comes first), and a live record the KV TTL
+// removed in between reached neither its check of the keys removed at the load, which
+// the view took before, nor its watch: the session never got its tombstone nor its
+// closed event, and requests naming it got session_not_found. The view now keeps the
+// live sessions removed after its load too, with their last record, until the
+// registry takes them, and the registry writes their tombstones from it.
+func TestLiveRecordRemovedBeforeTheRegistryFollowsTheSharedView(t *testing.T) {
+	t.Parallel()
+	cfg := Config{PersistInterval: time.Second, TTLSlack: time.Second, TombstoneRetention: time.Minute}
+	e := newEnv(t, cfg)
+	live, _ := open(t, e.srv.ClientConn(t), &wire.SessionOpenRequest{TimeoutMS: 1000,
+		Credentials: &wire.Credentials{Type: wire.CredentialsPassword, Username: "carol", Password: "pw"}})
+	e.waitEventCount(t, live.id, wire.EventOpened, 1)
+	e.reg.stop()
+
+	// The process's view, as roster serve starts it before the registry runs.
+	view, err := sessions.Watch(t.Context(), e.js, sessions.KeepGone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(view.Close)
+	if r, ok := view.Get(live.id); !ok || r.Closed() {
+		t.Fatalf("session %s not live when the view loaded; the test needs it live", live.id)
+	}
+	e.waitRemoved(t, live.id, 15*time.Second)
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if _, ok := view.Get(live.id); ok {
+			return fmt.Errorf("the view still holds session %s", live.id)
+		}
+		return nil
+	})
+
+	cfg.Sessions = view
+	startRegistry(t, e.srv, cfg)
+	e.waitTombstone(t, live.id, 10*time.Second)
+	if r := e.record(t, live.id); r.CloseReason != wire.ClosedExpired || r.Principal != "carol" || r.Roles == nil {
+		t.Fatalf("tombstone of session %s: %s of %q with roles %v, want expired of carol with the record's roles", live.id, r.CloseReason, r.Principal, r.Roles)
+	}
+	e.waitEventCount(t, live.id, wire.EventClosed, 1)
+	err = live.call(wire.SubjectSessionGet, nil, nil)
+	wantCode(t, err, wire.CodeSessionClosed)
+}

@@ -542,6 +542,29 @@ func (t *tracker) run(ctx context.Context) error {
 	}
 	cancelSub := view.Subscribe(t.onChange)
 	defer cancelSub()
+	// Taken at once: the view keeps the live sessions removed after its load until
+	// then — a shared view loads before the registry runs — and those removed from now
+	// on reach onChange. Their tombstones are written from the last record, as
+	// onChange's are (a session removed between the two calls comes both ways; the
+	// second write finds the first's tombstone).
+	gone := view.TakeGoneAtLoad()
+	t.mu.Lock()
+	atLoad := gone[:0]
+	for _, g := range gone {
+		if g.Record != nil {
+			t.expired = append(t.expired, g.Record)
+		} else {
+			atLoad = append(atLoad, g)
+		}
+	}
+	gone = atLoad
+	if len(t.expired) > 0 {
+		select {
+		case t.expiredWake <- struct{}{}:
+		default:
+		}
+	}
+	t.mu.Unlock()
 	t.mu.Lock()
 	t.loaded = true
 	t.mu.Unlock()
@@ -562,7 +585,7 @@ func (t *tracker) run(ctx context.Context) error {
 	work(func() { t.conns.run(ctx) })
 	work(func() {
 		defer close(t.goneChecked)
-		s.closeGone(ctx, view.TakeGoneAtLoad())
+		s.closeGone(ctx, gone)
 	})
 	work(func() { t.tombstoneLoop(ctx) })
 	<-ctx.Done()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -306,7 +307,7 @@ func (v *View) reload(ctx context.Context, js jetstream.JetStream) (jetstream.Ke
 		// none of what the view holds is in it.
 		v.mu.Lock()
 		for _, id := range v.ids() {
-			v.applyRecordLocked(id, nil, 0)
+			v.applyRecordLocked(id, nil, math.MaxUint64) // whatever revision it had
 		}
 		clear(v.removed)
 		v.removedQ = nil
@@ -427,6 +428,11 @@ func (v *View) applyRecord(id string, rec *Record, rev uint64) {
 // applyRecordLocked is applyRecord for a caller holding v.mu.
 func (v *View) applyRecordLocked(id string, rec *Record, rev uint64) {
 	if rec == nil {
+		if held, ok := v.revision(id); ok && held > rev {
+			// The watch's removal of a record older than the one held, read
+			// ahead of it (fetch, Apply): the later record stands.
+			return
+		}
 		id, now := strings.Clone(id), time.Now()
 		v.removed[id] = removal{rev: rev, at: now}
 		v.removedQ = append(v.removedQ, removedID{id: id, at: now})
@@ -565,6 +571,23 @@ func (v *View) Get(id string) (*Record, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.lookup(id)
+}
+
+// revision returns the revision of the record of id the view holds. The caller holds
+// v.mu.
+func (v *View) revision(id string) (uint64, bool) {
+	if v.slim {
+		h, ok := v.held[id]
+		if !ok {
+			return 0, false
+		}
+		return h.rev, true
+	}
+	r, ok := v.records[id]
+	if !ok {
+		return 0, false
+	}
+	return r.Revision, true
 }
 
 // lookup returns the record of id. The caller holds v.mu.

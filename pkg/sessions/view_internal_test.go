@@ -153,3 +153,29 @@ func TestTouchesWhosePublishFailedArePublishedLater(t *testing.T) {
 		return errors.New("the touch was never published")
 	})
 }
+
+// TestOlderRemovalLeavesALaterRecord: a record the view holds ahead of its watch (a
+// fetch, or the process's own write through Apply) at a revision later than a removal
+// the watch then delivers was dropped by it, and the subscribers were told the session
+// was gone, then back when the watch reached the record: changes out of revision
+// order. The removal is older than what the view holds and now changes nothing.
+func TestOlderRemovalLeavesALaterRecord(t *testing.T) {
+	for _, slim := range []bool{false, true} {
+		v := &View{slim: slim, records: map[string]*Record{}, held: map[string]*held{}, subs: map[int]func(Change){}, removed: map[string]removal{}}
+		var changes []Change
+		v.Subscribe(func(c Change) { changes = append(changes, c) })
+		tomb := &Record{ID: "s1", State: wire.StateClosed, CloseReason: wire.ClosedExpired, Revision: 10}
+		v.applyRecord("s1", tomb, 10) // read ahead of the watch
+		v.applyRecord("s1", nil, 8)   // the watch: the TTL marker the tombstone replaced
+		if r, ok := v.Get("s1"); !ok || r.Revision != 10 {
+			t.Fatalf("slim=%v: got %+v, %v; want the tombstone at revision 10", slim, r, ok)
+		}
+		if len(changes) != 1 {
+			t.Fatalf("slim=%v: got %d changes, want the tombstone's alone", slim, len(changes))
+		}
+		v.applyRecord("s1", nil, 11) // a later removal still removes
+		if _, ok := v.Get("s1"); ok {
+			t.Fatalf("slim=%v: the session removed at revision 11 is still held", slim)
+		}
+	}
+}

@@ -715,6 +715,9 @@ func (v *View) Touch(id string) {
 }
 
 func (v *View) flushTouches() {
+	if !v.nc.IsConnected() {
+		return // kept for the first batch after the reconnect (PublishActivity)
+	}
 	v.touchMu.Lock()
 	if len(v.touched) == 0 {
 		v.touchMu.Unlock()
@@ -730,8 +733,8 @@ func (v *View) flushTouches() {
 	if err == nil {
 		return
 	}
-	// What did not go out goes with the next batch: lost, it would let the
-	// registries close those sessions a timeout after an earlier request.
+	// What the server has not received goes with the next batch: lost, it would
+	// let the registries close those sessions a timeout after an earlier request.
 	v.touchMu.Lock()
 	for _, id := range ids[n:] {
 		v.touched[id] = struct{}{}
@@ -739,23 +742,49 @@ func (v *View) flushTouches() {
 	v.touchMu.Unlock()
 }
 
+// activityFlushWait bounds the wait for the server's answer to the ping that
+// confirms a publish of activity.
+const activityFlushWait = 2 * time.Second
+
 // PublishActivity publishes ids as activity batches on wire.SubjectSessionActivity,
-// maxBatch ids at a time, and returns how many of ids it handed to the connection:
-// the first ones, all of them unless it failed. A publish can fail part way — the
-// reconnect buffer full during a long disconnect — and the caller keeps the rest,
-// ids[n:], for its next batch: activity that never reaches the registries lets them
-// close the session a timeout after an earlier request.
+// maxBatch ids at a time, and returns how many of ids the server has received: the
+// first ones, all of them unless it failed. The caller keeps the rest, ids[n:], for
+// its next batch: activity that never reaches the registries lets them close the
+// session a timeout after an earlier request.
+//
+// A publish that nats.go takes is not one the server has: what it had not yet
+// written when the connection failed, or what the network lost then, is gone without
+// an error. So the batches count as received once the server has answered a ping
+// sent after them (a flush), and none do when it has not. Nothing is published while
+// nc is not connected (nats.ErrDisconnected): the reconnect buffer loses what it
+// holds when a connection fails again, and the next batch after the reconnect carries
+// the ids anyway. A publish can also fail part way — the batch too large for the
+// reconnect buffer — and the batches published before it count as received.
 func PublishActivity(nc *nats.Conn, ids []string) (n int, err error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	if !nc.IsConnected() {
+		return 0, fmt.Errorf("sessions: publish activity: %w", nats.ErrDisconnected)
+	}
 	for n < len(ids) {
 		k := min(len(ids)-n, maxBatch)
-		data, err := json.Marshal(wire.SessionActivity{Sessions: ids[n : n+k]})
-		if err != nil {
-			return n, err
+		data, merr := json.Marshal(wire.SessionActivity{Sessions: ids[n : n+k]})
+		if merr != nil {
+			err = merr
+			break
 		}
-		if err := nc.Publish(wire.SubjectSessionActivity, data); err != nil {
-			return n, fmt.Errorf("sessions: publish activity: %w", err)
+		if perr := nc.Publish(wire.SubjectSessionActivity, data); perr != nil {
+			err = fmt.Errorf("sessions: publish activity: %w", perr)
+			break
 		}
 		n += k
 	}
-	return n, nil
+	if n == 0 {
+		return 0, err
+	}
+	if ferr := nc.FlushTimeout(activityFlushWait); ferr != nil {
+		return 0, fmt.Errorf("sessions: publish activity: unconfirmed: %w", ferr)
+	}
+	return n, err
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -20,7 +21,8 @@ import (
 // buffer full during a long disconnect, here after the first of three batches —
 // lost what was not out: the other instances never heard of that activity, and one
 // of them closed such a session a timeout after an earlier request, before its
-// timeout. Now what was not published waits for the next flush.
+// timeout. Now what the server has not received waits for the next flush (and
+// nothing is published while the connection is away).
 func TestActivityWhosePublishFailedIsPublishedLater(t *testing.T) {
 	srv := startServer(t)
 	px := natstest.StartPartition(t, srv.ClientURL())
@@ -82,5 +84,76 @@ func TestActivityWhosePublishFailedIsPublishedLater(t *testing.T) {
 			return fmt.Errorf("%d of %d ids never published", len(want), n)
 		}
 		return nil
+	})
+}
+
+// TestActivityPublishedIntoALostConnectionIsPublishedAgain: a publish that nats.go
+// takes is not a delivery — what it had not yet written, or what the network lost,
+// when the connection failed is gone — and flush counted the batch out once
+// published: the other instances never heard of that activity. Now a batch counts as
+// out once the server has answered a ping sent after it; one it has not answered
+// goes with the next batch.
+func TestActivityPublishedIntoALostConnectionIsPublishedAgain(t *testing.T) {
+	srv := startServer(t)
+	px := natstest.StartPartition(t, srv.ClientURL())
+	nc, err := nats.Connect(px.URL(), nats.UserInfo(embedded.ServiceUser, srv.Config().ServicePassword),
+		nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	tr, _ := replayTracker(t, nc)
+	tr.s.log = slog.New(slog.DiscardHandler)
+
+	seen := make(chan *nats.Msg, 16)
+	watch := srv.ServiceConn(t)
+	if _, err := watch.ChanSubscribe(wire.SubjectSessionActivity, seen); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	id := fmt.Sprintf("%0*d", sessions.IDLength, 7)
+	tr.activity(id)
+	// The batch goes into a connection that drops it, and that fails after.
+	px.Freeze()
+	published := make(chan struct{})
+	go func() { tr.flush(); close(published) }()
+	// The flush has handed the batch to the connection (the frozen link drops it)
+	// once it waits for the server's answer to its ping, or has returned.
+	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		select {
+		case <-published:
+			return nil
+		default:
+		}
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		if len(tr.broadcast) > 0 {
+			return fmt.Errorf("the batch is not taken yet")
+		}
+		return nil
+	})
+	px.Heal()
+	<-published
+	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not reconnected yet")
+		}
+		return nil
+	})
+	tr.flush()
+	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		for len(seen) > 0 {
+			var a wire.SessionActivity
+			if err := json.Unmarshal((<-seen).Data, &a); err != nil {
+				return err
+			}
+			if slices.Contains(a.Sessions, id) {
+				return nil
+			}
+		}
+		return fmt.Errorf("the activity of %s never reached the server", id)
 	})
 }

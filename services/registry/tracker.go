@@ -761,6 +761,9 @@ func (t *tracker) flushLoop(ctx context.Context) {
 }
 
 func (t *tracker) flush() {
+	if !t.s.nc.IsConnected() {
+		return // kept for the first batch after the reconnect (PublishActivity)
+	}
 	t.mu.Lock()
 	if len(t.broadcast) == 0 {
 		t.mu.Unlock()
@@ -776,8 +779,8 @@ func (t *tracker) flush() {
 	if err == nil {
 		return
 	}
-	// What did not go out goes with the next batch: lost, it would let another
-	// instance close those sessions a timeout after an earlier request.
+	// What the server has not received goes with the next batch: lost, it would let
+	// another instance close those sessions a timeout after an earlier request.
 	t.mu.Lock()
 	for _, id := range ids[n:] {
 		t.broadcast[id] = struct{}{}

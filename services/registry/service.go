@@ -132,9 +132,9 @@ type Config struct {
 	Replicas int
 	// Sessions, when set, is a view of the sessions bucket the process already runs
 	// (a full view, not Slim, started with KeepGone so that the instance learns the
-	// records removed while no registry ran) for the instance to follow instead of
-	// watching the bucket itself, which saves delivering and decoding every session
-	// write once more. Run leaves it open.
+	// records removed while no registry ran, or before it followed the view) for the
+	// instance to follow instead of watching the bucket itself, which saves
+	// delivering and decoding every session write once more. Run leaves it open.
 	Sessions *sessions.View
 	// MeterProvider records the service's metrics (nil: none): those of every
 	// request (pkg/endpoint), sessions by state and closes by reason.

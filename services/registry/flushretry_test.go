@@ -27,7 +27,8 @@ func TestActivityWhosePublishFailedIsPublishedLater(t *testing.T) {
 	srv := startServer(t)
 	px := natstest.StartPartition(t, srv.ClientURL())
 	// A reconnect buffer of one byte takes one message, the first batch, and
-	// refuses the next ones while the connection is away.
+	// refuses the next ones while the connection is away (flush now publishes
+	// nothing then; it used to).
 	nc, err := nats.Connect(px.URL(), nats.UserInfo(embedded.ServiceUser, srv.Config().ServicePassword),
 		nats.ReconnectBufSize(1), nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
 	if err != nil {

@@ -585,9 +585,22 @@ func (c *Client) callUntilLost(ctx context.Context, subject string, hdr nats.Hea
 		// request" would leave in doubt.
 		err = fmt.Errorf("%w: %w", errNotSentAway, err)
 	case context.Cause(ctx) == errConnectionLost:
-		err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}, err)
+		err = lostDuring("wire: "+subject, err)
 	}
 	return err
+}
+
+// lostDuring is the error of a call in flight that the loss of the connection ended
+// (untilLost's context, ended with cause errConnectionLost): it matches
+// ErrUnavailable, and not the context.Canceled that ending the call's context
+// leaves in err, which would tell a caller matching it that it gave up itself.
+// what names the call in the message.
+func lostDuring(what string, err error) error {
+	lost := &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w: %s", lost, what)
+	}
+	return fmt.Errorf("%w: %w", lost, err)
 }
 
 // spanError ends span's operation as failed with err: an error status, the error as

@@ -279,7 +279,7 @@ func (s *Session) RequestStream(ctx context.Context, to Target, path string, pay
 				// with nats.go's bare "connection closed".
 				err = fmt.Errorf("%w: %w", closed, err)
 			case context.Cause(ctx) == errConnectionLost:
-				err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}, err)
+				err = lostDuring("reading the results", err)
 			case errors.Is(err, context.DeadlineExceeded):
 				err = fmt.Errorf("%w: %w", &wire.Error{Code: wire.CodeTimeout, Message: "results missing at the deadline"}, err)
 			}

@@ -137,8 +137,14 @@ func TestServerGoneFailsCallsInFlight(t *testing.T) {
 		waitFor(t, func() error { return waiters(ctxT(t), s.holder, "gone", 1) })
 		s.proxy.Close()
 		for name, ch := range map[string]<-chan error{"request": reqErr, "lock": lockErr} {
-			if err := within(t, name, ch); !errors.Is(err, client.ErrUnavailable) {
+			err := within(t, name, ch)
+			if !errors.Is(err, client.ErrUnavailable) {
 				t.Errorf("%s: got %v, want ErrUnavailable", name, err)
+			}
+			// The caller cancelled nothing: an error matching context.Canceled
+			// would say it gave up itself.
+			if errors.Is(err, context.Canceled) {
+				t.Errorf("%s: got %v, which matches context.Canceled", name, err)
 			}
 		}
 		// Calls made while the server is away fail at once too.
@@ -191,8 +197,12 @@ func TestRequestStreamFailsWhenTheConnectionIsLost(t *testing.T) {
 	}()
 	<-s.blocked
 	s.proxy.Close()
-	if err := within(t, "streamed request", errc); !errors.Is(err, client.ErrUnavailable) {
+	err := within(t, "streamed request", errc)
+	if !errors.Is(err, client.ErrUnavailable) {
 		t.Errorf("streamed request: got %v, want ErrUnavailable", err)
+	}
+	if errors.Is(err, context.Canceled) {
+		t.Errorf("streamed request: got %v, which matches context.Canceled", err)
 	}
 }
 

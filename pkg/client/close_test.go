@@ -275,3 +275,52 @@ func TestClientCloseWithdrawsAnAttachedSessionsLockWait(t *testing.T) {
 		return l.Unlock(tctx)
 	})
 }
+
+// A session closed while a Lock of it waits is closed with the reason the close
+// had: by_client for its own Close, by_server for another session's. The lock
+// service answers the waiting acquire session_closed without a reason, and that
+// answer, coming before the close's own, used to close the session on this side as
+// failed: OnStateChange and Info said failed for a session the application closed.
+func TestACloseWithALockWaitingKeepsItsReason(t *testing.T) {
+	p := rostertest.Start(t)
+	holder := open(t, p.ClientURL(), client.Options{})
+	admin := open(t, p.ClientURL(), client.Options{})
+	if _, err := holder.Lock(ctxT(t), "busy", client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		reason wire.CloseReason
+		close  func(*client.Session) error
+	}{
+		{wire.ClosedByClient, func(s *client.Session) error { return s.Close(ctxT(t)) }},
+		{wire.ClosedByServer, func(s *client.Session) error {
+			_, err := admin.CloseSessions(ctxT(t), wire.SessionCloseRequest{ID: s.ID()})
+			return err
+		}},
+	} {
+		t.Run(string(tc.reason), func(t *testing.T) {
+			s := open(t, p.ClientURL(), client.Options{})
+			changes := make(chan client.StateChange, 4)
+			s.OnStateChange(func(ch client.StateChange) { changes <- ch })
+			lockErr := make(chan error, 1)
+			go func() {
+				_, err := s.Lock(context.Background(), "busy", client.LockOptions{})
+				lockErr <- err
+			}()
+			waitFor(t, func() error { return waiters(ctxT(t), holder, "busy", 1) })
+			if err := tc.close(s); err != nil {
+				t.Fatal(err)
+			}
+			if err := within(t, "lock", lockErr); !errors.Is(err, client.ErrSessionClosed) {
+				t.Errorf("the waiting Lock: got %v, want ErrSessionClosed", err)
+			}
+			ch := nextState(t, changes)
+			if ch.New != client.StateClosed || ch.Reason != tc.reason {
+				t.Errorf("state change: got %s -> %s (%s) %v, want CLOSED (%s)", ch.Old, ch.New, ch.Reason, ch.Err, tc.reason)
+			}
+			if got := s.Info().CloseReason; got != tc.reason {
+				t.Errorf("Info().CloseReason: got %s, want %s", got, tc.reason)
+			}
+		})
+	}
+}

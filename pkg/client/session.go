@@ -486,11 +486,34 @@ func (s *Session) do(ctx context.Context, subject string, req, resp any) error {
 // closeOnReply closes the session on this side when err, the answer to a request
 // about the session itself, says the server has closed it.
 func (s *Session) closeOnReply(err error) {
-	if errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrSessionNotFound) {
-		// The server names the reason in a session_closed message; a session it
-		// no longer knows at all failed.
-		s.setClosed(reasonOr(reasonFrom(err), wire.ClosedFailed), err)
+	if !errors.Is(err, ErrSessionClosed) && !errors.Is(err, ErrSessionNotFound) {
+		return
 	}
+	// The registry names the reason in a session_closed message; a session it no
+	// longer knows at all failed.
+	reason := reasonFrom(err)
+	if reason == "" && errors.Is(err, ErrSessionClosed) {
+		// Another service saw the session closed, without its reason: the lock
+		// service answering a waiting acquire, before the close's own answer or
+		// notice came. The session's own Close under way sets by_client; otherwise
+		// the registry tells.
+		if s.closing.Load() || s.State() == StateClosed {
+			return
+		}
+		reason = s.askCloseReason()
+	}
+	s.setClosed(reasonOr(reason, wire.ClosedFailed), err)
+}
+
+// askReasonWait bounds the keepalive that asks the registry why a session closed.
+const askReasonWait = 2 * time.Second
+
+// askCloseReason asks the registry why the session is closed (a keepalive, which
+// it answers session_closed with the reason): "" when it does not say.
+func (s *Session) askCloseReason() wire.CloseReason {
+	ctx, cancel := context.WithTimeout(context.Background(), askReasonWait)
+	defer cancel()
+	return reasonFrom(s.send(ctx, wire.SubjectSessionKeepalive, &wire.SessionKeepaliveRequest{}, &wire.SessionKeepaliveResponse{}))
 }
 
 // doOther sends a session-scoped request that names other sessions (by id or

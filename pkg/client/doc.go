@@ -85,6 +85,9 @@
 //     the SDK could not confirm in time).
 //   - ErrForbidden, ErrUnauthenticated: the policy refuses the session's roles, or
 //     the credentials.
+//   - ErrLimitExceeded: a bound of the server, per session or per principal, is
+//     reached (requests in progress: see (*Session).Request; locks; sessions;
+//     properties). Nothing was done; the call may succeed once fewer are in use.
 //   - ErrBadRequest, ErrInvalidName, ErrInvalidFilter, ErrTooLarge: arguments no
 //     call can mean; the SDK refuses some before sending anything.
 package client

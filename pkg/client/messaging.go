@@ -168,6 +168,14 @@ type Results struct {
 // handled: it answers it again with the answer it gave (kept up to 16 KiB), or waits
 // for the handler still running; an answer too large to keep is answered with
 // ErrStaleRequest, which tells the requester that the receiver did handle it.
+//
+// The goroutines sharing a session share its requests in progress: a messaging
+// instance gathers at most 64 of one session's requests at once, streamed or not,
+// and 128 of one principal's sessions together, anonymous ones included (the
+// defaults of roster serve's --max-sender-requests and --max-principal-requests).
+// Beyond, Request and RequestStream fail at once with ErrLimitExceeded, delivered
+// to no one, and are not retried: bound the requests made on one session at once,
+// or retry once one of them has ended.
 func (s *Session) Request(ctx context.Context, to Target, path string, payload []byte, timeout time.Duration, opts ...MessageOption) (*Results, error) {
 	if _, err := s.headers(); err != nil {
 		return nil, err // closed: that first, as every call says

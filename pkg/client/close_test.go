@@ -324,3 +324,20 @@ func TestACloseWithALockWaitingKeepsItsReason(t *testing.T) {
 		})
 	}
 }
+
+// A request in flight when its own session is closed (its Close, from another
+// goroutine) fails with an error matching ErrSessionClosed, as every later call
+// does and as RequestStream's does. It failed with ErrUnavailable alone, saying
+// "connection to NATS lost during the request" about the connection Close had
+// closed once the request had waited its 5 s: an application closing its session
+// at shutdown was told Roster had gone away.
+func TestARequestInFlightWhenItsSessionClosesSaysSo(t *testing.T) {
+	_, s, silent := inFlight(t, false)
+	reqErr := s.request(silent)
+	if err := s.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, "request", reqErr); !errors.Is(err, client.ErrSessionClosed) {
+		t.Errorf("request in flight at Close: got %v, want ErrSessionClosed", err)
+	}
+}

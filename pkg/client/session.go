@@ -440,6 +440,14 @@ func (s *Session) send(ctx context.Context, subject string, req, resp any) error
 			return err
 		}
 		err = s.c.call(ctx, subject, hdr, req, resp)
+		if errors.Is(err, ErrUnavailable) {
+			// Closed here meanwhile: the connection a Close closes (once the calls in
+			// flight on it are answered, or 5 s have passed) ends this call; the
+			// caller is told the session closed, as every later call is.
+			if _, closed := s.headers(); closed != nil {
+				return fmt.Errorf("%w: %w", closed, err)
+			}
+		}
 		if !errors.Is(err, ErrInvalidToken) || !s.rotatedSince(ctx, hdr.Get(wire.HeaderToken)) {
 			return err
 		}
@@ -648,7 +656,9 @@ func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) 
 // The session is closed on this side whatever the server answers: heartbeats and
 // handlers stop, and a connection Open made is closed in the background, once the
 // calls other goroutines still have in flight on it are answered (at most 5 s
-// later), so its goroutines may outlive Close by that long. While the connection
+// later), so its goroutines may outlive Close by that long; a call still
+// unanswered then fails with an error matching ErrSessionClosed (and
+// ErrUnavailable: it may have taken effect). While the connection
 // is away (reconnecting), Close waits for it to be back and then sends the close:
 // for closeAwayWait (5 s) at most, and not past ctx's end. When the close
 // request fails all the same (the server is unreachable, say), Close returns that

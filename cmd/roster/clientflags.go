@@ -55,7 +55,7 @@ func (f *clientFlags) connect(cmd *cobra.Command) (*client.Client, error) {
 	}
 	if f.timeout <= 0 {
 		// A request given no time fails at once: say so rather than time out.
-		return nil, usageError{fmt.Errorf("--timeout %s: want a positive duration", f.timeout)}
+		return nil, usageError{fmt.Errorf("%s %s: want a positive duration", flagSource(cmd, "timeout"), f.timeout)}
 	}
 	if err := checkServerURLs(cmd, f.server); err != nil {
 		return nil, err
@@ -209,7 +209,7 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 	}
 	s, err := c.Open(octx, opts)
 	if err != nil {
-		return refusedTimeout(err, opts.Timeout)
+		return refusedTimeout(cmd, err, opts.Timeout)
 	}
 	warnProperties(cmd.ErrOrStderr(), opts.Properties, s.Info().Properties)
 	reportConnection(cmd, s)
@@ -224,10 +224,10 @@ func (f *clientFlags) session(cmd *cobra.Command, opts client.Options, fn func(c
 // refusedTimeout names --session-timeout in the registry's refusal of it, which
 // names only the request member, in milliseconds: the bounds are the server's
 // (roster serve --session-min-timeout, --session-max-timeout), unknown here.
-func refusedTimeout(err error, timeout time.Duration) error {
+func refusedTimeout(cmd *cobra.Command, err error, timeout time.Duration) error {
 	var we *wire.Error
 	if timeout > 0 && errors.As(err, &we) && we.Code == wire.CodeBadRequest && strings.HasPrefix(we.Message, "timeout_ms ") {
-		return fmt.Errorf("--session-timeout %s: %w", timeout, err)
+		return fmt.Errorf("%s %s: %w", flagSource(cmd, "session-timeout"), timeout, err)
 	}
 	return err
 }

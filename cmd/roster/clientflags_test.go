@@ -39,3 +39,50 @@ func TestExcludeSessionCompiles(t *testing.T) {
 		})
 	}
 }
+
+// TestClientUsageErrorsNameTheVariable: a client command's usage error about a value
+// that came from the flag's environment variable names the variable, as those about
+// --server, --session-id and the credentials do. They named only the flag: with
+// ROSTER_OUTPUT=yaml exported, or ROSTER_WAIT=-1s meant for lock acquire (which
+// request's --wait reads too), the message spoke of a flag nobody had typed.
+func TestClientUsageErrorsNameTheVariable(t *testing.T) {
+	const offline = "nats://127.0.0.1:1" // each is refused before connecting
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"ROSTER_OUTPUT": "yaml"}, []string{"session", "list"}, `--output (set by ROSTER_OUTPUT) "yaml": want text or json`},
+		{map[string]string{"ROSTER_TIMEOUT": "0s"}, []string{"session", "list"}, `--timeout (set by ROSTER_TIMEOUT) 0s: want a positive duration`},
+		{map[string]string{"ROSTER_PAGE_SIZE": "-1"}, []string{"session", "list"}, `--page-size (set by ROSTER_PAGE_SIZE) -1: want 0 (the server's default) or a positive number`},
+		{map[string]string{"ROSTER_SINCE": "-1h"}, []string{"session", "events"}, `--since (set by ROSTER_SINCE) -1h0m0s: want a positive duration (how long ago to start)`},
+		{map[string]string{"ROSTER_SESSION_TIMEOUT": "-1s"}, []string{"session", "open"}, `--session-timeout (set by ROSTER_SESSION_TIMEOUT) -1s: want 0 (the server's default) or a positive duration`},
+		{map[string]string{"ROSTER_SCOPE": "host"}, []string{"lock", "acquire", "x"}, `--scope (set by ROSTER_SCOPE) "host": want session or connection`},
+		{map[string]string{"ROSTER_WAIT": "-1s"}, []string{"request", "--filter", "all", "--path", "p"}, `--wait (set by ROSTER_WAIT) -1s: want 0 (the service's default, 5s) or a positive duration up to 1m0s`},
+		// On the command line, only the flag.
+		{nil, []string{"session", "list", "--timeout", "0s"}, `--timeout 0s: want a positive duration`},
+		{nil, []string{"lock", "acquire", "x", "--scope", "host"}, `--scope "host": want session or connection`},
+	} {
+		t.Run(tc.want, func(t *testing.T) { // a subtest: its environment ends with it
+			wantUsage(t, tc.env, append(tc.args, "--server", offline), tc.want)
+		})
+	}
+	// Refused by the server: a --session-timeout out of its bounds, a path the
+	// messaging service does not take.
+	c := newCLI(t)
+	for _, tc := range []struct {
+		env, args []string
+		want      string
+	}{
+		{[]string{"ROSTER_SESSION_TIMEOUT", "1ms"}, []string{"session", "open"}, "--session-timeout (set by ROSTER_SESSION_TIMEOUT) 1ms: bad_request: "},
+		{[]string{"ROSTER_PATH", "a b"}, []string{"listen"}, `--path (set by ROSTER_PATH) "a b": invalid_name: `},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			t.Setenv(tc.env[0], tc.env[1])
+			r := c.run(testCtx(t), "", tc.args...)
+			if r.err == nil || !strings.HasPrefix(r.err.Error(), tc.want) {
+				t.Errorf("%s=%s roster %s: got %v, want %s…", tc.env[0], tc.env[1], strings.Join(tc.args, " "), r.err, tc.want)
+			}
+		})
+	}
+}

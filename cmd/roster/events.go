@@ -41,7 +41,7 @@ the own session's (--id with the own id) need nothing.`,
 				return err
 			}
 			if since < 0 {
-				return usageError{fmt.Errorf("--since %s: want a positive duration (how long ago to start)", since)}
+				return usageError{fmt.Errorf("%s %s: want a positive duration (how long ago to start)", flagSource(cmd, "since"), since)}
 			}
 			if since != 0 && fromSeq != 0 {
 				return usageError{errors.New("--since and --from-seq exclude each other")}

@@ -46,7 +46,7 @@ connection (RECOVERING: nothing reaches the session) and its resumption (ACTIVE)
 			if err := refuseSessionFlags(cmd, "listen opens its own session: deliveries reach only the connection a session is bound to"); err != nil {
 				return err
 			}
-			if err := checkSessionTimeout(timeout); err != nil {
+			if err := checkSessionTimeout(cmd, timeout); err != nil {
 				return err
 			}
 			f.forgetSession() // one exported in the shell (session open prints the export)
@@ -81,7 +81,7 @@ connection (RECOVERING: nothing reaches the session) and its resumption (ACTIVE)
 				}
 				for _, path := range paths {
 					if _, err := s.Handle(path, handler); err != nil {
-						return usageError{fmt.Errorf("--path %q: %w", path, err)}
+						return usageError{fmt.Errorf("%s %q: %w", flagSource(cmd, "path"), path, err)}
 					}
 				}
 				shown := strings.Join(paths, ", ")

@@ -104,7 +104,7 @@ value waits until interrupted. Not getting the lock in time exits with status 6.
 				opts.Mode = wire.LockShared
 			}
 			if !opts.Scope.Valid() {
-				return usageError{fmt.Errorf("--scope %q: want session or connection", scope)}
+				return usageError{fmt.Errorf("%s %q: want session or connection", flagSource(cmd, "scope"), scope)}
 			}
 			if opts.Scope == wire.ScopeConnection && f.sessionID != "" {
 				// The lock service grants a connection-scoped lock only on the

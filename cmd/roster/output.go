@@ -64,7 +64,7 @@ type output struct {
 func outputFor(cmd *cobra.Command) (*output, error) {
 	format, _ := cmd.Flags().GetString("output")
 	if format != "text" && format != "json" {
-		return nil, usageError{fmt.Errorf("--output %q: want text or json", format)}
+		return nil, usageError{fmt.Errorf("%s %q: want text or json", flagSource(cmd, "output"), format)}
 	}
 	return &output{w: cmd.OutOrStdout(), format: format}, nil
 }

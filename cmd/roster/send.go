@@ -154,7 +154,7 @@ for itself (without --session-id) is not among a filter's receivers.`,
 				return err
 			}
 			if maxWait := time.Duration(wire.MaxRequestTimeoutMS) * time.Millisecond; wait < 0 || wait > maxWait {
-				return usageError{fmt.Errorf("--wait %s: want 0 (the service's default, 5s) or a positive duration up to %s", wait, maxWait)}
+				return usageError{fmt.Errorf("%s %s: want 0 (the service's default, 5s) or a positive duration up to %s", flagSource(cmd, "wait"), wait, maxWait)}
 			}
 			return f.session(cmd, client.Options{}, func(ctx context.Context, s *client.Session) error {
 				rctx, cancel := context.WithTimeout(ctx, wait+f.timeout)

@@ -52,7 +52,7 @@ as they happen. Other commands can act as this session with --session-id and
 			if err := refuseSessionFlags(cmd, "session open opens a new session"); err != nil {
 				return err
 			}
-			if err := checkSessionTimeout(timeout); err != nil {
+			if err := checkSessionTimeout(cmd, timeout); err != nil {
 				return err
 			}
 			if permanent && timeout != 0 {
@@ -70,7 +70,7 @@ as they happen. Other commands can act as this session with --session-id and
 			defer cancel()
 			s, err := c.Open(octx, client.Options{Credentials: f.credentials(), Properties: p, Timeout: timeout, Permanent: permanent})
 			if err != nil {
-				return refusedTimeout(err, timeout)
+				return refusedTimeout(cmd, err, timeout)
 			}
 			warnProperties(cmd.ErrOrStderr(), p, s.Info().Properties)
 			changes := make(chan client.StateChange, 16)
@@ -162,7 +162,7 @@ func newSessionListCmd() *cobra.Command {
 				return err
 			}
 			if limit < 0 {
-				return usageError{fmt.Errorf("--page-size %d: want 0 (the server's default) or a positive number", limit)}
+				return usageError{fmt.Errorf("%s %d: want 0 (the server's default) or a positive number", flagSource(cmd, "page-size"), limit)}
 			}
 			if filterText != "" {
 				if err := checkFilter(filterText); err != nil {
@@ -316,9 +316,9 @@ func newSessionCloseCmd() *cobra.Command {
 
 // checkSessionTimeout refuses a negative --session-timeout before a session is
 // opened (the registry refused it as "timeout_ms must not be negative").
-func checkSessionTimeout(d time.Duration) error {
+func checkSessionTimeout(cmd *cobra.Command, d time.Duration) error {
 	if d < 0 {
-		return usageError{fmt.Errorf("--session-timeout %s: want 0 (the server's default) or a positive duration", d)}
+		return usageError{fmt.Errorf("%s %s: want 0 (the server's default) or a positive duration", flagSource(cmd, "session-timeout"), d)}
 	}
 	return nil
 }

@@ -52,7 +52,15 @@ func consultSources() {
 
 var sourcesOnce sync.Once
 
+// childBinEnv names, in a run of this test binary that a test starts as a child
+// (TestProcessesEndWithTheTests), the roster binary the parent built.
+const childBinEnv = "ROSTER_INTEGRATION_BIN"
+
 func TestMain(m *testing.M) {
+	if bin := os.Getenv(childBinEnv); bin != "" {
+		rosterBin = bin
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "roster-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -107,7 +115,9 @@ func (p *proc) start(t *testing.T) {
 	consultSources()
 	p.cmd = exec.Command(rosterBin, p.args...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
+	endWithTheTests(p.cmd)
 	if err := p.cmd.Start(); err != nil {
+		f.Close()
 		t.Fatalf("%s: %v", p.name, err)
 	}
 	p.done = make(chan struct{})

@@ -70,11 +70,18 @@ func TestKillJetStreamLeaderWhileOpeningSessions(t *testing.T) {
 	for range 5 {
 		sdk = append(sdk, open(t, c.nodes[leader].url(), nil))
 	}
-	reconnected := make(chan string, len(sdk))
+	// Recorded, not sent on a channel: a listener must not block (the SDK calls it on
+	// the goroutine that saw the change), and a send on a channel of one place per
+	// session blocked for a session resumed twice — until the channel was read, after
+	// every acknowledged session was checked, or for good once it had been.
+	var backMu sync.Mutex
+	back := map[string]bool{}
 	for _, s := range sdk {
 		s.OnStateChange(func(ch client.StateChange) {
 			if ch.Old == client.StateRecovering && ch.New == client.StateActive {
-				reconnected <- s.ID()
+				backMu.Lock()
+				back[s.ID()] = true
+				backMu.Unlock()
 			}
 		})
 	}
@@ -160,16 +167,14 @@ func TestKillJetStreamLeaderWhileOpeningSessions(t *testing.T) {
 	}
 
 	// The SDK sessions on the killed node come back with the same ids.
-	deadline := time.After(30 * time.Second)
-	back := map[string]bool{}
-	for len(back) < len(sdk) {
-		select {
-		case id := <-reconnected:
-			back[id] = true
-		case <-deadline:
-			t.Fatalf("%d of %d SDK sessions resumed on another node within 30s", len(back), len(sdk))
+	natstest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		backMu.Lock()
+		defer backMu.Unlock()
+		if len(back) < len(sdk) {
+			return fmt.Errorf("%d of %d SDK sessions resumed on another node", len(back), len(sdk))
 		}
-	}
+		return nil
+	})
 	for _, s := range sdk {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		info, err := s.Refresh(ctx)
@@ -178,8 +183,11 @@ func TestKillJetStreamLeaderWhileOpeningSessions(t *testing.T) {
 			t.Errorf("SDK session %s after failover: %+v, %v", s.ID(), info, err)
 		}
 	}
+	backMu.Lock()
+	resumed := len(back)
+	backMu.Unlock()
 	t.Logf("figure: %d sessions acknowledged in %v (%d failed attempts retried around the kill of node %s at %v); %d acknowledged sessions lost; %d SDK sessions resumed on another node",
-		len(acked), elapsed.Round(time.Millisecond), failures.Load(), c.nodes[leader].name, killAt.Sub(start).Round(time.Millisecond), lost, len(back))
+		len(acked), elapsed.Round(time.Millisecond), failures.Load(), c.nodes[leader].name, killAt.Sub(start).Round(time.Millisecond), lost, resumed)
 	if lost > 0 {
 		t.Fatalf("%d acknowledged sessions lost", lost)
 	}
@@ -241,6 +249,12 @@ func TestLockSafetyThroughFailures(t *testing.T) {
 				c.nodes[i].signal(syscall.SIGCONT)
 			case 2:
 				locks := c.instances("lock")
+				if len(locks) == 0 {
+					// rand.IntN(0) panicked, and a panic in a goroutine ends the test
+					// binary without its clean-ups or the other tests' results.
+					t.Errorf("no lock instance is running; faults so far: %v", faults)
+					return
+				}
 				victim := locks[rnd.IntN(len(locks))]
 				victim.kill()
 				faults = append(faults, "kill "+victim.name)

@@ -278,6 +278,9 @@ func startCluster(t *testing.T, n int) *cluster {
 	if err := os.WriteFile(c.policyFile, []byte(testPolicy), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Registered before the first node starts: a failure to start a later one
+	// stops those already running.
+	t.Cleanup(c.shutdown)
 	clusterPorts := make([]int, n)
 	for i := range n {
 		clusterPorts[i] = freePort(t)
@@ -306,8 +309,15 @@ func startCluster(t *testing.T, n int) *cluster {
 		}
 		nd.start(t)
 	}
-	t.Cleanup(c.shutdown)
 	natstest.CheckFor(t, 60*time.Second, 250*time.Millisecond, func() error {
+		for _, nd := range c.nodes {
+			// Two nodes elect a JetStream leader: without this check a node that
+			// could not start (its port taken since freePort chose it) left a
+			// cluster of two, and the test failed later, of a lost quorum.
+			if !nd.running() {
+				t.Fatalf("%s exited:\n%s", nd.name, nd.tail())
+			}
+		}
 		nc, err := c.serviceConn()
 		if err != nil {
 			return err
@@ -373,7 +383,7 @@ func (c *cluster) waitReady(s *service, total time.Duration) {
 		if !s.running() {
 			c.t.Fatalf("%s exited:\n%s", s.name, s.tail())
 		}
-		resp, err := http.Get(s.health + "/readyz")
+		resp, err := probeClient.Get(s.health + "/readyz")
 		if err != nil {
 			return err
 		}
@@ -384,6 +394,10 @@ func (c *cluster) waitReady(s *service, total time.Duration) {
 		return nil
 	})
 }
+
+// probeClient bounds each readiness probe: http.Get waits as long as an instance
+// that took the connection takes to answer, past the poll's deadline.
+var probeClient = &http.Client{Timeout: 5 * time.Second}
 
 // startServices starts `instances` instances of every service, in dependency order.
 func (c *cluster) startServices(instances int) {
@@ -413,6 +427,10 @@ func (c *cluster) restartNode(i int) {
 	c.t.Helper()
 	c.nodes[i].start(c.t)
 	natstest.CheckFor(c.t, 60*time.Second, 100*time.Millisecond, func() error {
+		if !c.nodes[i].running() {
+			// Say why, rather than "connection refused" for a minute.
+			c.t.Fatalf("%s exited:\n%s", c.nodes[i].name, c.nodes[i].tail())
+		}
 		nc, err := nats.Connect(c.nodes[i].url(), nats.UserInfo(embedded.ServiceUser, c.servicePass))
 		if err != nil {
 			return err

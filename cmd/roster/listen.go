@@ -25,7 +25,9 @@ func newListenCmd() *cobra.Command {
 		Short: "Open a session and print the messages sent to it as they arrive",
 		Long: `Open a session with the given properties, handle the given paths (every path by
 default), and print each delivery as it arrives: path, sender session, content type
-and payload (-o json: one JSON object per line). Requests are answered with --reply,
+and payload (-o json: one JSON object per line). A payload or content type that is not
+one line of printable text is printed quoted, its line ends and control characters
+escaped, so that it cannot pass for another delivery. Requests are answered with --reply,
 or with their own payload (echo). Runs until interrupted (Ctrl-C), then closes the
 session. The session id is printed on standard error at start, so that others can
 send to it with --session, and so is each change of the session's state: a lost
@@ -113,7 +115,7 @@ func printDelivery(w io.Writer, m *client.Message) {
 	if m.IsRequest {
 		kind = "request"
 	}
-	fmt.Fprintf(w, "%s on %s from %s (%s): %s\n", kind, m.Path, m.Sender, m.ContentType, printable(m.Payload))
+	fmt.Fprintf(w, "%s on %s from %s (%s): %s\n", kind, m.Path, m.Sender, oneLine(m.ContentType), printable(m.Payload))
 }
 
 func deliveryJSON(m *client.Message) map[string]any {

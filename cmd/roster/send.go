@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
@@ -168,7 +170,7 @@ for itself (without --session-id) is not among a filter's receivers.`,
 						if r.Status == wire.StatusOK {
 							fmt.Fprintf(w, "%s ok: %s\n", r.SessionID, printable(r.Payload))
 						} else {
-							fmt.Fprintf(w, "%s %s: %v\n", r.SessionID, r.Status, r.Error)
+							fmt.Fprintf(w, "%s %s: %v\n", r.SessionID, r.Status, oneLineError(r.Error))
 						}
 					})
 				}, opts...)
@@ -201,7 +203,7 @@ func (f *clientFlags) othersMatching(to client.Target, s *client.Session) client
 
 func resultError(r wire.MsgResult) error {
 	if r.Error != nil {
-		return fmt.Errorf("session %s: %w", r.SessionID, r.Error)
+		return fmt.Errorf("session %s: %w", r.SessionID, oneLineError(r.Error))
 	}
 	return fmt.Errorf("session %s: %s", r.SessionID, r.Status)
 }
@@ -229,12 +231,36 @@ func addPayload(v map[string]any, p []byte) {
 	}
 }
 
-// printable returns p as text, or a byte count when it is not UTF-8.
+// printable returns p as text on one line (oneLine), or a byte count when it is not
+// UTF-8.
 func printable(p []byte) string {
 	if utf8.Valid(p) {
-		return string(p)
+		return oneLine(string(p))
 	}
 	return fmt.Sprintf("<%d bytes>", len(p))
+}
+
+// oneLine returns s, which another session chose (a payload, a content type, an
+// error message), for a line of text output: as it is, or quoted with its line ends,
+// control and bidirectional-text characters escaped (strconv.Quote) when it holds
+// any. Printed as they came, a line end began a line that read as a delivery from
+// another sender, and escape sequences reached the terminal.
+func oneLine(s string) string {
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp, unicode.Bidi_Control) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// oneLineError returns e with its message made one line (oneLine): the message of
+// a receiver's error is the receiver's.
+func oneLineError(e *wire.Error) *wire.Error {
+	if e == nil {
+		return nil
+	}
+	return &wire.Error{Code: e.Code, Message: oneLine(e.Message)}
 }
 
 func plural(n int, one, many string) string {

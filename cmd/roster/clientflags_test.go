@@ -86,3 +86,22 @@ func TestClientUsageErrorsNameTheVariable(t *testing.T) {
 		})
 	}
 }
+
+// TestLockAcquireNeedsTheNameBeforeTheCommand: lock acquire -- COMMAND, without the
+// lock's name, is a usage error. The command's name was taken for the lock's:
+// roster lock acquire -- make took a lock named make and held it until interrupted,
+// running nothing, and lock acquire -- echo hi failed with 127, no command hi.
+func TestLockAcquireNeedsTheNameBeforeTheCommand(t *testing.T) {
+	const offline = "nats://127.0.0.1:1" // refused before connecting
+	const noName = "name the lock before --: roster lock acquire NAME -- COMMAND"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"lock", "acquire", "--server", offline, "--", "true"}, noName},
+		{[]string{"lock", "acquire", "--server", offline, "--", "echo", "hi"}, noName},
+		{[]string{"lock", "acquire", "orders/1", "true", "--server", offline}, "put the command after --: roster lock acquire NAME -- COMMAND"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) { wantUsage(t, nil, tc.args, tc.want) })
+	}
+}

@@ -96,7 +96,12 @@ value waits until interrupted. Not getting the lock in time exits with status 6.
 				return err
 			}
 			name, command := args[0], args[1:]
-			if dash := cmd.ArgsLenAtDash(); dash > 1 || (dash < 0 && len(args) > 1) {
+			switch dash := cmd.ArgsLenAtDash(); {
+			case dash == 0:
+				// roster lock acquire -- make: the command's name would be taken for
+				// the lock's, and the lock held until interrupted, running nothing.
+				return usageError{errors.New("name the lock before --: roster lock acquire NAME -- COMMAND")}
+			case dash > 1 || (dash < 0 && len(args) > 1):
 				return usageError{errors.New("put the command after --: roster lock acquire NAME -- COMMAND")}
 			}
 			opts := client.LockOptions{Mode: wire.LockExclusive, Scope: wire.LockScope(scope)}

@@ -588,3 +588,35 @@ func TestServeMalformedAddressesAreUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestServeUsageErrorsNameTheVariable: serve's usage errors about a value that came
+// from the flag's environment variable name the variable, as the client commands'
+// do. The deploy files configure serve through those variables alone, and a
+// ROSTER_DRAIN_TIMEOUT=0s there was reported as --drain-timeout, a flag nobody had
+// typed.
+func TestServeUsageErrorsNameTheVariable(t *testing.T) {
+	serve := []string{"serve", "--log-level", "error", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0"}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"ROSTER_DRAIN_TIMEOUT": "0s"}, `--drain-timeout (set by ROSTER_DRAIN_TIMEOUT) 0s: want a positive duration`},
+		{map[string]string{"ROSTER_REPLICAS": "9"}, `--replicas (set by ROSTER_REPLICAS) 9: want 1 to 5`},
+		{map[string]string{"ROSTER_REPLICAS": "3"}, `--replicas (set by ROSTER_REPLICAS) 3 needs a cluster: join one with --nats-url, or make the embedded server a node with --cluster-listen and --routes`},
+		{map[string]string{"ROSTER_SYNC_INTERVAL": "often"}, `--sync-interval (set by ROSTER_SYNC_INTERVAL) "often": want "always" or a positive duration`},
+		{map[string]string{"ROSTER_MAX_PROPERTIES": "0"}, `--max-properties (set by ROSTER_MAX_PROPERTIES) 0: want a positive number`},
+		{map[string]string{"ROSTER_RECONNECT_WINDOW": "-1s"}, `--reconnect-window (set by ROSTER_RECONNECT_WINDOW) -1s: want a positive duration`},
+		{map[string]string{"ROSTER_EVENTS_MAX_AGE": "1m"}, `--events-max-age (set by ROSTER_EVENTS_MAX_AGE) 1m0s: want at least 5m0s, the events stream's duplicate window`},
+		{map[string]string{"ROSTER_SESSION_MAX_TIMEOUT": "1s"}, `--session-timeout 1m0s must lie within --session-min-timeout 1s and --session-max-timeout (set by ROSTER_SESSION_MAX_TIMEOUT) 1s`},
+		// On the command line, only the flag.
+		{nil, `--drain-timeout 0s: want a positive duration`},
+	} {
+		t.Run(tc.want, func(t *testing.T) { // a subtest: its environment ends with it
+			args := serve
+			if tc.env == nil {
+				args = append(slices.Clone(serve), "--drain-timeout", "0s")
+			}
+			wantUsage(t, tc.env, args, tc.want)
+		})
+	}
+}

@@ -162,19 +162,20 @@ func addAuthFlags(fs *pflag.FlagSet, o *serveOptions) {
 	fs.StringVar(&a.CalloutAccount, "auth-callout-account", embedded.ClientsAccount, "with --nats-url: account admitted connections are placed in")
 }
 
-func syncInterval(s string) (time.Duration, error) {
+func (o *serveOptions) syncIntervalValue() (time.Duration, error) {
+	s := o.syncInterval
 	if s == "" || s == "always" {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
-		return 0, usageError{fmt.Errorf("--sync-interval %q: want \"always\" or a positive duration", s)}
+		return 0, usageError{fmt.Errorf("%s %q: want \"always\" or a positive duration", o.flag("sync-interval"), s)}
 	}
 	return d, nil
 }
 
 func (o *serveOptions) config() (roster.Config, error) {
-	interval, err := syncInterval(o.syncInterval)
+	interval, err := o.syncIntervalValue()
 	if err != nil {
 		return roster.Config{}, err
 	}
@@ -291,17 +292,22 @@ func (o *serveOptions) checkMode() error {
 	return nil
 }
 
+// flag names the flag name as an error about its value should: with the variable
+// that set it, when one did (flagSource).
+func (o *serveOptions) flag(name string) string {
+	if o.source != nil {
+		return o.source(name)
+	}
+	return "--" + name
+}
+
 // given returns those of names that were given, each as the flag or, when only its
 // environment variable set it, the flag and the variable.
 func (o *serveOptions) given(names []string) []string {
 	var out []string
 	for _, n := range names {
 		if o.changed(n) {
-			src := "--" + n
-			if o.source != nil {
-				src = o.source(n)
-			}
-			out = append(out, src)
+			out = append(out, o.flag(n))
 		}
 	}
 	return out
@@ -399,19 +405,19 @@ const maxReplicas = 5
 func (o *serveOptions) checkValues() error {
 	switch {
 	case o.replicas < 1 || o.replicas > maxReplicas:
-		return usageError{fmt.Errorf("--replicas %d: want 1 to %d", o.replicas, maxReplicas)}
+		return usageError{fmt.Errorf("%s %d: want 1 to %d", o.flag("replicas"), o.replicas, maxReplicas)}
 	case o.replicas > 1 && o.natsURL == "" && o.cluster.Listen == "":
 		// JetStream refuses it after the server has started, with "replicas > 1 not
 		// supported in non-clustered mode".
-		return usageError{fmt.Errorf("--replicas %d needs a cluster: join one with --nats-url, or make the embedded server a node with --cluster-listen and --routes", o.replicas)}
+		return usageError{fmt.Errorf("%s %d needs a cluster: join one with --nats-url, or make the embedded server a node with --cluster-listen and --routes", o.flag("replicas"), o.replicas)}
 	case o.cluster.Listen != "" && o.systemPass == "":
 		// The routes authenticate with a password derived from it (pkg/embedded,
 		// RoutePassword): one made up per start would admit no peer.
 		return usageError{errors.New("--cluster-listen needs --system-password (or ROSTER_SYSTEM_PASSWORD), the same on every node: the nodes authenticate their routes with it")}
 	case o.drainTimeout <= 0:
-		return usageError{fmt.Errorf("--drain-timeout %s: want a positive duration", o.drainTimeout)}
+		return usageError{fmt.Errorf("%s %s: want a positive duration", o.flag("drain-timeout"), o.drainTimeout)}
 	}
-	if err := o.tuning.check(); err != nil {
+	if err := o.tuning.check(o.flag); err != nil {
 		return err
 	}
 	return o.fitPrincipalRequests()

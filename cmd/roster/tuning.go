@@ -62,14 +62,14 @@ func (t *tuning) register(fs *pflag.FlagSet) {
 
 // check refuses values a service would replace with its default without a word (0
 // and below), and a default session timeout outside its own bounds.
-func (t *tuning) check() error {
+func (t *tuning) check(flag func(name string) string) error {
 	for name, d := range map[string]time.Duration{
 		"session-timeout": t.registry.DefaultTimeout, "session-min-timeout": t.registry.MinTimeout,
 		"session-max-timeout": t.registry.MaxTimeout, "reconnect-window": t.registry.ReconnectWindow,
 		"tombstone-retention": t.registry.TombstoneRetention, "events-max-age": t.registry.EventsMaxAge,
 	} {
 		if d <= 0 {
-			return usageError{fmt.Errorf("--%s %s: want a positive duration", name, d)}
+			return usageError{fmt.Errorf("%s %s: want a positive duration", flag(name), d)}
 		}
 	}
 	for name, n := range map[string]int{
@@ -82,16 +82,16 @@ func (t *tuning) check() error {
 		"max-requests": t.messaging.MaxRequests,
 	} {
 		if n <= 0 {
-			return usageError{fmt.Errorf("--%s %d: want a positive number", name, n)}
+			return usageError{fmt.Errorf("%s %d: want a positive number", flag(name), n)}
 		}
 	}
 	r := t.registry
 	if r.EventsMaxAge < registry.MinEventsMaxAge {
 		// JetStream refuses the events stream then, and the process failed at start.
-		return usageError{fmt.Errorf("--events-max-age %s: want at least %s, the events stream's duplicate window", r.EventsMaxAge, registry.MinEventsMaxAge)}
+		return usageError{fmt.Errorf("%s %s: want at least %s, the events stream's duplicate window", flag("events-max-age"), r.EventsMaxAge, registry.MinEventsMaxAge)}
 	}
 	if r.MinTimeout > r.MaxTimeout || r.DefaultTimeout < r.MinTimeout || r.DefaultTimeout > r.MaxTimeout {
-		return usageError{fmt.Errorf("--session-timeout %s must lie within --session-min-timeout %s and --session-max-timeout %s", r.DefaultTimeout, r.MinTimeout, r.MaxTimeout)}
+		return usageError{fmt.Errorf("%s %s must lie within %s %s and %s %s", flag("session-timeout"), r.DefaultTimeout, flag("session-min-timeout"), r.MinTimeout, flag("session-max-timeout"), r.MaxTimeout)}
 	}
 	return nil
 }

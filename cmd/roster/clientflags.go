@@ -18,6 +18,7 @@ import (
 
 	"github.com/seed-3c836eab/roster/pkg/client"
 	"github.com/seed-3c836eab/roster/pkg/filter"
+	"github.com/seed-3c836eab/roster/pkg/natsprobe"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 )
 
@@ -107,7 +108,7 @@ func checkServerURLs(cmd *cobra.Command, urls string) error {
 		switch strings.ToLower(scheme) {
 		case "nats", "tls", "ws", "wss":
 		default:
-			return usageError{fmt.Errorf("%s %q: %s:// is not a NATS address; want nats://, tls://, ws:// or wss://", flagSource(cmd, "server"), strings.TrimSpace(u), scheme)}
+			return usageError{fmt.Errorf("%s %q: %s:// is not a NATS address; want nats://, tls://, ws:// or wss://", flagSource(cmd, "server"), natsprobe.RedactURLs(strings.TrimSpace(u)), scheme)}
 		}
 	}
 	return nil

@@ -532,12 +532,15 @@ func TestServeRefusesOutput(t *testing.T) {
 // http:// one, copied from the monitoring port) is a usage error naming the flag and
 // the schemes NATS speaks; it was tried, and failed after the timeout with "no
 // servers available for connection". A host:port without a scheme is still tried.
+// The error names the URL without its password.
 func TestServerURLOfAnotherSchemeIsAUsageError(t *testing.T) {
 	ctx := testCtx(t)
-	for _, server := range []string{"http://127.0.0.1:8222", "nats://127.0.0.1:1,https://127.0.0.1:2"} {
+	for _, server := range []string{"http://127.0.0.1:8222", "nats://127.0.0.1:1,https://127.0.0.1:2", "http://alice:wonderland-pw@127.0.0.1:8222"} {
 		c := cli{t: t, server: server}
 		if r := c.run(ctx, "", "session", "list"); r.exit() != 2 || !strings.Contains(fmt.Sprint(r.err), "not a NATS address") {
 			t.Errorf("--server %s: got %v (exit %d), want a usage error (2) saying it is not a NATS address", server, r.err, r.exit())
+		} else if strings.Contains(fmt.Sprint(r.err), "wonderland-pw") {
+			t.Errorf("--server %s: the error repeats the password: %v", server, r.err)
 		}
 	}
 	c := cli{t: t, server: "127.0.0.1:1"}

@@ -143,6 +143,9 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 		return nil, fmt.Errorf("client: connection key: %w", err)
 	}
 	c.key, _ = kp.PublicKey()
+	if err := natsprobe.CheckURLs(url); err != nil {
+		return nil, fmt.Errorf("client: %w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "cannot connect"}, err)
+	}
 	nc, err := nats.Connect(url, c.natsOptions(o, kp)...)
 	if errors.Is(err, nats.ErrNkeysNotSupported) {
 		// A server that does not authenticate through Roster's callout sends no

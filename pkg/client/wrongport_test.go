@@ -73,3 +73,38 @@ func TestConnectNamesAWrongPort(t *testing.T) {
 		t.Errorf("closed port: got %v, want unavailable without a hint", err)
 	}
 }
+
+// TestConnectDoesNotRepeatAnUnparsableURL: a URL whose password keeps it from
+// parsing (a '/' of base64, a '%' not followed by hex digits) failed Connect with
+// url.Parse's error as nats.go returns it, which repeats the URL whole, and
+// "cannot connect to" repeated it once more: the password reached the caller's log.
+// The error still says what is wrong, and with no credentials in the URL it names
+// the URL.
+func TestConnectDoesNotRepeatAnUnparsableURL(t *testing.T) {
+	for _, tc := range []struct{ url, secret, piece string }{
+		{"nats://alice:k7Q/x9Z+Secret@127.0.0.1:4222", "k7Q/x9Z+Secret", "k7Q"},
+		{"nats://alice:ab%zzSecret@127.0.0.1:4222", "ab%zzSecret", "%zz"},
+		{"nats://127.0.0.1:4222, nats://k7Q/x9Z+Secret@127.0.0.1:4223", "k7Q/x9Z+Secret", "k7Q"},
+	} {
+		c, err := client.Connect(tc.url)
+		if err == nil {
+			_ = c.Close(t.Context())
+			t.Fatalf("%s: connected", tc.url)
+		}
+		if !errors.Is(err, client.ErrUnavailable) || !strings.Contains(err.Error(), "does not parse") {
+			t.Errorf("got %v, want unavailable: the URL does not parse", err)
+		}
+		if strings.Contains(err.Error(), tc.secret) || strings.Contains(err.Error(), tc.piece) {
+			t.Errorf("the error repeats the password (or a piece of it, %q): %v", tc.piece, err)
+		}
+	}
+	_, err := client.Connect("nats://127.0.0.1:port")
+	if !errors.Is(err, client.ErrUnavailable) || !strings.Contains(err.Error(), `server URL "nats://127.0.0.1:port" does not parse`) {
+		t.Errorf("a URL without credentials: got %v, want it named", err)
+	}
+	// A well-formed URL with credentials, a trailing slash and all, is tried.
+	_, err = client.Connect("nats://alice:wonderland@127.0.0.1:1/")
+	if !errors.Is(err, client.ErrUnavailable) || strings.Contains(err.Error(), "does not parse") || strings.Contains(err.Error(), "wonderland") {
+		t.Errorf("a well-formed URL: got %v, want it tried, and not named with its password", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -182,12 +183,22 @@ func isRouteInfo(line string) bool {
 
 // RedactURLs hides the credentials of NATS URLs (a comma-separated list) that
 // messages repeat: a password, or a user name without one, which NATS reads as a
-// token.
+// token. A URL that does not parse, or parses with no user but an '@' (in what it
+// takes for a path: a password or token holding a '/'), has all that precedes its
+// last '@' hidden: it was repeated whole.
 func RedactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
+		t := strings.TrimSpace(p)
+		u, err := url.Parse(t)
 		if err != nil || u.User == nil {
+			if at := strings.LastIndex(t, "@"); at >= 0 {
+				scheme := ""
+				if end := strings.Index(t[:at], "://"); end >= 0 {
+					scheme = t[:end+3]
+				}
+				parts[i] = scheme + "xxxxx" + t[at:]
+			}
 			continue
 		}
 		if _, ok := u.User.Password(); !ok {
@@ -196,4 +207,41 @@ func RedactURLs(urls string) string {
 		parts[i] = u.Redacted()
 	}
 	return strings.Join(parts, ",")
+}
+
+// CheckURLs returns an error when a URL of urls (nats.Connect's comma-separated
+// list) does not parse, or parses with an '@' outside its user name and password:
+// a password or token holding a '/' (base64 has them), '?' or '#' ends the host
+// there, and what follows it is a path nats.go ignores. Call it before connecting.
+// nats.go returned url.Parse's error as it is, which quotes the URL whole, password
+// and all, and may quote a piece of it in its cause (an escape, a "port"); a URL
+// that parsed that way was dialled at a host name made of the piece before the
+// '/', which the dial's error named. url.Parse's error was also a net.Error (it has
+// Timeout and Temporary), so that a caller waiting for NATS to come up retried it.
+// The error returned repeats no URL that holds an '@', and is no net.Error: a URL
+// that does not parse never will.
+func CheckURLs(urls string) error {
+	for _, s := range strings.Split(urls, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		raw := s
+		if !strings.Contains(raw, "://") {
+			raw = "nats://" + raw // as nats.go reads a bare host:port
+		}
+		u, err := url.Parse(raw)
+		credentials := strings.Contains(s, "@")
+		switch {
+		case credentials && (err != nil || u.User == nil || strings.Contains(u.Path+u.RawQuery+u.Fragment, "@")):
+			return errors.New("a server URL does not parse as a NATS URL (not repeated here: it holds credentials); " +
+				"percent-encode the characters of its user name, password or token other than letters, digits and -._~")
+		case err != nil:
+			var uerr *url.Error
+			if errors.As(err, &uerr) {
+				err = uerr.Err
+			}
+			return fmt.Errorf("server URL %q does not parse: %w", s, err)
+		}
+	}
+	return nil
 }

@@ -104,3 +104,38 @@ func TestStartFailsOnRefusedCredentials(t *testing.T) {
 		t.Fatal("Start waited for its context to end instead of failing")
 	}
 }
+
+// TestStartDoesNotRepeatAnUnparsableURL: a --nats-url whose password keeps it from
+// parsing (a '/' of base64) was retried as a NATS not listening yet — url.Parse's
+// error is a net.Error — for the whole start timeout, and each retry logged the
+// error, which repeats the URL, password and all, at warn, as did the error Start
+// failed with. A URL that does not parse fails Start at once, and names no piece of
+// the password.
+func TestStartDoesNotRepeatAnUnparsableURL(t *testing.T) {
+	t.Parallel()
+	const password = "k7Q/x9Z+Secret"
+	logs := &natstest.Buffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := roster.Start(ctx, roster.Config{
+		Services:     []string{"lock"},
+		NATSURL:      "nats://roster-service:" + password + "@127.0.0.1:4222",
+		StartTimeout: 10 * time.Second,
+	}, logs.Logger())
+	if err == nil || !strings.Contains(err.Error(), "does not parse") {
+		t.Fatalf("got %v, want an error saying the URL does not parse", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Start waited for its context to end instead of failing")
+	}
+	if strings.Contains(logs.String(), "NATS not reachable yet") {
+		t.Errorf("a URL that does not parse was retried as a NATS not listening yet:\n%s", logs)
+	}
+	for what, text := range map[string]string{"the error": err.Error(), "the log": logs.String()} {
+		for _, piece := range []string{password, "k7Q", "x9Z"} {
+			if strings.Contains(text, piece) {
+				t.Errorf("%s repeats the password (%q): %s", what, piece, text)
+			}
+		}
+	}
+}

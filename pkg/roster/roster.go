@@ -182,6 +182,9 @@ func (p *Process) watchServer() {
 // — fails at once, and so does a URL that names a route or HTTP port (natsprobe),
 // which no wait would make a client port: asked after the first failure, once.
 func dial(ctx context.Context, url string, opts []nats.Option, timeout time.Duration, log *slog.Logger) (*nats.Conn, error) {
+	if err := natsprobe.CheckURLs(url); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	deadline := start.Add(timeout)
 	probed := false

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -128,6 +129,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Process, error) 
 		if _, err := cfg.authConfig(issuer, cfg.NATSURL == ""); err != nil {
 			return nil, err
 		}
+		warnWritableByOthers(log, cfg.Auth)
 	}
 	if cfg.NATSURL == "" {
 		ecfg := cfg.Embedded
@@ -256,6 +258,32 @@ func connLog(log *slog.Logger, conn string) []nats.Option {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("NATS connection restored", "connection", conn, "server", on(nc), "url", redactURL(nc.ConnectedUrl()))
 		}),
+	}
+}
+
+// warnWritableByOthers warns of each file the auth service trusts — the policy,
+// users, JWT key and callout seed files — that users other than its owner may
+// write: whoever can write one can admit themselves (a user of any role, a key or
+// secret of their own, an issuer they hold the seed of), and the users and key
+// files are read again within a second of a change. A warning, not a refusal, as
+// the files' reading is not refused either: a mode that lets them be read is
+// what a container's bind mount needs (deploy/README.md), but none of the
+// deployments here needs one that lets them be written. Windows has no such mode.
+func warnWritableByOthers(log *slog.Logger, a AuthConfig) {
+	if runtime.GOOS == "windows" {
+		return
+	}
+	for _, f := range []struct{ flag, path string }{
+		{"--policy", a.PolicyFile}, {"--users-file", a.UsersFile}, {"--jwt-hmac-secret-file", a.JWTSecretFile},
+		{"--jwt-public-keys", a.JWTPublicKeys}, {"--auth-callout-seed-file", a.CalloutSeedFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if st, err := os.Stat(f.path); err == nil && st.Mode().Perm()&0o022 != 0 {
+			log.Warn("a file the auth service trusts may be written by other users than its owner, who could admit themselves with it: chmod go-w",
+				"flag", f.flag, "file", f.path, "mode", fmt.Sprintf("%#o", st.Mode().Perm()))
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,7 +79,7 @@ func parseUsers(data []byte) (map[string]User, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
+		return nil, withoutValues(err)
 	}
 	var extra any
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -101,6 +102,26 @@ func parseUsers(data []byte) (map[string]User, error) {
 		}
 	}
 	return doc.Users, nil
+}
+
+// withoutValues returns err with the values a yaml.TypeError quotes taken out
+// ("cannot unmarshal !!str `hunter2` into auth.User"): a users file in the wrong
+// shape may hold a password in plain text where a user belongs ("alice: hunter2"),
+// and the error is printed at start and logged on every password attempt until the
+// file is mended. The line and the types say what is wrong.
+func withoutValues(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	out := &yaml.TypeError{Errors: make([]string, len(te.Errors))}
+	for i, msg := range te.Errors {
+		if start, end := strings.Index(msg, " `"), strings.LastIndex(msg, "` into "); start >= 0 && end > start {
+			msg = msg[:start] + msg[end+1:]
+		}
+		out.Errors[i] = msg
+	}
+	return out
 }
 
 // AddUser adds (or, with replace, replaces) a user in the users file, hashing the

@@ -78,14 +78,18 @@ func openStore(ctx context.Context, js jetstream.JetStream, cfg Config) (*store,
 	return &store{js: js, kv: kv, rd: rd, known: func(string, uint64) *sessions.Record { return nil }}, nil
 }
 
-// get reads the current record of a session. It is always read from the bucket, so
-// that every instance reads its own and every other instance's writes — linearizably,
-// never from a replica that may lag (pkg/kvstore); the record returned is shared and
-// must not be modified. While the bucket's leader does not answer (an election
-// after a node died) a replica's copy answers instead. Each read is bounded, and a
-// round that got no answer at all is repeated until ctx ends: a request JetStream
-// drops (a stream without a leader, a replica still catching up) would otherwise
-// hold the caller for its whole deadline after storage came back.
+// get reads the current record of a session. It is always read from the bucket's
+// leader, so that every instance reads its own and every other instance's writes —
+// linearizably, never from a replica that may lag (pkg/kvstore); the record
+// returned is shared and must not be modified. While no leader answers (an election
+// after a node died) the read waits for one rather than take a replica's copy: a
+// replica left behind answers with the record from before a write already
+// acknowledged (a session closed, a token rotated), and an answer that writes
+// nothing — a get, a refusal, the caller authenticated for a change of another
+// session — has no compare-and-set to catch it. Each read is bounded, and a round
+// that got no answer is repeated until ctx ends (then unavailable): a request
+// JetStream drops (a stream without a leader) would otherwise hold the caller for
+// its whole deadline after storage came back.
 func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 	if !sessions.ValidID(id) {
 		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
@@ -108,17 +112,6 @@ func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 			}
 			return sessions.Decode(e.Value, e.Revision)
 		}
-		if ctx.Err() != nil {
-			return nil, unavailable("read session", err)
-		}
-		// No leader answers: a replica's copy, possibly a moment old, rather than no
-		// answer; a write built on it is still checked by its compare-and-set.
-		rctx, cancel = context.WithTimeout(ctx, replicaReadTimeout)
-		rec, err := st.getReplica(rctx, id)
-		cancel()
-		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			return rec, err // an answer, even a refusal, ends the read
-		}
 		select {
 		case <-ctx.Done():
 			return nil, unavailable("read session", err)
@@ -127,32 +120,16 @@ func (st *store) get(ctx context.Context, id string) (*sessions.Record, error) {
 	}
 }
 
-// leaderReadTimeout bounds a read from the bucket's leader before get falls back
-// to a replica; replicaReadTimeout bounds that read; readRetryPause separates the
-// rounds of a get neither answered.
+// leaderReadTimeout bounds one read from the bucket's leader (a request sent to a
+// leader that died is never answered); readRetryPause separates the rounds of a
+// get no leader answered.
 const (
-	leaderReadTimeout  = 500 * time.Millisecond
-	replicaReadTimeout = time.Second
-	readRetryPause     = 100 * time.Millisecond
+	leaderReadTimeout = 500 * time.Millisecond
+	readRetryPause    = 100 * time.Millisecond
 )
 
 // maxReadWait bounds a read, every round included, when its context has no deadline.
 const maxReadWait = 10 * time.Second
-
-// getReplica reads a record through a direct get, which any replica answers.
-func (st *store) getReplica(ctx context.Context, id string) (*sessions.Record, error) {
-	e, err := st.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return nil, wire.Errorf(wire.CodeSessionNotFound, "no session %q", id)
-	}
-	if err != nil {
-		return nil, unavailable("read session", err)
-	}
-	if rec := st.known(id, e.Revision()); rec != nil {
-		return rec, nil
-	}
-	return sessions.Decode(e.Value(), e.Revision())
-}
 
 // create stores a new record (data, encoded); ttl 0 means none. Like write, it is
 // not cut short by the request's deadline.

@@ -24,8 +24,8 @@ import (
 // of the callout's answer that a listing shows (not the user JWT, not its tags; its
 // name is the connection key), so each instance remembers the connections it
 // admitted with such a grant (server id, connection id, what it gave), forgets them
-// as their disconnect advisories come, and on a policy change that withdraws a grant
-// (withdraws) closes those holding one the new policy does not give
+// as their disconnect advisories come, and after every policy change closes those
+// holding a grant the new policy does not give
 // ($SYS.REQ.SERVER.<id>.KICK, which the system account exports to the services
 // account: pkg/embedded, deploy/nats/nats.conf). nats.go reconnects, and the callout
 // admits the connection again under the new policy, or refuses it. An instance that
@@ -70,33 +70,6 @@ func (g connGrants) withdrawn(pol *policy.Policy) bool {
 		g.sharedInbox && !pol.Connections.SharedInbox ||
 		g.serviceDiscovery && !pol.Connections.ServiceDiscovery ||
 		g.gateway && !pol.Allowed(roles, policy.GatewaySession, "")
-}
-
-// withdraws reports whether going from old to pol takes from some connection a
-// grant it may have been admitted with.
-func withdraws(old, pol *policy.Policy) bool {
-	if old == nil {
-		return false // nothing was admitted with a grant
-	}
-	if pol == nil {
-		return true
-	}
-	if old.Anonymous.Allowed && !pol.Anonymous.Allowed ||
-		old.Connections.SharedInbox && !pol.Connections.SharedInbox ||
-		old.Connections.ServiceDiscovery && !pol.Connections.ServiceDiscovery {
-		return true
-	}
-	if old.Allowed(old.Anonymous.Roles, policy.GatewaySession, "") && !pol.Allowed(pol.Anonymous.Roles, policy.GatewaySession, "") {
-		return true
-	}
-	// GATEWAY_SESSION is not granted per name: a set of roles has it when one of
-	// them does, so it is withdrawn from some set only if from some one role.
-	for role := range old.Roles {
-		if old.Allowed([]string{role}, policy.GatewaySession, "") && !pol.Allowed([]string{role}, policy.GatewaySession, "") {
-			return true
-		}
-	}
-	return false
 }
 
 // maxAdmitted bounds the connections an instance remembers (admitted): past it, one
@@ -188,73 +161,98 @@ func (s *Service) forgetDisconnected() error {
 const (
 	// kickWait bounds the wait for a server's answer to a kick.
 	kickWait = 2 * time.Second
-	// secondPassAfter is when the connections a change withdraws a grant from are
-	// closed a second time: one admitted under the old policy while the change was
-	// being applied may not have been on its server yet at the first.
-	secondPassAfter = 5 * time.Second
 )
 
-// followGrants closes, after every policy change that withdraws a connection grant,
-// the connections this instance admitted holding one the new policy does not give.
+// passDelays are the waits before the passes that follow a policy change, each
+// closing the remembered connections the policy then stored withdraws a grant from:
+// at once; 5 s later, for one admitted under the old policy while the change was
+// being applied, which may not have been on its server yet at the first; and then,
+// only while some could not be closed (a server that did not answer: paused, or cut
+// off and not yet known gone), later again.
+var passDelays = []time.Duration{0, 5 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute}
+
+// followGrants closes, after every policy change, the connections this instance
+// admitted holding a grant the new policy does not give (passDelays). Each pass
+// judges by the policy stored when it runs, and a change starts the passes over, so
+// that a change made during them is not judged against one it did not follow (a
+// policy allowing anonymous connections between two that do not).
 func (s *Service) followGrants() {
 	defer s.wg.Done()
 	prev := s.policy.Load()
+	next := len(passDelays) // no pass due
+	var due <-chan time.Time
 	for {
 		changed := s.policy.Changed()
-		pol := s.policy.Load()
-		if pol != prev && withdraws(prev, pol) {
-			s.endWithdrawn(s.bg)
+		if pol := s.policy.Load(); pol != prev {
+			prev, next, due = pol, 0, nil
 		}
-		prev = pol
+		if next < len(passDelays) && due == nil {
+			due = time.After(passDelays[next])
+		}
 		select {
 		case <-changed:
 		case <-s.bg.Done():
 			return
+		case <-due:
+			due = nil
+			failed := s.endWithdrawn(s.bg, next > 0)
+			next++
+			if next >= 2 && failed == 0 {
+				next = len(passDelays)
+			}
 		}
 	}
 }
 
-// endWithdrawn closes, twice (secondPassAfter), the remembered connections the
-// current policy withdraws a grant from.
-func (s *Service) endWithdrawn(ctx context.Context) {
-	for pass := range 2 {
-		if pass > 0 {
-			select {
-			case <-time.After(secondPassAfter):
-			case <-ctx.Done():
-				return
+// endWithdrawn closes the remembered connections the current policy withdraws a
+// grant from, and returns how many could not be closed (kept for the next pass). A
+// connection its server no longer holds is forgotten, but only in a later pass: in
+// the first its admission may still be on the way. A server that does not answer in
+// time is not asked again in this pass: each kick would wait kickWait.
+func (s *Service) endWithdrawn(ctx context.Context, later bool) (failed int) {
+	ended, unanswered := 0, 0
+	stuck := map[string]bool{}
+	var lastErr error
+	for _, c := range s.admitted.withdrawnBy(s.policy.Load()) {
+		if ctx.Err() != nil {
+			return failed
+		}
+		if stuck[c.server] {
+			failed++
+			continue
+		}
+		gone, err := s.kick(ctx, c.server, c.cid)
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+			// Its server is gone, and the connection with it; or nobody
+			// exports the subject (warned below).
+			unanswered++
+			s.admitted.forget(c.server, c.cid)
+		case err != nil:
+			failed++
+			lastErr = err
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+				stuck[c.server] = true
 			}
-		}
-		ended, unanswered := 0, 0
-		for _, c := range s.admitted.withdrawnBy(s.policy.Load()) {
-			gone, err := s.kick(ctx, c.server, c.cid)
-			switch {
-			case errors.Is(err, nats.ErrNoResponders):
-				// Its server is gone, and the connection with it; or nobody
-				// exports the subject (warned below).
-				unanswered++
-				s.admitted.forget(c.server, c.cid)
-			case err != nil:
-				if ctx.Err() == nil {
-					s.log.Warn("the policy withdrew grants from admitted connections, which could not be closed: they keep them until they reconnect (configure the kick export, docs/architecture.md)",
-						"server", c.server, "cid", c.cid, "err", err)
-				}
-				return
-			case !gone:
-				ended++
-				s.admitted.forget(c.server, c.cid)
-			case pass > 0:
-				s.admitted.forget(c.server, c.cid)
-			}
-		}
-		if unanswered > 0 && ended == 0 {
-			s.log.Warn("the policy withdrew grants from admitted connections, but no server answered the request to close them: unless their servers are gone, they keep them until they reconnect (configure the kick export, docs/architecture.md)",
-				"subject", "$SYS.REQ.SERVER.*.KICK", "connections", unanswered)
-		}
-		if ended > 0 {
-			s.log.Info("closed the connections holding grants the policy withdrew; they are admitted again under it, or refused", "connections", ended)
+		case !gone:
+			ended++
+			s.admitted.forget(c.server, c.cid)
+		case later:
+			s.admitted.forget(c.server, c.cid)
 		}
 	}
+	if failed > 0 && ctx.Err() == nil {
+		s.log.Warn("the policy withdrew grants from admitted connections that could not be closed now; they are tried again, and keep the grants until closed or reconnected",
+			"connections", failed, "servers_not_answering", len(stuck), "err", lastErr)
+	}
+	if unanswered > 0 && ended == 0 {
+		s.log.Warn("the policy withdrew grants from admitted connections, but no server answered the request to close them: unless their servers are gone, they keep them until they reconnect (configure the kick export, docs/architecture.md)",
+			"subject", "$SYS.REQ.SERVER.*.KICK", "connections", unanswered)
+	}
+	if ended > 0 {
+		s.log.Info("closed the connections holding grants the policy withdrew; they are admitted again under it, or refused", "connections", ended)
+	}
+	return failed
 }
 
 // kick closes connection cid of the server whose id is server; gone reports that

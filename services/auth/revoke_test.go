@@ -8,8 +8,10 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/nats-io/nuid"
 
+	"github.com/seed-3c836eab/roster/pkg/embedded"
 	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/policy"
 	"github.com/seed-3c836eab/roster/pkg/wire"
@@ -133,6 +135,67 @@ func TestDisallowedAnonymousEndsAdmittedAnonymousConnections(t *testing.T) {
 		}
 		if !user.violated("_INBOX.x") {
 			return errors.New("alice's connection may still subscribe to _INBOX.>")
+		}
+		return nil
+	})
+}
+
+// TestAServerNotAnsweringKicksDoesNotSpareTheOthers: a server that does not answer
+// the request to close a connection (paused, or cut off and not yet known gone)
+// costs one wait in a pass, and the connections on the servers that answer are
+// closed all the same. The first kick that failed ended the whole revocation: the
+// connections not yet reached, in map order, kept the withdrawn grant, and no second
+// pass ran; and asked one kick after the other, each waiting kickWait, 100 on the
+// silent server would have taken more than 3 minutes.
+func TestAServerNotAnsweringKicksDoesNotSpareTheOthers(t *testing.T) {
+	const sysPass = "sys-pw"
+	kp, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	srv := natstest.Start(t, natstest.WithAuthCallout(pub, embedded.UserPassword{User: observerUser, Password: observerPass}),
+		func(c *embedded.Config) { c.SystemPassword = sysPass })
+	// A server that takes kicks and never answers them.
+	sys, err := nats.Connect(srv.ClientURL(), nats.UserInfo(embedded.SystemUser, sysPass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	const stuck = "NSTUCK"
+	asked := make(chan struct{}, 1024)
+	if _, err := sys.Subscribe("$SYS.REQ.SERVER."+stuck+".KICK", func(*nats.Msg) { asked <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	p := testPolicy()
+	h := start(t, srv, calloutConfig(t, kp, p))
+	anon := mustConnect(t, srv)
+	// Many connections remembered on the stuck server: in map order, one of them
+	// came before the real one in nearly every pass.
+	for cid := range uint64(100) {
+		h.svc.admitted.remember(stuck, cid+1, connGrants{anonymous: true})
+	}
+
+	closed := testPolicy()
+	closed.Anonymous.Allowed = false
+	if err := wire.Call(t.Context(), srv.ServiceConn(t), wire.SubjectPolicySet, nil, policy.SetRequest{Policy: closed}, &policy.Response{}); err != nil {
+		t.Fatalf("policy.set: %v", err)
+	}
+	natstest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if !anon.nc.IsClosed() {
+			return fmt.Errorf("the anonymous connection on the server that answers is still %v", anon.nc.Status())
+		}
+		return nil
+	})
+	// The path under test was taken: the stuck server was asked (it may come after
+	// the real connection in the pass).
+	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if len(asked) == 0 {
+			return errors.New("the server that does not answer was never asked")
 		}
 		return nil
 	})

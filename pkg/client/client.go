@@ -144,7 +144,9 @@ func Connect(url string, opts ...ConnectOption) (*Client, error) {
 	}
 	c.key, _ = kp.PublicKey()
 	if err := natsprobe.CheckURLs(url); err != nil {
-		return nil, fmt.Errorf("client: %w: %w", &wire.Error{Code: wire.CodeUnavailable, Message: "cannot connect"}, err)
+		// No retry would make it parse: bad_request, not the unavailable a
+		// caller retries.
+		return nil, fmt.Errorf("client: %w: %w", &wire.Error{Code: wire.CodeBadRequest, Message: "cannot connect"}, err)
 	}
 	nc, err := nats.Connect(url, c.natsOptions(o, kp)...)
 	if errors.Is(err, nats.ErrNkeysNotSupported) {

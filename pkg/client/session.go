@@ -440,13 +440,8 @@ func (s *Session) send(ctx context.Context, subject string, req, resp any) error
 			return err
 		}
 		err = s.c.call(ctx, subject, hdr, req, resp)
-		if errors.Is(err, ErrUnavailable) {
-			// Closed here meanwhile: the connection a Close closes (once the calls in
-			// flight on it are answered, or 5 s have passed) ends this call; the
-			// caller is told the session closed, as every later call is.
-			if _, closed := s.headers(); closed != nil {
-				return fmt.Errorf("%w: %w", closed, err)
-			}
+		if cerr := s.closedDuring(err); cerr != nil {
+			return cerr
 		}
 		if !errors.Is(err, ErrInvalidToken) || !s.rotatedSince(ctx, hdr.Get(wire.HeaderToken)) {
 			return err
@@ -491,6 +486,21 @@ func (s *Session) do(ctx context.Context, subject string, req, resp any) error {
 	return err
 }
 
+// closedDuring returns err, the error of a call of the session, wrapped in the
+// session's closed error when err is unavailable and the session was closed here
+// meanwhile: the connection a Close closes (once the calls in flight on it are
+// answered, or 5 s have passed) ends the call, and the caller is told the session
+// closed, as every later call is. Otherwise it returns nil.
+func (s *Session) closedDuring(err error) error {
+	if !errors.Is(err, ErrUnavailable) {
+		return nil
+	}
+	if _, closed := s.headers(); closed != nil {
+		return fmt.Errorf("%w: %w", closed, err)
+	}
+	return nil
+}
+
 // closeOnReply closes the session on this side when err, the answer to a request
 // about the session itself, says the server has closed it.
 func (s *Session) closeOnReply(err error) {
@@ -513,15 +523,18 @@ func (s *Session) closeOnReply(err error) {
 	s.setClosed(reasonOr(reason, wire.ClosedFailed), err)
 }
 
-// askReasonWait bounds the keepalive that asks the registry why a session closed.
+// askReasonWait bounds the request that asks the registry why a session closed.
 const askReasonWait = 2 * time.Second
 
-// askCloseReason asks the registry why the session is closed (a keepalive, which
-// it answers session_closed with the reason): "" when it does not say.
+// askCloseReason asks the registry why the session is closed: "" when it does not
+// say. A get of the own session, which the registry answers session_closed with
+// the reason from the record it reads; a keepalive is answered from the instance's
+// copy, which in a cluster may not have the close yet, and its ACTIVE left the
+// session closed here as failed.
 func (s *Session) askCloseReason() wire.CloseReason {
 	ctx, cancel := context.WithTimeout(context.Background(), askReasonWait)
 	defer cancel()
-	return reasonFrom(s.send(ctx, wire.SubjectSessionKeepalive, &wire.SessionKeepaliveRequest{}, &wire.SessionKeepaliveResponse{}))
+	return reasonFrom(s.send(ctx, wire.SubjectSessionGet, &wire.SessionGetRequest{}, &wire.SessionGetResponse{}))
 }
 
 // doOther sends a session-scoped request that names other sessions (by id or
@@ -635,6 +648,9 @@ func (s *Session) ChangePrincipal(ctx context.Context, creds *wire.Credentials) 
 	hdr, err := s.headers()
 	if err == nil {
 		err = s.c.call(ctx, wire.SubjectSessionChangePrincipal, hdr, &wire.SessionChangePrincipalRequest{Credentials: creds}, &resp)
+		if cerr := s.closedDuring(err); cerr != nil {
+			err = cerr
+		}
 		s.closeOnReply(err)
 	}
 	if err != nil {

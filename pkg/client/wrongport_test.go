@@ -91,15 +91,15 @@ func TestConnectDoesNotRepeatAnUnparsableURL(t *testing.T) {
 			_ = c.Close(t.Context())
 			t.Fatalf("%s: connected", tc.url)
 		}
-		if !errors.Is(err, client.ErrUnavailable) || !strings.Contains(err.Error(), "does not parse") {
-			t.Errorf("got %v, want unavailable: the URL does not parse", err)
+		if !errors.Is(err, client.ErrBadRequest) || errors.Is(err, client.ErrUnavailable) || !strings.Contains(err.Error(), "does not parse") {
+			t.Errorf("got %v, want bad_request (no retry makes it parse): the URL does not parse", err)
 		}
 		if strings.Contains(err.Error(), tc.secret) || strings.Contains(err.Error(), tc.piece) {
 			t.Errorf("the error repeats the password (or a piece of it, %q): %v", tc.piece, err)
 		}
 	}
 	_, err := client.Connect("nats://127.0.0.1:port")
-	if !errors.Is(err, client.ErrUnavailable) || !strings.Contains(err.Error(), `server URL "nats://127.0.0.1:port" does not parse`) {
+	if !errors.Is(err, client.ErrBadRequest) || !strings.Contains(err.Error(), `server URL "nats://127.0.0.1:port" does not parse`) {
 		t.Errorf("a URL without credentials: got %v, want it named", err)
 	}
 	// A well-formed URL with credentials, a trailing slash and all, is tried.

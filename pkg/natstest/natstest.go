@@ -6,6 +6,7 @@ package natstest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -195,4 +196,16 @@ func RewriteJSON(t testing.TB, kv jetstream.KeyValue, key string, change func(ma
 	if _, err := kv.Update(ctx, key, data, entry.Revision()); err != nil {
 		t.Fatalf("rewrite %s: %v", key, err)
 	}
+}
+
+// WaitConnected waits, for 10 s at most, until nc is connected (connected true) or
+// not (false: the link was cut and nats.go noticed).
+func WaitConnected(t testing.TB, nc *nats.Conn, connected bool) {
+	t.Helper()
+	CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if nc.IsConnected() != connected {
+			return fmt.Errorf("connection %v, want connected %v", nc.Status(), connected)
+		}
+		return nil
+	})
 }

@@ -125,20 +125,10 @@ func TestTouchesWhosePublishFailedArePublishedLater(t *testing.T) {
 	id := strings.Repeat("a", IDLength)
 	v.Touch(id)
 	px.Cut()
-	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		if nc.IsConnected() {
-			return errors.New("still connected")
-		}
-		return nil
-	})
+	natstest.WaitConnected(t, nc, false)
 	v.flushTouches()
 	px.Heal()
-	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		if !nc.IsConnected() {
-			return errors.New("not reconnected yet")
-		}
-		return nil
-	})
+	natstest.WaitConnected(t, nc, true)
 	v.flushTouches()
 	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		for len(seen) > 0 {

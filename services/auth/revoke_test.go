@@ -109,17 +109,7 @@ func TestDisallowedAnonymousEndsAdmittedAnonymousConnections(t *testing.T) {
 	anon := mustConnect(t, srv)
 	user := mustConnect(t, srv, nats.UserInfo("alice", "alice-pw"), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 
-	closed := testPolicy()
-	closed.Anonymous.Allowed = false
-	if err := wire.Call(t.Context(), srv.ServiceConn(t), wire.SubjectPolicySet, nil, policy.SetRequest{Policy: closed}, &policy.Response{}); err != nil {
-		t.Fatalf("policy.set: %v", err)
-	}
-	natstest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
-		if !anon.nc.IsClosed() {
-			return fmt.Errorf("the anonymous connection admitted before anonymous was disallowed is still %v", anon.nc.Status())
-		}
-		return nil
-	})
+	disallowAnonymous(t, srv, anon, "the anonymous connection admitted before anonymous was disallowed")
 	// A user's connection lost _INBOX.> too: it is admitted again without it.
 	natstest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
 		if !user.nc.IsConnected() {
@@ -180,6 +170,21 @@ func TestAServerNotAnsweringKicksDoesNotSpareTheOthers(t *testing.T) {
 		h.svc.admitted.remember(stuck, cid+1, connGrants{anonymous: true})
 	}
 
+	disallowAnonymous(t, srv, anon, "the anonymous connection on the server that answers")
+	// The path under test was taken: the stuck server was asked (it may come after
+	// the real connection in the pass).
+	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if len(asked) == 0 {
+			return errors.New("the server that does not answer was never asked")
+		}
+		return nil
+	})
+}
+
+// disallowAnonymous sets a policy that admits no anonymous connection and waits for
+// anon, one admitted before, to be closed (what names it in the failure).
+func disallowAnonymous(t *testing.T, srv *natstest.Server, anon *client, what string) {
+	t.Helper()
 	closed := testPolicy()
 	closed.Anonymous.Allowed = false
 	if err := wire.Call(t.Context(), srv.ServiceConn(t), wire.SubjectPolicySet, nil, policy.SetRequest{Policy: closed}, &policy.Response{}); err != nil {
@@ -187,15 +192,7 @@ func TestAServerNotAnsweringKicksDoesNotSpareTheOthers(t *testing.T) {
 	}
 	natstest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
 		if !anon.nc.IsClosed() {
-			return fmt.Errorf("the anonymous connection on the server that answers is still %v", anon.nc.Status())
-		}
-		return nil
-	})
-	// The path under test was taken: the stuck server was asked (it may come after
-	// the real connection in the pass).
-	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		if len(asked) == 0 {
-			return errors.New("the server that does not answer was never asked")
+			return fmt.Errorf("%s is still %v", what, anon.nc.Status())
 		}
 		return nil
 	})

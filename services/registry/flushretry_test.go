@@ -38,14 +38,7 @@ func TestActivityWhosePublishFailedIsPublishedLater(t *testing.T) {
 	tr, _ := replayTracker(t, nc)
 	tr.s.log = slog.New(slog.DiscardHandler)
 
-	seen := make(chan *nats.Msg, 16)
-	watch := srv.ServiceConn(t)
-	if _, err := watch.ChanSubscribe(wire.SubjectSessionActivity, seen); err != nil {
-		t.Fatal(err)
-	}
-	if err := watch.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	seen := watchActivity(t, srv)
 
 	// More than two batches' worth (maxBatch ids each).
 	const n = 2*20000 + 1
@@ -56,20 +49,10 @@ func TestActivityWhosePublishFailedIsPublishedLater(t *testing.T) {
 		tr.activity(id)
 	}
 	px.Cut()
-	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		if nc.IsConnected() {
-			return fmt.Errorf("still connected")
-		}
-		return nil
-	})
+	natstest.WaitConnected(t, nc, false)
 	tr.flush()
 	px.Heal()
-	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		if !nc.IsConnected() {
-			return fmt.Errorf("not reconnected yet")
-		}
-		return nil
-	})
+	natstest.WaitConnected(t, nc, true)
 	tr.flush()
 	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		for len(seen) > 0 {
@@ -106,14 +89,7 @@ func TestActivityPublishedIntoALostConnectionIsPublishedAgain(t *testing.T) {
 	tr, _ := replayTracker(t, nc)
 	tr.s.log = slog.New(slog.DiscardHandler)
 
-	seen := make(chan *nats.Msg, 16)
-	watch := srv.ServiceConn(t)
-	if _, err := watch.ChanSubscribe(wire.SubjectSessionActivity, seen); err != nil {
-		t.Fatal(err)
-	}
-	if err := watch.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	seen := watchActivity(t, srv)
 
 	id := fmt.Sprintf("%0*d", sessions.IDLength, 7)
 	tr.activity(id)
@@ -138,12 +114,7 @@ func TestActivityPublishedIntoALostConnectionIsPublishedAgain(t *testing.T) {
 	})
 	px.Heal()
 	<-published
-	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		if !nc.IsConnected() {
-			return fmt.Errorf("not reconnected yet")
-		}
-		return nil
-	})
+	natstest.WaitConnected(t, nc, true)
 	tr.flush()
 	natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		for len(seen) > 0 {
@@ -157,4 +128,18 @@ func TestActivityPublishedIntoALostConnectionIsPublishedAgain(t *testing.T) {
 		}
 		return fmt.Errorf("the activity of %s never reached the server", id)
 	})
+}
+
+// watchActivity returns the activity batches published on srv from now on.
+func watchActivity(t *testing.T, srv *natstest.Server) <-chan *nats.Msg {
+	t.Helper()
+	seen := make(chan *nats.Msg, 16)
+	watch := srv.ServiceConn(t)
+	if _, err := watch.ChanSubscribe(wire.SubjectSessionActivity, seen); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return seen
 }

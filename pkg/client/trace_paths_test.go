@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/seed-3c836eab/roster/pkg/client"
+	"github.com/seed-3c836eab/roster/pkg/natstest"
 	"github.com/seed-3c836eab/roster/pkg/wire"
 	"github.com/seed-3c836eab/roster/services/auth"
 )
@@ -541,10 +542,24 @@ func TestHeldEventReadAnswerJoinsReadersTrace(t *testing.T) {
 	// own, waiting up to 10 s; it returns the read's trace once the read is held.
 	hold := func(t *testing.T, reader, s *client.Session) (trace.SpanContext, chan error) {
 		t.Helper()
-		first, err := reader.Events(ctxT(t), wire.SessionEventsRequest{SessionID: s.ID()})
-		if err != nil {
-			t.Fatal(err)
-		}
+		// From after s's opened event, once it is stored: the registry publishes it
+		// after answering the open, and a read that began before it was stored
+		// found it at once instead of being held (in CI at 18891fe: no held read's
+		// server span).
+		var first *wire.SessionEventsResponse
+		natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			resp, err := reader.Events(ctxT(t), wire.SessionEventsRequest{SessionID: s.ID()})
+			if err != nil {
+				return err
+			}
+			for _, e := range resp.Events {
+				if e.Event != nil && e.Event.Kind == wire.EventOpened {
+					first = resp
+					return nil
+				}
+			}
+			return errors.New("the session's opened event is not stored yet")
+		})
 		ctx, span := tr.tp.Tracer("application").Start(context.Background(), "follow")
 		errs := make(chan error, 1)
 		go func() {

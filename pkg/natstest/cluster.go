@@ -15,23 +15,30 @@ import (
 	"github.com/seed-3c836eab/roster/pkg/embedded"
 )
 
+// FreeAddrs returns n loopback addresses (host:port) free now, for listeners started
+// a moment later: the route addresses every node of a cluster must know before any
+// of them starts.
+func FreeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("natstest: free port: %v", err)
+		}
+		addrs[i] = l.Addr().String()
+		_ = l.Close()
+	}
+	return addrs
+}
+
 // StartCluster starts n servers as the nodes of one NATS cluster with clustered
 // JetStream, each with the options given, and returns once JetStream answers. The
 // nodes share their service and system passwords, as every node of a cluster must.
 // They stop when the test ends.
 func StartCluster(t testing.TB, n int, opts ...Option) []*Server {
 	t.Helper()
-	routes := make([]string, n)
-	for i := range routes {
-		// A free port now, bound by the node a moment later: every node must know
-		// the others' route addresses before any of them starts.
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("natstest: route port: %v", err)
-		}
-		routes[i] = l.Addr().String()
-		_ = l.Close()
-	}
+	routes := FreeAddrs(t, n)
 	servers := make([]*Server, n)
 	for i := range servers {
 		var others []string

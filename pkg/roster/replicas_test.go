@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -84,15 +83,7 @@ func TestStartRefusesToLowerReplicas(t *testing.T) {
 // a cluster whose third node had not registered yet).
 func TestStartWaitsForTheClusterToForm(t *testing.T) {
 	t.Parallel()
-	routes := make([]string, 3)
-	for i := range routes {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		routes[i] = l.Addr().String()
-		_ = l.Close()
-	}
+	routes := natstest.FreeAddrs(t, 3)
 	node := func(i int) *natstest.Server {
 		var others []string
 		for j, r := range routes {

@@ -29,14 +29,7 @@ func TestActivityWhosePublishFailedIsPublishedLater(t *testing.T) {
 	// A reconnect buffer of one byte takes one message, the first batch, and
 	// refuses the next ones while the connection is away (flush now publishes
 	// nothing then; it used to).
-	nc, err := nats.Connect(px.URL(), nats.UserInfo(embedded.ServiceUser, srv.Config().ServicePassword),
-		nats.ReconnectBufSize(1), nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	tr, _ := replayTracker(t, nc)
-	tr.s.log = slog.New(slog.DiscardHandler)
+	nc, tr := trackerThrough(t, srv, px, nats.ReconnectBufSize(1))
 
 	seen := watchActivity(t, srv)
 
@@ -80,14 +73,7 @@ func TestActivityWhosePublishFailedIsPublishedLater(t *testing.T) {
 func TestActivityPublishedIntoALostConnectionIsPublishedAgain(t *testing.T) {
 	srv := startServer(t)
 	px := natstest.StartPartition(t, srv.ClientURL())
-	nc, err := nats.Connect(px.URL(), nats.UserInfo(embedded.ServiceUser, srv.Config().ServicePassword),
-		nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	tr, _ := replayTracker(t, nc)
-	tr.s.log = slog.New(slog.DiscardHandler)
+	nc, tr := trackerThrough(t, srv, px)
 
 	seen := watchActivity(t, srv)
 
@@ -142,4 +128,19 @@ func watchActivity(t *testing.T, srv *natstest.Server) <-chan *nats.Msg {
 		t.Fatal(err)
 	}
 	return seen
+}
+
+// trackerThrough returns a tracker whose service connection to srv goes through px
+// and reconnects at once, with the options given.
+func trackerThrough(t *testing.T, srv *natstest.Server, px *natstest.Partition, opts ...nats.Option) (*nats.Conn, *tracker) {
+	t.Helper()
+	nc, err := nats.Connect(px.URL(), append([]nats.Option{nats.UserInfo(embedded.ServiceUser, srv.Config().ServicePassword),
+		nats.ReconnectWait(20 * time.Millisecond), nats.MaxReconnects(-1)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	tr, _ := replayTracker(t, nc)
+	tr.s.log = slog.New(slog.DiscardHandler)
+	return nc, tr
 }

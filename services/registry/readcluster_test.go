@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -154,15 +153,7 @@ func TestGetNeverAnswersFromALaggingReplica(t *testing.T) {
 // directly and know no route to node 2).
 func startPartitionableCluster(t *testing.T) (nodes []*natstest.Server, cut []*natstest.Partition) {
 	t.Helper()
-	routes := make([]string, 3)
-	for i := range routes {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		routes[i] = l.Addr().String()
-		_ = l.Close()
-	}
+	routes := natstest.FreeAddrs(t, 3)
 	cut = []*natstest.Partition{natstest.StartPartition(t, routes[0]), natstest.StartPartition(t, routes[1])}
 	// Node 2 admits no route (a password of its own): nodes 0 and 1, told of it by
 	// each other, cannot connect to it directly. It presents theirs through the

@@ -603,9 +603,22 @@ func (c *Client) callUntilLost(ctx context.Context, subject string, hdr nats.Hea
 func lostDuring(what string, err error) error {
 	lost := &wire.Error{Code: wire.CodeUnavailable, Message: "connection to NATS lost during the request"}
 	if errors.Is(err, context.Canceled) {
-		return fmt.Errorf("%w: %s", lost, what)
+		return lostInFlight{fmt.Errorf("%w: %s", lost, what)}
 	}
-	return fmt.Errorf("%w: %w", lost, err)
+	return lostInFlight{fmt.Errorf("%w: %w", lost, err)}
+}
+
+// lostInFlight marks the error of a request that was sent and whose answer the loss
+// of the connection cut off: the service may have done what it asked.
+type lostInFlight struct{ error }
+
+func (e lostInFlight) Unwrap() error { return e.error }
+
+// inDoubt reports whether err is that of a request the service may have carried
+// out, its answer lost with the connection.
+func inDoubt(err error) bool {
+	var lost lostInFlight
+	return errors.As(err, &lost)
 }
 
 // spanError ends span's operation as failed with err: an error status, the error as

@@ -165,11 +165,14 @@ const (
 
 // passDelays are the waits before the passes that follow a policy change, each
 // closing the remembered connections the policy then stored withdraws a grant from:
-// at once; 5 s later, for one admitted under the old policy while the change was
-// being applied, which may not have been on its server yet at the first; and then,
-// only while some could not be closed (a server that did not answer: paused, or cut
-// off and not yet known gone), later again.
-var passDelays = []time.Duration{0, 5 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute}
+// a second after the change, so that the answer to the request that made it, on
+// its way to a connection that may be among those closed, is delivered first (at
+// once, the requester's connection was often closed under it, and it was told the
+// change may not have been made); 5 s later, for one admitted under the old policy
+// while the change was being applied, which may not have been on its server yet at
+// the first; and then, only while some could not be closed (a server that did not
+// answer: paused, or cut off and not yet known gone), later again.
+var passDelays = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute}
 
 // followGrants closes, after every policy change, the connections this instance
 // admitted holding a grant the new policy does not give (passDelays). Each pass

@@ -523,7 +523,8 @@ func (l *Lock) Token() uint64 { return l.info.Token }
 
 // Lost is closed when the lock is released without Unlock, or may have been: by
 // Session.Release (of this SDK; a release by another process acting as the session
-// is known only once a Release here is answered lock_not_held); its
+// is known only once a Release here is answered lock_not_held, or the session is
+// granted the name anew, with a higher token); its
 // session closed; a connection-scoped lock's session lost its connection or was
 // taken over by another client (see Attach); or the SDK could not confirm the
 // session with the registry for so long that the server may have released the
@@ -606,6 +607,23 @@ func (s *Session) trackLockLocked(info wire.Lock) *Lock {
 		return l
 	}
 	l := &Lock{s: s, info: info, lost: make(chan struct{})}
+	// The server holds one hold per session and name, and a hold's token never
+	// changes: a grant with another token than the tracked lock's tells which of
+	// the two holds is gone. A higher one was granted after the tracked hold ended
+	// (released by another process acting as the session, say): that *Lock is lost.
+	// A lower one is an answer older than the tracked hold, handled late: its hold
+	// ended before the tracked one was granted.
+	if old, ok := s.locks[info.Name]; ok && info.Token != 0 && old.info.Token != 0 {
+		if info.Token < old.info.Token {
+			l.lostErr = fmt.Errorf("%w: %w", ErrLockLost, &wire.Error{Code: wire.CodeLockNotHeld, Message: fmt.Sprintf(
+				"lock %s token %d: a late answer; the session has held the lock since with token %d", info.Name, info.Token, old.info.Token)})
+			close(l.lost)
+			return l
+		}
+		delete(s.locks, info.Name)
+		old.markLost(fmt.Errorf("%w: %w", ErrLockLost, &wire.Error{Code: wire.CodeLockNotHeld, Message: fmt.Sprintf(
+			"lock %s token %d: the session was granted the lock anew (token %d), so that hold had been released", info.Name, old.info.Token, info.Token)}))
+	}
 	// A grant whose reply is handled after the session closed, or after the
 	// connection it was taken on was lost or the session moved to another
 	// client's connection (connection scope), missed loseLocks: tracked, its Lost

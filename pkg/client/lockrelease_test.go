@@ -94,3 +94,58 @@ func TestReleaseOfALockReleasedElsewhereStopsTrackingIt(t *testing.T) {
 		})
 	}
 }
+
+// TestANewGrantEndsTheLockItReplaces: the session's lock, taken here, is released by
+// another process acting as the session (Attach), and a Lock here is then granted
+// the name anew, with a higher token. The server holds one hold per session and
+// name, so the new token says the old hold is gone; the SDK replaced the *Lock it
+// tracked with the new one and left the old one's Lost open for good — its holder
+// went on as if it held the lock, and no later event (not even the session's close)
+// could reach it. An answer with a lower token than the one tracked, on the other
+// hand, is older than the hold tracked: it is reported lost at once, and the
+// tracked lock stays.
+func TestANewGrantEndsTheLockItReplaces(t *testing.T) {
+	p := rostertest.Start(t)
+	s := open(t, p.ClientURL(), client.Options{})
+	ctx := ctxT(t)
+	first, err := s.Lock(ctx, "jobs/1", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := connect(t, p.ClientURL())
+	attached, err := other.Attach(ctx, s.ID(), s.Token(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := attached.Release(ctx, "jobs/1", 0); err != nil {
+		t.Fatalf("release from the other process: %v", err)
+	}
+	second, err := s.Lock(ctx, "jobs/1", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Token() <= first.Token() {
+		t.Fatalf("the new grant has token %d, the first had %d", second.Token(), first.Token())
+	}
+	if gone, err := lost(first); !gone || !errors.Is(err, client.ErrLockLost) || !errors.Is(err, client.ErrLockNotHeld) {
+		t.Errorf("the lock the new grant replaced: Lost closed %v, Err %v; want closed with ErrLockLost and ErrLockNotHeld", gone, err)
+	}
+	if gone, err := lost(second); gone {
+		t.Errorf("the new grant is reported lost: %v", err)
+	}
+
+	// A late answer with the first token, handled now: that hold is gone.
+	late := client.TrackLock(s, first.Info())
+	if late == second {
+		t.Fatal("an answer with the first token got the lock of the second")
+	}
+	if gone, err := lost(late); !gone || !errors.Is(err, client.ErrLockLost) {
+		t.Errorf("a late answer with an older token than the tracked lock's: Lost closed %v, Err %v; want closed with ErrLockLost", gone, err)
+	}
+	if tok, ok := client.TrackedLock(s, "jobs/1"); !ok || tok != second.Token() {
+		t.Errorf("after a late answer with token %d the SDK tracks %d (%v), want %d", first.Token(), tok, ok, second.Token())
+	}
+	if gone, err := lost(second); gone {
+		t.Errorf("a late answer with an older token reported the lock held lost: %v", err)
+	}
+}

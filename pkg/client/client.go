@@ -279,8 +279,9 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 // elsewhere: they are left open on the server, and only stop being served here;
 // their Lock calls still waiting fail with ErrUnavailable, and their requests are
 // withdrawn (while ctx allows) before the connection closes, so that the session
-// is never granted a lock nobody here could release. Locks they hold stay held.
-// Calling Close again returns nil; any other call on c, or on a session taken
+// is never granted a lock nobody here could release. Locks they hold stay held,
+// but for the connection-scoped ones, which go with the connection: their Lost
+// closes (ErrUnavailable). Calling Close again returns nil; any other call on c, or on a session taken
 // with Attach, fails with ErrUnavailable once it has returned. While the connection
 // is away, the closes wait for it to be back (Session.Close), for 5 s at most in
 // all. An Open whose reply
@@ -317,6 +318,15 @@ func (c *Client) Close(ctx context.Context) error {
 	}
 	c.waitOrphans(ctx)
 	c.nc.Close()
+	// The connection-scoped locks of an attached session go with the connection:
+	// the server releases them once it sees it closed. No later loss is told to a
+	// session no longer served here (connectionClosed finds it gone), so they are
+	// reported lost now; the session-scoped ones stay held.
+	for _, s := range open {
+		if s.attached {
+			s.loseLocks(true, errClosedConn)
+		}
+	}
 	// A heartbeat in flight fails at once on the closed connection.
 	for _, s := range open {
 		<-s.hbDone

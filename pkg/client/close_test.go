@@ -341,3 +341,65 @@ func TestARequestInFlightWhenItsSessionClosesSaysSo(t *testing.T) {
 		t.Errorf("request in flight at Close: got %v, want ErrSessionClosed", err)
 	}
 }
+
+// TestClientCloseReportsAnAttachedSessionsConnectionLocksLost: a session taken with
+// Attach (and bound here by Handle) stays open on the server when its Client closes, and so do its
+// session-scoped locks; its connection-scoped ones go with the connection Close
+// closes — the server releases them and grants them to the next session. Close
+// stopped serving the session here (finish) without a word to its locks, and the
+// closed connection's handler no longer found the session: the *Lock of a
+// connection-scoped hold kept its Lost open for good, its holder unaware that
+// another session held the lock.
+func TestClientCloseReportsAnAttachedSessionsConnectionLocksLost(t *testing.T) {
+	p := rostertest.Start(t)
+	opener := open(t, p.ClientURL(), client.Options{})
+	ctx := ctxT(t)
+	c, err := client.Connect(p.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	attached, err := c.Attach(ctx, opener.ID(), opener.Token(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Handle binds the session to this client's connection, where a
+	// connection-scoped lock of it is then taken.
+	if _, err := attached.Handle("jobs/notices", func(context.Context, *client.Message) ([]byte, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := attached.Lock(ctx, "jobs/conn", client.LockOptions{Scope: wire.ScopeConnection})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := attached.Lock(ctx, "jobs/sess", client.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The server released the connection-scoped lock with the connection.
+	other := open(t, p.ClientURL(), client.Options{})
+	waitFor(t, func() error {
+		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		l, err := other.TryLock(tctx, "jobs/conn", client.LockOptions{})
+		if err != nil {
+			return fmt.Errorf("the connection-scoped lock of the closed client: %w", err)
+		}
+		return l.Unlock(tctx)
+	})
+	select {
+	case <-conn.Lost():
+		if err := conn.Err(); !errors.Is(err, client.ErrLockLost) || !errors.Is(err, client.ErrUnavailable) {
+			t.Errorf("the connection-scoped lock: Err %v, want ErrLockLost and ErrUnavailable", err)
+		}
+	default:
+		t.Error("the connection-scoped lock of an attached session whose Client closed is not reported lost; the server released it")
+	}
+	select {
+	case <-sess.Lost():
+		t.Errorf("the session-scoped lock, which the open session still holds, is reported lost: %v", sess.Err())
+	default:
+	}
+}

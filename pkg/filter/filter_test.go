@@ -577,6 +577,19 @@ func TestWeightCoversMemory(t *testing.T) {
 		{"has", 5, long(`k is "%d"`, ` or has a`)},
 		{"in", 5, long(`k is "%d"`, ` or a in ['x','y','z','w','v']`)},
 		{"values", 5, long(`a in '%d'`, `''`)},
+		// Distinct values: a checked "in" keeps a set entry and a type for each.
+		{"distinct values", 5, distinct(`a in '%d'`, `'%s'`)},
+		{"distinct values, many clauses", 5, func(i int) string {
+			var b strings.Builder
+			fmt.Fprintf(&b, `k is "%d"`, i)
+			for c := 0; b.Len()+300 <= MaxLength; c++ {
+				b.WriteString(" or a in ")
+				for j := range 60 {
+					fmt.Fprintf(&b, `'%s'`, twoChars(c*60+j))
+				}
+			}
+			return b.String()
+		}},
 	}
 	for _, s := range shapes {
 		t.Run(s.name, func(t *testing.T) {
@@ -605,6 +618,28 @@ func TestWeightCoversMemory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// distinct returns the filters head (with its number) and rep repeated up to
+// MaxLength, rep's %s a different two-character value each time.
+func distinct(head, rep string) func(int) string {
+	return func(i int) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, head, i)
+		for j := 0; ; j++ {
+			r := fmt.Sprintf(rep, twoChars(j))
+			if b.Len()+len(r) > MaxLength {
+				return b.String()
+			}
+			b.WriteString(r)
+		}
+	}
+}
+
+// twoChars returns one of 3,844 distinct values of two letters or digits.
+func twoChars(j int) string {
+	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	return string([]byte{alphabet[j%62], alphabet[j/62%62]})
 }
 
 // TestEscapeString: a value escaped and put between either quotes stands for itself,

@@ -50,6 +50,7 @@ type env struct {
 	tp    *sdktrace.TracerProvider
 	cc    *nats.Conn     // client connection used to open sessions and call
 	view  *sessions.View // the shared view (newEnvWith with shared), else nil
+	stop  func()         // stops the messaging instance (Run returns); also at cleanup
 }
 
 func newEnv(t *testing.T, cfg Config) *env {
@@ -98,8 +99,8 @@ func newEnvWith(t *testing.T, cfg Config, shared bool) *env {
 	if err != nil {
 		t.Fatalf("messaging: %v", err)
 	}
-	natstest.Run(t, s.Run)
-	return &env{srv: srv, msg: s, spans: spans, tp: tp, cc: srv.ClientConn(t), view: cfg.Sessions}
+	stop := natstest.Run(t, s.Run)
+	return &env{srv: srv, msg: s, spans: spans, tp: tp, cc: srv.ClientConn(t), view: cfg.Sessions, stop: stop}
 }
 
 // startAuth answers wire.SubjectAuthenticate as the auth service would: a password

@@ -224,8 +224,9 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		s.metrics.count(ctx, "request", req.Filter != "", n)
 	}
 	// The results are gathered after the handler returns (or streamed), so that a
-	// request waiting for its receivers holds no handler slot.
-	bg := trace.ContextWithSpan(s.svc.Context(), fo.span)
+	// request waiting for its receivers holds no handler slot, until the end of the
+	// stop's drain at the latest (Run).
+	bg := trace.ContextWithSpan(s.gathers, fo.span)
 	if req.StreamID == "" {
 		select {
 		case s.requests <- struct{}{}:
@@ -272,7 +273,7 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 	}
 	st := newStreamer(ctx, s.nc, s.cfg.MaxPayload, wire.ResultSubject(from.deliveryKey, from.id, req.StreamID))
 	st.start(expected)
-	// The results outlive this handler; they end with the service at the latest.
+	// The results outlive this handler; they end with the stop's drain at the latest.
 	s.wg.Add(1)
 	detached = true
 	go func() {

@@ -133,9 +133,13 @@ type Service struct {
 	// metrics count deliveries (metrics.go).
 	metrics *metrics
 
-	wg       sync.WaitGroup // requests outliving their handler
-	streams  chan struct{}  // a slot per streamed request in progress
-	requests chan struct{}  // a slot per request without stream_id in progress
+	wg sync.WaitGroup // requests outliving their handler
+	// gathers is the context of the requests outliving their handler: it ends when
+	// the drain does, not with the endpoint's handlers (stopGathers).
+	gathers     context.Context
+	stopGathers context.CancelFunc
+	streams     chan struct{} // a slot per streamed request in progress
+	requests    chan struct{} // a slot per request without stream_id in progress
 	// senders and principals count the requests in progress per sending session and
 	// per principal of the sending sessions.
 	sendersMu  sync.Mutex
@@ -226,7 +230,9 @@ func newService(nc *nats.Conn, cfg Config, pol Authorizer, view sessionView, ix 
 		return nil, err
 	}
 	s := &Service{cfg: cfg, nc: nc, svc: svc, log: svc.Logger(), pol: pol, view: view, ix: ix, streams: make(chan struct{}, cfg.MaxStreams), requests: make(chan struct{}, cfg.MaxRequests), senders: map[string]int{}, principals: map[string]int{}}
+	s.gathers, s.stopGathers = context.WithCancel(context.WithoutCancel(svc.Context()))
 	fail := func(err error) (*Service, error) {
+		s.stopGathers()
 		s.stopFollowing()
 		_ = svc.Stop(context.Background())
 		return nil, err
@@ -261,15 +267,42 @@ func (ix *index) apply(c sessions.Change) {
 // Config.DrainTimeout (or until the deadline ctx's cause gives, endpoint.StopBy,
 // when that comes first) for those in flight, and stops following the sessions. Every
 // goroutine the service started has ended when Run returns.
+//
+// A request is in flight until its results are in: its handler returns once the
+// deliveries are out (endpoint.ErrReplyLater, or a streamed request's reply), and
+// the drain waits for the gathering too, which ends a little before the drain's
+// deadline at the latest (stopMargin; the receivers not in then are unavailable).
+// Ended with the endpoint's handlers, every request in progress was answered at
+// once, each receiver that had not answered yet reported unavailable and its answer
+// lost.
 func (s *Service) Run(ctx context.Context) error {
 	err := errors.New("messaging: Run called twice")
 	s.runOnce.Do(func() {
-		err = s.svc.Serve(ctx, s.cfg.DrainTimeout)
-		s.wg.Wait() // streamed requests end with the service context
+		<-ctx.Done()
+		stopCtx, cancel := endpoint.StopContext(ctx, s.cfg.DrainTimeout)
+		defer cancel()
+		deadline, _ := stopCtx.Deadline()
+		gatherBy := time.NewTimer(time.Until(deadline.Add(-min(stopMargin, time.Until(deadline)/4))))
+		defer gatherBy.Stop()
+		err = s.svc.Stop(stopCtx)
+		gathered := make(chan struct{})
+		go func() { s.wg.Wait(); close(gathered) }()
+		select {
+		case <-gathered:
+		case <-gatherBy.C:
+			s.stopGathers()
+			<-gathered
+		}
+		s.stopGathers()
 		s.stopFollowing()
 	})
 	return err
 }
+
+// stopMargin is how much of a stop's drain the requests in progress leave, at the
+// most a quarter of it, for their answers to go out and the connection to drain
+// by the same deadline (the process drains it once Run returns).
+const stopMargin = 200 * time.Millisecond
 
 func (s *Service) stopFollowing() {
 	if s.fan != nil {

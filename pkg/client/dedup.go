@@ -44,9 +44,9 @@ type seenMsg struct {
 	// done is closed once the handler has returned; the fields below are set
 	// before it closes and not changed after.
 	done chan struct{}
-	held bool // the answer is kept (ans.data)
-	ans  handlerAnswer
-	size int // the answer's size, kept or not
+	held bool          // the answer is kept (ans), counted in dedup.held
+	ans  handlerAnswer // only when held
+	size int           // the answer's size (answerSize), kept or not
 }
 
 // handlerAnswer is what a handler answered a request: a payload and its content
@@ -153,7 +153,7 @@ func (d *dedup) drop() {
 		delete(d.seen, e.key)
 	}
 	if e.held {
-		d.held -= len(e.ans.data)
+		d.held -= e.size
 	}
 	if d.head > 64 && d.head*2 >= len(d.queue) {
 		n := copy(d.queue, d.queue[d.head:])
@@ -172,18 +172,35 @@ func (d *dedup) len() int {
 // finish records that the handler of e's message has returned, now, with its answer
 // when the message was a request (answered), and releases the copies waiting for
 // it. The answer is kept if it is small enough and the registration's budget allows;
-// a send has none to keep.
+// a send has none to keep. Its size counts all of it, an error's message and the
+// content type included: uncounted, they were kept beside every entry, a send's
+// too, and a handler failing with its payload quoted in the error held that much
+// per message for the window (TestDedupBoundsErrorAnswersToo).
 func (d *dedup) finish(e *seenMsg, answered bool, a handlerAnswer, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	e.ans.err, e.ans.contentType, e.size = a.err, a.contentType, len(a.data)
+	e.size = answerSize(a)
 	e.at, e.ended = now, true
-	if answered && len(a.data) <= d.maxAnswer && d.held+len(a.data) <= d.maxBudget && d.seen[e.key] == e {
+	if answered && e.size <= d.maxAnswer && d.held+e.size <= d.maxBudget && d.seen[e.key] == e {
 		e.held = true
-		e.ans.data = append([]byte(nil), a.data...) // the handler may reuse its buffer
-		d.held += len(a.data)
+		e.ans = handlerAnswer{
+			data:        append([]byte(nil), a.data...), // the handler may reuse its buffer
+			contentType: a.contentType,
+			err:         a.err,
+		}
+		d.held += e.size
 	}
 	close(e.done)
+}
+
+// answerSize is the memory an answer keeps: its payload, content type and error
+// message.
+func answerSize(a handlerAnswer) int {
+	n := len(a.data) + len(a.contentType)
+	if a.err != nil {
+		n += len(a.err.Message)
+	}
+	return n
 }
 
 // answer returns the answer recorded for e, once finish has run: ok is false when

@@ -2,6 +2,7 @@ package client
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,9 +102,10 @@ func TestDedupIsBounded(t *testing.T) {
 }
 
 // TestDedupKeepsSmallAnswers: a request's answer is kept for its copies when it is
-// at most the largest kept and fits the budget; a send has none.
+// at most the largest kept and fits the budget; a send has none. An answer's size
+// counts its content type ("text/plain", 10 bytes, in every case here).
 func TestDedupKeepsSmallAnswers(t *testing.T) {
-	d := testDedup(time.Hour, 10, 10, 15)
+	d := testDedup(time.Hour, 10, 20, 35)
 	now := time.Unix(1000, 0)
 	cases := []struct {
 		name     string
@@ -125,5 +127,47 @@ func TestDedupKeepsSmallAnswers(t *testing.T) {
 		if ok != c.kept || ok && (string(a.data) != string(c.data) || a.err != c.err || a.contentType != "text/plain") {
 			t.Errorf("%s: got %q, %v, %q, kept %v; want kept %v", c.name, a.data, a.err, a.contentType, ok, c.kept)
 		}
+	}
+}
+
+// TestDedupBoundsErrorAnswersToo: what a registration keeps of its messages is
+// bounded by the answers' budget whatever the answer is. An error's message (a
+// handler's error text, which may quote a whole payload) and the content type were
+// kept beside every entry without being counted — for sends, which have no answer
+// to give again, too — so that 4,096 messages whose handler failed with a 1 MiB
+// message held 4 GiB for the window.
+func TestDedupBoundsErrorAnswersToo(t *testing.T) {
+	const maxAnswer, budget = 100, 1000
+	d := testDedup(time.Hour, 64, maxAnswer, budget)
+	now := time.Unix(1000, 0)
+	long := &wire.Error{Code: wire.CodeInternal, Message: strings.Repeat("x", 10*maxAnswer)}
+	short := &wire.Error{Code: wire.CodeNotFound, Message: strings.Repeat("y", maxAnswer/2)}
+	for i := range 60 {
+		e, _ := d.take(key(i), now)
+		answered := i%3 != 0 // every third a send
+		err := long
+		if i%2 == 0 {
+			err = short
+		}
+		d.finish(e, answered, handlerAnswer{err: err, contentType: strings.Repeat("t", 20)}, now)
+		a, ok := d.answer(e)
+		if want := answered && err == short && d.held <= budget; ok && !want || ok && a.err != err {
+			t.Errorf("message %d (answered %v, an error of %d bytes): kept %v (%v), want %v", i, answered, len(err.Message), ok, a.err != nil, want)
+		}
+		retained := 0
+		for _, e := range d.queue[d.head:] {
+			retained += len(e.ans.data) + len(e.ans.contentType)
+			if e.ans.err != nil {
+				retained += len(e.ans.err.Message)
+			}
+		}
+		if retained > budget {
+			t.Fatalf("after %d messages: %d bytes of answers retained, want at most the budget (%d)", i+1, retained, budget)
+		}
+	}
+	e, _ := d.take(key(1000), now)
+	d.finish(e, true, handlerAnswer{err: long}, now)
+	if _, ok := d.answer(e); ok {
+		t.Errorf("an error of %d bytes: kept, want not kept (at most %d)", len(long.Message), maxAnswer)
 	}
 }

@@ -141,3 +141,61 @@ func (e *env) silentReceiver(t *testing.T, s session) *receiver {
 	})
 	return r
 }
+
+// TestTwoPrincipalsCannotHoldEveryStreamAtTheDefaults: streamed requests were
+// gathered in a pool of 256 per instance, and one principal's sessions may have 128
+// requests in progress: two principals asking receivers that never answer (the
+// anonymous users together are one) took every stream for up to a minute, again and
+// again, and everyone else's RequestStream was refused limit_exceeded. At the
+// defaults, as for requests without stream_id, it now takes 32 principals at their
+// bound.
+func TestTwoPrincipalsCannotHoldEveryStreamAtTheDefaults(t *testing.T) {
+	e := newEnv(t, Config{})
+	// Two receivers: each takes at most DefaultMaxInFlight deliveries at once.
+	sinks := []session{e.open(t, "sink", nil), e.open(t, "sink", nil)}
+	rs := []*receiver{e.silentReceiver(t, sinks[0]), e.silentReceiver(t, sinks[1])}
+	delivered := func() int { return rs[0].count() + rs[1].count() }
+	replies := make(chan *nats.Msg, 2*DefaultMaxPrincipalRequests)
+	inbox := e.cc.NewInbox()
+	sub, err := e.cc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	streamed := func(n int) []byte {
+		to := sinks[n%2].id
+		body, _ := json.Marshal(wire.MsgRequestRequest{Message: wire.Message{SessionID: to, Path: "chat/slow"}, TimeoutMS: wire.MaxRequestTimeoutMS, StreamID: fmt.Sprint(n)})
+		return body
+	}
+	n := 0
+	for _, principal := range []string{"sender", "direct"} {
+		for range DefaultMaxPrincipalRequests / DefaultMaxSenderRequests {
+			s := e.open(t, principal, nil)
+			for range DefaultMaxSenderRequests {
+				n++
+				if err := e.cc.PublishMsg(&nats.Msg{Subject: wire.SubjectMsgRequest, Reply: inbox, Header: s.header(), Data: streamed(n)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	// Each is in progress (its reply says the stream started) or refused.
+	answered := 0
+	natstest.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for len(replies) > 0 {
+			m := <-replies
+			if err := wire.ReplyError(m); err != nil {
+				t.Fatalf("a streamed request of two principals at their bound: %v", err)
+			}
+			answered++
+		}
+		if answered < n || delivered() < n {
+			return fmt.Errorf("%d of %d streamed requests answered, %d delivered", answered, n, delivered())
+		}
+		return nil
+	})
+	bystander := e.open(t, "bystander", nil)
+	if _, err := e.call(bystander, wire.SubjectMsgRequest, wire.MsgRequestRequest{Message: wire.Message{SessionID: sinks[0].id, Path: "chat/more"}, TimeoutMS: 1000, StreamID: "mine"}); err != nil {
+		t.Fatalf("another principal's streamed request while two principals hold %d: %v", n, err)
+	}
+}

@@ -165,9 +165,8 @@ func TestTraceFollowsEveryCall(t *testing.T) {
 			if !tc.auth {
 				return
 			}
-			tr.find(t, root, "auth server span", func(s sdktrace.ReadOnlySpan) bool {
-				return s.Name() == wire.SubjectAuthenticate && s.Parent().SpanID() == srv.SpanContext().SpanID()
-			})
+			// The registry's client span, and under it the auth service's server span.
+			tr.wantCall(t, root, srv.SpanContext().SpanID(), wire.SubjectAuthenticate)
 		})
 	}
 }

@@ -774,6 +774,31 @@ func hasCause(err error) bool {
 	}
 }
 
+// Call sends req to another service on subject, as wire.Call does, in a client
+// span of this service: the called service's server span is its child, as OTel's
+// RPC conventions have an outgoing call, and trace back ends draw the edge between
+// two services from such a pair. The span has the attributes the SDK's client spans
+// have (rpc.system.name nats, rpc.method the subject, rpc.response.status_code ok or
+// the wire code) and, for a call that failed, an error status with the code as
+// roster.error.code and error.type — the code only: a message may echo the input.
+func (s *Service) Call(ctx context.Context, subject string, hdr nats.Header, req, resp any) error {
+	ctx, span := s.tracer.Start(ctx, subject, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		attribute.String("rpc.system.name", "nats"),
+		attribute.String("rpc.method", subject),
+	))
+	defer span.End()
+	err := wire.Call(ctx, s.nc, subject, hdr, req, resp)
+	if err != nil {
+		code := string(wire.CodeOf(err))
+		span.SetAttributes(attribute.String("rpc.response.status_code", code),
+			attribute.String("roster.error.code", code), attribute.String("error.type", code))
+		span.SetStatus(codes.Error, code)
+		return err
+	}
+	span.SetAttributes(attribute.String("rpc.response.status_code", "ok"))
+	return nil
+}
+
 // SpanError records on span that its operation ended with err, as the server span
 // of every request has it: the wire code (internal for an error without one) as
 // roster.error.code and as OTel's error.type, and an error status for a 5xx code

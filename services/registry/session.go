@@ -104,10 +104,11 @@ func (s *Service) authenticate(ctx context.Context, creds *wire.Credentials, pro
 	var resp wire.AuthenticateResponse
 	// The request's context may have no deadline (a client that gave none), or a
 	// long one, and a request the auth service took but never answers has no other
-	// end. wire.Call passes the earlier of the two on to the auth service.
+	// end. The call (wire.Call, in a client span) passes the earlier of the two on to
+	// the auth service.
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.AuthTimeout)
 	defer cancel()
-	err := wire.Call(ctx, s.nc, wire.SubjectAuthenticate, nil,
+	err := s.svc.Call(ctx, wire.SubjectAuthenticate, nil,
 		&wire.AuthenticateRequest{Credentials: creds, Properties: props, Client: info}, &resp)
 	if err != nil {
 		return nil, nil, nil, err

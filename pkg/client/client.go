@@ -563,8 +563,12 @@ func (c *Client) remove(s *Session) {
 // has, with the same values: rpc.system.name nats, rpc.method the subject, and
 // rpc.response.status_code ok or the wire code.
 func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req, resp any) error {
-	ctx, span := c.tracer.Start(ctx, subject, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("rpc.system.name", "nats"), attribute.String("rpc.method", subject)))
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("rpc.system.name", "nats"), attribute.String("rpc.method", subject))}
+	if sc, ok := ctx.Value(linkedKey{}).(trace.SpanContext); ok {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+	}
+	ctx, span := c.tracer.Start(ctx, subject, opts...)
 	defer span.End()
 
 	err := c.callUntilLost(ctx, subject, hdr, req, resp)
@@ -578,6 +582,26 @@ func (c *Client) call(ctx context.Context, subject string, hdr nats.Header, req,
 	}
 	span.SetAttributes(attribute.String("rpc.response.status_code", "ok"))
 	return nil
+}
+
+// linkedKey is the context key of the span context a call's client span links
+// (inOwnTrace).
+type linkedKey struct{}
+
+// inOwnTrace returns ctx for a call that starts a trace of its own, its client span
+// a root that links ctx's span: for the reads of an operation that goes on without
+// end (FollowEvents), which would otherwise grow the caller's trace for as long as
+// it runs. The parent is taken out of the context, not only ignored by the tracer:
+// a tracer that records nothing (the CLI's without an exporter) passes the context's
+// span on to the service as it is. A span not sampled is left: nothing is recorded
+// in its trace, which does not grow; nor is a context without a span, whose calls
+// are roots already.
+func inOwnTrace(ctx context.Context) context.Context {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsSampled() {
+		return ctx
+	}
+	return context.WithValue(trace.ContextWithSpanContext(ctx, trace.SpanContext{}), linkedKey{}, sc)
 }
 
 func (c *Client) callUntilLost(ctx context.Context, subject string, hdr nats.Header, req, resp any) error {

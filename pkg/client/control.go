@@ -79,13 +79,19 @@ func (s *Session) Events(ctx context.Context, req wire.SessionEventsRequest) (*w
 // of up to 2 s that a change of the session's state ends (a resume after Roster
 // restarted, say); others end it, and so does the close of the session's Client
 // (ErrUnavailable for a session taken with Attach).
+//
+// The first read is in ctx's trace; every later one is a trace of its own that
+// links ctx's span, so that the caller's trace stays bounded however long the
+// follow runs (a read every 30 s when nothing happens).
 func (s *Session) FollowEvents(ctx context.Context, req wire.SessionEventsRequest, fn func(wire.StoredSessionEvent) error) error {
 	const wait = 30 * time.Second
 	req.WaitMS = wait.Milliseconds()
+	traced := ctx
 	for backoff := followBackoffFirst; ; {
 		// Taken before the read: a resume while it fails ends the pause below.
 		changed := s.stateChanged()
-		rctx, cancel := context.WithTimeout(ctx, wait+10*time.Second)
+		rctx, cancel := context.WithTimeout(traced, wait+10*time.Second)
+		traced = inOwnTrace(ctx)
 		resp, err := s.Events(rctx, req)
 		cancel()
 		if ctx.Err() != nil {

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"go.opentelemetry.io/otel/codes"
@@ -80,5 +81,80 @@ func TestServiceToServiceCallsHaveClientSpans(t *testing.T) {
 			// A client span records a failed call as the SDK's do: an error status.
 			wantSpanError(t, "client span", call, tc.code, codes.Error)
 		})
+	}
+}
+
+// TestFollowEventsKeepsTheCallersTraceBounded: FollowEvents reads page after page
+// for as long as it runs — a read every 30 s when nothing happens, for days in
+// roster session events --follow. The first read is in the caller's trace; every
+// later one is a trace of its own, which links the caller's span, so that the
+// caller's trace stays as large as one read however long the follow runs. Before,
+// every read was a client span in the caller's trace (with the registry's server
+// span and the held read's answer), three spans every 30 s without end, under a
+// span that ends only when the follow does.
+func TestFollowEventsKeepsTheCallersTraceBounded(t *testing.T) {
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	s := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	got := make(chan wire.StoredSessionEvent, 16)
+	done := make(chan error, 1)
+	root := tr.root("follow", func(rctx context.Context) {
+		go func() {
+			// The caller's values (its span), with the test's end.
+			fctx := trace.ContextWithSpan(ctx, trace.SpanFromContext(rctx))
+			done <- s.FollowEvents(fctx, wire.SessionEventsRequest{SessionID: s.ID()},
+				func(ev wire.StoredSessionEvent) error { got <- ev; return nil })
+		}()
+	})
+	// The opened event comes with the first read; each update with a later one.
+	const updates = 3
+	seen := 0
+	for seen < 1+updates {
+		select {
+		case <-got:
+			seen++
+			if seen < 1+updates {
+				if err := s.SetProperties(ctx, map[string]string{"Floor": fmt.Sprint(seen)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case err := <-done:
+			t.Fatalf("FollowEvents ended: %v", err)
+		case <-ctx.Done():
+			t.Fatalf("%d of %d events followed", seen, 1+updates)
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("FollowEvents after cancel: got %v, want context.Canceled", err)
+	}
+	var inRoot, linked int
+	for _, sp := range tr.rec.Ended() {
+		if sp.SpanKind() != trace.SpanKindClient || sp.Name() != wire.SubjectSessionEvents {
+			continue
+		}
+		if sp.SpanContext().TraceID() == root.TraceID() {
+			inRoot++
+			continue
+		}
+		if sp.Parent().IsValid() || len(sp.Links()) != 1 || sp.Links()[0].SpanContext.SpanID() != root.SpanID() {
+			t.Errorf("a later read's client span: parent %s, links %v; want a root linking the caller's span %s",
+				sp.Parent().SpanID(), sp.Links(), root.SpanID())
+			continue
+		}
+		linked++
+		if sp.Status().Code == codes.Error {
+			continue // the read the cancel ended, maybe before it was sent
+		}
+		// An answered read's trace is whole: the registry's server span under its
+		// client span.
+		tr.find(t, sp.SpanContext(), "server span of a later read", func(srv sdktrace.ReadOnlySpan) bool {
+			return srv.SpanKind() == trace.SpanKindServer && srv.Parent().SpanID() == sp.SpanContext().SpanID()
+		})
+	}
+	if inRoot != 1 || linked < updates {
+		t.Fatalf("reads: %d in the caller's trace, %d in traces of their own; want 1 and at least %d", inRoot, linked, updates)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -156,5 +157,69 @@ func TestFollowEventsKeepsTheCallersTraceBounded(t *testing.T) {
 	}
 	if inRoot != 1 || linked < updates {
 		t.Fatalf("reads: %d in the caller's trace, %d in traces of their own; want 1 and at least %d", inRoot, linked, updates)
+	}
+}
+
+// TestReissuedAcquireStaysInTheWaitersTrace: a Lock that waits past the bound on one
+// request re-issues its acquire, in the caller's trace; the answer that grants it
+// is a span of that trace, under the server span of the re-issue that holds the
+// waiter's reply subject.
+func TestReissuedAcquireStaysInTheWaitersTrace(t *testing.T) {
+	defer client.SetMaxHeldRequest(300 * time.Millisecond)()
+	tr := newTracing(t)
+	p := startTraced(t, tr)
+	admin := client.Options{Credentials: client.Password("root", "toor")}
+	holder := tr.open(t, p.ClientURL(), admin)
+	waiter := tr.open(t, p.ClientURL(), admin)
+	ctx := ctxT(t)
+	if _, err := holder.Lock(ctx, "traced/re", client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	roots, errs := make(chan trace.SpanContext, 1), make(chan error, 1)
+	go func() {
+		roots <- tr.root("wait", func(ctx context.Context) {
+			_, err := waiter.Lock(ctx, "traced/re", client.LockOptions{})
+			errs <- err
+		})
+	}()
+	// Re-issued at least twice, each a client span of the waiter's trace.
+	acquires := func() (n int, root trace.SpanID) {
+		for _, s := range tr.rec.Ended() {
+			if s.SpanKind() == trace.SpanKindClient && s.Name() == wire.SubjectLockAcquire && attr(s, "rpc.response.status_code") == string(wire.CodeTimeout) {
+				n++
+				root = s.Parent().SpanID()
+			}
+		}
+		return n, root
+	}
+	waitFor(t, func() error {
+		if n, _ := acquires(); n < 2 {
+			return fmt.Errorf("%d acquires ended unanswered, want 2", n)
+		}
+		return nil
+	})
+	if _, err := holder.Release(ctx, "traced/re", 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if err != nil {
+			t.Fatalf("waiter: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter was not granted the lock")
+	}
+	root := <-roots
+	if _, parent := acquires(); parent != root.SpanID() {
+		t.Fatalf("re-issued acquires under %s, want the caller's span %s", parent, root.SpanID())
+	}
+	grant := tr.find(t, root, "answer to the re-issued acquire", func(s sdktrace.ReadOnlySpan) bool {
+		return s.Name() == "lock.acquire reply" && attr(s, "roster.granted") == "true"
+	})
+	srv := tr.find(t, root, "server span of the grant", func(s sdktrace.ReadOnlySpan) bool {
+		return s.SpanContext().SpanID() == grant.Parent().SpanID()
+	})
+	if srv.SpanKind() != trace.SpanKindServer || srv.Name() != wire.SubjectLockAcquire || attr(srv, "roster.reply_later") != "true" {
+		t.Fatalf("the grant's parent: %s %s (reply_later %q), want a held acquire's server span", srv.SpanKind(), srv.Name(), attr(srv, "roster.reply_later"))
 	}
 }

@@ -9,21 +9,44 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel"
+
+	"github.com/seed-3c836eab/roster/pkg/logthrottle"
 )
 
 func main() {
 	ctx, stop := stopOnSignal()
 	defer stop()
+	otel.SetErrorHandler(telemetryErrors(os.Stderr))
 	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "roster:", err)
 		os.Exit(exitCode(err))
 	}
+}
+
+// telemetryErrors reports the errors of OpenTelemetry's exporters on w, at most one
+// line a minute (with how many were left out), for the client commands: with the
+// OTEL_* variables naming a collector that is down, OTel's default handler printed a
+// bare timestamped line for every failed export, every few seconds for as long as a
+// listen or session open ran. roster serve replaces it with its log's.
+func telemetryErrors(w io.Writer) otel.ErrorHandler {
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if len(groups) == 0 && a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}}))
+	warn := logthrottle.New(log, "roster: telemetry export failed", time.Minute)
+	return otel.ErrorHandlerFunc(func(err error) { warn.Warn("err", err) })
 }
 
 // stopOnSignal returns a context that ends at the first SIGINT, SIGTERM or SIGHUP,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -127,5 +128,23 @@ func TestEndpointsTheExporterWouldIgnoreTurnTracingOff(t *testing.T) {
 				t.Errorf("stderr %q, want tracing off naming %s", r.stderr, tc.variable)
 			}
 		})
+	}
+}
+
+// TestTelemetryErrorsAreOneLineAMinute: the client commands report failed exports
+// on stderr once a minute, saying what failed, rather than a bare timestamped line
+// for each (OTel's default handler), every few seconds while a listen runs.
+func TestTelemetryErrorsAreOneLineAMinute(t *testing.T) {
+	var stderr natstest.Buffer
+	h := telemetryErrors(&stderr)
+	for range 5 {
+		h.Handle(errors.New("traces export: connection refused"))
+	}
+	out := stderr.String()
+	if n := strings.Count(out, "\n"); n != 1 {
+		t.Fatalf("5 failed exports within a minute printed %d lines, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "telemetry export failed") || !strings.Contains(out, "connection refused") || strings.Contains(out, "time=") {
+		t.Fatalf("the line: %q, want the failure and what failed, without a time", out)
 	}
 }

@@ -188,7 +188,7 @@ type gather struct {
 	// size is the JSON size of the results so far (resultsSize). Without emit they
 	// are the reply: past limit it cannot carry them, and the payloads are dropped
 	// as they come rather than held until the last result (the request then
-	// answers too_large). With emit a result is held without its payload, which is
+	// answers too_large). With emit only a result's status is held: the result is
 	// already on its way.
 	size  int
 	limit int
@@ -206,15 +206,18 @@ func (g *gather) settle(i int, r wire.MsgResult) {
 		g.release(r.SessionID)
 	}
 	if g.emit != nil {
+		// Streamed: the result is on its way; its status alone marks it settled.
 		g.emit(r)
-		r.Payload = nil
+		r = wire.MsgResult{Status: r.Status}
 	} else {
 		before := g.size
 		if g.size += resultSize(&r); g.size > g.limit {
-			r.Payload = nil
+			// The reply will be too_large: neither payloads nor receivers' errors
+			// (as large as a payload) are held for it.
+			r.Payload, r.Error = nil, nil
 			if before <= g.limit { // just went over: drop what is held
 				for j := range g.results {
-					g.results[j].Payload = nil
+					g.results[j].Payload, g.results[j].Error = nil, nil
 				}
 			}
 		}
@@ -318,6 +321,10 @@ func (f *fanout) request(ctx context.Context, d *delivery, h nats.Header, target
 		}
 		n++
 	}
+	// Every delivery is out (nats.go copied each): the payload is not held while
+	// the answers come in, up to a minute, for each of the thousands of requests
+	// an instance may have in progress.
+	msg.Data, d.payload = nil, nil
 	if failed > 0 { // once per request: a fan-out to thousands fails for one cause
 		f.log.WarnContext(ctx, "request not delivered", "receivers", failed, "err", failure)
 	}

@@ -219,9 +219,10 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 	expected := len(fo.targets)
 	// The sessions asked: neither those refused for requests in flight nor those
 	// the publish failed for.
+	filtered := req.Filter != "" // not req: its payload is not held while the results come in
 	asked := func(n int) {
 		fo.span.SetAttributes(attribute.Int("roster.delivered", n))
-		s.metrics.count(ctx, "request", req.Filter != "", n)
+		s.metrics.count(ctx, "request", filtered, n)
 	}
 	// The results are gathered after the handler returns (or streamed), so that a
 	// request waiting for its receivers holds no handler slot, until the end of the

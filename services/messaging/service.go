@@ -76,9 +76,9 @@ type Config struct {
 
 // DefaultMaxStreams is the default of Config.MaxStreams: as many as requests
 // without stream_id, so that it takes 32 principals at their bound
-// (DefaultMaxPrincipalRequests) to fill either. A stream keeps nothing of its
-// results, each published as it comes in, so it costs less than a request
-// gathered for one reply. At 256, two principals at their bound took every stream.
+// (DefaultMaxPrincipalRequests) to fill either. A stream holds neither its payload,
+// once delivered, nor its results, each published as it comes in: only their
+// statuses. At 256, two principals at their bound took every stream.
 const DefaultMaxStreams = DefaultMaxRequests
 
 // DefaultMaxSenderRequests is the default of Config.MaxSenderRequests.

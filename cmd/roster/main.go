@@ -26,27 +26,31 @@ import (
 func main() {
 	ctx, stop := stopOnSignal()
 	defer stop()
-	otel.SetErrorHandler(telemetryErrors(os.Stderr))
-	if err := run(ctx, os.Args[1:]); err != nil {
+	otelErrors, flushOtelErrors := telemetryErrors(os.Stderr)
+	otel.SetErrorHandler(otelErrors)
+	err := run(ctx, os.Args[1:])
+	flushOtelErrors()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "roster:", err)
 		os.Exit(exitCode(err))
 	}
 }
 
-// telemetryErrors reports the errors of OpenTelemetry's exporters on w, at most one
-// line a minute (with how many were left out), for the client commands: with the
-// OTEL_* variables naming a collector that is down, OTel's default handler printed a
-// bare timestamped line for every failed export, every few seconds for as long as a
-// listen or session open ran. roster serve replaces it with its log's.
-func telemetryErrors(w io.Writer) otel.ErrorHandler {
+// telemetryErrors reports OpenTelemetry's errors (failed exports, mostly) on w, at
+// most one line a minute, for the client commands; flush, at exit, says how many
+// were left out since the last line. With the OTEL_* variables naming a collector
+// that is down, OTel's default handler printed a bare timestamped line for every
+// failed export, every few seconds for as long as a listen or session open ran.
+// roster serve replaces it with its log's.
+func telemetryErrors(w io.Writer) (h otel.ErrorHandler, flush func()) {
 	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 		if len(groups) == 0 && a.Key == slog.TimeKey {
 			return slog.Attr{}
 		}
 		return a
 	}}))
-	warn := logthrottle.New(log, "roster: telemetry export failed", time.Minute)
-	return otel.ErrorHandlerFunc(func(err error) { warn.Warn("err", err) })
+	warn := logthrottle.New(log, "roster: telemetry error", time.Minute)
+	return otel.ErrorHandlerFunc(func(err error) { warn.Warn("err", err) }), warn.Flush
 }
 
 // stopOnSignal returns a context that ends at the first SIGINT, SIGTERM or SIGHUP,

@@ -133,10 +133,11 @@ func TestEndpointsTheExporterWouldIgnoreTurnTracingOff(t *testing.T) {
 
 // TestTelemetryErrorsAreOneLineAMinute: the client commands report failed exports
 // on stderr once a minute, saying what failed, rather than a bare timestamped line
-// for each (OTel's default handler), every few seconds while a listen runs.
+// for each (OTel's default handler), every few seconds while a listen runs; at exit
+// they say how many were left out.
 func TestTelemetryErrorsAreOneLineAMinute(t *testing.T) {
 	var stderr natstest.Buffer
-	h := telemetryErrors(&stderr)
+	h, flush := telemetryErrors(&stderr)
 	for range 5 {
 		h.Handle(errors.New("traces export: connection refused"))
 	}
@@ -144,7 +145,11 @@ func TestTelemetryErrorsAreOneLineAMinute(t *testing.T) {
 	if n := strings.Count(out, "\n"); n != 1 {
 		t.Fatalf("5 failed exports within a minute printed %d lines, want 1:\n%s", n, out)
 	}
-	if !strings.Contains(out, "telemetry export failed") || !strings.Contains(out, "connection refused") || strings.Contains(out, "time=") {
+	if !strings.Contains(out, "telemetry error") || !strings.Contains(out, "connection refused") || strings.Contains(out, "time=") {
 		t.Fatalf("the line: %q, want the failure and what failed, without a time", out)
+	}
+	flush()
+	if out = stderr.String(); strings.Count(out, "\n") != 2 || !strings.Contains(out, "suppressed=4") {
+		t.Fatalf("at exit: %q, want a second line counting the 4 left out", out)
 	}
 }

@@ -650,6 +650,13 @@ func (s *Session) trackLockLocked(info wire.Lock) *Lock {
 		l.lostErr = fmt.Errorf("%w: %w", ErrLockLost, errSessionMoved)
 		close(l.lost)
 		return l
+	case info.Scope == wire.ScopeConnection && s.c.nc.IsClosed():
+		// Handled once Client.Close closed the connection, after it reported the
+		// connection-scoped locks of its attached sessions lost: the server
+		// releases this one with the connection.
+		l.lostErr = fmt.Errorf("%w: %w", ErrLockLost, errClosedConn)
+		close(l.lost)
+		return l
 	}
 	// Handled while the session could not be confirmed, or an answer with a hold
 	// reported lost then (doubt.go): nobody can vouch for it.

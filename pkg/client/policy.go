@@ -30,9 +30,9 @@ func (s *Session) Policy(ctx context.Context) (*policy.Policy, uint64, error) {
 // policy's shared inbox, say) closes that connection a second after it is stored,
 // and the connection is admitted again under the new policy. Should the answer
 // still be lost with the connection, SetPolicy reads the stored policy once the
-// connection is back (waiting up to 5 s, while ctx allows) and, when it is p,
-// returns its revision; otherwise the ErrUnavailable of the lost answer, which
-// leaves the outcome unknown.
+// connection is back (waiting up to 5 s, while ctx allows) and, when it is p (and,
+// with a revision, stored after it), returns its revision — whoever stored it;
+// otherwise the ErrUnavailable of the lost answer, which leaves the outcome unknown.
 func (s *Session) SetPolicy(ctx context.Context, p *policy.Policy, revision uint64) (uint64, error) {
 	var resp policy.Response
 	err := s.do(ctx, wire.SubjectPolicySet, &policy.SetRequest{Policy: p, Revision: revision}, &resp)
@@ -40,7 +40,9 @@ func (s *Session) SetPolicy(ctx context.Context, p *policy.Policy, revision uint
 		return resp.Revision, nil
 	}
 	if inDoubt(err) {
-		if rev, ok := s.storedAs(ctx, p); ok {
+		// A change stored under revision has a later one: at revision itself, the
+		// policy was already p and this change was refused (conflict) or not made.
+		if rev, ok := s.storedAs(ctx, p); ok && (revision == 0 || rev > revision) {
 			return rev, nil
 		}
 	}

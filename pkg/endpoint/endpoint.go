@@ -789,10 +789,17 @@ func (s *Service) Call(ctx context.Context, subject string, hdr nats.Header, req
 	defer span.End()
 	err := wire.Call(ctx, s.nc, subject, hdr, req, resp)
 	if err != nil {
-		code := string(wire.CodeOf(err))
-		span.SetAttributes(attribute.String("rpc.response.status_code", code),
-			attribute.String("roster.error.code", code), attribute.String("error.type", code))
-		span.SetStatus(codes.Error, code)
+		// Classed as the SDK's client spans class theirs: an error without a wire
+		// code (this service's own context ending, an answer that does not decode)
+		// is no code of the called service's, and is _OTHER.
+		class := "_OTHER"
+		var we *wire.Error
+		if errors.As(err, &we) && we.Code != "" {
+			class = string(we.Code)
+			span.SetAttributes(attribute.String("rpc.response.status_code", class), attribute.String("roster.error.code", class))
+		}
+		span.SetAttributes(attribute.String("error.type", class))
+		span.SetStatus(codes.Error, class)
 		return err
 	}
 	span.SetAttributes(attribute.String("rpc.response.status_code", "ok"))

@@ -187,7 +187,12 @@ func (s *Service) followGrants() {
 	for {
 		changed := s.policy.Changed()
 		if pol := s.policy.Load(); pol != prev {
-			prev, next, due = pol, 0, nil
+			// The passes start over, but a first pass already due stays due: a
+			// policy put again and again within its delay would put it off for good.
+			if next != 0 || due == nil {
+				next, due = 0, nil
+			}
+			prev = pol
 		}
 		if next < len(passDelays) && due == nil {
 			due = time.After(passDelays[next])

@@ -197,3 +197,38 @@ func disallowAnonymous(t *testing.T, srv *natstest.Server, anon *client, what st
 		return nil
 	})
 }
+
+// TestPolicyPutAgainAndAgainStillEndsWithdrawnGrants: a policy stored again more
+// often than the first pass's delay (a reconciler re-applying it every few hundred
+// milliseconds) does not put the pass off: each change started the passes over,
+// the first one due a second after it, and the anonymous connection an earlier
+// change had disallowed stayed connected for as long as the puts went on.
+func TestPolicyPutAgainAndAgainStillEndsWithdrawnGrants(t *testing.T) {
+	srv, kp := calloutServer(t)
+	start(t, srv, calloutConfig(t, kp, testPolicy()))
+	anon := mustConnect(t, srv)
+	closed := testPolicy()
+	closed.Anonymous.Allowed = false
+	svc := srv.ServiceConn(t)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			// Each put is a change to the instance (a new value, however equal).
+			_ = wire.Call(t.Context(), svc, wire.SubjectPolicySet, nil, policy.SetRequest{Policy: closed}, &policy.Response{})
+			select {
+			case <-stop:
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if !anon.nc.IsClosed() {
+			return fmt.Errorf("the anonymous connection is still %v while the policy disallowing it is put every 300 ms", anon.nc.Status())
+		}
+		return nil
+	})
+}

@@ -445,9 +445,14 @@ func (s *streamer) result(r wire.MsgResult) {
 	s.publish(data)
 }
 
-func (s *streamer) end(expected int) {
+// end publishes the end of the stream and flushes, for no longer than ctx allows:
+// a stopping instance's drain is not held up by a connection that is away (the
+// process drains the connection after).
+func (s *streamer) end(ctx context.Context, expected int) {
 	s.send(wire.MsgStreamItem{Kind: wire.StreamEnd, Expected: expected, Counts: s.counts})
-	_ = s.nc.Flush()
+	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
+	defer cancel()
+	_ = s.nc.FlushWithContext(fctx)
 }
 
 // inflight counts the requests in flight per receiving session.

@@ -283,7 +283,7 @@ func (s *Service) request(ctx context.Context, from *sender, req *wire.MsgReques
 		defer s.wg.Done()
 		defer fo.span.End()
 		s.fan.request(bg, fo.d, fo.header, fo.targets, timeout, time.Time{}, st.result, 0, asked)
-		st.end(expected)
+		st.end(bg, expected)
 	}()
 	return &wire.MsgRequestResponse{Expected: expected}, nil
 }

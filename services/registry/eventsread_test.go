@@ -47,6 +47,7 @@ func kindsOf(evs []wire.StoredSessionEvent, names map[string]string) []string {
 }
 
 func TestEventsReadFromAPoint(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)
@@ -134,6 +135,7 @@ func TestEventsReadFromAPoint(t *testing.T) {
 }
 
 func TestEventsPermissionsAndBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	user, _ := open(t, nc, nil)
@@ -216,6 +218,7 @@ func heldReads(t *testing.T, inst *instance, n int) {
 }
 
 func TestEventsWaitForTheNextMatchingEvent(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	// Held reads are read again only when the follower sees a matching event: the
 	// periodic re-read, a safety net, must not be what answers them here.
@@ -278,6 +281,7 @@ func TestEventsWaitForTheNextMatchingEvent(t *testing.T) {
 }
 
 func TestEventsWaitEndsWhenTheReaderCloses(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)
@@ -297,6 +301,7 @@ func TestEventsWaitEndsWhenTheReaderCloses(t *testing.T) {
 // sessions open, change and close, and while the registry instance serving the
 // reads is replaced: the follower sees every stored event once, in order.
 func TestEventsFollowerMissesNothing(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	startAuth(t, srv)
 	first := startRegistry(t, srv, Config{})
@@ -398,6 +403,7 @@ func TestEventsFollowerMissesNothing(t *testing.T) {
 // mistake, or its stream unreachable), a read answers unavailable, as storage that
 // fails does elsewhere, not internal.
 func TestEventsStorageLostIsUnavailable(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	a, _ := open(t, nc, nil)
@@ -414,6 +420,7 @@ func TestEventsStorageLostIsUnavailable(t *testing.T) {
 // instance began to stop and held while it drains, is answered (an empty page: the
 // reader asks again, perhaps another instance) instead of left to its own timeout.
 func TestEventReadHeldWhileStoppingIsAnswered(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	startAuth(t, srv)
 	reached, release := make(chan struct{}), make(chan struct{})

@@ -40,6 +40,7 @@ func wantReadForbidden(t *testing.T, held <-chan readResult) {
 // answered forbidden, not with its closed event; the own read is answered with the
 // own event when it comes. Before, the held read got the other session's event.
 func TestHeldEventsReadEndsWhenThePolicyWithdrawsViewSession(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)
@@ -75,6 +76,7 @@ func TestHeldEventsReadEndsWhenThePolicyWithdrawsViewSession(t *testing.T) {
 // change with it); an event stored afterwards is not given to it: the read is
 // answered forbidden. Before, the held read got the event.
 func TestHeldEventsReadEndsWhenThePrincipalChanges(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)

@@ -14,6 +14,7 @@ import (
 // attribute, as every other line of the instance does; it was given the logger New
 // was called with, without it, so a search of the registry's lines missed it.
 func TestEventWarnNamesTheService(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	var logs natstest.Buffer
 	s, err := New(srv.ServiceConn(t), Config{}, testPolicy(), noop.NewTracerProvider(), logs.Logger())

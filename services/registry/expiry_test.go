@@ -260,6 +260,7 @@ func TestExactlyOneClosedEvent(t *testing.T) {
 // it open, so the close decides again on the current record and activity. Calling
 // expire on a session that is not due stands for that moment.
 func TestExpiryHonoursActivityThatArrivedMeanwhile(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	c, _ := open(t, e.srv.ClientConn(t), &wire.SessionOpenRequest{TimeoutMS: testTimeout.Milliseconds()})
 	keepaliveTimes(t, c)

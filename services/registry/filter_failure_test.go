@@ -18,6 +18,7 @@ import (
 // work. One matching session's record is made too large for the bucket to take
 // (its stream's max_msg_size), so that its write alone fails.
 func TestChangesByFilterReportWhatTheyDidBeforeAFailure(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)
@@ -66,6 +67,7 @@ func TestChangesByFilterReportWhatTheyDidBeforeAFailure(t *testing.T) {
 // ends (unavailable), as messaging's selection does. A service being stopped waits
 // for its handlers, and the pass went on to the last record whatever the context.
 func TestFilterPassesEndWithTheContext(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	for range 3 {

@@ -11,6 +11,7 @@ import (
 // limit) is answered limit_exceeded, and no session is changed: the other matching
 // sessions were changed before (or not, depending on map iteration order).
 func TestUpdateByFilterOverALimitChangesNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{Limits: Limits{Properties: 3}})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)

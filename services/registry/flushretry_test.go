@@ -24,6 +24,7 @@ import (
 // timeout. Now what the server has not received waits for the next flush (and
 // nothing is published while the connection is away).
 func TestActivityWhosePublishFailedIsPublishedLater(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	px := natstest.StartPartition(t, srv.ClientURL())
 	// A reconnect buffer of one byte takes one message, the first batch, and
@@ -71,6 +72,7 @@ func TestActivityWhosePublishFailedIsPublishedLater(t *testing.T) {
 // out once the server has answered a ping sent after it; one it has not answered
 // goes with the next batch.
 func TestActivityPublishedIntoALostConnectionIsPublishedAgain(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	px := natstest.StartPartition(t, srv.ClientURL())
 	nc, tr := trackerThrough(t, srv, px)

@@ -18,6 +18,7 @@ import (
 // format, or of none (written before the format was kept), is written as usual, in
 // this format.
 func TestRecordOfANewerFormatIsNotWrittenBack(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	c, _ := open(t, nc, nil)

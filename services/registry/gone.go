@@ -61,10 +61,14 @@ const (
 	goneRetryMax   = 30 * time.Second
 )
 
+// goneStorageWait bounds each storage call of the work on removed records
+// (Config.gonePatience).
+const goneStorageWait = 10 * time.Second
+
 // closeGoneOnce checks each key of gone once (closeGoneOne). It returns how many
 // sessions it closed, the keys whose check failed and the first failure.
 func (s *Service) closeGoneOnce(ctx context.Context, gone []sessions.Gone) (int, []sessions.Gone, error) {
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.gonePatience)
 	stream, err := s.js.Stream(sctx, EventsStream)
 	cancel()
 	if err != nil {
@@ -107,7 +111,7 @@ func (s *Service) closeGoneOnce(ctx context.Context, gone []sessions.Gone) (int,
 // closeGoneOne writes the tombstone of g if the session has events but no closed
 // one. It reports whether it wrote it.
 func (s *Service) closeGoneOne(ctx context.Context, stream jetstream.Stream, g sessions.Gone) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.gonePatience)
 	defer cancel()
 	last, err := lastEvent(ctx, stream, wire.SessionEventSubject(g.ID, "*"))
 	if err != nil || last == nil || last.Kind == wire.EventClosed {

@@ -22,6 +22,7 @@ import (
 // properties, where the schema requires every fixed key (what is unknown is empty,
 // NaN for latitude and longitude), and a list holding it failed session.list.response.
 func TestTombstoneOfASessionRemovedWhileNoRegistryRanIsAValidSession(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	startAuth(t, srv)
 	first := startRegistry(t, srv, Config{}) // creates the bucket and the streams

@@ -172,7 +172,8 @@ func TestLiveRecordRemovedByTTLWhileWatched(t *testing.T) {
 // retried until it succeeds.
 func TestCheckOfRemovedSessionsIsRetried(t *testing.T) {
 	t.Parallel()
-	cfg := Config{PersistInterval: time.Second, TTLSlack: time.Second, TombstoneRetention: time.Second}
+	// The unanswered look waits out gonePatience (10 s by default) before the retry.
+	cfg := Config{PersistInterval: time.Second, TTLSlack: time.Second, TombstoneRetention: time.Second, gonePatience: 2 * time.Second}
 	e := newEnv(t, cfg)
 	srv, a := e.srv, e.reg
 	live, _ := open(t, srv.ClientConn(t), &wire.SessionOpenRequest{TimeoutMS: 1000})
@@ -202,7 +203,8 @@ func TestTombstoneOfARemovedRecordIsRetried(t *testing.T) {
 	id := newID()
 	d := &requestDropper{srv: srv.Server.Server, prefix: []byte("$KV." + sessions.Bucket + "." + id)}
 	d.arm(1)
-	reg := startDropped(t, srv, d, Config{DrainTimeout: 5 * time.Second})
+	// The unanswered write waits out gonePatience (10 s by default) before the retry.
+	reg := startDropped(t, srv, d, Config{DrainTimeout: 5 * time.Second, gonePatience: 2 * time.Second})
 	e := &env{srv: srv, reg: &instance{Service: reg}, js: srv.JetStream(t)}
 	e.kv, _ = e.js.KeyValue(t.Context(), sessions.Bucket)
 

@@ -14,6 +14,7 @@ import (
 // and roles take the record to — refused with limit_exceeded naming the limit, and
 // the session, its token included, stays as it was.
 func TestChangePrincipalHonoursTheLimits(t *testing.T) {
+	t.Parallel()
 	const recordLimit = 4096
 	e := newEnv(t, Config{Limits: Limits{SessionsPerPrincipal: 2, RecordSize: recordLimit, ValueLength: 8192}})
 	nc := e.srv.ClientConn(t)
@@ -60,6 +61,7 @@ func TestChangePrincipalHonoursTheLimits(t *testing.T) {
 // refused with bad_request (too_large for the size) and neither the bucket nor the
 // events stream changes.
 func TestBadBodiesOnEveryEndpointChangeNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)
@@ -125,6 +127,7 @@ func TestBadBodiesOnEveryEndpointChangeNothing(t *testing.T) {
 // property everywhere was refused whole for one such session. Now such updates are
 // written; one that adds is still refused, naming the limit.
 func TestARecordOverALoweredLimitCanBeMadeSmaller(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	startAuth(t, srv)
 	first := startRegistry(t, srv, Config{Limits: Limits{Properties: 8, RecordSize: 16 << 10, ValueLength: 2048}})

@@ -16,6 +16,7 @@ import (
 // limit (64 KiB) take more than that in one page of the default size: the page
 // must stop short of it, with next set, and the pages together list them all.
 func TestListPagesFitAReply(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)
@@ -71,6 +72,7 @@ func TestListPagesFitAReply(t *testing.T) {
 // the client mangled (cut, trimmed, re-encoded) gave a short or empty last page and
 // the client took the listing for complete; the schema accepted it too.
 func TestListRefusesACursorThatIsNoID(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)
@@ -94,6 +96,7 @@ func TestListRefusesACursorThatIsNoID(t *testing.T) {
 // the tombstone's retention (sessions.Record.Compact), and a list that includes
 // closed sessions still filters on their properties and shows them whole.
 func TestClosedSessionsListedInFull(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)

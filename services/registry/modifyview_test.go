@@ -13,6 +13,7 @@ import (
 // by filter selected by properties the caller may not read. Both are forbidden now
 // and change nothing; closing others stays MODIFY_SESSION's alone.
 func TestChangingOthersPropertiesNeedsViewSessionToo(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	victim, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"team": "blue", "secret": "s3"}})

@@ -10,6 +10,7 @@ import (
 // Sessions that come due together are persisted over half an interval, oldest
 // first; a round never writes more than its share.
 func TestPersistBatchSpreadsWrites(t *testing.T) {
+	t.Parallel()
 	const interval = 5 * time.Minute
 	every := interval / 10
 	base := time.Unix(1_700_000_000, 0)

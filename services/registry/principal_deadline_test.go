@@ -17,6 +17,7 @@ import (
 // once more after the authentication and before the write: it is answered
 // timeout, and nothing changes.
 func TestChangePrincipalAfterTheDeadlineKeepsTheToken(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	startAuth(t, srv)
 	var slow atomic.Bool

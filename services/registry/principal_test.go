@@ -10,6 +10,7 @@ import (
 // An update acknowledged while a change of principal is being authenticated is
 // overwritten by the change of principal: a lost update.
 func TestChangePrincipalKeepsAConcurrentUpdate(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	startAuth(t, srv)
 	startRegistry(t, srv, Config{})

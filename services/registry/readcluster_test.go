@@ -48,6 +48,7 @@ func closeThrough(ctx context.Context, inst *instance, c *client) error {
 // step down between the close and the get. An unavailable answer is allowed (no
 // leader yet); an open session is not.
 func TestCloseThenGetAcrossInstancesThroughStepDowns(t *testing.T) {
+	t.Parallel()
 	nodes, a, b := startClusterRegistries(t)
 	nc := nodes[1].ClientConn(t)
 	sys := nodes[1].ServiceConn(t)
@@ -89,6 +90,7 @@ func TestCloseThenGetAcrossInstancesThroughStepDowns(t *testing.T) {
 // elected. A get through b must not report the session open — the close was
 // answered — but say that storage is unavailable.
 func TestGetNeverAnswersFromALaggingReplica(t *testing.T) {
+	t.Parallel()
 	nodes, a, _ := startClusterRegistries(t)
 	// b reaches node 2 over TCP, so that its connection comes back when node 2
 	// is restarted on the same address.
@@ -195,6 +197,7 @@ func startPartitionableCluster(t *testing.T) (nodes []*natstest.Server, cut []*n
 // before the close, and which no leader answers — must not report the session
 // open, but say that storage is unavailable.
 func TestGetThroughAPartitionedNodeIsNotAnOldRecord(t *testing.T) {
+	t.Parallel()
 	nodes, cut := startPartitionableCluster(t)
 	startAuth(t, nodes[0])
 	a := startRegistry(t, nodes[0], Config{Replicas: 3})

@@ -35,6 +35,7 @@ func rawCall(t *testing.T, c *client, subject string, body []byte) *nats.Msg {
 }
 
 func TestLifecycle(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 
@@ -137,6 +138,7 @@ func mustJSON(t testing.TB, v any) []byte {
 }
 
 func TestGatewayAndAuthErrors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	_, resp := open(t, nc, &wire.SessionOpenRequest{GatewayType: "kafka", GatewayID: "gw-1"})
@@ -176,6 +178,7 @@ func TestGatewayAndAuthErrors(t *testing.T) {
 }
 
 func TestConcurrentUpdatesLoseNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	c, _ := open(t, nc, nil)
@@ -213,6 +216,7 @@ func TestConcurrentUpdatesLoseNothing(t *testing.T) {
 }
 
 func TestAfterCloseEverythingIsSessionClosed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	c, _ := open(t, nc, nil)

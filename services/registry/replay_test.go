@@ -83,6 +83,7 @@ func (c *silencedConn) Read(b []byte) (int, error) {
 // use. Now an empty fetch asks the consumer what is left, and replay ends with an
 // error (the caller retries, or counts every session active) unless nothing is.
 func TestReplayDoesNotTakeSilenceForCaughtUp(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	sil := &silencer{srv: srv.Server.Server, trigger: []byte("$JS.API.CONSUMER.MSG.NEXT." + ActivityStream + ".")}
 	tr, ctx := replayTracker(t, srv.ServiceConn(t, nats.InProcessServer(sil)))
@@ -107,6 +108,7 @@ func TestReplayDoesNotTakeSilenceForCaughtUp(t *testing.T) {
 // TestReplayReadsTheActivity: replay reads every batch the stream holds, and on an
 // empty stream ends at once as caught up.
 func TestReplayReadsTheActivity(t *testing.T) {
+	t.Parallel()
 	tr, ctx := replayTracker(t, natstest.Start(t).ServiceConn(t))
 	js := tr.s.js
 	if err := tr.replay(ctx, time.Time{}); err != nil {

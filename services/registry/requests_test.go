@@ -11,6 +11,7 @@ import (
 )
 
 func TestBadInputChangesNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{Limits: Limits{Properties: 3}})
 	nc := e.srv.ClientConn(t)
 	c, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"a": "1"}})
@@ -96,6 +97,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 }
 
 func TestPermissions(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	user, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"team": "red"}})
@@ -150,6 +152,7 @@ func TestPermissions(t *testing.T) {
 // or its authenticator gave it (one that filters select it by). Now they apply, and
 // a refused change changes nothing.
 func TestOwnChangesFollowThePropertyRules(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	user, _ := open(t, nc, nil)
@@ -183,6 +186,7 @@ func TestOwnChangesFollowThePropertyRules(t *testing.T) {
 }
 
 func TestListPaginates(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)
@@ -231,6 +235,7 @@ func TestListPaginates(t *testing.T) {
 }
 
 func TestChangePrincipalRotatesToken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	c, _ := open(t, nc, &wire.SessionOpenRequest{Properties: map[string]string{"keep": "me"}})
@@ -258,6 +263,7 @@ func TestChangePrincipalRotatesToken(t *testing.T) {
 }
 
 func TestSessionsPerPrincipalLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{Limits: Limits{SessionsPerPrincipal: 2}})
 	nc := e.srv.ClientConn(t)
 	a, _ := open(t, nc, nil)
@@ -279,6 +285,7 @@ func TestSessionsPerPrincipalLimit(t *testing.T) {
 // was answered invalid_name or limit_exceeded by chance. They are checked in key
 // order, as at open.
 func TestAnUpdateWithSeveralBadPropertiesIsAnsweredAlike(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	c, _ := open(t, nc, nil)

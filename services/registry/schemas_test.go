@@ -15,6 +15,7 @@ import (
 // of these bodies, so a client validating against them learnt of the mistake only
 // from the service.
 func TestSchemasRefuseWhatTheRegistryRefuses(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	c, _ := open(t, nc, nil)

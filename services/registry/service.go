@@ -116,6 +116,11 @@ type Config struct {
 	// connzPage is the page size of a server's connection listing (connzPage; tests
 	// shrink it).
 	connzPage int
+	// gonePatience bounds each storage call of the work on records the KV TTL
+	// removed: the check of the keys removed while no registry ran, and the write
+	// of a tombstone (goneStorageWait; tests whose requests are dropped on purpose
+	// shorten it, so that they wait out the timeout and the retry sooner).
+	gonePatience time.Duration
 	// EventsMaxAge is how long the session events stream keeps events (7 days; at
 	// least MinEventsMaxAge).
 	EventsMaxAge time.Duration
@@ -179,6 +184,7 @@ func (c *Config) setDefaults() {
 	def(&c.ConnCheckInterval, 10*time.Second)
 	def(&c.ServerGoneAfter, 30*time.Second)
 	defInt(&c.connzPage, connzPage)
+	def(&c.gonePatience, goneStorageWait)
 	defInt(&c.Limits.SessionsPerPrincipal, 1000)
 	defInt(&c.Limits.Properties, 100)
 	defInt(&c.Limits.KeyLength, 256)

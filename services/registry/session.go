@@ -1033,7 +1033,7 @@ func (s *Service) closeIf(ctx context.Context, id string, first *sessions.Record
 // error of a write worth trying again: nil once the tombstone is written, by this
 // instance or another.
 func (s *Service) tombstoneExpired(ctx context.Context, last *sessions.Record) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.gonePatience)
 	defer cancel()
 	rec := last.Clone()
 	now := s.cfg.Now()

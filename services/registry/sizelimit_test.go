@@ -36,6 +36,7 @@ func fillToRecordLimit(t *testing.T, c *client, limit int) int {
 // A session whose record is near the record size limit can be neither closed by its
 // client nor expired: the CLOSED transition is refused with limit_exceeded.
 func TestSessionAtTheSizeLimitStillClosesAndExpires(t *testing.T) {
+	t.Parallel()
 	const limit = 4096
 	e := newEnv(t, Config{Limits: Limits{RecordSize: limit, ValueLength: 8192}})
 	nc := e.srv.ClientConn(t)
@@ -68,6 +69,7 @@ func TestSessionAtTheSizeLimitStillClosesAndExpires(t *testing.T) {
 // every property value; unbounded, one open could fill the record up to its size
 // limit with them.
 func TestGatewayFieldsAreBoundedAsValues(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{Limits: Limits{ValueLength: 64}})
 	nc := e.srv.ClientConn(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -90,6 +92,7 @@ func TestGatewayFieldsAreBoundedAsValues(t *testing.T) {
 // was applied as given (a session asking for no timeout got one it could not ask
 // for), the second failed every write of a record near the limit.
 func TestNewRefusesLimitsItCannotKeep(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	nc := srv.ServiceConn(t)
 	for name, cfg := range map[string]Config{

@@ -49,6 +49,7 @@ func (e *env) setStale(t *testing.T, id string, write func()) {
 // change is checked again on the current record: a token rotated meanwhile stops
 // working and a session closed meanwhile stays closed, exactly as with a fresh read.
 func TestOwnWritesFromAStaleCopy(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 
@@ -110,6 +111,7 @@ func TestOwnWritesFromAStaleCopy(t *testing.T) {
 // alone: the change or close was asked for the sessions matching the filter, not
 // for those that matched a moment before.
 func TestChangesByFilterRecheckTheFilter(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)
@@ -167,6 +169,7 @@ func TestChangesByFilterRecheckTheFilter(t *testing.T) {
 // change, and the instance kept the record with its old properties: a close by
 // filter on the new value missed the sessions.
 func TestFilterOnWhatAnUpdateByFilterSet(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	adm := admin(t, nc)
@@ -194,6 +197,7 @@ func TestFilterOnWhatAnUpdateByFilterSet(t *testing.T) {
 // its connection works, reported the session's connection-scoped locks lost and
 // resumed it again — at every keepalive, for as long as the watch lagged.
 func TestKeepaliveDoesNotAnswerRecoveringFromAStaleCopy(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	first := e.srv.ClientConn(t)
 	c, _ := open(t, first, &wire.SessionOpenRequest{TimeoutMS: 60000})

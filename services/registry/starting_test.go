@@ -75,6 +75,7 @@ func TestStartingInstanceNeitherResumesNorRevivesOverdueSessions(t *testing.T) {
 // The sessions-per-principal limit is counted from the tracker: a starting instance
 // enforces it from its first answer.
 func TestSessionsPerPrincipalLimitWhileStarting(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	startAuth(t, srv)
 	cfg := Config{Limits: Limits{SessionsPerPrincipal: 1}}

@@ -14,6 +14,7 @@ import (
 // 2^63 ns: 2^58 ms wrapped to 0 (the default timeout) and 2^58 ms + 60 000 to 60 s,
 // both opened instead of refused.
 func TestOpenRefusesTimeoutsOutsideTheBounds(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{})
 	nc := e.srv.ClientConn(t)
 	before := e.lastSeq(t)

@@ -12,6 +12,7 @@ import (
 // (base64url of 32 bytes) and none repeats. With 2^256 values a repeat would mean a
 // broken generator, not bad luck.
 func TestTokensAreUniqueAndFull(t *testing.T) {
+	t.Parallel()
 	const n = 1_000_000
 	seen := make(map[[32]byte]struct{}, n)
 	var ones [256]int // how often each bit is set
@@ -44,6 +45,7 @@ func TestTokensAreUniqueAndFull(t *testing.T) {
 // TestTokensComeFromCryptoRand checks that the token and id generators draw from
 // crypto/rand: ids.go imports it and no other random source.
 func TestTokensComeFromCryptoRand(t *testing.T) {
+	t.Parallel()
 	f, err := parser.ParseFile(token.NewFileSet(), "ids.go", nil, parser.ImportsOnly)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 // configuration), and needs it, with the session's timeout, to tell when the server
 // may have released its session's locks without its doing.
 func TestRepliesCarryTheReconnectWindow(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, Config{ReconnectWindow: 7 * time.Second})
 	nc := e.srv.ClientConn(t)
 	reply := rawCall(t, &client{nc: nc}, wire.SubjectSessionOpen, []byte(`{}`))

@@ -74,6 +74,7 @@ func startProduction(t *testing.T, opts ...rostertest.Option) *roster.Process {
 // requests, each with its own request_id, and every other session asking to wait for
 // that lock got limit_exceeded until they ended.
 func TestOneSessionCannotFillALocksQueue(t *testing.T) {
+	t.Parallel()
 	p := startProduction(t)
 	bob := open(t, p.ClientURL(), client.Options{Credentials: client.Password("bob", "builder")})
 	alice := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
@@ -140,6 +141,7 @@ func TestOneSessionCannotHoldEveryEventsRead(t *testing.T) {
 // asking a receiver that never answers could hold every slot, and every other
 // session's send and request waited behind it.
 func TestOneSessionCannotHoldEveryRequestSlot(t *testing.T) {
+	t.Parallel()
 	p := startProduction(t)
 	alice := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
 	other := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
@@ -172,6 +174,7 @@ func TestOneSessionCannotHoldEveryRequestSlot(t *testing.T) {
 // sends its own header (absent, malformed, lower case, twice, naming SERVICES) still
 // gets the server's, and needs a session with MODIFY_SECURITY.
 func TestForgedRequestInfoIsNotTrusted(t *testing.T) {
+	t.Parallel()
 	p := startProduction(t)
 	alice := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
 	root := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})

@@ -18,6 +18,7 @@ import (
 // requester heard nothing and waited out its timeout, to be told the receiver did
 // not answer. The receiver answers too_large instead, and an error keeps its code.
 func TestAnswerOverMaxPayloadIsAnError(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	receiver := open(t, p.ClientURL(), client.Options{})
 	limit := int(receiver.Client().Conn().MaxPayload())
@@ -53,6 +54,7 @@ func TestAnswerOverMaxPayloadIsAnError(t *testing.T) {
 // result's content_type was always empty. It sets Message.AnswerContentType; an
 // error answer has none.
 func TestAnswerCarriesItsContentType(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	receiver := open(t, p.ClientURL(), client.Options{})
 	if _, err := receiver.Handle("report", func(_ context.Context, m *client.Message) ([]byte, error) {

@@ -21,6 +21,7 @@ import (
 // put over the bound returns at once without queueing, while a put within it may
 // queue (the ended context and the free room are both ready).
 func TestWaitingDeliveriesAreBoundedInBytesWithTheirHeaders(t *testing.T) {
+	t.Parallel()
 	heavy := func(i int) *nats.Msg {
 		m := nats.NewMsg(fmt.Sprintf("roster.v1.deliver.k.s.work.%d", i))
 		for h := range 32 {

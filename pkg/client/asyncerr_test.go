@@ -18,6 +18,7 @@ import (
 // its own handler when it set one. nats.go's default handler, which the SDK left in
 // place, wrote it to the process's stderr past the logger.
 func TestAsyncErrorsGoToTheLogger(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	var logs natstest.Buffer
 	c, err := client.Connect(p.ClientURL(), client.WithLogger(logs.Logger()))

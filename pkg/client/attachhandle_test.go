@@ -21,6 +21,7 @@ import (
 // opener's, so it received nothing while the sender was told delivered: 1. Handle
 // now binds the session to the attaching connection first, as a resume does.
 func TestHandleOnAnAttachedSessionTakesItsDeliveries(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
 	attached := attachElsewhere(t, p.ClientURL(), opener)
@@ -90,6 +91,7 @@ func sendAndReceive(t *testing.T, sender *client.Session, id string, got <-chan 
 // them lost; the opener takes the session back with Handle, and a notice of the
 // first move arriving after that changes nothing.
 func TestTakenOverSessionTellsItsOpener(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
 	held, err := opener.Lock(ctxT(t), "jobs/batch", client.LockOptions{Scope: wire.ScopeConnection})

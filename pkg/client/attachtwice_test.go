@@ -21,6 +21,7 @@ import (
 // them. Attach now returns the Session the Client has, once the registry has
 // accepted the token given.
 func TestAttachOfASessionTheClientHasGivesTheSameSession(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	c := connect(t, p.ClientURL())
 	ctx := ctxT(t)
@@ -140,6 +141,7 @@ func TestAttachOfASessionTheClientHasGivesTheSameSession(t *testing.T) {
 // token, while the closed Session is still registered with the Client: Attach gave
 // that closed Session, on which every call fails, instead of a new one.
 func TestAttachDoesNotGiveASessionClosedHere(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
 	c := connect(t, p.ClientURL())

@@ -19,6 +19,7 @@ import (
 // subscriber in the services account sees a copy of every request. Before, no
 // request carried a deadline.
 func TestCallsCarryTheirDeadline(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	nc, err := p.Server().ConnectService()
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 // with Attach open: they were opened elsewhere, and their opener goes on using
 // them. It used to close them on the server too.
 func TestClientCloseLeavesAttachedSessionsOpen(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
 	c, err := client.Connect(p.ClientURL())
@@ -52,6 +53,7 @@ func TestClientCloseLeavesAttachedSessionsOpen(t *testing.T) {
 // the lock tracked: it may still be held, so its loss is still reported, and Unlock
 // may be called again. It used to forget the lock.
 func TestUnlockThatFailsKeepsTheLockTracked(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Services = []string{"auth", "registry"} }))
 	// A lock service that grants and then stops answering.
 	svc, err := p.Server().ConnectService()
@@ -96,6 +98,7 @@ func TestUnlockThatFailsKeepsTheLockTracked(t *testing.T) {
 // after the release (a new token) and handled before the release's answer was
 // forgotten too: its Lost never closed when the session did.
 func TestReleaseForgetsOnlyTheLockItReleased(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Services = []string{"auth", "registry"} }))
 	// A lock service that grants with a new token every time and answers a release
 	// when the test lets it.
@@ -164,6 +167,7 @@ func TestReleaseForgetsOnlyTheLockItReleased(t *testing.T) {
 // doc). Handle on one already bound here failed with nats' bare "connection
 // closed", which matches no SDK error.
 func TestHandleOnAClosedConnectionIsUnavailable(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
 	c, attached := attachClient(t, p.ClientURL(), opener)
@@ -230,6 +234,7 @@ func TestHandleRacingClientCloseDoesNotOutliveIt(t *testing.T) {
 // the request stayed queued, and once the lock was free the still-open session was
 // granted it, with nobody to use or release it.
 func TestClientCloseWithdrawsAnAttachedSessionsLockWait(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
 	holder := open(t, p.ClientURL(), client.Options{})
@@ -282,6 +287,7 @@ func TestClientCloseWithdrawsAnAttachedSessionsLockWait(t *testing.T) {
 // answer, coming before the close's own, used to close the session on this side as
 // failed: OnStateChange and Info said failed for a session the application closed.
 func TestACloseWithALockWaitingKeepsItsReason(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	holder := open(t, p.ClientURL(), client.Options{})
 	admin := open(t, p.ClientURL(), client.Options{})
@@ -332,6 +338,7 @@ func TestACloseWithALockWaitingKeepsItsReason(t *testing.T) {
 // closed once the request had waited its 5 s: an application closing its session
 // at shutdown was told Roster had gone away.
 func TestARequestInFlightWhenItsSessionClosesSaysSo(t *testing.T) {
+	t.Parallel()
 	_, s, silent := inFlight(t, false)
 	reqErr := s.request(silent)
 	if err := s.Close(ctxT(t)); err != nil {
@@ -351,6 +358,7 @@ func TestARequestInFlightWhenItsSessionClosesSaysSo(t *testing.T) {
 // connection-scoped hold kept its Lost open for good, its holder unaware that
 // another session held the lock.
 func TestClientCloseReportsAnAttachedSessionsConnectionLocksLost(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
 	ctx := ctxT(t)

@@ -20,6 +20,7 @@ import (
 // closed on this side only, and the server kept it, with its locks, until its
 // reconnect window ended; a second Close sent nothing either (found by review).
 func TestCloseWhileReconnectingClosesOnTheServer(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	proxy := natstest.StartPartition(t, p.ClientURL())
 	c := connect(t, proxy.URL())

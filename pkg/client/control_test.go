@@ -16,6 +16,7 @@ import (
 )
 
 func TestClientControl(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	ctx := ctxT(t)
 	admin := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
@@ -84,6 +85,7 @@ func TestClientControl(t *testing.T) {
 }
 
 func TestFollowEvents(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	ctx := ctxT(t)
 	admin := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
@@ -138,6 +140,7 @@ func TestFollowEvents(t *testing.T) {
 // keepalive (a third of its 10-minute timeout away here), and its listeners are told
 // why; a session closing itself is not cut off by the notice of its own close.
 func TestCloseByAnotherIsKnownAtOnce(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	ctx := ctxT(t)
 	admin := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
@@ -198,6 +201,7 @@ func TestCloseByAnotherIsKnownAtOnce(t *testing.T) {
 // service's answer — session_closed — rather than having its connection closed under
 // it (unavailable).
 func TestCallInFlightWhenClosedByAnother(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	ctx := ctxT(t)
 	admin := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
@@ -242,6 +246,7 @@ func TestCallInFlightWhenClosedByAnother(t *testing.T) {
 // handler nor takes it for the notice that its session closed, whatever its body.
 // (A service stands in here that answers with the body an attacker would want.)
 func TestRepliesCannotPoseAsDeliveriesOrNotices(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	ctx := ctxT(t)
 	cl, err := client.Connect(p.ClientURL())
@@ -321,6 +326,7 @@ func TestRepliesCannotPoseAsDeliveriesOrNotices(t *testing.T) {
 // a RequestStream collecting results when its session is closed by another: the
 // results still come, on the connection left open until the stream ends.
 func TestStreamInFlightWhenClosedByAnother(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	ctx := ctxT(t)
 	admin := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})

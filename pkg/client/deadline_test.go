@@ -18,6 +18,7 @@ import (
 // service stops waiting (the request's timeout, from the delivery's arrival); a
 // send's handler has no deadline.
 func TestHandlerOfARequestHasItsDeadline(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	receiver := open(t, p.ClientURL(), client.Options{})
 	type seen struct {

@@ -18,6 +18,7 @@ func key(i int) dedupKey { return dedupKey{sender: "S", path: "p", id: strconv.I
 // TestDedupRemembersWithinTheWindow: a message is a duplicate until the window has
 // passed since its handler returned, and taken afresh after.
 func TestDedupRemembersWithinTheWindow(t *testing.T) {
+	t.Parallel()
 	d := testDedup(time.Minute, 100, 0, 0)
 	t0 := time.Unix(1000, 0)
 	e, dup := d.take(key(1), t0)
@@ -46,6 +47,7 @@ func TestDedupRemembersWithinTheWindow(t *testing.T) {
 // beside the first. A message is now remembered while its handler runs, and for the
 // window after it returns.
 func TestDedupRemembersWhileTheHandlerRuns(t *testing.T) {
+	t.Parallel()
 	d := testDedup(time.Minute, 100, 0, 0)
 	t0 := time.Unix(1000, 0)
 	e, _ := d.take(key(1), t0)
@@ -70,6 +72,7 @@ func TestDedupRemembersWhileTheHandlerRuns(t *testing.T) {
 // number of entries (the oldest forgotten first), its queue does not grow with the
 // messages ever taken, and the answers it keeps stay within the budget.
 func TestDedupIsBounded(t *testing.T) {
+	t.Parallel()
 	const entries = 64
 	d := testDedup(time.Hour, entries, 100, 1000)
 	t0 := time.Unix(1000, 0)
@@ -105,6 +108,7 @@ func TestDedupIsBounded(t *testing.T) {
 // at most the largest kept and fits the budget; a send has none. An answer's size
 // counts its content type ("text/plain", 10 bytes, in every case here).
 func TestDedupKeepsSmallAnswers(t *testing.T) {
+	t.Parallel()
 	d := testDedup(time.Hour, 10, 20, 35)
 	now := time.Unix(1000, 0)
 	cases := []struct {

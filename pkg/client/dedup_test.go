@@ -75,6 +75,7 @@ func (c *counter) flushed(t *testing.T, sender *client.Session, to string, path 
 // ids, Send failed with ErrUnavailable, and a retry by the caller reached the
 // handler twice.
 func TestRetriedSendIsReceivedOnce(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	receiver := open(t, p.ClientURL(), client.Options{Properties: map[string]string{"Desk": "FX"}})
 	var c counter
@@ -115,6 +116,7 @@ func TestRetriedSendIsReceivedOnce(t *testing.T) {
 // handler once; another id, another sender or another path is another message; two
 // registrations that both match each handle it once.
 func TestSameMessageIDIsHandledOnce(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	receiver := open(t, p.ClientURL(), client.Options{})
 	sender := open(t, p.ClientURL(), client.Options{})

@@ -20,6 +20,7 @@ import (
 // returns the error now, as the calls of a session opened on the Client return
 // ErrSessionClosed.
 func TestFollowEventsEndsWithItsClient(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
 	c, attached := attachClient(t, p.ClientURL(), opener)
@@ -42,6 +43,7 @@ func TestFollowEventsEndsWithItsClient(t *testing.T) {
 // WaitActive waited for a resume that could not come, for as long as its ctx lived;
 // it fails with ErrUnavailable now, as the session's other calls do.
 func TestWaitActiveEndsWithItsClient(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
 	proxy := natstest.StartPartition(t, p.ClientURL())

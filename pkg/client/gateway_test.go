@@ -16,6 +16,7 @@ import (
 // The sessions of a gateway connection are its users': their credentials decide
 // their principal and roles.
 func TestGatewayOpenNeedsGatewaySession(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	gw := client.Options{GatewayType: "web", GatewayID: "edge-1", Credentials: client.Password("alice", "wonderland")}
 
@@ -56,6 +57,7 @@ func TestGatewayOpenNeedsGatewaySession(t *testing.T) {
 // service counts failed attempts. Without it every user of a gateway had the
 // gateway's address: five wrong passwords from any one of them throttled them all.
 func TestGatewayUsersAreThrottledByTheirOwnAddress(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	edge := connect(t, p.ClientURL(), client.WithCredentials(client.JWT(signJWT(t, "edge", "gateway"))))
 	via := func(ip, user, password string) client.Options {
@@ -94,6 +96,7 @@ func TestGatewayUsersAreThrottledByTheirOwnAddress(t *testing.T) {
 // address: five wrong passwords in one user's change of principal throttled every
 // other user's change of principal through the same gateway for a minute.
 func TestGatewayUsersChangePrincipalByTheirOwnAddress(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	edge := connect(t, p.ClientURL(), client.WithCredentials(client.JWT(signJWT(t, "edge", "gateway"))))
 	via := func(ip, user, password string) client.Options {

@@ -66,6 +66,7 @@ func (w *stateChanges) all() []client.StateChange {
 // connection closed with Conn().Close went ACTIVE -> RECOVERING -> CLOSED, their
 // listeners told of a recovery that could never come.
 func TestClosingTheConnectionIsNoConnectionLoss(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	logs := &logRecords{}
 	c := connect(t, p.ClientURL(), client.WithLogger(slog.New(logs)))
@@ -101,6 +102,7 @@ func TestClosingTheConnectionIsNoConnectionLoss(t *testing.T) {
 // but ErrLockLost, so a caller could not tell a lock lost with its connection from
 // any other loss, and roster lock acquire exited 1.
 func TestConnectionLossIsUnavailable(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	px := natstest.StartPartition(t, p.ClientURL())
 	s := open(t, px.URL(), client.Options{})
@@ -133,6 +135,7 @@ func TestConnectionLossIsUnavailable(t *testing.T) {
 // returns nil, and calls on the client or on a session taken with Attach fail with
 // ErrUnavailable, while sessions opened on it fail with ErrSessionClosed.
 func TestUseAfterClientClose(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
 	c, err := client.Connect(p.ClientURL())

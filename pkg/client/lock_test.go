@@ -13,6 +13,7 @@ import (
 )
 
 func TestLockExclusiveWaitsAndFences(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	a := open(t, p.ClientURL(), client.Options{})
 	b := open(t, p.ClientURL(), client.Options{})
@@ -69,6 +70,7 @@ func TestLockExclusiveWaitsAndFences(t *testing.T) {
 }
 
 func TestLockShared(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	a := open(t, p.ClientURL(), client.Options{})
 	b := open(t, p.ClientURL(), client.Options{})
@@ -91,6 +93,7 @@ func TestLockShared(t *testing.T) {
 }
 
 func TestLockDeadlineAndCancel(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	a := open(t, p.ClientURL(), client.Options{})
 	b := open(t, p.ClientURL(), client.Options{})
@@ -142,6 +145,7 @@ func waiters(ctx context.Context, s *client.Session, name string, want int) erro
 }
 
 func TestLockLostWhenSessionClosed(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	admin := open(t, p.ClientURL(), client.Options{})
 	// Keepalives are how the SDK learns that another session closed this one.
@@ -178,6 +182,7 @@ func TestLockLostWhenSessionClosed(t *testing.T) {
 // the session is not bound to, which it answers every time). A deadline that passes
 // during the pause is a timeout, as it is anywhere else, not the last unavailable.
 func TestLockDeadlineDuringRetriesIsTimeout(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	opener := open(t, p.ClientURL(), client.Options{})
 	c, err := client.Connect(p.ClientURL())
@@ -202,6 +207,7 @@ func TestLockDeadlineDuringRetriesIsTimeout(t *testing.T) {
 // on the closed session, whose locks had already been declared lost, so its Lost
 // never closed and the caller believed it held a lock the server had released.
 func TestGrantAfterCloseIsLost(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	s := open(t, p.ClientURL(), client.Options{})
 	if err := s.Close(ctxT(t)); err != nil {

@@ -30,6 +30,7 @@ import (
 // for it until the session ended. The SDK now releases it by its token once the
 // session is confirmed, as it does the holds reported lost in doubt.
 func TestConnectionScopedLockReportedLostOnAResumeHereIsReleased(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Services = []string{"auth", "registry"} }))
 	kill := startLockInstance(t, p, lock.Config{})
 	s := open(t, p.ClientURL(), client.Options{HeartbeatInterval: 50 * time.Millisecond})

@@ -67,6 +67,7 @@ func startLockInstance(t *testing.T, p *roster.Process, cfg lock.Config) (kill f
 // scope (connection), and so does the SDK's one Lock value: when the connection
 // drops and the server gives the lock to another session, Lost() fires.
 func TestWeakenedScopeIsReportedLost(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	px := natstest.StartPartition(t, p.ClientURL())
 	a := open(t, px.URL(), client.Options{})
@@ -110,6 +111,7 @@ func TestWeakenedScopeIsReportedLost(t *testing.T) {
 // granted later to a session that gave up on it. (300 tries, with the
 // cancel sent after 0 to 1.75 ms.)
 func TestCancelledLockLeavesNoWaiter(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Services = []string{"auth", "registry"} }))
 	startLockInstance(t, p, lock.Config{})
 	startLockInstance(t, p, lock.Config{})
@@ -188,6 +190,7 @@ func TestCancelledLockLeavesNoWaiter(t *testing.T) {
 // up on Lock again and again, another caller of the same session takes the lock:
 // the withdrawals never release the lock the second caller holds.
 func TestGivingUpNeverReleasesAnotherCallsLock(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	s := open(t, p.ClientURL(), client.Options{})
 	other := open(t, p.ClientURL(), client.Options{})
@@ -309,6 +312,7 @@ func TestLockAsksAgainWhenNoAnswerComes(t *testing.T) {
 // TestLockRefusalEndsLock: a refusal that no retry can change (no permission for the
 // name) ends Lock at once with that error, rather than asking again.
 func TestLockRefusalEndsLock(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	guest := open(t, p.ClientURL(), client.Options{}) // guests may not take locks
 	done := make(chan error, 1)

@@ -23,6 +23,7 @@ func lost(l *client.Lock) (bool, error) {
 // goroutine holding the *Lock went on as if it held the lock; Lost's contract is
 // that it closes when the lock is released without Unlock.
 func TestReleaseReportsTheTrackedLockLost(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	s := open(t, p.ClientURL(), client.Options{})
 	ctx := ctxT(t)
@@ -48,6 +49,7 @@ func TestReleaseReportsTheTrackedLockLost(t *testing.T) {
 // no longer holds that token: the SDK now stops tracking it and reports it lost. A
 // Release naming another token, which says nothing of the one held, leaves it be.
 func TestReleaseOfALockReleasedElsewhereStopsTrackingIt(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		token func(l *client.Lock) uint64

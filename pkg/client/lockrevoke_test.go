@@ -20,6 +20,7 @@ import (
 // while it waited, and when root releases the lock her session is not given it.
 // Before, the SDK's request stayed queued and was granted to the guest session.
 func TestLockWaitEndsWhenChangePrincipalTakesTheGrant(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	root := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
 	alice := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})

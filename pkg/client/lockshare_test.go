@@ -75,6 +75,7 @@ func waitCallers(t *testing.T, ctx context.Context, admin, s *client.Session, na
 // lock — one Lock value, one token — once the holder releases it. One Unlock
 // releases it for all of them, as the server does.
 func TestLockCallsOfOneSessionShareOneRequest(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	holder := open(t, p.ClientURL(), client.Options{})
 	s := open(t, p.ClientURL(), client.Options{})
@@ -152,6 +153,7 @@ func TestLockCallsOfOneSessionShareOneRequest(t *testing.T) {
 // one is cancelled and one passes its deadline; each returns alone, and the request
 // waits on, in its place, for the third, which gets the lock.
 func TestCallerGivingUpLeavesTheOthersWaiting(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	holder := open(t, p.ClientURL(), client.Options{})
 	s := open(t, p.ClientURL(), client.Options{})
@@ -201,6 +203,7 @@ func TestCallerGivingUpLeavesTheOthersWaiting(t *testing.T) {
 // request gives up, the request is withdrawn: no waiter is left, and the lock goes
 // to the next session once its holder releases it.
 func TestWaitWithdrawnWhenEveryCallerGivesUp(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	holder := open(t, p.ClientURL(), client.Options{})
 	s := open(t, p.ClientURL(), client.Options{})
@@ -246,6 +249,7 @@ func TestWaitWithdrawnWhenEveryCallerGivesUp(t *testing.T) {
 // and the waiting request is left as it was; once the lock is the session's, TryLock
 // gets the same lock.
 func TestTryLockWhileLockWaits(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	holder := open(t, p.ClientURL(), client.Options{})
 	s := open(t, p.ClientURL(), client.Options{})
@@ -282,6 +286,7 @@ func TestTryLockWhileLockWaits(t *testing.T) {
 // TestLockModesAndScopesWaitApart: Lock calls of one session share a request only
 // when they ask for the same mode and scope; others send their own.
 func TestLockModesAndScopesWaitApart(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	holder := open(t, p.ClientURL(), client.Options{})
 	s := open(t, p.ClientURL(), client.Options{})
@@ -333,6 +338,7 @@ func TestLockModesAndScopesWaitApart(t *testing.T) {
 // TestCloseWhileLockCallsWait: closing the session ends every Lock call waiting on
 // it with ErrSessionClosed.
 func TestCloseWhileLockCallsWait(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	holder := open(t, p.ClientURL(), client.Options{})
 	s := open(t, p.ClientURL(), client.Options{})
@@ -364,6 +370,7 @@ func TestCloseWhileLockCallsWait(t *testing.T) {
 // Lock calls sharing a request fail together with ErrUnavailable, as one call does
 // (TestReconnectResumesSession: the request is withdrawn once the session is back).
 func TestConnectionLostWhileLockCallsWait(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	px := natstest.StartPartition(t, p.ClientURL())
 	holder := open(t, p.ClientURL(), client.Options{})
@@ -397,6 +404,7 @@ func TestConnectionLostWhileLockCallsWait(t *testing.T) {
 // session holds the lock afterwards exactly when a call got it: a grant that came
 // as the last call left is withdrawn, not kept by a session nobody knows holds it.
 func TestSharedWaitNeverLeavesAnUnseenLock(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	holder := open(t, p.ClientURL(), client.Options{})
 	s := open(t, p.ClientURL(), client.Options{})

@@ -15,6 +15,7 @@ import (
 // which it took for a client's proposal, so such a session could not change
 // principal at all: limit_exceeded, "at most 64 properties may be proposed".
 func TestChangePrincipalOfASessionWithManyProperties(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	s := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
 	set := map[string]string{}

@@ -21,6 +21,7 @@ import (
 // request results to the opener's connection key, which the attaching connection
 // cannot read: RequestStream gets none of them.
 func TestRequestStreamOnAttachedSession(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	echo := open(t, p.ClientURL(), client.Options{})
 	if _, err := echo.Handle("ping", func(_ context.Context, m *client.Message) ([]byte, error) { return m.Payload, nil }); err != nil {
@@ -51,6 +52,7 @@ func TestRequestStreamOnAttachedSession(t *testing.T) {
 // waited 5,000 times longer than asked. It is rounded up to 1 ms; the result's
 // timeout error names the timeout the service applied.
 func TestRequestShortTimeout(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	silent := open(t, p.ClientURL(), client.Options{})
 	block := make(chan struct{})
@@ -73,6 +75,7 @@ func TestRequestShortTimeout(t *testing.T) {
 // dropped, not handled once a slot frees. It used to be handled, with a cancelled
 // context, and the removal's wait could even miss it (WaitGroup Add racing Wait).
 func TestNoHandlerStartsAfterRemoval(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	ctx := ctxT(t)
 	receiver := open(t, p.ClientURL(), client.Options{})
@@ -167,6 +170,7 @@ func handlerGoroutines() int {
 // to fail with a bare context error, which matched no SDK error (and made roster
 // request exit 1 instead of 6).
 func TestRequestStreamDeadlineIsATimeout(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	silent := open(t, p.ClientURL(), client.Options{})
 	block := make(chan struct{})

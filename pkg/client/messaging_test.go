@@ -13,6 +13,7 @@ import (
 )
 
 func TestSendToFilterAndSession(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	accounts := open(t, p.ClientURL(), client.Options{Properties: map[string]string{"Department": "Accounts"}})
 	sales := open(t, p.ClientURL(), client.Options{Properties: map[string]string{"Department": "Sales"}})
@@ -68,6 +69,7 @@ func receive(t *testing.T, ch <-chan *client.Message) *client.Message {
 }
 
 func TestRequestAndHandle(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	ctx := ctxT(t)
 	echo := open(t, p.ClientURL(), client.Options{Properties: map[string]string{"Role": "echo"}})

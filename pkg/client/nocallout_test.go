@@ -17,6 +17,7 @@ import (
 // the SDK nor the command line could reach such a deployment. The connection now
 // goes without a key, and its sessions receive under the keyless delivery prefix.
 func TestWithoutTheCallout(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Auth.DisableCallout = true }))
 	receiver := open(t, p.ClientURL(), client.Options{})
 	if k := receiver.Client().Key(); k != "" {

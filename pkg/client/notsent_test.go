@@ -24,6 +24,7 @@ import (
 // which gave up meanwhile (it cancels its context once the request waits in that
 // buffer), had been told it failed, and the request arrived all the same.
 func TestARequestMadeWhileReconnectingIsNeverSent(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t)
 	// No service answers: what reaches the request's subject is counted instead.
 	arrived := make(chan string, 16)

@@ -15,6 +15,7 @@ import (
 // Client.Close began cannot register its session (add), and used to leave it open
 // on the server until its timeout. It is closed there now, before Open returns.
 func TestOpenAnsweredAfterCloseBeganClosesTheSession(t *testing.T) {
+	t.Parallel()
 	srv := rostertest.Start(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -51,6 +52,7 @@ func TestOpenAnsweredAfterCloseBeganClosesTheSession(t *testing.T) {
 // under the close of a session opened as it began (closeOrphan), and none starts
 // once it has closed the connection.
 func TestCloseWaitsForTheCloseOfALateOpen(t *testing.T) {
+	t.Parallel()
 	srv := rostertest.Start(t)
 	c, err := Connect(srv.ClientURL())
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 // subscriptions (the "quote" registration's hand-over is held) while "*" is
 // removed; every request must still be answered.
 func TestRemovingAnOverlappingRegistrationLosesNoDelivery(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -21,6 +21,7 @@ import (
 // handlers' answers were refused (a permissions violation): the requester got
 // timeout.
 func TestOverlappingRegistrationsAnswerARequest(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	asker := open(t, p.ClientURL(), client.Options{})
 	for _, tc := range []struct {

@@ -16,6 +16,7 @@ import (
 // policy and replaces it, conditionally on the revision it read; every service
 // applies the new policy; others are refused.
 func TestPolicyReadAndReplace(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	root := open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
 	alice := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})

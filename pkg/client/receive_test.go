@@ -80,6 +80,7 @@ func TestHandlerPanicFailsOnlyItsMessage(t *testing.T) {
 // It was dropped unanswered, and its requester waited out its whole timeout to be
 // told timeout, as if a handler were working on it.
 func TestRequestsLeftUnhandledAreAnsweredGone(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	sender := open(t, p.ClientURL(), client.Options{})
 	for _, end := range []string{"removed", "closed"} {

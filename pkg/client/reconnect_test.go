@@ -29,6 +29,7 @@ func onFixedAddress(t *testing.T) rostertest.Option {
 // open session: the SDK reconnects and resumes the same session; the
 // connection-scoped lock is gone (and reported lost), the session-scoped one held.
 func TestReconnectResumesSession(t *testing.T) {
+	t.Parallel()
 	fixed := onFixedAddress(t)
 	p := rostertest.Start(t, fixed)
 	s := open(t, p.ClientURL(), client.Options{HeartbeatInterval: 100 * time.Millisecond})
@@ -131,6 +132,7 @@ func nextState(t *testing.T, ch <-chan client.StateChange) client.StateChange {
 // error (seed 003: server exit completes outstanding requests with an error),
 // long before their own timeouts of 30 s and a minute.
 func TestServerGoneFailsCallsInFlight(t *testing.T) {
+	t.Parallel()
 	t.Run("connection to the server lost", func(t *testing.T) {
 		_, s, silent := inFlight(t, true)
 		reqErr, lockErr := s.request(silent), s.lock()
@@ -189,6 +191,7 @@ func TestServerGoneFailsCallsInFlight(t *testing.T) {
 // timeout + 10 s) for results that could no longer come, then fail with a bare
 // context error.
 func TestRequestStreamFailsWhenTheConnectionIsLost(t *testing.T) {
+	t.Parallel()
 	_, s, silent := inFlight(t, true)
 	errc := make(chan error, 1)
 	go func() {
@@ -282,6 +285,7 @@ func within(t *testing.T, name string, ch <-chan error) error {
 // TestReconnectToForgottenSessionCloses restarts the server on empty storage: the
 // session cannot be resumed, so it becomes CLOSED with the reason.
 func TestReconnectToForgottenSessionCloses(t *testing.T) {
+	t.Parallel()
 	listen := hostPort(freePort(t))
 	onPort := rostertest.WithConfig(func(c *roster.Config) { c.Embedded.Listen = listen })
 	p := rostertest.Start(t, onPort)
@@ -491,6 +495,7 @@ func TestFollowEventsGoesOnWhenTheSessionIsBack(t *testing.T) {
 // and fails ErrSessionClosed once the session is closed. A listener whose
 // registration was removed is not called for the changes that follow.
 func TestWaitActiveWaitsForTheResume(t *testing.T) {
+	t.Parallel()
 	fixed := onFixedAddress(t)
 	p := rostertest.Start(t, fixed)
 	s := open(t, p.ClientURL(), client.Options{HeartbeatInterval: 100 * time.Millisecond})

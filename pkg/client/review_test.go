@@ -21,6 +21,7 @@ import (
 // ("connection to NATS closed") or a bare subscribe error, not with
 // ErrSessionClosed as every other call does.
 func TestRequestStreamAfterCloseIsSessionClosed(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	ctx := ctxT(t)
 	s, err := client.Open(ctx, p.ClientURL(), client.Options{})
@@ -47,6 +48,7 @@ func TestRequestStreamAfterCloseIsSessionClosed(t *testing.T) {
 // so a caller changing its copy changed what Properties, Roles and Info return to
 // every other goroutine (and raced with them).
 func TestInfoIsTheCallersCopy(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	s := open(t, p.ClientURL(), client.Options{Properties: map[string]string{"Desk": "FX"}})
 	ctx := ctxT(t)
@@ -150,6 +152,7 @@ func TestTryLockGivenUpLeavesNoLock(t *testing.T) {
 // while a slightly smaller payload the messaging service refuses is ErrTooLarge
 // (exit 2).
 func TestRequestOverMaxPayloadIsTooLarge(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	s := open(t, p.ClientURL(), client.Options{})
 	_, err := s.Send(ctxT(t), client.ToSession(s.ID()), "big", make([]byte, 900<<10))
@@ -166,6 +169,7 @@ func TestRequestOverMaxPayloadIsTooLarge(t *testing.T) {
 // so its connection closes too) fails with ErrSessionClosed; it failed with nats.go's
 // bare "nats: connection closed", which matched no SDK error (found by review).
 func TestRequestStreamInFlightWhenItsSessionClosesIsSessionClosed(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	silent := open(t, p.ClientURL(), client.Options{})
 	block := make(chan struct{})

@@ -16,6 +16,7 @@ import (
 // Close so refused left the session open on the server, a resume closed it on this
 // side only). They are sent again with the new token.
 func TestCallsDuringAChangeOfPrincipal(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	s := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})
 	ctx := ctxT(t)

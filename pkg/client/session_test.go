@@ -17,6 +17,7 @@ import (
 )
 
 func TestOpenWithCredentials(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	tests := []struct {
 		name          string
@@ -59,6 +60,7 @@ func TestOpenWithCredentials(t *testing.T) {
 }
 
 func TestPropertiesAndClose(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	s := open(t, p.ClientURL(), client.Options{Properties: map[string]string{"Department": "Accounts", "Desk": "FX"}})
 	var mu sync.Mutex
@@ -133,6 +135,7 @@ func TestPropertiesAndClose(t *testing.T) {
 
 // TestSharedSession uses one session from many goroutines at once (seed 003).
 func TestSharedSession(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	s := open(t, p.ClientURL(), client.Options{})
 	ctx := ctxT(t)
@@ -177,6 +180,7 @@ func TestSharedSession(t *testing.T) {
 }
 
 func TestChangePrincipal(t *testing.T) {
+	t.Parallel()
 	p := startSecured(t)
 	s := open(t, p.ClientURL(), client.Options{})
 	ctx := ctxT(t)
@@ -195,6 +199,7 @@ func TestChangePrincipal(t *testing.T) {
 // TestConnectErrorHidesCredentials: a URL may carry a password or a token; the error
 // of a failed dial names the URL without them (roster printed them on stderr).
 func TestConnectErrorHidesCredentials(t *testing.T) {
+	t.Parallel()
 	addr := hostPort(freePort(t))
 	for _, url := range []string{
 		"nats://alice:s3cret@" + addr,

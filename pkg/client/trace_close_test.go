@@ -23,6 +23,7 @@ import (
 // (an expiry); the answer to the waiter it lets through, in the waiter's trace,
 // links it.
 func TestLockReleaseOnCloseJoinsClosersTrace(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	admin := client.Options{Credentials: client.Password("root", "toor")}

@@ -18,6 +18,7 @@ import (
 // after it. Each copy now has the receiver's consumer span, with roster.duplicate
 // and an event saying what became of it; the handler still runs once.
 func TestRepeatedMessageIsTraced(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	receiver := tr.open(t, p.ClientURL(), client.Options{})

@@ -22,6 +22,7 @@ import (
 // changes by filter, a gateway's open (on to the auth service), the policy — join
 // the application's trace the same way.
 func TestTraceFollowsTheOtherCalls(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	admin := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
@@ -89,6 +90,7 @@ func TestTraceFollowsTheOtherCalls(t *testing.T) {
 // session expired — no request frees the lock — is answered in its own trace,
 // under its acquire's server span, from the traceparent it left in the record.
 func TestLockGrantedByExpiryJoinsWaitersTrace(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	admin := client.Options{Credentials: client.Password("root", "toor")}
@@ -131,6 +133,7 @@ func TestLockGrantedByExpiryJoinsWaitersTrace(t *testing.T) {
 // matching receiver once each, each handler's span a consumer span of the
 // sender's trace under the fan-out span.
 func TestTraceReachesEveryDelivery(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	sender := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
@@ -295,6 +298,7 @@ func TestSpansCarryNoSecrets(t *testing.T) {
 // CONNECT carries no headers), is a server span of its own, in a trace of its own:
 // an admitted connection's without an error, a refused one's with the wire code.
 func TestCalloutIsTraced(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	connect(t, p.ClientURL(), client.WithCredentials(client.Password("alice", "wonderland")))
@@ -343,6 +347,7 @@ func TestCalloutIsTraced(t *testing.T) {
 // is answered unavailable — records the code and an error status, as the server
 // span of a request answered so at once does (endpoint.SpanError).
 func TestLockAnswerRecordsItsOutcome(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	admin := client.Options{Credentials: client.Password("root", "toor")}
@@ -385,6 +390,7 @@ func TestLockAnswerRecordsItsOutcome(t *testing.T) {
 // nats, rpc.method the subject, rpc.response.status_code ok or the wire code — which
 // the service's rpc.server.call.duration has too.
 func TestCallSpansFollowRPCConventions(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	guest := tr.open(t, p.ClientURL(), client.Options{})
@@ -421,6 +427,7 @@ func TestCallSpansFollowRPCConventions(t *testing.T) {
 // it starts), the path as the destination, the message id and, for the fan-out,
 // how many sessions it is for.
 func TestMessagingSpansFollowConventions(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	sender := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
@@ -489,6 +496,7 @@ func TestMessagingSpansFollowConventions(t *testing.T) {
 // context of the request that made it, so that a reader of the events can join the
 // change's trace.
 func TestSessionEventsCarryTheChangesTrace(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	admin := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})

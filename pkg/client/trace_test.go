@@ -93,6 +93,7 @@ func (tr *tracing) wantCall(t *testing.T, root trace.SpanContext, parent trace.S
 // span into each service's server span, and on from the registry into the auth
 // service, for every session and lock operation.
 func TestTraceFollowsEveryCall(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	admin := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
@@ -174,6 +175,7 @@ func TestTraceFollowsEveryCall(t *testing.T) {
 // TestTraceFollowsResume: a session taken over from a connection that is gone
 // resumes in the SDK's own trace, which the registry joins.
 func TestTraceFollowsResume(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	gone := connect(t, p.ClientURL())
@@ -206,6 +208,7 @@ func TestTraceFollowsResume(t *testing.T) {
 // sender's trace: the handler's span is the SDK's consumer span, a child of the
 // service's fan-out span.
 func TestTraceReachesHandlers(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	sender := tr.open(t, p.ClientURL(), client.Options{Credentials: client.Password("root", "toor")})
@@ -295,6 +298,7 @@ func TestTraceReachesHandlers(t *testing.T) {
 // frees the lock or ends the wait. That answer is a span in the waiter's trace,
 // under its acquire's server span; a grant links the release that made it.
 func TestLockAnswerJoinsWaitersTrace(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	admin := client.Options{Credentials: client.Password("root", "toor")}
@@ -378,6 +382,7 @@ func attr(s sdktrace.ReadOnlySpan, key string) string {
 // sent at all — and a handler that fails end their spans with an error status and
 // the wire error code.
 func TestErrorSpansRecordTheCode(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	guest := tr.open(t, p.ClientURL(), client.Options{})
@@ -447,6 +452,7 @@ func TestErrorSpansRecordTheCode(t *testing.T) {
 // TestLockWithdrawalJoinsCallersTrace: a Lock given up (its context cancelled)
 // withdraws its request in the caller's trace.
 func TestLockWithdrawalJoinsCallersTrace(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	admin := client.Options{Credentials: client.Password("root", "toor")}
@@ -481,6 +487,7 @@ func TestLockWithdrawalJoinsCallersTrace(t *testing.T) {
 // per session, record no span, in the SDK or the registry; a keepalive the
 // application calls is traced like any call.
 func TestHeartbeatsAreNotTraced(t *testing.T) {
+	t.Parallel()
 	tr := newTracing(t)
 	p := startTraced(t, tr)
 	s := tr.open(t, p.ClientURL(), client.Options{Timeout: time.Second, HeartbeatInterval: 50 * time.Millisecond})

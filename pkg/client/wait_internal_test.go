@@ -14,6 +14,7 @@ import (
 // deadline that passes meanwhile must give what a request's passing deadline gives
 // (ErrTimeout), not the bare context error, which matches no SDK error.
 func TestWaitsForOtherCallsEndAsRequestsDo(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	c, err := Connect(p.ClientURL())
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 // (ErrUnauthenticated); the monitoring port, which answers nothing until it reads
 // an HTTP request, left only "read tcp …: i/o timeout".
 func TestConnectNamesAWrongPort(t *testing.T) {
+	t.Parallel()
 	s := natstest.StartCluster(t, 2, func(c *embedded.Config) { c.Monitor = "127.0.0.1:-1" })[0]
 	route := "nats://" + s.ClusterAddr().String()
 	monitor := "nats://" + s.MonitorAddr().String()
@@ -81,6 +82,7 @@ func TestConnectNamesAWrongPort(t *testing.T) {
 // The error still says what is wrong, and with no credentials in the URL it names
 // the URL.
 func TestConnectDoesNotRepeatAnUnparsableURL(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ url, secret, piece string }{
 		{"nats://alice:k7Q/x9Z+Secret@127.0.0.1:4222", "k7Q/x9Z+Secret", "k7Q"},
 		{"nats://alice:ab%zzSecret@127.0.0.1:4222", "ab%zzSecret", "%zz"},

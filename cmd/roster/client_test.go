@@ -108,6 +108,7 @@ func (c cli) listen(ctx context.Context, args ...string) (out *natstest.Buffer, 
 }
 
 func TestSendRequestListen(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	out, id, stop := c.listen(ctx, "--property", "Department=Accounts", "--path", "chat/room1", "--path", "quote", "--reply", "1.08")
@@ -150,6 +151,7 @@ func TestSendRequestListen(t *testing.T) {
 }
 
 func TestLockCommands(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 
@@ -246,6 +248,7 @@ func TestUsageErrorsAndCompletion(t *testing.T) {
 }
 
 func TestHelpHasExamples(t *testing.T) {
+	t.Parallel()
 	root := newRootCmd()
 	var missing []string
 	var walk func(cmdPath string, cmds []*cobra.Command)
@@ -285,6 +288,7 @@ func openSession(t *testing.T, server string) *client.Session {
 }
 
 func TestSessionEventsCommand(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	s := openSession(t, c.server)
@@ -345,6 +349,7 @@ func TestSessionEventsCommand(t *testing.T) {
 // connection, a command given no credentials says so: it said only that the server
 // refused the connection's credentials.
 func TestConnectionErrors(t *testing.T) {
+	t.Parallel()
 	p := startDeployPolicy(t)
 	c := cli{t: t, server: p.ClientURL()}
 	ctx := testCtx(t)
@@ -369,6 +374,7 @@ func TestConnectionErrors(t *testing.T) {
 // the commands reach as they reach the client port: a route port's INFO advertises
 // the client URLs, which nats.go follows.)
 func TestClientCommandNamesAMonitoringPort(t *testing.T) {
+	t.Parallel()
 	s := natstest.Start(t, func(c *embedded.Config) { c.Monitor = "127.0.0.1:-1" })
 	c := cli{t: t, server: s.MonitorAddr().String()}
 	r := c.run(testCtx(t), "", "session", "get")
@@ -381,6 +387,7 @@ func TestClientCommandNamesAMonitoringPort(t *testing.T) {
 // is bounded by --timeout like every other; it used to wait for ever for a lock
 // instance that took the request and died.
 func TestTryLockIsBoundedByTimeout(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Services = []string{"auth", "registry"} }))
 	dead, err := p.Server().ConnectService()
 	if err != nil {
@@ -405,6 +412,7 @@ func TestTryLockIsBoundedByTimeout(t *testing.T) {
 // so, as a lock not free for --wait 0 says it is not available. It said "not granted
 // before the deadline: context deadline exceeded", naming no deadline the user gave.
 func TestLockWaitTimeoutNamesTheWait(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	holder := openSession(t, c.server)
@@ -421,6 +429,7 @@ func TestLockWaitTimeoutNamesTheWait(t *testing.T) {
 // when the lock is lost (here its session is closed by another), with status 5
 // (session_closed), and says so once; it said "lock … lost: …" twice.
 func TestLockLostIsReportedOnce(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	out, errb := &natstest.Buffer{}, &natstest.Buffer{}
@@ -532,6 +541,7 @@ func TestClosedSessionFromTheEnvironmentIsNamed(t *testing.T) {
 // TestSessionOpenPrintsStateChangesAsJSON: with -o json each change of state is an
 // object with the documented snake_case members.
 func TestSessionOpenPrintsStateChangesAsJSON(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	out, errb := &natstest.Buffer{}, &natstest.Buffer{}
@@ -576,6 +586,7 @@ func TestSessionOpenPrintsStateChangesAsJSON(t *testing.T) {
 // TestListenPrintsEachDeliveryOnce: --path '*' beside another path (or a path given
 // twice) registered overlapping handlers, each of which printed the delivery.
 func TestListenPrintsEachDeliveryOnce(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	out, id, stop := c.listen(ctx, "--path", "*", "--path", "chat/room1", "--path", "chat/room1")
@@ -601,6 +612,7 @@ func TestListenPrintsEachDeliveryOnce(t *testing.T) {
 // ("signal: terminated"). A command stopped because the lock was lost still makes
 // acquire exit with the lost lock's status.
 func TestLockAcquireCommandEndedBySignal(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	if r := c.run(ctx, "", "lock", "acquire", "orders/1", "--", "sh", "-c", "kill -TERM $$"); r.exit() != 128+15 {
@@ -638,6 +650,7 @@ func TestLockAcquireCommandEndedBySignal(t *testing.T) {
 // printed "acquired"; here the lock is held elsewhere, so waiting for it would end
 // in a timeout (6).
 func TestLockAcquireCommandThatCannotRun(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	holder := openSession(t, c.server)
@@ -673,6 +686,7 @@ func TestLockAcquireCommandThatCannotRun(t *testing.T) {
 // listener answered, and session list, set --filter and close --filter listed,
 // updated and closed it. A session given with --session-id stays in.
 func TestFiltersLeaveTheCommandsSessionOut(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	_, id, stop := c.listen(ctx, "--path", "ping", "--reply", "pong")
@@ -710,6 +724,7 @@ func TestFiltersLeaveTheCommandsSessionOut(t *testing.T) {
 // outcome); another id is another message; a malformed id is refused before
 // anything is sent.
 func TestSendMessageID(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	out, id, _ := c.listen(ctx, "--path", "jobs")
@@ -745,6 +760,7 @@ func TestSendMessageID(t *testing.T) {
 // "sessions": [], as lock list prints "locks": []; it printed "sessions": null, on
 // which jq '.sessions[]' fails ("cannot iterate over null").
 func TestListsPrintEmptyArraysAsJSON(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	for _, tc := range []struct{ key, cmd string }{{"sessions", "session"}, {"locks", "lock"}} {
@@ -765,6 +781,7 @@ func TestListsPrintEmptyArraysAsJSON(t *testing.T) {
 // reach them. session open's line for the change names the cause; it ended in a
 // blank reason.
 func TestLongRunningCommandsSayWhenTheConnectionIsLost(t *testing.T) {
+	t.Parallel()
 	p := rostertest.Start(t)
 	c := cli{t: t, server: p.ClientURL()}
 	ctx, cancel := context.WithCancel(testCtx(t))
@@ -812,6 +829,7 @@ func TestLongRunningCommandsSayWhenTheConnectionIsLost(t *testing.T) {
 // listen --property Department=Accounts went on waiting for messages sent to
 // Department is "Accounts", which could not reach it, without a word.
 func TestProposedPropertiesTheServerDropsAreNamed(t *testing.T) {
+	t.Parallel()
 	p := startDeployPolicy(t)
 	c := cli{t: t, server: p.ClientURL()}
 	ctx, cancel := context.WithCancel(testCtx(t))
@@ -857,6 +875,7 @@ func startDeployPolicy(t *testing.T) *roster.Process {
 // state is 10 letters, the column was 8) pushed its principal, roles and
 // properties out from under their headings, and so did a lock name over 24.
 func TestListsKeepTheirColumns(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	lost := openSession(t, c.server)

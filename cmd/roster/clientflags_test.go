@@ -13,6 +13,7 @@ import (
 // filter.MaxDepth deep was one level too deep, and the service answered
 // invalid_filter at an offset into text the user never wrote.
 func TestExcludeSessionCompiles(t *testing.T) {
+	t.Parallel()
 	const id = "AbCdEfGhIjKlMnOpQrStUv"
 	deep := strings.Repeat("(", filter.MaxDepth) + `Department is "Accounts"` + strings.Repeat(")", filter.MaxDepth)
 	notDeep := strings.Repeat("not ", filter.MaxDepth) + `has Department`

@@ -43,6 +43,7 @@ func asyncAPIAddresses(t *testing.T) map[string]bool {
 // that each subject is a channel of the AsyncAPI document and each schema it names
 // exists and compiles; then it validates every health reply against its schema.
 func TestEndpointsAreDocumented(t *testing.T) {
+	t.Parallel()
 	url, _ := startServe(t)
 	nc := connectAll(t, url)
 	addresses := asyncAPIAddresses(t)

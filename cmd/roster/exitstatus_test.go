@@ -14,6 +14,7 @@ import (
 // wireExitCode: every registered code is in the table, with the status the commands
 // exit with.
 func TestExitStatusTableIsREADMEs(t *testing.T) {
+	t.Parallel()
 	data, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 // -10s), and --timeout 0 failed every request with a timeout (exit 6) — here, with
 // no server, each exited 7 instead.
 func TestOutOfRangeDurationsAreUsageErrors(t *testing.T) {
+	t.Parallel()
 	c := cli{t: t, server: "nats://127.0.0.1:1"}
 	ctx := testCtx(t)
 	for name, args := range map[string][]string{
@@ -246,6 +247,7 @@ func wantUsage(t *testing.T, env map[string]string, args []string, want string) 
 // commands exited 7 (unavailable), and serve --nats-url retried for a minute, logging
 // "NATS not reachable yet", as if NATS were not up.
 func TestMissingCredentialFilesAreUsageErrors(t *testing.T) {
+	t.Parallel()
 	missing := filepath.Join(t.TempDir(), "missing.pem")
 	const url = "nats://127.0.0.1:1"
 	serve := []string{"serve", "--log-level", "error", "--services", "lock", "--nats-url", url}
@@ -276,6 +278,7 @@ func TestMissingCredentialFilesAreUsageErrors(t *testing.T) {
 // --drain-timeout 0 or -1s waited 10 s, without a word; --replicas 3 on an embedded
 // server that is no cluster node failed after the server had started (exit 1).
 func TestServeOutOfRangeNumbersAreUsageErrors(t *testing.T) {
+	t.Parallel()
 	for name, args := range map[string][]string{
 		"--replicas 0":                    {"--replicas", "0"},
 		"--replicas -1":                   {"--replicas", "-1"},
@@ -305,6 +308,7 @@ func TestServeOutOfRangeNumbersAreUsageErrors(t *testing.T) {
 // --page-size -1, "timeout_ms and permanent exclude each other" for session open
 // --permanent --session-timeout 30s. Here, with no server, each exited 7.
 func TestValuesTheServiceRefusesAreUsageErrorsNamingTheFlag(t *testing.T) {
+	t.Parallel()
 	c := cli{t: t, server: "nats://127.0.0.1:1"}
 	ctx := testCtx(t)
 	for _, tc := range []struct {
@@ -355,6 +359,7 @@ func TestSessionFromTheEnvironmentIsNamedInErrors(t *testing.T) {
 // for the command alone, printed "1 session updated" and closed it: nothing anyone
 // could see had changed. (Here, with no server, it exited 7.)
 func TestSessionSetNamesItsSessions(t *testing.T) {
+	t.Parallel()
 	c := cli{t: t, server: "nats://127.0.0.1:1"}
 	if r := c.run(testCtx(t), "", "session", "set", "Status=Closed"); r.exit() != 2 {
 		t.Errorf("got %v (exit %d), want a usage error (2)", r.err, r.exit())
@@ -367,6 +372,7 @@ func TestSessionSetNamesItsSessions(t *testing.T) {
 // roster session update passed in a script as if it had run. Without an argument a
 // group still shows its help, with no usage line of its own.
 func TestUnknownCommandsAreUsageErrors(t *testing.T) {
+	t.Parallel()
 	ctx := testCtx(t)
 	for _, tc := range []struct {
 		args []string
@@ -406,6 +412,7 @@ func TestUnknownCommandsAreUsageErrors(t *testing.T) {
 // shows the command's usage line; cobra's "accepts 1 arg(s), received 0" alone did
 // not say which argument. A filter the shell split into words says to quote it.
 func TestArgumentErrorsShowTheUsage(t *testing.T) {
+	t.Parallel()
 	ctx := testCtx(t)
 	for _, tc := range []struct {
 		args []string
@@ -445,6 +452,7 @@ func runOffline(ctx context.Context, args ...string) result {
 // --session-token on the command line is refused as --session-id is; it was taken
 // and ignored. (Here, with no server, it exited 7.)
 func TestOpeningCommandsHideTheSessionFlags(t *testing.T) {
+	t.Parallel()
 	c := cli{t: t, server: "nats://127.0.0.1:1"}
 	ctx := testCtx(t)
 	for _, name := range [][]string{{"listen"}, {"session", "open"}} {
@@ -502,6 +510,7 @@ func TestCredentialFlagsThatCannotWorkAreUsageErrors(t *testing.T) {
 // ("timeout_ms 500 is outside [1000, 86400000]"), which now also says them as
 // durations. It stays a usage error (exit 2).
 func TestSessionTimeoutsTheServerRefusesNameTheFlag(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	for _, args := range [][]string{
@@ -522,6 +531,7 @@ func TestSessionTimeoutsTheServerRefusesNameTheFlag(t *testing.T) {
 // but its log, which stayed text without a word. ROSTER_OUTPUT, which an operator
 // may export for the client commands, is left alone.
 func TestServeRefusesOutput(t *testing.T) {
+	t.Parallel()
 	err := run(testCtx(t), []string{"serve", "-o", "json", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()})
 	if exitCode(err) != 2 || !strings.Contains(fmt.Sprint(err), "--log-format") {
 		t.Errorf("serve -o json: got %v (exit %d), want a usage error (2) pointing to --log-format", err, exitCode(err))
@@ -534,6 +544,7 @@ func TestServeRefusesOutput(t *testing.T) {
 // servers available for connection". A host:port without a scheme is still tried.
 // The error names the URL without its password.
 func TestServerURLOfAnotherSchemeIsAUsageError(t *testing.T) {
+	t.Parallel()
 	ctx := testCtx(t)
 	for _, server := range []string{"http://127.0.0.1:8222", "nats://127.0.0.1:1,https://127.0.0.1:2", "http://alice:wonderland-pw@127.0.0.1:8222"} {
 		c := cli{t: t, server: server}
@@ -554,6 +565,7 @@ func TestServerURLOfAnotherSchemeIsAUsageError(t *testing.T) {
 // CEL confirms — as the messaging service does it (filter.Plan). It said "CEL
 // confirms each" also for plans the index answers exactly.
 func TestFilterCheckSaysWhetherCELConfirms(t *testing.T) {
+	t.Parallel()
 	ctx := testCtx(t)
 	for filter, want := range map[string]string{
 		`all`:                   "selection: every session\n",

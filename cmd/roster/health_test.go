@@ -69,6 +69,7 @@ func TestHealthAnswersStartingWhileServeStarts(t *testing.T) {
 // It was found only once every service had started (after up to a minute of NATS
 // retries), and then stopped them all; a malformed address is a usage error.
 func TestHealthListenFailsBeforeAnythingStarts(t *testing.T) {
+	t.Parallel()
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +118,7 @@ func TestServeLogsWhatItRuns(t *testing.T) {
 // servers refuse, says that none were given and how to give them. It said only
 // "lock: connect: nats: Authorization Violation", as for a wrong password.
 func TestServeWithoutNATSCredentialsSaysSo(t *testing.T) {
+	t.Parallel()
 	srv := natstest.Start(t, func(c *embedded.Config) { c.AllowAnonymous = false })
 	err := run(context.Background(), []string{"serve", "--log-level", "error", "--services", "lock", "--nats-url", srv.ClientURL()})
 	if err == nil || !strings.Contains(err.Error(), "no credentials were given") || !strings.Contains(err.Error(), "--nats-user") {
@@ -128,6 +130,7 @@ func TestServeWithoutNATSCredentialsSaysSo(t *testing.T) {
 // log ("retry_in":"250ms"): slog's JSON handler wrote nanoseconds, so the wait
 // before NATS was dialed again read "retry_in":5000000000.
 func TestJSONLogShowsDurationsAsText(t *testing.T) {
+	t.Parallel()
 	var out natstest.Buffer
 	log, err := newLogger(&out, "json", "info")
 	if err != nil {
@@ -144,6 +147,7 @@ func TestJSONLogShowsDurationsAsText(t *testing.T) {
 // span; the lines named no trace, and an internal error could not be tied to the
 // request's trace.
 func TestLogLinesOfARequestNameItsTrace(t *testing.T) {
+	t.Parallel()
 	for _, format := range []string{"json", "text"} {
 		var out natstest.Buffer
 		log, err := newLogger(&out, format, "info")
@@ -165,6 +169,7 @@ func TestLogLinesOfARequestNameItsTrace(t *testing.T) {
 // given: empty (services="") for a --services= that runs all four, and LOCK,Registry
 // for the lock and registry services.
 func TestServeListeningLineNamesWhatItRuns(t *testing.T) {
+	t.Parallel()
 	for services, want := range map[string]string{"": "auth,registry,lock,messaging", "LOCK,Registry": "registry,lock"} {
 		line := serveLogLine(t, "roster listening", "--services="+services)
 		if line["services"] != want {
@@ -180,6 +185,7 @@ func TestServeListeningLineNamesWhatItRuns(t *testing.T) {
 // deploy/roster/policy.yaml the command fails with "Authorization Violation", and
 // with a user's credentials gets no answer (its inbox and $SRV.INFO are not permitted).
 func TestServeSuggestsTheNATSCLIWhereItWorks(t *testing.T) {
+	t.Parallel()
 	hinted := func(msgs []string) bool {
 		return slices.ContainsFunc(msgs, func(m string) bool { return strings.HasPrefix(m, "connect with: nats ") })
 	}

@@ -21,6 +21,7 @@ import (
 // interrupted, with 128 and the signal's number as a shell reports it. It said
 // "roster: context canceled" and exited 1, as for any other failure.
 func TestInterruptedCommandsSayWhichSignal(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	holder := openSession(t, c.server)
@@ -52,6 +53,7 @@ func TestInterruptedCommandsSayWhichSignal(t *testing.T) {
 // the signal, so the read went on, on a terminal until the user typed Ctrl-D; then
 // the command ran anyway and failed with "context canceled".
 func TestCtrlCEndsAReadOfStandardInput(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"send", "--server", "nats://127.0.0.1:1", "--filter", "all", "--path", "p", "-"},
 		{"request", "--server", "nats://127.0.0.1:1", "--filter", "all", "--path", "p", "-"},
@@ -89,6 +91,7 @@ func TestCtrlCEndsAReadOfStandardInput(t *testing.T) {
 // them. SIGTERM is passed on as SIGTERM, and SIGHUP as SIGHUP (README and the help
 // say so).
 func TestLockAcquirePassesTheInterruptOnToItsCommand(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	const script = `trap 'echo got INT; exit 7' INT; trap 'echo got TERM; exit 9' TERM; trap 'echo got HUP; exit 11' HUP; echo ready; while :; do sleep 0.05; done`

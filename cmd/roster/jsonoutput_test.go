@@ -30,6 +30,7 @@ func jsonLines(out string) (int, error) {
 // and then each change of state, while listen, request and session events printed
 // one per line.
 func TestJSONOutputIsOneObjectPerLine(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	// session open, which prints its session and then each change of state:

@@ -22,6 +22,7 @@ import (
 // the connection lost half a window after the partition, and releases the lock a
 // window later.
 func TestLockAcquireStopsItsCommandWhenCutOff(t *testing.T) {
+	t.Parallel()
 	const window = 2 * time.Second
 	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Registry.ReconnectWindow = window }))
 	px := natstest.StartPartition(t, p.ClientURL())

@@ -19,6 +19,7 @@ import (
 // anonymous clients) and a users file: the auth callout refuses a connection without
 // credentials and admits alice.
 func TestServeAuthenticatesConnections(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	policyFile := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policyFile, []byte("roles:\n  user:\n    - permission: VIEW_SESSION\nanonymous:\n  allowed: false\n"), 0o600); err != nil {
@@ -58,6 +59,7 @@ func TestServeAuthenticatesConnections(t *testing.T) {
 }
 
 func TestServeRejectsBadPolicyFile(t *testing.T) {
+	t.Parallel()
 	bad := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(bad, []byte("roles: {x: [{permission: FLY}]}\n"), 0o600); err != nil {
 		t.Fatal(err)

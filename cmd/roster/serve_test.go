@@ -110,6 +110,7 @@ func connectAll(t *testing.T, url string) *nats.Conn {
 }
 
 func TestServeAnswersPingForAllServices(t *testing.T) {
+	t.Parallel()
 	url, stop := startServe(t)
 	connectAll(t, url)
 	if err := stop(); err != nil {
@@ -118,6 +119,7 @@ func TestServeAnswersPingForAllServices(t *testing.T) {
 }
 
 func TestServeRejectsUnknownService(t *testing.T) {
+	t.Parallel()
 	err := run(context.Background(), []string{"serve", "--services", "registry,nope", "--data-dir", t.TempDir()})
 	if err == nil || exitCode(err) != 2 {
 		t.Fatalf("got %v (exit %d), want a usage error", err, exitCode(err))
@@ -125,6 +127,7 @@ func TestServeRejectsUnknownService(t *testing.T) {
 }
 
 func TestServeRunsSelectedServices(t *testing.T) {
+	t.Parallel()
 	url, _ := startServe(t, "--services", "lock")
 	var nc *nats.Conn
 	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() (err error) {
@@ -156,6 +159,7 @@ func equal(a, b []string) bool {
 // TestServeWebSocket opens a session over the optional WebSocket listener: the
 // registry sees the transport from the server-written request info.
 func TestServeWebSocket(t *testing.T) {
+	t.Parallel()
 	ws := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	url, _ := startServe(t, "--websocket", ws)
 	natstest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
@@ -182,6 +186,7 @@ func TestServeWebSocket(t *testing.T) {
 // (and so from their ROSTER_ variables); before, only a Go program embedding
 // pkg/roster could change them.
 func TestServeTuningFlags(t *testing.T) {
+	t.Parallel()
 	url, _ := startServe(t, "--session-timeout", "7s", "--max-properties", "2", "--max-value-length", "8", "--lock-max-per-session", "1")
 	connectAll(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -216,6 +221,7 @@ func TestServeTuningFlags(t *testing.T) {
 // its bounds, is a usage error: the services would have replaced it with their
 // default without a word.
 func TestServeTuningFlagsOutOfRange(t *testing.T) {
+	t.Parallel()
 	for name, args := range map[string][]string{
 		"--max-properties 0":                                    {"--max-properties", "0"},
 		"--lock-max-waiters -1":                                 {"--lock-max-waiters", "-1"},
@@ -245,6 +251,7 @@ func TestServeTuningFlagsOutOfRange(t *testing.T) {
 // gathers. Left at its default it follows a lower --max-requests down; given, it
 // must fit (TestServeTuningFlagsOutOfRange refuses one that does not).
 func TestServePrincipalRequestsFollowMaxRequests(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		args []string
 		want int
@@ -275,6 +282,7 @@ func TestServePrincipalRequestsFollowMaxRequests(t *testing.T) {
 // serve took that for NATS not up yet: it retried for a minute, then said only "NATS
 // not reachable for 1m0s: read tcp …: i/o timeout".
 func TestServeNamesAMonitoringPort(t *testing.T) {
+	t.Parallel()
 	s := natstest.Start(t, func(c *embedded.Config) { c.Monitor = "127.0.0.1:-1" })
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()

@@ -16,6 +16,7 @@ import (
 // certificates, the lock service as a second process joining it over TLS with its own
 // certificate (--nats-url), and the client commands with --tls-*.
 func TestServeWithMutualTLS(t *testing.T) {
+	t.Parallel()
 	files := natstest.WriteTLSFiles(t)
 	const servicePassword = "tls-test-service-pw"
 	url, _ := startServe(t, "--services", "auth,registry,messaging", "--service-password", servicePassword,
@@ -81,6 +82,7 @@ func TestServeWithMutualTLS(t *testing.T) {
 }
 
 func TestServeTLSFlagsChecked(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"--tls-cert", "cert.pem"},
 		{"--tls-client-ca", "ca.pem"},

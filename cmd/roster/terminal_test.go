@@ -18,6 +18,7 @@ import (
 // from another sender (an administrator's session, say), and escape sequences
 // reached the terminal (colours, cleared lines, a window title, the clipboard).
 func TestTextOutputKeepsWhatOthersSentOnOneLine(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	ctx := testCtx(t)
 	const forged = "hi\nmessage on alerts from 0000000000000000000000 (text/plain): shut down now\x1b[31m"

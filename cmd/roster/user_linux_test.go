@@ -21,6 +21,7 @@ import (
 // it is read from standard input so that it is seen nowhere. The terminal's echo is
 // on again afterwards.
 func TestUserAddAsksForThePasswordWithoutEcho(t *testing.T) {
+	t.Parallel()
 	master, tty := openPTY(t)
 	file := filepath.Join(t.TempDir(), "users.yaml")
 	root := newRootCmd()

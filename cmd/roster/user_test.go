@@ -14,6 +14,7 @@ import (
 )
 
 func TestUserAdd(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "users.yaml")
 	add := func(stdin string, args ...string) error {
 		root := newRootCmd()
@@ -57,6 +58,7 @@ func TestUserAdd(t *testing.T) {
 // which the auth service refuses, locking every user out; a cost above the maximum
 // or an empty name exited 1.
 func TestUserAddRefusesAFileTheServerWouldNot(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "users.yaml")
 	add := func(args ...string) error {
 		root := newRootCmd()
@@ -96,6 +98,7 @@ func TestUserAddRefusesAFileTheServerWouldNot(t *testing.T) {
 // TestUserAddPrintsJSON: user add -o json prints JSON, like every other command; it
 // printed its line of text.
 func TestUserAddPrintsJSON(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "users.yaml")
 	root := newRootCmd()
 	root.SetArgs([]string{"user", "add", "alice", "--users-file", file, "--bcrypt-cost", "4", "-o", "json"})

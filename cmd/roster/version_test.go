@@ -21,6 +21,7 @@ import (
 // version. Before, the binary said 0.1.0-dev (main.version) and each service its
 // own constant 0.1.0.
 func TestVersionIsOneForTheBinaryAndItsServices(t *testing.T) {
+	t.Parallel()
 	const want = "1.2.3-test.4"
 	bin := filepath.Join(t.TempDir(), "roster")
 	build := exec.Command("go", "build", "-o", bin,

@@ -463,10 +463,22 @@ func TestFollowEventsGoesOnWhenTheSessionIsBack(t *testing.T) {
 	s.OnStateChange(func(ch client.StateChange) { states <- ch })
 	ctx := ctxT(t)
 	events := make(chan wire.StoredSessionEvent, 16)
+	// The follower ends before the deferred SetFollowBackoff restores the pauses it
+	// reads: left to the clean-ups, it read them while they were written back.
+	fctx, stopFollowing := context.WithCancel(ctx)
+	followed := make(chan struct{})
 	go func() {
-		_ = s.FollowEvents(ctx, wire.SessionEventsRequest{SessionID: s.ID(), Kinds: []wire.SessionEventKind{wire.EventUpdated}},
-			func(e wire.StoredSessionEvent) error { events <- e; return nil })
+		defer close(followed)
+		_ = s.FollowEvents(fctx, wire.SessionEventsRequest{SessionID: s.ID(), Kinds: []wire.SessionEventKind{wire.EventUpdated}},
+			func(e wire.StoredSessionEvent) error {
+				select {
+				case events <- e:
+				case <-fctx.Done():
+				}
+				return nil
+			})
 	}()
+	defer func() { stopFollowing(); <-followed }()
 	if err := p.Stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}

@@ -74,7 +74,6 @@ func startProduction(t *testing.T, opts ...rostertest.Option) *roster.Process {
 // requests, each with its own request_id, and every other session asking to wait for
 // that lock got limit_exceeded until they ended.
 func TestOneSessionCannotFillALocksQueue(t *testing.T) {
-	t.Parallel()
 	p := startProduction(t)
 	bob := open(t, p.ClientURL(), client.Options{Credentials: client.Password("bob", "builder")})
 	alice := open(t, p.ClientURL(), client.Options{Credentials: client.Password("alice", "wonderland")})

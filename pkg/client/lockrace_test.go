@@ -111,7 +111,6 @@ func TestWeakenedScopeIsReportedLost(t *testing.T) {
 // granted later to a session that gave up on it. (300 tries, with the
 // cancel sent after 0 to 1.75 ms.)
 func TestCancelledLockLeavesNoWaiter(t *testing.T) {
-	t.Parallel()
 	p := rostertest.Start(t, rostertest.WithConfig(func(c *roster.Config) { c.Services = []string{"auth", "registry"} }))
 	startLockInstance(t, p, lock.Config{})
 	startLockInstance(t, p, lock.Config{})

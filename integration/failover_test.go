@@ -57,10 +57,6 @@ func sessionHeaders(id, token string) nats.Header {
 // every session whose open was acknowledged is stored, and that SDK sessions
 // connected to the killed node reconnect to another node and keep their ids.
 func TestKillJetStreamLeaderWhileOpeningSessions(t *testing.T) {
-	// In parallel with TestSessionsOfAKilledNode, which mostly waits for the
-	// registry's connection checks: each has a cluster of its own, and neither
-	// asserts a bound on how long anything takes.
-	t.Parallel()
 	total := scale(10000, 10000)
 	c := startCluster(t, 3)
 	c.startServices(2)
@@ -699,7 +695,6 @@ func dumpHistory(t *testing.T, path string, ops []porcupine.Operation, notes *sy
 // sessions become RECOVERING and their connection-scoped locks are released; before
 // the checks they stayed ACTIVE, holding the locks, until their inactivity timeout.
 func TestSessionsOfAKilledNode(t *testing.T) {
-	t.Parallel() // with TestKillJetStreamLeaderWhileOpeningSessions
 	c := startCluster(t, 3)
 	c.startServices(1)
 	watcher := open(t, c.nodes[0].url(), nil)

@@ -269,15 +269,21 @@ func TestClientCloseWithdrawsAnAttachedSessionsLockWait(t *testing.T) {
 	if err := held.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
-	other := open(t, p.ClientURL(), client.Options{})
+	waitFree(t, open(t, p.ClientURL(), client.Options{}), "jobs/wanted", "the lock its holder released")
+}
+
+// waitFree waits until s can take the lock name (and gives it back): it has been
+// released. what names the lock in the error.
+func waitFree(t *testing.T, s *client.Session, name, what string) {
+	t.Helper()
 	waitFor(t, func() error {
-		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		l, err := other.TryLock(tctx, "jobs/wanted", client.LockOptions{})
+		l, err := s.TryLock(ctx, name, client.LockOptions{})
 		if err != nil {
-			return fmt.Errorf("the lock its holder released: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		return l.Unlock(tctx)
+		return l.Unlock(ctx)
 	})
 }
 
@@ -387,16 +393,7 @@ func TestClientCloseReportsAnAttachedSessionsConnectionLocksLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The server released the connection-scoped lock with the connection.
-	other := open(t, p.ClientURL(), client.Options{})
-	waitFor(t, func() error {
-		tctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		l, err := other.TryLock(tctx, "jobs/conn", client.LockOptions{})
-		if err != nil {
-			return fmt.Errorf("the connection-scoped lock of the closed client: %w", err)
-		}
-		return l.Unlock(tctx)
-	})
+	waitFree(t, open(t, p.ClientURL(), client.Options{}), "jobs/conn", "the connection-scoped lock of the closed client")
 	select {
 	case <-conn.Lost():
 		if err := conn.Err(); !errors.Is(err, client.ErrLockLost) || !errors.Is(err, client.ErrUnavailable) {

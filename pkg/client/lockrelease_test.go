@@ -76,14 +76,7 @@ func TestReleaseOfALockReleasedElsewhereStopsTrackingIt(t *testing.T) {
 				t.Fatalf("a release naming another token reported the held lock lost: %v", err)
 			}
 
-			other := connect(t, p.ClientURL())
-			attached, err := other.Attach(ctx, s.ID(), s.Token(), client.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := attached.Release(ctx, "jobs/1", 0); err != nil {
-				t.Fatalf("release from the other process: %v", err)
-			}
+			releaseElsewhere(t, p.ClientURL(), s, "jobs/1")
 			if _, err := s.Release(ctx, "jobs/1", tc.token(l)); !errors.Is(err, client.ErrLockNotHeld) {
 				t.Fatalf("release of a lock released elsewhere: got %v, want ErrLockNotHeld", err)
 			}
@@ -114,14 +107,7 @@ func TestANewGrantEndsTheLockItReplaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := connect(t, p.ClientURL())
-	attached, err := other.Attach(ctx, s.ID(), s.Token(), client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := attached.Release(ctx, "jobs/1", 0); err != nil {
-		t.Fatalf("release from the other process: %v", err)
-	}
+	releaseElsewhere(t, p.ClientURL(), s, "jobs/1")
 	second, err := s.Lock(ctx, "jobs/1", client.LockOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -149,5 +135,19 @@ func TestANewGrantEndsTheLockItReplaces(t *testing.T) {
 	}
 	if gone, err := lost(second); gone {
 		t.Errorf("a late answer with an older token reported the lock held lost: %v", err)
+	}
+}
+
+// releaseElsewhere releases s's lock name from another process acting as the
+// session: a client of its own at url that attaches it.
+func releaseElsewhere(t *testing.T, url string, s *client.Session, name string) {
+	t.Helper()
+	ctx := ctxT(t)
+	attached, err := connect(t, url).Attach(ctx, s.ID(), s.Token(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := attached.Release(ctx, name, 0); err != nil {
+		t.Fatalf("release from the other process: %v", err)
 	}
 }

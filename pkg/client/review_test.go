@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
@@ -135,15 +134,7 @@ func TestTryLockGivenUpLeavesNoLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("the late request was answered: %s %s", reply.Header.Get(wire.HeaderErrorCode), reply.Data)
-	waitFor(t, func() error {
-		tctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		l, err := other.TryLock(tctx, "slow", client.LockOptions{})
-		if err != nil {
-			return fmt.Errorf("lock slow is not free: %w", err)
-		}
-		return l.Unlock(ctx)
-	})
+	waitFree(t, other, "slow", "lock slow is not free")
 }
 
 // TestRequestOverMaxPayloadIsTooLarge: a request larger than the server's

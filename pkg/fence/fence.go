@@ -31,6 +31,12 @@ import (
 // ErrStale is returned for a write whose token is lower than the highest seen.
 var ErrStale = errors.New("fence: stale fencing token")
 
+// ErrNoToken is returned for a write with token 0. Every grant's token is at least
+// 1: a 0 is a token the writer never set (a field left empty, a holder that forgot
+// its lock), and admitting it while no token had been seen let such a writer in
+// until the first real holder wrote.
+var ErrNoToken = errors.New("fence: no fencing token (0)")
+
 // Guard remembers the highest fencing token seen per lock name. The zero value is
 // ready to use; a Guard is safe for concurrent use. Names are independent: a write
 // under one name never waits for a write under another.
@@ -63,7 +69,7 @@ func (g *Guard) name(n string) *name {
 // Check admits a write under lock name with token: it succeeds when token is at
 // least the highest token seen for name (a holder writes many times with its one
 // token), and records token as the highest. Otherwise it returns an error matching
-// ErrStale and records nothing.
+// ErrStale, or ErrNoToken for token 0, and records nothing.
 func (g *Guard) Check(name string, token uint64) error {
 	e := g.name(name)
 	e.mu.Lock()
@@ -72,6 +78,9 @@ func (g *Guard) Check(name string, token uint64) error {
 }
 
 func (e *name) check(n string, token uint64) error {
+	if token == 0 {
+		return fmt.Errorf("%w: lock %q", ErrNoToken, n)
+	}
 	if token < e.highest {
 		return fmt.Errorf("%w: lock %q token %d is below %d", ErrStale, n, token, e.highest)
 	}

@@ -27,12 +27,31 @@ func TestCheck(t *testing.T) {
 	}
 	for i, s := range steps {
 		err := g.Check(s.name, s.token)
-		if (err == nil) != s.ok || (err != nil && !errors.Is(err, fence.ErrStale)) {
+		if (err == nil) != s.ok || (err != nil && !errors.Is(err, fence.ErrStale) && !errors.Is(err, fence.ErrNoToken)) {
 			t.Fatalf("step %d: Check(%s, %d) = %v, want ok=%v", i, s.name, s.token, err, s.ok)
 		}
 	}
 	if got := g.Highest("a"); got != 9 {
 		t.Fatalf("got highest %d, want 9", got)
+	}
+}
+
+// TestTokenZeroIsNeverAdmitted: a grant's token is at least 1, so a write with 0
+// carries no token (a field its writer never set). It was admitted under a name no
+// token had been seen for yet, until the first real holder wrote.
+func TestTokenZeroIsNeverAdmitted(t *testing.T) {
+	var g fence.Guard
+	if err := g.Check("fresh", 0); !errors.Is(err, fence.ErrNoToken) {
+		t.Fatalf("Check of token 0 under a fresh name: %v, want ErrNoToken", err)
+	}
+	if err := g.Do("fresh", 0, func() error { t.Error("a write with token 0 ran"); return nil }); !errors.Is(err, fence.ErrNoToken) {
+		t.Fatalf("Do with token 0: %v, want ErrNoToken", err)
+	}
+	if got := g.Highest("fresh"); got != 0 {
+		t.Fatalf("a refused token 0 recorded %d", got)
+	}
+	if err := g.Check("fresh", 1); err != nil {
+		t.Fatalf("the first real token after a refused 0: %v", err)
 	}
 }
 

@@ -149,6 +149,23 @@ func Responder(t testing.TB, nc *nats.Conn, subject string, fn func(*nats.Msg) e
 	}
 }
 
+// Subscribe returns the messages published on subject from now on (the server has
+// the subscription when it returns), buffered up to size; the subscription ends
+// with the test.
+func Subscribe(t testing.TB, nc *nats.Conn, subject string, size int) <-chan *nats.Msg {
+	t.Helper()
+	msgs := make(chan *nats.Msg, size)
+	sub, err := nc.ChanSubscribe(subject, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
 // Run runs a service's Run on a goroutine until stop is called or the test ends.
 // stop cancels Run's context, waits for it to return, fails the test if it returned
 // an error, then runs after (closing the service's connection, say). It may be called

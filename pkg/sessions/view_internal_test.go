@@ -113,14 +113,7 @@ func TestTouchesWhosePublishFailedArePublishedLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(v.Close)
-	seen := make(chan *nats.Msg, 16)
-	watch := srv.ServiceConn(t)
-	if _, err := watch.ChanSubscribe(wire.SubjectSessionActivity, seen); err != nil {
-		t.Fatal(err)
-	}
-	if err := watch.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	seen := natstest.Subscribe(t, srv.ServiceConn(t), wire.SubjectSessionActivity, 16)
 
 	id := strings.Repeat("a", IDLength)
 	v.Touch(id)

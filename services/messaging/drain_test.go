@@ -113,13 +113,8 @@ func TestStopEndsTheRequestsInProgressAtTheDrainsEnd(t *testing.T) {
 	from := e.open(t, "sender", nil)
 	to := e.open(t, "sender", nil)
 	r := e.silentReceiver(t, to)
-	replies := make(chan *nats.Msg, 1)
 	inbox := e.cc.NewInbox()
-	sub, err := e.cc.ChanSubscribe(inbox, replies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	replies := natstest.Subscribe(t, e.cc, inbox, 1)
 	body, _ := json.Marshal(wire.MsgRequestRequest{Message: wire.Message{SessionID: to.id, Path: "chat/ask"}, TimeoutMS: wire.MaxRequestTimeoutMS})
 	if err := e.cc.PublishMsg(&nats.Msg{Subject: wire.SubjectMsgRequest, Reply: inbox, Header: from.header(), Data: body}); err != nil {
 		t.Fatal(err)

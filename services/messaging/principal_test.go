@@ -28,13 +28,8 @@ func TestOnePrincipalCannotHoldEveryRequestSlot(t *testing.T) {
 		sink := e.open(t, "sender", nil)
 		r := e.silentReceiver(t, sink)
 
-		replies := make(chan *nats.Msg, sessions*apiece)
 		inbox := e.cc.NewInbox()
-		sub, err := e.cc.ChanSubscribe(inbox, replies)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
+		replies := natstest.Subscribe(t, e.cc, inbox, sessions*apiece)
 		body, _ := json.Marshal(wire.MsgRequestRequest{Message: wire.Message{SessionID: sink.id, Path: "chat/slow"}, TimeoutMS: wire.MaxRequestTimeoutMS})
 		for range sessions {
 			s := e.open(t, "sender", nil)
@@ -88,12 +83,7 @@ func TestRequestsInProgressHoldNoHandlerSlot(t *testing.T) {
 	sink := e.open(t, "sender", nil)
 	r := e.silentReceiver(t, sink)
 	inbox := e.cc.NewInbox()
-	replies := make(chan *nats.Msg, gathered)
-	sub, err := e.cc.ChanSubscribe(inbox, replies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	replies := natstest.Subscribe(t, e.cc, inbox, gathered)
 	body, _ := json.Marshal(wire.MsgRequestRequest{Message: wire.Message{SessionID: sink.id, Path: "chat/slow"}, TimeoutMS: wire.MaxRequestTimeoutMS})
 	for _, principal := range []string{"sender", "direct"} {
 		for range gathered / 2 / apiece {
@@ -155,13 +145,8 @@ func TestTwoPrincipalsCannotHoldEveryStreamAtTheDefaults(t *testing.T) {
 	sinks := []session{e.open(t, "sink", nil), e.open(t, "sink", nil)}
 	rs := []*receiver{e.silentReceiver(t, sinks[0]), e.silentReceiver(t, sinks[1])}
 	delivered := func() int { return rs[0].count() + rs[1].count() }
-	replies := make(chan *nats.Msg, 2*DefaultMaxPrincipalRequests)
 	inbox := e.cc.NewInbox()
-	sub, err := e.cc.ChanSubscribe(inbox, replies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	replies := natstest.Subscribe(t, e.cc, inbox, 2*DefaultMaxPrincipalRequests)
 	streamed := func(n int) []byte {
 		to := sinks[n%2].id
 		body, _ := json.Marshal(wire.MsgRequestRequest{Message: wire.Message{SessionID: to, Path: "chat/slow"}, TimeoutMS: wire.MaxRequestTimeoutMS, StreamID: fmt.Sprint(n)})

@@ -50,13 +50,8 @@ func TestRequestsInProgressDoNotHoldTheirPayloads(t *testing.T) {
 		defer mu.Unlock()
 		return len(pending)
 	}
-	replies := make(chan *nats.Msg, n)
 	inbox := e.cc.NewInbox()
-	sub, err := e.cc.ChanSubscribe(inbox, replies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	replies := natstest.Subscribe(t, e.cc, inbox, n)
 	senders := []session{e.open(t, "sender", nil), e.open(t, "direct", nil)}
 
 	before := heapInUse()

@@ -121,15 +121,7 @@ func TestActivityPublishedIntoALostConnectionIsPublishedAgain(t *testing.T) {
 // watchActivity returns the activity batches published on srv from now on.
 func watchActivity(t *testing.T, srv *natstest.Server) <-chan *nats.Msg {
 	t.Helper()
-	seen := make(chan *nats.Msg, 16)
-	watch := srv.ServiceConn(t)
-	if _, err := watch.ChanSubscribe(wire.SubjectSessionActivity, seen); err != nil {
-		t.Fatal(err)
-	}
-	if err := watch.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return seen
+	return natstest.Subscribe(t, srv.ServiceConn(t), wire.SubjectSessionActivity, 16)
 }
 
 // trackerThrough returns a tracker whose service connection to srv goes through px
